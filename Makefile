@@ -1,0 +1,13 @@
+# The two set-up commands of the README: `make demo` (main job) and `make test` (the test suite).
+.PHONY: setup demo test test-fast lint
+setup:
+	./scripts/setup
+demo: setup
+	.venv/bin/railguard demo
+test: setup
+	./scripts/test
+test-fast: setup
+	./scripts/test -m "not model"
+lint:
+	.venv/bin/ruff check guardrails probes personalization agents tests
+	.venv/bin/mypy guardrails

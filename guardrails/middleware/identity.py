@@ -1,0 +1,61 @@
+"""Who is talking: user and session ids from the LangGraph runtime context or the RunnableConfig.
+
+Identity flows through context/config, never through globals. Order: `runtime.context` (the agent's
+`context_schema`: dataclass, TypedDict, pydantic model or mapping with `user_id` / `session_id`), then
+`configurable`, then `metadata`; the session falls back to LangGraph's `thread_id`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: str
+    session_id: str | None = None
+
+
+#: Set by the middleware while the guarded model runs, so prefill observers (fused probes) know whose turn it is.
+current_identity: ContextVar[Identity | None] = ContextVar("railguard_identity", default=None)
+
+
+def _get(obj: Any, key: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def from_sources(context: Any = None, config: Mapping[str, Any] | None = None,
+                 default_user_id: str | None = None) -> Identity:
+    config = config or {}
+    configurable = config.get("configurable") or {}
+    metadata = config.get("metadata") or {}
+    user = _get(context, "user_id") or configurable.get("user_id") or metadata.get("user_id") or default_user_id
+    session = (_get(context, "session_id") or configurable.get("session_id") or metadata.get("session_id")
+               or configurable.get("thread_id"))
+    if not user:
+        raise InvalidInputError(
+            "no user_id: pass context=YourContext(user_id=...) to the agent, or "
+            "config={'configurable': {'user_id': ...}}, or set default_user_id on the guard middleware"
+        )
+    return Identity(user_id=str(user), session_id=str(session) if session is not None else None)
+
+
+def from_runtime(runtime: Any, default_user_id: str | None = None) -> Identity:
+    """Identity inside an agent hook: runtime.context first, then the graph's RunnableConfig."""
+    config: Mapping[str, Any] = {}
+    try:
+        from langgraph.config import get_config
+
+        config = get_config()
+    except (ImportError, RuntimeError):  # outside a graph run
+        pass
+    return from_sources(_get(runtime, "context"), config, default_user_id)

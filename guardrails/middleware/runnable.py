@@ -1,0 +1,149 @@
+"""`GuardedRunnable`: the Guard around any langchain-core Runnable or chat model, no `langchain` needed.
+
+Identity comes from the call's RunnableConfig (`configurable` or `metadata`: user_id, session_id).
+Streaming is buffered: the inner stream is collected, the whole output is checked, and only then released,
+so a blocked output never reaches the consumer (the price: no token-by-token latency benefit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from pydantic import ConfigDict
+
+from ..decision import DEFAULT_REFUSAL, Action, Decision, Stage
+from ..errors import InvalidInputError
+from ..models.chat import to_chat_dicts
+from ..pipeline import Guard
+from .identity import Identity, from_sources
+
+
+def _as_messages(value: Any) -> list[BaseMessage]:
+    if isinstance(value, str):
+        return [HumanMessage(content=value)]
+    if isinstance(value, PromptValue):
+        return value.to_messages()
+    if isinstance(value, BaseMessage):
+        return [value]
+    if isinstance(value, list) and all(isinstance(m, BaseMessage) for m in value):
+        return list(value)
+    raise InvalidInputError("guarded input must be a str, a PromptValue or a list of BaseMessages")
+
+
+def _output_text(value: Any) -> str:
+    if isinstance(value, BaseMessage):
+        return to_chat_dicts([value])[0]["content"]
+    if isinstance(value, str):
+        return value
+    raise InvalidInputError(f"cannot check output of type {type(value).__name__}")
+
+
+class GuardedRunnable(RunnableSerializable[Any, Any]):
+    """Check input (last human message) before `inner` runs and its output after; block → refusal message."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    guard: Guard
+    inner: Any
+    refusal: str = DEFAULT_REFUSAL
+    default_user_id: str | None = None
+
+    def _who(self, config: RunnableConfig | None) -> Identity:
+        return from_sources(None, config or {}, self.default_user_id)
+
+    def _refuse(self, d: Decision, like: Any) -> Any:
+        meta = {"railguard": d.log_record()}
+        return self.refusal if isinstance(like, str) else AIMessage(content=self.refusal, response_metadata=meta)
+
+    def _apply_input(self, d: Decision, messages: list[BaseMessage]) -> list[BaseMessage] | None:
+        if d.enforced_action is Action.BLOCK:
+            return None
+        if d.enforced_action is Action.REDACT and d.redacted_text is not None:
+            return [*messages[:-1], messages[-1].model_copy(update={"content": d.redacted_text})]
+        return messages
+
+    def _apply_output(self, d: Decision, out: Any) -> Any:
+        if d.enforced_action is Action.BLOCK:
+            return self._refuse(d, out)
+        if d.enforced_action is Action.REDACT and d.redacted_text is not None:
+            return d.redacted_text if isinstance(out, str) else out.model_copy(update={"content": d.redacted_text})
+        return out
+
+    # ---- sync --------------------------------------------------------------------------------
+    def _guard_in(self, input: Any, who: Identity) -> tuple[list[BaseMessage] | None, Decision]:
+        messages = _as_messages(input)
+        d = self.guard.check(to_chat_dicts(messages), user_id=who.user_id, session_id=who.session_id,
+                             stage=Stage.INPUT)
+        return self._apply_input(d, messages), d
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        who = self._who(config)
+        messages, d = self._guard_in(input, who)
+        if messages is None:
+            return self._refuse(d, AIMessage(content=""))
+        out = self.inner.invoke(messages, config, **kwargs)
+        text = _output_text(out)
+        if not text.strip():
+            return out
+        return self._apply_output(self.guard.check(text, user_id=who.user_id, session_id=who.session_id,
+                                                   stage=Stage.OUTPUT), out)
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        who = self._who(config)
+        messages, d = self._guard_in(input, who)
+        if messages is None:
+            yield self._refuse(d, AIMessageChunk(content=""))
+            return
+        chunks = list(self.inner.stream(messages, config, **kwargs))  # buffer: release only checked text
+        yield from self._release(chunks, who)
+
+    def _release(self, chunks: list[Any], who: Identity, decision: Decision | None = None) -> Iterator[Any]:
+        text = "".join(_output_text(c) for c in chunks)
+        if not text.strip():
+            yield from chunks
+            return
+        d = decision or self.guard.check(text, user_id=who.user_id, session_id=who.session_id, stage=Stage.OUTPUT)
+        if d.enforced_action is Action.ALLOW or d.enforced_action is Action.WARN:
+            yield from chunks
+        elif d.enforced_action is Action.BLOCK:
+            yield AIMessageChunk(content=self.refusal, response_metadata={"railguard": d.log_record()})
+        else:
+            yield AIMessageChunk(content=d.redacted_text or "")
+
+    # ---- async -------------------------------------------------------------------------------
+    async def _aguard_in(self, input: Any, who: Identity) -> tuple[list[BaseMessage] | None, Decision]:
+        messages = _as_messages(input)
+        d = await self.guard.acheck(to_chat_dicts(messages), user_id=who.user_id, session_id=who.session_id,
+                                    stage=Stage.INPUT)
+        return self._apply_input(d, messages), d
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        who = self._who(config)
+        messages, d = await self._aguard_in(input, who)
+        if messages is None:
+            return self._refuse(d, AIMessage(content=""))
+        out = await self.inner.ainvoke(messages, config, **kwargs)
+        text = _output_text(out)
+        if not text.strip():
+            return out
+        d = await self.guard.acheck(text, user_id=who.user_id, session_id=who.session_id, stage=Stage.OUTPUT)
+        return self._apply_output(d, out)
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        who = self._who(config)
+        messages, d = await self._aguard_in(input, who)
+        if messages is None:
+            yield self._refuse(d, AIMessageChunk(content=""))
+            return
+        chunks = [c async for c in self.inner.astream(messages, config, **kwargs)]
+        text = "".join(_output_text(c) for c in chunks)
+        out_d = None
+        if text.strip():
+            out_d = await self.guard.acheck(text, user_id=who.user_id, session_id=who.session_id,
+                                            stage=Stage.OUTPUT)
+        for c in self._release(chunks, who, out_d):
+            yield c

@@ -1,0 +1,167 @@
+"""A LangChain chat model backed by a local Hugging Face causal LM (the embedded SmolLM2 by default).
+
+Streaming uses transformers' TextIteratorStreamer with generation in a worker thread. Prefill observers
+(`prefill_observers`) let a guard read the serving model's own activations during the prompt forward pass and
+abort before any token is produced (NeuroFilter "fused" mode adds zero forward passes).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from ..errors import RailguardError
+from .loader import LoadedCausalLM, load_causal_lm
+from .registry import DEFAULT_CHAT_MODEL
+
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+
+
+class PrefillBlocked(RailguardError):
+    """Raised from inside the prompt forward pass by an observer whose verdict is block; carries the Decision."""
+
+    def __init__(self, decision: Any, message: str = "blocked during prefill") -> None:
+        super().__init__(message)
+        self.decision = decision
+
+
+class PrefillObserver(Protocol):
+    """Attach hooks for the coming generate() call; return a function that detaches them."""
+
+    def attach(self, lm: LoadedCausalLM, input_ids: Any, messages: list[dict[str, str]]) -> Callable[[], None]: ...
+
+
+def to_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages → chat-template dicts. Tool calls of AI messages are rendered as text."""
+    out = []
+    for m in messages:
+        content = m.content if isinstance(m.content, str) else " ".join(
+            p.get("text", "") if isinstance(p, dict) else str(p) for p in m.content
+        )
+        if isinstance(m, AIMessage) and m.tool_calls and not content:
+            content = "; ".join(f"call {c['name']}({c['args']})" for c in m.tool_calls)
+        out.append({"role": _ROLES.get(m.type, "user"), "content": content})
+    return out
+
+
+class LocalChatModel(BaseChatModel):
+    """`BaseChatModel` over a local HF model: greedy decoding by default, chat template, token streaming."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model_name: str = DEFAULT_CHAT_MODEL
+    device: str | None = None
+    max_new_tokens: int = 96
+    temperature: float = 0.0
+    prefill_observers: list[Any] = Field(default_factory=list)
+    _lm: LoadedCausalLM | None = PrivateAttr(default=None)
+    _tools: list[Any] = PrivateAttr(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "railguard-local-hf"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "max_new_tokens": self.max_new_tokens}
+
+    @property
+    def lm(self) -> LoadedCausalLM:
+        if self._lm is None:
+            self._lm = load_causal_lm(self.model_name, device=self.device)
+        return self._lm
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> LocalChatModel:
+        """Accept tools so `create_agent(tools=...)` works. A 135M model does not emit tool calls; bigger
+        local models would need a tool-call parser here."""
+        clone = self.model_copy()
+        clone._lm = self._lm
+        clone._tools = list(tools)
+        return clone
+
+    # ---- generation core ----------------------------------------------------------------------
+    def _inputs(self, messages: Sequence[BaseMessage]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        chat = to_chat_dicts(messages)
+        enc = self.lm.tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
+                                                    return_dict=True)
+        return {k: v.to(self.lm.device) for k, v in enc.items()}, chat
+
+    def _gen_kwargs(self, inputs: dict[str, Any], stop: list[str] | None) -> dict[str, Any]:
+        kw: dict[str, Any] = dict(inputs, max_new_tokens=self.max_new_tokens,
+                                  pad_token_id=self.lm.tokenizer.pad_token_id)
+        if self.temperature > 0:
+            kw.update(do_sample=True, temperature=self.temperature)
+        else:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if stop:
+            kw["stop_strings"] = stop
+            kw["tokenizer"] = self.lm.tokenizer
+        return kw
+
+    def _attach(self, inputs: dict[str, Any], chat: list[dict[str, str]]) -> list[Callable[[], None]]:
+        return [obs.attach(self.lm, inputs["input_ids"], chat) for obs in self.prefill_observers]
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        import torch
+
+        inputs, chat = self._inputs(messages)
+        detach = self._attach(inputs, chat)
+        try:
+            with torch.inference_mode():
+                out = self.lm.model.generate(**self._gen_kwargs(inputs, stop))
+        finally:
+            for d in detach:
+                d()
+        new = out[0, inputs["input_ids"].shape[1]:]
+        text = self.lm.tokenizer.decode(new, skip_special_tokens=True).strip()
+        msg = AIMessage(content=text, response_metadata={"model_name": self.model_name,
+                                                          "generated_tokens": int(new.shape[0])})
+        return ChatResult(generations=[ChatGeneration(message=msg)])
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        import torch
+        from transformers import TextIteratorStreamer
+
+        inputs, chat = self._inputs(messages)
+        streamer = TextIteratorStreamer(self.lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
+        failure: list[BaseException] = []
+        detach = self._attach(inputs, chat)
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    self.lm.model.generate(**self._gen_kwargs(inputs, stop), streamer=streamer)
+            except BaseException as exc:  # surfaced in the consumer thread below
+                failure.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=work, name="railguard-generate", daemon=True)
+        worker.start()
+        try:
+            first = True
+            for piece in streamer:
+                if failure:
+                    break
+                if not piece:
+                    continue
+                if first:
+                    piece, first = piece.lstrip(), False
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+                if run_manager:
+                    run_manager.on_llm_new_token(piece, chunk=chunk)
+                yield chunk
+        finally:
+            worker.join()
+            for d in detach:
+                d()
+        if failure:
+            raise failure[0]

@@ -1,0 +1,205 @@
+"""Load causal LMs and encoders: embedded names, any local path or Hugging Face id; device auto.
+
+The embedded SmolLM2 ships as GGUF. transformers dequantizes it (slow, ~15 s) so we do it once and save
+safetensors into a platformdirs cache keyed by the GGUF's size and mtime; later loads read the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelLoadError
+from .registry import EMBEDDED, EmbeddedModel
+
+log = logging.getLogger("railguard.models")
+_lock = threading.Lock()
+_cache: dict[tuple[str, str, str], Any] = {}
+
+
+def cache_dir() -> Path:
+    """Where converted weights live. `RAILGUARD_CACHE_DIR` overrides the platformdirs default."""
+    env = os.environ.get("RAILGUARD_CACHE_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("railguard"))
+
+
+def resolve_device(device: str | None = None) -> str:
+    """'auto'/None → cuda when available, else cpu. Also sets a sane CPU thread count once."""
+    import torch
+
+    if device in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and not getattr(resolve_device, "_threads_set", False):
+        # Leave one core for the event loop / server when we have several; never oversubscribe.
+        n = os.cpu_count() or 1
+        torch.set_num_threads(max(1, n - 1) if n > 2 else n)
+        resolve_device._threads_set = True  # type: ignore[attr-defined]
+    return device
+
+
+def default_dtype(device: str) -> Any:
+    import torch
+
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+@dataclass
+class LoadedCausalLM:
+    name: str
+    model: Any  # transformers PreTrainedModel
+    tokenizer: Any
+    device: str
+    source: Path | str  # where the weights were read from
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    def fingerprint(self) -> str:
+        """Stable id of architecture + weights: config JSON and a sample of parameter values."""
+        import torch
+
+        cfg = self.model.config.to_dict()
+        keep = {k: cfg.get(k) for k in sorted(cfg) if k not in ("_name_or_path", "transformers_version", "dtype",
+                                                                  "torch_dtype", "_commit_hash")}
+        h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
+        with torch.no_grad():
+            for _, p in list(self.model.named_parameters())[:4]:
+                flat = p.detach().float().flatten()[:256].cpu().numpy().round(4)
+                h.update(flat.tobytes())
+        return h.hexdigest()[:16]
+
+
+def _gguf_cache_path(spec: EmbeddedModel, gguf: Path) -> Path:
+    st = gguf.stat()
+    key = hashlib.sha256(f"{spec.requirement}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    return cache_dir() / "models" / f"{spec.name}-{key}"
+
+
+def _convert_gguf(spec: EmbeddedModel, gguf: Path, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s from GGUF to safetensors in %s (once)", spec.name, target)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+    # The dequantized model is plain fp32; drop the GGUF quantizer marker so it can be serialized.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, target)  # atomic: concurrent converters race harmlessly
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").exists():
+            raise
+
+
+def local_source(name_or_path: str) -> Path | str:
+    """Map a model name to what transformers should load: cached conversion, wheel folder, path or hub id."""
+    spec = EMBEDDED.get(name_or_path)
+    if spec is None:
+        return name_or_path
+    path = spec.require()
+    if path.suffix == ".gguf":
+        target = _gguf_cache_path(spec, path)
+        if not (target / "config.json").exists():
+            with _lock:
+                if not (target / "config.json").exists():
+                    _convert_gguf(spec, path, target)
+        return target
+    return path
+
+
+def _offline_kwargs(source: Path | str) -> dict[str, Any]:
+    # Embedded models and local paths must never trigger a hub request.
+    return {"local_files_only": True} if isinstance(source, Path) or Path(str(source)).exists() else {}
+
+
+def load_causal_lm(name_or_path: str, *, device: str | None = None, dtype: Any = None) -> LoadedCausalLM:
+    """Load (and cache per process) a causal LM with its tokenizer. Embedded names work offline."""
+    dev = resolve_device(device)
+    key = (name_or_path, dev, str(dtype))
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+    source = local_source(name_or_path)
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        kw = _offline_kwargs(source)
+        tok = AutoTokenizer.from_pretrained(source, **kw)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or default_dtype(dev), **kw)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot load causal LM {name_or_path!r} from {source}: {exc}") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.to(dev).eval()
+    loaded = LoadedCausalLM(name=name_or_path, model=model, tokenizer=tok, device=dev, source=source)
+    with _lock:
+        _cache[key] = loaded
+    return loaded
+
+
+@dataclass
+class LoadedEncoder:
+    name: str
+    model: Any
+    tokenizer: Any
+    device: str
+
+    def encode(self, texts: list[str], *, batch_size: int = 64, normalize: bool = True) -> Any:
+        """Mean-pooled sentence embeddings (the all-MiniLM recipe) as a float32 numpy array."""
+        import numpy as np
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                batch = self.tokenizer(texts[i : i + batch_size], padding=True, truncation=True,
+                                       max_length=256, return_tensors="pt").to(self.device)
+                hidden = self.model(**batch).last_hidden_state.float()
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                if normalize:
+                    emb = torch.nn.functional.normalize(emb, dim=-1)
+                out.append(emb.cpu().numpy())
+        dim = int(self.model.config.hidden_size)
+        return np.concatenate(out) if out else np.zeros((0, dim), dtype=np.float32)
+
+
+def load_encoder(name_or_path: str, *, device: str | None = None) -> LoadedEncoder:
+    dev = resolve_device(device)
+    key = (name_or_path, dev, "encoder")
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+    source = local_source(name_or_path)
+    try:
+        from transformers import AutoModel, AutoTokenizer
+
+        kw = _offline_kwargs(source)
+        tok = AutoTokenizer.from_pretrained(source, **kw)
+        model = AutoModel.from_pretrained(source, **kw)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot load encoder {name_or_path!r} from {source}: {exc}") from None
+    model.to(dev).eval()
+    enc = LoadedEncoder(name=name_or_path, model=model, tokenizer=tok, device=dev)
+    with _lock:
+        _cache[key] = enc
+    return enc

@@ -1,0 +1,247 @@
+"""The Guard: runs detectors per stage and folds their findings into one Decision (most severe wins).
+
+One core, two shells (the httpx pattern): `_prepare` validates input and loads the user's settings,
+`_finish` aggregates; `check` runs detectors in order, `acheck` runs independent detectors concurrently.
+Gates (cheap validators, `gate = True`) run first; when a gate blocks, the expensive detectors are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .decision import Action, Decision, FailMode, Finding, Stage, most_severe, text_hash
+from .detector import CheckRequest, Detector, Message, PluginContext, Redactor, build_detectors
+from .errors import ConfigError, InvalidInputError
+from .text import check_id, coerce_messages, coerce_text
+
+log = logging.getLogger("railguard.decision")
+
+_ROLE_FOR_STAGE = {Stage.INPUT: "user", Stage.OUTPUT: "assistant", Stage.TOOL_CALL: "assistant",
+                   Stage.TOOL_RESULT: "tool"}
+
+
+@dataclass(frozen=True)
+class DetectorSlot:
+    """A detector as the Guard runs it: with its fail mode, shadow flag and (optional) per-call timeout."""
+
+    detector: Detector
+    fail_mode: FailMode = "open"
+    shadow: bool = False
+    timeout_s: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.detector.name
+
+    @property
+    def gate(self) -> bool:
+        return bool(getattr(self.detector, "gate", False))
+
+
+class Guard:
+    """Run detectors on one message and return a Decision.
+
+    Args:
+        detectors: Detector objects or DetectorSlots. Fail mode defaults to the detector's
+            `default_fail_mode` attribute (privacy: closed), else `"open"`.
+        store: a SettingsStore; the user's settings are loaded once per check and handed to detectors.
+        tenant_id: the tenant whose users this Guard serves.
+        shadow: alert-only mode for every decision (never enforced, still logged).
+        fail_modes: per-detector override, e.g. {"harm": "closed"}.
+    """
+
+    def __init__(
+        self,
+        detectors: Sequence[Detector | DetectorSlot] = (),
+        *,
+        store: Any = None,
+        tenant_id: str = "default",
+        shadow: bool = False,
+        fail_modes: Mapping[str, FailMode] | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        fail_modes = dict(fail_modes or {})
+        slots: list[DetectorSlot] = []
+        for d in detectors:
+            if isinstance(d, DetectorSlot):
+                slots.append(d)
+                continue
+            if not isinstance(d, Detector):
+                raise ConfigError(f"{type(d).__name__} does not implement the Detector protocol")
+            mode = fail_modes.pop(d.name, getattr(d, "default_fail_mode", "open"))
+            if mode not in ("open", "closed"):
+                raise ConfigError(f"fail mode for {d.name!r} must be 'open' or 'closed', got {mode!r}")
+            slots.append(DetectorSlot(d, fail_mode=mode, timeout_s=timeout_s))
+        if fail_modes:
+            raise ConfigError(f"fail_modes names unknown detector(s): {sorted(fail_modes)}")
+        names = [s.name for s in slots]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"duplicate detector names: {names}")
+        self.slots = tuple(sorted(slots, key=lambda s: not s.gate))  # gates first, stable otherwise
+        self.store = store
+        self.tenant_id = tenant_id
+        self.shadow = shadow
+
+    @classmethod
+    def from_registry(
+        cls, names: Iterable[str] | None = None, *, store: Any = None, config: Mapping[str, Any] | None = None,
+        device: str | None = None, **kwargs: Any,
+    ) -> Guard:
+        """Build a Guard from registered detector plugins (all of them when `names` is None)."""
+        ctx = PluginContext(store=store, config=dict(config or {}), device=device)
+        return cls(build_detectors(names, ctx), store=store, **kwargs)
+
+    @property
+    def detector_names(self) -> list[str]:
+        return [s.name for s in self.slots]
+
+    # ---- shared core -------------------------------------------------------------------------
+    def _prepare(self, content: Any, user_id: str, session_id: str | None, stage: Stage | str,
+                 metadata: Mapping[str, Any] | None) -> CheckRequest:
+        try:
+            stage = Stage(stage)
+        except ValueError:
+            raise InvalidInputError(f"unknown stage {stage!r}; expected one of {[s.value for s in Stage]}") from None
+        if isinstance(content, str | bytes | bytearray | memoryview):
+            text = coerce_text(content)
+            messages: tuple[Message, ...] = (Message(role=_ROLE_FOR_STAGE[stage], content=text),)
+        else:
+            messages = coerce_messages(content)
+            text = coerce_text(messages[-1].content)
+        check_id(user_id, "user_id")
+        check_id(session_id, "session_id", optional=True)
+        settings: Mapping[str, Any] = {}
+        if self.store is not None:
+            settings = self.store.get(self.tenant_id, user_id).settings
+        return CheckRequest(stage=stage, user_id=user_id, session_id=session_id, tenant_id=self.tenant_id,
+                            text=text, messages=messages, settings=settings, metadata=dict(metadata or {}))
+
+    def _active(self, request: CheckRequest) -> tuple[list[DetectorSlot], list[DetectorSlot]]:
+        disabled = set(request.settings.get("guard", {}).get("disabled_detectors", []))
+        active = [s for s in self.slots if request.stage in s.detector.stages and s.name not in disabled]
+        return [s for s in active if s.gate], [s for s in active if not s.gate]
+
+    @staticmethod
+    def _failure(slot: DetectorSlot, exc: BaseException) -> tuple[list[Finding], str]:
+        action = Action.BLOCK if slot.fail_mode == "closed" else Action.ALLOW
+        finding = Finding(detector=slot.name, category="error", score=1.0, threshold=0.0, action=action,
+                          explanation=f"detector failed ({type(exc).__name__}); fail-{slot.fail_mode}")
+        return [finding], f"{slot.name}: {type(exc).__name__}: {exc}"[:500]
+
+    @staticmethod
+    def _apply_user_thresholds(findings: list[Finding], request: CheckRequest) -> list[Finding]:
+        """Per-user overrides from the `guard` settings section: key "detector" or "detector.category"."""
+        overrides = request.settings.get("guard", {}).get("thresholds", {})
+        if not overrides:
+            return findings
+        out = []
+        for f in findings:
+            t = overrides.get(f"{f.detector}.{f.category}", overrides.get(f.detector))
+            if t is None or f.category == "error":
+                out.append(f)
+                continue
+            if f.score < t:
+                out.append(f.model_copy(update={"threshold": t, "action": Action.ALLOW}))
+            else:
+                act = f.action if f.action is not Action.ALLOW else Action.WARN
+                out.append(f.model_copy(update={"threshold": t, "action": act}))
+        return out
+
+    def _finish(self, request: CheckRequest, results: list[tuple[DetectorSlot, list[Finding], str | None]],
+                started: float) -> Decision:
+        findings: list[Finding] = []
+        counted: list[Finding] = []
+        errors: list[str] = []
+        redactors: list[Redactor] = []
+        for slot, fs, err in results:
+            if err:
+                errors.append(err)
+            fs = self._apply_user_thresholds(fs, request)
+            if slot.shadow:
+                fs = [f.model_copy(update={"explanation": f"[shadow] {f.explanation}"}) for f in fs]
+            else:
+                counted.extend(fs)
+                if any(f.action is Action.REDACT for f in fs) and isinstance(slot.detector, Redactor):
+                    redactors.append(slot.detector)
+            findings.extend(fs)
+        action = most_severe(counted)
+        redacted = None
+        if action is Action.REDACT:
+            redacted = request.text
+            for r in redactors:
+                redacted = r.redact(redacted)
+        user_shadow = bool(request.settings.get("guard", {}).get("shadow", False))
+        decision = Decision(
+            action=action, stage=request.stage, findings=tuple(findings), user_id=request.user_id,
+            session_id=request.session_id, latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            shadow=self.shadow or user_shadow, error="; ".join(errors) or None, redacted_text=redacted,
+            text_sha256=text_hash(request.text),
+        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(json.dumps(decision.log_record(), sort_keys=True))
+        return decision
+
+    # ---- sync shell --------------------------------------------------------------------------
+    def _run_sync(self, slot: DetectorSlot, request: CheckRequest) -> tuple[DetectorSlot, list[Finding], str | None]:
+        try:
+            return slot, list(slot.detector.predict(request)), None
+        except Exception as exc:  # the fail mode decides, not the exception
+            return (slot, *self._failure(slot, exc))
+
+    def check(self, content: Any, *, user_id: str, session_id: str | None = None,
+              stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision:
+        """Check one text (str/UTF-8 bytes) or a message list whose last message is the turn under check."""
+        started = time.perf_counter()
+        request = self._prepare(content, user_id, session_id, stage, metadata)
+        gates, rest = self._active(request)
+        results = [self._run_sync(s, request) for s in gates]
+        if not _gate_blocked(results):
+            results += [self._run_sync(s, request) for s in rest]
+        return self._finish(request, results, started)
+
+    # ---- async shell -------------------------------------------------------------------------
+    async def _run_async(self, slot: DetectorSlot, request: CheckRequest
+                         ) -> tuple[DetectorSlot, list[Finding], str | None]:
+        try:
+            coro = slot.detector.apredict(request)
+            found = await (asyncio.wait_for(coro, slot.timeout_s) if slot.timeout_s else coro)
+            return slot, list(found), None
+        except Exception as exc:
+            return (slot, *self._failure(slot, exc))
+
+    async def acheck(self, content: Any, *, user_id: str, session_id: str | None = None,
+                     stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision:
+        """Async twin of `check`: independent detectors run concurrently."""
+        started = time.perf_counter()
+        if self.store is not None:
+            request = await asyncio.to_thread(self._prepare, content, user_id, session_id, stage, metadata)
+        else:
+            request = self._prepare(content, user_id, session_id, stage, metadata)
+        gates, rest = self._active(request)
+        results = [await self._run_async(s, request) for s in gates]
+        if not _gate_blocked(results):
+            results += await asyncio.gather(*(self._run_async(s, request) for s in rest))
+        return self._finish(request, results, started)
+
+    # ---- integrations ------------------------------------------------------------------------
+    def wrap(self, runnable: Any, **kwargs: Any) -> Any:
+        """Guard any langchain-core Runnable / chat model (input before, output after). See GuardedRunnable."""
+        from .middleware.runnable import GuardedRunnable
+
+        return GuardedRunnable(guard=self, inner=runnable, **kwargs)
+
+    def middleware(self, **kwargs: Any) -> Any:
+        """A langchain v1 AgentMiddleware for `create_agent(..., middleware=[guard.middleware()])`."""
+        from .middleware.agent import GuardMiddleware
+
+        return GuardMiddleware(self, **kwargs)
+
+
+def _gate_blocked(results: list[tuple[DetectorSlot, list[Finding], str | None]]) -> bool:
+    return any(not slot.shadow and most_severe(fs) is Action.BLOCK for slot, fs, _ in results)

@@ -1,0 +1,83 @@
+"""Input coercion shared by the Guard, the CLI and the HTTP service: one place decides what text is checkable."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from .detector import Message
+from .errors import InvalidInputError
+
+#: Hard ceiling for any single text handed to the Guard. Beyond it nothing runs (not even the validator),
+#: so a hostile 100 MB body cannot pin a model. The validator detector blocks far smaller texts by policy.
+MAX_TEXT_CHARS = 4_000_000
+MAX_MESSAGES = 1_000
+
+
+def coerce_text(value: object, *, allow_empty: bool = False) -> str:
+    """Return `value` as a well-formed str or raise InvalidInputError (bytes must be valid UTF-8)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"text is not valid UTF-8 (byte {exc.start})") from None
+    if not isinstance(value, str):
+        raise InvalidInputError(f"text must be str or UTF-8 bytes, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"text contains an unpaired surrogate at index {exc.start}") from None
+    if len(value) > MAX_TEXT_CHARS:
+        raise InvalidInputError(f"text too large: {len(value)} characters (limit {MAX_TEXT_CHARS})")
+    if not allow_empty and not value.strip():
+        raise InvalidInputError("text is empty or whitespace-only")
+    return value
+
+
+def coerce_messages(value: object) -> tuple[Message, ...]:
+    """Validate an OpenAI-style message list ([{"role", "content"}, ...]) into Messages."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise InvalidInputError("messages must be a list of {role, content} objects")
+    items = list(value)
+    if not items:
+        raise InvalidInputError("messages must not be empty")
+    if len(items) > MAX_MESSAGES:
+        raise InvalidInputError(f"too many messages: {len(items)} (limit {MAX_MESSAGES})")
+    out: list[Message] = []
+    for i, item in enumerate(items):
+        if isinstance(item, Message):
+            out.append(item)
+            continue
+        if not isinstance(item, Mapping):
+            raise InvalidInputError(f"messages[{i}] must be an object with role and content")
+        content = item.get("content")
+        try:
+            msg = Message(role=item.get("role"), content=coerce_text(content, allow_empty=True))
+        except ValidationError as exc:
+            raise InvalidInputError(f"messages[{i}]: {exc.errors()[0]['msg']}") from None
+        out.append(msg)
+    return tuple(out)
+
+
+def last_text(messages: tuple[Message, ...], role: str | None = None) -> str:
+    """Content of the last message (of `role`, when given); the text a stage check looks at."""
+    for msg in reversed(messages):
+        if role is None or msg.role == role:
+            return msg.content
+    raise InvalidInputError(f"no {role or 'any'} message in the conversation")
+
+
+def as_dicts(messages: Iterable[Message]) -> list[dict[str, Any]]:
+    return [m.model_dump() for m in messages]
+
+
+def check_id(value: object, what: str = "user_id", *, optional: bool = False) -> str | None:
+    """Ids (user, session, tenant) are 1-256 printable characters; anything else is a typed error."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value or len(value) > 256 or any(ord(c) < 32 or ord(c) == 127
+                                                                         for c in value):
+        raise InvalidInputError(f"{what} must be a string of 1-256 printable characters")
+    return value

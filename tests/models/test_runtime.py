@@ -1,0 +1,66 @@
+"""Model runtime with the real shipped models (SmolLM2-135M-Instruct, all-MiniLM-L6-v2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from guardrails.errors import ModelLoadError, ModelNotInstalledError
+from guardrails.models import EMBEDDED, LocalChatModel, load_causal_lm, load_encoder
+from guardrails.models.loader import local_source
+from guardrails.models.registry import EmbeddedModel
+
+pytestmark = pytest.mark.model
+
+
+def test_embedded_models_installed_and_listed():
+    for spec in EMBEDDED.values():
+        assert spec.location() is not None, f"run `railguard models pull` ({spec.requirement})"
+
+
+def test_gguf_converted_once_to_cached_safetensors():
+    src = local_source("smollm2-135m-instruct")
+    assert (src / "model.safetensors").exists() and (src / "config.json").exists()
+    assert local_source("smollm2-135m-instruct") == src  # second resolution reuses the conversion
+
+
+def test_causal_lm_loads_and_fingerprints():
+    lm = load_causal_lm("smollm2-135m-instruct")
+    assert lm.num_layers == 30 and lm.device == "cpu"
+    assert str(lm.model.dtype) == "torch.float32"
+    assert lm.fingerprint() == lm.fingerprint() and len(lm.fingerprint()) == 16
+    assert load_causal_lm("smollm2-135m-instruct") is lm  # per-process cache
+    # a local path works too (the converted folder is an ordinary HF checkpoint)
+    other = load_causal_lm(str(local_source("smollm2-135m-instruct")))
+    assert other.fingerprint() == lm.fingerprint()
+
+
+def test_encoder_embeddings_are_semantic():
+    enc = load_encoder("all-minilm-l6-v2")
+    v = enc.encode(["How do I bake bread?", "What's a recipe for a loaf of bread?", "Stock prices fell today."])
+    assert v.shape == (3, 384)
+    sims = v @ v.T
+    assert sims[0, 1] > sims[0, 2] + 0.2
+    assert enc.encode([]).shape == (0, 384)
+
+
+def test_missing_embedded_model_is_a_clear_error():
+    ghost = EmbeddedModel(name="ghost", kind="causal-lm", requirement="ghost-wheel==1.0", package="no_such_pkg_x",
+                          relpath="m.gguf", description="")
+    with pytest.raises(ModelNotInstalledError, match="railguard models pull"):
+        ghost.require()
+
+
+def test_unknown_model_is_a_typed_error_without_hub(tmp_path):
+    with pytest.raises(ModelLoadError):
+        load_causal_lm(str(tmp_path / "does-not-exist"))
+    with pytest.raises(ModelLoadError):
+        load_causal_lm("some-org/some-model-that-is-not-cached")  # HF_HUB_OFFLINE=1 in tests
+
+
+def test_local_chat_model_invoke_and_stream():
+    chat = LocalChatModel(max_new_tokens=12)
+    out = chat.invoke("What is the capital of France? Answer in one word.")
+    assert isinstance(out.content, str) and out.content.strip()
+    assert out.response_metadata["generated_tokens"] > 0
+    chunks = list(chat.stream("Say hello."))
+    assert len(chunks) >= 2 and "".join(c.content for c in chunks).strip()

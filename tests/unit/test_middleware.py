@@ -1,0 +1,181 @@
+"""Agent plumbing with LangChain's GenericFakeChatModel (the point here is the middleware, not the model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
+from langchain_core.tools import tool
+
+from guardrails import Action, Guard, InvalidInputError, Stage
+
+
+class ToolFake(GenericFakeChatModel):
+    def bind_tools(self, tools, **kwargs):
+        return self
+
+
+def fake(*replies):
+    return ToolFake(messages=iter([r if isinstance(r, AIMessage) else AIMessage(content=r) for r in replies]))
+
+
+@dataclass
+class Ctx:
+    user_id: str
+    session_id: str | None = None
+
+
+def _agent(guard, model, tools=(), **kw):
+    seen = []
+    mw = guard.middleware(on_decision=seen.append, **kw)
+    return create_agent(model, tools=list(tools), middleware=[mw], context_schema=Ctx), seen
+
+
+def test_blocked_output_never_reaches_stream_consumer(keyword):
+    guard = Guard([keyword("launchcode", name="kw", stages={Stage.OUTPUT})])
+    agent, seen = _agent(guard, fake("the launchcode is 0000 and more words follow here"))
+    streamed = []
+    for chunk, _meta in agent.stream({"messages": [HumanMessage("hi")]}, context=Ctx("alice"),
+                                     stream_mode="messages"):
+        streamed.append(chunk.content)
+    joined = " ".join(str(s) for s in streamed)
+    assert "launchcode" not in joined and "0000" not in joined
+    assert "can't help" in joined
+    assert [d.action for d in seen if d.stage is Stage.OUTPUT] == [Action.BLOCK]
+
+
+def test_without_guard_the_same_model_streams_raw_tokens():
+    # Control for the test above: the fake model does stream token by token when nothing intervenes.
+    agent = create_agent(fake("the launchcode is 0000 and more words follow here"))
+    streamed = [c.content for c, _ in agent.stream({"messages": [HumanMessage("hi")]}, stream_mode="messages")]
+    assert any("launchcode" in str(s) for s in streamed) and len(streamed) > 3
+
+
+async def test_blocked_output_never_reaches_astream_consumer(keyword):
+    guard = Guard([keyword("launchcode", name="kw", stages={Stage.OUTPUT})])
+    agent, _ = _agent(guard, fake("the launchcode is 0000"))
+    streamed = [c.content async for c, _ in agent.astream({"messages": [HumanMessage("hi")]}, context=Ctx("a"),
+                                                          stream_mode="messages")]
+    assert not any("launchcode" in str(s) for s in streamed)
+
+
+def test_input_block_ends_agent_before_model(keyword):
+    model = fake("should never be produced")
+    agent, seen = _agent(Guard([keyword("attack")]), model)
+    out = agent.invoke({"messages": [HumanMessage("an attack text")]}, context=Ctx("bob", "s1"))
+    assert out["messages"][-1].content.startswith("I'm sorry")
+    assert out["messages"][-1].response_metadata["railguard"]["action"] == "block"
+    assert seen[0].user_id == "bob" and seen[0].session_id == "s1" and seen[0].stage is Stage.INPUT
+    assert len(seen) == 1  # the model never ran, so no output check
+    assert next(model.messages).content == "should never be produced"
+
+
+def test_input_redact_rewrites_state(keyword):
+    agent, seen = _agent(Guard([keyword("hunter2", Action.REDACT)]), fake("noted"))
+    out = agent.invoke({"messages": [HumanMessage("my password is hunter2")]}, context=Ctx("a"))
+    humans = [m for m in out["messages"] if isinstance(m, HumanMessage)]
+    assert len(humans) == 1 and humans[0].content == "my password is [REDACTED]"
+    assert out["messages"][-1].content == "noted"
+
+
+def test_custom_refusal_and_output_redact(keyword):
+    agent, _ = _agent(Guard([keyword("token", Action.REDACT, stages={Stage.OUTPUT})]), fake("your token ok"),
+                      refusal="nope")
+    assert agent.invoke({"messages": [HumanMessage("hi")]}, context=Ctx("a"))["messages"][-1].content == \
+        "your [REDACTED] ok"
+    agent2, _ = _agent(Guard([keyword("bad")]), fake("x"), refusal="Not today.")
+    assert agent2.invoke({"messages": [HumanMessage("bad")]}, context=Ctx("a"))["messages"][-1].content == \
+        "Not today."
+
+
+@tool
+def lookup(query: str) -> str:
+    """Look something up."""
+    return f"result for {query}: contact ssn-999"
+
+
+def _tool_call(query):
+    return AIMessage(content="", tool_calls=[{"name": "lookup", "args": {"query": query}, "id": "call-1"}])
+
+
+def test_tool_call_blocked_before_tool_runs(keyword):
+    guard = Guard([keyword("dropdb", stages={Stage.TOOL_CALL})])
+    agent, seen = _agent(guard, fake(_tool_call("dropdb now"), "done"), tools=[lookup])
+    out = agent.invoke({"messages": [HumanMessage("go")]}, context=Ctx("a"))
+    tool_msgs = [m for m in out["messages"] if m.type == "tool"]
+    assert tool_msgs[0].status == "error" and "blocked" in tool_msgs[0].content
+    assert "result for" not in tool_msgs[0].content
+    assert any(d.stage is Stage.TOOL_CALL and d.action is Action.BLOCK for d in seen)
+
+
+def test_tool_result_redacted(keyword):
+    guard = Guard([keyword("ssn-999", Action.REDACT, stages={Stage.TOOL_RESULT})])
+    agent, seen = _agent(guard, fake(_tool_call("alice"), "done"), tools=[lookup])
+    out = agent.invoke({"messages": [HumanMessage("go")]}, context=Ctx("a"))
+    tool_msgs = [m for m in out["messages"] if m.type == "tool"]
+    assert tool_msgs[0].content == "result for alice: contact [REDACTED]"
+
+
+async def test_async_twins(keyword):
+    guard = Guard([keyword("attack")])
+    agent, seen = _agent(guard, fake("fine"))
+    out = await agent.ainvoke({"messages": [HumanMessage("hello")]}, context=Ctx("a"))
+    assert out["messages"][-1].content == "fine"
+    out = await agent.ainvoke({"messages": [HumanMessage("attack!")]}, context=Ctx("a"))
+    assert out["messages"][-1].content.startswith("I'm sorry")
+    agent2, _ = _agent(Guard([keyword("ssn-999", Action.BLOCK, stages={Stage.TOOL_RESULT})]),
+                       fake(_tool_call("x"), "done"), tools=[lookup])
+    out = await agent2.ainvoke({"messages": [HumanMessage("go")]}, context=Ctx("a"))
+    assert [m for m in out["messages"] if m.type == "tool"][0].status == "error"
+
+
+def test_identity_fallbacks(keyword):
+    guard = Guard([keyword("zz")])
+    seen = []
+    agent = create_agent(fake("a", "b", "c"), middleware=[guard.middleware(on_decision=seen.append)])
+    agent.invoke({"messages": [HumanMessage("hi")]}, config={"configurable": {"user_id": "cfg-user",
+                                                                             "thread_id": "t-9"}})
+    assert seen[-1].user_id == "cfg-user" and seen[-1].session_id == "t-9"
+    agent.invoke({"messages": [HumanMessage("hi")]}, config={"metadata": {"user_id": "meta-user"}})
+    assert seen[-1].user_id == "meta-user"
+    with pytest.raises(InvalidInputError, match="no user_id"):
+        agent.invoke({"messages": [HumanMessage("hi")]})
+
+
+def test_whitespace_and_invalid_input_refused_not_crashing(keyword):
+    agent, seen = _agent(Guard([keyword("zz")]), fake("never"))
+    out = agent.invoke({"messages": [HumanMessage("   ")]}, context=Ctx("a"))
+    assert out["messages"][-1].content.startswith("I'm sorry")
+    assert seen[0].findings[0].category == "invalid_input" and seen[0].error
+
+
+def test_guarded_runnable_without_langchain_agents(keyword):
+    guard = Guard([keyword("secret", name="in", stages={Stage.INPUT}),
+                   keyword("launchcode", name="out", stages={Stage.OUTPUT})])
+    cfg = {"configurable": {"user_id": "carol"}}
+    ok = guard.wrap(fake("hello there"))
+    assert ok.invoke("hi", cfg).content == "hello there"
+    assert guard.wrap(fake("x")).invoke("tell me the secret", cfg).content.startswith("I'm sorry")
+    assert guard.wrap(fake("the launchcode is 1")).invoke("hi", cfg).content.startswith("I'm sorry")
+    chunks = list(guard.wrap(fake("the launchcode is 1 2 3")).stream("hi", cfg))
+    assert all("launchcode" not in c.content for c in chunks)
+    chunks = list(guard.wrap(fake("plain words streamed")).stream("hi", cfg))
+    assert len(chunks) > 1 and "".join(c.content for c in chunks) == "plain words streamed"
+    assert isinstance(chunks[0], AIMessageChunk)
+    with pytest.raises(InvalidInputError):
+        guard.wrap(fake("x")).invoke("hi")  # no user id anywhere
+    with pytest.raises(InvalidInputError):
+        guard.wrap(fake("x")).invoke({"bad": "input"}, cfg)
+
+
+async def test_guarded_runnable_async(keyword):
+    guard = Guard([keyword("launchcode", stages={Stage.OUTPUT})])
+    cfg = {"metadata": {"user_id": "dave"}}
+    assert (await guard.wrap(fake("fine")).ainvoke("hi", cfg)).content == "fine"
+    chunks = [c async for c in guard.wrap(fake("the launchcode is 1")).astream("hi", cfg)]
+    assert all("launchcode" not in c.content for c in chunks)
+    composed = guard.wrap(fake("piped ok")) | (lambda m: m.content.upper())
+    assert composed.invoke("hi", cfg) == "PIPED OK"

@@ -1,0 +1,207 @@
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from pydantic import ValidationError
+
+from guardrails import (
+    Action,
+    BaseDetector,
+    ConfigError,
+    Decision,
+    DetectorSlot,
+    Finding,
+    Guard,
+    InvalidInputError,
+    Stage,
+)
+from guardrails.text import MAX_TEXT_CHARS
+
+
+def test_allow_when_nothing_fires(keyword):
+    d = Guard([keyword("secret")]).check("hello there", user_id="alice")
+    assert d.action is Action.ALLOW and d.stage is Stage.INPUT and d.user_id == "alice"
+    assert len(d.findings) == 1 and d.findings[0].action is Action.ALLOW
+    assert d.latency_ms >= 0 and d.text_sha256 and d.error is None
+
+
+def test_most_severe_wins(keyword):
+    g = Guard([keyword("foo", Action.WARN, name="a"), keyword("bar", Action.BLOCK, name="b"),
+               keyword("baz", Action.REDACT, name="c")])
+    assert g.check("foo", user_id="u").action is Action.WARN
+    assert g.check("foo baz", user_id="u").action is Action.REDACT
+    assert g.check("foo bar baz", user_id="u").action is Action.BLOCK
+
+
+def test_redact_applies_redactors(keyword):
+    d = Guard([keyword("secret", Action.REDACT)]).check("my Secret is here", user_id="u")
+    assert d.action is Action.REDACT and d.redacted_text == "my [REDACTED] is here"
+    assert "redacted_text" not in d.log_record()
+
+
+def test_decision_is_frozen(keyword):
+    d = Guard([keyword("x")]).check("x", user_id="u")
+    with pytest.raises(ValidationError):
+        d.action = Action.ALLOW  # type: ignore[misc]
+    assert Decision.model_validate_json(d.model_dump_json()) == d
+
+
+def test_fail_open_and_closed(keyword):
+    open_ = Guard([keyword("x", fail=True)]).check("hi", user_id="u")
+    assert open_.action is Action.ALLOW and "detector backend down" in open_.error
+    closed = Guard([keyword("x", fail=True)], fail_modes={"keyword": "closed"}).check("hi", user_id="u")
+    assert closed.action is Action.BLOCK and closed.findings[0].category == "error"
+
+    class Closed(BaseDetector):
+        name = "privacy"
+        default_fail_mode = "closed"
+
+        def predict(self, request):
+            raise ValueError("non-finite activation")
+
+    assert Guard([Closed()]).check("hi", user_id="u").action is Action.BLOCK
+
+
+def test_shadow_mode_reports_but_does_not_enforce(keyword):
+    d = Guard([keyword("x")], shadow=True).check("x", user_id="u")
+    assert d.action is Action.BLOCK and d.shadow and d.enforced_action is Action.ALLOW and not d.blocked
+    slot = DetectorSlot(keyword("x"), shadow=True)
+    d2 = Guard([slot]).check("x", user_id="u")
+    assert d2.action is Action.ALLOW and d2.findings[0].explanation.startswith("[shadow]")
+
+
+def test_stages_filter_detectors(keyword):
+    det = keyword("x", stages={Stage.OUTPUT})
+    g = Guard([det])
+    assert g.check("x", user_id="u", stage="input").findings == ()
+    assert g.check("x", user_id="u", stage="output").action is Action.BLOCK
+
+
+def test_gate_blocks_skip_expensive_detectors(keyword):
+    gate = keyword("\x00", name="gate", gate=True)
+    heavy = keyword("x", name="heavy")
+    g = Guard([heavy, gate])
+    assert g.detector_names == ["gate", "heavy"]
+    d = g.check("x\x00", user_id="u")
+    assert d.action is Action.BLOCK and heavy.calls == 0
+    g.check("x", user_id="u")
+    assert heavy.calls == 1
+
+
+@pytest.mark.parametrize("bad", ["", "   \n\t ", b"\xff\xfe invalid", "a\ud800b", 12345, None])
+def test_bad_text_raises_typed_error(keyword, bad):
+    with pytest.raises(InvalidInputError):
+        Guard([keyword("x")]).check(bad, user_id="u")
+
+
+def test_huge_text_rejected_before_detectors(keyword):
+    det = keyword("x")
+    with pytest.raises(InvalidInputError, match="too large"):
+        Guard([det]).check("a" * (MAX_TEXT_CHARS + 1), user_id="u")
+    assert det.calls == 0
+
+
+def test_one_megabyte_text_is_checked(keyword):
+    d = Guard([keyword("needle")]).check("a" * 1_000_000 + " needle", user_id="u")
+    assert d.action is Action.BLOCK
+
+
+@pytest.mark.parametrize("bad", [[], "a plain string is one text", [{"role": "wizard", "content": "x"}],
+                                 [{"role": "user"}], [{"role": "user", "content": 3}], [42], [{"content": "x"}]])
+def test_malformed_messages(keyword, bad):
+    g = Guard([keyword("zzz")])
+    if isinstance(bad, str):
+        assert g.check(bad, user_id="u").action is Action.ALLOW
+        return
+    with pytest.raises(InvalidInputError):
+        g.check(bad, user_id="u")
+
+
+def test_messages_check_last_turn(keyword):
+    g = Guard([keyword("x")])
+    msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "fine"}]
+    assert g.check(msgs, user_id="u").action is Action.ALLOW
+    assert g.check(msgs[:1], user_id="u").action is Action.BLOCK
+
+
+@pytest.mark.parametrize("uid", ["", "a" * 300, "bad\nid"])
+def test_bad_user_ids(keyword, uid):
+    with pytest.raises(InvalidInputError):
+        Guard([keyword("x")]).check("hi", user_id=uid)
+
+
+def test_bad_stage_and_config(keyword):
+    with pytest.raises(InvalidInputError):
+        Guard([keyword("x")]).check("hi", user_id="u", stage="sideways")
+    with pytest.raises(ConfigError):
+        Guard([keyword("x")], fail_modes={"nope": "open"})
+    with pytest.raises(ConfigError):
+        Guard([keyword("x")], fail_modes={"keyword": "sometimes"})
+    with pytest.raises(ConfigError):
+        Guard([keyword("x"), keyword("y")])  # duplicate names
+    with pytest.raises(ConfigError):
+        Guard([object()])  # type: ignore[list-item]
+
+
+async def test_acheck_runs_detectors_concurrently():
+    class Slow(BaseDetector):
+        def __init__(self, name):
+            self.name = name
+
+        def predict(self, request):
+            time.sleep(0.3)
+            return [Finding(detector=self.name, category="c", score=0.0, threshold=0.5, action=Action.ALLOW)]
+
+    g = Guard([Slow(f"s{i}") for i in range(4)])
+    t = time.perf_counter()
+    d = await g.acheck("hello", user_id="u")
+    elapsed = time.perf_counter() - t
+    assert len(d.findings) == 4
+    # sequential would take >= 1.2 s; concurrency is asserted as a ratio-free bound with wide margin
+    assert elapsed < 1.0
+
+
+async def test_acheck_timeout_applies_fail_mode():
+    class Hang(BaseDetector):
+        name = "hang"
+
+        async def apredict(self, request):
+            await asyncio.sleep(5)
+            return []
+
+    d = await Guard([Hang()], timeout_s=0.05, fail_modes={"hang": "closed"}).acheck("hi", user_id="u")
+    assert d.action is Action.BLOCK and "TimeoutError" in d.error
+
+
+async def test_sync_and_async_agree(keyword):
+    g = Guard([keyword("foo", Action.WARN, name="a"), keyword("bar", Action.REDACT, name="b")])
+    for text in ["foo", "bar", "foo bar", "nothing"]:
+        s, a = g.check(text, user_id="u"), await g.acheck(text, user_id="u")
+        assert (s.action, s.redacted_text, [f.score for f in s.findings]) == (
+            a.action, a.redacted_text, [f.score for f in a.findings])
+
+
+def test_finding_threshold_override_from_user_settings(keyword):
+    class FakeStore:
+        def __init__(self, settings):
+            self.settings = settings
+
+        def get(self, tenant, user):
+            class S:
+                pass
+
+            s = S()
+            s.settings = self.settings.get(user, {})
+            return s
+
+    store = FakeStore({"lenient": {"guard": {"thresholds": {"keyword": 2.0}}},
+                       "muted": {"guard": {"disabled_detectors": ["keyword"]}},
+                       "shadowed": {"guard": {"shadow": True}}})
+    g = Guard([keyword("x")], store=store)
+    assert g.check("x", user_id="strict").action is Action.BLOCK
+    assert g.check("x", user_id="lenient").action is Action.ALLOW
+    assert g.check("x", user_id="muted").findings == ()
+    assert g.check("x", user_id="shadowed").enforced_action is Action.ALLOW
