@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .decision import Action, Decision, FailMode, Finding, Stage, most_severe, text_hash
 from .detector import CheckRequest, Detector, Message, PluginContext, Redactor, build_detectors
@@ -77,7 +77,7 @@ class Guard:
             mode = fail_modes.pop(d.name, getattr(d, "default_fail_mode", "open"))
             if mode not in ("open", "closed"):
                 raise ConfigError(f"fail mode for {d.name!r} must be 'open' or 'closed', got {mode!r}")
-            slots.append(DetectorSlot(d, fail_mode=mode, timeout_s=timeout_s))
+            slots.append(DetectorSlot(d, fail_mode=cast(FailMode, mode), timeout_s=timeout_s))
         if fail_modes:
             raise ConfigError(f"fail_modes names unknown detector(s): {sorted(fail_modes)}")
         names = [s.name for s in slots]
@@ -110,7 +110,7 @@ class Guard:
             raise InvalidInputError(f"unknown stage {stage!r}; expected one of {[s.value for s in Stage]}") from None
         if isinstance(content, str | bytes | bytearray | memoryview):
             text = coerce_text(content)
-            messages: tuple[Message, ...] = (Message(role=_ROLE_FOR_STAGE[stage], content=text),)
+            messages: tuple[Message, ...] = (Message.model_validate({"role": _ROLE_FOR_STAGE[stage], "content": text}),)
         else:
             messages = coerce_messages(content)
             text = coerce_text(messages[-1].content)

@@ -54,7 +54,7 @@ def coerce_messages(value: object) -> tuple[Message, ...]:
             raise InvalidInputError(f"messages[{i}] must be an object with role and content")
         content = item.get("content")
         try:
-            msg = Message(role=item.get("role"), content=coerce_text(content, allow_empty=True))
+            msg = Message.model_validate({"role": item.get("role"), "content": coerce_text(content, allow_empty=True)})
         except ValidationError as exc:
             raise InvalidInputError(f"messages[{i}]: {exc.errors()[0]['msg']}") from None
         out.append(msg)

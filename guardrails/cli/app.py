@@ -170,6 +170,10 @@ def bench(
 
     result: dict[str, Any] = {"device": resolve_device(None), "python": platform.python_version()}
     started = time.perf_counter()
+    if not quick:
+        from ..models.loader import measure_embedded_load
+
+        result.update(measure_embedded_load())
     for name, fn in sorted(discover("railguard.bench").items()):
         try:
             result.update(fn(quick))
@@ -191,7 +195,7 @@ def serve(
 ) -> None:
     """HTTP service (needs the `server` extra)."""
     try:
-        from ..service import run_server
+        from ..service import run_server  # type: ignore[attr-defined]
     except ImportError as exc:
         fail(f"the HTTP service needs the server extra: pip install 'railguard[server]' ({exc})", as_json=False)
     run_server(host=host, port=port, db_url=db)

@@ -96,7 +96,7 @@ def _convert_gguf(spec: EmbeddedModel, gguf: Path, target: Path) -> None:
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
     # The dequantized model is plain fp32; drop the GGUF quantizer marker so it can be serialized.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         delattr(model.config, "quantization_config")
     model.save_pretrained(tmp)
@@ -149,7 +149,7 @@ def load_causal_lm(name_or_path: str, *, device: str | None = None, dtype: Any =
         raise ModelLoadError(f"cannot load causal LM {name_or_path!r} from {source}: {exc}") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model.to(dev).eval()
+    model.to(dev).eval()  # type: ignore[arg-type]
     loaded = LoadedCausalLM(name=name_or_path, model=model, tokenizer=tok, device=dev, source=source)
     with _lock:
         _cache[key] = loaded
@@ -203,3 +203,25 @@ def load_encoder(name_or_path: str, *, device: str | None = None) -> LoadedEncod
     with _lock:
         _cache[key] = enc
     return enc
+
+
+def measure_embedded_load(name: str = "smollm2-135m-instruct") -> dict[str, float]:
+    """Time a cold load (GGUF dequantization + save, into a throwaway cache) against a cached reload."""
+    import tempfile
+    import time
+
+    from transformers import AutoModelForCausalLM
+
+    spec = EMBEDDED[name]
+    gguf = spec.require()
+    with tempfile.TemporaryDirectory(prefix="railguard-load-") as tmp:
+        target = Path(tmp) / "model"
+        t0 = time.perf_counter()
+        _convert_gguf(spec, gguf, target)
+        AutoModelForCausalLM.from_pretrained(target, local_files_only=True)
+        cold = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        AutoModelForCausalLM.from_pretrained(target, local_files_only=True)
+        cached = time.perf_counter() - t1
+    return {"chat_model_cold_load_s": round(cold, 3), "chat_model_cached_load_s": round(cached, 3),
+            "cold_over_cached_load": round(cold / max(cached, 1e-9), 1)}

@@ -1,0 +1,43 @@
+"""Per-user settings store: versioned settings with compare-and-set writes, an audit trail that records
+changed paths and digests (never values), and a small per-session key/value store for detector state.
+
+    from guardrails.store import SettingsStore
+    with SettingsStore() as store:  # sqlite under the user data dir, or $RAILGUARD_DB_URL
+        store.update_section("default", "alice", "guard", lambda g: {**g, "shadow": True}, actor="admin")
+"""
+
+from __future__ import annotations
+
+from ..errors import StoreError, UnknownUserError, VersionConflictError
+from .settings import (
+    BUILTIN_SECTIONS,
+    DEFAULT_TENANT,
+    SETTINGS_GROUP,
+    AuditEntry,
+    GuardSettings,
+    StoredSettings,
+    changed_paths,
+    digest,
+    section_models,
+    validate_sections,
+)
+from .sql import ENV_URL, SettingsStore, default_url
+
+__all__ = [
+    "BUILTIN_SECTIONS",
+    "DEFAULT_TENANT",
+    "ENV_URL",
+    "SETTINGS_GROUP",
+    "AuditEntry",
+    "GuardSettings",
+    "SettingsStore",
+    "StoreError",
+    "StoredSettings",
+    "UnknownUserError",
+    "VersionConflictError",
+    "changed_paths",
+    "default_url",
+    "digest",
+    "section_models",
+    "validate_sections",
+]

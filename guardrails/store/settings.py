@@ -1,0 +1,196 @@
+"""Per-user settings models, section validation and the privacy-safe diff used by the audit trail.
+
+Settings are stored as ``{section_name: section_data}``. The spine only knows the ``guard`` section; every
+other section (moderation profile, recommendation policy, ...) is owned by a plugin that registers its pydantic
+model under the ``railguard.settings`` group. Validating through those models at write time means a typo or an
+out-of-range value is rejected before it reaches the database, instead of surfacing later inside a detector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..detector import discover
+from ..errors import ConfigError, InvalidInputError
+
+SETTINGS_GROUP = "railguard.settings"
+DEFAULT_TENANT = "default"
+MAX_KEY_LEN = 256
+AuditOp = Literal["put", "update", "delete"]
+
+
+class GuardSettings(BaseModel):
+    """The built-in ``guard`` section: pipeline-level switches every deployment has."""
+
+    # Forbid unknown fields: a misspelt switch ("shaddow") must fail loudly, not be silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+    shadow: bool = False
+    disabled_detectors: list[str] = Field(default_factory=list)
+    thresholds: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_in_unit_interval(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: t for k, t in v.items() if not 0.0 <= t <= 1.0}
+        if bad:
+            raise ValueError(f"thresholds must lie in [0, 1]; got {bad}")
+        return v
+
+
+BUILTIN_SECTIONS: dict[str, type[BaseModel]] = {"guard": GuardSettings}
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Timestamps are always aware UTC (SQLite hands back naive datetimes; we only ever write UTC)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class StoredSettings(BaseModel):
+    """One user's settings as read from the store. ``version`` 0 means "no row yet" (never written)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant_id: str
+    user_id: str
+    version: int
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    updated_at: datetime | None = None
+
+    @field_validator("updated_at")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return as_utc(v)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The data of one section, or {} when the user never set it."""
+        return dict(self.settings.get(name, {}))
+
+
+class AuditEntry(BaseModel):
+    """One audit row. Holds paths and a digest only, never values: settings may contain user-written text."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    tenant_id: str
+    user_id: str
+    version: int
+    actor: str
+    at: datetime
+    op: AuditOp
+    changed: tuple[str, ...] = ()
+    digest: str | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime | None:
+        return as_utc(v)
+
+
+def check_key(name: str, value: object) -> str:
+    """Validate an identifier (tenant, user, session, state key, actor): 1-256 printable characters."""
+    if not isinstance(value, str) or not value or len(value) > MAX_KEY_LEN or not value.isprintable():
+        raise InvalidInputError(f"{name} must be a non-empty string of at most {MAX_KEY_LEN} printable characters")
+    return value
+
+
+def canonical_json(data: Any) -> str:
+    """Deterministic JSON (sorted keys, no spaces) so equal settings always give the same digest."""
+    try:
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"value is not JSON-serialisable: {exc}") from exc
+
+
+def digest(data: Any) -> str:
+    """sha256 hex of the canonical JSON: lets auditors prove which content was active without storing it."""
+    return hashlib.sha256(canonical_json(data).encode("utf-8")).hexdigest()
+
+
+def section_models() -> dict[str, type[BaseModel]]:
+    """Registered section models plus the built-ins (which a plugin cannot replace)."""
+    models: dict[str, type[BaseModel]] = {}
+    for name, model in discover(SETTINGS_GROUP).items():
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise ConfigError(f"settings plugin {name!r} is not a pydantic model class (got {model!r})")
+        models[name] = model
+    models.update(BUILTIN_SECTIONS)
+    return models
+
+
+def validate_sections(
+    settings: Mapping[str, Any], models: Mapping[str, type[BaseModel]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Validate every section by its model and return the normalised JSON-able form.
+
+    ``models`` lets a caller resolve the registry once and reuse it (the store does so outside its write
+    transaction, so entry-point scanning never happens while the database write lock is held).
+    """
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"settings must be a mapping of section name to object, got {type(settings).__name__}")
+    known = section_models() if models is None else models
+    out: dict[str, dict[str, Any]] = {}
+    for name, data in settings.items():
+        if name not in known:
+            raise ConfigError(f"unknown settings section {name!r}; known sections: {sorted(known)}")
+        if isinstance(data, BaseModel):
+            data = data.model_dump(mode="json")
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"settings section {name!r} must be an object, got {type(data).__name__}")
+        try:
+            model = known[name].model_validate(dict(data))
+        except ValidationError as exc:
+            raise ConfigError(f"invalid settings section {name!r}: {exc}") from exc
+        out[name] = model.model_dump(mode="json")
+    return out
+
+
+# A dict key is written into an audit path verbatim only when it looks like an identifier. Anything else
+# (free text, long strings, keys that might be user-written examples) is replaced by a short hash, so the
+# audit trail can never leak content even through key names.
+_SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_\-:]{1,64}")
+
+
+def _segment(key: object) -> str:
+    text = str(key)
+    if _SAFE_SEGMENT.fullmatch(text):
+        return text
+    return "#" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def changed_paths(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths whose value differs between two nested dicts (added, removed or modified), sorted.
+
+    Recurses into dicts (an added or removed dict is listed leaf by leaf); a changed list or scalar is reported
+    at its own path, never element-wise, so values never become part of a path.
+    """
+    paths: list[str] = []
+    for key in sorted(set(old) | set(new), key=str):
+        path = f"{prefix}{_segment(key)}"
+        a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+        if isinstance(a, Mapping | _Missing) and isinstance(b, Mapping | _Missing):
+            sub = changed_paths(a if isinstance(a, Mapping) else {}, b if isinstance(b, Mapping) else {}, path + ".")
+            paths.extend(sub or ([path] if a != b else []))  # an added/removed empty dict is still a change
+        elif a != b or type(a) is not type(b):
+            paths.append(path)
+    return paths
+
+
+class _Missing:
+    """Marks a key absent on one side of a diff (distinct from a stored None)."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+_MISSING = _Missing()

@@ -1,0 +1,397 @@
+"""SQLAlchemy-backed store: versioned per-user settings, an append-only audit trail, per-session state.
+
+- One sync implementation; async twins run it via ``asyncio.to_thread`` (one copy of the concurrency logic).
+- SQLite is the zero-config default and several workers often share one file. Stock pysqlite fails there with
+  "database is locked"; we use WAL + busy_timeout + synchronous=NORMAL and open write transactions with
+  ``BEGIN IMMEDIATE``, so writers queue on the file lock and a read-modify-write reads under its own lock.
+- Writes are compare-and-set on ``version``, which keeps Postgres / multi-instance deployments safe too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import functools
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import platformdirs
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from ..errors import ConfigError, InvalidInputError, StoreError, UnknownUserError, VersionConflictError
+from .settings import (
+    DEFAULT_TENANT,
+    AuditEntry,
+    StoredSettings,
+    canonical_json,
+    changed_paths,
+    check_key,
+    digest,
+    section_models,
+    validate_sections,
+)
+
+ENV_URL = "RAILGUARD_DB_URL"
+P = ParamSpec("P")
+R = TypeVar("R")
+DictFn = Callable[[dict[str, Any]], Mapping[str, Any]]  # settings (or one section's data) -> its new value
+
+
+metadata = sa.MetaData()
+# Timestamps are written as aware UTC; SQLite returns them naive, the models re-attach UTC on read.
+UTCDateTime = sa.DateTime(timezone=True)
+
+
+def _pk(*names: str) -> list[sa.Column[Any]]:
+    return [sa.Column(n, sa.String(256), primary_key=True) for n in names]
+
+
+user_settings = sa.Table(
+    "user_settings", metadata, *_pk("tenant_id", "user_id"),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("settings", sa.Text, nullable=False),  # canonical JSON, section -> data
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+settings_audit = sa.Table(  # append-only; sqlite_autoincrement: ids are never reused, so the order is stable
+    "settings_audit", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    *(sa.Column(n, sa.String(256), nullable=False) for n in ("tenant_id", "user_id", "actor")),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("op", sa.String(16), nullable=False),
+    sa.Column("changed", sa.Text, nullable=False),  # JSON list of dotted paths: never values
+    sa.Column("digest", sa.String(64), nullable=True),  # sha256 of the new canonical settings; null on delete
+    sa.Index("ix_settings_audit_user", "tenant_id", "user_id", "id"),
+    sqlite_autoincrement=True,
+)
+session_state = sa.Table(
+    "session_state", metadata, *_pk("tenant_id", "user_id", "session_id", "key"),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
+def default_url() -> str:
+    """``sqlite:///<user data dir>/settings.db``: per-user, writable, survives restarts, no server needed."""
+    return f"sqlite:///{Path(platformdirs.user_data_dir('railguard')) / 'settings.db'}"
+
+
+def _resolve_url(url: str | Path | None) -> URL:
+    raw: str | Path = url if url is not None else (os.environ.get(ENV_URL) or default_url())
+    if isinstance(raw, Path) or "://" not in raw:  # a bare filesystem path means a SQLite file
+        raw = f"sqlite:///{Path(raw).expanduser().absolute()}"
+    try:
+        return make_url(raw)
+    except SQLAlchemyError as exc:
+        raise ConfigError(f"invalid database URL {raw!r}: {exc}") from exc
+
+
+def _twin(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Async twin of a sync method: runs it via ``asyncio.to_thread`` (one implementation of the logic)."""
+
+    @functools.wraps(fn)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    return run
+
+
+class SettingsStore:
+    """Versioned per-user settings + audit trail + per-session detector state, on any SQLAlchemy URL."""
+
+    def __init__(self, url: str | Path | None = None, *, busy_timeout_ms: int = 30_000,
+                 max_value_bytes: int = 1_000_000, echo: bool = False) -> None:
+        """Open (creating if needed) the database; fails fast with StoreError if it cannot be used."""
+        self.url, self.max_value_bytes, self._closed = _resolve_url(url), max_value_bytes, False
+        self._models: dict[str, type[BaseModel]] | None = None
+        sqlite, db = self.url.get_backend_name() == "sqlite", self.url.database or ""
+        memory = sqlite and (db in ("", ":memory:") or self.url.query.get("mode") == "memory")
+        self.location = db if sqlite and not memory else self.url.render_as_string(hide_password=True)
+        # An in-memory SQLite database lives in one connection: share it and serialise access to it.
+        self._lock: contextlib.AbstractContextManager[Any] = threading.RLock() if memory else contextlib.nullcontext()
+        kwargs: dict[str, Any] = (
+            {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}} if memory
+            else {} if sqlite else {"pool_pre_ping": True}
+        )
+        try:
+            if sqlite and not memory and not db.startswith("file:"):
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+            # hide_parameters: bound values (settings may hold user-written text) never reach logs or errors
+            self.engine = sa.create_engine(self.url, echo=echo, hide_parameters=True, **kwargs)
+            if sqlite:
+                self._install_sqlite_hooks(busy_timeout_ms)
+            with self._tx(write=True) as conn:  # eager: a bad path fails here, not on the first request
+                metadata.create_all(conn)
+        except Exception as exc:  # any failure to open becomes one clear error naming the location
+            with contextlib.suppress(Exception):
+                self.engine.dispose()
+            cause = exc.__cause__ if isinstance(exc, StoreError) and exc.__cause__ else exc
+            raise StoreError(
+                f"cannot open settings database at {self.location!r}: {getattr(cause, 'orig', None) or cause}. "
+                "Expected a SQLite database file (or a new file) in a writable directory, or a reachable "
+                f"database URL (set {ENV_URL} or pass url=...)."
+            ) from exc
+
+    def _install_sqlite_hooks(self, busy_timeout_ms: int) -> None:
+        @sa.event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # pysqlite must not emit its own (deferred) BEGIN
+            cur = dbapi_conn.cursor()  # busy_timeout first: switching to WAL may itself wait for a lock
+            for pragma in (f"busy_timeout={int(busy_timeout_ms)}", "journal_mode=WAL", "synchronous=NORMAL",
+                           "foreign_keys=ON"):
+                cur.execute(f"PRAGMA {pragma}")
+            cur.close()
+
+        @sa.event.listens_for(self.engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            write = conn.get_execution_options().get("railguard_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    @contextlib.contextmanager
+    def _tx(self, *, write: bool) -> Iterator[sa.Connection]:
+        """One transaction; ``write`` takes the SQLite write lock up front. Driver errors become StoreError."""
+        if self._closed:
+            raise StoreError(f"settings store {self.location!r} is closed")
+        try:
+            with self._lock, self.engine.connect() as conn:
+                if write:
+                    conn.execution_options(railguard_write=True)
+                with conn.begin():
+                    yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"settings store {self.location!r}: {getattr(exc, 'orig', None) or exc}") from exc
+
+    def _validate(self, settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """Validate against a cached copy of the plugin registry: scanning entry points costs ~10 ms, too much
+        per write (under the write lock for ``update``); it is re-read only when a section is not in the copy."""
+        if self._models is None or (isinstance(settings, Mapping) and not set(settings) <= set(self._models)):
+            self._models = section_models()
+        return validate_sections(settings, self._models)
+
+    @staticmethod
+    def _keys(tenant_id: str, user_id: str) -> tuple[str, str]:
+        return check_key("tenant_id", tenant_id), check_key("user_id", user_id)
+
+    def _json(self, value: Any) -> str:
+        text = canonical_json(value)
+        if len(text.encode("utf-8")) > self.max_value_bytes:
+            raise InvalidInputError(f"value is larger than {self.max_value_bytes} bytes")
+        return text
+
+    @staticmethod
+    def _read(conn: sa.Connection, tenant_id: str, user_id: str, *, lock: bool = False) -> StoredSettings:
+        q = sa.select(user_settings).where(user_settings.c.tenant_id == tenant_id, user_settings.c.user_id == user_id)
+        row = conn.execute(q.with_for_update() if lock else q).mappings().first()
+        if row is None:
+            return StoredSettings(tenant_id=tenant_id, user_id=user_id, version=0)
+        return StoredSettings(tenant_id=tenant_id, user_id=user_id, version=row["version"],
+                              settings=json.loads(row["settings"]), updated_at=row["updated_at"])
+
+    def _cas(self, conn: sa.Connection, old: StoredSettings, new: dict[str, Any] | None, op: str,
+             actor: str) -> StoredSettings:
+        """Write ``new`` (None = delete) iff the row is still at ``old.version``; audit row in the same txn."""
+        t, u, now = old.tenant_id, old.user_id, datetime.now(UTC)
+        pk = (user_settings.c.tenant_id == t, user_settings.c.user_id == u)
+        if new is None:
+            res = conn.execute(sa.delete(user_settings).where(*pk, user_settings.c.version == old.version))
+            version = old.version
+        elif old.version == 0:
+            version, text = 1, self._json(new)
+            try:  # the savepoint keeps the txn usable if a concurrent insert won (only possible off SQLite)
+                with conn.begin_nested():
+                    res = conn.execute(sa.insert(user_settings).values(
+                        tenant_id=t, user_id=u, version=1, settings=text, updated_at=now))
+            except IntegrityError:  # lost an insert race (the row exists now), or a real constraint error
+                if self._read(conn, t, u).version == 0:
+                    raise
+                res = None
+        else:
+            version = old.version + 1
+            res = conn.execute(sa.update(user_settings).where(*pk, user_settings.c.version == old.version).values(
+                version=version, settings=self._json(new), updated_at=now))
+        if res is None or res.rowcount != 1:
+            raise VersionConflictError(f"{t}/{u}", old.version, self._read(conn, t, u).version)
+        conn.execute(sa.insert(settings_audit).values(
+            tenant_id=t, user_id=u, version=version, actor=actor, at=now, op=op,
+            changed=json.dumps(changed_paths(old.settings, new or {})),
+            digest=None if new is None else digest(new)))
+        if new is None:
+            return StoredSettings(tenant_id=t, user_id=u, version=0)
+        return StoredSettings(tenant_id=t, user_id=u, version=version, settings=new, updated_at=now)
+
+    def _write(self, tenant_id: str, user_id: str, op: str, actor: str,
+               compute: Callable[[StoredSettings], dict[str, Any] | None], *,
+               expected_version: int | None, max_retries: int = 0) -> StoredSettings:
+        """Read (under the write lock), compute, compare-and-set; retry conflicts when no version was pinned."""
+        t, u = self._keys(tenant_id, user_id)
+        check_key("actor", actor)
+        for attempt in range(max(0, max_retries) + 1):
+            try:
+                with self._tx(write=True) as conn:
+                    old = self._read(conn, t, u, lock=True)
+                    if expected_version is not None and old.version != expected_version:
+                        raise VersionConflictError(f"{t}/{u}", expected_version, old.version)
+                    if op == "delete" and old.version == 0:
+                        raise UnknownUserError(f"no settings stored for user {u!r} in tenant {t!r}")
+                    return self._cas(conn, old, compute(old), op, actor)
+            except VersionConflictError:
+                if expected_version is not None or attempt >= max_retries:
+                    raise
+                time.sleep(random.random() * min(0.05, 0.001 * 2**attempt))  # jittered backoff
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- settings API --------------------------------------------------------------------------------------
+
+    def get(self, tenant_id: str, user_id: str) -> StoredSettings:
+        """Current settings; an unknown user reads as version 0 with no sections (no row is created)."""
+        t, u = self._keys(tenant_id, user_id)
+        with self._tx(write=False) as conn:
+            return self._read(conn, t, u)
+
+    def require(self, tenant_id: str, user_id: str) -> StoredSettings:
+        """Like get, but an unknown user is an error (for APIs where absence is a 404, not defaults)."""
+        found = self.get(tenant_id, user_id)
+        if found.version == 0:
+            raise UnknownUserError(f"no settings stored for user {user_id!r} in tenant {tenant_id!r}")
+        return found
+
+    def exists(self, tenant_id: str, user_id: str) -> bool:
+        return self.get(tenant_id, user_id).version > 0
+
+    def list_users(self, tenant_id: str = DEFAULT_TENANT) -> list[str]:
+        """User ids with stored settings in one tenant, sorted."""
+        c = user_settings.c
+        q = sa.select(c.user_id).where(c.tenant_id == check_key("tenant_id", tenant_id)).order_by(c.user_id)
+        with self._tx(write=False) as conn:
+            return list(conn.execute(q).scalars())
+
+    def put(self, tenant_id: str, user_id: str, settings: Mapping[str, Any], *, expected_version: int,
+            actor: str) -> StoredSettings:
+        """Replace all settings iff the stored version equals ``expected_version`` (0: must not exist yet)."""
+        clean = self._validate(settings)  # before any write: nothing is stored on a validation error
+        return self._write(tenant_id, user_id, "put", actor, lambda _old: clean, expected_version=expected_version)
+
+    def update(self, tenant_id: str, user_id: str, fn: DictFn, *, actor: str,
+               max_retries: int = 50) -> StoredSettings:
+        """Read-modify-write: ``fn`` gets a copy of the settings and returns the new dict. It runs inside the
+        write transaction and may run again after a conflict: keep it fast and free of side effects."""
+
+        def compute(old: StoredSettings) -> dict[str, Any]:
+            new = fn(copy.deepcopy(old.settings))
+            if not isinstance(new, Mapping):
+                raise ConfigError(f"update function must return the new settings dict, got {type(new).__name__}")
+            return self._validate(new)
+
+        return self._write(tenant_id, user_id, "update", actor, compute, expected_version=None,
+                           max_retries=max_retries)
+
+    def update_section(self, tenant_id: str, user_id: str, section: str, fn: DictFn, *, actor: str,
+                       max_retries: int = 50) -> StoredSettings:
+        """Read-modify-write of one section; ``fn`` gets that section's data (or {}) and returns the new data."""
+
+        def apply(settings: dict[str, Any]) -> dict[str, Any]:
+            settings[section] = fn(settings.get(section, {}))
+            return settings
+
+        return self.update(tenant_id, user_id, apply, actor=actor, max_retries=max_retries)
+
+    def delete(self, tenant_id: str, user_id: str, *, actor: str) -> None:
+        """Remove a user's settings (audited). Session state is separate: see ``delete_session``."""
+        self._write(tenant_id, user_id, "delete", actor, lambda _old: None, expected_version=None, max_retries=50)
+
+    def history(self, tenant_id: str, user_id: str, limit: int = 100) -> list[AuditEntry]:
+        """Audit entries for one user, newest first. Survives ``delete``."""
+        t, u = self._keys(tenant_id, user_id)
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidInputError("limit must be a positive integer")
+        a = settings_audit.c
+        q = sa.select(settings_audit).where(a.tenant_id == t, a.user_id == u).order_by(a.id.desc()).limit(limit)
+        with self._tx(write=False) as conn:
+            rows = conn.execute(q).mappings().all()
+        return [AuditEntry(**{**r, "changed": tuple(json.loads(r["changed"]))}) for r in rows]
+
+    # -- session state -------------------------------------------------------------------------------------
+
+    def _state_keys(self, tenant_id: str, user_id: str, session_id: str, key: str | None) -> tuple[Any, ...]:
+        c, (t, u) = session_state.c, self._keys(tenant_id, user_id)
+        cond = (c.tenant_id == t, c.user_id == u, c.session_id == check_key("session_id", session_id))
+        return cond if key is None else (*cond, c.key == check_key("key", key))
+
+    def get_state(self, tenant_id: str, user_id: str, session_id: str, key: str) -> dict[str, Any] | None:
+        """Per-session detector state (e.g. multi-turn velocity), or None when never written."""
+        cond = self._state_keys(tenant_id, user_id, session_id, key)
+        with self._tx(write=False) as conn:
+            raw = conn.execute(sa.select(session_state.c.value).where(*cond)).scalar()
+        return None if raw is None else json.loads(raw)
+
+    def put_state(self, tenant_id: str, user_id: str, session_id: str, key: str, value: Mapping[str, Any]) -> None:
+        """Upsert one state value. Last writer wins: state is per-session scratch data, not versioned."""
+        cond = self._state_keys(tenant_id, user_id, session_id, key)
+        if not isinstance(value, Mapping):
+            raise InvalidInputError(f"session state value must be a dict, got {type(value).__name__}")
+        row = {"value": self._json(dict(value)), "updated_at": datetime.now(UTC)}
+        with self._tx(write=True) as conn:
+            if conn.execute(sa.update(session_state).where(*cond).values(**row)).rowcount:
+                return
+            try:  # a concurrent first insert can only win off SQLite: then our write is the later one
+                with conn.begin_nested():
+                    conn.execute(sa.insert(session_state).values(
+                        tenant_id=tenant_id, user_id=user_id, session_id=session_id, key=key, **row))
+            except IntegrityError:
+                conn.execute(sa.update(session_state).where(*cond).values(**row))
+
+    def delete_session(self, tenant_id: str, user_id: str, session_id: str) -> int:
+        """Drop all state of one session; returns the number of keys removed."""
+        cond = self._state_keys(tenant_id, user_id, session_id, None)
+        with self._tx(write=True) as conn:
+            return conn.execute(sa.delete(session_state).where(*cond)).rowcount
+
+    def prune_state(self, older_than: timedelta) -> int:
+        """Drop session state not written for ``older_than``; call periodically so abandoned sessions go away."""
+        cutoff = datetime.now(UTC) - older_than
+        with self._tx(write=True) as conn:
+            return conn.execute(sa.delete(session_state).where(session_state.c.updated_at < cutoff)).rowcount
+
+    # -- async twins: the same logic in a worker thread, so the event loop never blocks on the database -----
+
+    aget = _twin(get)
+    arequire = _twin(require)
+    aexists = _twin(exists)
+    alist_users = _twin(list_users)
+    aput = _twin(put)
+    aupdate = _twin(update)
+    aupdate_section = _twin(update_section)
+    adelete = _twin(delete)
+    ahistory = _twin(history)
+    aget_state = _twin(get_state)
+    aput_state = _twin(put_state)
+    adelete_session = _twin(delete_session)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release pooled connections (and file handles); further calls raise StoreError."""
+        self._closed = True
+        self.engine.dispose()
+
+    def __enter__(self) -> SettingsStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SettingsStore({self.location!r})"
+

@@ -1,0 +1,466 @@
+"""Settings store: CRUD, versioning, audit privacy, validation, failure modes, session state, async twins.
+
+Everything runs against real SQLite files in tmp_path: the behaviours under test (locking, WAL, corrupt
+files, persistence across instances) only exist on a real database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+import time
+from datetime import UTC, timedelta
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import pytest
+from pydantic import BaseModel, Field
+
+import guardrails.detector as detector
+from guardrails.errors import ConfigError, InvalidInputError, StoreError, UnknownUserError, VersionConflictError
+from guardrails.store import (
+    AuditEntry,
+    GuardSettings,
+    SettingsStore,
+    StoredSettings,
+    changed_paths,
+    default_url,
+    validate_sections,
+)
+
+SECRET = "my-bank-pin-is-4242-xyzzy"
+
+
+class Moderation(BaseModel):
+    """Stand-in for the moderation plugin's section: free-text examples a user wrote themselves."""
+
+    categories: dict[str, dict[str, object]] = Field(default_factory=dict)
+    examples: list[str] = Field(default_factory=list)
+
+
+class Counter(BaseModel):
+    n: int = 0
+
+
+@pytest.fixture(autouse=True)
+def _plugin_sections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register test sections the way a plugin would, and undo it after each test."""
+    local = detector._local["railguard.settings"]
+    monkeypatch.setitem(local, "moderation", Moderation)
+    monkeypatch.setitem(local, "counter", Counter)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "settings.db"
+
+
+@pytest.fixture
+def store(db: Path):
+    with SettingsStore(db) as s:
+        yield s
+
+
+def _raw(db: Path, sql: str, *args: object) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def _sha(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# -- CRUD and versioning -------------------------------------------------------------------------------------
+
+
+def test_unknown_user_reads_as_version_zero_and_creates_nothing(store: SettingsStore, db: Path) -> None:
+    got = store.get("default", "alice")
+    assert got == StoredSettings(tenant_id="default", user_id="alice", version=0)
+    assert not store.exists("default", "alice")
+    assert _raw(db, "select count(*) from user_settings") == [(0,)]
+    with pytest.raises(UnknownUserError, match="alice"):
+        store.require("default", "alice")
+    with pytest.raises(UnknownUserError):
+        store.delete("default", "alice", actor="admin")
+    assert store.history("default", "alice") == []
+
+
+def test_put_get_roundtrip_fills_defaults_and_bumps_version(store: SettingsStore) -> None:
+    first = store.put("default", "alice", {"guard": {"shadow": True}}, expected_version=0, actor="admin")
+    assert first.version == 1
+    assert first.settings == {"guard": {"shadow": True, "disabled_detectors": [], "thresholds": {}}}
+    assert first.updated_at is not None and first.updated_at.tzinfo is not None
+    assert store.get("default", "alice") == first
+    assert store.require("default", "alice") == first
+    second = store.put("default", "alice", {"guard": {"thresholds": {"pii": 0.7}}}, expected_version=1,
+                       actor="admin")
+    assert second.version == 2
+    assert store.get("default", "alice").section("guard")["thresholds"] == {"pii": 0.7}
+    assert store.get("default", "alice").section("nope") == {}
+
+
+def test_put_version_conflicts_leave_data_untouched(store: SettingsStore) -> None:
+    store.put("default", "alice", {"guard": {"shadow": True}}, expected_version=0, actor="a")
+    with pytest.raises(VersionConflictError) as err:
+        store.put("default", "alice", {"guard": {}}, expected_version=0, actor="a")  # must not exist
+    assert (err.value.expected, err.value.actual) == (0, 1)
+    with pytest.raises(VersionConflictError):
+        store.put("default", "alice", {"guard": {}}, expected_version=5, actor="a")
+    with pytest.raises(VersionConflictError):
+        store.put("default", "bob", {"guard": {}}, expected_version=1, actor="a")  # absent user is version 0
+    got = store.get("default", "alice")
+    assert got.version == 1 and got.settings["guard"]["shadow"] is True
+    assert not store.exists("default", "bob")
+    assert len(store.history("default", "alice")) == 1
+
+
+def test_update_and_update_section(store: SettingsStore) -> None:
+    r = store.update("default", "alice", lambda s: {**s, "counter": {"n": 1}}, actor="a")
+    assert r.version == 1 and r.settings == {"counter": {"n": 1}}
+    r = store.update_section("default", "alice", "counter", lambda c: {"n": c["n"] + 1}, actor="a")
+    assert r.version == 2 and r.settings["counter"] == {"n": 2}
+    r = store.update_section("default", "alice", "guard", lambda g: {**g, "shadow": True}, actor="a")
+    assert r.version == 3 and r.settings["guard"]["shadow"] is True and r.settings["counter"] == {"n": 2}
+
+    def forgets_to_return(settings: dict) -> Any:  # fn gets a copy: mutating it alone changes nothing
+        settings.clear()
+
+    with pytest.raises(ConfigError, match="must return"):
+        store.update("default", "alice", forgets_to_return, actor="a")
+    assert store.get("default", "alice").version == 3
+
+
+def test_list_users_is_per_tenant_and_sorted(store: SettingsStore) -> None:
+    for tenant, user in [("default", "carol"), ("default", "alice"), ("acme", "alice"), ("acme", "zed")]:
+        store.put(tenant, user, {}, expected_version=0, actor="a")
+    assert store.list_users() == ["alice", "carol"]
+    assert store.list_users("acme") == ["alice", "zed"]
+    assert store.list_users("nobody") == []
+    store.put("acme", "alice", {"guard": {"shadow": True}}, expected_version=1, actor="a")
+    assert store.get("default", "alice").settings == {}  # same user id, other tenant: separate row
+
+
+def test_delete_is_audited_and_user_can_be_recreated(store: SettingsStore) -> None:
+    store.put("default", "alice", {"guard": {"shadow": True}}, expected_version=0, actor="admin")
+    store.delete("default", "alice", actor="gdpr-bot")
+    assert store.get("default", "alice").version == 0 and not store.exists("default", "alice")
+    hist = store.history("default", "alice")
+    assert [h.op for h in hist] == ["delete", "put"]
+    assert hist[0].actor == "gdpr-bot" and hist[0].digest is None
+    assert "guard.shadow" in hist[0].changed
+    again = store.put("default", "alice", {}, expected_version=0, actor="admin")
+    assert again.version == 1
+
+
+# -- audit trail ----------------------------------------------------------------------------------------------
+
+
+def test_audit_rows_hold_paths_digest_actor_and_utc_time(store: SettingsStore) -> None:
+    a = store.put("default", "alice", {"moderation": {"categories": {"crypto": {"block": True}}}},
+                  expected_version=0, actor="user:alice")
+    b = store.update_section("default", "alice", "moderation",
+                             lambda m: {**m, "categories": {**m["categories"], "gambling": {"block": True}}},
+                             actor="user:alice")
+    c = store.update_section("default", "alice", "guard", lambda g: {"thresholds": {"pii": 0.2}}, actor="ops")
+    hist = store.history("default", "alice")
+    assert all(isinstance(h, AuditEntry) for h in hist)
+    assert [h.version for h in hist] == [3, 2, 1]
+    assert [h.op for h in hist] == ["update", "update", "put"]
+    assert [h.actor for h in hist] == ["ops", "user:alice", "user:alice"]
+    assert hist[2].changed == ("moderation.categories.crypto.block", "moderation.examples")  # defaults too
+    assert hist[1].changed == ("moderation.categories.gambling.block",)
+    assert hist[0].changed == ("guard.disabled_detectors", "guard.shadow", "guard.thresholds.pii")
+    assert [h.digest for h in hist] == [_sha(c.settings), _sha(b.settings), _sha(a.settings)]
+    assert all(h.at.tzinfo == UTC for h in hist)
+    assert len(store.history("default", "alice", limit=1)) == 1
+    with pytest.raises(InvalidInputError):
+        store.history("default", "alice", limit=0)
+
+
+def test_audit_never_stores_values_or_free_text(store: SettingsStore, db: Path) -> None:
+    settings = {"moderation": {"examples": [f"please never show me {SECRET}"],
+                               "categories": {f"stuff about {SECRET}": {"block": True}}}}
+    store.put("default", "alice", settings, expected_version=0, actor="user:alice")
+    store.update_section("default", "alice", "moderation", lambda m: {**m, "examples": [SECRET]}, actor="u")
+
+    # 1) the audit rows, column by column, never contain the secret (nor the free-text key)
+    rows = _raw(db, "select * from settings_audit")
+    assert len(rows) == 2
+    assert SECRET not in repr(rows) and "stuff about" not in repr(rows)
+    changed = [tuple(json.loads(r[0])) for r in _raw(db, "select changed from settings_audit order by id")]
+    assert changed[1] == ("moderation.examples",)
+    assert changed[0][0].startswith("moderation.categories.#")  # free-text key is hashed, not written
+    assert all(SECRET not in str(h) for h in store.history("default", "alice"))
+
+    # 2) sanity for the byte-level check: the settings row itself legitimately holds the secret ...
+    store.close()
+    _raw(db, "pragma wal_checkpoint(TRUNCATE)")
+    assert SECRET.encode() in db.read_bytes()
+
+    # 3) ... and once that row is deleted and the file compacted, no byte of the whole database holds it,
+    # while the audit rows are all still there: the audit table never had it.
+    with SettingsStore(db) as s2:
+        s2.delete("default", "alice", actor="gdpr-bot")
+    conn = sqlite3.connect(db)
+    conn.execute("pragma wal_checkpoint(TRUNCATE)")
+    conn.execute("vacuum")
+    conn.close()
+    blobs = [db.read_bytes()] + [p.read_bytes() for p in db.parent.glob(db.name + "-*")]
+    assert all(SECRET.encode() not in b and b"stuff about" not in b for b in blobs)
+    assert _raw(db, "select count(*) from settings_audit") == [(3,)]
+
+
+def test_database_errors_never_echo_values(store: SettingsStore, db: Path) -> None:
+    """A failing write must not put the settings (user text) into the exception text, which gets logged."""
+    store.put("default", "alice", {}, expected_version=0, actor="a")
+    _raw(db, "create trigger no_updates before update on user_settings begin select raise(abort, 'boom'); end")
+    with pytest.raises(StoreError, match="boom") as err:
+        store.update("default", "alice", lambda s: {"moderation": {"examples": [SECRET]}}, actor="a")
+    assert SECRET not in str(err.value) and SECRET not in str(err.value.__cause__)
+    assert store.get("default", "alice").version == 1
+    # a constraint failure on first insert is a StoreError, not mistaken for a lost version race
+    _raw(db, "create trigger no_inserts before insert on user_settings begin select raise(abort, 'nope'); end")
+    with pytest.raises(StoreError, match="nope") as err2:
+        store.put("default", "bob", {"moderation": {"examples": [SECRET]}}, expected_version=0, actor="a")
+    assert not isinstance(err2.value, VersionConflictError) and SECRET not in str(err2.value.__cause__)
+
+
+def test_changed_paths_reports_containers_not_elements() -> None:
+    assert changed_paths({"a": {"b": [1, 2]}}, {"a": {"b": [1, 3]}}) == ["a.b"]
+    assert changed_paths({"a": {"x": 1}}, {"a": {"x": 1}}) == []
+    assert changed_paths({}, {"g": {}}) == ["g"]
+    assert changed_paths({"a": {"n": 1}}, {"a": {"n": True}}) == ["a.n"]
+
+
+# -- section validation ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"nonsense": {}}, "unknown settings section 'nonsense'"),
+        ({"guard": {"thresholds": {"pii": 1.5}}}, "thresholds must lie in"),
+        ({"guard": {"thresholds": {"pii": -0.1}}}, "thresholds must lie in"),
+        ({"guard": {"shaddow": True}}, "shaddow"),
+        ({"guard": ["not", "an", "object"]}, "must be an object"),
+        ({"counter": {"n": "many"}}, "counter"),
+    ],
+)
+def test_invalid_settings_write_nothing(store: SettingsStore, db: Path, settings: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        store.put("default", "alice", settings, expected_version=0, actor="a")
+    assert store.get("default", "alice").version == 0
+    store.put("default", "alice", {"guard": {"shadow": True}}, expected_version=0, actor="a")
+    with pytest.raises(ConfigError):
+        store.put("default", "alice", settings, expected_version=1, actor="a")
+    with pytest.raises(ConfigError):
+        store.update("default", "alice", lambda s: {**s, **settings}, actor="a")
+    got = store.get("default", "alice")
+    assert got.version == 1 and got.settings["guard"]["shadow"] is True
+    assert _raw(db, "select count(*) from settings_audit") == [(1,)]
+
+
+def test_validate_sections_uses_registry_and_normalises() -> None:
+    out = validate_sections({"guard": GuardSettings(shadow=True), "moderation": {"examples": ["x"]}})
+    assert out == {"guard": {"shadow": True, "disabled_detectors": [], "thresholds": {}},
+                   "moderation": {"categories": {}, "examples": ["x"]}}
+    with pytest.raises(ConfigError, match="mapping"):
+        validate_sections(["guard"])  # type: ignore[arg-type]
+
+
+def test_invalid_keys_and_values_are_rejected(store: SettingsStore) -> None:
+    for tenant, user in [("default", ""), ("", "alice"), ("default", "x" * 257), ("default", "bad\nid"),
+                         ("default", 42)]:
+        with pytest.raises(InvalidInputError):
+            store.get(tenant, user)  # type: ignore[arg-type]
+    assert store.get("default", "x" * 256).version == 0
+    with pytest.raises(InvalidInputError, match="actor"):
+        store.put("default", "alice", {}, expected_version=0, actor="")
+    with pytest.raises(InvalidInputError):
+        store.put_state("default", "alice", "s1", "k", ["not", "a", "dict"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        store.put_state("default", "alice", "", "k", {})
+    small = SettingsStore(store.location, max_value_bytes=100)
+    with pytest.raises(InvalidInputError, match="larger"):
+        small.put("default", "alice", {"moderation": {"examples": ["x" * 200]}}, expected_version=0, actor="a")
+    small.close()
+
+
+# -- opening: URLs, defaults, bad files -----------------------------------------------------------------------
+
+
+def test_sqlite_pragmas_are_set_on_every_connection(db: Path) -> None:
+    with SettingsStore(db, busy_timeout_ms=1234) as s, s.engine.connect() as conn:
+        pragma = {p: conn.exec_driver_sql(f"pragma {p}").scalar()
+                  for p in ("journal_mode", "busy_timeout", "synchronous", "foreign_keys")}
+    assert pragma == {"journal_mode": "wal", "busy_timeout": 1234, "synchronous": 1, "foreign_keys": 1}
+    with SettingsStore(db) as s, s.engine.connect() as conn:
+        assert conn.exec_driver_sql("pragma busy_timeout").scalar() == 30000
+
+
+def test_writes_take_the_write_lock_up_front(store: SettingsStore, db: Path) -> None:
+    """BEGIN IMMEDIATE: while update's fn runs (after only a SELECT) nobody else can start writing."""
+    store.put("default", "alice", {"counter": {"n": 0}}, expected_version=0, actor="a")
+    seen: list[str] = []
+
+    def fn(settings: dict) -> dict:
+        other = sqlite3.connect(db, timeout=0, isolation_level=None)
+        try:
+            other.execute("begin immediate")
+            seen.append("other writer got the lock")
+            other.execute("rollback")
+        except sqlite3.OperationalError as exc:
+            seen.append(str(exc))
+        finally:
+            other.close()
+        return {"counter": {"n": settings["counter"]["n"] + 1}}
+
+    store.update("default", "alice", fn, actor="a")
+    assert seen == ["database is locked"]
+
+
+def test_lock_timeout_is_a_store_error_and_reads_continue(db: Path) -> None:
+    with SettingsStore(db, busy_timeout_ms=200) as s:
+        s.put("default", "alice", {}, expected_version=0, actor="a")
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("begin immediate")
+        try:
+            t0 = time.perf_counter()
+            with pytest.raises(StoreError, match="locked"):
+                s.put("default", "alice", {}, expected_version=1, actor="a")
+            assert time.perf_counter() - t0 < 5
+            assert s.get("default", "alice").version == 1  # WAL: readers are not blocked by a writer
+        finally:
+            holder.execute("rollback")
+            holder.close()
+        assert s.put("default", "alice", {}, expected_version=1, actor="a").version == 2
+
+
+def test_corrupt_file_is_a_store_error_naming_the_path(tmp_path: Path) -> None:
+    bad = tmp_path / "corrupt.db"
+    bad.write_bytes(os.urandom(8192))
+    with pytest.raises(StoreError, match="corrupt.db") as err:
+        SettingsStore(bad)
+    assert "not a database" in str(err.value)
+
+
+def test_directory_as_path_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(StoreError, match="adir"):
+        SettingsStore(tmp_path / "adir")
+    with pytest.raises(StoreError, match="adir"):
+        SettingsStore(f"sqlite:///{tmp_path / 'adir'}")
+
+
+def test_unusable_location_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "plainfile").write_text("x")
+    with pytest.raises(StoreError, match="plainfile"):
+        SettingsStore(tmp_path / "plainfile" / "settings.db")  # parent is a file, not a directory
+
+
+def test_unreachable_server_url_hides_password() -> None:
+    with pytest.raises(StoreError) as err:
+        SettingsStore("postgresql+psycopg://rg:hunter2@127.0.0.1:1/railguard")
+    assert "hunter2" not in str(err.value) and "127.0.0.1" in str(err.value)
+
+
+def test_env_var_and_default_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_db = tmp_path / "from_env" / "s.db"
+    monkeypatch.setenv("RAILGUARD_DB_URL", f"sqlite:///{env_db}")
+    with SettingsStore() as s:
+        s.put("default", "alice", {}, expected_version=0, actor="a")
+    assert env_db.exists()
+    monkeypatch.delenv("RAILGUARD_DB_URL")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_url() == f"sqlite:///{Path(platformdirs.user_data_dir('railguard')) / 'settings.db'}"
+    if sys.platform.startswith("linux"):  # only there does XDG_DATA_HOME redirect the default safely
+        with SettingsStore() as s:
+            assert s.location == str(tmp_path / "xdg" / "railguard" / "settings.db")
+        assert (tmp_path / "xdg" / "railguard" / "settings.db").exists()
+
+
+def test_closed_store_refuses_work(db: Path) -> None:
+    s = SettingsStore(db)
+    s.close()
+    with pytest.raises(StoreError, match="closed"):
+        s.get("default", "alice")
+
+
+def test_in_memory_url_works() -> None:
+    with SettingsStore("sqlite://") as s:
+        s.put("default", "alice", {}, expected_version=0, actor="a")
+        assert s.get("default", "alice").version == 1
+
+
+# -- session state --------------------------------------------------------------------------------------------
+
+
+def test_session_state_is_isolated_by_tenant_user_and_session(store: SettingsStore) -> None:
+    keys = [("t1", "alice", "s1"), ("t1", "alice", "s2"), ("t1", "bob", "s1"), ("t2", "alice", "s1")]
+    for i, (t, u, sid) in enumerate(keys):
+        store.put_state(t, u, sid, "velocity", {"turns": i})
+    for i, (t, u, sid) in enumerate(keys):
+        assert store.get_state(t, u, sid, "velocity") == {"turns": i}
+        assert store.get_state(t, u, sid, "other-key") is None
+    store.put_state("t1", "alice", "s1", "velocity", {"turns": 99})  # overwrite touches only its own row
+    assert store.get_state("t1", "alice", "s1", "velocity") == {"turns": 99}
+    assert store.get_state("t2", "alice", "s1", "velocity") == {"turns": 3}
+    store.put_state("t1", "alice", "s1", "second", {"x": [1, 2]})
+    assert store.delete_session("t1", "alice", "s1") == 2
+    assert store.get_state("t1", "alice", "s1", "velocity") is None
+    assert store.get_state("t1", "alice", "s2", "velocity") == {"turns": 1}
+    assert store.get_state("t1", "bob", "s1", "velocity") == {"turns": 2}
+    assert store.delete_session("t1", "alice", "s1") == 0
+
+
+def test_state_and_settings_survive_a_restart(db: Path) -> None:
+    with SettingsStore(db) as first:
+        first.put_state("default", "alice", "s1", "velocity", {"scores": [0.1, 0.9]})
+        first.put("default", "alice", {"guard": {"shadow": True}}, expected_version=0, actor="a")
+    with SettingsStore(db) as second:  # a new process / another instance reading the same database
+        assert second.get_state("default", "alice", "s1", "velocity") == {"scores": [0.1, 0.9]}
+        assert second.get("default", "alice").settings["guard"]["shadow"] is True
+        assert [h.op for h in second.history("default", "alice")] == ["put"]
+
+
+def test_prune_state_drops_only_stale_sessions(store: SettingsStore) -> None:
+    store.put_state("default", "alice", "s1", "k", {"v": 1})
+    assert store.prune_state(timedelta(hours=1)) == 0
+    time.sleep(0.01)
+    assert store.prune_state(timedelta(0)) == 1
+    assert store.get_state("default", "alice", "s1", "k") is None
+
+
+# -- async twins ----------------------------------------------------------------------------------------------
+
+
+async def test_async_twins(store: SettingsStore) -> None:
+    with pytest.raises(UnknownUserError):
+        await store.arequire("default", "alice")
+    put = await store.aput("default", "alice", {"counter": {"n": 0}}, expected_version=0, actor="a")
+    assert put.version == 1 and await store.aexists("default", "alice")
+    with pytest.raises(VersionConflictError):
+        await store.aput("default", "alice", {}, expected_version=0, actor="a")
+    await asyncio.gather(*[
+        store.aupdate_section("default", "alice", "counter", lambda c: {"n": c["n"] + 1}, actor="a")
+        for _ in range(20)
+    ])
+    got = await store.aget("default", "alice")
+    assert got.settings["counter"]["n"] == 20 and got.version == 21
+    upd = await store.aupdate("default", "alice", lambda s: {"guard": {"shadow": True}}, actor="a")
+    assert upd.settings == {"guard": {"shadow": True, "disabled_detectors": [], "thresholds": {}}}
+    assert await store.alist_users() == ["alice"]
+    assert len(await store.ahistory("default", "alice", 5)) == 5
+    await store.aput_state("default", "alice", "s", "k", {"v": 1})
+    assert await store.aget_state("default", "alice", "s", "k") == {"v": 1}
+    assert await store.adelete_session("default", "alice", "s") == 1
+    await store.adelete("default", "alice", actor="a")
+    assert (await store.aget("default", "alice")).version == 0
