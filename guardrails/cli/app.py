@@ -119,6 +119,8 @@ def _decision_table(rows: list[tuple[str, Any]], title: str | None = None) -> Ta
 def demo(
     db: Annotated[str | None, typer.Option("--db", help="Settings store URL (default: a temporary SQLite)")] = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 40,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a turn's action differs from the script.")]
+    = False,
     as_json: JsonOpt = False,
 ) -> None:
     """The main job: a scripted multi-user, multi-turn conversation through a guarded LangChain agent."""
@@ -156,7 +158,7 @@ def demo(
         console.rule("summary")
         console.print(f"{len(results)} turns, actions seen: {', '.join(actions)}; "
                       f"{ok}/{len(checked)} turns as scripted")
-    if ok != len(checked):
+    if strict and ok != len(checked):
         raise typer.Exit(1)
 
 
