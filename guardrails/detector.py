@@ -132,7 +132,12 @@ def build_detectors(names: Iterable[str] | None, ctx: PluginContext) -> list[Det
         raise ConfigError(f"unknown detector(s) {unknown}; registered: {sorted(factories)}")
     out: list[Detector] = []
     for n in wanted:
-        det = factories[n](ctx)
+        try:
+            det = factories[n](ctx)
+        except ConfigError:
+            raise
+        except Exception as exc:  # a guard silently missing a detector is worse than no guard: fail loudly
+            raise ConfigError(f"detector plugin {n!r} failed to build: {type(exc).__name__}: {exc}") from exc
         if not isinstance(det, Detector):
             raise ConfigError(f"plugin {n!r} did not build a Detector (got {type(det).__name__})")
         out.append(det)
