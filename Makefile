@@ -9,5 +9,5 @@ test: setup
 test-fast: setup
 	./scripts/test -m "not model"
 lint:
-	.venv/bin/ruff check guardrails probes personalization agents tests
+	.venv/bin/ruff check .
 	.venv/bin/mypy guardrails
