@@ -108,6 +108,13 @@ def _twin(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
     return run
 
 
+class _Written:
+    rowcount = 1
+
+
+_ONE_ROW = _Written()
+
+
 class SettingsStore:
     """Versioned per-user settings + audit trail + per-session detector state, on any SQLAlchemy URL."""
 
@@ -211,8 +218,10 @@ class SettingsStore:
             version, text = 1, self._json(new)
             try:  # the savepoint keeps the txn usable if a concurrent insert won (only possible off SQLite)
                 with conn.begin_nested():
-                    res = conn.execute(sa.insert(user_settings).values(
+                    conn.execute(sa.insert(user_settings).values(
                         tenant_id=t, user_id=u, version=1, settings=text, updated_at=now))
+                # An INSERT that did not raise wrote exactly one row; psycopg reports rowcount -1 for it.
+                res = _ONE_ROW
             except IntegrityError:  # lost an insert race (the row exists now), or a real constraint error
                 if self._read(conn, t, u).version == 0:
                     raise
