@@ -1,0 +1,99 @@
+"""`railguard rec ...` (typer app mounted by the spine through the `railguard.cli` entry point).
+
+`--json` prints exactly one JSON object on stdout; progress and logs go to stderr (CONTRACT.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from guardrails.errors import RailguardError
+
+app = typer.Typer(help="Command-driven recommendation policies (RecBot-style parser + planner).",
+                  no_args_is_help=True)
+
+
+def _fail(msg: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"error": msg}))
+    else:
+        print(f"error: {msg}", file=sys.stderr)
+    raise typer.Exit(2)
+
+
+@app.command("eval")
+def eval_cmd(
+    data: Path = typer.Option(..., "--data", help="rec scripts JSONL (CONTRACT format)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    parser: str = typer.Option("minilm", "--parser", help="student parser backend: minilm | bow"),
+    semantic: bool = typer.Option(True, "--semantic/--no-semantic", help="encoder similarity in the Matcher"),
+) -> None:
+    """Apply each script's commands for its MovieLens user and check the top-10 feed."""
+    from .evaluate import run_eval
+
+    if not data.exists():
+        _fail(f"no such file: {data}", as_json)
+    if parser not in ("minilm", "bow"):
+        _fail("--parser must be minilm or bow", as_json)
+    try:
+        out = run_eval(data, backend=parser, semantic=semantic)
+    except (RailguardError, ValueError, KeyError, FileNotFoundError) as exc:
+        _fail(str(exc), as_json)
+        return
+    if as_json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k:>20}: {v}")
+
+
+@app.command("parse")
+def parse_cmd(
+    text: str = typer.Argument(..., help="a feed command, e.g. 'no horror, more like Amelie'"),
+    parser: str = typer.Option("minilm", "--parser"),
+) -> None:
+    """Show the structured preferences the student parser extracts (nothing is stored)."""
+    from .parser import default_parser
+
+    try:
+        cmd = default_parser(parser).parse(text)
+    except RailguardError as exc:
+        _fail(f"{type(exc).__name__}: {exc}", True)
+        return
+    print(cmd.model_dump_json(indent=1, exclude={"text"}))
+
+
+@app.command("recommend")
+def recommend_cmd(
+    user: int = typer.Option(..., "--user", help="MovieLens userId"),
+    command: list[str] = typer.Option([], "--command", "-c", help="commands applied in order"),
+    k: int = typer.Option(10, "--k"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Top-k feed for a MovieLens user after some commands (in-memory policy; nothing persisted)."""
+    from .catalog import load_catalog
+    from .embeddings import ItemEmbeddings, get_encoder
+    from .parser import default_parser
+    from .planner import Planner
+    from .policy import InMemoryStore, apply_command, load_policy
+    from .recommender import default_recommender
+
+    cat = load_catalog()
+    store = InMemoryStore()
+    try:
+        for c in command:
+            apply_command(store, "cli", str(user), default_parser().parse(c), actor="cli", session_id="cli")
+    except RailguardError as exc:
+        _fail(f"{type(exc).__name__}: {exc}", as_json)
+    planner = Planner(cat, default_recommender(cat), ItemEmbeddings(cat, get_encoder()))
+    feed = planner.recommend(load_policy(store, "cli", str(user), session_id="cli"), user, k=k)
+    if as_json:
+        print(feed.model_dump_json())
+    else:
+        print(feed.plan.explanation, file=sys.stderr)
+        for t in feed.titles:
+            print(t)

@@ -1,0 +1,119 @@
+"""`rec eval`: apply each script's commands for its MovieLens user, then check the top-10 feed (CONTRACT.md).
+
+Protocol (why): each user's most recent 20% of ratings is held out and the base recommender is trained on the
+rest, so recall@10 is measured on items the models never saw. Targets are the held-out items rated >= 4 that
+satisfy the case's hard checks ("command-consistent"); the same targets score the plain base ranker.
+Between two commands a feed is served, so ``next_feed``-scoped preferences expire exactly as in the product.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .catalog import Catalog, load_catalog, load_ratings
+from .embeddings import ItemEmbeddings, get_encoder
+from .planner import Planner
+from .policy import InMemoryStore, apply_command, load_policy, mark_feed_served
+from .recommender import PureSVDRecommender
+from .schema import CommandError
+
+HARD_ATTRS = {"genre", "year", "title"}
+
+
+def temporal_split(ratings: np.ndarray, frac: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Per user, the latest `frac` of ratings (by timestamp) form the test part."""
+    r = ratings[np.lexsort((ratings["ts"], ratings["user"]))]
+    test = np.zeros(len(r), bool)
+    users, starts, counts = np.unique(r["user"], return_index=True, return_counts=True)
+    for s, c in zip(starts, counts, strict=True):
+        n = max(1, int(c * frac))
+        test[s + c - n: s + c] = True
+    return r[~test], r[test]
+
+
+def load_cases(path: str | Path) -> list[dict[str, Any]]:
+    out = []
+    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines()):
+        if not line.strip():
+            continue
+        d = json.loads(line)
+        if not isinstance(d.get("commands"), list) or "user_id" not in d:
+            raise CommandError(f"line {i + 1}: a rec script needs user_id and commands")
+        out.append(d)
+    return out
+
+
+def run_eval(path: str | Path, *, backend: str = "minilm", semantic: bool = True,
+             catalog: Catalog | None = None) -> dict[str, Any]:
+    from .parser import default_parser
+
+    t_start = time.time()
+    catalog = catalog or load_catalog()
+    train, test = temporal_split(load_ratings())
+    base = PureSVDRecommender().fit(train, item_ids=catalog.item_ids)
+    emb = ItemEmbeddings(catalog, get_encoder()) if semantic else None
+    planner = Planner(catalog, base, emb)
+    parser = default_parser(backend, catalog)
+    cases = load_cases(path)
+    hard_ok: list[bool] = []
+    soft_share: list[float] = []
+    recall: list[float] = []
+    base_recall: list[float] = []
+    parse_ms: list[float] = []
+    errors = short = 0
+    for case in cases:
+        uid = int(case["user_id"])
+        store = InMemoryStore()
+        user = str(uid)
+        for j, text in enumerate(case["commands"]):
+            if j:
+                mark_feed_served(store, "eval", user, actor="eval")
+            t0 = time.perf_counter()
+            try:
+                cmd = parser.parse(text)
+            except CommandError:
+                errors += 1
+                continue
+            finally:
+                parse_ms.append((time.perf_counter() - t0) * 1000)
+            try:
+                apply_command(store, "eval", user, cmd, actor="eval", session_id="eval")
+            except CommandError:
+                errors += 1
+        policy = load_policy(store, "eval", user, session_id="eval")
+        feed = planner.recommend(policy, uid, k=10)
+        rows = [catalog.index[m] for m in feed.items]
+        short += len(rows) < 10
+        checks = case.get("checks", [])
+        for c in checks:
+            sat = [catalog.check(i, c["attr"], c["op"], c["value"]) for i in rows]
+            if c["attr"] in HARD_ATTRS:
+                hard_ok.append(bool(rows) and all(sat))
+            else:
+                soft_share.append(float(np.mean(sat)) if rows else 0.0)
+        held = test[(test["user"] == uid) & (test["rating"] >= 4.0)]["item"]
+        hard_checks = [c for c in checks if c["attr"] in HARD_ATTRS]
+        targets = {int(m) for m in held if int(m) in catalog.index and all(
+            catalog.check(catalog.index[int(m)], c["attr"], c["op"], c["value"]) for c in hard_checks)}
+        if targets:
+            denom = min(10, len(targets))
+            recall.append(len(targets & set(feed.items)) / denom)
+            base_recall.append(len(targets & set(base.recommend(uid, 10))) / denom)
+    mean = lambda xs: round(float(np.mean(xs)), 4) if xs else None  # noqa: E731
+    return {
+        "n": len(cases),
+        "hard_satisfaction": mean(hard_ok),
+        "soft_satisfaction": mean(soft_share),
+        "recall_at_10": mean(recall),
+        "base_recall_at_10": mean(base_recall),
+        "parser_ms_p50": round(statistics.median(parse_ms), 2) if parse_ms else None,
+        "n_hard_checks": len(hard_ok), "n_soft_checks": len(soft_share), "n_recall_cases": len(recall),
+        "short_feeds": short, "command_errors": errors, "parser_backend": backend, "semantic": semantic,
+        "seconds": round(time.time() - t_start, 1),
+    }

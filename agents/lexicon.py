@@ -1,0 +1,236 @@
+"""Rule-based slot extraction for the student parser: genres, MovieLens tags, titles, years, scope cues.
+
+Why rules for values: the values must come from the catalog (a genre name, a real tag, a real title, a year),
+so matching against catalog-derived lexicons is exact and fast; the learned heads (parser.py) only decide the
+framing (intent, polarity, hard/soft, scope), which is where paraphrase variety lives.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from .catalog import GENRES, Catalog, clean_title, fold
+
+GENRE_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "Action": ("action", "action movies", "action films", "actioners"),
+    "Adventure": ("adventure", "adventures", "adventure movies"),
+    "Animation": ("animation", "animated", "animated movies", "cartoons", "cartoon"),
+    "Children": ("children's", "childrens", "children", "kids movies", "kids", "kid movies", "family movies"),
+    "Comedy": ("comedy", "comedies", "comedic"),
+    "Crime": ("crime", "crime movies", "crime films"),
+    "Documentary": ("documentary", "documentaries", "docs"),
+    "Drama": ("drama", "dramas"),
+    "Fantasy": ("fantasy", "fantasy movies"),
+    "Film-Noir": ("film-noir", "film noir", "noir"),
+    "Horror": ("horror", "horror movies", "horror films", "scary movies"),
+    "IMAX": ("imax",),
+    "Musical": ("musicals", "musical"),
+    "Mystery": ("mystery", "mysteries", "whodunits", "whodunnits"),
+    "Romance": ("romance", "romances", "romantic", "romantic movies", "romcoms", "rom-coms", "love stories"),
+    "Sci-Fi": ("sci-fi", "scifi", "sci fi", "science fiction", "science-fiction"),
+    "Thriller": ("thriller", "thrillers"),
+    "War": ("war movies", "war films", "war"),
+    "Western": ("western", "westerns"),
+}
+_TAG_STOP = {
+    "bad", "movies", "family", "race", "class", "future", "dialogue", "writing", "memory", "train", "fun",
+    "unique", "interesting", "death", "books", "smart", "sweet", "moving", "food", "awesome", "overrated",
+    "boring", "predictable", "sequel", "remake", "remade", "television", "business", "president", "blind",
+    "imdb top 250", "oscar (best actress)", "shakespeare sort of", "1970s", "masterpiece", "great acting",
+    "photography", "cinematography", "06 oscar nominated best movie - animation", "good dialogue", "dance",
+    "music", "soundtrack", "good soundtrack", "great soundtrack", "police", "classic", "sad", "epic", "weird",
+    "silly", "movie business", "show business", "hollywood", "court", "space", "nonlinear",
+}
+#: Words naming attributes the schema does not have -> UnknownAttributeError when no known value is present.
+UNKNOWN_ATTR = re.compile(
+    r"\b(actor|actress|starring|director|directed by|runtime|minutes long|hours? long|under \d+ (?:minutes|hours)"
+    r"|language|subtitles?|dubbed|budget|price|cost|box office|rated r|pg-13|age rating|imdb rating|country)\b"
+)
+_YEAR_TOKEN = re.compile(r"\b(\d{4})s?\b")
+_DECADE = re.compile(r"\b(?:the\s+)?(?:(19|20)?(\d)0)'?s\b")
+_WORD_DECADES = {"twenties": 1920, "thirties": 1930, "forties": 1940, "fifties": 1950, "sixties": 1960,
+                 "seventies": 1970, "eighties": 1980, "nineties": 1990}
+_RANGE = re.compile(r"\b(?:between|from)\s+(\d{4})\s*(?:and|to|-|–|until|till)\s*(\d{4})\b"
+                    r"|\b(\d{4})\s*[-–]\s*(\d{4})\b")
+_LE_EXCL = re.compile(r"\b(?:before|older than|earlier than|prior to|pre-?)\s*(\d{4})\b")
+_LE_INCL = re.compile(r"\b(?:until|up to|till|no later than|through)\s+(\d{4})\b"
+                      r"|\b(\d{4})\s+or\s+(?:earlier|older|before)\b")
+_GE_EXCL = re.compile(r"\b(?:after|newer than|later than|more recent than|post-?)\s*(\d{4})\b")
+_GE_INCL = re.compile(r"\b(?:since|no earlier than|starting)\s+(\d{4})\b"
+                      r"|\b(\d{4})\s+(?:or|and)\s+(?:later|newer|after|onwards?)\b"
+                      r"|\bfrom\s+(\d{4})\s+on(?:wards?)?\b")
+_EQ = re.compile(r"\b(?:from|in|of|released in|made in|year)\s+(\d{4})\b")
+
+
+_TOKEN = re.compile(r"[\w][\w'.&-]*[\w]|[\w]")
+
+
+def tokenize(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, token) over a folded string; the unit of lexicon lookup."""
+    return [(m.start(), m.end(), m.group(0)) for m in _TOKEN.finditer(text)]
+
+
+def _key(phrase: str) -> str:
+    return " ".join(t[2] for t in tokenize(fold(phrase)))
+
+
+@dataclass(frozen=True)
+class Span:
+    """A value found in a clause: slot type, canonical value, operator hint, character span."""
+
+    attr: str
+    value: str | int
+    op: str
+    start: int
+    end: int
+
+
+@dataclass
+class Lexicon:
+    genres: list[tuple[str, str]]  # (folded surface form, canonical genre), longest first
+    tags: list[str]  # folded tags, longest first
+    titles: dict[str, str]  # folded surface form -> canonical title (with year) or franchise name
+
+    def __post_init__(self) -> None:
+        self._genre_map = {_key(g): c for g, c in self.genres}
+        self._tag_set = {_key(t): t for t in self.tags}
+        self._title_map = {_key(t): v for t, v in self.titles.items()}
+
+    @staticmethod
+    def _find(tokens: list[tuple[int, int, str]], table: dict[str, str], max_n: int = 8) -> list[tuple[int, int, str]]:
+        """n-gram dictionary lookup over tokens (O(tokens x n), independent of lexicon size)."""
+        out = []
+        for i in range(len(tokens)):
+            for n in range(min(max_n, len(tokens) - i), 0, -1):
+                k = " ".join(t[2] for t in tokens[i:i + n])
+                if k in table:
+                    out.append((tokens[i][0], tokens[i + n - 1][1], k))
+        return out
+
+    def spans(self, clause: str, original: str | None = None) -> list[Span]:
+        """All non-overlapping value spans in a folded clause. Priority: years > titles > tags > genres."""
+        found: list[Span] = []
+        taken: list[tuple[int, int]] = []
+
+        def free(a: int, b: int) -> bool:
+            return all(b <= s or a >= e for s, e in taken)
+
+        def add(sp: Span) -> None:
+            found.append(sp)
+            taken.append((sp.start, sp.end))
+
+        for sp in year_spans(clause):
+            add(sp)
+        like_cue = re.compile(r"(?:like|similar to|such as|vein of|along the lines of|reminds? me of|than)[\s(\"']+$")
+        toks = tokenize(clause)
+        for a, b, ph in sorted(self._find(toks, self._title_map, 14), key=lambda t: t[0] - t[1]):
+            if not free(a, b):
+                continue
+            cued = bool(like_cue.search(clause[:a]))
+            capital = original is not None and a > 0 and original[a:a + 1].isupper()
+            if " " not in ph and not capital:
+                continue  # one-word titles ("Heat", "Up", "More") only with a capital letter mid-sentence
+            if " " in ph and not (cued or capital) and len(ph) < 9:
+                continue
+            full = self._title_map[ph]
+            value = full if cued else (clean_title(full) if full.endswith(")") else full)
+            add(Span("title", value, "like" if cued else "contains", a, b))
+        for a, b, ph in sorted(self._find(toks, self._tag_set), key=lambda t: t[0] - t[1]):
+            if free(a, b):
+                add(Span("tag", self._tag_set[ph], "eq", a, b))
+        for a, b, ph in sorted(self._find(toks, self._genre_map, 3), key=lambda t: t[0] - t[1]):
+            if free(a, b):
+                add(Span("genre", self._genre_map[ph], "eq", a, b))
+        return sorted(found, key=lambda s: s.start)
+
+
+def year_spans(clause: str) -> list[Span]:
+    """Year bounds as written (before the polarity flip): ranges, decades, before/after/since/in."""
+    out: list[Span] = []
+    used: list[tuple[int, int]] = []
+
+    def ok(m: re.Match[str]) -> bool:
+        return all(m.end() <= s or m.start() >= e for s, e in used)
+
+    for m in _RANGE.finditer(clause):
+        a, b = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+        out += [Span("year", int(a), "ge", m.start(), m.end()), Span("year", int(b), "le", m.start(), m.end())]
+        used.append((m.start(), m.end()))
+    for rx, op, delta in ((_LE_EXCL, "le", -1), (_LE_INCL, "le", 0), (_GE_EXCL, "ge", 1), (_GE_INCL, "ge", 0)):
+        for m in rx.finditer(clause):
+            if ok(m):
+                y = int(next(g for g in m.groups() if g))
+                out.append(Span("year", y + delta, op, m.start(), m.end()))
+                used.append((m.start(), m.end()))
+    for m in _DECADE.finditer(clause):
+        if ok(m):
+            century = m.group(1) or ("20" if m.group(2) in "012" else "19")
+            d = int(century + m.group(2) + "0")
+            out += [Span("year", d, "ge", m.start(), m.end()), Span("year", d + 9, "le", m.start(), m.end())]
+            used.append((m.start(), m.end()))
+    for word, d in _WORD_DECADES.items():
+        for m in re.finditer(rf"\b{word}\b", clause):
+            if ok(m):
+                out += [Span("year", d, "ge", m.start(), m.end()), Span("year", d + 9, "le", m.start(), m.end())]
+                used.append((m.start(), m.end()))
+    for m in _EQ.finditer(clause):
+        if ok(m):
+            out.append(Span("year", int(m.group(1)), "eq", m.start(), m.end()))
+            used.append((m.start(), m.end()))
+    for m in _YEAR_TOKEN.finditer(clause):  # bare years left over ("1990 onward" etc. handled above)
+        if ok(m) and 1800 <= int(m.group(1)) <= 3999:
+            out.append(Span("year", int(m.group(1)), "eq", m.start(), m.end()))
+            used.append((m.start(), m.end()))
+    return out
+
+
+def flip_year(sp: Span) -> Span | None:
+    """'nothing before 1990' = want >= 1990: negate a bound. Negated equality/decades are not expressible."""
+    if sp.op == "ge":
+        return Span("year", int(sp.value) - 1, "le", sp.start, sp.end)
+    if sp.op == "le":
+        return Span("year", int(sp.value) + 1, "ge", sp.start, sp.end)
+    return None
+
+
+_SESSION_TTL = re.compile(r"\b(tonight|today|this evening)\b")
+_WEEK_TTL = re.compile(r"\b(this week|for a week|for the week)\b")
+
+
+def expiry_for(text: str, now: datetime) -> datetime | None:
+    """Explicit time cues -> an absolute expiry (dropped on load once past)."""
+    if _SESSION_TTL.search(text):
+        return now + timedelta(hours=12)
+    if _WEEK_TTL.search(text):
+        return now + timedelta(days=7)
+    return None
+
+
+@lru_cache(maxsize=2)
+def build_lexicon(catalog: Catalog, min_title_support: int = 0) -> Lexicon:
+    """Lexicons from the catalog: genre synonyms, tags on >= 3 films, titles + franchise prefixes."""
+    genres = sorted(((fold(s), g) for g, ss in GENRE_SYNONYMS.items() for s in ss if g in GENRES),
+                    key=lambda t: -len(t[0]))
+    genre_forms = {s for s, _ in genres}
+    tags = [t for t, n in catalog.tag_counts().items()
+            if n >= 3 and t not in _TAG_STOP and t not in genre_forms and len(t) >= 3 and not t.isdigit()]
+    tags.sort(key=lambda t: -len(t))
+    titles: dict[str, str] = {}
+    prefix_count: dict[str, int] = {}
+    sup = catalog.support if catalog.support is not None else [1] * len(catalog)
+    rich = [i for i in range(len(catalog)) if sup[i] >= 2 or catalog.tags[i]]
+    rich.sort(key=lambda i: -int(sup[i]))  # most-rated title wins a shared name ("Twilight" -> 2008)
+    for i in rich:
+        ct = fold(clean_title(catalog.titles[i]))
+        if len(ct) >= 3 and not ct.isdigit() and ct not in genre_forms and ct not in tags:
+            titles.setdefault(ct, catalog.titles[i])
+        pre = re.split(r":| - | \d+$| part | and the ", ct)[0].strip()
+        if pre and pre != ct:
+            prefix_count[pre] = prefix_count.get(pre, 0) + 1
+    for pre, n in prefix_count.items():
+        if n >= 2 and len(pre) >= 4 and pre not in genre_forms and pre not in titles:
+            titles[pre] = pre.title()
+    return Lexicon(genres=genres, tags=tags, titles=titles)

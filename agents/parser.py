@@ -1,0 +1,312 @@
+"""Parser agent, student backend: rule-based value slots + small learned heads for the framing.
+
+Why this split (simulation-augmented distillation, RecBot §1.4, scaled down): a command's *values* must be
+catalog values (lexicon.py finds them exactly); what varies across paraphrases is the *framing* -- is this an
+addition, a retraction or a reset, want or avoid, must-have or nice-to-have, for how long. Four logistic-
+regression heads read the clause with its values masked ("no X movies for now") and decide that. They are
+trained on simulator.py output (features: MiniLM embedding + hashed word n-grams; or n-grams only when no
+encoder is available), and shipped as a float16 .npz in agents/data/ -- no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+from scipy import sparse
+from sklearn.base import BaseEstimator
+from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.linear_model import LogisticRegression
+
+from .catalog import Catalog, fold
+from .embeddings import TextEncoder
+from .lexicon import UNKNOWN_ATTR, Lexicon, Span, expiry_for, flip_year, tokenize
+from .schema import (
+    MAX_YEAR,
+    MIN_YEAR,
+    CommandError,
+    ParsedCommand,
+    Preference,
+    Retraction,
+    UnknownAttributeError,
+    now_utc,
+)
+
+DATA_DIR = Path(__file__).with_name("data")
+_THREAD_LOCK = threading.Lock()
+HEADS = ("intent", "polarity", "kind", "scope")
+MAX_COMMAND_CHARS = 2000
+_SPLIT = re.compile(r"[,;!?]|\.(?=\s|$)|\s(?:and|but|or|also|plus|while|then|though|however)\s")
+_FILLER = {"movies", "movie", "films", "film", "the", "some", "any", "a", "an", "please", "stuff", "ones",
+           "too", "as", "well", "either", "x", "year", "of", "them"}
+_FRAMING = re.compile(
+    r"^(?:(?:ok|okay|hey|hmm|actually|so|well|i(?:'d| would)? (?:like|love|want)|give me|show me|i want|"
+    r"i'm in the mood for|in the mood for|"
+    r"more|less|fewer|something|anything|some|stuff|movies?|films?|no|not|nothing|please|also|only|just|"
+    r"a bit|a little|lots of|that are|that|which are|which|ones)\s+)+"
+)
+_SCOPE_WORDS = re.compile(r"\b(?:for now|right now|tonight|today|for this session|this session|for the next feed|"
+                          r"next feed|this time|from now on|forever|always|permanently|anymore|any more|ever|"
+                          r"for a week|this week|please)\b")
+_RETRACT_ATTR = (("year", r"\b(year|date|decade|era|release|old|age|recent)\b"),
+                 ("genre", r"\bgenres?\b"), ("tag", r"\b(tags?|mood|vibe|theme)\b"), ("title", r"\btitles?\b"))
+
+
+def mask(clause: str, spans: list[Span]) -> str:
+    """Replace value spans by 'X' so the heads learn framing, not values."""
+    out, last = [], 0
+    for sp in sorted(spans, key=lambda s: s.start):
+        if sp.start < last:
+            continue
+        out.append(clause[last:sp.start])
+        out.append("YEAR" if sp.attr == "year" else "X")
+        last = sp.end
+    out.append(clause[last:])
+    return re.sub(r"\s+", " ", "".join(out)).strip()
+
+
+def split_clauses(text: str, lex: Lexicon) -> list[tuple[str, str]]:
+    """(folded clause, original clause) pairs; value-only fragments join the clause before them."""
+    folded = fold(text)
+    protect = [(s.start, s.end) for s in lex.spans(folded, text)]
+    cuts = [0]
+    for m in _SPLIT.finditer(folded):
+        if not any(a < m.start() < b for a, b in protect):
+            cuts += [m.start(), m.end()]
+    cuts.append(len(folded))
+    pieces = [(cuts[i], cuts[i + 1]) for i in range(0, len(cuts) - 1, 2)]
+    merged: list[list[int]] = []
+    for a, b in pieces:
+        frag = folded[a:b]
+        if not frag.strip():
+            continue
+        sp = lex.spans(frag, text[a:b])
+        rest = [t[2] for t in tokenize(_SCOPE_WORDS.sub(" ", mask(frag, sp).lower()))]
+        bare = bool(sp) and all(w in _FILLER for w in rest)
+        if bare and merged:
+            merged[-1][1] = b
+        else:
+            merged.append([a, b])
+    return [(folded[a:b].strip(), text[a:b].strip()) for a, b in merged]
+
+
+@contextmanager
+def _few_threads(n_texts: int) -> Iterator[None]:
+    """One intra-op thread for a handful of short clauses.
+
+    Why: measured on a shared 2-core box, MiniLM on 1-3 clauses takes p50 18 ms with one torch thread and
+    160 ms with two (thread hand-off dominates tiny matrices, and oversubscription makes it worse). Batches
+    larger than 8 texts keep the process setting.
+    """
+    if n_texts > 8:
+        yield
+        return
+    import torch
+
+    with _THREAD_LOCK:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+
+class Featurizer:
+    """Hashed word 1-2 grams (stateless) optionally concatenated with a sentence embedding."""
+
+    def __init__(self, encoder: TextEncoder | None, n_features: int = 2**13) -> None:
+        self.encoder = encoder
+        self.hasher = HashingVectorizer(n_features=n_features, ngram_range=(1, 2), alternate_sign=False,
+                                        norm="l2", token_pattern=r"(?u)\b\w[\w']*\b")
+
+    def transform(self, texts: list[str]) -> sparse.csr_matrix:
+        bow = self.hasher.transform(texts).astype(np.float32)
+        if self.encoder is None:
+            return sparse.csr_matrix(bow)
+        uniq = sorted(set(texts))  # masked clauses repeat a lot: embed each distinct one once
+        with _few_threads(len(uniq)):
+            emb = np.asarray(self.encoder.encode(uniq), dtype=np.float32)
+        pos = {t: i for i, t in enumerate(uniq)}
+        dense = emb[[pos[t] for t in texts]]
+        return sparse.hstack([sparse.csr_matrix(dense), bow], format="csr")
+
+
+class StudentParser(BaseEstimator):
+    """Compact local parser. ``fit(masked_clauses, labels)`` trains the heads; ``parse(text)`` runs it.
+
+    ``backend`` = "minilm" (embedding + n-grams) or "bow" (n-grams only; no model needed).
+    """
+
+    def __init__(self, backend: str = "minilm", C: float = 4.0) -> None:
+        self.backend = backend
+        self.C = C
+        self.encoder: TextEncoder | None = None
+        self.catalog: Catalog | None = None
+        self.lexicon: Lexicon | None = None
+
+    # -------------------------------------------------------------------------------------- training
+    def _featurizer(self) -> Featurizer:
+        if self.backend == "minilm" and self.encoder is None:
+            from .embeddings import get_encoder
+
+            self.encoder = get_encoder()
+        return Featurizer(self.encoder if self.backend == "minilm" else None)
+
+    def fit(self, X: list[str], y: dict[str, list[str | None]]) -> StudentParser:
+        """X: masked clauses; y: head name -> labels (None entries are skipped for that head)."""
+        feats = self._featurizer().transform(list(X))
+        self.heads_: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+        for h in HEADS:
+            idx = [i for i, v in enumerate(y[h]) if v is not None]
+            clf = LogisticRegression(C=self.C, max_iter=2000)
+            clf.fit(feats[idx], [y[h][i] for i in idx])
+            self.heads_[h] = (clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32),
+                              [str(c) for c in clf.classes_])
+        return self
+
+    def predict_heads(self, masked: list[str]) -> list[dict[str, str]]:
+        feats = self._featurizer().transform(masked)
+        out: list[dict[str, str]] = [{} for _ in masked]
+        for h, (W, b, classes) in self.heads_.items():
+            logits = np.asarray(feats @ W.T) + b
+            if len(classes) == 2:
+                pred = (logits[:, 0] > 0).astype(int)
+            else:
+                pred = logits.argmax(axis=1)
+            for i, p in enumerate(pred):
+                out[i][h] = classes[int(p)]
+        return out
+
+    def save(self, path: Path | str) -> None:
+        arrays: dict[str, Any] = {}
+        meta: dict[str, Any] = {"backend": self.backend, "C": self.C, "heads": {}}
+        for h, (W, b, classes) in self.heads_.items():
+            arrays[f"{h}_W"], arrays[f"{h}_b"] = W.astype(np.float16), b.astype(np.float32)
+            meta["heads"][h] = classes
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        np.savez_compressed(path, **arrays)
+
+    @classmethod
+    def load(cls, path: Path | str | None = None, backend: str = "minilm", *,
+             catalog: Catalog | None = None, encoder: TextEncoder | None = None) -> StudentParser:
+        path = Path(path) if path else DATA_DIR / f"student_{backend}.npz"
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            self = cls(backend=meta["backend"], C=meta["C"])
+            self.heads_ = {h: (z[f"{h}_W"].astype(np.float32), z[f"{h}_b"], classes)
+                           for h, classes in meta["heads"].items()}
+        self.encoder = encoder
+        if catalog is not None:
+            self.bind(catalog)
+        return self
+
+    def bind(self, catalog: Catalog) -> StudentParser:
+        from .lexicon import build_lexicon
+
+        self.catalog, self.lexicon = catalog, build_lexicon(catalog)
+        return self
+
+    # --------------------------------------------------------------------------------------- parsing
+    def analyse(self, text: str) -> list[tuple[str, str, list[Span]]]:
+        """(folded clause, original clause, spans) per clause -- shared by parse() and training."""
+        if self.lexicon is None:
+            from .catalog import load_catalog
+
+            self.bind(load_catalog())
+        assert self.lexicon is not None
+        return [(c, o, self.lexicon.spans(c, o)) for c, o in split_clauses(text, self.lexicon)]
+
+    def parse(self, text: str, *, now: datetime | None = None) -> ParsedCommand:
+        """Text -> validated ParsedCommand. Raises CommandError subclasses for unusable commands."""
+        if not isinstance(text, str) or not text.strip():
+            raise CommandError("empty command")
+        if len(text) > MAX_COMMAND_CHARS:
+            raise CommandError(f"command longer than {MAX_COMMAND_CHARS} characters")
+        now = now or now_utc()
+        clauses = self.analyse(text)
+        if not clauses:
+            return ParsedCommand(text=text)
+        preds = self.predict_heads([mask(c, s) for c, _, s in clauses])
+        cmd = ParsedCommand(text=text)
+        for (clause, orig, spans), hp in zip(clauses, preds, strict=True):
+            try:
+                self._apply_clause(cmd, clause, orig, spans, hp, now)
+            except ValidationError as exc:
+                raise CommandError(f"cannot use {orig!r}: {exc.errors()[0]['msg']}") from None
+        cmd.check_consistent()
+        return cmd
+
+    def _apply_clause(self, cmd: ParsedCommand, clause: str, orig: str, spans: list[Span],
+                      hp: dict[str, str], now: datetime) -> None:
+        intent = hp["intent"]
+        if intent == "none":
+            return
+        if intent == "reset":
+            cmd.reset = True
+            return
+        for sp in spans:
+            if sp.attr == "year" and not MIN_YEAR <= int(sp.value) <= MAX_YEAR:
+                raise CommandError(f"year {sp.value} is outside the catalog's range {MIN_YEAR}-{MAX_YEAR}")
+        if intent == "retract":
+            if spans:
+                seen = set()
+                for sp in spans:
+                    key = ("year", None) if sp.attr == "year" else (sp.attr, sp.value)
+                    if key not in seen:
+                        seen.add(key)
+                        cmd.retractions.append(Retraction(attribute=key[0], value=key[1], source=orig))  # type: ignore[arg-type]
+                return
+            for attr, rx in _RETRACT_ATTR:
+                if re.search(rx, clause):
+                    cmd.retractions.append(Retraction(attribute=attr, source=orig))  # type: ignore[arg-type]
+                    return
+            return  # "forget that": nothing identifiable -> defined no-op
+        polarity, kind = hp["polarity"], hp["kind"]
+        scope = hp["scope"] if hp["scope"] != "default" else ("persistent" if kind == "hard" else "session")
+        weight = 0.5 if re.search(r"\b(a bit|a little|slightly|somewhat|bit)\b", clause) else (
+            1.5 if re.search(r"\b(a lot|much|way|lots)\b", clause) else 1.0)
+        common = dict(scope=scope, expires_at=expiry_for(clause, now), source=orig[:500], weight=weight)
+        if not spans:
+            if UNKNOWN_ATTR.search(clause):
+                raise UnknownAttributeError(
+                    f"{orig!r} refers to an attribute this catalog does not have (known: genre, year, tag, title)")
+            value = _SCOPE_WORDS.sub(" ", clause)
+            value = _FRAMING.sub("", re.sub(r"\s+", " ", value).strip()).strip(" .,!")
+            useful = [t[2] for t in tokenize(value) if t[2] not in _FILLER]
+            if len(value) >= 3 and useful and intent == "add":
+                cmd.preferences.append(Preference(polarity=polarity, kind="soft", attribute="text",  # type: ignore[arg-type]
+                                                  operator="like", value=value, **common))  # type: ignore[arg-type]
+            return
+        for sp in spans:
+            if sp.attr == "year":
+                ysp = flip_year(sp) if polarity == "-" else sp
+                if ysp is None:  # "nothing from 1995" / "no 80s movies": a hole in the range is not expressible
+                    raise CommandError(f"{orig!r}: excluding a single year or decade is not supported; "
+                                       "use a bound such as 'nothing before 1990'")
+                cmd.preferences.append(Preference(polarity="+", kind=kind, attribute="year",  # type: ignore[arg-type]
+                                                  operator=ysp.op, value=int(ysp.value), **common))  # type: ignore[arg-type]
+            else:
+                k = "soft" if sp.op == "like" else kind
+                cmd.preferences.append(Preference(polarity=polarity, kind=k, attribute=sp.attr,  # type: ignore[arg-type]
+                                                  operator=sp.op, value=sp.value, **common))  # type: ignore[arg-type]
+
+
+_default: dict[str, StudentParser] = {}
+
+
+def default_parser(backend: str = "minilm", catalog: Catalog | None = None) -> StudentParser:
+    """The shipped student parser bound to the MovieLens catalog (cached per process)."""
+    if backend not in _default:
+        from .catalog import load_catalog
+
+        _default[backend] = StudentParser.load(backend=backend, catalog=catalog or load_catalog())
+    return _default[backend]

@@ -1,0 +1,116 @@
+"""Spine integration: the "commands" input detector, LangChain tools and the demo turns.
+
+Why a detector: the guard already sees every user turn with the caller's authenticated ids, so routing commands
+there applies them for exactly that user without any extra plumbing. Command findings never block chat
+(action allow); they carry an explanation of what changed so the demo and the audit can show it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from guardrails.decision import Action, Finding, Stage
+from guardrails.detector import BaseDetector, CheckRequest, PluginContext
+
+from .router import CommandRouter, ModerationNotAvailableError, PersonalizationModeration, RouteKind
+
+log = logging.getLogger("railguard.agents")
+
+
+def _moderation_backend(store: Any) -> Any:
+    try:
+        return PersonalizationModeration(store)
+    except ModerationNotAvailableError as exc:
+        log.info("moderation commands disabled: %s", exc)
+        return None
+
+
+class CommandDetector(BaseDetector):
+    """Routes each user message; applies recommendation/moderation commands for request.user_id only."""
+
+    name = "commands"
+    stages = frozenset({Stage.INPUT})
+
+    def __init__(self, router: CommandRouter) -> None:
+        self.router = router
+
+    def predict(self, request: CheckRequest) -> list[Finding]:
+        res = self.router.route(request.text, user_id=request.user_id, tenant_id=request.tenant_id,
+                                session_id=request.session_id)
+        rec = res.kind in (RouteKind.REC, RouteKind.BOTH) or (res.kind is RouteKind.REJECTED)
+        mod = res.kind in (RouteKind.MODERATION, RouteKind.BOTH)
+        expl = res.explanation if res.kind is not RouteKind.NEITHER else "not a command"
+        if res.kind is RouteKind.REJECTED:
+            expl = "refused: " + expl
+        return [
+            Finding(detector=self.name, category="rec_command", score=1.0 if rec else 0.0, threshold=0.5,
+                    explanation=expl if rec else "", action=Action.ALLOW),
+            Finding(detector=self.name, category="moderation_command", score=1.0 if mod else 0.0, threshold=0.5,
+                    explanation=expl if mod else "", action=Action.ALLOW),
+        ]
+
+
+def build_router(store: Any = None, *, backend: str = "minilm") -> CommandRouter:
+    from .parser import default_parser
+
+    return CommandRouter(default_parser(backend), store, _moderation_backend(store))
+
+
+def build_command_detector(ctx: PluginContext) -> CommandDetector:
+    """Entry point `railguard.detectors: commands`. config: rec_parser = "minilm" (default) | "bow"."""
+    backend = str((ctx.config or {}).get("rec_parser", "minilm"))
+    return CommandDetector(build_router(ctx.store, backend=backend))
+
+
+def make_tools(router: CommandRouter, *, user_id: str, tenant_id: str = "default",
+               session_id: str | None = None, recommend: Any = None) -> list[Any]:
+    """LangChain tools bound to one user. The ids are closed over: a model calling the tools cannot pick them."""
+    from langchain_core.tools import StructuredTool
+
+    def apply_feed_command(command: str) -> str:
+        """Apply the user's natural-language feed or moderation command (e.g. 'no horror, more like Amelie')."""
+        res = router.route(command, user_id=user_id, tenant_id=tenant_id, session_id=session_id)
+        return f"{res.kind.value}: {res.explanation}"
+
+    def show_feed_policy() -> str:
+        """Show the user's active recommendation preferences."""
+        if router.store is None:
+            return "no store configured"
+        from .policy import load_policy
+
+        pol = load_policy(router.store, tenant_id, user_id, session_id=session_id)
+        return "; ".join(p.describe() for p in pol.preferences) or "no active preferences"
+
+    tools = [StructuredTool.from_function(apply_feed_command),
+             StructuredTool.from_function(show_feed_policy)]
+    if recommend is not None:
+        def recommend_movies(k: int = 10) -> str:
+            """Recommend k movies for the user under their current feed policy."""
+            feed = recommend(user_id=user_id, k=max(1, min(int(k), 50)))
+            note = f" ({feed.plan.explanation})" if feed.plan.relaxed or feed.plan.infeasible else ""
+            return "; ".join(feed.titles) + note
+
+        tools.append(StructuredTool.from_function(recommend_movies))
+    return tools
+
+
+def demo(ctx: Any) -> list[Any]:
+    """Entry point `railguard.demo: rec` -- scripted turns: commands, isolation, chat pass-through."""
+    turns: list[dict[str, Any]] = [
+        dict(user_id="carol", session_id="carol-1", text="No horror movies, and more comedies for now please.",
+             expect="allow", note="rec command: hard genre filter + soft boost, applied to carol only"),
+        dict(user_id="carol", session_id="carol-1", text="Forget the horror filter; nothing before 1990.",
+             expect="allow", note="rec command: retraction by reference + hard year bound"),
+        dict(user_id="dave", session_id="dave-1", text="Stop showing me crypto spam and give me more westerns",
+             expect="allow", note="both: moderation block (personalized harm profile) + rec soft preference"),
+        dict(user_id="dave", session_id="dave-1", text="Apply this to user 42: only horror movies.",
+             expect="allow", note="refused: ids never come from text; nobody's policy changes"),
+        dict(user_id="carol", session_id="carol-1", text="What's a good pasta recipe?",
+             expect="allow", note="neither: ordinary chat passes through"),
+    ]
+    try:
+        from guardrails.demo import DemoTurn
+    except ImportError:  # pragma: no cover - older spine without guardrails.demo: plain dicts
+        return turns
+    return [DemoTurn.model_validate(t) for t in turns]

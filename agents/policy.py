@@ -1,0 +1,229 @@
+"""Per-user recommendation policy ("rec_policy" settings section) and its deterministic memory rules.
+
+Why code, not the model: RecBot leaves memory consolidation to the LLM; here the parser only proposes a
+`ParsedCommand` and these pure functions decide what the stored policy becomes, so the result is reproducible,
+testable and auditable. Rules, in order:
+
+1. drop expired on load (``expires_at`` past, ``session`` scope from another session);
+2. ``reset`` clears everything; retractions delete by reference (attribute and/or value);
+3. preservation: a preference identical to an active one is a no-op (keeps the old id and timestamp);
+4. resolution: same key (attribute + value; for years: the bound) with a new polarity, kind, weight or
+   scope overwrites the old one -- newest wins; a new year bound also drops older bounds it contradicts;
+5. integration: anything else is appended (compatible preferences accumulate).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .schema import MAX_PREFS, ParsedCommand, Preference, now_utc
+
+SECTION = "rec_policy"
+
+
+class RecPolicy(BaseModel):
+    """The ``rec_policy`` settings section. Validated by the spine store on every write (entry point)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preferences: list[Preference] = Field(default_factory=list, max_length=MAX_PREFS)
+    feeds_served: int = Field(default=0, ge=0)
+
+    def active(self, now: datetime | None = None, session_id: str | None = None) -> RecPolicy:
+        """A copy without expired preferences (rule 1). Session-scoped prefs survive only in their session."""
+        now = now or now_utc()
+        keep = [p for p in self.preferences if _alive(p, now, session_id)]
+        return RecPolicy(preferences=keep, feeds_served=self.feeds_served)
+
+    def hard(self) -> list[Preference]:
+        return [p for p in self.preferences if p.kind == "hard"]
+
+    def soft(self) -> list[Preference]:
+        return [p for p in self.preferences if p.kind == "soft"]
+
+
+def _alive(p: Preference, now: datetime, session_id: str | None) -> bool:
+    if p.expires_at is not None and p.expires_at <= now:
+        return False
+    if p.scope == "session" and p.session_id is not None and session_id is not None:
+        return p.session_id == session_id
+    return True
+
+
+class MergeReport(BaseModel):
+    """What a command did to the policy, for explanations and tests (descriptions only, no user ids)."""
+
+    added: list[str] = Field(default_factory=list)
+    replaced: list[str] = Field(default_factory=list)
+    preserved: list[str] = Field(default_factory=list)
+    retracted: list[str] = Field(default_factory=list)
+    unmatched_retractions: list[str] = Field(default_factory=list)
+    expired: int = 0
+    reset: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.replaced or self.retracted or self.reset or self.expired)
+
+    def summary(self) -> str:
+        parts = []
+        for name in ("added", "replaced", "preserved", "retracted", "unmatched_retractions"):
+            items = getattr(self, name)
+            if items:
+                parts.append(f"{name.replace('_', ' ')}: {'; '.join(items)}")
+        if self.reset:
+            parts.insert(0, "reset all preferences")
+        return " | ".join(parts) or "no change"
+
+
+def _same_content(a: Preference, b: Preference) -> bool:
+    fields = ("polarity", "kind", "attribute", "operator", "value", "weight", "scope")
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
+
+
+def _year_conflicts(new: Preference, old: Preference) -> bool:
+    """Does a new year bound supersede an old one? Same bound, eq vs anything, or an empty range."""
+    if old.attribute != "year":
+        return False
+    if new.operator == "eq" or old.operator == "eq" or new.operator == old.operator:
+        return True
+    lo, hi = (new, old) if new.operator == "ge" else (old, new)
+    return int(lo.value) > int(hi.value)
+
+
+def merge(
+    policy: RecPolicy,
+    command: ParsedCommand,
+    *,
+    now: datetime | None = None,
+    session_id: str | None = None,
+) -> tuple[RecPolicy, MergeReport]:
+    """Apply one parsed command to a policy. Pure: returns the new policy and a report, mutates nothing.
+
+    Raises ContradictoryCommandError (nothing applied) when the command contradicts itself.
+    """
+    command.check_consistent()
+    now = now or now_utc()
+    report = MergeReport()
+    before = len(policy.preferences)
+    prefs = list(policy.active(now, session_id).preferences)
+    report.expired = before - len(prefs)
+    if command.reset:
+        report.reset = True
+        report.retracted.extend(p.describe() for p in prefs)
+        prefs = []
+    for r in command.retractions:
+        hit = [p for p in prefs if r.matches(p)]
+        if not hit:
+            report.unmatched_retractions.append(f"{r.attribute or '*'}={r.value if r.value is not None else '*'}")
+        report.retracted.extend(p.describe() for p in hit)
+        prefs = [p for p in prefs if not r.matches(p)]
+    for new in command.preferences:
+        if new.scope == "session" and new.session_id is None and session_id is not None:
+            new = new.model_copy(update={"session_id": session_id})
+        same = [p for p in prefs if p.key == new.key]
+        if any(_same_content(p, new) for p in same) and len(same) == 1:
+            report.preserved.append(new.describe())
+            continue
+        if new.attribute == "year":
+            same = [p for p in prefs if _year_conflicts(new, p)]
+        report.replaced.extend(p.describe() for p in same)
+        ids = {id(p) for p in same}
+        prefs = [p for p in prefs if id(p) not in ids]
+        prefs.append(new)
+        report.added.append(new.describe())
+    if len(prefs) > MAX_PREFS:  # oldest first out: bounded state, like a recency window
+        prefs = prefs[-MAX_PREFS:]
+    return RecPolicy(preferences=prefs, feeds_served=policy.feeds_served), report
+
+
+def consume_next_feed(policy: RecPolicy) -> RecPolicy:
+    """After a feed is served, ``next_feed``-scoped preferences have done their job and are dropped."""
+    keep = [p for p in policy.preferences if p.scope != "next_feed"]
+    return RecPolicy(preferences=keep, feeds_served=policy.feeds_served + 1)
+
+
+# ----------------------------------------------------------------------------------------------- persistence
+class SettingsStoreLike(Protocol):
+    """The slice of guardrails.store.SettingsStore this module needs (so tests can pass a fake)."""
+
+    def get(self, tenant_id: str, user_id: str) -> Any: ...
+
+    def update_section(
+        self, tenant_id: str, user_id: str, section: str, fn: Callable[[dict[str, Any]], dict[str, Any]], *,
+        actor: str,
+    ) -> Any: ...
+
+
+def load_policy(
+    store: SettingsStoreLike, tenant_id: str, user_id: str, *, now: datetime | None = None,
+    session_id: str | None = None,
+) -> RecPolicy:
+    """Read a user's policy with expired preferences dropped (rule 1). Missing section -> empty policy."""
+    stored = store.get(tenant_id, user_id)
+    settings = getattr(stored, "settings", None) or {}
+    return RecPolicy.model_validate(settings.get(SECTION, {})).active(now, session_id)
+
+
+def apply_command(
+    store: SettingsStoreLike, tenant_id: str, user_id: str, command: ParsedCommand, *, actor: str,
+    now: datetime | None = None, session_id: str | None = None,
+) -> MergeReport:
+    """Merge a command into exactly this user's stored policy (versioned + audited by the store)."""
+    out: dict[str, MergeReport] = {}
+
+    def fn(section: dict[str, Any]) -> dict[str, Any]:
+        new, rep = merge(RecPolicy.model_validate(section or {}), command, now=now, session_id=session_id)
+        out["report"] = rep
+        return new.model_dump(mode="json")
+
+    store.update_section(tenant_id, user_id, SECTION, fn, actor=actor)
+    return out["report"]
+
+
+def mark_feed_served(store: SettingsStoreLike, tenant_id: str, user_id: str, *, actor: str) -> None:
+    store.update_section(
+        tenant_id, user_id, SECTION,
+        lambda s: consume_next_feed(RecPolicy.model_validate(s or {})).model_dump(mode="json"), actor=actor,
+    )
+
+
+class _Stored(BaseModel):
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    version: int = 0
+
+
+class InMemoryStore:
+    """Minimal stand-in with the SettingsStore get/update_section API (tests, `rec eval`, notebooks).
+
+    Validates the section through RecPolicy on every write, as the real store does via the entry point.
+    """
+
+    def __init__(self) -> None:
+        self._data: dict[tuple[str, str], _Stored] = {}
+        self._lock = threading.Lock()
+        self.audit: list[tuple[str, str, str, int]] = []
+
+    def get(self, tenant_id: str, user_id: str) -> _Stored:
+        with self._lock:
+            return self._data.get((tenant_id, user_id), _Stored()).model_copy(deep=True)
+
+    def update_section(
+        self, tenant_id: str, user_id: str, section: str, fn: Callable[[dict[str, Any]], dict[str, Any]], *,
+        actor: str,
+    ) -> _Stored:
+        with self._lock:
+            cur = self._data.get((tenant_id, user_id), _Stored())
+            data = fn(dict(cur.settings.get(section, {})))
+            if section == SECTION:
+                data = RecPolicy.model_validate(data).model_dump(mode="json")
+            settings = {**cur.settings, section: data}
+            new = _Stored(settings=settings, version=cur.version + 1)
+            self._data[(tenant_id, user_id)] = new
+            self.audit.append((tenant_id, user_id, actor, new.version))
+            return new.model_copy(deep=True)

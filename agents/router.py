@@ -1,0 +1,246 @@
+"""Command router: one entry point that splits a user's message into recommendation and moderation commands.
+
+Why a router in front of both policies: in a chat product the same sentence can steer the feed ("no horror")
+and the moderation profile ("stop showing me crypto spam"). Identity comes only from the caller's arguments
+(user_id / tenant_id / session_id): text that tries to address another user ("apply this to user 42", "delete
+all users' policies") is refused as a whole and changes nothing, for anyone.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from guardrails.errors import InvalidInputError, RailguardError
+
+from .catalog import fold
+from .policy import MergeReport, SettingsStoreLike, apply_command
+from .schema import CommandError, ParsedCommand
+
+MAX_COMMAND_CHARS = 2000
+
+
+class RouteKind(StrEnum):
+    REC = "rec"
+    MODERATION = "moderation"
+    BOTH = "both"
+    NEITHER = "neither"
+    REJECTED = "rejected"
+
+
+class CrossUserCommandError(InvalidInputError):
+    """The text tries to act on other users or on the schema itself; refused, nothing applied."""
+
+
+class ModerationNotAvailableError(RailguardError, RuntimeError):
+    """No moderation backend (the personalization package is missing or not configured)."""
+
+
+_CROSS_USER = re.compile(
+    r"\b(?:user|account|profile|customer)s?\s*(?:id\s*)?[#:=]?\s*\d+\b|\buser_?id\b"
+    r"|\b(?:all|every|other|another|everyone'?s?|everybody'?s?)\s+(?:the\s+)?(?:users?|accounts?|profiles?|people|members?)\b"
+    r"|\bfor everyone\b|\beveryone'?s\b"
+    r"|\bignore (?:the|all|your|any|previous|prior) (?:schema|instructions?|rules?|polic\w+)\b"
+    r"|\bdelete (?:all|every|everyone)\b|\b(?:admin|root|sudo|system prompt)\b"
+)
+_MOD_TOPIC = re.compile(
+    r"\b(?:spam\w*|scams?|crypto\w*|ads|adverts?|advertising|messages?|comments?|posts?|replies|dms?|insults?"
+    r"|toxic\w*|harass\w*|slurs?|hate speech|profanity|swearing|curse words|rude\w*|offensive|nsfw|trolls?"
+    r"|bots?|phishing|self-promotion|promo\w*|political rants?|negativity|negative (?:comments|posts|messages))\b"
+)
+_UNBLOCK = re.compile(r"\b(?:unblock|unmute|allow|stop (?:blocking|hiding|filtering)|let .+ through|is fine"
+                      r"|are fine|(?:show|see) .+ again|don't mind)\b")
+_MOD_VERBS = re.compile(
+    r"^(?:please\s+|hey\s+|also\s+|and\s+)*(?:stop showing me|stop sending me|don't show me|do not show me|"
+    r"i don't want to see|i do not want to see|no more|block|hide|filter out|mute|remove|unblock|unmute|allow|"
+    r"stop blocking|stop hiding|stop filtering|i hate|get rid of)\s+(?:any\s+|all\s+|the\s+)?"
+)
+_SPLIT = re.compile(r"[;!?]|\.(?=\s|$)|,\s*(?:and\s+)?|\s(?:and|but|also|plus)\s")
+_REC_CUE = re.compile(r"\b(?:movies?|films?|feed|recommend\w*|watch\w*|show me|cinema|genre|series)\b")
+
+
+class ModerationAction(BaseModel):
+    op: str  # "block" | "unblock"
+    target: str
+    result: str = ""
+
+
+class RouteResult(BaseModel):
+    """What the router understood and did for one message (no user text in `explanation` beyond targets)."""
+
+    kind: RouteKind
+    rec: ParsedCommand | None = None
+    rec_report: MergeReport | None = None
+    moderation: list[ModerationAction] = Field(default_factory=list)
+    applied: bool = False
+    error: str | None = None
+    explanation: str = ""
+
+
+class ModerationBackend(Protocol):
+    """The moderation operations the router delegates to (one user at a time, ids from the caller)."""
+
+    def block(self, tenant_id: str, user_id: str, target: str, *, actor: str) -> str: ...
+
+    def unblock(self, tenant_id: str, user_id: str, target: str, *, actor: str) -> str: ...
+
+
+class UnavailableModeration:
+    """Placeholder backend: every operation raises ModerationNotAvailableError (clear, typed)."""
+
+    def block(self, tenant_id: str, user_id: str, target: str, *, actor: str) -> str:
+        raise ModerationNotAvailableError("moderation commands need the personalization package and a store")
+
+    unblock = block
+
+
+_BASE = {"spam": ("spam", "scam", "crypto", "phishing", "ads", "advert", "promo"),
+         "toxic": ("toxic", "insult", "harass", "slur", "hate speech", "profanity", "swearing", "rude", "troll"),
+         "negative": ("negativity", "negative")}
+
+
+def category_name(target: str) -> str:
+    """'crypto spam' -> 'crypto-spam' (the personalization package's name rule: [a-z][a-z0-9_-]{0,47})."""
+    slug = re.sub(r"[^a-z0-9]+", "-", fold(target)).strip("-")[:48].strip("-")
+    if not slug or not slug[0].isalpha():
+        slug = ("c-" + slug)[:48]
+    return slug or "custom"
+
+
+class PersonalizationModeration:
+    """Adapter over personalization.service.ProfileService (block_new / reblock / unblock)."""
+
+    def __init__(self, store: Any) -> None:
+        try:
+            from personalization.service import ProfileService  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ModerationNotAvailableError(f"personalization package unavailable: {exc}") from None
+        if store is None:
+            raise ModerationNotAvailableError("moderation commands need a settings store")
+        self.store = store
+
+    def _svc(self, tenant_id: str, actor: str) -> Any:
+        from personalization.service import ProfileService
+
+        return ProfileService(self.store, tenant_id, actor=actor)
+
+    def block(self, tenant_id: str, user_id: str, target: str, *, actor: str) -> str:
+        svc = self._svc(tenant_id, actor)
+        name = category_name(target)
+        cats = svc.get(user_id).categories
+        if name in cats:
+            svc.reblock(user_id, name)
+            return f"re-blocked category {name}"
+        if name in _BASE:
+            svc.reblock(user_id, name)
+            return f"blocked base category {name}"
+        svc.block_new(user_id, name, examples=[target], definition=f"content about {target}")
+        return f"blocked new category {name}"
+
+    def unblock(self, tenant_id: str, user_id: str, target: str, *, actor: str) -> str:
+        svc = self._svc(tenant_id, actor)
+        name = category_name(target)
+        cats = svc.get(user_id).categories
+        if name not in cats:
+            base = [b for b, words in _BASE.items() if any(w in fold(target) for w in words)]
+            if len(base) != 1:
+                return f"nothing to unblock for {name}"
+            name = base[0]
+        svc.unblock(user_id, name)
+        return f"unblocked category {name}"
+
+
+def check_identity_safe(text: str) -> None:
+    """Refuse text that addresses other users or the schema; ids only ever come from the caller."""
+    if _CROSS_USER.search(fold(text)):
+        raise CrossUserCommandError(
+            "commands apply only to the user who sends them; text naming other users, all users or the schema "
+            "is refused and nothing was changed"
+        )
+
+
+def split_moderation(text: str) -> tuple[list[str], str]:
+    """(moderation clauses, remaining text for the recommendation parser)."""
+    if not _MOD_TOPIC.search(fold(text)):
+        return [], text  # no moderation topic: hand the text to the parser untouched
+    mod: list[str] = []
+    rest: list[str] = []
+    for part in _SPLIT.split(text):
+        if part and part.strip():
+            (mod if _MOD_TOPIC.search(fold(part)) else rest).append(part.strip())
+    return mod, ", ".join(rest)
+
+
+def moderation_action(clause: str) -> ModerationAction:
+    f = fold(clause).strip()
+    op = "unblock" if _UNBLOCK.search(f) else "block"
+    target = _MOD_VERBS.sub("", f)
+    target = re.sub(r"\b(?:again|anymore|any more|please|from now on|is fine|are fine|through)\b", " ", target)
+    target = re.sub(r"^(?:me|any|all|the)\s+", "", re.sub(r"\s+", " ", target).strip(" .,!"))
+    return ModerationAction(op=op, target=target[:200] or "unspecified")
+
+
+class CommandRouter:
+    """Route + apply for exactly one (tenant, user). `store=None` -> classify and parse only (dry run)."""
+
+    def __init__(self, parser: Any, store: SettingsStoreLike | None = None,
+                 moderation: ModerationBackend | None = None, *, actor: str = "rec-router") -> None:
+        self.parser = parser
+        self.store = store
+        self.moderation = moderation if moderation is not None else UnavailableModeration()
+        self.actor = actor
+
+    def classify(self, text: str) -> tuple[RouteKind, ParsedCommand | None, list[ModerationAction]]:
+        """Decide rec / moderation / both / neither without applying anything."""
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_COMMAND_CHARS:
+            return RouteKind.NEITHER, None, []  # commands are short; long messages are ordinary chat
+        check_identity_safe(text)
+        mod_clauses, rest = split_moderation(text)
+        mods = [moderation_action(c) for c in mod_clauses]
+        cmd: ParsedCommand | None = None
+        if rest.strip():
+            cmd = self.parser.parse(rest)
+            only_text = all(p.attribute == "text" for p in cmd.preferences) and not (cmd.retractions or cmd.reset)
+            if cmd.is_empty or (only_text and not _REC_CUE.search(fold(rest))):
+                cmd = None  # ordinary chat: free-text "preferences" need an explicit recommendation cue
+        kind = (RouteKind.BOTH if cmd and mods else RouteKind.REC if cmd else
+                RouteKind.MODERATION if mods else RouteKind.NEITHER)
+        return kind, cmd, mods
+
+    def route(self, text: str, *, user_id: str, tenant_id: str = "default", session_id: str | None = None,
+              apply: bool = True) -> RouteResult:
+        try:
+            kind, cmd, mods = self.classify(text)
+        except CrossUserCommandError as exc:
+            return RouteResult(kind=RouteKind.REJECTED, error=type(exc).__name__, explanation=str(exc))
+        except CommandError as exc:
+            return RouteResult(kind=RouteKind.REC, error=type(exc).__name__, explanation=f"not applied: {exc}")
+        res = RouteResult(kind=kind, rec=cmd, moderation=mods)
+        notes = []
+        if apply and self.store is not None and cmd is not None:
+            try:
+                res.rec_report = apply_command(self.store, tenant_id, user_id, cmd, actor=self.actor,
+                                               session_id=session_id)
+                res.applied = True
+                notes.append("recommendation policy: " + res.rec_report.summary())
+            except CommandError as exc:
+                res.error = type(exc).__name__
+                notes.append(f"recommendation policy not changed: {exc}")
+        elif cmd is not None:
+            notes.append(f"recommendation command parsed ({len(cmd.preferences)} preferences), not persisted")
+        for m in mods:
+            if not apply:
+                continue
+            try:
+                fn = self.moderation.block if m.op == "block" else self.moderation.unblock
+                m.result = fn(tenant_id, user_id, m.target, actor=self.actor)
+                res.applied = True
+            except RailguardError as exc:
+                res.error = res.error or type(exc).__name__
+                m.result = f"not applied: {exc}"
+            notes.append(f"moderation {m.op} {m.target!r}: {m.result}")
+        res.explanation = " | ".join(notes) or "no command"
+        return res

@@ -1,0 +1,174 @@
+"""Structured-preference schema for command-driven recommendation (RecBot's P = {P+, P-} x {hard, soft}).
+
+Why a closed schema: everything downstream (memory rules, Filter, checks in `rec eval`) must be deterministic
+code, so the parser -- rule-based student or LLM -- may only emit values this module accepts. Anything else is
+rejected here with a typed error instead of reaching the planner.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from guardrails.errors import InvalidInputError
+
+Polarity = Literal["+", "-"]
+Kind = Literal["hard", "soft"]
+Attribute = Literal["genre", "year", "tag", "title", "text"]
+Operator = Literal["eq", "ge", "le", "contains", "like"]
+Scope = Literal["next_feed", "session", "persistent"]
+
+ATTRIBUTES: tuple[str, ...] = ("genre", "year", "tag", "title", "text")
+#: Which operators make sense per attribute. `like` = "similar to" (soft semantic match), `contains` = substring.
+ALLOWED_OPS: dict[str, frozenset[str]] = {
+    "genre": frozenset({"eq"}),
+    "year": frozenset({"eq", "ge", "le"}),
+    "tag": frozenset({"eq"}),
+    "title": frozenset({"contains", "like"}),
+    "text": frozenset({"like"}),
+}
+#: Release years outside this window cannot match any film; "movies from 3020" is rejected, not silently empty.
+MIN_YEAR, MAX_YEAR = 1870, 2030
+MAX_VALUE_LEN = 200
+MAX_PREFS = 64
+
+
+class CommandError(InvalidInputError):
+    """A command that cannot be applied as stated (base of the agent's typed input errors)."""
+
+
+class ContradictoryCommandError(CommandError):
+    """One command asks for X and not-X at once ("only horror, no horror"): nothing is applied."""
+
+
+class UnknownAttributeError(CommandError):
+    """The command names an attribute the schema or the catalog does not have."""
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+class Preference(BaseModel):
+    """One explicit user preference. Hard = checkable by rule (filter); soft = scored (boost/penalty)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:10])
+    polarity: Polarity
+    kind: Kind
+    attribute: Attribute
+    operator: Operator = "eq"
+    value: str | int
+    weight: float = Field(default=1.0, ge=0.0, le=2.0)
+    scope: Scope = "persistent"
+    expires_at: datetime | None = None
+    session_id: str | None = None  # bound at apply time for scope == "session"
+    source: str = Field(default="", max_length=500)
+    created_at: datetime = Field(default_factory=now_utc)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Preference:
+        if self.operator not in ALLOWED_OPS[self.attribute]:
+            raise ValueError(f"operator {self.operator!r} not allowed for attribute {self.attribute!r}")
+        if self.attribute == "year":
+            if not isinstance(self.value, int) or isinstance(self.value, bool):
+                raise ValueError("year value must be an integer")
+            if not MIN_YEAR <= self.value <= MAX_YEAR:
+                raise ValueError(f"year {self.value} outside [{MIN_YEAR}, {MAX_YEAR}]")
+            if self.polarity != "+":
+                raise ValueError("year constraints are stored positively (use ge/le)")
+        else:
+            if not isinstance(self.value, str) or not self.value.strip():
+                raise ValueError(f"{self.attribute} value must be a non-empty string")
+            if len(self.value) > MAX_VALUE_LEN:
+                raise ValueError("value too long")
+        if self.attribute == "text" and self.kind != "soft":
+            raise ValueError("free-text preferences are soft only (not checkable by rule)")
+        if self.operator == "like" and self.kind != "soft":
+            raise ValueError("'like' (similarity) preferences are soft only")
+        return self
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Identity used by the memory rules: attribute + normalised value (polarity-agnostic)."""
+        if self.attribute == "year":
+            return ("year", self.operator)
+        return (self.attribute, str(self.value).strip().lower())
+
+    def describe(self) -> str:
+        """Short human-readable form for explanations (never logged with user ids)."""
+        word = {"+": "want", "-": "avoid"}[self.polarity]
+        return f"{self.kind} {word} {self.attribute} {self.operator} {self.value}"
+
+    def slot(self) -> tuple[str, str, str, str, str]:
+        """(attribute, operator, value, polarity, kind): the unit the parser is scored on."""
+        return (self.attribute, self.operator, str(self.value).lower(), self.polarity, self.kind)
+
+
+class Retraction(BaseModel):
+    """"Forget the year limit": delete active preferences by reference (attribute and/or value)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attribute: Attribute | None = None
+    value: str | int | None = None
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _has_target(self) -> Retraction:
+        if self.attribute is None and self.value is None:
+            raise ValueError("a retraction needs an attribute or a value (use reset=True to clear all)")
+        return self
+
+    def matches(self, pref: Preference) -> bool:
+        if self.attribute is not None and pref.attribute != self.attribute:
+            return False
+        if self.value is not None and str(pref.value).strip().lower() != str(self.value).strip().lower():
+            return False
+        return True
+
+    def slot(self) -> tuple[str, str, str, str, str]:
+        return ("retract", str(self.attribute or ""), str(self.value or "").lower(), "", "")
+
+
+class ParsedCommand(BaseModel):
+    """Everything one user message asks of the recommendation policy. Produced by either parser backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preferences: list[Preference] = Field(default_factory=list, max_length=MAX_PREFS)
+    retractions: list[Retraction] = Field(default_factory=list, max_length=MAX_PREFS)
+    reset: bool = False
+    text: str = Field(default="", exclude=True)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.preferences or self.retractions or self.reset)
+
+    def slots(self) -> set[tuple[str, str, str, str, str]]:
+        out = {p.slot() for p in self.preferences} | {r.slot() for r in self.retractions}
+        if self.reset:
+            out.add(("reset", "", "", "", ""))
+        return out
+
+    def check_consistent(self) -> None:
+        """Raise ContradictoryCommandError when one message states the same key both ways."""
+        seen: dict[tuple[str, str], Preference] = {}
+        for p in self.preferences:
+            if p.attribute == "year":
+                continue
+            other = seen.get(p.key)
+            if other is not None and other.polarity != p.polarity:
+                raise ContradictoryCommandError(
+                    f"contradictory command: both want and avoid {p.attribute} {p.value!r}; nothing applied"
+                )
+            seen[p.key] = p
+        years = [p for p in self.preferences if p.attribute == "year" and p.kind == "hard"]
+        lo = max((int(p.value) for p in years if p.operator in ("ge", "eq")), default=None)
+        hi = min((int(p.value) for p in years if p.operator in ("le", "eq")), default=None)
+        if lo is not None and hi is not None and lo > hi:
+            raise ContradictoryCommandError(f"contradictory year range {lo}..{hi}; nothing applied")

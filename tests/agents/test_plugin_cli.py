@@ -1,0 +1,130 @@
+"""Detector, demo hook, bench and `rec eval` CLI (model-free variants; encoder variants are marked `model`)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agents.plugin import CommandDetector, build_command_detector, demo
+from agents.policy import load_policy
+from agents.router import CommandRouter
+from guardrails.decision import Action, Stage
+from guardrails.detector import CheckRequest, Detector, PluginContext
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture()
+def detector(parser, store):
+    return CommandDetector(CommandRouter(parser, store))
+
+
+def req(text, user="alice"):
+    return CheckRequest(stage=Stage.INPUT, user_id=user, session_id="s1", tenant_id="t", text=text)
+
+
+def test_detector_protocol_and_findings(detector, store):
+    assert isinstance(detector, Detector) and detector.name == "commands"
+    f = {x.category: x for x in detector.predict(req("no horror movies"))}
+    assert f["rec_command"].score == 1.0 and f["rec_command"].action is Action.ALLOW
+    assert "added" in f["rec_command"].explanation and f["moderation_command"].score == 0.0
+    assert load_policy(store, "t", "alice", session_id="s1").preferences
+
+
+def test_detector_chat_passes_through(detector, store):
+    f = detector.predict(req("how do I boil an egg?"))
+    assert all(x.score == 0.0 and x.action is Action.ALLOW for x in f)
+    assert store.audit == []
+
+
+def test_detector_refuses_cross_user(detector, store):
+    f = {x.category: x for x in detector.predict(req("apply this to user 42: only horror"))}
+    assert f["rec_command"].explanation.startswith("refused") and store.audit == []
+
+
+async def test_detector_async(detector):
+    f = await detector.apredict(req("more comedies"))
+    assert f[0].score == 1.0
+
+
+def test_factory_with_context(store, monkeypatch, parser):
+    import agents.parser as P
+
+    monkeypatch.setitem(P._default, "bow", parser)
+    det = build_command_detector(PluginContext(store=store, config={"rec_parser": "bow"}))
+    assert det.name == "commands" and Stage.INPUT in det.stages
+
+
+def test_demo_turns():
+    turns = demo(None)
+    assert len(turns) >= 4 and {t.user_id for t in turns} >= {"carol", "dave"}
+
+
+def _run_cli(args):
+    from typer.testing import CliRunner
+
+    from agents.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+def test_rec_eval_json_contract(tmp_path):
+    lines = (FIX / "rec_scripts.jsonl").read_text().splitlines()[:4]
+    data = tmp_path / "s.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    res = _run_cli(["eval", "--data", str(data), "--json", "--parser", "bow", "--no-semantic"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    for key in ("n", "hard_satisfaction", "soft_satisfaction", "recall_at_10", "base_recall_at_10", "parser_ms_p50"):
+        assert key in out
+    assert out["n"] == 4 and out["hard_satisfaction"] == 1.0
+
+
+def test_rec_eval_missing_file_json_error(tmp_path):
+    res = _run_cli(["eval", "--data", str(tmp_path / "nope.jsonl"), "--json"])
+    assert res.exit_code == 2 and "error" in json.loads(res.stdout)
+
+
+def test_fixture_is_contract_shaped():
+    rows = [json.loads(x) for x in (FIX / "rec_scripts.jsonl").read_text().splitlines() if x.strip()]
+    assert len(rows) >= 50
+    for r in rows:
+        assert {"id", "user_id", "commands", "checks", "kind"} <= set(r) and r["kind"] in ("hard", "soft")
+        assert all(c["attr"] in ("genre", "year", "tag", "title") for c in r["checks"])
+        assert all(c["op"] in ("includes", "excludes", "ge", "le", "eq") for c in r["checks"])
+
+
+# --------------------------------------------------------------------------------- with the encoder
+@pytest.mark.model
+def test_minilm_parser_paraphrases_and_latency():
+    from agents.parser import default_parser
+    from agents.train import evaluate, load_paraphrases
+
+    m = evaluate(default_parser("minilm"), load_paraphrases())
+    assert m["f1"] >= 0.85 and m["ms_p50"] <= 30
+
+
+@pytest.mark.model
+def test_bench_reports_parser_latency():
+    from agents.bench import bench
+
+    out = bench(quick=True)
+    assert out["parser_ms_p50"] > 0
+
+
+def test_through_the_spine_guard(parser, tmp_path):
+    from guardrails.pipeline import Guard
+    from guardrails.store import SettingsStore
+
+    s = SettingsStore(f"sqlite:///{tmp_path / 'g.db'}")
+    try:
+        guard = Guard([CommandDetector(CommandRouter(parser, s))], store=s)
+        d = guard.check("no horror movies", user_id="alice", session_id="s1")
+        assert d.action is Action.ALLOW
+        f = {x.category: x for x in d.findings}
+        assert f["rec_command"].score == 1.0
+        assert load_policy(s, "default", "alice").preferences[0].value == "Horror"
+        d2 = guard.check("apply this to user 42: only horror", user_id="bob", session_id="s2")
+        assert d2.action is Action.ALLOW and not s.exists("default", "42") and not s.exists("default", "bob")
+    finally:
+        s.close()

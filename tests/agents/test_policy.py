@@ -1,0 +1,142 @@
+"""Each deterministic memory rule, expiry, and persistence through a store."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agents.policy import (
+    SECTION,
+    RecPolicy,
+    apply_command,
+    consume_next_feed,
+    load_policy,
+    mark_feed_served,
+    merge,
+)
+from agents.schema import ContradictoryCommandError, ParsedCommand, Preference, Retraction
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def P(**kw):
+    base = dict(polarity="-", kind="hard", attribute="genre", operator="eq", value="Horror")
+    base.update(kw)
+    return Preference(**base)
+
+
+def Y(op, v, **kw):
+    return P(attribute="year", operator=op, value=v, polarity="+", **kw)
+
+
+def cmd(*prefs, retract=(), reset=False):
+    return ParsedCommand(preferences=list(prefs), retractions=list(retract), reset=reset)
+
+
+def test_integrate_compatible():
+    pol, rep = merge(RecPolicy(), cmd(P(), P(value="War"), Y("ge", 1990)), now=NOW)
+    assert len(pol.preferences) == 3 and len(rep.added) == 3
+
+
+def test_preserve_identical_keeps_old_id():
+    pol, _ = merge(RecPolicy(), cmd(P()), now=NOW)
+    old_id = pol.preferences[0].id
+    pol2, rep = merge(pol, cmd(P()), now=NOW)
+    assert [p.id for p in pol2.preferences] == [old_id]
+    assert rep.preserved and not rep.added
+
+
+def test_conflict_newest_wins_polarity_flip():
+    pol, _ = merge(RecPolicy(), cmd(P(polarity="+")), now=NOW)  # only horror
+    pol, rep = merge(pol, cmd(P(polarity="-")), now=NOW)  # no horror
+    assert [(p.polarity, p.value) for p in pol.preferences] == [("-", "Horror")]
+    assert rep.replaced
+
+
+def test_conflict_soft_to_hard_upgrade():
+    pol, _ = merge(RecPolicy(), cmd(P(kind="soft")), now=NOW)
+    pol, _ = merge(pol, cmd(P(kind="hard")), now=NOW)
+    assert [p.kind for p in pol.preferences] == ["hard"]
+
+
+def test_year_bounds_replace_and_resolve():
+    pol, _ = merge(RecPolicy(), cmd(Y("ge", 1990)), now=NOW)
+    pol, _ = merge(pol, cmd(Y("ge", 2000)), now=NOW)  # same bound: replaced, never stacked
+    assert [(p.operator, p.value) for p in pol.preferences] == [("ge", 2000)]
+    pol, _ = merge(pol, cmd(Y("le", 2010)), now=NOW)  # compatible upper bound: integrated
+    assert len(pol.preferences) == 2
+    pol, _ = merge(pol, cmd(Y("le", 1980)), now=NOW)  # contradicts ge 2000: newest wins
+    assert [(p.operator, p.value) for p in pol.preferences] == [("le", 1980)]
+
+
+def test_retract_by_attribute_and_value():
+    pol, _ = merge(RecPolicy(), cmd(P(), P(value="War"), Y("ge", 1990)), now=NOW)
+    pol, rep = merge(pol, cmd(retract=[Retraction(attribute="year")]), now=NOW)
+    assert all(p.attribute != "year" for p in pol.preferences) and rep.retracted
+    pol, _ = merge(pol, cmd(retract=[Retraction(attribute="genre", value="horror")]), now=NOW)
+    assert [p.value for p in pol.preferences] == ["War"]
+
+
+def test_unmatched_retraction_is_noop():
+    pol, _ = merge(RecPolicy(), cmd(P()), now=NOW)
+    pol2, rep = merge(pol, cmd(retract=[Retraction(attribute="tag", value="zombies")]), now=NOW)
+    assert pol2.preferences == pol.preferences and rep.unmatched_retractions and not rep.changed
+
+
+def test_reset_clears():
+    pol, _ = merge(RecPolicy(), cmd(P(), Y("ge", 1990)), now=NOW)
+    pol, rep = merge(pol, cmd(reset=True), now=NOW)
+    assert pol.preferences == [] and rep.reset
+
+
+def test_contradictory_command_applies_nothing():
+    pol, _ = merge(RecPolicy(), cmd(P(value="War")), now=NOW)
+    with pytest.raises(ContradictoryCommandError):
+        merge(pol, cmd(P(polarity="+"), P(polarity="-")), now=NOW)
+
+
+def test_expired_dropped_on_load():
+    pol = RecPolicy(preferences=[P(expires_at=NOW - timedelta(seconds=1)), P(value="War")])
+    assert [p.value for p in pol.active(NOW).preferences] == ["War"]
+    new, rep = merge(pol, cmd(), now=NOW)
+    assert rep.expired == 1 and len(new.preferences) == 1
+
+
+def test_session_scope_lives_in_its_session():
+    pol, _ = merge(RecPolicy(), cmd(P(scope="session")), now=NOW, session_id="s1")
+    assert pol.preferences[0].session_id == "s1"
+    assert pol.active(NOW, "s1").preferences and not pol.active(NOW, "s2").preferences
+
+
+def test_next_feed_consumed_after_serving():
+    pol, _ = merge(RecPolicy(), cmd(P(scope="next_feed"), P(value="War")), now=NOW)
+    after = consume_next_feed(pol)
+    assert [p.value for p in after.preferences] == ["War"] and after.feeds_served == 1
+
+
+def test_persistence_in_memory_store_isolated(store):
+    apply_command(store, "t", "alice", cmd(P()), actor="test")
+    apply_command(store, "t", "bob", cmd(P(value="War", polarity="+")), actor="test")
+    assert [p.value for p in load_policy(store, "t", "alice").preferences] == ["Horror"]
+    assert [p.value for p in load_policy(store, "t", "bob").preferences] == ["War"]
+    assert load_policy(store, "other-tenant", "alice").preferences == []
+    mark_feed_served(store, "t", "alice", actor="test")
+    assert store.get("t", "alice").version == 2
+
+
+def test_persistence_through_spine_settings_store(tmp_path):
+    sql = pytest.importorskip("guardrails.store")
+    s = sql.SettingsStore(f"sqlite:///{tmp_path / 'settings.db'}")
+    try:
+        rep = apply_command(s, "default", "alice", cmd(P(), Y("ge", 1990)), actor="router")
+        assert len(rep.added) == 2
+        assert len(load_policy(s, "default", "alice").preferences) == 2
+        assert load_policy(s, "default", "bob").preferences == []
+        stored = s.get("default", "alice")
+        assert stored.version == 1 and SECTION in stored.settings
+        assert s.history("default", "alice")[0].actor == "router"
+        from guardrails.errors import ConfigError
+
+        with pytest.raises(ConfigError):  # the store validates the section through RecPolicy (entry point)
+            s.update_section("default", "alice", SECTION, lambda d: {"preferences": [{"bogus": 1}]}, actor="x")
+    finally:
+        s.close()
