@@ -31,7 +31,7 @@ from .errors import (
     UnknownUserError,
     VersionConflictError,
 )
-from .pipeline import DetectorSlot, Guard
+from .pipeline import DetectorSlot, Guard, SupportsCheck
 
 __version__ = "0.1.0"
 
@@ -54,11 +54,16 @@ __all__ = [
     "ModelLoadError",
     "ModelNotInstalledError",
     "PluginContext",
+    "AsyncRailguardClient",
+    "RailguardClient",
     "RailguardError",
+    "RemoteGuard",
+    "ServiceError",
     "Redactor",
     "SettingsStore",
     "Stage",
     "StoreError",
+    "SupportsCheck",
     "UnknownUserError",
     "VersionConflictError",
     "build_detectors",
@@ -74,4 +79,8 @@ def __getattr__(name: str) -> object:
         from .store import SettingsStore
 
         return SettingsStore
+    if name in ("RailguardClient", "AsyncRailguardClient", "RemoteGuard", "ServiceError"):
+        from . import client
+
+        return getattr(client, name)
     raise AttributeError(name)

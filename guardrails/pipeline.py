@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 from .decision import Action, Decision, FailMode, Finding, Stage, most_severe, text_hash
 from .detector import CheckRequest, Detector, Message, PluginContext, Redactor, build_detectors
@@ -24,6 +24,17 @@ log = logging.getLogger("railguard.decision")
 
 _ROLE_FOR_STAGE = {Stage.INPUT: "user", Stage.OUTPUT: "assistant", Stage.TOOL_CALL: "assistant",
                    Stage.TOOL_RESULT: "tool"}
+
+
+@runtime_checkable
+class SupportsCheck(Protocol):
+    """What integrations need from a guard: the local `Guard` and the service-backed `RemoteGuard` both fit."""
+
+    def check(self, content: Any, *, user_id: str, session_id: str | None = None,
+              stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision: ...
+
+    async def acheck(self, content: Any, *, user_id: str, session_id: str | None = None,
+                     stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision: ...
 
 
 @dataclass(frozen=True)

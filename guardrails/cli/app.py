@@ -193,14 +193,21 @@ def bench(
 def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8080,
-    db: Annotated[str | None, typer.Option("--db")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="Settings store URL (SQLite file or Postgres).")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="uvicorn worker processes.")] = 1,
+    detectors: Annotated[str | None, typer.Option("--detectors", help="Comma-separated subset.")] = None,
+    upstream_url: Annotated[str | None, typer.Option("--upstream-url",
+                                                     help="OpenAI-compatible upstream for the chat proxy.")] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
 ) -> None:
-    """HTTP service (needs the `server` extra)."""
+    """HTTP service (needs the `server` extra). The admin key comes from RAILGUARD_ADMIN_KEY only."""
     try:
-        from ..service import run_server  # type: ignore[attr-defined]
+        from ..service import run_server
     except ImportError as exc:
         fail(f"the HTTP service needs the server extra: pip install 'railguard[server]' ({exc})", as_json=False)
-    run_server(host=host, port=port, db_url=db)
+    names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
+    run_server(host=host, port=port, db_url=db, workers=workers, detectors=names, upstream_url=upstream_url,
+               log_level=log_level)
 
 
 def _mount_plugins() -> None:

@@ -22,7 +22,7 @@ from langgraph.constants import TAG_NOSTREAM
 from ..decision import DEFAULT_REFUSAL, Action, Decision, Finding, Stage
 from ..errors import InvalidInputError
 from ..models.chat import PrefillBlocked, to_chat_dicts
-from ..pipeline import Guard
+from ..pipeline import SupportsCheck
 from .identity import Identity, current_identity, from_runtime
 
 
@@ -50,7 +50,7 @@ class GuardMiddleware(AgentMiddleware):
         stages: which stages to check (default all four).
     """
 
-    def __init__(self, guard: Guard, *, refusal: str = DEFAULT_REFUSAL, default_user_id: str | None = None,
+    def __init__(self, guard: SupportsCheck, *, refusal: str = DEFAULT_REFUSAL, default_user_id: str | None = None,
                  on_decision: Callable[[Decision], None] | None = None,
                  stages: frozenset[Stage] = frozenset(Stage)) -> None:
         super().__init__()

@@ -18,7 +18,7 @@ from pydantic import ConfigDict
 from ..decision import DEFAULT_REFUSAL, Action, Decision, Stage
 from ..errors import InvalidInputError
 from ..models.chat import to_chat_dicts
-from ..pipeline import Guard
+from ..pipeline import SupportsCheck
 from .identity import Identity, from_sources
 
 
@@ -47,7 +47,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    guard: Guard
+    guard: SupportsCheck
     inner: Any
     refusal: str = DEFAULT_REFUSAL
     default_user_id: str | None = None

@@ -211,6 +211,7 @@ class SettingsStore:
         """Write ``new`` (None = delete) iff the row is still at ``old.version``; audit row in the same txn."""
         t, u, now = old.tenant_id, old.user_id, datetime.now(UTC)
         pk = (user_settings.c.tenant_id == t, user_settings.c.user_id == u)
+        res: Any
         if new is None:
             res = conn.execute(sa.delete(user_settings).where(*pk, user_settings.c.version == old.version))
             version = old.version

@@ -1,0 +1,306 @@
+"""The FastAPI app factory: check endpoints, health/readiness/metrics, error mapping, request hygiene.
+
+Request hygiene lives in one pure-ASGI middleware that runs before routing and before any JSON parsing:
+bodies are capped (413, without reading past the cap), non-JSON content types are refused (415), and every
+request is measured by route *template*. Rejected requests never reach a route, so nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..decision import Decision, Stage
+from ..errors import ConfigError, InvalidInputError, RailguardError, StoreError, UnknownUserError, VersionConflictError
+from ..pipeline import Guard
+from .auth import KeyRing, Principal
+from .deps import ChatConfig, ServiceState, log, require_tenant, state
+from .observability import Metrics
+from .schemas import CheckBody, ErrorOut, Health
+
+ADMIN_ENV = "RAILGUARD_ADMIN_KEY"
+DEFAULT_MAX_BODY = 1 << 20  # 1 MiB
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (400, 401, 403, 404, 409, 413, 415, 422)}
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "status": status, "details": details}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class HygieneMiddleware:
+    """Body cap, content-type check, request id, per-route metrics and a JSON access log line."""
+
+    def __init__(self, app: Any, *, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app, self.metrics, self.max_body = app, metrics, max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [500]
+        request_id = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex[:16]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode()[:64])]
+            await send(message)
+
+        try:
+            rejected, replay = await self._read_body(scope, receive)
+            if rejected is not None:
+                await rejected(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, replay, send_wrapper)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            seconds = time.perf_counter() - started
+            self.metrics.observe_request(scope["method"], route, status[0], seconds)
+            log.info("request", extra={"fields": {
+                "event": "request", "request_id": request_id, "method": scope["method"], "route": route,
+                "status": status[0], "ms": round(seconds * 1000, 2),
+                "tenant_id": scope.get("state", {}).get("tenant_id")}})
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[Response | None, Receive]:
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return None, receive
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            return self._too_large(), receive
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if declared == "0":  # an empty POST (e.g. "create a key") carries no media type to check
+            return None, receive
+        if ctype != "application/json" and not ctype.endswith("+json"):
+            return error_response(415, "unsupported_media_type",
+                                  f"send JSON with 'Content-Type: application/json' (got {ctype or 'none'!r})"), receive
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return Response(status_code=400), receive
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:  # stop reading: a chunked body may be arbitrarily large
+                return self._too_large(), receive
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body, delivered = b"".join(chunks), False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # later calls wait for the client's disconnect, as usual
+
+        return None, replay
+
+    def _too_large(self) -> Response:
+        return error_response(413, "payload_too_large", f"request body exceeds {self.max_body} bytes")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every failure becomes `{"error": {code, message, status}}`; internal errors never echo their message."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = getattr(exc, "code", None) or {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code,
+                                                                                             "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "details", None),
+                              getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(400, "invalid_json", "request body is not valid JSON")
+        # Locations and messages only: pydantic's `input` field would echo the caller's text back into logs.
+        shown = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                 for e in errors[:20]]
+        return error_response(422, "invalid_request", "request does not match the schema", {"errors": shown})
+
+    @app.exception_handler(VersionConflictError)
+    async def _conflict(_: Request, exc: VersionConflictError) -> JSONResponse:
+        return error_response(409, "version_conflict", str(exc), {"expected": exc.expected, "actual": exc.actual})
+
+    @app.exception_handler(UnknownUserError)
+    async def _unknown(_: Request, exc: UnknownUserError) -> JSONResponse:
+        return error_response(404, "unknown_user", str(exc))
+
+    @app.exception_handler(InvalidInputError)
+    async def _invalid(_: Request, exc: InvalidInputError) -> JSONResponse:
+        return error_response(422, "invalid_input", str(exc))
+
+    @app.exception_handler(ConfigError)
+    async def _config(_: Request, exc: ConfigError) -> JSONResponse:
+        return error_response(422, "invalid_settings", str(exc)[:2000])
+
+    @app.exception_handler(StoreError)
+    async def _store(_: Request, exc: StoreError) -> JSONResponse:
+        log.error("store error", extra={"fields": {"event": "store_error", "type": type(exc).__name__}})
+        return error_response(503, "store_unavailable", "the settings store is unavailable; retry later")
+
+    @app.exception_handler(RailguardError)
+    async def _railguard(_: Request, exc: RailguardError) -> JSONResponse:
+        return error_response(500, "railguard_error", type(exc).__name__)
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error", extra={"fields": {"event": "internal_error", "type": type(exc).__name__}})
+        return error_response(500, "internal_error", "internal server error")
+
+
+async def _warm_up(st: ServiceState) -> None:
+    """Run one throwaway check per stage through every detector (forces lazy model loads), ping the store and,
+    when configured, load the local chat model; `/readyz` turns 200 only afterwards."""
+    try:
+        probe = Guard(st.guard.slots, store=None, tenant_id="__readyz__")
+        for stage in Stage:
+            d = await probe.acheck("readiness probe", user_id="__readyz__", stage=stage)
+            if d.error:  # a detector that fails its warm-up check is reported (its fail mode still applies)
+                for part in d.error.split("; "):
+                    name, _, why = part.partition(":")
+                    st.unavailable_detectors.setdefault(name, f"warm-up check failed:{why}"[:300])
+        await asyncio.to_thread(_ping, st.store)
+        if st.chat.upstream_url is None and st.chat.warm_local_model:
+            from .chat import local_model
+
+            await asyncio.to_thread(lambda: local_model(st).lm)
+        st.ready = True
+    except Exception as exc:  # readiness reports it; the process stays up for /healthz and diagnosis
+        st.ready_error = f"{type(exc).__name__}: {exc}"[:300]
+        log.error("warm-up failed", extra={"fields": {"event": "warmup_failed", "type": type(exc).__name__}})
+
+
+def _ping(store: Any) -> None:
+    with store.engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+
+
+def _build_guard(names: list[str] | None, store: Any) -> tuple[Guard, dict[str, str]]:
+    """Explicit detector lists must build completely. The default (every registered plugin) skips plugins that
+    fail to import or build, so one broken plugin does not take the service down; they are logged and listed
+    under `/readyz` details (set RAILGUARD_STRICT_DETECTORS=1 to make them fatal instead)."""
+    if names is not None or os.environ.get("RAILGUARD_STRICT_DETECTORS") == "1":
+        return Guard.from_registry(names, store=store), {}
+    from importlib.metadata import entry_points
+
+    from ..detector import PluginContext, build_detectors, discover
+
+    factories = discover("railguard.detectors")
+    failed = {ep.name: "plugin failed to import" for ep in entry_points(group="railguard.detectors")
+              if ep.name not in factories}
+    built = []
+    for name in factories:
+        try:
+            built += build_detectors([name], PluginContext(store=store))
+        except Exception as exc:
+            failed[name] = f"{type(exc).__name__}: {exc}"[:300]
+            log.error("detector unavailable", extra={"fields": {"event": "detector_unavailable", "detector": name,
+                                                                "type": type(exc).__name__}})
+    return Guard(built, store=store), failed
+
+
+def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY, chat: ChatConfig | None = None,
+               detectors: list[str] | None = None, key_cache_ttl_s: float = 5.0) -> FastAPI:
+    """Build the service. `guard` defaults to every registered detector (or `detectors`), `store` to the
+    default SettingsStore ($RAILGUARD_DB_URL), `admin_key` to $RAILGUARD_ADMIN_KEY (admin API off when unset)."""
+    from ..store import SettingsStore
+
+    store = store if store is not None else SettingsStore()
+    unavailable: dict[str, str] = {}
+    if guard is None:
+        guard, unavailable = _build_guard(detectors, store)
+    st = ServiceState(guard=guard, store=store, keys=KeyRing(store.engine, cache_ttl_s=key_cache_ttl_s),
+                      metrics=Metrics(), admin_key=admin_key or os.environ.get(ADMIN_ENV) or None,
+                      chat=chat or ChatConfig(), unavailable_detectors=unavailable)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        st.chat_lock = asyncio.Lock()
+        task = asyncio.create_task(_warm_up(st))
+        yield
+        task.cancel()
+
+    app = FastAPI(title="railguard", version=__version__, lifespan=lifespan,
+                  description="Guardrail checks, per-user settings and a guarded OpenAI-compatible proxy.")
+    app.state.rg = st
+    app.add_middleware(HygieneMiddleware, metrics=st.metrics, max_body_bytes=max_body_bytes)
+    _install_error_handlers(app)
+
+    @app.get("/healthz", response_model=Health, tags=["ops"])
+    async def healthz() -> Health:
+        """Process is up (no dependency checks: a liveness probe must not restart a pod for a slow DB)."""
+        return Health(status="ok", version=__version__)
+
+    @app.get("/readyz", response_model=Health, tags=["ops"], responses={503: {"model": Health}})
+    async def readyz(request: Request) -> Response:
+        """Detectors warmed up (models loaded) and the store answers."""
+        s = state(request)
+        body = Health(status="ok" if s.ready else "starting", version=__version__,
+                      detectors=s.guard.detector_names,
+                      details={"unavailable_detectors": s.unavailable_detectors} if s.unavailable_detectors else None)
+        if s.ready:
+            try:
+                await asyncio.to_thread(_ping, s.store)
+            except Exception as exc:
+                details = {**(body.details or {}), "store": type(exc).__name__}
+                body = body.model_copy(update={"status": "unavailable", "details": details})
+        elif s.ready_error:
+            details = {**(body.details or {}), "warmup": s.ready_error}
+            body = body.model_copy(update={"status": "unavailable", "details": details})
+        return Response(body.model_dump_json(), status_code=200 if body.status == "ok" else 503,
+                        media_type="application/json")
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format (per process; see the report on multi-worker aggregation)."""
+        return Response(state(request).metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.post("/v1/check/{stage}", response_model=Decision, tags=["check"], responses=ERRORS)
+    async def check(stage: Stage, body: CheckBody, request: Request,
+                    principal: Principal = Depends(require_tenant)) -> Response:
+        """Run one text (or the last message of a conversation) through the tenant's pipeline."""
+        s = state(request)
+        content: Any = body.text if body.text is not None else [m.model_dump() for m in body.messages or ()]
+        started = time.perf_counter()
+        decision = await s.guard_for(principal.tenant_id).acheck(
+            content, user_id=body.user_id, session_id=body.session_id, stage=stage, metadata=body.metadata)
+        s.metrics.observe_decision(stage.value, decision.action.value, decision.shadow,
+                                   time.perf_counter() - started, decision.error is not None)
+        log.info("check", extra={"fields": {
+            "event": "check", "tenant_id": principal.tenant_id, "key_id": principal.key_id, "stage": stage.value,
+            "action": decision.action.value, "shadow": decision.shadow, "text_sha256": decision.text_sha256,
+            "latency_ms": decision.latency_ms, "findings": [f.detector + "/" + f.category for f in
+                                                            decision.findings if f.action.value != "allow"]}})
+        return Response(decision.model_dump_json(), media_type="application/json")
+
+    from .chat import router as chat_router
+    from .users import admin_router, users_router
+
+    app.include_router(users_router)
+    app.include_router(admin_router)
+    app.include_router(chat_router)
+    return app

@@ -1,0 +1,259 @@
+"""`POST /v1/chat/completions`: an OpenAI-compatible proxy with the Guard on both sides.
+
+Why it buffers: the bug users hit with other guardrail servers is streaming that bypasses output checks (or
+checks a chunk after it was sent). Here the input is checked before anything goes upstream; the whole answer
+(streamed or not) is collected, checked as one output turn, and only then released: the original chunks when
+allowed, one chunk of redacted text when redacted, one refusal chunk when blocked. Each request owns its
+buffer, so concurrent streams cannot mix. Because nothing is sent before the check, an upstream failure is
+still a clean JSON 502, never a half-finished stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from ..decision import DEFAULT_REFUSAL, Action, Decision, Stage
+from ..errors import InvalidInputError
+from ..text import check_id
+from .auth import Principal
+from .deps import ApiError, ServiceState, require_tenant, state
+from .schemas import ChatCompletionRequest, ErrorOut
+
+router = APIRouter(tags=["chat"])
+MAX_BUFFER_BYTES = 4 << 20  # an upstream answer larger than this is refused, not buffered without bound
+
+
+def local_model(st: ServiceState) -> Any:
+    """The LocalChatModel used when no upstream URL is configured (built once per process)."""
+    if st.chat_model is None:
+        from ..models import DEFAULT_CHAT_MODEL, LocalChatModel
+
+        st.chat_model = LocalChatModel(model_name=st.chat.local_model or DEFAULT_CHAT_MODEL,
+                                       max_new_tokens=st.chat.max_new_tokens)
+    return st.chat_model
+
+
+def _upstream_body(body: ChatCompletionRequest, messages: list[dict[str, str]], stream: bool) -> dict[str, Any]:
+    # The end-user id is ours (tenant-scoped); it is not forwarded upstream.
+    out = body.model_dump(exclude_none=True, exclude={"user"})
+    out.update(messages=messages, stream=stream)
+    return out
+
+
+async def _from_upstream(st: ServiceState, body: ChatCompletionRequest,
+                         messages: list[dict[str, str]]) -> tuple[list[str], dict[str, Any]]:
+    """Call the upstream and return (content pieces, metadata). Streams are parsed and buffered."""
+    if st.http_client is None:
+        st.http_client = httpx.AsyncClient(timeout=st.chat.timeout_s)
+    url = st.chat.upstream_url.rstrip("/") + "/chat/completions"  # type: ignore[union-attr]
+    headers = {"Authorization": f"Bearer {st.chat.upstream_api_key}"} if st.chat.upstream_api_key else {}
+    pieces: list[str] = []
+    meta: dict[str, Any] = {}
+    size = 0
+    try:
+        if not body.stream:
+            resp = await st.http_client.post(url, json=_upstream_body(body, messages, False), headers=headers)
+            _raise_upstream(resp.status_code)
+            data = resp.json()
+            meta = {"model": data.get("model"), "usage": data.get("usage")}
+            content = data["choices"][0]["message"].get("content") or ""
+            return [content], meta
+        async with st.http_client.stream("POST", url, json=_upstream_body(body, messages, True),
+                                         headers=headers) as resp:
+            _raise_upstream(resp.status_code)
+            async for line in resp.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                chunk = json.loads(payload)
+                meta.setdefault("model", chunk.get("model"))
+                for choice in chunk.get("choices") or ():
+                    piece = (choice.get("delta") or {}).get("content")
+                    if piece:
+                        size += len(piece.encode())
+                        if size > MAX_BUFFER_BYTES:
+                            raise ApiError(502, "upstream_too_large", "upstream answer exceeds the buffer limit")
+                        pieces.append(piece)
+        return pieces, meta
+    except httpx.HTTPError as exc:
+        raise ApiError(502, "upstream_unavailable", f"upstream request failed ({type(exc).__name__})") from None
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise ApiError(502, "upstream_invalid", "upstream returned an unexpected response") from None
+
+
+def _raise_upstream(status: int) -> None:
+    if status >= 400:
+        raise ApiError(502, "upstream_error", f"upstream answered HTTP {status}", {"upstream_status": status})
+
+
+async def _from_local(st: ServiceState, body: ChatCompletionRequest,
+                      messages: list[dict[str, str]]) -> tuple[list[str], dict[str, Any]]:
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+    kinds = {"system": SystemMessage, "assistant": AIMessage}
+    lc = [kinds.get(m["role"], HumanMessage)(content=m["content"]) for m in messages]
+    model = local_model(st)
+    if body.max_tokens:
+        model = model.model_copy(update={"max_new_tokens": min(body.max_tokens, 4 * st.chat.max_new_tokens)})
+
+    def run() -> list[str]:
+        return [str(c.content) for c in model.stream(lc) if c.content]
+
+    assert st.chat_lock is not None
+    async with st.chat_lock:  # one generation at a time per process: CPU inference does not parallelise
+        pieces = await asyncio.to_thread(run)
+    return pieces, {"model": body.model or f"railguard-local/{model.model_name}"}
+
+
+def _completion(cid: str, model: str, content: str, finish: str, decisions: dict[str, Any],
+                usage: Any = None) -> dict[str, Any]:
+    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": finish}],
+            "usage": usage, "railguard": decisions}
+
+
+def _chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None,
+           extra: dict[str, Any] | None = None) -> bytes:
+    obj: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
+                           "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    if extra is not None:
+        obj["railguard"] = extra
+    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n".encode()
+
+
+@dataclass
+class _Answer:
+    """A finished, checked answer: exactly what may be released to the caller."""
+
+    model: str
+    pieces: list[str]
+    finish: str
+    decisions: dict[str, Any]
+    usage: Any = None
+
+
+def _events(cid: str, a: _Answer) -> Iterator[bytes]:
+    # Everything here was checked already: this only replays the approved buffer.
+    yield _chunk(cid, a.model, {"role": "assistant", "content": ""}, None)
+    for piece in a.pieces:
+        yield _chunk(cid, a.model, {"content": piece}, None)
+    yield _chunk(cid, a.model, {}, a.finish, a.decisions)
+    yield b"data: [DONE]\n\n"
+
+
+def _sse(events: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _respond(body: ChatCompletionRequest, a: _Answer) -> Response:
+    cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    if not body.stream:
+        return JSONResponse(_completion(cid, a.model, "".join(a.pieces), a.finish, a.decisions, a.usage))
+
+    async def replay() -> AsyncIterator[bytes]:
+        for event in _events(cid, a):
+            yield event
+
+    return _sse(replay())
+
+
+def _with_keepalive(work: asyncio.Task[_Answer], every_s: float) -> StreamingResponse:
+    """Stream SSE comments while the answer is generated and checked, then the approved chunks. The 200 is
+    committed early, so a failure after that is sent as an `error` event (OpenAI's in-stream error shape)."""
+    cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            while not (await asyncio.wait({work}, timeout=every_s))[0]:
+                yield b": keepalive\n\n"
+            try:
+                answer = work.result()
+            except Exception as exc:  # the status line is gone: report in-stream, never a torn connection
+                if isinstance(exc, ApiError):
+                    err = {"code": exc.code, "message": str(exc.detail), "status": exc.status_code}
+                elif isinstance(exc, InvalidInputError):
+                    err = {"code": "invalid_input", "message": str(exc), "status": 422}
+                else:
+                    err = {"code": "internal_error", "message": "internal server error", "status": 500}
+                yield f"data: {json.dumps({'error': err})}\n\ndata: [DONE]\n\n".encode()
+                return
+            for event in _events(cid, answer):
+                yield event
+        finally:
+            work.cancel()  # client went away: stop waiting on the upstream (no-op once done)
+
+    return _sse(events())
+
+
+@router.post("/v1/chat/completions", responses={s: {"model": ErrorOut} for s in (401, 413, 415, 422, 502)})
+async def chat_completions(body: ChatCompletionRequest, request: Request,
+                           p: Principal = Depends(require_tenant),
+                           x_railguard_user_id: str | None = Header(default=None),
+                           x_railguard_session_id: str | None = Header(default=None)) -> Response:
+    """Guarded chat completion (OpenAI wire format, `stream` supported). The end user is `user` or the
+    `X-Railguard-User-Id` header; decisions are returned under the extra `railguard` key."""
+    st = state(request)
+    user_id = body.user or x_railguard_user_id
+    if not user_id:
+        raise ApiError(422, "missing_user", "set the request's 'user' field or the X-Railguard-User-Id header")
+    check_id(user_id, "user_id")
+    session_id = x_railguard_session_id
+    check_id(session_id, "session_id", optional=True)
+    work = _answer(st, st.guard_for(p.tenant_id), body, user_id, session_id)
+    if body.stream and st.chat.sse_keepalive_s:
+        return _with_keepalive(asyncio.create_task(work), st.chat.sse_keepalive_s)
+    return _respond(body, await work)
+
+
+async def _answer(st: ServiceState, guard: Any, body: ChatCompletionRequest, user_id: str,
+                  session_id: str | None) -> _Answer:
+    """Input check → generation (upstream or local) → output check; returns what may be released."""
+    messages = [m.model_dump() for m in body.messages]
+    model = body.model or "railguard"
+    d_in = await _check(st, guard, messages, user_id, session_id, Stage.INPUT)
+    decisions: dict[str, Any] = {"input": d_in.log_record(), "output": None}
+    if d_in.blocked:
+        return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
+    if d_in.enforced_action is Action.REDACT and d_in.redacted_text is not None:
+        messages[-1] = {**messages[-1], "content": d_in.redacted_text}  # the upstream never sees the original
+
+    if st.chat.upstream_url:
+        pieces, meta = await _from_upstream(st, body, messages)
+    else:
+        pieces, meta = await _from_local(st, body, messages)
+    model, usage = meta.get("model") or model, meta.get("usage")
+    text = "".join(pieces)
+    if not text.strip():  # nothing to check and nothing to release
+        return _Answer(model, [], "stop", decisions, usage)
+
+    turn = [*messages, {"role": "assistant", "content": text}]
+    d_out = await _check(st, guard, turn, user_id, session_id, Stage.OUTPUT)
+    decisions["output"] = d_out.log_record()
+    if d_out.blocked:
+        return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
+    if d_out.enforced_action is Action.REDACT and d_out.redacted_text is not None:
+        pieces = [d_out.redacted_text]
+    return _Answer(model, pieces, "stop", decisions, usage)
+
+
+async def _check(st: ServiceState, guard: Any, messages: list[dict[str, str]], user_id: str,
+                 session_id: str | None, stage: Stage) -> Decision:
+    started = time.perf_counter()
+    decision: Decision = await guard.acheck(messages, user_id=user_id, session_id=session_id, stage=stage)
+    st.metrics.observe_decision(stage.value, decision.action.value, decision.shadow,
+                                time.perf_counter() - started, decision.error is not None)
+    return decision

@@ -1,0 +1,130 @@
+"""Wire models of the HTTP service. The Decision, StoredSettings and AuditEntry models are reused as-is, so
+Python callers, logs and HTTP clients all see one shape (CONTRACT.md: "the same object in Python, logs, HTTP")."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..detector import Role
+
+
+class ChatMessageIn(BaseModel):
+    """One conversation message as a caller sends it (OpenAI shape; extra keys such as `name` are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Role
+    content: str
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _developer_is_system(cls, v: Any) -> Any:
+        return "system" if v == "developer" else v  # OpenAI's newer name for the system role
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts(cls, v: Any) -> Any:
+        """OpenAI content-part lists are checked as their joined text parts; `null` (tool-call turns) as ""."""
+        if v is None:
+            return ""
+        if isinstance(v, list):
+            return "\n".join(p.get("text", "") for p in v if isinstance(p, dict) and p.get("type") == "text")
+        return v
+
+
+class CheckBody(BaseModel):
+    """Body of `POST /v1/check/{stage}`: exactly one of `text` or `messages`.
+
+    `extra="forbid"` so a misspelt field ("txt") is a 422, not a silent check of nothing.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=256)
+    session_id: str | None = Field(default=None, min_length=1, max_length=256)
+    text: str | None = None
+    messages: list[ChatMessageIn] | None = None
+    metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_content(self) -> CheckBody:
+        if (self.text is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'text' or 'messages'")
+        return self
+
+
+class SettingsPut(BaseModel):
+    """Replace all of a user's settings. `expected_version` (or an If-Match header) is required: 0 = create."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    settings: dict[str, dict[str, Any]]
+    expected_version: int | None = Field(default=None, ge=0)
+
+
+class SectionPut(BaseModel):
+    """Replace one section. Without a version the server does an atomic read-modify-write of that section only,
+    so concurrent writers of *other* sections never lose updates; with one it is a compare-and-set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: dict[str, Any]
+    expected_version: int | None = Field(default=None, ge=0)
+
+
+class SectionOut(BaseModel):
+    section: str
+    data: dict[str, Any]
+    version: int
+
+
+class TenantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_id: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.\-:]+$")
+
+
+class ApiKeyOut(BaseModel):
+    """Returned exactly once, at creation: only a salted hash of `api_key` is kept."""
+
+    tenant_id: str
+    key_id: str
+    api_key: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    status: int
+    details: dict[str, Any] | None = None
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx/5xx body: OpenAI-compatible `{"error": {...}}` so OpenAI SDKs surface the message too."""
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok", "starting", "unavailable"]
+    detectors: list[str] = Field(default_factory=list)
+    version: str = ""
+    details: dict[str, Any] | None = None
+
+
+# ---- OpenAI-compatible chat completions ---------------------------------------------------------------------
+class ChatCompletionRequest(BaseModel):
+    """The subset of the OpenAI request the proxy reads; other fields (temperature, ...) pass through upstream.
+
+    The end user is `user` (OpenAI's own field) or the `X-Railguard-User-Id` header.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    stream: bool = False
+    user: str | None = Field(default=None, min_length=1, max_length=256)
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)

@@ -1,0 +1,154 @@
+"""Every endpoint, round-tripped through the typed client against a real uvicorn server."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from guardrails import Action, Decision, Stage
+from guardrails.client import (
+    AsyncRailguardClient,
+    AuthenticationError,
+    NotFoundError,
+    ServiceInvalidInputError,
+    ServiceUnknownUserError,
+    ServiceVersionConflictError,
+)
+from guardrails.errors import InvalidInputError, UnknownUserError, VersionConflictError
+
+
+def test_ops_endpoints(service):
+    with service.client() as c:
+        assert c.health()["status"] == "ok"
+        assert c.ready() is True
+    r = httpx.get(f"{service.url}/readyz")
+    assert r.status_code == 200 and set(r.json()["detectors"]) == {"validator", "pii", "output_blocker"}
+    spec = httpx.get(f"{service.url}/openapi.json").json()
+    for path in ("/v1/check/{stage}", "/v1/users/{user_id}/settings", "/v1/users/{user_id}/settings/{section}",
+                 "/v1/users/{user_id}/audit", "/v1/chat/completions", "/v1/admin/tenants", "/healthz", "/readyz"):
+        assert path in spec["paths"], path
+    assert "Decision" in spec["components"]["schemas"]
+
+
+def test_check_text_and_messages_every_stage(service):
+    with service.client() as c:
+        d = c.check("hello there", user_id="alice", session_id="s1")
+        assert isinstance(d, Decision) and d.action is Action.ALLOW and d.stage is Stage.INPUT
+        assert d.user_id == "alice" and d.session_id == "s1" and d.text_sha256
+        d = c.check("write to bob@example.com", user_id="alice")
+        assert d.action is Action.REDACT and "bob@example.com" not in (d.redacted_text or "")
+        msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "this is FORBIDDEN"}]
+        assert c.check(msgs, user_id="alice", stage="output").action is Action.BLOCK
+        for stage in Stage:
+            assert c.check("plain text", user_id="alice", stage=stage).stage is stage
+        assert c.check("x" * 40_000, user_id="alice").action is Action.BLOCK  # validator gate
+
+
+def test_settings_round_trip_and_versioning(service):
+    with service.client() as c:
+        with pytest.raises(ServiceUnknownUserError) as e:
+            c.get_settings("carol")
+        assert isinstance(e.value, UnknownUserError) and e.value.status_code == 404
+        s1 = c.put_settings("carol", {"guard": {"shadow": True}}, expected_version=0)
+        assert s1.version == 1 and s1.settings["guard"]["shadow"] is True
+        assert c.get_settings("carol") == s1
+        with pytest.raises(ServiceVersionConflictError) as e:
+            c.put_settings("carol", {"guard": {}}, expected_version=0)
+        assert isinstance(e.value, VersionConflictError) and (e.value.expected, e.value.actual) == (0, 1)
+        s2 = c.put_section("carol", "guard", {"thresholds": {"pii": 0.9}}, expected_version=1)
+        assert s2.version == 2 and c.get_section("carol", "guard")["thresholds"] == {"pii": 0.9}
+        s3 = c.update_section("carol", "guard", lambda g: {**g, "disabled_detectors": ["pii"]})
+        assert s3.version == 3 and s3.settings["guard"]["thresholds"] == {"pii": 0.9}
+        # the stored settings take effect on checks: pii disabled for carol
+        assert c.check("mail bob@example.com", user_id="carol").action is Action.ALLOW
+        with pytest.raises(ServiceInvalidInputError) as e:  # validated by the section model: 422
+            c.put_section("carol", "guard", {"shaddow": True})
+        assert isinstance(e.value, InvalidInputError) and e.value.status_code == 422
+        with pytest.raises(NotFoundError):
+            c.get_section("carol", "no_such_section")
+        s4 = c.delete_section("carol", "guard")
+        assert s4.version == 4 and "guard" not in s4.settings
+        audit = c.audit("carol")
+        assert [a.version for a in audit] == [4, 3, 2, 1] and [a.op for a in audit][-1] == "put"
+        assert all(a.actor.startswith("key:") for a in audit)
+        c.delete_settings("carol")
+        with pytest.raises(ServiceUnknownUserError):
+            c.get_settings("carol")
+        assert c.audit("carol", limit=1)[0].op == "delete"
+
+
+def test_if_match_header_and_precondition(service):
+    with service.client() as c:
+        url, headers = f"{service.url}/v1/users/dave/settings", c._core.headers(c._core.get("/"))
+        r = httpx.put(url, json={"settings": {"guard": {}}}, headers=headers)
+        assert r.status_code == 428 and r.json()["error"]["code"] == "precondition_required"
+        r = httpx.put(url, json={"settings": {"guard": {}}}, headers={**headers, "If-Match": '"0"'})
+        assert r.status_code == 200 and r.headers["etag"] == '"1"'
+        r = httpx.put(url, json={"settings": {"guard": {}}}, headers={**headers, "If-Match": '"0"'})
+        assert r.status_code == 409
+        r = httpx.put(url, json={"settings": {"guard": {"shadow": True}}}, headers={**headers, "If-Match": "*"})
+        assert r.status_code == 200 and r.json()["version"] == 2
+
+
+def test_admin_tenants_and_keys(service):
+    tenant, key = service.new_tenant()
+    with service.client(admin_key=key) as c:  # a tenant key presented as admin key: 403
+        with pytest.raises(AuthenticationError) as e:
+            c.create_tenant("evil")
+        assert e.value.status_code == 403
+    admin = {"Authorization": "Bearer " + "test-admin-key-3f9c2a"}
+    r = httpx.post(f"{service.url}/v1/admin/tenants", json={"tenant_id": tenant}, headers=admin)
+    assert r.status_code == 409
+    assert tenant in httpx.get(f"{service.url}/v1/admin/tenants", headers=admin).json()["tenants"]
+    r = httpx.post(f"{service.url}/v1/admin/tenants/{tenant}/keys", headers=admin)  # empty body, no content type
+    assert r.status_code == 201
+    second = r.json()
+    with service.client(second["api_key"]) as c2:
+        c2.put_settings("erin", {"guard": {}}, expected_version=0)
+    with service.client(key) as c1:  # both keys reach the same tenant
+        assert c1.get_settings("erin").version == 1
+    assert httpx.delete(f"{service.url}/v1/admin/keys/{second['key_id']}", headers=admin).status_code == 204
+    assert httpx.delete(f"{service.url}/v1/admin/keys/{second['key_id']}", headers=admin).status_code == 404
+    service.app.state.rg.keys._cache.clear()  # skip the cache TTL
+    with service.client(second["api_key"]) as c2, pytest.raises(AuthenticationError):
+        c2.get_settings("erin")
+
+
+def test_metrics_have_no_ids_or_text(service):
+    with service.client() as c:
+        c.check("metrics probe text zq9", user_id="user-metrics-7", stage="tool_call")
+        c.put_settings("user-metrics-7", {"guard": {}}, expected_version=0)
+    text = httpx.get(f"{service.url}/metrics").text
+    assert 'railguard_decisions_total{action="allow",shadow="false",stage="tool_call"}' in text
+    assert 'route="/v1/users/{user_id:path}/settings"' in text
+    assert "user-metrics-7" not in text and "zq9" not in text and "t-" not in text
+
+
+async def test_async_client_round_trip(service):
+    tenant, key = service.new_tenant()
+    async with AsyncRailguardClient(service.url, api_key=key, max_retries=0) as c:
+        assert (await c.health())["status"] == "ok" and await c.ready()
+        d = await c.check([{"role": "user", "content": "call 415-555-0132"}], user_id="u", session_id="s")
+        assert d.action is Action.REDACT
+        s = await c.update_section("u", "guard", lambda g: {**g, "shadow": True})
+        assert s.version == 1 and (await c.get_section("u", "guard"))["shadow"] is True
+        s = await c.put_settings("u", {"guard": {}}, expected_version=1)
+        assert (await c.get_settings("u")).version == 2
+        assert [a.version for a in await c.audit("u")] == [2, 1]
+        await c.delete_settings("u")
+        with pytest.raises(UnknownUserError):
+            await c.get_settings("u")
+
+
+def test_user_ids_with_reserved_characters(service):
+    """Ids are 1-256 printable characters: '/', '?', '#', spaces and unicode must round-trip too."""
+    with service.client() as c:
+        for i, uid in enumerate(["org/alice", "a?b#c", "with space", "ünï/cødé/", "settings"]):
+            s = c.put_settings(uid, {"guard": {"thresholds": {"pii": i / 10}}}, expected_version=0)
+            assert s.user_id == uid
+            assert c.get_section(uid, "guard")["thresholds"] == {"pii": i / 10}
+            assert c.audit(uid)[0].user_id == uid
+        assert c.get_settings("org/alice").user_id == "org/alice"
+        c.delete_settings("org/alice")
+        with pytest.raises(ServiceUnknownUserError):
+            c.get_settings("org/alice")

@@ -1,0 +1,157 @@
+"""The OpenAI-compatible proxy: input checked before upstream, output checked before release (streamed too)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+
+from guardrails import DEFAULT_REFUSAL, Guard
+from guardrails.client import AsyncRailguardClient, ServiceInvalidInputError, ServiceUnavailableError
+from guardrails.service import ChatConfig, create_app
+from guardrails.store import SettingsStore
+
+
+def _text(chunks: list[dict]) -> str:
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+
+
+def test_non_streaming_allow_and_block(service):
+    with service.client() as c:
+        r = c.chat([{"role": "user", "content": "hello"}], user_id="u1", model="stub-1", temperature=0)
+        assert r["object"] == "chat.completion" and r["choices"][0]["message"]["content"] == "echo: hello"
+        assert r["choices"][0]["finish_reason"] == "stop" and r["usage"]["total_tokens"] == 3
+        assert r["railguard"]["input"]["action"] == "allow" and r["railguard"]["output"]["action"] == "allow"
+        assert service.upstream.bodies[-1]["temperature"] == 0  # extra OpenAI params pass through
+        r = c.chat([{"role": "user", "content": "say FORBIDDEN"}], user_id="u1")
+        assert r["choices"][0]["message"]["content"] == DEFAULT_REFUSAL
+        assert r["choices"][0]["finish_reason"] == "content_filter"
+        assert r["railguard"]["output"]["action"] == "block"
+
+
+def test_input_block_never_reaches_upstream(service):
+    calls = len(service.upstream.bodies)
+    with service.client() as c:
+        r = c.chat([{"role": "user", "content": "x" * 40_000}], user_id="u1")
+    assert r["choices"][0]["finish_reason"] == "content_filter" and r["railguard"]["output"] is None
+    assert len(service.upstream.bodies) == calls
+
+
+def test_streaming_releases_only_checked_output(service):
+    with service.client() as c:
+        chunks = list(c.chat_stream([{"role": "user", "content": "hello streaming world"}], user_id="u2"))
+        assert _text(chunks) == "echo: hello streaming world"
+        assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and chunks[-1]["railguard"]["output"]
+        assert len(chunks) > 3  # the upstream's chunking is preserved on release
+        # input redaction applies before the upstream sees anything, streaming or not
+        chunks = list(c.chat_stream([{"role": "user", "content": "mail bob@example.com now"}], user_id="u2"))
+        assert "bob@example.com" not in service.upstream.bodies[-1]["messages"][-1]["content"]
+        assert "bob@example.com" not in _text(chunks)
+        headers = {"Authorization": f"Bearer {c._core.api_key}"}
+    raw = httpx.post(f"{service.url}/v1/chat/completions", headers=headers, json={
+        "messages": [{"role": "user", "content": "please say FORBIDDEN twice FORBIDDEN"}], "stream": True,
+        "user": "u2"})
+    assert raw.status_code == 200 and raw.headers["content-type"].startswith("text/event-stream")
+    assert "FORBIDDEN" not in raw.text  # not one blocked byte was streamed
+    lines = [ln for ln in raw.text.splitlines() if ln.startswith("data:")]
+    assert lines[-1] == "data: [DONE]" and DEFAULT_REFUSAL in raw.text and '"content_filter"' in raw.text
+
+
+async def test_concurrent_streams_do_not_mix(service):
+    _, key = service.new_tenant()
+    async with AsyncRailguardClient(service.url, api_key=key, max_retries=0) as c:
+        async def one(i: int) -> str:
+            pieces = [ch async for ch in c.chat_stream([{"role": "user", "content": f"stream number {i} " * 3}],
+                                                       user_id=f"user{i}", session_id=f"s{i}")]
+            return _text(pieces)
+
+        results = await asyncio.gather(*(one(i) for i in range(12)))
+    assert results == [f"echo: {f'stream number {i} ' * 3}" for i in range(12)]
+
+
+def test_upstream_failure_is_a_clean_502(service):
+    service.upstream.fail = True
+    try:
+        calls = len(service.upstream.bodies)
+        with service.client() as c:
+            with pytest.raises(ServiceUnavailableError) as e:
+                c.chat([{"role": "user", "content": "hi"}], user_id="u3")
+            assert e.value.status_code == 502 and e.value.code == "upstream_error"
+            with pytest.raises(ServiceUnavailableError):
+                list(c.chat_stream([{"role": "user", "content": "hi"}], user_id="u3"))
+        assert len(service.upstream.bodies) == calls + 2  # generation is not retried
+    finally:
+        service.upstream.fail = False
+
+
+def test_chat_requires_a_user(service):
+    with service.client() as c, pytest.raises(ServiceInvalidInputError):
+        c._send(c._core.chat([{"role": "user", "content": "hi"}], "", None, {}, 10))
+    with service.client() as c:
+        key = c._core.api_key
+    r = httpx.post(f"{service.url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]},
+                   headers={"Authorization": f"Bearer {key}", "X-Railguard-User-Id": "hdr-user"})
+    assert r.status_code == 200 and r.json()["railguard"]["input"]["user_id"] == "hdr-user"
+
+
+@pytest.mark.model
+def test_local_model_proxy(tmp_path):
+    """No upstream configured: the embedded SmolLM2 answers, both sides guarded."""
+    from fastapi.testclient import TestClient
+
+    store = SettingsStore(tmp_path / "local.db")
+    app = create_app(Guard.from_registry(["pii", "validator"], store=store), store, admin_key="adm",
+                     chat=ChatConfig(max_new_tokens=12, warm_local_model=True))
+    with TestClient(app) as tc:
+        deadline = time.monotonic() + 300
+        while tc.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        key = tc.post("/v1/admin/tenants", json={"tenant_id": "t"}, headers={"Authorization": "Bearer adm"}
+                      ).json()["api_key"]
+        h = {"Authorization": f"Bearer {key}"}
+        r = tc.post("/v1/chat/completions", headers=h, json={
+            "messages": [{"role": "user", "content": "Say hello."}], "user": "u", "max_tokens": 8})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["choices"][0]["message"]["content"] and body["model"].startswith("railguard-local/")
+        assert body["railguard"]["output"]["stage"] == "output"
+        r = tc.post("/v1/chat/completions", headers=h, json={
+            "messages": [{"role": "user", "content": "Say hello."}], "user": "u", "stream": True, "max_tokens": 8})
+        assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
+    store.close()
+
+
+def test_openai_content_parts_and_developer_role(service):
+    with service.client() as c:
+        r = c.chat([{"role": "developer", "content": "be brief"},
+                    {"role": "user", "content": [{"type": "text", "text": "part one"},
+                                                 {"type": "image_url", "image_url": {"url": "x"}},
+                                                 {"type": "text", "text": "part two"}]}], user_id="u5")
+    assert r["choices"][0]["message"]["content"] == "echo: part one\npart two"
+    assert service.upstream.bodies[-1]["messages"][0]["role"] == "system"
+
+
+def test_sse_keepalive_while_buffering(service):
+    cfg = service.app.state.rg.chat
+    cfg.sse_keepalive_s = 0.05
+    try:
+        with service.client() as c:
+            headers = {"Authorization": f"Bearer {c._core.api_key}"}
+        body = {"messages": [{"role": "user", "content": "SLOW then FORBIDDEN"}], "stream": True, "user": "k"}
+        raw = httpx.post(f"{service.url}/v1/chat/completions", headers=headers, json=body).text
+        assert raw.startswith(": keepalive") and "FORBIDDEN" not in raw and DEFAULT_REFUSAL in raw
+        body["messages"][0]["content"] = "SLOW but fine"
+        raw = httpx.post(f"{service.url}/v1/chat/completions", headers=headers, json=body).text
+        chunks = [json.loads(ln[5:]) for ln in raw.splitlines() if ln.startswith("data: {")]
+        assert ": keepalive" in raw and _text(chunks) == "echo: SLOW but fine"
+        service.upstream.fail = True  # after the 200 is committed, failures arrive as an in-stream error
+        raw = httpx.post(f"{service.url}/v1/chat/completions", headers=headers, json=body).text
+        assert '"error"' in raw and '"upstream_error"' in raw and raw.rstrip().endswith("data: [DONE]")
+    finally:
+        cfg.sse_keepalive_s = None
+        service.upstream.fail = False

@@ -1,0 +1,169 @@
+"""Client behaviour without a server (httpx.MockTransport): request shapes, retries, backoff, typed errors."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from guardrails import Action, Decision
+from guardrails.client import (
+    AsyncRailguardClient,
+    AuthenticationError,
+    RailguardClient,
+    ServiceError,
+    ServiceInvalidInputError,
+    ServiceUnavailableError,
+    ServiceVersionConflictError,
+)
+from guardrails.errors import InvalidInputError, RailguardError, VersionConflictError
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+DECISION = {"action": "warn", "stage": "output", "findings": [], "user_id": "u", "session_id": "s",
+            "latency_ms": 1.0, "shadow": False, "error": None}
+SETTINGS = {"tenant_id": "t", "user_id": "u", "version": 2, "settings": {"guard": {"shadow": True}},
+            "updated_at": None}
+
+
+def err(status: int, code: str, details=None) -> httpx.Response:
+    return httpx.Response(status, json={"error": {"code": code, "message": "m", "status": status,
+                                                  "details": details}})
+
+
+class Script:
+    """A MockTransport handler that plays back responses (or raises) and records requests."""
+
+    def __init__(self, *steps) -> None:
+        self.steps, self.requests = list(steps), []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        step = self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+def client(script: Script, **kw) -> RailguardClient:
+    kw.setdefault("max_retries", 3)
+    return RailguardClient("http://rg.test", api_key="rgk_k.s", transport=httpx.MockTransport(script),
+                           backoff_s=0.001, **kw)
+
+
+def test_check_request_shape_and_result():
+    s = Script(httpx.Response(200, json=DECISION))
+    with client(s) as c:
+        d = c.check([{"role": "user", "content": "hi"}], user_id="u", session_id="s", stage="output")
+    assert isinstance(d, Decision) and d.action is Action.WARN
+    req = s.requests[0]
+    assert req.method == "POST" and req.url.path == "/v1/check/output"
+    assert req.headers["authorization"] == "Bearer rgk_k.s"
+    assert json.loads(req.content) == {"user_id": "u", "session_id": "s",
+                                       "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_path_segments_are_encoded():
+    s = Script(httpx.Response(200, json=SETTINGS))
+    with client(s) as c:
+        c.get_settings("a/b c?")
+    assert s.requests[0].url.raw_path == b"/v1/users/a%2Fb%20c%3F/settings"
+
+
+def test_retries_5xx_with_backoff_then_succeeds():
+    s = Script(httpx.Response(503), err(502, "x"), httpx.Response(200, json=DECISION))
+    with client(s) as c:
+        assert c.check("hi", user_id="u").action is Action.WARN
+    assert len(s.requests) == 3
+
+
+def test_gives_up_after_max_retries():
+    s = Script(err(500, "internal_error"))
+    with client(s, max_retries=2) as c, pytest.raises(ServiceUnavailableError) as e:
+        c.check("hi", user_id="u")
+    assert len(s.requests) == 3 and e.value.status_code == 500 and e.value.code == "internal_error"
+
+
+def test_connect_errors_retry_but_read_timeouts_do_not():
+    s = Script(httpx.ConnectError("refused"))
+    with client(s, max_retries=2) as c, pytest.raises(ServiceUnavailableError) as e:
+        c.health()
+    assert len(s.requests) == 3 and e.value.status_code is None
+    s = Script(httpx.ReadTimeout("slow"))  # the request may have been processed: not repeated
+    with client(s) as c, pytest.raises(ServiceUnavailableError):
+        c.check("hi", user_id="u")
+    assert len(s.requests) == 1
+
+
+@pytest.mark.parametrize(("resp", "exc", "base"), [
+    (err(400, "invalid_json"), ServiceInvalidInputError, InvalidInputError),
+    (err(413, "payload_too_large"), ServiceInvalidInputError, InvalidInputError),
+    (err(415, "unsupported_media_type"), ServiceInvalidInputError, InvalidInputError),
+    (err(422, "invalid_request"), ServiceInvalidInputError, InvalidInputError),
+    (err(401, "invalid_api_key"), AuthenticationError, PermissionError),
+    (err(403, "forbidden"), AuthenticationError, PermissionError),
+    (err(409, "version_conflict", {"expected": 1, "actual": 4}), ServiceVersionConflictError, VersionConflictError),
+    (httpx.Response(418, text="teapot"), ServiceError, RailguardError),
+])
+def test_4xx_are_typed_and_never_retried(resp, exc, base):
+    s = Script(resp)
+    with client(s) as c, pytest.raises(exc) as e:
+        c.put_settings("u", {"guard": {}}, expected_version=1)
+    assert isinstance(e.value, base) and isinstance(e.value, ServiceError)
+    assert e.value.status_code == resp.status_code and len(s.requests) == 1
+    if exc is ServiceVersionConflictError:
+        assert (e.value.expected, e.value.actual) == (1, 4)
+
+
+def test_update_section_retries_conflicts():
+    s = Script(httpx.Response(200, json={"section": "guard", "data": {"shadow": False}, "version": 1}),
+               err(409, "version_conflict", {"expected": 1, "actual": 2}),
+               httpx.Response(200, json={"section": "guard", "data": {"shadow": False}, "version": 2}),
+               httpx.Response(200, json=SETTINGS))
+    with client(s) as c:
+        out = c.update_section("u", "guard", lambda g: {**g, "shadow": True})
+    assert out.version == 2
+    puts = [r for r in s.requests if r.method == "PUT"]
+    assert [json.loads(r.content)["expected_version"] for r in puts] == [1, 2]
+    assert json.loads(puts[-1].content)["data"] == {"shadow": True}
+
+
+def test_env_defaults_and_timeout(monkeypatch):
+    monkeypatch.setenv("RAILGUARD_URL", "http://from-env.test")
+    monkeypatch.setenv("RAILGUARD_API_KEY", "rgk_env.key")
+    s = Script(httpx.Response(200, json={"status": "ok"}))
+    with RailguardClient(transport=httpx.MockTransport(s), timeout=1.5) as c:
+        c.health()
+    req = s.requests[0]
+    assert req.url.host == "from-env.test" and req.headers["authorization"] == "Bearer rgk_env.key"
+    assert req.extensions["timeout"]["read"] == 1.5
+
+
+def test_unreachable_server():
+    with RailguardClient(f"http://127.0.0.1:{free_port()}", api_key="k", max_retries=1, backoff_s=0.001) as c:
+        with pytest.raises(ServiceUnavailableError):
+            c.check("hi", user_id="u")
+        assert c.ready() is False
+
+
+async def test_async_twin_same_behaviour():
+    calls: list[httpx.Request] = []
+    replies = [httpx.Response(503), httpx.Response(200, json=DECISION), err(422, "invalid_input")]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return replies.pop(0)
+
+    async with AsyncRailguardClient("http://rg.test", api_key="rgk_k.s", backoff_s=0.001,
+                                    transport=httpx.MockTransport(handler)) as c:
+        assert (await c.check("hi", user_id="u", stage="output")).action is Action.WARN
+        with pytest.raises(ServiceInvalidInputError):
+            await c.check("", user_id="u")
+    assert len(calls) == 3 and calls[0].url.path == "/v1/check/output"
