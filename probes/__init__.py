@@ -1,0 +1,47 @@
+"""railguard privacy probes (NeuroFilter): activation probes with cross-turn velocity.
+
+Public API (everything else is internal):
+
+- capture: ``capture``, ``capture_messages``, ``render``, ``to_messages``, ``validate_messages``,
+  ``layer_module``, ``LayerTap``, ``NonFiniteActivationError``
+- probes: ``LinearProbe``, ``ProbeArtifact``, ``ProbeBundle``, ``ProbeMeta``, ``load_probe``,
+  ``ProbeError``, ``ProbeMismatchError``, ``CorruptProbeError``
+- training: ``fit_single``, ``fit_multiturn``, ``train_bundle``, ``leave_one_out``, ``calibrate_threshold``
+- serving: ``SentinelEncoder``, ``VelocityTracker``, ``InMemoryStateStore``, ``StateStore``,
+  ``PrivacyDetector``, ``FusedProbeHook``, ``build_privacy_detector``, ``demo``
+"""
+
+from .capture import (
+    LayerTap,
+    NonFiniteActivationError,
+    capture,
+    capture_messages,
+    layer_module,
+    render,
+    to_messages,
+    validate_messages,
+)
+from .metrics import calibrate_threshold
+from .plugin import FusedProbeHook, PrivacyDetector, build_privacy_detector, demo
+from .probe import (
+    CorruptProbeError,
+    LinearProbe,
+    ProbeArtifact,
+    ProbeBundle,
+    ProbeError,
+    ProbeMeta,
+    ProbeMismatchError,
+    load_probe,
+)
+from .sentinel import SentinelEncoder
+from .train import fit_multiturn, fit_single, leave_one_out, train_bundle
+from .velocity import InMemoryStateStore, StateStore, VelocityTracker
+
+__all__ = [
+    "CorruptProbeError", "FusedProbeHook", "InMemoryStateStore", "LayerTap", "LinearProbe",
+    "NonFiniteActivationError", "PrivacyDetector", "ProbeArtifact", "ProbeBundle", "ProbeError", "ProbeMeta",
+    "ProbeMismatchError", "SentinelEncoder", "StateStore", "VelocityTracker", "build_privacy_detector",
+    "calibrate_threshold", "capture", "capture_messages", "demo", "fit_multiturn", "fit_single",
+    "layer_module", "leave_one_out", "load_probe", "render", "to_messages", "train_bundle",
+    "validate_messages",
+]

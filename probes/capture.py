@@ -1,0 +1,238 @@
+"""Activation capture for any Hugging Face causal LM.
+
+Layer index convention (the HF ``output_hidden_states`` one, so probes trained on either path agree):
+``0`` = token embeddings, ``i`` in ``1..L-1`` = output of decoder block ``i-1``, ``L`` = the final-norm
+output (HF applies the final norm to the last hidden state). We hook the module whose output *is* that
+tensor instead of asking for every hidden state: one hook costs nothing, and raising from the hook stops
+the forward right after the probe layer (early exit), which matters for offline collection and sentinels.
+
+The feature is the **last real token** of the rendered prompt (the end of the assistant generation
+header). Batches are padded; we locate the last real token from the attention mask so left and right
+padding give the same vector (the classic bug is reading ``[:, -1]`` under right padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from guardrails.errors import InvalidInputError
+
+Messages = list[dict[str, str]]
+_ROLES = {"system", "user", "assistant"}
+
+
+class _StopForward(Exception):
+    """Raised from a hook to abort the forward pass once the deepest needed layer has run."""
+
+
+class NonFiniteActivationError(InvalidInputError):
+    """The model produced NaN/inf at the probe layer; a verdict on such a vector would be meaningless."""
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+def to_messages(context: str | None, request: str | None = None,
+                turns: Sequence[dict[str, str]] | None = None) -> Messages:
+    """Build chat messages the way CONTRACT renders privacy data: context -> system, request -> user."""
+    msgs: Messages = []
+    if context is not None:
+        msgs.append({"role": "system", "content": str(context)})
+    if request is not None:
+        msgs.append({"role": "user", "content": str(request)})
+    for t in turns or ():
+        msgs.append({"role": str(t["role"]), "content": str(t["content"])})
+    return msgs
+
+
+def validate_messages(messages: Sequence[Any]) -> Messages:
+    """Normalize and check a conversation to be scored before the assistant answers its last user turn.
+
+    Rejects (InvalidInputError): empty conversations, unknown roles, non-string content, an assistant
+    speaking before any user turn, system messages after the first turn, and a last turn that is not the
+    user's (there is nothing to score "before the answer" then).
+    """
+    out: Messages = []
+    for m in messages:
+        role = getattr(m, "role", None) if not isinstance(m, dict) else m.get("role")
+        content = getattr(m, "content", None) if not isinstance(m, dict) else m.get("content")
+        role = getattr(role, "value", role)
+        if role not in _ROLES:
+            raise InvalidInputError(f"unsupported message role {role!r}; expected system/user/assistant")
+        if not isinstance(content, str):
+            raise InvalidInputError("message content must be a string")
+        out.append({"role": role, "content": content})
+    if not out:
+        raise InvalidInputError("empty conversation: nothing to score")
+    body = out[1:] if out[0]["role"] == "system" else out
+    if any(m["role"] == "system" for m in body):
+        raise InvalidInputError("a system message is only allowed as the first message")
+    if not body:
+        raise InvalidInputError("conversation has no user turn")
+    if body[0]["role"] != "user":
+        raise InvalidInputError("conversation must start with a user turn (assistant-first is not scorable)")
+    if body[-1]["role"] != "user":
+        raise InvalidInputError("the last message must be the user turn being checked")
+    if not body[-1]["content"].strip():
+        raise InvalidInputError("the user turn being checked is empty")
+    return out
+
+
+def render(tokenizer: Any, messages: Sequence[Any]) -> str:
+    """Render through the model's own chat template with the generation header (what the model sees)."""
+    msgs = validate_messages(messages)
+    if getattr(tokenizer, "chat_template", None) is None:
+        # Base models without a template: a plain, documented fallback (train and serve must agree).
+        return "\n".join(f"{m['role']}: {m['content']}" for m in msgs) + "\nassistant:"
+    return str(tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a rendered prompt (the template already holds the special tokens)."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+# ------------------------------------------------------------------------------------------- layer modules
+def decoder_parts(model: Any) -> tuple[Any, Any, Any]:
+    """(embedding module, list of decoder blocks, final norm) for Llama/Qwen/Mistral/GPT-2-like models."""
+    base = model.get_decoder() if hasattr(model, "get_decoder") else getattr(model, "model", model)
+    layers = getattr(base, "layers", None) or getattr(base, "h", None)
+    norm = getattr(base, "norm", None) or getattr(base, "ln_f", None) or getattr(base, "final_layernorm", None)
+    if layers is None or norm is None:
+        raise InvalidInputError(f"unsupported architecture {type(model).__name__}: cannot find blocks/norm")
+    return model.get_input_embeddings(), layers, norm
+
+
+def num_layers(model: Any) -> int:
+    return len(decoder_parts(model)[1])
+
+
+def layer_module(model: Any, index: int) -> Any:
+    """The module whose forward output equals ``hidden_states[index]`` (see the module docstring)."""
+    emb, layers, norm = decoder_parts(model)
+    n = len(layers)
+    if not 0 <= index <= n:
+        raise InvalidInputError(f"layer {index} out of range 0..{n}")
+    if index == 0:
+        return emb
+    return norm if index == n else layers[index - 1]
+
+
+def _out_tensor(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple | list) else output
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position of the last real token in each row, for left *or* right padding."""
+    seq = attention_mask.shape[1]
+    flipped = torch.flip(attention_mask.long(), dims=[1])
+    return seq - 1 - flipped.argmax(dim=1)
+
+
+class LayerTap:
+    """Context manager: forward hooks on the requested layers, last-token rows kept in fp32.
+
+    ``early_exit=True`` raises from the deepest hooked layer so the rest of the network never runs; the
+    caller must then run the forward through :meth:`run`, which swallows that private signal.
+    """
+
+    def __init__(self, model: Any, layers: Sequence[int], *, early_exit: bool = True) -> None:
+        self.model = model
+        self.layers = sorted(set(int(i) for i in layers))
+        if not self.layers:
+            raise InvalidInputError("no layers requested")
+        self.early_exit = early_exit
+        self.index: torch.Tensor | None = None  # last-token positions for the current batch
+        self.values: dict[int, torch.Tensor] = {}
+        self._handles: list[Any] = []
+
+    def _hook(self, layer: int):  # noqa: ANN202 - torch hook signature
+        deepest = layer == self.layers[-1]
+
+        def fn(_mod: Any, _inp: Any, output: Any) -> None:
+            h = _out_tensor(output)
+            idx = self.index if self.index is not None else torch.full((h.shape[0],), h.shape[1] - 1)
+            rows = h[torch.arange(h.shape[0], device=h.device), idx.to(h.device)]
+            self.values[layer] = rows.detach().float()
+            if deepest and self.early_exit:
+                raise _StopForward
+
+        return fn
+
+    def __enter__(self) -> LayerTap:
+        for i in self.layers:
+            self._handles.append(layer_module(self.model, i).register_forward_hook(self._hook(i)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def run(self, **forward_kwargs: Any) -> dict[int, torch.Tensor]:
+        """One forward; returns {layer: [batch, d] fp32}. Raises NonFiniteActivationError on NaN/inf."""
+        self.values = {}
+        try:
+            with torch.inference_mode():
+                forward_kwargs.setdefault("use_cache", False)
+                self.model(**forward_kwargs)
+        except _StopForward:
+            pass
+        missing = [i for i in self.layers if i not in self.values]
+        if missing:
+            raise RuntimeError(f"layers {missing} were not reached by the forward pass")
+        for i, v in self.values.items():
+            if not torch.isfinite(v).all():
+                raise NonFiniteActivationError(f"non-finite activation at layer {i}")
+        return self.values
+
+
+def capture(model: Any, tokenizer: Any, prompts: Sequence[str], layers: Sequence[int], *,
+            batch_size: int = 8, early_exit: bool = True, max_tokens: int | None = None,
+            progress: bool = False) -> np.ndarray:
+    """Last-real-token activations of rendered prompts: array ``[n, len(layers), d]`` (fp32, sorted layers).
+
+    Prompts are sorted by length before batching (less padding, faster on CPU) and returned in input order.
+    Batches are right-padded (positions stay 0..n-1 for every real token, so no position-id bookkeeping) and
+    the last real token is read through the attention mask; left padding works with LayerTap directly.
+    """
+    layers = sorted(set(int(i) for i in layers))
+    if not prompts:
+        d = int(model.config.hidden_size)
+        return np.zeros((0, len(layers), d), dtype=np.float32)
+    dev = next(model.parameters()).device
+    ids = [encode(tokenizer, p) for p in prompts]
+    limit = max_tokens or int(getattr(model.config, "max_position_embeddings", 1 << 30))
+    too_long = [i for i, x in enumerate(ids) if len(x) > limit]
+    if too_long:
+        raise InvalidInputError(f"{len(too_long)} prompt(s) exceed the model context of {limit} tokens")
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    out: list[np.ndarray | None] = [None] * len(ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    bar = tqdm(total=len(ids), desc="capture", disable=not progress, unit="prompt")
+    with LayerTap(model, layers, early_exit=early_exit) as tap:
+        for s in range(0, len(ids), batch_size):
+            chunk = [int(i) for i in order[s : s + batch_size]]
+            width = max(len(ids[i]) for i in chunk)
+            inp = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, i in enumerate(chunk):  # right padding; last_token_index handles it
+                inp[r, : len(ids[i])] = torch.tensor(ids[i])
+                mask[r, : len(ids[i])] = 1
+            tap.index = last_token_index(mask)
+            vals = tap.run(input_ids=inp.to(dev), attention_mask=mask.to(dev))
+            stacked = torch.stack([vals[i] for i in layers], dim=1).cpu().numpy()
+            for r, i in enumerate(chunk):
+                out[i] = stacked[r]
+            bar.update(len(chunk))
+    bar.close()
+    return np.stack(out).astype(np.float32)  # type: ignore[arg-type]
+
+
+def capture_messages(model: Any, tokenizer: Any, conversations: Sequence[Sequence[Any]],
+                     layers: Sequence[int], **kw: Any) -> np.ndarray:
+    """:func:`capture` on conversations rendered through the chat template."""
+    return capture(model, tokenizer, [render(tokenizer, c) for c in conversations], layers, **kw)

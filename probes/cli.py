@@ -1,0 +1,133 @@
+"""`railguard probes ...`: train and evaluate activation probes (mounted by the spine from ``probes.cli:app``).
+
+``--json`` prints exactly one JSON object on stdout; logs and progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+
+app = typer.Typer(help="Activation-probe privacy guard (NeuroFilter): train and evaluate probes.",
+                  no_args_is_help=True)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def train(
+    data: list[Path] = typer.Option(..., "--data", help="privacy JSONL file(s); repeatable"),
+    out: Path = typer.Option(..., "--out", help="output probe directory (bundle: single/ [+ multiturn/])"),
+    model: str = typer.Option("smollm2-135m-instruct", "--model", help="embedded name, HF id or local path"),
+    layer: str = typer.Option("auto", "--layer", help="'auto' (grouped CV) or a layer index"),
+    target_fpr: float = typer.Option(0.01, "--target-fpr", help="FPR the threshold is calibrated to"),
+    multiturn: bool = typer.Option(False, "--multiturn", help="also fit the multi-turn drift probe"),
+    method: str = typer.Option("logreg", "--method", help="logreg | diffmean"),
+    as_json: bool = typer.Option(False, "--json", help="print the training metrics as one JSON object"),
+) -> None:
+    """Fit + calibrate a probe and write an artifact directory."""
+    _setup_logging()
+    from guardrails.errors import RailguardError
+    from guardrails.models import load_causal_lm
+
+    from .datasets import file_sha256, load_jsonl
+    from .train import train_bundle
+
+    if not 0 < target_fpr < 1:
+        _fail("--target-fpr must be in (0, 1)")
+    if method not in ("logreg", "diffmean"):
+        _fail("--method must be logreg or diffmean")
+    try:
+        li = None if layer == "auto" else int(layer)
+    except ValueError:
+        _fail("--layer must be 'auto' or an integer")
+    try:
+        records = [r for f in data for r in load_jsonl(f)]
+        shas = {f.name: file_sha256(f) for f in data}
+        lm = load_causal_lm(model)
+        if li is not None and not 0 <= li <= lm.num_layers:
+            _fail(f"--layer must be in 0..{lm.num_layers}")
+        t0 = time.perf_counter()
+        bundle = train_bundle(records, lm, layer=li, target_fpr=target_fpr, multiturn=multiturn,
+                              method=method, data_sha256=shas)  # type: ignore[arg-type]
+        bundle.save(out)
+    except (RailguardError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    res: dict[str, Any] = {"out": str(out), "train_s": round(time.perf_counter() - t0, 2),
+                           "single": {"layer": bundle.single.meta.layer, **bundle.single.meta.metrics["cv"]}}
+    if bundle.multiturn is not None:
+        res["multiturn"] = {"layer": bundle.multiturn.meta.layer,
+                            **bundle.multiturn.meta.metrics["cv_conversation"]}
+    typer.echo(json.dumps(res) if as_json else json.dumps(res, indent=2))
+
+
+@app.command("eval")
+def eval_(
+    probe: str = typer.Option(..., "--probe", help="probe directory or 'default'"),
+    data: Path = typer.Option(..., "--data", help="privacy JSONL (single- and/or multi-turn lines)"),
+    as_json: bool = typer.Option(False, "--json", help="exactly one JSON object on stdout"),
+    plot: Path | None = typer.Option(None, "--plot", help="write a ROC (+ S_t over turns) PNG"),
+    model: str | None = typer.Option(None, "--model", help="override the probe's model (must match it)"),
+) -> None:
+    """Metrics: n, n_pos, n_neg, auroc, tpr, fpr, threshold, latency_ms_p50 (+ mean_detection_turn)."""
+    _setup_logging()
+    from guardrails.errors import RailguardError
+    from guardrails.models import load_causal_lm
+
+    from . import evaluate as ev
+    from .datasets import load_jsonl
+    from .probe import load_probe
+
+    try:
+        bundle = load_probe(probe)
+        records = load_jsonl(data)
+        if not records:
+            _fail(f"{data} holds no records")
+        lm = load_causal_lm(model or bundle.model_id)
+        bundle.check_model(lm.fingerprint(), lm.name)
+        single = [r for r in records if "request" in r]
+        multi = [r for r in records if "turns" in r]
+        parts: dict[str, Any] = {}
+        plot_args: dict[str, Any] = {}
+        if single:
+            m, y, s = ev.eval_single(bundle, lm, single)
+            parts["single"] = m
+            plot_args = {"y": y, "scores": s}
+        if multi:
+            m, y, drifts = ev.eval_multiturn(bundle, lm, multi)
+            parts["multiturn"] = m
+            if not single:
+                plot_args = {"y": y, "scores": np.asarray([d.max() for d in drifts])}
+            plot_args.update(drifts=drifts, labels=list(y),
+                             drift_threshold=bundle.multiturn.meta.threshold if bundle.multiturn else None)
+    except (RailguardError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    # Top level = the only part, or single-turn metrics with the multi-turn ones nested (both reported).
+    res = dict(parts["single"] if "single" in parts else parts["multiturn"])
+    if "single" in parts and "multiturn" in parts:
+        res["multiturn"] = parts["multiturn"]
+        res["mean_detection_turn"] = parts["multiturn"]["mean_detection_turn"]
+    res["probe"] = probe
+    if plot is not None:
+        ev.plot(plot, **plot_args)
+        res["plot"] = str(plot)
+    typer.echo(json.dumps(res) if as_json else json.dumps(res, indent=2))
+
+
+
+if __name__ == "__main__":  # python -m probes.cli
+    app()

@@ -1,0 +1,134 @@
+"""Evaluate a probe bundle on privacy JSONL (single- and multi-turn lines, detected per line).
+
+Single-turn lines are scored in batches (cached activations) with the single-turn probe; latency is the p50
+of un-batched checks on a sample. Multi-turn lines are replayed turn by turn through the sentinel encoder
+exactly as the detector does at serving time (KV reuse, scored before each user turn is answered): a turn is
+flagged when the single-turn probe or the drift S_t exceeds its threshold, a conversation when any turn is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .capture import to_messages
+from .features import cached_capture, single_turn_prompts
+from .metrics import rates
+from .probe import ProbeBundle
+from .sentinel import SentinelEncoder
+from .train import default_layers, drift_scores
+
+Record = dict[str, Any]
+
+
+def _layers(bundle: ProbeBundle) -> list[int]:
+    ls = {bundle.single.meta.layer}
+    if bundle.multiturn is not None:
+        ls.add(bundle.multiturn.meta.layer)
+    return sorted(ls)
+
+
+def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, latency_sample: int = 16,
+                progress: bool = True) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """CONTRACT metrics for single-turn records; also returns (labels, raw scores) for plots."""
+    # Capture at the standard candidate layers too: same forward cost (early exit at the deepest), and the
+    # activation cache built during training is reused for any record already seen.
+    layers = sorted(set(default_layers(lm.num_layers)) | set(_layers(bundle)))
+    li = layers.index(bundle.single.meta.layer)
+    prompts = single_turn_prompts(lm.tokenizer, records)
+    X = cached_capture(lm, prompts, layers, progress=progress)
+    s = bundle.single.raw(X[:, li])
+    y = np.array([int(r["label"]) for r in records])
+    m: dict[str, Any] = rates(y, s, bundle.single.meta.threshold)
+    enc = SentinelEncoder(lm.model, lm.tokenizer, _layers(bundle))
+    lat = []
+    for r in records[:latency_sample]:
+        t0 = time.perf_counter()
+        enc.activation(to_messages(r.get("context"), r["request"]))
+        lat.append((time.perf_counter() - t0) * 1000)
+    m["latency_ms_p50"] = float(np.median(lat)) if lat else None
+    m["layer"] = bundle.single.meta.layer
+    return m, y, s
+
+
+def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *,
+                   progress: bool = True) -> tuple[dict[str, Any], np.ndarray, list[np.ndarray]]:
+    """Conversation-level metrics + mean_detection_turn (1-based user turn of the first flag, positives)."""
+    layers = _layers(bundle)
+    enc = SentinelEncoder(lm.model, lm.tokenizer, layers, max_sessions=2)
+    single, multi = bundle.single, bundle.multiturn
+    y, conv_scores, drifts, first_flag, lat = [], [], [], [], []
+    for ci, r in enumerate(tqdm(records, desc="conversations", disable=not progress)):
+        msgs = to_messages(r.get("context"), turns=r["turns"])
+        a_single, a_multi = [], []
+        for j, mm in enumerate(msgs):
+            if mm["role"] != "user":
+                continue
+            t0 = time.perf_counter()
+            acts = enc.activation(msgs[: j + 1], session=ci)
+            lat.append((time.perf_counter() - t0) * 1000)
+            a_single.append(acts[single.meta.layer])
+            if multi is not None:
+                a_multi.append(acts[multi.meta.layer])
+        enc.forget(ci)
+        s1 = single.raw(np.stack(a_single)) - single.meta.threshold
+        flags = s1 > 0
+        if multi is not None and len(a_multi) > 1:
+            d = drift_scores(multi.coef, np.stack(a_multi))
+            drifts.append(d)
+            dm = d - multi.meta.threshold
+            dm[0] = -np.inf  # turn 1 is the baseline
+            flags = flags | (dm > 0)
+            margin = np.maximum(s1 / single.meta.score_scale, dm / multi.meta.score_scale)
+        else:
+            drifts.append(np.zeros(len(a_single)))
+            margin = s1 / single.meta.score_scale
+        y.append(int(r["label"]))
+        conv_scores.append(float(np.max(margin)))
+        first_flag.append(int(np.argmax(flags)) + 1 if flags.any() else None)
+    ya = np.array(y)
+    m: dict[str, Any] = rates(ya, conv_scores, 0.0)
+    # auroc ranks conversations by max over turns of max(single margin, drift margin) in score_scale units;
+    # a conversation is flagged when that exceeds 0, i.e. when either probe crosses its own threshold.
+    m["threshold"] = single.meta.threshold
+    m["drift_threshold"] = multi.meta.threshold if multi else None
+    m["drift_layer"] = multi.meta.layer if multi else None
+    det = [t for t, lab in zip(first_flag, y, strict=True) if lab == 1 and t is not None]
+    m["mean_detection_turn"] = float(np.mean(det)) if det else None
+    m["latency_ms_p50"] = float(np.median(lat)) if lat else None
+    m["encoder_stats"] = dict(enc.stats)
+    return m, ya, drifts
+
+
+def plot(path: str | Path, y: np.ndarray, scores: np.ndarray, drifts: list[np.ndarray] | None = None,
+         labels: Sequence[int] | None = None, drift_threshold: float | None = None) -> None:
+    """ROC curve, and (multi-turn) S_t over turns per conversation, to one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    n = 2 if drifts else 1
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 4), squeeze=False)
+    ax = axes[0][0]
+    if len(np.unique(y)) == 2:
+        fpr, tpr, _ = roc_curve(y, scores)
+        ax.plot(fpr, tpr)
+    ax.plot([0, 1], [0, 1], ls=":", c="grey")
+    ax.set(xlabel="FPR", ylabel="TPR", title="ROC")
+    if drifts:
+        ax = axes[0][1]
+        for d, lab in zip(drifts, labels or [0] * len(drifts), strict=False):
+            ax.plot(range(1, len(d) + 1), d, c="red" if lab else "blue", alpha=0.4)
+        if drift_threshold is not None:
+            ax.axhline(drift_threshold, ls="--", c="k")
+        ax.set(xlabel="user turn", ylabel="S_t", title="drift S_t (red = attack)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

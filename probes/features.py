@@ -1,0 +1,97 @@
+"""Turn privacy records into probe features, with an on-disk cache.
+
+Extraction dominates training cost on CPU, so activations are cached as ``.npz`` keyed by the model
+fingerprint, the layer set and a hash of the exact rendered prompts: any change to data, template or model
+invalidates the cache automatically, and re-running training or evaluation is cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .capture import capture, render, to_messages
+
+log = logging.getLogger("railguard.probes")
+Record = dict[str, Any]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("RAILGUARD_PROBES_CACHE", "/tmp/probes_cache"))
+
+
+def single_turn_prompts(tokenizer: Any, records: Sequence[Record]) -> list[str]:
+    return [render(tokenizer, to_messages(r.get("context"), r["request"])) for r in records]
+
+
+def multiturn_prompts(tokenizer: Any, records: Sequence[Record]) -> tuple[list[str], list[tuple[int, int]]]:
+    """One prompt per user turn (the prefix up to and including it); returns (prompts, (conv, turn) index)."""
+    prompts, index = [], []
+    for ci, r in enumerate(records):
+        msgs = to_messages(r.get("context"), turns=r["turns"])
+        k = 0
+        for j, m in enumerate(msgs):
+            if m["role"] == "user":
+                prompts.append(render(tokenizer, msgs[: j + 1]))
+                index.append((ci, k))
+                k += 1
+    return prompts, index
+
+
+def _shard_prefix(lm: Any, layers: Sequence[int]) -> str:
+    h = hashlib.sha256(f"{lm.fingerprint()}|{list(layers)}".encode()).hexdigest()[:16]
+    return f"act-{h}-"
+
+
+def _load_shards(cdir: Path, prefix: str) -> dict[str, np.ndarray]:
+    found: dict[str, np.ndarray] = {}
+    for f in sorted(cdir.glob(prefix + "*.npz")):
+        try:
+            with np.load(f) as z:
+                for k, v in zip(z["keys"], z["x"], strict=True):
+                    found[str(k)] = v
+        except Exception:  # a torn shard is just recomputed
+            log.warning("ignoring unreadable cache shard %s", f)
+    return found
+
+
+def cached_capture(lm: Any, prompts: Sequence[str], layers: Sequence[int], *, batch_size: int = 8,
+                   cache_dir: Path | None = None, progress: bool = True) -> np.ndarray:
+    """:func:`probes.capture.capture` with a per-prompt npz cache; returns ``[n, len(layers), d]`` fp32.
+
+    Shards are keyed by (model fingerprint, layer set); each row by the sha256 of the rendered prompt, so
+    any subset or superset of earlier prompts reuses what was computed (train/dev splits, evals, reruns).
+    """
+    layers = sorted(set(int(i) for i in layers))
+    cdir = cache_dir or default_cache_dir()
+    prefix = _shard_prefix(lm, layers)
+    keys = [hashlib.sha256(p.encode()).hexdigest() for p in prompts]
+    found = _load_shards(cdir, prefix) if cdir.is_dir() else {}
+    missing = sorted({i for i, k in enumerate(keys) if k not in found})
+    if missing:
+        uniq: dict[str, int] = {}
+        for i in missing:
+            uniq.setdefault(keys[i], i)
+        idx = list(uniq.values())
+        x = capture(lm.model, lm.tokenizer, [prompts[i] for i in idx], layers, batch_size=batch_size,
+                    progress=progress)
+        for j, i in enumerate(idx):
+            found[keys[i]] = x[j]
+        try:
+            cdir.mkdir(parents=True, exist_ok=True)
+            name = hashlib.sha256("".join(keys[i] for i in idx).encode()).hexdigest()[:12]
+            tmp = cdir / f"tmp-{os.getpid()}-{name}.npz"
+            np.savez(tmp, keys=np.array([keys[i] for i in idx], dtype="U64"), x=x)
+            os.replace(tmp, cdir / f"{prefix}{name}.npz")
+        except OSError as exc:
+            log.warning("could not write activation cache: %s", exc)
+    d = int(lm.model.config.hidden_size)
+    if not prompts:
+        return np.zeros((0, len(layers), d), dtype=np.float32)
+    return np.stack([found[k] for k in keys]).astype(np.float32)

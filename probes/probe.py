@@ -1,0 +1,227 @@
+"""Linear probes on activations and their on-disk artifact.
+
+``LinearProbe`` follows the scikit-learn estimator protocol. Standardization is fitted but then *folded into*
+the weights (``coef_ = w / scale``, ``intercept_ = b - w·mean/scale``) so serving is one fp32 dot product on
+the raw activation, exactly what the fused hook can afford inside a forward pass.
+
+An artifact is a directory: ``weights.safetensors`` (``coef`` [d], ``intercept`` [1]) + ``meta.json``
+(:class:`ProbeMeta`). The model fingerprint is part of the metadata because a probe direction is meaningless
+on any other model (different basis): loading it against another model is a :class:`ProbeMismatchError`.
+A bundle (the shipped default) is a directory with ``single/`` and ``multiturn/`` artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+
+from guardrails.errors import ConfigError
+
+FORMAT_VERSION = 1
+DEFAULT_DIR = Path(__file__).parent / "default"
+
+
+class ProbeError(ConfigError):
+    """Base class of probe artifact errors (a ConfigError: the configured probe cannot be used)."""
+
+
+class ProbeMismatchError(ProbeError):
+    """The probe was trained on a different model (fingerprint differs); its direction would be noise."""
+
+
+class CorruptProbeError(ProbeError):
+    """The artifact directory is missing files, unparsable, or internally inconsistent."""
+
+
+class LinearProbe(ClassifierMixin, BaseEstimator):
+    """Logistic-regression (or difference-of-means) direction on standardized features, folded back.
+
+    ``method="logreg"``: L2 logistic regression, ``C`` controls regularization; ``class_weight="balanced"``
+    because privacy sets are rarely balanced. ``method="diffmean"``: mean(pos) - mean(neg) in standardized
+    space; no optimizer, robust with few samples, usually a little weaker.
+    """
+
+    def __init__(self, method: Literal["logreg", "diffmean"] = "logreg", C: float = 0.3,
+                 max_iter: int = 2000, threshold: float = 0.0) -> None:
+        self.method = method
+        self.C = C
+        self.max_iter = max_iter
+        self.threshold = threshold
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LinearProbe:
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y).astype(int)
+        if X.ndim != 2 or len(X) != len(y):
+            raise ValueError("X must be [n, d] and match y")
+        if not np.isfinite(X).all():
+            raise ValueError("X contains non-finite values")
+        if set(np.unique(y)) != {0, 1}:
+            raise ValueError("LinearProbe needs both classes 0 and 1")
+        mean = X.mean(0)
+        scale = X.std(0)
+        scale[scale < 1e-8] = 1.0
+        Z = (X - mean) / scale
+        if self.method == "logreg":
+            clf = LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight="balanced")
+            clf.fit(Z, y)
+            w, b = clf.coef_[0], float(clf.intercept_[0])
+        elif self.method == "diffmean":
+            w = Z[y == 1].mean(0) - Z[y == 0].mean(0)
+            w = w / (np.linalg.norm(w) + 1e-12)
+            b = -float(w @ (Z[y == 1].mean(0) + Z[y == 0].mean(0))) / 2
+        else:
+            raise ValueError(f"unknown method {self.method!r}")
+        self.coef_ = (w / scale).astype(np.float32)
+        self.intercept_ = np.float32(b - float((w * mean / scale).sum()))
+        self.classes_ = np.array([0, 1])
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        return (X @ self.coef_).astype(np.float64) + float(self.intercept_)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        p = 1.0 / (1.0 + np.exp(-np.clip(self.decision_function(X), -50, 50)))
+        return np.stack([1 - p, p], axis=1)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return (self.decision_function(X) > self.threshold).astype(int)
+
+
+class ProbeMeta(BaseModel):
+    """Everything needed to trust (or refuse) a probe: which model, which layer, which data, how good."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    format_version: int = FORMAT_VERSION
+    kind: Literal["single", "multiturn"]
+    model_id: str
+    model_fingerprint: str
+    layer: int = Field(ge=0)
+    d_model: int = Field(gt=0)
+    threshold: float
+    target_fpr: float = Field(gt=0, lt=1)
+    score_scale: float = Field(default=1.0, gt=0)  # maps raw score to [0,1]: sigmoid((s - threshold)/scale)
+    method: str = "logreg"
+    data_sha256: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+@dataclass
+class ProbeArtifact:
+    """A fitted direction + metadata. ``score`` is the raw fp32 projection the threshold applies to."""
+
+    coef: np.ndarray
+    intercept: float
+    meta: ProbeMeta
+
+    def raw(self, activation: np.ndarray) -> np.ndarray:
+        """w·a + b for single-turn probes; multi-turn probes use w·(a_t - a_1) with no intercept (telescoped
+        sum of per-turn delta scores), so callers pass the displacement and ``intercept`` is 0 there."""
+        a = np.asarray(activation, dtype=np.float32)
+        if a.shape[-1] != self.coef.shape[0]:
+            raise ProbeMismatchError(f"activation width {a.shape[-1]} != probe width {self.coef.shape[0]}")
+        return (a @ self.coef).astype(np.float64) + self.intercept
+
+    def unit_score(self, raw: float) -> float:
+        """Raw score mapped to (0, 1) with the calibrated threshold at exactly 0.5 (for Findings/settings)."""
+        z = (raw - self.meta.threshold) / self.meta.score_scale
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+    def check_model(self, fingerprint: str, model_id: str | None = None) -> None:
+        if fingerprint != self.meta.model_fingerprint:
+            raise ProbeMismatchError(
+                f"probe was trained on model {self.meta.model_id!r} (fingerprint {self.meta.model_fingerprint}) "
+                f"but is being used with {model_id or 'a model'} (fingerprint {fingerprint}); retrain it with "
+                f"`railguard probes train --model ...`")
+
+    def save(self, path: str | Path) -> Path:
+        from safetensors.numpy import save_file
+
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        save_file({"coef": self.coef.astype(np.float32),
+                   "intercept": np.array([self.intercept], dtype=np.float32)}, str(p / "weights.safetensors"))
+        (p / "meta.json").write_text(self.meta.model_dump_json(indent=2) + "\n")
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> ProbeArtifact:
+        from safetensors.numpy import load_file
+
+        p = Path(path)
+        if not (p / "meta.json").is_file() or not (p / "weights.safetensors").is_file():
+            raise CorruptProbeError(f"{p} is not a probe artifact (needs meta.json and weights.safetensors)")
+        try:
+            meta = ProbeMeta.model_validate(json.loads((p / "meta.json").read_text()))
+        except (ValueError, ValidationError) as exc:
+            raise CorruptProbeError(f"{p}/meta.json is invalid: {str(exc).splitlines()[0]}") from None
+        if meta.format_version != FORMAT_VERSION:
+            raise CorruptProbeError(f"{p}: unsupported format_version {meta.format_version}")
+        try:
+            t = load_file(str(p / "weights.safetensors"))
+            coef, intercept = t["coef"].astype(np.float32), float(t["intercept"].reshape(-1)[0])
+        except Exception as exc:  # safetensors raises several unrelated types on garbage
+            raise CorruptProbeError(f"{p}/weights.safetensors is unreadable: {exc}") from None
+        if coef.shape != (meta.d_model,) or not np.isfinite(coef).all() or not math.isfinite(intercept):
+            raise CorruptProbeError(f"{p}: weights shape {coef.shape} / values do not match meta (d={meta.d_model})")
+        return cls(coef=coef, intercept=intercept, meta=meta)
+
+
+@dataclass
+class ProbeBundle:
+    """A single-turn probe plus (optionally) a multi-turn drift probe on the same model and layer set."""
+
+    single: ProbeArtifact
+    multiturn: ProbeArtifact | None = None
+
+    def check_model(self, fingerprint: str, model_id: str | None = None) -> None:
+        self.single.check_model(fingerprint, model_id)
+        if self.multiturn is not None:
+            self.multiturn.check_model(fingerprint, model_id)
+
+    @property
+    def model_id(self) -> str:
+        return self.single.meta.model_id
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        self.single.save(p / "single")
+        if self.multiturn is not None:
+            self.multiturn.save(p / "multiturn")
+        return p
+
+
+def load_probe(path: str | Path) -> ProbeBundle:
+    """Load ``default``, a bundle dir (single/ [+ multiturn/]) or a single artifact dir, as a bundle.
+
+    A lone multi-turn artifact is not usable on its own (the detector also needs a per-turn probe).
+    """
+    p = DEFAULT_DIR if str(path) == "default" else Path(path)
+    if not p.is_dir():
+        raise CorruptProbeError(f"probe directory {p} does not exist")
+    if (p / "meta.json").exists():
+        art = ProbeArtifact.load(p)
+        if art.meta.kind != "single":
+            raise CorruptProbeError(f"{p} is a multi-turn artifact; load its bundle (parent with single/)")
+        return ProbeBundle(single=art)
+    if not (p / "single").is_dir():
+        raise CorruptProbeError(f"{p} holds neither meta.json nor a single/ artifact")
+    single = ProbeArtifact.load(p / "single")
+    multi = ProbeArtifact.load(p / "multiturn") if (p / "multiturn").is_dir() else None
+    if single.meta.kind != "single" or (multi is not None and multi.meta.kind != "multiturn"):
+        raise CorruptProbeError(f"{p}: single/ and multiturn/ kinds are swapped or wrong")
+    if multi is not None and multi.meta.model_fingerprint != single.meta.model_fingerprint:
+        raise CorruptProbeError(f"{p}: single/ and multiturn/ were trained on different models")
+    return ProbeBundle(single=single, multiturn=multi)

@@ -1,0 +1,98 @@
+"""Sentinel activation encoder: per-turn cost independent of conversation length.
+
+For remote/API agents a local model computes the probe activation. Re-encoding the whole history every turn
+is quadratic; instead each session keeps the KV cache of its last rendered prompt (only up to the probe
+layer: the forward is stopped there by the early-exit hook, so deeper layers are never run nor cached).
+On the next turn the conversation is re-rendered and tokenized; if the cached token ids are an exact prefix
+of the new ones, only the suffix is prefilled. Any template drift (a re-render that changes earlier
+tokens) falls back to a full prefill, so the activation is always that of the exact rendered prompt.
+Caches live in a small LRU; losing one (eviction, restart) only costs one full prefill.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from guardrails.errors import InvalidInputError
+
+from .capture import LayerTap, encode, render
+
+
+@dataclass
+class _Entry:
+    ids: list[int]
+    cache: Any
+    activation: dict[int, np.ndarray]
+
+
+class SentinelEncoder:
+    """Last-token activation at ``layer`` for conversations, reusing each session's KV prefix.
+
+    ``stats`` counts ``full`` prefills, ``incremental`` ones and ``hits`` (identical prompt re-checked).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, layers: int | Sequence[int], *, max_sessions: int = 32,
+                 max_tokens: int | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.layers = sorted({int(layers)} if isinstance(layers, int) else {int(i) for i in layers})
+        self.max_sessions = max_sessions
+        self.max_tokens = max_tokens or int(getattr(model.config, "max_position_embeddings", 8192))
+        self._lru: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self.stats = {"full": 0, "incremental": 0, "hits": 0}
+        # transformers 5.x renamed `past_key_values` to `cache`; accept both generations of the API.
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _forward(self, ids: list[int], cache: Any, start: int) -> dict[int, np.ndarray]:
+        new = torch.tensor([ids[start:]], dtype=torch.long, device=self.device)
+        mask = torch.ones((1, len(ids)), dtype=torch.long, device=self.device)
+        pos = torch.arange(start, len(ids), device=self.device).unsqueeze(0)
+        with LayerTap(self.model, self.layers, early_exit=True) as tap:
+            vals = tap.run(input_ids=new, attention_mask=mask, position_ids=pos, use_cache=True,
+                           **{self._cache_kw: cache})
+        return {i: v[0].cpu().numpy().astype(np.float32) for i, v in vals.items()}
+
+    def activation(self, messages: Sequence[Any], session: Hashable | None = None) -> dict[int, np.ndarray]:
+        """{layer: activation} of the rendered conversation (validated: must end with the user turn)."""
+        ids = encode(self.tokenizer, render(self.tokenizer, messages))
+        if len(ids) > self.max_tokens:
+            raise InvalidInputError(f"conversation is {len(ids)} tokens; the probe model accepts {self.max_tokens}")
+        from transformers import DynamicCache
+
+        with self._lock:
+            entry = self._lru.pop(session, None) if session is not None else None
+            if entry is not None and entry.ids == ids:
+                self.stats["hits"] += 1
+                act = entry.activation
+            elif entry is not None and len(entry.ids) < len(ids) and ids[: len(entry.ids)] == entry.ids:
+                self.stats["incremental"] += 1
+                act = self._forward(ids, entry.cache, len(entry.ids))
+                entry = _Entry(ids, entry.cache, act)
+            else:
+                self.stats["full"] += 1
+                cache = DynamicCache(config=self.model.config)
+                act = self._forward(ids, cache, 0)
+                entry = _Entry(ids, cache, act)
+            if session is not None:
+                self._lru[session] = entry
+                while len(self._lru) > self.max_sessions:
+                    self._lru.popitem(last=False)
+        return act
+
+    def forget(self, session: Hashable) -> None:
+        with self._lock:
+            self._lru.pop(session, None)

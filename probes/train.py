@@ -1,0 +1,231 @@
+"""Probe training: layer chosen by grouped cross-validation, threshold calibrated on held-out folds.
+
+Why not NeuroFilter's recipe as-is: choosing the layer by *training* accuracy overfits, and an
+accuracy-tuned threshold says nothing about false positives. Here every candidate layer is scored on
+out-of-fold (OOF) predictions from ``GroupKFold`` over ``group`` (profile / template / vignette), so no
+profile or template is on both sides; the layer maximizing OOF AUROC + OOF TPR at the target FPR wins, and τ
+is the target-FPR quantile of the OOF *negative* scores at that layer. The final direction is refit on all
+data. The multi-turn probe is fit on per-turn deltas a_t - a_{t-1} and calibrated on conversation-level
+OOF max_t S_t of benign conversations (a conversation is flagged if any turn is).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike
+from sklearn.model_selection import GroupKFold
+from tqdm.auto import tqdm
+
+from .metrics import auroc, calibrate_threshold, rates, tpr_at_fpr
+from .probe import LinearProbe, ProbeArtifact, ProbeMeta
+
+log = logging.getLogger("railguard.probes")
+Method = Literal["logreg", "diffmean"]
+
+
+def _folds(groups: Sequence[Any], n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    g = np.asarray([str(x) for x in groups])
+    k = min(n_splits, len(np.unique(g)))
+    if k < 2:
+        raise ValueError("need at least 2 distinct groups for grouped cross-validation")
+    return list(GroupKFold(n_splits=k).split(np.zeros(len(g)), groups=g))
+
+
+def oof_scores(X: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]],
+               method: Method = "logreg", C: float = 0.3) -> np.ndarray:
+    """Out-of-fold decision scores of a LinearProbe (folds lacking a class fall back to NaN -> dropped)."""
+    out = np.full(len(y), np.nan)
+    for tr, te in folds:
+        if len(np.unique(y[tr])) < 2:
+            continue
+        out[te] = LinearProbe(method=method, C=C).fit(X[tr], y[tr]).decision_function(X[te])
+    return out
+
+
+def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Sequence[int], *,
+               model_id: str, fingerprint: str, target_fpr: float = 0.01, layer: int | None = None,
+               method: Method = "logreg", C: float = 0.3, n_splits: int = 5,
+               data_sha256: dict[str, str] | None = None, progress: bool = True) -> ProbeArtifact:
+    """Fit a single-turn probe. ``X`` is ``[n, len(layers), d]`` (layers sorted as given)."""
+    y = np.asarray(y).astype(int)
+    layers = list(layers)
+    folds = _folds(groups, n_splits)
+    cand = [layer] if layer is not None else layers
+    per_layer: dict[int, dict[str, float | None]] = {}
+    best: tuple[float, int, np.ndarray] | None = None
+    for li in tqdm(cand, desc="layers", disable=not progress):
+        s = oof_scores(X[:, layers.index(li)], y, folds, method, C)
+        ok = np.isfinite(s)
+        a = auroc(y[ok], s[ok]) or 0.0
+        t = tpr_at_fpr(y[ok], s[ok], target_fpr)
+        per_layer[li] = {"oof_auroc": a, "oof_tpr_at_target_fpr": t}
+        key = a + t
+        if best is None or key > best[0] + 1e-9:
+            best = (key, li, s)
+    assert best is not None
+    _, li, s = best
+    ok = np.isfinite(s)
+    tau = calibrate_threshold(s[ok & (y == 0)], target_fpr)
+    final = LinearProbe(method=method, C=C).fit(X[:, layers.index(li)], y)
+    cv = rates(y[ok], s[ok], tau)
+    scale = float(np.std(s[ok])) or 1.0
+    meta = ProbeMeta(kind="single", model_id=model_id, model_fingerprint=fingerprint, layer=li,
+                     d_model=X.shape[-1], threshold=tau, target_fpr=target_fpr, score_scale=scale, method=method,
+                     data_sha256=data_sha256 or {},
+                     metrics={"cv": cv, "per_layer": {str(k): v for k, v in per_layer.items()},
+                              "n_splits": len(folds)})
+    log.info("single-turn probe: layer %d, tau %.4f, OOF auroc %.4f tpr %.4f fpr %.4f", li, tau,
+             cv["auroc"] or 0, cv["tpr"] or 0, cv["fpr"] or 0)
+    return ProbeArtifact(coef=final.coef_, intercept=float(final.intercept_), meta=meta)
+
+
+def conversation_arrays(X: np.ndarray, index: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """Split per-turn activations ``[n_prompts, L, d]`` back into one ``[T, L, d]`` array per conversation."""
+    convs: dict[int, list[tuple[int, int]]] = {}
+    for row, (c, t) in enumerate(index):
+        convs.setdefault(c, []).append((t, row))
+    return [X[[r for _, r in sorted(convs[c])]] for c in sorted(convs)]
+
+
+def drift_scores(coef: np.ndarray, conv: np.ndarray) -> np.ndarray:
+    """S_t = w·(a_t - a_1) for every turn of one conversation ``[T, d]`` (S_1 = 0)."""
+    return (conv - conv[0]) @ coef
+
+
+def fit_multiturn(convs: list[np.ndarray], labels: Sequence[int], turn_labels: Sequence[Sequence[int] | None],
+                  groups: Sequence[Any], layers: Sequence[int], *, model_id: str, fingerprint: str,
+                  target_fpr: float = 0.01, layer: int | None = None, method: Method = "logreg",
+                  C: float = 0.3, n_splits: int = 5, data_sha256: dict[str, str] | None = None,
+                  progress: bool = True, target: Literal["displacement", "delta"] = "displacement") -> ProbeArtifact:
+    """Multi-turn drift probe; per-turn labels when given, else the conversation label.
+
+    ``target="delta"`` fits w on a_t - a_{t-1} (NeuroFilter). ``"displacement"`` (default) fits it on
+    a_t - a_1, the exact quantity S_t = w·(a_t - a_1) thresholds at serving time (NeuroFilter's
+    delta-vs-displacement ablation); on our CMPL dev folds it ranked conversations clearly better (OOF AUROC
+    0.76 vs 0.70 at the best layer). Serving is identical either way: the tracker still telescopes deltas.
+    """
+    y_conv = np.asarray(labels).astype(int)
+    layers = list(layers)
+    folds = _folds(groups, n_splits)
+
+    def deltas(ids: Iterable[int], li: int) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for i in ids:
+            a = convs[i][:, layers.index(li)]
+            tl = turn_labels[i]
+            for t in range(1, len(a)):
+                xs.append(a[t] - (a[0] if target == "displacement" else a[t - 1]))
+                ys.append(int(tl[t]) if tl is not None else int(y_conv[i]))
+        return np.asarray(xs), np.asarray(ys)
+
+    per_layer: dict[int, dict[str, float | None]] = {}
+    best: tuple[float, int, np.ndarray] | None = None
+    for li in tqdm([layer] if layer is not None else layers, desc="layers (multi-turn)", disable=not progress):
+        conv_score = np.full(len(convs), np.nan)
+        for tr, te in folds:
+            Xd, yd = deltas(tr, li)
+            if len(np.unique(yd)) < 2:
+                continue
+            w = LinearProbe(method=method, C=C).fit(Xd, yd).coef_
+            for i in te:
+                d = drift_scores(w, convs[i][:, layers.index(li)])
+                conv_score[i] = d[1:].max() if len(d) > 1 else 0.0  # turn 1 is the baseline, never flagged
+        ok = np.isfinite(conv_score)
+        a = auroc(y_conv[ok], conv_score[ok]) or 0.0
+        t = tpr_at_fpr(y_conv[ok], conv_score[ok], target_fpr)
+        per_layer[li] = {"oof_auroc": a, "oof_tpr_at_target_fpr": t}
+        if best is None or a + t > best[0] + 1e-9:
+            best = (a + t, li, conv_score)
+    assert best is not None
+    _, li, s = best
+    ok = np.isfinite(s)
+    tau = calibrate_threshold(s[ok & (y_conv == 0)], target_fpr)
+    Xd, yd = deltas(range(len(convs)), li)
+    final = LinearProbe(method=method, C=C).fit(Xd, yd)
+    cv = rates(y_conv[ok], s[ok], tau)
+    meta = ProbeMeta(kind="multiturn", model_id=model_id, model_fingerprint=fingerprint, layer=li,
+                     d_model=Xd.shape[-1], threshold=tau, target_fpr=target_fpr,
+                     score_scale=float(np.std(s[ok])) or 1.0, method=f"{method}:{target}",
+                     data_sha256=data_sha256 or {},
+                     metrics={"cv_conversation": cv, "per_layer": {str(k): v for k, v in per_layer.items()},
+                              "n_splits": len(folds), "n_deltas": int(len(yd))})
+    log.info("multi-turn probe: layer %d, tau %.4f, OOF conv auroc %.4f tpr %.4f fpr %.4f", li, tau,
+             cv["auroc"] or 0, cv["tpr"] or 0, cv["fpr"] or 0)
+    # Drift score has no intercept (telescoping sum of w·Δ); τ absorbs the offset.
+    return ProbeArtifact(coef=final.coef_, intercept=0.0, meta=meta)
+
+
+def leave_one_out(X: np.ndarray, y: np.ndarray, key: Sequence[str], layer_pos: int, *,
+                  target_fpr: float = 0.01, method: Method = "logreg", C: float = 0.3,
+                  min_pos: int = 1) -> dict[str, dict[str, Any]]:
+    """Leave-one-scenario-out: train on all other scenarios, calibrate τ on their negatives (in-sample, as
+    a deployment would), test on the held-out scenario. The honest generalization number."""
+    y = np.asarray(y).astype(int)
+    k = np.asarray(key)
+    out: dict[str, dict[str, Any]] = {}
+    for s in sorted(set(key)):
+        te, tr = k == s, k != s
+        if len(np.unique(y[tr])) < 2:
+            continue
+        p = LinearProbe(method=method, C=C).fit(X[tr, layer_pos], y[tr])
+        tau = calibrate_threshold(p.decision_function(X[tr, layer_pos])[y[tr] == 0], target_fpr)
+        out[s] = rates(y[te], p.decision_function(X[te, layer_pos]), tau)
+    return out
+
+
+def default_layers(n_layers: int) -> list[int]:
+    """Candidate layers: 20%..80% depth in 10% steps (6, 9, ..., 24 for 30 layers). Very early layers are
+    lexical and the last ones are shaped for next-token prediction; stopping by 80% also keeps early exit
+    worthwhile for the sentinel."""
+    return sorted({max(1, round(n_layers * f / 10)) for f in range(2, 9)})
+
+
+def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | None = None,
+                 layers: Sequence[int] | None = None, target_fpr: float = 0.01, multiturn: bool = False,
+                 method: Method = "logreg", data_sha256: dict[str, str] | None = None,
+                 progress: bool = True) -> Any:
+    """Fit a :class:`~probes.probe.ProbeBundle` from privacy records (single-turn lines required; multi-turn
+    lines train the drift probe when ``multiturn``)."""
+    from .features import cached_capture, multiturn_prompts, single_turn_prompts
+    from .probe import ProbeBundle
+
+    single = [r for r in records if "request" in r]
+    multi = [r for r in records if "turns" in r]
+    if not single:
+        raise ValueError("training needs single-turn records ({'request', 'label'} lines)")
+    cand = sorted(set(layers or default_layers(lm.num_layers)) | ({layer} if layer is not None else set()))
+    kw = dict(model_id=lm.name, fingerprint=lm.fingerprint(), target_fpr=target_fpr, layer=layer,
+              method=method, data_sha256=data_sha256, progress=progress)
+    X = cached_capture(lm, single_turn_prompts(lm.tokenizer, single), cand, progress=progress)
+    y = [int(r["label"]) for r in single]
+    groups = [str(r.get("group", r["id"])) for r in single]
+    if multi:
+        # The per-turn probe is served on whole conversations (history + current turn), so it also learns
+        # from every user turn of the multi-turn records, labelled per turn ("train on the history form you
+        # serve"): benign turns with history are negatives, which keeps history alone from looking risky.
+        prompts, index = multiturn_prompts(lm.tokenizer, multi)
+        X = np.concatenate([X, cached_capture(lm, prompts, cand, progress=progress)])
+        for c, t in index:
+            tl = multi[c].get("turn_labels")
+            y.append(int(tl[t]) if tl is not None else int(multi[c]["label"]))
+            groups.append(str(multi[c].get("group", multi[c]["id"])))
+    art = fit_single(X, y, groups, cand, **kw)  # type: ignore[arg-type]
+    mt = None
+    if multiturn:
+        if not multi:
+            raise ValueError("--multiturn needs multi-turn records ({'turns', 'label'} lines)")
+        prompts, index = multiturn_prompts(lm.tokenizer, multi)
+        convs = conversation_arrays(cached_capture(lm, prompts, cand, progress=progress), index)
+        # The sentinel's early exit is set by the deepest probe layer: keep the drift probe at or above the
+        # single-turn layer so it adds no per-turn compute.
+        kw_mt = dict(kw, layer=layer if layer is not None else None)
+        mt_cand = [li for li in cand if li <= art.meta.layer] if layer is None else cand
+        idx = [cand.index(li) for li in mt_cand]
+        mt = fit_multiturn([c[:, idx] for c in convs], [r["label"] for r in multi],
+                           [r.get("turn_labels") for r in multi], [r.get("group", r["id"]) for r in multi],
+                           mt_cand, **kw_mt)  # type: ignore[arg-type]
+    return ProbeBundle(single=art, multiturn=mt)

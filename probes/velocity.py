@@ -1,0 +1,128 @@
+"""Cross-turn "activation velocity" tracking per session.
+
+NeuroFilter's drift score is S_t = sum_{k=2..t} w·(a_k - a_{k-1}) = w·(a_t - a_1): turn 1 is the
+conversation's own baseline, so the offset a system prompt or profile puts on the activation cancels and only
+the *movement* of the conversation along the privacy direction counts. We keep a_1, a_{t-1} and S_t only (O(d)
+state, never the history), update S incrementally, and persist the state through any object with the spine
+store's ``get_state/put_state`` so a session survives a process restart. State is keyed by
+(tenant, user, session) and stamped with the probe's identity so a retrained probe never reuses stale state.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from guardrails.errors import InvalidInputError
+
+from .probe import ProbeArtifact
+
+STATE_KEY = "privacy_velocity"
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """The two methods of guardrails.store.SettingsStore the tracker needs (JSON dict per session key)."""
+
+    def get_state(self, tenant_id: str, user_id: str, session_id: str, key: str) -> dict[str, Any] | None: ...
+
+    def put_state(self, tenant_id: str, user_id: str, session_id: str, key: str,
+                  state: dict[str, Any]) -> None: ...
+
+
+class InMemoryStateStore:
+    """Process-local StateStore for tests and for deployments without a spine store (no restart survival)."""
+
+    def __init__(self) -> None:
+        self._d: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get_state(self, tenant_id: str, user_id: str, session_id: str, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            v = self._d.get((tenant_id, user_id, session_id, key))
+            return dict(v) if v is not None else None
+
+    def put_state(self, tenant_id: str, user_id: str, session_id: str, key: str,
+                  state: dict[str, Any]) -> None:
+        with self._lock:
+            self._d[(tenant_id, user_id, session_id, key)] = dict(state)
+
+
+def _enc(a: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(a, dtype="<f4").tobytes()).decode("ascii")
+
+
+def _dec(s: str, d: int) -> np.ndarray:
+    a = np.frombuffer(base64.b64decode(s), dtype="<f4")
+    if a.shape != (d,):
+        raise ValueError("stored activation has the wrong width")
+    return a.astype(np.float32)
+
+
+@dataclass
+class VelocityState:
+    """What survives between turns: the first and previous activation, the running score, the turn count."""
+
+    turn: int
+    a1: np.ndarray
+    prev: np.ndarray
+    score: float
+    probe_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"turn": self.turn, "a1": _enc(self.a1), "prev": _enc(self.prev), "score": self.score,
+                "probe_id": self.probe_id}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], dim: int) -> VelocityState:
+        return cls(turn=int(d["turn"]), a1=_dec(d["a1"], dim), prev=_dec(d["prev"], dim),
+                   score=float(d["score"]), probe_id=str(d["probe_id"]))
+
+
+class VelocityTracker:
+    """Per-session cumulative drift along a multi-turn probe direction.
+
+    ``update`` must be called once per user turn, before the assistant answers it, with that turn's
+    activation at the probe's layer; it returns (S_t, t). Unreadable or foreign state restarts the session
+    at turn 1 rather than raising: a guard that cannot read its memory should re-baseline, and the
+    single-turn probe still scores the turn.
+    """
+
+    def __init__(self, probe: ProbeArtifact, store: StateStore | None = None, key: str = STATE_KEY) -> None:
+        if probe.meta.kind != "multiturn":
+            raise InvalidInputError("VelocityTracker needs a multi-turn probe artifact")
+        self.probe = probe
+        self.store: StateStore = store if store is not None else InMemoryStateStore()
+        self.key = key
+        self.dim = probe.coef.shape[0]
+        self.probe_id = f"{probe.meta.model_fingerprint}:{probe.meta.layer}:{probe.meta.created_at}"
+
+    def load(self, tenant_id: str, user_id: str, session_id: str) -> VelocityState | None:
+        raw = self.store.get_state(tenant_id, user_id, session_id, self.key)
+        if not raw:
+            return None
+        try:
+            st = VelocityState.from_json(raw, self.dim)
+        except (KeyError, ValueError, TypeError):
+            return None
+        return st if st.probe_id == self.probe_id else None
+
+    def step(self, state: VelocityState | None, a_t: np.ndarray) -> VelocityState:
+        """Pure update (no I/O): S_t = S_{t-1} + w·(a_t - a_{t-1}); turn 1 sets the baseline, S_1 = 0."""
+        a = np.asarray(a_t, dtype=np.float32).reshape(-1)
+        if a.shape != (self.dim,) or not np.isfinite(a).all():
+            raise InvalidInputError("activation must be a finite vector of the probe's width")
+        if state is None:
+            return VelocityState(turn=1, a1=a, prev=a, score=0.0, probe_id=self.probe_id)
+        delta = float(self.probe.coef @ (a - state.prev))
+        return VelocityState(turn=state.turn + 1, a1=state.a1, prev=a, score=state.score + delta,
+                             probe_id=self.probe_id)
+
+    def update(self, tenant_id: str, user_id: str, session_id: str, a_t: np.ndarray) -> tuple[float, int]:
+        st = self.step(self.load(tenant_id, user_id, session_id), a_t)
+        self.store.put_state(tenant_id, user_id, session_id, self.key, st.to_json())
+        return st.score, st.turn

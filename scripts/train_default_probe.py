@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Reproduce the shipped default privacy probe (probes/default/) from ../shared/data only.
+
+Steps: generate the CI-varied training set (probes.datasets.build_training_set), split it by ``group`` into
+train (80%) and dev (20%), train the bundle on train (layer by grouped CV, tau at the target FPR on held-out
+folds), evaluate on dev, run leave-one-scenario-out (LOSO) generalization, and write the bundle with all
+metrics in its meta.json. Dev files are written to --work so `railguard probes eval` can re-check them.
+
+    python scripts/train_default_probe.py [--data ../shared/data/privacy] [--out probes/default] [--work /tmp/...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def split_by_group(records: list[dict], frac: float, seed: int) -> tuple[list[dict], list[dict]]:
+    groups = sorted({str(r.get("group", r["id"])) for r in records})
+    rng = random.Random(seed)
+    dev = set(rng.sample(groups, max(1, int(len(groups) * frac))))
+    return ([r for r in records if str(r.get("group", r["id"])) not in dev],
+            [r for r in records if str(r.get("group", r["id"])) in dev])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "privacy"))
+    ap.add_argument("--out", default=str(ROOT / "probes" / "default"))
+    ap.add_argument("--work", default="/tmp/railguard_probe_work")
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--target-fpr", type=float, default=0.01)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared box)")
+    args = ap.parse_args()
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    import torch
+
+    from guardrails.models import load_causal_lm
+    from probes.datasets import build_training_set, file_sha256, write_jsonl
+    from probes.evaluate import eval_multiturn, eval_single
+    from probes.features import cached_capture, single_turn_prompts
+    from probes.train import default_layers, leave_one_out, train_bundle
+
+    t_start = time.perf_counter()
+    lm = load_causal_lm(args.model)
+    torch.set_num_threads(args.threads)
+    data = Path(args.data)
+    single, multi = build_training_set(data)
+    sources = sorted(p for p in data.rglob("*") if p.is_file())
+    shas = {str(p.relative_to(data)): file_sha256(p) for p in sources}
+    s_tr, s_dev = split_by_group(single, 0.2, seed=11)
+    m_tr, m_dev = split_by_group(multi, 0.25, seed=12)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    write_jsonl(s_tr + m_tr, work / "train.jsonl")
+    write_jsonl(s_dev, work / "dev_single.jsonl")
+    write_jsonl(m_dev, work / "dev_multiturn.jsonl")
+
+    t0 = time.perf_counter()
+    bundle = train_bundle(s_tr + m_tr, lm, target_fpr=args.target_fpr, multiturn=True, data_sha256=shas)
+    train_s = time.perf_counter() - t0
+
+    dev_single, _, _ = eval_single(bundle, lm, s_dev)
+    dev_multi, _, _ = eval_multiturn(bundle, lm, m_dev)
+    per_source = {}
+    for scen in sorted({r["scenario"] for r in s_dev}):
+        sub = [r for r in s_dev if r["scenario"] == scen]
+        per_source[scen], _, _ = eval_single(bundle, lm, sub, latency_sample=0, progress=False)
+
+    # Leave-one-scenario-out on all single-turn data at the chosen layer.
+    layers = default_layers(lm.num_layers)
+    X = cached_capture(lm, single_turn_prompts(lm.tokenizer, single), layers)
+    y = np.array([r["label"] for r in single])
+    loso = leave_one_out(X, y, [r["scenario"] for r in single], layers.index(bundle.single.meta.layer),
+                         target_fpr=args.target_fpr)
+
+    report = {"train_s": round(train_s, 1), "total_s": round(time.perf_counter() - t_start, 1),
+              "n_train_single": len(s_tr), "n_train_multiturn": len(m_tr), "dev_single": dev_single,
+              "dev_single_by_source": per_source, "dev_multiturn": dev_multi, "loso": loso}
+    bundle.single.meta.metrics.update({"dev": dev_single, "dev_by_source": per_source, "loso": loso})
+    if bundle.multiturn is not None:
+        bundle.multiturn.meta.metrics.update({"dev": dev_multi})
+    bundle.save(args.out)
+    (work / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    print(json.dumps(report, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

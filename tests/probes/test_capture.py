@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from guardrails.errors import InvalidInputError
+from probes.capture import (
+    LayerTap,
+    NonFiniteActivationError,
+    capture,
+    last_token_index,
+    layer_module,
+    render,
+    to_messages,
+    validate_messages,
+)
+
+PROMPTS = ["hello there", "a much longer prompt with several more characters in it", "x"]
+
+
+def _hidden_states(lm, prompt):
+    ids = torch.tensor([lm.tokenizer(prompt)["input_ids"]])
+    with torch.no_grad():
+        return lm.model(input_ids=ids, output_hidden_states=True).hidden_states
+
+
+def test_hook_equals_output_hidden_states(tiny):
+    L = tiny.num_layers
+    layers = list(range(L + 1))
+    acts = capture(tiny.model, tiny.tokenizer, PROMPTS, layers, batch_size=3)
+    for j, p in enumerate(PROMPTS):
+        hs = _hidden_states(tiny, p)
+        assert len(hs) == L + 1
+        for k in layers:
+            assert torch.allclose(hs[k][0, -1], torch.tensor(acts[j, k]), atol=1e-5), k
+
+
+def test_layer_index_convention(tiny):
+    L = tiny.num_layers
+    assert layer_module(tiny.model, 0) is tiny.model.get_input_embeddings()
+    assert layer_module(tiny.model, L) is tiny.model.model.norm
+    assert layer_module(tiny.model, 2) is tiny.model.model.layers[1]
+    with pytest.raises(InvalidInputError):
+        layer_module(tiny.model, L + 1)
+
+
+def test_left_and_right_padding_give_same_last_token(tiny):
+    right = capture(tiny.model, tiny.tokenizer, PROMPTS, [2], batch_size=3)
+    ids = [tiny.tokenizer(p)["input_ids"] for p in PROMPTS]
+    w = max(map(len, ids))
+    inp = torch.zeros((len(ids), w), dtype=torch.long)
+    mask = torch.zeros_like(inp)
+    for r, x in enumerate(ids):  # left padding
+        inp[r, w - len(x):] = torch.tensor(x)
+        mask[r, w - len(x):] = 1
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    with LayerTap(tiny.model, [2]) as tap:
+        tap.index = last_token_index(mask)
+        left = tap.run(input_ids=inp, attention_mask=mask, position_ids=pos)[2].numpy()
+    assert abs(left - right[:, 0]).max() < 1e-4
+    assert last_token_index(torch.tensor([[1, 1, 0], [0, 1, 1]])).tolist() == [1, 2]
+
+
+def test_early_exit_stops_after_probe_layer(tiny):
+    ran = []
+    h = tiny.model.model.layers[-1].register_forward_hook(lambda *_: ran.append(1))
+    try:
+        capture(tiny.model, tiny.tokenizer, PROMPTS, [1], early_exit=True)
+        assert not ran
+        capture(tiny.model, tiny.tokenizer, PROMPTS, [1], early_exit=False)
+        assert ran
+    finally:
+        h.remove()
+
+
+def test_non_finite_activation_is_a_clear_error(tiny):
+    from conftest import make_tiny
+
+    bad = make_tiny(seed=1)
+    with torch.no_grad():
+        bad.model.model.layers[0].mlp.down_proj.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteActivationError):
+        capture(bad.model, bad.tokenizer, ["hi"], [2])
+
+
+@pytest.mark.parametrize("msgs", [
+    [],
+    [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "q"}],
+    [{"role": "system", "content": "s"}],
+    [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+    [{"role": "user", "content": "q"}, {"role": "system", "content": "late"}, {"role": "user", "content": "q"}],
+    [{"role": "user", "content": 3}],
+    [{"role": "robot", "content": "x"}],
+    [{"role": "user", "content": "   "}],
+])
+def test_bad_conversations_rejected(msgs):
+    with pytest.raises(InvalidInputError):
+        validate_messages(msgs)
+
+
+def test_render_context_to_system(tiny):
+    msgs = to_messages("norms", "request")
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert render(tiny.tokenizer, msgs).endswith("assistant:")
+
+
+def test_too_long_prompt_is_clear_error(tiny):
+    with pytest.raises(InvalidInputError):
+        capture(tiny.model, tiny.tokenizer, ["y" * 5000], [1])

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny, synthetic_bundle
+
+from guardrails.decision import Action
+from guardrails.detector import CheckRequest, Message, PluginContext
+from guardrails.errors import InvalidInputError
+from probes.plugin import PrivacyDetector, build_privacy_detector, demo, demo_script
+from probes.probe import ProbeMismatchError
+
+
+def _req(msgs, user="u", session="s", settings=None):
+    return CheckRequest(stage="input", user_id=user, session_id=session, text=msgs[-1]["content"],
+                        messages=tuple(Message(**m) for m in msgs), settings=settings or {})
+
+
+def test_detector_contract(tiny):
+    det = PrivacyDetector(synthetic_bundle(tiny, 2, multi_layer=3), lm=tiny)
+    assert det.name == "privacy" and det.default_fail_mode == "closed"
+    assert {s.value for s in det.stages} == {"input"}
+    msgs = [{"role": "system", "content": "norms"}, {"role": "user", "content": "first"}]
+    f1 = det.predict(_req(msgs))
+    assert [f.category for f in f1] == ["privacy_request", "privacy_drift"]
+    assert all(0.0 <= f.score <= 1.0 for f in f1) and f1[1].action is Action.ALLOW  # turn 1 = baseline
+    msgs += [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "second"}]
+    f2 = det.predict(_req(msgs))
+    assert "S_2" in f2[1].explanation and det.encoder.stats["incremental"] == 1
+
+
+def test_per_user_threshold_override(tiny):
+    det = PrivacyDetector(synthetic_bundle(tiny, 2), lm=tiny)
+    msgs = [{"role": "user", "content": "hello"}]
+    low = det.predict(_req(msgs, session=None, settings={"guard": {"thresholds": {"privacy": 0.0}}}))
+    high = det.predict(_req(msgs, session=None, settings={"guard": {"thresholds": {"privacy": 1.0}}}))
+    assert low[0].action is Action.BLOCK and high[0].action is Action.ALLOW
+
+
+def test_bad_inputs_raise_so_the_guard_fails_closed(tiny):
+    det = PrivacyDetector(synthetic_bundle(tiny, 2), lm=tiny)
+    with pytest.raises(InvalidInputError):
+        det.predict(_req([{"role": "assistant", "content": "hi"}, {"role": "user", "content": "q"}]))
+    req = CheckRequest(stage="input", user_id="u", text="", messages=())
+    with pytest.raises(InvalidInputError):
+        det.predict(req)
+    from guardrails.pipeline import Guard
+
+    d = Guard(detectors=[det]).check([{"role": "assistant", "content": "x"}, {"role": "user", "content": "q"}],
+                                     user_id="u")
+    assert d.action is Action.BLOCK and d.error
+
+
+def test_model_mismatch_refused(tiny):
+    other = make_tiny(seed=5)
+    with pytest.raises(ProbeMismatchError):
+        PrivacyDetector(synthetic_bundle(tiny, 2), lm=other)
+
+
+def test_fused_hook_zero_extra_passes_and_blocks_before_first_token(tiny):
+    from guardrails.models.chat import PrefillBlocked
+
+    det = PrivacyDetector(synthetic_bundle(tiny, 2, threshold=-1e9), lm=tiny, mode="fused")
+    assert det.predict(_req([{"role": "user", "content": "x"}])) == []
+    ids = torch.tensor([tiny.tokenizer("user: hi\nassistant:")["input_ids"]])
+    calls = []
+    counter = tiny.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        with torch.no_grad():
+            tiny.model.generate(input_ids=ids, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+        plain = len(calls)
+        hook = det.fused_hook(identity=lambda: None)
+        calls.clear()
+        detach = hook.attach(tiny, ids, [{"role": "user", "content": "hi"}])
+        with pytest.raises(PrefillBlocked) as e, torch.no_grad():
+            tiny.model.generate(input_ids=ids, max_new_tokens=4, do_sample=False)
+        detach()
+        assert len(calls) == 1  # blocked inside the prefill: no decode step ran
+        assert e.value.decision.action is Action.BLOCK
+        ok = PrivacyDetector(synthetic_bundle(tiny, 2, threshold=1e9), lm=tiny, mode="fused").fused_hook()
+        calls.clear()
+        detach = ok.attach(tiny, ids, None)
+        with torch.no_grad():
+            tiny.model.generate(input_ids=ids, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+        detach()
+        assert len(calls) == plain and ok.calls == 1  # zero extra forward passes, fired once
+        assert ok.last_decision.action is Action.ALLOW
+    finally:
+        counter.remove()
+
+
+def test_fused_hook_matches_sentinel_scores(tiny):
+    bundle = synthetic_bundle(tiny, 2, threshold=1e3)
+    sent = PrivacyDetector(bundle, lm=tiny).predict(_req([{"role": "user", "content": "hello"}], session=None))
+    hook = PrivacyDetector(bundle, lm=tiny, mode="fused").fused_hook(identity=lambda: None)
+    ids = torch.tensor([tiny.tokenizer("user: hello\nassistant:")["input_ids"]])
+    detach = hook.attach(tiny, ids, None)
+    with torch.no_grad():
+        tiny.model(input_ids=ids)
+    detach()
+    assert hook.last_findings[0].score == pytest.approx(sent[0].score, abs=1e-5)
+
+
+def test_build_and_demo_entry_points():
+    det = build_privacy_detector(PluginContext(config={"privacy": {"mode": "sentinel"}}))
+    assert det.name == "privacy" and det._lm is None  # lazy: no model load at build time
+    turns = demo(None)
+    assert len(turns) == len(demo_script()) >= 4
+    expects = {str(t["expect"]) if isinstance(t, dict) else t.expect.value for t in turns}
+    assert expects == {"allow", "block"}
+
+
+def test_non_finite_activation_fails(tiny):
+    det = PrivacyDetector(synthetic_bundle(tiny, 2), lm=tiny)
+    with pytest.raises(InvalidInputError):
+        det.scorer.findings({2: np.full(32, np.inf, dtype=np.float32)}, tenant_id="t", user_id="u",
+                            session_id=None)

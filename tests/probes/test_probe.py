@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from guardrails.errors import ConfigError, RailguardError
+from probes.metrics import calibrate_threshold, rates
+from probes.probe import (
+    CorruptProbeError,
+    LinearProbe,
+    ProbeArtifact,
+    ProbeMeta,
+    ProbeMismatchError,
+    load_probe,
+)
+from probes.train import fit_multiturn, fit_single
+
+
+def _data(n=400, d=16, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, d)) * rng.uniform(0.5, 5, d) + rng.normal(size=d) * 10
+    X[:, 0] = rng.normal(size=n) + 4 * y
+    return X.astype(np.float32), y
+
+
+def test_estimator_protocol_and_folded_standardization():
+    X, y = _data()
+    p = LinearProbe(C=0.5)
+    assert p.fit(X, y) is p
+    assert p.coef_.shape == (16,) and p.n_features_in_ == 16 and list(p.classes_) == [0, 1]
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=2000, class_weight="balanced"))
+    ref.fit(X, y)
+    assert np.allclose(p.decision_function(X), ref.decision_function(X), atol=1e-3)
+    assert p.predict_proba(X).shape == (400, 2) and set(p.predict(X)) <= {0, 1}
+    dm = LinearProbe(method="diffmean").fit(X, y)
+    assert (dm.decision_function(X[y == 1]).mean() > dm.decision_function(X[y == 0]).mean())
+    with pytest.raises(ValueError):
+        LinearProbe().fit(X, np.zeros(len(y)))
+
+
+def test_calibration_hits_target_fpr_on_held_out_data():
+    rng = np.random.default_rng(1)
+    tau = calibrate_threshold(rng.normal(size=20_000), 0.01)
+    fresh = rng.normal(size=200_000)
+    assert abs((fresh > tau).mean() - 0.01) < 0.002
+    assert calibrate_threshold([0.1, 0.2, 0.3], 0.01) == 0.3  # never above target with few negatives
+    r = rates([0, 0, 1, 1], [0.1, 0.5, 0.6, 0.9], 0.55)
+    assert r["tpr"] == 1.0 and r["fpr"] == 0.0 and r["auroc"] == 1.0
+
+
+def test_fit_single_uses_grouped_cv_and_target_fpr():
+    X, y = _data(600)
+    Xl = np.stack([np.random.default_rng(2).normal(size=X.shape), X], axis=1)  # layer 0 noise, layer 1 signal
+    groups = np.arange(600) // 3
+    art = fit_single(Xl, y, groups, [4, 7], model_id="m", fingerprint="f", target_fpr=0.05, progress=False)
+    assert art.meta.layer == 7 and art.meta.kind == "single"
+    cv = art.meta.metrics["cv"]
+    assert cv["fpr"] <= 0.05 and cv["auroc"] > 0.9
+
+
+def test_fit_multiturn_on_deltas():
+    rng = np.random.default_rng(3)
+    d, convs, labels = 8, [], []
+    for c in range(60):
+        lab = c % 2
+        base = rng.normal(size=d) * 5
+        turns = [base + rng.normal(size=d) * 0.3 + (np.eye(d)[0] * 2 * t * lab) for t in range(5)]
+        convs.append(np.stack(turns)[:, None, :].astype(np.float32))
+        labels.append(lab)
+    art = fit_multiturn(convs, labels, [None] * 60, list(range(60)), [5], model_id="m", fingerprint="f",
+                        target_fpr=0.05, progress=False)
+    assert art.meta.kind == "multiturn" and art.intercept == 0.0
+    assert art.meta.metrics["cv_conversation"]["tpr"] > 0.9
+
+
+def _artifact(fp="abc", d=8):
+    meta = ProbeMeta(kind="single", model_id="m", model_fingerprint=fp, layer=3, d_model=d, threshold=0.25,
+                     target_fpr=0.01, data_sha256={"f.jsonl": "00"}, metrics={"auroc": 0.9})
+    return ProbeArtifact(coef=np.arange(d, dtype=np.float32), intercept=0.5, meta=meta)
+
+
+def test_artifact_round_trip(tmp_path):
+    art = _artifact()
+    art.save(tmp_path / "p")
+    back = ProbeArtifact.load(tmp_path / "p")
+    assert np.array_equal(back.coef, art.coef) and back.intercept == 0.5 and back.meta == art.meta
+    bundle = load_probe(tmp_path / "p")
+    assert bundle.single.meta.layer == 3 and bundle.multiturn is None
+    assert back.unit_score(0.25) == pytest.approx(0.5)
+
+
+def test_model_mismatch_is_typed_error(tmp_path):
+    art = _artifact(fp="abc")
+    with pytest.raises(ProbeMismatchError) as e:
+        art.check_model("zzz", "other-model")
+    assert isinstance(e.value, ConfigError) and isinstance(e.value, RailguardError)
+    with pytest.raises(ProbeMismatchError):
+        art.raw(np.zeros(5))
+
+
+def test_corrupt_artifacts_are_typed_errors(tmp_path):
+    p = _artifact().save(tmp_path / "p")
+    (p / "weights.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CorruptProbeError):
+        ProbeArtifact.load(p)
+    p = _artifact().save(tmp_path / "q")
+    (p / "meta.json").write_text("{not json")
+    with pytest.raises(CorruptProbeError):
+        ProbeArtifact.load(p)
+    p = _artifact().save(tmp_path / "r")
+    meta = json.loads((p / "meta.json").read_text())
+    meta["d_model"] = 9
+    (p / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CorruptProbeError):
+        ProbeArtifact.load(p)
+    with pytest.raises(CorruptProbeError):
+        load_probe(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorruptProbeError):
+        load_probe(tmp_path / "empty")

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from guardrails.errors import InvalidInputError
+from probes.capture import capture, render
+from probes.sentinel import SentinelEncoder
+
+
+def _conv(n, reply="ok, noted"):
+    msgs = [{"role": "system", "content": "be careful with private data"}]
+    for t in range(n):
+        msgs.append({"role": "user", "content": f"question number {t} about the claim"})
+        msgs.append({"role": "assistant", "content": reply})
+    return msgs[:-1]
+
+
+def _full(lm, msgs, layers):
+    return capture(lm.model, lm.tokenizer, [render(lm.tokenizer, msgs)], layers)[0]
+
+
+def test_kv_cache_path_equals_full_prefill(tiny):
+    enc = SentinelEncoder(tiny.model, tiny.tokenizer, [1, 3])
+    for n in range(1, 6):
+        msgs = _conv(n)
+        acts = enc.activation(msgs, session="s")
+        full = _full(tiny, msgs, [1, 3])
+        assert abs(acts[1] - full[0]).max() < 1e-4 and abs(acts[3] - full[1]).max() < 1e-4
+    assert enc.stats == {"full": 1, "incremental": 4, "hits": 0}
+    enc.activation(_conv(5), session="s")
+    assert enc.stats["hits"] == 1
+
+
+def test_template_drift_falls_back_to_full_prefill(tiny):
+    enc = SentinelEncoder(tiny.model, tiny.tokenizer, 2)
+    enc.activation(_conv(3), session="s")
+    changed = _conv(4, reply="a different earlier reply")  # history re-rendered differently
+    acts = enc.activation(changed, session="s")
+    assert enc.stats["full"] == 2
+    assert abs(acts[2] - _full(tiny, changed, [2])[0]).max() < 1e-4
+
+
+def test_sessions_do_not_share_caches(tiny):
+    enc = SentinelEncoder(tiny.model, tiny.tokenizer, 2, max_sessions=2)
+    a = enc.activation(_conv(2), session=("t", "u1", "s"))
+    b = enc.activation(_conv(2, reply="other"), session=("t", "u2", "s"))
+    assert enc.stats["full"] == 2 and not np.allclose(a[2], b[2])
+    enc.activation(_conv(1), session="third")  # evicts the oldest
+    assert len(enc._lru) == 2
+
+
+def test_hundred_turn_conversation(tiny):
+    enc = SentinelEncoder(tiny.model, tiny.tokenizer, 2)
+    msgs = [{"role": "system", "content": "s"}]
+    for t in range(100):
+        msgs.append({"role": "user", "content": f"q{t}"})
+        enc.activation(msgs, session="long")
+        msgs.append({"role": "assistant", "content": "a"})
+    assert enc.stats["full"] == 1 and enc.stats["incremental"] == 99
+    with pytest.raises(InvalidInputError):  # beyond the model context: a clear error, not a crash
+        enc.activation([{"role": "user", "content": "z" * 5000}], session="big")
+
+
+@pytest.mark.model
+def test_kv_cache_matches_full_prefill_on_smollm2(smol):
+    enc = SentinelEncoder(smol.model, smol.tokenizer, [9, 30])
+    msgs = [{"role": "system", "content": "You are an insurance assistant."}]
+    for t in range(3):
+        msgs.append({"role": "user", "content": f"What is the policy number of patient {t}?"})
+        acts = enc.activation(msgs, session="s")
+        full = _full(smol, msgs, [9, 30])
+        assert abs(acts[9] - full[0]).max() < 1e-3 and abs(acts[30] - full[1]).max() < 1e-3
+        msgs.append({"role": "assistant", "content": "It is on file."})
+    assert enc.stats["incremental"] == 2
