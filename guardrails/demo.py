@@ -104,9 +104,10 @@ def run_demo(*, db_url: str | None = None, max_new_tokens: int = 40, turns: Iter
         model = LocalChatModel(max_new_tokens=max_new_tokens)
         for obs in ctx.extras.get("prefill_observers", []):
             model.prefill_observers.append(obs)
-        agent = create_agent(model, middleware=[guard.middleware(on_decision=decisions.append)],
-                             checkpointer=InMemorySaver(),
-                             system_prompt="You are a concise, helpful assistant. Answer in one or two sentences.")
+        system_prompt = "You are a concise, helpful assistant. Answer in one or two sentences."
+        agent = create_agent(model, middleware=[guard.middleware(on_decision=decisions.append,
+                                                                 system_prompt=system_prompt)],
+                             checkpointer=InMemorySaver(), system_prompt=system_prompt)
         results = []
         for turn in script:
             decisions.clear()

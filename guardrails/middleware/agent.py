@@ -48,12 +48,16 @@ class GuardMiddleware(AgentMiddleware):
             (None: such calls raise InvalidInputError).
         on_decision: called with every Decision (e.g. to print or export it); exceptions propagate.
         stages: which stages to check (default all four).
+        system_prompt: the agent's system prompt, if any. LangChain keeps it out of the message state that
+            `before_model` sees; passing it here lets context-aware detectors (the privacy sentinel renders the
+            conversation as the serving model would) check the input under the same norms the model gets.
     """
 
     def __init__(self, guard: SupportsCheck, *, refusal: str = DEFAULT_REFUSAL, default_user_id: str | None = None,
                  on_decision: Callable[[Decision], None] | None = None,
-                 stages: frozenset[Stage] = frozenset(Stage)) -> None:
+                 stages: frozenset[Stage] = frozenset(Stage), system_prompt: str | None = None) -> None:
         super().__init__()
+        self.system_prompt = system_prompt
         self.guard = guard
         self.refusal = refusal
         self.default_user_id = default_user_id
@@ -70,9 +74,11 @@ class GuardMiddleware(AgentMiddleware):
             self.on_decision(d)
         return d
 
-    @staticmethod
-    def _conversation(messages: list[BaseMessage]) -> list[dict[str, str]]:
-        return to_chat_dicts(messages)
+    def _conversation(self, messages: list[BaseMessage]) -> list[dict[str, str]]:
+        chat = to_chat_dicts(messages)
+        if self.system_prompt and not (chat and chat[0]["role"] == "system"):
+            chat.insert(0, {"role": "system", "content": self.system_prompt})
+        return chat
 
     def _refusal(self, d: Decision) -> AIMessage:
         return AIMessage(content=self.refusal, response_metadata={"railguard": d.log_record()})

@@ -42,8 +42,10 @@ def resolve_device(device: str | None = None) -> str:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not getattr(resolve_device, "_threads_set", False):
         # Leave one core for the event loop / server when we have several; never oversubscribe.
+        # RAILGUARD_NUM_THREADS overrides (on a shared, loaded machine 1 thread is steadier).
         n = os.cpu_count() or 1
-        torch.set_num_threads(max(1, n - 1) if n > 2 else n)
+        env = os.environ.get("RAILGUARD_NUM_THREADS", "")
+        torch.set_num_threads(int(env) if env.isdigit() and int(env) > 0 else (max(1, n - 1) if n > 2 else n))
         resolve_device._threads_set = True  # type: ignore[attr-defined]
     return device
 

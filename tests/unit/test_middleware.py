@@ -179,3 +179,23 @@ async def test_guarded_runnable_async(keyword):
     assert all("launchcode" not in c.content for c in chunks)
     composed = guard.wrap(fake("piped ok")) | (lambda m: m.content.upper())
     assert composed.invoke("hi", cfg) == "PIPED OK"
+
+
+def test_system_prompt_reaches_input_checks():
+    from guardrails import BaseDetector, Finding
+
+    class Recorder(BaseDetector):
+        name = "rec"
+
+        def __init__(self):
+            self.roles = []
+
+        def predict(self, request):
+            self.roles.append([m.role for m in request.messages])
+            return [Finding(detector="rec", category="c", score=0.0, threshold=1.0, action=Action.ALLOW)]
+
+    rec = Recorder()
+    agent = create_agent(fake("ok"), system_prompt="Be brief.",
+                         middleware=[Guard([rec]).middleware(default_user_id="u", system_prompt="Be brief.")])
+    agent.invoke({"messages": [HumanMessage("hi")]})
+    assert rec.roles[0] == ["system", "user"]
