@@ -78,7 +78,11 @@ class TurnResult:
 
     @property
     def as_expected(self) -> bool | None:
-        return None if self.turn.expect is None else self.action is self.turn.expect
+        if self.turn.expect is None:
+            return None
+        if self.turn.expect is Action.ALLOW:  # a warning annotates but lets the message through
+            return self.action in (Action.ALLOW, Action.WARN)
+        return self.action is self.turn.expect
 
 
 def run_demo(*, db_url: str | None = None, max_new_tokens: int = 40, turns: Iterable[DemoTurn] | None = None,

@@ -147,21 +147,22 @@ class Guard:
 
     @staticmethod
     def _apply_user_thresholds(findings: list[Finding], request: CheckRequest) -> list[Finding]:
-        """Per-user overrides from the `guard` settings section: key "detector" or "detector.category"."""
+        """Per-user overrides from the `guard` settings section, key "detector" or "detector.category".
+
+        An override only ever relaxes: a triggered finding whose score is below the user's threshold becomes
+        allow. It never escalates an allow, because the detector may have masked that finding on purpose
+        (an unblocked category); detectors that support a lower per-user bar read the setting themselves.
+        """
         overrides = request.settings.get("guard", {}).get("thresholds", {})
         if not overrides:
             return findings
         out = []
         for f in findings:
             t = overrides.get(f"{f.detector}.{f.category}", overrides.get(f.detector))
-            if t is None or f.category == "error":
+            if t is None or f.category == "error" or f.action is Action.ALLOW or f.score >= t:
                 out.append(f)
-                continue
-            if f.score < t:
-                out.append(f.model_copy(update={"threshold": t, "action": Action.ALLOW}))
             else:
-                act = f.action if f.action is not Action.ALLOW else Action.WARN
-                out.append(f.model_copy(update={"threshold": t, "action": act}))
+                out.append(f.model_copy(update={"threshold": t, "action": Action.ALLOW}))
         return out
 
     def _finish(self, request: CheckRequest, results: list[tuple[DetectorSlot, list[Finding], str | None]],

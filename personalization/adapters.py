@@ -1,0 +1,263 @@
+"""Model adapters for the ICL backend: local HF causal LM, OpenAI-compatible HTTP endpoint, LangChain chat model.
+
+Each adapter turns chat messages + a label set into a probability per label. They are transports in the httpx
+sense: the prompt logic lives once in `icl.py`; only "ask the model" differs.
+- Local causal LM: exact label likelihoods (sum of label-token log-probs after the generation prompt), with
+  the shared prompt prefix KV-cached across calls when demos do not change.
+- OpenAI-compatible: one request builder and one parser shared by the sync and async clients; timeouts,
+  bounded retries with backoff on 429/5xx/transport errors, and errors that name the endpoint and status.
+- LangChain: any BaseChatModel; `with_structured_output` (enum of labels) where the model supports it, else
+  text parsed against the label set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import httpx
+
+from guardrails.errors import ConfigError, DetectorError
+
+Messages = list[dict[str, str]]
+
+
+def parse_label(text: str, labels: Sequence[str]) -> str:
+    """Map a model reply to one label: JSON {"label": ...}, exact match, or first label mentioned."""
+    s = (text or "").strip()
+    try:
+        obj = json.loads(s)
+        if isinstance(obj, dict) and isinstance(obj.get("label"), str):
+            s = obj["label"].strip()
+    except (json.JSONDecodeError, TypeError):
+        pass
+    low = s.lower().strip(" .'\"`*")
+    for lab in labels:
+        if low == lab.lower():
+            return lab
+    hits = [(m.start(), lab) for lab in labels for m in [re.search(rf"\b{re.escape(lab.lower())}\b", low)] if m]
+    if hits:
+        return min(hits)[1]
+    raise DetectorError(f"model reply is not one of the labels {list(labels)}")
+
+
+def one_hot(label: str, labels: Sequence[str]) -> dict[str, float]:
+    return {lab: float(lab == label) for lab in labels}
+
+
+class LocalLMAdapter:
+    """Label likelihoods from a local HF causal LM (default: the embedded SmolLM2-135M-Instruct)."""
+
+    def __init__(self, model: str | Any = "smollm2-135m-instruct", *, max_prompt_tokens: int = 3000) -> None:
+        self.model_ref, self.max_prompt_tokens = model, max_prompt_tokens
+        self._lm: Any = None
+        self._prefix: tuple[tuple[int, ...], Any] | None = None  # (token ids, KV cache) of the last prompt
+        self._lock = threading.Lock()  # the cached prefix is mutated (cropped) per call
+
+    @property
+    def lm(self) -> Any:
+        if self._lm is None:
+            if isinstance(self.model_ref, str):
+                from guardrails.models import load_causal_lm
+
+                self._lm = load_causal_lm(self.model_ref)
+            else:
+                self._lm = self.model_ref
+        return self._lm
+
+    def _prompt_ids(self, messages: Messages) -> list[int]:
+        tok = self.lm.tokenizer
+        ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        ids = list(ids)
+        if len(ids) > self.max_prompt_tokens:  # keep the card's head and the query's tail
+            ids = ids[: self.max_prompt_tokens // 2] + ids[-self.max_prompt_tokens // 2 :]
+        return ids
+
+    def label_probs(self, messages: Messages, labels: Sequence[str]) -> dict[str, float]:
+        import torch
+
+        lm = self.lm
+        ids = self._prompt_ids(messages)
+        # Everything before the last user turn is shared between texts when demos are fixed: cache its KV
+        # once, run only the query, and crop the cache back after each label (no copies).
+        split = max(1, min(self._shared_len(messages), len(ids) - 1))
+        pre, rest = ids[:split], ids[split:]
+        dev = lm.device
+        with self._lock, torch.inference_mode():
+            cache = self._prefix_cache(pre)
+            try:
+                out = _forward(lm.model, torch.tensor([rest], device=dev), cache)
+                full = len(ids)
+                base_logp = torch.log_softmax(out.logits[0, -1].float(), -1)
+                scores = []
+                for lab in labels:
+                    lab_ids = lm.tokenizer(lab, add_special_tokens=False)["input_ids"]
+                    lp = float(base_logp[lab_ids[0]])
+                    if len(lab_ids) > 1:
+                        o2 = _forward(lm.model, torch.tensor([lab_ids[:-1]], device=dev), cache)
+                        _crop(cache, full)
+                        lps = torch.log_softmax(o2.logits[0].float(), -1)
+                        lp += float(sum(lps[j, lab_ids[j + 1]] for j in range(len(lab_ids) - 1)))
+                    scores.append(lp)
+            finally:
+                _crop(cache, len(pre))
+        p = torch.softmax(torch.tensor(scores), 0).tolist()
+        return dict(zip(labels, p, strict=True))
+
+    def _shared_len(self, messages: Messages) -> int:
+        head = self.lm.tokenizer.apply_chat_template(messages[:-1], tokenize=True)
+        if isinstance(head, dict) or hasattr(head, "keys"):
+            head = head["input_ids"]
+        return min(len(head), self.max_prompt_tokens // 2) - 1
+
+    def _prefix_cache(self, pre: list[int]) -> Any:
+        import torch
+
+        key = tuple(pre)
+        if self._prefix is not None and self._prefix[0] == key:
+            return self._prefix[1]
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        _forward(self.lm.model, torch.tensor([pre], device=self.lm.device), cache)
+        self._prefix = (key, cache)
+        return cache
+
+
+def _forward(model: Any, ids: Any, cache: Any) -> Any:
+    """One forward pass that appends to `cache` in place (transformers 5 renamed `past_key_values`)."""
+    try:
+        return model(ids, cache=cache, use_cache=True)
+    except TypeError:
+        return model(ids, past_key_values=cache, use_cache=True)
+
+
+def _crop(cache: Any, length: int) -> None:
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)  # negative = tokens to drop (the only form transformers 5 accepts)
+
+
+class OpenAICompatAdapter:
+    """Any OpenAI-compatible `/chat/completions` endpoint (vLLM, llama.cpp server, OpenAI, ...)."""
+
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 30.0,
+                 max_retries: int = 2, backoff: float = 0.5, structured: bool = True,
+                 transport: httpx.BaseTransport | None = None,
+                 async_transport: httpx.AsyncBaseTransport | None = None) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base_url must be an http(s) URL, got {base_url!r}")
+        self.base_url, self.model = base_url.rstrip("/"), model
+        self.timeout, self.max_retries, self.backoff, self.structured = timeout, max_retries, backoff, structured
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._transport, self._async_transport = transport, async_transport
+
+    # -- shared core -------------------------------------------------------------------------------------
+    def _body(self, messages: Messages, labels: Sequence[str]) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": 16}
+        if self.structured:
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "harm_label", "strict": True, "schema": {
+                    "type": "object", "additionalProperties": False, "required": ["label"],
+                    "properties": {"label": {"type": "string", "enum": list(labels)}}}}}
+        return body
+
+    def _parse(self, resp: httpx.Response, labels: Sequence[str]) -> dict[str, float]:
+        try:
+            content = resp.json()["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise DetectorError(f"{self.base_url}: malformed chat completion response") from None
+        return one_hot(parse_label(content or "", labels), labels)
+
+    def _retryable(self, status: int) -> bool:
+        return status == 429 or status >= 500
+
+    def _error(self, resp: httpx.Response) -> DetectorError:
+        return DetectorError(f"{self.base_url}/chat/completions returned HTTP {resp.status_code}: "
+                             f"{resp.text[:200]}")
+
+    # -- sync / async shells -----------------------------------------------------------------------------
+    def label_probs(self, messages: Messages, labels: Sequence[str]) -> dict[str, float]:
+        last: Exception | None = None
+        with httpx.Client(timeout=self.timeout, headers=self._headers, transport=self._transport) as client:
+            for attempt in range(self.max_retries + 1):
+                try:
+                    resp = client.post(f"{self.base_url}/chat/completions", json=self._body(messages, labels))
+                except httpx.TransportError as exc:  # timeouts and connection errors
+                    last = exc
+                else:
+                    if resp.status_code < 400:
+                        return self._parse(resp, labels)
+                    last = self._error(resp)
+                    if not self._retryable(resp.status_code):
+                        raise last
+                if attempt < self.max_retries:
+                    time.sleep(self.backoff * 2**attempt)
+        raise DetectorError(f"{self.base_url}: failed after {self.max_retries + 1} attempts: {last}") from None
+
+    async def alabel_probs(self, messages: Messages, labels: Sequence[str]) -> dict[str, float]:
+        last: Exception | None = None
+        async with httpx.AsyncClient(timeout=self.timeout, headers=self._headers,
+                                     transport=self._async_transport) as client:
+            for attempt in range(self.max_retries + 1):
+                try:
+                    resp = await client.post(f"{self.base_url}/chat/completions",
+                                             json=self._body(messages, labels))
+                except httpx.TransportError as exc:
+                    last = exc
+                else:
+                    if resp.status_code < 400:
+                        return self._parse(resp, labels)
+                    last = self._error(resp)
+                    if not self._retryable(resp.status_code):
+                        raise last
+                if attempt < self.max_retries:
+                    await asyncio.sleep(self.backoff * 2**attempt)
+        raise DetectorError(f"{self.base_url}: failed after {self.max_retries + 1} attempts: {last}") from None
+
+
+class LangChainAdapter:
+    """Any LangChain `BaseChatModel`; structured output over the label enum when the model supports it."""
+
+    def __init__(self, chat_model: Any, *, structured: bool = True) -> None:
+        self.chat_model, self.structured = chat_model, structured
+
+    @staticmethod
+    def _lc_messages(messages: Messages) -> list[Any]:
+        from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+        kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+        return [kinds[m["role"]](content=m["content"]) for m in messages]
+
+    def _schema(self, labels: Sequence[str]) -> Any:
+        from pydantic import create_model
+
+        return create_model("HarmLabel", label=(Literal[tuple(labels)], ...))  # type: ignore[arg-type,valid-type]
+
+    def label_probs(self, messages: Messages, labels: Sequence[str]) -> dict[str, float]:
+        msgs = self._lc_messages(messages)
+        if self.structured:
+            try:
+                runnable = self.chat_model.with_structured_output(self._schema(labels))
+            except (NotImplementedError, AttributeError, TypeError):
+                runnable = None
+            if runnable is not None:
+                try:
+                    res = runnable.invoke(msgs)
+                    lab = getattr(res, "label", None) or (res.get("label") if isinstance(res, dict) else None)
+                    if isinstance(lab, str) and lab in labels:
+                        return one_hot(lab, labels)
+                except NotImplementedError:
+                    pass
+        reply = self.chat_model.invoke(msgs)
+        return one_hot(parse_label(str(getattr(reply, "content", reply)), labels), labels)
+
+    async def alabel_probs(self, messages: Messages, labels: Sequence[str]) -> dict[str, float]:
+        return await asyncio.to_thread(self.label_probs, messages, labels)

@@ -1,0 +1,30 @@
+"""`railguard bench` contribution: embedding-backend throughput on realistic short messages.
+
+Why measure the whole backend (encode + all category scores) and not the bare encoder: that is what a check
+costs. Texts are the shipped dev set's messages (tweets, SMS, review sentences), batched 64 at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def bench(quick: bool = False) -> dict[str, Any]:
+    from .embedding import EmbeddingBackend
+    from .evaluate import DEV_EVAL_PATH, load_jsonl
+    from .profile import ModerationProfile, block_new
+
+    texts = [r["text"] for r in load_jsonl(DEV_EVAL_PATH)]
+    texts = texts[: 256 if quick else 1024]
+    be = EmbeddingBackend()
+    profile = block_new(ModerationProfile(), "crypto_shill", examples=["Buy $DOGEX now, 50x guaranteed!"])
+    be.score(texts[:64], profile)  # warm-up: model load, bank embeddings, profile compile
+    t = time.perf_counter()
+    be.score(texts, profile)
+    dt = time.perf_counter() - t
+    raw_t = time.perf_counter()
+    be.encoder.encode(texts)
+    raw = time.perf_counter() - raw_t
+    return {"embed_texts_per_s": round(len(texts) / dt, 1),
+            "embed_encoder_only_texts_per_s": round(len(texts) / raw, 1), "embed_bench_n": len(texts)}

@@ -1,0 +1,152 @@
+"""`railguard harm ...`: evaluation commands (CONTRACT.md) plus small profile utilities.
+
+With `--json` exactly one JSON object goes to stdout; logs and progress go to stderr. Errors a user can cause
+(bad file, bad flag) exit with code 2 and, under `--json`, a JSON `{"error": ...}` object.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from guardrails.errors import RailguardError
+
+app = typer.Typer(help="Personalized harm detection: evaluate backends and personalization protocols.",
+                  no_args_is_help=True)
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _emit(obj: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(_clean(obj), sort_keys=True) + "\n")
+        sys.stdout.flush()
+    else:
+        for k, v in obj.items():
+            if not isinstance(v, dict):
+                typer.echo(f"{k:>36}: {v:.4f}" if isinstance(v, float) else f"{k:>36}: {v}")
+        for k, v in obj.items():
+            if isinstance(v, dict):
+                typer.echo(f"{k}: {json.dumps(_clean(v), sort_keys=True)}")
+
+
+def _fail(msg: str, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps({"error": msg}) + "\n")
+    else:
+        typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+def _quiet() -> None:
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    warnings.simplefilter("ignore")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _backend(kind: str, model: str | None, base_url: str | None, k: int, retrieval: str) -> Any:
+    from .plugin import build_backend
+
+    cfg: dict[str, Any] = {"backend": kind, "k": k, "retrieval": retrieval}
+    if model:
+        cfg["model"] = model
+    if base_url:
+        cfg["base_url"] = base_url
+    return build_backend(cfg)
+
+
+@app.command("eval")
+def eval_cmd(
+    data: Path = typer.Option(..., "--data", help="harm JSONL: {id, text, label}"),
+    backend: str = typer.Option("embedding", "--backend", help="embedding | icl"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
+    plot: Path | None = typer.Option(None, "--plot", help="write a ROC / PR curve PNG"),
+    limit: int | None = typer.Option(None, "--limit", help="evaluate the first N rows only"),
+    model: str | None = typer.Option(None, "--model", help="ICL: local model name/path or remote model id"),
+    base_url: str | None = typer.Option(None, "--base-url", help="ICL: OpenAI-compatible endpoint"),
+    k: int = typer.Option(8, "--k", help="ICL: number of bank demonstrations"),
+    retrieval: str = typer.Option("random", "--retrieval", help="ICL: random | lexical | semantic"),
+    profile: Path | None = typer.Option(None, "--profile", help="moderation profile JSON (default profile)"),
+    only: list[str] = typer.Option([], "--only", help="single-task protocol: keep only these categories active"),
+    calibrate: int = typer.Option(0, "--calibrate", help="ICL: calibrate base categories on N benign bank texts"),
+) -> None:
+    """Binary harmful-vs-benign metrics (the paper's protocol) for one backend on one file."""
+    _quiet()
+    from .evaluate import evaluate, load_jsonl
+    from .profile import import_json
+
+    if backend not in ("embedding", "icl"):
+        _fail(f"unknown backend {backend!r}; use embedding or icl", as_json)
+    try:
+        rows = load_jsonl(data)[:limit] if limit else load_jsonl(data)
+        prof = import_json(profile.read_text(encoding="utf-8")) if profile else None
+        if only:
+            from .profile import ModerationProfile, set_action
+
+            prof = prof or ModerationProfile()
+            for name in prof.categories:
+                if name not in only:
+                    prof = set_action(prof, name, "allow")
+        be = _backend(backend, model, base_url, k, retrieval)
+        if calibrate and hasattr(be, "calibrate"):
+            be.calibrate(calibrate)
+        out = evaluate(rows, be, prof, plot=plot)
+        out["icl_calibration_texts"] = calibrate if backend == "icl" else None
+    except (RailguardError, OSError) as exc:
+        _fail(str(exc), as_json)
+    out["data"] = str(data)
+    _emit(out, as_json)
+
+
+@app.command("personalize-eval")
+def personalize_eval_cmd(
+    as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
+    data: Path | None = typer.Option(None, "--data", help="held-out harm JSONL (default: shipped dev set)"),
+    backend: str = typer.Option("embedding", "--backend", help="embedding | icl"),
+    max_per_label: int = typer.Option(150, "--max-per-label"),
+    shots: list[int] = typer.Option([], "--shots", help="also report block-new success from N examples"),
+    no_variation: bool = typer.Option(False, "--no-variation", help="skip the (slower) variation protocol"),
+) -> None:
+    """Block-new (1 example), unblock (policy mask) and variation protocols."""
+    _quiet()
+    from .evaluate import load_jsonl, personalize_eval
+
+    try:
+        rows = load_jsonl(data) if data else None
+        out = personalize_eval(_backend(backend, None, None, 8, "random"), rows, max_per_label=max_per_label,
+                               shots=tuple(shots), variation=not no_variation)
+    except (RailguardError, OSError) as exc:
+        _fail(str(exc), as_json)
+    _emit(out, as_json)
+
+
+@app.command("profile-template")
+def profile_template(as_json: bool = typer.Option(True, "--json/--no-json")) -> None:
+    """Print the default moderation profile as JSON (a starting point for `--profile` or import)."""
+    from .profile import ModerationProfile, export_json
+
+    typer.echo(export_json(ModerationProfile()))

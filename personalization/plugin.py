@@ -1,0 +1,140 @@
+"""The `harm` detector plugin: each user's moderation profile decides what is flagged and what is enforced.
+
+Why the profile is read from `request.settings` (not the store): the Guard already loaded the user's settings
+for this check, so the detector never touches the store on the hot path and can never read another user's
+profile. A missing profile means the default one; an unreadable one also falls back to the default (stricter
+than failing open) and says so in the finding's explanation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from guardrails.decision import Action, Finding, Stage
+from guardrails.detector import BaseDetector, CheckRequest, PluginContext
+from guardrails.errors import ConfigError
+
+from .profile import BASE_CATEGORIES, ModerationProfile, parse_profile
+from .service import SECTION, ProfileService
+
+_ACTIONS = {"block": Action.BLOCK, "warn": Action.WARN, "allow": Action.ALLOW}
+
+
+class HarmDetector(BaseDetector):
+    """Scores every category of the user's profile; findings enforce the category's action above threshold."""
+
+    name = "harm"
+    # Input by default (what the user sends is what their profile is about); enable "output" via config
+    # {"harm": {"stages": ["input", "output"]}} to also screen model replies.
+    stages = frozenset({Stage.INPUT})
+
+    def __init__(self, backend: Any = None, *, stages: frozenset[Stage] | None = None) -> None:
+        if backend is None:
+            from .embedding import EmbeddingBackend
+
+            backend = EmbeddingBackend()
+        self.backend = backend
+        if stages is not None:
+            self.stages = stages
+
+    def profile_for(self, request: CheckRequest) -> tuple[ModerationProfile, str]:
+        data = request.settings.get(SECTION) if request.settings else None
+        try:
+            return parse_profile(data), ""
+        except ConfigError:
+            return ModerationProfile(), "stored profile unreadable; default profile used"
+
+    def findings(self, scores: dict[str, np.ndarray], profile: ModerationProfile, note: str = "",
+                 i: int = 0) -> list[Finding]:
+        out = []
+        for name, cat in profile.categories.items():
+            score = float(scores[name][i])
+            threshold = 0.5 if cat.threshold is None else float(cat.threshold)
+            hit = score >= threshold
+            action = _ACTIONS[cat.action] if hit else Action.ALLOW
+            if cat.action == "allow":
+                why = "unblocked by the user's profile (policy mask: scored, never enforced)"
+            else:
+                kind = "base category" if name in BASE_CATEGORIES else "user category"
+                why = f"{kind}; {'above' if hit else 'below'} threshold ({self.backend.name} backend)"
+            out.append(Finding(detector=self.name, category=name, score=round(score, 4), threshold=threshold,
+                               explanation=why + (f"; {note}" if note else ""), action=action))
+        return out
+
+    def predict(self, request: CheckRequest) -> list[Finding]:
+        profile, note = self.profile_for(request)
+        return self.findings(self.backend.score([request.text], profile), profile, note)
+
+    async def apredict(self, request: CheckRequest) -> list[Finding]:
+        afn = getattr(self.backend, "ascore", None)
+        if afn is None:
+            return await super().apredict(request)
+        profile, note = self.profile_for(request)
+        return self.findings(await afn([request.text], profile), profile, note)
+
+
+def build_backend(config: dict[str, Any] | None = None) -> Any:
+    """Backend from config: {"backend": "embedding"} (default) or {"backend": "icl", "adapter": ...}."""
+    cfg = dict(config or {})
+    kind = cfg.get("backend", "embedding")
+    if kind == "embedding":
+        from .embedding import EmbeddingBackend
+
+        return EmbeddingBackend(cfg.get("encoder", "all-minilm-l6-v2"), target_fpr=cfg.get("target_fpr", 0.01))
+    if kind == "icl":
+        from .adapters import LocalLMAdapter, OpenAICompatAdapter
+        from .icl import ICLBackend
+
+        if cfg.get("base_url"):
+            adapter: Any = OpenAICompatAdapter(cfg["base_url"], cfg.get("model", "default"),
+                                               api_key=cfg.get("api_key"), timeout=cfg.get("timeout", 30.0))
+        else:
+            adapter = LocalLMAdapter(cfg.get("model", "smollm2-135m-instruct"))
+        be = ICLBackend(adapter, k=cfg.get("k", 8), retrieval=cfg.get("retrieval", "random"))
+        return be.calibrate(int(cfg["calibrate"])) if cfg.get("calibrate") else be
+    raise ConfigError(f"unknown harm backend {kind!r}; use 'embedding' or 'icl'")
+
+
+def build_harm_detector(ctx: PluginContext) -> HarmDetector:
+    """Entry point `railguard.detectors: harm`. Config section `harm` (optional) picks backend and stages."""
+    cfg = dict((ctx.config or {}).get("harm", {})) if ctx is not None else {}
+    try:
+        stages = frozenset(Stage(s) for s in cfg["stages"]) if "stages" in cfg else None
+    except (ValueError, TypeError):
+        raise ConfigError(f"harm.stages must list stages from {[s.value for s in Stage]}") from None
+    return HarmDetector(build_backend(cfg), stages=stages)
+
+
+DEMO_MESSAGE = "Huge news!!! Buy $MOONCOIN now before it 100x, join our Telegram for the next pump signal"
+
+
+def demo(ctx: Any) -> list[Any]:
+    """Entry point `railguard.demo: harm`: two users, different profiles, the same message, different decisions.
+
+    carol blocks crypto shilling (a user category from one example + a definition); dave unblocks spam and
+    keeps the default otherwise. Profiles are written through the store (versioned, audited).
+    """
+    store, tenant = getattr(ctx, "store", None), getattr(ctx, "tenant_id", "default")
+    if store is None:
+        raise ConfigError("the harm demo needs ctx.store")
+    svc = ProfileService(store, tenant, actor="demo")
+    svc.reset("carol")
+    svc.block_new("carol", "crypto_shill", examples=["Get in early on $DOGEX, 50x guaranteed, pump starts at 9pm!"],
+                  definition="Promotion of crypto coins or tokens with promises of fast gains.")
+    svc.reset("dave")
+    svc.unblock("dave", "spam")
+    rows = [
+        {"user_id": "carol", "session_id": "carol-1", "text": DEMO_MESSAGE, "expect": "block",
+         "note": "carol blocks crypto shilling (1 example + definition)"},
+        {"user_id": "dave", "session_id": "dave-1", "text": DEMO_MESSAGE, "expect": "allow",
+         "note": "dave unblocked spam: same message allowed (policy mask)"},
+        {"user_id": "dave", "session_id": "dave-1", "text": "You are a worthless idiot and everyone hates you.",
+         "expect": "block", "note": "dave still blocks toxic language"},
+    ]
+    try:
+        from guardrails.demo import DemoTurn
+    except ImportError:  # spine demo not available: plain dicts
+        return rows
+    return [DemoTurn.model_validate(r) for r in rows]

@@ -1,0 +1,315 @@
+"""The per-user moderation profile (settings section ``moderation``) and the pure operations on it.
+
+Why a pydantic model: the store validates every write through it (entry point
+``railguard.settings: moderation``), so a malformed or oversized profile is rejected before it reaches the
+database instead of failing later inside a detector. Every operation here is pure (profile in, new profile
+out) so it can run inside ``store.update_section(..., fn)`` and be unit-tested without a store.
+
+Why unblock is a policy mask: the paper shows prompt-only unblocking is unreliable (0.09-0.93 success). Here
+``unblock`` sets the category's action to ``allow``; detectors still score it (the demo shows the score) but
+the finding can never enforce. That is deterministic whatever the backend says.
+
+User-written definitions and examples are *data*. They are length-limited, stripped of control characters,
+JSON-quoted inside ICL prompts and only embedded as vectors by the embedding backend; they never change
+another category's score under the embedding backend, and never another user's profile.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from guardrails.errors import ConfigError, InvalidInputError
+
+Action = Literal["block", "warn", "allow"]
+
+BASE_CATEGORIES: dict[str, str] = {
+    # Level-2 definitions after the paper's taskDescription.py (wording ours).
+    "toxic": "Hostile, offensive language: insults, slurs, harassment, hate toward people or groups.",
+    "spam": "Unsolicited, often irrelevant messages: ads, prize claims, scams, premium-rate or phishing lures.",
+    "negative": "Messages expressing sadness, anger or frustration that may affect others negatively.",
+}
+# Only toxicity blocks by default: spam and negative sentiment annotate (warn) until a user opts into blocking
+# them ("block spam"). The encoder's spam/sentiment precision (see DATA.md) is too low to block everyone's
+# messages on, and negative sentiment is rarely harm on its own.
+BASE_DEFAULT_ACTION: dict[str, Action] = {"toxic": "block", "spam": "warn", "negative": "warn"}
+RESERVED_NAMES = frozenset({"benign", "harmful", "none", "other"})
+
+MAX_CATEGORIES = 64  # user + base; keeps ICL prompts and per-check work bounded
+MAX_EXAMPLES = 50  # per list (examples, counter_examples)
+MAX_TEXT_CHARS = 2000  # per example / definition
+MAX_TOTAL_CHARS = 200_000  # whole profile: bounds store rows and prompt building
+NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,47}$")
+
+
+def clean_text(value: Any, *, what: str) -> str:
+    """Validate one user-written text: a string, ≤ MAX_TEXT_CHARS, control characters removed.
+
+    Control characters are stripped (newlines/tabs kept) so a definition cannot smuggle terminal escapes or
+    NULs into logs or prompts; the text is otherwise kept verbatim because it is data, not instructions.
+    """
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise InvalidInputError(f"{what} is {len(value)} characters; the limit is {MAX_TEXT_CHARS}")
+    text = "".join(c for c in value if c in "\n\t" or unicodedata.category(c)[0] != "C")
+    return text.strip()
+
+
+def _clean_list(values: Any, *, what: str) -> list[str]:
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise InvalidInputError(f"{what} must be a list of strings")
+    out: list[str] = []
+    for v in values:
+        t = clean_text(v, what=f"an item of {what}")
+        if t and t not in out:  # duplicates are dropped: they add nothing but weight
+            out.append(t)
+    if len(out) > MAX_EXAMPLES:
+        raise InvalidInputError(f"{what} has {len(out)} items; the limit is {MAX_EXAMPLES}")
+    return out
+
+
+class Category(BaseModel):
+    """One detectable category: what it means, examples of it and of what it is not, and the policy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    definition: str = ""
+    examples: list[str] = Field(default_factory=list)
+    counter_examples: list[str] = Field(default_factory=list)
+    action: Action = "block"
+    # None: the backend's calibrated operating point (score 0.5 = target FPR on held-out benign text).
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @field_validator("definition", mode="before")
+    @classmethod
+    def _definition(cls, v: Any) -> str:
+        return clean_text(v, what="definition")
+
+    @field_validator("examples", "counter_examples", mode="before")
+    @classmethod
+    def _lists(cls, v: Any, info: Any) -> list[str]:
+        return _clean_list(v, what=info.field_name)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Category:
+        both = set(self.examples) & set(self.counter_examples)
+        if both:
+            raise InvalidInputError(f"{len(both)} text(s) are both an example and a counter-example (contradiction)")
+        return self
+
+    def chars(self) -> int:
+        return len(self.definition) + sum(map(len, self.examples)) + sum(map(len, self.counter_examples))
+
+
+def default_categories() -> dict[str, Category]:
+    return {n: Category(definition=d, action=BASE_DEFAULT_ACTION[n]) for n, d in BASE_CATEGORIES.items()}
+
+
+class ModerationProfile(BaseModel):
+    """A user's moderation settings: the base taxonomy (toxic, spam, negative) plus user categories."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    categories: dict[str, Category] = Field(default_factory=default_categories)
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        if not isinstance(v, Mapping):
+            raise InvalidInputError("categories must be an object of name → category")
+        if len(v) > MAX_CATEGORIES:
+            raise InvalidInputError(f"{len(v)} categories; the limit is {MAX_CATEGORIES}")
+        for name in v:
+            check_name(name)
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> ModerationProfile:
+        # Base categories are always present (possibly unblocked), so "absent" never silently means "allow".
+        missing = {n: c for n, c in default_categories().items() if n not in self.categories}
+        if missing:
+            object.__setattr__(self, "categories", {**missing, **self.categories})
+        total = sum(c.chars() for c in self.categories.values())
+        if total > MAX_TOTAL_CHARS:
+            raise InvalidInputError(f"profile holds {total} characters of text; the limit is {MAX_TOTAL_CHARS}")
+        return self
+
+    def active(self) -> dict[str, Category]:
+        """Categories whose findings may enforce (action ≠ allow)."""
+        return {n: c for n, c in self.categories.items() if c.action != "allow"}
+
+
+def check_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise InvalidInputError(f"category name must be a string, got {type(name).__name__}")
+    if not NAME_RE.match(name) or name in RESERVED_NAMES:
+        raise InvalidInputError(
+            f"invalid category name {name[:60]!r}: lowercase letters, digits, '_' or '-', 1-48 chars, "
+            f"starting with a letter, not one of {sorted(RESERVED_NAMES)}"
+        )
+    return name
+
+
+def parse_profile(data: Any) -> ModerationProfile:
+    """Validate a stored/imported dict (or None → default) into a profile, with typed errors."""
+    if data is None or data == {}:
+        return ModerationProfile()
+    if isinstance(data, ModerationProfile):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"moderation profile must be an object, got {type(data).__name__}")
+    try:
+        return ModerationProfile.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(f"invalid moderation profile: {exc.errors(include_url=False)[:3]}") from None
+
+
+def _with(profile: ModerationProfile, name: str, cat: Category | None) -> ModerationProfile:
+    cats = dict(profile.categories)
+    if cat is None:
+        cats.pop(name, None)
+    else:
+        cats[name] = cat
+    return parse_profile({"schema_version": 1, "categories": {k: v.model_dump() for k, v in cats.items()}})
+
+
+def _category(profile: ModerationProfile, name: str) -> Category:
+    check_name(name)
+    if name not in profile.categories:
+        raise ConfigError(f"unknown category {name!r}; known: {sorted(profile.categories)}")
+    return profile.categories[name]
+
+
+def block_new(
+    profile: ModerationProfile,
+    name: str,
+    *,
+    examples: Iterable[str] = (),
+    definition: str = "",
+    counter_examples: Iterable[str] = (),
+    action: Action = "block",
+    threshold: float | None = None,
+) -> ModerationProfile:
+    """Add a new category from ≥ 1 example and/or a definition. Existing names are refused (use extend)."""
+    check_name(name)
+    if name in profile.categories:
+        raise ConfigError(f"category {name!r} already exists; use extend/unblock/reblock instead")
+    ex = [examples] if isinstance(examples, str) else list(examples)  # a lone string is one example
+    cx = [counter_examples] if isinstance(counter_examples, str) else list(counter_examples)
+    try:
+        cat = Category(definition=definition, examples=ex, counter_examples=cx, action=action, threshold=threshold)
+    except ValidationError as exc:
+        raise InvalidInputError(f"invalid category {name!r}: {exc.errors(include_url=False)[:3]}") from None
+    if not cat.examples and not cat.definition:
+        raise InvalidInputError(f"category {name!r} needs at least one example or a definition")
+    return _with(profile, name, cat)
+
+
+def set_action(profile: ModerationProfile, name: str, action: Action,
+               threshold: float | None = None) -> ModerationProfile:
+    """Change a category's policy (and optionally its threshold) without touching its examples."""
+    cat = _category(profile, name)
+    upd: dict[str, Any] = {"action": action}
+    if threshold is not None:
+        upd["threshold"] = threshold
+    return _with(profile, name, Category.model_validate({**cat.model_dump(), **upd}))
+
+
+def set_threshold(profile: ModerationProfile, name: str, threshold: float | None) -> ModerationProfile:
+    """Per-category threshold on the calibrated scale (None → the backend's calibrated operating point)."""
+    cat = _category(profile, name)
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)
+                                  or not 0.0 <= threshold <= 1.0):
+        raise InvalidInputError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    return _with(profile, name, Category.model_validate({**cat.model_dump(), "threshold": threshold}))
+
+
+def unblock(profile: ModerationProfile, name: str) -> ModerationProfile:
+    """Deterministic policy mask: the category is still scored but its findings always allow."""
+    return set_action(profile, name, "allow")
+
+
+def reblock(profile: ModerationProfile, name: str, action: Action = "block") -> ModerationProfile:
+    return set_action(profile, name, action)
+
+
+def extend(
+    profile: ModerationProfile,
+    name: str,
+    texts: Iterable[str] | str,
+    *,
+    counter: bool = False,
+    n_variations: int = 0,
+    seed: int = 0,
+) -> ModerationProfile:
+    """Extend a category to a flagged text (and optionally generated variations of it).
+
+    ``counter=True`` adds the texts as counter-examples instead (a per-category false-positive fix).
+    """
+    from .variations import variations
+
+    cat = _category(profile, name)
+    items = [texts] if isinstance(texts, str) else list(texts)
+    if n_variations:
+        items = items + [v for t in items for v in variations(t, n_variations, seed=seed)]
+    field = "counter_examples" if counter else "examples"
+    other = "examples" if counter else "counter_examples"
+    data = cat.model_dump()
+    new = _clean_list(items, what=field)
+    # The newest call wins a contradiction: moving a text between lists is how a user corrects themselves.
+    data[other] = [t for t in data[other] if t not in new]
+    data[field] = _clean_list(data[field] + new, what=field)
+    return _with(profile, name, Category.model_validate(data))
+
+
+def remove(profile: ModerationProfile, name: str) -> ModerationProfile:
+    """Delete a user category; base categories are reset to their defaults instead."""
+    _category(profile, name)
+    if name in BASE_CATEGORIES:
+        return _with(profile, name, default_categories()[name])
+    return _with(profile, name, None)
+
+
+def reset(profile: ModerationProfile | None = None) -> ModerationProfile:
+    return ModerationProfile()
+
+
+def list_categories(profile: ModerationProfile) -> list[dict[str, Any]]:
+    """Summaries without the texts themselves (safe to print or log)."""
+    return [
+        {"name": n, "builtin": n in BASE_CATEGORIES, "action": c.action, "threshold": c.threshold,
+         "n_examples": len(c.examples), "n_counter_examples": len(c.counter_examples),
+         "has_definition": bool(c.definition)}
+        for n, c in sorted(profile.categories.items())
+    ]
+
+
+def export_json(profile: ModerationProfile) -> str:
+    return json.dumps(profile.model_dump(mode="json"), ensure_ascii=False, indent=2, sort_keys=True)
+
+
+def import_json(text: str | bytes) -> ModerationProfile:
+    """Parse an exported profile. Duplicate keys in the JSON are refused (they would silently overwrite)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if not isinstance(text, str) or len(text) > 4 * MAX_TOTAL_CHARS:
+        raise InvalidInputError("profile JSON must be a string of reasonable size")
+
+    def no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        if len(keys) != len(set(keys)):
+            raise InvalidInputError(f"duplicate keys in profile JSON: {sorted({k for k in keys if keys.count(k) > 1})}")
+        return dict(pairs)
+
+    try:
+        data = json.loads(text, object_pairs_hook=no_dupes)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"profile is not valid JSON: {exc}") from None
+    return parse_profile(data)

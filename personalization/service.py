@@ -1,0 +1,85 @@
+"""ProfileService: the profile operations applied through the settings store (versioned, audited).
+
+Why a thin layer: every operation is a pure function of the stored section (see `profile.py`), so each one runs
+as `store.update_section(tenant, user, "moderation", fn, actor=...)` inside the store's write lock. Concurrent
+edits of one user's profile therefore never lose updates, and a write can only ever touch the (tenant, user)
+key it names: one user's profile is never read or written on behalf of another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from guardrails.errors import ConfigError
+
+from . import profile as P
+from .profile import Action, ModerationProfile
+
+SECTION = "moderation"
+
+
+class ProfileService:
+    """Per-user moderation profiles on top of a `guardrails.store.SettingsStore`."""
+
+    def __init__(self, store: Any, tenant_id: str = "default", *, actor: str = "personalization") -> None:
+        if store is None:
+            raise ConfigError("ProfileService needs a settings store (guardrails.store.SettingsStore)")
+        self.store = store
+        self.tenant_id = tenant_id
+        self.actor = actor
+
+    def _apply(self, user_id: str, op: Callable[[ModerationProfile], ModerationProfile],
+               actor: str | None) -> ModerationProfile:
+        def fn(section: dict[str, Any]) -> dict[str, Any]:
+            return op(P.parse_profile(section)).model_dump(mode="json")
+
+        stored = self.store.update_section(self.tenant_id, user_id, SECTION, fn, actor=actor or self.actor)
+        return P.parse_profile(stored.settings.get(SECTION))
+
+    def get(self, user_id: str) -> ModerationProfile:
+        """The user's profile; a user who never set one gets the default profile (nothing is written)."""
+        return P.parse_profile(self.store.get(self.tenant_id, user_id).settings.get(SECTION))
+
+    def block_new(self, user_id: str, name: str, *, examples: Iterable[str] = (), definition: str = "",
+                  counter_examples: Iterable[str] = (), action: Action = "block",
+                  threshold: float | None = None, actor: str | None = None) -> ModerationProfile:
+        ex = [examples] if isinstance(examples, str) else list(examples)
+        cx = [counter_examples] if isinstance(counter_examples, str) else list(counter_examples)
+        # Errors raised inside the op (typed: InvalidInputError / ConfigError) abort the transaction: no write.
+        return self._apply(user_id, lambda p: P.block_new(p, name, examples=ex, definition=definition,
+                                                          counter_examples=cx, action=action,
+                                                          threshold=threshold), actor)
+
+    def unblock(self, user_id: str, name: str, *, actor: str | None = None) -> ModerationProfile:
+        return self._apply(user_id, lambda p: P.unblock(p, name), actor)
+
+    def reblock(self, user_id: str, name: str, action: Action = "block", *,
+                actor: str | None = None) -> ModerationProfile:
+        return self._apply(user_id, lambda p: P.reblock(p, name, action), actor)
+
+    def set_threshold(self, user_id: str, name: str, threshold: float, *,
+                      actor: str | None = None) -> ModerationProfile:
+        return self._apply(user_id, lambda p: P.set_threshold(p, name, threshold), actor)
+
+    def extend(self, user_id: str, name: str, texts: Iterable[str] | str, *, counter: bool = False,
+               n_variations: int = 0, actor: str | None = None) -> ModerationProfile:
+        items = [texts] if isinstance(texts, str) else list(texts)
+        return self._apply(user_id, lambda p: P.extend(p, name, items, counter=counter,
+                                                       n_variations=n_variations), actor)
+
+    def remove(self, user_id: str, name: str, *, actor: str | None = None) -> ModerationProfile:
+        return self._apply(user_id, lambda p: P.remove(p, name), actor)
+
+    def reset(self, user_id: str, *, actor: str | None = None) -> ModerationProfile:
+        return self._apply(user_id, lambda p: P.reset(p), actor)
+
+    def list(self, user_id: str) -> list[dict[str, Any]]:
+        return P.list_categories(self.get(user_id))
+
+    def export_json(self, user_id: str) -> str:
+        return P.export_json(self.get(user_id))
+
+    def import_json(self, user_id: str, text: str | bytes, *, actor: str | None = None) -> ModerationProfile:
+        new = P.import_json(text)  # parse outside the transaction: bad JSON never opens a write
+        return self._apply(user_id, lambda _p: new, actor)

@@ -1,0 +1,65 @@
+"""`railguard harm eval` / `personalize-eval` output contract (one JSON object on stdout), bad inputs, bench."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from personalization.cli import app
+from personalization.evaluate import DEV_EVAL_PATH, load_jsonl
+
+runner = CliRunner()
+EVAL_KEYS = {"n", "precision", "recall", "f1", "fpr", "accuracy", "texts_per_s", "per_label"}
+PERS_KEYS = {"block_new_success", "block_new_other_fpr", "unblock_success", "unblock_other_recall",
+             "variation_success"}
+
+
+def _json(result) -> dict:
+    lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stdout
+    return json.loads(lines[0])
+
+
+def test_eval_bad_inputs(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a", "label": "spam"}\n{"text": 5, "label": "x"}\n')
+    r = runner.invoke(app, ["eval", "--data", str(bad), "--json"])
+    assert r.exit_code == 2 and "bad.jsonl:2" in _json(r)["error"]
+    r = runner.invoke(app, ["eval", "--data", str(tmp_path / "missing.jsonl"), "--json"])
+    assert r.exit_code == 2 and "error" in _json(r)
+    r = runner.invoke(app, ["eval", "--data", str(bad), "--backend", "magic", "--json"])
+    assert r.exit_code == 2 and "unknown backend" in _json(r)["error"]
+
+
+@pytest.mark.model
+def test_eval_json_and_plot(tmp_path):
+    rows = load_jsonl(DEV_EVAL_PATH)
+    sample = [r for lab, k in (("benign", 16), ("spam", 8), ("toxic", 8), ("negative", 8))
+              for r in [x for x in rows if x["label"] == lab][:k]]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in sample))
+    png = tmp_path / "curve.png"
+    r = runner.invoke(app, ["eval", "--data", str(data), "--json", "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    out = _json(r)
+    assert EVAL_KEYS <= set(out) and out["n"] == 40 and png.stat().st_size > 1000
+    assert {"benign", "spam", "toxic", "negative"} <= set(out["per_label"])
+
+
+@pytest.mark.model
+def test_personalize_eval_json():
+    r = runner.invoke(app, ["personalize-eval", "--json", "--max-per-label", "12"])
+    assert r.exit_code == 0, r.output
+    out = _json(r)
+    assert PERS_KEYS <= set(out)
+    assert out["unblock_success"] == 1.0  # deterministic policy mask
+
+
+@pytest.mark.model
+def test_bench_keys():
+    from personalization.bench import bench
+
+    out = bench(quick=True)
+    assert out["embed_texts_per_s"] > 0
