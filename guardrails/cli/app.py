@@ -97,22 +97,29 @@ def check(
     if as_json:
         emit_json(decision.model_dump(mode="json"))
         return
-    Console().print(_decision_table([(user, decision)]))
+    _console().print(_decision_table([(user, decision)]))
 
 
 def _decision_table(rows: list[tuple[str, Any]], title: str | None = None) -> Table:
-    table = Table("user", "stage", "action", "detector", "category", "score", "thr", "latency ms", title=title)
+    table = Table("user", "stage", "action", "detector", "category", "score", "thr", "ms", "why", title=title)
+    table.columns[4].overflow = table.columns[8].overflow = "fold"
     colors = {"allow": "green", "warn": "yellow", "redact": "cyan", "block": "bold red"}
     for user, d in rows:
-        shown = [f for f in d.findings if f.action.value != "allow"] or list(d.findings)[:1]
+        shown = [f for f in d.findings if f.action.value != "allow" or f.score >= f.threshold]
+        shown = shown or sorted(d.findings, key=lambda f: f.score - f.threshold, reverse=True)[:1]
         act = f"[{colors[d.action.value]}]{d.action.value}[/]" + (" (shadow)" if d.shadow else "")
         if not shown:
-            table.add_row(user, d.stage.value, act, "-", "-", "-", "-", f"{d.latency_ms:.1f}")
+            table.add_row(user, d.stage.value, act, "-", "-", "-", "-", f"{d.latency_ms:.0f}", "")
         for i, f in enumerate(shown):
             table.add_row(user if i == 0 else "", d.stage.value if i == 0 else "", act if i == 0 else "",
-                          f.detector, f.category, f"{f.score:.3f}", f"{f.threshold:.3f}",
-                          f"{d.latency_ms:.1f}" if i == 0 else "")
+                          f.detector, f.category, f"{f.score:.2f}", f"{f.threshold:.2f}",
+                          f"{d.latency_ms:.0f}" if i == 0 else "", f.explanation[:90])
     return table
+
+
+def _console() -> Console:
+    # Piped output defaults to 80 columns, which folds every table; the demo reads better wider.
+    return Console() if sys.stdout.isatty() else Console(width=150)
 
 
 @app.command()
@@ -126,7 +133,7 @@ def demo(
     """The main job: a scripted multi-user, multi-turn conversation through a guarded LangChain agent."""
     from ..demo import TurnResult, run_demo
 
-    console = Console()
+    console = _console()
     out: list[dict[str, Any]] = []
 
     def show(r: TurnResult) -> None:
