@@ -124,7 +124,8 @@ def test_persistence_in_memory_store_isolated(store):
 
 
 def test_persistence_through_spine_settings_store(tmp_path):
-    sql = pytest.importorskip("guardrails.store")
+    import guardrails.store as sql
+
     s = sql.SettingsStore(f"sqlite:///{tmp_path / 'settings.db'}")
     try:
         rep = apply_command(s, "default", "alice", cmd(P(), Y("ge", 1990)), actor="router")

@@ -105,7 +105,6 @@ def test_moderation_parsing():
 
 
 def test_personalization_adapter_real_profile(tmp_path):
-    pytest.importorskip("personalization.service")
     from guardrails.store import SettingsStore
 
     s = SettingsStore(f"sqlite:///{tmp_path / 'm.db'}")

@@ -9,18 +9,17 @@ import threading
 import time
 
 import pytest
+import uvicorn  # noqa: E402
+
+# Module level: FastAPI resolves the handler's (string) annotations in this module's globals.
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
 
 from guardrails.errors import ConfigError, DetectorError
 from personalization import profile as P
 from personalization.adapters import LangChainAdapter, OpenAICompatAdapter, parse_label
 from personalization.bank import ExampleBank
 from personalization.icl import ICLBackend, system_card
-
-fastapi = pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
-# Module level: FastAPI resolves the handler's (string) annotations in this module's globals.
-from fastapi import FastAPI, Request  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
 
 
 class Stub:

@@ -74,7 +74,7 @@ def test_early_exit_stops_after_probe_layer(tiny):
 
 
 def test_non_finite_activation_is_a_clear_error(tiny):
-    from conftest import make_tiny
+    from probe_testkit import make_tiny
 
     bad = make_tiny(seed=1)
     with torch.no_grad():

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny, synthetic_bundle
+from probe_testkit import make_tiny, synthetic_bundle
 
 from guardrails.decision import Action
 from guardrails.detector import CheckRequest, Message, PluginContext
