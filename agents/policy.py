@@ -96,6 +96,14 @@ def _year_conflicts(new: Preference, old: Preference) -> bool:
     return int(lo.value) > int(hi.value)
 
 
+def _hard_filter_conflicts(new: Preference, old: Preference) -> bool:
+    """"Only comedies" after an earlier "only horror": a new positive hard filter on a categorical attribute
+    supersedes the older positive hard filters on it (newest wins), instead of stacking into an AND that the
+    user never asked for. Filters given together in one command ("comedies and romances") are not touched."""
+    return (new.attribute != "year" and new.kind == "hard" and new.polarity == "+"
+            and old.attribute == new.attribute and old.kind == "hard" and old.polarity == "+")
+
+
 def merge(
     policy: RecPolicy,
     command: ParsedCommand,
@@ -123,6 +131,7 @@ def merge(
             report.unmatched_retractions.append(f"{r.attribute or '*'}={r.value if r.value is not None else '*'}")
         report.retracted.extend(p.describe() for p in hit)
         prefs = [p for p in prefs if not r.matches(p)]
+    earlier = list(prefs)  # what stood before this command; only these can be superseded by it
     for new in command.preferences:
         if new.scope == "session" and new.session_id is None and session_id is not None:
             new = new.model_copy(update={"session_id": session_id})
@@ -132,6 +141,7 @@ def merge(
             continue
         if new.attribute == "year":
             same = [p for p in prefs if _year_conflicts(new, p)]
+        same += [p for p in earlier if p in prefs and p not in same and _hard_filter_conflicts(new, p)]
         report.replaced.extend(p.describe() for p in same)
         ids = {id(p) for p in same}
         prefs = [p for p in prefs if id(p) not in ids]

@@ -52,6 +52,16 @@ def test_conflict_newest_wins_polarity_flip():
     assert rep.replaced
 
 
+def test_new_only_filter_supersedes_older_only_filter():
+    pol, _ = merge(RecPolicy(), cmd(P(polarity="+"), P(value="War")), now=NOW)  # only horror; no war
+    pol, rep = merge(pol, cmd(P(polarity="+", value="Comedy")), now=NOW)  # now: only comedies
+    assert sorted((p.polarity, p.value) for p in pol.preferences) == [("+", "Comedy"), ("-", "War")]
+    assert any("Horror" in r for r in rep.replaced)
+    # two "only" filters given in one command are both kept (the user asked for both together)
+    pol2, _ = merge(RecPolicy(), cmd(P(polarity="+", value="Comedy"), P(polarity="+", value="Romance")), now=NOW)
+    assert len(pol2.preferences) == 2
+
+
 def test_conflict_soft_to_hard_upgrade():
     pol, _ = merge(RecPolicy(), cmd(P(kind="soft")), now=NOW)
     pol, _ = merge(pol, cmd(P(kind="hard")), now=NOW)
