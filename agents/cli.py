@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import typer
 
+from guardrails.cli.output import emit_json, fail
 from guardrails.errors import RailguardError
 
 app = typer.Typer(help="Command-driven recommendation policies (RecBot-style parser + planner).",
@@ -18,11 +18,7 @@ app = typer.Typer(help="Command-driven recommendation policies (RecBot-style par
 
 
 def _fail(msg: str, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps({"error": msg}))
-    else:
-        print(f"error: {msg}", file=sys.stderr)
-    raise typer.Exit(2)
+    fail(msg, as_json=as_json)
 
 
 @app.command("eval")
@@ -45,7 +41,7 @@ def eval_cmd(
         _fail(str(exc), as_json)
         return
     if as_json:
-        print(json.dumps(out))
+        emit_json(out)
     else:
         for k, v in out.items():
             print(f"{k:>20}: {v}")

@@ -8,13 +8,14 @@ Between two commands a feed is served, so ``next_feed``-scoped preferences expir
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from guardrails.jsonl import read_jsonl
 
 from .catalog import Catalog, load_catalog, load_ratings
 from .embeddings import ItemEmbeddings, get_encoder
@@ -39,12 +40,9 @@ def temporal_split(ratings: np.ndarray, frac: float = 0.2) -> tuple[np.ndarray, 
 
 def load_cases(path: str | Path) -> list[dict[str, Any]]:
     out = []
-    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        d = json.loads(line)
+    for n, d in read_jsonl(path):
         if not isinstance(d.get("commands"), list) or "user_id" not in d:
-            raise CommandError(f"line {i + 1}: a rec script needs user_id and commands")
+            raise CommandError(f"line {n}: a rec script needs user_id and commands")
         out.append(d)
     return out
 

@@ -7,48 +7,33 @@ With `--json` exactly one JSON object goes to stdout; logs and progress go to st
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from guardrails.cli.output import emit_json, fail
 from guardrails.errors import RailguardError
 
 app = typer.Typer(help="Personalized harm detection: evaluate backends and personalization protocols.",
                   no_args_is_help=True)
 
 
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def _emit(obj: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(_clean(obj), sort_keys=True) + "\n")
-        sys.stdout.flush()
+        emit_json(obj)
     else:
         for k, v in obj.items():
             if not isinstance(v, dict):
                 typer.echo(f"{k:>36}: {v:.4f}" if isinstance(v, float) else f"{k:>36}: {v}")
         for k, v in obj.items():
             if isinstance(v, dict):
-                typer.echo(f"{k}: {json.dumps(_clean(v), sort_keys=True)}")
+                typer.echo(f"{k}: {json.dumps(v, sort_keys=True, default=str)}")
 
 
 def _fail(msg: str, as_json: bool) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps({"error": msg}) + "\n")
-    else:
-        typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(2)
+    fail(msg, as_json=as_json)
 
 
 def _quiet() -> None:

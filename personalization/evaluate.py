@@ -15,7 +15,6 @@ Why these definitions (CONTRACT.md keys; extra keys are ours):
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from guardrails.errors import InvalidInputError
+from guardrails.jsonl import read_jsonl
 
 from . import profile as P
 from .profile import BASE_CATEGORIES, ModerationProfile
@@ -35,18 +35,8 @@ DEV_EVAL_PATH = Path(__file__).parent / "data" / "dev_eval.jsonl"
 def load_jsonl(path: Path | str) -> list[dict[str, Any]]:
     """Harm rows `{"id", "text", "label"}`; a malformed line is an InvalidInputError naming the line."""
     rows = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc}") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InvalidInputError(f"{path}:{n}: not JSON ({exc.msg})") from None
-        if not isinstance(r, dict) or not isinstance(r.get("text"), str) or not isinstance(r.get("label"), str):
+    for n, r in read_jsonl(path):
+        if not isinstance(r.get("text"), str) or not isinstance(r.get("label"), str):
             raise InvalidInputError(f'{path}:{n}: expected {{"text": str, "label": str}}')
         rows.append(r)
     if not rows:

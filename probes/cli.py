@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import typer
 
+from guardrails.cli.output import emit_json, fail
+
 app = typer.Typer(help="Activation-probe privacy guard (NeuroFilter): train and evaluate probes.",
                   no_args_is_help=True)
 
@@ -23,9 +25,11 @@ def _setup_logging() -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(2)
+def _print(res: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(res)  # one JSON object; NaN/inf become null
+    else:
+        typer.echo(json.dumps(res, indent=2, default=str))
 
 
 @app.command()
@@ -48,31 +52,31 @@ def train(
     from .train import train_bundle
 
     if not 0 < target_fpr < 1:
-        _fail("--target-fpr must be in (0, 1)")
+        fail("--target-fpr must be in (0, 1)", as_json=as_json)
     if method not in ("logreg", "diffmean"):
-        _fail("--method must be logreg or diffmean")
+        fail("--method must be logreg or diffmean", as_json=as_json)
     try:
         li = None if layer == "auto" else int(layer)
     except ValueError:
-        _fail("--layer must be 'auto' or an integer")
+        fail("--layer must be 'auto' or an integer", as_json=as_json)
     try:
         records = [r for f in data for r in load_jsonl(f)]
         shas = {f.name: file_sha256(f) for f in data}
         lm = load_causal_lm(model)
         if li is not None and not 0 <= li <= lm.num_layers:
-            _fail(f"--layer must be in 0..{lm.num_layers}")
+            fail(f"--layer must be in 0..{lm.num_layers}", as_json=as_json)
         t0 = time.perf_counter()
         bundle = train_bundle(records, lm, layer=li, target_fpr=target_fpr, multiturn=multiturn,
                               method=method, data_sha256=shas)  # type: ignore[arg-type]
         bundle.save(out)
     except (RailguardError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc), as_json=as_json)
     res: dict[str, Any] = {"out": str(out), "train_s": round(time.perf_counter() - t0, 2),
                            "single": {"layer": bundle.single.meta.layer, **bundle.single.meta.metrics["cv"]}}
     if bundle.multiturn is not None:
         res["multiturn"] = {"layer": bundle.multiturn.meta.layer,
                             **bundle.multiturn.meta.metrics["cv_conversation"]}
-    typer.echo(json.dumps(res) if as_json else json.dumps(res, indent=2))
+    _print(res, as_json)
 
 
 @app.command("eval")
@@ -96,7 +100,7 @@ def eval_(
         bundle = load_probe(probe)
         records = load_jsonl(data)
         if not records:
-            _fail(f"{data} holds no records")
+            fail(f"{data} holds no records", as_json=as_json)
         lm = load_causal_lm(model or bundle.model_id)
         bundle.check_model(lm.fingerprint(), lm.name)
         single = [r for r in records if "request" in r]
@@ -115,7 +119,7 @@ def eval_(
             plot_args.update(drifts=drifts, labels=list(y),
                              drift_threshold=bundle.multiturn.meta.threshold if bundle.multiturn else None)
     except (RailguardError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc), as_json=as_json)
     # Top level = the only part, or single-turn metrics with the multi-turn ones nested (both reported).
     res = dict(parts["single"] if "single" in parts else parts["multiturn"])
     if "single" in parts and "multiturn" in parts:
@@ -125,7 +129,7 @@ def eval_(
     if plot is not None:
         ev.plot(plot, **plot_args)
         res["plot"] = str(plot)
-    typer.echo(json.dumps(res) if as_json else json.dumps(res, indent=2))
+    _print(res, as_json)
 
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from guardrails.errors import InvalidInputError
+from guardrails.jsonl import read_jsonl
 
 Record = dict[str, Any]
 
@@ -105,20 +106,12 @@ def file_sha256(path: str | Path) -> str:
 def load_jsonl(path: str | Path) -> list[Record]:
     """Read privacy JSONL (single- or multi-turn, detected per line by ``request`` vs ``turns``)."""
     out: list[Record] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{path}:{n}: invalid JSON ({exc.msg})") from None
-            if not isinstance(r, dict) or r.get("label") not in (0, 1) or not (
-                    isinstance(r.get("request"), str) or isinstance(r.get("turns"), list)):
-                raise InvalidInputError(f"{path}:{n}: need label 0|1 and a 'request' string or 'turns' list")
-            r.setdefault("id", f"{Path(path).stem}-{n}")
-            r.setdefault("group", r["id"])
-            out.append(r)
+    for n, r in read_jsonl(path):
+        if r.get("label") not in (0, 1) or not (isinstance(r.get("request"), str) or isinstance(r.get("turns"), list)):
+            raise InvalidInputError(f"{path}:{n}: need label 0|1 and a 'request' string or 'turns' list")
+        r.setdefault("id", f"{Path(path).stem}-{n}")
+        r.setdefault("group", r["id"])
+        out.append(r)
     return out
 
 

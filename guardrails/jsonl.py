@@ -1,0 +1,33 @@
+"""JSONL input shared by every eval command: one reader, one set of typed errors naming file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidInputError
+
+
+def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """The objects of a JSONL file with their 1-based line numbers (blank lines skipped).
+
+    An unreadable file, invalid UTF-8, a line that is not JSON or not a JSON object is an InvalidInputError
+    naming the file and line; callers validate their own fields.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc}") from None
+    out: list[tuple[int, dict[str, Any]]] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"{path}:{n}: invalid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise InvalidInputError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
+        out.append((n, obj))
+    return out

@@ -1,0 +1,28 @@
+import pytest
+
+from guardrails.errors import InvalidInputError
+from guardrails.jsonl import read_jsonl
+
+
+def test_reads_objects_with_line_numbers(tmp_path):
+    p = tmp_path / "ok.jsonl"
+    p.write_text('{"a": 1}\n\n{"b": "é"}\n', encoding="utf-8")
+    assert read_jsonl(p) == [(1, {"a": 1}), (3, {"b": "é"})]
+
+
+@pytest.mark.parametrize("content, match", [
+    (b'{"a": 1}\n{oops\n', ":2: invalid JSON"),
+    (b'[1, 2]\n', ":1: expected a JSON object"),
+    (b'"text"\n', ":1: expected a JSON object"),
+    (b'{"a": "\xff"}\n', "cannot read"),
+])
+def test_bad_files_are_typed_errors_naming_the_line(tmp_path, content, match):
+    p = tmp_path / "bad.jsonl"
+    p.write_bytes(content)
+    with pytest.raises(InvalidInputError, match=match):
+        read_jsonl(p)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InvalidInputError, match="cannot read"):
+        read_jsonl(tmp_path / "nope.jsonl")
