@@ -165,24 +165,31 @@ class LoadedEncoder:
     tokenizer: Any
     device: str
 
-    def encode(self, texts: list[str], *, batch_size: int = 64, normalize: bool = True) -> Any:
-        """Mean-pooled sentence embeddings (the all-MiniLM recipe) as a float32 numpy array."""
+    def encode(self, texts: list[str], *, batch_size: int = 64, normalize: bool = True,
+               max_length: int = 256) -> Any:
+        """Mean-pooled sentence embeddings (the all-MiniLM recipe) as a float32 numpy array, in input order.
+
+        Texts are batched by length so padding is minimal (the bulk of CPU time on mixed-length input);
+        results are scattered back to the caller's order.
+        """
         import numpy as np
         import torch
 
-        out = []
+        dim = int(self.model.config.hidden_size)
+        out = np.zeros((len(texts), dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         with torch.inference_mode():
-            for i in range(0, len(texts), batch_size):
-                batch = self.tokenizer(texts[i : i + batch_size], padding=True, truncation=True,
-                                       max_length=256, return_tensors="pt").to(self.device)
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                       max_length=max_length, return_tensors="pt").to(self.device)
                 hidden = self.model(**batch).last_hidden_state.float()
                 mask = batch["attention_mask"].unsqueeze(-1).float()
                 emb = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 if normalize:
                     emb = torch.nn.functional.normalize(emb, dim=-1)
-                out.append(emb.cpu().numpy())
-        dim = int(self.model.config.hidden_size)
-        return np.concatenate(out) if out else np.zeros((0, dim), dtype=np.float32)
+                out[idx] = emb.cpu().numpy()
+        return out
 
 
 def load_encoder(name_or_path: str, *, device: str | None = None) -> LoadedEncoder:

@@ -64,3 +64,14 @@ def test_local_chat_model_invoke_and_stream():
     assert out.response_metadata["generated_tokens"] > 0
     chunks = list(chat.stream("Say hello."))
     assert len(chunks) >= 2 and "".join(c.content for c in chunks).strip()
+
+
+def test_encoder_length_sorted_batches_keep_input_order():
+    import numpy as np
+
+    enc = load_encoder("all-minilm-l6-v2")
+    texts = ["short", "a much longer sentence about the weather today in Paris and elsewhere", "mid length text",
+             "x", "another fairly long sentence that needs more padding than the others do"]
+    together = enc.encode(texts, batch_size=2)
+    alone = np.stack([enc.encode([t])[0] for t in texts])
+    assert np.abs(together - alone).max() < 1e-4
