@@ -148,3 +148,21 @@ def test_extract_json():
 def test_negated_single_year_is_an_error_not_silent(parser):
     with pytest.raises(CommandError, match="not supported"):
         parser.parse("no movies from 1995")
+
+
+@pytest.mark.model
+def test_llm_parser_on_the_local_model_parses_or_rejects_typed():
+    """The LLM backend on the embedded 135M chat model: every command yields a validated ParsedCommand or a
+    typed ParserOutputError (never an untyped crash or an unvalidated dict)."""
+    from agents.llm_parser import LLMParser, ParserOutputError
+    from agents.schema import ParsedCommand
+    from guardrails.models import LocalChatModel
+
+    parser = LLMParser(LocalChatModel(max_new_tokens=96))
+    outcomes = []
+    for text in ["no more horror movies", "only films after 1995", "more dark atmospheric thrillers"]:
+        try:
+            outcomes.append(type(parser.parse(text)))
+        except ParserOutputError:
+            outcomes.append(ParserOutputError)
+    assert set(outcomes) <= {ParsedCommand, ParserOutputError} and len(outcomes) == 3
