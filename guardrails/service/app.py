@@ -199,10 +199,10 @@ def _ping(store: Any) -> None:
 
 
 def _build_guard(names: list[str] | None, store: Any) -> tuple[Guard, dict[str, str]]:
-    """Explicit detector lists must build completely. The default (every registered plugin) skips plugins that
-    fail to import or build, so one broken plugin does not take the service down; they are logged and listed
-    under `/readyz` details (set RAILGUARD_STRICT_DETECTORS=1 to make them fatal instead)."""
-    if names is not None or os.environ.get("RAILGUARD_STRICT_DETECTORS") == "1":
+    """Every detector must build (a privacy guard that silently is not there fails open). Set
+    RAILGUARD_STRICT_DETECTORS=0 to start without plugins that fail to import or build instead: they are logged
+    and listed under `/readyz` details."""
+    if names is not None or os.environ.get("RAILGUARD_STRICT_DETECTORS", "1") != "0":
         return Guard.from_registry(names, store=store), {}
     from importlib.metadata import entry_points
 
