@@ -54,6 +54,10 @@ def run_server(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = N
     if admin_key:
         os.environ["RAILGUARD_ADMIN_KEY"] = admin_key
     os.environ["RAILGUARD_LOG_LEVEL"] = log_level
+    if workers > 1 and not os.environ.get("RAILGUARD_NUM_THREADS"):
+        # Each worker process runs its own torch thread pool: split the cores instead of oversubscribing them
+        # (N workers x all-cores threads thrash, and the tail latency of every request grows with it).
+        os.environ["RAILGUARD_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers are separate processes: prometheus-client's multiprocess mode (set before they import it)
         # lets /metrics on any worker report the sum over all of them. A fresh directory per server run.
