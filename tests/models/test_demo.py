@@ -19,3 +19,14 @@ def test_demo_spine_turns_allow_redact_block(db_url):
     block = results[2]
     assert [d.stage for d in block.decisions] == [Stage.INPUT]  # the model never ran
     assert block.reply.startswith("I'm sorry")
+
+
+def test_full_demo_every_plugin_turn_as_scripted(db_url):
+    """The main job with every plugin's scripted users: each turn's action is the one its script promises."""
+    results = run_demo(db_url=db_url)  # the defaults `railguard demo` uses
+    assert len(results) >= 10
+    off = [(r.turn.user_id, r.turn.note, r.action.value, r.turn.expect) for r in results if r.as_expected is False]
+    assert not off
+    seen = {r.action for r in results}
+    assert {Action.ALLOW, Action.REDACT, Action.BLOCK} <= seen
+    assert {d.stage for r in results for d in r.decisions} >= {Stage.INPUT, Stage.OUTPUT}
