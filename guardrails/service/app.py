@@ -240,9 +240,16 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         st.chat_lock = asyncio.Lock()
-        task = asyncio.create_task(_warm_up(st))
+        if os.environ.get("RAILGUARD_WARMUP", "before_serving") == "background":
+            task = asyncio.create_task(_warm_up(st))  # serve /healthz at once; /readyz says when warm
+            yield
+            task.cancel()
+            return
+        # Default: load models before this worker accepts connections. With several workers sharing one
+        # socket, a cold worker otherwise takes requests while loading (seen: p99 45 s vs 5 s under load),
+        # and /readyz, answered by whichever worker, cannot tell that another one is still cold.
+        await _warm_up(st)
         yield
-        task.cancel()
 
     app = FastAPI(title="railguard", version=__version__, lifespan=lifespan,
                   description="Guardrail checks, per-user settings and a guarded OpenAI-compatible proxy.")
