@@ -179,6 +179,16 @@ class OpenAICompatAdapter:
     def _retryable(self, status: int) -> bool:
         return status == 429 or status >= 500
 
+    def _settle(self, resp: httpx.Response, labels: Sequence[str]) -> dict[str, float] | DetectorError:
+        """One response, for both the sync and async loops: the parsed label probabilities, or a retryable
+        error to back off on; a non-retryable error is raised at once."""
+        if resp.status_code < 400:
+            return self._parse(resp, labels)
+        err = self._error(resp)
+        if not self._retryable(resp.status_code):
+            raise err
+        return err
+
     def _error(self, resp: httpx.Response) -> DetectorError:
         return DetectorError(f"{self.base_url}/chat/completions returned HTTP {resp.status_code}: "
                              f"{resp.text[:200]}")
@@ -193,11 +203,10 @@ class OpenAICompatAdapter:
                 except httpx.TransportError as exc:  # timeouts and connection errors
                     last = exc
                 else:
-                    if resp.status_code < 400:
-                        return self._parse(resp, labels)
-                    last = self._error(resp)
-                    if not self._retryable(resp.status_code):
-                        raise last
+                    outcome = self._settle(resp, labels)
+                    if isinstance(outcome, dict):
+                        return outcome
+                    last = outcome
                 if attempt < self.max_retries:
                     time.sleep(self.backoff * 2**attempt)
         raise DetectorError(f"{self.base_url}: failed after {self.max_retries + 1} attempts: {last}") from None
@@ -213,11 +222,10 @@ class OpenAICompatAdapter:
                 except httpx.TransportError as exc:
                     last = exc
                 else:
-                    if resp.status_code < 400:
-                        return self._parse(resp, labels)
-                    last = self._error(resp)
-                    if not self._retryable(resp.status_code):
-                        raise last
+                    outcome = self._settle(resp, labels)
+                    if isinstance(outcome, dict):
+                        return outcome
+                    last = outcome
                 if attempt < self.max_retries:
                     await asyncio.sleep(self.backoff * 2**attempt)
         raise DetectorError(f"{self.base_url}: failed after {self.max_retries + 1} attempts: {last}") from None
