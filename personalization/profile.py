@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from guardrails.errors import ConfigError, InvalidInputError
 
 Action = Literal["block", "warn", "allow"]
+Generalize = Literal["auto", "examples"]
 
 BASE_CATEGORIES: dict[str, str] = {
     # Level-2 definitions after the paper's taskDescription.py (wording ours).
@@ -85,6 +86,10 @@ class Category(BaseModel):
     action: Action = "block"
     # None: the backend's calibrated operating point (score 0.5 = target FPR on held-out benign text).
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    # "auto": when a known concept (toxic / spam / negative) confidently recognises the user's examples, the
+    # category also catches that concept's texts (at a strict operating point), the way an LLM generalises from
+    # one example; "examples": only texts close to the user's own examples and definition.
+    generalize: Generalize = "auto"
 
     @field_validator("definition", mode="before")
     @classmethod
@@ -196,15 +201,19 @@ def block_new(
     counter_examples: Iterable[str] = (),
     action: Action = "block",
     threshold: float | None = None,
+    generalize: Generalize = "auto",
 ) -> ModerationProfile:
-    """Add a new category from ≥ 1 example and/or a definition. Existing names are refused (use extend)."""
+    """Add a new category from ≥ 1 example and/or a definition. Existing names are refused (use extend).
+
+    ``generalize="examples"`` keeps the category narrow (see `Category.generalize`)."""
     check_name(name)
     if name in profile.categories:
         raise ConfigError(f"category {name!r} already exists; use extend/unblock/reblock instead")
     ex = [examples] if isinstance(examples, str) else list(examples)  # a lone string is one example
     cx = [counter_examples] if isinstance(counter_examples, str) else list(counter_examples)
     try:
-        cat = Category(definition=definition, examples=ex, counter_examples=cx, action=action, threshold=threshold)
+        cat = Category(definition=definition, examples=ex, counter_examples=cx, action=action, threshold=threshold,
+                       generalize=generalize)
     except ValidationError as exc:
         raise InvalidInputError(f"invalid category {name!r}: {exc.errors(include_url=False)[:3]}") from None
     if not cat.examples and not cat.definition:
@@ -286,7 +295,7 @@ def list_categories(profile: ModerationProfile) -> list[dict[str, Any]]:
     return [
         {"name": n, "builtin": n in BASE_CATEGORIES, "action": c.action, "threshold": c.threshold,
          "n_examples": len(c.examples), "n_counter_examples": len(c.counter_examples),
-         "has_definition": bool(c.definition)}
+         "has_definition": bool(c.definition), "generalize": c.generalize}
         for n, c in sorted(profile.categories.items())
     ]
 

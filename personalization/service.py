@@ -43,13 +43,14 @@ class ProfileService:
 
     def block_new(self, user_id: str, name: str, *, examples: Iterable[str] = (), definition: str = "",
                   counter_examples: Iterable[str] = (), action: Action = "block",
-                  threshold: float | None = None, actor: str | None = None) -> ModerationProfile:
+                  threshold: float | None = None, generalize: P.Generalize = "auto",
+                  actor: str | None = None) -> ModerationProfile:
         ex = [examples] if isinstance(examples, str) else list(examples)
         cx = [counter_examples] if isinstance(counter_examples, str) else list(counter_examples)
         # Errors raised inside the op (typed: InvalidInputError / ConfigError) abort the transaction: no write.
         return self._apply(user_id, lambda p: P.block_new(p, name, examples=ex, definition=definition,
                                                           counter_examples=cx, action=action,
-                                                          threshold=threshold), actor)
+                                                          threshold=threshold, generalize=generalize), actor)
 
     def unblock(self, user_id: str, name: str, *, actor: str | None = None) -> ModerationProfile:
         return self._apply(user_id, lambda p: P.unblock(p, name), actor)

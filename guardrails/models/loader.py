@@ -50,6 +50,35 @@ def resolve_device(device: str | None = None) -> str:
     return device
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 matmuls beat fp32.
+
+    On other CPUs bf16 is emulated and slower, so autocast stays off. Linux flags only; elsewhere False.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def encoder_autocast_bf16(device: str) -> bool:
+    """Whether sentence encoders run under bf16 autocast: `RAILGUARD_CPU_BF16` = auto (default) | 1 | 0.
+
+    Measured on a 2-core AVX512-BF16 box (all-MiniLM-L6-v2, 880 short messages): 169 -> 431 texts/s, cosine to
+    the fp32 embeddings 0.99998 mean / 0.99992 min, so calibrated thresholds carry over unchanged.
+    CUDA encoders always autocast (bf16 is native there).
+    """
+    if device.startswith("cuda"):
+        return True
+    env = os.environ.get("RAILGUARD_CPU_BF16", "auto").strip().lower()
+    if env in ("0", "false", "no", "off"):
+        return False
+    if env in ("1", "true", "yes", "on"):
+        return True
+    return cpu_has_native_bf16()
+
+
 def default_dtype(device: str) -> Any:
     import torch
 
@@ -164,13 +193,15 @@ class LoadedEncoder:
     model: Any
     tokenizer: Any
     device: str
+    autocast_bf16: bool = False
 
     def encode(self, texts: list[str], *, batch_size: int = 64, normalize: bool = True,
                max_length: int = 256) -> Any:
         """Mean-pooled sentence embeddings (the all-MiniLM recipe) as a float32 numpy array, in input order.
 
         Texts are batched by length so padding is minimal (the bulk of CPU time on mixed-length input);
-        results are scattered back to the caller's order.
+        results are scattered back to the caller's order. Runs under bf16 autocast where that is native
+        (`autocast_bf16`, see `encoder_autocast_bf16`); pooling and normalization stay fp32.
         """
         import numpy as np
         import torch
@@ -178,7 +209,8 @@ class LoadedEncoder:
         dim = int(self.model.config.hidden_size)
         out = np.zeros((len(texts), dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        with torch.inference_mode():
+        autocast = torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.autocast_bf16)
+        with torch.inference_mode(), autocast:
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
@@ -208,7 +240,8 @@ def load_encoder(name_or_path: str, *, device: str | None = None) -> LoadedEncod
     except OSError as exc:
         raise ModelLoadError(f"cannot load encoder {name_or_path!r} from {source}: {exc}") from None
     model.to(dev).eval()
-    enc = LoadedEncoder(name=name_or_path, model=model, tokenizer=tok, device=dev)
+    enc = LoadedEncoder(name=name_or_path, model=model, tokenizer=tok, device=dev,
+                        autocast_bf16=encoder_autocast_bf16(dev))
     with _lock:
         _cache[key] = enc
     return enc

@@ -67,11 +67,36 @@ def test_local_chat_model_invoke_and_stream():
 
 
 def test_encoder_length_sorted_batches_keep_input_order():
+    import dataclasses
+
     import numpy as np
 
-    enc = load_encoder("all-minilm-l6-v2")
+    enc = dataclasses.replace(load_encoder("all-minilm-l6-v2"), autocast_bf16=False)  # exact fp32 comparison
     texts = ["short", "a much longer sentence about the weather today in Paris and elsewhere", "mid length text",
              "x", "another fairly long sentence that needs more padding than the others do"]
     together = enc.encode(texts, batch_size=2)
     alone = np.stack([enc.encode([t])[0] for t in texts])
     assert np.abs(together - alone).max() < 1e-4
+
+
+def test_encoder_bf16_autocast_matches_fp32_embeddings(monkeypatch):
+    """bf16 autocast (on by default where the CPU has native bf16) must not move embeddings: the calibrated
+    thresholds of every embedding head were fit on fp32 embeddings."""
+    import dataclasses
+
+    import numpy as np
+
+    from guardrails.models.loader import encoder_autocast_bf16
+
+    base = load_encoder("all-minilm-l6-v2")
+    texts = ["you are an idiot", "WINNER!! claim your free prize now, txt 8008", "the film was a quiet delight",
+             "x", "a much longer sentence about the weather today in Paris and elsewhere, with some more words"]
+    fp32 = dataclasses.replace(base, autocast_bf16=False).encode(texts)
+    bf16 = dataclasses.replace(base, autocast_bf16=True).encode(texts)
+    cos = (fp32 * bf16).sum(1)
+    assert cos.min() > 0.999, cos
+    assert not np.array_equal(fp32, bf16)  # autocast really ran
+    monkeypatch.setenv("RAILGUARD_CPU_BF16", "0")
+    assert encoder_autocast_bf16("cpu") is False
+    monkeypatch.setenv("RAILGUARD_CPU_BF16", "1")
+    assert encoder_autocast_bf16("cpu") is True

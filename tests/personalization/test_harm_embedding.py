@@ -58,6 +58,33 @@ def test_block_new_from_one_example_generalises_to_a_variant(backend):
     assert s["crypto"][0] >= 0.5 > s["crypto"][1]
 
 
+def test_block_new_inherits_a_recognised_concept_unless_told_to_stay_narrow(backend, dev):
+    """One toxic example: with generalize="auto" the category catches most *held-out* toxic texts (concept
+    transfer), with "examples" it catches few; held-out benign text stays near the calibrated FPR."""
+    toxic = [r["text"] for r in dev if r["label"] == "toxic"][:120]
+    benign = [r["text"] for r in dev if r["label"] == "benign"][:300]
+    wide = P.block_new(P.unblock(P.ModerationProfile(), "toxic"), "mean", examples=[TOXIC])
+    narrow = P.block_new(P.unblock(P.ModerationProfile(), "toxic"), "mean", examples=[TOXIC], generalize="examples")
+    assert backend.concept_of(wide.categories["mean"]) == "toxic"
+    assert backend.concept_of(narrow.categories["mean"]) is None
+    sw, sn = backend.score(toxic + benign, wide)["mean"], backend.score(toxic + benign, narrow)["mean"]
+    n = len(toxic)
+    assert (sw[:n] >= 0.5).mean() >= 0.8 and (sn[:n] >= 0.5).mean() <= 0.5
+    assert (sw[n:] >= 0.5).mean() <= 0.03
+    # the inherited concept is scored at its strict point: never above the base head's own score
+    base = backend.score(toxic, P.ModerationProfile())["toxic"]
+    assert (backend.heads.strict_threshold_ >= backend.heads.threshold_).all()
+    assert (sw[:n] <= np.maximum(base, sn[:n]) + 1e-6).all()
+
+
+def test_concept_needs_every_example_to_agree(backend):
+    """A benign example next to a toxic one: no concept is inherited (ambiguous evidence stays narrow)."""
+    cat = P.Category(examples=[TOXIC, BENIGN])
+    assert backend.concept_of(cat) is None
+    assert backend.concept_of(P.Category(examples=[SPAM])) == "spam"
+    assert backend.concept_of(P.Category(definition=P.BASE_CATEGORIES["toxic"])) is None  # definitions alone never
+
+
 def test_hostile_definition_has_contained_effect(backend):
     texts = [SPAM, TOXIC, BENIGN]
     base = backend.score(texts, P.ModerationProfile())
