@@ -137,7 +137,9 @@ class PersonalizationModeration:
         if name in _BASE:
             svc.reblock(user_id, name)
             return f"blocked base category {name}"
-        svc.block_new(user_id, name, examples=[target], definition=f"content about {target}")
+        # the "example" is a topic label from the command, not a message: keep the category topical (no concept
+        # transfer, see personalization's Category.generalize)
+        svc.block_new(user_id, name, examples=[target], definition=f"content about {target}", generalize="examples")
         return f"blocked new category {name}"
 
     def unblock(self, tenant_id: str, user_id: str, target: str, *, actor: str) -> str:

@@ -11,6 +11,9 @@ from typing import Any
 
 
 def bench(quick: bool = False) -> dict[str, Any]:
+    """`embed_texts_per_s`: a profile with one user category (heads + a second, plain-encoder pass for the
+    category's prototype: the costlier case, kept as the headline); `..._default_profile`: base categories only
+    (one pass through the adapted encoder: what a user who never customised costs)."""
     from .embedding import EmbeddingBackend
     from .evaluate import DEV_EVAL_PATH, load_jsonl
     from .profile import ModerationProfile, block_new
@@ -18,13 +21,15 @@ def bench(quick: bool = False) -> dict[str, Any]:
     texts = [r["text"] for r in load_jsonl(DEV_EVAL_PATH)]
     texts = texts[: 256 if quick else 1024]
     be = EmbeddingBackend()
-    profile = block_new(ModerationProfile(), "crypto_shill", examples=["Buy $DOGEX now, 50x guaranteed!"])
-    be.score(texts[:64], profile)  # warm-up: model load, bank embeddings, profile compile
-    t = time.perf_counter()
-    be.score(texts, profile)
-    dt = time.perf_counter() - t
+    custom = block_new(ModerationProfile(), "crypto_shill", examples=["Buy $DOGEX now, 50x guaranteed!"])
+    rates = {}
+    for key, profile in (("embed_texts_per_s", custom), ("embed_texts_per_s_default_profile", ModerationProfile())):
+        be.score(texts[:64], profile)  # warm-up: model load, bank embeddings, profile compile
+        t = time.perf_counter()
+        be.score(texts, profile)
+        rates[key] = round(len(texts) / (time.perf_counter() - t), 1)
     raw_t = time.perf_counter()
     be.encoder.encode(texts)
     raw = time.perf_counter() - raw_t
-    return {"embed_texts_per_s": round(len(texts) / dt, 1),
-            "embed_encoder_only_texts_per_s": round(len(texts) / raw, 1), "embed_bench_n": len(texts)}
+    return {**rates, "embed_encoder_only_texts_per_s": round(len(texts) / raw, 1), "embed_bench_n": len(texts),
+            "embed_adapter": be.encoder.name}

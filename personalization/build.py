@@ -106,7 +106,7 @@ def build(data_dir: Path, cache: Path | None, out_dev: Path | None, C: float = 1
     tasks = np.array([r["task"] for r in recs])
     heads.fit(E[tr], t_tr, list(y[tr]), E[cal], t_cal, list(y[cal]), tasks=list(tasks[tr]))
     HEAD_PATH.parent.mkdir(parents=True, exist_ok=True)
-    heads.save(HEAD_PATH)
+    heads.save(HEAD_PATH, encoder_name=enc.name)
     # Bank: train-split rows only, deduplicated, balanced per label (benign per task so anchors cover domains).
     rng = random.Random(13)
     bank: list[dict[str, Any]] = []
@@ -127,10 +127,13 @@ def build(data_dir: Path, cache: Path | None, out_dev: Path | None, C: float = 1
     bank.sort(key=lambda b: b["id"])
     BANK_PATH.write_text("".join(json.dumps(b, sort_keys=True, ensure_ascii=False) + "\n" for b in bank),
                          encoding="utf-8")
-    pos = {r["id"]: i for i, r in enumerate(recs)}
+    # Bank embeddings serve user-category anchors and semantic demo retrieval: the plain (topic) encoder's space.
     eb = ExampleBank.load()
-    eb._emb[enc.name] = E[[pos[i] for i in eb.ids]]  # reuse: rows were embedded above
-    eb.save_embeddings(enc)
+    topic = Encoder(adapter=None)
+    pos = {r["id"]: i for i, r in enumerate(recs)}
+    eb._emb[topic.name] = (E[[pos[i] for i in eb.ids]] if topic.name == enc.name
+                           else topic.encode(list(eb.texts)))
+    eb.save_embeddings(topic)
     # A small held-out set shipped for `harm personalize-eval` (dev split only; disjoint from bank and head).
     pick = random.Random(5)
     ship = []

@@ -24,7 +24,7 @@ import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from .bank import ExampleBank
 from .profile import BASE_CATEGORIES, Category, ModerationProfile
 
 HEAD_PATH = Path(__file__).parent / "data" / "embedding_head.safetensors"
+ADAPTER_PATH = Path(__file__).parent / "data" / "encoder_lora.safetensors"
 DEFAULT_ENCODER = "all-minilm-l6-v2"
 
 
@@ -42,17 +43,33 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 class Encoder:
-    """The shared encoder with this backend's batch size and truncation (short messages: 128 tokens)."""
+    """This backend's encoder: batch size, truncation (short messages: 128 tokens) and its LoRA deltas.
 
-    def __init__(self, name: str = DEFAULT_ENCODER, *, batch_size: int = 64, max_length: int = 128) -> None:
-        self.name, self.batch_size, self.max_length = name, batch_size, max_length
+    The default MiniLM gets the shipped harm deltas (`ADAPTER_PATH`, trained by scripts/train_harm_adapter.py):
+    a private merged copy, so other plugins' MiniLM is unchanged. `adapter=None` uses the plain encoder. `name`
+    identifies the exact weights (base + delta digest): bank embeddings and heads are keyed by it.
+    """
+
+    def __init__(self, name: str = DEFAULT_ENCODER, *, adapter: Path | str | None | Literal["default"] = "default",
+                 batch_size: int = 64, max_length: int = 128) -> None:
+        if adapter == "default":
+            adapter = ADAPTER_PATH if name == DEFAULT_ENCODER and ADAPTER_PATH.is_file() else None
+        self.base_name, self.adapter = name, (Path(adapter) if adapter is not None else None)
+        self.name = name
+        if self.adapter is not None:
+            from guardrails.models.lora import file_digest
+
+            if not self.adapter.is_file():
+                raise ConfigError(f"encoder adapter not found: {self.adapter}")
+            self.name = f"{name}+lora-{file_digest(self.adapter)[:12]}"
+        self.batch_size, self.max_length = batch_size, max_length
         self._enc: Any = None
 
     def _load(self) -> Any:
         if self._enc is None:
             from guardrails.models import load_encoder
 
-            self._enc = load_encoder(self.name)
+            self._enc = load_encoder(self.base_name, adapter=self.adapter)
         return self._enc
 
     @property
@@ -102,6 +119,7 @@ class BaseHeads:
         # sounds sad or rude), and down-weighting them raised multi-label FPR on the SMS dev file 0.054 -> 0.080.
         self.other_task_weight = {"spam": 0.3} if other_task_weight is None else dict(other_task_weight)
         self.strict_fpr = strict_fpr
+        self.encoder_name_ = ""  # the encoder the head was fit on (checked at load by EmbeddingBackend)
 
     def _X(self, E: np.ndarray, texts: list[str]) -> Any:
         if not self.use_lexical:
@@ -171,10 +189,10 @@ class BaseHeads:
     def predict(self, E: np.ndarray, texts: list[str]) -> np.ndarray:
         return self.predict_proba(E, texts) >= 0.5
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, encoder_name: str = "") -> None:
         from safetensors.numpy import save_file
 
-        meta = {"classes": self.classes_, "intercept": self.intercept_.tolist(), "C": self.C,
+        meta = {"classes": self.classes_, "encoder": encoder_name, "intercept": self.intercept_.tolist(), "C": self.C,
                 "threshold": self.threshold_.tolist(), "scale": self.scale_.tolist(),
                 "cal_fpr": self.cal_fpr_.tolist(), "use_lexical": self.use_lexical,
                 "calibration": self.calibration, "target_fpr": self.target_fpr, "lex_features": LEX_FEATURES,
@@ -203,6 +221,7 @@ class BaseHeads:
         h.intercept_ = np.asarray(meta["intercept"], dtype=np.float32)
         h.threshold_, h.scale_ = np.asarray(meta["threshold"]), np.asarray(meta["scale"])
         h.cal_fpr_ = np.asarray(meta["cal_fpr"])
+        h.encoder_name_ = str(meta.get("encoder", ""))
         h.strict_threshold_ = np.asarray(meta.get("strict_threshold", meta["threshold"]))
         return h
 
@@ -258,8 +277,12 @@ class EmbeddingBackend:
     name = "embedding"
 
     def __init__(self, encoder: str = DEFAULT_ENCODER, *, head_path: Path | str = HEAD_PATH,
-                 bank: ExampleBank | None = None, target_fpr: float = 0.01, cache_size: int = 256) -> None:
-        self.encoder = Encoder(encoder)
+                 bank: ExampleBank | None = None, target_fpr: float = 0.01, cache_size: int = 256,
+                 adapter: Path | str | None | Literal["default"] = "default") -> None:
+        self.encoder = Encoder(encoder, adapter=adapter)  # base heads and concept detection
+        # User categories live in the plain encoder's space: the harm deltas pull texts together by sentiment and
+        # style, which is what the heads need but blurs topics ("crypto spam" matched "only horror movies").
+        self.topic_encoder = Encoder(encoder, adapter=None) if self.encoder.adapter is not None else self.encoder
         self.head_path, self.target_fpr, self.cache_size = Path(head_path), target_fpr, cache_size
         self._bank = bank
         self._heads: BaseHeads | None = None
@@ -279,12 +302,16 @@ class EmbeddingBackend:
         if self._heads is None:
             if not self.head_path.exists():
                 raise ConfigError(f"embedding head not found at {self.head_path}; run personalization.build")
-            self._heads = BaseHeads.load(self.head_path)
+            heads = BaseHeads.load(self.head_path)
+            if heads.encoder_name_ and heads.encoder_name_ != self.encoder.name:
+                raise ConfigError(f"embedding head {self.head_path.name} was fit on encoder {heads.encoder_name_!r}, "
+                                  f"this backend uses {self.encoder.name!r}; rebuild it (personalization.build)")
+            self._heads = heads
         return self._heads
 
     def _anchors(self) -> tuple[np.ndarray, np.ndarray]:
         """Benign bank embeddings split in two: anchors (negatives) and a disjoint calibration set."""
-        E = self.bank.embeddings(self.encoder)
+        E = self.bank.embeddings(self.topic_encoder)
         idx = np.flatnonzero(np.asarray(self.bank.labels) == "benign")
         return E[idx[0::2]], E[idx[1::2]]
 
@@ -296,12 +323,12 @@ class EmbeddingBackend:
                 return self._compiled[key]
         anchors, cal = self._anchors()
         texts = list(cat.examples) + list(cat.counter_examples) + ([cat.definition] if cat.definition else [])
-        E = self.encoder.encode(texts) if texts else np.zeros((0, anchors.shape[1]), np.float32)
+        E = self.topic_encoder.encode(texts) if texts else np.zeros((0, anchors.shape[1]), np.float32)
         n_ex, n_cx = len(cat.examples), len(cat.counter_examples)
         proto = PrototypeCategory(target_fpr=self.target_fpr).fit(
             E[:n_ex], np.concatenate([anchors, E[n_ex : n_ex + n_cx]]), cal,
             definition=E[n_ex + n_cx] if cat.definition else None)
-        concept = self._concept_of(cat, E[:n_ex]) if cat.generalize == "auto" else None
+        concept = self._concept_of(cat) if cat.generalize == "auto" else None
         compiled = CompiledCategory(proto, concept)
         with self._lock:
             self._compiled[key] = compiled
@@ -309,16 +336,19 @@ class EmbeddingBackend:
                 self._compiled.popitem(last=False)
         return compiled
 
-    def _concept_of(self, cat: Category, E_ex: np.ndarray) -> str | None:
+    def _concept_of(self, cat: Category) -> str | None:
         """The base concept whose head flags *every* example, if any (the most confident one).
 
         Inheriting widens the category a lot (one spam example → all spam), so all examples must agree, the
         inherited scores use the head's strict (≤ 1 % benign FPR) operating point, and a user who wants it
-        narrow sets generalize="examples" or adds counter-examples. Definitions alone never trigger it.
+        narrow sets generalize="examples" or adds counter-examples. Definitions alone never trigger it. Callers
+        whose "example" is a topic label rather than a message (the chat-command router: "stop showing me crypto
+        spam" → example "crypto spam") pass generalize="examples": the negative head flags "crypto spam", and
+        inheriting it would block every strongly negative message.
         """
         if not cat.examples:
             return None
-        p = self.heads.predict_proba(E_ex, list(cat.examples))
+        p = self.heads.predict_proba(self.encoder.encode(list(cat.examples)), list(cat.examples))
         ok = (p >= 0.5).all(0)
         if not ok.any():
             return None
@@ -333,17 +363,32 @@ class EmbeddingBackend:
         with self._lock:
             if key in self._lists:
                 return self._lists[key]
-        E = self.encoder.encode(list(texts))
+        E = self.topic_encoder.encode(list(texts))
         with self._lock:
             self._lists[key] = E
             while len(self._lists) > self.cache_size:
                 self._lists.popitem(last=False)
         return E
 
-    def score_embeddings(self, E: np.ndarray, texts: list[str], profile: ModerationProfile
-                         ) -> dict[str, np.ndarray]:
-        """Calibrated probability per category (0.5 = the category's calibrated operating point)."""
+    @staticmethod
+    def needs_topic_space(profile: ModerationProfile) -> bool:
+        """Whether scoring `profile` needs the plain-encoder embeddings (any user text in it)."""
+        return any(name not in BASE_CATEGORIES or c.examples or c.counter_examples
+                   for name, c in profile.categories.items())
+
+    def score_embeddings(self, E: np.ndarray, texts: list[str], profile: ModerationProfile,
+                         E_topic: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Calibrated probability per category (0.5 = the category's calibrated operating point).
+
+        `E`: head-space embeddings (`encoder`); `E_topic`: plain-space ones (`topic_encoder`), computed here
+        when the profile has user texts and they were not passed. A default profile costs one encoder pass.
+        """
         heads = self.heads
+        if E_topic is None:
+            E_topic = E if self.topic_encoder is self.encoder else None
+        if E_topic is None and self.needs_topic_space(profile):
+            E_topic = self.topic_encoder.encode(texts)
+        Et = E_topic if E_topic is not None else E  # only read when the profile has user texts
         base = heads.predict_proba(E, texts)
         strict: np.ndarray | None = None
         out: dict[str, np.ndarray] = {}
@@ -352,16 +397,16 @@ class EmbeddingBackend:
                 s = base[:, heads.classes_.index(name)]
                 if cat.examples:  # the user extended a base category with their own examples
                     own = cat.model_copy(update={"definition": "", "generalize": "examples"})
-                    s = np.maximum(s, self._compile(own).proto.predict_proba(E))
+                    s = np.maximum(s, self._compile(own).proto.predict_proba(Et))
             else:
                 comp = self._compile(cat)
-                s = comp.proto.predict_proba(E)
+                s = comp.proto.predict_proba(Et)
                 if comp.concept is not None:
                     strict = heads.strict_proba(E, texts) if strict is None else strict
                     s = np.maximum(s, strict[:, heads.classes_.index(comp.concept)])
             if cat.counter_examples:  # a near-duplicate of a counter-example is not this category
                 C = self._embed_list(cat.counter_examples)
-                s = np.where((E @ C.T).max(1) >= self.counter_sim, np.minimum(s, 0.25), s)
+                s = np.where((Et @ C.T).max(1) >= self.counter_sim, np.minimum(s, 0.25), s)
             out[name] = s
         return out
 

@@ -139,9 +139,13 @@ def personalize_eval(backend: Any, rows: list[dict[str, Any]] | None = None, *, 
     lab_arr = np.array([lab for lab in ("benign", *cats) for _ in by.get(lab, [])])
     t0 = time.perf_counter()
     emb = backend.encoder.encode(texts) if hasattr(backend, "score_embeddings") else None
+    topic = getattr(backend, "topic_encoder", None)
+    emb_topic = topic.encode(texts) if emb is not None and topic is not None else None
 
     def score(profile: ModerationProfile) -> dict[str, np.ndarray]:
-        return backend.score_embeddings(emb, texts, profile) if emb is not None else backend.score(texts, profile)
+        if emb is None:
+            return backend.score(texts, profile)
+        return backend.score_embeddings(emb, texts, profile, E_topic=emb_topic)
 
     default = ModerationProfile()
     s_def = score(default)

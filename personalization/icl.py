@@ -93,7 +93,7 @@ class ICLBackend:
         if self._encoder is None:
             from .embedding import Encoder
 
-            self._encoder = Encoder()
+            self._encoder = Encoder(adapter=None)  # semantic demo retrieval is topical: the plain space
         return self._encoder
 
     def labels(self, profile: ModerationProfile) -> list[str]:

@@ -82,7 +82,9 @@ def build_backend(config: dict[str, Any] | None = None) -> Any:
     if kind == "embedding":
         from .embedding import EmbeddingBackend
 
-        return EmbeddingBackend(cfg.get("encoder", "all-minilm-l6-v2"), target_fpr=cfg.get("target_fpr", 0.01))
+        # "adapter": a LoRA delta file, or null for the plain encoder (default: the shipped harm deltas)
+        return EmbeddingBackend(cfg.get("encoder", "all-minilm-l6-v2"), target_fpr=cfg.get("target_fpr", 0.01),
+                                adapter=cfg.get("adapter", "default"))
     if kind == "icl":
         from .adapters import LocalLMAdapter, OpenAICompatAdapter
         from .icl import ICLBackend

@@ -224,8 +224,13 @@ class LoadedEncoder:
         return out
 
 
-def load_encoder(name_or_path: str, *, device: str | None = None) -> LoadedEncoder:
+def load_encoder(name_or_path: str, *, device: str | None = None,
+                 adapter: Path | str | None = None) -> LoadedEncoder:
+    """A sentence encoder (cached per process). With `adapter` (a LoRA delta file, see `models.lora`), a
+    private copy with the deltas merged; the plain instance other callers share is left untouched."""
     dev = resolve_device(device)
+    if adapter is not None:
+        return _load_adapted_encoder(name_or_path, dev, Path(adapter))
     key = (name_or_path, dev, "encoder")
     with _lock:
         if key in _cache:
@@ -242,6 +247,30 @@ def load_encoder(name_or_path: str, *, device: str | None = None) -> LoadedEncod
     model.to(dev).eval()
     enc = LoadedEncoder(name=name_or_path, model=model, tokenizer=tok, device=dev,
                         autocast_bf16=encoder_autocast_bf16(dev))
+    with _lock:
+        _cache[key] = enc
+    return enc
+
+
+def _load_adapted_encoder(name_or_path: str, dev: str, adapter: Path) -> LoadedEncoder:
+    import copy
+
+    from .lora import file_digest, merge_deltas, read_deltas
+
+    digest = file_digest(adapter) if adapter.is_file() else "missing"
+    key = (name_or_path, dev, "encoder+" + digest)
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+    meta, _ = read_deltas(adapter)
+    if meta.get("base") not in (None, name_or_path):
+        raise ModelLoadError(f"LoRA deltas {adapter.name} were trained on {meta.get('base')!r}, not {name_or_path!r}")
+    base = load_encoder(name_or_path, device=dev)
+    model = copy.deepcopy(base.model)
+    merge_deltas(model, adapter)
+    model.eval()
+    enc = LoadedEncoder(name=f"{name_or_path}+lora-{digest[:12]}", model=model, tokenizer=base.tokenizer,
+                        device=dev, autocast_bf16=base.autocast_bf16)
     with _lock:
         _cache[key] = enc
     return enc
