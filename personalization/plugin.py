@@ -100,7 +100,9 @@ def build_backend(config: dict[str, Any] | None = None) -> Any:
 
 
 def build_harm_detector(ctx: PluginContext) -> HarmDetector:
-    """Entry point `railguard.detectors: harm`. Config section `harm` (optional) picks backend and stages."""
+    """Entry point `railguard.detectors: harm`. Config section `harm` (optional): `backend` (embedding | icl),
+    `stages`; embedding: `encoder`, `target_fpr`, `adapter` (LoRA delta file for the heads' encoder, null = plain
+    encoder, which needs heads rebuilt for it); icl: `base_url`, `model`, `api_key`, `k`, `retrieval`, `calibrate`."""
     cfg = dict((ctx.config or {}).get("harm", {})) if ctx is not None else {}
     try:
         stages = frozenset(Stage(s) for s in cfg["stages"]) if "stages" in cfg else None
