@@ -42,11 +42,12 @@ def read_deltas(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]]:
         module, _, part = key.rpartition(".")
         if part not in ("A", "B") or not module:
             raise ModelLoadError(f"LoRA delta file {p}: unexpected tensor {key!r}")
+        other = f"{module}.{'B' if part == 'A' else 'A'}"
+        if other not in tensors:
+            raise ModelLoadError(f"LoRA delta file {p}: {key} without {other}")
         if part == "A":
-            if f"{module}.B" not in tensors:
-                raise ModelLoadError(f"LoRA delta file {p}: {module}.A without {module}.B")
-            pairs[module] = (tensors[key], tensors[f"{module}.B"])
-    if not pairs or not isinstance(meta.get("scale"), int | float):
+            pairs[module] = (tensors[key], tensors[other])
+    if not isinstance(meta, dict) or not pairs or not isinstance(meta.get("scale"), int | float):
         raise ModelLoadError(f"LoRA delta file {p}: no deltas or no scale in its metadata")
     return meta, pairs
 

@@ -73,6 +73,13 @@ def test_bad_delta_files_are_typed_errors(tmp_path, deltas):
                 scale=1.0, base="all-minilm-l6-v2")
     with pytest.raises(ModelLoadError, match="shapes"):
         load_encoder("all-minilm-l6-v2", adapter=wrong)
+    from safetensors.torch import save_file
+
+    orphan = tmp_path / "orphan.safetensors"
+    save_file({"encoder.layer.0.attention.self.query.B": torch.zeros(384, 4)}, str(orphan),
+              metadata={"lora": '{"scale": 1.0}'})
+    with pytest.raises(ModelLoadError, match="without"):
+        load_encoder("all-minilm-l6-v2", adapter=orphan)
     other = tmp_path / "other.safetensors"
     save_deltas({"encoder.layer.0.attention.self.query": (torch.zeros(4, 384), torch.zeros(384, 4))}, other,
                 scale=1.0, base="some-other-model")
