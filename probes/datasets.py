@@ -139,6 +139,18 @@ def _profile_snippet(prof: Any, rng: random.Random, max_chars: int = 420) -> str
     return text[start:start + max_chars]
 
 
+def _cmpl_scenarios(data_dir: str | Path) -> tuple[Any, list[tuple[int, list[Any], Any, Any]]]:
+    """CMPL scenario descriptions and, per scenario id in order, (id, profiles, appropriate, inappropriate)."""
+    d = Path(data_dir) / "cmpl"
+    scen = yaml.safe_load((d / "scenarios_descriptions.yaml").read_text())
+    out = []
+    for s in sorted(CMPL_ATTRS):
+        profs = json.loads((d / f"generated_profiles_scenario_{s}.json").read_text())
+        items = list(profs.values()) if isinstance(profs, dict) else list(profs)
+        out.append((s, items, *CMPL_ATTRS[s]))
+    return scen, out
+
+
 def cmpl_records(data_dir: str | Path, *, per_profile: int = 4, max_profiles: int = 30,
                  seed: int = 0, profile_chars: int = 0) -> list[Record]:
     """Single-turn CI requests from CMPL scenarios x profiles (balanced labels, shared templates).
@@ -146,14 +158,10 @@ def cmpl_records(data_dir: str | Path, *, per_profile: int = 4, max_profiles: in
     Context is either the scenario norms plus a profile slice (system) or null, in which case the request
     names the recipient role itself ("I'm the insurance agent ..."), so the probe sees both deployments.
     """
-    d = Path(data_dir) / "cmpl"
-    scen = yaml.safe_load((d / "scenarios_descriptions.yaml").read_text())
+    scen, scenarios = _cmpl_scenarios(data_dir)
     rng = random.Random(seed)
     out: list[Record] = []
-    for s in sorted(CMPL_ATTRS):
-        profs = json.loads((d / f"generated_profiles_scenario_{s}.json").read_text())
-        items = list(profs.values()) if isinstance(profs, dict) else list(profs)
-        ok, bad = CMPL_ATTRS[s]
+    for s, items, ok, bad in scenarios:
         for p_i, prof in enumerate(items[:max_profiles]):
             subj = _subject(s, prof, p_i)
             for k in range(per_profile):
@@ -215,14 +223,10 @@ def multiturn_records(data_dir: str | Path, *, per_scenario: int = 16, seed: int
     """Multi-turn CMPL conversations: benign ones ask only appropriate attributes; attacks start the same
     way and drift to inappropriate attributes in their last 1-3 turns (crescendo-like). Each user turn also
     carries ``turn_labels`` (1 = the turn asks for an inappropriate attribute) for delta training."""
-    d = Path(data_dir) / "cmpl"
-    scen = yaml.safe_load((d / "scenarios_descriptions.yaml").read_text())
+    scen, scenarios = _cmpl_scenarios(data_dir)
     rng = random.Random(seed)
     out: list[Record] = []
-    for s in sorted(CMPL_ATTRS):
-        profs = json.loads((d / f"generated_profiles_scenario_{s}.json").read_text())
-        items = list(profs.values()) if isinstance(profs, dict) else list(profs)
-        ok, bad = CMPL_ATTRS[s]
+    for s, items, ok, bad in scenarios:
         for c in range(per_scenario):
             p_i = 100 + c  # profiles disjoint from cmpl_records' default slice
             prof = items[p_i % len(items)]
