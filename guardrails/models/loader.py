@@ -255,19 +255,19 @@ def load_encoder(name_or_path: str, *, device: str | None = None,
 def _load_adapted_encoder(name_or_path: str, dev: str, adapter: Path) -> LoadedEncoder:
     import copy
 
-    from .lora import file_digest, merge_deltas, read_deltas
+    from .lora import apply_deltas, file_digest, read_deltas
 
     digest = file_digest(adapter) if adapter.is_file() else "missing"
     key = (name_or_path, dev, "encoder+" + digest)
     with _lock:
         if key in _cache:
             return _cache[key]
-    meta, _ = read_deltas(adapter)
+    meta, pairs = read_deltas(adapter)
     if meta.get("base") not in (None, name_or_path):
         raise ModelLoadError(f"LoRA deltas {adapter.name} were trained on {meta.get('base')!r}, not {name_or_path!r}")
     base = load_encoder(name_or_path, device=dev)
     model = copy.deepcopy(base.model)
-    merge_deltas(model, adapter)
+    apply_deltas(model, meta, pairs)
     model.eval()
     enc = LoadedEncoder(name=f"{name_or_path}+lora-{digest[:12]}", model=model, tokenizer=base.tokenizer,
                         device=dev, autocast_bf16=base.autocast_bf16)

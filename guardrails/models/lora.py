@@ -54,9 +54,15 @@ def read_deltas(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def merge_deltas(model: Any, path: Path | str) -> dict[str, Any]:
     """Fold a delta file into `model`'s weights in place (call on a private copy); returns the metadata."""
+    meta, pairs = read_deltas(path)
+    apply_deltas(model, meta, pairs)
+    return meta
+
+
+def apply_deltas(model: Any, meta: dict[str, Any], pairs: dict[str, Any]) -> None:
+    """`merge_deltas` for factors already read by `read_deltas`."""
     import torch
 
-    meta, pairs = read_deltas(path)
     scale = float(meta["scale"])
     modules = dict(model.named_modules())
     with torch.no_grad():
@@ -69,7 +75,6 @@ def merge_deltas(model: Any, path: Path | str) -> dict[str, Any]:
                                      f"the layer is {lin.out_features}x{lin.in_features}")
             delta = (b.float() @ a.float()) * scale
             lin.weight.add_(delta.to(lin.weight.dtype).to(lin.weight.device))
-    return meta
 
 
 def save_deltas(factors: dict[str, tuple[Any, Any]], path: Path | str, *, scale: float,

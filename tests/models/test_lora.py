@@ -61,30 +61,30 @@ def test_adapted_encoder_is_a_private_copy(deltas):
     assert (adapted.encode(TEXTS) * before).sum(1).min() < 0.9999
 
 
+def _refused(path, match=None):
+    with pytest.raises(ModelLoadError, match=match):
+        load_encoder("all-minilm-l6-v2", adapter=path)
+
+
+def _query_delta(path, in_features, base):
+    q = "encoder.layer.0.attention.self.query"
+    save_deltas({q: (torch.zeros(4, in_features), torch.zeros(384, 4))}, path, scale=1.0, base=base)
+    return path
+
+
 def test_bad_delta_files_are_typed_errors(tmp_path, deltas):
-    with pytest.raises(ModelLoadError, match="not found"):
-        load_encoder("all-minilm-l6-v2", adapter=tmp_path / "missing.safetensors")
-    junk = tmp_path / "junk.safetensors"
-    junk.write_bytes(b"\x00not a safetensors file")
-    with pytest.raises(ModelLoadError):
-        load_encoder("all-minilm-l6-v2", adapter=junk)
-    wrong = tmp_path / "wrong.safetensors"
-    save_deltas({"encoder.layer.0.attention.self.query": (torch.zeros(4, 10), torch.zeros(384, 4))}, wrong,
-                scale=1.0, base="all-minilm-l6-v2")
-    with pytest.raises(ModelLoadError, match="shapes"):
-        load_encoder("all-minilm-l6-v2", adapter=wrong)
     from safetensors.torch import save_file
 
+    _refused(tmp_path / "missing.safetensors", "not found")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00not a safetensors file")
+    _refused(junk)
+    _refused(_query_delta(tmp_path / "wrong.safetensors", 10, "all-minilm-l6-v2"), "shapes")
     orphan = tmp_path / "orphan.safetensors"
     save_file({"encoder.layer.0.attention.self.query.B": torch.zeros(384, 4)}, str(orphan),
               metadata={"lora": '{"scale": 1.0}'})
-    with pytest.raises(ModelLoadError, match="without"):
-        load_encoder("all-minilm-l6-v2", adapter=orphan)
-    other = tmp_path / "other.safetensors"
-    save_deltas({"encoder.layer.0.attention.self.query": (torch.zeros(4, 384), torch.zeros(384, 4))}, other,
-                scale=1.0, base="some-other-model")
-    with pytest.raises(ModelLoadError, match="trained on"):
-        load_encoder("all-minilm-l6-v2", adapter=other)
+    _refused(orphan, "without")
+    _refused(_query_delta(tmp_path / "other.safetensors", 384, "some-other-model"), "trained on")
 
 
 def test_head_fit_on_other_weights_is_refused():
