@@ -83,6 +83,9 @@ def test_bad_operations_write_nothing(store):
         lambda: svc.unblock("alice", "unknown"),
         lambda: svc.import_json("alice", '{"categories": {"a": {"examples": [1]}}}'),
         lambda: svc.import_json("alice", "not json"),
+        lambda: svc.block_new("alice", "wide", examples=["buy coin now"], generalize="everything"),
+        lambda: svc.block_new("alice", "wide", examples=["buy coin now"], generalize=None),
+        lambda: svc.import_json("alice", '{"categories": {"w": {"examples": ["x"], "generalize": 1}}}'),
         lambda: svc.import_json("alice", '{"categories": {' + ",".join(
             f'"c{i}": {{"definition": "d"}}' for i in range(10_000)) + "}}"),
     ):
