@@ -104,7 +104,8 @@ def build(data_dir: Path, cache: Path | None, out_dev: Path | None, C: float = 1
     t_cal = [t for t, m in zip(texts, cal, strict=True) if m]
     heads = BaseHeads(C=C, use_lexical=lexical, calibration=calibration, target_fpr=target_fpr)
     tasks = np.array([r["task"] for r in recs])
-    heads.fit(E[tr], t_tr, list(y[tr]), E[cal], t_cal, list(y[cal]), tasks=list(tasks[tr]))
+    heads.fit(E[tr], t_tr, list(y[tr]), E[cal], t_cal, list(y[cal]), tasks=list(tasks[tr]),
+              tasks_cal=list(tasks[cal]))
     HEAD_PATH.parent.mkdir(parents=True, exist_ok=True)
     heads.save(HEAD_PATH, encoder_name=enc.name)
     # Bank: train-split rows only, deduplicated, balanced per label (benign per task so anchors cover domains).

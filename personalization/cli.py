@@ -76,31 +76,40 @@ def eval_cmd(
     k: int = typer.Option(8, "--k", help="ICL: number of bank demonstrations"),
     retrieval: str = typer.Option("random", "--retrieval", help="ICL: random | lexical | semantic"),
     profile: Path | None = typer.Option(None, "--profile", help="moderation profile JSON (default profile)"),
-    only: list[str] = typer.Option([], "--only", help="single-task protocol: keep only these categories active"),
+    only: list[str] = typer.Option([], "--only", help="keep only these categories active (overrides --scope)"),
+    scope: str = typer.Option("labels", "--scope",
+                              help="labels: only categories the file annotates may flag (the paper's per-dataset "
+                                   "protocol); profile: every active category of the profile"),
     calibrate: int = typer.Option(0, "--calibrate", help="ICL: calibrate base categories on N benign bank texts"),
 ) -> None:
     """Binary harmful-vs-benign metrics (the paper's protocol) for one backend on one file."""
     _quiet()
-    from .evaluate import evaluate, load_jsonl
-    from .profile import import_json
+    from .evaluate import evaluate, load_jsonl, scope_to_labels
+    from .profile import ModerationProfile, import_json
 
     if backend not in ("embedding", "icl"):
         _fail(f"unknown backend {backend!r}; use embedding or icl", as_json)
+    if scope not in ("labels", "profile"):
+        _fail(f"unknown scope {scope!r}; use labels or profile", as_json)
     try:
         rows = load_jsonl(data)[:limit] if limit else load_jsonl(data)
-        prof = import_json(profile.read_text(encoding="utf-8")) if profile else None
+        prof = import_json(profile.read_text(encoding="utf-8")) if profile else ModerationProfile()
+        used = "profile"
         if only:
-            from .profile import ModerationProfile, set_action
+            from .profile import set_action
 
-            prof = prof or ModerationProfile()
             for name in prof.categories:
                 if name not in only:
                     prof = set_action(prof, name, "allow")
+            used = "only"
+        elif scope == "labels":
+            prof, used = scope_to_labels(prof, {str(r["label"]) for r in rows})
         be = _backend(backend, model, base_url, k, retrieval)
         if calibrate and hasattr(be, "calibrate"):
             be.calibrate(calibrate)
         out = evaluate(rows, be, prof, plot=plot)
         out["icl_calibration_texts"] = calibrate if backend == "icl" else None
+        out["scope"] = used
     except (RailguardError, OSError) as exc:
         _fail(str(exc), as_json)
     out["data"] = str(data)

@@ -2,7 +2,10 @@
 
 Why these definitions (CONTRACT.md keys; extra keys are ours):
 - Binary: harmful = any non-benign label; a text is flagged when any *active* category of the profile scores
-  at or above its threshold. F1/precision/recall of the harmful class, FPR on benign, as in the paper.
+  at or above its threshold. F1/precision/recall of the harmful class, FPR on benign, as in the paper. The CLI
+  by default keeps active only the categories the file annotates (`scope_to_labels`): the paper evaluates each
+  dataset with that dataset's labels, and a corpus that never annotated sentiment cannot tell whether flagging
+  a sad SMS as negative was an error.
 - block-new: the target category is unblocked in the base profile (the paper's baseline omits it), then a user
   category is created from ONE example drawn from the bank; success = share of held-out texts of that category
   flagged by the new category; `block_new_other_fpr` = FPR it adds on held-out benign text of all tasks.
@@ -50,6 +53,24 @@ def flagged(scores: dict[str, np.ndarray], profile: ModerationProfile) -> np.nda
     for name, cat in profile.active().items():
         out |= scores[name] >= (0.5 if cat.threshold is None else cat.threshold)
     return out
+
+
+def scope_to_labels(profile: ModerationProfile, labels: set[str]) -> tuple[ModerationProfile, str]:
+    """The paper's per-dataset protocol: only the categories the file annotates may flag.
+
+    A spam corpus does not annotate sentiment, so a sad but legitimate SMS that the *negative* category rightly
+    flags would count as a false positive of the spam detector (dev SMS file: F1 0.880 with every default
+    category vs 0.958 with spam alone). Categories whose name is not a label in the file are set to allow.
+    Returns the profile and the scope used: "labels", or "profile" when the file names none of the profile's
+    categories (e.g. an all-benign file measuring FPR), in which case the profile is evaluated unchanged.
+    """
+    named = {n for n in profile.categories if n in labels}
+    if not named:
+        return profile, "profile"
+    for name, cat in profile.categories.items():
+        if name not in named and cat.action != "allow":
+            profile = P.set_action(profile, name, "allow")
+    return profile, "labels"
 
 
 def binary_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:

@@ -44,6 +44,21 @@ def lexical(texts: list[str]) -> Any:
 LEX_FEATURES = 2**17
 
 
+def balanced_quantile(raw: np.ndarray, domains: np.ndarray, target_fpr: float) -> float:
+    """Lowest threshold whose benign FPR, averaged over domains with equal weight, is ≤ `target_fpr`.
+
+    A pooled quantile lets the biggest corpus set the operating point: on our cal split (1,715 film-review
+    sentences, 905 tweets, 753 SMS) the toxic head's pooled 1 % point let 3.4 % of benign tweets through, while
+    the negative head's was needlessly strict elsewhere. Equal weight per domain makes "2 % FPR" mean the same
+    for every kind of text, whatever the mix of the calibration data.
+    """
+    groups = [np.sort(raw[domains == d]) for d in np.unique(domains)]
+    cands = np.unique(raw)
+    fpr = np.mean([1.0 - np.searchsorted(g, cands, side="left") / g.size for g in groups], axis=0)
+    ok = np.flatnonzero(fpr <= target_fpr + 1e-12)
+    return float(cands[ok[0]]) if ok.size else float(cands[-1]) + 1e-6
+
+
 class BaseHeads:
     """One-vs-benign logistic heads for the base taxonomy on [embedding ‖ hashed char n-grams].
 
@@ -53,12 +68,13 @@ class BaseHeads:
 
     def __init__(self, C: float = 16.0, use_lexical: bool = True, calibration: str = "f1",
                  target_fpr: float = 0.05, other_task_weight: dict[str, float] | None = None,
-                 strict_fpr: float = 0.01) -> None:
+                 strict_fpr: float = 0.02) -> None:
         self.C, self.use_lexical, self.calibration, self.target_fpr = C, use_lexical, calibration, target_fpr
         # Only spam benefits: the toxic and negative heads *need* other corpora's benign rows (SMS ham that
         # sounds sad or rude), and down-weighting them raised multi-label FPR on the SMS dev file 0.054 -> 0.080.
         self.other_task_weight = {"spam": 0.3} if other_task_weight is None else dict(other_task_weight)
         self.strict_fpr = strict_fpr
+        self.strict_calibration_ = "pooled"
         self.encoder_name_ = ""  # the encoder the head was fit on (checked at load by EmbeddingBackend)
 
     def _X(self, E: np.ndarray, texts: list[str]) -> Any:
@@ -69,7 +85,7 @@ class BaseHeads:
         return sp.hstack([sp.csr_matrix(E), lexical(texts)]).tocsr()
 
     def fit(self, E: np.ndarray, texts: list[str], y: list[str], E_cal: np.ndarray, texts_cal: list[str],
-            y_cal: list[str], tasks: list[str] | None = None) -> BaseHeads:
+            y_cal: list[str], tasks: list[str] | None = None, tasks_cal: list[str] | None = None) -> BaseHeads:
         """Fit each head on train rows (its category vs benign); calibrate on held-out cal rows.
 
         With `tasks`, benign rows from other tasks' corpora weigh `other_task_weight[c]`: a spam head trained
@@ -87,6 +103,7 @@ class BaseHeads:
         self.threshold_, self.scale_ = np.zeros(len(self.classes_)), np.ones(len(self.classes_))
         self.cal_fpr_ = np.zeros(len(self.classes_))
         self.strict_threshold_ = np.zeros(len(self.classes_))
+        self.strict_calibration_ = "pooled" if tasks_cal is None else "domain-balanced"
         for i, c in enumerate(self.classes_):
             m = (ya == c) | (ya == "benign")
             w = np.ones(int(m.sum()))
@@ -97,9 +114,11 @@ class BaseHeads:
             lr.fit(X[m], ya[m] == c, sample_weight=w)
             self.coef_[i], self.intercept_[i] = lr.coef_[0], lr.intercept_[0]
         raw = self.decision_function(E_cal, texts_cal, calibrated=False)
+        dom = np.asarray(tasks_cal)[yc == "benign"] if tasks_cal is not None else None
         for i, c in enumerate(self.classes_):
             neg = raw[yc == "benign", i]
-            self.strict_threshold_[i] = calibrate(neg, self.strict_fpr)[0]
+            self.strict_threshold_[i] = (calibrate(neg, self.strict_fpr)[0] if dom is None
+                                         else balanced_quantile(neg, dom, self.strict_fpr))
             t, self.scale_[i] = calibrate(neg, self.target_fpr)
             if self.calibration == "f1":
                 m = (yc == c) | (yc == "benign")
@@ -110,7 +129,7 @@ class BaseHeads:
                 t = float(cands[int(np.argmax(f1))])
                 self.scale_[i] = max((t - float(np.median(neg))) / np.log(9.0), 1e-3)
             self.threshold_[i], self.cal_fpr_[i] = t, float((neg >= t).mean())
-            # Never looser than the main operating point (the F1 point can already be stricter than 1 % FPR).
+            # Never looser than the main operating point (the F1 point can already be stricter than strict_fpr).
             self.strict_threshold_[i] = max(self.strict_threshold_[i], t)
         return self
 
@@ -137,7 +156,7 @@ class BaseHeads:
                 "cal_fpr": self.cal_fpr_.tolist(), "use_lexical": self.use_lexical,
                 "calibration": self.calibration, "target_fpr": self.target_fpr, "lex_features": LEX_FEATURES,
                 "other_task_weight": self.other_task_weight, "strict_fpr": self.strict_fpr,
-                "strict_threshold": self.strict_threshold_.tolist()}
+                "strict_threshold": self.strict_threshold_.tolist(), "strict_calibration": self.strict_calibration_}
         d = self.coef_.shape[1] - (LEX_FEATURES if self.use_lexical else 0)
         tensors = {"coef_emb": self.coef_[:, :d].astype(np.float32)}
         if self.use_lexical:
@@ -163,4 +182,5 @@ class BaseHeads:
         h.cal_fpr_ = np.asarray(meta["cal_fpr"])
         h.encoder_name_ = str(meta.get("encoder", ""))
         h.strict_threshold_ = np.asarray(meta.get("strict_threshold", meta["threshold"]))
+        h.strict_calibration_ = str(meta.get("strict_calibration", "pooled"))
         return h

@@ -49,6 +49,24 @@ def test_eval_json_and_plot(tmp_path):
 
 
 @pytest.mark.model
+def test_eval_scope_follows_the_file_labels(tmp_path):
+    """A spam corpus scores the spam category only (the paper's per-dataset protocol); --scope profile scores
+    every active category; --only overrides both; an unknown scope is a typed CLI error."""
+    rows = load_jsonl(DEV_EVAL_PATH)
+    sample = [r for lab in ("benign", "spam") for r in [x for x in rows if x["label"] == lab][:10]]
+    data = tmp_path / "spam.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in sample))
+    out = _json(runner.invoke(app, ["eval", "--data", str(data), "--json"]))
+    assert out["scope"] == "labels" and out["active_categories"] == ["spam"]
+    out = _json(runner.invoke(app, ["eval", "--data", str(data), "--json", "--scope", "profile"]))
+    assert out["scope"] == "profile" and out["active_categories"] == ["negative", "spam", "toxic"]
+    out = _json(runner.invoke(app, ["eval", "--data", str(data), "--json", "--only", "toxic"]))
+    assert out["scope"] == "only" and out["active_categories"] == ["toxic"]
+    r = runner.invoke(app, ["eval", "--data", str(data), "--json", "--scope", "everything"])
+    assert r.exit_code == 2 and "unknown scope" in _json(r)["error"]
+
+
+@pytest.mark.model
 def test_personalize_eval_json():
     r = runner.invoke(app, ["personalize-eval", "--json", "--max-per-label", "12"])
     assert r.exit_code == 0, r.output

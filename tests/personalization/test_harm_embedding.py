@@ -75,6 +75,11 @@ def test_block_new_inherits_a_recognised_concept_unless_told_to_stay_narrow(back
     base = backend.score(toxic, P.ModerationProfile())["toxic"]
     assert (backend.heads.strict_threshold_ >= backend.heads.threshold_).all()
     assert (sw[:n] <= np.maximum(base, sn[:n]) + 1e-6).all()
+    # the inheriting category spends its FPR budget on the head: its own prototype runs stricter
+    assert backend._compile(wide.categories["mean"]).proto.target_fpr == backend.concept_proto_fpr
+    assert backend._compile(narrow.categories["mean"]).proto.target_fpr == backend.target_fpr
+    assert backend.concept_proto_fpr < backend.target_fpr
+    assert backend.heads.strict_calibration_ == "domain-balanced"
 
 
 def test_concept_needs_every_example_to_agree(backend):
