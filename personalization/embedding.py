@@ -6,7 +6,10 @@ Why this design:
   can't run code. The heads read a LoRA-adapted copy of the encoder (`ADAPTER_PATH`; frozen MiniLM carries
   little sentiment: dev F1 0.826 → 0.877 adapted) while user categories keep the plain encoder's space, where
   topics stay apart (the adapted space put "crypto spam" next to "only horror movies"). A default profile costs
-  one encoder pass; a profile with user texts two.
+  one encoder pass; a profile with user texts two. Deltas that adapt only the top layers
+  (`scripts/train_harm_adapter.py --from-layer K`) share the lower K layers between both spaces
+  (`Encoder.encode_with_plain`): top-2 deltas made a user-category profile cost 0.73 of a default one instead of
+  0.49, but lost 0.017 dev sentiment F1 and 0.04 block-new, so the shipped deltas still cover all 6 layers.
 - User categories have 1-50 examples: too few to train anything. Each is scored by a nearest-prototype margin:
   similarity to the category's examples (and definition) minus similarity to benign anchors and the user's
   counter-examples. That works from one example and needs no retraining when the user edits the profile.
@@ -84,6 +87,16 @@ class Encoder:
         """L2-normalized embeddings in input order (the shared encoder batches by length)."""
         return np.asarray(self._load().encode(list(texts), batch_size=self.batch_size, max_length=self.max_length),
                           dtype=np.float32)
+
+    def encode_with_plain(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(these embeddings, the plain base encoder's) for the same texts. With top-layer deltas the lower
+        layers run once for both (`LoadedEncoder.encode_with_base`); without an adapter both are the same."""
+        if self.adapter is None:
+            E = self.encode(texts)
+            return E, E
+        own, plain = self._load().encode_with_base(list(texts), batch_size=self.batch_size,
+                                                   max_length=self.max_length)
+        return np.asarray(own, dtype=np.float32), np.asarray(plain, dtype=np.float32)
 
 
 class PrototypeCategory:
@@ -274,4 +287,17 @@ class EmbeddingBackend:
     def score(self, texts: list[str], profile: ModerationProfile) -> dict[str, np.ndarray]:
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise InvalidInputError("texts must be a list of strings")
+        if self.topic_encoder is not self.encoder and self.needs_topic_space(profile):
+            E, E_topic = self.encode_both(texts)
+            return self.score_embeddings(E, texts, profile, E_topic=E_topic)
         return self.score_embeddings(self.encoder.encode(texts), texts, profile)
+
+    def encode_both(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(head-space, topic-space) embeddings: one shared-trunk pass when the topic encoder is the plain
+        base of the adapted one (the shipped deltas adapt only the top layers)."""
+        if self.topic_encoder is self.encoder:
+            E = self.encoder.encode(texts)
+            return E, E
+        if self.topic_encoder.base_name == self.encoder.base_name and self.topic_encoder.adapter is None:
+            return self.encoder.encode_with_plain(texts)
+        return self.encoder.encode(texts), self.topic_encoder.encode(texts)

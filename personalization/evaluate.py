@@ -159,9 +159,7 @@ def personalize_eval(backend: Any, rows: list[dict[str, Any]] | None = None, *, 
     texts = [t for lab in ("benign", *cats) for t in by.get(lab, [])]
     lab_arr = np.array([lab for lab in ("benign", *cats) for _ in by.get(lab, [])])
     t0 = time.perf_counter()
-    emb = backend.encoder.encode(texts) if hasattr(backend, "score_embeddings") else None
-    topic = getattr(backend, "topic_encoder", None)
-    emb_topic = topic.encode(texts) if emb is not None and topic is not None else None
+    emb, emb_topic = backend.encode_both(texts) if hasattr(backend, "encode_both") else (None, None)
 
     def score(profile: ModerationProfile) -> dict[str, np.ndarray]:
         if emb is None:

@@ -11,7 +11,12 @@ a dev text (SST-2 phrase leakage), SST-2 from the whole train file (not the buil
 capped (it is 83 % toxic and already easy). Dev and cal rows are never trained on. Then rebuild the heads, bank
 embeddings and calibration on the adapted encoder: `python -m personalization.build --cache <new dir>`.
 
-    python scripts/train_harm_adapter.py [--rank 16] [--epochs 2] [--out personalization/data/encoder_lora.safetensors]
+`--from-layer K` adapts only layers >= K: the lower K layers are then shared with the plain encoder that user
+categories read, so a profile with user categories runs them once (`LoadedEncoder.encode_with_base`). Measured
+with K=4, rank 32, 2 epochs: custom/default profile cost 0.73 (vs 0.51 with all layers adapted), but dev sentiment
+F1 0.860 (vs 0.877), spam 0.947 (vs 0.958), block-new 0.867 (vs 0.906), so the shipped deltas adapt all 6 layers.
+
+    python scripts/train_harm_adapter.py [--rank 16] [--epochs 2] [--from-layer 0] [--out DELTAS.safetensors]
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "harm")
     ap.add_argument("--out", type=Path, default=ROOT / "personalization" / "data" / "encoder_lora.safetensors")
     ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--from-layer", type=int, default=0,
+                    help="adapt only layers >= this one (the lower ones stay shared with the plain encoder)")
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--davidson-cap", type=int, default=6000)
@@ -71,7 +78,9 @@ def main() -> int:
     base = load_encoder("all-minilm-l6-v2")
     model, tok = copy.deepcopy(base.model), base.tokenizer
     scale = 2.0
-    wrapped = wrap_linears(model, args.rank, prefix="encoder.layer.", scale=scale)
+    n_layers = int(model.config.num_hidden_layers)
+    layers = tuple(f"encoder.layer.{i}." for i in range(args.from_layer, n_layers))
+    wrapped = wrap_linears(model, args.rank, prefix=layers, scale=scale)
     heads = torch.nn.Linear(int(model.config.hidden_size), len(CATS))
     factors = [p for w in wrapped.values() for p in (w.A, w.B)]
     opt = torch.optim.AdamW([{"params": factors, "lr": 5e-4}, {"params": heads.parameters(), "lr": 2e-3}])
@@ -98,7 +107,7 @@ def main() -> int:
         sched.step()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_deltas({n: (w.A, w.B) for n, w in wrapped.items()}, args.out, scale=scale, base="all-minilm-l6-v2",
-                rank=args.rank, epochs=args.epochs, seed=args.seed, n_rows=len(rows),
+                rank=args.rank, epochs=args.epochs, from_layer=args.from_layer, seed=args.seed, n_rows=len(rows),
                 data="../shared/data/harm train split (personalization.build.split_of), dev-leak rows removed")
     print(json.dumps({"out": str(args.out), "rows": len(rows), "steps": steps,
                       "train_s": round(time.perf_counter() - t0, 1), "final_loss": round(float(loss), 4)}))

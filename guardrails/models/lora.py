@@ -106,8 +106,8 @@ def lora_linear(base: Any, rank: int, scale: float = 2.0) -> Any:
     return LoRALinear()
 
 
-def wrap_linears(model: Any, rank: int, *, prefix: str = "", scale: float = 2.0) -> dict[str, Any]:
-    """Freeze `model` and wrap every Linear under `prefix` with `lora_linear`; returns {name: wrapper}."""
+def wrap_linears(model: Any, rank: int, *, prefix: str | tuple[str, ...] = "", scale: float = 2.0) -> dict[str, Any]:
+    """Freeze `model` and wrap every Linear under `prefix` (or any of several) with `lora_linear`."""
     import torch
 
     for p in model.parameters():

@@ -94,3 +94,100 @@ def test_head_fit_on_other_weights_is_refused():
         pytest.fail("the shipped harm adapter is missing")
     with pytest.raises(ConfigError, match="rebuild"):
         _ = EmbeddingBackend(adapter=None).heads  # shipped head was fit on the adapted encoder
+
+
+@pytest.fixture(scope="module")
+def top_deltas(tmp_path_factory):
+    """Deltas on the top two layers only, so the lower four are a trunk shared with the plain encoder."""
+    base = load_encoder("all-minilm-l6-v2")
+    model = copy.deepcopy(base.model)
+    wrapped = wrap_linears(model, 4, prefix=("encoder.layer.4.", "encoder.layer.5."), scale=2.0)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for w in wrapped.values():
+            w.B.copy_((torch.randn(w.B.shape, generator=g) * 0.05).half().float())
+            w.A.copy_(w.A.half().float())
+    path = tmp_path_factory.mktemp("lora_top") / "top.safetensors"
+    save_deltas({n: (w.A, w.B) for n, w in wrapped.items()}, path, scale=2.0, base="all-minilm-l6-v2")
+    return path, len(wrapped)
+
+
+def test_shared_trunk_pass_equals_two_full_passes(top_deltas):
+    import dataclasses
+
+    path, n = top_deltas
+    assert n == 12  # 2 layers x 6 Linears
+    adapted = load_encoder("all-minilm-l6-v2", adapter=path)
+    assert (adapted.layers_path, adapted.shared_layers) == ("encoder.layer", 4)
+    texts = [*TEXTS, "a much longer message that pads the others in its batch " * 4, "ok"]
+    for bf16 in (False, adapted.autocast_bf16):  # exact in fp32; the CPU/GPU bf16 path too, where native
+        enc = dataclasses.replace(adapted, autocast_bf16=bf16, base=dataclasses.replace(adapted.base,
+                                                                                        autocast_bf16=bf16))
+        own, plain = enc.encode_with_base(texts, batch_size=2)
+        np.testing.assert_allclose(own, enc.encode(texts, batch_size=2), atol=1e-5 if not bf16 else 2e-2)
+        np.testing.assert_allclose(plain, enc.base.encode(texts, batch_size=2), atol=1e-5 if not bf16 else 2e-2)
+        assert (own * plain).sum(1).min() < 0.999  # two different spaces, not one copied twice
+
+
+def test_shared_trunk_needs_every_delta_inside_one_layer_list():
+    from guardrails.models.loader import shared_trunk
+
+    model = load_encoder("all-minilm-l6-v2").model
+    top = {"encoder.layer.3.attention.self.query": None, "encoder.layer.5.output.dense": None}
+    assert shared_trunk(model, top) == ("encoder.layer", 3)
+    assert shared_trunk(model, {**top, "pooler.dense": None}) == ("", 0)  # a delta outside the layers
+    assert shared_trunk(model, {"encoder.layer.3.x": None, "embeddings.word.0.x": None}) == ("", 0)
+    assert shared_trunk(model, {"nonexistent.list.2.x": None}) == ("", 0)
+
+
+def test_full_depth_deltas_share_nothing(deltas):
+    path, _, _ = deltas
+    adapted = load_encoder("all-minilm-l6-v2", adapter=path)
+    assert adapted.shared_layers == 0
+    own, plain = adapted.encode_with_base(TEXTS)  # two full passes, same results as calling each
+    np.testing.assert_allclose(own, adapted.encode(TEXTS), atol=1e-6)
+    np.testing.assert_allclose(plain, adapted.base.encode(TEXTS), atol=1e-6)
+    with pytest.raises(ModelLoadError, match="no base"):
+        adapted.base.encode_with_base(TEXTS)
+
+
+def test_shared_trunk_pass_ignores_other_threads_using_the_base(top_deltas):
+    """The trunk hook sits on the shared plain encoder; other threads' forwards through it must not leak in."""
+    import threading
+
+    adapted = load_encoder("all-minilm-l6-v2", adapter=top_deltas[0])
+    texts = [f"message number {i}: " + "word " * (i % 7) for i in range(48)]
+    others = ["short", "a somewhat longer text about the weather " * 3] * 8
+    want_own, want_plain = adapted.encode(texts, batch_size=4), adapted.base.encode(texts, batch_size=4)
+    want_other = adapted.base.encode(others, batch_size=2)
+    stop, got_other = threading.Event(), []
+
+    def hammer() -> None:
+        while not stop.is_set():
+            got_other.append(adapted.base.encode(others, batch_size=2))
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        for _ in range(3):
+            own, plain = adapted.encode_with_base(texts, batch_size=4)
+            np.testing.assert_allclose(own, want_own, atol=1e-4)
+            np.testing.assert_allclose(plain, want_plain, atol=1e-4)
+    finally:
+        stop.set()
+        t.join()
+    assert got_other
+    for g in got_other:
+        np.testing.assert_allclose(g, want_other, atol=1e-4)
+
+
+def test_harm_encoder_pair_uses_the_trunk_and_matches_separate_encoders(top_deltas):
+    from personalization.embedding import Encoder
+
+    adapted, plain = Encoder(adapter=top_deltas[0], batch_size=2), Encoder(adapter=None)
+    own, topic = adapted.encode_with_plain(TEXTS)
+    np.testing.assert_allclose(own, adapted.encode(TEXTS), atol=2e-2)
+    np.testing.assert_allclose(topic, plain.encode(TEXTS), atol=2e-2)
+    assert adapted._load().shared_layers == 4
+    same, same_again = plain.encode_with_plain(TEXTS)  # no adapter: one space, one pass
+    assert same is same_again
