@@ -8,8 +8,8 @@ Why this design:
   topics stay apart (the adapted space put "crypto spam" next to "only horror movies"). A default profile costs
   one encoder pass; a profile with user texts two. Deltas that adapt only the top layers
   (`scripts/train_harm_adapter.py --from-layer K`) share the lower K layers between both spaces
-  (`Encoder.encode_with_plain`): top-2 deltas made a user-category profile cost 0.73 of a default one instead of
-  0.49, but lost 0.017 dev sentiment F1 and 0.04 block-new, so the shipped deltas still cover all 6 layers.
+  (`Encoder.encode_with_plain`): top-2 deltas made a user-category profile run at 0.73 of a default one's rate
+  instead of 0.51, but lost 0.017 dev sentiment F1 and 0.04 block-new, so the shipped deltas still cover all 6 layers.
 - User categories have 1-50 examples: too few to train anything. Each is scored by a nearest-prototype margin:
   similarity to the category's examples (and definition) minus similarity to benign anchors and the user's
   counter-examples. That works from one example and needs no retraining when the user edits the profile.
@@ -293,8 +293,8 @@ class EmbeddingBackend:
         return self.score_embeddings(self.encoder.encode(texts), texts, profile)
 
     def encode_both(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(head-space, topic-space) embeddings: one shared-trunk pass when the topic encoder is the plain
-        base of the adapted one (the shipped deltas adapt only the top layers)."""
+        """(head-space, topic-space) embeddings. The topic encoder is the adapted one's plain base, so deltas
+        that adapt only the top layers share the lower ones (one trunk pass); full-depth deltas cost two passes."""
         if self.topic_encoder is self.encoder:
             E = self.encoder.encode(texts)
             return E, E

@@ -226,8 +226,7 @@ class LoadedEncoder:
         if self.shared_layers <= 0:
             return (self.encode(texts, batch_size=batch_size, normalize=normalize, max_length=max_length),
                     self.base.encode(texts, batch_size=batch_size, normalize=normalize, max_length=max_length))
-        own, base = self._encode(texts, batch_size, normalize, max_length, with_base=True)
-        return own, base
+        return self._encode(texts, batch_size, normalize, max_length, with_base=True)
 
     def _encode(self, texts: list[str], batch_size: int, normalize: bool, max_length: int,
                 with_base: bool) -> tuple[Any, Any]:
@@ -267,6 +266,9 @@ class LoadedEncoder:
                         out[idx] = pool(hidden, mask).cpu().numpy()
                         continue
                     out_base[idx] = pool(hidden, mask).cpu().numpy()
+                    if "args" not in captured:
+                        raise ModelLoadError(f"{self.layers_path}[{self.shared_layers}] of {self.name!r} was "
+                                             "not run by its base's forward: cannot share the trunk")
                     args, kwargs = captured.pop("args"), captured.pop("kwargs")
                     h = args[0]
                     for layer in own_top:  # the adapted layers, on exactly what the base fed its layer k
