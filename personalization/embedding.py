@@ -295,9 +295,4 @@ class EmbeddingBackend:
     def encode_both(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(head-space, topic-space) embeddings. The topic encoder is the adapted one's plain base, so deltas
         that adapt only the top layers share the lower ones (one trunk pass); full-depth deltas cost two passes."""
-        if self.topic_encoder is self.encoder:
-            E = self.encoder.encode(texts)
-            return E, E
-        if self.topic_encoder.base_name == self.encoder.base_name and self.topic_encoder.adapter is None:
-            return self.encoder.encode_with_plain(texts)
-        return self.encoder.encode(texts), self.topic_encoder.encode(texts)
+        return self.encoder.encode_with_plain(texts)  # no adapter: one pass, topic_encoder is encoder
