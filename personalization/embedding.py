@@ -4,12 +4,13 @@ Why this design:
 - Base categories (toxic, spam, negative) get a logistic-regression head on sentence embeddings, trained only
   on the shared train files (minus our dev split) and stored as safetensors + JSON (never pickle), so loading it
   can't run code. The heads read a LoRA-adapted copy of the encoder (`ADAPTER_PATH`; frozen MiniLM carries
-  little sentiment: dev F1 0.826 → 0.877 adapted) while user categories keep the plain encoder's space, where
+  little sentiment: dev F1 0.826 → 0.894 adapted) while user categories keep the plain encoder's space, where
   topics stay apart (the adapted space put "crypto spam" next to "only horror movies"). A default profile costs
   one encoder pass; a profile with user texts two. Deltas that adapt only the top layers
   (`scripts/train_harm_adapter.py --from-layer K`) share the lower K layers between both spaces
   (`Encoder.encode_with_plain`): top-2 deltas made a user-category profile run at 0.73 of a default one's rate
-  instead of 0.51, but lost 0.017 dev sentiment F1 and 0.04 block-new, so the shipped deltas still cover all 6 layers.
+  instead of 0.51, but lost 0.017 dev sentiment F1 and 0.04 block-new (against 2-epoch full-depth deltas), so the
+  shipped deltas still cover all 6 layers.
 - User categories have 1-50 examples: too few to train anything. Each is scored by a nearest-prototype margin:
   similarity to the category's examples (and definition) minus similarity to benign anchors and the user's
   counter-examples. That works from one example and needs no retraining when the user edits the profile.

@@ -42,6 +42,12 @@ def lexical(texts: list[str]) -> Any:
 
 
 LEX_FEATURES = 2**17
+# Other categories' positives each head also learns as "not c". One-vs-benign heads never see a crypto ad as "not
+# toxic": on the dev split the toxic head then fired on 72 % of spam and the negative head on 71 % (3-epoch deltas),
+# so a user who unblocked spam still got spam blocked as "toxic". Toxic rows stay out of the negative head's
+# negatives: insults are negative sentiment too.
+CROSS_NEGATIVES: dict[str, list[str]] = {"negative": ["spam"], "spam": ["negative", "toxic"],
+                                         "toxic": ["negative", "spam"]}
 
 
 def balanced_quantile(raw: np.ndarray, domains: np.ndarray, target_fpr: float) -> float:
@@ -68,12 +74,15 @@ class BaseHeads:
 
     def __init__(self, C: float = 16.0, use_lexical: bool = True, calibration: str = "f1",
                  target_fpr: float = 0.05, other_task_weight: dict[str, float] | None = None,
-                 strict_fpr: float = 0.02) -> None:
+                 strict_fpr: float = 0.02, cross_negatives: dict[str, list[str]] | None = None) -> None:
         self.C, self.use_lexical, self.calibration, self.target_fpr = C, use_lexical, calibration, target_fpr
         # Only spam benefits: the toxic and negative heads *need* other corpora's benign rows (SMS ham that
         # sounds sad or rude), and down-weighting them raised multi-label FPR on the SMS dev file 0.054 -> 0.080.
         self.other_task_weight = {"spam": 0.3} if other_task_weight is None else dict(other_task_weight)
         self.strict_fpr = strict_fpr
+        # Other categories' positives a head also learns as "not c" (CROSS_NEGATIVES); {} = benign only.
+        xn = CROSS_NEGATIVES if cross_negatives is None else cross_negatives
+        self.cross_negatives = {k: list(v) for k, v in xn.items()}
         self.strict_calibration_ = "pooled"
         self.encoder_name_ = ""  # the encoder the head was fit on (checked at load by EmbeddingBackend)
 
@@ -105,7 +114,7 @@ class BaseHeads:
         self.strict_threshold_ = np.zeros(len(self.classes_))
         self.strict_calibration_ = "pooled" if tasks_cal is None else "domain-balanced"
         for i, c in enumerate(self.classes_):
-            m = (ya == c) | (ya == "benign")
+            m = (ya == c) | np.isin(ya, ["benign", *self.cross_negatives.get(c, [])])
             w = np.ones(int(m.sum()))
             if ta is not None:
                 own = {str(t) for t in ta[ya == c]}
@@ -155,7 +164,8 @@ class BaseHeads:
                 "threshold": self.threshold_.tolist(), "scale": self.scale_.tolist(),
                 "cal_fpr": self.cal_fpr_.tolist(), "use_lexical": self.use_lexical,
                 "calibration": self.calibration, "target_fpr": self.target_fpr, "lex_features": LEX_FEATURES,
-                "other_task_weight": self.other_task_weight, "strict_fpr": self.strict_fpr,
+                "other_task_weight": self.other_task_weight, "cross_negatives": self.cross_negatives,
+                "strict_fpr": self.strict_fpr,
                 "strict_threshold": self.strict_threshold_.tolist(), "strict_calibration": self.strict_calibration_}
         d = self.coef_.shape[1] - (LEX_FEATURES if self.use_lexical else 0)
         tensors = {"coef_emb": self.coef_[:, :d].astype(np.float32)}
@@ -174,7 +184,7 @@ class BaseHeads:
                 parts.append(f.get_tensor("coef_lex").astype(np.float32))
         h = cls(C=meta["C"], use_lexical=meta["use_lexical"], calibration=meta["calibration"],
                 target_fpr=meta["target_fpr"], other_task_weight=meta.get("other_task_weight", {}),
-                strict_fpr=meta.get("strict_fpr", meta["target_fpr"]))
+                strict_fpr=meta.get("strict_fpr", meta["target_fpr"]), cross_negatives=meta.get("cross_negatives", {}))
         h.classes_ = list(meta["classes"])
         h.coef_ = np.concatenate(parts, axis=1)
         h.intercept_ = np.asarray(meta["intercept"], dtype=np.float32)

@@ -7,7 +7,7 @@ import pytest
 
 from personalization import profile as P
 from personalization.evaluate import scope_to_labels
-from personalization.heads import balanced_quantile
+from personalization.heads import CROSS_NEGATIVES, BaseHeads, balanced_quantile
 
 
 def _fpr(raw: np.ndarray, dom: np.ndarray, t: float) -> dict[str, float]:
@@ -54,3 +54,34 @@ def test_scope_to_labels_keeps_only_annotated_categories():
 def test_scope_to_labels_without_matches_is_a_no_op(labels):
     prof = P.ModerationProfile()
     assert scope_to_labels(prof, labels) == (prof, "profile")
+
+
+def _corpus(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[str]]:
+    """Benign noise plus one direction per category; spam also leans along the toxic direction (shouty ads)."""
+    shift = {"benign": [0, 0, 0], "toxic": [3, 0, 0], "spam": [2, 4, 0], "negative": [0, 0, 3]}
+    labels = [lab for lab in shift for _ in range(n)]
+    E = rng.normal(0, 0.7, (len(labels), 6))
+    E[:, :3] += np.array([shift[lab] for lab in labels], dtype=float)
+    return E, labels
+
+
+@pytest.mark.parametrize("cross", [{}, None])
+def test_cross_negatives_stop_a_head_firing_on_another_category(cross, tmp_path):
+    """One-vs-benign heads flag spam that looks a bit toxic; trained with other categories' positives as
+    negatives (the default, CROSS_NEGATIVES) they do not, and benign FPR / own recall stay as calibrated."""
+    rng = np.random.default_rng(0)
+    (E, y), (Ec, yc), (Ed, yd) = _corpus(rng, 400), _corpus(rng, 300), _corpus(rng, 300)
+    t = [""] * len(y)
+    h = BaseHeads(use_lexical=False, cross_negatives=cross).fit(E, t, y, Ec, [""] * len(yc), yc)
+    p = h.predict_proba(Ed, [""] * len(yd)) >= 0.5
+    yd_a, tox = np.asarray(yd), h.classes_.index("toxic")
+    toxic_on_spam = float(p[yd_a == "spam", tox].mean())
+    if cross == {}:
+        assert toxic_on_spam > 0.5
+    else:
+        assert h.cross_negatives == CROSS_NEGATIVES and toxic_on_spam < 0.05
+    assert p[yd_a == "toxic", tox].mean() > 0.9 and p[yd_a == "benign", tox].mean() < 0.1
+    h.save(tmp_path / "h.safetensors")
+    back = BaseHeads.load(tmp_path / "h.safetensors")
+    assert back.cross_negatives == h.cross_negatives
+    assert np.allclose(back.predict_proba(Ed, [""] * len(yd)), h.predict_proba(Ed, [""] * len(yd)))

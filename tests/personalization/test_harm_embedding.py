@@ -44,6 +44,24 @@ def test_base_categories_flag_obvious_cases(backend):
     assert max(s[c][2] for c in s) < 0.5
 
 
+def test_heads_do_not_fire_on_other_categories(backend, dev):
+    """A user who unblocks spam must not get spam blocked as "toxic" or "negative": each head was trained with the
+    other categories' positives as negatives (heads.CROSS_NEGATIVES). The previous one-vs-benign heads flagged
+    23 % of these held-out spam texts as toxic; the bound leaves room for a few borderline texts."""
+    by = {lab: [r["text"] for r in dev if r["label"] == lab] for lab in ("spam", "toxic", "negative")}
+    cls = backend.heads.classes_
+    for lab, texts in by.items():
+        p = backend.heads.predict_proba(backend.encoder.encode(texts), texts) >= 0.5
+        assert p[:, cls.index(lab)].mean() >= 0.85, lab  # each head still catches its own category
+        for other in cls:
+            if other != lab:
+                assert p[:, cls.index(other)].mean() <= 0.04, (other, "on", lab)
+    unblocked = P.unblock(P.ModerationProfile(), "spam")
+    s = backend.score(by["spam"], unblocked)
+    # the spam score is still computed (unblock is a policy mask after detection); no other category fires
+    assert max(float((s[c] >= 0.5).mean()) for c in s if c != "spam") <= 0.04
+
+
 def test_calibrated_fpr_on_held_out_benign(backend, dev):
     benign = [r["text"] for r in dev if r["label"] == "benign"][:300]
     prof = P.block_new(P.ModerationProfile(), "crypto", examples=["Buy $DOGEX now, 50x guaranteed, pump at 9pm"])
