@@ -85,3 +85,11 @@ def test_cross_negatives_stop_a_head_firing_on_another_category(cross, tmp_path)
     back = BaseHeads.load(tmp_path / "h.safetensors")
     assert back.cross_negatives == h.cross_negatives
     assert np.allclose(back.predict_proba(Ed, [""] * len(yd)), h.predict_proba(Ed, [""] * len(yd)))
+
+
+@pytest.mark.parametrize("bad", [{"toxic": ["toxic"]}, {"toxic": ["benign"]}, {"weird": ["spam"]}, {"toxic": "spam"}])
+def test_cross_negatives_must_name_other_base_categories(bad):
+    from guardrails.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cross_negatives"):
+        BaseHeads(cross_negatives=bad)
