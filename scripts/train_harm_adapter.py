@@ -61,8 +61,9 @@ def training_rows(data: Path, davidson_cap: int, seed: int) -> list[dict]:
 
 def batch_order(rows: list[dict], batch_size: int, steps: int, window: int, seed: int) -> list[list[int]]:
     """Row indices of each training batch. window=0: consecutive slices of the shuffled rows, wrapping around
-    (the recipe of the shipped deltas). window>0: per epoch, reshuffle, sort each window of
-    `window` batches by text length, cut it into batches and shuffle those, so padding is small."""
+    (the 2-epoch deltas shipped before cross-negatives). window>0 (the shipped recipe, 50): per epoch,
+    reshuffle, sort each window of `window` batches by text length, cut it into batches and shuffle those, so
+    padding is small."""
     if window <= 0:
         return [[(s * batch_size + i) % len(rows) for i in range(batch_size)] for s in range(steps)]
     rng, out = random.Random(seed), []
@@ -122,14 +123,13 @@ def main() -> int:
     model.train()
     t0 = time.perf_counter()
     batches = batch_order(rows, args.batch_size, steps, args.bucket_window, args.seed)
+    # each output learns its category vs benign text of every corpus (and, with cross-negatives, vs the other
+    # categories' positives listed in CROSS_NEGATIVES); rows of the remaining categories are masked out
+    seen = {c: {c, "benign", *(CROSS_NEGATIVES[c] if args.cross_negatives else ())} for c in CATS}
     for s in tqdm(range(steps), desc="LoRA fine-tune", file=sys.stderr):
         batch = [rows[i] for i in batches[s]]
         y = torch.tensor([[r["label"] == c for c in CATS] for r in batch], dtype=torch.float32)
-        # each output learns its category vs benign text of every corpus (and, with cross-negatives, vs the other
-        # categories' positives listed in CROSS_NEGATIVES); rows of the remaining categories are masked out
-        negs = {c: ("benign", *(CROSS_NEGATIVES[c] if args.cross_negatives else ())) for c in CATS}
-        mask = torch.tensor([[r["label"] == c or r["label"] in negs[c] for c in CATS] for r in batch],
-                            dtype=torch.float32)
+        mask = torch.tensor([[r["label"] in seen[c] for c in CATS] for r in batch], dtype=torch.float32)
         enc = tok([r["text"] for r in batch], padding=True, truncation=True, max_length=128, return_tensors="pt")
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=base.autocast_bf16):
             hidden = model(**enc).last_hidden_state.float()
