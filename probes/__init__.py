@@ -6,7 +6,8 @@ Public API (everything else is internal):
   ``layer_module``, ``LayerTap``, ``NonFiniteActivationError``
 - probes: ``LinearProbe``, ``ProbeArtifact``, ``ProbeBundle``, ``ProbeMeta``, ``load_probe``,
   ``ProbeError``, ``ProbeMismatchError``, ``CorruptProbeError``
-- training: ``fit_single``, ``fit_multiturn``, ``train_bundle``, ``leave_one_out``, ``calibrate_threshold``
+- training: ``fit_single``, ``fit_multiturn``, ``train_bundle``, ``train_drift_probe``, ``leave_one_out``,
+  ``calibrate_threshold``
 - serving: ``SentinelEncoder``, ``VelocityTracker``, ``InMemoryStateStore``, ``StateStore``,
   ``PrivacyDetector``, ``FusedProbeHook``, ``build_privacy_detector``, ``demo``
 """
@@ -34,7 +35,7 @@ from .probe import (
     load_probe,
 )
 from .sentinel import SentinelEncoder
-from .train import fit_multiturn, fit_single, leave_one_out, train_bundle
+from .train import fit_multiturn, fit_single, leave_one_out, train_bundle, train_drift_probe
 from .velocity import InMemoryStateStore, StateStore, VelocityTracker
 
 __all__ = [
@@ -43,5 +44,5 @@ __all__ = [
     "ProbeMismatchError", "SentinelEncoder", "StateStore", "VelocityTracker", "build_privacy_detector",
     "calibrate_threshold", "capture", "capture_messages", "demo", "fit_multiturn", "fit_single",
     "layer_module", "leave_one_out", "load_probe", "render", "to_messages", "train_bundle",
-    "validate_messages",
+    "train_drift_probe", "validate_messages",
 ]

@@ -15,7 +15,7 @@ import csv
 import hashlib
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,16 +219,22 @@ _REPLIES = ["Sure, I can help with that.", "Let me check the file. Here is what 
             "Okay, noted.", "Thanks, I have that information available.", "Here you go."]
 
 
-def multiturn_records(data_dir: str | Path, *, per_scenario: int = 16, seed: int = 3) -> list[Record]:
+def multiturn_records(data_dir: str | Path, *, per_scenario: int = 16, seed: int = 3,
+                      profiles: Sequence[int] | None = None, id_prefix: str = "mt") -> list[Record]:
     """Multi-turn CMPL conversations: benign ones ask only appropriate attributes; attacks start the same
     way and drift to inappropriate attributes in their last 1-3 turns (crescendo-like). Each user turn also
-    carries ``turn_labels`` (1 = the turn asks for an inappropriate attribute) for delta training."""
+    carries ``turn_labels`` (1 = the turn asks for an inappropriate attribute) for delta training.
+
+    By default conversation ``c`` of each scenario uses profile ``100 + c`` (disjoint from ``cmpl_records``'
+    first 30); ``profiles`` picks other profile indices instead (one conversation each, indices past a
+    scenario's profile count skipped), for the drift probe's extra training data (:func:`drift_records`)."""
     scen, scenarios = _cmpl_scenarios(data_dir)
     rng = random.Random(seed)
     out: list[Record] = []
     for s, items, ok, bad in scenarios:
-        for c in range(per_scenario):
-            p_i = 100 + c  # profiles disjoint from cmpl_records' default slice
+        picks = ([100 + c for c in range(per_scenario)] if profiles is None
+                 else [p for p in profiles if p < len(items)])
+        for c, p_i in enumerate(picks):
             prof = items[p_i % len(items)]
             subj = _subject(s, prof, p_i)
             label = c % 2
@@ -244,9 +250,55 @@ def multiturn_records(data_dir: str | Path, *, per_scenario: int = 16, seed: int
                 if t < n - 1:
                     turns.append({"role": "assistant", "content": rng.choice(_REPLIES)})
             ctx = f"You act on behalf of {subj}. Follow these norms.\n{scen[s].strip()}"
-            out.append({"id": f"mt-s{s}-{c}", "context": ctx, "turns": turns, "label": label,
-                        "turn_labels": tl, "group": f"mt-s{s}-{c}", "scenario": f"cmpl{s}",
+            key = f"{id_prefix}-s{s}-{c}" if profiles is None else f"{id_prefix}-s{s}-p{p_i}"
+            out.append({"id": key, "context": ctx, "turns": turns, "label": label,
+                        "turn_labels": tl, "group": key, "scenario": f"cmpl{s}",
                         "source": "generated:cmpl_multiturn"})
+    return out
+
+
+# Profiles for the drift probe's extra conversations: clear of cmpl_records' 0-29 and of the default multi-turn
+# set's 100-115 (scenario 5 has 84 profiles, so its default set wraps to 16-31: start at 32).
+DRIFT_PROFILES = [*range(32, 100), *range(116, 200)]
+
+
+def drift_records(data_dir: str | Path, *, seed: int = 21) -> list[Record]:
+    """Extra multi-turn conversations (one per profile in DRIFT_PROFILES, ids ``mtx-s<S>-p<P>``) for the drift
+    probe: with the 60 default training conversations its grouped-CV AUROC was 0.81; the direction needs
+    hundreds of conversations, and collecting them through the sentinel costs ~0.5 s each on a CPU."""
+    return multiturn_records(data_dir, seed=seed, profiles=DRIFT_PROFILES, id_prefix="mtx")
+
+
+_CHAT_CONTEXTS = [None, "You are a helpful assistant.", "You are a friendly assistant for a small business.",
+                  "You help the user with everyday tasks."]
+
+
+def chat_records(data_dir: str | Path, *, n_train: int = 240, n_dev: int = 80, seed: int = 23) -> list[Record]:
+    """Benign multi-turn chats that change topic every turn (Alpaca seed tasks, 1 in 5 turns a hard negative
+    that mentions the user's own data), label 0, for the drift probe. Without them its negatives were CMPL
+    conversations only, and ordinary chat drifting from topic to topic crossed the drift threshold.
+
+    Alpaca tasks are split once by ``sha1(group) % 4`` into a train and a dev pool: ``split`` = "train" records
+    draw only from the first, "dev" ones only from the second, so no request is on both sides.
+    """
+    tasks = load_jsonl(Path(data_dir) / "alpaca_seed_benign.jsonl")
+    pools: dict[str, list[str]] = {"train": [], "dev": []}
+    for r in tasks:
+        pools["dev" if int(hashlib.sha1(str(r["group"]).encode()).hexdigest(), 16) % 4 == 0 else "train"].append(
+            str(r["request"]))
+    rng = random.Random(seed)
+    out: list[Record] = []
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        for c in range(n):
+            turns = []
+            for _ in range(rng.randint(4, 7)):
+                text = (rng.choice(HARD_NEGATIVES).format(n=rng.randrange(1, 9999)) if rng.random() < 0.2
+                        else rng.choice(pools[split]))
+                turns += [{"role": "user", "content": text}, {"role": "assistant", "content": rng.choice(_REPLIES)}]
+            key = f"chat-{split}-{c}"
+            out.append({"id": key, "context": rng.choice(_CHAT_CONTEXTS), "turns": turns[:-1], "label": 0,
+                        "turn_labels": [0] * (len(turns) // 2), "group": key, "scenario": "chat", "split": split,
+                        "source": "generated:alpaca_seed_chat"})
     return out
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from guardrails.errors import InvalidInputError
+
 from .capture import capture, render, to_messages
 
 log = logging.getLogger("railguard.probes")
@@ -95,3 +97,54 @@ def cached_capture(lm: Any, prompts: Sequence[str], layers: Sequence[int], *, ba
     if not prompts:
         return np.zeros((0, len(layers), d), dtype=np.float32)
     return np.stack([found[k] for k in keys]).astype(np.float32)
+
+
+def conversation_capture(lm: Any, records: Sequence[Record], layers: Sequence[int], *,
+                         cache_dir: Path | None = None, progress: bool = True) -> list[np.ndarray]:
+    """Per-user-turn activations of multi-turn records, one ``[T, len(layers), d]`` array per conversation.
+
+    Collected the way the sentinel serves them (:class:`probes.sentinel.SentinelEncoder`: the conversation's KV
+    cache is extended turn by turn, early exit at the deepest layer), so training sees exactly the served vectors
+    and a conversation costs one prefill of its context plus each turn's new tokens, not one full prefill per
+    turn (measured: ~0.5 s per 4-7-turn CMPL conversation up to layer 15 on 2 CPU cores). Cached like
+    :func:`cached_capture`, keyed by each turn's rendered prompt, under a separate shard prefix (these rows come
+    from the incremental path).
+    """
+    from tqdm.auto import tqdm
+
+    from .sentinel import SentinelEncoder
+
+    layers = sorted(set(int(i) for i in layers))
+    cdir = cache_dir or default_cache_dir()
+    prefix = "conv-" + _shard_prefix(lm, layers)
+    found = _load_shards(cdir, prefix) if cdir.is_dir() else {}
+    prompts, index = multiturn_prompts(lm.tokenizer, records)
+    keys = [hashlib.sha256(p.encode()).hexdigest() for p in prompts]
+    per_conv: dict[int, list[int]] = {}
+    for row, (c, _t) in enumerate(index):
+        per_conv.setdefault(c, []).append(row)
+    if len(per_conv) != len(records):
+        raise InvalidInputError("every multi-turn record needs at least one user turn")
+    todo = [c for c, rows in per_conv.items() if any(keys[r] not in found for r in rows)]
+    new_keys: list[str] = []
+    new_x: list[np.ndarray] = []
+    enc = SentinelEncoder(lm.model, lm.tokenizer, layers, max_sessions=1)
+    for c in tqdm(todo, desc="conversations", disable=not progress, unit="conv"):
+        msgs = to_messages(records[c].get("context"), turns=records[c]["turns"])
+        users = [j for j, m in enumerate(msgs) if m["role"] == "user"]
+        for j, row in zip(users, per_conv[c], strict=True):
+            acts = enc.activation(msgs[: j + 1], session=c)
+            found[keys[row]] = np.stack([acts[i] for i in layers]).astype(np.float32)
+            new_keys.append(keys[row])
+            new_x.append(found[keys[row]])
+        enc.forget(c)
+    if new_keys:
+        try:
+            cdir.mkdir(parents=True, exist_ok=True)
+            name = hashlib.sha256("".join(new_keys).encode()).hexdigest()[:12]
+            tmp = cdir / f"tmp-{os.getpid()}-{name}.npz"
+            np.savez(tmp, keys=np.array(new_keys, dtype="U64"), x=np.stack(new_x))
+            os.replace(tmp, cdir / f"{prefix}{name}.npz")
+        except OSError as exc:
+            log.warning("could not write activation cache: %s", exc)
+    return [np.stack([found[keys[r]] for r in per_conv[c]]) for c in sorted(per_conv)]

@@ -5,8 +5,9 @@ accuracy-tuned threshold says nothing about false positives. Here every candidat
 out-of-fold (OOF) predictions from ``GroupKFold`` over ``group`` (profile / template / vignette), so no
 profile or template is on both sides; the layer maximizing OOF AUROC + OOF TPR at the target FPR wins, and τ
 is the target-FPR quantile of the OOF *negative* scores at that layer. The final direction is refit on all
-data. The multi-turn probe is fit on per-turn deltas a_t - a_{t-1} and calibrated on conversation-level
-OOF max_t S_t of benign conversations (a conversation is flagged if any turn is).
+data. The multi-turn probe is fit on per-turn displacements a_t - a_1 (or deltas a_t - a_{t-1}), on activations
+collected through the sentinel, and calibrated on conversation-level OOF max_t S_t of benign conversations (a
+conversation is flagged if any turn is).
 """
 
 from __future__ import annotations
@@ -49,9 +50,18 @@ def oof_scores(X: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.nd
 def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Sequence[int], *,
                model_id: str, fingerprint: str, target_fpr: float = 0.01, layer: int | None = None,
                method: Method = "logreg", C: float = 0.3, n_splits: int = 5,
-               data_sha256: dict[str, str] | None = None, progress: bool = True) -> ProbeArtifact:
-    """Fit a single-turn probe. ``X`` is ``[n, len(layers), d]`` (layers sorted as given)."""
+               data_sha256: dict[str, str] | None = None, progress: bool = True,
+               domains: Sequence[str] | None = None) -> ProbeArtifact:
+    """Fit a single-turn probe. ``X`` is ``[n, len(layers), d]`` (layers sorted as given).
+
+    τ is the ``target_fpr`` point of the pooled OOF negatives. With ``domains`` (one source/scenario name per
+    row) the OOF FPR of each domain at τ is stored too (``metrics.cv.fpr_by_domain``): a pooled 1 % can hide a
+    domain the probe cannot separate (AirGap rows on the default probe).
+    """
     y = np.asarray(y).astype(int)
+    dom = np.asarray([str(x) for x in domains]) if domains is not None else None
+    if dom is not None and dom.shape != y.shape:
+        raise ValueError("domains must name one domain per training row")
     layers = list(layers)
     folds = _folds(groups, n_splits)
     cand = [layer] if layer is not None else layers
@@ -69,9 +79,13 @@ def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Seque
     assert best is not None
     _, li, s = best
     ok = np.isfinite(s)
-    tau = calibrate_threshold(s[ok & (y == 0)], target_fpr)
+    neg = ok & (y == 0)
+    tau = calibrate_threshold(s[neg], target_fpr)
     final = LinearProbe(method=method, C=C).fit(X[:, layers.index(li)], y)
     cv = rates(y[ok], s[ok], tau)
+    if dom is not None:
+        cv["fpr_by_domain"] = {k: float((s[neg & (dom == k)] > tau).mean())  # type: ignore[assignment]
+                               for k in sorted(set(dom[neg]))}
     scale = float(np.std(s[ok])) or 1.0
     meta = ProbeMeta(kind="single", model_id=model_id, model_fingerprint=fingerprint, layer=li,
                      d_model=X.shape[-1], threshold=tau, target_fpr=target_fpr, score_scale=scale, method=method,
@@ -81,14 +95,6 @@ def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Seque
     log.info("single-turn probe: layer %d, tau %.4f, OOF auroc %.4f tpr %.4f fpr %.4f", li, tau,
              cv["auroc"] or 0, cv["tpr"] or 0, cv["fpr"] or 0)
     return ProbeArtifact(coef=final.coef_, intercept=float(final.intercept_), meta=meta)
-
-
-def conversation_arrays(X: np.ndarray, index: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-    """Split per-turn activations ``[n_prompts, L, d]`` back into one ``[T, L, d]`` array per conversation."""
-    convs: dict[int, list[tuple[int, int]]] = {}
-    for row, (c, t) in enumerate(index):
-        convs.setdefault(c, []).append((t, row))
-    return [X[[r for _, r in sorted(convs[c])]] for c in sorted(convs)]
 
 
 def drift_scores(coef: np.ndarray, conv: np.ndarray) -> np.ndarray:
@@ -184,13 +190,39 @@ def default_layers(n_layers: int) -> list[int]:
     return sorted({max(1, round(n_layers * f / 10)) for f in range(2, 9)})
 
 
+def train_drift_probe(records: Sequence[dict[str, Any]], lm: Any, *, max_layer: int,
+                      layers: Sequence[int] | None = None, layer: int | None = None, target_fpr: float = 0.01,
+                      method: Method = "logreg", data_sha256: dict[str, str] | None = None,
+                      progress: bool = True) -> ProbeArtifact:
+    """The multi-turn drift probe from multi-turn records, on activations collected through the sentinel
+    (:func:`probes.features.conversation_capture`: the serving path, one incremental prefill per turn).
+
+    Candidate layers stop at ``max_layer`` (the single-turn probe's): the sentinel's early exit is set by the
+    deepest probe layer, so the drift probe never adds per-turn compute. ``layer`` pins one layer.
+    """
+    from .features import conversation_capture
+
+    if not records:
+        raise ValueError("the drift probe needs multi-turn records ({'turns', 'label'} lines)")
+    cand = sorted(set(layers or default_layers(lm.num_layers)) | ({layer} if layer is not None else set()))
+    cand = [li for li in cand if li <= max_layer] if layer is None else cand
+    if not cand:
+        raise ValueError(f"no candidate layer at or below {max_layer}")
+    convs = conversation_capture(lm, records, cand, progress=progress)
+    return fit_multiturn(convs, [r["label"] for r in records], [r.get("turn_labels") for r in records],
+                         [r.get("group", r["id"]) for r in records], cand, model_id=lm.name,
+                         fingerprint=lm.fingerprint(), target_fpr=target_fpr, layer=layer, method=method,
+                         data_sha256=data_sha256, progress=progress)
+
+
 def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | None = None,
                  layers: Sequence[int] | None = None, target_fpr: float = 0.01, multiturn: bool = False,
                  method: Method = "logreg", data_sha256: dict[str, str] | None = None,
-                 progress: bool = True) -> Any:
+                 progress: bool = True, drift_records: Sequence[dict[str, Any]] = ()) -> Any:
     """Fit a :class:`~probes.probe.ProbeBundle` from privacy records (single-turn lines required; multi-turn
-    lines train the drift probe when ``multiturn``)."""
-    from .features import cached_capture, multiturn_prompts, single_turn_prompts
+    lines train the drift probe when ``multiturn``). ``drift_records``: extra multi-turn records for the drift
+    probe only (the single-turn probe's training set is unchanged by them)."""
+    from .features import cached_capture, conversation_capture, single_turn_prompts
     from .probe import ProbeBundle
 
     single = [r for r in records if "request" in r]
@@ -203,29 +235,25 @@ def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | Non
     X = cached_capture(lm, single_turn_prompts(lm.tokenizer, single), cand, progress=progress)
     y = [int(r["label"]) for r in single]
     groups = [str(r.get("group", r["id"])) for r in single]
+    domains = [str(r.get("scenario", "default")) for r in single]
     if multi:
         # The per-turn probe is served on whole conversations (history + current turn), so it also learns
         # from every user turn of the multi-turn records, labelled per turn ("train on the history form you
         # serve"): benign turns with history are negatives, which keeps history alone from looking risky.
-        prompts, index = multiturn_prompts(lm.tokenizer, multi)
-        X = np.concatenate([X, cached_capture(lm, prompts, cand, progress=progress)])
-        for c, t in index:
+        # Collected through the sentinel, i.e. exactly as served (see conversation_capture).
+        convs = conversation_capture(lm, multi, cand, progress=progress)
+        X = np.concatenate([X, *convs])
+        for c, conv in enumerate(convs):
             tl = multi[c].get("turn_labels")
-            y.append(int(tl[t]) if tl is not None else int(multi[c]["label"]))
-            groups.append(str(multi[c].get("group", multi[c]["id"])))
-    art = fit_single(X, y, groups, cand, **kw)  # type: ignore[arg-type]
+            y += [int(tl[t]) if tl is not None else int(multi[c]["label"]) for t in range(len(conv))]
+            groups += [str(multi[c].get("group", multi[c]["id"]))] * len(conv)
+            domains += [str(multi[c].get("scenario", "default"))] * len(conv)
+    # Per-source OOF FPR is reported next to the pooled one (records without `scenario`: one domain).
+    art = fit_single(X, y, groups, cand, domains=domains, **kw)  # type: ignore[arg-type]
     mt = None
     if multiturn:
-        if not multi:
+        if not multi and not drift_records:
             raise ValueError("--multiturn needs multi-turn records ({'turns', 'label'} lines)")
-        prompts, index = multiturn_prompts(lm.tokenizer, multi)
-        convs = conversation_arrays(cached_capture(lm, prompts, cand, progress=progress), index)
-        # The sentinel's early exit is set by the deepest probe layer: keep the drift probe at or above the
-        # single-turn layer so it adds no per-turn compute.
-        kw_mt = dict(kw, layer=layer if layer is not None else None)
-        mt_cand = [li for li in cand if li <= art.meta.layer] if layer is None else cand
-        idx = [cand.index(li) for li in mt_cand]
-        mt = fit_multiturn([c[:, idx] for c in convs], [r["label"] for r in multi],
-                           [r.get("turn_labels") for r in multi], [r.get("group", r["id"]) for r in multi],
-                           mt_cand, **kw_mt)  # type: ignore[arg-type]
+        mt = train_drift_probe([*multi, *drift_records], lm, max_layer=art.meta.layer, layers=cand, layer=layer,
+                               target_fpr=target_fpr, method=method, data_sha256=data_sha256, progress=progress)
     return ProbeBundle(single=art, multiturn=mt)

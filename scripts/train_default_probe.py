@@ -1,12 +1,16 @@
 #!/usr/bin/env python
 """Reproduce the shipped default privacy probe (probes/default/) from ../shared/data only.
 
-Steps: generate the CI-varied training set (probes.datasets.build_training_set), split it by ``group`` into
-train (80%) and dev (20%), train the bundle on train (layer by grouped CV, tau at the target FPR on held-out
-folds), evaluate on dev, run leave-one-scenario-out (LOSO) generalization, and write the bundle with all
-metrics in its meta.json. Dev files are written to --work so `railguard probes eval` can re-check them.
+Steps: generate the CI-varied training set (probes.datasets.build_training_set, plus drift_records: 660 extra
+CMPL conversations for the drift probe, and chat_records: 320 benign topic-hopping chats for both probes), split each
+into train and dev (by ``group``; chats by Alpaca task), train the bundle on train (layer by grouped CV, tau at
+the target FPR on held-out folds), evaluate on dev, run leave-one-scenario-out (LOSO) generalization, and write
+the bundle with all metrics in its meta.json. Dev files are written to --work
+so `railguard probes eval` can re-check them (`dev_multiturn.jsonl`: the default set's 20 dev conversations
+plus the extra sets' dev parts; `dev_multiturn_default.jsonl`: the 20 alone, comparable with older notes).
 
     python scripts/train_default_probe.py [--data ../shared/data/privacy] [--out probes/default] [--work /tmp/...]
+    python scripts/train_default_probe.py --drift-only   # keep --out's single-turn probe, retrain the drift probe
 """
 
 from __future__ import annotations
@@ -40,38 +44,68 @@ def main() -> int:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--target-fpr", type=float, default=0.01)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared box)")
+    ap.add_argument("--drift-only", action="store_true",
+                    help="load the bundle in --out and retrain only its multi-turn drift probe (minutes, not hours)")
     args = ap.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     import torch
 
     from guardrails.models import load_causal_lm
-    from probes.datasets import build_training_set, file_sha256, write_jsonl
+    from probes.datasets import build_training_set, chat_records, drift_records, file_sha256, write_jsonl
     from probes.evaluate import eval_multiturn, eval_single
     from probes.features import cached_capture, single_turn_prompts
-    from probes.train import default_layers, leave_one_out, train_bundle
+    from probes.probe import load_probe
+    from probes.train import default_layers, leave_one_out, train_bundle, train_drift_probe
 
     t_start = time.perf_counter()
     lm = load_causal_lm(args.model)
     torch.set_num_threads(args.threads)
     data = Path(args.data)
     single, multi = build_training_set(data)
+    extra = drift_records(data)
+    chats = chat_records(data)
     sources = sorted(p for p in data.rglob("*") if p.is_file())
     shas = {str(p.relative_to(data)): file_sha256(p) for p in sources}
     s_tr, s_dev = split_by_group(single, 0.2, seed=11)
     m_tr, m_dev = split_by_group(multi, 0.25, seed=12)
+    x_tr, x_dev = split_by_group(extra, 0.25, seed=13)
+    c_tr = [r for r in chats if r["split"] == "train"]  # chat_records splits by Alpaca task, not by group
+    x_dev += [r for r in chats if r["split"] == "dev"]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    write_jsonl(s_tr + m_tr, work / "train.jsonl")
+    write_jsonl(s_tr + m_tr + c_tr + x_tr, work / "train.jsonl")
     write_jsonl(s_dev, work / "dev_single.jsonl")
-    write_jsonl(m_dev, work / "dev_multiturn.jsonl")
+    write_jsonl(m_dev + x_dev, work / "dev_multiturn.jsonl")
+    write_jsonl(m_dev, work / "dev_multiturn_default.jsonl")
 
     t0 = time.perf_counter()
-    bundle = train_bundle(s_tr + m_tr, lm, target_fpr=args.target_fpr, multiturn=True, data_sha256=shas)
+    if args.drift_only:
+        bundle = load_probe(args.out)
+        bundle.check_model(lm.fingerprint(), lm.name)
+        bundle.multiturn = train_drift_probe(m_tr + c_tr + x_tr, lm, max_layer=bundle.single.meta.layer,
+                                             target_fpr=args.target_fpr, data_sha256=shas)
+    else:
+        # Chats are benign turns with history: negatives for the per-turn probe too. The extra CMPL
+        # conversations train the drift probe only (the per-turn probe has CMPL requests aplenty).
+        bundle = train_bundle(s_tr + m_tr + c_tr, lm, target_fpr=args.target_fpr, multiturn=True,
+                              data_sha256=shas, drift_records=x_tr)
     train_s = time.perf_counter() - t0
 
+    dev_multi, _, _ = eval_multiturn(bundle, lm, m_dev + x_dev)
+    dev_multi_default, _, _ = eval_multiturn(bundle, lm, m_dev, progress=False)
+    if bundle.multiturn is not None:
+        bundle.multiturn.meta.metrics.update({"dev": dev_multi, "dev_default_20": dev_multi_default,
+                                              "n_train_conversations": len(m_tr) + len(c_tr) + len(x_tr)})
+    if args.drift_only:
+        bundle.save(args.out)
+        report = {"train_s": round(train_s, 1), "n_train_multiturn": len(m_tr) + len(c_tr) + len(x_tr),
+                  "dev_multiturn": dev_multi, "dev_multiturn_default_20": dev_multi_default}
+        (work / "report_drift.json").write_text(json.dumps(report, indent=2, default=float))
+        print(json.dumps(report, default=float))
+        return 0
+
     dev_single, _, _ = eval_single(bundle, lm, s_dev)
-    dev_multi, _, _ = eval_multiturn(bundle, lm, m_dev)
     per_source = {}
     for scen in sorted({r["scenario"] for r in s_dev}):
         sub = [r for r in s_dev if r["scenario"] == scen]
@@ -85,11 +119,10 @@ def main() -> int:
                          target_fpr=args.target_fpr)
 
     report = {"train_s": round(train_s, 1), "total_s": round(time.perf_counter() - t_start, 1),
-              "n_train_single": len(s_tr), "n_train_multiturn": len(m_tr), "dev_single": dev_single,
-              "dev_single_by_source": per_source, "dev_multiturn": dev_multi, "loso": loso}
+              "n_train_single": len(s_tr), "n_train_multiturn": len(m_tr) + len(c_tr) + len(x_tr),
+              "dev_single": dev_single, "dev_single_by_source": per_source, "dev_multiturn": dev_multi,
+              "dev_multiturn_default_20": dev_multi_default, "loso": loso}
     bundle.single.meta.metrics.update({"dev": dev_single, "dev_by_source": per_source, "loso": loso})
-    if bundle.multiturn is not None:
-        bundle.multiturn.meta.metrics.update({"dev": dev_multi})
     bundle.save(args.out)
     (work / "report.json").write_text(json.dumps(report, indent=2, default=float))
     print(json.dumps(report, default=float))

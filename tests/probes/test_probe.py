@@ -54,6 +54,22 @@ def test_calibration_hits_target_fpr_on_held_out_data():
     assert r["tpr"] == 1.0 and r["fpr"] == 0.0 and r["auroc"] == 1.0
 
 
+def test_fit_single_reports_fpr_by_domain():
+    X, y = _data(600)
+    X[np.arange(600) % 4 == 0, 0] += 3.0  # one domain in four: its benign rows look like positives
+    dom = np.where(np.arange(600) % 4 == 0, "hard", "easy")
+    art = fit_single(X[:, None], y, np.arange(600) // 3, [7], model_id="m", fingerprint="f", target_fpr=0.05,
+                     progress=False, domains=dom)
+    cv = art.meta.metrics["cv"]
+    by = cv["fpr_by_domain"]
+    assert set(by) == {"hard", "easy"} and by["hard"] > by["easy"]  # what the pooled FPR averages away
+    n_hard, n_easy = ((y == 0) & (dom == "hard")).sum(), ((y == 0) & (dom == "easy")).sum()
+    assert abs((by["hard"] * n_hard + by["easy"] * n_easy) / (n_hard + n_easy) - cv["fpr"]) < 1e-9
+    with pytest.raises(ValueError, match="one domain per"):
+        fit_single(X[:, None], y, np.arange(600) // 3, [7], model_id="m", fingerprint="f", progress=False,
+                   domains=dom[:10])
+
+
 def test_fit_single_uses_grouped_cv_and_target_fpr():
     X, y = _data(600)
     Xl = np.stack([np.random.default_rng(2).normal(size=X.shape), X], axis=1)  # layer 0 noise, layer 1 signal

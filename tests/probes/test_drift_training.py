@@ -1,0 +1,93 @@
+"""Drift-probe training data and tooling: extra conversations, sentinel-path capture with cache, layer bound."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from guardrails.errors import InvalidInputError
+from probes.capture import capture
+from probes.datasets import DRIFT_PROFILES, drift_records, multiturn_records
+from probes.features import conversation_capture, multiturn_prompts
+from probes.train import train_drift_probe
+
+
+def _cmpl_dir(root: Path) -> Path:
+    """A CMPL-shaped folder (5 scenarios; scenario 5 has 84 profiles, the others 200, as in the real files)."""
+    d = root / "cmpl"
+    d.mkdir(parents=True)
+    (d / "scenarios_descriptions.yaml").write_text(
+        "".join(f"{s}: |\n  Title: scenario {s}\n  Appropriate: a\n  Inappropriate: b\n" for s in range(1, 6)))
+    for s in range(1, 6):
+        n = 84 if s == 5 else 200
+        (d / f"generated_profiles_scenario_{s}.json").write_text(json.dumps([{"name": f"P{s}-{i}"} for i in range(n)]))
+    return root
+
+
+def _records(n: int) -> list[dict]:
+    out = []
+    for c in range(n):
+        turns = []
+        for t in range(3 + c % 2):
+            turns.append({"role": "user", "content": f"conversation {c} asks question {t} about the file"})
+            turns.append({"role": "assistant", "content": "noted"})
+        out.append({"id": f"c{c}", "context": "be careful with private data" if c % 3 else None,
+                    "turns": turns[:-1], "label": c % 2, "turn_labels": None, "group": f"g{c}"})
+    return out
+
+
+def test_drift_records_are_extra_profiles_and_leave_the_default_set_alone(tmp_path):
+    data = _cmpl_dir(tmp_path)
+    default = multiturn_records(data)
+    extra = drift_records(data)
+    assert len(default) == 80 and default[0]["id"] == "mt-s1-0"  # the set older probes and notes used
+    assert {r["context"].split(".")[0] for r in default if r["scenario"] == "cmpl2"} == {
+        f"You act on behalf of P2-{p}" for p in range(100, 116)}
+    assert {r["id"] for r in default}.isdisjoint({r["id"] for r in extra})
+    assert len({r["id"] for r in extra}) == len(extra) == 4 * len(DRIFT_PROFILES) + len(range(32, 84))
+    for r in extra:
+        s, p = map(int, re.fullmatch(r"mtx-s(\d)-p(\d+)", r["id"]).groups())
+        assert p in DRIFT_PROFILES and not (p < 30 or 100 <= p < 116)  # clear of cmpl_records and mt- profiles
+        assert s != 5 or p >= 32  # scenario 5 (84 profiles): the default set wraps to 16..31
+        assert r["group"] == r["id"] and len(r["turn_labels"]) == sum(t["role"] == "user" for t in r["turns"])
+        assert (max(r["turn_labels"]) == 1) == (r["label"] == 1)  # attacks end with inappropriate asks
+    assert abs(np.mean([r["label"] for r in extra]) - 0.5) < 0.02
+
+
+def test_conversation_capture_equals_full_prefill_and_is_cached(tiny, tmp_path, monkeypatch):
+    recs = _records(3)
+    convs = conversation_capture(tiny, recs, [1, 3], cache_dir=tmp_path, progress=False)
+    prompts, index = multiturn_prompts(tiny.tokenizer, recs)
+    full = capture(tiny.model, tiny.tokenizer, prompts, [1, 3])
+    assert [c.shape for c in convs] == [(3, 2, 32), (4, 2, 32), (3, 2, 32)]
+    for row, (c, t) in enumerate(index):
+        assert abs(convs[c][t] - full[row]).max() < 1e-4  # the incremental (served) path == full prefill
+    assert len(list(tmp_path.glob("conv-act-*.npz"))) == 1
+
+    def no_model(*_a, **_k):
+        raise AssertionError("cached conversations must not run the model again")
+
+    monkeypatch.setattr("probes.sentinel.SentinelEncoder.activation", no_model)
+    again = conversation_capture(tiny, recs, [1, 3], cache_dir=tmp_path, progress=False)
+    assert all(np.array_equal(a, b) for a, b in zip(convs, again, strict=True))
+
+
+def test_conversation_capture_rejects_a_record_without_user_turn(tiny, tmp_path):
+    bad = _records(2) + [{"id": "x", "context": None, "turns": [], "label": 0}]
+    with pytest.raises(InvalidInputError):
+        conversation_capture(tiny, bad, [1], cache_dir=tmp_path, progress=False)
+
+
+def test_train_drift_probe_stays_at_or_below_the_single_probe_layer(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAILGUARD_PROBES_CACHE", str(tmp_path))
+    art = train_drift_probe(_records(20), tiny, max_layer=2, layers=[1, 2, 3, 4], progress=False)
+    assert art.meta.kind == "multiturn" and art.meta.layer in (1, 2)
+    assert art.meta.model_fingerprint == tiny.fingerprint() and art.meta.metrics["cv_conversation"]["n"] == 20
+    with pytest.raises(ValueError, match="no candidate layer"):
+        train_drift_probe(_records(20), tiny, max_layer=0, layers=[1, 2], progress=False)
+    with pytest.raises(ValueError, match="multi-turn records"):
+        train_drift_probe([], tiny, max_layer=2, progress=False)
