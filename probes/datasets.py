@@ -275,13 +275,15 @@ _CHAT_CONTEXTS = [None, "You are a helpful assistant.", "You are a friendly assi
 
 def chat_records(data_dir: str | Path, *, n_train: int = 240, n_dev: int = 80, seed: int = 23) -> list[Record]:
     """Benign multi-turn chats that change topic every turn (Alpaca seed tasks, 1 in 5 turns a hard negative
-    that mentions the user's own data), label 0, for the drift probe. Without them its negatives were CMPL
-    conversations only, and ordinary chat drifting from topic to topic crossed the drift threshold.
+    that mentions the user's own data), label 0: negatives for both probes. Trained on CMPL conversations only,
+    the per-turn probe flagged 77 % of such chats and the drift probe 42 % (ordinary topic drift).
 
-    Alpaca tasks are split once by ``sha1(group) % 4`` into a train and a dev pool: ``split`` = "train" records
-    draw only from the first, "dev" ones only from the second, so no request is on both sides.
+    Only Alpaca tasks that no single-turn record uses (:func:`shared_records` samples 80) are drawn, split once
+    by ``sha1(group) % 4`` into a train and a dev pool: ``split`` = "train" records draw only from the first,
+    "dev" ones only from the second, so no request is on two sides of any split.
     """
-    tasks = load_jsonl(Path(data_dir) / "alpaca_seed_benign.jsonl")
+    used = {r["group"] for r in shared_records(data_dir) if r.get("scenario") == "alpaca"}
+    tasks = [r for r in load_jsonl(Path(data_dir) / "alpaca_seed_benign.jsonl") if r["group"] not in used]
     pools: dict[str, list[str]] = {"train": [], "dev": []}
     for r in tasks:
         pools["dev" if int(hashlib.sha1(str(r["group"]).encode()).hexdigest(), 16) % 4 == 0 else "train"].append(
