@@ -63,6 +63,18 @@ def _load_shards(cdir: Path, prefix: str) -> dict[str, np.ndarray]:
     return found
 
 
+def _save_shard(cdir: Path, prefix: str, keys: list[str], x: np.ndarray) -> None:
+    """Write one cache shard atomically (temp file + rename); a failed write only costs a recompute later."""
+    try:
+        cdir.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha256("".join(keys).encode()).hexdigest()[:12]
+        tmp = cdir / f"tmp-{os.getpid()}-{name}.npz"
+        np.savez(tmp, keys=np.array(keys, dtype="U64"), x=x)
+        os.replace(tmp, cdir / f"{prefix}{name}.npz")
+    except OSError as exc:
+        log.warning("could not write activation cache: %s", exc)
+
+
 def cached_capture(lm: Any, prompts: Sequence[str], layers: Sequence[int], *, batch_size: int = 8,
                    cache_dir: Path | None = None, progress: bool = True) -> np.ndarray:
     """:func:`probes.capture.capture` with a per-prompt npz cache; returns ``[n, len(layers), d]`` fp32.
@@ -85,14 +97,7 @@ def cached_capture(lm: Any, prompts: Sequence[str], layers: Sequence[int], *, ba
                     progress=progress)
         for j, i in enumerate(idx):
             found[keys[i]] = x[j]
-        try:
-            cdir.mkdir(parents=True, exist_ok=True)
-            name = hashlib.sha256("".join(keys[i] for i in idx).encode()).hexdigest()[:12]
-            tmp = cdir / f"tmp-{os.getpid()}-{name}.npz"
-            np.savez(tmp, keys=np.array([keys[i] for i in idx], dtype="U64"), x=x)
-            os.replace(tmp, cdir / f"{prefix}{name}.npz")
-        except OSError as exc:
-            log.warning("could not write activation cache: %s", exc)
+        _save_shard(cdir, prefix, [keys[i] for i in idx], x)
     d = int(lm.model.config.hidden_size)
     if not prompts:
         return np.zeros((0, len(layers), d), dtype=np.float32)
@@ -139,12 +144,5 @@ def conversation_capture(lm: Any, records: Sequence[Record], layers: Sequence[in
             new_x.append(found[keys[row]])
         enc.forget(c)
     if new_keys:
-        try:
-            cdir.mkdir(parents=True, exist_ok=True)
-            name = hashlib.sha256("".join(new_keys).encode()).hexdigest()[:12]
-            tmp = cdir / f"tmp-{os.getpid()}-{name}.npz"
-            np.savez(tmp, keys=np.array(new_keys, dtype="U64"), x=np.stack(new_x))
-            os.replace(tmp, cdir / f"{prefix}{name}.npz")
-        except OSError as exc:
-            log.warning("could not write activation cache: %s", exc)
+        _save_shard(cdir, prefix, new_keys, np.stack(new_x))
     return [np.stack([found[keys[r]] for r in per_conv[c]]) for c in sorted(per_conv)]
