@@ -80,6 +80,7 @@ def test_conversation_capture_rejects_a_record_without_user_turn(tiny, tmp_path)
     bad = _records(2) + [{"id": "x", "context": None, "turns": [], "label": 0}]
     with pytest.raises(InvalidInputError):
         conversation_capture(tiny, bad, [1], cache_dir=tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())  # rejected before any capture: no cache shard written
 
 
 def test_train_drift_probe_stays_at_or_below_the_single_probe_layer(tiny, tmp_path, monkeypatch):
