@@ -47,7 +47,10 @@ def multiturn_prompts(tokenizer: Any, records: Sequence[Record]) -> tuple[list[s
 
 
 def _shard_prefix(lm: Any, layers: Sequence[int]) -> str:
-    h = hashlib.sha256(f"{lm.fingerprint()}|{list(layers)}".encode()).hexdigest()[:16]
+    # The model fingerprint ignores dtype on purpose (a probe trained on fp32 CPU activations loads on a bf16 GPU
+    # model), but cached activations must not: bf16 vectors differ from fp32 ones, so the dtype is part of the key.
+    dtype = next(lm.model.parameters()).dtype
+    h = hashlib.sha256(f"{lm.fingerprint()}|{list(layers)}|{dtype}".encode()).hexdigest()[:16]
     return f"act-{h}-"
 
 
@@ -79,7 +82,7 @@ def cached_capture(lm: Any, prompts: Sequence[str], layers: Sequence[int], *, ba
                    cache_dir: Path | None = None, progress: bool = True) -> np.ndarray:
     """:func:`probes.capture.capture` with a per-prompt npz cache; returns ``[n, len(layers), d]`` fp32.
 
-    Shards are keyed by (model fingerprint, layer set); each row by the sha256 of the rendered prompt, so
+    Shards are keyed by (model fingerprint, weight dtype, layer set); each row by the sha256 of the rendered prompt, so
     any subset or superset of earlier prompts reuses what was computed (train/dev splits, evals, reruns).
     """
     layers = sorted(set(int(i) for i in layers))

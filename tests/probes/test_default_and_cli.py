@@ -26,10 +26,10 @@ def test_default_probe_matches_embedded_model(smol):
     assert bundle.single.meta.data_sha256  # trained only on hashed shared/data files
 
 
-def test_demo_script_through_the_sentinel(smol):
+def _demo_verdicts(lm) -> list[str]:
     from guardrails.detector import CheckRequest, Message
 
-    det = PrivacyDetector("default", lm=smol)
+    det = PrivacyDetector("default", lm=lm)
     history: dict[str, list[dict[str, str]]] = {}
     got = []
     for turn in demo_script():
@@ -41,7 +41,24 @@ def test_demo_script_through_the_sentinel(smol):
         got.append("block" if blocked else "allow")
         msgs.append({"role": "assistant", "content": "I'm sorry, I can't share that." if blocked
                      else "Here is the information from the claim file."})
-    assert got == [t["expect"] for t in demo_script()]
+    return got
+
+
+def test_demo_script_through_the_sentinel(smol):
+    assert _demo_verdicts(smol) == [t["expect"] for t in demo_script()]
+
+
+def test_default_probe_serves_a_bf16_load_of_the_model(smol):
+    """CUDA loads the model in bf16 (fp32 probe math): the fp32-trained probe must accept that model (the old
+    fingerprint did not, so the guard failed closed on every GPU message) and give the demo's verdicts."""
+    import torch
+
+    from guardrails.models import load_causal_lm
+
+    half = load_causal_lm("smollm2-135m-instruct", dtype=torch.bfloat16)
+    assert half.model.dtype == torch.bfloat16 and half.fingerprint() == smol.fingerprint()
+    load_probe("default").check_model(half.fingerprint(), half.name)
+    assert _demo_verdicts(half) == [t["expect"] for t in demo_script()]
 
 
 def test_cli_eval_json_single_and_multiturn(tmp_path, smol):

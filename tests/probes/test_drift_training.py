@@ -92,3 +92,26 @@ def test_train_drift_probe_stays_at_or_below_the_single_probe_layer(tiny, tmp_pa
         train_drift_probe(_records(20), tiny, max_layer=0, layers=[1, 2], progress=False)
     with pytest.raises(ValueError, match="multi-turn records"):
         train_drift_probe([], tiny, max_layer=2, progress=False)
+
+
+def test_activation_cache_never_serves_fp32_vectors_to_a_bf16_model(tiny, tmp_path):
+    """The fingerprint ignores dtype (a probe trained on fp32 loads on a bf16 GPU model); the cache must not."""
+    import copy
+    from dataclasses import replace
+
+    import torch
+
+    from probes.features import cached_capture
+
+    half_model = copy.deepcopy(tiny.model).to(torch.bfloat16)
+    half = replace(tiny, model=half_model)
+    half.fingerprint = tiny.fingerprint  # type: ignore[method-assign] # same weights, same fingerprint, other dtype
+    prompts = [f"user: question {i} about my own account" for i in range(3)]
+    x32 = cached_capture(tiny, prompts, [2], cache_dir=tmp_path, progress=False)
+    x16 = cached_capture(half, prompts, [2], cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("act-*.npz"))) == 2  # one shard per dtype
+    assert not np.array_equal(x32, x16)  # the bf16 run computed its own vectors ...
+    cos = (x32 * x16).sum(-1) / np.linalg.norm(x32, axis=-1) / np.linalg.norm(x16, axis=-1)
+    assert cos.min() > 0.95  # ... of the same prompts
+    again = cached_capture(tiny, prompts, [2], cache_dir=tmp_path, progress=False)
+    assert np.array_equal(again, x32)
