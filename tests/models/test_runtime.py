@@ -100,3 +100,20 @@ def test_encoder_bf16_autocast_matches_fp32_embeddings(monkeypatch):
     assert encoder_autocast_bf16("cpu") is False
     monkeypatch.setenv("RAILGUARD_CPU_BF16", "1")
     assert encoder_autocast_bf16("cpu") is True
+
+
+def test_causal_lm_dtype_follows_device_and_explicit_cpu_bf16(monkeypatch):
+    import torch
+
+    from guardrails.models.loader import default_dtype
+
+    monkeypatch.delenv("RAILGUARD_CPU_BF16", raising=False)
+    assert default_dtype("cuda") is torch.bfloat16 and default_dtype("cuda:1") is torch.bfloat16
+    assert default_dtype("cpu") is torch.float32  # auto: probes were calibrated on fp32 activations
+    monkeypatch.setenv("RAILGUARD_CPU_BF16", "auto")
+    assert default_dtype("cpu") is torch.float32
+    monkeypatch.setenv("RAILGUARD_CPU_BF16", "1")
+    assert default_dtype("cpu") is torch.bfloat16
+    monkeypatch.setenv("RAILGUARD_CPU_BF16", "0")
+    assert default_dtype("cpu") is torch.float32
+    assert default_dtype("cuda") is torch.bfloat16
