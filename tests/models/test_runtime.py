@@ -6,7 +6,7 @@ import pytest
 
 from guardrails.errors import ModelLoadError, ModelNotInstalledError
 from guardrails.models import EMBEDDED, LocalChatModel, load_causal_lm, load_encoder
-from guardrails.models.loader import local_source
+from guardrails.models.loader import default_dtype, local_source
 from guardrails.models.registry import EmbeddedModel
 
 pytestmark = pytest.mark.model
@@ -26,7 +26,7 @@ def test_gguf_converted_once_to_cached_safetensors():
 def test_causal_lm_loads_and_fingerprints():
     lm = load_causal_lm("smollm2-135m-instruct")
     assert lm.num_layers == 30 and lm.device == "cpu"
-    assert str(lm.model.dtype) == "torch.float32"
+    assert lm.model.dtype == default_dtype("cpu")  # fp32, or bf16 under RAILGUARD_CPU_BF16=1
     assert lm.fingerprint() == lm.fingerprint() and len(lm.fingerprint()) == 16
     assert load_causal_lm("smollm2-135m-instruct") is lm  # per-process cache
     # a local path works too (the converted folder is an ordinary HF checkpoint)

@@ -36,7 +36,11 @@ def test_next_turn_scored_by_another_instance_matches_single_instance(tmp_path, 
             convo = TURNS[:end]
             scores_shared.append(_drift(guard.check(convo, user_id="u1", session_id="s1")))
             scores_solo.append(_drift(solo.check(convo, user_id="u1", session_id="s1")))
-        assert scores_shared == pytest.approx(scores_solo, abs=1e-4)
+        # instance b prefills the whole conversation, the solo one extends its KV cache: equal in fp32 (the default);
+        # in bf16 (RAILGUARD_CPU_BF16=1, the GPU-numerics rehearsal) the two orders round differently.
+        bf16 = str(smol.model.dtype) == "torch.bfloat16"
+        assert scores_shared == (pytest.approx(scores_solo, rel=0.05, abs=0.01) if bf16
+                                 else pytest.approx(scores_solo, abs=1e-4))
         assert store_a.get_state("default", "u1", "s1", "privacy_velocity") is not None
         # another user's or session's state is untouched by this conversation
         assert store_a.get_state("default", "u2", "s1", "privacy_velocity") is None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from guardrails.errors import InvalidInputError
 from probes.capture import capture, render
@@ -70,6 +71,10 @@ def test_kv_cache_matches_full_prefill_on_smollm2(smol):
         msgs.append({"role": "user", "content": f"What is the policy number of patient {t}?"})
         acts = enc.activation(msgs, session="s")
         full = _full(smol, msgs, [9, 30])
-        assert abs(acts[9] - full[0]).max() < 1e-3 and abs(acts[30] - full[1]).max() < 1e-3
+        for k, li in enumerate((9, 30)):
+            # fp32 (the default): 1e-3 absolute. Under RAILGUARD_CPU_BF16=1 (the GPU-numerics rehearsal) cached and
+            # full attention round differently, up to about one bf16 ulp: 2 % of the vector's scale.
+            tol = 1e-3 if smol.model.dtype == torch.float32 else 2e-2 * float(abs(full[k]).max())
+            assert abs(acts[li] - full[k]).max() < tol
         msgs.append({"role": "assistant", "content": "It is on file."})
     assert enc.stats["incremental"] == 2
