@@ -193,12 +193,16 @@ def default_layers(n_layers: int) -> list[int]:
 def train_drift_probe(records: Sequence[dict[str, Any]], lm: Any, *, max_layer: int,
                       layers: Sequence[int] | None = None, layer: int | None = None, target_fpr: float = 0.01,
                       method: Method = "logreg", data_sha256: dict[str, str] | None = None,
-                      progress: bool = True) -> ProbeArtifact:
+                      progress: bool = True,
+                      captured: tuple[Sequence[int], Sequence[np.ndarray]] | None = None) -> ProbeArtifact:
     """The multi-turn drift probe from multi-turn records, on activations collected through the sentinel
     (:func:`probes.features.conversation_capture`: the serving path, one incremental prefill per turn).
 
     Candidate layers stop at ``max_layer`` (the single-turn probe's): the sentinel's early exit is set by the
     deepest probe layer, so the drift probe never adds per-turn compute. ``layer`` pins one layer.
+    ``captured = (layers, arrays)``: activations already collected the same way for the first ``len(arrays)``
+    records at a superset of the candidate layers (``train_bundle`` passes its own); their columns are reused
+    instead of running those conversations again (early exit never changes the layers before it).
     """
     from .features import conversation_capture
 
@@ -208,7 +212,15 @@ def train_drift_probe(records: Sequence[dict[str, Any]], lm: Any, *, max_layer: 
     cand = [li for li in cand if li <= max_layer] if layer is None else cand
     if not cand:
         raise ValueError(f"no candidate layer at or below {max_layer}")
-    convs = conversation_capture(lm, records, cand, progress=progress)
+    convs: list[np.ndarray] = []
+    if captured is not None:
+        have, arrays = [int(i) for i in captured[0]], list(captured[1])
+        if not set(cand) <= set(have) or len(arrays) > len(records):
+            raise ValueError(f"captured activations (layers {have}, {len(arrays)} conversations) do not cover "
+                             f"layers {cand} of the first records")
+        convs = [a[:, [have.index(li) for li in cand]] for a in arrays]
+    if len(convs) < len(records):
+        convs += conversation_capture(lm, records[len(convs):], cand, progress=progress)
     return fit_multiturn(convs, [r["label"] for r in records], [r.get("turn_labels") for r in records],
                          [r.get("group", r["id"]) for r in records], cand, model_id=lm.name,
                          fingerprint=lm.fingerprint(), target_fpr=target_fpr, layer=layer, method=method,
@@ -255,5 +267,6 @@ def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | Non
         if not multi and not drift_records:
             raise ValueError("--multiturn needs multi-turn records ({'turns', 'label'} lines)")
         mt = train_drift_probe([*multi, *drift_records], lm, max_layer=art.meta.layer, layers=cand, layer=layer,
-                               target_fpr=target_fpr, method=method, data_sha256=data_sha256, progress=progress)
+                               target_fpr=target_fpr, method=method, data_sha256=data_sha256, progress=progress,
+                               captured=(cand, convs) if multi else None)
     return ProbeBundle(single=art, multiturn=mt)

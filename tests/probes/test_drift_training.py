@@ -94,6 +94,32 @@ def test_train_drift_probe_stays_at_or_below_the_single_probe_layer(tiny, tmp_pa
         train_drift_probe([], tiny, max_layer=2, progress=False)
 
 
+
+def test_drift_probe_reuses_conversations_captured_at_more_layers(tiny, tmp_path, monkeypatch):
+    """train_bundle hands over the conversations it captured for the per-turn probe (all candidate layers): the
+    drift probe slices their columns instead of running them again, and learns exactly the same direction."""
+    monkeypatch.setenv("RAILGUARD_PROBES_CACHE", str(tmp_path / "a"))
+    recs = _records(20)
+    reference = train_drift_probe(recs, tiny, max_layer=2, layers=[1, 2, 3, 4], progress=False)
+    wide = conversation_capture(tiny, recs[:12], [1, 2, 3, 4], cache_dir=tmp_path / "wide", progress=False)
+    monkeypatch.setenv("RAILGUARD_PROBES_CACHE", str(tmp_path / "b"))  # empty cache: only the rest may run
+    ran: list[int] = []
+    real = conversation_capture
+
+    def counting(lm, records, layers, **kw):
+        ran.append(len(records))
+        return real(lm, records, layers, **kw)
+
+    monkeypatch.setattr("probes.features.conversation_capture", counting)
+    reused = train_drift_probe(recs, tiny, max_layer=2, layers=[1, 2, 3, 4], progress=False,
+                               captured=([1, 2, 3, 4], wide))
+    assert ran == [8]  # the 12 handed over were not captured again
+    assert reused.meta.layer == reference.meta.layer
+    assert reused.meta.threshold == pytest.approx(reference.meta.threshold)
+    assert np.allclose(reused.coef, reference.coef, atol=1e-6)
+    with pytest.raises(ValueError, match="do not cover"):
+        train_drift_probe(recs, tiny, max_layer=2, layers=[1, 2, 3, 4], progress=False, captured=([1, 3], wide))
+
 def test_activation_cache_never_serves_fp32_vectors_to_a_bf16_model(tiny, tmp_path):
     """The fingerprint ignores dtype (a probe trained on fp32 loads on a bf16 GPU model); the cache must not."""
     import copy
