@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from guardrails.errors import DataNotAvailableError
+
 from .schema import Preference, UnknownAttributeError
 
 GENRES: tuple[str, ...] = (
@@ -152,7 +154,7 @@ def load_catalog(data_dir: str | None = None) -> Catalog:
     """Load movies.csv + tags.csv (cached per process; ~0.2 s)."""
     d = Path(data_dir) if data_dir else default_data_dir()
     if not (d / "movies.csv").exists():
-        raise FileNotFoundError(f"MovieLens movies.csv not found under {d} (set RAILGUARD_MOVIELENS)")
+        raise DataNotAvailableError(f"MovieLens movies.csv not found under {d} (set RAILGUARD_MOVIELENS)")
     ids, titles, years, genres = [], [], [], []
     with open(d / "movies.csv", encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f):

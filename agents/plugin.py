@@ -97,6 +97,9 @@ def make_tools(router: CommandRouter, *, user_id: str, tenant_id: str = "default
 
 def demo(ctx: Any) -> list[Any]:
     """Entry point `railguard.demo: rec` -- scripted turns: commands, isolation, chat pass-through."""
+    from .catalog import load_catalog
+
+    load_catalog()  # without MovieLens: DataNotAvailableError, and the demo runs without these turns
     turns: list[dict[str, Any]] = [
         dict(user_id="carol", session_id="carol-1", text="No horror movies, and more comedies for now please.",
              expect="allow", note="rec command: hard genre filter + soft boost, applied to carol only"),

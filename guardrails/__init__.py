@@ -21,6 +21,7 @@ from .detector import (
 )
 from .errors import (
     ConfigError,
+    DataNotAvailableError,
     DetectorError,
     GuardBlockedError,
     InvalidInputError,
@@ -41,6 +42,7 @@ __all__ = [
     "BaseDetector",
     "CheckRequest",
     "ConfigError",
+    "DataNotAvailableError",
     "Decision",
     "Detector",
     "DetectorError",

@@ -15,6 +15,10 @@ class ConfigError(RailguardError, ValueError):
     """A configuration value is out of range or inconsistent (threshold outside [0, 1], unknown detector)."""
 
 
+class DataNotAvailableError(ConfigError, FileNotFoundError):
+    """Data a plugin reads from disk is missing (e.g. MovieLens, which is not redistributed); says where it looks."""
+
+
 class ModelNotInstalledError(RailguardError, RuntimeError):
     """An embedded default model is not installed; the message says how to install it."""
 

@@ -61,3 +61,21 @@ def test_recommend_excludes_seen_and_cold_start(base):
     assert cold == base.recommend(999999, 5)  # unknown user -> popularity
     folded = base.recommend(None, 5, history={1: 5.0, 3114: 5.0})  # fold-in from history
     assert 1 not in folded and folded != cold
+
+
+def test_missing_movielens_is_a_typed_error_and_skips_the_rec_demo(tmp_path, monkeypatch):
+    from agents.catalog import load_catalog
+    from agents.plugin import demo
+    from guardrails.errors import ConfigError, DataNotAvailableError
+
+    with pytest.raises(DataNotAvailableError, match="RAILGUARD_MOVIELENS") as info:
+        load_catalog(str(tmp_path))
+    assert isinstance(info.value, ConfigError) and isinstance(info.value, FileNotFoundError)  # old callers still work
+    monkeypatch.setenv("RAILGUARD_MOVIELENS", str(tmp_path))
+    load_catalog.cache_clear()  # the no-argument call is cached per process; read the (empty) override
+    try:
+        with pytest.raises(DataNotAvailableError):
+            demo(None)  # the demo's plugin_turns logs this and runs without the rec turns
+    finally:
+        monkeypatch.delenv("RAILGUARD_MOVIELENS")
+        load_catalog.cache_clear()

@@ -30,3 +30,26 @@ def test_full_demo_every_plugin_turn_as_scripted(db_url):
     seen = {r.action for r in results}
     assert {Action.ALLOW, Action.REDACT, Action.BLOCK} <= seen
     assert {d.stage for r in results for d in r.decisions} >= {Stage.INPUT, Stage.OUTPUT}
+    # with MovieLens beside the clone (as in CI) every registered detector runs, the rec commands one included
+    assert {"commands", "privacy", "harm"} <= {f.detector for r in results for d in r.decisions for f in d.findings}
+
+
+def test_demo_runs_without_a_detector_whose_data_is_missing(db_url, monkeypatch, caplog):
+    """No MovieLens beside the clone: the demo runs every other detector and says which one it left out; the
+    SDK's own Guard.from_registry still refuses to build without it (never a silently missing detector)."""
+    from guardrails import detector as registry
+    from guardrails.errors import DataNotAvailableError
+    from guardrails.pipeline import Guard
+
+    def no_movielens(_ctx):
+        raise DataNotAvailableError("MovieLens movies.csv not found under /nowhere (set RAILGUARD_MOVIELENS)")
+
+    monkeypatch.setitem(registry._local["railguard.detectors"], "commands", no_movielens)
+    with caplog.at_level("WARNING", logger="railguard.demo"):
+        results = run_demo(db_url=db_url, max_new_tokens=8, turns=spine_turns())
+    assert [r.action for r in results] == [Action.ALLOW, Action.REDACT, Action.BLOCK]
+    detectors = {f.detector for r in results for d in r.decisions for f in d.findings}
+    assert "commands" not in detectors and {"pii", "validator"} <= detectors
+    assert "without detector 'commands'" in caplog.text and "RAILGUARD_MOVIELENS" in caplog.text
+    with pytest.raises(DataNotAvailableError):
+        Guard.from_registry(["commands"])
