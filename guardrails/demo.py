@@ -61,6 +61,8 @@ def plugin_turns(ctx: DemoContext) -> list[DemoTurn]:
         try:
             for t in hook(ctx) or []:
                 turns.append(t if isinstance(t, DemoTurn) else DemoTurn.model_validate(t))
+        except DataNotAvailableError as exc:
+            log.warning("demo runs without the %r turns: %s", name, exc)
         except Exception as exc:  # one plugin's demo must not hide the others'
             log.warning("demo hook %s failed: %s", name, exc)
     return turns
