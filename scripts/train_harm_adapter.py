@@ -114,12 +114,13 @@ def main() -> int:
     n_layers = int(model.config.num_hidden_layers)
     layers = tuple(f"encoder.layer.{i}." for i in range(args.from_layer, n_layers))
     wrapped = wrap_linears(model, args.rank, prefix=layers, scale=scale)
-    heads = torch.nn.Linear(int(model.config.hidden_size), len(CATS))
+    dev = base.device  # CPU or CUDA: the LoRA factors, heads and batches all live there
+    heads = torch.nn.Linear(int(model.config.hidden_size), len(CATS)).to(dev)
     factors = [p for w in wrapped.values() for p in (w.A, w.B)]
     opt = torch.optim.AdamW([{"params": factors, "lr": 5e-4}, {"params": heads.parameters(), "lr": 2e-3}])
     steps = int(len(rows) * args.epochs / args.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[5e-4, 2e-3], total_steps=steps, pct_start=0.1)
-    weight = torch.tensor([1.0, 3.0, 1.0])  # spam is the rarest positive class
+    weight = torch.tensor([1.0, 3.0, 1.0], device=dev)  # spam is the rarest positive class
     model.train()
     t0 = time.perf_counter()
     batches = batch_order(rows, args.batch_size, steps, args.bucket_window, args.seed)
@@ -128,10 +129,11 @@ def main() -> int:
     seen = {c: {c, "benign", *(CROSS_NEGATIVES[c] if args.cross_negatives else ())} for c in CATS}
     for s in tqdm(range(steps), desc="LoRA fine-tune", file=sys.stderr):
         batch = [rows[i] for i in batches[s]]
-        y = torch.tensor([[r["label"] == c for c in CATS] for r in batch], dtype=torch.float32)
-        mask = torch.tensor([[r["label"] in seen[c] for c in CATS] for r in batch], dtype=torch.float32)
-        enc = tok([r["text"] for r in batch], padding=True, truncation=True, max_length=128, return_tensors="pt")
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=base.autocast_bf16):
+        y = torch.tensor([[r["label"] == c for c in CATS] for r in batch], dtype=torch.float32, device=dev)
+        mask = torch.tensor([[r["label"] in seen[c] for c in CATS] for r in batch], dtype=torch.float32, device=dev)
+        enc = tok([r["text"] for r in batch], padding=True, truncation=True, max_length=128,
+                  return_tensors="pt").to(dev)
+        with torch.autocast(dev.split(":")[0], dtype=torch.bfloat16, enabled=base.autocast_bf16):
             hidden = model(**enc).last_hidden_state.float()
         m = enc["attention_mask"].unsqueeze(-1).float()
         emb = torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1) * 10
@@ -148,7 +150,7 @@ def main() -> int:
                 cross_negatives=args.cross_negatives, n_rows=len(rows),
                 data="../shared/data/harm train split (personalization.build.split_of), dev-leak rows removed")
     print(json.dumps({"out": str(args.out), "rows": len(rows), "steps": steps,
-                      "train_s": round(time.perf_counter() - t0, 1), "final_loss": round(float(loss), 4)}))
+                      "train_s": round(time.perf_counter() - t0, 1), "final_loss": round(float(loss.detach()), 4)}))
     return 0
 
 

@@ -97,8 +97,9 @@ def lora_linear(base: Any, rank: int, scale: float = 2.0) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.base, self.scale = base, scale
-            self.A = torch.nn.Parameter(torch.randn(rank, base.in_features) / base.in_features**0.5)
-            self.B = torch.nn.Parameter(torch.zeros(base.out_features, rank))
+            dev = base.weight.device  # train where the base model lives (CPU or CUDA)
+            self.A = torch.nn.Parameter(torch.randn(rank, base.in_features, device=dev) / base.in_features**0.5)
+            self.B = torch.nn.Parameter(torch.zeros(base.out_features, rank, device=dev))
 
         def forward(self, x: Any) -> Any:
             return self.base(x) + (x @ self.A.T @ self.B.T) * self.scale

@@ -191,3 +191,15 @@ def test_harm_encoder_pair_uses_the_trunk_and_matches_separate_encoders(top_delt
     assert adapted._load().shared_layers == 4
     same, same_again = plain.encode_with_plain(TEXTS)  # no adapter: one space, one pass
     assert same is same_again
+
+
+def test_lora_factors_live_on_the_base_layer_device():
+    """Training on a GPU puts the base on CUDA; the factors must follow it (here: torch's device-less "meta"
+    device stands in for "not the CPU", so this runs everywhere)."""
+    from guardrails.models.lora import lora_linear
+
+    cpu = lora_linear(torch.nn.Linear(8, 4), rank=2)
+    assert cpu.A.device.type == "cpu" and torch.count_nonzero(cpu.B) == 0
+    elsewhere = lora_linear(torch.nn.Linear(8, 4, device="meta"), rank=2)
+    assert elsewhere.A.device.type == "meta" and elsewhere.B.device.type == "meta"
+    assert tuple(elsewhere(torch.empty(3, 8, device="meta")).shape) == (3, 4)
