@@ -128,8 +128,9 @@ def bench(quick: bool = True) -> dict[str, Any]:
         scorer.findings = orig  # type: ignore[method-assign]
     s_p50, j_p50 = float(np.median(sent)), float(np.median(judge_ms))
     return {
-        "device": str(lm.device) + (f" ({torch.cuda.get_device_name()})" if str(lm.device).startswith("cuda")
-                                    else f" ({torch.get_num_threads()} threads)"),
+        "device": str(lm.device) + (f" ({torch.cuda.get_device_name()}, {lm.model.dtype})"
+                                    if str(lm.device).startswith("cuda")
+                                    else f" ({torch.get_num_threads()} threads, {lm.model.dtype})"),
         "fused_extra_forward_passes": int(fused_calls - plain_calls),
         "fused_overhead_pct": float(np.median(shares)),
         "fused_overhead_wall_pct": float(100 * (np.median(fused) - np.median(plain)) / np.median(plain)),
