@@ -94,7 +94,6 @@ def test_train_drift_probe_stays_at_or_below_the_single_probe_layer(tiny, tmp_pa
         train_drift_probe([], tiny, max_layer=2, progress=False)
 
 
-
 def test_drift_probe_reuses_conversations_captured_at_more_layers(tiny, tmp_path, monkeypatch):
     """train_bundle hands over the conversations it captured for the per-turn probe (all candidate layers): the
     drift probe slices their columns instead of running them again, and learns exactly the same direction."""
