@@ -80,13 +80,9 @@ def encoder_autocast_bf16(device: str) -> bool:
 
 
 def default_dtype(device: str) -> Any:
-    """bf16 on CUDA. On CPU fp32, unless `RAILGUARD_CPU_BF16=1` asks for bf16 weights explicitly.
-
-    "auto" (which turns bf16 on for encoders where the CPU has native bf16) keeps causal LMs in fp32: the probes
-    were calibrated on fp32 activations. A bf16 load serves them too (same fingerprint; measured on an
-    AVX512-BF16 box: cosine >= 0.9998 to fp32 at the probe layer, 6 of 293 dev verdicts changed, sentinel
-    2x faster), which is also how `scripts/gpu_check --cpu-bf16` rehearses the CUDA path without a GPU.
-    """
+    """bf16 on CUDA; on CPU fp32 unless `RAILGUARD_CPU_BF16=1` ("auto" keeps causal LMs fp32: probes are calibrated
+    on fp32). bf16 serves them too (AVX512-BF16 box: cosine >= 0.9998 at the probe layer, 6 of 293 dev verdicts
+    changed, sentinel 2x faster); `scripts/gpu_check --cpu-bf16` rehearses the CUDA path that way."""
     import torch
 
     if device.startswith("cuda"):
