@@ -59,7 +59,9 @@ def main() -> int:
     from probes.train import default_layers, leave_one_out, train_bundle, train_drift_probe
 
     t_start = time.perf_counter()
-    lm = load_causal_lm(args.model)
+    # fp32 whatever the device: the shipped probe is calibrated on fp32 activations and serves bf16 models as is
+    # (measured, see guardrails.models.loader.default_dtype); a bf16 rebuild would not reproduce it.
+    lm = load_causal_lm(args.model, dtype=torch.float32)
     torch.set_num_threads(args.threads)
     data = Path(args.data)
     single, multi = build_training_set(data)
