@@ -71,12 +71,16 @@ def encoder_autocast_bf16(device: str) -> bool:
     """
     if device.startswith("cuda"):
         return True
+    setting = cpu_bf16_setting()
+    return cpu_has_native_bf16() if setting is None else setting
+
+
+def cpu_bf16_setting() -> bool | None:
+    """`RAILGUARD_CPU_BF16`: True for 1/true/yes/on, False for 0/false/no/off, None for auto (the default)."""
     env = os.environ.get("RAILGUARD_CPU_BF16", "auto").strip().lower()
     if env in ("0", "false", "no", "off"):
         return False
-    if env in ("1", "true", "yes", "on"):
-        return True
-    return cpu_has_native_bf16()
+    return True if env in ("1", "true", "yes", "on") else None
 
 
 def default_dtype(device: str) -> Any:
@@ -87,8 +91,7 @@ def default_dtype(device: str) -> Any:
 
     if device.startswith("cuda"):
         return torch.bfloat16
-    env = os.environ.get("RAILGUARD_CPU_BF16", "auto").strip().lower()
-    return torch.bfloat16 if env in ("1", "true", "yes", "on") else torch.float32
+    return torch.bfloat16 if cpu_bf16_setting() is True else torch.float32
 
 
 @dataclass

@@ -119,6 +119,7 @@ def test_drift_probe_reuses_conversations_captured_at_more_layers(tiny, tmp_path
     with pytest.raises(ValueError, match="do not cover"):
         train_drift_probe(recs, tiny, max_layer=2, layers=[1, 2, 3, 4], progress=False, captured=([1, 3], wide))
 
+
 def test_activation_cache_never_serves_fp32_vectors_to_a_bf16_model(tiny, tmp_path):
     """The fingerprint ignores dtype (a probe trained on fp32 loads on a bf16 GPU model); the cache must not."""
     import copy
