@@ -116,8 +116,10 @@ def test_drift_probe_reuses_conversations_captured_at_more_layers(tiny, tmp_path
     assert reused.meta.layer == reference.meta.layer
     assert reused.meta.threshold == pytest.approx(reference.meta.threshold)
     assert np.allclose(reused.coef, reference.coef, atol=1e-6)
+    before = sorted(p.name for p in (tmp_path / "b").iterdir())
     with pytest.raises(ValueError, match="do not cover"):
         train_drift_probe(recs, tiny, max_layer=2, layers=[1, 2, 3, 4], progress=False, captured=([1, 3], wide))
+    assert ran == [8] and sorted(p.name for p in (tmp_path / "b").iterdir()) == before  # refused before any capture
 
 
 def test_activation_cache_never_serves_fp32_vectors_to_a_bf16_model(tiny, tmp_path):
