@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelLoadError
+from .devices import default_dtype, encoder_autocast_bf16, resolve_device
 from .registry import EMBEDDED, EmbeddedModel
 
 log = logging.getLogger("railguard.models")
@@ -32,66 +33,6 @@ def cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("railguard"))
-
-
-def resolve_device(device: str | None = None) -> str:
-    """'auto'/None → cuda when available, else cpu. Also sets a sane CPU thread count once."""
-    import torch
-
-    if device in (None, "auto"):
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" and not getattr(resolve_device, "_threads_set", False):
-        # Leave one core for the event loop / server when we have several; never oversubscribe.
-        # RAILGUARD_NUM_THREADS overrides (on a shared, loaded machine 1 thread is steadier).
-        n = os.cpu_count() or 1
-        env = os.environ.get("RAILGUARD_NUM_THREADS", "")
-        torch.set_num_threads(int(env) if env.isdigit() and int(env) > 0 else (max(1, n - 1) if n > 2 else n))
-        resolve_device._threads_set = True  # type: ignore[attr-defined]
-    return device
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 matmuls beat fp32.
-
-    On other CPUs bf16 is emulated and slower, so autocast stays off. Linux flags only; elsewhere False.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="ignore")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def encoder_autocast_bf16(device: str) -> bool:
-    """Whether sentence encoders run under bf16 autocast: `RAILGUARD_CPU_BF16` = auto (default) | 1 | 0.
-
-    Measured on a 2-core AVX512-BF16 box (all-MiniLM-L6-v2, 880 short messages): 169 -> 431 texts/s, cosine to
-    the fp32 embeddings 0.99998 mean / 0.99992 min, so calibrated thresholds carry over unchanged.
-    CUDA encoders always autocast (bf16 is native there).
-    """
-    if device.startswith("cuda"):
-        return True
-    setting = cpu_bf16_setting()
-    return cpu_has_native_bf16() if setting is None else setting
-
-
-def cpu_bf16_setting() -> bool | None:
-    """`RAILGUARD_CPU_BF16`: True for 1/true/yes/on, False for 0/false/no/off, None for auto (the default)."""
-    env = os.environ.get("RAILGUARD_CPU_BF16", "auto").strip().lower()
-    if env in ("0", "false", "no", "off"):
-        return False
-    return True if env in ("1", "true", "yes", "on") else None
-
-
-def default_dtype(device: str) -> Any:
-    """bf16 on CUDA; on CPU fp32 unless `RAILGUARD_CPU_BF16=1` ("auto" keeps causal LMs fp32: probes are calibrated
-    on fp32). bf16 serves them too (AVX512-BF16 box: cosine >= 0.9998 at the probe layer, 6 of 293 dev verdicts
-    changed, sentinel 2x faster); `scripts/gpu_check --cpu-bf16` rehearses the CUDA path that way."""
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.bfloat16
-    return torch.bfloat16 if cpu_bf16_setting() is True else torch.float32
 
 
 @dataclass

@@ -117,3 +117,20 @@ def test_causal_lm_dtype_follows_device_and_explicit_cpu_bf16(monkeypatch):
     monkeypatch.setenv("RAILGUARD_CPU_BF16", "0")
     assert default_dtype("cpu") is torch.float32
     assert default_dtype("cuda") is torch.bfloat16
+
+
+def test_bad_device_settings_are_config_errors(monkeypatch):
+    from guardrails.errors import ConfigError
+    from guardrails.models import devices
+
+    monkeypatch.setenv("RAILGUARD_CPU_BF16", "ture")  # a typo must not silently mean "auto"
+    with pytest.raises(ConfigError, match="RAILGUARD_CPU_BF16='ture'"):
+        devices.default_dtype("cpu")
+    with pytest.raises(ConfigError, match="RAILGUARD_CPU_BF16"):
+        devices.encoder_autocast_bf16("cpu")
+    monkeypatch.setenv("RAILGUARD_CPU_BF16", "")
+    assert devices.cpu_bf16_setting() is None
+    monkeypatch.setattr(devices.resolve_device, "_threads_set", False, raising=False)
+    monkeypatch.setenv("RAILGUARD_NUM_THREADS", "two")
+    with pytest.raises(ConfigError, match="RAILGUARD_NUM_THREADS"):
+        devices.resolve_device("cpu")
