@@ -30,6 +30,9 @@ class DemoTurn(BaseModel):
     text: str
     expect: Action | None = None
     note: str = ""
+    # The guarded agent's system prompt for this session (a deployment's role and norms); None = the demo's
+    # generic assistant. Turns of one session must agree on it.
+    system_prompt: str | None = None
 
 
 @dataclass
@@ -40,6 +43,9 @@ class DemoContext:
     tenant_id: str = "default"
     guard: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+DEFAULT_SYSTEM_PROMPT = "You are a concise, helpful assistant. Answer in one or two sentences."
 
 
 def spine_turns() -> list[DemoTurn]:
@@ -124,13 +130,24 @@ def run_demo(*, db_url: str | None = None, max_new_tokens: int = 40, turns: Iter
         model = LocalChatModel(max_new_tokens=max_new_tokens)
         for obs in ctx.extras.get("prefill_observers", []):
             model.prefill_observers.append(obs)
-        system_prompt = "You are a concise, helpful assistant. Answer in one or two sentences."
-        agent = create_agent(model, middleware=[guard.middleware(on_decision=decisions.append,
-                                                                 system_prompt=system_prompt)],
-                             checkpointer=InMemorySaver(), system_prompt=system_prompt)
+        checkpointer = InMemorySaver()
+        agents: dict[str, Any] = {}
+
+        def agent_for(system_prompt: str) -> Any:  # one agent per system prompt, all on the same model and guard
+            if system_prompt not in agents:
+                agents[system_prompt] = create_agent(
+                    model, middleware=[guard.middleware(on_decision=decisions.append, system_prompt=system_prompt)],
+                    checkpointer=checkpointer, system_prompt=system_prompt)
+            return agents[system_prompt]
+
+        prompts: dict[tuple[str, str], str | None] = {}
+        for turn in script:
+            if prompts.setdefault((turn.user_id, turn.session_id), turn.system_prompt) != turn.system_prompt:
+                raise ValueError(f"demo session {turn.user_id}/{turn.session_id} changes its system prompt")
         results = []
         for turn in script:
             decisions.clear()
+            agent = agent_for(turn.system_prompt or DEFAULT_SYSTEM_PROMPT)
             state = agent.invoke({"messages": [{"role": "user", "content": turn.text}]},
                                  config={"configurable": {"thread_id": f"{turn.user_id}/{turn.session_id}",
                                                           "user_id": turn.user_id,

@@ -41,6 +41,8 @@ def train(
     target_fpr: float = typer.Option(0.01, "--target-fpr", help="FPR the threshold is calibrated to"),
     multiturn: bool = typer.Option(False, "--multiturn", help="also fit the multi-turn drift probe"),
     method: str = typer.Option("logreg", "--method", help="logreg | diffmean"),
+    max_layers: int = typer.Option(4, "--max-layers", help="layers the single-turn probe may concatenate (grouped-CV "
+                                   "greedy, shallower than the best one; 1 = one layer)"),
     as_json: bool = typer.Option(False, "--json", help="print the training metrics as one JSON object"),
 ) -> None:
     """Fit + calibrate a probe and write an artifact directory."""
@@ -55,6 +57,8 @@ def train(
         fail("--target-fpr must be in (0, 1)", as_json=as_json)
     if method not in ("logreg", "diffmean"):
         fail("--method must be logreg or diffmean", as_json=as_json)
+    if not 1 <= max_layers <= 8:
+        fail("--max-layers must be in 1..8", as_json=as_json)
     try:
         li = None if layer == "auto" else int(layer)
     except ValueError:
@@ -67,12 +71,13 @@ def train(
             fail(f"--layer must be in 0..{lm.num_layers}", as_json=as_json)
         t0 = time.perf_counter()
         bundle = train_bundle(records, lm, layer=li, target_fpr=target_fpr, multiturn=multiturn,
-                              method=method, data_sha256=shas)  # type: ignore[arg-type]
+                              method=method, data_sha256=shas, max_layers=max_layers)  # type: ignore[arg-type]
         bundle.save(out)
     except (RailguardError, ValueError, OSError) as exc:
         fail(str(exc), as_json=as_json)
     res: dict[str, Any] = {"out": str(out), "train_s": round(time.perf_counter() - t0, 2),
-                           "single": {"layer": bundle.single.meta.layer, **bundle.single.meta.metrics["cv"]}}
+                           "single": {"layer": bundle.single.meta.layer, "layers": bundle.single.layers,
+                                      **bundle.single.meta.metrics["cv"]}}
     if bundle.multiturn is not None:
         res["multiturn"] = {"layer": bundle.multiturn.meta.layer,
                             **bundle.multiturn.meta.metrics["cv_conversation"]}

@@ -27,7 +27,7 @@ Record = dict[str, Any]
 
 
 def _layers(bundle: ProbeBundle) -> list[int]:
-    ls = {bundle.single.meta.layer}
+    ls = set(bundle.single.layers)
     if bundle.multiturn is not None:
         ls.add(bundle.multiturn.meta.layer)
     return sorted(ls)
@@ -39,10 +39,9 @@ def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, late
     # Capture at the standard candidate layers too: same forward cost (early exit at the deepest), and the
     # activation cache built during training is reused for any record already seen.
     layers = sorted(set(default_layers(lm.num_layers)) | set(_layers(bundle)))
-    li = layers.index(bundle.single.meta.layer)
     prompts = single_turn_prompts(lm.tokenizer, records)
     X = cached_capture(lm, prompts, layers, progress=progress)
-    s = bundle.single.raw(X[:, li])
+    s = bundle.single.raw(bundle.single.features({li: X[:, i] for i, li in enumerate(layers)}))
     y = np.array([int(r["label"]) for r in records])
     m: dict[str, Any] = rates(y, s, bundle.single.meta.threshold)
     enc = SentinelEncoder(lm.model, lm.tokenizer, _layers(bundle))
@@ -53,6 +52,7 @@ def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, late
         lat.append((time.perf_counter() - t0) * 1000)
     m["latency_ms_p50"] = float(np.median(lat)) if lat else None
     m["layer"] = bundle.single.meta.layer
+    m["layers"] = bundle.single.layers
     return m, y, s
 
 
@@ -72,7 +72,7 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *,
             t0 = time.perf_counter()
             acts = enc.activation(msgs[: j + 1], session=ci)
             lat.append((time.perf_counter() - t0) * 1000)
-            a_single.append(acts[single.meta.layer])
+            a_single.append(single.features(acts))
             if multi is not None:
                 a_multi.append(acts[multi.meta.layer])
         enc.forget(ci)

@@ -4,9 +4,11 @@
 the weights (``coef_ = w / scale``, ``intercept_ = b - w·mean/scale``) so serving is one fp32 dot product on
 the raw activation, exactly what the fused hook can afford inside a forward pass.
 
-An artifact is a directory: ``weights.safetensors`` (``coef`` [d], ``intercept`` [1]) + ``meta.json``
-(:class:`ProbeMeta`). The model fingerprint is part of the metadata because a probe direction is meaningless
-on any other model (different basis): loading it against another model is a :class:`ProbeMismatchError`.
+An artifact is a directory: ``weights.safetensors`` (``coef`` [d·k], ``intercept`` [1]) + ``meta.json``
+(:class:`ProbeMeta`). A probe reads the last-token state of k ≥ 1 layers (``meta.layers``, ascending,
+concatenated in that order; ``meta.layer`` is the deepest, where the sentinel's early exit stops).
+The model fingerprint is part of the metadata because a probe direction is meaningless on any other model
+(different basis): loading it against another model is a :class:`ProbeMismatchError`.
 A bundle (the shipped default) is a directory with ``single/`` and ``multiturn/`` artifacts.
 """
 
@@ -14,19 +16,21 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
 from guardrails.errors import ConfigError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # single-layer artifacts (readable by every release)
+MULTI_LAYER_FORMAT_VERSION = 2  # ``layers`` has more than one entry: older releases refuse it by version
 DEFAULT_DIR = Path(__file__).parent / "default"
 
 
@@ -107,8 +111,9 @@ class ProbeMeta(BaseModel):
     kind: Literal["single", "multiturn"]
     model_id: str
     model_fingerprint: str
-    layer: int = Field(ge=0)
-    d_model: int = Field(gt=0)
+    layer: int = Field(ge=0)  # the deepest input layer
+    layers: list[int] | None = None  # input layers, ascending, concatenated in this order (None = [layer])
+    d_model: int = Field(gt=0)  # hidden size of one layer; the weights have d_model * len(input_layers)
     threshold: float
     target_fpr: float = Field(gt=0, lt=1)
     score_scale: float = Field(default=1.0, gt=0)  # maps raw score to [0,1]: sigmoid((s - threshold)/scale)
@@ -116,6 +121,21 @@ class ProbeMeta(BaseModel):
     data_sha256: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @model_validator(mode="after")
+    def _layers_consistent(self) -> ProbeMeta:
+        if self.layers is not None:
+            if not self.layers or any(i < 0 for i in self.layers) or self.layers != sorted(set(self.layers)):
+                raise ValueError(f"layers must be distinct, non-negative and ascending, got {self.layers}")
+            if self.layers[-1] != self.layer:
+                raise ValueError(f"layer ({self.layer}) must be the deepest of layers {self.layers}")
+            if self.kind == "multiturn" and len(self.layers) > 1:
+                raise ValueError("a multi-turn drift probe reads one layer")
+        return self
+
+    @property
+    def input_layers(self) -> list[int]:
+        return list(self.layers) if self.layers is not None else [self.layer]
 
 
 @dataclass
@@ -125,6 +145,21 @@ class ProbeArtifact:
     coef: np.ndarray
     intercept: float
     meta: ProbeMeta
+
+    @property
+    def layers(self) -> list[int]:
+        """The layers whose activations this probe reads (ascending)."""
+        return self.meta.input_layers
+
+    def features(self, acts: Mapping[int, np.ndarray]) -> np.ndarray:
+        """The probe's input from per-layer activations (``{layer: [..., d]}``): its layers concatenated on
+        the last axis, in ascending order. A missing layer is a ProbeMismatchError (wrong capture)."""
+        missing = [li for li in self.layers if li not in acts]
+        if missing:
+            raise ProbeMismatchError(f"activations lack probe layer(s) {missing} (have {sorted(acts)})")
+        if len(self.layers) == 1:
+            return np.asarray(acts[self.layers[0]], dtype=np.float32)
+        return np.concatenate([np.asarray(acts[li], dtype=np.float32) for li in self.layers], axis=-1)
 
     def raw(self, activation: np.ndarray) -> np.ndarray:
         """w·a + b for single-turn probes; multi-turn probes use w·(a_t - a_1) with no intercept (telescoped
@@ -151,6 +186,8 @@ class ProbeArtifact:
 
         p = Path(path)
         p.mkdir(parents=True, exist_ok=True)
+        if len(self.layers) > 1:
+            self.meta.format_version = MULTI_LAYER_FORMAT_VERSION
         save_file({"coef": self.coef.astype(np.float32),
                    "intercept": np.array([self.intercept], dtype=np.float32)}, str(p / "weights.safetensors"))
         (p / "meta.json").write_text(self.meta.model_dump_json(indent=2) + "\n")
@@ -167,15 +204,17 @@ class ProbeArtifact:
             meta = ProbeMeta.model_validate(json.loads((p / "meta.json").read_text()))
         except (ValueError, ValidationError) as exc:
             raise CorruptProbeError(f"{p}/meta.json is invalid: {str(exc).splitlines()[0]}") from None
-        if meta.format_version != FORMAT_VERSION:
+        if meta.format_version not in (FORMAT_VERSION, MULTI_LAYER_FORMAT_VERSION):
             raise CorruptProbeError(f"{p}: unsupported format_version {meta.format_version}")
         try:
             t = load_file(str(p / "weights.safetensors"))
             coef, intercept = t["coef"].astype(np.float32), float(t["intercept"].reshape(-1)[0])
         except Exception as exc:  # safetensors raises several unrelated types on garbage
             raise CorruptProbeError(f"{p}/weights.safetensors is unreadable: {exc}") from None
-        if coef.shape != (meta.d_model,) or not np.isfinite(coef).all() or not math.isfinite(intercept):
-            raise CorruptProbeError(f"{p}: weights shape {coef.shape} / values do not match meta (d={meta.d_model})")
+        width = meta.d_model * len(meta.input_layers)
+        if coef.shape != (width,) or not np.isfinite(coef).all() or not math.isfinite(intercept):
+            raise CorruptProbeError(f"{p}: weights shape {coef.shape} / values do not match meta "
+                                    f"(d={meta.d_model} x {len(meta.input_layers)} layer(s))")
         return cls(coef=coef, intercept=intercept, meta=meta)
 
 

@@ -113,11 +113,11 @@ def main() -> int:
         sub = [r for r in s_dev if r["scenario"] == scen]
         per_source[scen], _, _ = eval_single(bundle, lm, sub, latency_sample=0, progress=False)
 
-    # Leave-one-scenario-out on all single-turn data at the chosen layer.
+    # Leave-one-scenario-out on all single-turn data at the chosen layer(s).
     layers = default_layers(lm.num_layers)
     X = cached_capture(lm, single_turn_prompts(lm.tokenizer, single), layers)
     y = np.array([r["label"] for r in single])
-    loso = leave_one_out(X, y, [r["scenario"] for r in single], layers.index(bundle.single.meta.layer),
+    loso = leave_one_out(X, y, [r["scenario"] for r in single], [layers.index(li) for li in bundle.single.layers],
                          target_fpr=args.target_fpr)
 
     report = {"train_s": round(train_s, 1), "total_s": round(time.perf_counter() - t_start, 1),

@@ -53,3 +53,34 @@ def test_demo_runs_without_a_detector_whose_data_is_missing(db_url, monkeypatch,
     assert "without detector 'commands'" in caplog.text and "RAILGUARD_MOVIELENS" in caplog.text
     with pytest.raises(DataNotAvailableError):
         Guard.from_registry(["commands"])
+
+
+def test_demo_turns_carry_their_sessions_system_prompt(db_url, monkeypatch):
+    """A session's system prompt (a deployment's role and norms) reaches the guard's detectors and the agent; a
+    session that switches prompts mid-way is refused before any turn runs."""
+    from guardrails.demo import DemoTurn
+    from guardrails.detector import BaseDetector
+
+    seen: list[tuple[str, ...]] = []
+
+    class Recorder(BaseDetector):
+        name = "recorder"
+        stages = frozenset({Stage.INPUT})
+
+        def predict(self, request):
+            seen.append(tuple(m.content for m in request.messages if m.role == "system"))
+            return []
+
+    import guardrails.demo as demo_mod
+
+    monkeypatch.setattr(demo_mod, "_demo_detectors", lambda store: [Recorder()])
+    run_demo(db_url=db_url, max_new_tokens=2, turns=[
+        DemoTurn(user_id="u", session_id="a", text="hello", system_prompt="You are a billing assistant."),
+        DemoTurn(user_id="v", session_id="b", text="hello")])
+    assert seen == [("You are a billing assistant.",), (demo_mod.DEFAULT_SYSTEM_PROMPT,)]
+    seen.clear()
+    with pytest.raises(ValueError, match="changes its system prompt"):
+        run_demo(db_url=db_url, max_new_tokens=2, turns=[
+            DemoTurn(user_id="u", session_id="a", text="hi", system_prompt="one"),
+            DemoTurn(user_id="u", session_id="a", text="hi", system_prompt="two")])
+    assert seen == []

@@ -52,17 +52,19 @@ def make_tiny(seed: int = 0, layers: int = 4) -> TinyLM:
 
 
 def synthetic_bundle(lm: Any, layer: int, *, multi_layer: int | None = None, threshold: float = 0.0,
-                     seed: int = 0) -> Any:
-    """A random-direction bundle bound to `lm`'s fingerprint (for plumbing tests, not accuracy)."""
+                     seed: int = 0, single_layers: list[int] | None = None) -> Any:
+    """A random-direction bundle bound to `lm`'s fingerprint (for plumbing tests, not accuracy).
+    ``single_layers``: the single-turn probe reads these layers concatenated (``layer`` must be the deepest)."""
     from probes.probe import ProbeArtifact, ProbeBundle, ProbeMeta
 
     d = int(lm.model.config.hidden_size)
     rng = np.random.default_rng(seed)
 
-    def art(kind: str, li: int) -> ProbeArtifact:
-        meta = ProbeMeta(kind=kind, model_id=lm.name, model_fingerprint=lm.fingerprint(), layer=li, d_model=d,
-                         threshold=threshold, target_fpr=0.01)
-        return ProbeArtifact(coef=rng.normal(size=d).astype(np.float32), intercept=0.0, meta=meta)
+    def art(kind: str, li: int, layers: list[int] | None = None) -> ProbeArtifact:
+        meta = ProbeMeta(kind=kind, model_id=lm.name, model_fingerprint=lm.fingerprint(), layer=li, layers=layers,
+                         d_model=d, threshold=threshold, target_fpr=0.01)
+        width = d * (len(layers) if layers else 1)
+        return ProbeArtifact(coef=rng.normal(size=width).astype(np.float32), intercept=0.0, meta=meta)
 
-    return ProbeBundle(single=art("single", layer),
+    return ProbeBundle(single=art("single", layer, single_layers),
                        multiturn=art("multiturn", multi_layer if multi_layer is not None else layer))

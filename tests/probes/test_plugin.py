@@ -102,6 +102,27 @@ def test_fused_hook_matches_sentinel_scores(tiny):
     assert hook.last_findings[0].score == pytest.approx(sent[0].score, abs=1e-5)
 
 
+def test_multi_layer_probe_reads_every_layer_in_both_modes(tiny):
+    """A single-turn probe on layers 1+3 (drift on 2): the sentinel stops at 3, the scorer concatenates 1 and 3
+    in that order, and the fused hook waits for all three layers before it scores (still one firing)."""
+    bundle = synthetic_bundle(tiny, 3, multi_layer=2, threshold=1e3, single_layers=[1, 3])
+    det = PrivacyDetector(bundle, lm=tiny)
+    assert det.scorer.layers == [1, 2, 3]
+    msgs = [{"role": "user", "content": "hello there"}]
+    acts = det.encoder.activation(msgs)
+    want = float(bundle.single.coef @ np.concatenate([acts[1], acts[3]]))
+    got = det.predict(_req(msgs, session=None))[0]
+    assert got.score == pytest.approx(bundle.single.unit_score(want), abs=1e-6)
+    assert "layers 1+3" in got.explanation
+    hook = PrivacyDetector(bundle, lm=tiny, mode="fused").fused_hook(identity=lambda: None)
+    ids = torch.tensor([tiny.tokenizer("user: hello there\nassistant:")["input_ids"]])
+    detach = hook.attach(tiny, ids, None)
+    with torch.no_grad():
+        tiny.model(input_ids=ids)
+    detach()
+    assert hook.calls == 1 and hook.last_findings[0].score == pytest.approx(got.score, abs=1e-5)
+
+
 def test_build_and_demo_entry_points():
     det = build_privacy_detector(PluginContext(config={"privacy": {"mode": "sentinel"}}))
     assert det.name == "privacy" and det._lm is None  # lazy: no model load at build time

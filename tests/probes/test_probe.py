@@ -140,3 +140,60 @@ def test_corrupt_artifacts_are_typed_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CorruptProbeError):
         load_probe(tmp_path / "empty")
+
+
+def _split_signal(n=600, d=8, seed=4):
+    """Two layers that each carry part of the label: layer 7 strongly, layer 4 a separate, weaker part;
+    layer 9 (deeper than the best single layer) also carries an independent part."""
+    rng = np.random.default_rng(seed)
+    z1, z2, z3 = (rng.normal(size=n) for _ in range(3))
+    y = (1.6 * z1 + 1.0 * z2 + 0.9 * z3 + 0.3 * rng.normal(size=n) > 0).astype(int)
+    L4, L7, L9 = (rng.normal(size=(n, d)) for _ in range(3))
+    L7[:, 0], L4[:, 1], L9[:, 2] = z1, z2, z3
+    return np.stack([L4, L7, L9], axis=1).astype(np.float32), y
+
+
+def test_fit_single_concatenates_shallower_layers_that_add_signal():
+    X, y = _split_signal()
+    groups = np.arange(len(y)) // 3
+    art = fit_single(X, y, groups, [4, 7, 9], model_id="m", fingerprint="f", target_fpr=0.05, progress=False)
+    assert art.layers == [4, 7] and art.meta.layer == 7  # 9 would help too but is deeper than the best layer
+    steps = art.meta.metrics["layer_selection"]
+    assert [s["layers"] for s in steps] == [[7], [4, 7]] and steps[1]["cv_key"] >= steps[0]["cv_key"] + 0.005
+    assert art.coef.shape == (2 * 8,)
+    acts = {4: X[:, 0], 7: X[:, 1], 9: X[:, 2]}
+    # serving order is ascending layer order, whatever order the mapping holds
+    assert np.allclose(art.raw(art.features(acts)), art.raw(np.concatenate([X[:, 0], X[:, 1]], axis=1)))
+    assert not np.allclose(art.raw(art.features(acts)), art.raw(np.concatenate([X[:, 1], X[:, 0]], axis=1)))
+    one = fit_single(X, y, groups, [4, 7, 9], model_id="m", fingerprint="f", target_fpr=0.05, progress=False,
+                     max_layers=1)
+    assert one.layers == [7] and one.meta.layers is None and one.coef.shape == (8,)
+    pinned = fit_single(X, y, groups, [4, 7, 9], model_id="m", fingerprint="f", progress=False, layer=4)
+    assert pinned.layers == [4]
+    with pytest.raises(ValueError, match="max_layers"):
+        fit_single(X, y, groups, [4, 7, 9], model_id="m", fingerprint="f", progress=False, max_layers=0)
+    with pytest.raises(ProbeMismatchError, match="lack probe layer"):
+        art.features({7: X[:, 1]})
+
+
+def test_multi_layer_artifact_round_trip_and_validation(tmp_path):
+    meta = ProbeMeta(kind="single", model_id="m", model_fingerprint="abc", layer=5, layers=[2, 5], d_model=4,
+                     threshold=0.1, target_fpr=0.01)
+    art = ProbeArtifact(coef=np.arange(8, dtype=np.float32), intercept=0.0, meta=meta)
+    p = art.save(tmp_path / "p")
+    assert json.loads((p / "meta.json").read_text())["format_version"] == 2  # older releases refuse it by version
+    back = ProbeArtifact.load(p)
+    assert back.layers == [2, 5] and np.array_equal(back.coef, art.coef)
+    assert _artifact().save(tmp_path / "one") and json.loads((tmp_path / "one/meta.json").read_text())[
+        "format_version"] == 1  # single-layer artifacts keep the old format
+    for bad in ({"layers": [5, 2]}, {"layers": [2, 4]}, {"layers": []}, {"layers": [2, 2, 5]},
+                {"d_model": 8}, {"format_version": 3}):
+        q = art.save(tmp_path / f"bad{len(list(tmp_path.iterdir()))}")
+        m = json.loads((q / "meta.json").read_text())
+        m.update(bad)
+        (q / "meta.json").write_text(json.dumps(m))
+        with pytest.raises(CorruptProbeError):
+            ProbeArtifact.load(q)
+    with pytest.raises(ValueError, match="one layer"):
+        ProbeMeta(kind="multiturn", model_id="m", model_fingerprint="abc", layer=5, layers=[2, 5], d_model=4,
+                  threshold=0.1, target_fpr=0.01)
