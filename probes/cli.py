@@ -79,7 +79,7 @@ def train(
                            "single": {"layer": bundle.single.meta.layer, "layers": bundle.single.layers,
                                       **bundle.single.meta.metrics["cv"]}}
     if bundle.multiturn is not None:
-        res["multiturn"] = {"layer": bundle.multiturn.meta.layer,
+        res["multiturn"] = {"layer": bundle.multiturn.meta.layer, "layers": bundle.multiturn.layers,
                             **bundle.multiturn.meta.metrics["cv_conversation"]}
     _print(res, as_json)
 

@@ -29,7 +29,7 @@ Record = dict[str, Any]
 def _layers(bundle: ProbeBundle) -> list[int]:
     ls = set(bundle.single.layers)
     if bundle.multiturn is not None:
-        ls.add(bundle.multiturn.meta.layer)
+        ls.update(bundle.multiturn.layers)
     return sorted(ls)
 
 
@@ -74,7 +74,7 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *,
             lat.append((time.perf_counter() - t0) * 1000)
             a_single.append(single.features(acts))
             if multi is not None:
-                a_multi.append(acts[multi.meta.layer])
+                a_multi.append(multi.features(acts))
         enc.forget(ci)
         s1 = single.raw(np.stack(a_single)) - single.meta.threshold
         flags = s1 > 0
@@ -98,6 +98,7 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *,
     m["threshold"] = single.meta.threshold
     m["drift_threshold"] = multi.meta.threshold if multi else None
     m["drift_layer"] = multi.meta.layer if multi else None
+    m["drift_layers"] = multi.layers if multi else None
     det = [t for t, lab in zip(first_flag, y, strict=True) if lab == 1 and t is not None]
     m["mean_detection_turn"] = float(np.mean(det)) if det else None
     m["latency_ms_p50"] = float(np.median(lat)) if lat else None

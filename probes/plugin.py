@@ -37,6 +37,10 @@ log = logging.getLogger("railguard.probes")
 Mode = Literal["sentinel", "fused"]
 
 
+def _where(layers: list[int]) -> str:
+    return f"layer {layers[0]}" if len(layers) == 1 else f"layers {'+'.join(map(str, layers))}"
+
+
 class PrivacyScorer:
     """Probe arithmetic shared by both modes: activations at the probe layers -> Findings."""
 
@@ -45,7 +49,7 @@ class PrivacyScorer:
         self.action = action
         self.tracker = VelocityTracker(bundle.multiturn, store) if bundle.multiturn is not None else None
         self.layers = sorted(set(bundle.single.layers) |
-                             ({bundle.multiturn.meta.layer} if bundle.multiturn is not None else set()))
+                             (set(bundle.multiturn.layers) if bundle.multiturn is not None else set()))
 
     def findings(self, acts: Mapping[int, np.ndarray], *, tenant_id: str, user_id: str, session_id: str | None,
                  threshold: float = 0.5) -> list[Finding]:
@@ -57,21 +61,20 @@ class PrivacyScorer:
         s = self.bundle.single
         raw = float(s.raw(s.features(acts)))
         unit = s.unit_score(raw)
-        where = f"layer {s.meta.layer}" if len(s.layers) == 1 else f"layers {'+'.join(map(str, s.layers))}"
         out = [Finding(detector="privacy", category="privacy_request", score=unit, threshold=threshold,
-                       explanation=f"single-turn probe ({where}): raw {raw:.3f} vs tau "
+                       explanation=f"single-turn probe ({_where(s.layers)}): raw {raw:.3f} vs tau "
                                    f"{s.meta.threshold:.3f}",
                        action=self.action if unit > threshold else Action.ALLOW)]
         if self.tracker is not None and session_id is not None:
             m = self.bundle.multiturn
             assert m is not None
-            score, turn = self.tracker.update(tenant_id, user_id, session_id, acts[m.meta.layer])
+            score, turn = self.tracker.update(tenant_id, user_id, session_id, m.features(acts))
             unit_d = m.unit_score(score)
             fire = turn >= 2 and unit_d > threshold
             out.append(Finding(detector="privacy", category="privacy_drift", score=unit_d if turn >= 2 else 0.0,
                                threshold=threshold,
                                explanation=f"cumulative drift S_{turn} = {score:.3f} vs tau {m.meta.threshold:.3f}"
-                                           f" (layer {m.meta.layer}; turn 1 is the baseline)",
+                                           f" ({_where(m.layers)}; turn 1 is the baseline)",
                                action=self.action if fire else Action.ALLOW))
         return out
 

@@ -129,8 +129,6 @@ class ProbeMeta(BaseModel):
                 raise ValueError(f"layers must be distinct, non-negative and ascending, got {self.layers}")
             if self.layers[-1] != self.layer:
                 raise ValueError(f"layer ({self.layer}) must be the deepest of layers {self.layers}")
-            if self.kind == "multiturn" and len(self.layers) > 1:
-                raise ValueError("a multi-turn drift probe reads one layer")
         return self
 
     @property

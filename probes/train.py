@@ -141,60 +141,87 @@ def fit_multiturn(convs: list[np.ndarray], labels: Sequence[int], turn_labels: S
                   groups: Sequence[Any], layers: Sequence[int], *, model_id: str, fingerprint: str,
                   target_fpr: float = 0.01, layer: int | None = None, method: Method = "logreg",
                   C: float = 0.3, n_splits: int = 5, data_sha256: dict[str, str] | None = None,
-                  progress: bool = True, target: Literal["displacement", "delta"] = "displacement") -> ProbeArtifact:
+                  progress: bool = True, target: Literal["displacement", "delta"] = "displacement",
+                  max_layers: int = 1, min_gain: float = 0.005) -> ProbeArtifact:
     """Multi-turn drift probe; per-turn labels when given, else the conversation label.
 
     ``target="delta"`` fits w on a_t - a_{t-1} (NeuroFilter). ``"displacement"`` (default) fits it on
     a_t - a_1, the exact quantity S_t = w·(a_t - a_1) thresholds at serving time (NeuroFilter's
     delta-vs-displacement ablation); on our CMPL dev folds it ranked conversations clearly better (OOF AUROC
     0.76 vs 0.70 at the best layer). Serving is identical either way: the tracker still telescopes deltas.
+
+    With ``max_layers`` > 1 the state a may concatenate layers, chosen as in :func:`fit_single` (best layer,
+    then greedy while the conversation-level OOF key rises by ``min_gain``) but from every candidate: the caller
+    already capped them at the sentinel's early-exit layer. Off by default: on the default data it raised the
+    OOF TPR at 1 % FPR from 0.612 (layer 12) to 0.823 (layers 6+12+15), yet on the dev conversations flagged
+    fewer attacks at more false alarms (0.883 / 0.070 vs 0.904 / 0.053 with layer 12 alone): the CV folds share
+    templates that the extra layers learn. ``layer`` pins one layer.
     """
     y_conv = np.asarray(labels).astype(int)
     layers = list(layers)
+    if max_layers < 1:
+        raise ValueError("max_layers must be at least 1")
     folds = _folds(groups, n_splits)
 
-    def deltas(ids: Iterable[int], li: int) -> tuple[np.ndarray, np.ndarray]:
+    def deltas(ids: Iterable[int], pick: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
         for i in ids:
-            a = convs[i][:, layers.index(li)]
+            a = _columns(convs[i], layers, pick)
             tl = turn_labels[i]
             for t in range(1, len(a)):
                 xs.append(a[t] - (a[0] if target == "displacement" else a[t - 1]))
                 ys.append(int(tl[t]) if tl is not None else int(y_conv[i]))
         return np.asarray(xs), np.asarray(ys)
 
-    per_layer: dict[int, dict[str, float | None]] = {}
-    best: tuple[float, int, np.ndarray] | None = None
-    for li in tqdm([layer] if layer is not None else layers, desc="layers (multi-turn)", disable=not progress):
+    def oof_key(pick: Sequence[int]) -> tuple[float, float, float, np.ndarray]:
         conv_score = np.full(len(convs), np.nan)
         for tr, te in folds:
-            Xd, yd = deltas(tr, li)
+            Xd, yd = deltas(tr, pick)
             if len(np.unique(yd)) < 2:
                 continue
             w = LinearProbe(method=method, C=C).fit(Xd, yd).coef_
             for i in te:
-                d = drift_scores(w, convs[i][:, layers.index(li)])
+                d = drift_scores(w, _columns(convs[i], layers, pick))
                 conv_score[i] = d[1:].max() if len(d) > 1 else 0.0  # turn 1 is the baseline, never flagged
         ok = np.isfinite(conv_score)
         a = auroc(y_conv[ok], conv_score[ok]) or 0.0
         t = tpr_at_fpr(y_conv[ok], conv_score[ok], target_fpr)
+        return a + t, a, t, conv_score
+
+    per_layer: dict[int, dict[str, float | None]] = {}
+    best: tuple[float, int, np.ndarray] | None = None
+    for li in tqdm([layer] if layer is not None else layers, desc="layers (multi-turn)", disable=not progress):
+        key, a, t, conv_score = oof_key([li])
         per_layer[li] = {"oof_auroc": a, "oof_tpr_at_target_fpr": t}
-        if best is None or a + t > best[0] + 1e-9:
-            best = (a + t, li, conv_score)
+        if best is None or key > best[0] + 1e-9:
+            best = (key, li, conv_score)
     assert best is not None
-    _, li, s = best
+    key, li, s = best
+    chosen, steps = [li], [{"layers": [li], "cv_key": key}]
+    while layer is None and len(chosen) < max_layers:
+        trial: tuple[float, int, np.ndarray] | None = None
+        for extra in tqdm([c for c in layers if c not in chosen], desc=f"combine with {chosen} (multi-turn)",
+                          disable=not progress, leave=False):
+            k2, _, _, s2 = oof_key(sorted([*chosen, extra]))
+            if trial is None or k2 > trial[0] + 1e-9:
+                trial = (k2, extra, s2)
+        if trial is None or trial[0] < key + min_gain:
+            break
+        key, s = trial[0], trial[2]
+        chosen = sorted([*chosen, trial[1]])
+        steps.append({"layers": list(chosen), "cv_key": key})
     ok = np.isfinite(s)
     tau = calibrate_threshold(s[ok & (y_conv == 0)], target_fpr)
-    Xd, yd = deltas(range(len(convs)), li)
+    Xd, yd = deltas(range(len(convs)), chosen)
     final = LinearProbe(method=method, C=C).fit(Xd, yd)
     cv = rates(y_conv[ok], s[ok], tau)
-    meta = ProbeMeta(kind="multiturn", model_id=model_id, model_fingerprint=fingerprint, layer=li,
-                     d_model=Xd.shape[-1], threshold=tau, target_fpr=target_fpr,
-                     score_scale=float(np.std(s[ok])) or 1.0, method=f"{method}:{target}",
+    meta = ProbeMeta(kind="multiturn", model_id=model_id, model_fingerprint=fingerprint, layer=chosen[-1],
+                     layers=chosen if len(chosen) > 1 else None, d_model=convs[0].shape[-1], threshold=tau,
+                     target_fpr=target_fpr, score_scale=float(np.std(s[ok])) or 1.0, method=f"{method}:{target}",
                      data_sha256=data_sha256 or {},
                      metrics={"cv_conversation": cv, "per_layer": {str(k): v for k, v in per_layer.items()},
-                              "n_splits": len(folds), "n_deltas": int(len(yd))})
-    log.info("multi-turn probe: layer %d, tau %.4f, OOF conv auroc %.4f tpr %.4f fpr %.4f", li, tau,
+                              "layer_selection": steps, "n_splits": len(folds), "n_deltas": int(len(yd))})
+    log.info("multi-turn probe: layers %s, tau %.4f, OOF conv auroc %.4f tpr %.4f fpr %.4f", chosen, tau,
              cv["auroc"] or 0, cv["tpr"] or 0, cv["fpr"] or 0)
     # Drift score has no intercept (telescoping sum of w·Δ); τ absorbs the offset.
     return ProbeArtifact(coef=final.coef_, intercept=0.0, meta=meta)
@@ -231,7 +258,8 @@ def train_drift_probe(records: Sequence[dict[str, Any]], lm: Any, *, max_layer: 
                       layers: Sequence[int] | None = None, layer: int | None = None, target_fpr: float = 0.01,
                       method: Method = "logreg", data_sha256: dict[str, str] | None = None,
                       progress: bool = True,
-                      captured: tuple[Sequence[int], Sequence[np.ndarray]] | None = None) -> ProbeArtifact:
+                      captured: tuple[Sequence[int], Sequence[np.ndarray]] | None = None,
+                      max_layers: int = 1) -> ProbeArtifact:
     """The multi-turn drift probe from multi-turn records, on activations collected through the sentinel
     (:func:`probes.features.conversation_capture`: the serving path, one incremental prefill per turn).
 
@@ -261,18 +289,19 @@ def train_drift_probe(records: Sequence[dict[str, Any]], lm: Any, *, max_layer: 
     return fit_multiturn(convs, [r["label"] for r in records], [r.get("turn_labels") for r in records],
                          [r.get("group", r["id"]) for r in records], cand, model_id=lm.name,
                          fingerprint=lm.fingerprint(), target_fpr=target_fpr, layer=layer, method=method,
-                         data_sha256=data_sha256, progress=progress)
+                         data_sha256=data_sha256, progress=progress, max_layers=max_layers)
 
 
 def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | None = None,
                  layers: Sequence[int] | None = None, target_fpr: float = 0.01, multiturn: bool = False,
                  method: Method = "logreg", data_sha256: dict[str, str] | None = None,
                  progress: bool = True, drift_records: Sequence[dict[str, Any]] = (),
-                 max_layers: int = MAX_COMBINED_LAYERS) -> Any:
+                 max_layers: int = MAX_COMBINED_LAYERS, drift_max_layers: int = 1) -> Any:
     """Fit a :class:`~probes.probe.ProbeBundle` from privacy records (single-turn lines required; multi-turn
     lines train the drift probe when ``multiturn``). ``drift_records``: extra multi-turn records for the drift
-    probe only (the single-turn probe's training set is unchanged by them). ``max_layers``: how many layers
-    the single-turn probe may concatenate (:func:`fit_single`)."""
+    probe only (the single-turn probe's training set is unchanged by them). ``max_layers`` /
+    ``drift_max_layers``: how many layers the per-turn / drift probe may concatenate (:func:`fit_single`,
+    :func:`fit_multiturn`)."""
     from .features import cached_capture, conversation_capture, single_turn_prompts
     from .probe import ProbeBundle
 
@@ -307,5 +336,5 @@ def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | Non
             raise ValueError("--multiturn needs multi-turn records ({'turns', 'label'} lines)")
         mt = train_drift_probe([*multi, *drift_records], lm, max_layer=art.meta.layer, layers=cand, layer=layer,
                                target_fpr=target_fpr, method=method, data_sha256=data_sha256, progress=progress,
-                               captured=(cand, convs) if multi else None)
+                               captured=(cand, convs) if multi else None, max_layers=drift_max_layers)
     return ProbeBundle(single=art, multiturn=mt)

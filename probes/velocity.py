@@ -99,7 +99,8 @@ class VelocityTracker:
         self.store: StateStore = store if store is not None else InMemoryStateStore()
         self.key = key
         self.dim = probe.coef.shape[0]
-        self.probe_id = f"{probe.meta.model_fingerprint}:{probe.meta.layer}:{probe.meta.created_at}"
+        layers = "+".join(map(str, probe.layers))  # "12" for a one-layer probe, as before
+        self.probe_id = f"{probe.meta.model_fingerprint}:{layers}:{probe.meta.created_at}"
 
     def load(self, tenant_id: str, user_id: str, session_id: str) -> VelocityState | None:
         raw = self.store.get_state(tenant_id, user_id, session_id, self.key)

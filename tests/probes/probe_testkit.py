@@ -52,9 +52,11 @@ def make_tiny(seed: int = 0, layers: int = 4) -> TinyLM:
 
 
 def synthetic_bundle(lm: Any, layer: int, *, multi_layer: int | None = None, threshold: float = 0.0,
-                     seed: int = 0, single_layers: list[int] | None = None) -> Any:
+                     seed: int = 0, single_layers: list[int] | None = None,
+                     multi_layers: list[int] | None = None) -> Any:
     """A random-direction bundle bound to `lm`'s fingerprint (for plumbing tests, not accuracy).
-    ``single_layers``: the single-turn probe reads these layers concatenated (``layer`` must be the deepest)."""
+    ``single_layers`` / ``multi_layers``: that probe reads these layers concatenated (the deepest must be
+    ``layer`` / ``multi_layer``)."""
     from probes.probe import ProbeArtifact, ProbeBundle, ProbeMeta
 
     d = int(lm.model.config.hidden_size)
@@ -67,4 +69,4 @@ def synthetic_bundle(lm: Any, layer: int, *, multi_layer: int | None = None, thr
         return ProbeArtifact(coef=rng.normal(size=width).astype(np.float32), intercept=0.0, meta=meta)
 
     return ProbeBundle(single=art("single", layer, single_layers),
-                       multiturn=art("multiturn", multi_layer if multi_layer is not None else layer))
+                       multiturn=art("multiturn", multi_layer if multi_layer is not None else layer, multi_layers))

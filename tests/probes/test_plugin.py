@@ -103,9 +103,10 @@ def test_fused_hook_matches_sentinel_scores(tiny):
 
 
 def test_multi_layer_probe_reads_every_layer_in_both_modes(tiny):
-    """A single-turn probe on layers 1+3 (drift on 2): the sentinel stops at 3, the scorer concatenates 1 and 3
-    in that order, and the fused hook waits for all three layers before it scores (still one firing)."""
-    bundle = synthetic_bundle(tiny, 3, multi_layer=2, threshold=1e3, single_layers=[1, 3])
+    """A single-turn probe on layers 1+3, drift on 1+2: the sentinel stops at 3, each probe concatenates its
+    layers in ascending order, S_2 = w·(a_2 - a_1) on the concatenated state, and the fused hook waits for every
+    layer before it scores (still one firing)."""
+    bundle = synthetic_bundle(tiny, 3, multi_layer=2, threshold=1e3, single_layers=[1, 3], multi_layers=[1, 2])
     det = PrivacyDetector(bundle, lm=tiny)
     assert det.scorer.layers == [1, 2, 3]
     msgs = [{"role": "user", "content": "hello there"}]
@@ -114,6 +115,12 @@ def test_multi_layer_probe_reads_every_layer_in_both_modes(tiny):
     got = det.predict(_req(msgs, session=None))[0]
     assert got.score == pytest.approx(bundle.single.unit_score(want), abs=1e-6)
     assert "layers 1+3" in got.explanation
+    two = [*msgs, {"role": "assistant", "content": "hi"}, {"role": "user", "content": "and my neighbour's records?"}]
+    det.predict(_req(msgs, session="s"))
+    drift = det.predict(_req(two, session="s"))[1]
+    acts2 = det.encoder.activation(two)
+    s2 = float(bundle.multiturn.coef @ (np.concatenate([acts2[1], acts2[2]]) - np.concatenate([acts[1], acts[2]])))
+    assert f"S_2 = {s2:.3f}" in drift.explanation and "layers 1+2" in drift.explanation
     hook = PrivacyDetector(bundle, lm=tiny, mode="fused").fused_hook(identity=lambda: None)
     ids = torch.tensor([tiny.tokenizer("user: hello there\nassistant:")["input_ids"]])
     detach = hook.attach(tiny, ids, None)

@@ -95,6 +95,34 @@ def test_fit_multiturn_on_deltas():
     assert art.meta.metrics["cv_conversation"]["tpr"] > 0.9
 
 
+def test_fit_multiturn_concatenates_layers_that_add_drift_signal():
+    """Drift split over two layers (each carries half the attack's movement): the probe reads both, in ascending
+    order, and any candidate layer may join (the caller caps candidates at the early-exit layer)."""
+    rng = np.random.default_rng(5)
+    d, convs, labels, tls = 6, [], [], []
+    for c in range(120):
+        lab = c % 2
+        turns = []
+        for t in range(5):
+            a = rng.normal(size=(3, d)) * 0.8  # layers 4, 7, 9
+            step = lab * t * 0.6
+            a[0, 0] += step + rng.normal() * 0.8  # layer 4: half of the drift, noisily
+            a[2, 1] += step + rng.normal() * 0.8  # layer 9: the other half
+            turns.append(a)
+        convs.append(np.stack(turns).astype(np.float32))
+        labels.append(lab)
+        tls.append(None)
+    art = fit_multiturn(convs, labels, tls, list(range(120)), [4, 7, 9], model_id="m", fingerprint="f",
+                        target_fpr=0.05, progress=False, max_layers=4)
+    assert art.layers == [4, 9] and art.meta.layer == 9 and art.coef.shape == (2 * d,)
+    steps = art.meta.metrics["layer_selection"]
+    assert len(steps) == 2 and steps[1]["cv_key"] >= steps[0]["cv_key"] + 0.005
+    one = fit_multiturn(convs, labels, tls, list(range(120)), [4, 7, 9], model_id="m", fingerprint="f",
+                        target_fpr=0.05, progress=False)  # the default: one layer (see fit_multiturn)
+    assert len(one.layers) == 1 and one.coef.shape == (d,)
+    assert one.meta.metrics["cv_conversation"]["auroc"] < art.meta.metrics["cv_conversation"]["auroc"]
+
+
 def _artifact(fp="abc", d=8):
     meta = ProbeMeta(kind="single", model_id="m", model_fingerprint=fp, layer=3, d_model=d, threshold=0.25,
                      target_fpr=0.01, data_sha256={"f.jsonl": "00"}, metrics={"auroc": 0.9})
@@ -194,6 +222,3 @@ def test_multi_layer_artifact_round_trip_and_validation(tmp_path):
         (q / "meta.json").write_text(json.dumps(m))
         with pytest.raises(CorruptProbeError):
             ProbeArtifact.load(q)
-    with pytest.raises(ValueError, match="one layer"):
-        ProbeMeta(kind="multiturn", model_id="m", model_fingerprint="abc", layer=5, layers=[2, 5], d_model=4,
-                  threshold=0.1, target_fpr=0.01)
