@@ -13,7 +13,7 @@ conversation is flagged if any turn is).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -44,6 +44,36 @@ def _columns(X: np.ndarray, layers: Sequence[int], pick: Sequence[int]) -> np.nd
     (the order :meth:`ProbeArtifact.features` uses at serving time)."""
     idx = [list(layers).index(li) for li in sorted(pick)]
     return X[:, idx].reshape(len(X), -1)
+
+
+def _add_layers(chosen: list[int], key: float, scores: np.ndarray, candidates: Sequence[int],
+                oof_key: Callable[[list[int]], tuple[float, np.ndarray]], *, max_layers: int, min_gain: float,
+                progress: bool, desc: str) -> tuple[list[int], np.ndarray, list[dict[str, Any]]]:
+    """Greedy forward layer selection shared by both probes: starting from ``chosen`` (CV key ``key``, OOF
+    ``scores``), add the candidate whose concatenation raises ``oof_key`` most, while it rises by at least
+    ``min_gain`` and fewer than ``max_layers`` are chosen. Returns (layers ascending, their OOF scores, steps)."""
+    steps: list[dict[str, Any]] = [{"layers": list(chosen), "cv_key": key}]
+    while len(chosen) < max_layers:
+        trial: tuple[float, int, np.ndarray] | None = None
+        for extra in tqdm([c for c in candidates if c not in chosen], desc=f"{desc}: combine with {chosen}",
+                          disable=not progress, leave=False):
+            k2, s2 = oof_key(sorted([*chosen, extra]))
+            if trial is None or k2 > trial[0] + 1e-9:
+                trial = (k2, extra, s2)
+        if trial is None or trial[0] < key + min_gain:
+            break
+        key, scores = trial[0], trial[2]
+        chosen = sorted([*chosen, trial[1]])
+        steps.append({"layers": list(chosen), "cv_key": key})
+    return chosen, scores, steps
+
+
+def _cv_key(y: np.ndarray, s: np.ndarray, target_fpr: float) -> tuple[float, float, float]:
+    """(OOF AUROC + TPR at target_fpr, AUROC, TPR): the layer-selection criterion, NaN scores dropped."""
+    ok = np.isfinite(s)
+    a = auroc(y[ok], s[ok]) or 0.0
+    t = tpr_at_fpr(y[ok], s[ok], target_fpr)
+    return a + t, a, t
 
 
 def oof_scores(X: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]],
@@ -87,32 +117,21 @@ def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Seque
     cand = [layer] if layer is not None else layers
     per_layer: dict[int, dict[str, float | None]] = {}
     best: tuple[float, int, np.ndarray] | None = None
+    def oof_key(pick: list[int]) -> tuple[float, np.ndarray]:
+        s = oof_scores(_columns(X, layers, pick), y, folds, method, C)
+        return _cv_key(y, s, target_fpr)[0], s
+
     for li in tqdm(cand, desc="layers", disable=not progress):
         s = oof_scores(X[:, layers.index(li)], y, folds, method, C)
-        ok = np.isfinite(s)
-        a = auroc(y[ok], s[ok]) or 0.0
-        t = tpr_at_fpr(y[ok], s[ok], target_fpr)
+        key, a, t = _cv_key(y, s, target_fpr)
         per_layer[li] = {"oof_auroc": a, "oof_tpr_at_target_fpr": t}
-        key = a + t
         if best is None or key > best[0] + 1e-9:
             best = (key, li, s)
     assert best is not None
     key, li, s = best
-    chosen, steps = [li], [{"layers": [li], "cv_key": key}]
-    while layer is None and len(chosen) < max_layers:
-        trial: tuple[float, int, np.ndarray] | None = None
-        for extra in tqdm([c for c in layers if c < li and c not in chosen], desc=f"combine with {chosen}",
-                          disable=not progress, leave=False):
-            s2 = oof_scores(_columns(X, layers, sorted([*chosen, extra])), y, folds, method, C)
-            ok2 = np.isfinite(s2)
-            k2 = (auroc(y[ok2], s2[ok2]) or 0.0) + tpr_at_fpr(y[ok2], s2[ok2], target_fpr)
-            if trial is None or k2 > trial[0] + 1e-9:
-                trial = (k2, extra, s2)
-        if trial is None or trial[0] < key + min_gain:
-            break
-        key, s = trial[0], trial[2]
-        chosen = sorted([*chosen, trial[1]])
-        steps.append({"layers": list(chosen), "cv_key": key})
+    chosen, s, steps = _add_layers([li], key, s, [c for c in layers if c < li], oof_key,
+                                   max_layers=1 if layer is not None else max_layers, min_gain=min_gain,
+                                   progress=progress, desc="layers")
     ok = np.isfinite(s)
     neg = ok & (y == 0)
     tau = calibrate_threshold(s[neg], target_fpr)
@@ -173,7 +192,7 @@ def fit_multiturn(convs: list[np.ndarray], labels: Sequence[int], turn_labels: S
                 ys.append(int(tl[t]) if tl is not None else int(y_conv[i]))
         return np.asarray(xs), np.asarray(ys)
 
-    def oof_key(pick: Sequence[int]) -> tuple[float, float, float, np.ndarray]:
+    def oof_key(pick: Sequence[int]) -> tuple[float, np.ndarray]:
         conv_score = np.full(len(convs), np.nan)
         for tr, te in folds:
             Xd, yd = deltas(tr, pick)
@@ -183,33 +202,21 @@ def fit_multiturn(convs: list[np.ndarray], labels: Sequence[int], turn_labels: S
             for i in te:
                 d = drift_scores(w, _columns(convs[i], layers, pick))
                 conv_score[i] = d[1:].max() if len(d) > 1 else 0.0  # turn 1 is the baseline, never flagged
-        ok = np.isfinite(conv_score)
-        a = auroc(y_conv[ok], conv_score[ok]) or 0.0
-        t = tpr_at_fpr(y_conv[ok], conv_score[ok], target_fpr)
-        return a + t, a, t, conv_score
+        return _cv_key(y_conv, conv_score, target_fpr)[0], conv_score
 
     per_layer: dict[int, dict[str, float | None]] = {}
     best: tuple[float, int, np.ndarray] | None = None
     for li in tqdm([layer] if layer is not None else layers, desc="layers (multi-turn)", disable=not progress):
-        key, a, t, conv_score = oof_key([li])
+        _, conv_score = oof_key([li])
+        key, a, t = _cv_key(y_conv, conv_score, target_fpr)
         per_layer[li] = {"oof_auroc": a, "oof_tpr_at_target_fpr": t}
         if best is None or key > best[0] + 1e-9:
             best = (key, li, conv_score)
     assert best is not None
     key, li, s = best
-    chosen, steps = [li], [{"layers": [li], "cv_key": key}]
-    while layer is None and len(chosen) < max_layers:
-        trial: tuple[float, int, np.ndarray] | None = None
-        for extra in tqdm([c for c in layers if c not in chosen], desc=f"combine with {chosen} (multi-turn)",
-                          disable=not progress, leave=False):
-            k2, _, _, s2 = oof_key(sorted([*chosen, extra]))
-            if trial is None or k2 > trial[0] + 1e-9:
-                trial = (k2, extra, s2)
-        if trial is None or trial[0] < key + min_gain:
-            break
-        key, s = trial[0], trial[2]
-        chosen = sorted([*chosen, trial[1]])
-        steps.append({"layers": list(chosen), "cv_key": key})
+    chosen, s, steps = _add_layers([li], key, s, layers, oof_key,
+                                   max_layers=1 if layer is not None else max_layers, min_gain=min_gain,
+                                   progress=progress, desc="layers (multi-turn)")
     ok = np.isfinite(s)
     tau = calibrate_threshold(s[ok & (y_conv == 0)], target_fpr)
     Xd, yd = deltas(range(len(convs)), chosen)
@@ -234,8 +241,8 @@ def leave_one_out(X: np.ndarray, y: np.ndarray, key: Sequence[str], layer_pos: i
     a deployment would), test on the held-out scenario. The honest generalization number."""
     y = np.asarray(y).astype(int)
     k = np.asarray(key)
-    pos = [layer_pos] if isinstance(layer_pos, int) else sorted(layer_pos)
-    F = X[:, pos].reshape(len(X), -1)  # one layer, or several concatenated (a multi-layer probe's input)
+    pos = sorted(int(i) for i in np.atleast_1d(layer_pos))  # one layer, or several concatenated
+    F = X[:, pos].reshape(len(X), -1)  # a multi-layer probe's input: its layers side by side
     out: dict[str, dict[str, Any]] = {}
     for s in sorted(set(key)):
         te, tr = k == s, k != s
