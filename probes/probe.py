@@ -184,11 +184,12 @@ class ProbeArtifact:
 
         p = Path(path)
         p.mkdir(parents=True, exist_ok=True)
-        if len(self.layers) > 1:
-            self.meta.format_version = MULTI_LAYER_FORMAT_VERSION
+        # Multi-layer artifacts are written as version 2 (older releases refuse them by version, not by shape).
+        version = MULTI_LAYER_FORMAT_VERSION if len(self.layers) > 1 else FORMAT_VERSION
+        meta = self.meta.model_copy(update={"format_version": version})
         save_file({"coef": self.coef.astype(np.float32),
                    "intercept": np.array([self.intercept], dtype=np.float32)}, str(p / "weights.safetensors"))
-        (p / "meta.json").write_text(self.meta.model_dump_json(indent=2) + "\n")
+        (p / "meta.json").write_text(meta.model_dump_json(indent=2) + "\n")
         return p
 
     @classmethod

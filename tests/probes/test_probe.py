@@ -211,7 +211,8 @@ def test_multi_layer_artifact_round_trip_and_validation(tmp_path):
     p = art.save(tmp_path / "p")
     assert json.loads((p / "meta.json").read_text())["format_version"] == 2  # older releases refuse it by version
     back = ProbeArtifact.load(p)
-    assert back.layers == [2, 5] and np.array_equal(back.coef, art.coef)
+    assert back.layers == [2, 5] and np.array_equal(back.coef, art.coef) and back.meta.format_version == 2
+    assert art.meta.format_version == 1  # saving does not mutate the in-memory artifact
     assert _artifact().save(tmp_path / "one") and json.loads((tmp_path / "one/meta.json").read_text())[
         "format_version"] == 1  # single-layer artifacts keep the old format
     for bad in ({"layers": [5, 2]}, {"layers": [2, 4]}, {"layers": []}, {"layers": [2, 2, 5]},
