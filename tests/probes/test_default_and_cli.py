@@ -98,6 +98,12 @@ def test_cli_train_small(tmp_path, smol):
 def test_cli_errors_are_clean(tmp_path):
     res = CliRunner().invoke(app, ["eval", "--probe", str(tmp_path / "nope"), "--data", str(tmp_path / "x")])
     assert res.exit_code == 2 and "error:" in res.output
+    data = _write(tmp_path / "t.jsonl", [{"id": "a", "request": "hi", "label": 0}])
+    for bad in ("0", "9"):
+        res = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "p"),
+                                       "--max-layers", bad, "--json"])
+        assert res.exit_code == 2 and json.loads(res.stdout) == {"error": "--max-layers must be in 1..8"}
+    assert not (tmp_path / "p").exists()  # refused before anything was written
 
 
 BENIGN_CHATS = [  # hand-written: unrelated tasks, with the user's own data and general privacy questions mixed in
