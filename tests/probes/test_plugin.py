@@ -90,15 +90,21 @@ def test_fused_hook_zero_extra_passes_and_blocks_before_first_token(tiny):
         counter.remove()
 
 
-def test_fused_hook_matches_sentinel_scores(tiny):
-    bundle = synthetic_bundle(tiny, 2, threshold=1e3)
-    sent = PrivacyDetector(bundle, lm=tiny).predict(_req([{"role": "user", "content": "hello"}], session=None))
+def _run_fused(tiny, bundle, prompt):
+    """One prefill of `prompt` on the tiny model with a fused hook attached; returns the hook (its findings)."""
     hook = PrivacyDetector(bundle, lm=tiny, mode="fused").fused_hook(identity=lambda: None)
-    ids = torch.tensor([tiny.tokenizer("user: hello\nassistant:")["input_ids"]])
+    ids = torch.tensor([tiny.tokenizer(prompt)["input_ids"]])
     detach = hook.attach(tiny, ids, None)
     with torch.no_grad():
         tiny.model(input_ids=ids)
     detach()
+    return hook
+
+
+def test_fused_hook_matches_sentinel_scores(tiny):
+    bundle = synthetic_bundle(tiny, 2, threshold=1e3)
+    sent = PrivacyDetector(bundle, lm=tiny).predict(_req([{"role": "user", "content": "hello"}], session=None))
+    hook = _run_fused(tiny, bundle, "user: hello\nassistant:")
     assert hook.last_findings[0].score == pytest.approx(sent[0].score, abs=1e-5)
 
 
@@ -121,12 +127,7 @@ def test_multi_layer_probe_reads_every_layer_in_both_modes(tiny):
     acts2 = det.encoder.activation(two)
     s2 = float(bundle.multiturn.coef @ (np.concatenate([acts2[1], acts2[2]]) - np.concatenate([acts[1], acts[2]])))
     assert f"S_2 = {s2:.3f}" in drift.explanation and "layers 1+2" in drift.explanation
-    hook = PrivacyDetector(bundle, lm=tiny, mode="fused").fused_hook(identity=lambda: None)
-    ids = torch.tensor([tiny.tokenizer("user: hello there\nassistant:")["input_ids"]])
-    detach = hook.attach(tiny, ids, None)
-    with torch.no_grad():
-        tiny.model(input_ids=ids)
-    detach()
+    hook = _run_fused(tiny, bundle, "user: hello there\nassistant:")
     assert hook.calls == 1 and hook.last_findings[0].score == pytest.approx(got.score, abs=1e-5)
 
 
