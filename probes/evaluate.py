@@ -26,25 +26,18 @@ from .train import default_layers, drift_scores
 Record = dict[str, Any]
 
 
-def _layers(bundle: ProbeBundle) -> list[int]:
-    ls = set(bundle.single.layers)
-    if bundle.multiturn is not None:
-        ls.update(bundle.multiturn.layers)
-    return sorted(ls)
-
-
 def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, latency_sample: int = 16,
                 progress: bool = True) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """CONTRACT metrics for single-turn records; also returns (labels, raw scores) for plots."""
     # Capture at the standard candidate layers too: same forward cost (early exit at the deepest), and the
     # activation cache built during training is reused for any record already seen.
-    layers = sorted(set(default_layers(lm.num_layers)) | set(_layers(bundle)))
+    layers = sorted(set(default_layers(lm.num_layers)) | set(bundle.layers))
     prompts = single_turn_prompts(lm.tokenizer, records)
     X = cached_capture(lm, prompts, layers, progress=progress)
     s = bundle.single.raw(bundle.single.features({li: X[:, i] for i, li in enumerate(layers)}))
     y = np.array([int(r["label"]) for r in records])
     m: dict[str, Any] = rates(y, s, bundle.single.meta.threshold)
-    enc = SentinelEncoder(lm.model, lm.tokenizer, _layers(bundle))
+    enc = SentinelEncoder(lm.model, lm.tokenizer, bundle.layers)
     lat = []
     for r in records[:latency_sample]:
         t0 = time.perf_counter()
@@ -59,7 +52,7 @@ def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, late
 def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *,
                    progress: bool = True) -> tuple[dict[str, Any], np.ndarray, list[np.ndarray]]:
     """Conversation-level metrics + mean_detection_turn (1-based user turn of the first flag, positives)."""
-    layers = _layers(bundle)
+    layers = bundle.layers
     enc = SentinelEncoder(lm.model, lm.tokenizer, layers, max_sessions=2)
     single, multi = bundle.single, bundle.multiturn
     y, conv_scores, drifts, first_flag, lat = [], [], [], [], []

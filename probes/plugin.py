@@ -48,8 +48,7 @@ class PrivacyScorer:
         self.bundle = bundle
         self.action = action
         self.tracker = VelocityTracker(bundle.multiturn, store) if bundle.multiturn is not None else None
-        self.layers = sorted(set(bundle.single.layers) |
-                             (set(bundle.multiturn.layers) if bundle.multiturn is not None else set()))
+        self.layers = bundle.layers
 
     def findings(self, acts: Mapping[int, np.ndarray], *, tenant_id: str, user_id: str, session_id: str | None,
                  threshold: float = 0.5) -> list[Finding]:

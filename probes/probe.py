@@ -233,6 +233,12 @@ class ProbeBundle:
     def model_id(self) -> str:
         return self.single.meta.model_id
 
+    @property
+    def layers(self) -> list[int]:
+        """Every layer either probe reads (ascending): what a capture must provide; the last is the early exit."""
+        extra = set(self.multiturn.layers) if self.multiturn is not None else set()
+        return sorted(set(self.single.layers) | extra)
+
     def save(self, path: str | Path) -> Path:
         p = Path(path)
         self.single.save(p / "single")

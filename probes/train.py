@@ -122,7 +122,7 @@ def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Seque
         return _cv_key(y, s, target_fpr)[0], s
 
     for li in tqdm(cand, desc="layers", disable=not progress):
-        s = oof_scores(X[:, layers.index(li)], y, folds, method, C)
+        _, s = oof_key([li])
         key, a, t = _cv_key(y, s, target_fpr)
         per_layer[li] = {"oof_auroc": a, "oof_tpr_at_target_fpr": t}
         if best is None or key > best[0] + 1e-9:
