@@ -77,7 +77,8 @@ def train(
         fail(str(exc), as_json=as_json)
     res: dict[str, Any] = {"out": str(out), "train_s": round(time.perf_counter() - t0, 2),
                            "single": {"layer": bundle.single.meta.layer, "layers": bundle.single.layers,
-                                      **bundle.single.meta.metrics["cv"]}}
+                                      **bundle.single.meta.metrics["cv"],
+                                      "history_threshold": bundle.single.meta.history_threshold}}
     if bundle.multiturn is not None:
         res["multiturn"] = {"layer": bundle.multiturn.meta.layer, "layers": bundle.multiturn.layers,
                             **bundle.multiturn.meta.metrics["cv_conversation"]}

@@ -227,7 +227,7 @@ def multiturn_records(data_dir: str | Path, *, per_scenario: int = 16, seed: int
 
     By default conversation ``c`` of each scenario uses profile ``100 + c`` (disjoint from ``cmpl_records``'
     first 30); ``profiles`` picks other profile indices instead (one conversation each, indices past a
-    scenario's profile count skipped), for the drift probe's extra training data (:func:`drift_records`)."""
+    scenario's profile count skipped), for extra conversation training data (:func:`drift_records`)."""
     scen, scenarios = _cmpl_scenarios(data_dir)
     rng = random.Random(seed)
     out: list[Record] = []
@@ -263,9 +263,10 @@ DRIFT_PROFILES = [*range(32, 100), *range(116, 200)]
 
 
 def drift_records(data_dir: str | Path, *, seed: int = 21) -> list[Record]:
-    """Extra multi-turn conversations (one per profile in DRIFT_PROFILES, ids ``mtx-s<S>-p<P>``) for the drift
-    probe: with the 60 default training conversations its grouped-CV AUROC was 0.81; the direction needs
-    hundreds of conversations, and collecting them through the sentinel costs ~0.5 s each on a CPU."""
+    """Extra multi-turn conversations (one per profile in DRIFT_PROFILES, ids ``mtx-s<S>-p<P>``), first for the
+    drift probe: with the 60 default training conversations its grouped-CV AUROC was 0.81; the direction needs
+    hundreds of conversations, and collecting them through the sentinel costs ~0.5 s each on a CPU. Their user
+    turns also train the per-turn probe and calibrate its later-turn threshold."""
     return multiturn_records(data_dir, seed=seed, profiles=DRIFT_PROFILES, id_prefix="mtx")
 
 

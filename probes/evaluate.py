@@ -3,7 +3,8 @@
 Single-turn lines are scored in batches (cached activations) with the single-turn probe; latency is the p50
 of un-batched checks on a sample. Multi-turn lines are replayed turn by turn through the sentinel encoder
 exactly as the detector does at serving time (KV reuse, scored before each user turn is answered): a turn is
-flagged when the single-turn probe or the drift S_t exceeds its threshold, a conversation when any turn is.
+flagged when the per-turn probe exceeds its threshold for that turn (``threshold`` on turn 1,
+``history_threshold`` after) or the drift S_t exceeds its own, a conversation when any turn is.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *,
             if multi is not None:
                 a_multi.append(multi.features(acts))
         enc.forget(ci)
-        s1 = single.raw(np.stack(a_single)) - single.meta.threshold
+        s1 = single.raw(np.stack(a_single)) - np.array([single.threshold_for(t + 1) for t in range(len(a_single))])
         flags = s1 > 0
         if multi is not None and len(a_multi) > 1:
             d = drift_scores(multi.coef, np.stack(a_multi))
@@ -89,6 +90,7 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *,
     # auroc ranks conversations by max over turns of max(single margin, drift margin) in score_scale units;
     # a conversation is flagged when that exceeds 0, i.e. when either probe crosses its own threshold.
     m["threshold"] = single.meta.threshold
+    m["history_threshold"] = single.meta.history_threshold
     m["drift_threshold"] = multi.meta.threshold if multi else None
     m["drift_layer"] = multi.meta.layer if multi else None
     m["drift_layers"] = multi.layers if multi else None

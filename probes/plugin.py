@@ -51,31 +51,46 @@ class PrivacyScorer:
         self.layers = bundle.layers
 
     def findings(self, acts: Mapping[int, np.ndarray], *, tenant_id: str, user_id: str, session_id: str | None,
-                 threshold: float = 0.5) -> list[Finding]:
+                 threshold: float = 0.5, user_turn: int | None = None) -> list[Finding]:
+        """``user_turn``: which user message of its conversation this is (1-based, from the checked messages).
+        It picks the per-turn probe's τ (later turns have their own, see ``ProbeArtifact.threshold_for``). With
+        a session, its drift turn count also counts (a client may send only the newest message): the larger
+        of the two wins; with neither, turn 1."""
         if not 0.0 <= threshold <= 1.0:
             raise InvalidInputError("privacy threshold must lie in [0, 1]")
+        if user_turn is not None and user_turn < 1:
+            raise InvalidInputError("user_turn counts from 1")
         for a in acts.values():
             if not np.isfinite(a).all():
                 raise InvalidInputError("non-finite activation: refusing to score")
         s = self.bundle.single
         raw = float(s.raw(s.features(acts)))
-        unit = s.unit_score(raw)
-        out = [Finding(detector="privacy", category="privacy_request", score=unit, threshold=threshold,
-                       explanation=f"single-turn probe ({_where(s.layers)}): raw {raw:.3f} vs tau "
-                                   f"{s.meta.threshold:.3f}",
-                       action=self.action if unit > threshold else Action.ALLOW)]
+        t = user_turn or 1
+        drift: list[Finding] = []
         if self.tracker is not None and session_id is not None:
             m = self.bundle.multiturn
             assert m is not None
             score, turn = self.tracker.update(tenant_id, user_id, session_id, m.features(acts))
             unit_d = m.unit_score(score)
             fire = turn >= 2 and unit_d > threshold
-            out.append(Finding(detector="privacy", category="privacy_drift", score=unit_d if turn >= 2 else 0.0,
-                               threshold=threshold,
-                               explanation=f"cumulative drift S_{turn} = {score:.3f} vs tau {m.meta.threshold:.3f}"
-                                           f" ({_where(m.layers)}; turn 1 is the baseline)",
-                               action=self.action if fire else Action.ALLOW))
-        return out
+            drift.append(Finding(detector="privacy", category="privacy_drift", score=unit_d if turn >= 2 else 0.0,
+                                 threshold=threshold,
+                                 explanation=f"cumulative drift S_{turn} = {score:.3f} vs tau "
+                                             f"{m.meta.threshold:.3f} ({_where(m.layers)}; turn 1 is the baseline)",
+                                 action=self.action if fire else Action.ALLOW))
+            t = max(t, turn)
+        unit = s.unit_score(raw, t)
+        return [Finding(detector="privacy", category="privacy_request", score=unit, threshold=threshold,
+                        explanation=f"single-turn probe ({_where(s.layers)}): raw {raw:.3f} vs tau "
+                                    f"{s.threshold_for(t):.3f} (user turn {t})",
+                        action=self.action if unit > threshold else Action.ALLOW), *drift]
+
+
+def _user_turns(messages: Any) -> int | None:
+    """How many user messages the checked conversation holds (its last one is being scored); None if unknown."""
+    if not messages:
+        return None
+    return sum(1 for m in messages if m.get("role") == "user") or None
 
 
 def _threshold(settings: Mapping[str, Any]) -> float:
@@ -136,7 +151,8 @@ class PrivacyDetector(BaseDetector):
         key = (request.tenant_id, request.user_id, request.session_id) if request.session_id else None
         acts = self.encoder.activation(msgs, session=key)
         return self.scorer.findings(acts, tenant_id=request.tenant_id, user_id=request.user_id,
-                                    session_id=request.session_id, threshold=_threshold(request.settings))
+                                    session_id=request.session_id, threshold=_threshold(request.settings),
+                                    user_turn=_user_turns(msgs))
 
     def fused_hook(self, *, tenant_id: str = "default",
                    identity: Callable[[], Any] | None = None) -> FusedProbeHook:
@@ -202,7 +218,7 @@ class FusedProbeHook:
                 detach()  # one-shot: decode steps never reach the probe
                 self.calls += 1
                 findings = self.scorer.findings(got, tenant_id=self.tenant_id, user_id=user_id,
-                                                session_id=session_id)
+                                                session_id=session_id, user_turn=_user_turns(messages))
                 self.last_findings = findings
                 blocked = any(f.action is Action.BLOCK for f in findings)
                 self.last_decision = Decision(action=Action.BLOCK if blocked else Action.ALLOW, stage=Stage.INPUT,

@@ -115,6 +115,9 @@ class ProbeMeta(BaseModel):
     layers: list[int] | None = None  # input layers, ascending, concatenated in this order (None = [layer])
     d_model: int = Field(gt=0)  # hidden size of one layer; the weights have d_model * len(input_layers)
     threshold: float
+    # Single-turn probes trained with conversations: τ for a user turn that follows earlier user turns of the
+    # same conversation, calibrated per conversation (None: ``threshold`` serves every turn). See fit_single.
+    history_threshold: float | None = None
     target_fpr: float = Field(gt=0, lt=1)
     score_scale: float = Field(default=1.0, gt=0)  # maps raw score to [0,1]: sigmoid((s - threshold)/scale)
     method: str = "logreg"
@@ -167,9 +170,17 @@ class ProbeArtifact:
             raise ProbeMismatchError(f"activation width {a.shape[-1]} != probe width {self.coef.shape[0]}")
         return (a @ self.coef).astype(np.float64) + self.intercept
 
-    def unit_score(self, raw: float) -> float:
-        """Raw score mapped to (0, 1) with the calibrated threshold at exactly 0.5 (for Findings/settings)."""
-        z = (raw - self.meta.threshold) / self.meta.score_scale
+    def threshold_for(self, user_turn: int = 1) -> float:
+        """τ for the ``user_turn``-th user message of a conversation (1-based): ``threshold`` for a first turn or
+        a single request, ``history_threshold`` (when calibrated) for any later turn."""
+        if user_turn > 1 and self.meta.history_threshold is not None:
+            return self.meta.history_threshold
+        return self.meta.threshold
+
+    def unit_score(self, raw: float, user_turn: int = 1) -> float:
+        """Raw score mapped to (0, 1) with the calibrated threshold (for that user turn, see
+        :meth:`threshold_for`) at exactly 0.5 (for Findings/settings)."""
+        z = (raw - self.threshold_for(user_turn)) / self.meta.score_scale
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
     def check_model(self, fingerprint: str, model_id: str | None = None) -> None:

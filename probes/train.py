@@ -87,24 +87,69 @@ def oof_scores(X: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.nd
     return out
 
 
+
+def _turn_index(conversation_turns: Sequence[tuple[str, int] | None] | None,
+                n: int) -> tuple[np.ndarray, dict[str, list[int]]]:
+    """(mask of request rows: single-turn or a first user turn, {conversation key: its rows})."""
+    if conversation_turns is None:
+        return np.ones(n, dtype=bool), {}
+    if len(conversation_turns) != n:
+        raise ValueError("conversation_turns must name one (conversation, turn) or None per training row")
+    first = np.ones(n, dtype=bool)
+    convs: dict[str, list[int]] = {}
+    for i, ct in enumerate(conversation_turns):
+        if ct is None:
+            continue
+        key, t = str(ct[0]), int(ct[1])
+        if t < 0:
+            raise ValueError("turn indices start at 0")
+        first[i] = t == 0
+        convs.setdefault(key, []).append(i)
+    return first, convs
+
+
+def _history_threshold(y: np.ndarray, s: np.ndarray, first: np.ndarray, convs: dict[str, list[int]], tau: float,
+                       target_fpr: float) -> tuple[float | None, dict[str, Any] | None]:
+    """τ for later turns: the ``target_fpr`` point of each benign conversation's highest OOF score over its later
+    turns (None without such conversations), and the conversation-level OOF rates with both thresholds."""
+    later = {k: [i for i in rows if not first[i] and np.isfinite(s[i])] for k, rows in convs.items()}
+    benign = [k for k, rows in convs.items() if later[k] and not y[rows].any()]
+    if not benign:
+        return None, None
+    tau_h = calibrate_threshold(np.array([s[later[k]].max() for k in benign]), target_fpr)
+    keys = [k for k in convs if later[k]]
+    margin = [max([s[i] - tau for i in convs[k] if first[i] and np.isfinite(s[i])] + [s[later[k]].max() - tau_h])
+              for k in keys]
+    return tau_h, rates(np.array([int(y[convs[k]].any()) for k in keys]), np.array(margin), 0.0)
+
+
 def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Sequence[int], *,
                model_id: str, fingerprint: str, target_fpr: float = 0.01, layer: int | None = None,
                method: Method = "logreg", C: float = 0.3, n_splits: int = 5,
                data_sha256: dict[str, str] | None = None, progress: bool = True,
                domains: Sequence[str] | None = None, max_layers: int = MAX_COMBINED_LAYERS,
-               min_gain: float = 0.005) -> ProbeArtifact:
+               min_gain: float = 0.005,
+               conversation_turns: Sequence[tuple[str, int] | None] | None = None) -> ProbeArtifact:
     """Fit a single-turn probe. ``X`` is ``[n, len(layers), d]`` (layers sorted as given).
 
     The best single layer is chosen by grouped CV (OOF AUROC + TPR at ``target_fpr``). Then, up to
     ``max_layers`` in all, shallower candidate layers are added greedily, each time the one whose concatenation
     raises that CV key most, while it rises by at least ``min_gain``. Only shallower layers: the sentinel's
-    early exit (the deepest probe layer) and so the per-turn cost do not move. On the default data this took
-    layer 15 alone (OOF AUROC 0.9815, TPR 0.601 at 1 % FPR) to layers 9+12+15 (0.9852, 0.719). ``layer`` pins
-    one layer and ``max_layers=1`` keeps the best single one.
+    early exit (the deepest probe layer) and so the per-turn cost do not move. On the default data (requests and
+    every conversation turn) this took layer 15 alone (CV key 1.735) to layers 6+15 (1.843) and 6+12+15 (1.877).
+    The key pools all rows, as the probe serves every turn. ``layer`` pins one layer and ``max_layers=1`` keeps
+    the best single one.
 
-    τ is the ``target_fpr`` point of the pooled OOF negatives. With ``domains`` (one source/scenario name per
-    row) the OOF FPR of each domain at τ is stored too (``metrics.cv.fpr_by_domain``): a pooled 1 % can hide a
-    domain the probe cannot separate (AirGap rows on the default probe).
+    τ is the ``target_fpr`` point of the OOF negatives that are requests: single-turn rows and first user turns.
+    ``conversation_turns`` names, per row, its (conversation key, 0-based user-turn index), or None for a
+    single-turn request. Later turns get their own ``history_threshold``: the ``target_fpr`` point of the benign
+    conversations' highest OOF score over their later turns, so a benign conversation, not a turn, is what
+    ``target_fpr`` bounds. One pooled τ over all rows let the many easy history turns pull τ down (default data:
+    OOF FPR 3.2 % on requests at a pooled 1 %) while each extra turn of a conversation was another chance of a
+    false alarm; with both thresholds the default probe's OOF rates are 0.62 TPR at 0.98 % FPR on requests and,
+    per conversation, 0.92 of attacks at 0.96 % of benign ones. With ``domains`` (one source/scenario name per
+    row) the OOF FPR of each domain at its rows' τ is stored too (``metrics.cv.fpr_by_domain``): a pooled 1 % can
+    hide a domain the probe cannot separate (AirGap rows on the default probe).
     """
     y = np.asarray(y).astype(int)
     if max_layers < 1:
@@ -114,6 +159,7 @@ def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Seque
         raise ValueError("domains must name one domain per training row")
     layers = list(layers)
     folds = _folds(groups, n_splits)
+    first, convs = _turn_index(conversation_turns, len(y))
     cand = [layer] if layer is not None else layers
     per_layer: dict[int, dict[str, float | None]] = {}
     best: tuple[float, int, np.ndarray] | None = None
@@ -134,20 +180,25 @@ def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Seque
                                    progress=progress, desc="layers")
     ok = np.isfinite(s)
     neg = ok & (y == 0)
-    tau = calibrate_threshold(s[neg], target_fpr)
+    tau = calibrate_threshold(s[neg & first], target_fpr)
+    tau_h, cv_conv = _history_threshold(y, s, first, convs, tau, target_fpr)
+    thr = np.where(first, tau, tau if tau_h is None else tau_h)
     final = LinearProbe(method=method, C=C).fit(_columns(X, layers, chosen), y)
-    cv = rates(y[ok], s[ok], tau)
+    cv = rates(y[ok & first], s[ok & first], tau)
     if dom is not None:
-        cv["fpr_by_domain"] = {k: float((s[neg & (dom == k)] > tau).mean())  # type: ignore[assignment]
+        cv["fpr_by_domain"] = {k: float((s[neg & (dom == k)] > thr[neg & (dom == k)]).mean())  # type: ignore
                                for k in sorted(set(dom[neg]))}
     scale = float(np.std(s[ok])) or 1.0
     meta = ProbeMeta(kind="single", model_id=model_id, model_fingerprint=fingerprint, layer=chosen[-1],
                      layers=chosen if len(chosen) > 1 else None, d_model=X.shape[-1], threshold=tau,
-                     target_fpr=target_fpr, score_scale=scale, method=method, data_sha256=data_sha256 or {},
+                     history_threshold=tau_h, target_fpr=target_fpr, score_scale=scale, method=method,
+                     data_sha256=data_sha256 or {},
                      metrics={"cv": cv, "per_layer": {str(k): v for k, v in per_layer.items()},
-                              "layer_selection": steps, "n_splits": len(folds)})
-    log.info("single-turn probe: layers %s, tau %.4f, OOF auroc %.4f tpr %.4f fpr %.4f", chosen, tau,
-             cv["auroc"] or 0, cv["tpr"] or 0, cv["fpr"] or 0)
+                              "layer_selection": steps, "n_splits": len(folds),
+                              **({"cv_conversation": cv_conv} if cv_conv else {})})
+    log.info("single-turn probe: layers %s, tau %.4f (later turns %s), OOF requests auroc %.4f tpr %.4f fpr %.4f",
+             chosen, tau, "same" if tau_h is None else f"{tau_h:.4f}", cv["auroc"] or 0, cv["tpr"] or 0,
+             cv["fpr"] or 0)
     return ProbeArtifact(coef=final.coef_, intercept=float(final.intercept_), meta=meta)
 
 
@@ -173,7 +224,8 @@ def fit_multiturn(convs: list[np.ndarray], labels: Sequence[int], turn_labels: S
     then greedy while the conversation-level OOF key rises by ``min_gain``) but from every candidate: the caller
     already capped them at the sentinel's early-exit layer. Off by default: on the default data it raised the
     OOF TPR at 1 % FPR from 0.612 (layer 12) to 0.823 (layers 6+12+15), yet on the dev conversations flagged
-    fewer attacks at more false alarms (0.883 / 0.070 vs 0.904 / 0.053 with layer 12 alone): the CV folds share
+    fewer attacks at more false alarms (0.883 / 0.070 vs 0.904 / 0.053 with layer 12 alone, measured with the
+    session-8 per-turn probe): the CV folds share
     templates that the extra layers learn. ``layer`` pins one layer.
     """
     y_conv = np.asarray(labels).astype(int)
@@ -302,13 +354,13 @@ def train_drift_probe(records: Sequence[dict[str, Any]], lm: Any, *, max_layer: 
 def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | None = None,
                  layers: Sequence[int] | None = None, target_fpr: float = 0.01, multiturn: bool = False,
                  method: Method = "logreg", data_sha256: dict[str, str] | None = None,
-                 progress: bool = True, drift_records: Sequence[dict[str, Any]] = (),
-                 max_layers: int = MAX_COMBINED_LAYERS, drift_max_layers: int = 1) -> Any:
-    """Fit a :class:`~probes.probe.ProbeBundle` from privacy records (single-turn lines required; multi-turn
-    lines train the drift probe when ``multiturn``). ``drift_records``: extra multi-turn records for the drift
-    probe only (the single-turn probe's training set is unchanged by them). ``max_layers`` /
-    ``drift_max_layers``: how many layers the per-turn / drift probe may concatenate (:func:`fit_single`,
-    :func:`fit_multiturn`)."""
+                 progress: bool = True, max_layers: int = MAX_COMBINED_LAYERS,
+                 drift_max_layers: int = 1) -> Any:
+    """Fit a :class:`~probes.probe.ProbeBundle` from privacy records: single-turn lines (required) and multi-turn
+    lines. The per-turn probe learns from both (every user turn of a conversation, labelled per turn) and gets
+    two thresholds (requests and first turns; later turns, calibrated per conversation: :func:`fit_single`).
+    With ``multiturn`` the multi-turn lines also train the drift probe. ``max_layers`` / ``drift_max_layers``:
+    how many layers the per-turn / drift probe may concatenate (:func:`fit_single`, :func:`fit_multiturn`)."""
     from .features import cached_capture, conversation_capture, single_turn_prompts
     from .probe import ProbeBundle
 
@@ -316,6 +368,8 @@ def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | Non
     multi = [r for r in records if "turns" in r]
     if not single:
         raise ValueError("training needs single-turn records ({'request', 'label'} lines)")
+    if multiturn and not multi:
+        raise ValueError("--multiturn needs multi-turn records ({'turns', 'label'} lines)")
     cand = sorted(set(layers or default_layers(lm.num_layers)) | ({layer} if layer is not None else set()))
     kw = dict(model_id=lm.name, fingerprint=lm.fingerprint(), target_fpr=target_fpr, layer=layer,
               method=method, data_sha256=data_sha256, progress=progress)
@@ -323,6 +377,8 @@ def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | Non
     y = [int(r["label"]) for r in single]
     groups = [str(r.get("group", r["id"])) for r in single]
     domains = [str(r.get("scenario", "default")) for r in single]
+    turns: list[tuple[str, int] | None] = [None] * len(single)
+    convs: list[np.ndarray] = []
     if multi:
         # The per-turn probe is served on whole conversations (history + current turn), so it also learns
         # from every user turn of the multi-turn records, labelled per turn ("train on the history form you
@@ -335,13 +391,13 @@ def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | Non
             y += [int(tl[t]) if tl is not None else int(multi[c]["label"]) for t in range(len(conv))]
             groups += [str(multi[c].get("group", multi[c]["id"]))] * len(conv)
             domains += [str(multi[c].get("scenario", "default"))] * len(conv)
+            turns += [(f"{c}:{multi[c]['id']}", t) for t in range(len(conv))]
     # Per-source OOF FPR is reported next to the pooled one (records without `scenario`: one domain).
-    art = fit_single(X, y, groups, cand, domains=domains, max_layers=max_layers, **kw)  # type: ignore[arg-type]
+    art = fit_single(X, y, groups, cand, domains=domains, max_layers=max_layers,  # type: ignore[arg-type]
+                     conversation_turns=turns if multi else None, **kw)
     mt = None
     if multiturn:
-        if not multi and not drift_records:
-            raise ValueError("--multiturn needs multi-turn records ({'turns', 'label'} lines)")
-        mt = train_drift_probe([*multi, *drift_records], lm, max_layer=art.meta.layer, layers=cand, layer=layer,
+        mt = train_drift_probe(multi, lm, max_layer=art.meta.layer, layers=cand, layer=layer,
                                target_fpr=target_fpr, method=method, data_sha256=data_sha256, progress=progress,
-                               captured=(cand, convs) if multi else None, max_layers=drift_max_layers)
+                               captured=(cand, convs), max_layers=drift_max_layers)
     return ProbeBundle(single=art, multiturn=mt)

@@ -2,12 +2,13 @@
 """Reproduce the shipped default privacy probe (probes/default/) from ../shared/data only.
 
 Steps: generate the CI-varied training set (probes.datasets.build_training_set, plus drift_records: 660 extra
-CMPL conversations for the drift probe, and chat_records: 320 benign topic-hopping chats for both probes), split each
-into train and dev (by ``group``; chats by Alpaca task), train the bundle on train (layer by grouped CV, tau at
-the target FPR on held-out folds), evaluate on dev, run leave-one-scenario-out (LOSO) generalization, and write
-the bundle with all metrics in its meta.json. Dev files are written to --work
-so `railguard probes eval` can re-check them (`dev_multiturn.jsonl`: the default set's 20 dev conversations
-plus the extra sets' dev parts; `dev_multiturn_default.jsonl`: the 20 alone, comparable with older notes).
+CMPL conversations, and chat_records: 320 benign topic-hopping chats; every conversation trains both probes),
+split each into train and dev (by ``group``; chats by Alpaca task), train the bundle on train (layer by grouped
+CV, tau at the target FPR on held-out folds: per request, and per benign conversation for later turns), evaluate
+on dev, run leave-one-scenario-out (LOSO) generalization, and write the bundle with all metrics in its meta.json.
+Dev files are written to --work so `railguard probes eval` can re-check them (`dev_multiturn.jsonl`: the default
+set's 20 dev conversations plus the extra sets' dev parts; `dev_multiturn_default.jsonl`: the 20 alone,
+comparable with older notes).
 
     python scripts/train_default_probe.py [--data ../shared/data/privacy] [--out probes/default] [--work /tmp/...]
     python scripts/train_default_probe.py --drift-only   # keep --out's single-turn probe, retrain the drift probe
@@ -88,10 +89,12 @@ def main() -> int:
         bundle.multiturn = train_drift_probe(m_tr + c_tr + x_tr, lm, max_layer=bundle.single.meta.layer,
                                              target_fpr=args.target_fpr, data_sha256=shas)
     else:
-        # Chats are benign turns with history: negatives for the per-turn probe too. The extra CMPL
-        # conversations train the drift probe only (the per-turn probe has CMPL requests aplenty).
-        bundle = train_bundle(s_tr + m_tr + c_tr, lm, target_fpr=args.target_fpr, multiturn=True,
-                              data_sha256=shas, drift_records=x_tr)
+        # Every conversation trains both probes: its user turns (history included, labelled per turn) are rows
+        # of the per-turn probe, whose later-turn threshold is calibrated on the benign ones, and it is one
+        # sequence for the drift probe. (Until session 9 the extra CMPL conversations trained the drift probe
+        # only; adding them to the per-turn probe is what brought dev benign conversations under 5 %.)
+        bundle = train_bundle(s_tr + m_tr + c_tr + x_tr, lm, target_fpr=args.target_fpr, multiturn=True,
+                              data_sha256=shas)
     train_s = time.perf_counter() - t0
 
     dev_multi, _, _ = eval_multiturn(bundle, lm, m_dev + x_dev)

@@ -30,6 +30,28 @@ def test_detector_contract(tiny):
     assert "S_2" in f2[1].explanation and det.encoder.stats["incremental"] == 1
 
 
+
+def test_later_user_turns_use_the_history_threshold(tiny):
+    """Turn 1 is judged at τ, every later user turn at history_threshold: counted from the checked messages, or
+    from the session's drift turns when a client sends only the newest message (the larger wins)."""
+    bundle = synthetic_bundle(tiny, 2)
+    bundle.single.meta.threshold, bundle.single.meta.history_threshold = 0.25, 7.5
+    det = PrivacyDetector(bundle, lm=tiny)
+    one = [{"role": "system", "content": "norms"}, {"role": "user", "content": "first"}]
+    two = [*one, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "second"}]
+    for msgs, session, turn, tau in [(one, None, 1, 0.25), (two, None, 2, 7.5)]:
+        f = det.predict(_req(msgs, session=session))[0]
+        raw = float(bundle.single.raw(bundle.single.features(det.encoder.activation(msgs))))
+        assert f.score == pytest.approx(bundle.single.unit_score(raw, turn), abs=1e-6)
+        assert f"vs tau {tau:.3f} (user turn {turn})" in f.explanation
+    det.predict(_req(one, session="s"))
+    newest_only = det.predict(_req([{"role": "user", "content": "second"}], session="s"))
+    assert "(user turn 2)" in newest_only[0].explanation and "S_2" in newest_only[1].explanation
+    acts = det.encoder.activation(one)
+    with pytest.raises(InvalidInputError, match="counts from 1"):
+        det.scorer.findings(acts, tenant_id="t", user_id="u", session_id="s2", user_turn=0)
+    assert det.scorer.tracker.load("t", "u", "s2") is None  # refused before the session was touched
+
 def test_per_user_threshold_override(tiny):
     det = PrivacyDetector(synthetic_bundle(tiny, 2), lm=tiny)
     msgs = [{"role": "user", "content": "hello"}]

@@ -70,6 +70,61 @@ def test_fit_single_reports_fpr_by_domain():
                    domains=dom[:10])
 
 
+
+def _requests_and_conversations(seed: int, n_req: int = 600, n_conv: int = 300, turns: int = 5):
+    """1-d signal + noise. Requests: half positive. Conversations: benign ones have ``turns`` benign user turns;
+    attacks end on one positive turn. Returns X [n, 1, d], y, groups, conversation_turns, conversation labels."""
+    rng = np.random.default_rng(seed)
+    d = 4
+    X, y, g, ct = [], [], [], []
+    for i in range(n_req):
+        lab = i % 2
+        X.append(rng.normal(size=d) + np.r_[3.0 * lab, np.zeros(d - 1)])
+        y.append(lab), g.append(f"r{i // 2}"), ct.append(None)
+    conv_y = []
+    for c in range(n_conv):
+        attack = c % 4 == 0
+        conv_y.append(int(attack))
+        for t in range(turns):
+            lab = int(attack and t == turns - 1)
+            X.append(rng.normal(size=d) + np.r_[3.0 * lab, np.zeros(d - 1)])
+            y.append(lab), g.append(f"c{c}"), ct.append((f"c{c}", t))
+    return np.asarray(X, dtype=np.float32)[:, None], np.asarray(y), g, ct, np.asarray(conv_y)
+
+
+def test_later_turns_get_a_threshold_calibrated_per_conversation(tmp_path):
+    """A pooled τ bounds the FPR per turn, so a benign conversation of 5 turns has ~4 more chances of a false
+    alarm. fit_single calibrates τ on requests (single-turn rows and first turns) and ``history_threshold`` on
+    each benign conversation's highest later-turn score: on fresh data both land near target_fpr, at their
+    own unit (request, conversation), where the request τ applied to every turn would not."""
+    X, y, g, ct, _ = _requests_and_conversations(0)
+    art = fit_single(X, y, g, [7], model_id="m", fingerprint="f", target_fpr=0.05, progress=False,
+                     conversation_turns=ct)
+    tau, tau_h = art.meta.threshold, art.meta.history_threshold
+    assert tau_h is not None and tau_h > tau
+    assert art.threshold_for(1) == tau and art.threshold_for(2) == art.threshold_for(9) == tau_h
+    assert art.unit_score(tau_h, user_turn=3) == pytest.approx(0.5)
+    cvc = art.meta.metrics["cv_conversation"]
+    assert cvc["n"] == 300 and cvc["n_pos"] == 75 and cvc["fpr"] <= 0.1
+    Xf, yf, _, ctf, cyf = _requests_and_conversations(1, n_req=4000, n_conv=4000)
+    s = art.raw(Xf[:, 0])
+    req = np.array([c is None or c[1] == 0 for c in ctf])
+    assert abs((s[req & (yf == 0)] > tau).mean() - 0.05) < 0.02
+    later = np.array([c is not None and c[1] > 0 for c in ctf])
+    benign_conv_max = s[later].reshape(4000, 4).max(1)[cyf == 0]
+    assert abs((benign_conv_max > tau_h).mean() - 0.05) < 0.02
+    assert (benign_conv_max > tau).mean() > 0.12  # what one τ for every turn would have cost
+    plain = fit_single(X, y, g, [7], model_id="m", fingerprint="f", target_fpr=0.05, progress=False)
+    assert plain.meta.history_threshold is None and plain.threshold_for(5) == plain.meta.threshold
+    assert "cv_conversation" not in plain.meta.metrics
+    back = ProbeArtifact.load(art.save(tmp_path / "p"))
+    assert back.meta.history_threshold == pytest.approx(tau_h)
+    with pytest.raises(ValueError, match="one \\(conversation, turn\\)"):
+        fit_single(X, y, g, [7], model_id="m", fingerprint="f", progress=False, conversation_turns=ct[:5])
+    with pytest.raises(ValueError, match="start at 0"):
+        fit_single(X, y, g, [7], model_id="m", fingerprint="f", progress=False,
+                   conversation_turns=[("c", -1) if c is not None else None for c in ct])
+
 def test_fit_single_uses_grouped_cv_and_target_fpr():
     X, y = _data(600)
     Xl = np.stack([np.random.default_rng(2).normal(size=X.shape), X], axis=1)  # layer 0 noise, layer 1 signal
