@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from .decision import Action, Decision
-from .detector import PluginContext, build_detectors, discover
+from .detector import PluginContext, build_registered_detectors, discover
 from .errors import DataNotAvailableError
 
 log = logging.getLogger("railguard.demo")
@@ -95,15 +95,11 @@ class TurnResult:
 
 
 def _demo_detectors(store: Any) -> list[Any]:
-    """Every registered detector, except one whose on-disk data is missing (DataNotAvailableError: MovieLens is
-    read from ../shared/data and not redistributed). The demo then runs without it and says so; its plugin's demo
-    turns are skipped by their own hook. `Guard.from_registry` itself never drops a detector silently."""
-    detectors = []
-    for name in discover("railguard.detectors"):  # the order Guard.from_registry uses
-        try:
-            detectors += build_detectors([name], PluginContext(store=store))
-        except DataNotAvailableError as exc:
-            log.warning("demo runs without detector %r: %s", name, exc)
+    """Every registered detector that can run here (`build_registered_detectors`: without MovieLens, the rec
+    `commands` detector is left out with a warning, and its plugin's demo turns are skipped by their own hook)."""
+    detectors, missing = build_registered_detectors(PluginContext(store=store))
+    for name, why in missing.items():
+        log.warning("demo runs without detector %r: %s", name, why)
     return detectors
 
 

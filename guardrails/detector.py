@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from .decision import Finding, Stage
-from .errors import ConfigError
+from .errors import ConfigError, DataNotAvailableError
 
 log = logging.getLogger("railguard.detector")
 
@@ -121,6 +121,23 @@ def discover(group: str, *, refresh: bool = False) -> dict[str, Any]:
                 log.warning("plugin %s:%s failed to load: %s", group, ep.name, exc)
         _installed[group] = loaded
     return {**_installed[group], **_local[group]}
+
+
+def build_registered_detectors(ctx: PluginContext) -> tuple[list[Detector], dict[str, str]]:
+    """Every registered detector that can run on this install, and {name: why} for those that cannot because
+    data they read is not on disk (`DataNotAvailableError`: MovieLens is read from ../shared/data and never
+    redistributed, so a pip install has no rec `commands` detector). Those are logged as warnings and listed,
+    never hidden; any other build failure raises as in `build_detectors`. Asking for a detector by name is
+    strict: it builds or raises."""
+    built: list[Detector] = []
+    missing: dict[str, str] = {}
+    for name in discover("railguard.detectors"):
+        try:
+            built += build_detectors([name], ctx)
+        except DataNotAvailableError as exc:
+            missing[name] = str(exc)
+            log.warning("detector %r is not available on this install: %s", name, exc)
+    return built, missing
 
 
 def build_detectors(names: Iterable[str] | None, ctx: PluginContext) -> list[Detector]:

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast, runtime_checkable
 
 from .decision import Action, Decision, FailMode, Finding, Stage, most_severe, text_hash
-from .detector import CheckRequest, Detector, Message, PluginContext, Redactor, build_detectors
+from .detector import (
+    CheckRequest,
+    Detector,
+    Message,
+    PluginContext,
+    Redactor,
+    build_detectors,
+    build_registered_detectors,
+)
 from .errors import ConfigError, InvalidInputError
 from .text import check_id, coerce_messages, coerce_text
 
@@ -98,15 +106,24 @@ class Guard:
         self.store = store
         self.tenant_id = tenant_id
         self.shadow = shadow
+        self.unavailable: dict[str, str] = {}  # registered detectors left out by from_registry: {name: why}
 
     @classmethod
     def from_registry(
         cls, names: Iterable[str] | None = None, *, store: Any = None, config: Mapping[str, Any] | None = None,
         device: str | None = None, **kwargs: Any,
     ) -> Guard:
-        """Build a Guard from registered detector plugins (all of them when `names` is None)."""
+        """Build a Guard from registered detector plugins. `names` given: exactly those, each must build. None:
+        every registered detector that can run on this install; one whose on-disk data is missing (the rec
+        `commands` detector without MovieLens) is left out with a warning and listed in `guard.unavailable`
+        (see `build_registered_detectors`)."""
         ctx = PluginContext(store=store, config=dict(config or {}), device=device)
-        return cls(build_detectors(names, ctx), store=store, **kwargs)
+        if names is not None:
+            return cls(build_detectors(names, ctx), store=store, **kwargs)
+        detectors, missing = build_registered_detectors(ctx)
+        guard = cls(detectors, store=store, **kwargs)
+        guard.unavailable = missing
+        return guard
 
     @property
     def detector_names(self) -> list[str]:

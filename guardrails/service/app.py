@@ -199,11 +199,13 @@ def _ping(store: Any) -> None:
 
 
 def _build_guard(names: list[str] | None, store: Any) -> tuple[Guard, dict[str, str]]:
-    """Every detector must build (a privacy guard that silently is not there fails open). Set
-    RAILGUARD_STRICT_DETECTORS=0 to start without plugins that fail to import or build instead: they are logged
-    and listed under `/readyz` details."""
+    """Every detector must build (a privacy guard that silently is not there fails open), except one whose
+    on-disk data this install lacks (MovieLens for the rec `commands` detector): it is logged and listed under
+    `/readyz` details, as `Guard.from_registry` does. Set RAILGUARD_STRICT_DETECTORS=0 to start without plugins
+    that fail to import or build for any reason too."""
     if names is not None or os.environ.get("RAILGUARD_STRICT_DETECTORS", "1") != "0":
-        return Guard.from_registry(names, store=store), {}
+        guard = Guard.from_registry(names, store=store)
+        return guard, dict(guard.unavailable)
     from importlib.metadata import entry_points
 
     from ..detector import PluginContext, build_detectors, discover
@@ -230,9 +232,10 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
     from ..store import SettingsStore
 
     store = store if store is not None else SettingsStore()
-    unavailable: dict[str, str] = {}
     if guard is None:
         guard, unavailable = _build_guard(detectors, store)
+    else:
+        unavailable = dict(guard.unavailable)
     st = ServiceState(guard=guard, store=store, keys=KeyRing(store.engine, cache_ttl_s=key_cache_ttl_s),
                       metrics=Metrics(), admin_key=admin_key or os.environ.get(ADMIN_ENV) or None,
                       chat=chat or ChatConfig(), unavailable_detectors=unavailable)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,11 +12,12 @@ import pytest
 pytestmark = pytest.mark.model
 
 
-def run(*args, db=None):
+def run(*args, db=None, env=None):
     cmd = [sys.executable, "-m", "guardrails.cli", *args]
     if db:
         cmd += ["--db", db]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **env} if env else None)
 
 
 def one_json(stdout: str) -> dict:
@@ -31,6 +33,20 @@ def test_check_card_is_redacted(db_url):
     assert d["action"] == "redact" and d["user_id"] == "alice" and d["stage"] == "input"
     assert any(f["category"] == "credit_card" and f["action"] == "redact" for f in d["findings"])
     assert "4111" not in json.dumps(d["findings"])
+
+
+def test_check_runs_without_movielens_and_says_what_it_left_out(db_url, tmp_path):
+    """A pip install has no MovieLens: `check` runs every other guard and warns on stderr that the rec commands
+    detector is not available; asking for that detector by name is a clean JSON error."""
+    env = {"RAILGUARD_MOVIELENS": str(tmp_path / "no-movielens")}
+    p = run("check", "--user", "alice", "--text", "my card is 4111 1111 1111 1111", "--json", db=db_url, env=env)
+    assert p.returncode == 0, p.stderr
+    d = one_json(p.stdout)
+    assert d["action"] == "redact" and "commands" not in {f["detector"] for f in d["findings"]}
+    assert "'commands' is not available" in p.stderr and "no-movielens" in p.stderr
+    p = run("check", "--user", "alice", "--text", "no horror", "--detectors", "commands", "--json", db=db_url,
+            env=env)
+    assert p.returncode == 2 and "MovieLens" in one_json(p.stdout)["error"]
 
 
 def test_check_bad_inputs_give_typed_errors(db_url, tmp_path):

@@ -35,8 +35,8 @@ def test_full_demo_every_plugin_turn_as_scripted(db_url):
 
 
 def test_demo_runs_without_a_detector_whose_data_is_missing(db_url, monkeypatch, caplog):
-    """No MovieLens beside the clone: the demo runs every other detector and says which one it left out; the
-    SDK's own Guard.from_registry still refuses to build without it (never a silently missing detector)."""
+    """No MovieLens beside the clone: the demo runs every other detector and says which one it left out, as
+    Guard.from_registry() does (listed in `unavailable`); asked for by name, the detector refuses to build."""
     from guardrails import detector as registry
     from guardrails.errors import DataNotAvailableError
     from guardrails.pipeline import Guard
@@ -53,6 +53,9 @@ def test_demo_runs_without_a_detector_whose_data_is_missing(db_url, monkeypatch,
     assert "without detector 'commands'" in caplog.text and "RAILGUARD_MOVIELENS" in caplog.text
     with pytest.raises(DataNotAvailableError):
         Guard.from_registry(["commands"])
+    guard = Guard.from_registry()
+    assert "commands" not in guard.detector_names and {"privacy", "harm", "pii"} <= set(guard.detector_names)
+    assert list(guard.unavailable) == ["commands"] and "RAILGUARD_MOVIELENS" in guard.unavailable["commands"]
 
 
 def test_demo_turns_carry_their_sessions_system_prompt(db_url, monkeypatch):

@@ -1,12 +1,13 @@
 """A plugin that fails to build: fatal by default (a fail-closed guard is never silently missing), or skipped
-and reported under /readyz details when RAILGUARD_STRICT_DETECTORS=0."""
+and reported under /readyz details when RAILGUARD_STRICT_DETECTORS=0. A plugin whose on-disk data this install
+lacks (DataNotAvailableError: MovieLens for the rec commands) is left out and reported in both modes."""
 
 from __future__ import annotations
 
 import pytest
 
 import guardrails.detector as detector
-from guardrails.errors import ConfigError
+from guardrails.errors import ConfigError, DataNotAvailableError
 from guardrails.service.app import _build_guard
 from guardrails.store import SettingsStore
 
@@ -34,3 +35,22 @@ def test_broken_plugin_skipped_and_reported_when_not_strict(store, monkeypatch):
     guard, failed = _build_guard(None, store)
     assert "broken" in failed and "weights missing" in failed["broken"]
     assert "broken" not in guard.detector_names and {"pii", "validator"} <= set(guard.detector_names)
+
+
+def _no_data(ctx):
+    raise DataNotAvailableError("movies.csv not found under /nowhere (set RAILGUARD_MOVIELENS)")
+
+
+def test_plugin_without_its_data_is_left_out_and_reported(store, monkeypatch, caplog):
+    monkeypatch.setitem(detector._local["railguard.detectors"], "needs_data", _no_data)
+    monkeypatch.delenv("RAILGUARD_STRICT_DETECTORS", raising=False)
+    with caplog.at_level("WARNING", logger="railguard.detector"):
+        guard, failed = _build_guard(None, store)
+    assert "needs_data" not in guard.detector_names and {"pii", "validator"} <= set(guard.detector_names)
+    assert failed == guard.unavailable and "RAILGUARD_MOVIELENS" in failed["needs_data"]
+    assert "'needs_data' is not available" in caplog.text
+    with pytest.raises(DataNotAvailableError):  # asked for by name: it builds or the service does not start
+        _build_guard(["pii", "needs_data"], store)
+    monkeypatch.setitem(detector._local["railguard.detectors"], "broken", _broken)
+    with pytest.raises(ConfigError, match="broken"):  # any other failure stays fatal
+        _build_guard(None, store)
