@@ -7,7 +7,7 @@ Public API (everything else is internal):
 - probes: ``LinearProbe``, ``ProbeArtifact``, ``ProbeBundle``, ``ProbeMeta``, ``load_probe``,
   ``ProbeError``, ``ProbeMismatchError``, ``CorruptProbeError``
 - training: ``fit_single``, ``fit_multiturn``, ``train_bundle``, ``train_drift_probe``, ``leave_one_out``,
-  ``calibrate_threshold``
+  ``cross_domain``, ``calibrate_threshold``
 - serving: ``SentinelEncoder``, ``VelocityTracker``, ``InMemoryStateStore``, ``StateStore``,
   ``PrivacyDetector``, ``FusedProbeHook``, ``build_privacy_detector``, ``demo``
 """
@@ -35,14 +35,14 @@ from .probe import (
     load_probe,
 )
 from .sentinel import SentinelEncoder
-from .train import fit_multiturn, fit_single, leave_one_out, train_bundle, train_drift_probe
+from .train import cross_domain, fit_multiturn, fit_single, leave_one_out, train_bundle, train_drift_probe
 from .velocity import InMemoryStateStore, StateStore, VelocityTracker
 
 __all__ = [
     "CorruptProbeError", "FusedProbeHook", "InMemoryStateStore", "LayerTap", "LinearProbe",
     "NonFiniteActivationError", "PrivacyDetector", "ProbeArtifact", "ProbeBundle", "ProbeError", "ProbeMeta",
     "ProbeMismatchError", "SentinelEncoder", "StateStore", "VelocityTracker", "build_privacy_detector",
-    "calibrate_threshold", "capture", "capture_messages", "demo", "fit_multiturn", "fit_single",
+    "calibrate_threshold", "capture", "capture_messages", "cross_domain", "demo", "fit_multiturn", "fit_single",
     "layer_module", "leave_one_out", "load_probe", "render", "to_messages", "train_bundle",
     "train_drift_probe", "validate_messages",
 ]

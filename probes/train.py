@@ -306,6 +306,28 @@ def leave_one_out(X: np.ndarray, y: np.ndarray, key: Sequence[str], layer_pos: i
     return out
 
 
+def cross_domain(X: np.ndarray, y: np.ndarray, key: Sequence[str], layer_pos: int | Sequence[int], *,
+                 domains: Sequence[str] | None = None, target_fpr: float = 0.01, method: Method = "logreg",
+                 C: float = 0.3) -> dict[str, dict[str, dict[str, Any]]]:
+    """Train on one domain, test on another, for every ordered pair (``{train: {test: rates}}``), each probe
+    calibrated on its own training negatives as in :func:`leave_one_out`. ``domains`` restricts the pairs (e.g.
+    the five CMPL scenarios); domains without both classes are not trained on."""
+    y = np.asarray(y).astype(int)
+    k = np.asarray(key)
+    names = sorted(set(domains) if domains is not None else set(key))
+    pos = sorted(int(i) for i in np.atleast_1d(layer_pos))
+    F = X[:, pos].reshape(len(X), -1)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for a in names:
+        tr = k == a
+        if len(np.unique(y[tr])) < 2:
+            continue
+        p = LinearProbe(method=method, C=C).fit(F[tr], y[tr])
+        tau = calibrate_threshold(p.decision_function(F[tr])[y[tr] == 0], target_fpr)
+        out[a] = {b: rates(y[k == b], p.decision_function(F[k == b]), tau) for b in names if b != a and (k == b).any()}
+    return out
+
+
 def default_layers(n_layers: int) -> list[int]:
     """Candidate layers: 20%..80% depth in 10% steps (6, 9, ..., 24 for 30 layers). Very early layers are
     lexical and the last ones are shaped for next-token prediction; stopping by 80% also keeps early exit

@@ -57,7 +57,7 @@ def main() -> int:
     from probes.evaluate import eval_multiturn, eval_single
     from probes.features import cached_capture, single_turn_prompts
     from probes.probe import load_probe
-    from probes.train import default_layers, leave_one_out, train_bundle, train_drift_probe
+    from probes.train import cross_domain, default_layers, leave_one_out, train_bundle, train_drift_probe
 
     t_start = time.perf_counter()
     # fp32 whatever the device: the shipped probe is calibrated on fp32 activations and serves bf16 models as is
@@ -120,14 +120,20 @@ def main() -> int:
     layers = default_layers(lm.num_layers)
     X = cached_capture(lm, single_turn_prompts(lm.tokenizer, single), layers)
     y = np.array([r["label"] for r in single])
-    loso = leave_one_out(X, y, [r["scenario"] for r in single], [layers.index(li) for li in bundle.single.layers],
+    scen = [r["scenario"] for r in single]
+    pos = [layers.index(li) for li in bundle.single.layers]
+    loso = leave_one_out(X, y, scen, pos, target_fpr=args.target_fpr)
+    # The issue's own protocol too: train on one CMPL scenario's requests, test on another (every ordered pair).
+    cross = cross_domain(X, y, scen, pos, domains=[s for s in sorted(set(scen)) if s.startswith("cmpl")],
                          target_fpr=args.target_fpr)
 
     report = {"train_s": round(train_s, 1), "total_s": round(time.perf_counter() - t_start, 1),
               "n_train_single": len(s_tr), "n_train_multiturn": len(m_tr) + len(c_tr) + len(x_tr),
               "dev_single": dev_single, "dev_single_by_source": per_source, "dev_multiturn": dev_multi,
-              "dev_multiturn_default_20": dev_multi_default, "loso": loso}
-    bundle.single.meta.metrics.update({"dev": dev_single, "dev_by_source": per_source, "loso": loso})
+              "dev_multiturn_default_20": dev_multi_default, "loso": loso,
+              "cross_scenario": cross}
+    bundle.single.meta.metrics.update({"dev": dev_single, "dev_by_source": per_source, "loso": loso,
+                                       "cross_scenario": cross})
     bundle.save(args.out)
     (work / "report.json").write_text(json.dumps(report, indent=2, default=float))
     print(json.dumps(report, default=float))

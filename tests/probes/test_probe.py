@@ -18,7 +18,7 @@ from probes.probe import (
     ProbeMismatchError,
     load_probe,
 )
-from probes.train import fit_multiturn, fit_single
+from probes.train import cross_domain, fit_multiturn, fit_single
 
 
 def _data(n=400, d=16, seed=0):
@@ -278,3 +278,21 @@ def test_multi_layer_artifact_round_trip_and_validation(tmp_path):
         (q / "meta.json").write_text(json.dumps(m))
         with pytest.raises(CorruptProbeError):
             ProbeArtifact.load(q)
+
+
+def test_cross_domain_trains_on_one_domain_and_tests_on_each_other():
+    """Domains a and b share the signal direction, c has it reversed, d has one class only: a->b generalizes,
+    a->c ranks backwards, d is never trained on (and is tested on only when named)."""
+    rng = np.random.default_rng(5)
+    X, y, key = [], [], []
+    for dom, sign in (("a", 1), ("b", 1), ("c", -1), ("d", 1)):
+        for i in range(200):
+            lab = 0 if dom == "d" else i % 2
+            X.append(np.r_[sign * 3.0 * lab + rng.normal(), rng.normal(size=3)])
+            y.append(lab), key.append(dom)
+    X = np.asarray(X, dtype=np.float32)[:, None]
+    out = cross_domain(X, np.asarray(y), key, 0, target_fpr=0.05)
+    assert set(out) == {"a", "b", "c"} and set(out["a"]) == {"b", "c", "d"}
+    assert out["a"]["b"]["auroc"] > 0.95 and out["a"]["c"]["auroc"] < 0.05
+    assert out["a"]["d"]["auroc"] is None and out["a"]["d"]["fpr"] <= 0.15
+    assert set(cross_domain(X, np.asarray(y), key, [0], domains=["a", "b"], target_fpr=0.05)) == {"a", "b"}
