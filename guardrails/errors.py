@@ -16,7 +16,11 @@ class ConfigError(RailguardError, ValueError):
 
 
 class DataNotAvailableError(ConfigError, FileNotFoundError):
-    """Data a plugin reads from disk is missing (e.g. MovieLens, which is not redistributed); says where it looks."""
+    """Data a plugin reads from disk is missing (e.g. MovieLens, which is not redistributed); says where it looks.
+
+    Raised by a detector factory, it means "this optional detector cannot run on this install": the implicit
+    all-detectors set (`Guard.from_registry()`, the CLI, the service) leaves it out with a warning. A guard that
+    must never be missing (the fail-closed privacy probe) raises something else, which stops the build."""
 
 
 class ModelNotInstalledError(RailguardError, RuntimeError):

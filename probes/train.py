@@ -87,7 +87,6 @@ def oof_scores(X: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.nd
     return out
 
 
-
 def _turn_index(conversation_turns: Sequence[tuple[str, int] | None] | None,
                 n: int) -> tuple[np.ndarray, dict[str, list[int]]]:
     """(mask of request rows: single-turn or a first user turn, {conversation key: its rows})."""
@@ -225,8 +224,8 @@ def fit_multiturn(convs: list[np.ndarray], labels: Sequence[int], turn_labels: S
     already capped them at the sentinel's early-exit layer. Off by default: on the default data it raised the
     OOF TPR at 1 % FPR from 0.612 (layer 12) to 0.823 (layers 6+12+15), yet on the dev conversations flagged
     fewer attacks at more false alarms (0.883 / 0.070 vs 0.904 / 0.053 with layer 12 alone, measured with the
-    session-8 per-turn probe): the CV folds share
-    templates that the extra layers learn. ``layer`` pins one layer.
+    session-8 per-turn probe): the CV folds share templates that the extra layers learn. ``layer`` pins one
+    layer.
     """
     y_conv = np.asarray(labels).astype(int)
     layers = list(layers)
