@@ -114,12 +114,13 @@ class ProbeMeta(BaseModel):
     layer: int = Field(ge=0)  # the deepest input layer
     layers: list[int] | None = None  # input layers, ascending, concatenated in this order (None = [layer])
     d_model: int = Field(gt=0)  # hidden size of one layer; the weights have d_model * len(input_layers)
-    threshold: float
+    threshold: float = Field(allow_inf_nan=False)
     # Single-turn probes trained with conversations: τ for a user turn that follows earlier user turns of the
     # same conversation, calibrated per conversation (None: ``threshold`` serves every turn). See fit_single.
-    history_threshold: float | None = None
+    history_threshold: float | None = Field(default=None, allow_inf_nan=False)
     target_fpr: float = Field(gt=0, lt=1)
-    score_scale: float = Field(default=1.0, gt=0)  # maps raw score to [0,1]: sigmoid((s - threshold)/scale)
+    # maps raw score to [0,1]: sigmoid((s - threshold)/scale)
+    score_scale: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     method: str = "logreg"
     data_sha256: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)

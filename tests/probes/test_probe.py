@@ -271,7 +271,8 @@ def test_multi_layer_artifact_round_trip_and_validation(tmp_path):
     assert _artifact().save(tmp_path / "one") and json.loads((tmp_path / "one/meta.json").read_text())[
         "format_version"] == 1  # single-layer artifacts keep the old format
     for bad in ({"layers": [5, 2]}, {"layers": [2, 4]}, {"layers": []}, {"layers": [2, 2, 5]},
-                {"d_model": 8}, {"format_version": 3}):
+                {"d_model": 8}, {"format_version": 3}, {"threshold": float("nan")},
+                {"history_threshold": float("inf")}, {"history_threshold": "high"}, {"score_scale": float("inf")}):
         q = art.save(tmp_path / f"bad{len(list(tmp_path.iterdir()))}")
         m = json.loads((q / "meta.json").read_text())
         m.update(bad)
