@@ -166,7 +166,9 @@ class FusedProbeHook:
     hooks fire during the prefill only (they remove themselves), read the last prompt token, score it, and
     raise ``guardrails.models.chat.PrefillBlocked(decision)`` on block, before the first token exists.
     ``last_findings`` / ``last_decision`` hold the latest verdict. Identity (user, session) is read at attach
-    time from ``identity()`` or the spine's ``current_identity`` context variable.
+    time from ``identity()`` or the spine's ``current_identity`` context variable. A prefill whose messages end
+    with the assistant's (tool results aside: an agent step after the user's turn) is not scored: each user turn
+    is scored once, before its first answer (``skipped`` counts them).
     """
 
     def __init__(self, scorer: PrivacyScorer, *, tenant_id: str = "default",
@@ -177,6 +179,7 @@ class FusedProbeHook:
         self.last_findings: list[Finding] = []
         self.last_decision: Decision | None = None
         self.calls = 0
+        self.skipped = 0  # prefills of agent steps after a user turn (not scored, see attach)
         self._checked: set[int] = set()
 
     def _who(self) -> tuple[str, str | None]:
@@ -197,7 +200,16 @@ class FusedProbeHook:
             self.scorer.bundle.check_model(lm.fingerprint(), getattr(lm, "name", None))
             self._checked.add(id(lm))
         if messages is not None:
-            validate_messages([m for m in messages if m.get("role") != "tool"])
+            said = [m for m in messages if m.get("role") != "tool"]
+            users = [i for i, m in enumerate(said) if m.get("role") == "user"]
+            if users and said[-1].get("role") == "assistant":
+                # An agent step after the user's turn (its tool call answered by a tool result): that turn was
+                # scored before its first model call, as in sentinel mode; scoring again would count it twice
+                # in the drift S_t. The guard's tool_result stage is where tool output is checked.
+                validate_messages(said[: users[-1] + 1])
+                self.skipped += 1
+                return lambda: None
+            validate_messages(said)
         user_id, session_id = self._who()
         model = lm.model if hasattr(lm, "model") and hasattr(lm, "tokenizer") else lm
         layers = self.scorer.layers

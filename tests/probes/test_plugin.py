@@ -8,6 +8,7 @@ from probe_testkit import make_tiny, synthetic_bundle
 from guardrails.decision import Action
 from guardrails.detector import CheckRequest, Message, PluginContext
 from guardrails.errors import InvalidInputError
+from guardrails.middleware.identity import Identity
 from probes.plugin import PrivacyDetector, build_privacy_detector, demo, demo_script
 from probes.probe import ProbeMismatchError
 
@@ -121,6 +122,29 @@ def _run_fused(tiny, bundle, prompt):
         tiny.model(input_ids=ids)
     detach()
     return hook
+
+
+def test_fused_hook_scores_each_user_turn_once_not_agent_steps(tiny):
+    """An agent's second model call for the same user turn (after a tool result) is not scored again, so the
+    drift S_t counts user turns; a malformed conversation still fails, and a new user turn is scored."""
+    bundle = synthetic_bundle(tiny, 2, threshold=1e3)
+    hook = PrivacyDetector(bundle, lm=tiny, mode="fused").fused_hook(identity=lambda: Identity("u", "s"))
+    ids = torch.tensor([tiny.tokenizer("user: hi\nassistant:")["input_ids"]])
+    user = [{"role": "system", "content": "norms"}, {"role": "user", "content": "look up my claim"}]
+    step = [*user, {"role": "assistant", "content": ""}, {"role": "tool", "content": "claim 42: approved"}]
+    for msgs in (user, step, [*step, {"role": "assistant", "content": "Approved."},
+                              {"role": "user", "content": "thanks"}]):
+        detach = hook.attach(tiny, ids, msgs)
+        with torch.no_grad():
+            tiny.model(input_ids=ids)
+        detach()
+    assert hook.calls == 2 and hook.skipped == 1
+    assert "S_2" in hook.last_findings[1].explanation  # the third prefill is user turn 2, not 3
+    with pytest.raises(InvalidInputError, match="start with a user turn"):
+        hook.attach(tiny, ids, [{"role": "assistant", "content": "hi"}])
+    with pytest.raises(InvalidInputError, match="empty"):
+        hook.attach(tiny, ids, [{"role": "user", "content": "  "}, {"role": "assistant", "content": "?"}])
+    assert hook.calls == 2 and hook.skipped == 1
 
 
 def test_fused_hook_matches_sentinel_scores(tiny):
