@@ -17,8 +17,10 @@ can tighten or loosen the guard. Raw text is never logged.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -84,6 +86,14 @@ class PrivacyScorer:
                         explanation=f"single-turn probe ({_where(s.layers)}): raw {raw:.3f} vs tau "
                                     f"{s.threshold_for(t):.3f} (user turn {t})",
                         action=self.action if unit > threshold else Action.ALLOW), *drift]
+
+
+def _turn_digest(messages: list[dict[str, str]]) -> str:
+    """SHA-256 of a validated conversation (roles and contents): which user turn was scored, without its text."""
+    h = hashlib.sha256()
+    for m in messages:
+        h.update(f"{m['role']}\x00{len(m['content'])}\x00{m['content']}\x00".encode())
+    return h.hexdigest()
 
 
 def _user_turns(messages: Any) -> int | None:
@@ -166,13 +176,14 @@ class FusedProbeHook:
     hooks fire during the prefill only (they remove themselves), read the last prompt token, score it, and
     raise ``guardrails.models.chat.PrefillBlocked(decision)`` on block, before the first token exists.
     ``last_findings`` / ``last_decision`` hold the latest verdict. Identity (user, session) is read at attach
-    time from ``identity()`` or the spine's ``current_identity`` context variable. A prefill whose messages end
-    with the assistant's (tool results aside: an agent step after the user's turn) is not scored: each user turn
-    is scored once, before its first answer (``skipped`` counts them).
+    time from ``identity()`` or the spine's ``current_identity`` context variable. Each user turn is scored once,
+    before its first answer: a later prefill for the same turn (messages ending with the assistant's, tool results
+    aside: an agent step) is skipped (``skipped`` counts them) when this hook scored that turn for that user and
+    session; any other conversation that does not end with a user turn is refused (InvalidInputError).
     """
 
     def __init__(self, scorer: PrivacyScorer, *, tenant_id: str = "default",
-                 identity: Callable[[], Any] | None = None) -> None:
+                 identity: Callable[[], Any] | None = None, max_sessions: int = 1024) -> None:
         self.scorer = scorer
         self.tenant_id = tenant_id
         self.identity = identity
@@ -180,7 +191,11 @@ class FusedProbeHook:
         self.last_decision: Decision | None = None
         self.calls = 0
         self.skipped = 0  # prefills of agent steps after a user turn (not scored, see attach)
+        self.max_sessions = max_sessions
         self._checked: set[int] = set()
+        # (user, session) -> digest of the conversation up to the last user turn this hook scored
+        self._scored: OrderedDict[tuple[str, str | None], str] = OrderedDict()
+        self._lock = threading.Lock()
 
     def _who(self) -> tuple[str, str | None]:
         ident = self.identity() if self.identity is not None else None
@@ -199,18 +214,21 @@ class FusedProbeHook:
         if id(lm) not in self._checked:
             self.scorer.bundle.check_model(lm.fingerprint(), getattr(lm, "name", None))
             self._checked.add(id(lm))
+        user_id, session_id = self._who()
+        turn_key: str | None = None
         if messages is not None:
             said = [m for m in messages if m.get("role") != "tool"]
             users = [i for i, m in enumerate(said) if m.get("role") == "user"]
             if users and said[-1].get("role") == "assistant":
                 # An agent step after the user's turn (its tool call answered by a tool result): that turn was
-                # scored before its first model call, as in sentinel mode; scoring again would count it twice
-                # in the drift S_t. The guard's tool_result stage is where tool output is checked.
-                validate_messages(said[: users[-1] + 1])
-                self.skipped += 1
-                return lambda: None
-            validate_messages(said)
-        user_id, session_id = self._who()
+                # scored before its first model call, as in sentinel mode; scoring it again would count it twice
+                # in the drift S_t (the guard's tool_result stage checks tool output). Only a turn this hook
+                # scored is skipped: any other conversation ending with the assistant is refused as before.
+                upto = validate_messages(said[: users[-1] + 1])
+                if self._scored.get((user_id, session_id)) == _turn_digest(upto):
+                    self.skipped += 1
+                    return lambda: None
+            turn_key = _turn_digest(validate_messages(said))
         model = lm.model if hasattr(lm, "model") and hasattr(lm, "tokenizer") else lm
         layers = self.scorer.layers
         got: dict[int, np.ndarray] = {}
@@ -231,6 +249,12 @@ class FusedProbeHook:
                 self.calls += 1
                 findings = self.scorer.findings(got, tenant_id=self.tenant_id, user_id=user_id,
                                                 session_id=session_id, user_turn=_user_turns(messages))
+                if turn_key is not None:
+                    with self._lock:
+                        self._scored[(user_id, session_id)] = turn_key
+                        self._scored.move_to_end((user_id, session_id))
+                        while len(self._scored) > self.max_sessions:
+                            self._scored.popitem(last=False)
                 self.last_findings = findings
                 blocked = any(f.action is Action.BLOCK for f in findings)
                 self.last_decision = Decision(action=Action.BLOCK if blocked else Action.ALLOW, stage=Stage.INPUT,

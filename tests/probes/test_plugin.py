@@ -128,7 +128,8 @@ def test_fused_hook_scores_each_user_turn_once_not_agent_steps(tiny):
     """An agent's second model call for the same user turn (after a tool result) is not scored again, so the
     drift S_t counts user turns; a malformed conversation still fails, and a new user turn is scored."""
     bundle = synthetic_bundle(tiny, 2, threshold=1e3)
-    hook = PrivacyDetector(bundle, lm=tiny, mode="fused").fused_hook(identity=lambda: Identity("u", "s"))
+    session = {"id": "s"}
+    hook = PrivacyDetector(bundle, lm=tiny, mode="fused").fused_hook(identity=lambda: Identity("u", session["id"]))
     ids = torch.tensor([tiny.tokenizer("user: hi\nassistant:")["input_ids"]])
     user = [{"role": "system", "content": "norms"}, {"role": "user", "content": "look up my claim"}]
     step = [*user, {"role": "assistant", "content": ""}, {"role": "tool", "content": "claim 42: approved"}]
@@ -144,7 +145,21 @@ def test_fused_hook_scores_each_user_turn_once_not_agent_steps(tiny):
         hook.attach(tiny, ids, [{"role": "assistant", "content": "hi"}])
     with pytest.raises(InvalidInputError, match="empty"):
         hook.attach(tiny, ids, [{"role": "user", "content": "  "}, {"role": "assistant", "content": "?"}])
-    assert hook.calls == 2 and hook.skipped == 1
+    # a conversation ending with the assistant whose user turn this hook never scored is refused, not skipped
+    fresh = PrivacyDetector(bundle, lm=tiny, mode="fused").fused_hook(identity=lambda: Identity("u", "s"))
+    with pytest.raises(InvalidInputError, match="last message must be the user turn"):
+        fresh.attach(tiny, ids, step)
+    later = [*step, {"role": "assistant", "content": "Approved."}, {"role": "user", "content": "thanks"},
+             {"role": "assistant", "content": ""}, {"role": "tool", "content": "ok"}]
+    edited = [user[0], {"role": "user", "content": "look up my neighbour's claim"}, *later[2:]]
+    with pytest.raises(InvalidInputError, match="last message must be the user turn"):
+        hook.attach(tiny, ids, edited)  # same user and session, but not the turn that was scored
+    session["id"] = "another-session"
+    with pytest.raises(InvalidInputError, match="last message must be the user turn"):
+        hook.attach(tiny, ids, later)  # the scored turn, but another session's
+    session["id"] = "s"
+    hook.attach(tiny, ids, later)()  # the scored turn of this session: skipped
+    assert hook.calls == 2 and hook.skipped == 2
 
 
 def test_fused_hook_matches_sentinel_scores(tiny):
