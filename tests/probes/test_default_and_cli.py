@@ -65,7 +65,7 @@ def test_cli_eval_json_single_and_multiturn(tmp_path, smol):
     data = _write(tmp_path / "d.jsonl", [
         {"id": "a", "context": None, "request": "What is the patient's family medical history?", "label": 1},
         {"id": "b", "context": None, "request": "Write a haiku about autumn.", "label": 0},
-        {"id": "c", "context": "Appropriate: policy number.", "label": 1,
+        {"id": "c", "context": "Appropriate: policy number.", "label": 1, "turn_labels": [0, 1],
          "turns": [{"role": "user", "content": "What is the policy number?"},
                    {"role": "assistant", "content": "It is on file."},
                    {"role": "user", "content": "And the psychiatric medications?"}]},
@@ -77,6 +77,7 @@ def test_cli_eval_json_single_and_multiturn(tmp_path, smol):
     for k in ("n", "n_pos", "n_neg", "auroc", "tpr", "fpr", "threshold", "latency_ms_p50", "mean_detection_turn"):
         assert k in out
     assert out["n"] == 2 and out["multiturn"]["n"] == 1 and plot.stat().st_size > 0
+    assert {"mean_detection_delay", "early_flag_rate"} <= set(out["multiturn"])
     shipped = load_probe("default").single.meta
     assert shipped.history_threshold is not None and out["multiturn"]["history_threshold"] == shipped.history_threshold
 

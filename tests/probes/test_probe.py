@@ -297,3 +297,13 @@ def test_cross_domain_trains_on_one_domain_and_tests_on_each_other():
     assert out["a"]["b"]["auroc"] > 0.95 and out["a"]["c"]["auroc"] < 0.05
     assert out["a"]["d"]["auroc"] is None and out["a"]["d"]["fpr"] <= 0.15
     assert set(cross_domain(X, np.asarray(y), key, [0], domains=["a", "b"], target_fpr=0.05)) == {"a", "b"}
+
+
+def test_detection_timing_against_the_first_inappropriate_turn():
+    from probes.evaluate import _timing
+
+    recs = [{"turn_labels": [0, 0, 1, 1]}, {"turn_labels": [0, 1]}, {"turn_labels": [0, 0, 1]},
+            {"turn_labels": [0, 0]}, {}]
+    got = _timing(recs, [1, 1, 1, 0, 1], [3, 1, None, 2, 2])  # on time, one turn early, missed, benign, unlabelled
+    assert got == {"mean_detection_delay": -0.5, "early_flag_rate": 0.5, "n_timed": 2}
+    assert _timing([{}], [1], [2]) == {"mean_detection_delay": None, "early_flag_rate": None}
