@@ -114,7 +114,7 @@ def _timing(records: Sequence[Record], y: Sequence[int], first_flag: Sequence[in
         if lab == 1 and flag is not None and tl and any(tl):
             delays.append(flag - (list(tl).index(1) + 1))
     if not delays:
-        return {"mean_detection_delay": None, "early_flag_rate": None}
+        return {"mean_detection_delay": None, "early_flag_rate": None, "n_timed": 0}
     return {"mean_detection_delay": float(np.mean(delays)),
             "early_flag_rate": float(np.mean([d < 0 for d in delays])), "n_timed": len(delays)}
 

@@ -306,4 +306,4 @@ def test_detection_timing_against_the_first_inappropriate_turn():
             {"turn_labels": [0, 0]}, {}]
     got = _timing(recs, [1, 1, 1, 0, 1], [3, 1, None, 2, 2])  # on time, one turn early, missed, benign, unlabelled
     assert got == {"mean_detection_delay": -0.5, "early_flag_rate": 0.5, "n_timed": 2}
-    assert _timing([{}], [1], [2]) == {"mean_detection_delay": None, "early_flag_rate": None}
+    assert _timing([{}], [1], [2]) == {"mean_detection_delay": None, "early_flag_rate": None, "n_timed": 0}
