@@ -98,8 +98,8 @@ def _demo_detectors(store: Any) -> list[Any]:
     """Every registered detector that can run here (`build_registered_detectors`: without MovieLens, the rec
     `commands` detector is left out with a warning, and its plugin's demo turns are skipped by their own hook)."""
     detectors, missing = build_registered_detectors(PluginContext(store=store))
-    for name, why in missing.items():
-        log.warning("demo runs without detector %r: %s", name, why)
+    for name, exc in missing.items():
+        log.warning("demo runs without detector %r: %s", name, exc)
     return detectors
 
 

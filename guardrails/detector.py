@@ -123,20 +123,20 @@ def discover(group: str, *, refresh: bool = False) -> dict[str, Any]:
     return {**_installed[group], **_local[group]}
 
 
-def build_registered_detectors(ctx: PluginContext) -> tuple[list[Detector], dict[str, str]]:
-    """Every registered detector that can run on this install, and {name: why} for those that cannot because
-    data they read is not on disk (`DataNotAvailableError`: MovieLens is read from ../shared/data and never
-    redistributed, so a pip install has no rec `commands` detector). Those are logged as warnings and listed,
-    never hidden; any other build failure raises as in `build_detectors`. Asking for a detector by name is
-    strict: it builds or raises."""
+def build_registered_detectors(ctx: PluginContext, *, skip: tuple[type[Exception], ...] = (DataNotAvailableError,)
+                               ) -> tuple[list[Detector], dict[str, Exception]]:
+    """Every registered detector that builds, and {name: exception} for those whose build raised one of `skip`
+    (default: `DataNotAvailableError`, data this install lacks: MovieLens is read from ../shared/data and never
+    redistributed, so a pip install has no rec `commands` detector). Callers say what was left out (a warning,
+    `/readyz`); never hidden. Any other build failure raises as in `build_detectors`. Asking for a detector by
+    name (`build_detectors`) is strict: it builds or raises."""
     built: list[Detector] = []
-    missing: dict[str, str] = {}
+    missing: dict[str, Exception] = {}
     for name in discover("railguard.detectors"):
         try:
             built += build_detectors([name], ctx)
-        except DataNotAvailableError as exc:
-            missing[name] = str(exc)
-            log.warning("detector %r is not available on this install: %s", name, exc)
+        except skip as exc:
+            missing[name] = exc
     return built, missing
 
 

@@ -121,8 +121,10 @@ class Guard:
         if names is not None:
             return cls(build_detectors(names, ctx), store=store, **kwargs)
         detectors, missing = build_registered_detectors(ctx)
+        for name, exc in missing.items():
+            log.warning("detector %r is not available on this install: %s", name, exc)
         guard = cls(detectors, store=store, **kwargs)
-        guard.unavailable = missing
+        guard.unavailable = {name: str(exc) for name, exc in missing.items()}
         return guard
 
     @property

@@ -285,6 +285,19 @@ def fit_multiturn(convs: list[np.ndarray], labels: Sequence[int], turn_labels: S
     return ProbeArtifact(coef=final.coef_, intercept=0.0, meta=meta)
 
 
+def _stacked(X: np.ndarray, layer_pos: int | Sequence[int]) -> np.ndarray:
+    """``X [n, layers, d]`` at the given layer *positions*, concatenated (:func:`_columns` by position)."""
+    return _columns(X, range(X.shape[1]), [int(i) for i in np.atleast_1d(layer_pos)])
+
+
+def _transfer(F: np.ndarray, y: np.ndarray, train: np.ndarray, target_fpr: float, method: Method,
+              C: float) -> tuple[LinearProbe, float]:
+    """A probe fit on the ``train`` rows and its τ calibrated on their negatives (in-sample, as a deployment
+    would): the shared step of the generalization protocols."""
+    p = LinearProbe(method=method, C=C).fit(F[train], y[train])
+    return p, calibrate_threshold(p.decision_function(F[train])[y[train] == 0], target_fpr)
+
+
 def leave_one_out(X: np.ndarray, y: np.ndarray, key: Sequence[str], layer_pos: int | Sequence[int], *,
                   target_fpr: float = 0.01, method: Method = "logreg", C: float = 0.3,
                   min_pos: int = 1) -> dict[str, dict[str, Any]]:
@@ -292,15 +305,13 @@ def leave_one_out(X: np.ndarray, y: np.ndarray, key: Sequence[str], layer_pos: i
     a deployment would), test on the held-out scenario. The honest generalization number."""
     y = np.asarray(y).astype(int)
     k = np.asarray(key)
-    pos = sorted(int(i) for i in np.atleast_1d(layer_pos))  # one layer, or several concatenated
-    F = X[:, pos].reshape(len(X), -1)  # a multi-layer probe's input: its layers side by side
+    F = _stacked(X, layer_pos)
     out: dict[str, dict[str, Any]] = {}
     for s in sorted(set(key)):
         te, tr = k == s, k != s
         if len(np.unique(y[tr])) < 2:
             continue
-        p = LinearProbe(method=method, C=C).fit(F[tr], y[tr])
-        tau = calibrate_threshold(p.decision_function(F[tr])[y[tr] == 0], target_fpr)
+        p, tau = _transfer(F, y, tr, target_fpr, method, C)
         out[s] = rates(y[te], p.decision_function(F[te]), tau)
     return out
 
@@ -314,15 +325,12 @@ def cross_domain(X: np.ndarray, y: np.ndarray, key: Sequence[str], layer_pos: in
     y = np.asarray(y).astype(int)
     k = np.asarray(key)
     names = sorted(set(domains) if domains is not None else set(key))
-    pos = sorted(int(i) for i in np.atleast_1d(layer_pos))
-    F = X[:, pos].reshape(len(X), -1)
+    F = _stacked(X, layer_pos)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for a in names:
-        tr = k == a
-        if len(np.unique(y[tr])) < 2:
+        if len(np.unique(y[k == a])) < 2:
             continue
-        p = LinearProbe(method=method, C=C).fit(F[tr], y[tr])
-        tau = calibrate_threshold(p.decision_function(F[tr])[y[tr] == 0], target_fpr)
+        p, tau = _transfer(F, y, k == a, target_fpr, method, C)
         out[a] = {b: rates(y[k == b], p.decision_function(F[k == b]), tau) for b in names if b != a and (k == b).any()}
     return out
 

@@ -208,19 +208,16 @@ def _build_guard(names: list[str] | None, store: Any) -> tuple[Guard, dict[str, 
         return guard, dict(guard.unavailable)
     from importlib.metadata import entry_points
 
-    from ..detector import PluginContext, build_detectors, discover
+    from ..detector import PluginContext, build_registered_detectors, discover
 
     factories = discover("railguard.detectors")
     failed = {ep.name: "plugin failed to import" for ep in entry_points(group="railguard.detectors")
               if ep.name not in factories}
-    built = []
-    for name in factories:
-        try:
-            built += build_detectors([name], PluginContext(store=store))
-        except Exception as exc:
-            failed[name] = f"{type(exc).__name__}: {exc}"[:300]
-            log.error("detector unavailable", extra={"fields": {"event": "detector_unavailable", "detector": name,
-                                                                "type": type(exc).__name__}})
+    built, errors = build_registered_detectors(PluginContext(store=store), skip=(Exception,))
+    for name, exc in errors.items():
+        failed[name] = f"{type(exc).__name__}: {exc}"[:300]
+        log.error("detector unavailable", extra={"fields": {"event": "detector_unavailable", "detector": name,
+                                                            "type": type(exc).__name__}})
     return Guard(built, store=store), failed
 
 
