@@ -143,3 +143,16 @@ def test_activation_cache_never_serves_fp32_vectors_to_a_bf16_model(tiny, tmp_pa
     assert cos.min() > 0.95  # ... of the same prompts
     again = cached_capture(tiny, prompts, [2], cache_dir=tmp_path, progress=False)
     assert np.array_equal(again, x32)
+
+
+def test_train_bundle_multiturn_without_conversations_is_refused_before_any_capture(tiny, tmp_path, monkeypatch):
+    """`--multiturn` with single-turn lines only: a clear error, raised before a forward pass or a cache write."""
+    from probes.train import train_bundle
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RAILGUARD_PROBES_CACHE", str(cache))
+    single = [{"id": f"r{i}", "context": None, "request": f"request {i}", "label": i % 2, "group": f"g{i}"}
+              for i in range(10)]
+    with pytest.raises(ValueError, match="needs multi-turn records"):
+        train_bundle(single, tiny, layers=[1, 2], multiturn=True, progress=False)
+    assert not cache.exists() or not any(cache.iterdir())
