@@ -32,4 +32,4 @@ def bench(quick: bool = False) -> dict[str, Any]:
     be.encoder.encode(texts)
     raw = time.perf_counter() - raw_t
     return {**rates, "embed_encoder_only_texts_per_s": round(len(texts) / raw, 1), "embed_bench_n": len(texts),
-            "embed_adapter": be.encoder.name}
+            "embed_adapter": be.encoder.name, "embed_autocast_bf16": bool(be.encoder.autocast_bf16)}

@@ -81,6 +81,11 @@ class Encoder:
         return self._enc
 
     @property
+    def autocast_bf16(self) -> bool:
+        """Whether this encoder runs under bf16 autocast (see `guardrails.models.devices.encoder_autocast_bf16`)."""
+        return bool(self._load().autocast_bf16)
+
+    @property
     def dim(self) -> int:
         return int(self._load().model.config.hidden_size)
 

@@ -134,3 +134,32 @@ def test_bad_device_settings_are_config_errors(monkeypatch):
     monkeypatch.setenv("RAILGUARD_NUM_THREADS", "two")
     with pytest.raises(ConfigError, match="RAILGUARD_NUM_THREADS"):
         devices.resolve_device("cpu")
+
+
+def test_auto_bf16_follows_a_measurement_not_cpu_flags(monkeypatch):
+    """"auto" autocasts encoders only where bf16 measured faster: on one AVX512-BF16 box it was 0.55x fp32."""
+    import torch
+
+    from guardrails.models import devices
+
+    monkeypatch.delenv("RAILGUARD_CPU_BF16", raising=False)
+    monkeypatch.setattr(devices, "cpu_bf16_is_faster", lambda: False)
+    assert devices.encoder_autocast_bf16("cpu") is False
+    monkeypatch.setattr(devices, "cpu_bf16_is_faster", lambda: True)
+    assert devices.encoder_autocast_bf16("cpu") is True
+    monkeypatch.setenv("RAILGUARD_CPU_BF16", "0")  # an explicit setting wins over the measurement
+    assert devices.encoder_autocast_bf16("cpu") is False
+    monkeypatch.undo()
+
+    # the real measurement: no bf16 instructions -> False without timing anything; else a bool, RNG untouched
+    devices.cpu_bf16_is_faster.cache_clear()
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    assert devices.cpu_bf16_is_faster() is False
+    devices.cpu_bf16_is_faster.cache_clear()
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    assert devices.cpu_bf16_is_faster() in (True, False)
+    assert torch.equal(torch.rand(3), expected)  # the global torch RNG stream is not consumed
+    devices.cpu_bf16_is_faster.cache_clear()
