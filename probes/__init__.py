@@ -22,6 +22,7 @@ from .capture import (
     to_messages,
     validate_messages,
 )
+from .generalization import cross_domain, leave_one_out
 from .metrics import calibrate_threshold
 from .plugin import FusedProbeHook, PrivacyDetector, build_privacy_detector, demo
 from .probe import (
@@ -35,7 +36,7 @@ from .probe import (
     load_probe,
 )
 from .sentinel import SentinelEncoder
-from .train import cross_domain, fit_multiturn, fit_single, leave_one_out, train_bundle, train_drift_probe
+from .train import fit_multiturn, fit_single, train_bundle, train_drift_probe
 from .velocity import InMemoryStateStore, StateStore, VelocityTracker
 
 __all__ = [

@@ -56,8 +56,9 @@ def main() -> int:
     from probes.datasets import build_training_set, chat_records, drift_records, file_sha256, write_jsonl
     from probes.evaluate import eval_multiturn, eval_single
     from probes.features import cached_capture, single_turn_prompts
+    from probes.generalization import cross_domain, leave_one_out
     from probes.probe import load_probe
-    from probes.train import cross_domain, default_layers, leave_one_out, train_bundle, train_drift_probe
+    from probes.train import default_layers, train_bundle, train_drift_probe
 
     t_start = time.perf_counter()
     # fp32 whatever the device: the shipped probe is calibrated on fp32 activations and serves bf16 models as is

@@ -9,6 +9,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from guardrails.errors import ConfigError, RailguardError
+from probes.generalization import cross_domain
 from probes.metrics import calibrate_threshold, rates
 from probes.probe import (
     CorruptProbeError,
@@ -18,7 +19,7 @@ from probes.probe import (
     ProbeMismatchError,
     load_probe,
 )
-from probes.train import cross_domain, fit_multiturn, fit_single
+from probes.train import fit_multiturn, fit_single
 
 
 def _data(n=400, d=16, seed=0):
