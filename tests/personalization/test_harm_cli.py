@@ -79,5 +79,10 @@ def test_personalize_eval_json():
 def test_bench_keys():
     from personalization.bench import bench
 
+    from guardrails.models.devices import encoder_autocast_bf16
+
     out = bench(quick=True)
     assert out["embed_texts_per_s"] > 0
+    assert out["embed_texts_per_s_default_profile"] > 0 and out["embed_encoder_only_texts_per_s"] > 0
+    # the dtype the run actually used is reported, and it is the process-wide encoder policy
+    assert out["embed_autocast_bf16"] is encoder_autocast_bf16("cpu")
