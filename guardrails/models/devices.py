@@ -6,9 +6,9 @@ Why one module: the sentinel, the fused hook, the encoders and the training scri
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +62,28 @@ def encoder_autocast_bf16(device: str) -> bool:
 
 
 _BF16_MIN_SPEEDUP = 1.25
+_bf16_lock = threading.Lock()
+_bf16_choice: bool | None = None
 
 
-@functools.lru_cache(maxsize=1)
 def cpu_bf16_is_faster() -> bool:
-    """Measured once per process: does bf16 autocast beat fp32 on this CPU's cores by >= 1.25x?
+    """Measured once per process (`_measure_cpu_bf16`), under a lock: encoders loaded concurrently never time
+    against each other nor get different answers. Tests reset it with `forget_cpu_bf16_measurement()`."""
+    global _bf16_choice
+    with _bf16_lock:
+        if _bf16_choice is None:
+            _bf16_choice = _measure_cpu_bf16()
+        return _bf16_choice
+
+
+def forget_cpu_bf16_measurement() -> None:
+    global _bf16_choice
+    with _bf16_lock:
+        _bf16_choice = None
+
+
+def _measure_cpu_bf16() -> bool:
+    """Does bf16 autocast beat fp32 on this CPU's cores (at the current torch thread count) by >= 1.25x?
 
     Needs native bf16 (AVX512-BF16 / AMX flags) first; then times a transformer feed-forward block shaped like
     MiniLM's (512 tokens x 384 -> 1536 -> 384), fp32 and autocast interleaved, medians of 5 after a warm-up

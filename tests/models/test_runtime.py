@@ -151,15 +151,20 @@ def test_auto_bf16_follows_a_measurement_not_cpu_flags(monkeypatch):
     assert devices.encoder_autocast_bf16("cpu") is False
     monkeypatch.undo()
 
-    # the real measurement: no bf16 instructions -> False without timing anything; else a bool, RNG untouched
-    devices.cpu_bf16_is_faster.cache_clear()
+    # the real measurement: no bf16 instructions -> False; else a bool, the global RNG untouched
+    devices.forget_cpu_bf16_measurement()
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
     assert devices.cpu_bf16_is_faster() is False
-    devices.cpu_bf16_is_faster.cache_clear()
+    devices.forget_cpu_bf16_measurement()
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    assert devices.cpu_bf16_is_faster() in (True, False)
-    assert torch.equal(torch.rand(3), expected)  # the global torch RNG stream is not consumed
-    devices.cpu_bf16_is_faster.cache_clear()
+    with torch.random.fork_rng():
+        torch.manual_seed(123)
+        expected = torch.rand(3)
+        torch.manual_seed(123)
+        first = devices.cpu_bf16_is_faster()
+        assert first in (True, False)
+        assert torch.equal(torch.rand(3), expected)  # the global torch RNG stream is not consumed
+    calls = []
+    monkeypatch.setattr(devices, "_measure_cpu_bf16", lambda: calls.append(1) or (not first))
+    assert devices.cpu_bf16_is_faster() is first and not calls  # measured once per process, then remembered
+    devices.forget_cpu_bf16_measurement()
