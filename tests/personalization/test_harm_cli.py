@@ -77,9 +77,8 @@ def test_personalize_eval_json():
 
 @pytest.mark.model
 def test_bench_keys():
-    from personalization.bench import bench
-
     from guardrails.models.devices import encoder_autocast_bf16
+    from personalization.bench import bench
 
     out = bench(quick=True)
     assert out["embed_texts_per_s"] > 0
