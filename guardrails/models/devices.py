@@ -68,18 +68,12 @@ _bf16_choice: bool | None = None
 
 def cpu_bf16_is_faster() -> bool:
     """Measured once per process (`_measure_cpu_bf16`), under a lock: encoders loaded concurrently never time
-    against each other nor get different answers. Tests reset it with `forget_cpu_bf16_measurement()`."""
+    against each other nor get different answers."""
     global _bf16_choice
     with _bf16_lock:
         if _bf16_choice is None:
             _bf16_choice = _measure_cpu_bf16()
         return _bf16_choice
-
-
-def forget_cpu_bf16_measurement() -> None:
-    global _bf16_choice
-    with _bf16_lock:
-        _bf16_choice = None
 
 
 def _measure_cpu_bf16() -> bool:

@@ -152,10 +152,10 @@ def test_auto_bf16_follows_a_measurement_not_cpu_flags(monkeypatch):
     monkeypatch.undo()
 
     # the real measurement: no bf16 instructions -> False; else a bool, the global RNG untouched
-    devices.forget_cpu_bf16_measurement()
+    monkeypatch.setattr(devices, "_bf16_choice", None)  # restored with the process's own measurement at teardown
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
     assert devices.cpu_bf16_is_faster() is False
-    devices.forget_cpu_bf16_measurement()
+    monkeypatch.setattr(devices, "_bf16_choice", None)
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
     with torch.random.fork_rng():
         torch.manual_seed(123)
@@ -167,4 +167,3 @@ def test_auto_bf16_follows_a_measurement_not_cpu_flags(monkeypatch):
     calls = []
     monkeypatch.setattr(devices, "_measure_cpu_bf16", lambda: calls.append(1) or (not first))
     assert devices.cpu_bf16_is_faster() is first and not calls  # measured once per process, then remembered
-    devices.forget_cpu_bf16_measurement()
