@@ -53,8 +53,9 @@ def main() -> int:
     import torch
 
     from guardrails.models import load_causal_lm
-    from probes.datasets import build_training_set, chat_records, drift_records, file_sha256, write_jsonl
+    from probes.datasets import build_training_set, chat_records, drift_records, file_sha256, load_jsonl, write_jsonl
     from probes.evaluate import eval_multiturn, eval_single
+    from probes.everyday import everyday_records
     from probes.features import cached_capture, single_turn_prompts
     from probes.generalization import cross_domain, leave_one_out
     from probes.probe import load_probe
@@ -128,13 +129,20 @@ def main() -> int:
     cross = cross_domain(X, y, scen, pos, domains=[s for s in sorted(set(scen)) if s.startswith("cmpl")],
                          target_fpr=args.target_fpr)
 
-    report = {"train_s": round(train_s, 1), "total_s": round(time.perf_counter() - t_start, 1),
+    # Context-free requests, never trained on: generated third-party snooping vs safe look-alikes (all 480 are
+    # out-of-distribution for this probe) and 50 hand-written ones (tests/probes/context_free_check.jsonl).
+    context_free = {"everyday": eval_single(bundle, lm, everyday_records(), latency_sample=0, progress=False)[0],
+                    "hand_written": eval_single(bundle, lm, load_jsonl(ROOT / "tests" / "probes" /
+                                                                       "context_free_check.jsonl"),
+                                                latency_sample=0, progress=False)[0]}
+    report = {"context_free": context_free, "train_s": round(train_s, 1),
+              "total_s": round(time.perf_counter() - t_start, 1),
               "n_train_single": len(s_tr), "n_train_multiturn": len(m_tr) + len(c_tr) + len(x_tr),
               "dev_single": dev_single, "dev_single_by_source": per_source, "dev_multiturn": dev_multi,
               "dev_multiturn_default_20": dev_multi_default, "loso": loso,
               "cross_scenario": cross}
     bundle.single.meta.metrics.update({"dev": dev_single, "dev_by_source": per_source, "loso": loso,
-                                       "cross_scenario": cross})
+                                       "cross_scenario": cross, "context_free": context_free})
     bundle.save(args.out)
     (work / "report.json").write_text(json.dumps(report, indent=2, default=float))
     print(json.dumps(report, default=float))

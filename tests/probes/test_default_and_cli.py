@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -171,3 +172,18 @@ def test_default_probe_lets_topic_hopping_chat_through(smol):
             msgs.append({"role": "assistant", "content": "Sure, here you go."})
         flagged.append(hit)
     assert sum(bool(h) for h in flagged) <= 1, flagged
+
+
+def test_default_probe_never_flags_safe_context_free_look_alikes(smol):
+    """Hand-written context-free requests (tests/probes/context_free_check.jsonl, never trained on): public
+    figures, fictional characters, the user's own data and general questions mention the same sensitive data
+    as the snooping requests but must pass (measured: highest safe raw score -2.57 against tau 3.67), and the
+    probe must still rank the snooping ones higher (measured AUROC 0.89). Its recall on them at tau is 0/10, a
+    documented limitation (README, Known limitations), so recall is not asserted here."""
+    from probes.datasets import load_jsonl
+    from probes.evaluate import eval_single
+
+    rows = load_jsonl(Path(__file__).parent / "context_free_check.jsonl")
+    metrics, y, scores = eval_single(load_probe("default"), smol, rows, latency_sample=0, progress=False)
+    assert metrics["n_neg"] == 40 and metrics["fpr"] == 0.0
+    assert metrics["auroc"] >= 0.8
