@@ -6,7 +6,8 @@ Public API (everything else is internal):
   ``layer_module``, ``LayerTap``, ``NonFiniteActivationError``
 - probes: ``LinearProbe``, ``ProbeArtifact``, ``ProbeBundle``, ``ProbeMeta``, ``load_probe``,
   ``ProbeError``, ``ProbeMismatchError``, ``CorruptProbeError``
-- training: ``fit_single``, ``fit_multiturn``, ``train_bundle``, ``train_drift_probe``, ``leave_one_out``,
+- training: ``fit_single``, ``fit_multiturn``, ``train_bundle``, ``train_drift_probe``,
+  ``train_context_free_probe``, ``leave_one_out``,
   ``cross_domain``, ``calibrate_threshold``
 - serving: ``SentinelEncoder``, ``VelocityTracker``, ``InMemoryStateStore``, ``StateStore``,
   ``PrivacyDetector``, ``FusedProbeHook``, ``build_privacy_detector``, ``demo``
@@ -22,6 +23,7 @@ from .capture import (
     to_messages,
     validate_messages,
 )
+from .context_free import train_context_free_probe
 from .generalization import cross_domain, leave_one_out
 from .metrics import calibrate_threshold
 from .plugin import FusedProbeHook, PrivacyDetector, build_privacy_detector, demo
@@ -45,5 +47,5 @@ __all__ = [
     "ProbeMismatchError", "SentinelEncoder", "StateStore", "VelocityTracker", "build_privacy_detector",
     "calibrate_threshold", "capture", "capture_messages", "cross_domain", "demo", "fit_multiturn", "fit_single",
     "layer_module", "leave_one_out", "load_probe", "render", "to_messages", "train_bundle",
-    "train_drift_probe", "validate_messages",
+    "train_context_free_probe", "train_drift_probe", "validate_messages",
 ]

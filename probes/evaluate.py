@@ -35,9 +35,18 @@ def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, late
     layers = sorted(set(default_layers(lm.num_layers)) | set(bundle.layers))
     prompts = single_turn_prompts(lm.tokenizer, records)
     X = cached_capture(lm, prompts, layers, progress=progress)
-    s = bundle.single.raw(bundle.single.features({li: X[:, i] for i, li in enumerate(layers)}))
+    acts = {li: X[:, i] for i, li in enumerate(layers)}
+    s = bundle.single.raw(bundle.single.features(acts))
     y = np.array([int(r["label"]) for r in records])
     m: dict[str, Any] = rates(y, s, bundle.single.meta.threshold)
+    free = bundle.context_free
+    if free is not None:  # served decision: either per-turn probe over its own τ; ranked by the larger margin
+        sf = free.raw(free.features(acts))
+        by_probe = {"single": m, "context_free": rates(y, sf, free.meta.threshold)}
+        s = np.maximum((s - bundle.single.meta.threshold) / bundle.single.meta.score_scale,
+                       (sf - free.meta.threshold) / free.meta.score_scale)
+        m = {**rates(y, s, 0.0), "threshold": bundle.single.meta.threshold,
+             "context_free_threshold": free.meta.threshold, "by_probe": by_probe}
     enc = SentinelEncoder(lm.model, lm.tokenizer, bundle.layers)
     lat = []
     for r in records[:latency_sample]:
@@ -67,11 +76,12 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *,
             t0 = time.perf_counter()
             acts = enc.activation(msgs[: j + 1], session=ci)
             lat.append((time.perf_counter() - t0) * 1000)
-            a_single.append(single.features(acts))
+            a_single.append(bundle.request_margins(acts, len(a_single) + 1))
             if multi is not None:
                 a_multi.append(multi.features(acts))
         enc.forget(ci)
-        s1 = single.raw(np.stack(a_single)) - np.array([single.threshold_for(t + 1) for t in range(len(a_single))])
+        # per turn, the larger per-turn-probe margin (raw - τ for that turn) / score_scale: > 0 flags
+        s1 = np.array([max(mg.values()) for mg in a_single])
         flags = s1 > 0
         if multi is not None and len(a_multi) > 1:
             d = drift_scores(multi.coef, np.stack(a_multi))
@@ -79,10 +89,10 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *,
             dm = d - multi.meta.threshold
             dm[0] = -np.inf  # turn 1 is the baseline
             flags = flags | (dm > 0)
-            margin = np.maximum(s1 / single.meta.score_scale, dm / multi.meta.score_scale)
+            margin = np.maximum(s1, dm / multi.meta.score_scale)
         else:
             drifts.append(np.zeros(len(a_single)))
-            margin = s1 / single.meta.score_scale
+            margin = s1
         y.append(int(r["label"]))
         conv_scores.append(float(np.max(margin)))
         first_flag.append(int(np.argmax(flags)) + 1 if flags.any() else None)
@@ -92,6 +102,8 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *,
     # a conversation is flagged when that exceeds 0, i.e. when either probe crosses its own threshold.
     m["threshold"] = single.meta.threshold
     m["history_threshold"] = single.meta.history_threshold
+    if bundle.context_free is not None:
+        m["context_free_threshold"] = bundle.context_free.meta.threshold
     m["drift_threshold"] = multi.meta.threshold if multi else None
     m["drift_layer"] = multi.meta.layer if multi else None
     m["drift_layers"] = multi.layers if multi else None

@@ -31,7 +31,7 @@ from guardrails.detector import BaseDetector, CheckRequest, PluginContext
 from guardrails.errors import InvalidInputError
 
 from .capture import layer_module, validate_messages
-from .probe import ProbeBundle, load_probe
+from .probe import ProbeBundle, load_probe, margin_to_unit
 from .sentinel import SentinelEncoder
 from .velocity import InMemoryStateStore, StateStore, VelocityTracker
 
@@ -65,8 +65,6 @@ class PrivacyScorer:
         for a in acts.values():
             if not np.isfinite(a).all():
                 raise InvalidInputError("non-finite activation: refusing to score")
-        s = self.bundle.single
-        raw = float(s.raw(s.features(acts)))
         t = user_turn or 1
         drift: list[Finding] = []
         if self.tracker is not None and session_id is not None:
@@ -81,10 +79,15 @@ class PrivacyScorer:
                                              f"{m.meta.threshold:.3f} ({_where(m.layers)}; turn 1 is the baseline)",
                                  action=self.action if fire else Action.ALLOW))
             t = max(t, turn)
-        unit = s.unit_score(raw, t)
+        margins = self.bundle.request_margins(acts, t)
+        unit = margin_to_unit(max(margins.values()))
+        parts = []
+        for name, p in self.bundle.request_probes.items():
+            m = margins[name]
+            parts.append(f"{'single-turn' if name == 'single' else 'context-free'} probe ({_where(p.layers)}): raw "
+                         f"{m * p.meta.score_scale + p.threshold_for(t):.3f} vs tau {p.threshold_for(t):.3f}")
         return [Finding(detector="privacy", category="privacy_request", score=unit, threshold=threshold,
-                        explanation=f"single-turn probe ({_where(s.layers)}): raw {raw:.3f} vs tau "
-                                    f"{s.threshold_for(t):.3f} (user turn {t})",
+                        explanation="; ".join(parts) + f" (user turn {t})",
                         action=self.action if unit > threshold else Action.ALLOW), *drift]
 
 

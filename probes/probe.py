@@ -140,6 +140,11 @@ class ProbeMeta(BaseModel):
         return list(self.layers) if self.layers is not None else [self.layer]
 
 
+def margin_to_unit(z: float) -> float:
+    """A margin in score_scale units ((raw - τ) / scale) mapped to (0, 1), 0.5 at τ: the Finding score."""
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+
 @dataclass
 class ProbeArtifact:
     """A fitted direction + metadata. ``score`` is the raw fp32 projection the threshold applies to."""
@@ -181,8 +186,7 @@ class ProbeArtifact:
     def unit_score(self, raw: float, user_turn: int = 1) -> float:
         """Raw score mapped to (0, 1) with the calibrated threshold (for that user turn, see
         :meth:`threshold_for`) at exactly 0.5 (for Findings/settings)."""
-        z = (raw - self.threshold_for(user_turn)) / self.meta.score_scale
-        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+        return margin_to_unit((raw - self.threshold_for(user_turn)) / self.meta.score_scale)
 
     def check_model(self, fingerprint: str, model_id: str | None = None) -> None:
         if fingerprint != self.meta.model_fingerprint:
@@ -231,15 +235,31 @@ class ProbeArtifact:
 
 @dataclass
 class ProbeBundle:
-    """A single-turn probe plus (optionally) a multi-turn drift probe on the same model and layer set."""
+    """A single-turn probe plus (optionally) a multi-turn drift probe on the same model and layer set, and
+    (optionally) ``context_free``: a second per-turn probe trained on requests without a scenario (no system
+    message, or a generic one), which the scenario-trained probe misses; a turn is flagged when either per-turn
+    probe crosses its own threshold (:meth:`request_margins`)."""
 
     single: ProbeArtifact
     multiturn: ProbeArtifact | None = None
+    context_free: ProbeArtifact | None = None
+
+    @property
+    def request_probes(self) -> dict[str, ProbeArtifact]:
+        """The per-turn probes by name ("single" first)."""
+        return {"single": self.single, **({"context_free": self.context_free} if self.context_free else {})}
+
+    def request_margins(self, acts: Mapping[int, np.ndarray], user_turn: int = 1) -> dict[str, float]:
+        """Per per-turn probe, (raw - its τ for that user turn) / its score_scale: > 0 means it flags. The
+        served request score is ``margin_to_unit(max margin)``: 0.5 exactly where the first of them crosses its τ
+        (with ``single`` alone, :meth:`ProbeArtifact.unit_score`)."""
+        return {name: float((p.raw(p.features(acts)) - p.threshold_for(user_turn)) / p.meta.score_scale)
+                for name, p in self.request_probes.items()}
 
     def check_model(self, fingerprint: str, model_id: str | None = None) -> None:
-        self.single.check_model(fingerprint, model_id)
-        if self.multiturn is not None:
-            self.multiturn.check_model(fingerprint, model_id)
+        for art in (self.single, self.multiturn, self.context_free):
+            if art is not None:
+                art.check_model(fingerprint, model_id)
 
     @property
     def model_id(self) -> str:
@@ -247,20 +267,23 @@ class ProbeBundle:
 
     @property
     def layers(self) -> list[int]:
-        """Every layer either probe reads (ascending): what a capture must provide; the last is the early exit."""
-        extra = set(self.multiturn.layers) if self.multiturn is not None else set()
-        return sorted(set(self.single.layers) | extra)
+        """Every layer any probe reads (ascending): what a capture must provide; the last is the early exit."""
+        arts = [a for a in (self.single, self.multiturn, self.context_free) if a is not None]
+        return sorted({li for a in arts for li in a.layers})
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)
         self.single.save(p / "single")
         if self.multiturn is not None:
             self.multiturn.save(p / "multiturn")
+        if self.context_free is not None:
+            self.context_free.save(p / "context_free")
         return p
 
 
 def load_probe(path: str | Path) -> ProbeBundle:
-    """Load ``default``, a bundle dir (single/ [+ multiturn/]) or a single artifact dir, as a bundle.
+    """Load ``default``, a bundle dir (single/ [+ multiturn/] [+ context_free/]) or a single artifact dir, as a
+    bundle.
 
     A lone multi-turn artifact is not usable on its own (the detector also needs a per-turn probe).
     """
@@ -280,4 +303,9 @@ def load_probe(path: str | Path) -> ProbeBundle:
         raise CorruptProbeError(f"{p}: single/ and multiturn/ kinds are swapped or wrong")
     if multi is not None and multi.meta.model_fingerprint != single.meta.model_fingerprint:
         raise CorruptProbeError(f"{p}: single/ and multiturn/ were trained on different models")
-    return ProbeBundle(single=single, multiturn=multi)
+    free = ProbeArtifact.load(p / "context_free") if (p / "context_free").is_dir() else None
+    if free is not None and free.meta.kind != "single":
+        raise CorruptProbeError(f"{p}: context_free/ must be a single-turn (per-turn) artifact")
+    if free is not None and free.meta.model_fingerprint != single.meta.model_fingerprint:
+        raise CorruptProbeError(f"{p}: single/ and context_free/ were trained on different models")
+    return ProbeBundle(single=single, multiturn=multi, context_free=free)

@@ -128,7 +128,8 @@ def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Seque
                data_sha256: dict[str, str] | None = None, progress: bool = True,
                domains: Sequence[str] | None = None, max_layers: int = MAX_COMBINED_LAYERS,
                min_gain: float = 0.005,
-               conversation_turns: Sequence[tuple[str, int] | None] | None = None) -> ProbeArtifact:
+               conversation_turns: Sequence[tuple[str, int] | None] | None = None,
+               later_turn_threshold: bool = True) -> ProbeArtifact:
     """Fit a single-turn probe. ``X`` is ``[n, len(layers), d]`` (layers sorted as given).
 
     The best single layer is chosen by grouped CV (OOF AUROC + TPR at ``target_fpr``). Then, up to
@@ -146,7 +147,8 @@ def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Seque
     ``target_fpr`` bounds. One pooled τ over all rows let the many easy history turns pull τ down (default data:
     OOF FPR 3.2 % on requests at a pooled 1 %) while each extra turn of a conversation was another chance of a
     false alarm; with both thresholds the default probe's OOF rates are 0.62 TPR at 0.98 % FPR on requests and,
-    per conversation, 0.92 of attacks at 0.96 % of benign ones. With ``domains`` (one source/scenario name per
+    per conversation, 0.92 of attacks at 0.96 % of benign ones (``later_turn_threshold=False``: τ serves every
+    turn). With ``domains`` (one source/scenario name per
     row) the OOF FPR of each domain at its rows' τ is stored too (``metrics.cv.fpr_by_domain``): a pooled 1 % can
     hide a domain the probe cannot separate (AirGap rows on the default probe).
     """
@@ -180,7 +182,7 @@ def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Seque
     ok = np.isfinite(s)
     neg = ok & (y == 0)
     tau = calibrate_threshold(s[neg & first], target_fpr)
-    tau_h, cv_conv = _history_threshold(y, s, first, convs, tau, target_fpr)
+    tau_h, cv_conv = _history_threshold(y, s, first, convs, tau, target_fpr) if later_turn_threshold else (None, None)
     thr = np.where(first, tau, tau if tau_h is None else tau_h)
     final = LinearProbe(method=method, C=C).fit(_columns(X, layers, chosen), y)
     cv = rates(y[ok & first], s[ok & first], tau)
@@ -340,18 +342,36 @@ def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | Non
     two thresholds (requests and first turns; later turns, calibrated per conversation: :func:`fit_single`).
     With ``multiturn`` the multi-turn lines also train the drift probe. ``max_layers`` / ``drift_max_layers``:
     how many layers the per-turn / drift probe may concatenate (:func:`fit_single`, :func:`fit_multiturn`)."""
-    from .features import cached_capture, conversation_capture, single_turn_prompts
     from .probe import ProbeBundle
 
-    single = [r for r in records if "request" in r]
     multi = [r for r in records if "turns" in r]
-    if not single:
-        raise ValueError("training needs single-turn records ({'request', 'label'} lines)")
     if multiturn and not multi:
         raise ValueError("--multiturn needs multi-turn records ({'turns', 'label'} lines)")
     cand = sorted(set(layers or default_layers(lm.num_layers)) | ({layer} if layer is not None else set()))
     kw = dict(model_id=lm.name, fingerprint=lm.fingerprint(), target_fpr=target_fpr, layer=layer,
               method=method, data_sha256=data_sha256, progress=progress)
+    X, y, groups, domains, turns, convs = per_turn_rows(records, lm, cand, progress)
+    # Per-source OOF FPR is reported next to the pooled one (records without `scenario`: one domain).
+    art = fit_single(X, y, groups, cand, domains=domains, max_layers=max_layers,  # type: ignore[arg-type]
+                     conversation_turns=turns if multi else None, **kw)
+    mt = None
+    if multiturn:
+        mt = train_drift_probe(multi, lm, max_layer=art.meta.layer, layers=cand, layer=layer,
+                               target_fpr=target_fpr, method=method, data_sha256=data_sha256, progress=progress,
+                               captured=(cand, convs), max_layers=drift_max_layers)
+    return ProbeBundle(single=art, multiturn=mt)
+
+
+def per_turn_rows(records: Sequence[dict[str, Any]], lm: Any, cand: Sequence[int], progress: bool) -> tuple[
+        np.ndarray, list[int], list[str], list[str], list[tuple[str, int] | None], list[np.ndarray]]:
+    """Rows for a per-turn probe: single-turn requests, then every user turn of the multi-turn records (labelled
+    per turn), with groups, domains (``scenario``), (conversation, turn) keys and the per-conversation arrays."""
+    from .features import cached_capture, conversation_capture, single_turn_prompts
+
+    single = [r for r in records if "request" in r]
+    multi = [r for r in records if "turns" in r]
+    if not single:
+        raise ValueError("training needs single-turn records ({'request', 'label'} lines)")
     X = cached_capture(lm, single_turn_prompts(lm.tokenizer, single), cand, progress=progress)
     y = [int(r["label"]) for r in single]
     groups = [str(r.get("group", r["id"])) for r in single]
@@ -371,12 +391,4 @@ def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | Non
             groups += [str(multi[c].get("group", multi[c]["id"]))] * len(conv)
             domains += [str(multi[c].get("scenario", "default"))] * len(conv)
             turns += [(f"{c}:{multi[c]['id']}", t) for t in range(len(conv))]
-    # Per-source OOF FPR is reported next to the pooled one (records without `scenario`: one domain).
-    art = fit_single(X, y, groups, cand, domains=domains, max_layers=max_layers,  # type: ignore[arg-type]
-                     conversation_turns=turns if multi else None, **kw)
-    mt = None
-    if multiturn:
-        mt = train_drift_probe(multi, lm, max_layer=art.meta.layer, layers=cand, layer=layer,
-                               target_fpr=target_fpr, method=method, data_sha256=data_sha256, progress=progress,
-                               captured=(cand, convs), max_layers=drift_max_layers)
-    return ProbeBundle(single=art, multiturn=mt)
+    return X, y, groups, domains, turns, convs

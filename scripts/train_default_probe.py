@@ -12,6 +12,7 @@ comparable with older notes).
 
     python scripts/train_default_probe.py [--data ../shared/data/privacy] [--out probes/default] [--work /tmp/...]
     python scripts/train_default_probe.py --drift-only   # keep --out's single-turn probe, retrain the drift probe
+    python scripts/train_default_probe.py --context-free-only   # keep the others, retrain the context-free probe
 """
 
 from __future__ import annotations
@@ -47,15 +48,18 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared box)")
     ap.add_argument("--drift-only", action="store_true",
                     help="load the bundle in --out and retrain only its multi-turn drift probe (minutes, not hours)")
+    ap.add_argument("--context-free-only", action="store_true",
+                    help="load the bundle in --out and retrain only its context-free per-turn probe (minutes)")
     args = ap.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     import torch
 
     from guardrails.models import load_causal_lm
+    from probes.context_free import train_context_free_probe
     from probes.datasets import build_training_set, chat_records, drift_records, file_sha256, load_jsonl, write_jsonl
     from probes.evaluate import eval_multiturn, eval_single
-    from probes.everyday import everyday_records
+    from probes.everyday import everyday_records, is_unframed
     from probes.features import cached_capture, single_turn_prompts
     from probes.generalization import cross_domain, leave_one_out
     from probes.probe import load_probe
@@ -83,9 +87,19 @@ def main() -> int:
     write_jsonl(s_dev, work / "dev_single.jsonl")
     write_jsonl(m_dev + x_dev, work / "dev_multiturn.jsonl")
     write_jsonl(m_dev, work / "dev_multiturn_default.jsonl")
+    # The context-free probe's data: generated context-free requests (probes.everyday, split on their own), plus every
+    # training request and conversation above that carries no scenario (no system message or a generic one).
+    e_tr, e_dev = split_by_group(everyday_records(), 0.2, seed=14)
+    free_tr = [r for r in s_tr + m_tr + c_tr + x_tr if is_unframed(r)] + e_tr
+    write_jsonl(e_dev, work / "dev_everyday.jsonl")
 
     t0 = time.perf_counter()
-    if args.drift_only:
+    if args.context_free_only:
+        bundle = load_probe(args.out)
+        bundle.check_model(lm.fingerprint(), lm.name)
+        bundle.context_free = train_context_free_probe(free_tr, lm, layer=bundle.single.meta.layer,
+                                                       target_fpr=args.target_fpr, data_sha256=shas)
+    elif args.drift_only:
         bundle = load_probe(args.out)
         bundle.check_model(lm.fingerprint(), lm.name)
         bundle.multiturn = train_drift_probe(m_tr + c_tr + x_tr, lm, max_layer=bundle.single.meta.layer,
@@ -97,6 +111,8 @@ def main() -> int:
         # only; adding them to the per-turn probe is what brought dev benign conversations under 5 %.)
         bundle = train_bundle(s_tr + m_tr + c_tr + x_tr, lm, target_fpr=args.target_fpr, multiturn=True,
                               data_sha256=shas)
+        bundle.context_free = train_context_free_probe(free_tr, lm, layer=bundle.single.meta.layer,
+                                                       target_fpr=args.target_fpr, data_sha256=shas)
     train_s = time.perf_counter() - t0
 
     dev_multi, _, _ = eval_multiturn(bundle, lm, m_dev + x_dev)
@@ -104,6 +120,22 @@ def main() -> int:
     if bundle.multiturn is not None:
         bundle.multiturn.meta.metrics.update({"dev": dev_multi, "dev_default_20": dev_multi_default,
                                               "n_train_conversations": len(m_tr) + len(c_tr) + len(x_tr)})
+    # Context-free requests: the held-out generated ones and 50 hand-written ones (tests/probes/
+    # context_free_check.jsonl, written before any probe saw them), with the served decision (either per-turn probe).
+    context_free = {"everyday_dev": eval_single(bundle, lm, e_dev, latency_sample=0, progress=False)[0],
+                    "hand_written": eval_single(bundle, lm, load_jsonl(ROOT / "tests" / "probes" /
+                                                                       "context_free_check.jsonl"),
+                                                latency_sample=0, progress=False)[0]}
+    if bundle.context_free is not None:
+        bundle.context_free.meta.metrics.update({"dev": context_free, "n_train": len(free_tr)})
+    if args.context_free_only:
+        dev_single, _, _ = eval_single(bundle, lm, s_dev, progress=False)
+        bundle.save(args.out)
+        report = {"train_s": round(train_s, 1), "n_train": len(free_tr), "context_free": context_free,
+                  "dev_single": dev_single, "dev_multiturn": dev_multi, "dev_multiturn_default_20": dev_multi_default}
+        (work / "report_context_free.json").write_text(json.dumps(report, indent=2, default=float))
+        print(json.dumps(report, default=float))
+        return 0
     if args.drift_only:
         bundle.save(args.out)
         report = {"train_s": round(train_s, 1), "n_train_multiturn": len(m_tr) + len(c_tr) + len(x_tr),
@@ -129,12 +161,6 @@ def main() -> int:
     cross = cross_domain(X, y, scen, pos, domains=[s for s in sorted(set(scen)) if s.startswith("cmpl")],
                          target_fpr=args.target_fpr)
 
-    # Context-free requests, never trained on: generated third-party snooping vs safe look-alikes (all 480 are
-    # out-of-distribution for this probe) and 50 hand-written ones (tests/probes/context_free_check.jsonl).
-    context_free = {"everyday": eval_single(bundle, lm, everyday_records(), latency_sample=0, progress=False)[0],
-                    "hand_written": eval_single(bundle, lm, load_jsonl(ROOT / "tests" / "probes" /
-                                                                       "context_free_check.jsonl"),
-                                                latency_sample=0, progress=False)[0]}
     report = {"context_free": context_free, "train_s": round(train_s, 1),
               "total_s": round(time.perf_counter() - t_start, 1),
               "n_train_single": len(s_tr), "n_train_multiturn": len(m_tr) + len(c_tr) + len(x_tr),

@@ -174,16 +174,20 @@ def test_default_probe_lets_topic_hopping_chat_through(smol):
     assert sum(bool(h) for h in flagged) <= 1, flagged
 
 
-def test_default_probe_never_flags_safe_context_free_look_alikes(smol):
-    """Hand-written context-free requests (tests/probes/context_free_check.jsonl, never trained on): public
-    figures, fictional characters, the user's own data and general questions mention the same sensitive data
-    as the snooping requests but must pass (measured: highest safe raw score -2.57 against tau 3.67), and the
-    probe must still rank the snooping ones higher (measured AUROC 0.89). Its recall on them at tau is 0/10, a
-    documented limitation (README, Known limitations), so recall is not asserted here."""
+def test_default_probe_on_hand_written_context_free_requests(smol):
+    """Hand-written context-free requests (tests/probes/context_free_check.jsonl, written before any probe saw
+    them, never trained on). The scenario-trained probe alone flags none of the 10 snooping ones (AUROC 0.89);
+    with the bundle's context-free probe OR-ed in, 3 of 10 are flagged (AUROC 0.96), and the 40 safe look-alikes
+    (public figures, fiction, the user's own data, general questions) still all pass. The context-free probe reads
+    the main probe's deepest layer, so it costs one dot product and no capture."""
     from probes.datasets import load_jsonl
     from probes.evaluate import eval_single
 
+    bundle = load_probe("default")
+    assert bundle.context_free is not None and bundle.context_free.layers == [bundle.single.meta.layer]
+    assert bundle.layers == bundle.single.layers  # nothing more to capture, same early exit
     rows = load_jsonl(Path(__file__).parent / "context_free_check.jsonl")
-    metrics, y, scores = eval_single(load_probe("default"), smol, rows, latency_sample=0, progress=False)
+    metrics, _, _ = eval_single(bundle, smol, rows, latency_sample=0, progress=False)
     assert metrics["n_neg"] == 40 and metrics["fpr"] == 0.0
-    assert metrics["auroc"] >= 0.8
+    assert metrics["by_probe"]["single"]["tpr"] == 0.0  # the gap the second probe is there for
+    assert metrics["tpr"] >= 0.2 and metrics["auroc"] >= 0.9
