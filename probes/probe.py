@@ -247,7 +247,10 @@ class ProbeBundle:
     @property
     def request_probes(self) -> dict[str, ProbeArtifact]:
         """The per-turn probes by name ("single" first)."""
-        return {"single": self.single, **({"context_free": self.context_free} if self.context_free else {})}
+        probes = {"single": self.single}
+        if self.context_free is not None:
+            probes["context_free"] = self.context_free
+        return probes
 
     def request_margins(self, acts: Mapping[int, np.ndarray], user_turn: int = 1) -> dict[str, float]:
         """Per per-turn probe, (raw - its τ for that user turn) / its score_scale: > 0 means it flags. The
