@@ -270,7 +270,7 @@ def drift_records(data_dir: str | Path, *, seed: int = 21) -> list[Record]:
     return multiturn_records(data_dir, seed=seed, profiles=DRIFT_PROFILES, id_prefix="mtx")
 
 
-_CHAT_CONTEXTS = [None, "You are a helpful assistant.", "You are a friendly assistant for a small business.",
+CHAT_CONTEXTS = [None, "You are a helpful assistant.", "You are a friendly assistant for a small business.",
                   "You help the user with everyday tasks."]
 
 
@@ -299,7 +299,7 @@ def chat_records(data_dir: str | Path, *, n_train: int = 240, n_dev: int = 80, s
                         else rng.choice(pools[split]))
                 turns += [{"role": "user", "content": text}, {"role": "assistant", "content": rng.choice(_REPLIES)}]
             key = f"chat-{split}-{c}"
-            out.append({"id": key, "context": rng.choice(_CHAT_CONTEXTS), "turns": turns[:-1], "label": 0,
+            out.append({"id": key, "context": rng.choice(CHAT_CONTEXTS), "turns": turns[:-1], "label": 0,
                         "turn_labels": [0] * (len(turns) // 2), "group": key, "scenario": "chat", "split": split,
                         "source": "generated:alpaca_seed_chat"})
     return out

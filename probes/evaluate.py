@@ -41,10 +41,8 @@ def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, late
     m: dict[str, Any] = rates(y, s, bundle.single.meta.threshold)
     free = bundle.context_free
     if free is not None:  # served decision: either per-turn probe over its own τ; ranked by the larger margin
-        sf = free.raw(free.features(acts))
-        by_probe = {"single": m, "context_free": rates(y, sf, free.meta.threshold)}
-        s = np.maximum((s - bundle.single.meta.threshold) / bundle.single.meta.score_scale,
-                       (sf - free.meta.threshold) / free.meta.score_scale)
+        by_probe = {"single": m, "context_free": rates(y, free.raw(free.features(acts)), free.meta.threshold)}
+        s = np.maximum.reduce(list(bundle.request_margins(acts).values()))
         m = {**rates(y, s, 0.0), "threshold": bundle.single.meta.threshold,
              "context_free_threshold": free.meta.threshold, "by_probe": by_probe}
     enc = SentinelEncoder(lm.model, lm.tokenizer, bundle.layers)
@@ -81,7 +79,7 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *,
                 a_multi.append(multi.features(acts))
         enc.forget(ci)
         # per turn, the larger per-turn-probe margin (raw - τ for that turn) / score_scale: > 0 flags
-        s1 = np.array([max(mg.values()) for mg in a_single])
+        s1 = np.array([max(float(v) for v in mg.values()) for mg in a_single])
         flags = s1 > 0
         if multi is not None and len(a_multi) > 1:
             d = drift_scores(multi.coef, np.stack(a_multi))

@@ -31,7 +31,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from .datasets import _CHAT_CONTEXTS
+from .datasets import CHAT_CONTEXTS
 
 Record = dict[str, object]
 
@@ -90,7 +90,7 @@ FICTION_ASK = ["In the story, what is {who}'s {attr}?", "Does the book ever reve
 _CONTEXTS = [None, None, None, "You are a helpful assistant.", "You are a personal assistant with web search."]
 # System messages that set no scenario (no norms, no counterpart): a request under one is "unframed" like one with
 # none. These are the generic contexts the generators here and in probes.datasets (benign chats) use.
-GENERIC_CONTEXTS = frozenset(c for c in [*_CONTEXTS, *_CHAT_CONTEXTS] if c is not None)
+GENERIC_CONTEXTS = frozenset(c for c in [*_CONTEXTS, *CHAT_CONTEXTS] if c is not None)
 
 
 def is_unframed(record: Mapping[str, Any]) -> bool:

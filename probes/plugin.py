@@ -79,13 +79,13 @@ class PrivacyScorer:
                                              f"{m.meta.threshold:.3f} ({_where(m.layers)}; turn 1 is the baseline)",
                                  action=self.action if fire else Action.ALLOW))
             t = max(t, turn)
-        margins = self.bundle.request_margins(acts, t)
+        margins = {name: float(m) for name, m in self.bundle.request_margins(acts, t).items()}
         unit = margin_to_unit(max(margins.values()))
         parts = []
         for name, p in self.bundle.request_probes.items():
-            m = margins[name]
+            tau = p.threshold_for(t)
             parts.append(f"{'single-turn' if name == 'single' else 'context-free'} probe ({_where(p.layers)}): raw "
-                         f"{m * p.meta.score_scale + p.threshold_for(t):.3f} vs tau {p.threshold_for(t):.3f}")
+                         f"{margins[name] * p.meta.score_scale + tau:.3f} vs tau {tau:.3f}")
         return [Finding(detector="privacy", category="privacy_request", score=unit, threshold=threshold,
                         explanation="; ".join(parts) + f" (user turn {t})",
                         action=self.action if unit > threshold else Action.ALLOW), *drift]

@@ -252,11 +252,12 @@ class ProbeBundle:
             probes["context_free"] = self.context_free
         return probes
 
-    def request_margins(self, acts: Mapping[int, np.ndarray], user_turn: int = 1) -> dict[str, float]:
-        """Per per-turn probe, (raw - its τ for that user turn) / its score_scale: > 0 means it flags. The
+    def request_margins(self, acts: Mapping[int, np.ndarray], user_turn: int = 1) -> dict[str, np.ndarray]:
+        """Per per-turn probe, (raw - its τ for that user turn) / its score_scale: > 0 means it flags. ``acts``
+        holds one activation per layer (0-d margins) or a batch (``[n, d]`` per layer, ``[n]`` margins). The
         served request score is ``margin_to_unit(max margin)``: 0.5 exactly where the first of them crosses its τ
         (with ``single`` alone, :meth:`ProbeArtifact.unit_score`)."""
-        return {name: float((p.raw(p.features(acts)) - p.threshold_for(user_turn)) / p.meta.score_scale)
+        return {name: (p.raw(p.features(acts)) - p.threshold_for(user_turn)) / p.meta.score_scale
                 for name, p in self.request_probes.items()}
 
     def check_model(self, fingerprint: str, model_id: str | None = None) -> None:
