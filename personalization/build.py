@@ -81,7 +81,7 @@ def dev_rows(rows: dict[str, list[dict[str, Any]]], min_words_sst2: int = 8) -> 
 
 def build(data_dir: Path, cache: Path | None, out_dev: Path | None, C: float = 16.0, target_fpr: float = 0.05,
           lexical: bool = True, calibration: str = "f1") -> dict[str, Any]:
-    enc = Encoder()
+    enc = Encoder(int8=False)  # artefacts are fit in fp32; an int8 encoder serves them (see models.quantize)
     rows = load_rows(data_dir)
     E_all, recs = [], []
     for name, rs in rows.items():
@@ -130,7 +130,7 @@ def build(data_dir: Path, cache: Path | None, out_dev: Path | None, C: float = 1
                          encoding="utf-8")
     # Bank embeddings serve user-category anchors and semantic demo retrieval: the plain (topic) encoder's space.
     eb = ExampleBank.load()
-    topic = Encoder(adapter=None)
+    topic = Encoder(adapter=None, int8=False)
     pos = {r["id"]: i for i, r in enumerate(recs)}
     eb._emb[topic.name] = (E[[pos[i] for i in eb.ids]] if topic.name == enc.name
                            else topic.encode(list(eb.texts)))

@@ -56,10 +56,15 @@ class Encoder:
     The default MiniLM gets the shipped harm deltas (`ADAPTER_PATH`, trained by scripts/train_harm_adapter.py):
     a private merged copy, so other plugins' MiniLM is unchanged. `adapter=None` uses the plain encoder. `name`
     identifies the exact weights (base + delta digest): bank embeddings and heads are keyed by it.
+
+    `int8`: None follows `guardrails.models.devices.encoder_int8` (opt-in `RAILGUARD_CPU_INT8=1`: int8 calibrated
+    on `int8_calibration_texts`, see `guardrails.models.quantize`); the shipped heads and bank embeddings are fit
+    in fp32 (`build` passes False) and serve both.
+    Batches of 32: on 2 CPU cores 1.1x the throughput of 64 (less padding within a length-sorted batch).
     """
 
     def __init__(self, name: str = DEFAULT_ENCODER, *, adapter: Path | str | None | Literal["default"] = "default",
-                 batch_size: int = 64, max_length: int = 128) -> None:
+                 batch_size: int = 32, max_length: int = 128, int8: bool | None = None) -> None:
         if adapter == "default":
             adapter = ADAPTER_PATH if name == DEFAULT_ENCODER and ADAPTER_PATH.is_file() else None
         self.base_name, self.adapter = name, (Path(adapter) if adapter is not None else None)
@@ -70,15 +75,24 @@ class Encoder:
             if not self.adapter.is_file():
                 raise ConfigError(f"encoder adapter not found: {self.adapter}")
             self.name = f"{name}+lora-{file_digest(self.adapter)[:12]}"
-        self.batch_size, self.max_length = batch_size, max_length
+        self.batch_size, self.max_length, self._int8 = batch_size, max_length, int8
         self._enc: Any = None
 
     def _load(self) -> Any:
         if self._enc is None:
-            from guardrails.models import load_encoder
+            from guardrails.models import load_encoder, resolve_device
+            from guardrails.models.devices import encoder_int8
 
-            self._enc = load_encoder(self.base_name, adapter=self.adapter)
+            device = resolve_device(None)
+            int8 = encoder_int8(device) if self._int8 is None else self._int8
+            self._enc = load_encoder(self.base_name, device=device, adapter=self.adapter,
+                                     int8_calibration=int8_calibration_texts() if int8 else None)
         return self._enc
+
+    @property
+    def int8(self) -> bool:
+        """Whether this encoder runs dynamic int8 Linear layers (see `guardrails.models.quantize`)."""
+        return bool(self._load().int8)
 
     @property
     def autocast_bf16(self) -> bool:
@@ -103,6 +117,17 @@ class Encoder:
         own, plain = self._load().encode_with_base(list(texts), batch_size=self.batch_size,
                                                    max_length=self.max_length)
         return np.asarray(own, dtype=np.float32), np.asarray(plain, dtype=np.float32)
+
+
+INT8_CALIBRATION_SIZE = 256
+
+
+def int8_calibration_texts() -> list[str]:
+    """What int8 encoders calibrate their input scales on: the shipped bank's first 256 texts by id (train split
+    only, spam / toxic / negative / benign mixed; the same list on every machine, so the same int8 weights)."""
+    bank = ExampleBank.load()
+    order = sorted(range(len(bank.ids)), key=lambda i: bank.ids[i])
+    return [bank.texts[i] for i in order[:INT8_CALIBRATION_SIZE]]
 
 
 class PrototypeCategory:
@@ -157,11 +182,12 @@ class EmbeddingBackend:
 
     def __init__(self, encoder: str = DEFAULT_ENCODER, *, head_path: Path | str = HEAD_PATH,
                  bank: ExampleBank | None = None, target_fpr: float = 0.01, cache_size: int = 256,
-                 adapter: Path | str | None | Literal["default"] = "default") -> None:
-        self.encoder = Encoder(encoder, adapter=adapter)  # base heads and concept detection
+                 adapter: Path | str | None | Literal["default"] = "default", int8: bool | None = None) -> None:
+        self.encoder = Encoder(encoder, adapter=adapter, int8=int8)  # base heads and concept detection
         # User categories live in the plain encoder's space: the harm deltas pull texts together by sentiment and
         # style, which is what the heads need but blurs topics ("crypto spam" matched "only horror movies").
-        self.topic_encoder = Encoder(encoder, adapter=None) if self.encoder.adapter is not None else self.encoder
+        self.topic_encoder = (Encoder(encoder, adapter=None, int8=int8) if self.encoder.adapter is not None
+                              else self.encoder)
         self.head_path, self.target_fpr, self.cache_size = Path(head_path), target_fpr, cache_size
         self._bank = bank
         self._heads: BaseHeads | None = None

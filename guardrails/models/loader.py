@@ -6,12 +6,14 @@ safetensors into a platformdirs cache keyed by the GGUF's size and mtime; later 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +156,7 @@ class LoadedEncoder:
     tokenizer: Any
     device: str
     autocast_bf16: bool = False
+    int8: bool = False  # dynamic int8 Linear layers (`models.quantize`); `name` is unchanged: same embedding space
     base: LoadedEncoder | None = None
     layers_path: str = ""
     shared_layers: int = 0
@@ -237,13 +240,31 @@ class LoadedEncoder:
         return out, out_base
 
 
-def load_encoder(name_or_path: str, *, device: str | None = None,
-                 adapter: Path | str | None = None) -> LoadedEncoder:
+def load_encoder(name_or_path: str, *, device: str | None = None, adapter: Path | str | None = None,
+                 int8_calibration: Sequence[str] | None = None) -> LoadedEncoder:
     """A sentence encoder (cached per process). With `adapter` (a LoRA delta file, see `models.lora`), a
-    private copy with the deltas merged; the plain instance other callers share is left untouched."""
+    private copy with the deltas merged; the plain instance other callers share is left untouched.
+
+    `int8_calibration` (CPU only; `devices.encoder_int8` is the policy): texts like the ones it will embed; a
+    separate copy with int8 Linear layers whose input scales are fixed from a pass over them
+    (`models.quantize`; ~1 s for 256 short texts). Cached per texts; the fp32 instance stays what others get.
+    """
     dev = resolve_device(device)
+    if int8_calibration is not None:
+        if not dev.startswith("cpu"):
+            raise ModelLoadError(f"int8 encoders run on CPU only, not {dev!r}")
+        if not int8_calibration:
+            raise ModelLoadError("int8 calibration needs at least one text")
     if adapter is not None:
-        return _load_adapted_encoder(name_or_path, dev, Path(adapter))
+        return _load_adapted_encoder(name_or_path, dev, Path(adapter), int8_calibration)
+    if int8_calibration is not None:
+        key = (name_or_path, dev, "encoder-int8-" + _texts_digest(int8_calibration))
+        with _lock:
+            if key in _cache:
+                return _cache[key]
+        enc = _int8_copy(load_encoder(name_or_path, device=dev), int8_calibration)
+        with _lock:
+            return _cache.setdefault(key, enc)
     key = (name_or_path, dev, "encoder")
     with _lock:
         if key in _cache:
@@ -265,27 +286,45 @@ def load_encoder(name_or_path: str, *, device: str | None = None,
     return enc
 
 
-def _load_adapted_encoder(name_or_path: str, dev: str, adapter: Path) -> LoadedEncoder:
+def _texts_digest(texts: Sequence[str]) -> str:
+    return hashlib.sha256("\x00".join(texts).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _int8_copy(fp32: LoadedEncoder, texts: Sequence[str]) -> LoadedEncoder:
+    """`fp32` with its int8 targets quantized at input ranges measured by encoding `texts` through it."""
+    from .quantize import calibrate_ranges, quantize_encoder_int8
+
+    ranges = calibrate_ranges(fp32.model, lambda: fp32.encode(list(texts)))
+    return dataclasses.replace(fp32, model=quantize_encoder_int8(fp32.model, ranges), autocast_bf16=False,
+                               int8=True)
+
+
+def _load_adapted_encoder(name_or_path: str, dev: str, adapter: Path,
+                          int8_calibration: Sequence[str] | None) -> LoadedEncoder:
     import copy
 
     from .lora import apply_deltas, file_digest, read_deltas
 
     digest = file_digest(adapter) if adapter.is_file() else "missing"
-    key = (name_or_path, dev, "encoder+" + digest)
+    int8 = "" if int8_calibration is None else "-int8-" + _texts_digest(int8_calibration)
+    key = (name_or_path, dev, "encoder+" + digest + int8)
     with _lock:
         if key in _cache:
             return _cache[key]
     meta, pairs = read_deltas(adapter)
     if meta.get("base") not in (None, name_or_path):
         raise ModelLoadError(f"LoRA deltas {adapter.name} were trained on {meta.get('base')!r}, not {name_or_path!r}")
-    base = load_encoder(name_or_path, device=dev)
-    model = copy.deepcopy(base.model)
+    fp32 = load_encoder(name_or_path, device=dev)
+    model = copy.deepcopy(fp32.model)  # the deltas merge into fp32 weights; int8 (if asked) comes after
     apply_deltas(model, meta, pairs)
     model.eval()
     layers_path, shared = shared_trunk(model, pairs)
-    enc = LoadedEncoder(name=f"{name_or_path}+lora-{digest[:12]}", model=model, tokenizer=base.tokenizer,
-                        device=dev, autocast_bf16=base.autocast_bf16, base=base, layers_path=layers_path,
-                        shared_layers=shared)
+    enc = LoadedEncoder(name=f"{name_or_path}+lora-{digest[:12]}", model=model, tokenizer=fp32.tokenizer,
+                        device=dev, autocast_bf16=fp32.autocast_bf16, layers_path=layers_path, shared_layers=shared)
+    if int8_calibration is not None:
+        enc = _int8_copy(enc, int8_calibration)
+    # user categories' plain space, at the same precision (and calibration) as this encoder
+    enc.base = load_encoder(name_or_path, device=dev, int8_calibration=int8_calibration)
     with _lock:
         _cache[key] = enc
     return enc
