@@ -156,7 +156,7 @@ class LoadedEncoder:
     tokenizer: Any
     device: str
     autocast_bf16: bool = False
-    int8: bool = False  # dynamic int8 Linear layers (`models.quantize`); `name` is unchanged: same embedding space
+    int8: bool = False  # int8 Linear layers at fixed input scales (`models.quantize`); same `name`: same space
     base: LoadedEncoder | None = None
     layers_path: str = ""
     shared_layers: int = 0
@@ -255,6 +255,10 @@ def load_encoder(name_or_path: str, *, device: str | None = None, adapter: Path 
             raise ModelLoadError(f"int8 encoders run on CPU only, not {dev!r}")
         if not int8_calibration:
             raise ModelLoadError("int8 calibration needs at least one text")
+        from .quantize import int8_engine_available
+
+        if not int8_engine_available():
+            raise ModelLoadError("int8 encoders need torch's x86 int8 Linear kernel (fbgemm), not in this build")
     if adapter is not None:
         return _load_adapted_encoder(name_or_path, dev, Path(adapter), int8_calibration)
     if int8_calibration is not None:

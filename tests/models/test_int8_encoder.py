@@ -35,7 +35,7 @@ def test_int8_copy_keeps_the_embedding_space_and_leaves_the_shared_fp32_encoder_
         assert type(m).__name__ == "StaticInt8Linear"
     a, b = fp32.encode(TEXTS), int8.encode(TEXTS)
     cos = (a * b).sum(1)
-    assert cos.min() > 0.95 and cos.mean() > 0.98, cos  # measured: 0.967 ("ok") and 0.989
+    assert cos.min() > 0.95 and cos.mean() > 0.98, cos  # measured: 0.967 ("ok") and 0.989 mean
     assert not np.array_equal(a, b)  # int8 really ran
     sims = b @ b.T
     assert sims[0, 1] > sims[0, 2] + 0.2  # still semantic
@@ -90,6 +90,14 @@ def test_int8_bad_requests_are_typed_errors():
         load_encoder("all-minilm-l6-v2", int8_calibration=[])
     with pytest.raises(ModelLoadError, match="CPU only"):
         load_encoder("all-minilm-l6-v2", device="meta", int8_calibration=CALIBRATION)
+
+
+def test_int8_without_the_kernel_is_a_typed_error(monkeypatch):
+    import guardrails.models.quantize as quantize
+
+    monkeypatch.setattr(quantize, "int8_engine_available", lambda: False)
+    with pytest.raises(ModelLoadError, match="x86 int8 Linear kernel"):
+        load_encoder("all-minilm-l6-v2", int8_calibration=["another calibration set, never loaded"])
 
 
 def test_int8_policy_switch(monkeypatch):
