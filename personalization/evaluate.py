@@ -98,6 +98,9 @@ def evaluate(rows: list[dict[str, Any]], backend: Any, profile: ModerationProfil
     out = binary_metrics(y, pred)
     out["texts_per_s"] = len(texts) / dt if dt > 0 else None
     out["backend"] = getattr(backend, "name", type(backend).__name__)
+    encoder = getattr(backend, "encoder", None)
+    if encoder is not None and hasattr(encoder, "int8"):  # which weights scored: traceable in every result
+        out["encoder"], out["encoder_int8"] = encoder.name, encoder.int8
     out["active_categories"] = sorted(profile.active())
     active = list(profile.active())
     top = np.max(np.stack([scores[c] for c in active]), 0) if active else np.zeros(len(texts))

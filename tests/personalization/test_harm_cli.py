@@ -45,6 +45,9 @@ def test_eval_json_and_plot(tmp_path):
     assert r.exit_code == 0, r.output
     out = _json(r)
     assert EVAL_KEYS <= set(out) and out["n"] == 40 and png.stat().st_size > 1000
+    from guardrails.models.devices import encoder_int8
+
+    assert out["encoder"].startswith("all-minilm-l6-v2+lora-") and out["encoder_int8"] is encoder_int8("cpu")
     assert {"benign", "spam", "toxic", "negative"} <= set(out["per_label"])
 
 
@@ -85,3 +88,9 @@ def test_bench_keys():
     assert out["embed_texts_per_s_default_profile"] > 0 and out["embed_encoder_only_texts_per_s"] > 0
     # the dtype the run actually used is reported, and it is the process-wide encoder policy
     assert out["embed_autocast_bf16"] is encoder_autocast_bf16("cpu")
+    from guardrails.models.devices import encoder_int8
+    from guardrails.models.quantize import int8_engine_available
+
+    assert out["embed_int8"] is encoder_int8("cpu")  # the process-wide policy (opt-in: RAILGUARD_CPU_INT8=1)
+    if int8_engine_available():
+        assert out["embed_int8_over_fp32"] > 0
