@@ -139,6 +139,10 @@ def load_causal_lm(name_or_path: str, *, device: str | None = None, dtype: Any =
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     model.to(dev).eval()  # type: ignore[arg-type]
+    if dev == "cpu":  # grouped KV heads under a mask without copying the history (`models.attention`)
+        from .attention import use_masked_gqa
+
+        use_masked_gqa(model)
     loaded = LoadedCausalLM(name=name_or_path, model=model, tokenizer=tok, device=dev, source=source)
     with _lock:
         _cache[key] = loaded

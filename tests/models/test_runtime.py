@@ -167,3 +167,35 @@ def test_auto_bf16_follows_a_measurement_not_cpu_flags(monkeypatch):
     calls = []
     monkeypatch.setattr(devices, "_measure_cpu_bf16", lambda: calls.append(1) or (not first))
     assert devices.cpu_bf16_is_faster() is first and not calls  # measured once per process, then remembered
+
+
+def test_cpu_causal_lm_attends_grouped_heads_under_a_mask_without_copies():
+    """KV-cached prefills carry a mask; transformers' sdpa then copied the whole KV history per query head. The CPU
+    model runs `models.attention.masked_gqa_sdpa` instead: same outputs (the sentinel's activations were bitwise
+    equal on a 20-turn replay), and torch broadcasts the grouped heads itself."""
+    import torch
+
+    from guardrails.models.attention import NAME
+
+    lm = load_causal_lm("smollm2-135m-instruct")
+    assert lm.model.config._attn_implementation == NAME
+    ids = lm.tokenizer("The quick brown fox jumps over the lazy dog, twice, and then it rests.",
+                       return_tensors="pt")["input_ids"]
+    split = ids.shape[1] - 6
+    calls = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(bool(kwargs.get("enable_gqa")))
+        return real(*args, **kwargs)
+
+    with torch.inference_mode():
+        full = lm.model(ids).logits[0, -1]
+        out = lm.model(ids[:, :split], use_cache=True)
+        torch.nn.functional.scaled_dot_product_attention = spy
+        try:  # 6 new tokens on a cache: a masked, grouped-head prefill
+            step = lm.model(ids[:, split:], cache=out.past_key_values, use_cache=True).logits[0, -1]
+        finally:
+            torch.nn.functional.scaled_dot_product_attention = real
+    assert calls and all(calls)
+    torch.testing.assert_close(step, full, atol=1e-4, rtol=1e-4)
