@@ -11,8 +11,10 @@ rounding) and defers to transformers' own sdpa function in every other case.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+log = logging.getLogger("railguard.models")
 NAME = "sdpa_masked_gqa"
 
 
@@ -43,5 +45,9 @@ def use_masked_gqa(model: Any) -> bool:
         return False
     AttentionInterface.register(NAME, masked_gqa_sdpa)
     AttentionMaskInterface.register(NAME, sdpa_mask)  # the masks sdpa expects (else a custom name gets none)
-    model.set_attn_implementation(NAME)
+    try:
+        model.set_attn_implementation(NAME)
+    except (ValueError, NotImplementedError, AttributeError) as exc:  # a model that refuses custom backends
+        log.info("keeping sdpa for %s: %s", type(model).__name__, exc)  # (validated before it changes anything)
+        return False
     return True

@@ -199,3 +199,19 @@ def test_cpu_causal_lm_attends_grouped_heads_under_a_mask_without_copies():
             torch.nn.functional.scaled_dot_product_attention = real
     assert calls and all(calls)
     torch.testing.assert_close(step, full, atol=1e-4, rtol=1e-4)
+
+
+def test_a_model_refusing_custom_attention_keeps_sdpa():
+    from types import SimpleNamespace
+
+    from guardrails.models.attention import use_masked_gqa
+
+    class Refuses:
+        config = SimpleNamespace(_attn_implementation="sdpa")
+
+        def set_attn_implementation(self, name):
+            raise ValueError(f"{name} is not supported")
+
+    model = Refuses()
+    assert use_masked_gqa(model) is False and model.config._attn_implementation == "sdpa"
+    assert use_masked_gqa(SimpleNamespace(config=SimpleNamespace(_attn_implementation="eager"))) is False
