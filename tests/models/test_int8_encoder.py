@@ -59,22 +59,8 @@ def test_int8_embedding_of_a_text_does_not_depend_on_its_batch_neighbours():
     assert ((alone * with_ordinary).sum(1)).min() > 0.95
 
 
-def test_int8_adapted_encoder_shares_its_calibration_with_its_plain_base(tmp_path):
-    import copy
-
-    import torch
-
-    from guardrails.models.lora import save_deltas, wrap_linears
-
-    base = load_encoder("all-minilm-l6-v2")
-    model = copy.deepcopy(base.model)
-    wrapped = wrap_linears(model, 4, prefix=("encoder.layer.4.", "encoder.layer.5."), scale=2.0)
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for w in wrapped.values():
-            w.B.copy_(torch.randn(w.B.shape, generator=g) * 0.05)
-    path = tmp_path / "top.safetensors"
-    save_deltas({n: (w.A, w.B) for n, w in wrapped.items()}, path, scale=2.0, base="all-minilm-l6-v2")
+def test_int8_adapted_encoder_shares_its_calibration_with_its_plain_base(top_deltas):
+    path = top_deltas[0]
     adapted = load_encoder("all-minilm-l6-v2", adapter=path, int8_calibration=CALIBRATION)
     assert adapted.int8 and adapted.base is load_encoder("all-minilm-l6-v2", int8_calibration=CALIBRATION)
     assert adapted.shared_layers == 4
