@@ -72,18 +72,26 @@ def test_int8_adapted_encoder_shares_its_calibration_with_its_plain_base(top_del
 
 
 def test_int8_bad_requests_are_typed_errors():
+    from guardrails.models import loader
+
+    load_encoder("all-minilm-l6-v2")
+    before = dict(loader._cache)
     with pytest.raises(ModelLoadError, match="at least one text"):
         load_encoder("all-minilm-l6-v2", int8_calibration=[])
     with pytest.raises(ModelLoadError, match="CPU only"):
         load_encoder("all-minilm-l6-v2", device="meta", int8_calibration=CALIBRATION)
+    assert loader._cache == before  # nothing loaded or cached
 
 
 def test_int8_without_the_kernel_is_a_typed_error(monkeypatch):
     import guardrails.models.quantize as quantize
+    from guardrails.models import loader
 
     monkeypatch.setattr(quantize, "int8_engine_available", lambda: False)
+    before = dict(loader._cache)
     with pytest.raises(ModelLoadError, match="x86 int8 Linear kernel"):
         load_encoder("all-minilm-l6-v2", int8_calibration=["another calibration set, never loaded"])
+    assert loader._cache == before
 
 
 def test_int8_policy_switch(monkeypatch):
