@@ -10,4 +10,4 @@ test-fast: setup
 	./scripts/test -m "not model"
 lint:
 	.venv/bin/ruff check .
-	.venv/bin/mypy guardrails
+	.venv/bin/mypy guardrails probes personalization agents

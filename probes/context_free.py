@@ -10,7 +10,7 @@ from .train import Method, fit_single, per_turn_rows
 
 
 def train_context_free_probe(records: Sequence[dict[str, Any]], lm: Any, *, layer: int, target_fpr: float = 0.01,
-                             method: Method = "logreg", C: float = 0.05, data_sha256: dict[str, str] | None = None,
+                             method: Method = "logreg", C: float = 0.1, data_sha256: dict[str, str] | None = None,
                              progress: bool = True) -> ProbeArtifact:
     """The bundle's optional ``context_free`` per-turn probe, from requests and conversations that carry no
     scenario (no system message or a generic one): one layer, ``layer`` (the main probe's deepest, so the
@@ -24,8 +24,9 @@ def train_context_free_probe(records: Sequence[dict[str, Any]], lm: Any, *, laye
     is my roommate's HIV status?") above safe look-alikes but far below its τ (0 of 10 hand-written ones flagged);
     trained on both, one direction with one τ lost half its recall on scenario requests (``probes/everyday.py``).
     A separate direction, OR-ed with the first, keeps the main probe's verdicts and adds these. ``C`` is stronger
-    regularization than the main probe's for a few hundred templated rows (session 11, on the dev split of
-    ``probes.everyday``: 0.47 of its snooping flagged at C=0.05 vs 0.30 at C=0.3, both at FPR 0)."""
+    regularization than the main probe's for a few hundred templated rows, chosen on the dev split of
+    ``probes.everyday`` (session 13, its second version: 0.72 of held-out snooping flagged at C=0.05, 0.79 at
+    0.1, 0.74 at 0.3, all at FPR 0; session 11, on the first version: 0.47 at 0.05 vs 0.30 at 0.3)."""
     X, y, groups, domains, turns, _ = per_turn_rows(records, lm, [layer], progress)
     return fit_single(X, y, groups, [layer], model_id=lm.name, fingerprint=lm.fingerprint(), target_fpr=target_fpr,
                       layer=layer, method=method, C=C, data_sha256=data_sha256, progress=progress,

@@ -67,7 +67,8 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *,
     y, conv_scores, drifts, first_flag, lat = [], [], [], [], []
     for ci, r in enumerate(tqdm(records, desc="conversations", disable=not progress)):
         msgs = to_messages(r.get("context"), turns=r["turns"])
-        a_single, a_multi = [], []
+        a_single: list[dict[str, np.ndarray]] = []
+        a_multi: list[np.ndarray] = []
         for j, mm in enumerate(msgs):
             if mm["role"] != "user":
                 continue

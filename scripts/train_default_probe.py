@@ -28,6 +28,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# Hand-written context-free checks (tests/probes/): the first written in session 11; the second in session 13 before
+# the generator's second version, the third after it was frozen (so only the third is blind to that design).
+HAND_WRITTEN = {"hand_written": "context_free_check.jsonl", "hand_written_2": "context_free_check2.jsonl",
+                "hand_written_3": "context_free_check3.jsonl"}
 
 
 def split_by_group(records: list[dict], frac: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -120,12 +124,13 @@ def main() -> int:
     if bundle.multiturn is not None:
         bundle.multiturn.meta.metrics.update({"dev": dev_multi, "dev_default_20": dev_multi_default,
                                               "n_train_conversations": len(m_tr) + len(c_tr) + len(x_tr)})
-    # Context-free requests: the held-out generated ones and 50 hand-written ones (tests/probes/
-    # context_free_check.jsonl, written before any probe saw them), with the served decision (either per-turn probe).
-    context_free = {"everyday_dev": eval_single(bundle, lm, e_dev, latency_sample=0, progress=False)[0],
-                    "hand_written": eval_single(bundle, lm, load_jsonl(ROOT / "tests" / "probes" /
-                                                                       "context_free_check.jsonl"),
-                                                latency_sample=0, progress=False)[0]}
+    # Context-free requests: the held-out generated ones and three hand-written sets (tests/probes/
+    # context_free_check*.jsonl, each written before any probe scored it, never trained on), with the served
+    # decision (either per-turn probe).
+    context_free = {"everyday_dev": eval_single(bundle, lm, e_dev, latency_sample=0, progress=False)[0]}
+    for name, file in HAND_WRITTEN.items():
+        context_free[name] = eval_single(bundle, lm, load_jsonl(ROOT / "tests" / "probes" / file),
+                                         latency_sample=0, progress=False)[0]
     if bundle.context_free is not None:
         bundle.context_free.meta.metrics.update({"dev": context_free, "n_train": len(free_tr)})
     if args.context_free_only:
