@@ -10,25 +10,45 @@ from .train import Method, fit_single, per_turn_rows
 
 
 def train_context_free_probe(records: Sequence[dict[str, Any]], lm: Any, *, layer: int, target_fpr: float = 0.01,
-                             method: Method = "logreg", C: float = 0.1, data_sha256: dict[str, str] | None = None,
-                             progress: bool = True) -> ProbeArtifact:
+                             method: Method = "logreg", C: float = 0.3, data_sha256: dict[str, str] | None = None,
+                             progress: bool = True,
+                             scenario_negatives: Sequence[dict[str, Any]] = ()) -> ProbeArtifact:
     """The bundle's optional ``context_free`` per-turn probe, from requests and conversations that carry no
     scenario (no system message or a generic one): one layer, ``layer`` (the main probe's deepest, so the
     sentinel's early exit and the fused hooks capture nothing new), and one τ for every turn, calibrated like the
-    main probe's on requests (single rows and first turns). A later-turn τ calibrated on unframed benign chats
+    main probe's on requests (single rows and first turns) of ``records``.
+
+    ``scenario_negatives``: benign requests and conversations *with* a scenario (label 0 only). They train the
+    direction as negatives and never set τ. Why (session 13): once it learnt from conversations too, this probe
+    fired on scenario conversations whose norms allow a third party's data ("Share the patient's treatments from
+    the last visit" to the insurance agent): dev benign multi-turn FPR 1.2 % -> 3.5 %; with these negatives it
+    fires on none of the 185 dev scenario conversations and the main probe's verdicts stand alone there (the
+    scenario violations are its job). τ stays the 1 % point of *unframed* OOF negatives: the many easy scenario
+    negatives would otherwise pull it down.
+
+    Earlier calibrations, measured and dropped (session 11): a later-turn τ calibrated on unframed benign chats
     alone came out at -2.6 and fired on scenario conversations it never saw (dev benign multi-turn FPR 1.2 % ->
-    6.4 %); a τ over every negative row, chat turns included, was lower too and added FPs on scenario requests
-    (dev 12.4 % -> 13.1 %). With the request τ for every turn the dev verdicts of the main probe are unchanged.
+    6.4 %); a τ over every negative row, chat turns included, was lower too and added FPs on scenario requests.
 
     Why a second direction: trained on scenario-framed requests, the main probe ranks context-free snooping ("What
     is my roommate's HIV status?") above safe look-alikes but far below its τ (0 of 10 hand-written ones flagged);
     trained on both, one direction with one τ lost half its recall on scenario requests (``probes/everyday.py``).
-    A separate direction, OR-ed with the first, keeps the main probe's verdicts and adds these. ``C`` is stronger
-    regularization than the main probe's for a few hundred templated rows, chosen on the dev split of
-    ``probes.everyday`` (session 13, its second version: 0.72 of held-out snooping flagged at C=0.05, 0.79 at
-    0.1, 0.74 at 0.3, all at FPR 0; session 11, on the first version: 0.47 at 0.05 vs 0.30 at 0.3)."""
-    X, y, groups, domains, turns, _ = per_turn_rows(records, lm, [layer], progress)
+    A separate direction, OR-ed with the first, keeps the main probe's verdicts and adds these. ``C`` was chosen
+    on the dev splits of ``probes.everyday`` (requests and conversations) under the rule that no scenario-request
+    dev verdict may change (session 13: C 0.1 / 0.3 / 1.0 / 3.0 flag 0.84 / 0.88 / 0.88 / 0.84 of held-out
+    snooping requests and 10 / 13 / 16 / 16 of 24 held-out snooping conversations, each at FPR 0.032 on the
+    requests and 0 on the conversations; 1.0 adds a scenario-request false positive, so 0.3)."""
+    if any(int(r.get("label", 0)) != 0 or any(r.get("turn_labels") or []) for r in scenario_negatives):
+        raise ValueError("scenario_negatives must all be benign (label 0, no flagged turn)")
+    rows = [*records, *scenario_negatives]
+    X, y, groups, domains, turns, convs = per_turn_rows(rows, lm, [layer], progress)
+    own = {id(r) for r in records}
+    single = [r for r in rows if "request" in r]
+    multi = [r for r in rows if "turns" in r]
+    calibrate = [id(r) in own for r in single] + [id(r) in own for r, c in zip(multi, convs, strict=True)
+                                                  for _ in range(len(c))]
     return fit_single(X, y, groups, [layer], model_id=lm.name, fingerprint=lm.fingerprint(), target_fpr=target_fpr,
                       layer=layer, method=method, C=C, data_sha256=data_sha256, progress=progress,
                       domains=domains, max_layers=1, later_turn_threshold=False,
-                      conversation_turns=turns if any(t is not None for t in turns) else None)
+                      conversation_turns=turns if any(t is not None for t in turns) else None,
+                      calibration_rows=calibrate)

@@ -129,7 +129,7 @@ def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Seque
                domains: Sequence[str] | None = None, max_layers: int = MAX_COMBINED_LAYERS,
                min_gain: float = 0.005,
                conversation_turns: Sequence[tuple[str, int] | None] | None = None,
-               later_turn_threshold: bool = True) -> ProbeArtifact:
+               later_turn_threshold: bool = True, calibration_rows: ArrayLike | None = None) -> ProbeArtifact:
     """Fit a single-turn probe. ``X`` is ``[n, len(layers), d]`` (layers sorted as given).
 
     The best single layer is chosen by grouped CV (OOF AUROC + TPR at ``target_fpr``). Then, up to
@@ -148,7 +148,9 @@ def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Seque
     OOF FPR 3.2 % on requests at a pooled 1 %) while each extra turn of a conversation was another chance of a
     false alarm; with both thresholds the default probe's OOF rates are 0.62 TPR at 0.98 % FPR on requests and,
     per conversation, 0.92 of attacks at 0.96 % of benign ones (``later_turn_threshold=False``: τ serves every
-    turn). With ``domains`` (one source/scenario name per
+    turn). ``calibration_rows`` (a boolean mask, default all) limits the rows whose OOF scores set τ and the CV
+    request metrics: rows outside it only train the direction (the context-free probe's scenario negatives).
+    With ``domains`` (one source/scenario name per
     row) the OOF FPR of each domain at its rows' τ is stored too (``metrics.cv.fpr_by_domain``): a pooled 1 % can
     hide a domain the probe cannot separate (AirGap rows on the default probe).
     """
@@ -161,6 +163,10 @@ def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Seque
     layers = list(layers)
     folds = _folds(groups, n_splits)
     first, convs = _turn_index(conversation_turns, len(y))
+    calib = np.ones(len(y), bool) if calibration_rows is None else np.asarray(calibration_rows, bool)
+    if calib.shape != y.shape or not (calib & (y == 0)).any():
+        raise ValueError("calibration_rows must mark one flag per training row, negatives among them")
+    req = first & calib  # the request rows that set τ and the CV request metrics
     cand = [layer] if layer is not None else layers
     per_layer: dict[int, dict[str, float | None]] = {}
     best: tuple[float, int, np.ndarray] | None = None
@@ -181,11 +187,11 @@ def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Seque
                                    progress=progress, desc="layers")
     ok = np.isfinite(s)
     neg = ok & (y == 0)
-    tau = calibrate_threshold(s[neg & first], target_fpr)
+    tau = calibrate_threshold(s[neg & req], target_fpr)
     tau_h, cv_conv = _history_threshold(y, s, first, convs, tau, target_fpr) if later_turn_threshold else (None, None)
     thr = np.where(first, tau, tau if tau_h is None else tau_h)
     final = LinearProbe(method=method, C=C).fit(_columns(X, layers, chosen), y)
-    cv = rates(y[ok & first], s[ok & first], tau)
+    cv = rates(y[ok & req], s[ok & req], tau)
     if dom is not None:
         cv["fpr_by_domain"] = {k: float((s[neg & (dom == k)] > thr[neg & (dom == k)]).mean())  # type: ignore
                                for k in sorted(set(dom[neg]))}

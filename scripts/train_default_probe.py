@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # the generator's second version, the third after it was frozen (so only the third is blind to that design).
 HAND_WRITTEN = {"hand_written": "context_free_check.jsonl", "hand_written_2": "context_free_check2.jsonl",
                 "hand_written_3": "context_free_check3.jsonl"}
+HAND_WRITTEN_CONVERSATIONS = {"hand_written_conversations": "context_free_conversations.jsonl",
+                              "hand_written_conversations_2": "context_free_conversations2.jsonl"}
 
 
 def split_by_group(records: list[dict], frac: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -63,7 +65,7 @@ def main() -> int:
     from probes.context_free import train_context_free_probe
     from probes.datasets import build_training_set, chat_records, drift_records, file_sha256, load_jsonl, write_jsonl
     from probes.evaluate import eval_multiturn, eval_single
-    from probes.everyday import everyday_records, is_unframed
+    from probes.everyday import everyday_conversations, everyday_records, is_unframed
     from probes.features import cached_capture, single_turn_prompts
     from probes.generalization import cross_domain, leave_one_out
     from probes.probe import load_probe
@@ -94,15 +96,20 @@ def main() -> int:
     # The context-free probe's data: generated context-free requests (probes.everyday, split on their own), plus every
     # training request and conversation above that carries no scenario (no system message or a generic one).
     e_tr, e_dev = split_by_group(everyday_records(), 0.2, seed=14)
-    free_tr = [r for r in s_tr + m_tr + c_tr + x_tr if is_unframed(r)] + e_tr
+    v_tr, v_dev = split_by_group(everyday_conversations(), 0.2, seed=15)
+    free_tr = [r for r in s_tr + m_tr + c_tr + x_tr if is_unframed(r)] + e_tr + v_tr
+    # benign scenario rows: negatives for the context-free direction that never set its τ (probes.context_free)
+    framed_benign = [r for r in s_tr + m_tr + x_tr if not is_unframed(r) and r["label"] == 0]
     write_jsonl(e_dev, work / "dev_everyday.jsonl")
+    write_jsonl(v_dev, work / "dev_everyday_conversations.jsonl")
 
     t0 = time.perf_counter()
     if args.context_free_only:
         bundle = load_probe(args.out)
         bundle.check_model(lm.fingerprint(), lm.name)
         bundle.context_free = train_context_free_probe(free_tr, lm, layer=bundle.single.meta.layer,
-                                                       target_fpr=args.target_fpr, data_sha256=shas)
+                                                       target_fpr=args.target_fpr, data_sha256=shas,
+                                                       scenario_negatives=framed_benign)
     elif args.drift_only:
         bundle = load_probe(args.out)
         bundle.check_model(lm.fingerprint(), lm.name)
@@ -116,7 +123,8 @@ def main() -> int:
         bundle = train_bundle(s_tr + m_tr + c_tr + x_tr, lm, target_fpr=args.target_fpr, multiturn=True,
                               data_sha256=shas)
         bundle.context_free = train_context_free_probe(free_tr, lm, layer=bundle.single.meta.layer,
-                                                       target_fpr=args.target_fpr, data_sha256=shas)
+                                                       target_fpr=args.target_fpr, data_sha256=shas,
+                                                       scenario_negatives=framed_benign)
     train_s = time.perf_counter() - t0
 
     dev_multi, _, _ = eval_multiturn(bundle, lm, m_dev + x_dev)
@@ -131,12 +139,20 @@ def main() -> int:
     for name, file in HAND_WRITTEN.items():
         context_free[name] = eval_single(bundle, lm, load_jsonl(ROOT / "tests" / "probes" / file),
                                          latency_sample=0, progress=False)[0]
+    # Conversations (served decision: both per-turn probes and the drift probe): held-out generated ones and the
+    # hand-written pairs (tests/probes/context_free_conversations*.jsonl).
+    context_free["everyday_conversations_dev"] = eval_multiturn(bundle, lm, v_dev, progress=False)[0]
+    for name, file in HAND_WRITTEN_CONVERSATIONS.items():
+        context_free[name] = eval_multiturn(bundle, lm, load_jsonl(ROOT / "tests" / "probes" / file),
+                                            progress=False)[0]
     if bundle.context_free is not None:
-        bundle.context_free.meta.metrics.update({"dev": context_free, "n_train": len(free_tr)})
+        bundle.context_free.meta.metrics.update({"dev": context_free, "n_train": len(free_tr),
+                                                 "n_scenario_negatives": len(framed_benign)})
     if args.context_free_only:
         dev_single, _, _ = eval_single(bundle, lm, s_dev, progress=False)
         bundle.save(args.out)
-        report = {"train_s": round(train_s, 1), "n_train": len(free_tr), "context_free": context_free,
+        report = {"train_s": round(train_s, 1), "n_train": len(free_tr), "n_scenario_negatives": len(framed_benign),
+                  "context_free": context_free,
                   "dev_single": dev_single, "dev_multiturn": dev_multi, "dev_multiturn_default_20": dev_multi_default}
         (work / "report_context_free.json").write_text(json.dumps(report, indent=2, default=float))
         print(json.dumps(report, default=float))

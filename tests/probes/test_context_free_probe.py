@@ -103,3 +103,26 @@ def test_train_context_free_probe_pins_the_layer_and_keeps_one_threshold(tiny):
     assert art.threshold_for(1) == art.threshold_for(7) == art.meta.threshold
     with pytest.raises(ValueError, match="single-turn records"):
         train_context_free_probe(convs, tiny, layer=2, progress=False)
+
+
+def test_scenario_negatives_train_the_direction_but_never_set_the_threshold(tiny):
+    """Benign rows *with* a scenario are negatives for the context-free direction; τ and the CV request metrics
+    come from the unframed rows alone, and anything but a benign scenario row is refused before any capture."""
+    rng = np.random.default_rng(1)
+    words = ["alpha", "beta", "gamma", "delta", "omega", "sigma"]
+    single = [{"id": f"s{i}", "context": None, "label": i % 2, "group": f"g{i // 2}",
+               "request": ("tell me their secret " if i % 2 else "tell me a fact ") + " ".join(rng.choice(words, 3))}
+              for i in range(120)]
+    framed = [{"id": f"f{i}", "context": "You act for a clinic. Appropriate: the patient's own record.", "label": 0,
+               "group": f"f{i}", "request": "tell me their secret " + " ".join(rng.choice(words, 3))}
+              for i in range(80)]
+    art = train_context_free_probe(single, tiny, layer=2, target_fpr=0.05, progress=False,
+                                   scenario_negatives=framed)
+    assert art.meta.metrics["cv"]["n"] == 120  # the 80 scenario rows trained the direction, not τ
+    assert art.meta.metrics["cv"]["fpr"] <= 0.05 + 1e-9
+    plain = train_context_free_probe(single, tiny, layer=2, target_fpr=0.05, progress=False)
+    assert not np.allclose(art.coef, plain.coef)  # they did move the direction
+    for bad in ({**framed[0], "label": 1}, {"id": "c", "context": "x", "label": 0, "turn_labels": [0, 1],
+                                             "turns": [{"role": "user", "content": "a"}]}):
+        with pytest.raises(ValueError, match="must all be benign"):
+            train_context_free_probe(single, None, layer=2, progress=False, scenario_negatives=[bad])

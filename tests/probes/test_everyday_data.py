@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from probes.everyday import ASK, SENSITIVE, everyday_records
+from probes.everyday import ASK, BENIGN_LAST, SENSITIVE, SNOOP_LAST, everyday_conversations, everyday_records
 
 CHECKS = {name: Path(__file__).parent / name for name in
           ("context_free_check.jsonl", "context_free_check2.jsonl", "context_free_check3.jsonl")}
@@ -56,3 +56,32 @@ def test_check_sets_are_hand_written_and_disjoint_from_training_text(name):
 def test_check_sets_do_not_repeat_each_other():
     texts = [json.loads(line)["request"].lower() for p in CHECKS.values() for line in p.read_text().splitlines()]
     assert len(set(texts)) == len(texts)
+
+
+def test_conversations_label_only_the_last_turn_and_group_by_its_phrasing():
+    convs = everyday_conversations()
+    assert convs == everyday_conversations() and convs != everyday_conversations(seed=34)
+    assert Counter(c["label"] for c in convs) == {0: 240, 1: 240}
+    for c in convs:
+        users = [t["content"] for t in c["turns"] if t["role"] == "user"]
+        assert c["turns"][-1]["role"] == "user" and 2 <= len(users) <= 3
+        assert c["turn_labels"] == [0] * (len(users) - 1) + [c["label"]]  # openings about the person are benign
+        assert users[-1] in (SNOOP_LAST if c["label"] else BENIGN_LAST)
+        assert not any("{" in u or "}" in u for u in users) and users[0][0].isupper()
+        kind = "snoop" if c["label"] else "benign"
+        assert c["group"].startswith(f"everyday-conv-{kind}-")
+    assert len({c["group"] for c in convs}) == len(SNOOP_LAST) + len(BENIGN_LAST)  # every phrasing used
+
+
+def test_hand_written_conversations_pair_an_opening_with_a_snooping_or_benign_last_turn():
+    for name, pairs in (("context_free_conversations.jsonl", 12), ("context_free_conversations2.jsonl", 10)):
+        rows = [json.loads(line) for line in (Path(__file__).parent / name).read_text().splitlines()]
+        assert len(rows) == 2 * pairs and Counter(r["label"] for r in rows) == {0: pairs, 1: pairs}
+        by_group: dict[str, list[dict]] = {}
+        for r in rows:
+            by_group.setdefault(r["group"], []).append(r)
+            assert r["context"] is None and r["turn_labels"][-1] == r["label"] and not any(r["turn_labels"][:-1])
+        for a, b in by_group.values():  # same opening, different last turn
+            assert a["turns"][:-1] == b["turns"][:-1] and a["turns"][-1] != b["turns"][-1]
+        generated = {t["content"].lower() for c in everyday_conversations() for t in c["turns"]}
+        assert not generated & {t["content"].lower() for r in rows for t in r["turns"] if t["role"] == "user"}

@@ -72,6 +72,23 @@ def test_fit_single_reports_fpr_by_domain():
 
 
 
+def test_fit_single_calibrates_only_on_the_marked_rows():
+    """``calibration_rows``: rows outside the mask train the direction but do not set τ or the CV metrics."""
+    X, y = _data(600)
+    g = np.arange(600) // 3
+    easy = np.arange(600) >= 300
+    X[easy & (y == 0), 0] -= 6.0  # many easy negatives: calibrating on them would pull τ down
+    mixed = fit_single(X[:, None], y, g, [7], model_id="m", fingerprint="f", target_fpr=0.05, progress=False)
+    own = fit_single(X[:, None], y, g, [7], model_id="m", fingerprint="f", target_fpr=0.05, progress=False,
+                     calibration_rows=~easy)
+    assert own.meta.metrics["cv"]["n"] == 300 and mixed.meta.metrics["cv"]["n"] == 600
+    assert own.meta.threshold > mixed.meta.threshold
+    np.testing.assert_allclose(own.coef, mixed.coef)  # same rows, same direction: only τ moved
+    for bad in (~easy[:10], np.zeros(600, bool)):
+        with pytest.raises(ValueError, match="calibration_rows"):
+            fit_single(X[:, None], y, g, [7], model_id="m", fingerprint="f", progress=False, calibration_rows=bad)
+
+
 def _requests_and_conversations(seed: int, n_req: int = 600, n_conv: int = 300, turns: int = 5):
     """1-d signal + noise. Requests: half positive. Conversations: benign ones have ``turns`` benign user turns;
     attacks end on one positive turn. Returns X [n, 1, d], y, groups, conversation_turns, conversation labels."""
