@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .bank import BANK_PATH, ExampleBank
+from .direct_abuse import GENERATED_WEIGHT, direct_abuse_records
 from .embedding import HEAD_PATH, BaseHeads, Encoder
 from .evaluate import DEV_EVAL_PATH
 
@@ -104,8 +105,13 @@ def build(data_dir: Path, cache: Path | None, out_dev: Path | None, C: float = 1
     t_cal = [t for t, m in zip(texts, cal, strict=True) if m]
     heads = BaseHeads(C=C, use_lexical=lexical, calibration=calibration, target_fpr=target_fpr)
     tasks = np.array([r["task"] for r in recs])
-    heads.fit(E[tr], t_tr, list(y[tr]), E[cal], t_cal, list(y[cal]), tasks=list(tasks[tr]),
-              tasks_cal=list(tasks[cal]))
+    # Generated direct abuse (personalization.direct_abuse): its train part trains the heads only, at
+    # GENERATED_WEIGHT; never the bank, the calibration split or the shipped dev file.
+    gen = [r for r in direct_abuse_records() if split_of(r["group"]) != "dev"]
+    E_gen = embed_rows("direct_abuse", gen, enc, cache)
+    heads.fit(np.concatenate([E[tr], E_gen]), t_tr + [r["text"] for r in gen], [*y[tr], *(r["label"] for r in gen)],
+              E[cal], t_cal, list(y[cal]), tasks=[*tasks[tr], *(r["task"] for r in gen)],
+              tasks_cal=list(tasks[cal]), row_weight=[1.0] * int(tr.sum()) + [GENERATED_WEIGHT] * len(gen))
     HEAD_PATH.parent.mkdir(parents=True, exist_ok=True)
     heads.save(HEAD_PATH, encoder_name=enc.name)
     # Bank: train-split rows only, deduplicated, balanced per label (benign per task so anchors cover domains).
@@ -154,7 +160,8 @@ def build(data_dir: Path, cache: Path | None, out_dev: Path | None, C: float = 1
     counts: dict[str, int] = {}
     for b in bank:
         counts[b["label"]] = counts.get(b["label"], 0) + 1
-    return {"bank": counts, "train": int(tr.sum()), "cal": int(cal.sum()), "dev": int((split == "dev").sum()),
+    return {"bank": counts, "train": int(tr.sum()), "generated_train": len(gen), "cal": int(cal.sum()),
+            "dev": int((split == "dev").sum()),
             "excluded_leaky": int(leak.sum()),
             "head_cal_fpr": dict(zip(heads.classes_, heads.cal_fpr_.round(4).tolist(), strict=True))}
 

@@ -97,17 +97,22 @@ class BaseHeads:
         return sp.hstack([sp.csr_matrix(E), lexical(texts)]).tocsr()
 
     def fit(self, E: np.ndarray, texts: list[str], y: list[str], E_cal: np.ndarray, texts_cal: list[str],
-            y_cal: list[str], tasks: list[str] | None = None, tasks_cal: list[str] | None = None) -> BaseHeads:
+            y_cal: list[str], tasks: list[str] | None = None, tasks_cal: list[str] | None = None,
+            row_weight: list[float] | None = None) -> BaseHeads:
         """Fit each head on train rows (its category vs benign); calibrate on held-out cal rows.
 
         With `tasks`, benign rows from other tasks' corpora weigh `other_task_weight[c]`: a spam head trained
         against tweets and film reviews as much as against ordinary SMS learns "not a tweet" instead of "not
         ham" (dev spam F1 0.928 with equal weights vs 0.957 at 0.3, in an offline sweep on the SMS split).
+        `row_weight` multiplies each training row's weight (the generated direct-abuse rows: `build`).
         """
         from sklearn.linear_model import LogisticRegression
 
         ya, yc = np.asarray(y), np.asarray(y_cal)
         ta = np.asarray(tasks) if tasks is not None else None
+        rw = np.ones(len(ya)) if row_weight is None else np.asarray(row_weight, dtype=float)
+        if rw.shape != ya.shape or not np.all(rw > 0):
+            raise ConfigError("row_weight must give one positive weight per training row")
         X = self._X(E, texts)
         self.classes_ = sorted(BASE_CATEGORIES)
         self.coef_ = np.zeros((len(self.classes_), X.shape[1]), dtype=np.float32)
@@ -118,7 +123,7 @@ class BaseHeads:
         self.strict_calibration_ = "pooled" if tasks_cal is None else "domain-balanced"
         for i, c in enumerate(self.classes_):
             m = (ya == c) | np.isin(ya, ["benign", *self.cross_negatives.get(c, [])])
-            w = np.ones(int(m.sum()))
+            w = rw[m].copy()
             if ta is not None:
                 own = {str(t) for t in ta[ya == c]}
                 w[~np.isin(ta[m], list(own))] = self.other_task_weight.get(c, 1.0)

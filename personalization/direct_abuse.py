@@ -1,0 +1,106 @@
+"""Direct abuse aimed at the reader vs. benign look-alikes: generated rows for the toxic head (train only).
+
+Why: the toxicity corpora in ../shared/data are tweets with slurs and profanity about third parties (Davidson et
+al., 83 % "offensive") and implicit statements about groups (ToxiGen). Second-person abuse in comment, forum and
+chat style ("You are a pathetic excuse for an editor, you moron") is rare there, and a hand-written check set
+(``tests/personalization/toxicity_check.jsonl``, 30 toxic / 30 benign, written before any head scored it) showed
+it: the shipped toxic head flagged 10 of 30 (AUROC 0.95, FPR 0): group hate scored high, personal insults, threats
+and dismissals low.
+
+What is generated: insults, dismissals, threats and harassment addressed to "you", in several registers (forum,
+wiki talk, @USER replies, chat), with and without profanity (label "toxic"); and benign rows that share their
+vocabulary or heat without attacking anyone (label "benign"): civil disagreement, frustration at things, slang
+praise ("that set was sick"), self-directed words ("I was such an idiot to forget my keys"), support, questions
+about words, polite requests to stop. ``group`` = kind + template so a grouped split holds out phrasings.
+Templates and word lists are our own; nothing is drawn from a public test split.
+
+Result (session 13, train part at ``GENERATED_WEIGHT``): that check 10 -> 15 of 30 (AUROC 0.95 -> 0.999), a second
+one written after this module was frozen (``toxicity_check2.jsonl``: gaming, chat, review, workplace) 1 -> 7 of 25
+(AUROC 0.88 -> 0.95), no benign row of either flagged; dev toxicity F1 0.9729 -> 0.9695 (FPR 0.085 -> 0.066,
+recall 0.963 -> 0.953), spam and sentiment unchanged; block-new from one example 0.925 -> 0.923 at the same
+1.65 % added FPR. Recall stays the weak side: the scores rank these texts well but many sit under the operating
+point chosen on the corpora's calibration split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from typing import Any
+
+# Weight of a generated row in the heads' fit (personalization.build): the corpora hold ~15,000 toxic train rows,
+# so at weight 1 the ~320 generated ones barely move the head. On held-out templates (20 % of the groups) the toxic
+# head's AUROC went 0.88 / 0.90 / 0.93 at weight 1 / 3 / 8 while dev toxicity F1 moved 0.9729 -> 0.9723 / 0.9723 /
+# 0.9718 and the spam and sentiment heads did not move (session 13, on a random 20 % of the groups; the build's
+# sha1 split of the groups gives 0.9695 at 8).
+GENERATED_WEIGHT = 8.0
+
+NOUNS = ["idiot", "moron", "loser", "clown", "halfwit", "imbecile", "fool", "jerk", "scumbag", "creep", "lowlife",
+         "dimwit", "troll", "bonehead", "waste of space", "piece of garbage", "parasite", "coward", "hypocrite",
+         "degenerate", "nitwit", "buffoon", "disgrace", "leech"]
+ADJS = ["stupid", "pathetic", "useless", "worthless", "brainless", "ignorant", "disgusting", "miserable", "clueless",
+        "spineless", "dumb", "filthy", "sad little", "delusional", "incompetent", "gutless", "braindead", "smug"]
+THINGS = ["comment", "edit", "post", "article", "video", "review", "opinion", "take", "answer", "code", "stream"]
+ROLES = ["editor", "admin", "poster", "commenter", "moderator", "reviewer", "streamer", "player", "user"]
+ACTIVITIES = ["editing this page", "posting", "talking", "replying to me", "spamming the thread", "reverting my edits"]
+PREFIXES = ["", "", "", "@USER ", "@USER @USER ", "lol ", "Seriously, ", "Wow. "]
+
+TOXIC = ["You {adj} {noun}, nobody wants you here.", "Shut up, you {adj} {noun}.",
+         "Only a {adj} {noun} would write a {thing} like this.", "you are a {adj} {noun}",
+         "What a {adj} {noun}. Delete your account.", "Nobody cares what a {noun} like you thinks.",
+         "Go away and never come back, you {noun}.", "You're too {adj} to understand anything, {noun}.",
+         "I hope you rot, you {adj} {noun}.", "Keep it up and I will make you regret it, {noun}.",
+         "Stop {activity}, you {adj} {noun}.", "This {role} is a {adj} {noun} and should be banned.",
+         "Everyone here thinks you're a {noun}. Leave.", "Your {thing} is {adj} trash, just like you.",
+         "Are you really this {adj} or do you practice?", "Fuck off, you {adj} {noun}.",
+         "Shut the fuck up, {noun}.", "You're a {adj} piece of shit.", "Crawl back under your rock, {noun}.",
+         "Somebody should shut your {adj} mouth for good.", "I know where you live, {noun}. Watch yourself.",
+         "Kill yourself, {noun}.", "You are the most {adj} {role} on this site. Get lost.",
+         "Nobody will miss you when you're gone, {noun}.", "Typical {adj} {noun}, can't even read.",
+         "Do everyone a favor and disappear, you {noun}.", "Your mom should have raised a less {adj} kid.",
+         "Back off before I come over there and shut you up myself."]
+BENIGN = ["I think your {thing} is wrong about this; here is a source that says otherwise.",
+          "I was such an {noun2} to forget my keys again today.", "Ugh, this {adj2} printer jammed again.",
+          "That {show} was sick, best one I've seen all year.", "Please stop {activity} without discussing it first.",
+          "Is '{noun}' considered an offensive word these days?", "Don't be so hard on yourself, you're not a {noun} "
+          "for making one mistake.", "The {role} made a fair call; I disagree, but I get why.",
+          "This update is {adj2}, the battery now dies in an hour.", "Thanks for the {thing}, it really helped me.",
+          "Good game everyone, we'll get them next time.", "I strongly disagree with this {thing}, but I appreciate "
+          "the effort you put into it.", "The villain in the novel is a real {noun}, which makes the ending great.",
+          "@USER fair point, I hadn't thought about it that way", "Could a {role} please look at this thread? It "
+          "keeps going off topic.", "My little brother is a goofball but I love him.",
+          "That referee was awful tonight, honestly the worst calls all season.",
+          "I hate Sundays when the shops are closed.", "Let's keep the discussion civil, please.",
+          "Your {thing} has a typo in the second paragraph, otherwise great work."]
+NOUNS_SELF = ["idiot", "fool", "dummy", "klutz"]
+ADJS_THINGS = ["stupid", "useless", "terrible", "awful", "garbage", "pathetic"]
+SHOWS = ["concert", "skate trick", "guitar solo", "goal", "movie", "trailer", "dunk"]
+
+
+def _fill(template: str, rng: random.Random) -> str:
+    return template.format(adj=rng.choice(ADJS), noun=rng.choice(NOUNS), thing=rng.choice(THINGS),
+                           role=rng.choice(ROLES), activity=rng.choice(ACTIVITIES), noun2=rng.choice(NOUNS_SELF),
+                           adj2=rng.choice(ADJS_THINGS), show=rng.choice(SHOWS))
+
+
+def direct_abuse_records(*, n_per_label: int = 400, seed: int = 41) -> list[dict[str, Any]]:
+    """``n_per_label`` toxic and as many benign rows, task "toxicity", ids ``abuse-<kind>-<n>-<text digest>``."""
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for label, templates in (("toxic", TOXIC), ("benign", BENIGN)):
+        made = tries = 0
+        while made < n_per_label and tries < 50 * n_per_label:
+            tries += 1
+            t = rng.randrange(len(templates))
+            prefix, body = rng.choice(PREFIXES), _fill(templates[t], rng)
+            text = prefix + (body[0].lower() + body[1:] if prefix in ("Seriously, ", "lol ") else body)
+            if text in seen:
+                continue
+            seen.add(text)
+            kind = "toxic" if label == "toxic" else "benign"
+            digest = hashlib.sha1(text.encode()).hexdigest()[:8]  # ids change with the text: embedding caches
+            out.append({"id": f"abuse-{kind}-{made}-{digest}", "text": text, "label": label, "task": "toxicity",
+                        "group": f"abuse-{kind}-{t}", "source": "generated:direct_abuse"})
+            made += 1
+    return out
