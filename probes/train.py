@@ -148,8 +148,9 @@ def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Seque
     OOF FPR 3.2 % on requests at a pooled 1 %) while each extra turn of a conversation was another chance of a
     false alarm; with both thresholds the default probe's OOF rates are 0.62 TPR at 0.98 % FPR on requests and,
     per conversation, 0.92 of attacks at 0.96 % of benign ones (``later_turn_threshold=False``: τ serves every
-    turn). ``calibration_rows`` (a boolean mask, default all) limits the rows whose OOF scores set τ and the CV
-    request metrics: rows outside it only train the direction (the context-free probe's scenario negatives).
+    turn). ``calibration_rows`` (a boolean mask, default all) limits the rows whose OOF scores set τ, the later-turn
+    τ (whole conversations) and the CV metrics: rows outside it only train the direction (the context-free probe's
+    scenario negatives).
     With ``domains`` (one source/scenario name per
     row) the OOF FPR of each domain at its rows' τ is stored too (``metrics.cv.fpr_by_domain``): a pooled 1 % can
     hide a domain the probe cannot separate (AirGap rows on the default probe).
@@ -188,7 +189,9 @@ def fit_single(X: np.ndarray, y: ArrayLike, groups: Sequence[Any], layers: Seque
     ok = np.isfinite(s)
     neg = ok & (y == 0)
     tau = calibrate_threshold(s[neg & req], target_fpr)
-    tau_h, cv_conv = _history_threshold(y, s, first, convs, tau, target_fpr) if later_turn_threshold else (None, None)
+    own_convs = {k: rows for k, rows in convs.items() if calib[rows].all()}  # the later-turn τ: same rule
+    tau_h, cv_conv = (_history_threshold(y, s, first, own_convs, tau, target_fpr) if later_turn_threshold
+                      else (None, None))
     thr = np.where(first, tau, tau if tau_h is None else tau_h)
     final = LinearProbe(method=method, C=C).fit(_columns(X, layers, chosen), y)
     cv = rates(y[ok & req], s[ok & req], tau)

@@ -325,3 +325,16 @@ def test_detection_timing_against_the_first_inappropriate_turn():
     got = _timing(recs, [1, 1, 1, 0, 1], [3, 1, None, 2, 2])  # on time, one turn early, missed, benign, unlabelled
     assert got == {"mean_detection_delay": -0.5, "early_flag_rate": 0.5, "n_timed": 2}
     assert _timing([{}], [1], [2]) == {"mean_detection_delay": None, "early_flag_rate": None, "n_timed": 0}
+
+
+def test_calibration_rows_also_bound_the_later_turn_threshold():
+    """Conversations outside ``calibration_rows`` do not set the later-turn τ either (whole conversations)."""
+    X, y, g, ct, _ = _requests_and_conversations(3)
+    keep = np.ones(len(y), bool)
+    loud = [i for i, c in enumerate(ct) if c is not None and int(c[0][1:]) % 4 == 1]  # a quarter of the benign ones
+    X[loud, 0, 0] += 2.5  # benign but loud later turns: they would raise the later-turn τ
+    keep[loud] = False
+    args = dict(model_id="m", fingerprint="f", target_fpr=0.05, progress=False, conversation_turns=ct)
+    mixed = fit_single(X, y, g, [7], **args)
+    own = fit_single(X, y, g, [7], **args, calibration_rows=keep)
+    assert own.meta.history_threshold < mixed.meta.history_threshold
