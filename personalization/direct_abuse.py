@@ -14,7 +14,7 @@ praise ("that set was sick"), self-directed words ("I was such an idiot to forge
 about words, polite requests to stop. ``group`` = kind + template so a grouped split holds out phrasings.
 Templates and word lists are our own; nothing is drawn from a public test split.
 
-Result (session 13, train part at ``GENERATED_WEIGHT``): that check 10 -> 15 of 30 (AUROC 0.95 -> 0.999), a second
+Result (session 13, train part at ``GENERATED_WEIGHT``): that check 10 -> 18 of 30 (AUROC 0.95 -> 0.999), a second
 one written after this module was frozen (``toxicity_check2.jsonl``: gaming, chat, review, workplace) 1 -> 7 of 25
 (AUROC 0.88 -> 0.95), no benign row of either flagged; dev toxicity F1 0.9729 -> 0.9695 (FPR 0.085 -> 0.066,
 recall 0.963 -> 0.953), spam and sentiment unchanged; block-new from one example 0.925 -> 0.923 at the same

@@ -68,7 +68,7 @@ def test_toxic_head_on_hand_written_direct_abuse(backend):
     toxicity_check{,2}.jsonl: 55 toxic, 55 benign; each written before any head scored it, never trained on; the
     second after the direct-abuse generator was frozen). The corpora's toxicity is slur-laden tweets and group hate,
     so before the generated direct abuse (personalization.direct_abuse) the head caught 10 + 1 of them (AUROC 0.95 /
-    0.88); now 15 + 7 (AUROC 0.999 / 0.954), still with no benign text flagged. Recall stays the weak side: the
+    0.88); now 18 + 7 (AUROC 0.999 / 0.954), still with no benign text flagged. Recall stays the weak side: the
     scores rank well but sit under the operating point chosen on the corpora (see the README)."""
     from sklearn.metrics import roc_auc_score
 
@@ -80,8 +80,8 @@ def test_toxic_head_on_hand_written_direct_abuse(backend):
         assert roc_auc_score(y, s) >= min_auroc, name
         caught += int((s[y] >= 0.5).sum())
         alarms += int((s[~y] >= 0.5).sum())
-    # measured 22 and 0; the margin absorbs small fp32 differences between CPUs
-    assert caught >= 19 and alarms <= 1, (caught, alarms)
+    # measured 25 and 0; the margin absorbs small fp32 differences between CPUs
+    assert caught >= 21 and alarms <= 1, (caught, alarms)
 
 
 def test_calibrated_fpr_on_held_out_benign(backend, dev):
