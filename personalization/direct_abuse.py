@@ -14,12 +14,14 @@ praise ("that set was sick"), self-directed words ("I was such an idiot to forge
 about words, polite requests to stop. ``group`` = kind + template so a grouped split holds out phrasings.
 Templates and word lists are our own; nothing is drawn from a public test split.
 
-Result (session 13, train part at ``GENERATED_WEIGHT``): that check 10 -> 18 of 30 (AUROC 0.95 -> 0.999), a second
-one written after this module was frozen (``toxicity_check2.jsonl``: gaming, chat, review, workplace) 1 -> 7 of 25
-(AUROC 0.88 -> 0.95), no benign row of either flagged; dev toxicity F1 0.9729 -> 0.9695 (FPR 0.085 -> 0.066,
-recall 0.963 -> 0.953), spam and sentiment unchanged; block-new from one example 0.925 -> 0.923 at the same
-1.65 % added FPR. Recall stays the weak side: the scores rank these texts well but many sit under the operating
-point chosen on the corpora's calibration split.
+Result (session 13, train part at ``GENERATED_WEIGHT``), toxic texts flagged in the hand-written checks at no benign
+one flagged: before this module 10 / 1 / 5, first version 18 / 7 / 5, second version (the templates marked below)
+22 / 10 / 11 of 30 / 25 / 25 (AUROC 0.95 -> 0.998, 0.88 -> 0.97, 0.91 -> 0.97). Check 2 was written after the first
+version was frozen, check 3 (talk-page style) after the second, so each number right of its freeze is blind;
+the second version's new templates were written knowing which rows of checks 1 and 2 the first one missed. Dev
+toxicity F1 0.9729 -> 0.9732 (FPR 0.085 -> 0.083), spam and sentiment unchanged; block-new from one example
+0.925 -> 0.923 (added FPR 1.65 -> 1.73 %). Recall stays the weak side: the scores rank these texts well but many
+sit under the operating point chosen on the corpora's calibration split.
 """
 
 from __future__ import annotations
@@ -58,7 +60,19 @@ TOXIC = ["You {adj} {noun}, nobody wants you here.", "Shut up, you {adj} {noun}.
          "Kill yourself, {noun}.", "You are the most {adj} {role} on this site. Get lost.",
          "Nobody will miss you when you're gone, {noun}.", "Typical {adj} {noun}, can't even read.",
          "Do everyone a favor and disappear, you {noun}.", "Your mom should have raised a less {adj} kid.",
-         "Back off before I come over there and shut you up myself."]
+         "Back off before I come over there and shut you up myself.",
+         # second version: third-person attacks on someone in the thread, profanity-laden rants, appearance,
+         # sexist and xenophobic jabs, wiki-talk threats (the registers of comment-moderation corpora)
+         "Whoever wrote this {thing} is a {adj} {noun}.", "The guy above is a complete {noun}.",
+         "{name} is a {adj} {noun} and everyone knows it.", "This {role} clearly has no brain, what a {noun}.",
+         "What the fuck is wrong with you, {noun}?", "This is fucking bullshit and you're a {noun}.",
+         "Screw you and your {adj} {thing}.", "Go to hell, {noun}.", "Piss off, {noun}, nobody asked.",
+         "You can shove your {thing} up your ass.", "Damn {noun}, learn to read before you post.",
+         "Nobody would ever date someone as ugly as you.", "Shut up, fatso, and go eat another burger.",
+         "Women like you belong in the kitchen, not on this {site}.", "Go back where you came from, {noun}.",
+         "People like you shouldn't be allowed on the internet.",
+         "Stop vandalizing or I'll make sure you get banned, you {noun}.", "You're a nazi {role} and a {noun}.",
+         "{name}, you {adj} {noun}, I'm done with your crap.", "Suck it, {noun}. You lost."]
 BENIGN = ["I think your {thing} is wrong about this; here is a source that says otherwise.",
           "I was such an {noun2} to forget my keys again today.", "Ugh, this {adj2} printer jammed again.",
           "That {show} was sick, best one I've seen all year.", "Please stop {activity} without discussing it first.",
@@ -71,19 +85,36 @@ BENIGN = ["I think your {thing} is wrong about this; here is a source that says 
           "keeps going off topic.", "My little brother is a goofball but I love him.",
           "That referee was awful tonight, honestly the worst calls all season.",
           "I hate Sundays when the shops are closed.", "Let's keep the discussion civil, please.",
-          "Your {thing} has a typo in the second paragraph, otherwise great work."]
+          "Your {thing} has a typo in the second paragraph, otherwise great work.",
+          # second version: everyday talk-page and comment traffic, mild profanity that attacks no one
+          "I've added a citation for the claim about {topic} in the second paragraph.",
+          "Thanks for reverting the vandalism on the {topic} page.",
+          "Could you explain why you removed the section on {topic}?",
+          "The image caption is wrong, it shows the old building.",
+          "Please assume good faith; I was only fixing the formatting.",
+          "This claim about {topic} needs a reliable source, not a blog.", "I agree with the merge proposal.",
+          "Great {thing}, {name}, thanks for sharing!", "Sorry, I didn't mean to delete your comment.",
+          "What the heck happened to the formatting on this page?", "Holy crap, that was a great save.",
+          "Damn, that {show} was good.", "{name}, can you review my {thing} when you have time?",
+          "I'm not convinced by the argument about {topic}, but it's well written.",
+          "Is there a style guide for articles about {topic}?"]
 NOUNS_SELF = ["idiot", "fool", "dummy", "klutz"]
 ADJS_THINGS = ["stupid", "useless", "terrible", "awful", "garbage", "pathetic"]
 SHOWS = ["concert", "skate trick", "guitar solo", "goal", "movie", "trailer", "dunk"]
+NAMES = ["Kevin", "Priya", "Marco", "Jenna", "Tobias", "Aisha", "Derek", "Mei", "Luis", "Hannah"]
+SITES = ["forum", "server", "site", "subreddit", "channel"]
+TOPICS = ["the Roman Empire", "climate policy", "the 1998 World Cup", "jazz history", "vaccines", "the city council",
+          "railway gauges", "medieval castles", "tax law", "the band's second album"]
 
 
 def _fill(template: str, rng: random.Random) -> str:
     return template.format(adj=rng.choice(ADJS), noun=rng.choice(NOUNS), thing=rng.choice(THINGS),
                            role=rng.choice(ROLES), activity=rng.choice(ACTIVITIES), noun2=rng.choice(NOUNS_SELF),
-                           adj2=rng.choice(ADJS_THINGS), show=rng.choice(SHOWS))
+                           adj2=rng.choice(ADJS_THINGS), show=rng.choice(SHOWS), name=rng.choice(NAMES),
+                           site=rng.choice(SITES), topic=rng.choice(TOPICS))
 
 
-def direct_abuse_records(*, n_per_label: int = 400, seed: int = 41) -> list[dict[str, Any]]:
+def direct_abuse_records(*, n_per_label: int = 600, seed: int = 41) -> list[dict[str, Any]]:
     """``n_per_label`` toxic and as many benign rows, task "toxicity", ids ``abuse-<kind>-<n>-<text digest>``."""
     rng = random.Random(seed)
     out: list[dict[str, Any]] = []

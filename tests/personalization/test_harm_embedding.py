@@ -64,24 +64,26 @@ def test_heads_do_not_fire_on_other_categories(backend, dev):
 
 
 def test_toxic_head_on_hand_written_direct_abuse(backend):
-    """Two hand-written toxicity checks in comment, chat, gaming and review styles (tests/personalization/
-    toxicity_check{,2}.jsonl: 55 toxic, 55 benign; each written before any head scored it, never trained on; the
-    second after the direct-abuse generator was frozen). The corpora's toxicity is slur-laden tweets and group hate,
-    so before the generated direct abuse (personalization.direct_abuse) the head caught 10 + 1 of them (AUROC 0.95 /
-    0.88); now 18 + 7 (AUROC 0.999 / 0.954), still with no benign text flagged. Recall stays the weak side: the
-    scores rank well but sit under the operating point chosen on the corpora (see the README)."""
+    """Three hand-written toxicity checks in comment, chat, gaming, review and talk-page styles (tests/
+    personalization/toxicity_check{,2,3}.jsonl: 80 toxic, 80 benign; each written before any head scored it, never
+    trained on; the second after the direct-abuse generator's first version was frozen, the third after its
+    second). The corpora's toxicity is slur-laden tweets and group hate, so before the generated direct abuse
+    (personalization.direct_abuse) the head caught 10 + 1 + 5 of them (AUROC 0.95 / 0.88 / 0.91); now 22 + 10 + 11
+    (AUROC 0.998 / 0.968 / 0.974), still with no benign text flagged. Recall stays the weak side: the scores rank
+    well but many sit under the operating point chosen on the corpora (see the README)."""
     from sklearn.metrics import roc_auc_score
 
     caught = alarms = 0
-    for name, min_auroc in (("toxicity_check.jsonl", 0.98), ("toxicity_check2.jsonl", 0.93)):
+    for name, min_auroc in (("toxicity_check.jsonl", 0.98), ("toxicity_check2.jsonl", 0.94),
+                            ("toxicity_check3.jsonl", 0.95)):
         rows = load_jsonl(Path(__file__).parent / name)
         y = np.array([r["label"] == "toxic" for r in rows])
         s = backend.score([r["text"] for r in rows], P.ModerationProfile())["toxic"]
         assert roc_auc_score(y, s) >= min_auroc, name
         caught += int((s[y] >= 0.5).sum())
         alarms += int((s[~y] >= 0.5).sum())
-    # measured 25 and 0; the margin absorbs small fp32 differences between CPUs
-    assert caught >= 21 and alarms <= 1, (caught, alarms)
+    # measured 43 and 0; the margin absorbs small fp32 differences between CPUs
+    assert caught >= 38 and alarms <= 1, (caught, alarms)
 
 
 def test_calibrated_fpr_on_held_out_benign(backend, dev):

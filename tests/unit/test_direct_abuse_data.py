@@ -13,13 +13,13 @@ from guardrails.errors import ConfigError
 from personalization.direct_abuse import BENIGN, TOXIC, direct_abuse_records
 from personalization.heads import BaseHeads
 
-CHECKS = [Path(__file__).parents[1] / "personalization" / n for n in ("toxicity_check.jsonl", "toxicity_check2.jsonl")]
+CHECKS = [Path(__file__).parents[1] / "personalization" / f"toxicity_check{n}.jsonl" for n in ("", "2", "3")]
 
 
 def test_records_are_deterministic_balanced_unique_and_grouped_by_template():
     a = direct_abuse_records()
     assert a == direct_abuse_records() and a != direct_abuse_records(seed=42)
-    assert Counter(r["label"] for r in a) == {"toxic": 400, "benign": 400}
+    assert Counter(r["label"] for r in a) == {"toxic": 600, "benign": 600}
     assert len({r["id"] for r in a}) == len(a) and len({r["text"] for r in a}) == len(a)
     for r in a:
         assert r["task"] == "toxicity" and "{" not in r["text"] and "}" not in r["text"], r
