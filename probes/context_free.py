@@ -37,7 +37,8 @@ def train_context_free_probe(records: Sequence[dict[str, Any]], lm: Any, *, laye
     on the dev splits of ``probes.everyday`` (requests and conversations) under the rule that no scenario-request
     dev verdict may change (session 13: C 0.1 / 0.3 / 1.0 / 3.0 flag 0.84 / 0.88 / 0.88 / 0.84 of held-out
     snooping requests and 10 / 13 / 16 / 16 of 24 held-out snooping conversations, each at FPR 0.032 on the
-    requests and 0 on the conversations; 1.0 adds a scenario-request false positive, so 0.3)."""
+    requests and 0 on the conversations; 1.0 adds a scenario-request false positive; 3.0 is within one pooled dev
+    positive of 0.3, 52 vs 51 of 67, and barely regularized: 0.3)."""
     if any(int(r.get("label", 0)) != 0 or any(r.get("turn_labels") or []) for r in scenario_negatives):
         raise ValueError("scenario_negatives must all be benign (label 0, no flagged turn)")
     rows = [*records, *scenario_negatives]
