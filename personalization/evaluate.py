@@ -11,7 +11,10 @@ Why these definitions (CONTRACT.md keys; extra keys are ours):
   flagged by the new category; `block_new_other_fpr` = FPR it adds on held-out benign text of all tasks.
 - unblock: success = share of the category's texts on which that category no longer enforces (the policy mask;
   deterministic); `unblock_other_recall` = recall on the other categories' texts with the category unblocked,
-  flagged by any active category (end to end), with the default-profile baseline beside it.
+  flagged by any active category (end to end), with the default-profile baseline beside it; that figure also loses
+  the other-category texts only the unblocked category was catching, so `unblock_other_own_recall` (each other
+  category's own detector on its own texts, pooled) is reported beside `default_other_own_recall`: the mask must
+  leave it exactly unchanged.
 - variation: a user category from one flagged seed text; success = share of 8 perturbed variants (10 % of words
   edited, seeds disjoint from the example) that it flags. Means over 3 seeds where sampling is involved.
 """
@@ -53,6 +56,20 @@ def flagged(scores: dict[str, np.ndarray], profile: ModerationProfile) -> np.nda
     for name, cat in profile.active().items():
         out |= scores[name] >= (0.5 if cat.threshold is None else cat.threshold)
     return out
+
+
+def _own_recall(scores: dict[str, np.ndarray], profile: ModerationProfile, labels: np.ndarray,
+                cats: list[str]) -> float | None:
+    """Share of the texts labelled with one of ``cats`` that their own category flags and enforces, pooled."""
+    active = profile.active()
+    hits = total = 0
+    for d in cats:
+        rows = labels == d
+        total += int(rows.sum())
+        cat = active.get(d)
+        if cat is not None:
+            hits += int((scores[d][rows] >= (0.5 if cat.threshold is None else cat.threshold)).sum())
+    return hits / total if total else None
 
 
 def scope_to_labels(profile: ModerationProfile, labels: set[str]) -> tuple[ModerationProfile, str]:
@@ -206,6 +223,10 @@ def personalize_eval(backend: Any, rows: list[dict[str, Any]] | None = None, *, 
         others = ~benign & ~tgt
         pc["unblock_other_recall"] = float(f_base[others].mean()) if others.any() else None
         pc["default_other_recall"] = float(f_def[others].mean()) if others.any() else None
+        # each other category's own detector on its own texts: what "other categories' recall unchanged" asks of
+        # the unblock (the end-to-end figure above also loses the texts only category c was catching)
+        pc["unblock_other_own_recall"] = _own_recall(s_base, base, lab_arr, [d for d in cats if d != c])
+        pc["default_other_own_recall"] = _own_recall(s_def, default, lab_arr, [d for d in cats if d != c])
         # variation: one seed text as the only example; 8 held-out variants per seed
         seeds_txt = [t for t in by[c] if len(t) > 50][:30] if variation else []
         for pct in (0.1, 0.5):
@@ -233,6 +254,8 @@ def personalize_eval(backend: Any, rows: list[dict[str, Any]] | None = None, *, 
         "unblock_final_allow_rate": mean.get("unblock_final_allow_rate"),
         "unblock_other_recall": mean.get("unblock_other_recall"),
         "default_other_recall": mean.get("default_other_recall"),
+        "unblock_other_own_recall": mean.get("unblock_other_own_recall"),
+        "default_other_own_recall": mean.get("default_other_own_recall"),
         "variation_success": mean.get("variation_success_pct10"),
         "variation_success_pct50": mean.get("variation_success_pct50"),
         **{f"block_new_success_at_{n}": mean.get(f"block_new_success_at_{n}") for n in shots},

@@ -59,7 +59,7 @@ def bench(quick: bool = True) -> dict[str, Any]:
     # --- sentinel: replay 20 turns incrementally, per-turn latency (median over reps) ---
     per_turn = np.zeros((reps + 1, n_turns))
     for r in range(reps + 1):  # replay 0 is a warm-up (allocator, thread pools), dropped below
-        enc = SentinelEncoder(lm.model, lm.tokenizer, scorer.layers)
+        enc = SentinelEncoder(lm.model, lm.tokenizer, scorer.layers, offsets=scorer.offsets)
         conv = _conversation(n_turns)
         users = [i for i, m in enumerate(conv) if m["role"] == "user"]
         for t, ui in enumerate(users):

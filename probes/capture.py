@@ -7,13 +7,16 @@ tensor instead of asking for every hidden state: one hook costs nothing, and rai
 the forward right after the probe layer (early exit), which matters for offline collection and sentinels.
 
 The feature is the **last real token** of the rendered prompt (the end of the assistant generation
-header). Batches are padded; we locate the last real token from the attention mask so left and right
-padding give the same vector (the classic bug is reading ``[:, -1]`` under right padding).
+header), or a token a fixed ``offset`` before it (a *site* is ``(layer, offset)``; the context-free probe reads
+the user turn's end-of-turn token, :func:`turn_end_offset`). Batches are padded; we locate the last real token
+from the attention mask so left and right padding give the same vector (the classic bug is reading ``[:, -1]``
+under right padding). Activations are keyed by :func:`site_key`: the layer index for offset 0, ``(layer,
+offset)`` otherwise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,12 @@ from guardrails.errors import InvalidInputError
 
 Messages = list[dict[str, str]]
 _ROLES = {"system", "user", "assistant"}
+ActKey = int | tuple[int, int]  # an activation's key: layer (last token) or (layer, offset before it)
+
+
+def site_key(layer: int, offset: int = 0) -> ActKey:
+    """How activations of ``layer`` read ``offset`` tokens before the last prompt token are keyed."""
+    return int(layer) if offset == 0 else (int(layer), int(offset))
 
 
 class _StopForward(Exception):
@@ -95,6 +104,25 @@ def encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def turn_end_offset(tokenizer: Any) -> int:
+    """Tokens between the last user message's end-of-turn token and the last prompt token, for this tokenizer's
+    chat template: the assistant generation header plus any whitespace after the end-of-turn marker (5 for
+    ChatML: ``<|im_end|>`` ``\n`` | ``<|im_start|>`` ``ass`` ``istant`` ``\n``). Reading there, the state
+    summarises the user's message before the header that the system prompt's answer-style instructions act on.
+    0 without a chat template (the plain fallback of :func:`render` has no end-of-turn token)."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        return 0
+    msgs = [{"role": "user", "content": "Hello there."}]
+    full = encode(tokenizer, str(tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)))
+    bare = encode(tokenizer, str(tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=False)))
+    if full[: len(bare)] != bare:
+        raise InvalidInputError("chat template: the generation header is not a suffix of the rendered turn")
+    trailing = 0
+    while trailing < len(bare) and not tokenizer.decode(bare[len(bare) - 1 - trailing:len(bare) - trailing]).strip():
+        trailing += 1
+    return len(full) - len(bare) + trailing
+
+
 # ------------------------------------------------------------------------------------------- layer modules
 def decoder_parts(model: Any) -> tuple[Any, Any, Any]:
     """(embedding module, list of decoder blocks, final norm) for Llama/Qwen/Mistral/GPT-2-like models."""
@@ -135,19 +163,29 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 class LayerTap:
     """Context manager: forward hooks on the requested layers, last-token rows kept in fp32.
 
-    ``early_exit=True`` raises from the deepest hooked layer so the rest of the network never runs; the
-    caller must then run the forward through :meth:`run`, which swallows that private signal.
+    ``offsets`` (``{layer: offsets}``, default ``(0,)`` for every layer) also reads tokens that many positions
+    before the last one; values are keyed by :func:`site_key`. ``early_exit=True`` raises from the deepest
+    hooked layer so the rest of the network never runs; the caller must then run the forward through
+    :meth:`run`, which swallows that private signal.
     """
 
-    def __init__(self, model: Any, layers: Sequence[int], *, early_exit: bool = True) -> None:
+    def __init__(self, model: Any, layers: Sequence[int], *, early_exit: bool = True,
+                 offsets: Mapping[int, Sequence[int]] | None = None) -> None:
         self.model = model
         self.layers = sorted(set(int(i) for i in layers))
         if not self.layers:
             raise InvalidInputError("no layers requested")
+        self.offsets = {li: sorted({int(k) for k in (offsets or {}).get(li, (0,))}) for li in self.layers}
+        if any(not ks or ks[0] < 0 for ks in self.offsets.values()):
+            raise InvalidInputError(f"token offsets must be non-negative, got {self.offsets}")
         self.early_exit = early_exit
         self.index: torch.Tensor | None = None  # last-token positions for the current batch
-        self.values: dict[int, torch.Tensor] = {}
+        self.values: dict[ActKey, torch.Tensor] = {}
         self._handles: list[Any] = []
+
+    @property
+    def keys(self) -> list[ActKey]:
+        return [site_key(li, k) for li in self.layers for k in self.offsets[li]]
 
     def _hook(self, layer: int):  # noqa: ANN202 - torch hook signature
         deepest = layer == self.layers[-1]
@@ -155,8 +193,12 @@ class LayerTap:
         def fn(_mod: Any, _inp: Any, output: Any) -> None:
             h = _out_tensor(output)
             idx = self.index if self.index is not None else torch.full((h.shape[0],), h.shape[1] - 1)
-            rows = h[torch.arange(h.shape[0], device=h.device), idx.to(h.device)]
-            self.values[layer] = rows.detach().float()
+            idx = idx.to(h.device)
+            for k in self.offsets[layer]:
+                if bool((idx < k).any()):
+                    raise InvalidInputError(f"a prompt is shorter than the token offset {k}")
+                rows = h[torch.arange(h.shape[0], device=h.device), idx - k]
+                self.values[site_key(layer, k)] = rows.detach().float()
             if deepest and self.early_exit:
                 raise _StopForward
 
@@ -172,8 +214,8 @@ class LayerTap:
             h.remove()
         self._handles.clear()
 
-    def run(self, **forward_kwargs: Any) -> dict[int, torch.Tensor]:
-        """One forward; returns {layer: [batch, d] fp32}. Raises NonFiniteActivationError on NaN/inf."""
+    def run(self, **forward_kwargs: Any) -> dict[ActKey, torch.Tensor]:
+        """One forward; returns {site key: [batch, d] fp32}. Raises NonFiniteActivationError on NaN/inf."""
         self.values = {}
         try:
             with torch.inference_mode():
@@ -181,7 +223,7 @@ class LayerTap:
                 self.model(**forward_kwargs)
         except _StopForward:
             pass
-        missing = [i for i in self.layers if i not in self.values]
+        missing = [i for i in self.keys if i not in self.values]
         if missing:
             raise RuntimeError(f"layers {missing} were not reached by the forward pass")
         for i, v in self.values.items():
@@ -192,8 +234,9 @@ class LayerTap:
 
 def capture(model: Any, tokenizer: Any, prompts: Sequence[str], layers: Sequence[int], *,
             batch_size: int = 8, early_exit: bool = True, max_tokens: int | None = None,
-            progress: bool = False) -> np.ndarray:
-    """Last-real-token activations of rendered prompts: array ``[n, len(layers), d]`` (fp32, sorted layers).
+            progress: bool = False, offset: int = 0) -> np.ndarray:
+    """Last-real-token activations of rendered prompts: array ``[n, len(layers), d]`` (fp32, sorted layers);
+    with ``offset``, of the token that many positions before the last real one.
 
     Prompts are sorted by length before batching (less padding, faster on CPU) and returned in input order.
     Batches are right-padded (positions stay 0..n-1 for every real token, so no position-id bookkeeping) and
@@ -213,7 +256,7 @@ def capture(model: Any, tokenizer: Any, prompts: Sequence[str], layers: Sequence
     out: list[np.ndarray | None] = [None] * len(ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     bar = tqdm(total=len(ids), desc="capture", disable=not progress, unit="prompt")
-    with LayerTap(model, layers, early_exit=early_exit) as tap:
+    with LayerTap(model, layers, early_exit=early_exit, offsets={li: (offset,) for li in layers}) as tap:
         for s in range(0, len(ids), batch_size):
             chunk = [int(i) for i in order[s : s + batch_size]]
             width = max(len(ids[i]) for i in chunk)
@@ -224,7 +267,7 @@ def capture(model: Any, tokenizer: Any, prompts: Sequence[str], layers: Sequence
                 mask[r, : len(ids[i])] = 1
             tap.index = last_token_index(mask)
             vals = tap.run(input_ids=inp.to(dev), attention_mask=mask.to(dev))
-            stacked = torch.stack([vals[i] for i in layers], dim=1).cpu().numpy()
+            stacked = torch.stack([vals[site_key(i, offset)] for i in layers], dim=1).cpu().numpy()
             for r, i in enumerate(chunk):
                 out[i] = stacked[r]
             bar.update(len(chunk))

@@ -5,18 +5,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .capture import turn_end_offset
 from .probe import ProbeArtifact
 from .train import Method, fit_single, per_turn_rows
 
 
 def train_context_free_probe(records: Sequence[dict[str, Any]], lm: Any, *, layer: int, target_fpr: float = 0.01,
                              method: Method = "logreg", C: float = 0.3, data_sha256: dict[str, str] | None = None,
-                             progress: bool = True,
-                             scenario_negatives: Sequence[dict[str, Any]] = ()) -> ProbeArtifact:
+                             progress: bool = True, scenario_negatives: Sequence[dict[str, Any]] = (),
+                             token_offset: int | None = None) -> ProbeArtifact:
     """The bundle's optional ``context_free`` per-turn probe, from requests and conversations that carry no
     scenario (no system message or a generic one): one layer, ``layer`` (the main probe's deepest, so the
-    sentinel's early exit and the fused hooks capture nothing new), and one τ for every turn, calibrated like the
+    sentinel's early exit and the fused hooks run no further), and one τ for every turn, calibrated like the
     main probe's on requests (single rows and first turns) of ``records``.
+
+    ``token_offset``: which token it reads, counted back from the last prompt token; default (None) the user
+    turn's end-of-turn token (:func:`probes.capture.turn_end_offset`, ``<|im_end|>``: 5 for ChatML), one more row
+    of the same hooked layer. Why (session 14): read at the last token (the assistant header, 0), its score
+    depended on the deployment's system prompt, which trains on a handful of generic ones: the 65 hand-written
+    snooping requests under nine system prompts were caught 45 (none) / 0 (the demo agent's "You are a concise,
+    helpful assistant. Answer in one or two sentences.") / 34 / 30 / 23 / 4 / 19 / 2 / 24 times; read at the
+    user's end-of-turn token, 43 / 31 / 51 / 30 / 8 / 9 / 28 / 39 / 23 (the header is where answer-style
+    instructions act); hand-written conversations under the demo prompt 12 -> 19 of 22.
 
     ``scenario_negatives``: benign requests and conversations *with* a scenario (label 0 only). They train the
     direction as negatives and never set τ. Why (session 13): once it learnt from conversations too, this probe
@@ -41,15 +51,18 @@ def train_context_free_probe(records: Sequence[dict[str, Any]], lm: Any, *, laye
     positive of 0.3, 52 vs 51 of 67, and barely regularized: 0.3)."""
     if any(int(r.get("label", 0)) != 0 or any(r.get("turn_labels") or []) for r in scenario_negatives):
         raise ValueError("scenario_negatives must all be benign (label 0, no flagged turn)")
+    offset = turn_end_offset(lm.tokenizer) if token_offset is None else int(token_offset)
     rows = [*records, *scenario_negatives]
-    X, y, groups, domains, turns, convs = per_turn_rows(rows, lm, [layer], progress)
+    X, y, groups, domains, turns, convs = per_turn_rows(rows, lm, [layer], progress, offset=offset)
     own = {id(r) for r in records}
     single = [r for r in rows if "request" in r]
     multi = [r for r in rows if "turns" in r]
     calibrate = [id(r) in own for r in single] + [id(r) in own for r, c in zip(multi, convs, strict=True)
                                                   for _ in range(len(c))]
-    return fit_single(X, y, groups, [layer], model_id=lm.name, fingerprint=lm.fingerprint(), target_fpr=target_fpr,
-                      layer=layer, method=method, C=C, data_sha256=data_sha256, progress=progress,
-                      domains=domains, max_layers=1, later_turn_threshold=False,
-                      conversation_turns=turns if any(t is not None for t in turns) else None,
-                      calibration_rows=calibrate)
+    art = fit_single(X, y, groups, [layer], model_id=lm.name, fingerprint=lm.fingerprint(), target_fpr=target_fpr,
+                     layer=layer, method=method, C=C, data_sha256=data_sha256, progress=progress,
+                     domains=domains, max_layers=1, later_turn_threshold=False,
+                     conversation_turns=turns if any(t is not None for t in turns) else None,
+                     calibration_rows=calibrate)
+    art.meta.token_offset = offset
+    return art

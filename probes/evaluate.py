@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .capture import to_messages
+from .capture import ActKey, site_key, to_messages
 from .features import cached_capture, single_turn_prompts
 from .metrics import rates
 from .probe import ProbeBundle
@@ -35,7 +35,11 @@ def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, late
     layers = sorted(set(default_layers(lm.num_layers)) | set(bundle.layers))
     prompts = single_turn_prompts(lm.tokenizer, records)
     X = cached_capture(lm, prompts, layers, progress=progress)
-    acts = {li: X[:, i] for i, li in enumerate(layers)}
+    acts: dict[ActKey, np.ndarray] = {li: X[:, i] for i, li in enumerate(layers)}
+    for k in sorted({k for ks in bundle.offsets.values() for k in ks} - {0}):  # probes reading an earlier token
+        at = [li for li, ks in bundle.offsets.items() if k in ks]
+        Xk = cached_capture(lm, prompts, at, progress=progress, offset=k)
+        acts.update({site_key(li, k): Xk[:, i] for i, li in enumerate(at)})
     s = bundle.single.raw(bundle.single.features(acts))
     y = np.array([int(r["label"]) for r in records])
     m: dict[str, Any] = rates(y, s, bundle.single.meta.threshold)
@@ -45,7 +49,7 @@ def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, late
         s = np.maximum.reduce(list(bundle.request_margins(acts).values()))
         m = {**rates(y, s, 0.0), "threshold": bundle.single.meta.threshold,
              "context_free_threshold": free.meta.threshold, "by_probe": by_probe}
-    enc = SentinelEncoder(lm.model, lm.tokenizer, bundle.layers)
+    enc = SentinelEncoder(lm.model, lm.tokenizer, bundle.layers, offsets=bundle.offsets)
     lat = []
     for r in records[:latency_sample]:
         t0 = time.perf_counter()
@@ -62,7 +66,7 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *,
     """Conversation-level metrics + mean_detection_turn (1-based user turn of the first flag, positives), and
     with per-turn labels how that turn compares with the first inappropriate one (:func:`_timing`)."""
     layers = bundle.layers
-    enc = SentinelEncoder(lm.model, lm.tokenizer, layers, max_sessions=2)
+    enc = SentinelEncoder(lm.model, lm.tokenizer, layers, max_sessions=2, offsets=bundle.offsets)
     single, multi = bundle.single, bundle.multiturn
     y, conv_scores, drifts, first_flag, lat = [], [], [], [], []
     for ci, r in enumerate(tqdm(records, desc="conversations", disable=not progress)):

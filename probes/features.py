@@ -18,7 +18,7 @@ import numpy as np
 
 from guardrails.errors import InvalidInputError
 
-from .capture import capture, render, to_messages
+from .capture import capture, render, site_key, to_messages
 
 log = logging.getLogger("railguard.probes")
 Record = dict[str, Any]
@@ -46,11 +46,13 @@ def multiturn_prompts(tokenizer: Any, records: Sequence[Record]) -> tuple[list[s
     return prompts, index
 
 
-def _shard_prefix(lm: Any, layers: Sequence[int]) -> str:
+def _shard_prefix(lm: Any, layers: Sequence[int], offset: int = 0) -> str:
     # The model fingerprint ignores dtype on purpose (a probe trained on fp32 CPU activations loads on a bf16 GPU
     # model), but cached activations must not: bf16 vectors differ from fp32 ones, so the dtype is part of the key.
+    # So is a token offset (offset 0 keeps the keys caches were written under before offsets existed).
     dtype = next(lm.model.parameters()).dtype
-    h = hashlib.sha256(f"{lm.fingerprint()}|{list(layers)}|{dtype}".encode()).hexdigest()[:16]
+    where = f"|offset {offset}" if offset else ""
+    h = hashlib.sha256(f"{lm.fingerprint()}|{list(layers)}|{dtype}{where}".encode()).hexdigest()[:16]
     return f"act-{h}-"
 
 
@@ -79,15 +81,16 @@ def _save_shard(cdir: Path, prefix: str, keys: list[str], x: np.ndarray) -> None
 
 
 def cached_capture(lm: Any, prompts: Sequence[str], layers: Sequence[int], *, batch_size: int = 8,
-                   cache_dir: Path | None = None, progress: bool = True) -> np.ndarray:
-    """:func:`probes.capture.capture` with a per-prompt npz cache; returns ``[n, len(layers), d]`` fp32.
+                   cache_dir: Path | None = None, progress: bool = True, offset: int = 0) -> np.ndarray:
+    """:func:`probes.capture.capture` with a per-prompt npz cache; returns ``[n, len(layers), d]`` fp32 (at
+    ``offset`` tokens before the last one).
 
     Shards are keyed by (model fingerprint, weight dtype, layer set); each row by the sha256 of the rendered prompt, so
     any subset or superset of earlier prompts reuses what was computed (train/dev splits, evals, reruns).
     """
     layers = sorted(set(int(i) for i in layers))
     cdir = cache_dir or default_cache_dir()
-    prefix = _shard_prefix(lm, layers)
+    prefix = _shard_prefix(lm, layers, offset)
     keys = [hashlib.sha256(p.encode()).hexdigest() for p in prompts]
     found = _load_shards(cdir, prefix) if cdir.is_dir() else {}
     missing = sorted({i for i, k in enumerate(keys) if k not in found})
@@ -97,7 +100,7 @@ def cached_capture(lm: Any, prompts: Sequence[str], layers: Sequence[int], *, ba
             uniq.setdefault(keys[i], i)
         idx = list(uniq.values())
         x = capture(lm.model, lm.tokenizer, [prompts[i] for i in idx], layers, batch_size=batch_size,
-                    progress=progress)
+                    progress=progress, offset=offset)
         for j, i in enumerate(idx):
             found[keys[i]] = x[j]
         _save_shard(cdir, prefix, [keys[i] for i in idx], x)
@@ -108,7 +111,7 @@ def cached_capture(lm: Any, prompts: Sequence[str], layers: Sequence[int], *, ba
 
 
 def conversation_capture(lm: Any, records: Sequence[Record], layers: Sequence[int], *,
-                         cache_dir: Path | None = None, progress: bool = True) -> list[np.ndarray]:
+                         cache_dir: Path | None = None, progress: bool = True, offset: int = 0) -> list[np.ndarray]:
     """Per-user-turn activations of multi-turn records, one ``[T, len(layers), d]`` array per conversation.
 
     Collected the way the sentinel serves them (:class:`probes.sentinel.SentinelEncoder`: the conversation's KV
@@ -124,7 +127,7 @@ def conversation_capture(lm: Any, records: Sequence[Record], layers: Sequence[in
 
     layers = sorted(set(int(i) for i in layers))
     cdir = cache_dir or default_cache_dir()
-    prefix = "conv-" + _shard_prefix(lm, layers)
+    prefix = "conv-" + _shard_prefix(lm, layers, offset)
     found = _load_shards(cdir, prefix) if cdir.is_dir() else {}
     prompts, index = multiturn_prompts(lm.tokenizer, records)
     keys = [hashlib.sha256(p.encode()).hexdigest() for p in prompts]
@@ -136,13 +139,13 @@ def conversation_capture(lm: Any, records: Sequence[Record], layers: Sequence[in
     todo = [c for c, rows in per_conv.items() if any(keys[r] not in found for r in rows)]
     new_keys: list[str] = []
     new_x: list[np.ndarray] = []
-    enc = SentinelEncoder(lm.model, lm.tokenizer, layers, max_sessions=1)
+    enc = SentinelEncoder(lm.model, lm.tokenizer, layers, max_sessions=1, offsets={li: (offset,) for li in layers})
     for c in tqdm(todo, desc="conversations", disable=not progress, unit="conv"):
         msgs = to_messages(records[c].get("context"), turns=records[c]["turns"])
         users = [j for j, m in enumerate(msgs) if m["role"] == "user"]
         for j, row in zip(users, per_conv[c], strict=True):
             acts = enc.activation(msgs[: j + 1], session=c)
-            found[keys[row]] = np.stack([acts[i] for i in layers]).astype(np.float32)
+            found[keys[row]] = np.stack([acts[site_key(i, offset)] for i in layers]).astype(np.float32)
             new_keys.append(keys[row])
             new_x.append(found[keys[row]])
         enc.forget(c)

@@ -30,7 +30,7 @@ from guardrails.decision import Action, Decision, Finding, Stage
 from guardrails.detector import BaseDetector, CheckRequest, PluginContext
 from guardrails.errors import InvalidInputError
 
-from .capture import layer_module, validate_messages
+from .capture import ActKey, layer_module, site_key, validate_messages
 from .probe import ProbeBundle, load_probe, margin_to_unit
 from .sentinel import SentinelEncoder
 from .velocity import InMemoryStateStore, StateStore, VelocityTracker
@@ -51,8 +51,9 @@ class PrivacyScorer:
         self.action = action
         self.tracker = VelocityTracker(bundle.multiturn, store) if bundle.multiturn is not None else None
         self.layers = bundle.layers
+        self.offsets = bundle.offsets  # per layer, the token offsets read there (0 = the last prompt token)
 
-    def findings(self, acts: Mapping[int, np.ndarray], *, tenant_id: str, user_id: str, session_id: str | None,
+    def findings(self, acts: Mapping[ActKey, np.ndarray], *, tenant_id: str, user_id: str, session_id: str | None,
                  threshold: float = 0.5, user_turn: int | None = None) -> list[Finding]:
         """``user_turn``: which user message of its conversation this is (1-based, from the checked messages).
         It picks the per-turn probe's τ (later turns have their own, see ``ProbeArtifact.threshold_for``). With
@@ -153,7 +154,7 @@ class PrivacyDetector(BaseDetector):
         if self._encoder is None:
             lm = self.lm
             self._encoder = SentinelEncoder(lm.model, lm.tokenizer, self.scorer.layers,
-                                            max_sessions=self.max_sessions)
+                                            max_sessions=self.max_sessions, offsets=self.scorer.offsets)
         return self._encoder
 
     def predict(self, request: CheckRequest) -> list[Finding]:
@@ -234,7 +235,9 @@ class FusedProbeHook:
             turn_key = _turn_digest(validate_messages(said))
         model = lm.model if hasattr(lm, "model") and hasattr(lm, "tokenizer") else lm
         layers = self.scorer.layers
-        got: dict[int, np.ndarray] = {}
+        offsets = self.scorer.offsets
+        n_sites = sum(len(ks) for ks in offsets.values())
+        got: dict[ActKey, np.ndarray] = {}
         handles: list[Any] = []
 
         def detach() -> None:
@@ -245,8 +248,11 @@ class FusedProbeHook:
         def make(li: int) -> Callable[..., None]:
             def hook(_m: Any, _i: Any, out: Any) -> None:
                 h = out[0] if isinstance(out, tuple | list) else out
-                got[li] = h[0, -1].detach().float().cpu().numpy()  # fp32 upcast before the dot product
-                if len(got) < len(layers):
+                if h.shape[1] <= offsets[li][-1]:
+                    raise InvalidInputError("prompt shorter than the probe's token offset")
+                for k in offsets[li]:  # fp32 upcast before the dot product
+                    got[site_key(li, k)] = h[0, -1 - k].detach().float().cpu().numpy()
+                if len(got) < n_sites:
                     return
                 detach()  # one-shot: decode steps never reach the probe
                 self.calls += 1

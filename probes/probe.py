@@ -29,8 +29,11 @@ from sklearn.linear_model import LogisticRegression
 
 from guardrails.errors import ConfigError
 
+from .capture import ActKey, site_key
+
 FORMAT_VERSION = 1  # single-layer artifacts (readable by every release)
 MULTI_LAYER_FORMAT_VERSION = 2  # ``layers`` has more than one entry: older releases refuse it by version
+TOKEN_OFFSET_FORMAT_VERSION = 3  # ``token_offset`` > 0: a release reading the last token would misread it
 DEFAULT_DIR = Path(__file__).parent / "default"
 
 
@@ -113,6 +116,9 @@ class ProbeMeta(BaseModel):
     model_fingerprint: str
     layer: int = Field(ge=0)  # the deepest input layer
     layers: list[int] | None = None  # input layers, ascending, concatenated in this order (None = [layer])
+    # which token: this many positions before the last prompt token (0 = the end of the generation header; the
+    # context-free probe reads the user turn's end-of-turn token, probes.capture.turn_end_offset)
+    token_offset: int = Field(default=0, ge=0)
     d_model: int = Field(gt=0)  # hidden size of one layer; the weights have d_model * len(input_layers)
     threshold: float = Field(allow_inf_nan=False)
     # Single-turn probes trained with conversations: τ for a user turn that follows earlier user turns of the
@@ -158,15 +164,22 @@ class ProbeArtifact:
         """The layers whose activations this probe reads (ascending)."""
         return self.meta.input_layers
 
-    def features(self, acts: Mapping[int, np.ndarray]) -> np.ndarray:
-        """The probe's input from per-layer activations (``{layer: [..., d]}``): its layers concatenated on
-        the last axis, in ascending order. A missing layer is a ProbeMismatchError (wrong capture)."""
-        missing = [li for li in self.layers if li not in acts]
+    @property
+    def keys(self) -> list[ActKey]:
+        """The activation keys it reads (:func:`probes.capture.site_key`: its layers at its token offset)."""
+        return [site_key(li, self.meta.token_offset) for li in self.layers]
+
+    def features(self, acts: Mapping[ActKey, np.ndarray]) -> np.ndarray:
+        """The probe's input from per-site activations (``{site key: [..., d]}``, a plain layer index for the
+        last token): its layers concatenated on the last axis, in ascending order. A missing one is a
+        ProbeMismatchError (wrong capture)."""
+        keys = self.keys
+        missing = [k for k in keys if k not in acts]
         if missing:
-            raise ProbeMismatchError(f"activations lack probe layer(s) {missing} (have {sorted(acts)})")
-        if len(self.layers) == 1:
-            return np.asarray(acts[self.layers[0]], dtype=np.float32)
-        return np.concatenate([np.asarray(acts[li], dtype=np.float32) for li in self.layers], axis=-1)
+            raise ProbeMismatchError(f"activations lack probe layer(s) {missing} (have {list(acts)})")
+        if len(keys) == 1:
+            return np.asarray(acts[keys[0]], dtype=np.float32)
+        return np.concatenate([np.asarray(acts[k], dtype=np.float32) for k in keys], axis=-1)
 
     def raw(self, activation: np.ndarray) -> np.ndarray:
         """w·a + b for single-turn probes; multi-turn probes use w·(a_t - a_1) with no intercept (telescoped
@@ -202,6 +215,8 @@ class ProbeArtifact:
         p.mkdir(parents=True, exist_ok=True)
         # Multi-layer artifacts are written as version 2 (older releases refuse them by version, not by shape).
         version = MULTI_LAYER_FORMAT_VERSION if len(self.layers) > 1 else FORMAT_VERSION
+        if self.meta.token_offset:
+            version = TOKEN_OFFSET_FORMAT_VERSION
         meta = self.meta.model_copy(update={"format_version": version})
         save_file({"coef": self.coef.astype(np.float32),
                    "intercept": np.array([self.intercept], dtype=np.float32)}, str(p / "weights.safetensors"))
@@ -219,8 +234,11 @@ class ProbeArtifact:
             meta = ProbeMeta.model_validate(json.loads((p / "meta.json").read_text()))
         except (ValueError, ValidationError) as exc:
             raise CorruptProbeError(f"{p}/meta.json is invalid: {str(exc).splitlines()[0]}") from None
-        if meta.format_version not in (FORMAT_VERSION, MULTI_LAYER_FORMAT_VERSION):
+        if meta.format_version not in (FORMAT_VERSION, MULTI_LAYER_FORMAT_VERSION, TOKEN_OFFSET_FORMAT_VERSION):
             raise CorruptProbeError(f"{p}: unsupported format_version {meta.format_version}")
+        if (meta.format_version == TOKEN_OFFSET_FORMAT_VERSION) != (meta.token_offset > 0):
+            raise CorruptProbeError(f"{p}: format_version {meta.format_version} does not match token_offset "
+                                    f"{meta.token_offset} (version {TOKEN_OFFSET_FORMAT_VERSION} <=> an offset)")
         try:
             t = load_file(str(p / "weights.safetensors"))
             coef, intercept = t["coef"].astype(np.float32), float(t["intercept"].reshape(-1)[0])
@@ -252,7 +270,7 @@ class ProbeBundle:
             probes["context_free"] = self.context_free
         return probes
 
-    def request_margins(self, acts: Mapping[int, np.ndarray], user_turn: int = 1) -> dict[str, np.ndarray]:
+    def request_margins(self, acts: Mapping[ActKey, np.ndarray], user_turn: int = 1) -> dict[str, np.ndarray]:
         """Per per-turn probe, (raw - its τ for that user turn) / its score_scale: > 0 means it flags. ``acts``
         holds one activation per layer (0-d margins) or a batch (``[n, d]`` per layer, ``[n]`` margins). The
         served request score is ``margin_to_unit(max margin)``: 0.5 exactly where the first of them crosses its τ
@@ -272,8 +290,17 @@ class ProbeBundle:
     @property
     def layers(self) -> list[int]:
         """Every layer any probe reads (ascending): what a capture must provide; the last is the early exit."""
+        return sorted(self.offsets)
+
+    @property
+    def offsets(self) -> dict[int, tuple[int, ...]]:
+        """Per layer, the token offsets any probe reads there (what LayerTap / SentinelEncoder capture)."""
         arts = [a for a in (self.single, self.multiturn, self.context_free) if a is not None]
-        return sorted({li for a in arts for li in a.layers})
+        out: dict[int, set[int]] = {}
+        for a in arts:
+            for li in a.layers:
+                out.setdefault(li, set()).add(a.meta.token_offset)
+        return {li: tuple(sorted(ks)) for li, ks in sorted(out.items())}
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)

@@ -6,7 +6,9 @@ layer: the forward is stopped there by the early-exit hook, so deeper layers are
 On the next turn the conversation is re-rendered and tokenized; if the cached token ids are an exact prefix
 of the new ones, only the suffix is prefilled. Any template drift (a re-render that changes earlier
 tokens) falls back to a full prefill, so the activation is always that of the exact rendered prompt.
-Caches live in a small LRU; losing one (eviction, restart) only costs one full prefill.
+Caches live in a small LRU; losing one (eviction, restart) only costs one full prefill. ``offsets`` reads tokens
+before the last one too (keys as :func:`probes.capture.site_key`); a suffix too short to hold them (never the case
+for a new user turn under a chat template) is re-prefilled in full.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import inspect
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,14 +25,14 @@ import torch
 
 from guardrails.errors import InvalidInputError
 
-from .capture import LayerTap, encode, render
+from .capture import ActKey, LayerTap, encode, render
 
 
 @dataclass
 class _Entry:
     ids: list[int]
     cache: Any
-    activation: dict[int, np.ndarray]
+    activation: dict[ActKey, np.ndarray]
 
 
 class SentinelEncoder:
@@ -40,10 +42,12 @@ class SentinelEncoder:
     """
 
     def __init__(self, model: Any, tokenizer: Any, layers: int | Sequence[int], *, max_sessions: int = 32,
-                 max_tokens: int | None = None) -> None:
+                 max_tokens: int | None = None, offsets: Mapping[int, Sequence[int]] | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.layers = sorted({int(layers)} if isinstance(layers, int) else {int(i) for i in layers})
+        self.offsets = {li: tuple(sorted({int(k) for k in (offsets or {}).get(li, (0,))})) for li in self.layers}
+        self._max_offset = max(k for ks in self.offsets.values() for k in ks)
         self.max_sessions = max_sessions
         self.max_tokens = max_tokens or int(getattr(model.config, "max_position_embeddings", 8192))
         self._lru: OrderedDict[Hashable, _Entry] = OrderedDict()
@@ -57,17 +61,17 @@ class SentinelEncoder:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _forward(self, ids: list[int], cache: Any, start: int) -> dict[int, np.ndarray]:
+    def _forward(self, ids: list[int], cache: Any, start: int) -> dict[ActKey, np.ndarray]:
         new = torch.tensor([ids[start:]], dtype=torch.long, device=self.device)
         mask = torch.ones((1, len(ids)), dtype=torch.long, device=self.device)
         pos = torch.arange(start, len(ids), device=self.device).unsqueeze(0)
-        with LayerTap(self.model, self.layers, early_exit=True) as tap:
+        with LayerTap(self.model, self.layers, early_exit=True, offsets=self.offsets) as tap:
             vals = tap.run(input_ids=new, attention_mask=mask, position_ids=pos, use_cache=True,
                            **{self._cache_kw: cache})
         return {i: v[0].cpu().numpy().astype(np.float32) for i, v in vals.items()}
 
-    def activation(self, messages: Sequence[Any], session: Hashable | None = None) -> dict[int, np.ndarray]:
-        """{layer: activation} of the rendered conversation (validated: must end with the user turn)."""
+    def activation(self, messages: Sequence[Any], session: Hashable | None = None) -> dict[ActKey, np.ndarray]:
+        """{site key: activation} of the rendered conversation (validated: must end with the user turn)."""
         ids = encode(self.tokenizer, render(self.tokenizer, messages))
         if len(ids) > self.max_tokens:
             raise InvalidInputError(f"conversation is {len(ids)} tokens; the probe model accepts {self.max_tokens}")
@@ -78,7 +82,8 @@ class SentinelEncoder:
             if entry is not None and entry.ids == ids:
                 self.stats["hits"] += 1
                 act = entry.activation
-            elif entry is not None and len(entry.ids) < len(ids) and ids[: len(entry.ids)] == entry.ids:
+            elif (entry is not None and len(entry.ids) + self._max_offset < len(ids)
+                  and ids[: len(entry.ids)] == entry.ids):
                 self.stats["incremental"] += 1
                 act = self._forward(ids, entry.cache, len(entry.ids))
                 entry = _Entry(ids, entry.cache, act)

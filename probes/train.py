@@ -371,7 +371,8 @@ def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | Non
     return ProbeBundle(single=art, multiturn=mt)
 
 
-def per_turn_rows(records: Sequence[dict[str, Any]], lm: Any, cand: Sequence[int], progress: bool) -> tuple[
+def per_turn_rows(records: Sequence[dict[str, Any]], lm: Any, cand: Sequence[int], progress: bool,
+                  offset: int = 0) -> tuple[
         np.ndarray, list[int], list[str], list[str], list[tuple[str, int] | None], list[np.ndarray]]:
     """Rows for a per-turn probe: single-turn requests, then every user turn of the multi-turn records (labelled
     per turn), with groups, domains (``scenario``), (conversation, turn) keys and the per-conversation arrays."""
@@ -381,7 +382,7 @@ def per_turn_rows(records: Sequence[dict[str, Any]], lm: Any, cand: Sequence[int
     multi = [r for r in records if "turns" in r]
     if not single:
         raise ValueError("training needs single-turn records ({'request', 'label'} lines)")
-    X = cached_capture(lm, single_turn_prompts(lm.tokenizer, single), cand, progress=progress)
+    X = cached_capture(lm, single_turn_prompts(lm.tokenizer, single), cand, progress=progress, offset=offset)
     y = [int(r["label"]) for r in single]
     groups = [str(r.get("group", r["id"])) for r in single]
     domains = [str(r.get("scenario", "default")) for r in single]
@@ -392,7 +393,7 @@ def per_turn_rows(records: Sequence[dict[str, Any]], lm: Any, cand: Sequence[int
         # from every user turn of the multi-turn records, labelled per turn ("train on the history form you
         # serve"): benign turns with history are negatives, which keeps history alone from looking risky.
         # Collected through the sentinel, i.e. exactly as served (see conversation_capture).
-        convs = conversation_capture(lm, multi, cand, progress=progress)
+        convs = conversation_capture(lm, multi, cand, progress=progress, offset=offset)
         X = np.concatenate([X, *convs])
         for c, conv in enumerate(convs):
             tl = multi[c].get("turn_labels")

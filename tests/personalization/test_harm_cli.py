@@ -76,6 +76,9 @@ def test_personalize_eval_json():
     out = _json(r)
     assert PERS_KEYS <= set(out)
     assert out["unblock_success"] == 1.0  # deterministic policy mask
+    # the mask touches no other category: each keeps its own recall on its own texts
+    assert out["unblock_other_own_recall"] == out["default_other_own_recall"]
+    assert 0.0 < out["unblock_other_own_recall"] <= 1.0
 
 
 @pytest.mark.model
