@@ -85,7 +85,8 @@ class PrivacyScorer:
         parts = []
         for name, p in self.bundle.request_probes.items():
             tau = p.threshold_for(t)
-            parts.append(f"{'single-turn' if name == 'single' else 'context-free'} probe ({_where(p.layers)}): raw "
+            at = f", {p.meta.token_offset} tokens before the last" if p.meta.token_offset else ""
+            parts.append(f"{'single-turn' if name == 'single' else 'context-free'} probe ({_where(p.layers)}{at}): raw "
                          f"{margins[name] * p.meta.score_scale + tau:.3f} vs tau {tau:.3f}")
         return [Finding(detector="privacy", category="privacy_request", score=unit, threshold=threshold,
                         explanation="; ".join(parts) + f" (user turn {t})",

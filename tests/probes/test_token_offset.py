@@ -106,7 +106,7 @@ def test_sentinel_and_fused_modes_score_the_offset_site_alike(tiny):
     prompt = render(tiny.tokenizer, msgs)
     h = _hidden(tiny, prompt)[2][0, -4].numpy()
     raw = float(bundle.context_free.coef @ h + bundle.context_free.intercept)
-    assert f"raw {raw:.3f}" in got.explanation and got.action.value == "block"
+    assert f"(layer 2, 3 tokens before the last): raw {raw:.3f}" in got.explanation and got.action.value == "block"
     hook = PrivacyDetector(bundle, lm=tiny, mode="fused").fused_hook(identity=lambda: None)
     ids = torch.tensor([tiny.tokenizer(prompt, add_special_tokens=False)["input_ids"]])
     detach = hook.attach(tiny, ids, None)
