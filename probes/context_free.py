@@ -26,7 +26,8 @@ def train_context_free_probe(records: Sequence[dict[str, Any]], lm: Any, *, laye
     snooping requests under nine system prompts were caught 45 (none) / 0 (the demo agent's "You are a concise,
     helpful assistant. Answer in one or two sentences.") / 34 / 30 / 23 / 4 / 19 / 2 / 24 times; read at the
     user's end-of-turn token, 43 / 31 / 51 / 30 / 8 / 9 / 28 / 39 / 23 (the header is where answer-style
-    instructions act); hand-written conversations under the demo prompt 12 -> 19 of 22.
+    instructions act); hand-written conversations under the demo prompt 12 -> 19 of 22. The rest of the prompt
+    dependence is handled by training data (``probes.everyday.with_personas``).
 
     ``scenario_negatives``: benign requests and conversations *with* a scenario (label 0 only). They train the
     direction as negatives and never set τ. Why (session 13): once it learnt from conversations too, this probe

@@ -85,3 +85,30 @@ def test_hand_written_conversations_pair_an_opening_with_a_snooping_or_benign_la
             assert a["turns"][:-1] == b["turns"][:-1] and a["turns"][-1] != b["turns"][-1]
         generated = {t["content"].lower() for c in everyday_conversations() for t in c["turns"]}
         assert not generated & {t["content"].lower() for r in rows for t in r["turns"] if t["role"] == "user"}
+
+
+def test_persona_copies_keep_label_and_group_and_never_use_a_held_out_prompt():
+    """with_personas copies each record under a deployment-style system prompt (same label, turns, group: a record
+    and its copy stay in one CV fold); the prompts the training script evaluates under, the demo agent's among
+    them, are never used, so those numbers measure generalization to an unseen prompt."""
+    import importlib.util
+
+    from guardrails.demo import DEFAULT_SYSTEM_PROMPT
+    from probes.everyday import GENERIC_CONTEXTS, TRAINING_PERSONAS, is_unframed, with_personas
+
+    spec = importlib.util.spec_from_file_location("train_default_probe", Path(__file__).parents[2] / "scripts" /
+                                                  "train_default_probe.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    held_out = set(script.HELD_OUT_SYSTEM_PROMPTS.values())
+    assert DEFAULT_SYSTEM_PROMPT in held_out
+    assert not held_out & set(TRAINING_PERSONAS) and not held_out & GENERIC_CONTEXTS
+    recs = everyday_records()[:50] + everyday_conversations()[:30]
+    copies = with_personas(recs)
+    assert copies == with_personas(recs) and len(copies) == len(recs)
+    for r, c in zip(recs, copies, strict=True):
+        assert c["context"] in TRAINING_PERSONAS and is_unframed(c)
+        assert c["id"] == r["id"] + "-persona"
+        assert {k: v for k, v in c.items() if k not in ("id", "context")} == \
+            {k: v for k, v in r.items() if k not in ("id", "context")}
+    assert len({c["context"] for c in copies}) >= 10
