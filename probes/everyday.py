@@ -173,9 +173,10 @@ def with_personas(records: Sequence[Record], *, seed: int = 41) -> list[Record]:
     and ``group``, so grouped CV keeps a record and its copy together; id suffixed ``-persona``).
 
     Why (session 14): the agent's system prompt moves the context-free probe's score. Trained under no system
-    prompt or a handful of generic ones, it caught 31 of the 65 hand-written snooping requests under the demo
-    agent's prompt (46 with none) and 21-57 under eight other held-out prompts; trained on these copies too,
-    45 (47) and 40-59, at 0-9 of 115 safe look-alikes flagged as before (most by the scenario probe)."""
+    prompt or a handful of generic ones, the bundle caught 46 of the 65 hand-written snooping requests with no
+    system prompt and 21-57 under the eight held-out prompts of the training script (31 under the demo agent's);
+    trained on these copies too, 47 and 40-59 (45), at 0-9 of 115 safe look-alikes flagged under each as before
+    (mostly by the scenario probe; the context-free probe itself flags 8 of the 8 x 115)."""
     rng = random.Random(seed)
     return [{**r, "id": f"{r['id']}-persona", "context": rng.choice(TRAINING_PERSONAS)} for r in records]
 
