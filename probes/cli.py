@@ -43,6 +43,12 @@ def train(
     method: str = typer.Option("logreg", "--method", help="logreg | diffmean"),
     max_layers: int = typer.Option(4, "--max-layers", help="layers the single-turn probe may concatenate (grouped-CV "
                                    "greedy, shallower than the best one; 1 = one layer)"),
+    context_free_data: list[Path] = typer.Option(
+        [], "--context-free-data", help="privacy JSONL of requests/conversations with no scenario (no system message "
+        "or a generic one): also fit the bundle's context-free probe (repeatable); the benign scenario rows of "
+        "--data are its extra negatives"),
+    personas: bool = typer.Option(True, "--personas/--no-personas", help="with --context-free-data, also train on a "
+                                  "copy of each record under a deployment-style system prompt"),
     as_json: bool = typer.Option(False, "--json", help="print the training metrics as one JSON object"),
 ) -> None:
     """Fit + calibrate a probe and write an artifact directory."""
@@ -72,6 +78,18 @@ def train(
         t0 = time.perf_counter()
         bundle = train_bundle(records, lm, layer=li, target_fpr=target_fpr, multiturn=multiturn,
                               method=method, data_sha256=shas, max_layers=max_layers)  # type: ignore[arg-type]
+        if context_free_data:
+            from .context_free import train_context_free_probe
+            from .everyday import is_unframed, with_personas
+
+            free = [r for f in context_free_data for r in load_jsonl(f)]
+            shas.update({f.name: file_sha256(f) for f in context_free_data})
+            framed = [r for r in records if not is_unframed(r) and int(r["label"]) == 0
+                      and not any(r.get("turn_labels") or [])]
+            bundle.context_free = train_context_free_probe(
+                free + (with_personas(free) if personas else []), lm, layer=bundle.single.meta.layer,
+                target_fpr=target_fpr, method=method, data_sha256=shas,  # type: ignore[arg-type]
+                scenario_negatives=framed)
         bundle.save(out)
     except (RailguardError, ValueError, OSError) as exc:
         fail(str(exc), as_json=as_json)
@@ -82,6 +100,10 @@ def train(
     if bundle.multiturn is not None:
         res["multiturn"] = {"layer": bundle.multiturn.meta.layer, "layers": bundle.multiturn.layers,
                             **bundle.multiturn.meta.metrics["cv_conversation"]}
+    if bundle.context_free is not None:
+        res["context_free"] = {"layer": bundle.context_free.meta.layer,
+                               "token_offset": bundle.context_free.meta.token_offset,
+                               **bundle.context_free.meta.metrics["cv"]}
     _print(res, as_json)
 
 

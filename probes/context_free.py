@@ -52,6 +52,9 @@ def train_context_free_probe(records: Sequence[dict[str, Any]], lm: Any, *, laye
     positive of 0.3, 52 vs 51 of 67, and barely regularized: 0.3)."""
     if any(int(r.get("label", 0)) != 0 or any(r.get("turn_labels") or []) for r in scenario_negatives):
         raise ValueError("scenario_negatives must all be benign (label 0, no flagged turn)")
+    if not any("request" in r for r in records):
+        raise ValueError("the context-free probe needs single-turn records ({'request', 'label'} lines) among its "
+                         "own: its threshold is calibrated on them")
     offset = turn_end_offset(lm.tokenizer) if token_offset is None else int(token_offset)
     rows = [*records, *scenario_negatives]
     X, y, groups, domains, turns, convs = per_turn_rows(rows, lm, [layer], progress, offset=offset)
