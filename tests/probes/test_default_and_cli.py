@@ -34,7 +34,10 @@ def _demo_verdicts(lm) -> list[str]:
     history: dict[str, list[dict[str, str]]] = {}
     got = []
     for turn in demo_script():
-        msgs = history.setdefault(turn["session_id"], [{"role": "system", "content": turn["system_prompt"]}])
+        from guardrails.demo import DEFAULT_SYSTEM_PROMPT
+
+        system = turn["system_prompt"] or DEFAULT_SYSTEM_PROMPT  # None: the demo's generic assistant
+        msgs = history.setdefault(turn["session_id"], [{"role": "system", "content": system}])
         msgs.append({"role": "user", "content": turn["text"]})
         req = CheckRequest(stage="input", user_id=turn["user_id"], session_id=turn["session_id"],
                            text=turn["text"], messages=tuple(Message(**m) for m in msgs))
