@@ -35,6 +35,15 @@ def site_key(layer: int, offset: int = 0) -> ActKey:
     return int(layer) if offset == 0 else (int(layer), int(offset))
 
 
+def layer_offsets(layers: Sequence[int], offsets: Mapping[int, Sequence[int]] | None) -> dict[int, tuple[int, ...]]:
+    """``{layer: sorted distinct offsets}`` for every layer (default ``(0,)``: the last token); negative is an
+    InvalidInputError."""
+    out = {int(li): tuple(sorted({int(k) for k in (offsets or {}).get(li, (0,))})) for li in layers}
+    if any(not ks or ks[0] < 0 for ks in out.values()):
+        raise InvalidInputError(f"token offsets must be non-negative, got {out}")
+    return out
+
+
 class _StopForward(Exception):
     """Raised from a hook to abort the forward pass once the deepest needed layer has run."""
 
@@ -175,9 +184,7 @@ class LayerTap:
         self.layers = sorted(set(int(i) for i in layers))
         if not self.layers:
             raise InvalidInputError("no layers requested")
-        self.offsets = {li: sorted({int(k) for k in (offsets or {}).get(li, (0,))}) for li in self.layers}
-        if any(not ks or ks[0] < 0 for ks in self.offsets.values()):
-            raise InvalidInputError(f"token offsets must be non-negative, got {self.offsets}")
+        self.offsets = layer_offsets(self.layers, offsets)
         self.early_exit = early_exit
         self.index: torch.Tensor | None = None  # last-token positions for the current batch
         self.values: dict[ActKey, torch.Tensor] = {}
@@ -194,9 +201,9 @@ class LayerTap:
             h = _out_tensor(output)
             idx = self.index if self.index is not None else torch.full((h.shape[0],), h.shape[1] - 1)
             idx = idx.to(h.device)
+            if bool((idx < self.offsets[layer][-1]).any()):
+                raise InvalidInputError(f"a prompt is shorter than the token offset {self.offsets[layer][-1]}")
             for k in self.offsets[layer]:
-                if bool((idx < k).any()):
-                    raise InvalidInputError(f"a prompt is shorter than the token offset {k}")
                 rows = h[torch.arange(h.shape[0], device=h.device), idx - k]
                 self.values[site_key(layer, k)] = rows.detach().float()
             if deepest and self.early_exit:

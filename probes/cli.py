@@ -79,17 +79,15 @@ def train(
         bundle = train_bundle(records, lm, layer=li, target_fpr=target_fpr, multiturn=multiturn,
                               method=method, data_sha256=shas, max_layers=max_layers)  # type: ignore[arg-type]
         if context_free_data:
-            from .context_free import train_context_free_probe
-            from .everyday import is_unframed, with_personas
+            from .context_free import benign_scenario_rows, train_context_free_probe
+            from .everyday import with_personas
 
             free = [r for f in context_free_data for r in load_jsonl(f)]
             shas.update({f.name: file_sha256(f) for f in context_free_data})
-            framed = [r for r in records if not is_unframed(r) and int(r["label"]) == 0
-                      and not any(r.get("turn_labels") or [])]
             bundle.context_free = train_context_free_probe(
                 free + (with_personas(free) if personas else []), lm, layer=bundle.single.meta.layer,
                 target_fpr=target_fpr, method=method, data_sha256=shas,  # type: ignore[arg-type]
-                scenario_negatives=framed)
+                scenario_negatives=benign_scenario_rows(records))
         bundle.save(out)
     except (RailguardError, ValueError, OSError) as exc:
         fail(str(exc), as_json=as_json)

@@ -10,6 +10,14 @@ from .probe import ProbeArtifact
 from .train import Method, fit_single, per_turn_rows
 
 
+def benign_scenario_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records that carry a scenario and are benign throughout: the ``scenario_negatives`` of
+    :func:`train_context_free_probe`."""
+    from .everyday import is_unframed
+
+    return [r for r in records if not is_unframed(r) and int(r["label"]) == 0 and not any(r.get("turn_labels") or [])]
+
+
 def train_context_free_probe(records: Sequence[dict[str, Any]], lm: Any, *, layer: int, target_fpr: float = 0.01,
                              method: Method = "logreg", C: float = 0.3, data_sha256: dict[str, str] | None = None,
                              progress: bool = True, scenario_negatives: Sequence[dict[str, Any]] = (),

@@ -25,7 +25,7 @@ import torch
 
 from guardrails.errors import InvalidInputError
 
-from .capture import ActKey, LayerTap, encode, render
+from .capture import ActKey, LayerTap, encode, layer_offsets, render
 
 
 @dataclass
@@ -46,8 +46,8 @@ class SentinelEncoder:
         self.model = model
         self.tokenizer = tokenizer
         self.layers = sorted({int(layers)} if isinstance(layers, int) else {int(i) for i in layers})
-        self.offsets = {li: tuple(sorted({int(k) for k in (offsets or {}).get(li, (0,))})) for li in self.layers}
-        self._max_offset = max(k for ks in self.offsets.values() for k in ks)
+        self.offsets = layer_offsets(self.layers, offsets)
+        self._max_offset = max(ks[-1] for ks in self.offsets.values())
         self.max_sessions = max_sessions
         self.max_tokens = max_tokens or int(getattr(model.config, "max_position_embeddings", 8192))
         self._lru: OrderedDict[Hashable, _Entry] = OrderedDict()

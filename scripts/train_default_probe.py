@@ -73,7 +73,7 @@ def main() -> int:
     import torch
 
     from guardrails.models import load_causal_lm
-    from probes.context_free import train_context_free_probe
+    from probes.context_free import benign_scenario_rows, train_context_free_probe
     from probes.datasets import build_training_set, chat_records, drift_records, file_sha256, load_jsonl, write_jsonl
     from probes.evaluate import eval_multiturn, eval_single
     from probes.everyday import everyday_conversations, everyday_records, is_unframed, with_personas
@@ -112,7 +112,7 @@ def main() -> int:
     # with_personas: the probe must not depend on the agent's prompt).
     free_tr = [r for r in s_tr + m_tr + c_tr + x_tr if is_unframed(r)] + e_tr + v_tr + with_personas(e_tr + v_tr)
     # benign scenario rows: negatives for the context-free direction that never set its τ (probes.context_free)
-    framed_benign = [r for r in s_tr + m_tr + x_tr if not is_unframed(r) and r["label"] == 0]
+    framed_benign = benign_scenario_rows(s_tr + m_tr + x_tr)
     write_jsonl(e_dev, work / "dev_everyday.jsonl")
     write_jsonl(v_dev, work / "dev_everyday_conversations.jsonl")
 
@@ -149,12 +149,12 @@ def main() -> int:
     # context_free_check*.jsonl, each written before any probe scored it, never trained on), with the served
     # decision (either per-turn probe).
     context_free = {"everyday_dev": eval_single(bundle, lm, e_dev, latency_sample=0, progress=False)[0]}
-    for name, file in HAND_WRITTEN.items():
-        context_free[name] = eval_single(bundle, lm, load_jsonl(ROOT / "tests" / "probes" / file),
-                                         latency_sample=0, progress=False)[0]
+    hand_sets = {name: load_jsonl(ROOT / "tests" / "probes" / file) for name, file in HAND_WRITTEN.items()}
+    for name, rows in hand_sets.items():
+        context_free[name] = eval_single(bundle, lm, rows, latency_sample=0, progress=False)[0]
     # The same hand-written requests under system prompts no training record carries (the deployment's prompt
     # moves the context-free probe's score; probes.everyday.with_personas).
-    hand = [r for file in HAND_WRITTEN.values() for r in load_jsonl(ROOT / "tests" / "probes" / file)]
+    hand = [r for rows in hand_sets.values() for r in rows]
     by_prompt = {}
     for name, prompt in HELD_OUT_SYSTEM_PROMPTS.items():
         m, _, _ = eval_single(bundle, lm, [{**r, "context": prompt} for r in hand], latency_sample=0, progress=False)

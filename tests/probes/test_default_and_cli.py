@@ -153,8 +153,10 @@ def test_cli_train_with_a_context_free_probe(tmp_path, smol):
     assert json.loads(res.stdout)["context_free"]["n"] == 16
     conv_only = _write(tmp_path / "c.jsonl", [{"id": "c", "context": None, "label": 0, "turns": [
         {"role": "user", "content": "hi"}]}])
-    res = CliRunner().invoke(app, [*args[:-3], "--context-free-data", str(conv_only), "--json"])
+    res = CliRunner().invoke(app, [*args[:4], str(tmp_path / "b3"), *args[5:-3], "--context-free-data",
+                                   str(conv_only), "--json"])
     assert res.exit_code == 2 and "single-turn records" in res.output
+    assert not (tmp_path / "b3").exists()  # refused before anything was written
 
 
 def test_cli_errors_are_clean(tmp_path):

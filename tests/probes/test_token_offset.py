@@ -85,12 +85,33 @@ def test_artifact_with_a_token_offset_round_trips_and_is_versioned(tiny, tmp_pat
     assert back.context_free.meta.token_offset == 3 and back.offsets == {2: (0, 3)}
     with pytest.raises(ProbeMismatchError, match=r"lack probe layer\(s\) \[\(2, 3\)\]"):  # last token only
         back.context_free.features({2: np.zeros(bundle.single.coef.shape[0], np.float32)})
-    meta["token_offset"] = -1
-    (tmp_path / "b" / "context_free" / "meta.json").write_text(json.dumps(meta))
     from probes.probe import CorruptProbeError
 
-    with pytest.raises(CorruptProbeError):
-        load_probe(tmp_path / "b")
+    for bad, match in (({"token_offset": -1}, "invalid"), ({"format_version": 1}, "does not match token_offset"),
+                       ({"format_version": 2}, "does not match token_offset")):
+        (tmp_path / "b" / "context_free" / "meta.json").write_text(json.dumps({**meta, **bad}))
+        with pytest.raises(CorruptProbeError, match=match):  # an offset probe a last-token reader would misread
+            load_probe(tmp_path / "b")
+
+
+class _Tok:
+    """A chat template whose generation header rewrites the end of the turn (no suffix relation)."""
+
+    chat_template = "x"
+
+    def apply_chat_template(self, msgs, tokenize=False, add_generation_prompt=False):
+        return "<u>Hello there.</u><a>" if add_generation_prompt else "<u>Hello there.<end>"
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+    def decode(self, ids):
+        return "".join(map(chr, ids))
+
+
+def test_turn_end_offset_refuses_a_template_it_cannot_read():
+    with pytest.raises(InvalidInputError, match="not a suffix"):
+        turn_end_offset(_Tok())
 
 
 def test_sentinel_and_fused_modes_score_the_offset_site_alike(tiny):
