@@ -45,8 +45,9 @@ def train(
                                    "greedy, shallower than the best one; 1 = one layer)"),
     context_free_data: list[Path] = typer.Option(
         [], "--context-free-data", help="privacy JSONL of requests/conversations with no scenario (no system message "
-        "or a generic one): also fit the bundle's context-free probe (repeatable); the benign scenario rows of "
-        "--data are its extra negatives"),
+        "or a generic one): also fit the bundle's context-free probe (repeatable); rows under a system prompt of "
+        "their own (an agent holding personal records) train it too but never set its threshold; the benign "
+        "scenario rows of --data are its extra negatives"),
     personas: bool = typer.Option(True, "--personas/--no-personas", help="with --context-free-data, also train on a "
                                   "copy of each record under a deployment-style system prompt"),
     as_json: bool = typer.Option(False, "--json", help="print the training metrics as one JSON object"),
@@ -80,14 +81,18 @@ def train(
                               method=method, data_sha256=shas, max_layers=max_layers)  # type: ignore[arg-type]
         if context_free_data:
             from .context_free import benign_scenario_rows, train_context_free_probe
-            from .everyday import with_personas
+            from .everyday import is_unframed, with_personas
 
-            free = [r for f in context_free_data for r in load_jsonl(f)]
+            rows = [r for f in context_free_data for r in load_jsonl(f)]
             shas.update({f.name: file_sha256(f) for f in context_free_data})
+            # rows under a system prompt of their own (e.g. an agent holding records) train the direction as they
+            # are; only unframed rows get persona copies and set τ
+            free = [r for r in rows if is_unframed(r)]
             bundle.context_free = train_context_free_probe(
                 free + (with_personas(free) if personas else []), lm, layer=bundle.single.meta.layer,
                 target_fpr=target_fpr, method=method, data_sha256=shas,  # type: ignore[arg-type]
-                scenario_negatives=benign_scenario_rows(records))
+                scenario_negatives=benign_scenario_rows(records),
+                framed_records=[r for r in rows if not is_unframed(r)])
         bundle.save(out)
     except (RailguardError, ValueError, OSError) as exc:
         fail(str(exc), as_json=as_json)

@@ -21,6 +21,7 @@ def benign_scenario_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, An
 def train_context_free_probe(records: Sequence[dict[str, Any]], lm: Any, *, layer: int, target_fpr: float = 0.01,
                              method: Method = "logreg", C: float = 0.3, data_sha256: dict[str, str] | None = None,
                              progress: bool = True, scenario_negatives: Sequence[dict[str, Any]] = (),
+                             framed_records: Sequence[dict[str, Any]] = (),
                              token_offset: int | None = None) -> ProbeArtifact:
     """The bundle's optional ``context_free`` per-turn probe, from requests and conversations that carry no
     scenario (no system message or a generic one): one layer, ``layer`` (the main probe's deepest, so the
@@ -45,6 +46,13 @@ def train_context_free_probe(records: Sequence[dict[str, Any]], lm: Any, *, laye
     scenario violations are its job). τ stays the 1 % point of *unframed* OOF negatives: the many easy scenario
     negatives would otherwise pull it down.
 
+    ``framed_records``: labelled requests that carry a scenario of their own, such as agents holding personal
+    records in their prompt (:mod:`probes.record_holders`). Like ``scenario_negatives`` they train the direction
+    and never set τ, which stays the point of unframed rows. Why (session 15): 64 hand-written requests to eight
+    such agents were caught 11 of 32 at 1 of 32 safe ones flagged (the scenario probe's); trained on 576
+    generated ones from 12 businesses, 30 of 32 at the same 1, and 85 of 96 held-out generated ones from 4
+    other businesses (was 19) at none of 96 safe. (Letting them set τ too gives the same τ and weights.)
+
     Earlier calibrations, measured and dropped (session 11): a later-turn τ calibrated on unframed benign chats
     alone came out at -2.6 and fired on scenario conversations it never saw (dev benign multi-turn FPR 1.2 % ->
     6.4 %); a τ over every negative row, chat turns included, was lower too and added FPs on scenario requests.
@@ -62,9 +70,10 @@ def train_context_free_probe(records: Sequence[dict[str, Any]], lm: Any, *, laye
         raise ValueError("scenario_negatives must all be benign (label 0, no flagged turn)")
     if not any("request" in r for r in records):
         raise ValueError("the context-free probe needs single-turn records ({'request', 'label'} lines) among its "
-                         "own: its threshold is calibrated on them")
+                         "own, with no scenario (no system message or a generic one): its threshold is calibrated "
+                         "on them")
     offset = turn_end_offset(lm.tokenizer) if token_offset is None else int(token_offset)
-    rows = [*records, *scenario_negatives]
+    rows = [*records, *framed_records, *scenario_negatives]
     X, y, groups, domains, turns, convs = per_turn_rows(rows, lm, [layer], progress, offset=offset)
     own = {id(r) for r in records}
     single = [r for r in rows if "request" in r]

@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # the generator's second version, the third after it was frozen (so only the third is blind to that design).
 HAND_WRITTEN = {"hand_written": "context_free_check.jsonl", "hand_written_2": "context_free_check2.jsonl",
                 "hand_written_3": "context_free_check3.jsonl"}
+# Requests to agents holding personal records in their prompt (session 15, written before any probe scored them);
+# reported on its own, not under the held-out system prompts (each row carries its agent's prompt).
+HAND_WRITTEN_RECORD_HOLDERS = "record_holder_check.jsonl"
 # System prompts the hand-written requests are also evaluated under; no training record carries any of them
 # (the demo agent's first; tests/probes/test_everyday_data.py checks they stay out of probes.everyday).
 HELD_OUT_SYSTEM_PROMPTS = {
@@ -65,6 +68,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared box)")
     ap.add_argument("--drift-only", action="store_true",
                     help="load the bundle in --out and retrain only its multi-turn drift probe (minutes, not hours)")
+    ap.add_argument("--context-free-c", type=float, default=0.3,
+                    help="inverse regularization of the context-free probe (chosen on the dev splits)")
     ap.add_argument("--context-free-only", action="store_true",
                     help="load the bundle in --out and retrain only its context-free per-turn probe (minutes)")
     args = ap.parse_args()
@@ -80,6 +85,7 @@ def main() -> int:
     from probes.features import cached_capture, single_turn_prompts
     from probes.generalization import cross_domain, leave_one_out
     from probes.probe import load_probe
+    from probes.record_holders import record_holder_records
     from probes.train import default_layers, train_bundle, train_drift_probe
 
     t_start = time.perf_counter()
@@ -110,11 +116,15 @@ def main() -> int:
     v_tr, v_dev = split_by_group(everyday_conversations(), 0.2, seed=15)
     # ... and every generated training record again under a deployment-style system prompt (probes.everyday.
     # with_personas: the probe must not depend on the agent's prompt).
+    # Agents with personal records in their system prompt (probes.record_holders), split by business: framed
+    # rows, so they train the direction with their labels and never set its τ (probes.context_free).
+    r_tr, r_dev = split_by_group(record_holder_records(), 0.25, seed=16)
     free_tr = [r for r in s_tr + m_tr + c_tr + x_tr if is_unframed(r)] + e_tr + v_tr + with_personas(e_tr + v_tr)
     # benign scenario rows: negatives for the context-free direction that never set its τ (probes.context_free)
     framed_benign = benign_scenario_rows(s_tr + m_tr + x_tr)
     write_jsonl(e_dev, work / "dev_everyday.jsonl")
     write_jsonl(v_dev, work / "dev_everyday_conversations.jsonl")
+    write_jsonl(r_dev, work / "dev_record_holders.jsonl")
 
     t0 = time.perf_counter()
     if args.context_free_only:
@@ -122,7 +132,8 @@ def main() -> int:
         bundle.check_model(lm.fingerprint(), lm.name)
         bundle.context_free = train_context_free_probe(free_tr, lm, layer=bundle.single.meta.layer,
                                                        target_fpr=args.target_fpr, data_sha256=shas,
-                                                       scenario_negatives=framed_benign)
+                                                       scenario_negatives=framed_benign, framed_records=r_tr,
+                                                       C=args.context_free_c)
     elif args.drift_only:
         bundle = load_probe(args.out)
         bundle.check_model(lm.fingerprint(), lm.name)
@@ -137,7 +148,8 @@ def main() -> int:
                               data_sha256=shas)
         bundle.context_free = train_context_free_probe(free_tr, lm, layer=bundle.single.meta.layer,
                                                        target_fpr=args.target_fpr, data_sha256=shas,
-                                                       scenario_negatives=framed_benign)
+                                                       scenario_negatives=framed_benign, framed_records=r_tr,
+                                                       C=args.context_free_c)
     train_s = time.perf_counter() - t0
 
     dev_multi, _, _ = eval_multiturn(bundle, lm, m_dev + x_dev)
@@ -148,7 +160,8 @@ def main() -> int:
     # Context-free requests: the held-out generated ones and three hand-written sets (tests/probes/
     # context_free_check*.jsonl, each written before any probe scored it, never trained on), with the served
     # decision (either per-turn probe).
-    context_free = {"everyday_dev": eval_single(bundle, lm, e_dev, latency_sample=0, progress=False)[0]}
+    context_free = {"everyday_dev": eval_single(bundle, lm, e_dev, latency_sample=0, progress=False)[0],
+                    "record_holders_dev": eval_single(bundle, lm, r_dev, latency_sample=0, progress=False)[0]}
     hand_sets = {name: load_jsonl(ROOT / "tests" / "probes" / file) for name, file in HAND_WRITTEN.items()}
     for name, rows in hand_sets.items():
         context_free[name] = eval_single(bundle, lm, rows, latency_sample=0, progress=False)[0]
@@ -163,6 +176,9 @@ def main() -> int:
                            "context_free_caught": round(m["by_probe"]["context_free"]["tpr"] * m["n_pos"]),
                            "context_free_safe_flagged": round(m["by_probe"]["context_free"]["fpr"] * m["n_neg"])}
     context_free["hand_written_by_system_prompt"] = by_prompt
+    context_free["hand_written_record_holders"] = eval_single(
+        bundle, lm, load_jsonl(ROOT / "tests" / "probes" / HAND_WRITTEN_RECORD_HOLDERS), latency_sample=0,
+        progress=False)[0]
     # Conversations (served decision: both per-turn probes and the drift probe): held-out generated ones and the
     # hand-written pairs (tests/probes/context_free_conversations*.jsonl).
     context_free["everyday_conversations_dev"] = eval_multiturn(bundle, lm, v_dev, progress=False)[0]
