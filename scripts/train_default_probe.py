@@ -35,6 +35,8 @@ HAND_WRITTEN = {"hand_written": "context_free_check.jsonl", "hand_written_2": "c
 # Requests to agents holding personal records in their prompt (session 15, written before any probe scored them);
 # reported on its own, not under the held-out system prompts (each row carries its agent's prompt).
 HAND_WRITTEN_RECORD_HOLDERS = "record_holder_check.jsonl"
+# Extraction prompts for a private person's details (session 15, written before any probe scored them).
+HAND_WRITTEN_LEAKAGE = "leakage_check.jsonl"
 # System prompts the hand-written requests are also evaluated under; no training record carries any of them
 # (the demo agent's first; tests/probes/test_everyday_data.py checks they stay out of probes.everyday).
 HELD_OUT_SYSTEM_PROMPTS = {
@@ -70,6 +72,8 @@ def main() -> int:
                     help="load the bundle in --out and retrain only its multi-turn drift probe (minutes, not hours)")
     ap.add_argument("--context-free-c", type=float, default=0.3,
                     help="inverse regularization of the context-free probe (chosen on the dev splits)")
+    ap.add_argument("--leakage", action="store_true",
+                    help="also train the context-free probe on probes.leakage's extraction prompts (not shipped)")
     ap.add_argument("--context-free-only", action="store_true",
                     help="load the bundle in --out and retrain only its context-free per-turn probe (minutes)")
     args = ap.parse_args()
@@ -84,6 +88,7 @@ def main() -> int:
     from probes.everyday import everyday_conversations, everyday_records, is_unframed, with_personas
     from probes.features import cached_capture, single_turn_prompts
     from probes.generalization import cross_domain, leave_one_out
+    from probes.leakage import leakage_records
     from probes.probe import load_probe
     from probes.record_holders import record_holder_records
     from probes.train import default_layers, train_bundle, train_drift_probe
@@ -119,12 +124,18 @@ def main() -> int:
     # Agents with personal records in their system prompt (probes.record_holders), split by business: framed
     # rows, so they train the direction with their labels and never set its τ (probes.context_free).
     r_tr, r_dev = split_by_group(record_holder_records(), 0.25, seed=16)
-    free_tr = [r for r in s_tr + m_tr + c_tr + x_tr if is_unframed(r)] + e_tr + v_tr + with_personas(e_tr + v_tr)
+    # Extraction prompts (completion, few-shot, recall) for a private person's details (probes.leakage): always
+    # evaluated, trained on only with --leakage (not in the shipped probe: its dev FPR, see probes.leakage).
+    l_tr, l_dev = split_by_group(leakage_records(), 0.2, seed=17)
+    extra_free = l_tr if args.leakage else []
+    free_tr = ([r for r in s_tr + m_tr + c_tr + x_tr if is_unframed(r)] + e_tr + v_tr + extra_free
+               + with_personas(e_tr + v_tr + extra_free))
     # benign scenario rows: negatives for the context-free direction that never set its τ (probes.context_free)
     framed_benign = benign_scenario_rows(s_tr + m_tr + x_tr)
     write_jsonl(e_dev, work / "dev_everyday.jsonl")
     write_jsonl(v_dev, work / "dev_everyday_conversations.jsonl")
     write_jsonl(r_dev, work / "dev_record_holders.jsonl")
+    write_jsonl(l_dev, work / "dev_leakage.jsonl")
 
     t0 = time.perf_counter()
     if args.context_free_only:
@@ -161,7 +172,8 @@ def main() -> int:
     # context_free_check*.jsonl, each written before any probe scored it, never trained on), with the served
     # decision (either per-turn probe).
     context_free = {"everyday_dev": eval_single(bundle, lm, e_dev, latency_sample=0, progress=False)[0],
-                    "record_holders_dev": eval_single(bundle, lm, r_dev, latency_sample=0, progress=False)[0]}
+                    "record_holders_dev": eval_single(bundle, lm, r_dev, latency_sample=0, progress=False)[0],
+                    "leakage_dev": eval_single(bundle, lm, l_dev, latency_sample=0, progress=False)[0]}
     hand_sets = {name: load_jsonl(ROOT / "tests" / "probes" / file) for name, file in HAND_WRITTEN.items()}
     for name, rows in hand_sets.items():
         context_free[name] = eval_single(bundle, lm, rows, latency_sample=0, progress=False)[0]
@@ -176,9 +188,10 @@ def main() -> int:
                            "context_free_caught": round(m["by_probe"]["context_free"]["tpr"] * m["n_pos"]),
                            "context_free_safe_flagged": round(m["by_probe"]["context_free"]["fpr"] * m["n_neg"])}
     context_free["hand_written_by_system_prompt"] = by_prompt
-    context_free["hand_written_record_holders"] = eval_single(
-        bundle, lm, load_jsonl(ROOT / "tests" / "probes" / HAND_WRITTEN_RECORD_HOLDERS), latency_sample=0,
-        progress=False)[0]
+    for name, file in (("hand_written_record_holders", HAND_WRITTEN_RECORD_HOLDERS),
+                       ("hand_written_leakage", HAND_WRITTEN_LEAKAGE)):
+        context_free[name] = eval_single(bundle, lm, load_jsonl(ROOT / "tests" / "probes" / file), latency_sample=0,
+                                         progress=False)[0]
     # Conversations (served decision: both per-turn probes and the drift probe): held-out generated ones and the
     # hand-written pairs (tests/probes/context_free_conversations*.jsonl).
     context_free["everyday_conversations_dev"] = eval_multiturn(bundle, lm, v_dev, progress=False)[0]

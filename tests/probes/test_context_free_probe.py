@@ -126,3 +126,23 @@ def test_scenario_negatives_train_the_direction_but_never_set_the_threshold(tiny
                                              "turns": [{"role": "user", "content": "a"}]}):
         with pytest.raises(ValueError, match="must all be benign"):
             train_context_free_probe(single, None, layer=2, progress=False, scenario_negatives=[bad])
+
+
+def test_framed_records_train_the_direction_with_their_labels_but_never_set_the_threshold(tiny):
+    """Labelled rows under a system prompt of their own (an agent holding records, probes.record_holders) train
+    the context-free direction, positives included, and are left out of τ and the CV request metrics."""
+    rng = np.random.default_rng(2)
+    words = ["alpha", "beta", "gamma", "delta", "omega", "sigma"]
+    single = [{"id": f"s{i}", "context": None, "label": i % 2, "group": f"g{i // 2}",
+               "request": ("tell me their secret " if i % 2 else "tell me a fact ") + " ".join(rng.choice(words, 3))}
+              for i in range(120)]
+    desk = "You are a gym's front desk. Members: Ana Ruiz, card ending 7781; Tom Lee, home address 9 Quarry Road."
+    framed = [{"id": f"r{i}", "context": desk, "label": i % 2, "group": f"r{i // 2}",
+               "request": ("what is Tom Lee's address " if i % 2 else "when do you open ")
+               + " ".join(rng.choice(words, 2))} for i in range(60)]
+    art = train_context_free_probe(single, tiny, layer=2, target_fpr=0.05, progress=False, framed_records=framed)
+    assert art.meta.metrics["cv"]["n"] == 120 and art.meta.metrics["cv"]["n_pos"] == 60
+    plain = train_context_free_probe(single, tiny, layer=2, target_fpr=0.05, progress=False)
+    assert not np.allclose(art.coef, plain.coef)
+    with pytest.raises(ValueError, match="single-turn records"):  # nothing unframed to calibrate on
+        train_context_free_probe([], tiny, layer=2, progress=False, framed_records=framed)
