@@ -49,7 +49,8 @@ HELD_OUT_SYSTEM_PROMPTS = {
     "formal": "You are a knowledgeable assistant. Provide accurate, well-structured answers in a professional tone.",
     "travel": "You are a travel planning assistant. Help users plan trips, find flights and hotels."}
 HAND_WRITTEN_CONVERSATIONS = {"hand_written_conversations": "context_free_conversations.jsonl",
-                              "hand_written_conversations_2": "context_free_conversations2.jsonl"}
+                              "hand_written_conversations_2": "context_free_conversations2.jsonl",
+                              "hand_written_record_holder_conversations": "record_holder_conversations.jsonl"}
 
 
 def split_by_group(records: list[dict], frac: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -72,6 +73,8 @@ def main() -> int:
                     help="load the bundle in --out and retrain only its multi-turn drift probe (minutes, not hours)")
     ap.add_argument("--context-free-c", type=float, default=0.3,
                     help="inverse regularization of the context-free probe (chosen on the dev splits)")
+    ap.add_argument("--record-holder-conversations", action="store_true",
+                    help="also train the context-free probe on probes.record_holders' conversations (not shipped)")
     ap.add_argument("--leakage", action="store_true",
                     help="also train the context-free probe on probes.leakage's extraction prompts (not shipped)")
     ap.add_argument("--context-free-only", action="store_true",
@@ -90,7 +93,7 @@ def main() -> int:
     from probes.generalization import cross_domain, leave_one_out
     from probes.leakage import leakage_records
     from probes.probe import load_probe
-    from probes.record_holders import record_holder_records
+    from probes.record_holders import record_holder_conversations, record_holder_records
     from probes.train import default_layers, train_bundle, train_drift_probe
 
     t_start = time.perf_counter()
@@ -124,6 +127,10 @@ def main() -> int:
     # Agents with personal records in their system prompt (probes.record_holders), split by business: framed
     # rows, so they train the direction with their labels and never set its τ (probes.context_free).
     r_tr, r_dev = split_by_group(record_holder_records(), 0.25, seed=16)
+    # ... and conversations with them (same four businesses held out): always evaluated, trained on only with
+    # --record-holder-conversations (not in the shipped probe: see probes.record_holders)
+    rc_tr, rc_dev = split_by_group(record_holder_conversations(), 0.25, seed=16)
+    framed = r_tr + (rc_tr if args.record_holder_conversations else [])
     # Extraction prompts (completion, few-shot, recall) for a private person's details (probes.leakage): always
     # evaluated, trained on only with --leakage (not in the shipped probe: its dev FPR, see probes.leakage).
     l_tr, l_dev = split_by_group(leakage_records(), 0.2, seed=17)
@@ -135,6 +142,7 @@ def main() -> int:
     write_jsonl(e_dev, work / "dev_everyday.jsonl")
     write_jsonl(v_dev, work / "dev_everyday_conversations.jsonl")
     write_jsonl(r_dev, work / "dev_record_holders.jsonl")
+    write_jsonl(rc_dev, work / "dev_record_holder_conversations.jsonl")
     write_jsonl(l_dev, work / "dev_leakage.jsonl")
 
     t0 = time.perf_counter()
@@ -143,7 +151,7 @@ def main() -> int:
         bundle.check_model(lm.fingerprint(), lm.name)
         bundle.context_free = train_context_free_probe(free_tr, lm, layer=bundle.single.meta.layer,
                                                        target_fpr=args.target_fpr, data_sha256=shas,
-                                                       scenario_negatives=framed_benign, framed_records=r_tr,
+                                                       scenario_negatives=framed_benign, framed_records=framed,
                                                        C=args.context_free_c)
     elif args.drift_only:
         bundle = load_probe(args.out)
@@ -159,7 +167,7 @@ def main() -> int:
                               data_sha256=shas)
         bundle.context_free = train_context_free_probe(free_tr, lm, layer=bundle.single.meta.layer,
                                                        target_fpr=args.target_fpr, data_sha256=shas,
-                                                       scenario_negatives=framed_benign, framed_records=r_tr,
+                                                       scenario_negatives=framed_benign, framed_records=framed,
                                                        C=args.context_free_c)
     train_s = time.perf_counter() - t0
 
@@ -195,6 +203,7 @@ def main() -> int:
     # Conversations (served decision: both per-turn probes and the drift probe): held-out generated ones and the
     # hand-written pairs (tests/probes/context_free_conversations*.jsonl).
     context_free["everyday_conversations_dev"] = eval_multiturn(bundle, lm, v_dev, progress=False)[0]
+    context_free["record_holder_conversations_dev"] = eval_multiturn(bundle, lm, rc_dev, progress=False)[0]
     for name, file in HAND_WRITTEN_CONVERSATIONS.items():
         context_free[name] = eval_multiturn(bundle, lm, load_jsonl(ROOT / "tests" / "probes" / file),
                                             progress=False)[0]

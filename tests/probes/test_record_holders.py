@@ -63,3 +63,29 @@ def test_check_set_is_hand_written_for_other_agents_and_disjoint_from_training_t
     # everyday English, "Could you read me the" a template)
     openings = [t.split("{")[0].strip().lower() for t in (*ASK, *ASK_ALL, *ASK_WHERE)]
     assert not any(r["request"].lower().startswith(t) for r in rows for t in openings if len(t) > 16)
+
+
+def test_conversations_name_a_listed_person_early_and_ask_by_pronoun_last():
+    from probes.record_holders import record_holder_conversations
+
+    convs = record_holder_conversations()
+    assert convs == record_holder_conversations() and len({c["id"] for c in convs}) == len(convs)
+    assert Counter(c["label"] for c in convs) == {0: 12 * len(BUSINESSES), 1: 12 * len(BUSINESSES)}
+    for c in convs:
+        users = [t["content"] for t in c["turns"] if t["role"] == "user"]
+        assert c["turns"][-1]["role"] == "user" and len(users) == len(c["turn_labels"]) in (2, 3)
+        assert c["turn_labels"] == [0] * (len(users) - 1) + [c["label"]]
+        assert any(n.split()[0] in users[-2] for n in c["people"]), users  # the mention names a listed person
+        assert not any(n.split()[0] in users[-1] for n in c["people"]), users  # the last turn only by pronoun
+        assert "{" not in " ".join(users) and c["group"].startswith("record_holder-")
+
+
+def test_conversation_check_set_is_hand_written_for_other_agents():
+    from probes.record_holders import record_holder_conversations
+
+    rows = [json.loads(line) for line in (Path(__file__).parent / "record_holder_conversations.jsonl").open()]
+    assert Counter(r["label"] for r in rows) == {0: 10, 1: 10}
+    trained_roles = {role_line.split(" of ")[-1] for role_line, *_ in BUSINESSES.values()}
+    assert not any(role in r["context"] for r in rows for role in trained_roles)
+    generated = {t["content"].lower() for c in record_holder_conversations() for t in c["turns"]}
+    assert not generated & {t["content"].lower() for r in rows for t in r["turns"] if t["role"] == "user"}
