@@ -8,7 +8,10 @@ CV, tau at the target FPR on held-out folds: per request, and per benign convers
 on dev, run leave-one-scenario-out (LOSO) generalization, and write the bundle with all metrics in its meta.json.
 Dev files are written to --work so `railguard probes eval` can re-check them (`dev_multiturn.jsonl`: the default
 set's 20 dev conversations plus the extra sets' dev parts; `dev_multiturn_default.jsonl`: the 20 alone,
-comparable with older notes).
+comparable with older notes). The bundle's context-free probe learns from the unframed rows of that set, the
+generated everyday requests and conversations (+ persona copies) and, as framed rows that never set its τ, the
+generated record-holder requests (probes.record_holders); the record-holder conversations and the extraction
+prompts (probes.leakage) are only evaluated unless --record-holder-conversations / --leakage.
 
     python scripts/train_default_probe.py [--data ../shared/data/privacy] [--out probes/default] [--work /tmp/...]
     python scripts/train_default_probe.py --drift-only   # keep --out's single-turn probe, retrain the drift probe
