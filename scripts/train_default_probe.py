@@ -35,11 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # the generator's second version, the third after it was frozen (so only the third is blind to that design).
 HAND_WRITTEN = {"hand_written": "context_free_check.jsonl", "hand_written_2": "context_free_check2.jsonl",
                 "hand_written_3": "context_free_check3.jsonl"}
-# Requests to agents holding personal records in their prompt (session 15, written before any probe scored them);
-# reported on its own, not under the held-out system prompts (each row carries its agent's prompt).
-HAND_WRITTEN_RECORD_HOLDERS = "record_holder_check.jsonl"
-# Extraction prompts for a private person's details (session 15, written before any probe scored them).
-HAND_WRITTEN_LEAKAGE = "leakage_check.jsonl"
+# Session 15's sets, each written before any probe scored it and reported as it is, not under the held-out system
+# prompts: requests to agents holding personal records in their prompt (each row carries its agent's prompt), and
+# extraction prompts for a private person's details.
+HAND_WRITTEN_AS_IS = {"hand_written_record_holders": "record_holder_check.jsonl",
+                      "hand_written_leakage": "leakage_check.jsonl"}
 # System prompts the hand-written requests are also evaluated under; no training record carries any of them
 # (the demo agent's first; tests/probes/test_everyday_data.py checks they stay out of probes.everyday).
 HELD_OUT_SYSTEM_PROMPTS = {
@@ -199,8 +199,7 @@ def main() -> int:
                            "context_free_caught": round(m["by_probe"]["context_free"]["tpr"] * m["n_pos"]),
                            "context_free_safe_flagged": round(m["by_probe"]["context_free"]["fpr"] * m["n_neg"])}
     context_free["hand_written_by_system_prompt"] = by_prompt
-    for name, file in (("hand_written_record_holders", HAND_WRITTEN_RECORD_HOLDERS),
-                       ("hand_written_leakage", HAND_WRITTEN_LEAKAGE)):
+    for name, file in HAND_WRITTEN_AS_IS.items():
         context_free[name] = eval_single(bundle, lm, load_jsonl(ROOT / "tests" / "probes" / file), latency_sample=0,
                                          progress=False)[0]
     # Conversations (served decision: both per-turn probes and the drift probe): held-out generated ones and the
