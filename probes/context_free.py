@@ -68,6 +68,9 @@ def train_context_free_probe(records: Sequence[dict[str, Any]], lm: Any, *, laye
     positive of 0.3, 52 vs 51 of 67, and barely regularized: 0.3)."""
     if any(int(r.get("label", 0)) != 0 or any(r.get("turn_labels") or []) for r in scenario_negatives):
         raise ValueError("scenario_negatives must all be benign (label 0, no flagged turn)")
+    if any(r.get("label") not in (0, 1) or not (isinstance(r.get("request"), str) or isinstance(r.get("turns"), list))
+           for r in framed_records):
+        raise ValueError("framed_records need label 0|1 and a 'request' string or 'turns' list")
     if not any("request" in r for r in records):
         raise ValueError("the context-free probe needs single-turn records ({'request', 'label'} lines) among its "
                          "own, with no scenario (no system message or a generic one): its threshold is calibrated "

@@ -146,3 +146,6 @@ def test_framed_records_train_the_direction_with_their_labels_but_never_set_the_
     assert not np.allclose(art.coef, plain.coef)
     with pytest.raises(ValueError, match="single-turn records"):  # nothing unframed to calibrate on
         train_context_free_probe([], tiny, layer=2, progress=False, framed_records=framed)
+    for bad in ({**framed[0], "label": "yes"}, {"id": "x", "context": desk, "label": 1}):  # refused before capture
+        with pytest.raises(ValueError, match="framed_records need label"):
+            train_context_free_probe(single, None, layer=2, progress=False, framed_records=[bad])
