@@ -7,7 +7,7 @@ Three lines to guard a langchain v1 agent::
     agent.invoke({"messages": [...]}, context={"user_id": "alice"})
 """
 
-from .decision import DEFAULT_REFUSAL, Action, Decision, FailMode, Finding, Stage, text_hash
+from .decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, FailMode, Finding, Stage, text_hash
 from .detector import (
     BaseDetector,
     CheckRequest,
@@ -68,6 +68,7 @@ __all__ = [
     "SupportsCheck",
     "UnknownUserError",
     "VersionConflictError",
+    "WITHHELD_MESSAGE",
     "build_detectors",
     "discover",
     "register",

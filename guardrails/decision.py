@@ -90,3 +90,5 @@ def text_hash(text: str) -> str:
 
 #: The assistant message that replaces a blocked turn unless the integration is given another.
 DEFAULT_REFUSAL = "I'm sorry, but I can't help with that request."
+#: What a blocked user message becomes in an agent's stored history, so that later turns never replay it.
+WITHHELD_MESSAGE = "[message withheld by railguard]"

@@ -1,10 +1,12 @@
 """`GuardMiddleware`: the Guard inside a langchain v1 agent (`create_agent(..., middleware=[...])`).
 
 - input: `before_model` checks the newest human message before the model sees it (block ends the agent with
-  the refusal; redact rewrites the message in state).
+  the refusal and replaces the blocked message in state by a placeholder, so a checkpointed thread never sends
+  it to the model on a later turn; redact rewrites the message in state).
 - output: `wrap_model_call` checks the model's reply before the graph sees it. The model runs tagged
-  `nostream`, so `stream_mode="messages"` consumers receive only the checked message, never raw tokens
-  (the bypass of langchain#35011, where `after_model` runs after tokens were already streamed).
+  `nostream` and with token streaming disabled, so neither `stream_mode="messages"` consumers nor callback /
+  `astream_events` consumers receive raw tokens, only the checked message (the bypass of langchain#35011,
+  where `after_model` runs after tokens were already streamed).
 - tools: `wrap_tool_call` checks tool-call arguments before the tool runs and its result before the model does.
 Sync and async twins share one core (`_decide_*`), as langchain raises if only one flavour is implemented.
 """
@@ -19,11 +21,12 @@ from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResp
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langgraph.constants import TAG_NOSTREAM
 
-from ..decision import DEFAULT_REFUSAL, Action, Decision, Finding, Stage
+from ..decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, Finding, Stage
 from ..errors import InvalidInputError
 from ..models.chat import PrefillBlocked, to_chat_dicts
 from ..pipeline import SupportsCheck
 from .identity import Identity, current_identity, from_runtime
+from .runnable import without_token_streaming
 
 
 def _invalid(identity: Identity, stage: Stage, exc: InvalidInputError) -> Decision:
@@ -85,7 +88,10 @@ class GuardMiddleware(AgentMiddleware):
 
     def _input_update(self, d: Decision, last: HumanMessage) -> dict[str, Any] | None:
         if d.enforced_action is Action.BLOCK:
-            return {"messages": [self._refusal(d)], "jump_to": "end"}
+            # The blocked text must not stay in the thread: with a checkpointer, the next turn would send it to
+            # the model. Same id = replaced in place by langgraph's add_messages reducer.
+            withheld = [HumanMessage(content=WITHHELD_MESSAGE, id=last.id)] if last.id is not None else []
+            return {"messages": [*withheld, self._refusal(d)], "jump_to": "end"}
         if d.enforced_action is Action.REDACT and d.redacted_text is not None:
             return {"messages": [HumanMessage(content=d.redacted_text, id=last.id)]}
         return None
@@ -109,11 +115,18 @@ class GuardMiddleware(AgentMiddleware):
 
     @staticmethod
     def _nostream(request: ModelRequest) -> ModelRequest:
+        """The model call as the output check needs it: no raw token reaches any consumer before the check.
+
+        `nostream` keeps tokens out of `stream_mode="messages"`; `disable_streaming` makes the chat model
+        generate in one piece, so callback handlers (`astream_events`, tracing UIs) get no token events either.
+        """
         model = request.model
-        tags = list(getattr(model, "tags", None) or [])
-        if TAG_NOSTREAM in tags or not hasattr(model, "model_copy"):
+        if not hasattr(model, "model_copy"):
             return request
-        return request.override(model=model.model_copy(update={"tags": [*tags, TAG_NOSTREAM]}))
+        tags = list(getattr(model, "tags", None) or [])
+        if TAG_NOSTREAM not in tags:
+            model = model.model_copy(update={"tags": [*tags, TAG_NOSTREAM]})
+        return request.override(model=without_token_streaming(model))
 
     # ---- sync hooks ----------------------------------------------------------------------------
     def _check(self, content: Any, who: Identity, stage: Stage) -> Decision:

@@ -2,7 +2,9 @@
 
 Identity comes from the call's RunnableConfig (`configurable` or `metadata`: user_id, session_id).
 Streaming is buffered: the inner stream is collected, the whole output is checked, and only then released,
-so a blocked output never reaches the consumer (the price: no token-by-token latency benefit).
+so a blocked output never reaches the consumer (the price: no token-by-token latency benefit). A chat model
+`inner` also runs with token streaming disabled, so callback handlers (`astream_events`, tracing) get no raw
+token events either; a composite Runnable's inner chat models are the caller's to configure.
 """
 
 from __future__ import annotations
@@ -40,6 +42,22 @@ def _output_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     raise InvalidInputError(f"cannot check output of type {type(value).__name__}")
+
+
+def _as_chunk(item: Any) -> Any:
+    """An unstreamed chat model's `stream` yields one whole AIMessage; stream consumers expect chunks."""
+    if isinstance(item, AIMessage) and not isinstance(item, AIMessageChunk):
+        return AIMessageChunk(content=item.content, additional_kwargs=item.additional_kwargs,
+                              response_metadata=item.response_metadata, id=item.id, tool_calls=item.tool_calls,
+                              usage_metadata=item.usage_metadata)
+    return item
+
+
+def without_token_streaming(model: Any) -> Any:
+    """A copy of a langchain-core chat model that generates in one piece (no per-token callback events)."""
+    if getattr(model, "disable_streaming", True) is True or not hasattr(model, "model_copy"):
+        return model  # already unstreamed, or not a chat model: left as it is
+    return model.model_copy(update={"disable_streaming": True})
 
 
 class GuardedRunnable(RunnableSerializable[Any, Any]):
@@ -85,7 +103,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         messages, d = self._guard_in(input, who)
         if messages is None:
             return self._refuse(d, AIMessage(content=""))
-        out = self.inner.invoke(messages, config, **kwargs)
+        out = without_token_streaming(self.inner).invoke(messages, config, **kwargs)
         text = _output_text(out)
         if not text.strip():
             return out
@@ -98,7 +116,8 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         if messages is None:
             yield self._refuse(d, AIMessageChunk(content=""))
             return
-        chunks = list(self.inner.stream(messages, config, **kwargs))  # buffer: release only checked text
+        inner = without_token_streaming(self.inner)
+        chunks = [_as_chunk(c) for c in inner.stream(messages, config, **kwargs)]  # buffer: release only checked text
         yield from self._release(chunks, who)
 
     def _release(self, chunks: list[Any], who: Identity, decision: Decision | None = None) -> Iterator[Any]:
@@ -126,7 +145,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         messages, d = await self._aguard_in(input, who)
         if messages is None:
             return self._refuse(d, AIMessage(content=""))
-        out = await self.inner.ainvoke(messages, config, **kwargs)
+        out = await without_token_streaming(self.inner).ainvoke(messages, config, **kwargs)
         text = _output_text(out)
         if not text.strip():
             return out
@@ -139,7 +158,8 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         if messages is None:
             yield self._refuse(d, AIMessageChunk(content=""))
             return
-        chunks = [c async for c in self.inner.astream(messages, config, **kwargs)]
+        inner = without_token_streaming(self.inner)
+        chunks = [_as_chunk(c) async for c in inner.astream(messages, config, **kwargs)]
         text = "".join(_output_text(c) for c in chunks)
         out_d = None
         if text.strip():

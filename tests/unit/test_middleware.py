@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 import pytest
 from langchain.agents import create_agent
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
 
-from guardrails import Action, Guard, InvalidInputError, Stage
+from guardrails import WITHHELD_MESSAGE, Action, Guard, InvalidInputError, Stage
 
 
 class ToolFake(GenericFakeChatModel):
@@ -71,6 +73,65 @@ def test_input_block_ends_agent_before_model(keyword):
     assert seen[0].user_id == "bob" and seen[0].session_id == "s1" and seen[0].stage is Stage.INPUT
     assert len(seen) == 1  # the model never ran, so no output check
     assert next(model.messages).content == "should never be produced"
+
+
+class _SeenByModel(BaseCallbackHandler):
+    """Records the message texts of every chat-model call (what the model actually received)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def on_chat_model_start(self, serialized, messages, **kwargs):
+        self.calls.append([str(m.content) for m in messages[0]])
+
+
+def test_blocked_input_is_withheld_from_later_turns_of_a_checkpointed_thread(keyword):
+    # With a checkpointer the thread's state persists; the blocked turn must not reach the model on turn 2.
+    agent = create_agent(fake("first answer", "second answer"), middleware=[Guard([keyword("attack")]).middleware()],
+                         checkpointer=InMemorySaver())
+    cfg = {"configurable": {"user_id": "alice", "thread_id": "t1"}}
+    turn1, turn2 = _SeenByModel(), _SeenByModel()
+    out = agent.invoke({"messages": [HumanMessage("an attack text")]}, config={**cfg, "callbacks": [turn1]})
+    assert turn1.calls == [] and out["messages"][-1].content.startswith("I'm sorry")
+    assert [m.content for m in out["messages"] if isinstance(m, HumanMessage)] == [WITHHELD_MESSAGE]
+    out = agent.invoke({"messages": [HumanMessage("hello again")]}, config={**cfg, "callbacks": [turn2]})
+    assert len(turn2.calls) == 1 and not any("attack" in c for c in turn2.calls[0])
+    assert turn2.calls[0][0] == WITHHELD_MESSAGE and turn2.calls[0][-1] == "hello again"
+    assert out["messages"][-1].content == "first answer"
+
+
+async def test_blocked_input_is_withheld_async(keyword):
+    agent = create_agent(fake("ok"), middleware=[Guard([keyword("attack")]).middleware()],
+                         checkpointer=InMemorySaver())
+    cfg = {"configurable": {"user_id": "alice", "thread_id": "t1"}}
+    await agent.ainvoke({"messages": [HumanMessage("an attack text")]}, config=cfg)
+    seen = _SeenByModel()
+    await agent.ainvoke({"messages": [HumanMessage("hi")]}, config={**cfg, "callbacks": [seen]})
+    assert len(seen.calls) == 1 and not any("attack" in c for c in seen.calls[0])
+
+
+@pytest.mark.parametrize("action", [Action.BLOCK, Action.REDACT])
+async def test_checked_output_never_reaches_event_stream_consumers(keyword, action):
+    # astream_events / callback handlers see chat-model token events unless the model call itself is not streamed.
+    guard = Guard([keyword("launchcode", action, name="kw", stages={Stage.OUTPUT})])
+    agent, _ = _agent(guard, fake("the launchcode is 0000 and more words follow here"))
+    tokens, final = [], None
+    async for ev in agent.astream_events({"messages": [HumanMessage("hi")]}, context=Ctx("a"), version="v2"):
+        if ev["event"] == "on_chat_model_stream":
+            tokens.append(str(ev["data"]["chunk"].content))
+        if ev["event"] == "on_chain_end" and ev["name"] == "LangGraph":
+            final = ev["data"]["output"]["messages"][-1].content
+    assert "launchcode" not in "".join(tokens)
+    assert final == ("I'm sorry, but I can't help with that request." if action is Action.BLOCK
+                     else "the [REDACTED] is 0000 and more words follow here")
+
+
+async def test_without_guard_the_event_stream_carries_raw_tokens():
+    # Control for the test above: the same fake model emits token events when nothing intervenes.
+    agent = create_agent(fake("the launchcode is 0000 and more words follow here"))
+    tokens = [ev async for ev in agent.astream_events({"messages": [HumanMessage("hi")]}, version="v2")
+              if ev["event"] == "on_chat_model_stream"]
+    assert len(tokens) > 3
 
 
 def test_input_redact_rewrites_state(keyword):
@@ -162,8 +223,10 @@ def test_guarded_runnable_without_langchain_agents(keyword):
     assert guard.wrap(fake("the launchcode is 1")).invoke("hi", cfg).content.startswith("I'm sorry")
     chunks = list(guard.wrap(fake("the launchcode is 1 2 3")).stream("hi", cfg))
     assert all("launchcode" not in c.content for c in chunks)
+    # An allowed stream is released after its check; the inner chat model generates unstreamed (one chunk), so no
+    # raw token event reaches callback consumers before the check (test below).
     chunks = list(guard.wrap(fake("plain words streamed")).stream("hi", cfg))
-    assert len(chunks) > 1 and "".join(c.content for c in chunks) == "plain words streamed"
+    assert "".join(c.content for c in chunks) == "plain words streamed"
     assert isinstance(chunks[0], AIMessageChunk)
     with pytest.raises(InvalidInputError):
         guard.wrap(fake("x")).invoke("hi")  # no user id anywhere
@@ -179,6 +242,22 @@ async def test_guarded_runnable_async(keyword):
     assert all("launchcode" not in c.content for c in chunks)
     composed = guard.wrap(fake("piped ok")) | (lambda m: m.content.upper())
     assert composed.invoke("hi", cfg) == "PIPED OK"
+
+
+@pytest.mark.parametrize("how", ["ainvoke", "astream"])
+async def test_guarded_runnable_emits_no_raw_token_events(keyword, how):
+    guard = Guard([keyword("launchcode", stages={Stage.OUTPUT})])
+    wrapped = guard.wrap(fake("the launchcode is 1 2 3 4"))
+    if how == "ainvoke":
+        wrapped = wrapped | (lambda m: m)  # astream_events drives the wrapper through ainvoke inside a sequence
+    tokens, ends = [], []
+    async for ev in wrapped.astream_events("hi", {"metadata": {"user_id": "dave"}}, version="v2"):
+        if ev["event"] == "on_chat_model_stream":
+            tokens.append(str(ev["data"]["chunk"].content))
+        if ev["event"] == "on_chat_model_end":
+            ends.append(ev["data"]["output"].content)
+    assert ends == ["the launchcode is 1 2 3 4"]  # the model ran (its end event is the caller's tracing)...
+    assert "launchcode" not in "".join(tokens)  # ...but no token event carried raw text before the check
 
 
 def test_system_prompt_reaches_input_checks():
