@@ -36,13 +36,20 @@ class CommandDetector(BaseDetector):
         self.router = router
 
     def predict(self, request: CheckRequest) -> list[Finding]:
+        if request.messages and request.messages[-1].role != "user":
+            # Only the user's own words may change their settings: a tool result, an assistant prefill or a
+            # system message that reads like a command ("unblock toxic messages") is content, not an instruction.
+            return self._findings(RouteKind.NEITHER, "")
         res = self.router.route(request.text, user_id=request.user_id, tenant_id=request.tenant_id,
                                 session_id=request.session_id)
-        rec = res.kind in (RouteKind.REC, RouteKind.BOTH) or (res.kind is RouteKind.REJECTED)
-        mod = res.kind in (RouteKind.MODERATION, RouteKind.BOTH)
         expl = res.explanation if res.kind is not RouteKind.NEITHER else "not a command"
         if res.kind is RouteKind.REJECTED:
             expl = "refused: " + expl
+        return self._findings(res.kind, expl)
+
+    def _findings(self, kind: RouteKind, expl: str) -> list[Finding]:
+        rec = kind in (RouteKind.REC, RouteKind.BOTH, RouteKind.REJECTED)
+        mod = kind in (RouteKind.MODERATION, RouteKind.BOTH)
         return [
             Finding(detector=self.name, category="rec_command", score=1.0 if rec else 0.0, threshold=0.5,
                     explanation=expl if rec else "", action=Action.ALLOW),

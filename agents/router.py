@@ -42,7 +42,14 @@ class ModerationNotAvailableError(RailguardError, RuntimeError):
 _CROSS_USER = re.compile(
     r"\b(?:user|account|profile|customer)s?\s*(?:id\s*)?[#:=]?\s*\d+\b|\buser_?id\b"
     r"|\b(?:all|every|other|another|everyone'?s?|everybody'?s?)\s+(?:the\s+)?(?:users?|accounts?|profiles?|people|members?)\b"
-    r"|\bfor everyone\b|\beveryone'?s\b"
+    r"|\bfor (?:everyone|everybody)\b|\b(?:everyone|everybody)'?s\b|\bon behalf of\b|\buser[_-][a-z0-9]+\b"
+    # another person addressed by name: "apply this to bob", "bob's feed", "for bob, unblock spam"
+    r"|\b(?:apply|do|set|change|copy) (?:this|that|it|these|the same)(?: settings?)? (?:to|for|on) "
+    r"(?!me\b|myself\b|my\b|mine\b|all (?:my|of my)\b)[a-z]"
+    r"|\b(?!today'|tonight'|tomorrow'|this week'|week'|weekend'|month'|year')[a-z]+'s (?:feed|account|profile"
+    r"|settings|polic\w+|filters?|preferences|recommendations)\b"
+    r"|^\W*for (?!me\b|myself\b|now\b|today\b|tonight\b|tomorrow\b|this\b|the\b|a\b|an\b|my\b|once\b|later\b"
+    r"|next\b|kids\b|children\b|family\b|date\b|movie\b|weekend\b|fun\b|real\b|sure\b|example\b)[a-z]+\s*[,:]"
     r"|\bignore (?:the|all|your|any|previous|prior) (?:schema|instructions?|rules?|polic\w+)\b"
     r"|\bdelete (?:all|every|everyone)\b|\b(?:admin|root|sudo|system prompt)\b"
 )
