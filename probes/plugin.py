@@ -17,7 +17,6 @@ can tighten or loosen the guard. Raw text is never logged.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -28,12 +27,12 @@ import numpy as np
 
 from guardrails.decision import Action, Decision, Finding, Stage
 from guardrails.detector import BaseDetector, CheckRequest, PluginContext
-from guardrails.errors import InvalidInputError
+from guardrails.errors import ConfigError, InvalidInputError
 
 from .capture import ActKey, layer_module, site_key, validate_messages
 from .probe import ProbeBundle, load_probe, margin_to_unit
 from .sentinel import SentinelEncoder
-from .velocity import InMemoryStateStore, StateStore, VelocityTracker
+from .velocity import InMemoryStateStore, StateStore, VelocityTracker, conversation_digest
 
 log = logging.getLogger("railguard.probes")
 Mode = Literal["sentinel", "fused"]
@@ -54,11 +53,14 @@ class PrivacyScorer:
         self.offsets = bundle.offsets  # per layer, the token offsets read there (0 = the last prompt token)
 
     def findings(self, acts: Mapping[ActKey, np.ndarray], *, tenant_id: str, user_id: str, session_id: str | None,
-                 threshold: float = 0.5, user_turn: int | None = None) -> list[Finding]:
+                 threshold: float = 0.5, user_turn: int | None = None,
+                 conversation: list[dict[str, str]] | None = None) -> list[Finding]:
         """``user_turn``: which user message of its conversation this is (1-based, from the checked messages).
         It picks the per-turn probe's τ (later turns have their own, see ``ProbeArtifact.threshold_for``). With
         a session, its drift turn count also counts (a client may send only the newest message): the larger
-        of the two wins; with neither, turn 1."""
+        of the two wins; with neither, turn 1. ``conversation`` (the validated messages scored) lets the
+        session's drift tell a retry of the scored turn and a rewritten history from a new turn
+        (``VelocityTracker.update``)."""
         if not 0.0 <= threshold <= 1.0:
             raise InvalidInputError("privacy threshold must lie in [0, 1]")
         if user_turn is not None and user_turn < 1:
@@ -71,7 +73,8 @@ class PrivacyScorer:
         if self.tracker is not None and session_id is not None:
             m = self.bundle.multiturn
             assert m is not None
-            score, turn = self.tracker.update(tenant_id, user_id, session_id, m.features(acts))
+            score, turn = self.tracker.update(tenant_id, user_id, session_id, m.features(acts),
+                                              conversation=conversation)
             unit_d = m.unit_score(score)
             fire = turn >= 2 and unit_d > threshold
             drift.append(Finding(detector="privacy", category="privacy_drift", score=unit_d if turn >= 2 else 0.0,
@@ -93,12 +96,19 @@ class PrivacyScorer:
                         action=self.action if unit > threshold else Action.ALLOW), *drift]
 
 
-def _turn_digest(messages: list[dict[str, str]]) -> str:
-    """SHA-256 of a validated conversation (roles and contents): which user turn was scored, without its text."""
-    h = hashlib.sha256()
-    for m in messages:
-        h.update(f"{m['role']}\x00{len(m['content'])}\x00{m['content']}\x00".encode())
-    return h.hexdigest()
+def _spoken(messages: list[Any]) -> list[Any]:
+    """What the user and the assistant said: tool results and the assistant's empty tool-call steps dropped.
+
+    An agent's history holds tool traffic between turns; the sentinel scores the conversation as said (tool
+    output is the guard's tool_result stage's job), as the fused hook does for the serving model's agent steps.
+    """
+    def field(m: Any, name: str) -> Any:
+        v = m.get(name) if isinstance(m, dict) else getattr(m, name, None)
+        return getattr(v, "value", v)
+
+    return [m for m in messages if field(m, "role") != "tool"
+            and not (field(m, "role") == "assistant" and isinstance(field(m, "content"), str)
+                     and not field(m, "content").strip())]
 
 
 def _user_turns(messages: Any) -> int | None:
@@ -134,6 +144,7 @@ class PrivacyDetector(BaseDetector):
         self.max_sessions = max_sessions
         self._lm = lm
         self._encoder: SentinelEncoder | None = None
+        self._hooks = 0  # FusedProbeHooks handed out (fused mode relies on them for every verdict)
         self._lock = threading.Lock()
         if lm is not None:
             self.bundle.check_model(lm.fingerprint(), getattr(lm, "name", None))
@@ -160,17 +171,21 @@ class PrivacyDetector(BaseDetector):
 
     def predict(self, request: CheckRequest) -> list[Finding]:
         if self.mode == "fused":
+            if not self._hooks:  # nothing would ever score: fail closed rather than allow every turn silently
+                raise ConfigError("privacy mode 'fused' but no FusedProbeHook exists: add detector.fused_hook() "
+                                  "to the serving model's prefill_observers, or use mode 'sentinel'")
             return []  # the verdict comes from FusedProbeHook during the serving model's prefill
         raw: list[Any] = list(request.messages) or [{"role": "user", "content": request.text}]
-        msgs = validate_messages(raw)
+        msgs = validate_messages(_spoken(raw))
         key = (request.tenant_id, request.user_id, request.session_id) if request.session_id else None
         acts = self.encoder.activation(msgs, session=key)
         return self.scorer.findings(acts, tenant_id=request.tenant_id, user_id=request.user_id,
                                     session_id=request.session_id, threshold=_threshold(request.settings),
-                                    user_turn=_user_turns(msgs))
+                                    user_turn=_user_turns(msgs), conversation=msgs)
 
     def fused_hook(self, *, tenant_id: str = "default",
                    identity: Callable[[], Any] | None = None) -> FusedProbeHook:
+        self._hooks += 1
         return FusedProbeHook(self.scorer, tenant_id=tenant_id, identity=identity)
 
 
@@ -221,6 +236,7 @@ class FusedProbeHook:
             self._checked.add(id(lm))
         user_id, session_id = self._who()
         turn_key: str | None = None
+        scored: list[dict[str, str]] | None = None
         if messages is not None:
             said = [m for m in messages if m.get("role") != "tool"]
             users = [i for i, m in enumerate(said) if m.get("role") == "user"]
@@ -230,10 +246,11 @@ class FusedProbeHook:
                 # in the drift S_t (the guard's tool_result stage checks tool output). Only a turn this hook
                 # scored is skipped: any other conversation ending with the assistant is refused as before.
                 upto = validate_messages(said[: users[-1] + 1])
-                if self._scored.get((user_id, session_id)) == _turn_digest(upto):
+                if self._scored.get((user_id, session_id)) == conversation_digest(upto):
                     self.skipped += 1
                     return lambda: None
-            turn_key = _turn_digest(validate_messages(said))
+            scored = validate_messages(said)
+            turn_key = conversation_digest(scored)
         model = lm.model if hasattr(lm, "model") and hasattr(lm, "tokenizer") else lm
         layers = self.scorer.layers
         offsets = self.scorer.offsets
@@ -258,7 +275,8 @@ class FusedProbeHook:
                 detach()  # one-shot: decode steps never reach the probe
                 self.calls += 1
                 findings = self.scorer.findings(got, tenant_id=self.tenant_id, user_id=user_id,
-                                                session_id=session_id, user_turn=_user_turns(messages))
+                                                session_id=session_id, user_turn=_user_turns(messages),
+                                                conversation=scored)
                 if turn_key is not None:
                     with self._lock:
                         self._scored[(user_id, session_id)] = turn_key

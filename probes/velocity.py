@@ -11,7 +11,9 @@ store's ``get_state/put_state`` so a session survives a process restart. State i
 from __future__ import annotations
 
 import base64
+import hashlib
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -72,15 +74,32 @@ class VelocityState:
     prev: np.ndarray
     score: float
     probe_id: str
+    # The conversation last scored: a digest (never its text) and its message count, when the caller gave it.
+    digest: str | None = None
+    length: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"turn": self.turn, "a1": _enc(self.a1), "prev": _enc(self.prev), "score": self.score,
-                "probe_id": self.probe_id}
+                "probe_id": self.probe_id, "digest": self.digest, "length": self.length}
 
     @classmethod
     def from_json(cls, d: dict[str, Any], dim: int) -> VelocityState:
+        digest = d.get("digest")
         return cls(turn=int(d["turn"]), a1=_dec(d["a1"], dim), prev=_dec(d["prev"], dim),
-                   score=float(d["score"]), probe_id=str(d["probe_id"]))
+                   score=float(d["score"]), probe_id=str(d["probe_id"]),
+                   digest=str(digest) if digest is not None else None, length=int(d.get("length", 0)))
+
+
+def conversation_digest(messages: Sequence[Mapping[str, str]]) -> str:
+    """SHA-256 over roles and contents (length-prefixed): identifies a conversation without keeping its text."""
+    h = hashlib.sha256()
+    for m in messages:
+        h.update(f"{m['role']}\x00{len(m['content'])}\x00{m['content']}\x00".encode())
+    return h.hexdigest()
+
+
+def _has_history(messages: Sequence[Mapping[str, str]]) -> bool:
+    return sum(1 for m in messages if m["role"] != "system") > 1
 
 
 class VelocityTracker:
@@ -90,6 +109,12 @@ class VelocityTracker:
     activation at the probe's layer; it returns (S_t, t). Unreadable or foreign state restarts the session
     at turn 1 rather than raising: a guard that cannot read its memory should re-baseline, and the
     single-turn probe still scores the turn.
+
+    Given the scored ``conversation`` (validated messages), ``update`` also tells a new turn from two things
+    that are not one: the same conversation checked again (a retry, or an agent re-checking its pending turn)
+    returns the stored (S_t, t) unchanged, and a history that no longer extends the last scored one (the user
+    edited or restarted it) starts its own trajectory at turn 1. A conversation of one message carries no
+    history (a client sending only its newest message) and always continues the session.
     """
 
     def __init__(self, probe: ProbeArtifact, store: StateStore | None = None, key: str = STATE_KEY) -> None:
@@ -123,7 +148,18 @@ class VelocityTracker:
         return VelocityState(turn=state.turn + 1, a1=state.a1, prev=a, score=state.score + delta,
                              probe_id=self.probe_id)
 
-    def update(self, tenant_id: str, user_id: str, session_id: str, a_t: np.ndarray) -> tuple[float, int]:
-        st = self.step(self.load(tenant_id, user_id, session_id), a_t)
+    def update(self, tenant_id: str, user_id: str, session_id: str, a_t: np.ndarray, *,
+               conversation: Sequence[Mapping[str, str]] | None = None) -> tuple[float, int]:
+        state = self.load(tenant_id, user_id, session_id)
+        digest = conversation_digest(conversation) if conversation is not None else None
+        if state is not None and digest is not None and state.digest is not None:
+            if digest == state.digest:
+                return state.score, state.turn  # the scored turn again: counting it twice would fake a drift
+            assert conversation is not None
+            if _has_history(conversation) and (len(conversation) <= state.length or conversation_digest(
+                    conversation[:state.length]) != state.digest):
+                state = None  # rewritten history: the old baseline a_1 belongs to another conversation
+        st = self.step(state, a_t)
+        st.digest, st.length = digest, len(conversation) if conversation is not None else 0
         self.store.put_state(tenant_id, user_id, session_id, self.key, st.to_json())
         return st.score, st.turn

@@ -7,7 +7,7 @@ from probe_testkit import make_tiny, synthetic_bundle
 
 from guardrails.decision import Action
 from guardrails.detector import CheckRequest, Message, PluginContext
-from guardrails.errors import InvalidInputError
+from guardrails.errors import ConfigError, InvalidInputError
 from guardrails.middleware.identity import Identity
 from probes.plugin import PrivacyDetector, build_privacy_detector, demo, demo_script
 from probes.probe import ProbeMismatchError
@@ -53,6 +53,35 @@ def test_later_user_turns_use_the_history_threshold(tiny):
         det.scorer.findings(acts, tenant_id="t", user_id="u", session_id="s2", user_turn=0)
     assert det.scorer.tracker.load("t", "u", "s2") is None  # refused before the session was touched
 
+def test_sentinel_scores_an_agent_history_with_tool_traffic_as_said(tiny):
+    # An agent's thread holds tool calls (assistant, empty content) and tool results between user turns; they
+    # used to make every later turn fail with "unsupported message role 'tool'" (a fail-closed block).
+    det = PrivacyDetector(synthetic_bundle(tiny, 2, multi_layer=3), lm=tiny)
+    said = [{"role": "user", "content": "weather in Oslo?"}, {"role": "assistant", "content": "Rainy, 8C."},
+            {"role": "user", "content": "should I bring a jacket?"}]
+    agent = [said[0], {"role": "assistant", "content": ""}, {"role": "tool", "content": "oslo: rain 8C"},
+             said[1], said[2]]
+    got = det.predict(_req(agent, session=None))
+    want = det.predict(_req(said, session=None))
+    assert [(f.category, f.score, f.explanation) for f in got] == [(f.category, f.score, f.explanation) for f in want]
+    from guardrails.pipeline import Guard
+
+    assert Guard(detectors=[det]).check(agent, user_id="u", session_id="s").error is None
+
+
+def test_a_retried_turn_is_scored_as_the_same_turn(tiny):
+    det = PrivacyDetector(synthetic_bundle(tiny, 2, multi_layer=3), lm=tiny)
+    one = [{"role": "user", "content": "first"}]
+    two = [*one, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "second"}]
+    det.predict(_req(one))
+    first = det.predict(_req(two))
+    again = det.predict(_req(two))  # a client retry, or the proxy re-checking the same pending turn
+    assert [(f.score, f.explanation) for f in again] == [(f.score, f.explanation) for f in first]
+    assert "S_2" in again[1].explanation and "(user turn 2)" in again[0].explanation
+    edited = [{"role": "user", "content": "first, edited"}, *two[1:]]
+    assert "S_1" in det.predict(_req(edited))[1].explanation  # a rewritten history is its own trajectory
+
+
 def test_per_user_threshold_override(tiny):
     det = PrivacyDetector(synthetic_bundle(tiny, 2), lm=tiny)
     msgs = [{"role": "user", "content": "hello"}]
@@ -85,7 +114,8 @@ def test_fused_hook_zero_extra_passes_and_blocks_before_first_token(tiny):
     from guardrails.models.chat import PrefillBlocked
 
     det = PrivacyDetector(synthetic_bundle(tiny, 2, threshold=-1e9), lm=tiny, mode="fused")
-    assert det.predict(_req([{"role": "user", "content": "x"}])) == []
+    with pytest.raises(ConfigError, match="no FusedProbeHook"):  # no hook, nothing would ever score: refuse
+        det.predict(_req([{"role": "user", "content": "x"}]))
     ids = torch.tensor([tiny.tokenizer("user: hi\nassistant:")["input_ids"]])
     calls = []
     counter = tiny.model.register_forward_pre_hook(lambda *_: calls.append(1))
@@ -94,6 +124,7 @@ def test_fused_hook_zero_extra_passes_and_blocks_before_first_token(tiny):
             tiny.model.generate(input_ids=ids, max_new_tokens=4, min_new_tokens=4, do_sample=False)
         plain = len(calls)
         hook = det.fused_hook(identity=lambda: None)
+        assert det.predict(_req([{"role": "user", "content": "x"}])) == []  # the hook issues the verdict
         calls.clear()
         detach = hook.attach(tiny, ids, [{"role": "user", "content": "hi"}])
         with pytest.raises(PrefillBlocked) as e, torch.no_grad():

@@ -37,7 +37,42 @@ def test_state_is_small_and_survives_restart():
     s, turn = VelocityTracker(probe, store).update("t", "u", "s", acts[2])
     assert turn == 3 and s == pytest.approx(float(probe.coef @ (acts[2] - acts[0])), abs=1e-4)
     st = store.get_state("t", "u", "s", "privacy_velocity")
-    assert set(st) == {"turn", "a1", "prev", "score", "probe_id"}  # never the history
+    assert set(st) == {"turn", "a1", "prev", "score", "probe_id", "digest", "length"}  # never the history
+
+
+def _conv(*turns):
+    """user/assistant alternating, starting with the user."""
+    return [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+
+
+def test_a_retry_is_not_a_new_turn_and_a_rewritten_history_rebaselines():
+    store = InMemoryStateStore()
+    probe = _mt()
+    tr = VelocityTracker(probe, store)
+    a = np.random.default_rng(3).normal(size=(5, 16)).astype(np.float32) * 3
+    assert tr.update("t", "u", "s", a[0], conversation=_conv("q1")) == (0.0, 1)
+    s2, t2 = tr.update("t", "u", "s", a[1], conversation=_conv("q1", "r1", "q2"))
+    assert t2 == 2 and s2 == pytest.approx(float(probe.coef @ (a[1] - a[0])), abs=1e-4)
+    # the same conversation again (a retry, an agent re-checking its turn): unchanged, whatever the activation
+    assert tr.update("t", "u", "s", a[4], conversation=_conv("q1", "r1", "q2")) == (s2, t2)
+    st = store.get_state("t", "u", "s", "privacy_velocity")
+    assert "q2" not in str(st) and st["length"] == 3  # a digest, never the text
+    # the continuation counts as turn 3 and telescopes from the first baseline
+    s3, t3 = tr.update("t", "u", "s", a[2], conversation=_conv("q1", "r1", "q2", "r2", "q3"))
+    assert t3 == 3 and s3 == pytest.approx(float(probe.coef @ (a[2] - a[0])), abs=1e-4)
+    # an edited earlier turn: the old a_1 belongs to another conversation, so this one starts its own trajectory
+    assert tr.update("t", "u", "s", a[3], conversation=_conv("q1 edited", "r1", "q2")) == (0.0, 1)
+    # a shorter history (the user went back and branched) restarts as well
+    tr.update("t", "u", "s", a[1], conversation=_conv("q1 edited", "r1", "q2", "r2", "q3"))
+    assert tr.update("t", "u", "s", a[2], conversation=_conv("q1 edited", "r1", "q2b")) == (0.0, 1)
+
+
+def test_a_client_sending_only_its_newest_message_keeps_its_session():
+    tr = VelocityTracker(_mt())
+    a = np.random.default_rng(4).normal(size=(3, 16)).astype(np.float32)
+    for t, (q, act) in enumerate(zip(["q1", "q2", "q3"], a, strict=True), 1):
+        assert tr.update("t", "u", "s", act, conversation=_conv(q))[1] == t
+    assert tr.update("t", "u", "s", a[0], conversation=_conv("q3"))[1] == 3  # the same message again: a retry
 
 
 def test_session_isolation():
