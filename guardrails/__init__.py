@@ -32,7 +32,7 @@ from .errors import (
     UnknownUserError,
     VersionConflictError,
 )
-from .pipeline import DetectorSlot, Guard, SupportsCheck
+from .pipeline import DetectorSlot, Guard, HistoryScreen, SupportsCheck
 
 __version__ = "0.1.0"
 
@@ -51,6 +51,7 @@ __all__ = [
     "Finding",
     "Guard",
     "GuardBlockedError",
+    "HistoryScreen",
     "InvalidInputError",
     "Message",
     "ModelLoadError",

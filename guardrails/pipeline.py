@@ -63,6 +63,16 @@ class DetectorSlot:
         return bool(getattr(self.detector, "gate", False))
 
 
+@dataclass
+class HistoryScreen:
+    """`Guard.screen_history`'s result: the messages to forward (earlier turns redacted where a detector said so),
+    the non-allow decisions by message index, and the first blocking one (then forward nothing)."""
+
+    messages: list[dict[str, Any]]
+    decisions: list[tuple[int, Decision]]
+    blocked: Decision | None
+
+
 class Guard:
     """Run detectors on one message and return a Decision.
 
@@ -259,6 +269,51 @@ class Guard:
         if not _gate_blocked(results):
             results += await asyncio.gather(*(self._run_async(s, request) for s in rest))
         return self._finish(request, results, started)
+
+    # ---- earlier messages of a resent conversation ------------------------------------------------
+    def _text_only(self) -> Guard | None:
+        """This Guard's detectors that judge a text on its own (gates such as the validator, and redactors such as
+        pii), sharing store and modes; None when there are none. Context or session detectors are left out."""
+        if not hasattr(self, "_text_only_guard"):
+            slots = [s for s in self.slots if s.gate or isinstance(s.detector, Redactor)]
+            self._text_only_guard = Guard(slots, store=self.store, tenant_id=self.tenant_id,
+                                          shadow=self.shadow) if slots else None
+        return self._text_only_guard
+
+    def _history_checks(self, messages: Sequence[Mapping[str, Any]]) -> list[tuple[int, str, Stage]]:
+        roles = {"user": Stage.INPUT, "system": Stage.INPUT, "assistant": Stage.OUTPUT, "tool": Stage.TOOL_RESULT}
+        return [(i, m["content"], roles.get(str(m.get("role")), Stage.INPUT)) for i, m in enumerate(messages[:-1])
+                if isinstance(m.get("content"), str) and m["content"].strip()]
+
+    @staticmethod
+    def _screened(messages: Sequence[Mapping[str, Any]], found: list[tuple[int, Decision]]) -> HistoryScreen:
+        out = [dict(m) for m in messages]
+        for i, d in found:
+            if d.enforced_action is Action.REDACT and d.redacted_text is not None:
+                out[i]["content"] = d.redacted_text
+        blocked = next((d for _, d in found if d.blocked), None)
+        return HistoryScreen(out, [(i, d) for i, d in found if d.action is not Action.ALLOW], blocked)
+
+    def screen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
+                       session_id: str | None = None) -> HistoryScreen:
+        """Check the messages *before* the last one of a conversation a client resends (an HTTP proxy, a wrapped
+        model called with the whole history) with the detectors that judge a text on its own, so an earlier turn
+        that was redacted or blocked when it was new never reaches the model in the clear. The last message is
+        `check`'s job (with the conversation as context)."""
+        guard = self._text_only()
+        found = [] if guard is None else [
+            (i, guard.check(text, user_id=user_id, session_id=session_id, stage=stage))
+            for i, text, stage in self._history_checks(messages)]
+        return self._screened(messages, found)
+
+    async def ascreen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
+                              session_id: str | None = None) -> HistoryScreen:
+        """Async twin of `screen_history`."""
+        guard = self._text_only()
+        found = [] if guard is None else [
+            (i, await guard.acheck(text, user_id=user_id, session_id=session_id, stage=stage))
+            for i, text, stage in self._history_checks(messages)]
+        return self._screened(messages, found)
 
     # ---- integrations ------------------------------------------------------------------------
     def wrap(self, runnable: Any, **kwargs: Any) -> Any:

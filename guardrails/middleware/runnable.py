@@ -1,6 +1,8 @@
 """`GuardedRunnable`: the Guard around any langchain-core Runnable or chat model, no `langchain` needed.
 
 Identity comes from the call's RunnableConfig (`configurable` or `metadata`: user_id, session_id).
+Input: the last message gets the full check; earlier ones (a caller resending its history) pass the Guard's
+text-level detectors (`Guard.screen_history`), so a turn redacted or blocked when it was new stays so.
 Streaming is buffered: the inner stream is collected, the whole output is checked, and only then released,
 so a blocked output never reaches the consumer (the price: no token-by-token latency benefit). A chat model
 `inner` also runs with token streaming disabled, so callback handlers (`astream_events`, tracing) get no raw
@@ -92,8 +94,21 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         return out
 
     # ---- sync --------------------------------------------------------------------------------
+    def _screened(self, messages: list[BaseMessage], screen: Any) -> list[BaseMessage]:
+        out = list(messages)
+        for i, m in enumerate(screen.messages[:-1]):
+            if m["content"] != to_chat_dicts([out[i]])[0]["content"]:  # redacted by a text-level detector
+                out[i] = out[i].model_copy(update={"content": m["content"]})
+        return out
+
     def _guard_in(self, input: Any, who: Identity) -> tuple[list[BaseMessage] | None, Decision]:
         messages = _as_messages(input)
+        chat = to_chat_dicts(messages)
+        if len(chat) > 1 and hasattr(self.guard, "screen_history"):  # earlier turns reach the model too
+            screen = self.guard.screen_history(chat, user_id=who.user_id, session_id=who.session_id)
+            if screen.blocked is not None:
+                return None, screen.blocked
+            messages = self._screened(messages, screen)
         d = self.guard.check(to_chat_dicts(messages), user_id=who.user_id, session_id=who.session_id,
                              stage=Stage.INPUT)
         return self._apply_input(d, messages), d
@@ -136,6 +151,12 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
     # ---- async -------------------------------------------------------------------------------
     async def _aguard_in(self, input: Any, who: Identity) -> tuple[list[BaseMessage] | None, Decision]:
         messages = _as_messages(input)
+        chat = to_chat_dicts(messages)
+        if len(chat) > 1 and hasattr(self.guard, "ascreen_history"):
+            screen = await self.guard.ascreen_history(chat, user_id=who.user_id, session_id=who.session_id)
+            if screen.blocked is not None:
+                return None, screen.blocked
+            messages = self._screened(messages, screen)
         d = await self.guard.acheck(to_chat_dicts(messages), user_id=who.user_id, session_id=who.session_id,
                                     stage=Stage.INPUT)
         return self._apply_input(d, messages), d

@@ -1,5 +1,8 @@
 """`POST /v1/chat/completions`: an OpenAI-compatible proxy with the Guard on both sides.
 
+Earlier messages of the (resent) conversation pass the Guard's text-level detectors first (`screen_history`):
+an earlier turn that is redacted is forwarded redacted, one that is blocked blocks the request.
+
 Why it buffers: the bug users hit with other guardrail servers is streaming that bypasses output checks (or
 checks a chunk after it was sent). Here the input is checked before anything goes upstream; the whole answer
 (streamed or not) is collected, checked as one output turn, and only then released: the original chunks when
@@ -224,8 +227,18 @@ async def _answer(st: ServiceState, guard: Any, body: ChatCompletionRequest, use
     """Input check → generation (upstream or local) → output check; returns what may be released."""
     messages = [m.model_dump() for m in body.messages]
     model = body.model or "railguard"
+    # Clients resend the whole history: its earlier turns go upstream too, so they pass the text-level
+    # detectors again (a card number redacted on turn 1 must not reach the upstream in the clear on turn 2).
+    history = await guard.ascreen_history(messages, user_id=user_id, session_id=session_id)
+    messages = history.messages
+    decisions: dict[str, Any] = {"input": None, "output": None}
+    if history.decisions:
+        decisions["history"] = [{"index": i, **d.log_record()} for i, d in history.decisions]
+    if history.blocked is not None:  # the request is refused on its input side
+        decisions["input"] = history.blocked.log_record()
+        return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
     d_in = await _check(st, guard, messages, user_id, session_id, Stage.INPUT)
-    decisions: dict[str, Any] = {"input": d_in.log_record(), "output": None}
+    decisions["input"] = d_in.log_record()
     if d_in.blocked:
         return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
     if d_in.enforced_action is Action.REDACT and d_in.redacted_text is not None:

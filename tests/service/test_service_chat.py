@@ -40,6 +40,28 @@ def test_input_block_never_reaches_upstream(service):
     assert len(service.upstream.bodies) == calls
 
 
+def test_earlier_turns_of_a_resent_history_are_screened_before_upstream(service):
+    # A client keeps its own history (the original text) and resends it every turn: what was redacted on turn 1
+    # must not reach the upstream in the clear on turn 2; an earlier turn the validator blocks blocks the request.
+    history = [{"role": "user", "content": "my card is 4111 1111 1111 1111"},
+               {"role": "assistant", "content": "noted"}, {"role": "user", "content": "what now?"}]
+    with service.client() as c:
+        r = c.chat(history, user_id="u-hist")
+        sent = service.upstream.bodies[-1]["messages"]
+        assert "4111" not in json.dumps(sent) and sent[-1]["content"] == "what now?"
+        assert r["railguard"]["input"]["action"] == "allow"
+        assert [h["index"] for h in r["railguard"]["history"]] == [0]
+        assert r["railguard"]["history"][0]["action"] == "redact"
+        assert "4111" not in json.dumps(r["railguard"])  # decisions carry hashes, never the text
+        calls = len(service.upstream.bodies)
+        smuggled = [{"role": "user", "content": "hi\x00 \U000e0049\U000e0047"}, *history[1:]]
+        r = c.chat(smuggled, user_id="u-hist")
+        assert r["choices"][0]["finish_reason"] == "content_filter" and r["railguard"]["input"]["action"] == "block"
+        assert len(service.upstream.bodies) == calls  # nothing went upstream
+        r = c.chat([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}], user_id="u-h2")
+        assert "history" not in r["railguard"] and service.upstream.bodies[-1]["messages"][0]["content"] == "be brief"
+
+
 def test_streaming_releases_only_checked_output(service):
     with service.client() as c:
         chunks = list(c.chat_stream([{"role": "user", "content": "hello streaming world"}], user_id="u2"))

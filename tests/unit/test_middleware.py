@@ -234,6 +234,28 @@ def test_guarded_runnable_without_langchain_agents(keyword):
         guard.wrap(fake("x")).invoke({"bad": "input"}, cfg)
 
 
+def test_guarded_runnable_screens_a_resent_history(keyword):
+    # A caller that keeps its own history resends earlier turns: the text-level detectors (gates, and redactors
+    # such as this keyword detector) check them again; other detectors judge the last turn in context.
+    guard = Guard([keyword("hunter2", Action.REDACT, name="pw")])
+    seen = []
+
+    class Recording(GenericFakeChatModel):
+        def _generate(self, messages, *args, **kwargs):
+            seen.append([m.content for m in messages])
+            return super()._generate(messages, *args, **kwargs)
+
+    wrapped = guard.wrap(Recording(messages=iter([AIMessage(content="ok")] * 3)))
+    cfg = {"configurable": {"user_id": "erin"}}
+    history = [HumanMessage("my password is hunter2"), AIMessage("noted"), HumanMessage("and now?")]
+    assert wrapped.invoke(history, cfg).content == "ok"
+    assert seen[-1] == ["my password is [REDACTED]", "noted", "and now?"]
+    gate = Guard([keyword("smuggle", name="gate", gate=True)])
+    out = gate.wrap(Recording(messages=iter([AIMessage(content="never")]))).invoke(
+        [HumanMessage("smuggle this"), AIMessage("x"), HumanMessage("hi")], cfg)
+    assert out.content.startswith("I'm sorry") and len(seen) == 1
+
+
 async def test_guarded_runnable_async(keyword):
     guard = Guard([keyword("launchcode", stages={Stage.OUTPUT})])
     cfg = {"metadata": {"user_id": "dave"}}
