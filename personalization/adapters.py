@@ -25,10 +25,12 @@ import httpx
 from guardrails.errors import ConfigError, DetectorError
 
 Messages = list[dict[str, str]]
+MAX_REPLY_BYTES = 1 << 20  # a label reply is a few bytes; anything near this is not a chat completion
 
 
 def parse_label(text: str, labels: Sequence[str]) -> str:
-    """Map a model reply to one label: JSON {"label": ...}, exact match, or first label mentioned."""
+    """Map a model reply to one label: JSON {"label": ...}, exact match, or the one label the reply names
+    without negating it ("it is benign, not spam"); a reply naming several is a DetectorError."""
     s = (text or "").strip()
     try:
         obj = json.loads(s)
@@ -40,10 +42,16 @@ def parse_label(text: str, labels: Sequence[str]) -> str:
     for lab in labels:
         if low == lab.lower():
             return lab
-    hits = [(m.start(), lab) for lab in labels for m in [re.search(rf"\b{re.escape(lab.lower())}\b", low)] if m]
-    if hits:
-        return min(hits)[1]
+    said = {lab for lab in labels for m in re.finditer(rf"\b{re.escape(lab.lower())}\b", low)
+            if not _NEGATED.search(low[: m.start()])}
+    if len(said) == 1:
+        return said.pop()
+    if said:  # "spam? No. benign": guessing would be a coin flip the fail mode should decide instead
+        raise DetectorError(f"model reply names several labels ({len(said)}); refusing to guess")
     raise DetectorError(f"model reply is not one of the labels {list(labels)}")
+
+
+_NEGATED = re.compile(r"(?:\bnot|\bno|n't|\bnever)\s+(?:a\s+|an\s+|the\s+)?$")
 
 
 def one_hot(label: str, labels: Sequence[str]) -> dict[str, float]:
@@ -149,13 +157,23 @@ class OpenAICompatAdapter:
     """Any OpenAI-compatible `/chat/completions` endpoint (vLLM, llama.cpp server, OpenAI, ...)."""
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 30.0,
-                 max_retries: int = 2, backoff: float = 0.5, structured: bool = True,
+                 max_retries: int = 2, backoff: float = 0.5, structured: bool = True, deadline: float | None = None,
                  transport: httpx.BaseTransport | None = None,
                  async_transport: httpx.AsyncBaseTransport | None = None) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must be an http(s) URL, got {base_url!r}")
+        if not (isinstance(timeout, int | float) and timeout > 0) or isinstance(timeout, bool):
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise ConfigError(f"max_retries must be an integer ≥ 0, got {max_retries!r}")
+        if not isinstance(backoff, int | float) or backoff < 0:
+            raise ConfigError(f"backoff must be a number ≥ 0, got {backoff!r}")
+        if deadline is not None and not (isinstance(deadline, int | float) and deadline > 0):
+            raise ConfigError(f"deadline must be a positive number of seconds, got {deadline!r}")
         self.base_url, self.model = base_url.rstrip("/"), model
         self.timeout, self.max_retries, self.backoff, self.structured = timeout, max_retries, backoff, structured
+        # httpx timeouts bound each read, not a reply trickled byte by byte: a wall-clock budget for the whole call
+        self.deadline = float(deadline) if deadline is not None else timeout * (max_retries + 1)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._transport, self._async_transport = transport, async_transport
 
@@ -169,9 +187,9 @@ class OpenAICompatAdapter:
                     "properties": {"label": {"type": "string", "enum": list(labels)}}}}}
         return body
 
-    def _parse(self, resp: httpx.Response, labels: Sequence[str]) -> dict[str, float]:
+    def _parse(self, body: bytes, labels: Sequence[str]) -> dict[str, float]:
         try:
-            content = resp.json()["choices"][0]["message"]["content"]
+            content = json.loads(body)["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise DetectorError(f"{self.base_url}: malformed chat completion response") from None
         return one_hot(parse_label(content or "", labels), labels)
@@ -179,55 +197,77 @@ class OpenAICompatAdapter:
     def _retryable(self, status: int) -> bool:
         return status == 429 or status >= 500
 
-    def _settle(self, resp: httpx.Response, labels: Sequence[str]) -> dict[str, float] | DetectorError:
+    def _settle(self, status: int, body: bytes, labels: Sequence[str]) -> dict[str, float] | DetectorError:
         """One response, for both the sync and async loops: the parsed label probabilities, or a retryable
-        error to back off on; a non-retryable error is raised at once."""
-        if resp.status_code < 400:
-            return self._parse(resp, labels)
-        err = self._error(resp)
-        if not self._retryable(resp.status_code):
+        error to back off on; a non-retryable error is raised at once. The error body is never quoted: an
+        endpoint may echo the prompt (the user's text) back in it, and errors end up in decisions and logs."""
+        if status < 400:
+            return self._parse(body, labels)
+        err = DetectorError(f"{self.base_url}/chat/completions returned HTTP {status}")
+        if not self._retryable(status):
             raise err
         return err
 
-    def _error(self, resp: httpx.Response) -> DetectorError:
-        return DetectorError(f"{self.base_url}/chat/completions returned HTTP {resp.status_code}: "
-                             f"{resp.text[:200]}")
+    def _take(self, chunk: bytes, got: list[bytes], until: float) -> None:
+        got.append(chunk)
+        if sum(map(len, got)) > MAX_REPLY_BYTES:
+            raise DetectorError(f"{self.base_url}: reply larger than {MAX_REPLY_BYTES} bytes")
+        if time.monotonic() > until:
+            raise httpx.ReadTimeout(f"no complete reply within the {self.deadline:g} s deadline")
+
+    def _out_of_time(self, until: float, last: Exception | None) -> DetectorError:
+        return DetectorError(f"{self.base_url}: no answer within the {self.deadline:g} s deadline: {last}")
 
     # -- sync / async shells -----------------------------------------------------------------------------
     def label_probs(self, messages: Messages, labels: Sequence[str]) -> dict[str, float]:
         last: Exception | None = None
+        until = time.monotonic() + self.deadline
         with httpx.Client(timeout=self.timeout, headers=self._headers, transport=self._transport) as client:
             for attempt in range(self.max_retries + 1):
                 try:
-                    resp = client.post(f"{self.base_url}/chat/completions", json=self._body(messages, labels))
-                except httpx.TransportError as exc:  # timeouts and connection errors
+                    got: list[bytes] = []
+                    with client.stream("POST", f"{self.base_url}/chat/completions",
+                                       json=self._body(messages, labels)) as resp:
+                        for chunk in resp.iter_bytes():
+                            self._take(chunk, got, until)
+                    outcome = self._settle(resp.status_code, b"".join(got), labels)
+                except httpx.TransportError as exc:  # timeouts, connection errors, the deadline
                     last = exc
                 else:
-                    outcome = self._settle(resp, labels)
                     if isinstance(outcome, dict):
                         return outcome
                     last = outcome
-                if attempt < self.max_retries:
-                    time.sleep(self.backoff * 2**attempt)
+                pause = self.backoff * 2**attempt
+                if attempt < self.max_retries and time.monotonic() + pause < until:
+                    time.sleep(pause)
+                elif attempt < self.max_retries:
+                    raise self._out_of_time(until, last) from None
         raise DetectorError(f"{self.base_url}: failed after {self.max_retries + 1} attempts: {last}") from None
 
     async def alabel_probs(self, messages: Messages, labels: Sequence[str]) -> dict[str, float]:
         last: Exception | None = None
+        until = time.monotonic() + self.deadline
         async with httpx.AsyncClient(timeout=self.timeout, headers=self._headers,
                                      transport=self._async_transport) as client:
             for attempt in range(self.max_retries + 1):
                 try:
-                    resp = await client.post(f"{self.base_url}/chat/completions",
-                                             json=self._body(messages, labels))
+                    got: list[bytes] = []
+                    async with client.stream("POST", f"{self.base_url}/chat/completions",
+                                             json=self._body(messages, labels)) as resp:
+                        async for chunk in resp.aiter_bytes():
+                            self._take(chunk, got, until)
+                    outcome = self._settle(resp.status_code, b"".join(got), labels)
                 except httpx.TransportError as exc:
                     last = exc
                 else:
-                    outcome = self._settle(resp, labels)
                     if isinstance(outcome, dict):
                         return outcome
                     last = outcome
-                if attempt < self.max_retries:
-                    await asyncio.sleep(self.backoff * 2**attempt)
+                pause = self.backoff * 2**attempt
+                if attempt < self.max_retries and time.monotonic() + pause < until:
+                    await asyncio.sleep(pause)
+                elif attempt < self.max_retries:
+                    raise self._out_of_time(until, last) from None
         raise DetectorError(f"{self.base_url}: failed after {self.max_retries + 1} attempts: {last}") from None
 
 

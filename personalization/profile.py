@@ -45,7 +45,7 @@ MAX_CATEGORIES = 64  # user + base; keeps ICL prompts and per-check work bounded
 MAX_EXAMPLES = 50  # per list (examples, counter_examples)
 MAX_TEXT_CHARS = 2000  # per example / definition
 MAX_TOTAL_CHARS = 200_000  # whole profile: bounds store rows and prompt building
-NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,47}$")
+NAME_RE = re.compile(r"[a-z][a-z0-9_\-]{0,47}")  # matched with fullmatch: "toxic\n" is not "toxic"
 
 
 def clean_text(value: Any, *, what: str) -> str:
@@ -85,7 +85,7 @@ class Category(BaseModel):
     counter_examples: list[str] = Field(default_factory=list)
     action: Action = "block"
     # None: the backend's calibrated operating point (score 0.5 = target FPR on held-out benign text).
-    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0, strict=True)  # strict: no True, no "0.7"
     # "auto": when a known concept (toxic / spam / negative) confidently recognises the user's examples, the
     # category also catches that concept's texts (at a strict operating point), the way an LLM generalises from
     # one example; "examples": only texts close to the user's own examples and definition.
@@ -138,6 +138,9 @@ class ModerationProfile(BaseModel):
     @model_validator(mode="after")
     def _complete(self) -> ModerationProfile:
         # Base categories are always present (possibly unblocked), so "absent" never silently means "allow".
+        for name, cat in self.categories.items():  # a user category with nothing to learn from scores nothing
+            if name not in BASE_CATEGORIES and not cat.examples and not cat.definition:
+                raise InvalidInputError(f"category {name!r} needs at least one example or a definition")
         missing = {n: c for n, c in default_categories().items() if n not in self.categories}
         if missing:
             object.__setattr__(self, "categories", {**missing, **self.categories})
@@ -154,12 +157,19 @@ class ModerationProfile(BaseModel):
 def check_name(name: Any) -> str:
     if not isinstance(name, str):
         raise InvalidInputError(f"category name must be a string, got {type(name).__name__}")
-    if not NAME_RE.match(name) or name in RESERVED_NAMES:
+    if not NAME_RE.fullmatch(name) or name in RESERVED_NAMES:
         raise InvalidInputError(
             f"invalid category name {name[:60]!r}: lowercase letters, digits, '_' or '-', 1-48 chars, "
             f"starting with a letter, not one of {sorted(RESERVED_NAMES)}"
         )
     return name
+
+
+def _describe(exc: ValidationError) -> str:
+    """Where and what, never the offending value: errors must not echo a user's examples into logs or replies."""
+    parts = [f"{'.'.join(map(str, e['loc'])) or 'profile'}: {e['msg']}" for e in exc.errors(include_url=False)[:3]]
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts)[:600] + (f" (+{more} more)" if more > 0 else "")
 
 
 def parse_profile(data: Any) -> ModerationProfile:
@@ -173,7 +183,7 @@ def parse_profile(data: Any) -> ModerationProfile:
     try:
         return ModerationProfile.model_validate(dict(data))
     except ValidationError as exc:
-        raise ConfigError(f"invalid moderation profile: {exc.errors(include_url=False)[:3]}") from None
+        raise ConfigError(f"invalid moderation profile: {_describe(exc)}") from None
 
 
 def _with(profile: ModerationProfile, name: str, cat: Category | None) -> ModerationProfile:
@@ -215,7 +225,7 @@ def block_new(
         cat = Category(definition=definition, examples=ex, counter_examples=cx, action=action, threshold=threshold,
                        generalize=generalize)
     except ValidationError as exc:
-        raise InvalidInputError(f"invalid category {name!r}: {exc.errors(include_url=False)[:3]}") from None
+        raise InvalidInputError(f"invalid category {name!r}: {_describe(exc)}") from None
     if not cat.examples and not cat.definition:
         raise InvalidInputError(f"category {name!r} needs at least one example or a definition")
     return _with(profile, name, cat)
@@ -321,4 +331,6 @@ def import_json(text: str | bytes) -> ModerationProfile:
         data = json.loads(text, object_pairs_hook=no_dupes)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"profile is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInputError("profile JSON is nested too deeply") from None
     return parse_profile(data)

@@ -13,7 +13,7 @@ import uvicorn  # noqa: E402
 
 # Module level: FastAPI resolves the handler's (string) annotations in this module's globals.
 from fastapi import FastAPI, Request  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
+from fastapi.responses import JSONResponse, StreamingResponse  # noqa: E402
 
 from guardrails.errors import ConfigError, DetectorError
 from personalization import profile as P
@@ -27,6 +27,7 @@ class Stub:
 
     def __init__(self) -> None:
         self.fail_first, self.status, self.delay, self.malformed = 0, 503, 0.0, False
+        self.trickle = False
         self.calls: list[dict] = []
 
 
@@ -47,9 +48,18 @@ def server():
         state.calls.append(body)
         if state.delay:
             await asyncio.sleep(state.delay)
+        if state.trickle:  # headers at once, then one byte every 0.2 s for 30 s: every read is "fast"
+            async def drip():
+                for _ in range(150):
+                    yield b" "
+                    await asyncio.sleep(0.2)
+                yield b'{"choices": [{"message": {"content": "benign"}}]}'
+
+            return StreamingResponse(drip(), media_type="application/json")
         if state.fail_first > 0:
             state.fail_first -= 1
-            return JSONResponse({"error": "busy"}, status_code=state.status)
+            echo = body["messages"][-1]["content"]  # some servers quote the prompt back in their errors
+            return JSONResponse({"error": f"busy: {echo}"}, status_code=state.status)
         if state.malformed:
             return {"nope": True}
         text = body["messages"][-1]["content"].lower()
@@ -75,7 +85,7 @@ def server():
 @pytest.fixture()
 def stub(server):
     url, state = server
-    state.fail_first, state.status, state.delay, state.malformed = 0, 503, 0.0, False
+    state.fail_first, state.status, state.delay, state.malformed, state.trickle = 0, 503, 0.0, False, False
     state.calls.clear()
     return url, state
 
@@ -125,10 +135,32 @@ def test_http_adapter_gives_up_with_clear_error(stub):
 def test_http_adapter_client_errors_are_not_retried(stub):
     url, state = stub
     state.fail_first, state.status = 1, 400
-    with pytest.raises(DetectorError, match="HTTP 400"):
+    with pytest.raises(DetectorError, match="HTTP 400") as e:
         OpenAICompatAdapter(url, "m", max_retries=3, backoff=0.01).label_probs(
-            [{"role": "user", "content": "x"}], ["benign"])
+            [{"role": "user", "content": "my secret diary 12345"}], ["benign"])
     assert len(state.calls) == 1
+    assert "diary" not in str(e.value)  # the endpoint echoed the prompt; errors reach decisions and logs
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_http_adapter_deadline_bounds_a_trickling_reply(stub, sync):
+    # httpx's timeout bounds each read; a server dripping one byte per 0.2 s never trips it. The adapter's
+    # deadline (default timeout x attempts) bounds the whole call: here 1 s against a 30 s trickle.
+    url, state = stub
+    state.trickle = True
+    ad = OpenAICompatAdapter(url, "m", timeout=1.0, max_retries=0)
+    msgs = [{"role": "user", "content": "x"}]
+    started = time.monotonic()
+    with pytest.raises(DetectorError, match="attempts"):
+        ad.label_probs(msgs, ["benign"]) if sync else asyncio.run(ad.alabel_probs(msgs, ["benign"]))
+    assert time.monotonic() - started < 15  # the trickle alone takes 30 s
+
+
+@pytest.mark.parametrize("bad", [{"timeout": 0}, {"timeout": -1}, {"max_retries": -1}, {"max_retries": 1.5},
+                                 {"backoff": -0.1}, {"deadline": 0}])
+def test_http_adapter_settings_are_checked_when_built(bad):
+    with pytest.raises(ConfigError):
+        OpenAICompatAdapter("http://127.0.0.1:9/v1", "m", **bad)
 
 
 def test_http_adapter_timeout_and_malformed(stub):
@@ -167,6 +199,10 @@ def test_parse_label():
     assert parse_label('{"label": "crypto_shill"}', labels) == "crypto_shill"
     assert parse_label("  Spam. ", labels) == "spam"
     assert parse_label("it is benign, not spam", labels) == "benign"
+    assert parse_label("This is not spam; it is benign.", labels) == "benign"  # the first named is negated
+    assert parse_label("Definitely spam.", labels) == "spam"
+    with pytest.raises(DetectorError, match="several labels"):
+        parse_label("Label: spam? No. benign", labels)  # ambiguous: the fail mode decides, not a guess
 
 
 def test_prompt_recipe_and_hostile_text_is_quoted(bank):

@@ -92,10 +92,30 @@ def test_export_import_roundtrip_and_bad_json():
     {"categories": {"t": {"definition": "d", "action": "explode"}}},
     {"categories": ["not", "a", "mapping"]},
     "a string",
+    # session 16 audit: each of these used to be stored and then break (or silently disable) the user's checks
+    {"categories": {"empty": {}}},  # nothing to learn from
+    {"categories": {"blank": {"definition": "   ", "examples": ["\u0000\u0007"]}}},  # empty once cleaned
+    {"categories": {"benign\n": {"definition": "d"}}},  # a trailing newline slipped past the name rule
+    {"categories": {"t": {"definition": "d", "threshold": True}}},  # bool is not a threshold
+    {"categories": {"t": {"definition": "d", "threshold": "0.7"}}},
 ])
 def test_bad_profiles_raise_typed_errors(bad):
     with pytest.raises((ConfigError, InvalidInputError)):
         P.parse_profile(bad)
+
+
+def test_profile_errors_never_echo_user_text():
+    marker = "zqx-private-example-4471"
+    for bad in ({"categories": {"c": {"examples": [marker], "action": "explode"}}},
+                {"categories": {"c": {"examples": [marker + "x" * P.MAX_TEXT_CHARS]}}}):
+        with pytest.raises((ConfigError, InvalidInputError)) as e:
+            P.parse_profile(bad)
+        assert marker not in str(e.value) and len(str(e.value)) < 800
+
+
+def test_deeply_nested_import_is_a_typed_error():
+    with pytest.raises(InvalidInputError, match="nested"):
+        P.import_json('{"categories": ' + "[" * 100_000 + "]" * 100_000 + "}")
 
 
 def test_non_string_labels_and_names():
