@@ -21,20 +21,12 @@ from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResp
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langgraph.constants import TAG_NOSTREAM
 
-from ..decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, Finding, Stage
+from ..decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, Stage
 from ..errors import InvalidInputError
 from ..models.chat import PrefillBlocked, to_chat_dicts
 from ..pipeline import SupportsCheck
 from .identity import Identity, current_identity, from_runtime
-from .runnable import without_token_streaming
-
-
-def _invalid(identity: Identity, stage: Stage, exc: InvalidInputError) -> Decision:
-    """Malformed or oversized input inside an agent: refuse (fail closed) with the reason, never crash."""
-    finding = Finding(detector="railguard", category="invalid_input", score=1.0, threshold=0.0,
-                      action=Action.BLOCK, explanation=str(exc)[:200])
-    return Decision(action=Action.BLOCK, stage=stage, findings=(finding,), user_id=identity.user_id,
-                    session_id=identity.session_id, error=str(exc)[:500])
+from .runnable import invalid_decision, without_token_streaming
 
 
 def _text(msg: BaseMessage) -> str:
@@ -133,14 +125,14 @@ class GuardMiddleware(AgentMiddleware):
         try:
             d = self.guard.check(content, user_id=who.user_id, session_id=who.session_id, stage=stage)
         except InvalidInputError as exc:
-            d = _invalid(who, stage, exc)
+            d = invalid_decision(who, stage, exc)
         return self._emit(d)
 
     async def _acheck(self, content: Any, who: Identity, stage: Stage) -> Decision:
         try:
             d = await self.guard.acheck(content, user_id=who.user_id, session_id=who.session_id, stage=stage)
         except InvalidInputError as exc:
-            d = _invalid(who, stage, exc)
+            d = invalid_decision(who, stage, exc)
         return self._emit(d)
 
     @hook_config(can_jump_to=["end"])
@@ -167,6 +159,8 @@ class GuardMiddleware(AgentMiddleware):
             response = handler(self._nostream(request))
         except PrefillBlocked as blocked:
             return ModelResponse(result=[self._refusal(self._emit(blocked.decision))])
+        except InvalidInputError as exc:  # raised inside the model call (a fused probe's unscorable prefill)
+            return ModelResponse(result=[self._refusal(self._emit(invalid_decision(who, Stage.INPUT, exc)))])
         finally:
             current_identity.reset(token)
         if Stage.OUTPUT not in self.stages:
@@ -186,6 +180,8 @@ class GuardMiddleware(AgentMiddleware):
             response = await handler(self._nostream(request))
         except PrefillBlocked as blocked:
             return ModelResponse(result=[self._refusal(self._emit(blocked.decision))])
+        except InvalidInputError as exc:
+            return ModelResponse(result=[self._refusal(self._emit(invalid_decision(who, Stage.INPUT, exc)))])
         finally:
             current_identity.reset(token)
         if Stage.OUTPUT not in self.stages:

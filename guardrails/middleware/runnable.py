@@ -11,7 +11,8 @@ token events either; a composite Runnable's inner chat models are the caller's t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
@@ -19,11 +20,11 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict
 
-from ..decision import DEFAULT_REFUSAL, Action, Decision, Stage
+from ..decision import DEFAULT_REFUSAL, Action, Decision, Finding, Stage
 from ..errors import InvalidInputError
-from ..models.chat import to_chat_dicts
+from ..models.chat import PrefillBlocked, to_chat_dicts
 from ..pipeline import SupportsCheck
-from .identity import Identity, from_sources
+from .identity import Identity, current_identity, from_sources
 
 
 def _as_messages(value: Any) -> list[BaseMessage]:
@@ -44,6 +45,25 @@ def _output_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     raise InvalidInputError(f"cannot check output of type {type(value).__name__}")
+
+
+def invalid_decision(identity: Identity, stage: Stage, exc: InvalidInputError) -> Decision:
+    """Malformed or unscorable input inside a guarded call: refuse (fail closed) with the reason, never crash."""
+    finding = Finding(detector="railguard", category="invalid_input", score=1.0, threshold=0.0,
+                      action=Action.BLOCK, explanation=str(exc)[:200])
+    return Decision(action=Action.BLOCK, stage=stage, findings=(finding,), user_id=identity.user_id,
+                    session_id=identity.session_id, error=str(exc)[:500])
+
+
+@contextmanager
+def serving_as(who: Identity) -> Iterator[None]:
+    """The guarded model call runs with `current_identity` set, so prefill observers (the fused privacy probe)
+    score this user's session rather than an anonymous one."""
+    token = current_identity.set(who)
+    try:
+        yield
+    finally:
+        current_identity.reset(token)
 
 
 def _as_chunk(item: Any) -> Any:
@@ -118,12 +138,35 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         messages, d = self._guard_in(input, who)
         if messages is None:
             return self._refuse(d, AIMessage(content=""))
-        out = without_token_streaming(self.inner).invoke(messages, config, **kwargs)
+        out, refused = self._run(who, lambda: without_token_streaming(self.inner).invoke(messages, config, **kwargs))
+        if refused is not None:
+            return self._refuse(refused, AIMessage(content=""))
         text = _output_text(out)
         if not text.strip():
             return out
         return self._apply_output(self.guard.check(text, user_id=who.user_id, session_id=who.session_id,
                                                    stage=Stage.OUTPUT), out)
+
+    @staticmethod
+    def _run(who: Identity, call: Callable[[], Any]) -> tuple[Any, Decision | None]:
+        """(output, None), or (None, the Decision that stopped the model inside its own call)."""
+        with serving_as(who):
+            try:
+                return call(), None
+            except PrefillBlocked as blocked:  # the fused probe blocked during the prefill: no token exists
+                return None, blocked.decision
+            except InvalidInputError as exc:  # e.g. a non-finite activation: the privacy guard fails closed
+                return None, invalid_decision(who, Stage.INPUT, exc)
+
+    @staticmethod
+    async def _arun(who: Identity, call: Callable[[], Any]) -> tuple[Any, Decision | None]:
+        with serving_as(who):
+            try:
+                return await call(), None
+            except PrefillBlocked as blocked:
+                return None, blocked.decision
+            except InvalidInputError as exc:
+                return None, invalid_decision(who, Stage.INPUT, exc)
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         who = self._who(config)
@@ -132,8 +175,11 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
             yield self._refuse(d, AIMessageChunk(content=""))
             return
         inner = without_token_streaming(self.inner)
-        chunks = [_as_chunk(c) for c in inner.stream(messages, config, **kwargs)]  # buffer: release only checked text
-        yield from self._release(chunks, who)
+        chunks, refused = self._run(who, lambda: [_as_chunk(c) for c in inner.stream(messages, config, **kwargs)])
+        if refused is not None:
+            yield self._refuse(refused, AIMessageChunk(content=""))
+            return
+        yield from self._release(chunks, who)  # buffered: only checked text is released
 
     def _release(self, chunks: list[Any], who: Identity, decision: Decision | None = None) -> Iterator[Any]:
         text = "".join(_output_text(c) for c in chunks)
@@ -166,7 +212,10 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         messages, d = await self._aguard_in(input, who)
         if messages is None:
             return self._refuse(d, AIMessage(content=""))
-        out = await without_token_streaming(self.inner).ainvoke(messages, config, **kwargs)
+        out, refused = await self._arun(who, lambda: without_token_streaming(self.inner).ainvoke(messages, config,
+                                                                                                 **kwargs))
+        if refused is not None:
+            return self._refuse(refused, AIMessage(content=""))
         text = _output_text(out)
         if not text.strip():
             return out
@@ -180,7 +229,14 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
             yield self._refuse(d, AIMessageChunk(content=""))
             return
         inner = without_token_streaming(self.inner)
-        chunks = [_as_chunk(c) async for c in inner.astream(messages, config, **kwargs)]
+
+        async def collect() -> list[Any]:
+            return [_as_chunk(c) async for c in inner.astream(messages, config, **kwargs)]
+
+        chunks, refused = await self._arun(who, collect)
+        if refused is not None:
+            yield self._refuse(refused, AIMessageChunk(content=""))
+            return
         text = "".join(_output_text(c) for c in chunks)
         out_d = None
         if text.strip():

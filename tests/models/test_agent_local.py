@@ -62,3 +62,48 @@ def test_prefill_block_stops_generation_before_any_token(keyword):
     # the hook was detached: a plain call still generates
     chat.prefill_observers.clear()
     assert chat.invoke("Say hi.").content.strip()
+
+
+class IdentityProbe:
+    """A prefill observer that records whose turn it scores and then blocks, or fails as a probe can."""
+
+    def __init__(self, fail: Exception | None = None):
+        self.who, self.fail = [], fail
+
+    def attach(self, lm, input_ids, messages):
+        from guardrails.middleware.identity import current_identity
+
+        ident = current_identity.get()
+        self.who.append((ident.user_id, ident.session_id) if ident else None)
+        if self.fail is not None:
+            raise self.fail
+        raise PrefillBlocked(Decision(action=Action.BLOCK, stage=Stage.INPUT, user_id="x", findings=()))
+
+
+def test_guard_wrap_serves_the_callers_identity_and_refuses_a_prefill_block(keyword):
+    # guard.wrap() is the path without langchain v1: the fused observer must see the caller's ids (session drift)
+    # and a block during the prefill must come back as the refusal, not as an exception.
+    import asyncio
+
+    obs = IdentityProbe()
+    wrapped = Guard([keyword("zzz")]).wrap(LocalChatModel(max_new_tokens=4, prefill_observers=[obs]))
+    cfg = {"configurable": {"user_id": "mallory", "session_id": "m1"}}
+    assert wrapped.invoke("Tell me a story.", cfg).content == "I'm sorry, but I can't help with that request."
+    assert [c.content for c in wrapped.stream("Tell me a story.", cfg)] == [
+        "I'm sorry, but I can't help with that request."]
+    assert asyncio.run(wrapped.ainvoke("Tell me a story.", cfg)).content.startswith("I'm sorry")
+    assert obs.who == [("mallory", "m1")] * 3
+
+
+def test_an_unscorable_prefill_is_refused_not_raised(keyword):
+    from guardrails import InvalidInputError
+
+    obs = IdentityProbe(fail=InvalidInputError("non-finite activation: refusing to score"))
+    seen: list[Decision] = []
+    agent = create_agent(LocalChatModel(max_new_tokens=4, prefill_observers=[obs]),
+                         middleware=[Guard([keyword("zzz")]).middleware(default_user_id="u", on_decision=seen.append)])
+    out = agent.invoke({"messages": [HumanMessage("Tell me a story.")]})
+    assert out["messages"][-1].content.startswith("I'm sorry")
+    assert seen[-1].action is Action.BLOCK and "non-finite" in seen[-1].error
+    wrapped = Guard([keyword("zzz")]).wrap(LocalChatModel(max_new_tokens=4, prefill_observers=[obs]))
+    assert wrapped.invoke("hi", {"configurable": {"user_id": "u"}}).content.startswith("I'm sorry")
