@@ -72,6 +72,9 @@ def train(
         fail("--layer must be 'auto' or an integer", as_json=as_json)
     try:
         records = [r for f in data for r in load_jsonl(f)]
+        if len({r["label"] for r in records}) < 2:  # before minutes of capture, not after
+            fail(f"--data needs both labels (0 and 1); got only {sorted({r['label'] for r in records})}",
+                 as_json=as_json)
         shas = {f.name: file_sha256(f) for f in data}
         lm = load_causal_lm(model)
         if li is not None and not 0 <= li <= lm.num_layers:
@@ -127,6 +130,8 @@ def eval_(
     from .datasets import load_jsonl
     from .probe import load_probe
 
+    if plot is not None and not plot.parent.is_dir():  # found out before minutes of scoring, not after
+        fail(f"--plot: directory {plot.parent} does not exist", as_json=as_json)
     try:
         bundle = load_probe(probe)
         records = load_jsonl(data)
@@ -158,7 +163,10 @@ def eval_(
         res["mean_detection_turn"] = parts["multiturn"]["mean_detection_turn"]
     res["probe"] = probe
     if plot is not None:
-        ev.plot(plot, **plot_args)
+        try:
+            ev.plot(plot, **plot_args)
+        except OSError as exc:
+            fail(f"--plot: {exc}", as_json=as_json)
         res["plot"] = str(plot)
     _print(res, as_json)
 

@@ -103,12 +103,35 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _shape_problem(r: Record) -> str | None:
+    """What makes a record unscorable before any model runs (reported with its line), or None."""
+    if r.get("context") is not None and not isinstance(r["context"], str):
+        return "'context' must be a string or null"
+    if "request" in r:
+        return None if r["request"].strip() else "'request' is empty"
+    turns = r["turns"]
+    if not turns:
+        return "'turns' is empty"
+    for i, t in enumerate(turns, 1):
+        if not isinstance(t, dict) or t.get("role") not in ("user", "assistant") or not isinstance(t.get("content"),
+                                                                                                   str):
+            return f"turn {i} must be an object with role 'user' or 'assistant' and a string 'content'"
+    if turns[0]["role"] != "user":
+        return "a conversation must start with a user turn"
+    if not any(t["role"] == "user" and t["content"].strip() for t in turns):
+        return "a conversation needs a non-empty user turn"
+    return None
+
+
 def load_jsonl(path: str | Path) -> list[Record]:
     """Read privacy JSONL (single- or multi-turn, detected per line by ``request`` vs ``turns``)."""
     out: list[Record] = []
     for n, r in read_jsonl(path):
         if r.get("label") not in (0, 1) or not (isinstance(r.get("request"), str) or isinstance(r.get("turns"), list)):
             raise InvalidInputError(f"{path}:{n}: need label 0|1 and a 'request' string or 'turns' list")
+        problem = _shape_problem(r)
+        if problem:
+            raise InvalidInputError(f"{path}:{n}: {problem}")
         r.setdefault("id", f"{Path(path).stem}-{n}")
         r.setdefault("group", r["id"])
         out.append(r)

@@ -177,6 +177,33 @@ def test_cli_errors_are_clean(tmp_path):
                                        "--max-layers", bad, "--json"])
         assert res.exit_code == 2 and json.loads(res.stdout) == {"error": "--max-layers must be in 1..8"}
     assert not (tmp_path / "p").exists()  # refused before anything was written
+    res = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "p"), "--json"])
+    assert res.exit_code == 2 and "both labels" in json.loads(res.stdout)["error"]  # before any capture
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("row, match", [
+    ({"turns": [{"content": "hi"}], "label": 1}, "turn 1 must be an object"),
+    ({"turns": ["hello"], "label": 0}, "turn 1 must be an object"),
+    ({"turns": [], "label": 0}, "'turns' is empty"),
+    ({"turns": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "q"}], "label": 0},
+     "start with a user turn"),
+    ({"turns": [{"role": "tool", "content": "x"}], "label": 0}, "role 'user' or 'assistant'"),
+    ({"request": "   ", "label": 1}, "'request' is empty"),
+    ({"request": "hi", "context": ["x"], "label": 1}, "'context' must be"),
+])
+def test_eval_names_the_line_of_a_malformed_record(tmp_path, row, match):
+    data = _write(tmp_path / "d.jsonl", [{"id": "ok", "request": "hello", "label": 0}, row])
+    res = CliRunner().invoke(app, ["eval", "--probe", "default", "--data", str(data), "--json"])
+    err = json.loads(res.stdout)["error"]
+    assert res.exit_code == 2 and f"{data}:2:" in err and match in err
+
+
+def test_eval_plot_into_a_missing_directory_is_refused_up_front(tmp_path):
+    data = _write(tmp_path / "d.jsonl", [{"id": "ok", "request": "hello", "label": 0}])
+    res = CliRunner().invoke(app, ["eval", "--probe", "default", "--data", str(data), "--json",
+                                   "--plot", str(tmp_path / "no" / "roc.png")])
+    assert res.exit_code == 2 and "does not exist" in json.loads(res.stdout)["error"]
 
 
 BENIGN_CHATS = [  # hand-written: unrelated tasks, with the user's own data and general privacy questions mixed in
