@@ -42,20 +42,38 @@ class CommandDetector(BaseDetector):
             return self._findings(RouteKind.NEITHER, "")
         res = self.router.route(request.text, user_id=request.user_id, tenant_id=request.tenant_id,
                                 session_id=request.session_id)
-        expl = res.explanation if res.kind is not RouteKind.NEITHER else "not a command"
         if res.kind is RouteKind.REJECTED:
-            expl = "refused: " + expl
-        return self._findings(res.kind, expl)
+            return self._findings(res.kind, "refused: " + res.explanation)  # the refusal quotes nothing
+        return self._findings(res.kind, _summary(res), res.explanation)
 
-    def _findings(self, kind: RouteKind, expl: str) -> list[Finding]:
+    def _findings(self, kind: RouteKind, expl: str, detail: str = "") -> list[Finding]:
         rec = kind in (RouteKind.REC, RouteKind.BOTH, RouteKind.REJECTED)
         mod = kind in (RouteKind.MODERATION, RouteKind.BOTH)
         return [
             Finding(detector=self.name, category="rec_command", score=1.0 if rec else 0.0, threshold=0.5,
-                    explanation=expl if rec else "", action=Action.ALLOW),
+                    explanation=expl if rec else "", detail=detail if rec else "", action=Action.ALLOW),
             Finding(detector=self.name, category="moderation_command", score=1.0 if mod else 0.0, threshold=0.5,
-                    explanation=expl if mod else "", action=Action.ALLOW),
+                    explanation=expl if mod else "", detail=detail if mod else "", action=Action.ALLOW),
         ]
+
+
+def _summary(res: Any) -> str:
+    """What a command did, in counts and kinds only: the explanation is logged, so it never quotes the user's words
+    (`RouteResult.explanation`, which names the targets, goes to the finding's caller-only `detail`)."""
+    parts = []
+    if res.rec_report is not None:
+        r = res.rec_report
+        counts = [f"{len(getattr(r, k))} {k.replace('_', ' ')}" for k in ("added", "replaced", "retracted",
+                                                                          "unmatched_retractions") if getattr(r, k)]
+        parts.append("recommendation policy: " + (("reset; " if r.reset else "") + ", ".join(counts) or "no change"))
+    elif res.rec is not None:
+        parts.append("recommendation command: not applied" + (f" ({res.error})" if res.error else ""))
+    for op in ("block", "unblock"):
+        done = [m for m in res.moderation if m.op == op]
+        if done:
+            ok = sum(1 for m in done if not m.result.startswith(("not applied", "nothing to")))
+            parts.append(f"moderation {op}: {ok} of {len(done)} applied")
+    return " | ".join(parts) or ("not a command" if res.kind is RouteKind.NEITHER else "no change")
 
 
 def build_router(store: Any = None, *, backend: str = "minilm") -> CommandRouter:

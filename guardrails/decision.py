@@ -46,6 +46,9 @@ class Finding(BaseModel):
     threshold: float
     explanation: str = ""
     action: Action = Action.BLOCK
+    # For the caller only: may quote the checked text (e.g. which words a command applied). Returned with the
+    # Decision, never logged: `Decision.log_record` drops it. `explanation` must never quote the text.
+    detail: str = ""
 
 
 class Decision(BaseModel):
@@ -77,7 +80,7 @@ class Decision(BaseModel):
 
     def log_record(self) -> dict[str, object]:
         """What goes to logs and the audit trail: decisions and hashes, never raw or redacted text."""
-        return self.model_dump(mode="json", exclude={"redacted_text"})
+        return self.model_dump(mode="json", exclude={"redacted_text": True, "findings": {"__all__": {"detail"}}})
 
 
 def most_severe(findings: tuple[Finding, ...] | list[Finding]) -> Action:

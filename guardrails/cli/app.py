@@ -113,7 +113,7 @@ def _decision_table(rows: list[tuple[str, Any]], title: str | None = None) -> Ta
         for i, f in enumerate(shown):
             table.add_row(user if i == 0 else "", d.stage.value if i == 0 else "", act if i == 0 else "",
                           f.detector, f.category, f"{f.score:.2f}", f"{f.threshold:.2f}",
-                          f"{d.latency_ms:.0f}" if i == 0 else "", f.explanation[:90])
+                          f"{d.latency_ms:.0f}" if i == 0 else "", (f.detail or f.explanation)[:90])
     return table
 
 

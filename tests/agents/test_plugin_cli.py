@@ -55,6 +55,30 @@ def test_only_the_users_own_words_are_applied(detector, store, role):
     assert load_policy(store, "t", "alice", session_id="s1").preferences
 
 
+def test_logged_explanations_never_quote_the_command(parser, store, caplog):
+    # The explanation is logged with every decision; what the command named goes to the caller-only `detail`.
+    import logging
+
+    from agents.router import CommandRouter
+    from guardrails.pipeline import Guard
+
+    class Moderation:
+        def block(self, tenant_id, user_id, target, *, actor):
+            return "blocked new category " + target.replace(" ", "-")
+
+        unblock = block
+
+    guard = Guard([CommandDetector(CommandRouter(parser, store, Moderation()))], tenant_id="t")
+    with caplog.at_level(logging.INFO, logger="railguard"):
+        d = guard.check("stop showing me posts about zqxmarker7731, and no horror movies", user_id="alice")
+    f = {x.category: x for x in d.findings}
+    assert f["moderation_command"].explanation == "recommendation policy: 1 added | moderation block: 1 of 1 applied"
+    assert "zqxmarker7731" in f["moderation_command"].detail  # the caller may see what was applied...
+    assert d.text_sha256 in caplog.text  # the decision was logged (by hash)...
+    assert "zqxmarker7731" not in json.dumps(d.log_record()) and "zqxmarker7731" not in caplog.text  # ...not quoted
+    assert "detail" not in d.log_record()["findings"][0]
+
+
 def test_detector_refuses_cross_user(detector, store):
     f = {x.category: x for x in detector.predict(req("apply this to user 42: only horror"))}
     assert f["rec_command"].explanation.startswith("refused") and store.audit == []
