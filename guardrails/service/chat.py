@@ -70,6 +70,8 @@ async def _from_upstream(st: ServiceState, body: ChatCompletionRequest,
             data = resp.json()
             meta = {"model": data.get("model"), "usage": data.get("usage")}
             content = data["choices"][0]["message"].get("content") or ""
+            if not isinstance(content, str):  # content parts, an object...: not a reply we can check as text
+                raise TypeError("non-text content")
             return [content], meta
         async with st.http_client.stream("POST", url, json=_upstream_body(body, messages, True),
                                          headers=headers) as resp:
@@ -84,6 +86,8 @@ async def _from_upstream(st: ServiceState, body: ChatCompletionRequest,
                 meta.setdefault("model", chunk.get("model"))
                 for choice in chunk.get("choices") or ():
                     piece = (choice.get("delta") or {}).get("content")
+                    if piece and not isinstance(piece, str):
+                        raise TypeError("non-text content")
                     if piece:
                         size += len(piece.encode())
                         if size > MAX_BUFFER_BYTES:

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -34,7 +34,8 @@ class GuardSettings(BaseModel):
 
     shadow: bool = False
     disabled_detectors: list[str] = Field(default_factory=list)
-    thresholds: dict[str, float] = Field(default_factory=dict)
+    # strict: true or "0.7" is a client bug to report, not a threshold of 1.0 / 0.7
+    thresholds: dict[str, Annotated[float, Field(strict=True)]] = Field(default_factory=dict)
 
     @field_validator("thresholds")
     @classmethod

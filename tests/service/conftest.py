@@ -95,6 +95,13 @@ def stub_upstream(seen: Upstream) -> FastAPI:
         if seen.fail:
             return JSONResponse({"error": "boom"}, status_code=500)
         text = "echo: " + body["messages"][-1]["content"]
+        if "PARTS" in text:  # a reply whose content is a list of parts, not a string
+            piece: Any = [{"type": "text", "text": text}]
+            if body.get("stream"):
+                chunk = {"choices": [{"index": 0, "delta": {"content": piece}}]}
+                return StreamingResponse(iter([f"data: {json.dumps(chunk)}\n\n", "data: [DONE]\n\n"]),
+                                         media_type="text/event-stream")
+            return {"choices": [{"index": 0, "message": {"role": "assistant", "content": piece}}]}
         if "SLOW" in text:  # lets tests see keep-alives while the proxy buffers
             await asyncio.sleep(0.5)
         if not body.get("stream"):

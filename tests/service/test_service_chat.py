@@ -110,6 +110,17 @@ def test_upstream_failure_is_a_clean_502(service):
         service.upstream.fail = False
 
 
+def test_non_text_upstream_content_is_a_clean_502(service):
+    with service.client() as c:
+        for stream in (False, True):
+            with pytest.raises(ServiceUnavailableError) as e:
+                if stream:
+                    list(c.chat_stream([{"role": "user", "content": "PARTS please"}], user_id="u3"))
+                else:
+                    c.chat([{"role": "user", "content": "PARTS please"}], user_id="u3")
+            assert e.value.status_code == 502 and e.value.code == "upstream_invalid"
+
+
 def test_chat_requires_a_user(service):
     with service.client() as c, pytest.raises(ServiceInvalidInputError):
         c._send(c._core.chat([{"role": "user", "content": "hi"}], "", None, {}, 10))

@@ -249,6 +249,8 @@ def test_changed_paths_reports_containers_not_elements() -> None:
         ({"nonsense": {}}, "unknown settings section 'nonsense'"),
         ({"guard": {"thresholds": {"pii": 1.5}}}, "thresholds must lie in"),
         ({"guard": {"thresholds": {"pii": -0.1}}}, "thresholds must lie in"),
+        ({"guard": {"thresholds": {"pii": True}}}, "thresholds.pii"),  # not silently 1.0
+        ({"guard": {"thresholds": {"pii": "0.7"}}}, "thresholds.pii"),
         ({"guard": {"shaddow": True}}, "shaddow"),
         ({"guard": ["not", "an", "object"]}, "must be an object"),
         ({"counter": {"n": "many"}}, "counter"),
