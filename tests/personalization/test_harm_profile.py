@@ -125,6 +125,20 @@ def test_non_string_labels_and_names():
         P.block_new(P.ModerationProfile(), "ok", examples=[None])  # type: ignore[list-item]
 
 
+def test_total_number_of_texts_is_bounded():
+    # 61 categories x (50 examples + 50 counter-examples) was within every other limit and cost 14 s of encoding on
+    # its first check (2 cores); the profile-wide text budget bounds that one-off cost.
+    cats = {f"c{i:02d}": {"examples": [f"{i}e{j}" for j in range(50)], "counter_examples": [f"{i}c{j}" for j in
+                                                                                            range(50)]}
+            for i in range(61)}
+    with pytest.raises(ConfigError, match="the limit is 512"):
+        P.parse_profile({"categories": cats})
+    ok = {f"c{i:02d}": {"examples": [f"{i}e{j}" for j in range(4)], "counter_examples": [f"{i}c{j}" for j in
+                                                                                          range(4)]}
+          for i in range(61)}
+    assert len(P.parse_profile({"categories": ok}).categories) == 64
+
+
 def test_total_size_is_bounded():
     cats = {f"c{i}": {"examples": [f"{i}-{j}-" + "y" * 1900 for j in range(10)]} for i in range(20)}
     with pytest.raises(ConfigError, match="characters of text"):
