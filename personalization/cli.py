@@ -91,6 +91,10 @@ def eval_cmd(
         _fail(f"unknown backend {backend!r}; use embedding or icl", as_json)
     if scope not in ("labels", "profile"):
         _fail(f"unknown scope {scope!r}; use labels or profile", as_json)
+    if retrieval not in ("random", "lexical", "semantic"):
+        _fail(f"unknown retrieval {retrieval!r}; use random, lexical or semantic", as_json)
+    if limit is not None and limit < 1:
+        _fail("--limit must be ≥ 1", as_json)
     try:
         rows = load_jsonl(data)[:limit] if limit else load_jsonl(data)
         prof = import_json(profile.read_text(encoding="utf-8")) if profile else ModerationProfile()
@@ -98,6 +102,9 @@ def eval_cmd(
         if only:
             from .profile import set_action
 
+            unknown = sorted(set(only) - set(prof.categories))
+            if unknown:
+                _fail(f"--only names unknown categories {unknown}; known: {sorted(prof.categories)}", as_json)
             for name in prof.categories:
                 if name not in only:
                     prof = set_action(prof, name, "allow")

@@ -312,13 +312,16 @@ class EmbeddingBackend:
                     s = np.maximum(s, strict[:, heads.classes_.index(comp.concept)])
             if cat.counter_examples:  # a near-duplicate of a counter-example is not this category
                 C = self._embed_list(cat.counter_examples)
-                s = np.where((Et @ C.T).max(1) >= self.counter_sim, np.minimum(s, 0.25), s)
+                cap = 0.25 if cat.threshold is None else min(0.25, cat.threshold / 2)  # below a stricter threshold too
+                s = np.where((Et @ C.T).max(1) >= self.counter_sim, np.minimum(s, cap), s)
             out[name] = s
         return out
 
     def score(self, texts: list[str], profile: ModerationProfile) -> dict[str, np.ndarray]:
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise InvalidInputError("texts must be a list of strings")
+        if not texts:
+            return {name: np.zeros(0, np.float32) for name in profile.categories}
         if self.topic_encoder is not self.encoder and self.needs_topic_space(profile):
             E, E_topic = self.encode_both(texts)
             return self.score_embeddings(E, texts, profile, E_topic=E_topic)

@@ -44,6 +44,8 @@ def load_jsonl(path: Path | str) -> list[dict[str, Any]]:
     for n, r in read_jsonl(path):
         if not isinstance(r.get("text"), str) or not isinstance(r.get("label"), str):
             raise InvalidInputError(f'{path}:{n}: expected {{"text": str, "label": str}}')
+        if not r["text"].strip():  # `railguard check` refuses empty text; an eval must not score it either
+            raise InvalidInputError(f"{path}:{n}: empty text")
         rows.append(r)
     if not rows:
         raise InvalidInputError(f"{path}: no rows")

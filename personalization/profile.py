@@ -172,6 +172,22 @@ def check_name(name: Any) -> str:
     return name
 
 
+def as_texts(value: Any, what: str) -> list[Any]:
+    """A lone string is one text; any other iterable but a mapping is a list of texts; anything else is an error."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping) or not isinstance(value, Iterable):
+        raise InvalidInputError(f"{what} must be a string or a list of strings, got {type(value).__name__}")
+    return list(value)
+
+
+def _validated(data: dict[str, Any], name: str) -> Category:
+    try:
+        return Category.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInputError(f"invalid category {name!r}: {_describe(exc)}") from None
+
+
 def _describe(exc: ValidationError) -> str:
     """Where and what, never the offending value: errors must not echo a user's examples into logs or replies."""
     parts = [f"{'.'.join(map(str, e['loc'])) or 'profile'}: {e['msg']}" for e in exc.errors(include_url=False)[:3]]
@@ -226,8 +242,8 @@ def block_new(
     check_name(name)
     if name in profile.categories:
         raise ConfigError(f"category {name!r} already exists; use extend/unblock/reblock instead")
-    ex = [examples] if isinstance(examples, str) else list(examples)  # a lone string is one example
-    cx = [counter_examples] if isinstance(counter_examples, str) else list(counter_examples)
+    ex = as_texts(examples, "examples")
+    cx = as_texts(counter_examples, "counter_examples")
     try:
         cat = Category(definition=definition, examples=ex, counter_examples=cx, action=action, threshold=threshold,
                        generalize=generalize)
@@ -245,7 +261,7 @@ def set_action(profile: ModerationProfile, name: str, action: Action,
     upd: dict[str, Any] = {"action": action}
     if threshold is not None:
         upd["threshold"] = threshold
-    return _with(profile, name, Category.model_validate({**cat.model_dump(), **upd}))
+    return _with(profile, name, _validated({**cat.model_dump(), **upd}, name))
 
 
 def set_threshold(profile: ModerationProfile, name: str, threshold: float | None) -> ModerationProfile:
@@ -254,7 +270,7 @@ def set_threshold(profile: ModerationProfile, name: str, threshold: float | None
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)
                                   or not 0.0 <= threshold <= 1.0):
         raise InvalidInputError(f"threshold must be a number in [0, 1], got {threshold!r}")
-    return _with(profile, name, Category.model_validate({**cat.model_dump(), "threshold": threshold}))
+    return _with(profile, name, _validated({**cat.model_dump(), "threshold": threshold}, name))
 
 
 def unblock(profile: ModerationProfile, name: str) -> ModerationProfile:
@@ -282,7 +298,7 @@ def extend(
     from .variations import variations
 
     cat = _category(profile, name)
-    items = [texts] if isinstance(texts, str) else list(texts)
+    items = as_texts(texts, "texts")
     if n_variations:
         items = items + [v for t in items for v in variations(t, n_variations, seed=seed)]
     field = "counter_examples" if counter else "examples"
@@ -292,7 +308,7 @@ def extend(
     # The newest call wins a contradiction: moving a text between lists is how a user corrects themselves.
     data[other] = [t for t in data[other] if t not in new]
     data[field] = _clean_list(data[field] + new, what=field)
-    return _with(profile, name, Category.model_validate(data))
+    return _with(profile, name, _validated(data, name))
 
 
 def remove(profile: ModerationProfile, name: str) -> ModerationProfile:

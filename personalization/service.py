@@ -65,7 +65,7 @@ class ProfileService:
 
     def extend(self, user_id: str, name: str, texts: Iterable[str] | str, *, counter: bool = False,
                n_variations: int = 0, actor: str | None = None) -> ModerationProfile:
-        items = [texts] if isinstance(texts, str) else list(texts)
+        items = P.as_texts(texts, "texts")  # once: a generator must not be consumed by a retried write
         return self._apply(user_id, lambda p: P.extend(p, name, items, counter=counter,
                                                        n_variations=n_variations), actor)
 

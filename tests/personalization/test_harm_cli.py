@@ -31,6 +31,16 @@ def test_eval_bad_inputs(tmp_path):
     assert r.exit_code == 2 and "error" in _json(r)
     r = runner.invoke(app, ["eval", "--data", str(bad), "--backend", "magic", "--json"])
     assert r.exit_code == 2 and "unknown backend" in _json(r)["error"]
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text('{"text": "a", "label": "spam"}\n')
+    for args, match in ([["--backend", "icl", "--retrieval", "bogus"], "unknown retrieval"],
+                        [["--limit", "0"], "--limit"], [["--only", "nosuchcat"], "unknown categories"]):
+        r = runner.invoke(app, ["eval", "--data", str(ok), "--json", *args])
+        assert r.exit_code == 2 and match in _json(r)["error"], args
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"text": "a", "label": "spam"}\n{"text": "  ", "label": "benign"}\n')
+    r = runner.invoke(app, ["eval", "--data", str(empty), "--json"])
+    assert r.exit_code == 2 and "empty.jsonl:2: empty text" in _json(r)["error"]
 
 
 @pytest.mark.model

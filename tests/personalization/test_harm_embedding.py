@@ -149,6 +149,9 @@ def test_hostile_definition_has_contained_effect(backend):
 def test_counter_example_suppresses_base_category(backend):
     prof = P.extend(P.ModerationProfile(), "spam", SPAM, counter=True)
     assert backend.score([SPAM], prof)["spam"][0] < 0.5
+    for strict in (0.25, 0.1):  # a user who makes the category stricter keeps their counter-example
+        tight = P.set_threshold(prof, "spam", strict)
+        assert backend.score([SPAM], tight)["spam"][0] < strict
 
 
 def test_detector_unblock_mask_and_user_isolation(backend):
@@ -230,6 +233,8 @@ def test_bad_texts(backend):
         backend.score("not a list", P.ModerationProfile())  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError):
         backend.score([1, 2], P.ModerationProfile())  # type: ignore[list-item]
+    empty = backend.score([], P.ModerationProfile())  # nothing to score: empty arrays, not StopIteration
+    assert set(empty) == {"toxic", "spam", "negative"} and all(v.shape == (0,) for v in empty.values())
 
 
 def test_through_the_guard_with_stored_profiles(tmp_path, backend, monkeypatch):

@@ -118,6 +118,16 @@ def test_deeply_nested_import_is_a_typed_error():
         P.import_json('{"categories": ' + "[" * 100_000 + "]" * 100_000 + "}")
 
 
+def test_operation_arguments_are_typed_errors():
+    p = P.block_new(P.ModerationProfile(), "crypto", examples=["a coin"])
+    for call in (lambda: P.reblock(p, "toxic", "nuke"), lambda: P.set_action(p, "crypto", "explode"),  # type: ignore
+                 lambda: P.block_new(p, "x", examples=None),  # type: ignore[arg-type]
+                 lambda: P.block_new(p, "x", examples={"a": 1}),  # type: ignore[arg-type]
+                 lambda: P.extend(p, "crypto", None)):  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError):
+            call()
+
+
 def test_non_string_labels_and_names():
     with pytest.raises(InvalidInputError):
         P.block_new(P.ModerationProfile(), 123, examples=["x"])  # type: ignore[arg-type]
