@@ -69,6 +69,8 @@ class PrivacyScorer:
             if not np.isfinite(a).all():
                 raise InvalidInputError("non-finite activation: refusing to score")
         t = user_turn or 1
+        if not np.isfinite(list(self.bundle.request_margins(acts, t).values())).all():  # before any state changes
+            raise InvalidInputError("non-finite probe score (corrupt or overflowing probe weights): refusing to score")
         drift: list[Finding] = []
         if self.tracker is not None and session_id is not None:
             m = self.bundle.multiturn

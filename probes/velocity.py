@@ -145,6 +145,8 @@ class VelocityTracker:
         if state is None:
             return VelocityState(turn=1, a1=a, prev=a, score=0.0, probe_id=self.probe_id)
         delta = float(self.probe.coef @ (a - state.prev))
+        if not np.isfinite(delta):  # finite activations, overflowing weights: never store a NaN trajectory
+            raise InvalidInputError("non-finite drift step (corrupt or overflowing probe weights)")
         return VelocityState(turn=state.turn + 1, a1=state.a1, prev=a, score=state.score + delta,
                              probe_id=self.probe_id)
 

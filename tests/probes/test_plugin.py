@@ -232,6 +232,19 @@ def test_build_and_demo_entry_points():
     assert expects == {"allow", "block"}
 
 
+def test_overflowing_probe_weights_fail_closed_without_touching_the_session(tiny):
+    # Finite activations but a non-finite score (weights corrupted in memory, or overflowing ones): an error (the
+    # guard fails closed), not a finding with score 1.0 and no error; the session's drift state stays unwritten.
+    bundle = synthetic_bundle(tiny, 2, multi_layer=3)
+    bundle.single.coef[0] = np.nan
+    det = PrivacyDetector(bundle, lm=tiny)
+    from guardrails.pipeline import Guard
+
+    d = Guard(detectors=[det]).check("hello there", user_id="u", session_id="s")
+    assert d.action is Action.BLOCK and "non-finite probe score" in d.error
+    assert det.scorer.tracker.load("default", "u", "s") is None
+
+
 def test_non_finite_activation_fails(tiny):
     det = PrivacyDetector(synthetic_bundle(tiny, 2), lm=tiny)
     with pytest.raises(InvalidInputError):
