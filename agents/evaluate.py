@@ -38,13 +38,41 @@ def temporal_split(ratings: np.ndarray, frac: float = 0.2) -> tuple[np.ndarray, 
     return r[~test], r[test]
 
 
+_OPS = {"genre": {"includes", "excludes", "eq"}, "title": {"includes", "excludes", "eq"},
+        "tag": {"includes", "excludes", "eq"}, "year": {"ge", "le", "eq"}}
+
+
 def load_cases(path: str | Path) -> list[dict[str, Any]]:
     out = []
     for n, d in read_jsonl(path):
         if not isinstance(d.get("commands"), list) or "user_id" not in d:
             raise CommandError(f"line {n}: a rec script needs user_id and commands")
-        out.append(d)
+        if not all(isinstance(c, str) for c in d["commands"]):
+            raise CommandError(f"line {n}: commands must be strings")
+        if isinstance(d["user_id"], bool) or not isinstance(d["user_id"], int):
+            raise CommandError(f"line {n}: user_id must be an integer MovieLens userId")
+        checks = d.get("checks", [])
+        if not isinstance(checks, list):
+            raise CommandError(f"line {n}: checks must be a list")
+        for c in checks:
+            if not isinstance(c, dict) or c.get("attr") not in _OPS or c.get("op") not in _OPS[c["attr"]] \
+                    or "value" not in c:
+                raise CommandError(f"line {n}: each check needs attr (genre|year|tag|title), a valid op and a value")
+            if c["attr"] == "year" and (isinstance(c["value"], bool) or not isinstance(c["value"], int)):
+                raise CommandError(f"line {n}: a year check's value must be an integer")
+        out.append({**d, "_line": n})
     return out
+
+
+def check_against_catalog(cases: list[dict[str, Any]], catalog: Catalog, users: set[int]) -> None:
+    """A script naming a user or genre the data does not have would pass its checks trivially: refuse it."""
+    genres = {g.lower() for gs in catalog.genres for g in gs}
+    for d in cases:
+        if d["user_id"] not in users:
+            raise CommandError(f"line {d['_line']}: user_id {d['user_id']} is not a MovieLens user")
+        for c in d.get("checks", []):
+            if c["attr"] == "genre" and str(c["value"]).lower() not in genres:
+                raise CommandError(f"line {d['_line']}: unknown genre {c['value']!r}; known: {sorted(genres)}")
 
 
 def run_eval(path: str | Path, *, backend: str = "minilm", semantic: bool = True,
@@ -59,6 +87,7 @@ def run_eval(path: str | Path, *, backend: str = "minilm", semantic: bool = True
     planner = Planner(catalog, base, emb)
     parser = default_parser(backend, catalog)
     cases = load_cases(path)
+    check_against_catalog(cases, catalog, {int(u) for u in np.unique(np.concatenate([train["user"], test["user"]]))})
     hard_ok: list[bool] = []
     soft_share: list[float] = []
     recall: list[float] = []

@@ -122,6 +122,22 @@ def test_rec_eval_json_contract(tmp_path):
     assert out["n"] == 4 and out["hard_satisfaction"] == 1.0
 
 
+@pytest.mark.parametrize("edit, match", [
+    ({"user_id": 999999999}, "line 2: user_id 999999999 is not a MovieLens user"),
+    ({"checks": [{"attr": "genre", "op": "excludes", "value": "Horrr"}]}, "line 2: unknown genre 'Horrr'"),
+    ({"checks": [{"attr": "year", "op": "ge", "value": "nineteen ninety"}]}, "line 2: a year check's value"),
+    ({"checks": [{"attr": "mood", "op": "eq", "value": "x"}]}, "line 2: each check needs attr"),
+    ({"user_id": "1"}, "line 2: user_id must be an integer"),
+])
+def test_rec_eval_refuses_scripts_that_would_pass_trivially(tmp_path, edit, match):
+    # An unknown user or a misspelt genre used to score hard_satisfaction 1.0; a bad year crashed without a line.
+    first, second = (json.loads(x) for x in (FIX / "rec_scripts.jsonl").read_text().splitlines()[:2])
+    data = tmp_path / "s.jsonl"
+    data.write_text(json.dumps(first) + "\n" + json.dumps({**second, **edit}) + "\n")
+    res = _run_cli(["eval", "--data", str(data), "--json", "--parser", "bow", "--no-semantic"])
+    assert res.exit_code == 2 and match in json.loads(res.stdout)["error"]
+
+
 def test_rec_eval_missing_file_json_error(tmp_path):
     res = _run_cli(["eval", "--data", str(tmp_path / "nope.jsonl"), "--json"])
     assert res.exit_code == 2 and "error" in json.loads(res.stdout)
