@@ -227,7 +227,20 @@ _mount_plugins()
 
 
 def main() -> None:
+    """Console entry point. A usage error (missing or unknown option) under --json still prints exactly one JSON
+    object on stdout (click's usage text goes to stderr), so scripts can parse every outcome."""
     try:
-        app()
+        rc = app(standalone_mode=False)
+    except typer.Abort:  # pragma: no cover - Ctrl-C at a prompt
+        sys.exit(1)
     except KeyboardInterrupt:  # pragma: no cover
         sys.exit(130)
+    except Exception as exc:
+        # click's ClickException family (usage errors), vendored by typer: recognised by its interface
+        if not (hasattr(exc, "format_message") and hasattr(exc, "show") and hasattr(exc, "exit_code")):
+            raise
+        if "--json" in sys.argv[1:]:
+            print(json.dumps({"error": exc.format_message()}), flush=True)
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(rc if isinstance(rc, int) else 0)
