@@ -45,8 +45,7 @@ class ProfileService:
                   counter_examples: Iterable[str] = (), action: Action = "block",
                   threshold: float | None = None, generalize: P.Generalize = "auto",
                   actor: str | None = None) -> ModerationProfile:
-        ex = [examples] if isinstance(examples, str) else list(examples)
-        cx = [counter_examples] if isinstance(counter_examples, str) else list(counter_examples)
+        ex, cx = P.as_texts(examples, "examples"), P.as_texts(counter_examples, "counter_examples")
         # Errors raised inside the op (typed: InvalidInputError / ConfigError) abort the transaction: no write.
         return self._apply(user_id, lambda p: P.block_new(p, name, examples=ex, definition=definition,
                                                           counter_examples=cx, action=action,

@@ -125,6 +125,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and str(exc.detail) == "There was an error parsing the body":
+            # FastAPI's wording for a body json.loads cannot even decode (bytes that are not UTF-8)
+            return error_response(400, "invalid_encoding", "request body is not UTF-8 encoded JSON")
         code = getattr(exc, "code", None) or {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code,
                                                                                              "http_error")
         return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "details", None),

@@ -39,6 +39,7 @@ def tenant_key(service):
 BAD_CHECK_BODIES = [
     (b"{bad json", 400),
     (b"\xff\xfe\x00garbage", 400),
+    (b'{"user_id": "u", "text": "caf\xe9 \xff"}', 400),  # Latin-1 bytes: not UTF-8
     (b"[]", 422),
     (b'{"user_id": "u"}', 422),
     (b'{"user_id": "u", "text": "a", "messages": [{"role": "user", "content": "a"}]}', 422),
@@ -60,6 +61,8 @@ def test_malformed_check_bodies(service, tenant_key, body, status):
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert err["status"] == status and err["code"] and err["message"]
+    if body.endswith(b'\xff"}'):
+        assert err["code"] == "invalid_encoding"  # not the generic "error parsing the body"
     assert snapshot(service.db_path) == before
 
 
