@@ -215,7 +215,7 @@ class OpenAICompatAdapter:
         if time.monotonic() > until:
             raise httpx.ReadTimeout(f"no complete reply within the {self.deadline:g} s deadline")
 
-    def _out_of_time(self, until: float, last: Exception | None) -> DetectorError:
+    def _out_of_time(self, last: Exception | None) -> DetectorError:
         return DetectorError(f"{self.base_url}: no answer within the {self.deadline:g} s deadline: {last}")
 
     # -- sync / async shells -----------------------------------------------------------------------------
@@ -241,7 +241,7 @@ class OpenAICompatAdapter:
                 if attempt < self.max_retries and time.monotonic() + pause < until:
                     time.sleep(pause)
                 elif attempt < self.max_retries:
-                    raise self._out_of_time(until, last) from None
+                    raise self._out_of_time(last) from None
         raise DetectorError(f"{self.base_url}: failed after {self.max_retries + 1} attempts: {last}") from None
 
     async def alabel_probs(self, messages: Messages, labels: Sequence[str]) -> dict[str, float]:
@@ -267,7 +267,7 @@ class OpenAICompatAdapter:
                 if attempt < self.max_retries and time.monotonic() + pause < until:
                     await asyncio.sleep(pause)
                 elif attempt < self.max_retries:
-                    raise self._out_of_time(until, last) from None
+                    raise self._out_of_time(last) from None
         raise DetectorError(f"{self.base_url}: failed after {self.max_retries + 1} attempts: {last}") from None
 
 
