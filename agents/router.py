@@ -43,13 +43,9 @@ _CROSS_USER = re.compile(
     r"\b(?:user|account|profile|customer)s?\s*(?:id\s*)?[#:=]?\s*\d+\b|\buser_?id\b"
     r"|\b(?:all|every|other|another|everyone'?s?|everybody'?s?)\s+(?:the\s+)?(?:users?|accounts?|profiles?|people|members?)\b"
     r"|\bfor (?:everyone|everybody)\b|\b(?:everyone|everybody)'?s\b|\bon behalf of\b|\buser[_-][a-z0-9]+\b"
-    # another person addressed by name: "apply this to bob", "bob's feed", "for bob, unblock spam"
-    r"|\b(?:apply|do|set|change|copy) (?:this|that|it|these|the same)(?: settings?)? (?:to|for|on) "
-    r"(?!me\b|myself\b|my\b|mine\b|all (?:my|of my)\b)[a-z]"
+    # another person's feed by name: "bob's feed" (see also _ADDRESSED below)
     r"|\b(?!today'|tonight'|tomorrow'|this week'|week'|weekend'|month'|year')[a-z]+'s (?:feed|account|profile"
     r"|settings|polic\w+|filters?|preferences|recommendations)\b"
-    r"|^\W*for (?!me\b|myself\b|now\b|today\b|tonight\b|tomorrow\b|this\b|the\b|a\b|an\b|my\b|once\b|later\b"
-    r"|next\b|kids\b|children\b|family\b|date\b|movie\b|weekend\b|fun\b|real\b|sure\b|example\b)[a-z]+\s*[,:]"
     r"|\bignore (?:the|all|your|any|previous|prior) (?:schema|instructions?|rules?|polic\w+)\b"
     r"|\bdelete (?:all|every|everyone)\b|\b(?:admin|root|sudo|system prompt)\b"
 )
@@ -162,9 +158,25 @@ class PersonalizationModeration:
         return f"unblocked category {name}"
 
 
+# "for bob, unblock spam" / "apply this to bob" name a person; "for horror, nothing before 1990" / "do the same for
+# comedies" scope a command to content. Such a phrase is refused unless its word is one of these (time, audience,
+# genre and content words).
+_FOR_SCOPES = frozenset(
+    "me myself now today tonight tomorrow this the a an my once later next kids children family date movie movies "
+    "film films show shows series weekend fun real sure example everything all action adventure animation animated "
+    "anime cartoons comedy comedies crime documentary documentaries drama dramas fantasy horror musical musicals "
+    "mystery mysteries romance romcoms scifi sci-fi thriller thrillers war western westerns noir imax spam ads posts "
+    "messages comments news music reading christmas halloween summer winter".split())
+_ADDRESSED = (re.compile(r"^\W*for ([a-z][\w-]*)\s*[,:]"),  # "for bob, unblock spam"
+              re.compile(r"\b(?:(?:apply|copy) (?:this|that|it|these|the same)(?: settings?)? (?:to|for|on)"
+                         r"|do the same for) ([a-z][\w-]*)"))  # "apply this to bob" (not "change it to ...")
+
+
 def check_identity_safe(text: str) -> None:
     """Refuse text that addresses other users or the schema; ids only ever come from the caller."""
-    if _CROSS_USER.search(fold(text)):
+    folded = fold(text)
+    named = [m.group(1) for rx in _ADDRESSED for m in rx.finditer(folded)]
+    if _CROSS_USER.search(folded) or any(w not in _FOR_SCOPES | {"mine", "all"} for w in named):
         raise CrossUserCommandError(
             "commands apply only to the user who sends them; text naming other users, all users or the schema "
             "is refused and nothing was changed"

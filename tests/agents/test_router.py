@@ -78,6 +78,9 @@ def test_injection_refused_nothing_changes(router, store, text):
     "for tonight, only comedies", "for now, no horror", "For the kids: only animation please",
     "apply this to my feed: no westerns", "do the same for me with thrillers", "today's feed has too much horror",
     "stop showing me crypto spam", "show me films like Amelie's style", "unblock spam, it's fine",
+    "For horror, nothing before 1990", "for comedies: only after 2000", "for westerns, more like Unforgiven",
+    "do the same for comedies", "apply that to thrillers too", "change it to something lighter",
+    "set it to only dramas",
 ])
 def test_identity_check_allows_normal_text(text):
     check_identity_safe(text)
