@@ -74,20 +74,21 @@ class VelocityState:
     prev: np.ndarray
     score: float
     probe_id: str
-    # The conversation last scored: a digest (never its text) and its message count, when the caller gave it.
+    # Digests (never text), when the caller gave the conversation: the one last scored, and its opening up to the
+    # first user turn (where the baseline a_1 comes from).
     digest: str | None = None
-    length: int = 0
+    head: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"turn": self.turn, "a1": _enc(self.a1), "prev": _enc(self.prev), "score": self.score,
-                "probe_id": self.probe_id, "digest": self.digest, "length": self.length}
+                "probe_id": self.probe_id, "digest": self.digest, "head": self.head}
 
     @classmethod
     def from_json(cls, d: dict[str, Any], dim: int) -> VelocityState:
-        digest = d.get("digest")
+        digest, head = d.get("digest"), d.get("head")
         return cls(turn=int(d["turn"]), a1=_dec(d["a1"], dim), prev=_dec(d["prev"], dim),
                    score=float(d["score"]), probe_id=str(d["probe_id"]),
-                   digest=str(digest) if digest is not None else None, length=int(d.get("length", 0)))
+                   digest=str(digest) if digest is not None else None, head=str(head) if head is not None else None)
 
 
 def conversation_digest(messages: Sequence[Mapping[str, str]]) -> str:
@@ -102,6 +103,12 @@ def _has_history(messages: Sequence[Mapping[str, str]]) -> bool:
     return sum(1 for m in messages if m["role"] != "system") > 1
 
 
+def _opening(messages: Sequence[Mapping[str, str]]) -> Sequence[Mapping[str, str]]:
+    """The conversation up to and including its first user turn (system prompt included)."""
+    first = next((i for i, m in enumerate(messages) if m["role"] == "user"), len(messages) - 1)
+    return messages[: first + 1]
+
+
 class VelocityTracker:
     """Per-session cumulative drift along a multi-turn probe direction.
 
@@ -112,9 +119,11 @@ class VelocityTracker:
 
     Given the scored ``conversation`` (validated messages), ``update`` also tells a new turn from two things
     that are not one: the same conversation checked again (a retry, or an agent re-checking its pending turn)
-    returns the stored (S_t, t) unchanged, and a history that no longer extends the last scored one (the user
-    edited or restarted it) starts its own trajectory at turn 1. A conversation of one message carries no
-    history (a client sending only its newest message) and always continues the session.
+    returns the stored (S_t, t) unchanged, and a history whose opening changed (system prompt or first user turn
+    edited: the baseline a_1 came from another conversation) starts its own trajectory at turn 1. A later turn
+    edited or withheld (a blocked turn replaced in an agent's thread) keeps the trajectory: S_t = w·(a_t - a_1)
+    still measures drift from the same opening. A conversation of one message carries no history (a client
+    sending only its newest message) and always continues the session.
     """
 
     def __init__(self, probe: ProbeArtifact, store: StateStore | None = None, key: str = STATE_KEY) -> None:
@@ -153,15 +162,17 @@ class VelocityTracker:
     def update(self, tenant_id: str, user_id: str, session_id: str, a_t: np.ndarray, *,
                conversation: Sequence[Mapping[str, str]] | None = None) -> tuple[float, int]:
         state = self.load(tenant_id, user_id, session_id)
-        digest = conversation_digest(conversation) if conversation is not None else None
+        digest = head = None
+        if conversation is not None:
+            digest, head = conversation_digest(conversation), conversation_digest(_opening(conversation))
         if state is not None and digest is not None and state.digest is not None:
             if digest == state.digest:
                 return state.score, state.turn  # the scored turn again: counting it twice would fake a drift
             assert conversation is not None
-            if _has_history(conversation) and (len(conversation) <= state.length or conversation_digest(
-                    conversation[:state.length]) != state.digest):
-                state = None  # rewritten history: the old baseline a_1 belongs to another conversation
+            if _has_history(conversation) and head != state.head:
+                state = None  # another opening: the old baseline a_1 belongs to another conversation
         st = self.step(state, a_t)
-        st.digest, st.length = digest, len(conversation) if conversation is not None else 0
+        st.digest = digest
+        st.head = head if state is None or state.head is None else state.head
         self.store.put_state(tenant_id, user_id, session_id, self.key, st.to_json())
         return st.score, st.turn

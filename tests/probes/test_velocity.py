@@ -37,7 +37,7 @@ def test_state_is_small_and_survives_restart():
     s, turn = VelocityTracker(probe, store).update("t", "u", "s", acts[2])
     assert turn == 3 and s == pytest.approx(float(probe.coef @ (acts[2] - acts[0])), abs=1e-4)
     st = store.get_state("t", "u", "s", "privacy_velocity")
-    assert set(st) == {"turn", "a1", "prev", "score", "probe_id", "digest", "length"}  # never the history
+    assert set(st) == {"turn", "a1", "prev", "score", "probe_id", "digest", "head"}  # never the history
 
 
 def _conv(*turns):
@@ -56,15 +56,18 @@ def test_a_retry_is_not_a_new_turn_and_a_rewritten_history_rebaselines():
     # the same conversation again (a retry, an agent re-checking its turn): unchanged, whatever the activation
     assert tr.update("t", "u", "s", a[4], conversation=_conv("q1", "r1", "q2")) == (s2, t2)
     st = store.get_state("t", "u", "s", "privacy_velocity")
-    assert "q2" not in str(st) and st["length"] == 3  # a digest, never the text
+    assert "q2" not in str(st) and "q1" not in str(st)  # digests, never the text
     # the continuation counts as turn 3 and telescopes from the first baseline
     s3, t3 = tr.update("t", "u", "s", a[2], conversation=_conv("q1", "r1", "q2", "r2", "q3"))
     assert t3 == 3 and s3 == pytest.approx(float(probe.coef @ (a[2] - a[0])), abs=1e-4)
-    # an edited earlier turn: the old a_1 belongs to another conversation, so this one starts its own trajectory
+    # a later turn replaced (a blocked turn withheld in an agent's thread) or edited: same opening, same baseline,
+    # so the drift keeps counting from a_1 (a block must not hand the attacker a fresh baseline)
+    s4, t4 = tr.update("t", "u", "s", a[3], conversation=_conv("q1", "r1", "[withheld]", "sorry", "q3", "r3", "q4"))
+    assert t4 == 4 and s4 == pytest.approx(float(probe.coef @ (a[3] - a[0])), abs=1e-4)
+    # an edited first turn: the old a_1 belongs to another conversation, so this one starts its own trajectory
     assert tr.update("t", "u", "s", a[3], conversation=_conv("q1 edited", "r1", "q2")) == (0.0, 1)
-    # a shorter history (the user went back and branched) restarts as well
-    tr.update("t", "u", "s", a[1], conversation=_conv("q1 edited", "r1", "q2", "r2", "q3"))
-    assert tr.update("t", "u", "s", a[2], conversation=_conv("q1 edited", "r1", "q2b")) == (0.0, 1)
+    s2b, t2b = tr.update("t", "u", "s", a[1], conversation=_conv("q1 edited", "r1", "q2", "r2", "q3"))
+    assert t2b == 2 and s2b == pytest.approx(float(probe.coef @ (a[1] - a[3])), abs=1e-4)
 
 
 def test_a_client_sending_only_its_newest_message_keeps_its_session():
