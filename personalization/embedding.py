@@ -193,6 +193,10 @@ class EmbeddingBackend:
         self._heads: BaseHeads | None = None
         self._compiled: OrderedDict[str, CompiledCategory] = OrderedDict()
         self._lists: OrderedDict[str, np.ndarray] = OrderedDict()
+        # per-text embeddings of users' examples, counter-examples and definitions, per space: a profile's categories
+        # are compiled from one batched encode per space instead of a few small ones per category
+        self._texts: dict[str, OrderedDict[str, np.ndarray]] = {"topic": OrderedDict(), "head": OrderedDict()}
+        self.text_cache_size = 8192
         self.counter_sim = 0.9  # cosine above which a text counts as a near-duplicate of a counter-example
         self.concept_proto_fpr = 0.002  # prototype FPR of a category that inherits a base concept (see module doc)
         self._lock = threading.Lock()
@@ -221,15 +225,49 @@ class EmbeddingBackend:
         idx = np.flatnonzero(np.asarray(self.bank.labels) == "benign")
         return E[idx[0::2]], E[idx[1::2]]
 
+    def _embed_texts(self, texts: list[str], space: Literal["topic", "head"]) -> np.ndarray:
+        """Embeddings of user-written texts, encoding only the ones not cached, in one batched call."""
+        cache, enc = self._texts[space], (self.topic_encoder if space == "topic" else self.encoder)
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in cache))
+        if missing:
+            E = enc.encode(missing)
+            with self._lock:
+                for t, e in zip(missing, E, strict=True):
+                    cache[t] = e
+                while len(cache) > self.text_cache_size:
+                    cache.popitem(last=False)
+        with self._lock:
+            got = {t: cache[t] for t in texts if t in cache}
+        rest = [t for t in texts if t not in got]  # evicted meanwhile by another thread: encode directly
+        if rest:
+            got.update(zip(rest, enc.encode(rest), strict=True))
+        return np.stack([got[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
+
+    def _category_key(self, cat: Category) -> str:
+        return hashlib.sha256(cat.model_dump_json().encode()).hexdigest()
+
+    def prepare(self, profile: ModerationProfile) -> None:
+        """Encode every not-yet-compiled category's texts of `profile` in one batch per space (a profile's first
+        check would otherwise run a few small encodes per category)."""
+        with self._lock:
+            todo = [c for c in profile.categories.values() if self._category_key(c) not in self._compiled]
+        topic = [t for c in todo for t in (*c.examples, *c.counter_examples, *([c.definition] if c.definition else []))]
+        head = [t for c in todo if c.generalize == "auto" for t in c.examples]
+        if topic:
+            self._embed_texts(topic, "topic")
+        if head:
+            self._embed_texts(head, "head")
+
     def _compile(self, cat: Category) -> CompiledCategory:
-        key = hashlib.sha256(cat.model_dump_json().encode()).hexdigest()
+        key = self._category_key(cat)
         with self._lock:
             if key in self._compiled:
                 self._compiled.move_to_end(key)
                 return self._compiled[key]
         anchors, cal = self._anchors()
         texts = list(cat.examples) + list(cat.counter_examples) + ([cat.definition] if cat.definition else [])
-        E = self.topic_encoder.encode(texts) if texts else np.zeros((0, anchors.shape[1]), np.float32)
+        E = self._embed_texts(texts, "topic") if texts else np.zeros((0, anchors.shape[1]), np.float32)
         n_ex, n_cx = len(cat.examples), len(cat.counter_examples)
         concept = self._concept_of(cat) if cat.generalize == "auto" else None
         proto = PrototypeCategory(target_fpr=self.target_fpr if concept is None else self.concept_proto_fpr).fit(
@@ -254,7 +292,7 @@ class EmbeddingBackend:
         """
         if not cat.examples:
             return None
-        p = self.heads.predict_proba(self.encoder.encode(list(cat.examples)), list(cat.examples))
+        p = self.heads.predict_proba(self._embed_texts(list(cat.examples), "head"), list(cat.examples))
         ok = (p >= 0.5).all(0)
         if not ok.any():
             return None
@@ -269,7 +307,7 @@ class EmbeddingBackend:
         with self._lock:
             if key in self._lists:
                 return self._lists[key]
-        E = self.topic_encoder.encode(list(texts))
+        E = self._embed_texts(list(texts), "topic")
         with self._lock:
             self._lists[key] = E
             while len(self._lists) > self.cache_size:
@@ -296,6 +334,7 @@ class EmbeddingBackend:
             E_topic = self.topic_encoder.encode(texts)
         Et = E_topic if E_topic is not None else E  # only read when the profile has user texts
         base = heads.predict_proba(E, texts)
+        self.prepare(profile)
         strict: np.ndarray | None = None
         out: dict[str, np.ndarray] = {}
         for name, cat in profile.categories.items():
