@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,8 +29,10 @@ from .detector import (
 from .errors import ConfigError, InvalidInputError
 from .text import check_id, coerce_messages, coerce_text
 
-log = logging.getLogger("railguard.decision")
+log = logging.getLogger("railguard.decision")  # one JSON decision record per line
+warn_log = logging.getLogger("railguard.guard")
 
+_IDENT = re.compile(r"[A-Za-z0-9_\-]{1,48}")
 _ROLE_FOR_STAGE = {Stage.INPUT: "user", Stage.OUTPUT: "assistant", Stage.TOOL_CALL: "assistant",
                    Stage.TOOL_RESULT: "tool"}
 
@@ -117,6 +120,7 @@ class Guard:
         self.tenant_id = tenant_id
         self.shadow = shadow
         self.unavailable: dict[str, str] = {}  # registered detectors left out by from_registry: {name: why}
+        self._warned: set[str] = set()  # unknown detector names in user settings, already logged
 
     @classmethod
     def from_registry(
@@ -163,9 +167,21 @@ class Guard:
                             text=text, messages=messages, settings=settings, metadata=dict(metadata or {}))
 
     def _active(self, request: CheckRequest) -> tuple[list[DetectorSlot], list[DetectorSlot]]:
-        disabled = set(request.settings.get("guard", {}).get("disabled_detectors", []))
+        guard = request.settings.get("guard", {})
+        disabled = set(guard.get("disabled_detectors", []))
+        self._warn_unknown(disabled | {str(k).split(".", 1)[0] for k in guard.get("thresholds", {})})
         active = [s for s in self.slots if request.stage in s.detector.stages and s.name not in disabled]
         return [s for s in active if s.gate], [s for s in active if not s.gate]
+
+    def _warn_unknown(self, named: set[str]) -> None:
+        """A user's settings naming a detector this Guard does not run change nothing: say so once per name (the
+        store cannot refuse them, it does not know which detectors a deployment runs)."""
+        unknown = named - set(self.detector_names) - set(self.unavailable) - self._warned
+        if unknown and len(self._warned) < 1024:
+            self._warned |= unknown
+            shown = sorted(n if _IDENT.fullmatch(n) else "#" + text_hash(n)[:12] for n in unknown)  # no free text
+            warn_log.warning("user settings name detector(s) this guard does not run, so they change nothing: %s",
+                             shown)
 
     @staticmethod
     def _failure(slot: DetectorSlot, exc: BaseException) -> tuple[list[Finding], str]:

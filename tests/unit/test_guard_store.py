@@ -65,3 +65,17 @@ def test_decision_logs_hold_hashes_not_text(store, caplog):
     logged = caplog.text
     for fragment in ("4111", "jane.doe", "example.com", "my card"):
         assert fragment not in logged
+
+
+def test_settings_naming_unknown_detectors_are_logged_once(store, keyword, caplog):
+    # The store cannot refuse a typo'd detector name (it does not know the deployment's detectors); the Guard that
+    # meets it says so, once per name, and never logs a free-text "name" in the clear.
+    store.put("default", "alice", {"guard": {"disabled_detectors": ["kw", "keywrod", "my secret phrase"],
+                                             "thresholds": {"pii.email": 0.9}}}, expected_version=0, actor="t")
+    guard = Guard([keyword("zz", name="kw")], store=store)
+    with caplog.at_level(logging.WARNING, logger="railguard"):
+        guard.check("hello", user_id="alice")
+        guard.check("hello again", user_id="alice")
+    warnings = [r.getMessage() for r in caplog.records if "does not run" in r.getMessage()]
+    assert len(warnings) == 1 and "keywrod" in warnings[0] and "pii" in warnings[0]
+    assert "'kw'" not in warnings[0] and "my secret phrase" not in caplog.text and "#" in warnings[0]
