@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,12 +26,12 @@ from .detector import (
     build_registered_detectors,
 )
 from .errors import ConfigError, InvalidInputError
+from .store.settings import safe_segment
 from .text import check_id, coerce_messages, coerce_text
 
 log = logging.getLogger("railguard.decision")  # one JSON decision record per line
 warn_log = logging.getLogger("railguard.guard")
 
-_IDENT = re.compile(r"[A-Za-z0-9_\-]{1,48}")
 _ROLE_FOR_STAGE = {Stage.INPUT: "user", Stage.OUTPUT: "assistant", Stage.TOOL_CALL: "assistant",
                    Stage.TOOL_RESULT: "tool"}
 
@@ -176,10 +175,12 @@ class Guard:
     def _warn_unknown(self, named: set[str]) -> None:
         """A user's settings naming a detector this Guard does not run change nothing: say so once per name (the
         store cannot refuse them, it does not know which detectors a deployment runs)."""
+        if not named:
+            return
         unknown = named - set(self.detector_names) - set(self.unavailable) - self._warned
         if unknown and len(self._warned) < 1024:
             self._warned |= unknown
-            shown = sorted(n if _IDENT.fullmatch(n) else "#" + text_hash(n)[:12] for n in unknown)  # no free text
+            shown = sorted(safe_segment(n) for n in unknown)  # identifiers as is, free text hashed
             warn_log.warning("user settings name detector(s) this guard does not run, so they change nothing: %s",
                              shown)
 

@@ -31,6 +31,9 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
+RETRIEVAL_METHODS = ("random", "lexical", "semantic")  # demonstration selection (the paper's three)
+
+
 @dataclass
 class ExampleBank:
     """Parallel lists of bank rows plus lazily built retrieval indexes."""
@@ -122,7 +125,7 @@ class ExampleBank:
         elif method == "random":
             rel = None
         else:
-            raise ValueError(f"unknown retrieval method {method!r}; use random, lexical or semantic")
+            raise ValueError(f"unknown retrieval method {method!r}; use one of {list(RETRIEVAL_METHODS)}")
         rng = random.Random(seed)
         picked: list[int] = []
         for lab in labels:

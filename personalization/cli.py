@@ -91,8 +91,6 @@ def eval_cmd(
         _fail(f"unknown backend {backend!r}; use embedding or icl", as_json)
     if scope not in ("labels", "profile"):
         _fail(f"unknown scope {scope!r}; use labels or profile", as_json)
-    if retrieval not in ("random", "lexical", "semantic"):
-        _fail(f"unknown retrieval {retrieval!r}; use random, lexical or semantic", as_json)
     if limit is not None and limit < 1:
         _fail("--limit must be ≥ 1", as_json)
     try:

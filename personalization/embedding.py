@@ -192,7 +192,6 @@ class EmbeddingBackend:
         self._bank = bank
         self._heads: BaseHeads | None = None
         self._compiled: OrderedDict[str, CompiledCategory] = OrderedDict()
-        self._lists: OrderedDict[str, np.ndarray] = OrderedDict()
         # per-text embeddings of users' examples, counter-examples and definitions, per space: a profile's categories
         # are compiled from one batched encode per space instead of a few small ones per category
         self._texts: dict[str, OrderedDict[str, np.ndarray]] = {"topic": OrderedDict(), "head": OrderedDict()}
@@ -303,16 +302,7 @@ class EmbeddingBackend:
         return self._compile(cat).concept
 
     def _embed_list(self, texts: list[str]) -> np.ndarray:
-        key = "list:" + hashlib.sha256("\n\x00".join(texts).encode()).hexdigest()
-        with self._lock:
-            if key in self._lists:
-                return self._lists[key]
-        E = self._embed_texts(list(texts), "topic")
-        with self._lock:
-            self._lists[key] = E
-            while len(self._lists) > self.cache_size:
-                self._lists.popitem(last=False)
-        return E
+        return self._embed_texts(list(texts), "topic")
 
     @staticmethod
     def needs_topic_space(profile: ModerationProfile) -> bool:

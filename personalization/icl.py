@@ -23,8 +23,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from guardrails.errors import ConfigError
+
 from .adapters import Messages
-from .bank import ExampleBank
+from .bank import RETRIEVAL_METHODS, ExampleBank
 from .profile import BASE_CATEGORIES, ModerationProfile
 
 BENIGN_DEF = "Ordinary messages: informative, casual, positive or neutral, including polite disagreement."
@@ -78,6 +80,8 @@ class ICLBackend:
     def __init__(self, adapter: LabelScorer, *, bank: ExampleBank | None = None, k: int = 8,
                  retrieval: str = "random", seed: int = 0, user_demos_per_category: int = 2,
                  encoder: Any = None) -> None:
+        if retrieval not in RETRIEVAL_METHODS:
+            raise ConfigError(f"unknown retrieval {retrieval!r}; use one of {list(RETRIEVAL_METHODS)}")
         self.adapter, self.k, self.retrieval, self.seed = adapter, k, retrieval, seed
         self.user_demos_per_category = user_demos_per_category
         self._bank, self._encoder = bank, encoder

@@ -162,7 +162,8 @@ def validate_sections(
 _SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_\-:]{1,64}")
 
 
-def _segment(key: object) -> str:
+def safe_segment(key: object) -> str:
+    """A key as logs and the audit trail may show it: an identifier as is, anything else as a short hash."""
     text = str(key)
     if _SAFE_SEGMENT.fullmatch(text):
         return text
@@ -177,7 +178,7 @@ def changed_paths(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = 
     """
     paths: list[str] = []
     for key in sorted(set(old) | set(new), key=str):
-        path = f"{prefix}{_segment(key)}"
+        path = f"{prefix}{safe_segment(key)}"
         a, b = old.get(key, _MISSING), new.get(key, _MISSING)
         if isinstance(a, Mapping | _Missing) and isinstance(b, Mapping | _Missing):
             sub = changed_paths(a if isinstance(a, Mapping) else {}, b if isinstance(b, Mapping) else {}, path + ".")
