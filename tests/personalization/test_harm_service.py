@@ -52,6 +52,27 @@ def test_every_operation_through_the_store(store):
     assert store.get("t1", "alice").version == 7  # one audited version per write
 
 
+@pytest.mark.parametrize("call", [
+    lambda svc: svc.import_json("alice", '{"categories": {"empty": {}}}'),
+    lambda svc: svc.import_json("alice", '{"categories": {"c": {"examples": ["\\u0000\\u0007"]}}}'),
+    lambda svc: svc.import_json("alice", '{"categories": {"toxic\\n": {"definition": "d"}}}'),
+    lambda svc: svc.import_json("alice", '{"categories": ' + "[" * 50_000 + "]" * 50_000 + "}"),
+    lambda svc: svc.block_new("alice", "x", examples=None),
+    lambda svc: svc.block_new("alice", "x", examples=["a"], threshold=True),
+    lambda svc: svc.reblock("alice", "toxic", "nuke"),
+    lambda svc: svc.extend("alice", "crypto", None),
+])
+def test_refused_operations_write_nothing(store, call):
+    svc = ProfileService(store, "t1")
+    svc.block_new("alice", "crypto", examples=["buy this coin"])
+    before, audit = store.get("t1", "alice"), len(store.history("t1", "alice"))
+    with pytest.raises((InvalidInputError, ConfigError)):
+        call(svc)
+    after = store.get("t1", "alice")
+    assert (after.version, after.settings) == (before.version, before.settings)
+    assert len(store.history("t1", "alice")) == audit
+
+
 def test_audit_trail_holds_no_user_text(store):
     svc = ProfileService(store, "t1")
     svc.block_new("alice", "crypto", examples=[SECRET], actor="alice-app")
