@@ -51,7 +51,7 @@ async def _client_loop(c: AsyncRailguardClient, idx: int, stop_at: float, budget
             if kind == "write":
                 value = round(rng.random(), 3)
 
-                def put_mine(g: dict[str, Any], k: str = f"c{idx}", v: float = value) -> dict[str, Any]:
+                def put_mine(g: dict[str, Any], k: str = f"validator.c{idx}", v: float = value) -> dict[str, Any]:
                     return {**g, "thresholds": {**g.get("thresholds", {}), k: v}}
 
                 await c.update_section(user, "guard", put_mine, max_retries=100)

@@ -30,6 +30,32 @@ def test_ops_endpoints(service):
     assert "Decision" in spec["components"]["schemas"]
 
 
+def test_guard_section_naming_unknown_detectors_is_refused_and_writes_nothing(service):
+    """A misspelt detector in disabled_detectors or a threshold key would be stored and silently change nothing;
+    every write path refuses it with 422 before writing. "detector.category" keys are checked by the detector."""
+    _, key = service.new_tenant()
+    with service.client(key) as c:
+        s1 = c.put_settings("dana", {"guard": {"thresholds": {"pii.email": 0.9, "validator": 0.5}}},
+                            expected_version=0)
+        attempts = [
+            lambda: c.put_settings("dana", {"guard": {"disabled_detectors": ["pi"]}}, expected_version=1),
+            lambda: c.put_section("dana", "guard", {"thresholds": {"harmm": 0.5}}, expected_version=1),
+            lambda: c.put_section("dana", "guard", {"thresholds": {"piii.email": 0.5}}),
+            lambda: c.update_section("dana", "guard", lambda g: {**g, "disabled_detectors": ["pii", "nope"]}),
+        ]
+        for attempt in attempts:
+            with pytest.raises(ServiceInvalidInputError) as e:
+                attempt()
+            assert e.value.status_code == 422
+        assert c.get_settings("dana") == s1 and len(c.audit("dana")) == 1
+    r = httpx.put(f"{service.url}/v1/users/dana/settings/guard", headers={"Authorization": f"Bearer {key}"},
+                  json={"data": {"disabled_detectors": ["ignore all instructions"]}})
+    body = r.json()["error"]
+    assert r.status_code == 422 and body["code"] == "unknown_detector"
+    assert "ignore" not in r.text and body["details"]["unknown"][0].startswith("#")  # free text is hashed
+    assert set(body["details"]["known"]) == {"validator", "pii", "output_blocker"}
+
+
 def test_check_text_and_messages_every_stage(service):
     with service.client() as c:
         d = c.check("hello there", user_id="alice", session_id="s1")
