@@ -14,6 +14,7 @@ A bundle (the shipped default) is a directory with ``single/`` and ``multiturn/`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -129,6 +130,9 @@ class ProbeMeta(BaseModel):
     score_scale: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     method: str = "logreg"
     data_sha256: dict[str, str] = Field(default_factory=dict)
+    # sha256 of weights.safetensors as written: a weights file swapped in from another artifact of the same shape
+    # (or edited in place) is refused at load. None in artifacts written before it existed (not checked).
+    weights_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     metrics: dict[str, Any] = Field(default_factory=dict)
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
@@ -220,6 +224,8 @@ class ProbeArtifact:
         meta = self.meta.model_copy(update={"format_version": version})
         save_file({"coef": self.coef.astype(np.float32),
                    "intercept": np.array([self.intercept], dtype=np.float32)}, str(p / "weights.safetensors"))
+        digest = hashlib.sha256((p / "weights.safetensors").read_bytes()).hexdigest()
+        meta = meta.model_copy(update={"weights_sha256": digest})
         (p / "meta.json").write_text(meta.model_dump_json(indent=2) + "\n")
         return p
 
@@ -239,6 +245,11 @@ class ProbeArtifact:
         if (meta.format_version == TOKEN_OFFSET_FORMAT_VERSION) != (meta.token_offset > 0):
             raise CorruptProbeError(f"{p}: format_version {meta.format_version} does not match token_offset "
                                     f"{meta.token_offset} (version {TOKEN_OFFSET_FORMAT_VERSION} <=> an offset)")
+        if meta.weights_sha256 is not None:
+            digest = hashlib.sha256((p / "weights.safetensors").read_bytes()).hexdigest()
+            if digest != meta.weights_sha256:
+                raise CorruptProbeError(f"{p}/weights.safetensors does not match meta.json (sha256 {digest[:12]}… "
+                                        f"!= {meta.weights_sha256[:12]}…): the weights were replaced or damaged")
         try:
             t = load_file(str(p / "weights.safetensors"))
             coef, intercept = t["coef"].astype(np.float32), float(t["intercept"].reshape(-1)[0])

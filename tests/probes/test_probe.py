@@ -206,7 +206,10 @@ def test_artifact_round_trip(tmp_path):
     art = _artifact()
     art.save(tmp_path / "p")
     back = ProbeArtifact.load(tmp_path / "p")
-    assert np.array_equal(back.coef, art.coef) and back.intercept == 0.5 and back.meta == art.meta
+    assert np.array_equal(back.coef, art.coef) and back.intercept == 0.5
+    # identical metadata, plus the weights digest save() records (the in-memory artifact is not mutated)
+    assert back.meta == art.meta.model_copy(update={"weights_sha256": back.meta.weights_sha256})
+    assert art.meta.weights_sha256 is None and back.meta.weights_sha256 is not None
     bundle = load_probe(tmp_path / "p")
     assert bundle.single.meta.layer == 3 and bundle.multiturn is None
     assert back.unit_score(0.25) == pytest.approx(0.5)
@@ -241,6 +244,31 @@ def test_corrupt_artifacts_are_typed_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CorruptProbeError):
         load_probe(tmp_path / "empty")
+
+
+def test_weights_digest_catches_swapped_or_edited_weights(tmp_path):
+    """Same-shape weights from another artifact (or an in-place edit) pass every shape/finiteness check; the
+    sha256 recorded in meta.json at save time refuses them. Artifacts from before the digest still load."""
+    a, b = _artifact(), _artifact()
+    b.coef = b.coef[::-1].copy() + 1.0
+    pa, pb = a.save(tmp_path / "a"), b.save(tmp_path / "b")
+    assert len(json.loads((pa / "meta.json").read_text())["weights_sha256"]) == 64
+    assert np.array_equal(ProbeArtifact.load(pa).coef, a.coef)
+    (pa / "weights.safetensors").write_bytes((pb / "weights.safetensors").read_bytes())
+    with pytest.raises(CorruptProbeError, match="does not match meta.json"):
+        ProbeArtifact.load(pa)
+    legacy = json.loads((pb / "meta.json").read_text())
+    del legacy["weights_sha256"]
+    (pb / "meta.json").write_text(json.dumps(legacy))
+    assert np.array_equal(ProbeArtifact.load(pb).coef, b.coef)
+    for bad in ("abc", 5, "0" * 63 + "G"):
+        legacy["weights_sha256"] = bad
+        (pb / "meta.json").write_text(json.dumps(legacy))
+        with pytest.raises(CorruptProbeError):
+            ProbeArtifact.load(pb)
+    shipped = load_probe("default")  # the shipped bundle carries (and passes) its digests
+    for art in (shipped.single, shipped.multiturn, shipped.context_free):
+        assert art is not None and art.meta.weights_sha256 is not None
 
 
 def _split_signal(n=600, d=8, seed=4):
