@@ -255,7 +255,10 @@ class SettingsStore:
                         raise VersionConflictError(f"{t}/{u}", expected_version, old.version)
                     if op == "delete" and old.version == 0:
                         raise UnknownUserError(f"no settings stored for user {u!r} in tenant {t!r}")
-                    return self._cas(conn, old, compute(old), op, actor)
+                    new = compute(old)
+                    if new is not None and old.version > 0 and new == old.settings:
+                        return old  # a no-op write (unblocking what is already unblocked): no version, no audit row
+                    return self._cas(conn, old, new, op, actor)
             except VersionConflictError:
                 if expected_version is not None or attempt >= max_retries:
                     raise

@@ -343,7 +343,7 @@ def test_lock_timeout_is_a_store_error_and_reads_continue(db: Path) -> None:
         finally:
             holder.execute("rollback")
             holder.close()
-        assert s.put("default", "alice", {}, expected_version=1, actor="a").version == 2
+        assert s.put("default", "alice", {"guard": {"shadow": True}}, expected_version=1, actor="a").version == 2
 
 
 def test_corrupt_file_is_a_store_error_naming_the_path(tmp_path: Path) -> None:
@@ -466,3 +466,24 @@ async def test_async_twins(store: SettingsStore) -> None:
     assert await store.adelete_session("default", "alice", "s") == 1
     await store.adelete("default", "alice", actor="a")
     assert (await store.aget("default", "alice")).version == 0
+
+
+def test_no_op_writes_keep_the_version_and_add_no_audit_row(db: Path) -> None:
+    """Writing what is already stored (unblocking an unblocked category, a retried PUT) is not a change: the same
+    version comes back, nothing is audited; a first write of empty settings still creates the user."""
+    with SettingsStore(db) as s:
+        first = s.put("default", "alice", {}, expected_version=0, actor="a")
+        assert first.version == 1 and s.exists("default", "alice")
+        s1 = s.update_section("default", "alice", "guard", lambda g: {**g, "shadow": True}, actor="a")
+        assert s1.version == 2
+        assert s.update_section("default", "alice", "guard", lambda g: {**g, "shadow": True}, actor="a") == s1
+        assert s.put("default", "alice", s1.settings, expected_version=2, actor="a") == s1
+        assert s.update("default", "alice", lambda st: st, actor="a") == s1
+        assert [a.version for a in s.history("default", "alice")] == [2, 1]
+        with pytest.raises(VersionConflictError):  # a stale CAS is still a conflict, even when it would be a no-op
+            s.put("default", "alice", s1.settings, expected_version=1, actor="a")
+        # normalised equality: a default-valued field written explicitly is the same settings
+        assert s.update_section("default", "alice", "guard", lambda g: {**g, "disabled_detectors": []},
+                                actor="a") == s1
+        assert s.update_section("default", "alice", "guard", lambda g: {**g, "shadow": False},
+                                actor="a").version == 3
