@@ -93,7 +93,9 @@ class ICLBackend:
         return self._bank
 
     @property
-    def encoder(self) -> Any:
+    def retrieval_encoder(self) -> Any:
+        """The sentence encoder behind `semantic` demonstration retrieval, loaded on first use (never for random or
+        lexical retrieval). Not named `encoder`: that name is the embedding backend's scoring encoder."""
         if self._encoder is None:
             from .embedding import Encoder
 
@@ -108,7 +110,7 @@ class ICLBackend:
         msgs: Messages = [{"role": "system", "content": system_card(profile)}]
         bank_labels = sorted({"benign", *(c for c in profile.categories if c in set(self.bank.labels))})
         idx = self.bank.select(text, bank_labels, self.k, method=self.retrieval, seed=self.seed,
-                               encoder=self.encoder if self.retrieval == "semantic" else None)
+                               encoder=self.retrieval_encoder if self.retrieval == "semantic" else None)
         for i in idx:
             msgs += [{"role": "user", "content": neutralise(self.bank.texts[i])},
                      {"role": "assistant", "content": self.bank.labels[i]}]

@@ -108,6 +108,21 @@ def test_http_adapter_sync_and_async(stub, bank):
     assert a["spam"].tolist() == [1.0]
 
 
+def test_icl_eval_loads_no_sentence_encoder_unless_retrieval_is_semantic(stub, bank):
+    """`harm eval --backend icl` with random or lexical demonstrations never loads MiniLM (the eval's encoder
+    report used to touch the lazy property and load it)."""
+    from personalization.evaluate import evaluate
+
+    url, _ = stub
+    rows = [{"id": "1", "text": "You won a PRIZE, call now", "label": "spam"},
+            {"id": "2", "text": "see you at lunch", "label": "benign"}]
+    for retrieval in ("random", "lexical"):
+        be = ICLBackend(OpenAICompatAdapter(url, "m", backoff=0.01), bank=bank, k=4, retrieval=retrieval)
+        out = evaluate(rows, be, P.ModerationProfile())
+        assert out["backend"] == "icl" and out["f1"] == 1.0 and "encoder" not in out
+        assert be._encoder is None, retrieval
+
+
 def test_http_adapter_unstructured_reply_is_parsed(stub, bank):
     url, _ = stub
     be = ICLBackend(OpenAICompatAdapter(url, "m", structured=False), bank=bank, k=4)
