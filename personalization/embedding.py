@@ -136,14 +136,17 @@ class PrototypeCategory:
     def __init__(self, target_fpr: float = 0.01, definition_weight: float = 0.9, k_neg: int = 3) -> None:
         self.target_fpr, self.definition_weight, self.k_neg = target_fpr, definition_weight, k_neg
 
-    def fit(self, P: np.ndarray, N: np.ndarray, E_cal: np.ndarray, definition: np.ndarray | None = None
-            ) -> PrototypeCategory:
-        """P: example embeddings, N: anchors + counter-examples, E_cal: held-out benign for calibration."""
+    def fit(self, P: np.ndarray, N: np.ndarray, E_cal: np.ndarray, definition: np.ndarray | None = None,
+            counter: np.ndarray | None = None) -> PrototypeCategory:
+        """P: example embeddings, N: benign anchors, E_cal: held-out benign for calibration, counter: the user's
+        counter-examples (more negatives). N is kept by reference, not copied: every category of a backend shares
+        one anchor array, so a cache of many compiled categories holds the anchors once."""
         if P.shape[0] == 0 and definition is None:
             raise InvalidInputError("a category needs at least one example or a definition")
         self.pos_ = P
         self.def_ = definition
-        self.neg_ = N
+        self.anchors_ = N
+        self.counter_ = counter if counter is not None and counter.shape[0] else None
         self.threshold_, self.scale_ = calibrate(self._raw(E_cal), self.target_fpr)
         return self
 
@@ -153,7 +156,9 @@ class PrototypeCategory:
             pos = (E @ self.pos_.T).max(1)
         if self.def_ is not None:  # definitions are short and abstract: they count a little less than examples
             pos = np.maximum(pos, self.definition_weight * (E @ self.def_))
-        sims = E @ self.neg_.T
+        sims = E @ self.anchors_.T
+        if self.counter_ is not None:
+            sims = np.concatenate([sims, E @ self.counter_.T], axis=1)
         k = min(self.k_neg, sims.shape[1])
         neg = np.sort(sims, axis=1)[:, -k:].mean(1) if k else np.zeros(E.shape[0])
         return pos - neg
@@ -192,6 +197,7 @@ class EmbeddingBackend:
         self._bank = bank
         self._heads: BaseHeads | None = None
         self._compiled: OrderedDict[str, CompiledCategory] = OrderedDict()
+        self._anchor_split: tuple[np.ndarray, np.ndarray] | None = None
         # per-text embeddings of users' examples, counter-examples and definitions, per space: a profile's categories
         # are compiled from one batched encode per space instead of a few small ones per category
         self._texts: dict[str, OrderedDict[str, np.ndarray]] = {"topic": OrderedDict(), "head": OrderedDict()}
@@ -219,10 +225,16 @@ class EmbeddingBackend:
         return self._heads
 
     def _anchors(self) -> tuple[np.ndarray, np.ndarray]:
-        """Benign bank embeddings split in two: anchors (negatives) and a disjoint calibration set."""
-        E = self.bank.embeddings(self.topic_encoder)
-        idx = np.flatnonzero(np.asarray(self.bank.labels) == "benign")
-        return E[idx[0::2]], E[idx[1::2]]
+        """Benign bank embeddings split in two: anchors (negatives) and a disjoint calibration set. Computed once
+        and shared (read-only) by every compiled category."""
+        if self._anchor_split is None:
+            E = self.bank.embeddings(self.topic_encoder)
+            idx = np.flatnonzero(np.asarray(self.bank.labels) == "benign")
+            anchors, cal = E[idx[0::2]], E[idx[1::2]]
+            anchors.setflags(write=False)
+            cal.setflags(write=False)
+            self._anchor_split = (anchors, cal)
+        return self._anchor_split
 
     def _embed_texts(self, texts: list[str], space: Literal["topic", "head"]) -> np.ndarray:
         """Embeddings of user-written texts, encoding only the ones not cached, in one batched call."""
@@ -270,8 +282,8 @@ class EmbeddingBackend:
         n_ex, n_cx = len(cat.examples), len(cat.counter_examples)
         concept = self._concept_of(cat) if cat.generalize == "auto" else None
         proto = PrototypeCategory(target_fpr=self.target_fpr if concept is None else self.concept_proto_fpr).fit(
-            E[:n_ex], np.concatenate([anchors, E[n_ex : n_ex + n_cx]]), cal,
-            definition=E[n_ex + n_cx] if cat.definition else None)
+            E[:n_ex], anchors, cal, definition=E[n_ex + n_cx] if cat.definition else None,
+            counter=E[n_ex : n_ex + n_cx])
         compiled = CompiledCategory(proto, concept)
         with self._lock:
             self._compiled[key] = compiled
