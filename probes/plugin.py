@@ -167,8 +167,10 @@ class PrivacyDetector(BaseDetector):
     def encoder(self) -> SentinelEncoder:
         if self._encoder is None:
             lm = self.lm
-            self._encoder = SentinelEncoder(lm.model, lm.tokenizer, self.scorer.layers,
-                                            max_sessions=self.max_sessions, offsets=self.scorer.offsets)
+            with self._lock:  # one encoder (one KV-cache LRU and forward lock) under concurrent first checks
+                if self._encoder is None:
+                    self._encoder = SentinelEncoder(lm.model, lm.tokenizer, self.scorer.layers,
+                                                    max_sessions=self.max_sessions, offsets=self.scorer.offsets)
         return self._encoder
 
     def predict(self, request: CheckRequest) -> list[Finding]:
@@ -259,6 +261,7 @@ class FusedProbeHook:
         n_sites = sum(len(ks) for ks in offsets.values())
         got: dict[ActKey, np.ndarray] = {}
         handles: list[Any] = []
+        owner = threading.get_ident()  # the thread about to run this prefill (see LayerTap: hooks are per model)
 
         def detach() -> None:
             for h in handles:
@@ -267,6 +270,8 @@ class FusedProbeHook:
 
         def make(li: int) -> Callable[..., None]:
             def hook(_m: Any, _i: Any, out: Any) -> None:
+                if threading.get_ident() != owner:
+                    return  # another thread's forward through the shared model (a sentinel check, a second chat)
                 h = out[0] if isinstance(out, tuple | list) else out
                 if h.shape[1] <= offsets[li][-1]:
                     raise InvalidInputError("prompt shorter than the probe's token offset")

@@ -25,6 +25,10 @@ from .registry import EMBEDDED, EmbeddedModel
 log = logging.getLogger("railguard.models")
 _lock = threading.Lock()
 _cache: dict[tuple[str, str, str], Any] = {}
+# Held while a model is loaded on a cache miss: concurrent first uses (an async Guard's detectors, a threaded
+# batch) wait for the one load instead of racing transformers' lazy imports and building duplicate instances.
+# Re-entrant because an adapted or int8 encoder loads its plain base inside its own load.
+_load_lock = threading.RLock()
 
 
 def cache_dir() -> Path:
@@ -127,6 +131,14 @@ def load_causal_lm(name_or_path: str, *, device: str | None = None, dtype: Any =
     with _lock:
         if key in _cache:
             return _cache[key]
+    with _load_lock:
+        with _lock:
+            if key in _cache:  # loaded by the thread we waited for
+                return _cache[key]
+        return _load_causal_lm(name_or_path, dev, dtype, key)
+
+
+def _load_causal_lm(name_or_path: str, dev: str, dtype: Any, key: tuple[str, str, str]) -> LoadedCausalLM:
     source = local_source(name_or_path)
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -263,6 +275,12 @@ def load_encoder(name_or_path: str, *, device: str | None = None, adapter: Path 
 
         if not int8_engine_available():
             raise ModelLoadError("int8 encoders need torch's x86 int8 Linear kernel (fbgemm), not in this build")
+    with _load_lock:  # cheap when cached (re-entrant): one load per key even under concurrent first use
+        return _load_encoder(name_or_path, dev, adapter, int8_calibration)
+
+
+def _load_encoder(name_or_path: str, dev: str, adapter: Path | str | None,
+                  int8_calibration: Sequence[str] | None) -> LoadedEncoder:
     if adapter is not None:
         return _load_adapted_encoder(name_or_path, dev, Path(adapter), int8_calibration)
     if int8_calibration is not None:

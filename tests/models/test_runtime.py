@@ -215,3 +215,18 @@ def test_a_model_refusing_custom_attention_keeps_sdpa():
     model = Refuses()
     assert use_masked_gqa(model) is False and model.config._attn_implementation == "sdpa"
     assert use_masked_gqa(SimpleNamespace(config=SimpleNamespace(_attn_implementation="eager"))) is False
+
+
+def test_concurrent_first_loads_build_one_instance(monkeypatch):
+    """Concurrent first uses (an async Guard's detectors, a threaded batch) wait for one load per model instead
+    of each loading its own copy (and racing transformers' lazy imports: "cannot import name 'AutoModel'", which
+    made a fresh Guard's harm detector fail open on its first concurrent checks)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import guardrails.models.loader as loader
+
+    monkeypatch.setattr(loader, "_cache", {})  # a cold process, as far as the loader knows
+    with ThreadPoolExecutor(4) as pool:
+        encoders = list(pool.map(lambda _: load_encoder("all-minilm-l6-v2"), range(4)))
+        lms = list(pool.map(lambda _: load_causal_lm("smollm2-135m-instruct"), range(3)))
+    assert len({id(e) for e in encoders}) == 1 and len({id(m) for m in lms}) == 1

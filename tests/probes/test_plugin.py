@@ -250,3 +250,85 @@ def test_non_finite_activation_fails(tiny):
     with pytest.raises(InvalidInputError):
         det.scorer.findings({2: np.full(32, np.inf, dtype=np.float32)}, tenant_id="t", user_id="u",
                             session_id=None)
+
+
+def _in_thread(fn):
+    """Run fn in another thread; return its result or re-raise its exception here."""
+    import threading
+
+    box: dict = {}
+
+    def run():
+        try:
+            box["out"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            box["err"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(60)
+    if "err" in box:
+        raise box["err"]
+    return box.get("out")
+
+
+def test_probe_hooks_ignore_other_threads_forwards_through_the_shared_model(tiny):
+    """load_causal_lm hands one model object to every user in a process (the chat model and the sentinel), and
+    module hooks are per object. A tap or a fused hook armed in one thread must neither read nor stop a forward
+    another thread runs meanwhile (it used to abort that thread's generation and keep its activation)."""
+    from probes.capture import LayerTap
+
+    ids = torch.tensor([tiny.tokenizer("user: hi\nassistant:")["input_ids"]])
+    other = torch.tensor([tiny.tokenizer("user: something else entirely\nassistant:")["input_ids"]])
+    with torch.no_grad():
+        full = tiny.model(input_ids=other).logits
+    with LayerTap(tiny.model, [1], early_exit=True) as tap:
+        with torch.no_grad():  # another thread's full forward: completes, and the tap reads nothing from it
+            logits = _in_thread(lambda: tiny.model(input_ids=other).logits)
+        assert torch.allclose(logits, full) and tap.values == {}
+        vals = tap.run(input_ids=ids)  # the owner's own forward is read as always
+    assert set(vals) == set(tap.keys)
+
+    blocker = PrivacyDetector(synthetic_bundle(tiny, 2, threshold=-1e9), lm=tiny, mode="fused")
+    hook = blocker.fused_hook(identity=lambda: None)
+    detach = hook.attach(tiny, ids, [{"role": "user", "content": "hi"}])
+    try:
+        with torch.no_grad():  # would raise PrefillBlocked inside the other thread and score its prompt
+            _in_thread(lambda: tiny.model(input_ids=other))
+        assert hook.calls == 0 and hook.last_decision is None
+        from guardrails.models.chat import PrefillBlocked
+
+        with pytest.raises(PrefillBlocked), torch.no_grad():
+            tiny.model(input_ids=ids)
+        assert hook.calls == 1
+    finally:
+        detach()
+
+
+def test_concurrent_first_checks_share_one_sentinel_encoder(tiny, monkeypatch):
+    """Four checks arriving together on a fresh detector build one SentinelEncoder (one forward lock); two
+    encoders on one model used to tap each other's forwards ("layers ... were not reached")."""
+    import asyncio
+    import time
+
+    import probes.plugin as plugin
+
+    built = []
+
+    class SlowToBuild(plugin.SentinelEncoder):  # widens the window in which a second check could build its own
+        def __init__(self, *a, **kw):
+            built.append(1)
+            time.sleep(0.2)
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(plugin, "SentinelEncoder", SlowToBuild)
+    det = PrivacyDetector(synthetic_bundle(tiny, 2, threshold=1e9), lm=tiny)
+
+    def first_check(i):
+        return det.predict(_req([{"role": "user", "content": f"hello number {i}"}], session=f"s{i}"))
+
+    async def main():
+        return await asyncio.gather(*(asyncio.to_thread(first_check, i) for i in range(4)))
+
+    results = asyncio.run(main())
+    assert len(built) == 1 and all(r and r[0].action is Action.ALLOW for r in results)
