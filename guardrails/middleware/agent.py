@@ -5,14 +5,20 @@
   it to the model on a later turn; redact rewrites the message in state).
 - output: `wrap_model_call` checks the model's reply before the graph sees it. The model runs tagged
   `nostream` and with token streaming disabled, so neither `stream_mode="messages"` consumers nor callback /
-  `astream_events` consumers receive raw tokens, only the checked message (the bypass of langchain#35011,
-  where `after_model` runs after tokens were already streamed).
+  `astream_events` consumers receive raw tokens (the bypass of langchain#35011, where `after_model` runs after
+  tokens were already streamed). The model run's own `on_chat_model_end` event (what a tracer of that call
+  records) still carries the unchecked reply: a UI should render the agent's messages (`stream_mode="messages"`
+  or `"values"`, `on_chain_end`), never chat-model events.
+- structured output (`response_format`): the structured response is checked at the output stage as JSON; block
+  drops it, redact rewrites it (and the schema tool call / tool message that carry it), and a redaction that no
+  longer fits the schema blocks.
 - tools: `wrap_tool_call` checks tool-call arguments before the tool runs and its result before the model does.
 Sync and async twins share one core (`_decide_*`), as langchain raises if only one flavour is implemented.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +26,7 @@ from typing import Any
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse, hook_config
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langgraph.constants import TAG_NOSTREAM
+from pydantic import BaseModel
 
 from ..decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, Stage
 from ..errors import InvalidInputError
@@ -31,6 +38,37 @@ from .runnable import invalid_decision, without_token_streaming
 
 def _text(msg: BaseMessage) -> str:
     return msg.content if isinstance(msg.content, str) else to_chat_dicts([msg])[0]["content"]
+
+
+_STRUCTURED_PREFIX = "Returning structured response: "  # langchain's default ToolStrategy tool-message text
+
+
+def _payload(obj: Any) -> Any:
+    """A structured response as JSON-able data (pydantic model, dataclass, or the dict a JSON schema gives)."""
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return obj
+
+
+def _rebuild(obj: Any, data: Any) -> Any:
+    """``obj``'s type again, from redacted data (raises if the redaction broke the shape: the caller blocks)."""
+    if isinstance(obj, BaseModel):
+        return type(obj).model_validate(data)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return type(obj)(**data)
+    if not isinstance(data, type(obj)):
+        raise TypeError("redaction changed the structured response's shape")
+    return data
+
+
+def _same_shape(a: Any, b: Any) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_shape(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_same_shape(x, y) for x, y in zip(a, b, strict=True))
+    return isinstance(b, str) if isinstance(a, str) else a == b
 
 
 class GuardMiddleware(AgentMiddleware):
@@ -88,6 +126,13 @@ class GuardMiddleware(AgentMiddleware):
             return {"messages": [HumanMessage(content=d.redacted_text, id=last.id)]}
         return None
 
+    def _blocked_in_model(self, d: Decision, request: ModelRequest) -> ModelResponse:
+        """A verdict raised inside the model call (fused mode: the serving model's prefill): the refusal, and the
+        user turn it judged withheld in state as `before_model` does, so a checkpointed thread never resends it."""
+        last = next((m for m in reversed(request.messages) if isinstance(m, HumanMessage)), None)
+        withheld = [HumanMessage(content=WITHHELD_MESSAGE, id=last.id)] if last is not None and last.id else []
+        return ModelResponse(result=[*withheld, self._refusal(self._emit(d))])
+
     def _output_result(self, d: Decision | None, msg: AIMessage) -> AIMessage:
         if d is None:
             return msg
@@ -96,6 +141,47 @@ class GuardMiddleware(AgentMiddleware):
         if d.enforced_action is Action.REDACT and d.redacted_text is not None:
             return msg.model_copy(update={"content": d.redacted_text})
         return msg
+
+    def _structured_text(self, response: ModelResponse) -> str | None:
+        """The text the output check reads when the model answered with a structured response, else None."""
+        if response.structured_response is None:
+            return None
+        return json.dumps(_payload(response.structured_response), ensure_ascii=False, default=str)
+
+    def _structured_result(self, d: Decision, response: ModelResponse) -> ModelResponse:
+        """Apply one output decision on a structured response to the object and to every message carrying it: the
+        model's reply (ProviderStrategy: JSON content; ToolStrategy: the schema tool call's arguments) and the
+        tool message langchain adds. Structured-output tool calls never reach `wrap_tool_call`, so this is their
+        only check. Block drops the object; a redaction that cannot be mapped back onto the schema blocks too."""
+        obj = response.structured_response
+        if d.enforced_action is Action.BLOCK:
+            return ModelResponse(result=[self._refusal(d)], structured_response=None)
+        if d.enforced_action is not Action.REDACT or d.redacted_text is None:
+            return response
+        try:
+            data = json.loads(d.redacted_text)
+            if not _same_shape(_payload(obj), data):
+                raise ValueError("redaction changed the structured response's shape")
+            new_obj = _rebuild(obj, data)
+        except (ValueError, TypeError):
+            blocked = d.model_copy(update={"action": Action.BLOCK, "error": "structured response could not be "
+                                                                            "redacted in place; blocked"})
+            return ModelResponse(result=[self._refusal(blocked)], structured_response=None)
+        tool_ids = {m.tool_call_id for m in response.result if isinstance(m, ToolMessage)}
+        redacted_json = json.dumps(data, ensure_ascii=False)
+        result: list[BaseMessage] = []
+        for msg in response.result:
+            if isinstance(msg, AIMessage) and msg.tool_calls:
+                calls = [{**c, "args": data} if c.get("id") in tool_ids else c for c in msg.tool_calls]
+                msg = msg.model_copy(update={"tool_calls": calls, "additional_kwargs": {},
+                                             "invalid_tool_calls": []})
+            elif isinstance(msg, AIMessage) and _text(msg).strip():  # ProviderStrategy: the JSON is the content
+                msg = msg.model_copy(update={"content": redacted_json})
+            elif isinstance(msg, ToolMessage) and msg.tool_call_id in tool_ids and \
+                    _text(msg).startswith(_STRUCTURED_PREFIX):
+                msg = msg.model_copy(update={"content": f"{_STRUCTURED_PREFIX}{new_obj}"})
+            result.append(msg)
+        return ModelResponse(result=result, structured_response=new_obj)
 
     def _tool_call_text(self, request: Any) -> str:
         call = request.tool_call
@@ -158,13 +244,16 @@ class GuardMiddleware(AgentMiddleware):
         try:
             response = handler(self._nostream(request))
         except PrefillBlocked as blocked:
-            return ModelResponse(result=[self._refusal(self._emit(blocked.decision))])
+            return self._blocked_in_model(blocked.decision, request)
         except InvalidInputError as exc:  # raised inside the model call (a fused probe's unscorable prefill)
-            return ModelResponse(result=[self._refusal(self._emit(invalid_decision(who, Stage.INPUT, exc)))])
+            return self._blocked_in_model(invalid_decision(who, Stage.INPUT, exc), request)
         finally:
             current_identity.reset(token)
         if Stage.OUTPUT not in self.stages:
             return response
+        structured = self._structured_text(response)
+        if structured is not None:
+            return self._structured_result(self._check(structured, who, Stage.OUTPUT), response)
         result = []
         for msg in response.result:
             d = self._check(_text(msg), who, Stage.OUTPUT) if isinstance(msg, AIMessage) and _text(msg).strip() \
@@ -179,13 +268,16 @@ class GuardMiddleware(AgentMiddleware):
         try:
             response = await handler(self._nostream(request))
         except PrefillBlocked as blocked:
-            return ModelResponse(result=[self._refusal(self._emit(blocked.decision))])
+            return self._blocked_in_model(blocked.decision, request)
         except InvalidInputError as exc:
-            return ModelResponse(result=[self._refusal(self._emit(invalid_decision(who, Stage.INPUT, exc)))])
+            return self._blocked_in_model(invalid_decision(who, Stage.INPUT, exc), request)
         finally:
             current_identity.reset(token)
         if Stage.OUTPUT not in self.stages:
             return response
+        structured = self._structured_text(response)
+        if structured is not None:
+            return self._structured_result(await self._acheck(structured, who, Stage.OUTPUT), response)
         result = []
         for msg in response.result:
             d = await self._acheck(_text(msg), who, Stage.OUTPUT) if isinstance(msg, AIMessage) \

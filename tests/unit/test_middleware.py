@@ -300,3 +300,91 @@ def test_system_prompt_reaches_input_checks():
                          middleware=[Guard([rec]).middleware(default_user_id="u", system_prompt="Be brief.")])
     agent.invoke({"messages": [HumanMessage("hi")]})
     assert rec.roles[0] == ["system", "user"]
+
+
+def _structured_agent(guard, reply):
+    from langchain.agents.structured_output import ToolStrategy
+    from pydantic import BaseModel
+
+    class Contact(BaseModel):
+        name: str
+        email: str
+        tags: list[str] = []
+
+    seen = []
+    agent = create_agent(fake(reply), tools=[], middleware=[guard.middleware(on_decision=seen.append)],
+                         context_schema=Ctx, response_format=ToolStrategy(Contact))
+    return agent, seen, Contact
+
+
+def test_structured_response_is_output_checked_and_redacted_everywhere_it_appears():
+    """A ToolStrategy answer is a tool call that never reaches wrap_tool_call and has no text: it used to skip
+    the output check, so the email reached structured_response, the schema tool call and the tool message."""
+    from guardrails.detectors.pii import PIIDetector
+
+    call = {"name": "Contact", "args": {"name": "Jane", "email": "jane.secret@example.com", "tags": ["vip"]},
+            "id": "c1"}
+    agent, seen, Contact = _structured_agent(Guard([PIIDetector()]), AIMessage(content="", tool_calls=[call]))
+    out = agent.invoke({"messages": [HumanMessage("who is it?")]}, context=Ctx("alice"))
+    resp = out["structured_response"]
+    assert isinstance(resp, Contact) and resp.name == "Jane" and resp.tags == ["vip"]
+    assert "jane.secret" not in resp.email and "REDACTED" in resp.email
+    assert "jane.secret" not in repr(out["messages"])  # nor in the tool call args or the tool message
+    assert [(d.stage, d.action) for d in seen] == [(Stage.INPUT, Action.ALLOW), (Stage.OUTPUT, Action.REDACT)]
+
+
+def test_structured_response_blocked_is_dropped(keyword):
+    call = {"name": "Contact", "args": {"name": "launchcode 0000", "email": "a@b"}, "id": "c1"}
+    agent, seen, _ = _structured_agent(Guard([keyword("launchcode", stages={Stage.OUTPUT})]),
+                                       AIMessage(content="", tool_calls=[call]))
+    out = agent.invoke({"messages": [HumanMessage("hi")]}, context=Ctx("alice"))
+    assert out.get("structured_response") is None and "0000" not in repr(out["messages"])
+    assert out["messages"][-1].content.startswith("I'm sorry") and seen[-1].action is Action.BLOCK
+    # a redaction that breaks the schema (here: the redactor rewrites a key) fails closed
+    call = {"name": "Contact", "args": {"name": "x", "email": "y", "tags": []}, "id": "c2"}
+    agent, seen, _ = _structured_agent(Guard([keyword("email", Action.REDACT, stages={Stage.OUTPUT})]),
+                                       AIMessage(content="", tool_calls=[call]))
+    out = agent.invoke({"messages": [HumanMessage("hi")]}, context=Ctx("alice"))
+    assert out.get("structured_response") is None and out["messages"][-1].content.startswith("I'm sorry")
+
+
+async def test_structured_response_async_twin_redacts():
+    from guardrails.detectors.pii import PIIDetector
+
+    call = {"name": "Contact", "args": {"name": "Jane", "email": "jane.secret@example.com"}, "id": "c1"}
+    agent, seen, _ = _structured_agent(Guard([PIIDetector()]), AIMessage(content="", tool_calls=[call]))
+    out = await agent.ainvoke({"messages": [HumanMessage("who?")]}, context=Ctx("alice"))
+    assert "jane.secret" not in repr(out) and "REDACTED" in out["structured_response"].email
+    assert seen[-1].stage is Stage.OUTPUT and seen[-1].action is Action.REDACT
+
+
+class _PrefillBlocking(ToolFake):
+    """A serving model whose prefill observer (fused privacy mode) blocks any prompt containing 'attack'."""
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        from guardrails import Decision
+        from guardrails.models.chat import PrefillBlocked
+
+        if "attack" in str(messages[-1].content):
+            raise PrefillBlocked(Decision(action=Action.BLOCK, stage=Stage.INPUT, user_id="alice"))
+        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_turn_blocked_inside_the_model_call_is_withheld_like_an_input_block(use_async):
+    """Fused mode refuses in the serving model's prefill (wrap_model_call), not in before_model: that turn
+    must leave the checkpointed thread too, or turn 2 sends it to the model again."""
+    model = _PrefillBlocking(messages=iter([AIMessage(content="second answer")]))
+    agent = create_agent(model, middleware=[Guard([]).middleware()], checkpointer=InMemorySaver())
+    cfg = {"configurable": {"user_id": "alice", "thread_id": "t-fused"}}
+    run = agent.ainvoke if use_async else None
+    first = {"messages": [HumanMessage("an attack text")]}
+    out = await run(first, config=cfg) if run else agent.invoke(first, config=cfg)
+    assert out["messages"][-1].content.startswith("I'm sorry")
+    assert [m.content for m in out["messages"] if isinstance(m, HumanMessage)] == [WITHHELD_MESSAGE]
+    seen = _SeenByModel()
+    second = {"messages": [HumanMessage("hello again")]}
+    cfg2 = {**cfg, "callbacks": [seen]}
+    out = await run(second, config=cfg2) if run else agent.invoke(second, config=cfg2)
+    assert out["messages"][-1].content == "second answer"
+    assert seen.calls and not any("attack" in c for call in seen.calls for c in call)
