@@ -7,6 +7,8 @@ Three lines to guard a langchain v1 agent::
     agent.invoke({"messages": [...]}, context={"user_id": "alice"})
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, FailMode, Finding, Stage, text_hash
 from .detector import (
     BaseDetector,
@@ -33,6 +35,13 @@ from .errors import (
     VersionConflictError,
 )
 from .pipeline import DetectorSlot, Guard, HistoryScreen, SupportsCheck
+
+if TYPE_CHECKING:  # the lazy names below, for type checkers (SQLAlchemy and httpx load only when used)
+    from .client import AsyncRailguardClient as AsyncRailguardClient
+    from .client import RailguardClient as RailguardClient
+    from .client import RemoteGuard as RemoteGuard
+    from .client import ServiceError as ServiceError
+    from .store import SettingsStore as SettingsStore
 
 __version__ = "0.1.0"
 
@@ -77,7 +86,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:
     # Keep `import guardrails` light: the store pulls in SQLAlchemy only when used.
     if name == "SettingsStore":
         from .store import SettingsStore

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from .decision import Action, Decision, FailMode, Finding, Stage, most_severe, text_hash
 from .detector import (
@@ -28,6 +28,10 @@ from .detector import (
 from .errors import ConfigError, InvalidInputError
 from .store.settings import safe_segment
 from .text import check_id, coerce_messages, coerce_text
+
+if TYPE_CHECKING:
+    from .middleware.agent import GuardMiddleware
+    from .middleware.runnable import GuardedRunnable
 
 log = logging.getLogger("railguard.decision")  # one JSON decision record per line
 warn_log = logging.getLogger("railguard.guard")
@@ -333,13 +337,13 @@ class Guard:
         return self._screened(messages, found)
 
     # ---- integrations ------------------------------------------------------------------------
-    def wrap(self, runnable: Any, **kwargs: Any) -> Any:
+    def wrap(self, runnable: Any, **kwargs: Any) -> GuardedRunnable:
         """Guard any langchain-core Runnable / chat model (input before, output after). See GuardedRunnable."""
         from .middleware.runnable import GuardedRunnable
 
         return GuardedRunnable(guard=self, inner=runnable, **kwargs)
 
-    def middleware(self, **kwargs: Any) -> Any:
+    def middleware(self, **kwargs: Any) -> GuardMiddleware:
         """A langchain v1 AgentMiddleware for `create_agent(..., middleware=[guard.middleware()])`."""
         from .middleware.agent import GuardMiddleware
 

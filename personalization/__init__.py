@@ -15,7 +15,7 @@ Heavy modules (torch, transformers) load lazily on first attribute access.
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .profile import (
     BASE_CATEGORIES,
@@ -35,6 +35,18 @@ from .profile import (
     unblock,
 )
 from .service import ProfileService
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs (nothing heavy is imported at run time)
+    from .adapters import LangChainAdapter as LangChainAdapter
+    from .adapters import LocalLMAdapter as LocalLMAdapter
+    from .adapters import OpenAICompatAdapter as OpenAICompatAdapter
+    from .bank import ExampleBank as ExampleBank
+    from .embedding import EmbeddingBackend as EmbeddingBackend
+    from .evaluate import personalize_eval as personalize_eval
+    from .icl import ICLBackend as ICLBackend
+    from .plugin import HarmDetector as HarmDetector
+    from .plugin import build_harm_detector as build_harm_detector
+    from .plugin import demo as demo
 
 _LAZY = {
     "EmbeddingBackend": "embedding",

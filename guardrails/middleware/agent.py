@@ -23,7 +23,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse, hook_config
+from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse, hook_config
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langgraph.constants import TAG_NOSTREAM
 from pydantic import BaseModel
@@ -71,7 +71,7 @@ def _same_shape(a: Any, b: Any) -> bool:
     return isinstance(b, str) if isinstance(a, str) else a == b
 
 
-class GuardMiddleware(AgentMiddleware):
+class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     """Run a Guard at every stage of a langchain v1 agent.
 
     Args:
