@@ -26,6 +26,7 @@ import httpx
 
 from .decision import Decision, Stage
 from .errors import InvalidInputError, RailguardError, UnknownUserError, VersionConflictError
+from .pipeline import HistoryScreen
 from .service.wire import ENV_KEY, ENV_URL, Core, Op, sse_line
 from .store.settings import AuditEntry, StoredSettings
 
@@ -131,6 +132,11 @@ class RailguardClient:
               stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision:
         """Same signature and result as `Guard.check`, evaluated by the service for this key's tenant."""
         return self._send(self._core.check(content, user_id, session_id, stage, metadata))
+
+    def screen_history(self, messages: Sequence[Mapping[str, str]], *, user_id: str,
+                       session_id: str | None = None) -> HistoryScreen:
+        """Same result as `Guard.screen_history`: earlier messages through the service's text-level detectors."""
+        return self._send(self._core.screen_history(messages, user_id, session_id))
 
     def get_settings(self, user_id: str) -> StoredSettings:
         return self._send(self._core.get_settings(user_id))
@@ -251,6 +257,10 @@ class AsyncRailguardClient:
                     metadata: Mapping[str, Any] | None = None) -> Decision:
         return await self._send(self._core.check(content, user_id, session_id, stage, metadata))
 
+    async def screen_history(self, messages: Sequence[Mapping[str, str]], *, user_id: str,
+                             session_id: str | None = None) -> HistoryScreen:
+        return await self._send(self._core.screen_history(messages, user_id, session_id))
+
     async def get_settings(self, user_id: str) -> StoredSettings:
         return await self._send(self._core.get_settings(user_id))
 
@@ -352,6 +362,16 @@ class RemoteGuard:
                      stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision:
         return await self.aclient.check(_plain(content), user_id=user_id, session_id=session_id, stage=stage,
                                         metadata=metadata)
+
+    def screen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
+                       session_id: str | None = None) -> HistoryScreen:
+        """Earlier messages of a resent conversation, screened by the service (see `Guard.screen_history`)."""
+        return self.client.screen_history([dict(m) for m in messages], user_id=user_id, session_id=session_id)
+
+    async def ascreen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
+                              session_id: str | None = None) -> HistoryScreen:
+        return await self.aclient.screen_history([dict(m) for m in messages], user_id=user_id,
+                                                 session_id=session_id)
 
     def middleware(self, **kwargs: Any) -> Any:
         """A langchain v1 AgentMiddleware running this remote guard at every stage (see GuardMiddleware)."""

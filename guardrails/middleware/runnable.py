@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, convert_to_messages
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict
@@ -36,7 +36,16 @@ def _as_messages(value: Any) -> list[BaseMessage]:
         return [value]
     if isinstance(value, list) and all(isinstance(m, BaseMessage) for m in value):
         return list(value)
-    raise InvalidInputError("guarded input must be a str, a PromptValue or a list of BaseMessages")
+    if isinstance(value, list | tuple) and value:
+        # what chat models accept too: {"role", "content"} dicts, ("user", "hi") pairs, plain strings
+        try:
+            return convert_to_messages(value)
+        except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
+            # langchain's message quotes the offending item (user text): keep it out of errors and logs
+            raise InvalidInputError(f"guarded input is not a list of chat messages ({type(exc).__name__}); use "
+                                    "role/content dicts, (role, content) pairs or BaseMessages") from None
+    raise InvalidInputError("guarded input must be a str, a PromptValue, a message or a list of messages "
+                            "(BaseMessages, role/content dicts or (role, content) pairs)")
 
 
 def _output_text(value: Any) -> str:

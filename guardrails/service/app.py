@@ -29,7 +29,7 @@ from ..pipeline import Guard
 from .auth import KeyRing, Principal
 from .deps import ChatConfig, ServiceState, log, require_tenant, state
 from .observability import Metrics
-from .schemas import CheckBody, ErrorOut, Health
+from .schemas import CheckBody, ErrorOut, Health, ScreenBody, ScreenedDecision, ScreenOut
 
 ADMIN_ENV = "RAILGUARD_ADMIN_KEY"
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB
@@ -306,6 +306,22 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
             "latency_ms": decision.latency_ms, "findings": [f.detector + "/" + f.category for f in
                                                             decision.findings if f.action.value != "allow"]}})
         return Response(decision.model_dump_json(), media_type="application/json")
+
+    @app.post("/v1/screen/history", response_model=ScreenOut, tags=["check"], responses=ERRORS)
+    async def screen_history(body: ScreenBody, request: Request,
+                             principal: Principal = Depends(require_tenant)) -> Response:
+        """The earlier messages of a resent conversation through the tenant's text-level detectors (what
+        `RemoteGuard.wrap` forwards to its model; the chat proxy does the same internally)."""
+        s = state(request)
+        screen = await s.guard_for(principal.tenant_id).ascreen_history(
+            [m.model_dump() for m in body.messages], user_id=body.user_id, session_id=body.session_id)
+        out = ScreenOut(messages=screen.messages, blocked=screen.blocked,
+                        decisions=[ScreenedDecision(index=i, decision=d) for i, d in screen.decisions])
+        log.info("screen", extra={"fields": {
+            "event": "screen_history", "tenant_id": principal.tenant_id, "key_id": principal.key_id,
+            "n": len(body.messages), "changed": [i for i, _ in screen.decisions],
+            "blocked": screen.blocked is not None}})
+        return Response(out.model_dump_json(), media_type="application/json")
 
     from .chat import router as chat_router
     from .users import admin_router, users_router

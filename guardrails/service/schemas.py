@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..decision import Decision
 from ..detector import Role
 
 
@@ -53,6 +54,32 @@ class CheckBody(BaseModel):
         if (self.text is None) == (self.messages is None):
             raise ValueError("give exactly one of 'text' or 'messages'")
         return self
+
+
+class ScreenBody(BaseModel):
+    """Body of `POST /v1/screen/history`: the earlier messages of a conversation a client resends (the last
+    message is `/v1/check/input`'s job). They pass the text-level detectors only (gates and redactors), as
+    `Guard.screen_history` does, so screening writes no per-session state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=256)
+    session_id: str | None = Field(default=None, min_length=1, max_length=256)
+    messages: list[ChatMessageIn] = Field(min_length=1)
+
+
+class ScreenedDecision(BaseModel):
+    index: int
+    decision: Decision
+
+
+class ScreenOut(BaseModel):
+    """The messages to forward (redacted where a detector said so), the non-allow decisions by message index,
+    and the first blocking decision (then forward nothing)."""
+
+    messages: list[dict[str, Any]]
+    decisions: list[ScreenedDecision]
+    blocked: Decision | None = None
 
 
 class SettingsPut(BaseModel):

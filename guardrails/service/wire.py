@@ -19,12 +19,21 @@ import httpx
 from pydantic import TypeAdapter
 
 from ..decision import Decision, Stage
-from ..errors import UnknownUserError, VersionConflictError
+from ..errors import InvalidInputError, UnknownUserError, VersionConflictError
+from ..pipeline import HistoryScreen
 from ..store.settings import AuditEntry, StoredSettings
 
 ENV_URL, ENV_KEY = "RAILGUARD_URL", "RAILGUARD_API_KEY"
 _AUDIT = TypeAdapter(list[AuditEntry])
 
+
+
+def _stage(stage: Stage | str) -> Stage:
+    """The stage as `Guard.check` reads it: an unknown one is the same typed error there and here."""
+    try:
+        return Stage(stage)
+    except ValueError:
+        raise InvalidInputError(f"unknown stage {stage!r}; expected one of {[s.value for s in Stage]}") from None
 
 @dataclass(frozen=True)
 class Op:
@@ -76,8 +85,22 @@ class Core:
             body["messages"] = [dict(m) for m in content]
         if metadata:
             body["metadata"] = dict(metadata)
-        return Op("POST", f"/v1/check/{Stage(stage).value}", lambda r: Decision.model_validate_json(r.content),
+        return Op("POST", f"/v1/check/{_stage(stage).value}", lambda r: Decision.model_validate_json(r.content),
                    json=body)
+
+    @staticmethod
+    def screen_history(messages: Sequence[Mapping[str, str]], user_id: str, session_id: str | None) -> Op:
+        body = {"user_id": user_id, "session_id": session_id, "messages": [dict(m) for m in messages]}
+
+        def parse(r: httpx.Response) -> HistoryScreen:
+            out = r.json()
+            blocked = out.get("blocked")
+            return HistoryScreen(messages=out["messages"],
+                                 decisions=[(d["index"], Decision.model_validate(d["decision"]))
+                                            for d in out["decisions"]],
+                                 blocked=None if blocked is None else Decision.model_validate(blocked))
+
+        return Op("POST", "/v1/screen/history", parse, json=body)
 
     @staticmethod
     def _settings(r: httpx.Response) -> StoredSettings:

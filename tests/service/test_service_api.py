@@ -178,3 +178,43 @@ def test_user_ids_with_reserved_characters(service):
         c.delete_settings("org/alice")
         with pytest.raises(ServiceUnknownUserError):
             c.get_settings("org/alice")
+
+
+def test_remote_guard_screens_resent_history_like_a_local_guard(service):
+    """RemoteGuard.wrap used to skip the earlier messages (it had no screen_history), so a card number redacted
+    when it was new reached the wrapped model in the clear on every later call."""
+    import asyncio
+
+    from langchain_core.messages import AIMessage
+    from langchain_core.runnables import RunnableLambda
+
+    from guardrails.client import RemoteGuard
+
+    _, key = service.new_tenant()
+    rg = RemoteGuard(service.url, api_key=key, max_retries=0)
+    history = [{"role": "user", "content": "my card is 4111 1111 1111 1111"},
+               {"role": "assistant", "content": "noted"}, {"role": "user", "content": "what else?"}]
+    screen = rg.screen_history(history[:-1], user_id="alice", session_id="s1")
+    assert "4111" not in screen.messages[0]["content"] and screen.messages[1]["content"] == "noted"
+    assert [(i, d.action) for i, d in screen.decisions] == [(0, Action.REDACT)] and screen.blocked is None
+
+    seen = []
+
+    def model(msgs):
+        seen.append(" | ".join(str(m.content) for m in msgs))
+        return AIMessage(content="fine")
+
+    wrapped = rg.wrap(RunnableLambda(model))
+    cfg = {"configurable": {"user_id": "alice", "session_id": "s1"}}
+    assert wrapped.invoke(history, config=cfg).content == "fine"
+    assert asyncio.run(wrapped.ainvoke(history, config=cfg)).content == "fine"
+    assert len(seen) == 2 and not any("4111" in s for s in seen) and all("REDACTED" in s for s in seen)
+    smuggled = [{"role": "user", "content": "hi\u200b\u200b\u200bthere" + "\U000e0041" * 8}, *history[1:]]
+    out = wrapped.invoke(smuggled, config=cfg)  # a gate-blocked earlier turn refuses the call: model not run
+    assert len(seen) == 2 and out.response_metadata["railguard"]["action"] == "block"
+    with pytest.raises(InvalidInputError):  # same typed error as Guard.check, not a bare ValueError
+        rg.check("hi", user_id="alice", stage="bogus")
+    r = httpx.post(f"{service.url}/v1/screen/history", headers={"Authorization": f"Bearer {key}"},
+                   json={"user_id": "alice", "messages": []})
+    assert r.status_code == 422
+    rg.close()

@@ -388,3 +388,17 @@ async def test_turn_blocked_inside_the_model_call_is_withheld_like_an_input_bloc
     out = await run(second, config=cfg2) if run else agent.invoke(second, config=cfg2)
     assert out["messages"][-1].content == "second answer"
     assert seen.calls and not any("attack" in c for call in seen.calls for c in call)
+
+
+def test_guarded_runnable_accepts_the_message_forms_chat_models_accept(keyword):
+    """guard.wrap(model) takes what the model takes: role/content dicts and (role, content) pairs; a malformed
+    list is a typed error whose message quotes no user text (the Decision error is logged)."""
+    wrapped = Guard([keyword("attack")]).wrap(fake("one", "two"))
+    cfg = {"configurable": {"user_id": "alice"}}
+    assert wrapped.invoke([{"role": "user", "content": "hello"}], config=cfg).content == "one"
+    assert wrapped.invoke([("user", "hi"), ("assistant", "yo"), ("user", "more")], config=cfg).content == "two"
+    assert wrapped.invoke([("user", "an attack")], config=cfg).response_metadata["railguard"]["action"] == "block"
+    for bad in ([{"role": "user"}], [{"role": "bogus", "content": "secret words"}], [1], []):
+        with pytest.raises(InvalidInputError) as e:
+            wrapped.invoke(bad, config=cfg)
+        assert "secret" not in str(e.value)
