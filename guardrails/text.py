@@ -36,8 +36,43 @@ def coerce_text(value: object, *, allow_empty: bool = False) -> str:
     return value
 
 
+# LangChain message types and tuple roles, as the chat roles the Guard uses
+_ROLE_ALIASES = {"human": "user", "ai": "assistant", "developer": "system"}
+
+
+def _is_chat_message(value: object) -> bool:
+    """A LangChain BaseMessage (duck-typed: the spine does not need langchain to read one)."""
+    return not isinstance(value, Mapping) and isinstance(getattr(value, "type", None), str) and hasattr(
+        value, "content")
+
+
+def _content_text(content: object) -> object:
+    """Text of a message content: a str as is; OpenAI / LangChain content parts joined (text parts only)."""
+    if isinstance(content, list):
+        parts = [p if isinstance(p, str) else p.get("text") for p in content
+                 if isinstance(p, str) or (isinstance(p, Mapping) and p.get("type") == "text")]
+        if not all(isinstance(p, str) for p in parts):
+            raise InvalidInputError("a text content part has no text")
+        return "\n".join(parts)  # type: ignore[arg-type]
+    return content
+
+
+def _as_role_content(item: object, i: int) -> tuple[object, object]:
+    if isinstance(item, Mapping):
+        return item.get("role"), item.get("content")
+    if _is_chat_message(item):
+        return getattr(item, "type"), getattr(item, "content")  # noqa: B009 - duck-typed BaseMessage
+    if isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str):
+        return item[0], item[1]
+    raise InvalidInputError(f"messages[{i}] must be a {{role, content}} object, a (role, content) pair or a "
+                            "chat message")
+
+
 def coerce_messages(value: object) -> tuple[Message, ...]:
-    """Validate an OpenAI-style message list ([{"role", "content"}, ...]) into Messages."""
+    """Validate a conversation into Messages: OpenAI-style dicts ([{"role", "content"}, ...]), (role, content)
+    pairs, LangChain messages (or one of them), with str content or content parts (text parts are read)."""
+    if _is_chat_message(value):
+        value = [value]
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise InvalidInputError("messages must be a list of {role, content} objects")
     items = list(value)
@@ -50,11 +85,11 @@ def coerce_messages(value: object) -> tuple[Message, ...]:
         if isinstance(item, Message):
             out.append(item)
             continue
-        if not isinstance(item, Mapping):
-            raise InvalidInputError(f"messages[{i}] must be an object with role and content")
-        content = item.get("content")
+        role, content = _as_role_content(item, i)
+        role = _ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
         try:
-            msg = Message.model_validate({"role": item.get("role"), "content": coerce_text(content, allow_empty=True)})
+            msg = Message.model_validate({"role": role, "content": coerce_text(_content_text(content),
+                                                                                allow_empty=True)})
         except ValidationError as exc:
             raise InvalidInputError(f"messages[{i}]: {exc.errors()[0]['msg']}") from None
         out.append(msg)

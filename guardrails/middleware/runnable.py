@@ -105,8 +105,24 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         return from_sources(None, config or {}, self.default_user_id)
 
     def _refuse(self, d: Decision, like: Any) -> Any:
+        """The refusal in the shape the caller gets from `inner`: a str (e.g. `model | StrOutputParser()`), a
+        message chunk from a stream, else an AIMessage carrying the decision in its response_metadata."""
         meta = {"railguard": d.log_record()}
-        return self.refusal if isinstance(like, str) else AIMessage(content=self.refusal, response_metadata=meta)
+        if isinstance(like, str):
+            return self.refusal
+        if isinstance(like, AIMessageChunk):
+            return AIMessageChunk(content=self.refusal, response_metadata=meta)
+        return AIMessage(content=self.refusal, response_metadata=meta)
+
+    def _like(self, chunk: bool) -> Any:
+        """An empty value of `inner`'s output type, for refusals issued before it produced anything."""
+        try:
+            text_out = self.inner.OutputType is str
+        except Exception:  # noqa: BLE001 - a Runnable that cannot say: messages, as for chat models
+            text_out = False
+        if text_out:
+            return ""
+        return AIMessageChunk(content="") if chunk else AIMessage(content="")
 
     def _apply_input(self, d: Decision, messages: list[BaseMessage]) -> list[BaseMessage] | None:
         if d.enforced_action is Action.BLOCK:
@@ -146,10 +162,10 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         who = self._who(config)
         messages, d = self._guard_in(input, who)
         if messages is None:
-            return self._refuse(d, AIMessage(content=""))
+            return self._refuse(d, self._like(chunk=False))
         out, refused = self._run(who, lambda: without_token_streaming(self.inner).invoke(messages, config, **kwargs))
         if refused is not None:
-            return self._refuse(refused, AIMessage(content=""))
+            return self._refuse(refused, self._like(chunk=False))
         text = _output_text(out)
         if not text.strip():
             return out
@@ -181,12 +197,12 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         who = self._who(config)
         messages, d = self._guard_in(input, who)
         if messages is None:
-            yield self._refuse(d, AIMessageChunk(content=""))
+            yield self._refuse(d, self._like(chunk=True))
             return
         inner = without_token_streaming(self.inner)
         chunks, refused = self._run(who, lambda: [_as_chunk(c) for c in inner.stream(messages, config, **kwargs)])
         if refused is not None:
-            yield self._refuse(refused, AIMessageChunk(content=""))
+            yield self._refuse(refused, self._like(chunk=True))
             return
         yield from self._release(chunks, who)  # buffered: only checked text is released
 
@@ -199,9 +215,10 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         if d.enforced_action is Action.ALLOW or d.enforced_action is Action.WARN:
             yield from chunks
         elif d.enforced_action is Action.BLOCK:
-            yield AIMessageChunk(content=self.refusal, response_metadata={"railguard": d.log_record()})
+            yield self._refuse(d, chunks[0] if isinstance(chunks[0], str) else AIMessageChunk(content=""))
         else:
-            yield AIMessageChunk(content=d.redacted_text or "")
+            redacted = d.redacted_text or ""
+            yield redacted if isinstance(chunks[0], str) else AIMessageChunk(content=redacted)
 
     # ---- async -------------------------------------------------------------------------------
     async def _aguard_in(self, input: Any, who: Identity) -> tuple[list[BaseMessage] | None, Decision]:
@@ -220,11 +237,11 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         who = self._who(config)
         messages, d = await self._aguard_in(input, who)
         if messages is None:
-            return self._refuse(d, AIMessage(content=""))
+            return self._refuse(d, self._like(chunk=False))
         out, refused = await self._arun(who, lambda: without_token_streaming(self.inner).ainvoke(messages, config,
                                                                                                  **kwargs))
         if refused is not None:
-            return self._refuse(refused, AIMessage(content=""))
+            return self._refuse(refused, self._like(chunk=False))
         text = _output_text(out)
         if not text.strip():
             return out
@@ -235,7 +252,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         who = self._who(config)
         messages, d = await self._aguard_in(input, who)
         if messages is None:
-            yield self._refuse(d, AIMessageChunk(content=""))
+            yield self._refuse(d, self._like(chunk=True))
             return
         inner = without_token_streaming(self.inner)
 
@@ -244,7 +261,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
 
         chunks, refused = await self._arun(who, collect)
         if refused is not None:
-            yield self._refuse(refused, AIMessageChunk(content=""))
+            yield self._refuse(refused, self._like(chunk=True))
             return
         text = "".join(_output_text(c) for c in chunks)
         out_d = None

@@ -402,3 +402,22 @@ def test_guarded_runnable_accepts_the_message_forms_chat_models_accept(keyword):
         with pytest.raises(InvalidInputError) as e:
             wrapped.invoke(bad, config=cfg)
         assert "secret" not in str(e.value)
+
+
+def test_guarded_runnable_refusals_keep_the_inner_output_type(keyword):
+    """wrap(model | StrOutputParser()) returns str whatever happens (it returned an AIMessage on an input block),
+    and a stream refuses with a chunk like the ones it streams."""
+    from langchain_core.output_parsers import StrOutputParser
+
+    cfg = {"configurable": {"user_id": "alice"}}
+    text_chain = Guard([keyword("attack"), keyword("token", Action.REDACT, name="t", stages={Stage.OUTPUT})]).wrap(
+        fake("your token here", "your token here", "fine") | StrOutputParser())
+    refused = text_chain.invoke("an attack", config=cfg)
+    assert isinstance(refused, str) and refused.startswith("I'm sorry")
+    assert text_chain.invoke("hi", config=cfg) == "your [REDACTED] here"
+    assert all(isinstance(c, str) for c in text_chain.stream("an attack", config=cfg))
+    assert "".join(text_chain.stream("hi", config=cfg)) == "your [REDACTED] here"
+    chat = Guard([keyword("attack")]).wrap(fake("ok"))
+    blocked = list(chat.stream("an attack", config=cfg))
+    assert len(blocked) == 1 and isinstance(blocked[0], AIMessageChunk)
+    assert blocked[0].response_metadata["railguard"]["action"] == "block"

@@ -205,3 +205,27 @@ def test_finding_threshold_override_from_user_settings(keyword):
     assert g.check("x", user_id="lenient").action is Action.ALLOW
     assert g.check("x", user_id="muted").findings == ()
     assert g.check("x", user_id="shadowed").enforced_action is Action.ALLOW
+
+
+def test_check_accepts_langchain_messages_pairs_and_content_parts(keyword):
+    """guard.check reads what the integrations hand around: LangChain messages (a list or one), (role, content)
+    pairs and OpenAI content parts, all as the same conversation; malformed items stay typed errors."""
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+    guard = Guard([keyword("attack")])
+    forms = [
+        [SystemMessage("be nice"), HumanMessage("hi"), AIMessage("hello"), HumanMessage("an attack")],
+        [("system", "be nice"), ("human", "hi"), ("ai", "hello"), ("user", "an attack")],
+        [{"role": "developer", "content": "be nice"}, {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+         {"role": "assistant", "content": "hello"},
+         {"role": "user", "content": [{"type": "text", "text": "an"}, {"type": "image_url", "image_url": {}},
+                                      {"type": "text", "text": "attack"}]}],
+    ]
+    for form in forms:
+        d = guard.check(form, user_id="u")
+        assert d.action is Action.BLOCK, form
+    assert guard.check(HumanMessage("an attack"), user_id="u").action is Action.BLOCK
+    assert guard.check([("user", "fine")], user_id="u").action is Action.ALLOW
+    for bad in ([("wizard", "hi")], [("user",)], [42], [{"role": "user", "content": [{"type": "text"}]}]):
+        with pytest.raises(InvalidInputError):
+            guard.check(bad, user_id="u")
