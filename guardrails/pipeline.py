@@ -8,6 +8,7 @@ Gates (cheap validators, `gate = True`) run first; when a gate blocks, the expen
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -25,7 +26,7 @@ from .detector import (
     build_detectors,
     build_registered_detectors,
 )
-from .errors import ConfigError, InvalidInputError
+from .errors import ConfigError, InvalidInputError, RailguardError
 from .store.settings import safe_segment
 from .text import check_id, coerce_messages, coerce_text
 
@@ -139,7 +140,7 @@ class Guard:
             return cls(build_detectors(names, ctx), store=store, **kwargs)
         detectors, missing = build_registered_detectors(ctx)
         for name, exc in missing.items():
-            log.warning("detector %r is not available on this install: %s", name, exc)
+            warn_log.warning("detector %r is not available on this install: %s", name, exc)
         guard = cls(detectors, store=store, **kwargs)
         guard.unavailable = {name: str(exc) for name, exc in missing.items()}
         return guard
@@ -193,7 +194,7 @@ class Guard:
         action = Action.BLOCK if slot.fail_mode == "closed" else Action.ALLOW
         finding = Finding(detector=slot.name, category="error", score=1.0, threshold=0.0, action=action,
                           explanation=f"detector failed ({type(exc).__name__}); fail-{slot.fail_mode}")
-        return [finding], f"{slot.name}: {type(exc).__name__}: {exc}"[:500]
+        return [finding], f"{slot.name}: {type(exc).__name__}: {_safe_message(exc)}"[:500]
 
     @staticmethod
     def _apply_user_thresholds(findings: list[Finding], request: CheckRequest) -> list[Finding]:
@@ -348,6 +349,19 @@ class Guard:
         from .middleware.agent import GuardMiddleware
 
         return GuardMiddleware(self, **kwargs)
+
+
+# Exceptions whose messages describe the environment or are railguard's own (written without user text); any
+# other type's message may quote its input (pydantic's "input_value=...", a KeyError's key) and is withheld.
+_MESSAGE_SAFE: tuple[type[BaseException], ...] = (RailguardError, ImportError, OSError, MemoryError, TimeoutError)
+
+
+def _safe_message(exc: BaseException) -> str:
+    """A detector failure's message as Decision.error (which is logged) may hold it."""
+    text = str(exc)
+    if isinstance(exc, _MESSAGE_SAFE) or not text:
+        return text
+    return f"message withheld, sha256 {hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
 
 
 def _gate_blocked(results: list[tuple[DetectorSlot, list[Finding], str | None]]) -> bool:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -50,7 +51,8 @@ def test_decision_is_frozen(keyword):
 
 def test_fail_open_and_closed(keyword):
     open_ = Guard([keyword("x", fail=True)]).check("hi", user_id="u")
-    assert open_.action is Action.ALLOW and "detector backend down" in open_.error
+    # a plain RuntimeError's message may quote its input: the error names the detector and type, message hashed
+    assert open_.action is Action.ALLOW and open_.error.startswith("keyword: RuntimeError: message withheld")
     closed = Guard([keyword("x", fail=True)], fail_modes={"keyword": "closed"}).check("hi", user_id="u")
     assert closed.action is Action.BLOCK and closed.findings[0].category == "error"
 
@@ -229,3 +231,32 @@ def test_check_accepts_langchain_messages_pairs_and_content_parts(keyword):
     for bad in ([("wizard", "hi")], [("user",)], [42], [{"role": "user", "content": [{"type": "text"}]}]):
         with pytest.raises(InvalidInputError):
             guard.check(bad, user_id="u")
+
+
+def test_detector_failure_messages_that_may_quote_input_are_withheld():
+    """Decision.error is logged (log_record). A plugin's pydantic ValidationError quotes its input_value (the
+    user's text) and a KeyError its key; only railguard's own errors and environment errors keep their message."""
+    from pydantic import BaseModel
+
+    from guardrails import DetectorError
+
+    class Strict(BaseModel):
+        n: int
+
+    class Validating(BaseDetector):
+        name = "validating"
+
+        def predict(self, request):
+            Strict.model_validate({"n": request.text})
+            return []
+
+    class Typed(BaseDetector):
+        name = "typed"
+
+        def predict(self, request):
+            raise DetectorError("backend returned 503")
+
+    d = Guard([Validating(), Typed()]).check("my SSN is 078-05-1120", user_id="u")
+    assert "078-05" not in d.error and "078-05" not in json.dumps(d.log_record())
+    assert "validating: ValidationError: message withheld, sha256 " in d.error
+    assert "typed: DetectorError: backend returned 503" in d.error
