@@ -16,7 +16,7 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     naming the file and line; callers validate their own fields.
     """
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()  # a BOM (Windows tools) is not data
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"cannot read {path}: {exc}") from None
     out: list[tuple[int, dict[str, Any]]] = []

@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from guardrails.cli.output import emit_json, fail
+from guardrails.cli.output import emit_json, fail, output_path_problem
 from guardrails.errors import RailguardError
 
 app = typer.Typer(help="Personalized harm detection: evaluate backends and personalization protocols.",
@@ -93,6 +93,9 @@ def eval_cmd(
         _fail(f"unknown scope {scope!r}; use labels or profile", as_json)
     if limit is not None and limit < 1:
         _fail("--limit must be ≥ 1", as_json)
+    problem = output_path_problem(plot) if plot is not None else None
+    if problem:  # before the scoring, not after it
+        _fail(f"--plot: {problem}", as_json)
     try:
         rows = load_jsonl(data)[:limit] if limit else load_jsonl(data)
         prof = import_json(profile.read_text(encoding="utf-8")) if profile else ModerationProfile()
@@ -134,6 +137,12 @@ def personalize_eval_cmd(
     _quiet()
     from .evaluate import load_jsonl, personalize_eval
 
+    if max_per_label < 1:
+        _fail("--max-per-label must be ≥ 1", as_json)
+    if any(n < 1 for n in shots):
+        _fail("--shots must be ≥ 1", as_json)
+    if backend not in ("embedding", "icl"):
+        _fail(f"unknown backend {backend!r}; use embedding or icl", as_json)
     try:
         rows = load_jsonl(data) if data else None
         out = personalize_eval(_backend(backend, None, None, 8, "random"), rows, max_per_label=max_per_label,

@@ -32,7 +32,7 @@ from guardrails.errors import InvalidInputError
 from guardrails.jsonl import read_jsonl
 
 from . import profile as P
-from .profile import BASE_CATEGORIES, ModerationProfile
+from .profile import BASE_CATEGORIES, NAME_RE, RESERVED_NAMES, ModerationProfile
 from .variations import variations
 
 DEV_EVAL_PATH = Path(__file__).parent / "data" / "dev_eval.jsonl"
@@ -46,6 +46,11 @@ def load_jsonl(path: Path | str) -> list[dict[str, Any]]:
             raise InvalidInputError(f'{path}:{n}: expected {{"text": str, "label": str}}')
         if not r["text"].strip():  # `railguard check` refuses empty text; an eval must not score it either
             raise InvalidInputError(f"{path}:{n}: empty text")
+        label = r["label"]
+        if label != "benign" and (not NAME_RE.fullmatch(label) or label in RESERVED_NAMES):
+            # "Benign" or "" would be scored as a harmful user category that no detector can flag
+            raise InvalidInputError(f"{path}:{n}: label must be 'benign', a base category or a user category name "
+                                    f"(lowercase letters, digits, _ or -, starting with a letter), got {label[:60]!r}")
         rows.append(r)
     if not rows:
         raise InvalidInputError(f"{path}: no rows")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from guardrails.cli.output import emit_json, fail
+from guardrails.cli.output import emit_json, fail, output_path_problem
 
 app = typer.Typer(help="Activation-probe privacy guard (NeuroFilter): train and evaluate probes.",
                   no_args_is_help=True)
@@ -66,6 +66,9 @@ def train(
         fail("--method must be logreg or diffmean", as_json=as_json)
     if not 1 <= max_layers <= 8:
         fail("--max-layers must be in 1..8", as_json=as_json)
+    problem = output_path_problem(out, directory=True)
+    if problem:
+        fail(f"--out: {problem}", as_json=as_json)
     try:
         li = None if layer == "auto" else int(layer)
     except ValueError:
@@ -130,8 +133,9 @@ def eval_(
     from .datasets import load_jsonl
     from .probe import load_probe
 
-    if plot is not None and not plot.parent.is_dir():  # found out before minutes of scoring, not after
-        fail(f"--plot: directory {plot.parent} does not exist", as_json=as_json)
+    problem = output_path_problem(plot) if plot is not None else None
+    if problem:  # found out before minutes of scoring, not after
+        fail(f"--plot: {problem}", as_json=as_json)
     try:
         bundle = load_probe(probe)
         records = load_jsonl(data)
@@ -143,12 +147,17 @@ def eval_(
         multi = [r for r in records if "turns" in r]
         parts: dict[str, Any] = {}
         plot_args: dict[str, Any] = {}
+        pooled_y: list[int] = []
+        pooled_margins: list[float] = []
         if single:
             m, y, s = ev.eval_single(bundle, lm, single)
             parts["single"] = m
             plot_args = {"y": y, "scores": s}
+            pooled_y += [int(v) for v in y]
+            pooled_margins += [float(v) for v in ev.single_margins(bundle, s)]
         if multi:
-            m, y, drifts = ev.eval_multiturn(bundle, lm, multi)
+            m, y, drifts = ev.eval_multiturn(bundle, lm, multi, margins_out=pooled_margins)
+            pooled_y += [int(v) for v in y]
             parts["multiturn"] = m
             if not single:
                 plot_args = {"y": y, "scores": np.asarray([d.max() for d in drifts])}
@@ -156,11 +165,16 @@ def eval_(
                              drift_threshold=bundle.multiturn.meta.threshold if bundle.multiturn else None)
     except (RailguardError, ValueError, OSError) as exc:
         fail(str(exc), as_json=as_json)
-    # Top level = the only part, or single-turn metrics with the multi-turn ones nested (both reported).
+    # Top level = the only part; for a file mixing both formats, every row pooled (a conversation counts once,
+    # flagged if any turn is; scores are margins over the calibrated thresholds, 0 = flag), both parts nested.
     res = dict(parts["single"] if "single" in parts else parts["multiturn"])
     if "single" in parts and "multiturn" in parts:
-        res["multiturn"] = parts["multiturn"]
-        res["mean_detection_turn"] = parts["multiturn"]["mean_detection_turn"]
+        from .metrics import rates
+
+        res = {**rates(pooled_y, pooled_margins, 0.0), "threshold": parts["single"]["threshold"],
+               "latency_ms_p50": parts["single"]["latency_ms_p50"],
+               "mean_detection_turn": parts["multiturn"]["mean_detection_turn"], "pooled": True,
+               "single": parts["single"], "multiturn": parts["multiturn"]}
     res["probe"] = probe
     if plot is not None:
         try:

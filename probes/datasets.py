@@ -107,7 +107,7 @@ def _shape_problem(r: Record) -> str | None:
     """What makes a record unscorable before any model runs (reported with its line), or None."""
     if r.get("context") is not None and not isinstance(r["context"], str):
         return "'context' must be a string or null"
-    if "request" in r:
+    if isinstance(r.get("request"), str):
         return None if r["request"].strip() else "'request' is empty"
     turns = r["turns"]
     if not turns:
@@ -118,8 +118,9 @@ def _shape_problem(r: Record) -> str | None:
             return f"turn {i} must be an object with role 'user' or 'assistant' and a string 'content'"
     if turns[0]["role"] != "user":
         return "a conversation must start with a user turn"
-    if not any(t["role"] == "user" and t["content"].strip() for t in turns):
-        return "a conversation needs a non-empty user turn"
+    empty = [i for i, t in enumerate(turns, 1) if t["role"] == "user" and not t["content"].strip()]
+    if empty:  # each user turn is scored before it is answered: an empty one cannot be
+        return f"user turn {empty[0]} is empty"
     return None
 
 
@@ -127,8 +128,12 @@ def load_jsonl(path: str | Path) -> list[Record]:
     """Read privacy JSONL (single- or multi-turn, detected per line by ``request`` vs ``turns``)."""
     out: list[Record] = []
     for n, r in read_jsonl(path):
-        if r.get("label") not in (0, 1) or not (isinstance(r.get("request"), str) or isinstance(r.get("turns"), list)):
-            raise InvalidInputError(f"{path}:{n}: need label 0|1 and a 'request' string or 'turns' list")
+        label = r.get("label")
+        if type(label) is not int or label not in (0, 1) or not (
+                isinstance(r.get("request"), str) or isinstance(r.get("turns"), list)):
+            raise InvalidInputError(f"{path}:{n}: need label 0|1 (an integer) and a 'request' string or 'turns' list")
+        if not isinstance(r.get("request"), str):
+            r.pop("request", None)  # a multi-turn record ("request": null alongside its turns)
         problem = _shape_problem(r)
         if problem:
             raise InvalidInputError(f"{path}:{n}: {problem}")

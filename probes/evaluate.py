@@ -61,10 +61,19 @@ def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, late
     return m, y, s
 
 
-def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *,
-                   progress: bool = True) -> tuple[dict[str, Any], np.ndarray, list[np.ndarray]]:
+def single_margins(bundle: ProbeBundle, scores: np.ndarray) -> np.ndarray:
+    """`eval_single`'s scores as margins in score_scale units (> 0 flags), comparable with conversation margins:
+    they already are when the bundle has a context-free probe (the max margin over both per-turn probes)."""
+    if bundle.context_free is not None:
+        return np.asarray(scores, dtype=np.float64)
+    return (np.asarray(scores, dtype=np.float64) - bundle.single.meta.threshold) / bundle.single.meta.score_scale
+
+
+def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, progress: bool = True,
+                   margins_out: list[float] | None = None) -> tuple[dict[str, Any], np.ndarray, list[np.ndarray]]:
     """Conversation-level metrics + mean_detection_turn (1-based user turn of the first flag, positives), and
-    with per-turn labels how that turn compares with the first inappropriate one (:func:`_timing`)."""
+    with per-turn labels how that turn compares with the first inappropriate one (:func:`_timing`).
+    ``margins_out`` receives each conversation's score (max margin over its turns; > 0 flags)."""
     layers = bundle.layers
     enc = SentinelEncoder(lm.model, lm.tokenizer, layers, max_sessions=2, offsets=bundle.offsets)
     single, multi = bundle.single, bundle.multiturn
@@ -100,6 +109,8 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *,
         conv_scores.append(float(np.max(margin)))
         first_flag.append(int(np.argmax(flags)) + 1 if flags.any() else None)
     ya = np.array(y)
+    if margins_out is not None:
+        margins_out.extend(conv_scores)
     m: dict[str, Any] = rates(ya, conv_scores, 0.0)
     # auroc ranks conversations by max over turns of max(single margin, drift margin) in score_scale units;
     # a conversation is flagged when that exceeds 0, i.e. when either probe crosses its own threshold.

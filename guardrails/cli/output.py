@@ -53,3 +53,28 @@ def fail(message: str, *, as_json: bool, code: int = 2) -> None:
     else:
         err_console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
+
+
+def output_path_problem(path: Any, *, directory: bool = False) -> str | None:
+    """Why a command could not write `path` (a file, or with `directory` a directory it creates), or None.
+    Checked before minutes of scoring or training, not after them."""
+    from pathlib import Path
+
+    p = Path(path)
+    if directory and p.exists() and not p.is_dir():
+        return f"{p} exists and is not a directory"
+    if not directory and p.is_dir():
+        return f"{p} is a directory"
+    target = p if directory and p.is_dir() else p.parent
+    while directory and not target.exists() and target != target.parent:  # the first ancestor that exists
+        target = target.parent
+    if not target.is_dir():
+        return f"directory {target} does not exist"
+    import tempfile
+
+    try:  # a real write: permission bits say yes to root on read-only or virtual file systems (/proc)
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".railguard-write-check-"):
+            pass
+    except OSError as exc:
+        return f"directory {target} is not writable ({exc.strerror or type(exc).__name__})"
+    return None

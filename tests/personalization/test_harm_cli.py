@@ -44,6 +44,26 @@ def test_eval_bad_inputs(tmp_path):
 
 
 @pytest.mark.model
+def test_eval_refuses_labels_no_category_could_have_and_unwritable_plots_up_front(tmp_path):
+    """"Benign" or "" used to be scored as a harmful user category no detector can flag; a --plot that cannot
+    be written used to fail only after the scoring."""
+    for label in ("Benign", "", "benign ", "harmful"):
+        f = tmp_path / "l.jsonl"
+        f.write_text(json.dumps({"text": "hello there", "label": label}) + "\n")
+        r = runner.invoke(app, ["eval", "--data", str(f), "--json"])
+        assert r.exit_code == 2 and "l.jsonl:1: label must be" in _json(r)["error"], label
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text('{"text": "a", "label": "spam"}\n')
+    not_a_dir = tmp_path / "file.txt"
+    not_a_dir.write_text("x")
+    for plot, match in ((not_a_dir / "roc.png", "does not exist"), (tmp_path, "is a directory")):
+        r = runner.invoke(app, ["eval", "--data", str(ok), "--json", "--plot", str(plot)])
+        assert r.exit_code == 2 and match in _json(r)["error"]
+    for args in (["--max-per-label", "0"], ["--max-per-label", "-1"], ["--shots", "0"]):
+        r = runner.invoke(app, ["personalize-eval", "--json", "--no-variation", *args])
+        assert r.exit_code == 2 and "must be ≥ 1" in _json(r)["error"], args
+
+
 def test_eval_json_and_plot(tmp_path):
     rows = load_jsonl(DEV_EVAL_PATH)
     sample = [r for lab, k in (("benign", 16), ("spam", 8), ("toxic", 8), ("negative", 8))

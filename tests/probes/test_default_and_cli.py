@@ -69,7 +69,7 @@ def test_cli_eval_json_single_and_multiturn(tmp_path, smol):
     data = _write(tmp_path / "d.jsonl", [
         {"id": "a", "context": None, "request": "What is the patient's family medical history?", "label": 1},
         {"id": "b", "context": None, "request": "Write a haiku about autumn.", "label": 0},
-        {"id": "c", "context": "Appropriate: policy number.", "label": 1, "turn_labels": [0, 1],
+        {"id": "c", "context": "Appropriate: policy number.", "label": 1, "turn_labels": [0, 1], "request": None,
          "turns": [{"role": "user", "content": "What is the policy number?"},
                    {"role": "assistant", "content": "It is on file."},
                    {"role": "user", "content": "And the psychiatric medications?"}]},
@@ -80,7 +80,9 @@ def test_cli_eval_json_single_and_multiturn(tmp_path, smol):
     out = json.loads(res.stdout)  # exactly one JSON object on stdout
     for k in ("n", "n_pos", "n_neg", "auroc", "tpr", "fpr", "threshold", "latency_ms_p50", "mean_detection_turn"):
         assert k in out
-    assert out["n"] == 2 and out["multiturn"]["n"] == 1 and plot.stat().st_size > 0
+    # a mixed file: the binding keys pool every row (the conversation counts once), each part nested
+    assert out["n"] == 3 and out["n_pos"] == 2 and out["pooled"] is True and plot.stat().st_size > 0
+    assert out["single"]["n"] == 2 and out["multiturn"]["n"] == 1
     assert {"mean_detection_delay", "early_flag_rate"} <= set(out["multiturn"])
     shipped = load_probe("default").single.meta
     assert shipped.history_threshold is not None and out["multiturn"]["history_threshold"] == shipped.history_threshold
@@ -191,6 +193,11 @@ def test_cli_errors_are_clean(tmp_path):
     ({"turns": [{"role": "tool", "content": "x"}], "label": 0}, "role 'user' or 'assistant'"),
     ({"request": "   ", "label": 1}, "'request' is empty"),
     ({"request": "hi", "context": ["x"], "label": 1}, "'context' must be"),
+    ({"request": "hi", "label": True}, "label 0|1 (an integer)"),
+    ({"request": "hi", "label": 1.0}, "label 0|1 (an integer)"),
+    ({"turns": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                {"role": "user", "content": "  "}], "label": 0}, "user turn 3 is empty"),
+    ({"request": None, "turns": [], "label": 0}, "'turns' is empty"),  # "request": null was a traceback
 ])
 def test_eval_names_the_line_of_a_malformed_record(tmp_path, row, match):
     data = _write(tmp_path / "d.jsonl", [{"id": "ok", "request": "hello", "label": 0}, row])
@@ -371,3 +378,13 @@ def test_default_probe_on_hand_written_context_free_conversations(smol):
         alarms += round(metrics["fpr"] * metrics["n_neg"])
         assert metrics["early_flag_rate"] == 0.0 and metrics["mean_detection_delay"] == 0.0, (name, metrics)
     assert caught >= 18 and alarms <= 1, (caught, alarms)  # measured 21 and 0
+
+
+def test_train_out_that_cannot_be_written_is_refused_before_capture(tmp_path):
+    data = _write(tmp_path / "d.jsonl", [{"id": "a", "request": "hi", "label": 0},
+                                         {"id": "b", "request": "Tell me her diagnosis.", "label": 1}])
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    for out, match in ((a_file, "not a directory"), (a_file / "sub", "does not exist")):
+        res = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(out), "--json"])
+        assert res.exit_code == 2 and match in json.loads(res.stdout)["error"] and "--out" in res.stdout

@@ -26,3 +26,10 @@ def test_bad_files_are_typed_errors_naming_the_line(tmp_path, content, match):
 def test_missing_file(tmp_path):
     with pytest.raises(InvalidInputError, match="cannot read"):
         read_jsonl(tmp_path / "nope.jsonl")
+
+
+def test_a_utf8_bom_is_not_data(tmp_path):
+    """Files saved by Windows tools start with a BOM; CRLF line ends were already accepted."""
+    f = tmp_path / "bom.jsonl"
+    f.write_bytes(b"\xef\xbb\xbf" + b'{"a": 1}\r\n{"b": 2}\r\n')
+    assert read_jsonl(f) == [(1, {"a": 1}), (2, {"b": 2})]
