@@ -77,6 +77,7 @@ class Catalog:
             self.support = np.zeros(len(self.item_ids), dtype=np.int64)
         self.index = {int(m): i for i, m in enumerate(self.item_ids)}
         self.folded_titles = [fold(t) for t in self.titles]
+        self.lower_genres = [frozenset(g.lower() for g in gs) for gs in self.genres]
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -112,8 +113,9 @@ class Catalog:
             if pref.operator == "le":
                 return known & (y <= int(v))
             return known & (y == int(v))
-        if pref.attribute == "genre":
-            return np.fromiter((v in g for g in self.genres), bool, n)
+        if pref.attribute == "genre":  # case-insensitive, exactly like check() (rec eval's semantics)
+            gv = str(v).strip().lower()
+            return np.fromiter((gv in lg for lg in self.lower_genres), bool, n)
         if pref.attribute == "tag":
             tv = fold(str(v))
             return np.fromiter((tv in t for t in self.tags), bool, n)
@@ -130,7 +132,7 @@ class Catalog:
                 return False
             return {"ge": y >= int(value), "le": y <= int(value), "eq": y == int(value)}.get(op, False)
         if attr == "genre":
-            has = str(value).lower() in {g.lower() for g in self.genres[i]}
+            has = str(value).strip().lower() in self.lower_genres[i]
         elif attr == "tag":
             has = fold(str(value)) in self.tags[i]
         elif attr == "title":
@@ -187,6 +189,8 @@ def load_catalog(data_dir: str | None = None) -> Catalog:
 def load_ratings(data_dir: str | None = None) -> np.ndarray:
     """ratings.csv as a structured array (user, item, rating, ts)."""
     d = Path(data_dir) if data_dir else default_data_dir()
+    if not (d / "ratings.csv").exists():
+        raise DataNotAvailableError(f"MovieLens ratings.csv not found under {d} (set RAILGUARD_MOVIELENS)")
     raw = np.loadtxt(d / "ratings.csv", delimiter=",", skiprows=1, dtype=np.float64)
     out = np.zeros(len(raw), dtype=[("user", "i8"), ("item", "i8"), ("rating", "f4"), ("ts", "i8")])
     out["user"], out["item"], out["rating"], out["ts"] = raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3]

@@ -13,6 +13,8 @@ import typer
 from guardrails.cli.output import emit_json, fail
 from guardrails.errors import RailguardError
 
+MAX_K = 1000  # a feed, not a catalog dump
+
 app = typer.Typer(help="Command-driven recommendation policies (RecBot-style parser + planner).",
                   no_args_is_help=True)
 
@@ -78,15 +80,21 @@ def recommend_cmd(
     from .policy import InMemoryStore, apply_command, load_policy
     from .recommender import default_recommender
 
-    cat = load_catalog()
-    store = InMemoryStore()
+    if not 1 <= k <= MAX_K:
+        _fail(f"--k must be between 1 and {MAX_K}", as_json)
     try:
+        cat = load_catalog()
+        base = default_recommender(cat)
+        if user not in base.user_index_:
+            _fail(f"user {user} is not a MovieLens user (userId in ratings.csv)", as_json)
+        store = InMemoryStore()
         for c in command:
             apply_command(store, "cli", str(user), default_parser().parse(c), actor="cli", session_id="cli")
+        planner = Planner(cat, base, ItemEmbeddings(cat, get_encoder()))
+        feed = planner.recommend(load_policy(store, "cli", str(user), session_id="cli"), user, k=k)
     except RailguardError as exc:
         _fail(f"{type(exc).__name__}: {exc}", as_json)
-    planner = Planner(cat, default_recommender(cat), ItemEmbeddings(cat, get_encoder()))
-    feed = planner.recommend(load_policy(store, "cli", str(user), session_id="cli"), user, k=k)
+        return
     if as_json:
         print(feed.model_dump_json())
     else:

@@ -58,9 +58,18 @@ def load_cases(path: str | Path) -> list[dict[str, Any]]:
             if not isinstance(c, dict) or c.get("attr") not in _OPS or c.get("op") not in _OPS[c["attr"]] \
                     or "value" not in c:
                 raise CommandError(f"line {n}: each check needs attr (genre|year|tag|title), a valid op and a value")
+            if c["value"] is None or (isinstance(c["value"], str) and not c["value"].strip()):
+                raise CommandError(f"line {n}: a check's value must not be null or empty")
             if c["attr"] == "year" and (isinstance(c["value"], bool) or not isinstance(c["value"], int)):
                 raise CommandError(f"line {n}: a year check's value must be an integer")
+            if c["attr"] != "year" and not isinstance(c["value"], str):
+                # a list or a number never equals a title/genre/tag, so an "excludes" check would always hold
+                raise CommandError(f"line {n}: a {c['attr']} check's value must be a string")
+        if d.get("kind", "hard") not in ("hard", "soft"):
+            raise CommandError(f"line {n}: kind must be 'hard' or 'soft'")
         out.append({**d, "_line": n})
+    if not out:  # scoring nothing is not a result (probes eval and harm eval refuse it too)
+        raise CommandError(f"{path}: no rec scripts")
     return out
 
 

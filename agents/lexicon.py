@@ -7,6 +7,7 @@ framing (intent, polarity, hard/soft, scope), which is where paraphrase variety 
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,6 +35,14 @@ GENRE_SYNONYMS: dict[str, tuple[str, ...]] = {
     "Thriller": ("thriller", "thrillers"),
     "War": ("war movies", "war films", "war"),
     "Western": ("western", "westerns"),
+}
+#: Phrases naming films that have *all* of several genres. The policy schema has no conjunction, so the parser
+#: expands them (parser._genre_values): wanting them = wanting each genre (hard: the filters intersect; soft: the
+#: boosts add up on films with both); a hard exclusion keeps only the first genre -- the narrowest rule that
+#: still guarantees none of them is shown (see README, "Known limitations").
+COMPOUND_GENRES: dict[str, str] = {
+    form: "Romance+Comedy" for form in ("romantic comedies", "romantic comedy", "romcoms", "romcom", "rom-coms",
+                                        "rom-com", "rom coms", "rom com")
 }
 _TAG_STOP = {
     "bad", "movies", "family", "race", "class", "future", "dialogue", "writing", "memory", "train", "fun",
@@ -65,6 +74,10 @@ _GE_INCL = re.compile(r"\b(?:since|no earlier than|starting)\s+(\d{4})\b"
 _EQ = re.compile(r"\b(?:from|in|of|released in|made in|year)\s+(\d{4})\b")
 
 
+#: Fuzzy genre matching (typos): only single words of >= 5 letters, only at difflib ratio >= 0.88 -- "horor",
+#: "comdies", "thriler" match; "eastern" (0.857 to "western") and "mastery" (0.857 to "mystery") do not.
+FUZZY_MIN_LEN, FUZZY_CUTOFF = 5, 0.88
+_FUZZY_DENY = frozenset({"auction", "auctions", "carton", "cartons", "actions", "crimea", "warrior", "warriors"})
 _TOKEN = re.compile(r"[\w][\w'.&-]*[\w]|[\w]")
 
 
@@ -98,6 +111,7 @@ class Lexicon:
         self._genre_map = {_key(g): c for g, c in self.genres}
         self._tag_set = {_key(t): t for t in self.tags}
         self._title_map = {_key(t): v for t, v in self.titles.items()}
+        self._fuzzy_forms = sorted(k for k in self._genre_map if " " not in k and len(k) >= FUZZY_MIN_LEN - 1)
 
     @staticmethod
     def _find(tokens: list[tuple[int, int, str]], table: dict[str, str], max_n: int = 8) -> list[tuple[int, int, str]]:
@@ -144,6 +158,11 @@ class Lexicon:
         for a, b, ph in sorted(self._find(toks, self._genre_map, 3), key=lambda t: t[0] - t[1]):
             if free(a, b):
                 add(Span("genre", self._genre_map[ph], "eq", a, b))
+        for a, b, tok in toks:  # typos of genre names ("no horor", "more comedys"): conservative fuzzy match
+            if len(tok) >= FUZZY_MIN_LEN and tok.isalpha() and tok not in _FUZZY_DENY and free(a, b):
+                close = difflib.get_close_matches(tok, self._fuzzy_forms, n=1, cutoff=FUZZY_CUTOFF)
+                if close:
+                    add(Span("genre", self._genre_map[close[0]], "eq", a, b))
         return sorted(found, key=lambda s: s.start)
 
 
@@ -214,6 +233,7 @@ def build_lexicon(catalog: Catalog, min_title_support: int = 0) -> Lexicon:
     """Lexicons from the catalog: genre synonyms, tags on >= 3 films, titles + franchise prefixes."""
     genres = sorted(((fold(s), g) for g, ss in GENRE_SYNONYMS.items() for s in ss if g in GENRES),
                     key=lambda t: -len(t[0]))
+    genres = sorted(genres + [(fold(s), g) for s, g in COMPOUND_GENRES.items()], key=lambda t: -len(t[0]))
     genre_forms = {s for s, _ in genres}
     tags = [t for t, n in catalog.tag_counts().items()
             if n >= 3 and t not in _TAG_STOP and t not in genre_forms and len(t) >= 3 and not t.isdigit()]

@@ -15,7 +15,28 @@ from typing import Any
 from pydantic import ValidationError
 
 from .catalog import GENRES
-from .schema import CommandError, ParsedCommand
+from .schema import CommandError, ParsedCommand, require_valid_text
+
+_GENRE_BY_FOLD = {g.lower(): g for g in GENRES}
+
+
+def canonical_genres(cmd: ParsedCommand) -> ParsedCommand:
+    """Genre values as the catalog spells them ("horror" -> "Horror"); ValueError for a non-catalog genre.
+
+    Why: the Filter, the memory rules and `rec eval` must agree on one spelling; a value that is not a catalog
+    genre would silently exclude nothing, so it goes back to the model in the repair round instead.
+    """
+    def canon(value: object) -> str:
+        g = _GENRE_BY_FOLD.get(str(value).strip().lower())
+        if g is None:
+            raise ValueError(f"genre {value!r} is not one of: {', '.join(GENRES)}")
+        return g
+
+    prefs = [p.model_copy(update={"value": canon(p.value)}) if p.attribute == "genre" else p
+             for p in cmd.preferences]
+    rets = [r.model_copy(update={"value": canon(r.value)}) if r.attribute == "genre" and r.value is not None
+            else r for r in cmd.retractions]
+    return cmd.model_copy(update={"preferences": prefs, "retractions": rets})
 
 SYSTEM = """You turn a user's command about their movie recommendation feed into JSON. Output ONLY one JSON
 object, no prose, matching this schema:
@@ -66,6 +87,7 @@ class LLMParser:
     def parse(self, text: str) -> ParsedCommand:
         if not isinstance(text, str) or not text.strip():
             raise CommandError("empty command")
+        require_valid_text(text)
         messages: list[tuple[str, str]] = [("system", SYSTEM), ("human", text)]
         last_error = ""
         for _attempt in range(self.max_repairs + 1):
@@ -74,7 +96,7 @@ class LLMParser:
                 data = extract_json(raw)
                 if isinstance(data, dict):
                     data.pop("text", None)
-                cmd = ParsedCommand.model_validate(data)
+                cmd = canonical_genres(ParsedCommand.model_validate(data))
                 cmd.text = text
                 cmd.check_consistent()
                 return cmd

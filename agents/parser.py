@@ -29,6 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from .catalog import Catalog, fold
 from .embeddings import TextEncoder
 from .lexicon import UNKNOWN_ATTR, Lexicon, Span, expiry_for, flip_year, tokenize
+from .rules import framing_rules
 from .schema import (
     MAX_YEAR,
     MIN_YEAR,
@@ -38,6 +39,7 @@ from .schema import (
     Retraction,
     UnknownAttributeError,
     now_utc,
+    require_valid_text,
 )
 
 DATA_DIR = Path(__file__).with_name("data")
@@ -231,13 +233,16 @@ class StudentParser(BaseEstimator):
             raise CommandError("empty command")
         if len(text) > MAX_COMMAND_CHARS:
             raise CommandError(f"command longer than {MAX_COMMAND_CHARS} characters")
+        require_valid_text(text)  # a lone surrogate would crash the encoder's tokenizer
         now = now or now_utc()
         clauses = self.analyse(text)
         if not clauses:
             return ParsedCommand(text=text)
-        preds = self.predict_heads([mask(c, s) for c, _, s in clauses])
+        masked = [mask(c, s) for c, _, s in clauses]
+        preds = self.predict_heads(masked)
         cmd = ParsedCommand(text=text)
-        for (clause, orig, spans), hp in zip(clauses, preds, strict=True):
+        for (clause, orig, spans), m, hp in zip(clauses, masked, preds, strict=True):
+            hp = framing_rules(m, hp) if spans else hp
             try:
                 self._apply_clause(cmd, clause, orig, spans, hp, now)
             except ValidationError as exc:
@@ -259,8 +264,9 @@ class StudentParser(BaseEstimator):
         if intent == "retract":
             if spans:
                 seen = set()
-                for sp in spans:
-                    key = ("year", None) if sp.attr == "year" else (sp.attr, sp.value)
+                keys = [("year", None) if sp.attr == "year" else (sp.attr, v)
+                        for sp in spans for v in _genre_values(sp, "+", "soft")]
+                for key in keys:
                     if key not in seen:
                         seen.add(key)
                         cmd.retractions.append(Retraction(attribute=key[0], value=key[1], source=orig))  # type: ignore[arg-type]
@@ -286,6 +292,11 @@ class StudentParser(BaseEstimator):
                 cmd.preferences.append(Preference(polarity=polarity, kind="soft", attribute="text",  # type: ignore[arg-type]
                                                   operator="like", value=value, **common))  # type: ignore[arg-type]
             return
+        ranges = {(sp.start, sp.end) for sp in spans if sp.attr == "year" and sp.op == "ge"} & {
+            (sp.start, sp.end) for sp in spans if sp.attr == "year" and sp.op == "le"}
+        if polarity == "-" and ranges:  # "no 80s movies": negating both bounds of a range would leave nothing
+            raise CommandError(f"{orig!r}: excluding a single decade or range of years is not supported; "
+                               "use a bound such as 'nothing before 1990'")
         for sp in spans:
             if sp.attr == "year":
                 ysp = flip_year(sp) if polarity == "-" else sp
@@ -296,8 +307,17 @@ class StudentParser(BaseEstimator):
                                                   operator=ysp.op, value=int(ysp.value), **common))  # type: ignore[arg-type]
             else:
                 k = "soft" if sp.op == "like" else kind
-                cmd.preferences.append(Preference(polarity=polarity, kind=k, attribute=sp.attr,  # type: ignore[arg-type]
-                                                  operator=sp.op, value=sp.value, **common))  # type: ignore[arg-type]
+                for v in _genre_values(sp, polarity, k):
+                    cmd.preferences.append(Preference(polarity=polarity, kind=k, attribute=sp.attr,  # type: ignore[arg-type]
+                                                      operator=sp.op, value=v, **common))  # type: ignore[arg-type]
+
+
+def _genre_values(sp: Span, polarity: str, kind: str) -> list[str | int]:
+    """A compound genre ("romantic comedies" -> "Romance+Comedy", lexicon.COMPOUND_GENRES) as schema values."""
+    if sp.attr != "genre" or "+" not in str(sp.value):
+        return [sp.value]
+    parts: list[str | int] = list(str(sp.value).split("+"))
+    return parts[:1] if (polarity, kind) == ("-", "hard") else parts
 
 
 _default: dict[str, StudentParser] = {}

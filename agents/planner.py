@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, Field
 
+from guardrails.errors import InvalidInputError
+
 from .catalog import Catalog
 from .embeddings import ItemEmbeddings
 from .policy import RecPolicy
@@ -159,6 +161,8 @@ class Planner:
     # --------------------------------------------------------------------------------------- aggregator
     def recommend(self, policy: RecPolicy, user_id: int | None = None, *, k: int = 10,
                   history: dict[int, float] | None = None) -> Feed:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         tools = choose_tools(policy)
         hard = policy.hard()
         pos = [p for p in policy.soft() if p.polarity == "+"]

@@ -68,6 +68,8 @@ def _summary(res: Any) -> str:
         parts.append("recommendation policy: " + (("reset; " if r.reset else "") + ", ".join(counts) or "no change"))
     elif res.rec is not None:
         parts.append("recommendation command: not applied" + (f" ({res.error})" if res.error else ""))
+    elif res.error and not res.moderation:  # refused while parsing (contradictory, unknown attribute, bad text)
+        parts.append(f"command refused ({res.error}); nothing changed")
     for op in ("block", "unblock"):
         done = [m for m in res.moderation if m.op == op]
         if done:
@@ -113,6 +115,10 @@ def make_tools(router: CommandRouter, *, user_id: str, tenant_id: str = "default
         def recommend_movies(k: int = 10) -> str:
             """Recommend k movies for the user under their current feed policy."""
             feed = recommend(user_id=user_id, k=max(1, min(int(k), 50)))
+            if router.store is not None:  # "no horror just this time": next_feed preferences end with this feed
+                from .policy import mark_feed_served
+
+                mark_feed_served(router.store, tenant_id, user_id, actor=router.actor)
             note = f" ({feed.plan.explanation})" if feed.plan.relaxed or feed.plan.infeasible else ""
             return "; ".join(feed.titles) + note
 

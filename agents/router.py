@@ -17,8 +17,9 @@ from pydantic import BaseModel, Field
 from guardrails.errors import InvalidInputError, RailguardError
 
 from .catalog import fold
+from .lexicon import GENRE_SYNONYMS
 from .policy import MergeReport, SettingsStoreLike, apply_command
-from .schema import CommandError, ParsedCommand
+from .schema import CommandError, ParsedCommand, require_valid_text
 
 MAX_COMMAND_CHARS = 2000
 
@@ -48,6 +49,7 @@ _CROSS_USER = re.compile(
     r"|settings|polic\w+|filters?|preferences|recommendations)\b"
     r"|\bignore (?:the|all|your|any|previous|prior) (?:schema|instructions?|rules?|polic\w+)\b"
     r"|\bdelete (?:all|every|everyone)\b|\b(?:admin|root|sudo|system prompt)\b"
+    r"|\b(?:for|to|of) @[a-z0-9_]|\bu_?id\s*[#:=]?\s*\d+\b"  # "for @bob", "for uid 5"
 )
 _MOD_TOPIC = re.compile(
     r"\b(?:spam\w*|scams?|crypto\w*|ads|adverts?|advertising|messages?|comments?|posts?|replies|dms?|insults?"
@@ -55,7 +57,7 @@ _MOD_TOPIC = re.compile(
     r"|bots?|phishing|self-promotion|promo\w*|political rants?|negativity|negative (?:comments|posts|messages))\b"
 )
 _UNBLOCK = re.compile(r"\b(?:unblock|unmute|allow|stop (?:blocking|hiding|filtering)|let .+ through|is fine"
-                      r"|are fine|(?:show|see) .+ again|don't mind)\b")
+                      r"|are fine|(?:show|see) .+ again|(?:don't|dont|do not) mind)\b")
 _MOD_VERBS = re.compile(
     r"^(?:please\s+|hey\s+|also\s+|and\s+)*(?:stop showing me|stop sending me|don't show me|do not show me|"
     r"i don't want to see|i do not want to see|no more|block|hide|filter out|mute|remove|unblock|unmute|allow|"
@@ -167,7 +169,16 @@ _FOR_SCOPES = frozenset(
     "anime cartoons comedy comedies crime documentary documentaries drama dramas fantasy horror musical musicals "
     "mystery mysteries romance romcoms scifi sci-fi thriller thrillers war western westerns noir imax spam ads posts "
     "messages comments news music reading christmas halloween summer winter".split())
+_FOR_SCOPES = _FOR_SCOPES | frozenset(
+    "good ever always now usual well us both adults grownups teens everyone everybody something anything nothing "
+    "more less awhile while instance starters change once date-night movie-night valentines holidays "
+    "thanksgiving easter weekends mornings evenings later tonite".split()
+) | frozenset(w for forms in GENRE_SYNONYMS.values() for f in forms for w in f.split())
 _ADDRESSED = (re.compile(r"^\W*for ([a-z][\w-]*)\s*[,:]"),  # "for bob, unblock spam"
+              re.compile(r"^\W*as (@?[a-z][\w.@-]*)\s*[,:]"),  # "as bob, reset my preferences"
+              # a person at the end of a clause: "no horror for bob", "... for @bob", "... for bob@example.com"
+              re.compile(r"\bfor (@?[a-z][\w.@-]*?)(?:\s+(?:please|thanks|too|again|then|as well|from now on"
+                         r"|anymore|any more))*\s*(?:$|[,;.!?)])"),
               re.compile(r"\b(?:(?:apply|copy) (?:this|that|it|these|the same)(?: settings?)? (?:to|for|on)"
                          r"|do the same for) ([a-z][\w-]*)"))  # "apply this to bob" (not "change it to ...")
 
@@ -195,10 +206,33 @@ def split_moderation(text: str) -> tuple[list[str], str]:
     return mod, ", ".join(rest)
 
 
+# "don't allow X", "never let X through", "I don't want to see X again": a negated unblock cue is a block request
+_NEGATION = re.compile(r"\b(?:not|never|no longer|nobody|no one|stop|cannot"
+                       r"|dont|doesnt|didnt|wont|cant|isnt|arent|shouldnt|wouldnt)\b|n't\b")  # apostrophes get dropped
+# "don't block X", "never hide X": a negated block verb is an unblock request
+_NEG_BLOCK = re.compile(r"(?:\b(?:not|never|no longer|dont|doesnt)|n't)\s+(?:block|hide|filter|mute|remove)\b")
+_NEG_LEAD = re.compile(r"^(?:please\s+|hey\s+|also\s+|and\s+)*(?:i\s+)?(?:(?:don't|do not|dont|never|no longer)\s+"
+                       r"(?:ever\s+)?(?:want to see|wanna see|allow|let|show me|block|hide|filter|mute|remove|mind)"
+                       r"|stop allowing|stop letting|(?:you can\s+)?(?:show me|let))\s+"
+                       r"(?:any\s+|all\s+|the\s+|me\s+)?")
+
+
+def moderation_op(folded: str) -> str:
+    """'block' or 'unblock' for one folded clause; an unblock cue counts only when nothing negates it."""
+    if _NEG_BLOCK.search(folded):
+        return "unblock"
+    m = _UNBLOCK.search(folded)
+    if m is None:
+        return "block"
+    if m.group(0).endswith(" mind"):  # "I don't mind spam": the negation is part of the cue
+        return "unblock"
+    return "block" if _NEGATION.search(folded[:m.start()]) else "unblock"
+
+
 def moderation_action(clause: str) -> ModerationAction:
     f = fold(clause).strip()
-    op = "unblock" if _UNBLOCK.search(f) else "block"
-    target = _MOD_VERBS.sub("", f)
+    op = moderation_op(f)
+    target = _MOD_VERBS.sub("", _NEG_LEAD.sub("", f))
     target = re.sub(r"\b(?:again|anymore|any more|please|from now on|is fine|are fine|through)\b", " ", target)
     target = re.sub(r"^(?:me|any|all|the)\s+", "", re.sub(r"\s+", " ", target).strip(" .,!"))
     return ModerationAction(op=op, target=target[:200] or "unspecified")
@@ -218,6 +252,7 @@ class CommandRouter:
         """Decide rec / moderation / both / neither without applying anything."""
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_COMMAND_CHARS:
             return RouteKind.NEITHER, None, []  # commands are short; long messages are ordinary chat
+        require_valid_text(text)  # InvalidTextError (a CommandError): nothing below can process it
         check_identity_safe(text)
         mod_clauses, rest = split_moderation(text)
         mods = [moderation_action(c) for c in mod_clauses]

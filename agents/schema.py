@@ -48,6 +48,25 @@ class UnknownAttributeError(CommandError):
     """The command names an attribute the schema or the catalog does not have."""
 
 
+class InvalidTextError(CommandError):
+    """The command text cannot be processed at all (e.g. a lone surrogate: not encodable as UTF-8)."""
+
+
+def require_valid_text(text: str) -> None:
+    """Raise InvalidTextError for text that is not valid Unicode (lone surrogates from a bad decoder)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidTextError("command text is not valid Unicode (it contains a lone surrogate)") from None
+
+
+def _title_key(value: str | int) -> str:
+    """'Amelie (Fabuleux destin d'Amélie Poulain, Le) (2001)' and 'Amelie' name the same film for a retraction."""
+    from .catalog import clean_title, fold  # local: catalog imports this module
+
+    return fold(clean_title(str(value))).strip()
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -127,9 +146,12 @@ class Retraction(BaseModel):
     def matches(self, pref: Preference) -> bool:
         if self.attribute is not None and pref.attribute != self.attribute:
             return False
-        if self.value is not None and str(pref.value).strip().lower() != str(self.value).strip().lower():
-            return False
-        return True
+        if self.value is None:
+            return True
+        if str(pref.value).strip().lower() == str(self.value).strip().lower():
+            return True
+        # titles are stored as the user named them ("Amelie") or, for "more like", as the full catalog title
+        return pref.attribute == "title" and _title_key(pref.value) == _title_key(self.value)
 
     def slot(self) -> tuple[str, str, str, str, str]:
         return ("retract", str(self.attribute or ""), str(self.value or "").lower(), "", "")

@@ -1,0 +1,63 @@
+"""Deterministic framing rules applied after the student parser's learned heads.
+
+Why a rule layer instead of retraining: a handful of short idioms flip the meaning of a clause in a way the
+heads (trained on simulator.py output) never saw -- "anything but X" is an exclusion although it contains no
+negation word, "show me X again" re-enables X although the heads read "show me ... again" as a repeat of the
+earlier "no X". These phrasings are unambiguous, so a small, auditable rule table fixes them without touching the
+shipped artifacts. The rules read the *masked* clause (values replaced by ``X``/``YEAR``, see parser.mask), so
+they only look at framing, exactly like the heads.
+"""
+
+from __future__ import annotations
+
+import re
+
+_V = r"(?:X|YEAR)"
+#: Negation anywhere in a clause (a re-enable cue such as "again" does not re-enable under negation).
+_NEG = re.compile(r"\b(?:no|not|never|nothing|none|without|dont|stop|less|fewer|hate|avoid|skip|hold|exclude"
+                  r"|excluding|neither|nor)\b|n't\b|\bdo not\b")
+#: (pattern, overrides): first match wins. Overrides replace head outputs (intent, polarity, kind).
+_RULES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
+    # "nothing but horror" = only horror
+    (re.compile(rf"\bnothing (?:but|except|other than|apart from|besides)\b.*{_V}"),
+     {"intent": "add", "polarity": "+", "kind": "hard"}),
+    # "anything but horror", "everything except X", "whatever other than X" = exclude X
+    (re.compile(rf"\b(?:anything|everything|something|whatever|all|any ?\w*) (?:but|except|other than|apart from"
+                rf"|besides|save for)\b.*{_V}"),
+     {"intent": "add", "polarity": "-", "kind": "hard"}),
+    # "hold the horror", "skip the horror" (but not "skip the horror filter": that is about the filter)
+    (re.compile(rf"^(?:\W*(?:please|and|just|also)\s+)*(?:hold|skip|leave out|cut out) (?:the |all |any )?{_V}"
+                rf"(?! (?:filter|limit|ban|rule|restriction|exclusion|thing|setting)s?\b)"),
+     {"intent": "add", "polarity": "-", "kind": "hard"}),
+    # "nothing too violent", "not too dark": a degree of X is unwanted -> a penalty
+    (re.compile(rf"^(?:\W*(?:please|and|but|also|just)\s+)*(?:nothing|not|none|no)\s+(?:too|very|overly|so|that"
+                rf"|really|particularly|excessively)\s+{_V}"),
+     {"intent": "add", "polarity": "-", "kind": "soft"}),
+)
+#: "allow X", "unblock X", "lift the X ban", "X is ok now": drop the user's earlier rules about X (a retraction).
+_LIFT = re.compile(rf"^(?:\W*(?:please|and|also|just|ok|okay)\s+)*(?:(?:allow|unblock|unban|unmute) {_V}"
+                   rf"|lift the {_V}(?: \w+)? (?:ban|filter|block|restriction|limit)s?"
+                   rf"|{_V}(?: movies| films)? (?:is|are) (?:ok|okay|fine|allowed|alright|acceptable)(?: now)?\W*$)")
+#: "show me X again", "X again please", "bring back X", "put X back", "X is back": re-enable X (when not negated).
+_REENABLE = re.compile(rf"{_V}.*\bagain\b|\bagain\b.*{_V}|\bbring (?:back )?(?:the |some )?{_V}(?: back)?\b"
+                       rf"|\bput (?:the |some )?{_V} back\b|{_V} (?:is|are) back\b")
+
+
+def framing_rules(masked: str, heads: dict[str, str]) -> dict[str, str]:
+    """The heads' outputs for one masked clause, corrected by the idiom table (a new dict; input untouched)."""
+    out = dict(heads)
+    m = masked  # values are upper-case X / YEAR, the rest is folded (lower-case)
+    for rx, over in _RULES:
+        if rx.search(m):
+            out.update(over)
+            return out
+    if _LIFT.search(m) and not _NEG.search(m.replace("X", " ").replace("YEAR", " ")):
+        out["intent"] = "retract"
+        return out
+    if _REENABLE.search(m) and not _NEG.search(m.replace("X", " ").replace("YEAR", " ")):
+        # re-enabling replaces an earlier exclusion of the same value (same key, newest wins) with a mild boost;
+        # "only X again" keeps its hard kind
+        out.update({"intent": "add", "polarity": "+"})
+        if not re.search(r"\bonly\b", m):
+            out["kind"] = "soft"
+    return out
