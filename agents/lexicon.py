@@ -78,6 +78,10 @@ _EQ = re.compile(r"\b(?:from|in|of|released in|made in|year)\s+(\d{4})\b")
 #: "comdies", "thriler" match; "eastern" (0.857 to "western") and "mastery" (0.857 to "mystery") do not.
 FUZZY_MIN_LEN, FUZZY_CUTOFF = 5, 0.88
 _FUZZY_DENY = frozenset({"auction", "auctions", "carton", "cartons", "actions", "crimea", "warrior", "warriors"})
+#: An audience named with a possessive ("for my kids", "with our children"): reserved, never read as a genre value.
+#: Without one ("movies for kids") the words keep naming the Children genre.
+_AUDIENCE = re.compile(r"\b(?:for|with) (?:my|our) (?:own )?(?:little )?(?:kids?|children|child|family|son|sons"
+                       r"|daughters?|ones|toddlers?|teens?|teenagers?|grandkids|grandchildren)\b")
 _TOKEN = re.compile(r"[\w][\w'.&-]*[\w]|[\w]")
 
 
@@ -136,6 +140,8 @@ class Lexicon:
             found.append(sp)
             taken.append((sp.start, sp.end))
 
+        for m in _AUDIENCE.finditer(clause):  # "no horror for my kids": who watches, not the Children genre
+            taken.append((m.start(), m.end()))
         for sp in year_spans(clause):
             add(sp)
         like_cue = re.compile(r"(?:like|similar to|such as|vein of|along the lines of|reminds? me of|than)[\s(\"']+$")

@@ -337,3 +337,12 @@ def test_rec_eval_refuses_a_file_with_no_scripts(tmp_path):
     data.write_text("\n  \n")
     res = _cli(["eval", "--data", str(data), "--json", "--parser", "bow", "--no-semantic"])
     assert res.exit_code == 2 and "no rec scripts" in json.loads(res.stdout)["error"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("no horror for my kids", {("genre", "eq", "horror", "-", "hard")}),  # was also "- hard Children"
+    ("more kids movies for my kids", {("genre", "eq", "children", "+", "soft")}),
+    ("more movies for kids", {("genre", "eq", "children", "+", "soft")}),  # no possessive: still the genre
+])
+def test_an_audience_with_a_possessive_is_not_the_children_genre(parser, text, expected):
+    assert parser.parse(text).slots() == expected
