@@ -7,6 +7,7 @@ abort before any token is produced (NeuroFilter "fused" mode adds zero forward p
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
@@ -134,17 +135,24 @@ class LocalChatModel(BaseChatModel):
         inputs, chat = self._inputs(messages)
         streamer = TextIteratorStreamer(self.lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
         failure: list[BaseException] = []
-        detach = self._attach(inputs, chat)
 
         def work() -> None:
+            # Observers attach in the thread that runs generate(): probe hooks read only their own thread's
+            # forwards (the model object is shared), and the copied context carries the caller's identity.
+            detach: list[Callable[[], None]] = []
             try:
+                detach = self._attach(inputs, chat)
                 with torch.inference_mode():
                     self.lm.model.generate(**self._gen_kwargs(inputs, stop), streamer=streamer)
             except BaseException as exc:  # surfaced in the consumer thread below
                 failure.append(exc)
                 streamer.end()
+            finally:
+                for d in detach:
+                    d()
 
-        worker = threading.Thread(target=work, name="railguard-generate", daemon=True)
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), name="railguard-generate",
+                                  daemon=True)
         worker.start()
         try:
             first = True
@@ -161,7 +169,5 @@ class LocalChatModel(BaseChatModel):
                 yield chunk
         finally:
             worker.join()
-            for d in detach:
-                d()
         if failure:
             raise failure[0]

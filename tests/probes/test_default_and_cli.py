@@ -388,3 +388,33 @@ def test_train_out_that_cannot_be_written_is_refused_before_capture(tmp_path):
     for out, match in ((a_file, "not a directory"), (a_file / "sub", "does not exist")):
         res = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(out), "--json"])
         assert res.exit_code == 2 and match in json.loads(res.stdout)["error"] and "--out" in res.stdout
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_fused_hook_guards_a_streamed_generation(smol, use_async):
+    """LocalChatModel.stream runs generate() in a worker thread; the fused hook (which reads only the forwards
+    of the thread it is armed in) must be armed there, with the caller's identity, or streams go unscored."""
+    from probe_testkit import synthetic_bundle
+
+    from guardrails.middleware.identity import Identity, current_identity
+    from guardrails.models import LocalChatModel, PrefillBlocked
+
+    msgs = [("user", "What is the patient's family medical history?")]
+
+    async def run(hook):
+        chat = LocalChatModel(max_new_tokens=3, prefill_observers=[hook])
+        if use_async:
+            return "".join([c.content async for c in chat.astream(msgs)])
+        return "".join(c.content for c in chat.stream(msgs))
+
+    blocker = PrivacyDetector(synthetic_bundle(smol, 6, threshold=-1e9), lm=smol, mode="fused").fused_hook()
+    token = current_identity.set(Identity(user_id="carol", session_id="s9"))
+    try:
+        with pytest.raises(PrefillBlocked):
+            await run(blocker)
+    finally:
+        current_identity.reset(token)
+    assert blocker.calls == 1 and blocker.last_decision.user_id == "carol"
+    allower = PrivacyDetector(synthetic_bundle(smol, 6, threshold=1e9), lm=smol, mode="fused").fused_hook(
+        identity=lambda: None)
+    assert await run(allower) and allower.calls == 1
