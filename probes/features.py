@@ -50,8 +50,12 @@ def _shard_prefix(lm: Any, layers: Sequence[int], offset: int = 0) -> str:
     # The model fingerprint ignores dtype on purpose (a probe trained on fp32 CPU activations loads on a bf16 GPU
     # model), but cached activations must not: bf16 vectors differ from fp32 ones, so the dtype is part of the key.
     # So is a token offset (offset 0 keeps the keys caches were written under before offsets existed).
-    dtype = next(lm.model.parameters()).dtype
+    param = next(lm.model.parameters())
+    dtype = param.dtype
     where = f"|offset {offset}" if offset else ""
+    if param.device.type != "cpu":  # bf16 on CUDA (other kernels, attention implementation) is not bf16 on a CPU;
+        # CPU keys stay as they were written
+        where += f"|{param.device.type}|{getattr(lm.model.config, '_attn_implementation', None)}"
     h = hashlib.sha256(f"{lm.fingerprint()}|{list(layers)}|{dtype}{where}".encode()).hexdigest()[:16]
     return f"act-{h}-"
 

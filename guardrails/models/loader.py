@@ -127,7 +127,10 @@ def _offline_kwargs(source: Path | str) -> dict[str, Any]:
 def load_causal_lm(name_or_path: str, *, device: str | None = None, dtype: Any = None) -> LoadedCausalLM:
     """Load (and cache per process) a causal LM with its tokenizer. Embedded names work offline."""
     dev = resolve_device(device)
-    key = (name_or_path, dev, str(dtype))
+    # the resolved device and dtype: "cuda" / "cuda:0" and dtype=None / the device default are one instance, and a
+    # changed RAILGUARD_CPU_BF16 gets the dtype it asks for instead of the instance loaded before the change
+    dtype = dtype or default_dtype(dev)
+    key = (name_or_path, _device_key(dev), str(dtype))
     with _lock:
         if key in _cache:
             return _cache[key]
@@ -136,6 +139,16 @@ def load_causal_lm(name_or_path: str, *, device: str | None = None, dtype: Any =
             if key in _cache:  # loaded by the thread we waited for
                 return _cache[key]
         return _load_causal_lm(name_or_path, dev, dtype, key)
+
+
+def _device_key(dev: str) -> str:
+    """'cuda' and 'cuda:0' (the current device) name the same device; 'cpu' stays 'cpu'."""
+    import torch
+
+    d = torch.device(dev)
+    if d.type == "cuda" and d.index is None and torch.cuda.is_available():
+        d = torch.device("cuda", torch.cuda.current_device())
+    return str(d)
 
 
 def _load_causal_lm(name_or_path: str, dev: str, dtype: Any, key: tuple[str, str, str]) -> LoadedCausalLM:
