@@ -8,12 +8,14 @@ all users' policies") is refused as a whole and changes nothing, for anyone.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from enum import StrEnum
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
+from guardrails.detectors.pii import scan as pii_scan
 from guardrails.errors import InvalidInputError, RailguardError
 
 from .catalog import fold
@@ -108,11 +110,24 @@ _BASE = {"spam": ("spam", "scam", "crypto", "phishing", "ads", "advert", "promo"
 
 
 def category_name(target: str) -> str:
-    """'crypto spam' -> 'crypto-spam' (the personalization package's name rule: [a-z][a-z0-9_-]{0,47})."""
-    slug = re.sub(r"[^a-z0-9]+", "-", fold(target)).strip("-")[:48].strip("-")
+    """'crypto spam' -> 'crypto-spam' (the personalization package's name rule: [a-z][a-z0-9_-]{0,47}).
+
+    Category names are shown in decision logs and the audit trail, so personal data in the target ("block
+    messages from bob@example.com", a phone or card number) never becomes part of one: each such span is replaced
+    by its entity kind, and a short hash of the whole target keeps two senders two categories."""
+    suffix = ""
+    found = pii_scan(target)
+    if found:
+        pieces, last = [], 0
+        for m in found:
+            pieces += [target[last:m.start], f" {m.entity} "]
+            last = m.end
+        suffix = "-" + hashlib.sha256(fold(target).encode("utf-8")).hexdigest()[:8]
+        target = "".join([*pieces, target[last:]])
+    slug = re.sub(r"[^a-z0-9]+", "-", fold(target)).strip("-")[: 48 - len(suffix)].strip("-")
     if not slug or not slug[0].isalpha():
-        slug = ("c-" + slug)[:48]
-    return slug or "custom"
+        slug = ("c-" + slug)[: 48 - len(suffix)]
+    return (slug or "custom") + suffix
 
 
 class PersonalizationModeration:

@@ -42,13 +42,17 @@ class SentinelEncoder:
     """
 
     def __init__(self, model: Any, tokenizer: Any, layers: int | Sequence[int], *, max_sessions: int = 32,
-                 max_tokens: int | None = None, offsets: Mapping[int, Sequence[int]] | None = None) -> None:
+                 max_tokens: int | None = None, offsets: Mapping[int, Sequence[int]] | None = None,
+                 max_cached_tokens: int = 32_768) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.layers = sorted({int(layers)} if isinstance(layers, int) else {int(i) for i in layers})
         self.offsets = layer_offsets(self.layers, offsets)
         self._max_offset = max(ks[-1] for ks in self.offsets.values())
         self.max_sessions = max_sessions
+        # Memory is bounded by tokens, not only sessions: one cached token costs ~23 kB of KV in fp32 on SmolLM2 up
+        # to the probe layer, so 32 sessions of 8k tokens would hold ~6 GB. Least recently used caches go first.
+        self.max_cached_tokens = max_cached_tokens
         self.max_tokens = max_tokens or int(getattr(model.config, "max_position_embeddings", 8192))
         self._lru: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._lock = threading.Lock()
@@ -92,10 +96,11 @@ class SentinelEncoder:
                 cache = DynamicCache(config=self.model.config)
                 act = self._forward(ids, cache, 0)
                 entry = _Entry(ids, cache, act)
-            if session is not None:
+            if session is not None and len(entry.ids) <= self.max_cached_tokens:
                 self._lru[session] = entry
-                while len(self._lru) > self.max_sessions:
-                    self._lru.popitem(last=False)
+                cached = sum(len(e.ids) for e in self._lru.values())
+                while len(self._lru) > self.max_sessions or cached > self.max_cached_tokens:
+                    cached -= len(self._lru.popitem(last=False)[1].ids)
         return act
 
     def forget(self, session: Hashable) -> None:

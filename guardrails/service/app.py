@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -224,11 +225,33 @@ def _build_guard(names: list[str] | None, store: Any) -> tuple[Guard, dict[str, 
     return Guard(built, store=store), failed
 
 
+STATE_TTL_ENV = "RAILGUARD_STATE_TTL_DAYS"
+PRUNE_EVERY_S = 3600.0
+
+
+async def _prune_state(store: Any, ttl: timedelta, every_s: float = PRUNE_EVERY_S) -> None:
+    """Delete per-session state older than `ttl` now and then every `every_s` (each worker does it; deletes
+    are idempotent). A failure is logged and retried on the next round: it must never stop the service."""
+    if not hasattr(store, "prune_state"):
+        return
+    while True:
+        try:
+            n = await asyncio.to_thread(store.prune_state, ttl)
+            if n:
+                log.info("pruned %d session state row(s) idle for more than %s", n, ttl)
+        except Exception as exc:  # noqa: BLE001 - e.g. the database briefly unavailable
+            log.warning("session state pruning failed (%s); retrying in %.0f s", type(exc).__name__, every_s)
+        await asyncio.sleep(every_s)
+
+
 def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY, chat: ChatConfig | None = None,
-               detectors: list[str] | None = None, key_cache_ttl_s: float = 5.0) -> FastAPI:
+               detectors: list[str] | None = None, key_cache_ttl_s: float = 5.0,
+               state_ttl: timedelta | None = None) -> FastAPI:
     """Build the service. `guard` defaults to every registered detector (or `detectors`), `store` to the
-    default SettingsStore ($RAILGUARD_DB_URL), `admin_key` to $RAILGUARD_ADMIN_KEY (admin API off when unset)."""
+    default SettingsStore ($RAILGUARD_DB_URL), `admin_key` to $RAILGUARD_ADMIN_KEY (admin API off when unset).
+    `state_ttl` (default $RAILGUARD_STATE_TTL_DAYS, 30 days; 0 = keep forever): per-session state (velocity
+    trajectories) not written for that long is deleted, hourly and at start-up, so abandoned sessions go away."""
     from ..store import SettingsStore
 
     store = store if store is not None else SettingsStore()
@@ -240,19 +263,26 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
                       metrics=Metrics(), admin_key=admin_key or os.environ.get(ADMIN_ENV) or None,
                       chat=chat or ChatConfig(), unavailable_detectors=unavailable)
 
+    ttl = state_ttl if state_ttl is not None else timedelta(days=float(os.environ.get(STATE_TTL_ENV, "30")))
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         st.chat_lock = asyncio.Lock()
-        if os.environ.get("RAILGUARD_WARMUP", "before_serving") == "background":
-            task = asyncio.create_task(_warm_up(st))  # serve /healthz at once; /readyz says when warm
+        pruner = asyncio.create_task(_prune_state(store, ttl)) if ttl > timedelta(0) else None
+        try:
+            if os.environ.get("RAILGUARD_WARMUP", "before_serving") == "background":
+                task = asyncio.create_task(_warm_up(st))  # serve /healthz at once; /readyz says when warm
+                yield
+                task.cancel()
+                return
+            # Default: load models before this worker accepts connections. With several workers sharing one
+            # socket, a cold worker otherwise takes requests while loading (seen: p99 45 s vs 5 s under load),
+            # and /readyz, answered by whichever worker, cannot tell that another one is still cold.
+            await _warm_up(st)
             yield
-            task.cancel()
-            return
-        # Default: load models before this worker accepts connections. With several workers sharing one
-        # socket, a cold worker otherwise takes requests while loading (seen: p99 45 s vs 5 s under load),
-        # and /readyz, answered by whichever worker, cannot tell that another one is still cold.
-        await _warm_up(st)
-        yield
+        finally:
+            if pruner is not None:
+                pruner.cancel()
 
     app = FastAPI(title="railguard", version=__version__, lifespan=lifespan,
                   description="Guardrail checks, per-user settings and a guarded OpenAI-compatible proxy.")

@@ -138,6 +138,34 @@ def test_personalization_adapter_real_profile(tmp_path):
         s.close()
 
 
+def test_personal_data_in_a_moderation_target_never_names_the_category(tmp_path):
+    """Category names appear in decision logs and the audit trail's changed paths: 'block messages from
+    john.smith@gmail.com' used to create 'messages-from-john-smith-gmail-com'. The e-mail, phone or card number
+    becomes its entity kind plus a hash; block and unblock of the same target agree on the name."""
+    import json
+
+    from guardrails.store import SettingsStore
+
+    assert category_name("messages from john.smith@gmail.com").startswith("messages-from-email-")
+    assert category_name("messages from jane@x.org") != category_name("messages from john.smith@gmail.com")
+    s = SettingsStore(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        mod = PersonalizationModeration(s)
+        for target in ("messages from john.smith@gmail.com", "messages from 212-555-0187",
+                       "posts by 4111 1111 1111 1111"):
+            mod.block("default", "bob", target, actor="router")
+            mod.unblock("default", "bob", target, actor="router")
+        trail = json.dumps([a.model_dump(mode="json") for a in s.history("default", "bob")])
+        for secret in ("john", "gmail", "555-0187", "5550187", "4111"):
+            assert secret not in trail, secret
+        from personalization.service import ProfileService
+
+        cats = ProfileService(s).get("bob").categories
+        assert {c.action for n, c in cats.items() if n not in ("toxic", "spam", "negative")} == {"allow"}
+    finally:
+        s.close()
+
+
 def test_langchain_tools_bound_to_user(router, store):
     from agents.plugin import make_tools
 

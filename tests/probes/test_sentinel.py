@@ -51,6 +51,21 @@ def test_sessions_do_not_share_caches(tiny):
     assert len(enc._lru) == 2
 
 
+def test_kv_caches_are_bounded_by_tokens_not_only_sessions(tiny):
+    """32 sessions of 8k tokens would hold ~6 GB of KV: the LRU also keeps the cached tokens under a budget,
+    evicting the least recently used sessions; a conversation longer than the budget is not cached at all."""
+    one = len(tiny.tokenizer(render(tiny.tokenizer, _conv(3)))["input_ids"])
+    enc = SentinelEncoder(tiny.model, tiny.tokenizer, 2, max_cached_tokens=int(2.5 * one))
+    for s in ("a", "b", "c"):
+        enc.activation(_conv(3), session=s)
+    assert list(enc._lru) == ["b", "c"] and sum(len(e.ids) for e in enc._lru.values()) <= 2.5 * one
+    enc.activation(_conv(12), session="long")  # alone over the budget: scored, never cached
+    assert "long" not in enc._lru and list(enc._lru) == ["b", "c"]
+    before = dict(enc.stats)
+    enc.activation(_conv(3), session="c")  # still cached: a hit, no prefill
+    assert enc.stats["hits"] == before["hits"] + 1 and enc.stats["full"] == before["full"]
+
+
 def test_hundred_turn_conversation(tiny):
     enc = SentinelEncoder(tiny.model, tiny.tokenizer, 2)
     msgs = [{"role": "system", "content": "s"}]

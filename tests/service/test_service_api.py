@@ -218,3 +218,34 @@ def test_remote_guard_screens_resent_history_like_a_local_guard(service):
                    json={"user_id": "alice", "messages": []})
     assert r.status_code == 422
     rg.close()
+
+
+def test_session_state_idle_past_the_ttl_is_pruned_by_the_service(tmp_path):
+    """Each new session id leaves a velocity-state row (~6 KB); nothing deleted them, so a service grew without
+    bound. The app prunes rows idle for longer than its state TTL at start-up and hourly."""
+    import time
+    from datetime import timedelta
+
+    from fastapi.testclient import TestClient
+
+    from guardrails import Guard
+    from guardrails.service.app import create_app
+    from guardrails.store import SettingsStore
+
+    store = SettingsStore(f"sqlite:///{tmp_path / 'ttl.db'}")
+    try:
+        store.put_state("default", "alice", "old-session", "velocity", {"turns": 3})
+        time.sleep(0.05)
+        app = create_app(Guard([], store=store), store, state_ttl=timedelta(milliseconds=20))
+        with TestClient(app):
+            deadline = time.monotonic() + 10
+            while store.get_state("default", "alice", "old-session", "velocity") is not None:
+                assert time.monotonic() < deadline, "idle session state was never pruned"
+                time.sleep(0.05)
+        kept = create_app(Guard([], store=store), store, state_ttl=timedelta(0))  # 0 = keep forever
+        store.put_state("default", "bob", "s", "velocity", {"turns": 1})
+        with TestClient(kept):
+            time.sleep(0.2)
+        assert store.get_state("default", "bob", "s", "velocity") == {"turns": 1}
+    finally:
+        store.close()
