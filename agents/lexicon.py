@@ -115,7 +115,7 @@ class Lexicon:
         self._genre_map = {_key(g): c for g, c in self.genres}
         self._tag_set = {_key(t): t for t in self.tags}
         self._title_map = {_key(t): v for t, v in self.titles.items()}
-        self._fuzzy_forms = sorted(k for k in self._genre_map if " " not in k and len(k) >= FUZZY_MIN_LEN - 1)
+        self._fuzzy_forms = sorted(k for k in self._genre_map if " " not in k and len(k) >= FUZZY_MIN_LEN)
 
     @staticmethod
     def _find(tokens: list[tuple[int, int, str]], table: dict[str, str], max_n: int = 8) -> list[tuple[int, int, str]]:

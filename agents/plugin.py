@@ -12,6 +12,7 @@ from typing import Any
 
 from guardrails.decision import Action, Finding, Stage
 from guardrails.detector import BaseDetector, CheckRequest, PluginContext
+from guardrails.errors import RailguardError
 
 from .router import CommandRouter, ModerationNotAvailableError, PersonalizationModeration, RouteKind
 
@@ -116,9 +117,14 @@ def make_tools(router: CommandRouter, *, user_id: str, tenant_id: str = "default
             """Recommend k movies for the user under their current feed policy."""
             feed = recommend(user_id=user_id, k=max(1, min(int(k), 50)))
             if router.store is not None:  # "no horror just this time": next_feed preferences end with this feed
-                from .policy import mark_feed_served
+                from .policy import load_policy, mark_feed_served
 
-                mark_feed_served(router.store, tenant_id, user_id, actor=router.actor)
+                try:  # only when there is one to end: serving a feed is not itself a settings change
+                    if any(p.scope == "next_feed" for p in load_policy(router.store, tenant_id, user_id,
+                                                                         session_id=session_id).preferences):
+                        mark_feed_served(router.store, tenant_id, user_id, actor=router.actor)
+                except RailguardError as exc:  # the feed is served anyway; the preference ends with a later one
+                    log.warning("could not end next-feed preferences (%s)", type(exc).__name__)
             note = f" ({feed.plan.explanation})" if feed.plan.relaxed or feed.plan.infeasible else ""
             return "; ".join(feed.titles) + note
 

@@ -124,10 +124,14 @@ def category_name(target: str) -> str:
             last = m.end
         suffix = "-" + hashlib.sha256(fold(target).encode("utf-8")).hexdigest()[:8]
         target = "".join([*pieces, target[last:]])
-    slug = re.sub(r"[^a-z0-9]+", "-", fold(target)).strip("-")[: 48 - len(suffix)].strip("-")
+    return _plain_slug(target, 48 - len(suffix)) + suffix
+
+
+def _plain_slug(target: str, width: int = 48) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", fold(target)).strip("-")[:width].strip("-")
     if not slug or not slug[0].isalpha():
-        slug = ("c-" + slug)[: 48 - len(suffix)]
-    return (slug or "custom") + suffix
+        slug = ("c-" + slug)[:width]
+    return slug or "custom"
 
 
 class PersonalizationModeration:
@@ -166,6 +170,9 @@ class PersonalizationModeration:
         svc = self._svc(tenant_id, actor)
         name = category_name(target)
         cats = svc.get(user_id).categories
+        legacy = _plain_slug(target)  # how categories were named before personal data was kept out of names
+        if name not in cats and legacy in cats:
+            name = legacy
         if name not in cats:
             base = [b for b, words in _BASE.items() if any(w in fold(target) for w in words)]
             if len(base) != 1:
@@ -187,7 +194,11 @@ _FOR_SCOPES = frozenset(
 _FOR_SCOPES = _FOR_SCOPES | frozenset(
     "good ever always now usual well us both adults grownups teens everyone everybody something anything nothing "
     "more less awhile while instance starters change once date-night movie-night valentines holidays "
-    "thanksgiving easter weekends mornings evenings later tonite".split()
+    "thanksgiving easter weekends mornings evenings later tonite "
+    "monday tuesday wednesday thursday friday saturday sunday mondays fridays saturdays sundays "
+    "one two three four five couple couples "  # "a movie for two"
+    "dad mom mum mother father parents grandma grandpa granny wife husband partner girlfriend boyfriend "
+    "brother sister son daughter baby babies toddler toddlers friends guests".split()
 ) | frozenset(w for forms in GENRE_SYNONYMS.values() for f in forms for w in f.split())
 _ADDRESSED = (re.compile(r"^\W*for ([a-z][\w-]*)\s*[,:]"),  # "for bob, unblock spam"
               re.compile(r"^\W*as (@?[a-z][\w.@-]*)\s*[,:]"),  # "as bob, reset my preferences"

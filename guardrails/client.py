@@ -365,13 +365,20 @@ class RemoteGuard:
 
     def screen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
                        session_id: str | None = None) -> HistoryScreen:
-        """Earlier messages of a resent conversation, screened by the service (see `Guard.screen_history`)."""
-        return self.client.screen_history([dict(m) for m in messages], user_id=user_id, session_id=session_id)
+        """Same contract as `Guard.screen_history`: the messages before the last one are screened by the service
+        (the last is `check`'s), and the whole conversation comes back with them redacted."""
+        earlier = [dict(m) for m in messages[:-1]]
+        if not earlier:
+            return HistoryScreen([dict(m) for m in messages], [], None)
+        return _with_last(self.client.screen_history(earlier, user_id=user_id, session_id=session_id), messages)
 
     async def ascreen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
                               session_id: str | None = None) -> HistoryScreen:
-        return await self.aclient.screen_history([dict(m) for m in messages], user_id=user_id,
-                                                 session_id=session_id)
+        earlier = [dict(m) for m in messages[:-1]]
+        if not earlier:
+            return HistoryScreen([dict(m) for m in messages], [], None)
+        screen = await self.aclient.screen_history(earlier, user_id=user_id, session_id=session_id)
+        return _with_last(screen, messages)
 
     def middleware(self, **kwargs: Any) -> Any:
         """A langchain v1 AgentMiddleware running this remote guard at every stage (see GuardMiddleware)."""
@@ -387,6 +394,11 @@ class RemoteGuard:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _with_last(screen: HistoryScreen, messages: Sequence[Mapping[str, Any]]) -> HistoryScreen:
+    """The service's screen of the earlier messages, with the (unscreened) last message appended."""
+    return HistoryScreen([*screen.messages, dict(messages[-1])], screen.decisions, screen.blocked)
 
 
 def _plain(content: Any) -> str | list[dict[str, str]]:

@@ -302,9 +302,11 @@ class Guard:
                                           shadow=self.shadow) if slots else None
         return self._text_only_guard
 
-    def _history_checks(self, messages: Sequence[Mapping[str, Any]]) -> list[tuple[int, str, Stage]]:
+    def _history_checks(self, messages: Sequence[Mapping[str, Any]],
+                        include_last: bool = False) -> list[tuple[int, str, Stage]]:
         roles = {"user": Stage.INPUT, "system": Stage.INPUT, "assistant": Stage.OUTPUT, "tool": Stage.TOOL_RESULT}
-        return [(i, m["content"], roles.get(str(m.get("role")), Stage.INPUT)) for i, m in enumerate(messages[:-1])
+        scope = messages if include_last else messages[:-1]
+        return [(i, m["content"], roles.get(str(m.get("role")), Stage.INPUT)) for i, m in enumerate(scope)
                 if isinstance(m.get("content"), str) and m["content"].strip()]
 
     @staticmethod
@@ -317,24 +319,25 @@ class Guard:
         return HistoryScreen(out, [(i, d) for i, d in found if d.action is not Action.ALLOW], blocked)
 
     def screen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
-                       session_id: str | None = None) -> HistoryScreen:
+                       session_id: str | None = None, include_last: bool = False) -> HistoryScreen:
         """Check the messages *before* the last one of a conversation a client resends (an HTTP proxy, a wrapped
         model called with the whole history) with the detectors that judge a text on its own, so an earlier turn
         that was redacted or blocked when it was new never reaches the model in the clear. The last message is
-        `check`'s job (with the conversation as context)."""
+        `check`'s job (with the conversation as context), unless `include_last` (a caller that sends only the
+        earlier messages, as the service's /v1/screen/history does)."""
         guard = self._text_only()
         found = [] if guard is None else [
             (i, guard.check(text, user_id=user_id, session_id=session_id, stage=stage))
-            for i, text, stage in self._history_checks(messages)]
+            for i, text, stage in self._history_checks(messages, include_last)]
         return self._screened(messages, found)
 
     async def ascreen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
-                              session_id: str | None = None) -> HistoryScreen:
+                              session_id: str | None = None, include_last: bool = False) -> HistoryScreen:
         """Async twin of `screen_history`."""
         guard = self._text_only()
         found = [] if guard is None else [
             (i, await guard.acheck(text, user_id=user_id, session_id=session_id, stage=stage))
-            for i, text, stage in self._history_checks(messages)]
+            for i, text, stage in self._history_checks(messages, include_last)]
         return self._screened(messages, found)
 
     # ---- integrations ------------------------------------------------------------------------

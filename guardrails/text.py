@@ -37,7 +37,8 @@ def coerce_text(value: object, *, allow_empty: bool = False) -> str:
 
 
 # LangChain message types and tuple roles, as the chat roles the Guard uses
-_ROLE_ALIASES = {"human": "user", "ai": "assistant", "developer": "system"}
+_ROLE_ALIASES = {"human": "user", "ai": "assistant", "developer": "system", "HumanMessageChunk": "user",
+                 "AIMessageChunk": "assistant", "SystemMessageChunk": "system", "ToolMessageChunk": "tool"}
 
 
 def _is_chat_message(value: object) -> bool:
@@ -61,7 +62,10 @@ def _as_role_content(item: object, i: int) -> tuple[object, object]:
     if isinstance(item, Mapping):
         return item.get("role"), item.get("content")
     if _is_chat_message(item):
-        return getattr(item, "type"), getattr(item, "content")  # noqa: B009 - duck-typed BaseMessage
+        kind = getattr(item, "type")  # noqa: B009 - duck-typed BaseMessage
+        if kind in ("chat", "ChatMessageChunk"):  # ChatMessage(role="user", ...): the role is its own field
+            kind = getattr(item, "role", kind)
+        return kind, getattr(item, "content")  # noqa: B009
     if isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str):
         return item[0], item[1]
     raise InvalidInputError(f"messages[{i}] must be a {{role, content}} object, a (role, content) pair or a "

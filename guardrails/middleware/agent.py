@@ -148,6 +148,24 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return None
         return json.dumps(_payload(response.structured_response), ensure_ascii=False, default=str)
 
+    @staticmethod
+    def _side_text(response: ModelResponse) -> list[int]:
+        """Replies with text *beside* a structured-output tool call (ProviderStrategy's JSON content is the
+        structured response itself, checked as such): that text reaches the thread too, so it is checked too."""
+        return [i for i, m in enumerate(response.result)
+                if isinstance(m, AIMessage) and m.tool_calls and _text(m).strip()]
+
+    def _with_side_text(self, checked: list[tuple[int, Decision]], response: ModelResponse) -> ModelResponse:
+        """`response` with its side texts' decisions applied: a block refuses the whole turn (structured
+        response dropped), a redaction rewrites that reply's content."""
+        result = list(response.result)
+        for i, d in checked:
+            if d.enforced_action is Action.BLOCK:
+                return ModelResponse(result=[self._refusal(d)], structured_response=None)
+            if d.enforced_action is Action.REDACT and d.redacted_text is not None:
+                result[i] = result[i].model_copy(update={"content": d.redacted_text})
+        return ModelResponse(result=result, structured_response=response.structured_response)
+
     def _structured_result(self, d: Decision, response: ModelResponse) -> ModelResponse:
         """Apply one output decision on a structured response to the object and to every message carrying it: the
         model's reply (ProviderStrategy: JSON content; ToolStrategy: the schema tool call's arguments) and the
@@ -166,7 +184,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         except (ValueError, TypeError):
             blocked = d.model_copy(update={"action": Action.BLOCK, "error": "structured response could not be "
                                                                             "redacted in place; blocked"})
-            return ModelResponse(result=[self._refusal(blocked)], structured_response=None)
+            return ModelResponse(result=[self._refusal(self._emit(blocked))], structured_response=None)
         tool_ids = {m.tool_call_id for m in response.result if isinstance(m, ToolMessage)}
         redacted_json = json.dumps(data, ensure_ascii=False)
         result: list[BaseMessage] = []
@@ -253,6 +271,10 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return response
         structured = self._structured_text(response)
         if structured is not None:
+            side = [(i, self._check(_text(response.result[i]), who, Stage.OUTPUT)) for i in self._side_text(response)]
+            response = self._with_side_text(side, response)
+            if response.structured_response is None:  # the side text blocked the turn
+                return response
             return self._structured_result(self._check(structured, who, Stage.OUTPUT), response)
         result = []
         for msg in response.result:
@@ -277,6 +299,11 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return response
         structured = self._structured_text(response)
         if structured is not None:
+            side = [(i, await self._acheck(_text(response.result[i]), who, Stage.OUTPUT))
+                    for i in self._side_text(response)]
+            response = self._with_side_text(side, response)
+            if response.structured_response is None:
+                return response
             return self._structured_result(await self._acheck(structured, who, Stage.OUTPUT), response)
         result = []
         for msg in response.result:

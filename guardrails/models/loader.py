@@ -288,7 +288,12 @@ def load_encoder(name_or_path: str, *, device: str | None = None, adapter: Path 
 
         if not int8_engine_available():
             raise ModelLoadError("int8 encoders need torch's x86 int8 Linear kernel (fbgemm), not in this build")
-    with _load_lock:  # cheap when cached (re-entrant): one load per key even under concurrent first use
+    if adapter is None and int8_calibration is None:  # the common cached lookup never waits behind a load
+        with _lock:
+            hit = _cache.get((name_or_path, dev, "encoder"))
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+    with _load_lock:  # one load per key even under concurrent first use (re-entrant: adapted → plain base)
         return _load_encoder(name_or_path, dev, adapter, int8_calibration)
 
 

@@ -344,7 +344,8 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
         `RemoteGuard.wrap` forwards to its model; the chat proxy does the same internally)."""
         s = state(request)
         screen = await s.guard_for(principal.tenant_id).ascreen_history(
-            [m.model_dump() for m in body.messages], user_id=body.user_id, session_id=body.session_id)
+            [m.model_dump() for m in body.messages], user_id=body.user_id, session_id=body.session_id,
+            include_last=True)  # every message sent here is an earlier one: the last is /v1/check's
         out = ScreenOut(messages=screen.messages, blocked=screen.blocked,
                         decisions=[ScreenedDecision(index=i, decision=d) for i, d in screen.decisions])
         log.info("screen", extra={"fields": {

@@ -57,9 +57,9 @@ class CheckBody(BaseModel):
 
 
 class ScreenBody(BaseModel):
-    """Body of `POST /v1/screen/history`: the earlier messages of a conversation a client resends (the last
-    message is `/v1/check/input`'s job). They pass the text-level detectors only (gates and redactors), as
-    `Guard.screen_history` does, so screening writes no per-session state."""
+    """Body of `POST /v1/screen/history`: the earlier messages of a conversation a client resends, without its
+    newest message (that one is `/v1/check/input`'s job). Every message sent is screened, by the text-level
+    detectors only (gates and redactors, as `Guard.screen_history`), so screening writes no per-session state."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -51,20 +51,32 @@ def _expected(if_match: str | None, body_version: int | None) -> int | str | Non
     return body_version if body_version is not None else header
 
 
-def _check_detector_names(request: Request, settings: Any) -> None:
-    """A `guard` section may only name detectors this service runs (or knows but could not load): a typo such as
-    `disabled_detectors: ["pi"]` or `thresholds: {"harmm": 0.5}` would otherwise be stored and change nothing.
-    Keys are checked by their detector part ("detector" or "detector.category"); nothing is written on refusal."""
-    guard = settings.get("guard") if isinstance(settings, dict) else None
+def _detector_names(guard: Any) -> set[str]:
+    """Detectors a `guard` section names: disabled ones and threshold keys' detector part ("detector[.category]")."""
     if not isinstance(guard, dict):
-        return  # absent or malformed: section validation reports the latter
+        return set()
     named = {str(n) for n in guard.get("disabled_detectors") or [] if isinstance(n, str)}
     thresholds = guard.get("thresholds")
     if isinstance(thresholds, dict):
         named |= {str(k).split(".", 1)[0] for k in thresholds}
+    return named
+
+
+async def _check_detector_names(request: Request, settings: Any, tenant_id: str, user_id: str) -> None:
+    """A `guard` section may only name detectors this service runs (or knows but could not load): a typo such as
+    `disabled_detectors: ["pi"]` or `thresholds: {"harmm": 0.5}` would otherwise be stored and change nothing.
+    Names already stored are not re-judged (a detector this service no longer runs must not block unrelated
+    edits that carry it back). Nothing is written on refusal."""
+    guard = settings.get("guard") if isinstance(settings, dict) else None
+    named = _detector_names(guard)
+    if not named:
+        return  # absent or malformed: section validation reports the latter
     st = state(request)
     known = set(st.guard.detector_names) | set(st.guard.unavailable) | set(st.unavailable_detectors)
     unknown = named - known
+    if unknown:
+        stored = await st.store.aget(tenant_id, user_id)
+        unknown -= _detector_names(stored.settings.get("guard"))
     if unknown:
         raise ApiError(422, "unknown_detector", "the guard section names detector(s) this service does not run",
                        {"unknown": sorted(safe_segment(n) for n in unknown), "known": sorted(known)})
@@ -90,7 +102,7 @@ async def put_settings(body: SettingsPut, request: Request, user_id: str = Depen
                        if_match: str | None = Header(default=None)) -> Response:
     """Replace all settings. Requires the version being replaced (0 = create); `If-Match: *` overwrites."""
     store, expected = state(request).store, _expected(if_match, body.expected_version)
-    _check_detector_names(request, body.settings)
+    await _check_detector_names(request, body.settings, p.tenant_id, user_id)
     if expected is None:
         raise ApiError(428, "precondition_required",
                        "give expected_version (0 to create) or an If-Match header; If-Match: * overwrites")
@@ -129,7 +141,7 @@ async def put_section(section: str, body: SectionPut, request: Request, user_id:
     _known_section(section)
     data = body.data
     if section == "guard":
-        _check_detector_names(request, {"guard": data})
+        await _check_detector_names(request, {"guard": data}, p.tenant_id, user_id)
     if expected is None or expected == "*":
         saved = await store.aupdate_section(p.tenant_id, user_id, section, lambda _old: data, actor=p.actor)
     else:

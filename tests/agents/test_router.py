@@ -162,6 +162,12 @@ def test_personal_data_in_a_moderation_target_never_names_the_category(tmp_path)
 
         cats = ProfileService(s).get("bob").categories
         assert {c.action for n, c in cats.items() if n not in ("toxic", "spam", "negative")} == {"allow"}
+        # a category named the old way (before this rule) is still reached by its unblock command
+        svc = ProfileService(s)
+        svc.block_new("carol", "messages-from-john-smith-gmail-com", examples=["john.smith@gmail.com"])
+        assert "messages-from-john-smith-gmail-com" in mod.unblock("default", "carol",
+                                                                   "messages from john.smith@gmail.com", actor="r")
+        assert svc.get("carol").categories["messages-from-john-smith-gmail-com"].action == "allow"
     finally:
         s.close()
 

@@ -33,7 +33,7 @@ def test_ops_endpoints(service):
 def test_guard_section_naming_unknown_detectors_is_refused_and_writes_nothing(service):
     """A misspelt detector in disabled_detectors or a threshold key would be stored and silently change nothing;
     every write path refuses it with 422 before writing. "detector.category" keys are checked by the detector."""
-    _, key = service.new_tenant()
+    tenant, key = service.new_tenant()
     with service.client(key) as c:
         s1 = c.put_settings("dana", {"guard": {"thresholds": {"pii.email": 0.9, "validator": 0.5}}},
                             expected_version=0)
@@ -54,6 +54,14 @@ def test_guard_section_naming_unknown_detectors_is_refused_and_writes_nothing(se
     assert r.status_code == 422 and body["code"] == "unknown_detector"
     assert "ignore" not in r.text and body["details"]["unknown"][0].startswith("#")  # free text is hashed
     assert set(body["details"]["known"]) == {"validator", "pii", "output_blocker"}
+    # a name already stored (written directly, or by a service that ran that detector) does not block unrelated
+    # edits that carry it back; adding another unknown one is still refused
+    service.store.put(tenant, "erin", {"guard": {"thresholds": {"gone": 0.4}}}, expected_version=0, actor="direct")
+    with service.client(key) as c:
+        s2 = c.update_section("erin", "guard", lambda g: {**g, "shadow": True})
+        assert s2.settings["guard"]["shadow"] is True and s2.settings["guard"]["thresholds"] == {"gone": 0.4}
+        with pytest.raises(ServiceInvalidInputError):
+            c.update_section("erin", "guard", lambda g: {**g, "disabled_detectors": ["also-gone"]})
 
 
 def test_check_text_and_messages_every_stage(service):
@@ -194,9 +202,16 @@ def test_remote_guard_screens_resent_history_like_a_local_guard(service):
     rg = RemoteGuard(service.url, api_key=key, max_retries=0)
     history = [{"role": "user", "content": "my card is 4111 1111 1111 1111"},
                {"role": "assistant", "content": "noted"}, {"role": "user", "content": "what else?"}]
-    screen = rg.screen_history(history[:-1], user_id="alice", session_id="s1")
-    assert "4111" not in screen.messages[0]["content"] and screen.messages[1]["content"] == "noted"
+    screen = rg.screen_history(history, user_id="alice", session_id="s1")  # Guard.screen_history's contract
+    assert "4111" not in screen.messages[0]["content"] and screen.messages[1:] == history[1:]
     assert [(i, d.action) for i, d in screen.decisions] == [(0, Action.REDACT)] and screen.blocked is None
+    # the message just before the newest one is screened too (review: the route skipped the last one it got)
+    late = [history[1], {"role": "assistant", "content": "your card 4111 1111 1111 1111 is on file"}, history[2]]
+    screen = rg.screen_history(late, user_id="alice")
+    assert "4111" not in screen.messages[1]["content"] and [i for i, _ in screen.decisions] == [1]
+    r = httpx.post(f"{service.url}/v1/screen/history", headers={"Authorization": f"Bearer {key}"},
+                   json={"user_id": "alice", "messages": [history[0]]})  # a single earlier message
+    assert r.status_code == 200 and "4111" not in r.text and r.json()["decisions"][0]["index"] == 0
 
     seen = []
 

@@ -421,3 +421,32 @@ def test_guarded_runnable_refusals_keep_the_inner_output_type(keyword):
     blocked = list(chat.stream("an attack", config=cfg))
     assert len(blocked) == 1 and isinstance(blocked[0], AIMessageChunk)
     assert blocked[0].response_metadata["railguard"]["action"] == "block"
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_text_beside_a_structured_tool_call_is_checked_too(keyword, use_async):
+    """A model may send reply text together with the ToolStrategy schema call (normal for some providers): that
+    text reaches the thread as well, so it is output-checked (review: only the JSON was checked)."""
+    from guardrails.detectors.pii import PIIDetector
+
+    call = {"name": "Contact", "args": {"name": "Jane", "email": "a@b"}, "id": "c1"}
+
+    async def run(guard, content):
+        agent, seen, _ = _structured_agent(guard, AIMessage(content=content, tool_calls=[dict(call)]))
+        q = {"messages": [HumanMessage("hi")]}
+        out = await agent.ainvoke(q, context=Ctx("alice")) if use_async else agent.invoke(q, context=Ctx("alice"))
+        return out, seen
+
+    out, seen = await run(Guard([keyword("launchcode", stages={Stage.OUTPUT})]), "the launchcode is 0000")
+    assert out.get("structured_response") is None and "0000" not in repr(out["messages"])
+    out, seen = await run(Guard([PIIDetector()]), "Here you go, mail jane.secret@example.com")
+    assert "jane.secret" not in repr(out["messages"]) and out["structured_response"].name == "Jane"
+    assert [d.action for d in seen if d.stage is Stage.OUTPUT] == [Action.REDACT, Action.ALLOW]
+
+
+def test_structured_redaction_that_breaks_the_schema_reports_the_block_it_enforces(keyword):
+    call = {"name": "Contact", "args": {"name": "x", "email": "y", "tags": []}, "id": "c2"}
+    agent, seen, _ = _structured_agent(Guard([keyword("email", Action.REDACT, stages={Stage.OUTPUT})]),
+                                       AIMessage(content="", tool_calls=[call]))
+    agent.invoke({"messages": [HumanMessage("hi")]}, context=Ctx("alice"))
+    assert seen[-1].action is Action.BLOCK and "could not be redacted" in seen[-1].error

@@ -227,6 +227,11 @@ def test_check_accepts_langchain_messages_pairs_and_content_parts(keyword):
         d = guard.check(form, user_id="u")
         assert d.action is Action.BLOCK, form
     assert guard.check(HumanMessage("an attack"), user_id="u").action is Action.BLOCK
+    from langchain_core.messages import AIMessageChunk, ChatMessage
+
+    chunks = [ChatMessage(role="system", content="be nice"), AIMessageChunk(content="hello"),
+              ChatMessage(role="user", content="an attack")]
+    assert guard.check(chunks, user_id="u").action is Action.BLOCK
     assert guard.check([("user", "fine")], user_id="u").action is Action.ALLOW
     for bad in ([("wizard", "hi")], [("user",)], [42], [{"role": "user", "content": [{"type": "text"}]}]):
         with pytest.raises(InvalidInputError):
