@@ -123,7 +123,7 @@ def run_demo(*, db_url: str | None = None, max_new_tokens: int = 40, turns: Iter
         ctx = DemoContext(store=store, guard=guard)
         script = list(turns) if turns is not None else [*spine_turns(), *plugin_turns(ctx)]
         decisions: list[Decision] = []
-        model = LocalChatModel(max_new_tokens=max_new_tokens)
+        model = LocalChatModel(max_new_tokens=max_new_tokens, repetition_penalty=1.15)  # a 135M greedy model loops
         for obs in ctx.extras.get("prefill_observers", []):
             model.prefill_observers.append(obs)
         checkpointer = InMemorySaver()

@@ -61,6 +61,8 @@ class LocalChatModel(BaseChatModel):
     device: str | None = None
     max_new_tokens: int = 96
     temperature: float = 0.0
+    # > 1 discourages repeating tokens (HF `repetition_penalty`); small greedy models otherwise loop on a phrase
+    repetition_penalty: float = Field(default=1.0, gt=0)
     prefill_observers: list[Any] = Field(default_factory=list)
     _lm: LoadedCausalLM | None = PrivateAttr(default=None)
     _tools: list[Any] = PrivateAttr(default_factory=list)
@@ -101,6 +103,8 @@ class LocalChatModel(BaseChatModel):
             kw.update(do_sample=True, temperature=self.temperature)
         else:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if self.repetition_penalty != 1.0:
+            kw["repetition_penalty"] = self.repetition_penalty
         if stop:
             kw["stop_strings"] = stop
             kw["tokenizer"] = self.lm.tokenizer

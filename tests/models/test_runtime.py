@@ -230,3 +230,15 @@ def test_concurrent_first_loads_build_one_instance(monkeypatch):
         encoders = list(pool.map(lambda _: load_encoder("all-minilm-l6-v2"), range(4)))
         lms = list(pool.map(lambda _: load_causal_lm("smollm2-135m-instruct"), range(3)))
     assert len({id(e) for e in encoders}) == 1 and len({id(m) for m in lms}) == 1
+
+
+def test_repetition_penalty_reaches_generate_and_is_validated():
+    from pydantic import ValidationError
+
+    chat = LocalChatModel(max_new_tokens=4, repetition_penalty=1.15)
+    assert chat._gen_kwargs({}, None)["repetition_penalty"] == 1.15
+    assert "repetition_penalty" not in LocalChatModel(max_new_tokens=4)._gen_kwargs({}, None)  # HF default
+    for bad in (0, -1.0):
+        with pytest.raises(ValidationError):
+            LocalChatModel(repetition_penalty=bad)
+    assert chat.invoke("Name a fruit.").content  # generates with it
