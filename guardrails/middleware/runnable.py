@@ -6,7 +6,9 @@ text-level detectors (`Guard.screen_history`), so a turn redacted or blocked whe
 Streaming is buffered: the inner stream is collected, the whole output is checked, and only then released,
 so a blocked output never reaches the consumer (the price: no token-by-token latency benefit). A chat model
 `inner` also runs with token streaming disabled, so callback handlers (`astream_events`, tracing) get no raw
-token events either; a composite Runnable's inner chat models are the caller's to configure.
+token events either; a composite Runnable's inner chat models are the caller's to configure. Each call is this
+Runnable's own run: its end event carries the checked output (the inner model's own end event, nested under it,
+is the unchecked reply a tracer of that model records).
 """
 
 from __future__ import annotations
@@ -158,7 +160,25 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
                              stage=Stage.INPUT)
         return self._apply_input(d, messages), d
 
+    # Each public call runs as this Runnable's own run (`_call_with_config` & co.): tracing and `astream_events`
+    # see a chain run whose end event carries the *checked* output, with the inner model's run nested under it.
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return self._call_with_config(self._invoke, input, config, **kwargs)
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        yield from self._transform_stream_with_config(iter([input]), self._stream, config, **kwargs)
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        async def one() -> AsyncIterator[Any]:
+            yield input
+
+        async for chunk in self._atransform_stream_with_config(one(), self._astream, config, **kwargs):
+            yield chunk
+
+    def _invoke(self, input: Any, run_manager: Any, config: RunnableConfig, **kwargs: Any) -> Any:
         who = self._who(config)
         messages, d = self._guard_in(input, who)
         if messages is None:
@@ -193,7 +213,8 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
             except InvalidInputError as exc:
                 return None, invalid_decision(who, Stage.INPUT, exc)
 
-    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+    def _stream(self, inputs: Iterator[Any], run_manager: Any, config: RunnableConfig, **kwargs: Any) -> Iterator[Any]:
+        input = next(iter(inputs))
         who = self._who(config)
         messages, d = self._guard_in(input, who)
         if messages is None:
@@ -233,7 +254,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
                                     stage=Stage.INPUT)
         return self._apply_input(d, messages), d
 
-    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+    async def _ainvoke(self, input: Any, run_manager: Any, config: RunnableConfig, **kwargs: Any) -> Any:
         who = self._who(config)
         messages, d = await self._aguard_in(input, who)
         if messages is None:
@@ -248,7 +269,9 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         d = await self.guard.acheck(text, user_id=who.user_id, session_id=who.session_id, stage=Stage.OUTPUT)
         return self._apply_output(d, out)
 
-    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+    async def _astream(self, inputs: AsyncIterator[Any], run_manager: Any, config: RunnableConfig,
+                       **kwargs: Any) -> AsyncIterator[Any]:
+        input = await anext(aiter(inputs))
         who = self._who(config)
         messages, d = await self._aguard_in(input, who)
         if messages is None:

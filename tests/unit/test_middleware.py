@@ -450,3 +450,25 @@ def test_structured_redaction_that_breaks_the_schema_reports_the_block_it_enforc
                                        AIMessage(content="", tool_calls=[call]))
     agent.invoke({"messages": [HumanMessage("hi")]}, context=Ctx("alice"))
     assert seen[-1].action is Action.BLOCK and "could not be redacted" in seen[-1].error
+
+
+@pytest.mark.parametrize("how", ["astream", "ainvoke"])
+async def test_guarded_runnable_is_its_own_run_whose_end_event_is_checked(keyword, how):
+    """guard.wrap(model) registered no run of its own, so tracing and astream_events saw only the inner model's
+    end event (raw text). It is now a chain run: its end event carries the checked output, the model nested."""
+    guard = Guard([keyword("launchcode", Action.REDACT, stages={Stage.OUTPUT})])
+    wrapped = guard.wrap(fake("the launchcode is 1234", "the launchcode is 1234")).with_config(run_name="guarded")
+    if how == "ainvoke":
+        wrapped = wrapped | (lambda m: m)
+    ends, model_parents, guard_ids = [], [], []
+    async for ev in wrapped.astream_events("hi", {"metadata": {"user_id": "dave"}}, version="v2"):
+        if ev["event"] == "on_chain_start" and ev["name"] == "guarded":
+            guard_ids.append(ev["run_id"])
+        if ev["event"] == "on_chain_end" and ev["name"] == "guarded":
+            ends.append(ev["data"]["output"].content)
+        if ev["event"] == "on_chat_model_start":
+            model_parents.append(ev["parent_ids"])
+    assert ends == ["the [REDACTED] is 1234"]
+    assert guard_ids and model_parents and guard_ids[0] in model_parents[0]
+    out = wrapped.invoke("hi", {"metadata": {"user_id": "dave"}}) if how == "astream" else None
+    assert out is None or out.content == "the [REDACTED] is 1234"
