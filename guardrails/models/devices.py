@@ -56,7 +56,7 @@ def encoder_autocast_bf16(device: str) -> bool:
     CUDA encoders always autocast (bf16 is native there).
     """
     if device.startswith("cuda"):
-        return True
+        return cuda_bf16_native(device)
     setting = cpu_bf16_setting()
     return cpu_bf16_is_faster() if setting is None else setting
 
@@ -153,11 +153,21 @@ def encoder_int8(device: str) -> bool:
 
 
 def default_dtype(device: str) -> Any:
-    """bf16 on CUDA; on CPU fp32 unless `RAILGUARD_CPU_BF16=1` ("auto" keeps causal LMs fp32: probes are calibrated
-    on fp32). bf16 serves them too (AVX512-BF16 box: cosine >= 0.9998 at the probe layer, 6 of 293 dev verdicts
-    changed, sentinel 2x faster); `scripts/gpu_check --cpu-bf16` rehearses the CUDA path that way."""
+    """bf16 on CUDA (compute capability 8.0+, else fp32: `cuda_bf16_native`); on CPU fp32 unless
+    `RAILGUARD_CPU_BF16=1` ("auto" keeps causal LMs fp32: probes are calibrated on fp32). bf16 serves them too
+    (AVX512-BF16 box: cosine >= 0.9998 at the probe layer, 6 of 293 dev verdicts changed, sentinel 2x faster);
+    `scripts/gpu_check --cpu-bf16` rehearses the CUDA path that way."""
     import torch
 
     if device.startswith("cuda"):
-        return torch.bfloat16
+        return torch.bfloat16 if cuda_bf16_native(device) else torch.float32
     return torch.bfloat16 if cpu_bf16_setting() is True else torch.float32
+
+
+def cuda_bf16_native(device: str) -> bool:
+    """bf16 tensor cores exist from compute capability 8.0 (Ampere) on; older GPUs (T4, V100) would emulate bf16
+    slowly (recent torch reports it "supported" with emulation), so they run fp32 (fp16 would risk overflow in the
+    probe layers' activations)."""
+    import torch
+
+    return torch.cuda.get_device_capability(torch.device(device)) >= (8, 0)

@@ -242,3 +242,16 @@ def test_repetition_penalty_reaches_generate_and_is_validated():
         with pytest.raises(ValidationError):
             LocalChatModel(repetition_penalty=bad)
     assert chat.invoke("Name a fruit.").content  # generates with it
+
+
+def test_cuda_dtype_is_bf16_only_where_it_is_native(monkeypatch):
+    """Pre-Ampere GPUs (T4, V100) emulate bf16 slowly: models and encoders run fp32 there (no GPU needed to
+    check the rule: the device capability is what decides)."""
+    import torch
+
+    from guardrails.models.devices import default_dtype, encoder_autocast_bf16
+
+    for capability, dtype, autocast in (((9, 0), torch.bfloat16, True), ((8, 0), torch.bfloat16, True),
+                                        ((7, 5), torch.float32, False)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _d=None, c=capability: c)
+        assert default_dtype("cuda") is dtype and encoder_autocast_bf16("cuda:0") is autocast
