@@ -170,4 +170,6 @@ def cuda_bf16_native(device: str) -> bool:
     probe layers' activations)."""
     import torch
 
+    if not torch.cuda.is_available():  # nothing to ask (a CPU build): the rule for current GPUs
+        return True
     return torch.cuda.get_device_capability(torch.device(device)) >= (8, 0)

@@ -253,5 +253,6 @@ def test_cuda_dtype_is_bf16_only_where_it_is_native(monkeypatch):
 
     for capability, dtype, autocast in (((9, 0), torch.bfloat16, True), ((8, 0), torch.bfloat16, True),
                                         ((7, 5), torch.float32, False)):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda _d=None, c=capability: c)
         assert default_dtype("cuda") is dtype and encoder_autocast_bf16("cuda:0") is autocast
