@@ -53,7 +53,7 @@ def encoder_autocast_bf16(device: str) -> bool:
     169 -> 431 texts/s on one 2-core box (all-MiniLM-L6-v2, 880 short messages) and 180 -> 105 texts/s on another
     (Xeon, family 6 model 207, AMX not exposed to the VM), where the flag-based rule halved throughput.
     Embeddings under autocast: cosine to fp32 0.99998 mean / 0.99992 min, so calibrated thresholds carry over.
-    CUDA encoders always autocast (bf16 is native there).
+    CUDA encoders autocast where bf16 is native (compute capability 8.0+, `cuda_bf16_native`).
     """
     if device.startswith("cuda"):
         return cuda_bf16_native(device)
