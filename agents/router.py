@@ -194,12 +194,17 @@ _FOR_SCOPES = frozenset(
 _FOR_SCOPES = _FOR_SCOPES | frozenset(
     "good ever always now usual well us both adults grownups teens everyone everybody something anything nothing "
     "more less awhile while instance starters change once date-night movie-night valentines holidays "
-    "thanksgiving easter weekends mornings evenings later tonite "
-    "monday tuesday wednesday thursday friday saturday sunday mondays fridays saturdays sundays "
-    "one two three four five couple couples "  # "a movie for two"
-    "dad mom mum mother father parents grandma grandpa granny wife husband partner girlfriend boyfriend "
-    "brother sister son daughter baby babies toddler toddlers friends guests".split()
+    "thanksgiving easter weekends mornings evenings later tonite".split()
 ) | frozenset(w for forms in GENRE_SYNONYMS.values() for f in forms for w in f.split())
+# Who or when a feed is for, allowed only at the end of a clause ("something light for sunday", "a movie for two",
+# "nothing scary for dad"): at the start ("as mom, reset my preferences", "for dad: unblock spam") or after
+# "apply/copy this to" the same words address someone, and stay refused.
+_AUDIENCE_WORDS = frozenset(
+    "monday tuesday wednesday thursday friday saturday sunday mondays fridays saturdays sundays "
+    "one two three four five couple couples "
+    "dad mom mum mother father parents grandma grandpa granny wife husband partner girlfriend boyfriend "
+    "brother sister son daughter baby babies toddler toddlers friends guests".split())
+_TRAILING_FOR = 2  # index in _ADDRESSED of the end-of-clause "for X" pattern
 _ADDRESSED = (re.compile(r"^\W*for ([a-z][\w-]*)\s*[,:]"),  # "for bob, unblock spam"
               re.compile(r"^\W*as (@?[a-z][\w.@-]*)\s*[,:]"),  # "as bob, reset my preferences"
               # a person at the end of a clause: "no horror for bob", "... for @bob", "... for bob@example.com"
@@ -212,8 +217,10 @@ _ADDRESSED = (re.compile(r"^\W*for ([a-z][\w-]*)\s*[,:]"),  # "for bob, unblock 
 def check_identity_safe(text: str) -> None:
     """Refuse text that addresses other users or the schema; ids only ever come from the caller."""
     folded = fold(text)
-    named = [m.group(1) for rx in _ADDRESSED for m in rx.finditer(folded)]
-    if _CROSS_USER.search(folded) or any(w not in _FOR_SCOPES | {"mine", "all"} for w in named):
+    allowed = _FOR_SCOPES | {"mine", "all"}
+    named = [(i, m.group(1)) for i, rx in enumerate(_ADDRESSED) for m in rx.finditer(folded)]
+    if _CROSS_USER.search(folded) or any(
+            w not in allowed and not (i == _TRAILING_FOR and w in _AUDIENCE_WORDS) for i, w in named):
         raise CrossUserCommandError(
             "commands apply only to the user who sends them; text naming other users, all users or the schema "
             "is refused and nothing was changed"

@@ -135,7 +135,9 @@ class RailguardClient:
 
     def screen_history(self, messages: Sequence[Mapping[str, str]], *, user_id: str,
                        session_id: str | None = None) -> HistoryScreen:
-        """Same result as `Guard.screen_history`: earlier messages through the service's text-level detectors."""
+        """The earlier messages of a conversation (send them without its newest one), every one screened by the
+        service's text-level detectors. `RemoteGuard.screen_history` takes a whole conversation instead, like
+        `Guard.screen_history`."""
         return self._send(self._core.screen_history(messages, user_id, session_id))
 
     def get_settings(self, user_id: str) -> StoredSettings:

@@ -170,11 +170,13 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         """Apply one output decision on a structured response to the object and to every message carrying it: the
         model's reply (ProviderStrategy: JSON content; ToolStrategy: the schema tool call's arguments) and the
         tool message langchain adds. Structured-output tool calls never reach `wrap_tool_call`, so this is their
-        only check. Block drops the object; a redaction that cannot be mapped back onto the schema blocks too."""
+        only check. Block drops the object; a redaction that cannot be mapped back onto the schema blocks too.
+        `d` is not emitted yet: exactly one decision is reported, the one enforced."""
         obj = response.structured_response
         if d.enforced_action is Action.BLOCK:
-            return ModelResponse(result=[self._refusal(d)], structured_response=None)
+            return ModelResponse(result=[self._refusal(self._emit(d))], structured_response=None)
         if d.enforced_action is not Action.REDACT or d.redacted_text is None:
+            self._emit(d)
             return response
         try:
             data = json.loads(d.redacted_text)
@@ -199,6 +201,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
                     _text(msg).startswith(_STRUCTURED_PREFIX):
                 msg = msg.model_copy(update={"content": f"{_STRUCTURED_PREFIX}{new_obj}"})
             result.append(msg)
+        self._emit(d)
         return ModelResponse(result=result, structured_response=new_obj)
 
     def _tool_call_text(self, request: Any) -> str:
@@ -225,19 +228,19 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         return request.override(model=without_token_streaming(model))
 
     # ---- sync hooks ----------------------------------------------------------------------------
-    def _check(self, content: Any, who: Identity, stage: Stage) -> Decision:
+    def _check(self, content: Any, who: Identity, stage: Stage, *, emit: bool = True) -> Decision:
         try:
             d = self.guard.check(content, user_id=who.user_id, session_id=who.session_id, stage=stage)
         except InvalidInputError as exc:
             d = invalid_decision(who, stage, exc)
-        return self._emit(d)
+        return self._emit(d) if emit else d
 
-    async def _acheck(self, content: Any, who: Identity, stage: Stage) -> Decision:
+    async def _acheck(self, content: Any, who: Identity, stage: Stage, *, emit: bool = True) -> Decision:
         try:
             d = await self.guard.acheck(content, user_id=who.user_id, session_id=who.session_id, stage=stage)
         except InvalidInputError as exc:
             d = invalid_decision(who, stage, exc)
-        return self._emit(d)
+        return self._emit(d) if emit else d
 
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
@@ -275,7 +278,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             response = self._with_side_text(side, response)
             if response.structured_response is None:  # the side text blocked the turn
                 return response
-            return self._structured_result(self._check(structured, who, Stage.OUTPUT), response)
+            return self._structured_result(self._check(structured, who, Stage.OUTPUT, emit=False), response)
         result = []
         for msg in response.result:
             d = self._check(_text(msg), who, Stage.OUTPUT) if isinstance(msg, AIMessage) and _text(msg).strip() \
@@ -304,7 +307,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             response = self._with_side_text(side, response)
             if response.structured_response is None:
                 return response
-            return self._structured_result(await self._acheck(structured, who, Stage.OUTPUT), response)
+            return self._structured_result(await self._acheck(structured, who, Stage.OUTPUT, emit=False), response)
         result = []
         for msg in response.result:
             d = await self._acheck(_text(msg), who, Stage.OUTPUT) if isinstance(msg, AIMessage) \

@@ -86,11 +86,23 @@ def _as_chunk(item: Any) -> Any:
     return item
 
 
+#: What a guarded call's own run records as its input (see GuardedRunnable.invoke).
+TRACED_INPUT = "[input withheld by railguard until checked; see the nested model run]"
+#: langgraph's tag (langgraph.constants.TAG_NOSTREAM): a tagged model's messages are not emitted to
+#: stream_mode="messages" consumers. Spelled out here: this module needs langchain-core only.
+NOSTREAM_TAG = "nostream"
+
+
 def without_token_streaming(model: Any) -> Any:
-    """A copy of a langchain-core chat model that generates in one piece (no per-token callback events)."""
-    if getattr(model, "disable_streaming", True) is True or not hasattr(model, "model_copy"):
-        return model  # already unstreamed, or not a chat model: left as it is
-    return model.model_copy(update={"disable_streaming": True})
+    """A copy of a langchain-core chat model that generates in one piece (no per-token callback events) and is
+    tagged `nostream`, so a LangGraph `stream_mode="messages"` consumer does not get its unchecked reply either
+    (a wrapped model called inside a graph node)."""
+    if not hasattr(model, "model_copy") or not hasattr(model, "disable_streaming"):
+        return model  # not a chat model: left as it is (a composite's models are the caller's to configure)
+    tags = list(getattr(model, "tags", None) or [])
+    if model.disable_streaming is True and NOSTREAM_TAG in tags:
+        return model
+    return model.model_copy(update={"disable_streaming": True, "tags": [*dict.fromkeys([*tags, NOSTREAM_TAG])]})
 
 
 class GuardedRunnable(RunnableSerializable[Any, Any]):
@@ -162,20 +174,34 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
 
     # Each public call runs as this Runnable's own run (`_call_with_config` & co.): tracing and `astream_events`
     # see a chain run whose end event carries the *checked* output, with the inner model's run nested under it.
+    # The run's recorded input is a placeholder, never the caller's raw input: callbacks see it before the input
+    # check redacts or blocks it (the nested model run records what the model really received).
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        return self._call_with_config(self._invoke, input, config, **kwargs)
+        def run(_: Any, run_manager: Any, config: RunnableConfig) -> Any:
+            return self._invoke(input, run_manager, config, **kwargs)
+
+        return self._call_with_config(run, TRACED_INPUT, config)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
+        async def run(_: Any, run_manager: Any, config: RunnableConfig) -> Any:
+            return await self._ainvoke(input, run_manager, config, **kwargs)
+
+        return await self._acall_with_config(run, TRACED_INPUT, config)
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
-        yield from self._transform_stream_with_config(iter([input]), self._stream, config, **kwargs)
+        def run(_: Iterator[Any], run_manager: Any, config: RunnableConfig) -> Iterator[Any]:
+            return self._stream(iter([input]), run_manager, config, **kwargs)
+
+        yield from self._transform_stream_with_config(iter([TRACED_INPUT]), run, config)
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
-        async def one() -> AsyncIterator[Any]:
-            yield input
+        async def one(value: Any) -> AsyncIterator[Any]:
+            yield value
 
-        async for chunk in self._atransform_stream_with_config(one(), self._astream, config, **kwargs):
+        def run(_: AsyncIterator[Any], run_manager: Any, config: RunnableConfig) -> AsyncIterator[Any]:
+            return self._astream(one(input), run_manager, config, **kwargs)
+
+        async for chunk in self._atransform_stream_with_config(one(TRACED_INPUT), run, config):
             yield chunk
 
     def _invoke(self, input: Any, run_manager: Any, config: RunnableConfig, **kwargs: Any) -> Any:

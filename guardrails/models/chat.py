@@ -73,7 +73,8 @@ class LocalChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "max_new_tokens": self.max_new_tokens}
+        return {"model_name": self.model_name, "max_new_tokens": self.max_new_tokens,
+                "temperature": self.temperature, "repetition_penalty": self.repetition_penalty}
 
     @property
     def lm(self) -> LoadedCausalLM:

@@ -66,6 +66,9 @@ class ScreenBody(BaseModel):
     user_id: str = Field(min_length=1, max_length=256)
     session_id: str | None = Field(default=None, min_length=1, max_length=256)
     messages: list[ChatMessageIn] = Field(min_length=1)
+    # Always true: states the meaning (every message sent is screened), so a service from before this field
+    # existed, which skipped the last message sent, refuses such a body (422) instead of leaving one unscreened.
+    include_last: Literal[True] = True
 
 
 class ScreenedDecision(BaseModel):

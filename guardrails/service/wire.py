@@ -90,7 +90,8 @@ class Core:
 
     @staticmethod
     def screen_history(messages: Sequence[Mapping[str, str]], user_id: str, session_id: str | None) -> Op:
-        body = {"user_id": user_id, "session_id": session_id, "messages": [dict(m) for m in messages]}
+        body = {"user_id": user_id, "session_id": session_id, "messages": [dict(m) for m in messages],
+                "include_last": True}
 
         def parse(r: httpx.Response) -> HistoryScreen:
             out = r.json()

@@ -167,7 +167,10 @@ def test_catalog_mask_and_check_agree_on_genre_case(catalog):
 # ---------------------------------------------------------------- 5. commands addressed to someone else
 @pytest.mark.parametrize("text", ["no horror for bob", "no horror for @bob", "no horror for uid 5",
                                   "as bob, reset my preferences", "no horror for bob please",
-                                  "no horror for alice@example.com"])
+                                  "no horror for alice@example.com",
+                                  # audience words are allowed only at the end of a clause (review)
+                                  "as mom, reset my preferences", "for dad: unblock spam",
+                                  "copy these settings to mom", "do the same for dad", "apply this to wife"])
 def test_addressed_to_another_user_is_refused(router, store, text):
     res = router.route(text, user_id="alice", tenant_id="t")
     assert res.kind is RouteKind.REJECTED and res.error == "CrossUserCommandError" and store.audit == []

@@ -212,6 +212,9 @@ def test_remote_guard_screens_resent_history_like_a_local_guard(service):
     r = httpx.post(f"{service.url}/v1/screen/history", headers={"Authorization": f"Bearer {key}"},
                    json={"user_id": "alice", "messages": [history[0]]})  # a single earlier message
     assert r.status_code == 200 and "4111" not in r.text and r.json()["decisions"][0]["index"] == 0
+    r = httpx.post(f"{service.url}/v1/screen/history", headers={"Authorization": f"Bearer {key}"},
+                   json={"user_id": "alice", "messages": [history[0]], "include_last": False})
+    assert r.status_code == 422  # the body states its meaning; no other meaning is served
 
     seen = []
 

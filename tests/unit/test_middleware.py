@@ -450,6 +450,7 @@ def test_structured_redaction_that_breaks_the_schema_reports_the_block_it_enforc
                                        AIMessage(content="", tool_calls=[call]))
     agent.invoke({"messages": [HumanMessage("hi")]}, context=Ctx("alice"))
     assert seen[-1].action is Action.BLOCK and "could not be redacted" in seen[-1].error
+    assert [d.stage for d in seen] == [Stage.INPUT, Stage.OUTPUT]  # one decision for the one check: the enforced
 
 
 @pytest.mark.parametrize("how", ["astream", "ainvoke"])
@@ -472,3 +473,64 @@ async def test_guarded_runnable_is_its_own_run_whose_end_event_is_checked(keywor
     assert guard_ids and model_parents and guard_ids[0] in model_parents[0]
     out = wrapped.invoke("hi", {"metadata": {"user_id": "dave"}}) if how == "astream" else None
     assert out is None or out.content == "the [REDACTED] is 1234"
+
+
+class _Events(BaseCallbackHandler):
+    """Every chain/model start and end a tracer would record: (event, name, payload as text, run ids)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_chain_start(self, serialized, inputs, *, run_id, parent_run_id=None, **kw):
+        self.seen.append(("chain_start", kw.get("name"), repr(inputs), run_id, parent_run_id))
+
+    def on_chain_end(self, outputs, *, run_id, parent_run_id=None, **kw):
+        self.seen.append(("chain_end", None, repr(outputs) + repr(kw.get("inputs")), run_id, parent_run_id))
+
+    def on_chat_model_start(self, serialized, messages, *, run_id, parent_run_id=None, **kw):
+        self.seen.append(("model_start", None, repr(messages), run_id, parent_run_id))
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream", "astream"])
+async def test_guarded_run_never_records_the_raw_input_and_nests_the_model(how):
+    """The wrapper's own run is traced (review): its recorded input must not be the caller's raw text (tracers see
+    it before the check redacts it), and the model run is nested under it, whichever way it is called."""
+    from guardrails.detectors.pii import PIIDetector
+
+    wrapped = Guard([PIIDetector()]).wrap(fake("noted")).with_config(run_name="guarded")
+    events = _Events()
+    cfg = {"metadata": {"user_id": "dave"}, "callbacks": [events]}
+    text = "my email is jane.doe@example.com"
+    if how == "invoke":
+        wrapped.invoke(text, cfg)
+    elif how == "ainvoke":
+        await wrapped.ainvoke(text, cfg)
+    elif how == "stream":
+        list(wrapped.stream(text, cfg))
+    else:
+        [c async for c in wrapped.astream(text, cfg)]
+    assert events.seen and not any("jane.doe" in e[2] for e in events.seen)
+    guard_run = next(e[3] for e in events.seen if e[0] == "chain_start" and e[1] == "guarded")
+    assert [e[4] for e in events.seen if e[0] == "model_start"] == [guard_run]
+    assert any("REDACTED" in e[2] for e in events.seen if e[0] == "model_start")
+
+
+def test_a_wrapped_model_inside_a_graph_node_streams_no_unchecked_reply():
+    """stream_mode="messages" emits every untagged chat model's reply; the wrapped model is tagged nostream."""
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    from guardrails.detectors.pii import PIIDetector
+
+    wrapped = Guard([PIIDetector()]).wrap(fake("mail x.y@example.com"), default_user_id="u")
+
+    class S(TypedDict):
+        out: str
+
+    graph = StateGraph(S)
+    graph.add_node("n", lambda s: {"out": wrapped.invoke("hi").content})
+    graph.add_edge(START, "n")
+    graph.add_edge("n", END)
+    streamed = [str(c.content) for c, _ in graph.compile().stream({"out": ""}, stream_mode="messages")]
+    assert not any("x.y@example.com" in s for s in streamed)
