@@ -16,7 +16,6 @@ offset)`` otherwise.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from guardrails.errors import InvalidInputError
+from guardrails.models.hooks import thread_owned
 
 Messages = list[dict[str, str]]
 _ROLES = {"system", "user", "assistant"}
@@ -190,7 +190,6 @@ class LayerTap:
         self.index: torch.Tensor | None = None  # last-token positions for the current batch
         self.values: dict[ActKey, torch.Tensor] = {}
         self._handles: list[Any] = []
-        self._owner: int | None = None  # thread whose forwards the hooks read (set on __enter__)
 
     @property
     def keys(self) -> list[ActKey]:
@@ -200,8 +199,6 @@ class LayerTap:
         deepest = layer == self.layers[-1]
 
         def fn(_mod: Any, _inp: Any, output: Any) -> None:
-            if threading.get_ident() != self._owner:
-                return  # another thread's forward through the same (shared, cached) model: not ours to read or stop
             h = _out_tensor(output)
             idx = self.index if self.index is not None else torch.full((h.shape[0],), h.shape[1] - 1)
             idx = idx.to(h.device)
@@ -216,11 +213,9 @@ class LayerTap:
         return fn
 
     def __enter__(self) -> LayerTap:
-        # Module hooks are global to the model object, which load_causal_lm shares per process (a sentinel and a
-        # chat model on the same SmolLM2): they act only on forwards run by the thread that entered the tap.
-        self._owner = threading.get_ident()
+        # the model object is shared per process: the hooks read and stop only this thread's forwards
         for i in self.layers:
-            self._handles.append(layer_module(self.model, i).register_forward_hook(self._hook(i)))
+            self._handles.append(layer_module(self.model, i).register_forward_hook(thread_owned(self._hook(i))))
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 from guardrails.decision import Action, Decision, Finding, Stage
 from guardrails.detector import BaseDetector, CheckRequest, PluginContext
 from guardrails.errors import ConfigError, InvalidInputError
+from guardrails.models.hooks import thread_owned
 
 from .capture import ActKey, layer_module, site_key, validate_messages
 from .probe import ProbeBundle, load_probe, margin_to_unit
@@ -261,7 +262,6 @@ class FusedProbeHook:
         n_sites = sum(len(ks) for ks in offsets.values())
         got: dict[ActKey, np.ndarray] = {}
         handles: list[Any] = []
-        owner = threading.get_ident()  # the thread about to run this prefill (see LayerTap: hooks are per model)
 
         def detach() -> None:
             for h in handles:
@@ -270,8 +270,6 @@ class FusedProbeHook:
 
         def make(li: int) -> Callable[..., None]:
             def hook(_m: Any, _i: Any, out: Any) -> None:
-                if threading.get_ident() != owner:
-                    return  # another thread's forward through the shared model (a sentinel check, a second chat)
                 h = out[0] if isinstance(out, tuple | list) else out
                 if h.shape[1] <= offsets[li][-1]:
                     raise InvalidInputError("prompt shorter than the probe's token offset")
@@ -301,7 +299,8 @@ class FusedProbeHook:
             return hook
 
         for li in layers:
-            handles.append(layer_module(model, li).register_forward_hook(make(li)))
+            # the serving model object is shared (a sentinel check, a second chat): only this thread's prefill
+            handles.append(layer_module(model, li).register_forward_hook(thread_owned(make(li))))
         return detach
 
 

@@ -3,11 +3,11 @@ shares its lowest layers with its plain base (`shared_trunk`). Loaded and cached
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ModelLoadError
+from .hooks import thread_owned
 
 
 @dataclass
@@ -64,12 +64,10 @@ class LoadedEncoder:
         own_top = list(self.model.get_submodule(self.layers_path))[self.shared_layers:] if with_base else []
         entry = runner.model.get_submodule(self.layers_path)[self.shared_layers] if with_base else None
         captured: dict[str, Any] = {}
-        caller = threading.get_ident()
 
+        @thread_owned  # the base model is shared: another thread's forward through it is not recorded here
         def capture(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            # the base model is shared: another thread's forward through it must neither be recorded here
-            if threading.get_ident() == caller:
-                captured["args"], captured["kwargs"] = args, kwargs
+            captured["args"], captured["kwargs"] = args, kwargs
 
         def pool(hidden: Any, mask: Any) -> Any:
             emb = (hidden.float() * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
