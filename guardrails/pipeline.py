@@ -27,7 +27,7 @@ from .detector import (
     build_registered_detectors,
 )
 from .errors import ConfigError, InvalidInputError, RailguardError
-from .store.settings import safe_segment
+from .store.settings import named_detectors, safe_segment
 from .text import check_id, coerce_messages, coerce_text
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class Guard:
     def _active(self, request: CheckRequest) -> tuple[list[DetectorSlot], list[DetectorSlot]]:
         guard = request.settings.get("guard", {})
         disabled = set(guard.get("disabled_detectors", []))
-        self._warn_unknown(disabled | {str(k).split(".", 1)[0] for k in guard.get("thresholds", {})})
+        self._warn_unknown(named_detectors(guard))
         active = [s for s in self.slots if request.stage in s.detector.stages and s.name not in disabled]
         return [s for s in active if s.gate], [s for s in active if not s.gate]
 

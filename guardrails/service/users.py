@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from pydantic import TypeAdapter
 
 from ..store import AuditEntry, StoredSettings, section_models
-from ..store.settings import safe_segment
+from ..store.settings import named_detectors, safe_segment
 from .auth import Principal, TenantExistsError
 from .deps import ApiError, require_admin, require_tenant, state, user_id_param
 from .schemas import ApiKeyOut, ErrorOut, SectionOut, SectionPut, SettingsPut, TenantCreate
@@ -51,24 +51,13 @@ def _expected(if_match: str | None, body_version: int | None) -> int | str | Non
     return body_version if body_version is not None else header
 
 
-def _detector_names(guard: Any) -> set[str]:
-    """Detectors a `guard` section names: disabled ones and threshold keys' detector part ("detector[.category]")."""
-    if not isinstance(guard, dict):
-        return set()
-    named = {str(n) for n in guard.get("disabled_detectors") or [] if isinstance(n, str)}
-    thresholds = guard.get("thresholds")
-    if isinstance(thresholds, dict):
-        named |= {str(k).split(".", 1)[0] for k in thresholds}
-    return named
-
-
 async def _check_detector_names(request: Request, settings: Any, tenant_id: str, user_id: str) -> None:
     """A `guard` section may only name detectors this service runs (or knows but could not load): a typo such as
     `disabled_detectors: ["pi"]` or `thresholds: {"harmm": 0.5}` would otherwise be stored and change nothing.
     Names already stored are not re-judged (a detector this service no longer runs must not block unrelated
     edits that carry it back). Nothing is written on refusal."""
     guard = settings.get("guard") if isinstance(settings, dict) else None
-    named = _detector_names(guard)
+    named = named_detectors(guard)
     if not named:
         return  # absent or malformed: section validation reports the latter
     st = state(request)
@@ -76,7 +65,7 @@ async def _check_detector_names(request: Request, settings: Any, tenant_id: str,
     unknown = named - known
     if unknown:
         stored = await st.store.aget(tenant_id, user_id)
-        unknown -= _detector_names(stored.settings.get("guard"))
+        unknown -= named_detectors(stored.settings.get("guard"))
     if unknown:
         raise ApiError(422, "unknown_detector", "the guard section names detector(s) this service does not run",
                        {"unknown": sorted(safe_segment(n) for n in unknown), "known": sorted(known)})

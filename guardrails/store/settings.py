@@ -46,6 +46,18 @@ class GuardSettings(BaseModel):
         return v
 
 
+def named_detectors(guard: Any) -> set[str]:
+    """The detectors a `guard` section names: disabled ones and the detector part of threshold keys
+    ("detector" or "detector.category"); empty for a missing or malformed section."""
+    if not isinstance(guard, Mapping):
+        return set()
+    named = {n for n in guard.get("disabled_detectors") or [] if isinstance(n, str)}
+    thresholds = guard.get("thresholds")
+    if isinstance(thresholds, Mapping):
+        named |= {str(k).split(".", 1)[0] for k in thresholds}
+    return named
+
+
 BUILTIN_SECTIONS: dict[str, type[BaseModel]] = {"guard": GuardSettings}
 
 
