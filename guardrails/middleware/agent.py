@@ -162,8 +162,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         for i, d in checked:
             if d.enforced_action is Action.BLOCK:
                 return ModelResponse(result=[self._refusal(d)], structured_response=None)
-            if d.enforced_action is Action.REDACT and d.redacted_text is not None:
-                result[i] = result[i].model_copy(update={"content": d.redacted_text})
+            result[i] = self._output_result(d, result[i])  # type: ignore[arg-type]  # AIMessages (_side_text)
         return ModelResponse(result=result, structured_response=response.structured_response)
 
     def _structured_result(self, d: Decision, response: ModelResponse) -> ModelResponse:

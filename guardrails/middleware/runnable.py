@@ -177,34 +177,34 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
     # The run's recorded input is a placeholder, never the caller's raw input: callbacks see it before the input
     # check redacts or blocks it (the nested model run records what the model really received).
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        def run(_: Any, run_manager: Any, config: RunnableConfig) -> Any:
-            return self._invoke(input, run_manager, config, **kwargs)
+        def run(_: Any, run_manager: Any, config: RunnableConfig) -> Any:  # child config: nests the model
+            return self._invoke(input, config, **kwargs)
 
         return self._call_with_config(run, TRACED_INPUT, config)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         async def run(_: Any, run_manager: Any, config: RunnableConfig) -> Any:
-            return await self._ainvoke(input, run_manager, config, **kwargs)
+            return await self._ainvoke(input, config, **kwargs)
 
         return await self._acall_with_config(run, TRACED_INPUT, config)
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         def run(_: Iterator[Any], run_manager: Any, config: RunnableConfig) -> Iterator[Any]:
-            return self._stream(iter([input]), run_manager, config, **kwargs)
+            return self._stream(input, config, **kwargs)
 
         yield from self._transform_stream_with_config(iter([TRACED_INPUT]), run, config)
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
-        async def one(value: Any) -> AsyncIterator[Any]:
-            yield value
+        async def placeholder() -> AsyncIterator[Any]:
+            yield TRACED_INPUT
 
         def run(_: AsyncIterator[Any], run_manager: Any, config: RunnableConfig) -> AsyncIterator[Any]:
-            return self._astream(one(input), run_manager, config, **kwargs)
+            return self._astream(input, config, **kwargs)
 
-        async for chunk in self._atransform_stream_with_config(one(TRACED_INPUT), run, config):
+        async for chunk in self._atransform_stream_with_config(placeholder(), run, config):
             yield chunk
 
-    def _invoke(self, input: Any, run_manager: Any, config: RunnableConfig, **kwargs: Any) -> Any:
+    def _invoke(self, input: Any, config: RunnableConfig, **kwargs: Any) -> Any:
         who = self._who(config)
         messages, d = self._guard_in(input, who)
         if messages is None:
@@ -239,8 +239,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
             except InvalidInputError as exc:
                 return None, invalid_decision(who, Stage.INPUT, exc)
 
-    def _stream(self, inputs: Iterator[Any], run_manager: Any, config: RunnableConfig, **kwargs: Any) -> Iterator[Any]:
-        input = next(iter(inputs))
+    def _stream(self, input: Any, config: RunnableConfig, **kwargs: Any) -> Iterator[Any]:
         who = self._who(config)
         messages, d = self._guard_in(input, who)
         if messages is None:
@@ -280,7 +279,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
                                     stage=Stage.INPUT)
         return self._apply_input(d, messages), d
 
-    async def _ainvoke(self, input: Any, run_manager: Any, config: RunnableConfig, **kwargs: Any) -> Any:
+    async def _ainvoke(self, input: Any, config: RunnableConfig, **kwargs: Any) -> Any:
         who = self._who(config)
         messages, d = await self._aguard_in(input, who)
         if messages is None:
@@ -295,9 +294,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         d = await self.guard.acheck(text, user_id=who.user_id, session_id=who.session_id, stage=Stage.OUTPUT)
         return self._apply_output(d, out)
 
-    async def _astream(self, inputs: AsyncIterator[Any], run_manager: Any, config: RunnableConfig,
-                       **kwargs: Any) -> AsyncIterator[Any]:
-        input = await anext(aiter(inputs))
+    async def _astream(self, input: Any, config: RunnableConfig, **kwargs: Any) -> AsyncIterator[Any]:
         who = self._who(config)
         messages, d = await self._aguard_in(input, who)
         if messages is None:
