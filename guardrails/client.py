@@ -133,7 +133,7 @@ class RailguardClient:
         """Same signature and result as `Guard.check`, evaluated by the service for this key's tenant."""
         return self._send(self._core.check(content, user_id, session_id, stage, metadata))
 
-    def screen_history(self, messages: Sequence[Mapping[str, str]], *, user_id: str,
+    def screen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
                        session_id: str | None = None) -> HistoryScreen:
         """The earlier messages of a conversation (send them without its newest one), every one screened by the
         service's text-level detectors. `RemoteGuard.screen_history` takes a whole conversation instead, like
@@ -193,12 +193,12 @@ class RailguardClient:
         """Admin: create a tenant; returns {tenant_id, key_id, api_key} (the key is shown only once)."""
         return self._send(self._core.create_tenant(tenant_id))
 
-    def chat(self, messages: Sequence[Mapping[str, str]], *, user_id: str, session_id: str | None = None,
+    def chat(self, messages: Sequence[Mapping[str, Any]], *, user_id: str, session_id: str | None = None,
              timeout: float | None = 120.0, **params: Any) -> dict[str, Any]:
         """Guarded `/v1/chat/completions` (non-streaming); the OpenAI response plus `railguard` decisions."""
         return self._send(self._core.chat(messages, user_id, session_id, params, timeout))
 
-    def chat_stream(self, messages: Sequence[Mapping[str, str]], *, user_id: str, session_id: str | None = None,
+    def chat_stream(self, messages: Sequence[Mapping[str, Any]], *, user_id: str, session_id: str | None = None,
                     timeout: float | None = 120.0, **params: Any) -> Iterator[dict[str, Any]]:
         """Streaming twin of `chat`: yields the SSE chunk objects (released only after the output check)."""
         op = self._core.chat(messages, user_id, session_id, {**params}, timeout)
@@ -259,7 +259,7 @@ class AsyncRailguardClient:
                     metadata: Mapping[str, Any] | None = None) -> Decision:
         return await self._send(self._core.check(content, user_id, session_id, stage, metadata))
 
-    async def screen_history(self, messages: Sequence[Mapping[str, str]], *, user_id: str,
+    async def screen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
                              session_id: str | None = None) -> HistoryScreen:
         return await self._send(self._core.screen_history(messages, user_id, session_id))
 
@@ -315,11 +315,11 @@ class AsyncRailguardClient:
     async def create_tenant(self, tenant_id: str) -> dict[str, str]:
         return await self._send(self._core.create_tenant(tenant_id))
 
-    async def chat(self, messages: Sequence[Mapping[str, str]], *, user_id: str, session_id: str | None = None,
+    async def chat(self, messages: Sequence[Mapping[str, Any]], *, user_id: str, session_id: str | None = None,
                    timeout: float | None = 120.0, **params: Any) -> dict[str, Any]:
         return await self._send(self._core.chat(messages, user_id, session_id, params, timeout))
 
-    async def chat_stream(self, messages: Sequence[Mapping[str, str]], *, user_id: str,
+    async def chat_stream(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
                           session_id: str | None = None, timeout: float | None = 120.0,
                           **params: Any) -> AsyncIterator[dict[str, Any]]:
         op = self._core.chat(messages, user_id, session_id, {**params}, timeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -110,6 +111,13 @@ def last_text(messages: tuple[Message, ...], role: str | None = None) -> str:
 
 def as_dicts(messages: Iterable[Message]) -> list[dict[str, Any]]:
     return [m.model_dump() for m in messages]
+
+
+def call_text(name: str | None, args: Any) -> str:
+    """The text a tool call is checked as: ``name(<args as sorted JSON>)`` (a raw argument string as is)."""
+    body = args if isinstance(args, str) else json.dumps(args if args is not None else {}, ensure_ascii=False,
+                                                         sort_keys=True, default=str)
+    return f"{name or ''}({body})"
 
 
 def check_id(value: object, what: str = "user_id", *, optional: bool = False) -> str | None:

@@ -12,7 +12,9 @@
 - structured output (`response_format`): the structured response is checked at the output stage as JSON; block
   drops it, redact rewrites it (and the schema tool call / tool message that carry it), and a redaction that no
   longer fits the schema blocks.
-- tools: `wrap_tool_call` checks tool-call arguments before the tool runs and its result before the model does.
+- tools: each tool call is checked at the `tool_call` stage where the model produces it (`wrap_model_call`), so a
+  blocked call's arguments are withheld from the thread (see `tool_calls`) and the tool never runs;
+  `wrap_tool_call` checks calls that did not come through that check and the tool's result before the model sees it.
 Sync and async twins share one core (`_decide_*`), as langchain raises if only one flavour is implemented.
 """
 
@@ -32,8 +34,10 @@ from ..decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, Stag
 from ..errors import InvalidInputError
 from ..models.chat import PrefillBlocked, to_chat_dicts
 from ..pipeline import SupportsCheck
+from ..text import call_text
 from .identity import Identity, current_identity, from_runtime
 from .runnable import invalid_decision, without_token_streaming
+from .tool_calls import CheckedCalls, PendingCall, is_withheld, pending_calls, withhold
 
 
 def _text(msg: BaseMessage) -> str:
@@ -96,6 +100,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         self.default_user_id = default_user_id
         self.on_decision = on_decision
         self.stages = frozenset(Stage(s) for s in stages)
+        self._calls = CheckedCalls()
 
     @property
     def name(self) -> str:
@@ -205,7 +210,26 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
 
     def _tool_call_text(self, request: Any) -> str:
         call = request.tool_call
-        return f"{call['name']}({json.dumps(call.get('args', {}), ensure_ascii=False, sort_keys=True)})"
+        return call_text(call["name"], call.get("args"))
+
+    def _withhold_calls(self, checked: list[tuple[PendingCall, Decision]], result: list[Any]) -> list[Any]:
+        for call, d in checked:
+            self._calls.remember(call, d)
+        blocked = [(c, d) for c, d in checked if d.enforced_action in (Action.BLOCK, Action.REDACT)]
+        return withhold(result, blocked) if blocked else result
+
+    def _precheck_skips(self, request: Any, who: Identity) -> bool:
+        """True when this exact call passed its check where the model produced it (not checked twice)."""
+        call_id = request.tool_call.get("id")
+        return bool(call_id) and self._calls.take_passed(who.user_id, who.session_id, call_id,
+                                                         self._tool_call_text(request))
+
+    def _withheld_call(self, request: Any, who: Identity) -> ToolMessage | None:
+        """The blocked tool message for a call whose arguments were withheld at model time (never run)."""
+        if not is_withheld(request.tool_call.get("args")):
+            return None
+        call_id = request.tool_call.get("id") or ""
+        return self._blocked_tool(self._calls.blocked_decision(call_id, who.user_id, who.session_id), call_id)
 
     def _blocked_tool(self, d: Decision, call_id: str) -> ToolMessage:
         return ToolMessage(content=f"Tool call blocked by railguard: {self.refusal}", tool_call_id=call_id,
@@ -269,20 +293,23 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return self._blocked_in_model(invalid_decision(who, Stage.INPUT, exc), request)
         finally:
             current_identity.reset(token)
-        if Stage.OUTPUT not in self.stages:
-            return response
         structured = self._structured_text(response)
-        if structured is not None:
+        if Stage.OUTPUT in self.stages and structured is not None:
             side = [(i, self._check(_text(response.result[i]), who, Stage.OUTPUT)) for i in self._side_text(response)]
             response = self._with_side_text(side, response)
             if response.structured_response is None:  # the side text blocked the turn
                 return response
             return self._structured_result(self._check(structured, who, Stage.OUTPUT, emit=False), response)
-        result = []
-        for msg in response.result:
-            d = self._check(_text(msg), who, Stage.OUTPUT) if isinstance(msg, AIMessage) and _text(msg).strip() \
-                else None
-            result.append(self._output_result(d, msg) if isinstance(msg, AIMessage) else msg)
+        result = list(response.result)
+        if Stage.OUTPUT in self.stages:
+            result = []
+            for msg in response.result:
+                d = self._check(_text(msg), who, Stage.OUTPUT) if isinstance(msg, AIMessage) and \
+                    _text(msg).strip() else None
+                result.append(self._output_result(d, msg) if isinstance(msg, AIMessage) else msg)
+        if Stage.TOOL_CALL in self.stages and structured is None:
+            checked = [(c, self._check(c.text, who, Stage.TOOL_CALL)) for c in pending_calls(result)]
+            result = self._withhold_calls(checked, result)
         return ModelResponse(result=result, structured_response=response.structured_response)
 
     async def awrap_model_call(self, request: ModelRequest,
@@ -297,21 +324,24 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return self._blocked_in_model(invalid_decision(who, Stage.INPUT, exc), request)
         finally:
             current_identity.reset(token)
-        if Stage.OUTPUT not in self.stages:
-            return response
         structured = self._structured_text(response)
-        if structured is not None:
+        if Stage.OUTPUT in self.stages and structured is not None:
             side = [(i, await self._acheck(_text(response.result[i]), who, Stage.OUTPUT))
                     for i in self._side_text(response)]
             response = self._with_side_text(side, response)
             if response.structured_response is None:
                 return response
             return self._structured_result(await self._acheck(structured, who, Stage.OUTPUT, emit=False), response)
-        result = []
-        for msg in response.result:
-            d = await self._acheck(_text(msg), who, Stage.OUTPUT) if isinstance(msg, AIMessage) \
-                and _text(msg).strip() else None
-            result.append(self._output_result(d, msg) if isinstance(msg, AIMessage) else msg)
+        result = list(response.result)
+        if Stage.OUTPUT in self.stages:
+            result = []
+            for msg in response.result:
+                d = await self._acheck(_text(msg), who, Stage.OUTPUT) if isinstance(msg, AIMessage) \
+                    and _text(msg).strip() else None
+                result.append(self._output_result(d, msg) if isinstance(msg, AIMessage) else msg)
+        if Stage.TOOL_CALL in self.stages and structured is None:
+            checked = [(c, await self._acheck(c.text, who, Stage.TOOL_CALL)) for c in pending_calls(result)]
+            result = self._withhold_calls(checked, result)
         return ModelResponse(result=result, structured_response=response.structured_response)
 
     def _tool_result(self, d: Decision | None, out: Any, call_id: str) -> Any:
@@ -326,7 +356,9 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         who = from_runtime(request.runtime, self.default_user_id)
         call_id = request.tool_call.get("id") or ""
-        if Stage.TOOL_CALL in self.stages:
+        if (withheld := self._withheld_call(request, who)) is not None:
+            return withheld
+        if Stage.TOOL_CALL in self.stages and not self._precheck_skips(request, who):
             d = self._check(self._tool_call_text(request), who, Stage.TOOL_CALL)
             if d.enforced_action in (Action.BLOCK, Action.REDACT):  # redacted args would change the call
                 return self._blocked_tool(d, call_id)
@@ -338,7 +370,9 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         who = from_runtime(request.runtime, self.default_user_id)
         call_id = request.tool_call.get("id") or ""
-        if Stage.TOOL_CALL in self.stages:
+        if (withheld := self._withheld_call(request, who)) is not None:
+            return withheld
+        if Stage.TOOL_CALL in self.stages and not self._precheck_skips(request, who):
             d = await self._acheck(self._tool_call_text(request), who, Stage.TOOL_CALL)
             if d.enforced_action in (Action.BLOCK, Action.REDACT):
                 return self._blocked_tool(d, call_id)

@@ -3,6 +3,8 @@
 Identity comes from the call's RunnableConfig (`configurable` or `metadata`: user_id, session_id).
 Input: the last message gets the full check; earlier ones (a caller resending its history) pass the Guard's
 text-level detectors (`Guard.screen_history`), so a turn redacted or blocked when it was new stays so.
+Output: the reply's text at the output stage, and each tool call it asks for at the tool_call stage (a blocked
+or redacted call refuses the whole reply: no tool executor downstream ever gets it).
 Streaming is buffered: the inner stream is collected, the whole output is checked, and only then released,
 so a blocked output never reaches the consumer (the price: no token-by-token latency benefit). A chat model
 `inner` also runs with token streaming disabled, so callback handlers (`astream_events`, tracing) get no raw
@@ -13,8 +15,10 @@ is the unchecked reply a tracer of that model records).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
+from functools import reduce
 from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, convert_to_messages
@@ -27,6 +31,7 @@ from ..errors import InvalidInputError
 from ..models.chat import PrefillBlocked, to_chat_dicts
 from ..pipeline import SupportsCheck
 from .identity import Identity, current_identity, from_sources
+from .tool_calls import pending_calls
 
 
 def _as_messages(value: Any) -> list[BaseMessage]:
@@ -56,6 +61,17 @@ def _output_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     raise InvalidInputError(f"cannot check output of type {type(value).__name__}")
+
+
+def _merged(chunks: list[Any]) -> Any:
+    """A stream's chunks as one message (tool calls assembled from their chunks), or None for text streams."""
+    if chunks and all(isinstance(c, AIMessageChunk) for c in chunks):
+        return reduce(operator.add, chunks)
+    return None
+
+
+def _blocking(d: Decision) -> bool:
+    return d.enforced_action in (Action.BLOCK, Action.REDACT)
 
 
 def invalid_decision(identity: Identity, stage: Stage, exc: InvalidInputError) -> Decision:
@@ -145,12 +161,50 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
             return [*messages[:-1], messages[-1].model_copy(update={"content": d.redacted_text})]
         return messages
 
-    def _apply_output(self, d: Decision, out: Any) -> Any:
-        if d.enforced_action is Action.BLOCK:
+    def _apply_output(self, d: Decision | None, out: Any) -> Any:
+        if d is None:
+            return out
+        if d.stage is Stage.TOOL_CALL or d.enforced_action is Action.BLOCK:
             return self._refuse(d, out)
         if d.enforced_action is Action.REDACT and d.redacted_text is not None:
             return d.redacted_text if isinstance(out, str) else out.model_copy(update={"content": d.redacted_text})
         return out
+
+    @staticmethod
+    def _output_parts(out: Any) -> tuple[str, list[str]]:
+        """What the output check reads of `inner`'s output (a message, a str, or a stream's chunks): its text, and
+        the text of each tool call it asks for."""
+        chunks = out if isinstance(out, list) else [out]
+        message = _merged(chunks) if isinstance(out, list) else out
+        calls = pending_calls([message]) if isinstance(message, AIMessage) else []
+        return "".join(_output_text(c) for c in chunks), [c.text for c in calls]
+
+    def _output_decision(self, out: Any, who: Identity) -> Decision | None:
+        """The decision to apply to the output: the text check's, unless it does not block and a tool call is
+        blocked or redacted (that tool_call-stage decision refuses the whole reply)."""
+        text, calls = self._output_parts(out)
+        d = self.guard.check(text, user_id=who.user_id, session_id=who.session_id, stage=Stage.OUTPUT) \
+            if text.strip() else None
+        if d is not None and d.enforced_action is Action.BLOCK:
+            return d
+        for call in calls:
+            call_d = self.guard.check(call, user_id=who.user_id, session_id=who.session_id, stage=Stage.TOOL_CALL)
+            if _blocking(call_d):
+                return call_d
+        return d
+
+    async def _aoutput_decision(self, out: Any, who: Identity) -> Decision | None:
+        text, calls = self._output_parts(out)
+        d = await self.guard.acheck(text, user_id=who.user_id, session_id=who.session_id, stage=Stage.OUTPUT) \
+            if text.strip() else None
+        if d is not None and d.enforced_action is Action.BLOCK:
+            return d
+        for call in calls:
+            call_d = await self.guard.acheck(call, user_id=who.user_id, session_id=who.session_id,
+                                             stage=Stage.TOOL_CALL)
+            if _blocking(call_d):
+                return call_d
+        return d
 
     # ---- sync --------------------------------------------------------------------------------
     def _screened(self, messages: list[BaseMessage], screen: Any) -> list[BaseMessage]:
@@ -212,11 +266,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         out, refused = self._run(who, lambda: without_token_streaming(self.inner).invoke(messages, config, **kwargs))
         if refused is not None:
             return self._refuse(refused, self._like(chunk=False))
-        text = _output_text(out)
-        if not text.strip():
-            return out
-        return self._apply_output(self.guard.check(text, user_id=who.user_id, session_id=who.session_id,
-                                                   stage=Stage.OUTPUT), out)
+        return self._apply_output(self._output_decision(out, who), out)
 
     @staticmethod
     def _run(who: Identity, call: Callable[[], Any]) -> tuple[Any, Decision | None]:
@@ -250,21 +300,19 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         if refused is not None:
             yield self._refuse(refused, self._like(chunk=True))
             return
-        yield from self._release(chunks, who)  # buffered: only checked text is released
+        yield from self._release(chunks, self._output_decision(chunks, who) if chunks else None)  # buffered
 
-    def _release(self, chunks: list[Any], who: Identity, decision: Decision | None = None) -> Iterator[Any]:
-        text = "".join(_output_text(c) for c in chunks)
-        if not text.strip():
+    def _release(self, chunks: list[Any], d: Decision | None) -> Iterator[Any]:
+        """The checked stream: the chunks as they came, the refusal, or one redacted chunk (tool calls kept)."""
+        if d is None or d.enforced_action is Action.ALLOW or d.enforced_action is Action.WARN:
             yield from chunks
-            return
-        d = decision or self.guard.check(text, user_id=who.user_id, session_id=who.session_id, stage=Stage.OUTPUT)
-        if d.enforced_action is Action.ALLOW or d.enforced_action is Action.WARN:
-            yield from chunks
-        elif d.enforced_action is Action.BLOCK:
+        elif d.stage is Stage.TOOL_CALL or d.enforced_action is Action.BLOCK:
             yield self._refuse(d, chunks[0] if isinstance(chunks[0], str) else AIMessageChunk(content=""))
         else:
             redacted = d.redacted_text or ""
-            yield redacted if isinstance(chunks[0], str) else AIMessageChunk(content=redacted)
+            merged = _merged(chunks)
+            yield redacted if isinstance(chunks[0], str) else \
+                AIMessageChunk(content=redacted) if merged is None else merged.model_copy(update={"content": redacted})
 
     # ---- async -------------------------------------------------------------------------------
     async def _aguard_in(self, input: Any, who: Identity) -> tuple[list[BaseMessage] | None, Decision]:
@@ -288,11 +336,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
                                                                                                  **kwargs))
         if refused is not None:
             return self._refuse(refused, self._like(chunk=False))
-        text = _output_text(out)
-        if not text.strip():
-            return out
-        d = await self.guard.acheck(text, user_id=who.user_id, session_id=who.session_id, stage=Stage.OUTPUT)
-        return self._apply_output(d, out)
+        return self._apply_output(await self._aoutput_decision(out, who), out)
 
     async def _astream(self, input: Any, config: RunnableConfig, **kwargs: Any) -> AsyncIterator[Any]:
         who = self._who(config)
@@ -309,10 +353,5 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         if refused is not None:
             yield self._refuse(refused, self._like(chunk=True))
             return
-        text = "".join(_output_text(c) for c in chunks)
-        out_d = None
-        if text.strip():
-            out_d = await self.guard.acheck(text, user_id=who.user_id, session_id=who.session_id,
-                                            stage=Stage.OUTPUT)
-        for c in self._release(chunks, who, out_d):
+        for c in self._release(chunks, await self._aoutput_decision(chunks, who) if chunks else None):
             yield c

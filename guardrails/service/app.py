@@ -324,7 +324,8 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
                     principal: Principal = Depends(require_tenant)) -> Response:
         """Run one text (or the last message of a conversation) through the tenant's pipeline."""
         s = state(request)
-        content: Any = body.text if body.text is not None else [m.model_dump() for m in body.messages or ()]
+        content: Any = body.text if body.text is not None else \
+            [m.model_dump(exclude_none=True) for m in body.messages or ()]
         started = time.perf_counter()
         decision = await s.guard_for(principal.tenant_id).acheck(
             content, user_id=body.user_id, session_id=body.session_id, stage=stage, metadata=body.metadata)
@@ -343,9 +344,10 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
         """The earlier messages of a resent conversation through the tenant's text-level detectors (what
         `RemoteGuard.wrap` forwards to its model; the chat proxy does the same internally)."""
         s = state(request)
+        # every message sent here is an earlier one: the last is /v1/check's
         screen = await s.guard_for(principal.tenant_id).ascreen_history(
-            [m.model_dump() for m in body.messages], user_id=body.user_id, session_id=body.session_id,
-            include_last=True)  # every message sent here is an earlier one: the last is /v1/check's
+            [m.model_dump(exclude_none=True) for m in body.messages], user_id=body.user_id,
+            session_id=body.session_id, include_last=True)
         out = ScreenOut(messages=screen.messages, blocked=screen.blocked,
                         decisions=[ScreenedDecision(index=i, decision=d) for i, d in screen.decisions])
         log.info("screen", extra={"fields": {

@@ -9,6 +9,12 @@ checks a chunk after it was sent). Here the input is checked before anything goe
 allowed, one chunk of redacted text when redacted, one refusal chunk when blocked. Each request owns its
 buffer, so concurrent streams cannot mix. Because nothing is sent before the check, an upstream failure is
 still a clean JSON 502, never a half-finished stream.
+
+Tool use (OpenAI shape) passes through checked: the tool calls an upstream answer asks for are assembled (from
+stream deltas too) and each is checked at the `tool_call` stage; a blocked or redacted one refuses the whole answer
+(`content_filter`), so the client never receives, let alone runs, it. Requests keep their turns' `tool_calls` /
+`tool_call_id` upstream, and trailing tool results (what the client ran since the model's last turn) get the full
+check at the `tool_result` stage instead of `input`.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..decision import DEFAULT_REFUSAL, Action, Decision, Stage
 from ..errors import InvalidInputError
-from ..text import check_id
+from ..text import call_text, check_id
 from .auth import Principal
 from .deps import ApiError, ServiceState, require_tenant, state
 from .schemas import ChatCompletionRequest, ErrorOut
@@ -62,16 +68,23 @@ async def _from_upstream(st: ServiceState, body: ChatCompletionRequest,
     headers = {"Authorization": f"Bearer {st.chat.upstream_api_key}"} if st.chat.upstream_api_key else {}
     pieces: list[str] = []
     meta: dict[str, Any] = {}
+    partial: dict[int, dict[str, Any]] = {}  # streamed tool calls by index, arguments still being concatenated
     size = 0
     try:
         if not body.stream:
             resp = await st.http_client.post(url, json=_upstream_body(body, messages, False), headers=headers)
             _raise_upstream(resp.status_code)
             data = resp.json()
-            meta = {"model": data.get("model"), "usage": data.get("usage")}
-            content = data["choices"][0]["message"].get("content") or ""
+            choice = data["choices"][0]
+            content = choice["message"].get("content") or ""
             if not isinstance(content, str):  # content parts, an object...: not a reply we can check as text
                 raise TypeError("non-text content")
+            calls = _whole_calls(choice["message"].get("tool_calls") or [])
+            meta = {"model": data.get("model"), "usage": data.get("usage"), "tool_calls": calls,
+                    "finish_reason": choice.get("finish_reason")}
+            if len(content.encode()) + sum(len(c["function"]["arguments"].encode()) for c in calls) > \
+                    MAX_BUFFER_BYTES:
+                raise ApiError(502, "upstream_too_large", "upstream answer exceeds the buffer limit")
             return [content], meta
         async with st.http_client.stream("POST", url, json=_upstream_body(body, messages, True),
                                          headers=headers) as resp:
@@ -85,19 +98,59 @@ async def _from_upstream(st: ServiceState, body: ChatCompletionRequest,
                 chunk = json.loads(payload)
                 meta.setdefault("model", chunk.get("model"))
                 for choice in chunk.get("choices") or ():
-                    piece = (choice.get("delta") or {}).get("content")
+                    if choice.get("index", 0) != 0:  # the first choice only (the one that is checked)
+                        continue
+                    delta = choice.get("delta") or {}
+                    piece = delta.get("content")
                     if piece and not isinstance(piece, str):
                         raise TypeError("non-text content")
+                    size += len(piece.encode()) if piece else 0
+                    size += _add_call_deltas(partial, delta.get("tool_calls") or [])
+                    if size > MAX_BUFFER_BYTES:
+                        raise ApiError(502, "upstream_too_large", "upstream answer exceeds the buffer limit")
                     if piece:
-                        size += len(piece.encode())
-                        if size > MAX_BUFFER_BYTES:
-                            raise ApiError(502, "upstream_too_large", "upstream answer exceeds the buffer limit")
                         pieces.append(piece)
+                    if choice.get("finish_reason"):
+                        meta["finish_reason"] = choice["finish_reason"]
+        meta["tool_calls"] = _whole_calls([partial[i] for i in sorted(partial)])
         return pieces, meta
     except httpx.HTTPError as exc:
         raise ApiError(502, "upstream_unavailable", f"upstream request failed ({type(exc).__name__})") from None
     except (ValueError, KeyError, IndexError, TypeError):
         raise ApiError(502, "upstream_invalid", "upstream returned an unexpected response") from None
+
+
+def _add_call_deltas(partial: dict[int, dict[str, Any]], deltas: list[Any]) -> int:
+    """Fold a stream chunk's `tool_calls` deltas into `partial`; returns the bytes added (for the buffer cap)."""
+    added = 0
+    for delta in deltas:
+        index = delta["index"]
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise TypeError("tool call index")
+        call = partial.setdefault(index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+        if delta.get("id"):
+            call["id"] = delta["id"]
+        fn = delta.get("function") or {}
+        for key in ("name", "arguments"):
+            if fn.get(key) is not None:
+                if not isinstance(fn[key], str):
+                    raise TypeError(f"tool call {key}")
+                call["function"][key] += fn[key]
+                added += len(fn[key].encode())
+    return added
+
+
+def _whole_calls(calls: list[Any]) -> list[dict[str, Any]]:
+    """Upstream tool calls in the OpenAI shape we release: {id, type: function, function: {name, arguments}}."""
+    out = []
+    for call in calls:
+        fn = call["function"]
+        args = "" if fn.get("arguments") is None else fn["arguments"]
+        if not isinstance(fn["name"], str) or not fn["name"] or not isinstance(args, str):
+            raise TypeError("tool call shape")
+        out.append({"id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                    "function": {"name": fn["name"], "arguments": args}})
+    return out
 
 
 def _raise_upstream(status: int) -> None:
@@ -124,12 +177,14 @@ async def _from_local(st: ServiceState, body: ChatCompletionRequest,
     return pieces, {"model": body.model or f"railguard-local/{model.model_name}"}
 
 
-def _completion(cid: str, model: str, content: str, finish: str, decisions: dict[str, Any],
-                usage: Any = None) -> dict[str, Any]:
+def _completion(cid: str, model: str, a: _Answer) -> dict[str, Any]:
+    content = "".join(a.pieces)
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if a.tool_calls:
+        message.update(content=content or None, tool_calls=a.tool_calls)
     return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": finish}],
-            "usage": usage, "railguard": decisions}
+            "choices": [{"index": 0, "message": message, "finish_reason": a.finish}],
+            "usage": a.usage, "railguard": a.decisions}
 
 
 def _chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None,
@@ -150,6 +205,7 @@ class _Answer:
     finish: str
     decisions: dict[str, Any]
     usage: Any = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 def _events(cid: str, a: _Answer) -> Iterator[bytes]:
@@ -157,6 +213,8 @@ def _events(cid: str, a: _Answer) -> Iterator[bytes]:
     yield _chunk(cid, a.model, {"role": "assistant", "content": ""}, None)
     for piece in a.pieces:
         yield _chunk(cid, a.model, {"content": piece}, None)
+    if a.tool_calls:  # whole calls, one delta (each already checked as a whole)
+        yield _chunk(cid, a.model, {"tool_calls": [{"index": i, **c} for i, c in enumerate(a.tool_calls)]}, None)
     yield _chunk(cid, a.model, {}, a.finish, a.decisions)
     yield b"data: [DONE]\n\n"
 
@@ -169,7 +227,7 @@ def _sse(events: AsyncIterator[bytes]) -> StreamingResponse:
 def _respond(body: ChatCompletionRequest, a: _Answer) -> Response:
     cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     if not body.stream:
-        return JSONResponse(_completion(cid, a.model, "".join(a.pieces), a.finish, a.decisions, a.usage))
+        return JSONResponse(_completion(cid, a.model, a))
 
     async def replay() -> AsyncIterator[bytes]:
         for event in _events(cid, a):
@@ -229,7 +287,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
 async def _answer(st: ServiceState, guard: Any, body: ChatCompletionRequest, user_id: str,
                   session_id: str | None) -> _Answer:
     """Input check → generation (upstream or local) → output check; returns what may be released."""
-    messages = [m.model_dump() for m in body.messages]
+    messages = [m.model_dump(exclude_none=True) for m in body.messages]
     model = body.model or "railguard"
     # Clients resend the whole history: its earlier turns go upstream too, so they pass the text-level
     # detectors again (a card number redacted on turn 1 must not reach the upstream in the clear on turn 2).
@@ -241,33 +299,60 @@ async def _answer(st: ServiceState, guard: Any, body: ChatCompletionRequest, use
     if history.blocked is not None:  # the request is refused on its input side
         decisions["input"] = history.blocked.log_record()
         return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
-    d_in = await _check(st, guard, messages, user_id, session_id, Stage.INPUT)
-    decisions["input"] = d_in.log_record()
-    if d_in.blocked:
-        return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
-    if d_in.enforced_action is Action.REDACT and d_in.redacted_text is not None:
-        messages[-1] = {**messages[-1], "content": d_in.redacted_text}  # the upstream never sees the original
+    # The turn under check: the last message, or every tool result the client sends back since the model's
+    # last turn (each with the conversation up to it as context).
+    tool_results = _trailing_tool_results(messages)
+    for i in tool_results or [len(messages) - 1]:
+        d_in = await _check(st, guard, messages[:i + 1], user_id, session_id,
+                            Stage.TOOL_RESULT if tool_results else Stage.INPUT)
+        if tool_results:
+            decisions.setdefault("tool_results", []).append({"index": i, **d_in.log_record()})
+        if decisions["input"] is None or d_in.action.severity >= Action(decisions["input"]["action"]).severity:
+            decisions["input"] = d_in.log_record()
+        if d_in.blocked:
+            return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
+        if d_in.enforced_action is Action.REDACT and d_in.redacted_text is not None:
+            messages[i] = {**messages[i], "content": d_in.redacted_text}  # the upstream never sees the original
 
     if st.chat.upstream_url:
         pieces, meta = await _from_upstream(st, body, messages)
     else:
         pieces, meta = await _from_local(st, body, messages)
     model, usage = meta.get("model") or model, meta.get("usage")
+    calls: list[dict[str, Any]] = meta.get("tool_calls") or []
+    finish = meta.get("finish_reason") or ("tool_calls" if calls else "stop")
     text = "".join(pieces)
-    if not text.strip():  # nothing to check and nothing to release
-        return _Answer(model, [], "stop", decisions, usage)
+    if not text.strip():  # no text to check (tool calls still are) and none to release
+        pieces = []
+    else:
+        turn = [*messages, {"role": "assistant", "content": text}]
+        d_out = await _check(st, guard, turn, user_id, session_id, Stage.OUTPUT)
+        decisions["output"] = d_out.log_record()
+        if d_out.blocked:
+            return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
+        if d_out.enforced_action is Action.REDACT and d_out.redacted_text is not None:
+            pieces = [d_out.redacted_text]
+    for call in calls:  # a blocked call refuses the answer; a redacted one too (other arguments = another call)
+        fn = call["function"]
+        d_call = await _check(st, guard, call_text(fn["name"], fn["arguments"]), user_id, session_id,
+                              Stage.TOOL_CALL)
+        decisions.setdefault("tool_calls", []).append(d_call.log_record())
+        if d_call.enforced_action in (Action.BLOCK, Action.REDACT):
+            return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
+    return _Answer(model, pieces, finish, decisions, usage, calls or None)
 
-    turn = [*messages, {"role": "assistant", "content": text}]
-    d_out = await _check(st, guard, turn, user_id, session_id, Stage.OUTPUT)
-    decisions["output"] = d_out.log_record()
-    if d_out.blocked:
-        return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
-    if d_out.enforced_action is Action.REDACT and d_out.redacted_text is not None:
-        pieces = [d_out.redacted_text]
-    return _Answer(model, pieces, "stop", decisions, usage)
+
+def _trailing_tool_results(messages: list[dict[str, Any]]) -> list[int]:
+    """Indexes of the tool messages that end the conversation (results of the model's last tool calls)."""
+    out: list[int] = []
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i]["role"] != "tool":
+            break
+        out.insert(0, i)
+    return out
 
 
-async def _check(st: ServiceState, guard: Any, messages: list[dict[str, str]], user_id: str,
+async def _check(st: ServiceState, guard: Any, messages: Any, user_id: str,
                  session_id: str | None, stage: Stage) -> Decision:
     started = time.perf_counter()
     decision: Decision = await guard.acheck(messages, user_id=user_id, session_id=session_id, stage=stage)

@@ -18,6 +18,11 @@ class ChatMessageIn(BaseModel):
 
     role: Role
     content: str
+    # Tool-use turns (OpenAI shape), forwarded upstream as sent: an assistant turn's `tool_calls`, a tool turn's
+    # `tool_call_id`; the Guard reads `content` only.
+    tool_calls: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    tool_call_id: str | None = Field(default=None, max_length=256)
+    name: str | None = Field(default=None, max_length=256)
 
     @field_validator("role", mode="before")
     @classmethod

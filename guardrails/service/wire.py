@@ -89,7 +89,7 @@ class Core:
                    json=body)
 
     @staticmethod
-    def screen_history(messages: Sequence[Mapping[str, str]], user_id: str, session_id: str | None) -> Op:
+    def screen_history(messages: Sequence[Mapping[str, Any]], user_id: str, session_id: str | None) -> Op:
         body = {"user_id": user_id, "session_id": session_id, "messages": [dict(m) for m in messages],
                 "include_last": True}
 
@@ -160,7 +160,7 @@ class Core:
                    retry_status=False)
 
     @staticmethod
-    def chat(messages: Sequence[Mapping[str, str]], user_id: str, session_id: str | None,
+    def chat(messages: Sequence[Mapping[str, Any]], user_id: str, session_id: str | None,
              params: Mapping[str, Any], timeout: float | None) -> Op:
         body = {**params, "messages": [dict(m) for m in messages], "user": user_id, "stream": False}
         return Op("POST", "/v1/chat/completions", lambda r: r.json(), json=body, retry_status=False,

@@ -102,6 +102,10 @@ def stub_upstream(seen: Upstream) -> FastAPI:
                 return StreamingResponse(iter([f"data: {json.dumps(chunk)}\n\n", "data: [DONE]\n\n"]),
                                          media_type="text/event-stream")
             return {"choices": [{"index": 0, "message": {"role": "assistant", "content": piece}}]}
+        if "CALLTOOL " in text:  # asks for a tool call: lookup(query=<the rest>), streamed as OpenAI deltas; the
+            # upstream itself puts an e-mail address where the request says LEAK (output the input check never saw)
+            query = text.split("CALLTOOL ", 1)[1].replace("LEAK", "carol.secret@example.com")
+            return _tool_call_answer(query, bool(body.get("stream")))
         if "SLOW" in text:  # lets tests see keep-alives while the proxy buffers
             await asyncio.sleep(0.5)
         if not body.get("stream"):
@@ -120,6 +124,25 @@ def stub_upstream(seen: Upstream) -> FastAPI:
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
+
+
+def _tool_call_answer(query: str, stream: bool) -> Any:
+    args = json.dumps({"query": query})
+    if not stream:
+        call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": args}}
+        return {"id": "x", "object": "chat.completion", "model": "stub-1",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                             "finish_reason": "tool_calls"}]}
+    deltas = [{"role": "assistant", "content": None, "tool_calls": [
+        {"index": 0, "id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": ""}}]}]
+    deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": args[i:i + 5]}}]}
+               for i in range(0, len(args), 5)]
+    chunks = [{"id": "x", "object": "chat.completion.chunk", "model": "stub-1",
+               "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas]
+    chunks.append({"id": "x", "object": "chat.completion.chunk", "model": "stub-1",
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    return StreamingResponse(iter([*(f"data: {json.dumps(c)}\n\n" for c in chunks), "data: [DONE]\n\n"]),
+                             media_type="text/event-stream")
 
 
 @dataclass

@@ -188,3 +188,67 @@ def test_sse_keepalive_while_buffering(service):
     finally:
         cfg.sse_keepalive_s = None
         service.upstream.fail = False
+
+
+# ---- tool use through the proxy ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_tool_calls_are_checked_and_released(service, stream):
+    """The proxy used to drop an upstream's tool calls (the client got an empty "stop" answer) and never checked
+    their arguments. Now each call is checked at the tool_call stage: clean calls are released whole, with
+    finish_reason "tool_calls"; one carrying PII (pii redacts: other arguments would be another call) refuses."""
+    with service.client() as c:
+        send = c.chat_stream if stream else c.chat
+        msgs = [{"role": "user", "content": "CALLTOOL weather in Oslo"}]
+        out = list(send(msgs, user_id="u-tools")) if stream else [send(msgs, user_id="u-tools")]
+        last = out[-1]
+        if stream:
+            calls = [tc for ch in out for tc in ch["choices"][0]["delta"].get("tool_calls") or []]
+            assert _text(out) == ""
+        else:
+            calls = last["choices"][0]["message"]["tool_calls"]
+            assert last["choices"][0]["message"]["content"] is None
+        assert [(tc["id"], tc["function"]["name"], json.loads(tc["function"]["arguments"])) for tc in calls] == \
+            [("call_1", "lookup", {"query": "weather in Oslo"})]
+        assert last["choices"][0]["finish_reason"] == "tool_calls"
+        assert [d["action"] for d in last["railguard"]["tool_calls"]] == ["allow"]
+        msgs = [{"role": "user", "content": "CALLTOOL mail LEAK the file"}]
+        out = list(send(msgs, user_id="u-tools")) if stream else [send(msgs, user_id="u-tools")]
+        assert "carol.secret" not in json.dumps(out)  # neither the call nor its arguments were released
+        assert out[-1]["choices"][0]["finish_reason"] == "content_filter"
+        assert DEFAULT_REFUSAL in json.dumps(out)
+        assert [(d["stage"], d["action"]) for d in out[-1]["railguard"]["tool_calls"]] == [("tool_call", "redact")]
+
+
+def test_tool_turns_reach_upstream_intact_and_tool_results_are_checked_as_such(service):
+    """An agent's second request carries the assistant's tool_calls and the tool's answer: they used to be
+    stripped to role/content (an OpenAI upstream rejects a tool message without its tool_call_id), and a trailing
+    tool result was checked at the input stage. It is checked at tool_result and redacted before upstream."""
+    call = {"id": "call_9", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\": \"x\"}"}}
+    msgs = [{"role": "user", "content": "find dave"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_9", "content": "dave: dave.private@example.com"}]
+    with service.client() as c:
+        r = c.chat(msgs, user_id="u-tools2")
+    sent = service.upstream.bodies[-1]["messages"]
+    assert sent[1]["tool_calls"] == [call] and sent[2]["tool_call_id"] == "call_9"
+    assert "dave.private" not in json.dumps(sent)
+    assert [(d["index"], d["stage"], d["action"]) for d in r["railguard"]["tool_results"]] == \
+        [(2, "tool_result", "redact")]
+    assert r["railguard"]["input"]["stage"] == "tool_result"
+
+
+def test_malformed_upstream_tool_calls_are_a_clean_502_shape_error():
+    from guardrails.service.chat import _add_call_deltas, _whole_calls
+
+    partial: dict = {}
+    assert _add_call_deltas(partial, [{"index": 0, "id": "a", "function": {"name": "f", "arguments": "{\"x\""}},
+                                      {"index": 0, "function": {"arguments": ": 1}"}}]) == len("f{\"x\": 1}")
+    assert _whole_calls([partial[0]]) == [{"id": "a", "type": "function",
+                                          "function": {"name": "f", "arguments": "{\"x\": 1}"}}]
+    for bad in ([{"index": "0"}], [{"index": True}], [{"index": 0, "function": {"arguments": 5}}], [{}]):
+        with pytest.raises((TypeError, KeyError)):  # _from_upstream turns these into 502 upstream_invalid
+            _add_call_deltas({}, bad)
+    for bad in ([{"function": {"name": "", "arguments": ""}}], [{"function": {"name": "f", "arguments": {}}}],
+                [{"id": "x"}]):
+        with pytest.raises((TypeError, KeyError)):
+            _whole_calls(bad)

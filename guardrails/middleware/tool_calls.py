@@ -1,0 +1,128 @@
+"""Tool calls checked where the model produces them, so a blocked call's arguments never enter the thread.
+
+`GuardMiddleware.wrap_model_call` checks each tool call of the model's reply at the `tool_call` stage. A blocked
+(or redacted: rewritten arguments would change the call) call keeps its id and name but its arguments become a
+marker, ``{"railguard_withheld": "<sha256 of the checked text>"}``, so neither a checkpointed thread, a
+human-in-the-loop reviewer, a later model turn nor a UI ever holds them; `wrap_tool_call` answers a marked call
+with the blocked tool message and never runs the tool. Calls that pass are remembered (bounded, per process) so
+`wrap_tool_call` does not check the same call twice; a call edited in between (its text no longer matches), or
+one the process no longer remembers, is checked again there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+
+from ..decision import Action, Decision, Stage
+from ..text import call_text
+
+WITHHELD_ARGS_KEY = "railguard_withheld"
+_MEMO_SIZE = 4096
+
+
+def is_withheld(args: Any) -> bool:
+    return isinstance(args, dict) and set(args) == {WITHHELD_ARGS_KEY}
+
+
+@dataclass(frozen=True)
+class PendingCall:
+    """One tool call of the model's reply still to check: where it sits and the text it is checked as."""
+
+    message_index: int
+    call_id: str | None
+    text: str
+    invalid: bool  # an unparseable call (`invalid_tool_calls`): never run, but its raw arguments are model output
+
+
+def pending_calls(result: Sequence[BaseMessage]) -> list[PendingCall]:
+    pending: list[PendingCall] = []
+    for i, msg in enumerate(result):
+        if not isinstance(msg, AIMessage):
+            continue
+        pending += [PendingCall(i, c.get("id"), call_text(c["name"], c.get("args")), False)
+                    for c in msg.tool_calls if not is_withheld(c.get("args"))]
+        pending += [PendingCall(i, c.get("id"), call_text(c.get("name"), c.get("args")), True)
+                    for c in msg.invalid_tool_calls]
+    return pending
+
+
+def _marker(d: Decision) -> dict[str, str]:
+    return {WITHHELD_ARGS_KEY: d.text_sha256 or ""}
+
+
+def withhold(result: Sequence[BaseMessage], blocked: list[tuple[PendingCall, Decision]]) -> list[BaseMessage]:
+    """``result`` with each blocked call's arguments replaced by the marker (ids, names and order kept)."""
+    out = list(result)
+    by_message: dict[int, dict[tuple[bool, str | None], Decision]] = {}
+    for call, d in blocked:
+        by_message.setdefault(call.message_index, {})[(call.invalid, call.call_id)] = d
+    for i, calls in by_message.items():
+        msg = out[i]
+        assert isinstance(msg, AIMessage)
+        tool_calls = [{**c, "args": _marker(calls[(False, c.get("id"))])} if (False, c.get("id")) in calls else c
+                      for c in msg.tool_calls]
+        invalid = [{**c, "args": json.dumps(_marker(calls[(True, c.get("id"))])), "error": None}
+                   if (True, c.get("id")) in calls else c for c in msg.invalid_tool_calls]
+        # The provider's raw copies of the calls (OpenAI-style `additional_kwargs`) would still hold the arguments;
+        # langchain reads `tool_calls` when it sends the message again, so the raw copies are dropped.
+        extra = {k: v for k, v in msg.additional_kwargs.items() if k not in ("tool_calls", "function_call")}
+        update: dict[str, Any] = {"tool_calls": tool_calls, "invalid_tool_calls": invalid, "additional_kwargs": extra}
+        if isinstance(msg, AIMessageChunk):
+            update["tool_call_chunks"] = []
+        out[i] = msg.model_copy(update=update)
+    return out
+
+
+class CheckedCalls:
+    """Per-process memory of tool calls checked at model time (bounded; thread-safe)."""
+
+    def __init__(self, size: int = _MEMO_SIZE) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._passed: OrderedDict[tuple[str, str | None, str, str], None] = OrderedDict()
+        self._blocked: OrderedDict[str, Decision] = OrderedDict()
+
+    @staticmethod
+    def _key(user_id: str, session_id: str | None, call_id: str, text: str) -> tuple[str, str | None, str, str]:
+        return user_id, session_id, call_id, hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def remember(self, call: PendingCall, d: Decision) -> None:
+        if not call.call_id or call.invalid:
+            return
+        with self._lock:
+            if d.enforced_action in (Action.BLOCK, Action.REDACT):
+                self._blocked[call.call_id] = d
+                self._trim(self._blocked)
+            else:
+                self._passed[self._key(d.user_id, d.session_id, call.call_id, call.text)] = None
+                self._trim(self._passed)
+
+    def take_passed(self, user_id: str, session_id: str | None, call_id: str, text: str) -> bool:
+        """True once if this exact call (same user, session, id and text) passed at model time."""
+        key = self._key(user_id, session_id, call_id, text)
+        with self._lock:
+            if key not in self._passed:
+                return False
+            del self._passed[key]
+            return True
+
+    def blocked_decision(self, call_id: str, user_id: str, session_id: str | None) -> Decision:
+        """The decision that withheld a call, or (process restarted) a stand-in naming what happened."""
+        with self._lock:
+            d = self._blocked.pop(call_id, None)
+        if d is not None and d.user_id == user_id:
+            return d
+        return Decision(action=Action.BLOCK, stage=Stage.TOOL_CALL, user_id=user_id, session_id=session_id,
+                        error="tool call withheld by railguard when the model produced it")
+
+    def _trim(self, memo: OrderedDict[Any, Any]) -> None:
+        while len(memo) > self._size:
+            memo.popitem(last=False)

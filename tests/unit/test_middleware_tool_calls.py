@@ -1,0 +1,198 @@
+"""Tool calls are checked where the model produces them: a blocked call's arguments never enter the thread.
+
+Agent plumbing with LangChain's GenericFakeChatModel (the point is the middleware, not the model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+
+from guardrails import Action, Decision, Guard, Stage
+from guardrails.middleware.tool_calls import WITHHELD_ARGS_KEY, CheckedCalls, PendingCall
+from guardrails.text import call_text
+
+SECRET = "dropdb"  # the keyword the detector flags (decision records name it as the category)
+PAYLOAD = "users_table_7731"  # what the blocked call carried: must appear nowhere afterwards
+
+
+class RecordingFake(GenericFakeChatModel):
+    """Fake chat model that records the messages each call was sent."""
+
+    sent: list = []
+
+    def bind_tools(self, tools, **kwargs):
+        return self
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        self.sent.append(list(messages))
+        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+
+ran: list[str] = []
+
+
+@tool
+def lookup(query: str) -> str:
+    """Look something up."""
+    ran.append(query)
+    return f"result for {query}"
+
+
+@dataclass
+class Ctx:
+    user_id: str
+    session_id: str | None = None
+
+
+def _call(query, call_id="call-1", content=""):
+    return AIMessage(content=content, tool_calls=[{"name": "lookup", "args": {"query": query}, "id": call_id}])
+
+
+def _agent(replies, *, stages=None, checkpointer=None):
+    ran.clear()
+    det = _keyword_detector()
+    seen: list[Decision] = []
+    model = RecordingFake(messages=iter(replies), sent=[])
+    kw = {} if stages is None else {"stages": frozenset(stages)}
+    agent = create_agent(model, tools=[lookup], middleware=[Guard([det]).middleware(on_decision=seen.append, **kw)],
+                         context_schema=Ctx, checkpointer=checkpointer)
+    return agent, seen, model, det
+
+
+def _keyword_detector():
+    from tests.conftest import KeywordDetector
+
+    return KeywordDetector(SECRET, stages={Stage.TOOL_CALL})
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_blocked_call_arguments_never_enter_the_thread(use_async):
+    agent, seen, model, det = _agent([_call(f"{SECRET} {PAYLOAD}"), "done"], checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "t1"}}
+    inp = {"messages": [HumanMessage("clean up")]}
+    out = await agent.ainvoke(inp, cfg, context=Ctx("a")) if use_async else agent.invoke(inp, cfg, context=Ctx("a"))
+    assert ran == []  # the tool never ran
+    assert PAYLOAD not in repr(out["messages"])  # not in the AIMessage's tool call nor anywhere else
+    ai = next(m for m in out["messages"] if isinstance(m, AIMessage) and m.tool_calls)
+    assert ai.tool_calls[0]["id"] == "call-1" and set(ai.tool_calls[0]["args"]) == {WITHHELD_ARGS_KEY}
+    tool_msg = next(m for m in out["messages"] if isinstance(m, ToolMessage))
+    assert tool_msg.status == "error" and "blocked" in tool_msg.content and tool_msg.tool_call_id == "call-1"
+    calls = [d for d in seen if d.stage is Stage.TOOL_CALL]
+    assert [d.action for d in calls] == [Action.BLOCK] and det.calls == 1  # checked once, not again at the tool
+    assert tool_msg.response_metadata["railguard"] == calls[0].log_record()
+    # The model's next call (same turn) and the checkpointed thread hold only the marker.
+    assert PAYLOAD not in repr(model.sent[-1])
+    state = agent.get_state(cfg).values["messages"]
+    assert PAYLOAD not in repr(state)
+
+
+def test_allowed_call_is_checked_once_and_runs():
+    agent, seen, _, det = _agent([_call("weather"), "done"])
+    out = agent.invoke({"messages": [HumanMessage("go")]}, context=Ctx("a"))
+    assert ran == ["weather"]
+    assert [d.action for d in seen if d.stage is Stage.TOOL_CALL] == [Action.ALLOW] and det.calls == 1
+    assert out["messages"][-1].content == "done"
+
+
+def test_without_the_tool_call_stage_nothing_is_checked_or_rewritten():
+    agent, seen, _, det = _agent([_call(f"{SECRET} x"), "done"], stages={Stage.INPUT, Stage.OUTPUT})
+    out = agent.invoke({"messages": [HumanMessage("go")]}, context=Ctx("a"))
+    assert ran == [f"{SECRET} x"] and det.calls == 0
+    assert not [d for d in seen if d.stage is Stage.TOOL_CALL]
+    assert any(isinstance(m, AIMessage) and m.tool_calls and m.tool_calls[0]["args"] == {"query": f"{SECRET} x"}
+               for m in out["messages"])
+
+
+def test_only_the_blocked_call_of_a_parallel_pair_is_withheld():
+    reply = AIMessage(content="", tool_calls=[{"name": "lookup", "args": {"query": "weather"}, "id": "c1"},
+                                              {"name": "lookup", "args": {"query": f"{SECRET} {PAYLOAD}"}, "id": "c2"}])
+    agent, seen, _, det = _agent([reply, "done"])
+    out = agent.invoke({"messages": [HumanMessage("go")]}, context=Ctx("a"))
+    assert ran == ["weather"] and det.calls == 2
+    ai = next(m for m in out["messages"] if isinstance(m, AIMessage) and m.tool_calls)
+    assert ai.tool_calls[0]["args"] == {"query": "weather"} and set(ai.tool_calls[1]["args"]) == {WITHHELD_ARGS_KEY}
+    statuses = {m.tool_call_id: m.status for m in out["messages"] if isinstance(m, ToolMessage)}
+    assert statuses == {"c1": "success", "c2": "error"}
+
+
+def test_a_model_emitting_the_marker_itself_never_runs_the_tool():
+    reply = AIMessage(content="", tool_calls=[{"name": "lookup", "args": {WITHHELD_ARGS_KEY: "x"}, "id": "c9"}])
+    agent, seen, _, _ = _agent([reply, "done"])
+    out = agent.invoke({"messages": [HumanMessage("go")]}, context=Ctx("a"))
+    assert ran == []
+    tool_msg = next(m for m in out["messages"] if isinstance(m, ToolMessage))
+    assert tool_msg.status == "error" and tool_msg.response_metadata["railguard"]["action"] == "block"
+
+
+def test_invalid_tool_call_arguments_are_checked_and_withheld():
+    raw_args = '{"query": "' + SECRET + " " + PAYLOAD + '"'  # truncated JSON: the call cannot be parsed
+    reply = AIMessage(content="", invalid_tool_calls=[{"name": "lookup", "args": raw_args, "id": "bad-1",
+                                                       "error": "unparseable"}])
+    agent, seen, _, _ = _agent([reply, "done"])
+    out = agent.invoke({"messages": [HumanMessage("go")]}, context=Ctx("a"))
+    assert PAYLOAD not in repr(out["messages"]) and ran == []
+    assert [d.action for d in seen if d.stage is Stage.TOOL_CALL] == [Action.BLOCK]
+
+
+def test_checked_calls_memory_is_exact_and_single_use():
+    memo = CheckedCalls(size=2)
+    text = call_text("lookup", {"query": "weather"})
+    ok = Decision(action=Action.ALLOW, stage=Stage.TOOL_CALL, user_id="a", session_id="s")
+    memo.remember(PendingCall(0, "c1", text, False), ok)
+    assert not memo.take_passed("b", "s", "c1", text)  # another user
+    assert not memo.take_passed("a", "s", "c1", call_text("lookup", {"query": "edited"}))  # edited in between
+    assert memo.take_passed("a", "s", "c1", text)
+    assert not memo.take_passed("a", "s", "c1", text)  # once only
+    for i in range(3):  # bounded: the oldest is forgotten (and would simply be checked again)
+        memo.remember(PendingCall(0, f"k{i}", text, False), ok)
+    assert not memo.take_passed("a", "s", "k0", text) and memo.take_passed("a", "s", "k2", text)
+    # A withheld call whose decision was forgotten (process restart) still gets a blocking stand-in.
+    stand_in = memo.blocked_decision("gone", "a", "s")
+    assert stand_in.action is Action.BLOCK and stand_in.stage is Stage.TOOL_CALL and stand_in.user_id == "a"
+
+
+# ---- guard.wrap: the wrapped model's tool calls are model output too --------------------------------------------
+def _wrapped(*replies, detectors=None):
+    from tests.conftest import KeywordDetector
+
+    dets = detectors or [KeywordDetector(SECRET, stages={Stage.TOOL_CALL})]
+    seen_model = RecordingFake(messages=iter(replies), sent=[])
+    return Guard(dets).wrap(seen_model), dets
+
+
+CFG = {"configurable": {"user_id": "a"}}
+
+
+@pytest.mark.parametrize("mode", ["invoke", "stream", "ainvoke", "astream"])
+async def test_wrap_refuses_a_reply_whose_tool_call_is_blocked(mode):
+    wrapped, (det,) = _wrapped(_call(f"{SECRET} {PAYLOAD}"))
+    if mode == "invoke":
+        outs = [wrapped.invoke("go", CFG)]
+    elif mode == "stream":
+        outs = list(wrapped.stream("go", CFG))
+    elif mode == "ainvoke":
+        outs = [await wrapped.ainvoke("go", CFG)]
+    else:
+        outs = [c async for c in wrapped.astream("go", CFG)]
+    assert PAYLOAD not in repr(outs) and not any(getattr(o, "tool_calls", None) for o in outs)
+    assert outs[-1].content.startswith("I'm sorry")
+    assert outs[-1].response_metadata["railguard"]["stage"] == "tool_call" and det.calls == 1
+
+
+@pytest.mark.parametrize("mode", ["invoke", "stream"])
+def test_wrap_passes_allowed_tool_calls_and_keeps_them_through_a_redaction(mode):
+    from tests.conftest import KeywordDetector
+
+    dets = [KeywordDetector(SECRET, stages={Stage.TOOL_CALL}),
+            KeywordDetector("token", Action.REDACT, name="t", stages={Stage.OUTPUT})]
+    wrapped, _ = _wrapped(_call("weather", content="the token is here"), detectors=dets)
+    outs = [wrapped.invoke("go", CFG)] if mode == "invoke" else list(wrapped.stream("go", CFG))
+    calls = [c for o in outs for c in o.tool_calls]
+    assert [c["args"] for c in calls] == [{"query": "weather"}] and dets[0].calls == 1
+    assert "".join(o.content for o in outs) == "the [REDACTED] is here"
