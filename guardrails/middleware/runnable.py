@@ -171,18 +171,18 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         return out
 
     @staticmethod
-    def _output_parts(out: Any) -> tuple[str, list[str]]:
-        """What the output check reads of `inner`'s output (a message, a str, or a stream's chunks): its text, and
-        the text of each tool call it asks for."""
-        chunks = out if isinstance(out, list) else [out]
-        message = _merged(chunks) if isinstance(out, list) else out
+    def _output_parts(out: Any, streamed: bool) -> tuple[str, list[str]]:
+        """What the output check reads of `inner`'s output (a message or a str; with `streamed`, the list of a
+        stream's chunks): its text, and the text of each tool call it asks for."""
+        chunks = out if streamed else [out]
+        message = _merged(chunks) if streamed else out
         calls = pending_calls([message]) if isinstance(message, AIMessage) else []
         return "".join(_output_text(c) for c in chunks), [c.text for c in calls]
 
-    def _output_decision(self, out: Any, who: Identity) -> Decision | None:
+    def _output_decision(self, out: Any, who: Identity, streamed: bool = False) -> Decision | None:
         """The decision to apply to the output: the text check's, unless it does not block and a tool call is
         blocked or redacted (that tool_call-stage decision refuses the whole reply)."""
-        text, calls = self._output_parts(out)
+        text, calls = self._output_parts(out, streamed)
         d = self.guard.check(text, user_id=who.user_id, session_id=who.session_id, stage=Stage.OUTPUT) \
             if text.strip() else None
         if d is not None and d.enforced_action is Action.BLOCK:
@@ -193,8 +193,8 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
                 return call_d
         return d
 
-    async def _aoutput_decision(self, out: Any, who: Identity) -> Decision | None:
-        text, calls = self._output_parts(out)
+    async def _aoutput_decision(self, out: Any, who: Identity, streamed: bool = False) -> Decision | None:
+        text, calls = self._output_parts(out, streamed)
         d = await self.guard.acheck(text, user_id=who.user_id, session_id=who.session_id, stage=Stage.OUTPUT) \
             if text.strip() else None
         if d is not None and d.enforced_action is Action.BLOCK:
@@ -300,7 +300,8 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         if refused is not None:
             yield self._refuse(refused, self._like(chunk=True))
             return
-        yield from self._release(chunks, self._output_decision(chunks, who) if chunks else None)  # buffered
+        # buffered: only checked output is released
+        yield from self._release(chunks, self._output_decision(chunks, who, streamed=True) if chunks else None)
 
     def _release(self, chunks: list[Any], d: Decision | None) -> Iterator[Any]:
         """The checked stream: the chunks as they came, the refusal, or one redacted chunk (tool calls kept)."""
@@ -353,5 +354,5 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         if refused is not None:
             yield self._refuse(refused, self._like(chunk=True))
             return
-        for c in self._release(chunks, await self._aoutput_decision(chunks, who) if chunks else None):
+        for c in self._release(chunks, await self._aoutput_decision(chunks, who, streamed=True) if chunks else None):
             yield c

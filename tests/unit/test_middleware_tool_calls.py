@@ -196,3 +196,16 @@ def test_wrap_passes_allowed_tool_calls_and_keeps_them_through_a_redaction(mode)
     calls = [c for o in outs for c in o.tool_calls]
     assert [c["args"] for c in calls] == [{"query": "weather"}] and dets[0].calls == 1
     assert "".join(o.content for o in outs) == "the [REDACTED] is here"
+
+
+def test_wrap_still_refuses_to_check_an_output_it_cannot_read():
+    """A Runnable answering a list (not a stream) is not a checkable output: a typed error, as before; the tool-call
+    check must not read it as a stream's chunks."""
+    from langchain_core.runnables import RunnableLambda
+
+    from guardrails import InvalidInputError
+    from tests.conftest import KeywordDetector
+
+    wrapped = Guard([KeywordDetector(SECRET, Action.REDACT)]).wrap(RunnableLambda(lambda _: [AIMessage("a")]))
+    with pytest.raises(InvalidInputError, match="cannot check output of type list"):
+        wrapped.invoke("go", CFG)
