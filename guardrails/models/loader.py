@@ -55,24 +55,45 @@ class LoadedCausalLM:
         return int(self.model.config.num_hidden_layers)
 
     def fingerprint(self) -> str:
-        """Stable id of architecture + weights: config JSON and a sample of parameter values.
+        """Stable id of architecture + weights: the architecture's defining numbers and a sample of parameters.
 
-        Independent of the dtype and device the weights were loaded in: the sampled values are rounded to bf16
-        (round-to-nearest-even, the cast `from_pretrained(dtype=bfloat16)` performs), so the fp32 CPU model a
-        probe was trained on and the bf16 CUDA model that serves it share one fingerprint. The earlier
-        `round(4)` of fp32 values did not survive a bf16 load and made every probe refuse the GPU model.
+        - Independent of the dtype and device the weights were loaded in: the sampled values are rounded to bf16
+          (round-to-nearest-even, the cast `from_pretrained(dtype=bfloat16)` performs), so the fp32 CPU model a
+          probe was trained on and the bf16 CUDA model that serves it share one fingerprint.
+        - Independent of how a transformers release writes the config: only `architecture_summary`'s fields
+          count, normalised (transformers 5 writes `rope_parameters` where 4.x wrote `rope_theta`; hashing the
+          whole `config.to_dict()` made the shipped probe refuse, and the privacy guard block everything, under
+          any other transformers line).
         """
         import torch
 
-        cfg = self.model.config.to_dict()
-        keep = {k: cfg.get(k) for k in sorted(cfg) if k not in ("_name_or_path", "transformers_version", "dtype",
-                                                                  "torch_dtype", "_commit_hash")}
-        h = hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode())
+        h = hashlib.sha256(json.dumps(architecture_summary(self.model.config.to_dict()), sort_keys=True).encode())
         with torch.no_grad():
             for _, p in list(self.model.named_parameters())[:4]:
                 flat = p.detach().flatten()[:256].to(torch.bfloat16).float().cpu().numpy()
                 h.update(flat.tobytes())
         return h.hexdigest()[:16]
+
+
+_ARCHITECTURE_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                      "vocab_size", "hidden_act", "tie_word_embeddings")
+
+
+def architecture_summary(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What in a model config changes the hidden states, normalised across transformers versions' spellings."""
+    out: dict[str, Any] = {k: cfg.get(k) for k in _ARCHITECTURE_KEYS}
+    heads = cfg.get("num_attention_heads") or 1
+    out["num_key_value_heads"] = cfg.get("num_key_value_heads") or heads
+    out["head_dim"] = cfg.get("head_dim") or (cfg.get("hidden_size") or 0) // heads
+    out["norm_eps"] = cfg.get("rms_norm_eps", cfg.get("layer_norm_eps", cfg.get("layer_norm_epsilon")))
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    theta = cfg.get("rope_theta", rope.get("rope_theta") if isinstance(rope, dict) else None)
+    out["rope_theta"] = float(theta) if theta is not None else None
+    kind = (rope.get("rope_type") or rope.get("type")) if isinstance(rope, dict) else None
+    out["rope_type"] = kind or "default"
+    extra = rope.items() if isinstance(rope, dict) else ()
+    out["rope_scaling"] = sorted([k, v] for k, v in extra if k not in ("rope_theta", "rope_type", "type"))
+    return out
 
 
 def _gguf_cache_path(spec: EmbeddedModel, gguf: Path) -> Path:

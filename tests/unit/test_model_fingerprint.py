@@ -1,0 +1,32 @@
+"""The model fingerprint a probe is bound to reads the architecture, not how a transformers release spells it."""
+
+from __future__ import annotations
+
+from guardrails.models.loader import architecture_summary
+
+# SmolLM2-135M's config as transformers 4.56 writes it (rope_theta top level, no head_dim) ...
+V4 = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+      "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "hidden_act": "silu",
+      "tie_word_embeddings": True, "rms_norm_eps": 1e-05, "rope_theta": 100000, "rope_scaling": None,
+      "transformers_version": "4.56.2", "torch_dtype": "float32", "pretraining_tp": 1}
+# ... and as transformers 5 writes it (rope_parameters, head_dim, dtype; new defaults appear)
+V5 = {**{k: v for k, v in V4.items() if k not in ("rope_theta", "rope_scaling", "torch_dtype")},
+      "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}, "head_dim": 64, "dtype": "bfloat16",
+      "transformers_version": "5.25.0", "some_new_default": False}
+
+
+def test_the_same_architecture_under_two_transformers_lines_has_one_summary():
+    assert architecture_summary(V4) == architecture_summary(V5)
+
+
+def test_what_changes_hidden_states_changes_the_summary():
+    base = architecture_summary(V5)
+    for key, value in (("hidden_size", 640), ("num_hidden_layers", 24), ("num_key_value_heads", 9),
+                       ("rms_norm_eps", 1e-6), ("vocab_size", 50000)):
+        assert architecture_summary({**V5, key: value}) != base, key
+    other_rope = {**V5, "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"}}
+    assert architecture_summary(other_rope) != base
+    scaled = {**V5, "rope_parameters": {"rope_theta": 100000.0, "rope_type": "linear", "factor": 2.0}}
+    assert architecture_summary(scaled) != base
+    assert architecture_summary({**V5, "rope_parameters": {**scaled["rope_parameters"], "factor": 4.0}}) != \
+        architecture_summary(scaled)
