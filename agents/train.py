@@ -23,8 +23,6 @@ from .parser import DATA_DIR, HEADS, StudentParser, mask, split_clauses
 from .schema import CommandError
 from .simulator import CommandSimulator, Sample
 
-FIXTURES = Path(__file__).resolve().parents[1] / "tests/agents/fixtures"
-
 
 def popular_rows(catalog: Catalog, min_ratings: int = 40) -> list[int]:
     r = load_ratings()
@@ -81,9 +79,10 @@ def training_set(catalog: Catalog, samples: list[Sample],
 
 
 def load_paraphrases(path: Path | None = None) -> list[Sample]:
-    """Hand-written commands with gold slots (tests/agents/fixtures/paraphrases.jsonl)."""
+    """Hand-written commands with gold slots (`agents/data/paraphrases.jsonl`: package data, because `railguard
+    bench` times the parser on them; evaluation only, never trained on)."""
     out = []
-    for line in (path or FIXTURES / "paraphrases.jsonl").read_text().splitlines():
+    for line in (path or DATA_DIR / "paraphrases.jsonl").read_text().splitlines():
         if line.strip():
             d = json.loads(line)
             out.append(Sample(text=d["text"], slots={tuple(str(x).lower() for x in s) for s in d["slots"]}))  # type: ignore[misc]

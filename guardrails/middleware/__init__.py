@@ -12,7 +12,7 @@ __all__ = ["GuardMiddleware", "GuardedRunnable", "Identity", "current_identity",
 
 
 def __getattr__(name: str) -> Any:
-    # GuardMiddleware needs the optional `langchain` package; import it only when asked for.
+    # GuardMiddleware needs `langchain` (heavier than langchain-core): imported only when asked for.
     if name == "GuardMiddleware":
         from .agent import GuardMiddleware as GuardMiddleware
 
