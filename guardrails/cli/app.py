@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..detector import discover
@@ -77,7 +78,7 @@ def check(
     session: Annotated[str | None, typer.Option("--session", help="Session id (multi-turn state).")] = None,
     stage: Annotated[str, typer.Option("--stage", help="input|output|tool_call|tool_result")] = "input",
     detectors: Annotated[str | None, typer.Option("--detectors", help="Comma-separated subset.")] = None,
-    tenant: Annotated[str, typer.Option("--tenant")] = "default",
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant whose user settings apply.")] = "default",
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the settings store.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -104,7 +105,8 @@ def _decision_table(rows: list[tuple[str, Any]], title: str | None = None) -> Ta
     table = Table("user", "stage", "action", "detector", "category", "score", "thr", "ms", "why", title=title)
     table.columns[4].overflow = table.columns[8].overflow = "fold"
     colors = {"allow": "green", "warn": "yellow", "redact": "cyan", "block": "bold red"}
-    for user, d in rows:
+    for raw_user, d in rows:
+        user = escape(raw_user)  # ids, category names and details are data, never rich markup
         shown = [f for f in d.findings if f.action.value != "allow" or f.score >= f.threshold]
         shown = shown or sorted(d.findings, key=lambda f: f.score - f.threshold, reverse=True)[:1]
         act = f"[{colors[d.action.value]}]{d.action.value}[/]" + (" (shadow)" if d.shadow else "")
@@ -112,8 +114,8 @@ def _decision_table(rows: list[tuple[str, Any]], title: str | None = None) -> Ta
             table.add_row(user, d.stage.value, act, "-", "-", "-", "-", f"{d.latency_ms:.0f}", "")
         for i, f in enumerate(shown):
             table.add_row(user if i == 0 else "", d.stage.value if i == 0 else "", act if i == 0 else "",
-                          f.detector, f.category, f"{f.score:.2f}", f"{f.threshold:.2f}",
-                          f"{d.latency_ms:.0f}" if i == 0 else "", (f.detail or f.explanation)[:90])
+                          escape(f.detector), escape(f.category), f"{f.score:.2f}", f"{f.threshold:.2f}",
+                          f"{d.latency_ms:.0f}" if i == 0 else "", escape((f.detail or f.explanation)[:90]))
     return table
 
 
@@ -125,7 +127,8 @@ def _console() -> Console:
 @app.command()
 def demo(
     db: Annotated[str | None, typer.Option("--db", help="Settings store URL (default: a temporary SQLite)")] = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 40,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Reply length cap for the local model.")]
+    = 40,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a turn's action differs from the script.")]
     = False,
     as_json: JsonOpt = False,
@@ -146,10 +149,10 @@ def demo(
                         "decisions": [d.log_record() for d in r.decisions]})
             return
         shown = t.text if len(t.text) < 120 else t.text[:100].replace("\x00", "\\x00") + f"... ({len(t.text)} chars)"
-        console.rule(f"[bold]{t.user_id}[/] / {t.session_id} — {t.note}")
-        console.print(f"[dim]user:[/] {shown}")
+        console.rule(f"[bold]{escape(t.user_id)}[/] / {escape(str(t.session_id))} — {escape(t.note)}")
+        console.print(f"[dim]user:[/] {escape(shown)}")
         console.print(_decision_table([(t.user_id, d) for d in r.decisions]))
-        console.print(f"[dim]assistant:[/] {r.reply[:300]}")
+        console.print(f"[dim]assistant:[/] {escape(r.reply[:300])}")  # model text is not markup
         console.print(f"turn result: [bold]{r.action.value}[/]{verdict}")
 
     try:
@@ -198,14 +201,15 @@ def bench(
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port")] = 8080,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8080,
     db: Annotated[str | None, typer.Option("--db", help="Settings store URL (SQLite file or Postgres).")] = None,
     workers: Annotated[int, typer.Option("--workers", help="uvicorn worker processes.")] = 1,
     detectors: Annotated[str | None, typer.Option("--detectors", help="Comma-separated subset.")] = None,
     upstream_url: Annotated[str | None, typer.Option("--upstream-url",
                                                      help="OpenAI-compatible upstream for the chat proxy.")] = None,
-    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    log_level: Annotated[str, typer.Option("--log-level", help="JSON logs on stderr: debug|info|warning|error.")]
+    = "info",
 ) -> None:
     """HTTP service (needs the `server` extra). The admin key comes from RAILGUARD_ADMIN_KEY only."""
     try:

@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 err_console = Console(stderr=True)
 
@@ -51,7 +52,8 @@ def fail(message: str, *, as_json: bool, code: int = 2) -> None:
     if as_json:
         emit_json({"error": message})
     else:
-        err_console.print(f"[bold red]error:[/] {message}")
+        # escaped: a message quotes paths and hints such as `railguard[server]`, which rich would read as markup
+        err_console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 

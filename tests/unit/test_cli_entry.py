@@ -24,3 +24,13 @@ def test_without_json_a_usage_error_prints_nothing_on_stdout():
     res = subprocess.run([sys.executable, "-m", "guardrails.cli", "check", "--text", "hi"], capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 2 and res.stdout == "" and "Missing option '--user'" in res.stderr
+
+
+@pytest.mark.parametrize("name", ["missing[/x].jsonl", "missing[red].jsonl"])
+def test_error_messages_are_printed_verbatim_not_as_rich_markup(tmp_path, name):
+    """A path (or an install hint such as `railguard[server]`) holding brackets used to be read as rich markup:
+    `[/x]` crashed the CLI with MarkupError, `[red]` vanished from the message."""
+    res = subprocess.run([sys.executable, "-m", "guardrails.cli", "harm", "eval", "--data", str(tmp_path / name)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "MarkupError" not in res.stderr
+    assert name in res.stderr.replace("\n", "")
