@@ -52,9 +52,12 @@ def eval_cmd(
 @app.command("parse")
 def parse_cmd(
     text: str = typer.Argument(..., help="a feed command, e.g. 'no horror, more like Amelie'"),
-    parser: str = typer.Option("minilm", "--parser"),
+    parser: str = typer.Option("minilm", "--parser", help="student parser backend: minilm | bow"),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="accepted for consistency with the other commands; parse always prints one "
+                                      "JSON object"),
 ) -> None:
-    """Show the structured preferences the student parser extracts (nothing is stored)."""
+    """Show the structured preferences the student parser extracts as one JSON object (nothing is stored)."""
     from .parser import default_parser
 
     try:
@@ -69,8 +72,10 @@ def parse_cmd(
 def recommend_cmd(
     user: int = typer.Option(..., "--user", help="MovieLens userId"),
     command: list[str] = typer.Option([], "--command", "-c", help="commands applied in order"),
-    k: int = typer.Option(10, "--k"),
-    as_json: bool = typer.Option(False, "--json"),
+    k: int = typer.Option(10, "--k", help=f"feed size (1-{MAX_K})"),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="print the feed as one JSON object on stdout (items, titles, plan); "
+                                      "default: one title a line, the plan's explanation on stderr"),
 ) -> None:
     """Top-k feed for a MovieLens user after some commands (in-memory policy; nothing persisted)."""
     from .catalog import load_catalog

@@ -86,6 +86,18 @@ def check_against_catalog(cases: list[dict[str, Any]], catalog: Catalog, users: 
 
 def run_eval(path: str | Path, *, backend: str = "minilm", semantic: bool = True,
              catalog: Catalog | None = None) -> dict[str, Any]:
+    """The `rec eval` metrics for the rec scripts JSONL at ``path`` (CONTRACT format; see the module docstring).
+
+    Trains the base recommender on the temporal split of the MovieLens ratings ($RAILGUARD_MOVIELENS, else the
+    shared copy; ``DataNotAvailableError`` when absent), parses each script's commands with the ``backend``
+    student parser ("minilm" or "bow"), applies them for its user and checks the top-10 feed. ``semantic``: use
+    encoder similarity in the planner's matcher; ``catalog``: a preloaded MovieLens catalog.
+
+    Returns the CONTRACT keys (``n``, ``hard_satisfaction``, ``soft_satisfaction``, ``recall_at_10``,
+    ``base_recall_at_10``, ``parser_ms_p50``; None where nothing was measured) plus counts and timing. Malformed
+    scripts, or ones naming a user or genre MovieLens lacks, raise ``CommandError`` before any scoring; a command
+    the parser or policy refuses is counted in ``command_errors``.
+    """
     from .parser import default_parser
 
     t_start = time.time()

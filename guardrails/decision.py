@@ -32,6 +32,9 @@ class Stage(StrEnum):
     TOOL_RESULT = "tool_result"
 
 
+#: What a detector's failure (exception, timeout) means for the turn: "open" lets it through (an allow finding in
+#: category "error", `Decision.error` set), "closed" blocks it. Per detector: its `default_fail_mode` (the privacy
+#: probe: "closed"), else "open"; `Guard(fail_modes={...})` overrides.
 FailMode = Literal["open", "closed"]
 
 
@@ -88,6 +91,8 @@ def most_severe(findings: tuple[Finding, ...] | list[Finding]) -> Action:
 
 
 def text_hash(text: str) -> str:
+    """The SHA-256 hex digest of `text` (UTF-8, lone surrogates via surrogatepass): `Decision.text_sha256`, which logs
+    and the audit trail carry instead of the text so records can be correlated without holding it."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

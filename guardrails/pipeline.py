@@ -90,6 +90,11 @@ class Guard:
         tenant_id: the tenant whose users this Guard serves.
         shadow: alert-only mode for every decision (never enforced, still logged).
         fail_modes: per-detector override, e.g. {"harm": "closed"}.
+        timeout_s: per-call time limit, in seconds, for each detector given as a Detector (a DetectorSlot keeps
+            its own). A detector that overruns counts as failed (TimeoutError), so its fail mode decides: the
+            privacy probe (closed) blocks the turn, an open one allows it with `Decision.error` set. Enforced by
+            `acheck` only (`asyncio.wait_for`; a detector run in a worker thread finishes there unobserved); the
+            sync `check` cannot interrupt a running detector. None (the default): no limit.
     """
 
     def __init__(

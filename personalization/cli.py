@@ -129,7 +129,8 @@ def personalize_eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
     data: Path | None = typer.Option(None, "--data", help="held-out harm JSONL (default: shipped dev set)"),
     backend: str = typer.Option("embedding", "--backend", help="embedding | icl"),
-    max_per_label: int = typer.Option(150, "--max-per-label"),
+    max_per_label: int = typer.Option(150, "--max-per-label",
+                                      help="texts sampled per label from the data (benign: 3x as many)"),
     shots: list[int] = typer.Option([], "--shots", help="also report block-new success from N examples"),
     no_variation: bool = typer.Option(False, "--no-variation", help="skip the (slower) variation protocol"),
 ) -> None:
@@ -153,7 +154,11 @@ def personalize_eval_cmd(
 
 
 @app.command("profile-template")
-def profile_template(as_json: bool = typer.Option(True, "--json/--no-json")) -> None:
+def profile_template(
+    as_json: bool = typer.Option(False, "--json",
+                                 help="accepted for consistency with the other commands; the template is always "
+                                      "printed as one JSON object"),
+) -> None:
     """Print the default moderation profile as JSON (a starting point for `--profile` or import)."""
     from .profile import ModerationProfile, export_json
 

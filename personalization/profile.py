@@ -279,6 +279,8 @@ def unblock(profile: ModerationProfile, name: str) -> ModerationProfile:
 
 
 def reblock(profile: ModerationProfile, name: str, action: Action = "block") -> ModerationProfile:
+    """Undo `unblock`: the category acts again, with ``action`` ("block" by default, or "warn"); its examples and
+    threshold are kept. Same as `set_action`, named for the personalization protocol."""
     return set_action(profile, name, action)
 
 
@@ -320,6 +322,8 @@ def remove(profile: ModerationProfile, name: str) -> ModerationProfile:
 
 
 def reset(profile: ModerationProfile | None = None) -> ModerationProfile:
+    """A fresh default profile: base categories at their defaults, every user category gone. ``profile`` is
+    ignored (accepted so `reset` composes like the other operations)."""
     return ModerationProfile()
 
 
@@ -334,6 +338,8 @@ def list_categories(profile: ModerationProfile) -> list[dict[str, Any]]:
 
 
 def export_json(profile: ModerationProfile) -> str:
+    """The whole profile as indented JSON with sorted keys (non-ASCII kept), the format `import_json` reads.
+    It holds the user's own example texts: treat it as user data, never log it (`list_categories` is safe)."""
     return json.dumps(profile.model_dump(mode="json"), ensure_ascii=False, indent=2, sort_keys=True)
 
 

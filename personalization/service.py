@@ -56,6 +56,7 @@ class ProfileService:
 
     def reblock(self, user_id: str, name: str, action: Action = "block", *,
                 actor: str | None = None) -> ModerationProfile:
+        """`profile.reblock` on the stored profile: the unblocked category acts again (block, or warn)."""
         return self._apply(user_id, lambda p: P.reblock(p, name, action), actor)
 
     def set_threshold(self, user_id: str, name: str, threshold: float, *,
@@ -72,12 +73,14 @@ class ProfileService:
         return self._apply(user_id, lambda p: P.remove(p, name), actor)
 
     def reset(self, user_id: str, *, actor: str | None = None) -> ModerationProfile:
+        """Store the default profile for the user (every user category dropped); versioned and audited."""
         return self._apply(user_id, lambda p: P.reset(p), actor)
 
     def list(self, user_id: str) -> list[dict[str, Any]]:
         return P.list_categories(self.get(user_id))
 
     def export_json(self, user_id: str) -> str:
+        """The user's profile as `profile.export_json` text (user data: includes their example texts)."""
         return P.export_json(self.get(user_id))
 
     def import_json(self, user_id: str, text: str | bytes, *, actor: str | None = None) -> ModerationProfile:

@@ -128,7 +128,31 @@ def _threshold(settings: Mapping[str, Any]) -> float:
 
 
 class PrivacyDetector(BaseDetector):
-    """Activation-probe privacy guard (NeuroFilter). Fails closed: an error blocks the turn."""
+    """Activation-probe privacy guard (NeuroFilter) on the input stage. Fails closed: an error blocks the turn.
+
+    Args:
+        probe: a probe bundle directory, ``"default"`` (the bundle shipped for ``smollm2-135m-instruct``) or a
+            loaded :class:`ProbeBundle`.
+        model: the sentinel model's name or path (default: the probe's own ``model_id``); loaded lazily on the
+            first check, and refused unless its fingerprint matches the one the probe was trained on.
+        lm: an already loaded model (``guardrails.models.load_causal_lm``) to use instead of loading ``model``;
+            checked against the probe's fingerprint here (``ProbeMismatchError``). In fused mode pass the serving
+            model's, so a mismatch surfaces at construction rather than on the first turn.
+        mode: ``"sentinel"`` (default; any agent, also remote/API ones): ``predict`` runs its own forward pass of
+            the probe model over the conversation (per-session KV-cache reuse, early exit at the probe layer).
+            ``"fused"`` (the agent *is* a local HF model): no forward pass of its own; the verdict comes from
+            :meth:`fused_hook`, attached to the serving model, e.g. ``LocalChatModel(prefill_observers=
+            [detector.fused_hook()])``, which reads that model's prefill and blocks before the first token. In
+            fused mode ``predict`` returns no findings, and raises ``ConfigError`` (so the Guard blocks: fail
+            closed) while no hook has been created; ``fused_hook()`` on a sentinel-mode detector raises
+            ``ConfigError`` too.
+        store: where per-session drift state lives, a :class:`StateStore` (``get_state``/``put_state``, as the
+            spine's SettingsStore has; the plugin passes it). Default: in memory, per process, lost on restart.
+        device: device for a model this detector loads (default: GPU when present).
+        action: the action a triggered finding asks for (default ``Action.BLOCK``; ``Action.WARN`` to alert only).
+        max_sessions: sessions whose KV cache the sentinel encoder keeps (least recently used evicted first; also
+            bounded by cached tokens). An evicted session is re-encoded in full: slower, same scores.
+    """
 
     name = "privacy"
     stages = frozenset({Stage.INPUT})
@@ -190,6 +214,17 @@ class PrivacyDetector(BaseDetector):
 
     def fused_hook(self, *, tenant_id: str = "default",
                    identity: Callable[[], Any] | None = None) -> FusedProbeHook:
+        """A :class:`FusedProbeHook` for the serving model's ``prefill_observers`` (fused mode only).
+
+        ``tenant_id``: the tenant whose sessions the hook's drift state belongs to; ``identity``: returns the
+        (user_id, session_id) of the turn being generated (default: the spine's ``current_identity``). Raises
+        ``ConfigError`` unless this detector was built with ``mode="fused"``: a sentinel-mode detector would still
+        run its own forward pass on every check, so the hook would only add a second verdict, not save one.
+        """
+        if self.mode != "fused":
+            raise ConfigError(f"fused_hook() needs a detector built with mode='fused' (this one is {self.mode!r}): "
+                              "a sentinel-mode detector runs its own forward pass on every check anyway; use "
+                              "PrivacyDetector(..., mode='fused') or config {'privacy': {'mode': 'fused'}}")
         self._hooks += 1
         return FusedProbeHook(self.scorer, tenant_id=tenant_id, identity=identity)
 
@@ -198,8 +233,10 @@ class FusedProbeHook:
     """Spine ``PrefillObserver``: one-shot hooks on the probe layers of the *serving* model.
 
     ``attach(lm, input_ids, messages)`` is called right before ``generate()``; it returns ``detach``. The
-    hooks fire during the prefill only (they remove themselves), read the last prompt token, score it, and
-    raise ``guardrails.models.chat.PrefillBlocked(decision)`` on block, before the first token exists.
+    hooks fire during the prefill only (they remove themselves), read each probe's token at its layer (the last
+    prompt token for the single-turn and drift probes; ``token_offset`` positions before it for a probe that
+    sets one: the default bundle's context-free probe reads 5 back, the user turn's ``<|im_end|>``), score
+    them, and raise ``guardrails.models.chat.PrefillBlocked(decision)`` on block, before the first token exists.
     ``last_findings`` / ``last_decision`` hold the latest verdict. Identity (user, session) is read at attach
     time from ``identity()`` or the spine's ``current_identity`` context variable. Each user turn is scored once,
     before its first answer: a later prefill for the same turn (messages ending with the assistant's, tool results

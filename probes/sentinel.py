@@ -36,7 +36,8 @@ class _Entry:
 
 
 class SentinelEncoder:
-    """Last-token activation at ``layer`` for conversations, reusing each session's KV prefix.
+    """Activations at the probe ``layers`` for conversations, reusing each session's KV prefix: at the last prompt
+    token, or ``offsets[layer]`` positions before it (a probe with a ``token_offset``).
 
     ``stats`` counts ``full`` prefills, ``incremental`` ones and ``hits`` (identical prompt re-checked).
     """

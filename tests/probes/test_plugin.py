@@ -144,6 +144,18 @@ def test_fused_hook_zero_extra_passes_and_blocks_before_first_token(tiny):
         counter.remove()
 
 
+def test_fused_hook_refuses_a_sentinel_mode_detector(tiny):
+    """A hook on a sentinel-mode detector would only add a second verdict (predict still runs the sentinel's own
+    forward pass): refuse it loudly, and hand out nothing, so the mode says which path scores."""
+    det = PrivacyDetector(synthetic_bundle(tiny, 2, threshold=1e9), lm=tiny)
+    assert det.mode == "sentinel"
+    with pytest.raises(ConfigError, match="mode='fused'"):
+        det.fused_hook(identity=lambda: None)
+    assert det._hooks == 0
+    assert [f.category for f in det.predict(_req([{"role": "user", "content": "x"}], session=None))] == [
+        "privacy_request"]  # the sentinel path is untouched
+
+
 def _run_fused(tiny, bundle, prompt):
     """One prefill of `prompt` on the tiny model with a fused hook attached; returns the hook (its findings)."""
     hook = PrivacyDetector(bundle, lm=tiny, mode="fused").fused_hook(identity=lambda: None)
