@@ -96,10 +96,19 @@ def architecture_summary(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_SAMPLE_BYTES = 1 << 20
+
+
 def _gguf_cache_path(spec: EmbeddedModel, gguf: Path) -> Path:
-    st = gguf.stat()
-    key = hashlib.sha256(f"{spec.requirement}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
-    return cache_dir() / "models" / f"{spec.name}-{key}"
+    """Where the converted weights of this GGUF file live: keyed by its size and content (first and last MiB),
+    not its mtime, which pip sets at install time (a reinstall or a second venv converted ~0.5 GB again)."""
+    size = gguf.stat().st_size
+    h = hashlib.sha256(f"{spec.requirement}:{size}:".encode())
+    with gguf.open("rb") as f:
+        h.update(f.read(_SAMPLE_BYTES))
+        f.seek(max(0, size - _SAMPLE_BYTES))
+        h.update(f.read(_SAMPLE_BYTES))
+    return cache_dir() / "models" / f"{spec.name}-{h.hexdigest()[:12]}"
 
 
 def _convert_gguf(spec: EmbeddedModel, gguf: Path, target: Path) -> None:

