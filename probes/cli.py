@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import typer
 
 from guardrails.cli.output import emit_json, fail, output_path_problem
@@ -126,6 +125,8 @@ def eval_(
 ) -> None:
     """Metrics: n, n_pos, n_neg, auroc, tpr, fpr, threshold, latency_ms_p50 (+ mean_detection_turn)."""
     _setup_logging()
+    import numpy as np
+
     from guardrails.errors import RailguardError
     from guardrails.models import load_causal_lm
 

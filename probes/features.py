@@ -25,7 +25,18 @@ Record = dict[str, Any]
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("RAILGUARD_PROBES_CACHE", "/tmp/probes_cache"))
+    """``$RAILGUARD_PROBES_CACHE``, else ``probes/`` under the package's per-user cache dir
+    (:func:`guardrails.models.loader.cache_dir`: ``$RAILGUARD_CACHE_DIR`` or the platformdirs user cache).
+
+    Never a fixed shared path such as ``/tmp/probes_cache``: on a multi-user host another user could plant shards
+    there that training and evaluation would then load as activations.
+    """
+    env = os.environ.get("RAILGUARD_PROBES_CACHE")
+    if env:
+        return Path(env)
+    from guardrails.models.loader import cache_dir
+
+    return cache_dir() / "probes"
 
 
 def single_turn_prompts(tokenizer: Any, records: Sequence[Record]) -> list[str]:

@@ -8,6 +8,8 @@ changed paths and digests (never values), and a small per-session key/value stor
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ..errors import StoreError, UnknownUserError, VersionConflictError
 from .settings import (
     BUILTIN_SECTIONS,
@@ -21,7 +23,13 @@ from .settings import (
     section_models,
     validate_sections,
 )
-from .sql import ENV_URL, SettingsStore, default_url
+
+if TYPE_CHECKING:  # the lazy names below, for type checkers (SQLAlchemy loads only when the store is used)
+    from .sql import ENV_URL as ENV_URL
+    from .sql import SettingsStore as SettingsStore
+    from .sql import default_url as default_url
+
+_LAZY_SQL = ("ENV_URL", "SettingsStore", "default_url")
 
 __all__ = [
     "BUILTIN_SECTIONS",
@@ -41,3 +49,12 @@ __all__ = [
     "section_models",
     "validate_sections",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # `.sql` pulls in SQLAlchemy (~70 ms); `import guardrails` (the pipeline reads `.settings`) must not pay for it
+    if name in _LAZY_SQL:
+        from . import sql
+
+        return getattr(sql, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
