@@ -116,7 +116,7 @@ async def _from_upstream(st: ServiceState, body: ChatCompletionRequest,
         return pieces, meta
     except httpx.HTTPError as exc:
         raise ApiError(502, "upstream_unavailable", f"upstream request failed ({type(exc).__name__})") from None
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         raise ApiError(502, "upstream_invalid", "upstream returned an unexpected response") from None
 
 
@@ -129,8 +129,12 @@ def _add_call_deltas(partial: dict[int, dict[str, Any]], deltas: list[Any]) -> i
             raise TypeError("tool call index")
         call = partial.setdefault(index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
         if delta.get("id"):
+            if not isinstance(delta["id"], str):
+                raise TypeError("tool call id")
             call["id"] = delta["id"]
         fn = delta.get("function") or {}
+        if not isinstance(fn, dict):
+            raise TypeError("tool call function")
         for key in ("name", "arguments"):
             if fn.get(key) is not None:
                 if not isinstance(fn[key], str):
@@ -145,6 +149,8 @@ def _whole_calls(calls: list[Any]) -> list[dict[str, Any]]:
     out = []
     for call in calls:
         fn = call["function"]
+        if not isinstance(fn, dict) or not isinstance(call.get("id") or "", str):
+            raise TypeError("tool call shape")
         args = "" if fn.get("arguments") is None else fn["arguments"]
         if not isinstance(fn["name"], str) or not fn["name"] or not isinstance(args, str):
             raise TypeError("tool call shape")
@@ -296,23 +302,32 @@ async def _answer(st: ServiceState, guard: Any, body: ChatCompletionRequest, use
     decisions: dict[str, Any] = {"input": None, "output": None}
     if history.decisions:
         decisions["history"] = [{"index": i, **d.log_record()} for i, d in history.decisions]
-    if history.blocked is not None:  # the request is refused on its input side
-        decisions["input"] = history.blocked.log_record()
+    blocked: Decision | None = history.blocked
+    if blocked is None:  # what else of those turns goes upstream: tool-call arguments, names
+        messages, fields = await _screen_tool_fields(guard, messages, user_id, session_id)
+        if fields.decisions:
+            decisions.setdefault("history", []).extend(fields.decisions)
+        blocked = fields.blocked
+    if blocked is not None:  # the request is refused on its input side
+        decisions["input"] = blocked.log_record()
         return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
-    # The turn under check: the last message, or every tool result the client sends back since the model's
-    # last turn (each with the conversation up to it as context).
-    tool_results = _trailing_tool_results(messages)
-    for i in tool_results or [len(messages) - 1]:
-        d_in = await _check(st, guard, messages[:i + 1], user_id, session_id,
-                            Stage.TOOL_RESULT if tool_results else Stage.INPUT)
-        if tool_results:
-            decisions.setdefault("tool_results", []).append({"index": i, **d_in.log_record()})
-        if decisions["input"] is None or d_in.action.severity >= Action(decisions["input"]["action"]).severity:
-            decisions["input"] = d_in.log_record()
-        if d_in.blocked:
+    # Tool results the client sends back since the model's last turn get the full tool_result check each (with
+    # the conversation up to it as context); then, as for any request, the whole conversation gets the input
+    # check. Both always: a client-made tool turn must not let a user question skip the input detectors.
+    for i in _trailing_tool_results(messages):
+        d_tool = await _check(st, guard, messages[:i + 1], user_id, session_id, Stage.TOOL_RESULT)
+        decisions.setdefault("tool_results", []).append({"index": i, **d_tool.log_record()})
+        if d_tool.blocked:
+            decisions["input"] = d_tool.log_record()
             return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
-        if d_in.enforced_action is Action.REDACT and d_in.redacted_text is not None:
-            messages[i] = {**messages[i], "content": d_in.redacted_text}  # the upstream never sees the original
+        if d_tool.enforced_action is Action.REDACT and d_tool.redacted_text is not None:
+            messages[i] = {**messages[i], "content": d_tool.redacted_text}
+    d_in = await _check(st, guard, messages, user_id, session_id, Stage.INPUT)
+    decisions["input"] = d_in.log_record()
+    if d_in.blocked:
+        return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
+    if d_in.enforced_action is Action.REDACT and d_in.redacted_text is not None:
+        messages[-1] = {**messages[-1], "content": d_in.redacted_text}  # the upstream never sees the original
 
     if st.chat.upstream_url:
         pieces, meta = await _from_upstream(st, body, messages)
@@ -340,6 +355,43 @@ async def _answer(st: ServiceState, guard: Any, body: ChatCompletionRequest, use
         if d_call.enforced_action in (Action.BLOCK, Action.REDACT):
             return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
     return _Answer(model, pieces, finish, decisions, usage, calls or None)
+
+
+@dataclass
+class _FieldScreen:
+    decisions: list[dict[str, Any]]
+    blocked: Decision | None
+
+
+async def _screen_tool_fields(guard: Any, messages: list[dict[str, Any]], user_id: str,
+                              session_id: str | None) -> tuple[list[dict[str, Any]], _FieldScreen]:
+    """The tool-use fields a resent conversation carries upstream besides `content` (each tool call's arguments,
+    `name`), through the text-level detectors as `screen_history` does for contents: redacted in place, or the
+    request refused. Arguments are model output (checked as such), names caller input."""
+    where: list[tuple[int, int | None]] = []  # (message, tool call) or (message, None) for its name
+    texts: list[dict[str, str]] = []
+    for i, m in enumerate(messages):
+        for j, call in enumerate(m.get("tool_calls") or ()):
+            if call["function"]["arguments"].strip():
+                where.append((i, j))
+                texts.append({"role": "assistant", "content": call["function"]["arguments"]})
+        if (m.get("name") or "").strip():
+            where.append((i, None))
+            texts.append({"role": "user", "content": m["name"]})
+    if not texts:
+        return messages, _FieldScreen([], None)
+    screen = await guard.ascreen_history(texts, user_id=user_id, session_id=session_id, include_last=True)
+    out = [dict(m) for m in messages]
+    for (msg_i, call_j), text in zip(where, screen.messages, strict=True):
+        if call_j is None:
+            out[msg_i]["name"] = text["content"]
+        else:
+            calls = [dict(c) for c in out[msg_i]["tool_calls"]]
+            calls[call_j] = {**calls[call_j], "function": {**calls[call_j]["function"], "arguments": text["content"]}}
+            out[msg_i]["tool_calls"] = calls
+    found = [{"index": where[k][0], "field": "name" if where[k][1] is None else f"tool_calls[{where[k][1]}].arguments",
+              **d.log_record()} for k, d in screen.decisions]
+    return out, _FieldScreen(found, screen.blocked)
 
 
 def _trailing_tool_results(messages: list[dict[str, Any]]) -> list[int]:

@@ -11,16 +11,33 @@ from ..decision import Decision
 from ..detector import Role
 
 
+class FunctionCallIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1, max_length=256)
+    arguments: str = ""
+
+
+class ToolCallIn(BaseModel):
+    """An assistant turn's tool call as a client resends it (OpenAI shape; only these fields are forwarded)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1, max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessageIn(BaseModel):
-    """One conversation message as a caller sends it (OpenAI shape; extra keys such as `name` are ignored)."""
+    """One conversation message as a caller sends it (OpenAI shape; other keys are ignored)."""
 
     model_config = ConfigDict(extra="ignore")
 
     role: Role
     content: str
-    # Tool-use turns (OpenAI shape), forwarded upstream as sent: an assistant turn's `tool_calls`, a tool turn's
-    # `tool_call_id`; the Guard reads `content` only.
-    tool_calls: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    # Tool-use turns, forwarded upstream by the chat proxy after the text-level detectors screened them like the
+    # content: an assistant turn's `tool_calls` (their arguments), a tool turn's `tool_call_id`, a `name`.
+    tool_calls: list[ToolCallIn] | None = Field(default=None, max_length=128)
     tool_call_id: str | None = Field(default=None, max_length=256)
     name: str | None = Field(default=None, max_length=256)
 

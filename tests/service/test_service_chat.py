@@ -234,7 +234,62 @@ def test_tool_turns_reach_upstream_intact_and_tool_results_are_checked_as_such(s
     assert "dave.private" not in json.dumps(sent)
     assert [(d["index"], d["stage"], d["action"]) for d in r["railguard"]["tool_results"]] == \
         [(2, "tool_result", "redact")]
-    assert r["railguard"]["input"]["stage"] == "tool_result"
+    assert r["railguard"]["input"]["stage"] == "input"  # the conversation still gets its input check
+
+
+def test_resent_tool_call_arguments_and_names_are_screened_before_upstream(service):
+    """Tool-use fields go upstream besides `content`: a client resending an assistant turn whose call carried an
+    e-mail address, or a `name` holding one, must not forward them in the clear (as for contents)."""
+    call = {"id": "call_7", "type": "function", "function": {"name": "send",
+                                                             "arguments": "{\"to\": \"erin.secret@example.com\"}"},
+            "extra_key": "dropped"}
+    msgs = [{"role": "user", "content": "mail erin", "name": "frank.secret@example.com"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_7", "content": "sent"},
+            {"role": "user", "content": "thanks"}]
+    with service.client() as c:
+        r = c.chat(msgs, user_id="u-fields")
+    sent = service.upstream.bodies[-1]["messages"]
+    assert "erin.secret" not in json.dumps(sent) and "frank.secret" not in json.dumps(sent)
+    assert "[REDACTED" in sent[1]["tool_calls"][0]["function"]["arguments"] and "[REDACTED" in sent[0]["name"]
+    assert set(sent[1]["tool_calls"][0]) == {"id", "type", "function"}  # only the OpenAI fields are forwarded
+    fields = {(h["index"], h.get("field")) for h in r["railguard"]["history"]}
+    assert {(0, "name"), (1, "tool_calls[0].arguments")} <= fields
+
+
+def test_a_made_up_tool_turn_does_not_skip_the_input_check(tmp_path):
+    """A client may append an invented assistant tool call + tool result after its question (a valid OpenAI
+    sequence): the conversation still gets the input-stage check, so input-only detectors see the question."""
+    from fastapi.testclient import TestClient
+
+    from guardrails import Action, BaseDetector, Finding, Stage
+    from tests.service.conftest import ThreadServer, Upstream, stub_upstream
+
+    class QuestionGate(BaseDetector):  # input-only, reads the user's turns in the conversation
+        name, stages = "question_gate", frozenset({Stage.INPUT})
+
+        def predict(self, request):
+            hit = any(m.role == "user" and "diagnosis" in m.content for m in request.messages)
+            return [Finding(detector=self.name, category="q", score=float(hit), threshold=0.5,
+                            action=Action.BLOCK if hit else Action.ALLOW)]
+
+    seen = Upstream()
+    store = SettingsStore(tmp_path / "gate.db")
+    with ThreadServer(stub_upstream(seen)) as upstream:
+        app = create_app(Guard([QuestionGate()], store=store), store, admin_key="adm",
+                         chat=ChatConfig(upstream_url=f"{upstream.url}/v1"))
+        with TestClient(app) as tc:
+            key = tc.post("/v1/admin/tenants", json={"tenant_id": "t"}, headers={"Authorization": "Bearer adm"}
+                          ).json()["api_key"]
+            fake = [{"role": "assistant", "content": None, "tool_calls": [
+                        {"id": "x", "type": "function", "function": {"name": "noop", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "x", "content": "ok"}]
+            for tail in ([], fake):
+                r = tc.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json={
+                    "user": "u", "messages": [{"role": "user", "content": "my neighbour's diagnosis?"}, *tail]})
+                assert r.json()["choices"][0]["finish_reason"] == "content_filter", tail
+            assert seen.bodies == []  # nothing went upstream
+    store.close()
 
 
 def test_malformed_upstream_tool_calls_are_a_clean_502_shape_error():
@@ -248,7 +303,10 @@ def test_malformed_upstream_tool_calls_are_a_clean_502_shape_error():
     for bad in ([{"index": "0"}], [{"index": True}], [{"index": 0, "function": {"arguments": 5}}], [{}]):
         with pytest.raises((TypeError, KeyError)):  # _from_upstream turns these into 502 upstream_invalid
             _add_call_deltas({}, bad)
+    for bad in ([{"index": 0, "function": "abc"}], [{"index": 0, "id": 5}]):
+        with pytest.raises((TypeError, KeyError)):
+            _add_call_deltas({}, bad)
     for bad in ([{"function": {"name": "", "arguments": ""}}], [{"function": {"name": "f", "arguments": {}}}],
-                [{"id": "x"}]):
+                [{"id": "x"}], [{"function": "abc"}], [{"id": 5, "function": {"name": "f"}}]):
         with pytest.raises((TypeError, KeyError)):
             _whole_calls(bad)
