@@ -15,13 +15,12 @@ is the unchecked reply a tracer of that model records).
 
 from __future__ import annotations
 
-import operator
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from functools import reduce
 from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, convert_to_messages
+from langchain_core.messages.ai import add_ai_message_chunks
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from pydantic import ConfigDict
@@ -66,7 +65,7 @@ def _output_text(value: Any) -> str:
 def _merged(chunks: list[Any]) -> Any:
     """A stream's chunks as one message (tool calls assembled from their chunks), or None for text streams."""
     if chunks and all(isinstance(c, AIMessageChunk) for c in chunks):
-        return reduce(operator.add, chunks)
+        return add_ai_message_chunks(chunks[0], *chunks[1:])  # one merge, not one per chunk
     return None
 
 

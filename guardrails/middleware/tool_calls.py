@@ -47,8 +47,8 @@ def pending_calls(result: Sequence[BaseMessage]) -> list[PendingCall]:
     for i, msg in enumerate(result):
         if not isinstance(msg, AIMessage):
             continue
-        pending += [PendingCall(i, c.get("id"), call_text(c["name"], c.get("args")), False)
-                    for c in msg.tool_calls if not is_withheld(c.get("args"))]
+        # every call, marker-shaped ones too: a fresh reply's marker is the model's own text (never run either)
+        pending += [PendingCall(i, c.get("id"), call_text(c["name"], c.get("args")), False) for c in msg.tool_calls]
         pending += [PendingCall(i, c.get("id"), call_text(c.get("name"), c.get("args")), True)
                     for c in msg.invalid_tool_calls]
     return pending
@@ -74,10 +74,33 @@ def withhold(result: Sequence[BaseMessage], blocked: list[tuple[PendingCall, Dec
         # The provider's raw copies of the calls (OpenAI-style `additional_kwargs`) would still hold the arguments;
         # langchain reads `tool_calls` when it sends the message again, so the raw copies are dropped.
         extra = {k: v for k, v in msg.additional_kwargs.items() if k not in ("tool_calls", "function_call")}
-        update: dict[str, Any] = {"tool_calls": tool_calls, "invalid_tool_calls": invalid, "additional_kwargs": extra}
+        update: dict[str, Any] = {"tool_calls": tool_calls, "invalid_tool_calls": invalid, "additional_kwargs": extra,
+                                  "content": _withhold_blocks(msg.content, {c.call_id: d for c, d in blocked
+                                                                           if c.message_index == i})}
         if isinstance(msg, AIMessageChunk):
             update["tool_call_chunks"] = []
         out[i] = msg.model_copy(update=update)
+    return out
+
+
+# Content blocks that carry a tool call's arguments (Anthropic `tool_use`, LangChain v1 `tool_call`, OpenAI Responses
+# `function_call`, server tools), by the key holding them.
+_CALL_BLOCKS = {"tool_use": "input", "server_tool_use": "input", "tool_call": "args", "function_call": "arguments"}
+
+
+def _withhold_blocks(content: Any, withheld: dict[str | None, Decision]) -> Any:
+    """`content` with the arguments of withheld calls replaced by the marker in provider content blocks too."""
+    if not isinstance(content, list):
+        return content
+    out = []
+    for block in content:
+        if isinstance(block, dict) and block.get("type") in _CALL_BLOCKS:
+            d = withheld.get(block.get("id")) or withheld.get(block.get("call_id"))
+            if d is not None:
+                key = _CALL_BLOCKS[block["type"]]
+                marker: Any = json.dumps(_marker(d)) if isinstance(block.get(key), str) else _marker(d)
+                block = {**{k: v for k, v in block.items() if k != "partial_json"}, key: marker}
+        out.append(block)
     return out
 
 

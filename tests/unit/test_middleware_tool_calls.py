@@ -209,3 +209,30 @@ def test_wrap_still_refuses_to_check_an_output_it_cannot_read():
     wrapped = Guard([KeywordDetector(SECRET, Action.REDACT)]).wrap(RunnableLambda(lambda _: [AIMessage("a")]))
     with pytest.raises(InvalidInputError, match="cannot check output of type list"):
         wrapped.invoke("go", CFG)
+
+
+def test_blocked_call_arguments_are_withheld_from_provider_content_blocks_too():
+    """Anthropic-style replies carry each call's arguments in a `tool_use` content block as well as in
+    `tool_calls`: both must lose them (the checkpointed thread, a UI)."""
+    reply = AIMessage(content=[{"type": "text", "text": "on it"},
+                               {"type": "tool_use", "id": "call-1", "name": "lookup",
+                                "input": {"query": f"{SECRET} {PAYLOAD}"}},
+                               {"type": "function_call", "call_id": "call-1", "name": "lookup",
+                                "arguments": '{"query": "' + PAYLOAD + '"}'}],
+                      tool_calls=[{"name": "lookup", "args": {"query": f"{SECRET} {PAYLOAD}"}, "id": "call-1"}])
+    agent, seen, _, _ = _agent([reply, "done"], checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "blocks"}}
+    out = agent.invoke({"messages": [HumanMessage("go")]}, cfg, context=Ctx("a"))
+    assert ran == [] and PAYLOAD not in repr(out["messages"]) and PAYLOAD not in repr(agent.get_state(cfg).values)
+    ai = next(m for m in out["messages"] if isinstance(m, AIMessage) and m.tool_calls)
+    assert ai.content[0] == {"type": "text", "text": "on it"}  # other blocks untouched
+
+
+def test_a_marker_shaped_call_from_the_model_is_still_checked():
+    """A fresh reply's marker-shaped arguments are the model's own text: checked like any call (not skipped as if
+    railguard had withheld them); guard.wrap refuses it when the check blocks."""
+    marker_call = AIMessage(content="", tool_calls=[{"name": "lookup", "args": {WITHHELD_ARGS_KEY: f"{SECRET} x"},
+                                                     "id": "m1"}])
+    wrapped, (det,) = _wrapped(marker_call)
+    out = wrapped.invoke("go", CFG)
+    assert det.calls == 1 and not out.tool_calls and out.response_metadata["railguard"]["stage"] == "tool_call"
