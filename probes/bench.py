@@ -51,12 +51,12 @@ def bench(quick: bool = True) -> dict[str, Any]:
     from guardrails.models import load_causal_lm
 
     from .plugin import FusedProbeHook, PrivacyScorer
-    from .probe import load_probe
+    from .probe import load_probe, model_fingerprints
     from .sentinel import SentinelEncoder
 
     bundle = load_probe("default")
     lm = load_causal_lm(bundle.model_id)
-    bundle.check_model(lm.fingerprint(), lm.name)
+    bundle.check_model(model_fingerprints(lm), lm.name)
     scorer = PrivacyScorer(bundle)
     reps = 2 if quick else 5
     n_turns = 20

@@ -132,7 +132,7 @@ def eval_(
 
     from . import evaluate as ev
     from .datasets import load_jsonl
-    from .probe import load_probe
+    from .probe import load_probe, model_fingerprints
 
     problem = output_path_problem(plot) if plot is not None else None
     if problem:  # found out before minutes of scoring, not after
@@ -143,7 +143,7 @@ def eval_(
         if not records:
             fail(f"{data} holds no records", as_json=as_json)
         lm = load_causal_lm(model or bundle.model_id)
-        bundle.check_model(lm.fingerprint(), lm.name)
+        bundle.check_model(model_fingerprints(lm), lm.name)
         single = [r for r in records if "request" in r]
         multi = [r for r in records if "turns" in r]
         parts: dict[str, Any] = {}

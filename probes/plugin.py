@@ -31,7 +31,7 @@ from guardrails.errors import ConfigError, InvalidInputError
 from guardrails.models.hooks import thread_owned
 
 from .capture import ActKey, layer_module, site_key, validate_messages
-from .probe import ProbeBundle, load_probe, margin_to_unit
+from .probe import ProbeBundle, load_probe, margin_to_unit, model_fingerprints
 from .sentinel import SentinelEncoder
 from .velocity import InMemoryStateStore, StateStore, VelocityTracker, conversation_digest
 
@@ -174,7 +174,7 @@ class PrivacyDetector(BaseDetector):
         self._hooks = 0  # FusedProbeHooks handed out (fused mode relies on them for every verdict)
         self._lock = threading.Lock()
         if lm is not None:
-            self.bundle.check_model(lm.fingerprint(), getattr(lm, "name", None))
+            self.bundle.check_model(model_fingerprints(lm), getattr(lm, "name", None))
 
     @property
     def lm(self) -> Any:
@@ -184,7 +184,7 @@ class PrivacyDetector(BaseDetector):
                 from guardrails.models import load_causal_lm
 
                 lm = load_causal_lm(self.model_name, device=self.device)
-                self.bundle.check_model(lm.fingerprint(), self.model_name)
+                self.bundle.check_model(model_fingerprints(lm), self.model_name)
                 self._lm = lm
             return self._lm
 
@@ -274,7 +274,7 @@ class FusedProbeHook:
 
     def attach(self, lm: Any, input_ids: Any = None, messages: Any = None) -> Callable[[], None]:
         if id(lm) not in self._checked:
-            self.scorer.bundle.check_model(lm.fingerprint(), getattr(lm, "name", None))
+            self.scorer.bundle.check_model(model_fingerprints(lm), getattr(lm, "name", None))
             self._checked.add(id(lm))
         user_id, session_id = self._who()
         turn_key: str | None = None

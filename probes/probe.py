@@ -205,11 +205,14 @@ class ProbeArtifact:
         :meth:`threshold_for`) at exactly 0.5 (for Findings/settings)."""
         return margin_to_unit((raw - self.threshold_for(user_turn)) / self.meta.score_scale)
 
-    def check_model(self, fingerprint: str, model_id: str | None = None) -> None:
-        if fingerprint != self.meta.model_fingerprint:
+    def check_model(self, fingerprint: str | tuple[str, ...], model_id: str | None = None) -> None:
+        """Refuse a model other than the one this probe was trained on. `fingerprint`: the model's, or every one it
+        may carry (`model_fingerprints`: current first, then legacy)."""
+        accepted = (fingerprint,) if isinstance(fingerprint, str) else tuple(fingerprint)
+        if self.meta.model_fingerprint not in accepted:
             raise ProbeMismatchError(
                 f"probe was trained on model {self.meta.model_id!r} (fingerprint {self.meta.model_fingerprint}) "
-                f"but is being used with {model_id or 'a model'} (fingerprint {fingerprint}); retrain it with "
+                f"but is being used with {model_id or 'a model'} (fingerprint {accepted[0]}); retrain it with "
                 f"`railguard probes train --model ...`")
 
     def save(self, path: str | Path) -> Path:
@@ -289,7 +292,7 @@ class ProbeBundle:
         return {name: (p.raw(p.features(acts)) - p.threshold_for(user_turn)) / p.meta.score_scale
                 for name, p in self.request_probes.items()}
 
-    def check_model(self, fingerprint: str, model_id: str | None = None) -> None:
+    def check_model(self, fingerprint: str | tuple[str, ...], model_id: str | None = None) -> None:
         for art in (self.single, self.multiturn, self.context_free):
             if art is not None:
                 art.check_model(fingerprint, model_id)
@@ -351,3 +354,8 @@ def load_probe(path: str | Path) -> ProbeBundle:
     if free is not None and free.meta.model_fingerprint != single.meta.model_fingerprint:
         raise CorruptProbeError(f"{p}: single/ and context_free/ were trained on different models")
     return ProbeBundle(single=single, multiturn=multi, context_free=free)
+
+
+def model_fingerprints(lm: Any) -> tuple[str, ...]:
+    """The fingerprints a probe bound to `lm` may carry (current, then legacy where the model object has one)."""
+    return tuple(lm.fingerprints()) if hasattr(lm, "fingerprints") else (lm.fingerprint(),)

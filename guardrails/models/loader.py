@@ -65,9 +65,24 @@ class LoadedCausalLM:
           whole `config.to_dict()` made the shipped probe refuse, and the privacy guard block everything, under
           any other transformers line).
         """
+        return self._weights_hash(architecture_summary(self.model.config.to_dict()))
+
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint probes trained before 2026-12-05 carry: the whole config dict (minus paths, versions and
+        dtypes) + the same weight sample. Valid under the transformers line that trained them; accepted so those
+        probes keep loading (`fingerprints`)."""
+        cfg = self.model.config.to_dict()
+        return self._weights_hash({k: cfg.get(k) for k in sorted(cfg) if k not in (
+            "_name_or_path", "transformers_version", "dtype", "torch_dtype", "_commit_hash")})
+
+    def fingerprints(self) -> tuple[str, ...]:
+        """Every fingerprint a probe bound to this model may carry: the current one first, then the legacy one."""
+        return self.fingerprint(), self.legacy_fingerprint()
+
+    def _weights_hash(self, config_part: dict[str, Any]) -> str:
         import torch
 
-        h = hashlib.sha256(json.dumps(architecture_summary(self.model.config.to_dict()), sort_keys=True).encode())
+        h = hashlib.sha256(json.dumps(config_part, sort_keys=True, default=str).encode())
         with torch.no_grad():
             for _, p in list(self.model.named_parameters())[:4]:
                 flat = p.detach().flatten()[:256].to(torch.bfloat16).float().cpu().numpy()
@@ -77,6 +92,19 @@ class LoadedCausalLM:
 
 _ARCHITECTURE_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                       "vocab_size", "hidden_act", "tie_word_embeddings")
+# Fields other families use that change hidden states; counted only when set to something that acts (a release
+# that starts writing `attention_bias: false` or `partial_rotary_factor: 1.0` for every model changes nothing).
+_ACTING_KEYS = ("sliding_window", "max_window_layers", "partial_rotary_factor", "num_experts", "num_local_experts",
+                "num_experts_per_tok", "hidden_activation", "attention_bias", "mlp_bias", "attn_logit_softcapping",
+                "final_logit_softcapping", "query_pre_attn_scalar", "no_rope_layers", "qk_layernorm", "use_qk_norm")
+
+
+def _acts(key: str, value: Any) -> bool:
+    if value is None or value is False or value in ([], {}, ""):
+        return False
+    if key == "partial_rotary_factor":
+        return bool(value != 1.0)
+    return value is True or not isinstance(value, int | float) or value != 0
 
 
 def architecture_summary(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +121,17 @@ def architecture_summary(cfg: dict[str, Any]) -> dict[str, Any]:
     out["rope_type"] = kind or "default"
     extra = rope.items() if isinstance(rope, dict) else ()
     out["rope_scaling"] = sorted([k, v] for k, v in extra if k not in ("rope_theta", "rope_type", "type"))
+    if out["rope_type"] != "default":  # dynamic / long-context rope reads the trained context length
+        out["max_position_embeddings"] = cfg.get("max_position_embeddings")
+    acting = {k: cfg[k] for k in _ACTING_KEYS if _acts(k, cfg.get(k))}
+    if cfg.get("use_sliding_window") is False:
+        acting.pop("sliding_window", None)
+        acting.pop("max_window_layers", None)
+    kinds = cfg.get("layer_types")
+    if isinstance(kinds, list) and any(k != "full_attention" for k in kinds):
+        acting["layer_types"] = kinds
+    if acting:
+        out["acting"] = acting
     return out
 
 

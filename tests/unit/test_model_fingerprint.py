@@ -49,3 +49,31 @@ def test_converted_weights_cache_key_follows_content_not_mtime(tmp_path, monkeyp
     assert _gguf_cache_path(spec, gguf) == first
     gguf.write_bytes(b"GGUF" + bytes(range(256)) * 19_999 + b"x" * 256)  # same size, other weights at the end
     assert _gguf_cache_path(spec, gguf) != first
+
+
+def test_fields_other_families_use_count_only_when_they_act():
+    base = architecture_summary(V5)
+    for inert in ({"attention_bias": False}, {"partial_rotary_factor": 1.0}, {"sliding_window": None},
+                  {"use_sliding_window": False, "sliding_window": 4096}, {"layer_types": ["full_attention"] * 30}):
+        assert architecture_summary({**V5, **inert}) == base, inert
+    for acting in ({"use_sliding_window": True, "sliding_window": 4096}, {"partial_rotary_factor": 0.5},
+                   {"attention_bias": True}, {"num_experts_per_tok": 2},
+                   {"layer_types": ["sliding_attention", "full_attention"] * 15}):
+        assert architecture_summary({**V5, **acting}) != base, acting
+
+
+def test_a_probe_accepts_the_current_or_the_legacy_fingerprint_of_its_model():
+    """Probes trained before the fingerprint changed carry the legacy value: still accepted, so user-trained
+    bundles keep loading; any other model is refused."""
+    import numpy as np
+    import pytest
+
+    from probes import ProbeArtifact, ProbeMeta, ProbeMismatchError
+
+    meta = ProbeMeta(kind="single", model_id="m", model_fingerprint="legacy00", layer=1, d_model=2, threshold=0.0,
+                     target_fpr=0.01)
+    art = ProbeArtifact(coef=np.ones(2), intercept=0.0, meta=meta)
+    art.check_model(("current0", "legacy00"), "m")
+    art.check_model("legacy00", "m")
+    with pytest.raises(ProbeMismatchError, match="current0"):
+        art.check_model(("current0", "other000"), "m")
