@@ -1,0 +1,87 @@
+"""Mutation-audit gaps (session 18): each test fails on a specific single-point mutant of the code it names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from probe_testkit import synthetic_bundle
+
+from guardrails.decision import Action
+from guardrails.detector import CheckRequest, Message
+from guardrails.errors import InvalidInputError
+from guardrails.middleware.identity import Identity
+from probes.plugin import PrivacyDetector
+from probes.probe import ProbeArtifact, ProbeMeta
+from probes.sentinel import SentinelEncoder
+from probes.velocity import VelocityTracker
+
+
+def _req(msgs, user="u", session="s"):
+    return CheckRequest(stage="input", user_id=user, session_id=session, text=msgs[-1]["content"],
+                        messages=tuple(Message(**m) for m in msgs))
+
+def _drift_bundle(tiny):
+    b = synthetic_bundle(tiny, 2, threshold=1e3)
+    b.multiturn.meta.threshold = -1e9  # drift fires as soon as it may (turn 2); the per-turn probe never does
+    return b
+
+ONE = [{"role": "user", "content": "first"}]
+TWO = [*ONE, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "second"}]
+
+def test_drift_blocks_from_turn_two(tiny):
+    det = PrivacyDetector(_drift_bundle(tiny), lm=tiny)
+    assert det.predict(_req(ONE))[1].action is Action.ALLOW
+    f = det.predict(_req(TWO))
+    assert f[0].action is Action.ALLOW and f[1].action is Action.BLOCK
+
+def test_fused_hook_blocks_on_drift(tiny):
+    from guardrails.models.chat import PrefillBlocked
+    det = PrivacyDetector(_drift_bundle(tiny), lm=tiny, mode="fused")
+    hook = det.fused_hook(identity=lambda: Identity("u", "s"))
+    turns = ((ONE, "user: first\nassistant:"), (TWO, "user: first\nassistant: ok\nuser: second\nassistant:"))
+    for msgs, prompt in turns:
+        ids = torch.tensor([tiny.tokenizer(prompt)["input_ids"]])
+        detach = hook.attach(tiny, ids, msgs)
+        try:
+            if msgs is TWO:
+                with pytest.raises(PrefillBlocked), torch.no_grad():
+                    tiny.model(input_ids=ids)
+            else:
+                with torch.no_grad():
+                    tiny.model(input_ids=ids)
+        finally:
+            detach()
+
+def _mt(d=16):
+    meta = ProbeMeta(kind="multiturn", model_id="m", model_fingerprint="fp", layer=2, d_model=d, threshold=1.0,
+                     target_fpr=0.01)
+    return ProbeArtifact(coef=np.random.default_rng(0).normal(size=d).astype(np.float32), intercept=0.0, meta=meta)
+
+def test_overflowing_drift_weights_fail_without_touching_state():
+    p = _mt()
+    p.coef[:] = 1e30
+    tr = VelocityTracker(p)
+    tr.update("t", "u", "s", np.zeros(16, np.float32))
+    with pytest.raises(InvalidInputError), np.errstate(over="ignore"):
+        tr.update("t", "u", "s", np.full(16, 1e10, np.float32))
+    assert tr.load("t", "u", "s").turn == 1
+
+def _conv(*turns):
+    return [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+
+def test_a_newest_only_message_does_not_move_the_baseline_opening():
+    tr = VelocityTracker(_mt())
+    a = np.random.default_rng(5).normal(size=(4, 16)).astype(np.float32)
+    tr.update("t", "u", "s", a[0], conversation=_conv("q1"))
+    tr.update("t", "u", "s", a[1], conversation=_conv("q1", "r1", "q2"))
+    tr.update("t", "u", "s", a[2], conversation=_conv("q3"))  # a client sending only its newest message
+    s, t = tr.update("t", "u", "s", a[3], conversation=_conv("q1", "r1", "q2", "r2", "q3", "r3", "q4"))
+    assert t == 4 and s == pytest.approx(float(tr.probe.coef @ (a[3] - a[0])), abs=1e-4)
+
+def test_a_shorter_prefix_of_the_cached_conversation_is_not_a_cache_hit(tiny):
+    enc = SentinelEncoder(tiny.model, tiny.tokenizer, 2)
+    enc.activation(TWO, session="s")
+    got = enc.activation(ONE, session="s")
+    want = SentinelEncoder(tiny.model, tiny.tokenizer, 2).activation(ONE)
+    np.testing.assert_allclose(got[2], want[2], atol=1e-5)
