@@ -8,13 +8,13 @@ all users' policies") is refused as a whole and changes nothing, for anyone.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from enum import StrEnum
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
+from guardrails.decision import text_hash
 from guardrails.detectors.pii import scan as pii_scan
 from guardrails.errors import InvalidInputError, RailguardError
 
@@ -122,7 +122,7 @@ def category_name(target: str) -> str:
         for m in found:
             pieces += [target[last:m.start], f" {m.entity} "]
             last = m.end
-        suffix = "-" + hashlib.sha256(fold(target).encode("utf-8")).hexdigest()[:8]
+        suffix = "-" + text_hash(fold(target))[:8]
         target = "".join([*pieces, target[last:]])
     return _plain_slug(target, 48 - len(suffix)) + suffix
 

@@ -81,6 +81,11 @@ class Decision(BaseModel):
     def blocked(self) -> bool:
         return self.enforced_action is Action.BLOCK
 
+    @property
+    def stops_tool_call(self) -> bool:
+        """A tool_call-stage verdict that stops the call: block, or redact (other arguments would be another call)."""
+        return self.enforced_action in (Action.BLOCK, Action.REDACT)
+
     def log_record(self) -> dict[str, object]:
         """What goes to logs and the audit trail: decisions and hashes, never raw or redacted text."""
         return self.model_dump(mode="json", exclude={"redacted_text": True, "findings": {"__all__": {"detail"}}})

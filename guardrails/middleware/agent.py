@@ -215,7 +215,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     def _withhold_calls(self, checked: list[tuple[PendingCall, Decision]], result: list[Any]) -> list[Any]:
         for call, d in checked:
             self._calls.remember(call, d)
-        blocked = [(c, d) for c, d in checked if d.enforced_action in (Action.BLOCK, Action.REDACT)]
+        blocked = [(c, d) for c, d in checked if d.stops_tool_call]
         return withhold(result, blocked) if blocked else result
 
     def _precheck_skips(self, request: Any, who: Identity) -> bool:
@@ -360,7 +360,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return withheld
         if Stage.TOOL_CALL in self.stages and not self._precheck_skips(request, who):
             d = self._check(self._tool_call_text(request), who, Stage.TOOL_CALL)
-            if d.enforced_action in (Action.BLOCK, Action.REDACT):  # redacted args would change the call
+            if d.stops_tool_call:
                 return self._blocked_tool(d, call_id)
         out = handler(request)
         if Stage.TOOL_RESULT in self.stages and isinstance(out, ToolMessage) and _text(out).strip():
@@ -374,7 +374,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return withheld
         if Stage.TOOL_CALL in self.stages and not self._precheck_skips(request, who):
             d = await self._acheck(self._tool_call_text(request), who, Stage.TOOL_CALL)
-            if d.enforced_action in (Action.BLOCK, Action.REDACT):
+            if d.stops_tool_call:
                 return self._blocked_tool(d, call_id)
         out = await handler(request)
         if Stage.TOOL_RESULT in self.stages and isinstance(out, ToolMessage) and _text(out).strip():

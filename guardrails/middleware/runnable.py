@@ -69,10 +69,6 @@ def _merged(chunks: list[Any]) -> Any:
     return None
 
 
-def _blocking(d: Decision) -> bool:
-    return d.enforced_action in (Action.BLOCK, Action.REDACT)
-
-
 def invalid_decision(identity: Identity, stage: Stage, exc: InvalidInputError) -> Decision:
     """Malformed or unscorable input inside a guarded call: refuse (fail closed) with the reason, never crash."""
     finding = Finding(detector="railguard", category="invalid_input", score=1.0, threshold=0.0,
@@ -188,7 +184,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
             return d
         for call in calls:
             call_d = self.guard.check(call, user_id=who.user_id, session_id=who.session_id, stage=Stage.TOOL_CALL)
-            if _blocking(call_d):
+            if call_d.stops_tool_call:
                 return call_d
         return d
 
@@ -201,7 +197,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         for call in calls:
             call_d = await self.guard.acheck(call, user_id=who.user_id, session_id=who.session_id,
                                              stage=Stage.TOOL_CALL)
-            if _blocking(call_d):
+            if call_d.stops_tool_call:
                 return call_d
         return d
 

@@ -11,7 +11,6 @@ one the process no longer remembers, is checked again there.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections import OrderedDict
@@ -21,7 +20,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 
-from ..decision import Action, Decision, Stage
+from ..decision import Action, Decision, Stage, text_hash
 from ..text import call_text
 
 WITHHELD_ARGS_KEY = "railguard_withheld"
@@ -61,7 +60,7 @@ def _marker(d: Decision) -> dict[str, str]:
 def withhold(result: Sequence[BaseMessage], blocked: list[tuple[PendingCall, Decision]]) -> list[BaseMessage]:
     """``result`` with each blocked call's arguments replaced by the marker (ids, names and order kept)."""
     out = list(result)
-    by_message: dict[int, dict[tuple[bool, str | None], Decision]] = {}
+    by_message: dict[int, dict[tuple[bool, str | None], Decision]] = {}  # message -> (invalid, call id) -> verdict
     for call, d in blocked:
         by_message.setdefault(call.message_index, {})[(call.invalid, call.call_id)] = d
     for i, calls in by_message.items():
@@ -75,8 +74,7 @@ def withhold(result: Sequence[BaseMessage], blocked: list[tuple[PendingCall, Dec
         # langchain reads `tool_calls` when it sends the message again, so the raw copies are dropped.
         extra = {k: v for k, v in msg.additional_kwargs.items() if k not in ("tool_calls", "function_call")}
         update: dict[str, Any] = {"tool_calls": tool_calls, "invalid_tool_calls": invalid, "additional_kwargs": extra,
-                                  "content": _withhold_blocks(msg.content, {c.call_id: d for c, d in blocked
-                                                                           if c.message_index == i})}
+                                  "content": _withhold_blocks(msg.content, {cid: d for (_, cid), d in calls.items()})}
         if isinstance(msg, AIMessageChunk):
             update["tool_call_chunks"] = []
         out[i] = msg.model_copy(update=update)
@@ -115,13 +113,13 @@ class CheckedCalls:
 
     @staticmethod
     def _key(user_id: str, session_id: str | None, call_id: str, text: str) -> tuple[str, str | None, str, str]:
-        return user_id, session_id, call_id, hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        return user_id, session_id, call_id, text_hash(text)
 
     def remember(self, call: PendingCall, d: Decision) -> None:
         if not call.call_id or call.invalid:
             return
         with self._lock:
-            if d.enforced_action in (Action.BLOCK, Action.REDACT):
+            if d.stops_tool_call:
                 self._blocked[call.call_id] = d
                 self._trim(self._blocked)
             else:

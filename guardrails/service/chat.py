@@ -352,7 +352,7 @@ async def _answer(st: ServiceState, guard: Any, body: ChatCompletionRequest, use
         d_call = await _check(st, guard, call_text(fn["name"], fn["arguments"]), user_id, session_id,
                               Stage.TOOL_CALL)
         decisions.setdefault("tool_calls", []).append(d_call.log_record())
-        if d_call.enforced_action in (Action.BLOCK, Action.REDACT):
+        if d_call.stops_tool_call:
             return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
     return _Answer(model, pieces, finish, decisions, usage, calls or None)
 
