@@ -310,3 +310,19 @@ def test_malformed_upstream_tool_calls_are_a_clean_502_shape_error():
                 [{"id": "x"}], [{"function": "abc"}], [{"id": 5, "function": {"name": "f"}}]):
         with pytest.raises((TypeError, KeyError)):
             _whole_calls(bad)
+
+
+@pytest.mark.parametrize("bad_calls", [
+    [{"id": "", "type": "function", "function": {"name": "f", "arguments": "{}"}}],   # empty id
+    [{"id": "c1", "type": "function", "function": {"name": "", "arguments": "{}"}}],  # empty name
+    [{"id": "c1", "type": "function", "function": "f()"}],                             # function not an object
+    [{"id": "c1", "type": "code", "function": {"name": "f"}}],                        # not a function call
+    "not a list",
+])
+def test_malformed_resent_tool_calls_are_a_422_and_nothing_goes_upstream(service, bad_calls):
+    calls = len(service.upstream.bodies)
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": bad_calls},
+            {"role": "tool", "tool_call_id": "c1", "content": "ok"}]
+    with service.client() as c, pytest.raises(ServiceInvalidInputError) as e:
+        c.chat(msgs, user_id="u-bad-calls")
+    assert e.value.status_code == 422 and len(service.upstream.bodies) == calls
