@@ -48,15 +48,29 @@ def _is_chat_message(value: object) -> bool:
         value, "content")
 
 
-def _content_text(content: object) -> object:
-    """Text of a message content: a str as is; OpenAI / LangChain content parts joined (text parts only)."""
-    if isinstance(content, list):
-        parts = [p if isinstance(p, str) else p.get("text") for p in content
-                 if isinstance(p, str) or (isinstance(p, Mapping) and p.get("type") == "text")]
-        if not all(isinstance(p, str) for p in parts):
-            raise InvalidInputError("a text content part has no text")
-        return "\n".join(parts)  # type: ignore[arg-type]
-    return content
+def content_text(content: object) -> object:
+    """Text of a message content, the one reading every entry point shares (Guard, middleware, wrapped
+    runnables, the local chat model's prompt, the HTTP service): a str as is; a list of content parts (OpenAI,
+    Anthropic, LangChain standard blocks) as every part that carries text, joined by newlines: a str part, or an
+    object with a str ``text`` whatever its ``type`` ("text", "input_text", "output_text", ...), so text is never
+    skipped because its part type is new. Parts without text (images, audio, tool-use blocks) add nothing; a
+    ``"text"`` part without a str text, or a part that is neither a str nor an object, is an InvalidInputError.
+    Anything else is returned as is (coerce_text types it)."""
+    if not isinstance(content, list | tuple):
+        return content
+    parts: list[str] = []
+    for i, part in enumerate(content):
+        if isinstance(part, str):
+            parts.append(part)
+        elif isinstance(part, Mapping):
+            text = part.get("text")
+            if isinstance(text, str):
+                parts.append(text)
+            elif part.get("type") == "text" or text is not None:
+                raise InvalidInputError(f"content part {i} has no text string")
+        else:
+            raise InvalidInputError(f"content part {i} must be a string or an object, not {type(part).__name__}")
+    return "\n".join(parts)
 
 
 def _as_role_content(item: object, i: int) -> tuple[object, object]:
@@ -93,7 +107,7 @@ def coerce_messages(value: object) -> tuple[Message, ...]:
         role, content = _as_role_content(item, i)
         role = _ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
         try:
-            msg = Message.model_validate({"role": role, "content": coerce_text(_content_text(content),
+            msg = Message.model_validate({"role": role, "content": coerce_text(content_text(content),
                                                                                 allow_empty=True)})
         except ValidationError as exc:
             raise InvalidInputError(f"messages[{i}]: {exc.errors()[0]['msg']}") from None

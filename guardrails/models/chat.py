@@ -19,6 +19,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from ..errors import RailguardError
+from ..text import content_text
 from .loader import LoadedCausalLM, load_causal_lm
 from .registry import DEFAULT_CHAT_MODEL
 
@@ -40,12 +41,11 @@ class PrefillObserver(Protocol):
 
 
 def to_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
-    """LangChain messages → chat-template dicts. Tool calls of AI messages are rendered as text."""
+    """LangChain messages → chat-template dicts (content parts read as `content_text` reads them, so the model
+    sees the text the Guard checks). Tool calls of AI messages are rendered as text."""
     out = []
     for m in messages:
-        content = m.content if isinstance(m.content, str) else " ".join(
-            p.get("text", "") if isinstance(p, dict) else str(p) for p in m.content
-        )
+        content = m.content if isinstance(m.content, str) else str(content_text(m.content))
         if isinstance(m, AIMessage) and m.tool_calls and not content:
             content = "; ".join(f"call {c['name']}({c['args']})" for c in m.tool_calls)
         out.append({"role": _ROLES.get(m.type, "user"), "content": content})

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..decision import Decision
 from ..detector import Role
+from ..text import content_text
 
 
 class FunctionCallIn(BaseModel):
@@ -49,12 +50,11 @@ class ChatMessageIn(BaseModel):
     @field_validator("content", mode="before")
     @classmethod
     def _text_parts(cls, v: Any) -> Any:
-        """OpenAI content-part lists are checked as their joined text parts; `null` (tool-call turns) as ""."""
+        """Content-part lists are checked (and forwarded) as `content_text` joins them: the same reading as the
+        Python Guard; `null` (tool-call turns) as ""."""
         if v is None:
             return ""
-        if isinstance(v, list):
-            return "\n".join(p.get("text", "") for p in v if isinstance(p, dict) and p.get("type") == "text")
-        return v
+        return content_text(v)
 
 
 class CheckBody(BaseModel):

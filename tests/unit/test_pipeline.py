@@ -238,6 +238,39 @@ def test_check_accepts_langchain_messages_pairs_and_content_parts(keyword):
             guard.check(bad, user_id="u")
 
 
+def test_every_entry_point_reads_content_parts_the_same_way(keyword):
+    """One reading of content parts (guardrails.text.content_text) for guard.check, the middleware's and wrapped
+    runnables' view (to_chat_dicts, also the local model's prompt) and the HTTP wire model. Before, guard.check
+    read only parts typed "text", so text in an "input_text" part (OpenAI Responses, LangChain v1 blocks) went
+    unchecked although a provider reads it; the middleware joined every part with spaces and str()-ed the rest."""
+    from langchain_core.messages import HumanMessage
+
+    from guardrails.models import to_chat_dicts
+    from guardrails.service.schemas import ChatMessageIn
+
+    parts = [{"type": "input_text", "text": "an"}, {"type": "image_url", "image_url": {"url": "x"}},
+             {"type": "text", "text": "attack"}, "plain", {"type": "tool_use", "id": "t", "input": {}}]
+    guard = Guard([keyword("attack")])
+    assert guard.check([{"role": "user", "content": parts[:2]}], user_id="u").action is Action.ALLOW
+    hidden = [{"role": "user", "content": [{"type": "input_text", "text": "an attack"}]}]
+    assert guard.check(hidden, user_id="u").action is Action.BLOCK
+    want = "an\nattack\nplain"
+    assert guard.check([{"role": "user", "content": parts}], user_id="u").action is Action.BLOCK
+    assert to_chat_dicts([HumanMessage(content=parts)])[0]["content"] == want
+    assert ChatMessageIn.model_validate({"role": "user", "content": parts}).content == want
+    from guardrails.text import coerce_messages
+
+    assert coerce_messages([{"role": "user", "content": parts}])[0].content == want
+    for bad in ([{"type": "text"}], [{"type": "input_text", "text": 5}], [7]):
+        with pytest.raises(InvalidInputError):
+            coerce_messages([{"role": "user", "content": bad}])
+        with pytest.raises(ValueError):
+            ChatMessageIn.model_validate({"role": "user", "content": bad})
+    for bad in ([{"type": "text"}], [{"type": "input_text", "text": 5}]):  # HumanMessage itself refuses [7]
+        with pytest.raises(InvalidInputError):
+            to_chat_dicts([HumanMessage(content=bad)])
+
+
 def test_detector_failure_messages_that_may_quote_input_are_withheld():
     """Decision.error is logged (log_record). A plugin's pydantic ValidationError quotes its input_value (the
     user's text) and a KeyError its key; only railguard's own errors and environment errors keep their message."""
