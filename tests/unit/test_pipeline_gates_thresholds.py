@@ -34,3 +34,41 @@ def test_message_count_ceiling(keyword):
     g.check([{"role": "user", "content": "hi"}] * 1000, user_id="u")
     with pytest.raises(InvalidInputError):
         g.check([{"role": "user", "content": "hi"}] * 1001, user_id="u")
+
+
+def test_screen_history_redacts_and_blocks_only_what_is_enforced():
+    """Shadow decisions are alert-only in history screening too: a shadow guard reports the earlier card number
+    but leaves the text as sent, and a shadow block stops nothing; an enforcing guard rewrites it."""
+    from guardrails.detectors import PIIDetector
+
+    history = [{"role": "user", "content": "my card is 4111 1111 1111 1111"},
+               {"role": "assistant", "content": "noted"}, {"role": "user", "content": "thanks"}]
+    for shadow in (True, False):
+        screen = Guard([PIIDetector()], shadow=shadow).screen_history(history, user_id="u")
+        assert [i for i, _ in screen.decisions] == [0], shadow
+        assert ("4111 1111 1111 1111" in screen.messages[0]["content"]) is shadow
+        assert screen.messages[1:] == history[1:] and screen.blocked is None
+    assert history[0]["content"] == "my card is 4111 1111 1111 1111"  # the caller's list is never mutated
+    blocking = Guard([PIIDetector(action="block")], shadow=True).screen_history(history, user_id="u")
+    assert blocking.blocked is None and blocking.decisions and blocking.decisions[0][1].action is Action.BLOCK
+    assert Guard([PIIDetector(action="block")]).screen_history(history, user_id="u").blocked is not None
+
+
+def test_harm_score_equal_to_its_threshold_flags():
+    """The harm detector flags at score >= threshold, the same boundary its calibration counted FPR with
+    (personalization.heads: `neg >= t`) and the spine's per-user threshold gate uses."""
+    import numpy as np
+
+    from personalization import HarmDetector
+
+    class Fixed:
+        name = "fixed"
+
+        def __init__(self, value):
+            self.value = value
+
+        def score(self, texts, profile):
+            return {n: np.full(len(texts), self.value) for n in profile.categories}
+
+    assert Guard([HarmDetector(Fixed(0.5))]).check("hello there", user_id="u").action is Action.BLOCK
+    assert Guard([HarmDetector(Fixed(0.4999))]).check("hello there", user_id="u").action is Action.ALLOW
