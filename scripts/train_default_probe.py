@@ -13,7 +13,7 @@ generated everyday requests and conversations (+ persona copies) and, as framed 
 generated record-holder requests (probes.record_holders); the record-holder conversations and the extraction
 prompts (probes.leakage) are only evaluated unless --record-holder-conversations / --leakage.
 
-    python scripts/train_default_probe.py [--data ../shared/data/privacy] [--out probes/default] [--work /tmp/...]
+    python scripts/train_default_probe.py [--data ../shared/data/privacy] [--out probes/default] [--work DIR]
     python scripts/train_default_probe.py --drift-only   # keep --out's single-turn probe, retrain the drift probe
     python scripts/train_default_probe.py --context-free-only   # keep the others, retrain the context-free probe
 """
@@ -68,7 +68,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "privacy"))
     ap.add_argument("--out", default=str(ROOT / "probes" / "default"))
-    ap.add_argument("--work", default="/tmp/railguard_probe_work")
+    ap.add_argument("--work", default=None,
+                    help="train/dev JSONL files (default: railguard's per-user cache dir, not a shared /tmp)")
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--target-fpr", type=float, default=0.01)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared box)")
@@ -115,6 +116,10 @@ def main() -> int:
     x_tr, x_dev = split_by_group(extra, 0.25, seed=13)
     c_tr = [r for r in chats if r["split"] == "train"]  # chat_records splits by Alpaca task, not by group
     x_dev += [r for r in chats if r["split"] == "dev"]
+    if args.work is None:
+        from guardrails.models import cache_dir
+
+        args.work = str(cache_dir() / "probe_work")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     write_jsonl(s_tr + m_tr + c_tr + x_tr, work / "train.jsonl")
