@@ -11,7 +11,7 @@
   or `"values"`, `on_chain_end`), never chat-model events.
 - structured output (`response_format`): the structured response is checked at the output stage as JSON; block
   drops it, redact rewrites it (and the schema tool call / tool message that carry it), and a redaction that no
-  longer fits the schema blocks.
+  longer fits the schema blocks. Other tool calls in the same reply are checked as tool calls (below).
 - tools: each tool call is checked at the `tool_call` stage where the model produces it (`wrap_model_call`), so a
   blocked call's arguments are withheld from the thread (see `tool_calls`) and the tool never runs;
   `wrap_tool_call` checks calls that did not come through that check and the tool's result before the model sees it.
@@ -212,6 +212,16 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         call = request.tool_call
         return call_text(call["name"], call.get("args"))
 
+    @staticmethod
+    def _calls_to_check(response: ModelResponse, result: list[Any]) -> list[PendingCall]:
+        """The reply's tool calls for the `tool_call` check. With a structured response, the schema call (the one
+        langchain answered with its own tool message in this reply) is the output check's (`_structured_result`);
+        any other call in the same reply still goes to the tool node and is checked here like any call."""
+        if response.structured_response is None:
+            return pending_calls(result)
+        answered = {m.tool_call_id for m in result if isinstance(m, ToolMessage)}
+        return [c for c in pending_calls(result) if c.call_id not in answered]
+
     def _withhold_calls(self, checked: list[tuple[PendingCall, Decision]], result: list[Any]) -> list[Any]:
         for call, d in checked:
             self._calls.remember(call, d)
@@ -299,16 +309,18 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             response = self._with_side_text(side, response)
             if response.structured_response is None:  # the side text blocked the turn
                 return response
-            return self._structured_result(self._check(structured, who, Stage.OUTPUT, emit=False), response)
-        result = list(response.result)
-        if Stage.OUTPUT in self.stages:
-            result = []
-            for msg in response.result:
-                d = self._check(_text(msg), who, Stage.OUTPUT) if isinstance(msg, AIMessage) and \
-                    _text(msg).strip() else None
-                result.append(self._output_result(d, msg) if isinstance(msg, AIMessage) else msg)
-        if Stage.TOOL_CALL in self.stages and structured is None:
-            checked = [(c, self._check(c.text, who, Stage.TOOL_CALL)) for c in pending_calls(result)]
+            response = self._structured_result(self._check(structured, who, Stage.OUTPUT, emit=False), response)
+            result = list(response.result)
+        else:
+            result = list(response.result)
+            if Stage.OUTPUT in self.stages:
+                result = []
+                for msg in response.result:
+                    d = self._check(_text(msg), who, Stage.OUTPUT) if isinstance(msg, AIMessage) and \
+                        _text(msg).strip() else None
+                    result.append(self._output_result(d, msg) if isinstance(msg, AIMessage) else msg)
+        if Stage.TOOL_CALL in self.stages:
+            checked = [(c, self._check(c.text, who, Stage.TOOL_CALL)) for c in self._calls_to_check(response, result)]
             result = self._withhold_calls(checked, result)
         return ModelResponse(result=result, structured_response=response.structured_response)
 
@@ -331,16 +343,20 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             response = self._with_side_text(side, response)
             if response.structured_response is None:
                 return response
-            return self._structured_result(await self._acheck(structured, who, Stage.OUTPUT, emit=False), response)
-        result = list(response.result)
-        if Stage.OUTPUT in self.stages:
-            result = []
-            for msg in response.result:
-                d = await self._acheck(_text(msg), who, Stage.OUTPUT) if isinstance(msg, AIMessage) \
-                    and _text(msg).strip() else None
-                result.append(self._output_result(d, msg) if isinstance(msg, AIMessage) else msg)
-        if Stage.TOOL_CALL in self.stages and structured is None:
-            checked = [(c, await self._acheck(c.text, who, Stage.TOOL_CALL)) for c in pending_calls(result)]
+            response = self._structured_result(await self._acheck(structured, who, Stage.OUTPUT, emit=False),
+                                               response)
+            result = list(response.result)
+        else:
+            result = list(response.result)
+            if Stage.OUTPUT in self.stages:
+                result = []
+                for msg in response.result:
+                    d = await self._acheck(_text(msg), who, Stage.OUTPUT) if isinstance(msg, AIMessage) \
+                        and _text(msg).strip() else None
+                    result.append(self._output_result(d, msg) if isinstance(msg, AIMessage) else msg)
+        if Stage.TOOL_CALL in self.stages:
+            checked = [(c, await self._acheck(c.text, who, Stage.TOOL_CALL))
+                       for c in self._calls_to_check(response, result)]
             result = self._withhold_calls(checked, result)
         return ModelResponse(result=result, structured_response=response.structured_response)
 

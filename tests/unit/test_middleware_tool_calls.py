@@ -236,3 +236,33 @@ def test_a_marker_shaped_call_from_the_model_is_still_checked():
     wrapped, (det,) = _wrapped(marker_call)
     out = wrapped.invoke("go", CFG)
     assert det.calls == 1 and not out.tool_calls and out.response_metadata["railguard"]["stage"] == "tool_call"
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_a_tool_call_beside_a_structured_response_is_checked_where_the_model_makes_it(use_async):
+    """ToolStrategy: the schema call is the output check's, but another call in the same reply still goes to the
+    tool node. It used to skip the model-time check, so its arguments sat in the thread (wrap_tool_call still
+    refused to run it). Now it is withheld like any blocked call, and the structured response is kept."""
+    from langchain.agents.structured_output import ToolStrategy
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        text: str
+
+    ran.clear()
+    det = _keyword_detector()
+    seen: list[Decision] = []
+    reply = AIMessage(content="", tool_calls=[{"name": "Answer", "args": {"text": "ok"}, "id": "s1"},
+                                              {"name": "lookup", "args": {"query": f"{SECRET} {PAYLOAD}"}, "id": "c1"}])
+    model = RecordingFake(messages=iter([reply, AIMessage(content="", tool_calls=[
+        {"name": "Answer", "args": {"text": "ok"}, "id": "s2"}])]), sent=[])
+    agent = create_agent(model, tools=[lookup], middleware=[Guard([det]).middleware(on_decision=seen.append)],
+                         context_schema=Ctx, response_format=ToolStrategy(Answer), checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "t-structured"}}
+    inp = {"messages": [HumanMessage("go")]}
+    out = await agent.ainvoke(inp, cfg, context=Ctx("a")) if use_async else agent.invoke(inp, cfg, context=Ctx("a"))
+    assert ran == [] and PAYLOAD not in repr(out["messages"])
+    assert PAYLOAD not in repr(agent.get_state(cfg).values["messages"])
+    assert out["structured_response"] == Answer(text="ok")
+    calls = [d for d in seen if d.stage is Stage.TOOL_CALL]
+    assert [d.action for d in calls] == [Action.BLOCK] and det.calls == 1  # the schema call is not a tool call
