@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import ConfigError, StoreError
+from ..store.schema import serialize_ddl
 
 KEY_PREFIX = "rgk_"
 meta = sa.MetaData()
@@ -82,7 +83,9 @@ class KeyRing:
         self._cache: dict[str, tuple[float, str, str, str]] = {}  # key_id -> (expires, tenant, salt, digest)
         self._lock = threading.Lock()
         try:
-            meta.create_all(engine)
+            with self._write() as conn, conn.begin():
+                serialize_ddl(conn)  # several workers or instances starting together on one fresh database
+                meta.create_all(conn)
         except Exception as exc:  # pragma: no cover - same failure modes as the store's own create_all
             raise StoreError(f"cannot create tenant tables: {exc}") from exc
 

@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from ..errors import ConfigError, InvalidInputError, StoreError, UnknownUserError, VersionConflictError
+from .schema import ensure_schema, session_state, settings_audit, user_settings
 from .settings import (
     DEFAULT_TENANT,
     AuditEntry,
@@ -47,40 +48,6 @@ ENV_URL = "RAILGUARD_DB_URL"
 P = ParamSpec("P")
 R = TypeVar("R")
 DictFn = Callable[[dict[str, Any]], Mapping[str, Any]]  # settings (or one section's data) -> its new value
-
-
-metadata = sa.MetaData()
-# Timestamps are written as aware UTC; SQLite returns them naive, the models re-attach UTC on read.
-UTCDateTime = sa.DateTime(timezone=True)
-
-
-def _pk(*names: str) -> list[sa.Column[Any]]:
-    return [sa.Column(n, sa.String(256), primary_key=True) for n in names]
-
-
-user_settings = sa.Table(
-    "user_settings", metadata, *_pk("tenant_id", "user_id"),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("settings", sa.Text, nullable=False),  # canonical JSON, section -> data
-    sa.Column("updated_at", UTCDateTime, nullable=False),
-)
-settings_audit = sa.Table(  # append-only; sqlite_autoincrement: ids are never reused, so the order is stable
-    "settings_audit", metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-    *(sa.Column(n, sa.String(256), nullable=False) for n in ("tenant_id", "user_id", "actor")),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("at", UTCDateTime, nullable=False),
-    sa.Column("op", sa.String(16), nullable=False),
-    sa.Column("changed", sa.Text, nullable=False),  # JSON list of dotted paths: never values
-    sa.Column("digest", sa.String(64), nullable=True),  # sha256 of the new canonical settings; null on delete
-    sa.Index("ix_settings_audit_user", "tenant_id", "user_id", "id"),
-    sqlite_autoincrement=True,
-)
-session_state = sa.Table(
-    "session_state", metadata, *_pk("tenant_id", "user_id", "session_id", "key"),
-    sa.Column("value", sa.Text, nullable=False),
-    sa.Column("updated_at", UTCDateTime, nullable=False),
-)
 
 
 def default_url() -> str:
@@ -140,7 +107,7 @@ class SettingsStore:
             if sqlite:
                 self._install_sqlite_hooks(busy_timeout_ms)
             with self._tx(write=True) as conn:  # eager: a bad path fails here, not on the first request
-                metadata.create_all(conn)
+                ensure_schema(conn, self.location)
         except Exception as exc:  # any failure to open becomes one clear error naming the location
             with contextlib.suppress(Exception):
                 self.engine.dispose()

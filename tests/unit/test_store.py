@@ -487,3 +487,31 @@ def test_no_op_writes_keep_the_version_and_add_no_audit_row(db: Path) -> None:
                                 actor="a") == s1
         assert s.update_section("default", "alice", "guard", lambda g: {**g, "shadow": False},
                                 actor="a").version == 3
+
+
+def test_schema_version_is_recorded_and_a_newer_database_is_refused(tmp_path: Path) -> None:
+    """A database remembers the schema that wrote it. One from a newer railguard (a downgrade, or an old worker
+    beside upgraded ones) is refused with a StoreError naming the versions, and nothing in it is touched; a
+    database from before the version table existed opens, keeps its rows and is stamped."""
+    from guardrails.store.schema import SCHEMA_VERSION
+
+    path = tmp_path / "s.db"
+    with SettingsStore(path) as s:
+        s.put("default", "alice", {"guard": {"shadow": True}}, expected_version=0, actor="test")
+
+    def version() -> list[tuple[str, int]]:
+        with sqlite3.connect(path) as c:
+            return c.execute("SELECT component, version FROM railguard_schema").fetchall()
+
+    assert version() == [("settings_store", SCHEMA_VERSION)]
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE railguard_schema SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}.*newer railguard"):
+        SettingsStore(path)
+    assert version() == [("settings_store", SCHEMA_VERSION + 1)]
+    with sqlite3.connect(path) as c:
+        assert c.execute("SELECT version FROM user_settings WHERE user_id = 'alice'").fetchone() == (1,)
+        c.execute("DROP TABLE railguard_schema")  # a database written before the table existed
+    with SettingsStore(path) as s:
+        assert s.get("default", "alice").settings["guard"]["shadow"] is True
+    assert version() == [("settings_store", SCHEMA_VERSION)]

@@ -10,7 +10,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from guardrails.errors import ConfigError, VersionConflictError
+from guardrails.errors import ConfigError, StoreError, VersionConflictError
 from guardrails.store import SettingsStore
 
 PG_URL = os.environ.get("RAILGUARD_TEST_PG_URL")
@@ -83,3 +83,45 @@ def test_concurrent_processes_lose_no_update(pg):
     with pg.engine.connect() as conn:
         n_audit = conn.execute(sa.text("select count(*) from settings_audit where tenant_id = :t"), {"t": t}).scalar()
     assert n_audit == procs_n * per
+
+
+def _open_fresh(url: str, q) -> None:
+    from guardrails.service.auth import KeyRing
+
+    try:
+        with SettingsStore(url) as store:
+            KeyRing(store.engine)
+        q.put("ok")
+    except Exception as exc:  # reported to the parent, which asserts on it
+        q.put(repr(exc)[:300])
+
+
+def test_instances_starting_together_on_a_fresh_database_all_open(pg):
+    """Several instances (or service workers) starting at once on a database without railguard's tables: each
+    ran CREATE TABLE and all but one died with a duplicate key in pg_type (2 of 5 trials, 6 processes). The
+    creation is now serialised; the schema version is recorded once, and a newer one is refused."""
+    from guardrails.store.schema import SCHEMA_VERSION
+
+    schema = f"fresh_{uuid.uuid4().hex[:10]}"
+    with pg.engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
+    try:
+        for _ in range(2):  # fresh, then reopened by many at once
+            ctx = mp.get_context("spawn")
+            q = ctx.Queue()
+            procs = [ctx.Process(target=_open_fresh, args=(url, q)) for _ in range(6)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join(timeout=120)
+            assert [q.get(timeout=5) for _ in procs] == ["ok"] * 6
+        with pg.engine.begin() as conn:
+            rows = conn.execute(sa.text(f"SELECT component, version FROM {schema}.railguard_schema")).all()
+            assert [tuple(r) for r in rows] == [("settings_store", SCHEMA_VERSION)]
+            conn.execute(sa.text(f"UPDATE {schema}.railguard_schema SET version = version + 1"))
+        with pytest.raises(StoreError, match="newer railguard"):
+            SettingsStore(url)
+    finally:
+        with pg.engine.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))

@@ -1,0 +1,93 @@
+"""The settings store's tables and its schema version.
+
+A database remembers which schema version wrote it (table ``railguard_schema``). A store opening a database
+written by a *newer* railguard refuses it with a StoreError instead of reading or writing rows whose meaning may
+have changed (a downgrade, or an old worker left running beside upgraded ones); an older or unversioned database
+(every release so far wrote schema 1) is brought to this version when it is opened.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import StoreError
+
+#: The schema this code reads and writes. Bump it (with a migration in `ensure_schema`) when a table changes.
+SCHEMA_VERSION = 1
+_COMPONENT = "settings_store"
+
+metadata = sa.MetaData()
+# Timestamps are written as aware UTC; SQLite returns them naive, the models re-attach UTC on read.
+UTCDateTime = sa.DateTime(timezone=True)
+
+
+def _pk(*names: str) -> list[sa.Column[Any]]:
+    return [sa.Column(n, sa.String(256), primary_key=True) for n in names]
+
+
+user_settings = sa.Table(
+    "user_settings", metadata, *_pk("tenant_id", "user_id"),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("settings", sa.Text, nullable=False),  # canonical JSON, section -> data
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+settings_audit = sa.Table(  # append-only; sqlite_autoincrement: ids are never reused, so the order is stable
+    "settings_audit", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    *(sa.Column(n, sa.String(256), nullable=False) for n in ("tenant_id", "user_id", "actor")),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("op", sa.String(16), nullable=False),
+    sa.Column("changed", sa.Text, nullable=False),  # JSON list of dotted paths: never values
+    sa.Column("digest", sa.String(64), nullable=True),  # sha256 of the new canonical settings; null on delete
+    sa.Index("ix_settings_audit_user", "tenant_id", "user_id", "id"),
+    sqlite_autoincrement=True,
+)
+session_state = sa.Table(
+    "session_state", metadata, *_pk("tenant_id", "user_id", "session_id", "key"),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
+schema_info = sa.Table(
+    "railguard_schema", metadata,
+    sa.Column("component", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+
+#: pg_advisory_xact_lock key (any constant bigint) under which railguard creates tables on PostgreSQL
+_DDL_LOCK_KEY = 0x7261696C6775  # "railgu"
+
+
+def serialize_ddl(conn: sa.Connection) -> None:
+    """Make concurrent table creation safe: instances starting together on a fresh PostgreSQL database each ran
+    CREATE TABLE and all but one failed (duplicate key in pg_type). A transaction-scoped advisory lock queues
+    them; on SQLite the store's write transaction (BEGIN IMMEDIATE) already holds the file lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_DDL_LOCK_KEY)))
+
+
+def ensure_schema(conn: sa.Connection, location: str) -> int:
+    """Create missing tables and check (or record) the schema version, inside the caller's write transaction."""
+    serialize_ddl(conn)
+    metadata.create_all(conn)
+    row = conn.execute(sa.select(schema_info.c.version).where(schema_info.c.component == _COMPONENT)).first()
+    if row is None:
+        try:
+            with conn.begin_nested():  # two instances creating one database: the second insert loses the race
+                conn.execute(schema_info.insert().values(component=_COMPONENT, version=SCHEMA_VERSION))
+        except IntegrityError:
+            row = conn.execute(sa.select(schema_info.c.version).where(schema_info.c.component == _COMPONENT)).one()
+    found = SCHEMA_VERSION if row is None else int(row.version)
+    if found > SCHEMA_VERSION:
+        raise StoreError(f"settings database at {location!r} has schema version {found}, written by a newer "
+                         f"railguard (this one reads version {SCHEMA_VERSION}); upgrade railguard to use it")
+    if found < SCHEMA_VERSION:  # no older schema exists yet; migrations go here, oldest first
+        conn.execute(schema_info.update().where(schema_info.c.component == _COMPONENT)
+                     .values(version=SCHEMA_VERSION))
+    return found
