@@ -61,3 +61,12 @@ class GuardBlockedError(RailguardError):
     def __init__(self, decision: object, message: str = "blocked by railguard") -> None:
         super().__init__(message)
         self.decision = decision
+
+
+def describe_validation(exc: object, root: str = "value") -> str:
+    """A pydantic ValidationError as "where: what" for up to three errors, never the offending values: its own
+    str() quotes them (``input_value=...``), and these messages reach logs, HTTP replies and tracebacks."""
+    errors = exc.errors(include_url=False)  # type: ignore[attr-defined]  # pydantic.ValidationError
+    parts = [f"{'.'.join(map(str, e['loc'])) or root}: {e['msg']}" for e in errors[:3]]
+    more = len(errors) - len(parts)
+    return "; ".join(parts)[:600] + (f" (+{more} more)" if more > 0 else "")

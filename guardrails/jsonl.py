@@ -27,6 +27,8 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidInputError(f"{path}:{n}: invalid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise InvalidInputError(f"{path}:{n}: JSON nested too deeply") from None
         if not isinstance(obj, dict):
             raise InvalidInputError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
         out.append((n, obj))

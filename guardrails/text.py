@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -94,7 +95,7 @@ def coerce_messages(value: object) -> tuple[Message, ...]:
         value = [value]
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         raise InvalidInputError("messages must be a list of {role, content} objects")
-    items = list(value)
+    items = list(itertools.islice(value, MAX_MESSAGES + 1))  # an endless iterator is "too many", not a hang
     if not items:
         raise InvalidInputError("messages must not be empty")
     if len(items) > MAX_MESSAGES:

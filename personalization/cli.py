@@ -98,7 +98,7 @@ def eval_cmd(
         _fail(f"--plot: {problem}", as_json)
     try:
         rows = load_jsonl(data)[:limit] if limit else load_jsonl(data)
-        prof = import_json(profile.read_text(encoding="utf-8")) if profile else ModerationProfile()
+        prof = import_json(profile.read_bytes()) if profile else ModerationProfile()  # bytes: strict UTF-8
         used = "profile"
         if only:
             from .profile import set_action

@@ -19,12 +19,13 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from guardrails.errors import ConfigError, InvalidInputError
+from guardrails.errors import ConfigError, InvalidInputError, describe_validation
 
 Action = Literal["block", "warn", "allow"]
 Generalize = Literal["auto", "examples"]
@@ -190,9 +191,7 @@ def _validated(data: dict[str, Any], name: str) -> Category:
 
 def _describe(exc: ValidationError) -> str:
     """Where and what, never the offending value: errors must not echo a user's examples into logs or replies."""
-    parts = [f"{'.'.join(map(str, e['loc'])) or 'profile'}: {e['msg']}" for e in exc.errors(include_url=False)[:3]]
-    more = exc.error_count() - len(parts)
-    return "; ".join(parts)[:600] + (f" (+{more} more)" if more > 0 else "")
+    return describe_validation(exc, "profile")
 
 
 def parse_profile(data: Any) -> ModerationProfile:
@@ -297,12 +296,8 @@ def extend(
 
     ``counter=True`` adds the texts as counter-examples instead (a per-category false-positive fix).
     """
-    from .variations import variations
-
     cat = _category(profile, name)
-    items = as_texts(texts, "texts")
-    if n_variations:
-        items = items + [v for t in items for v in variations(t, n_variations, seed=seed)]
+    items = with_variations(as_texts(texts, "texts"), n_variations, seed=seed)
     field = "counter_examples" if counter else "examples"
     other = "examples" if counter else "counter_examples"
     data = cat.model_dump()
@@ -311,6 +306,19 @@ def extend(
     data[other] = [t for t in data[other] if t not in new]
     data[field] = _clean_list(data[field] + new, what=field)
     return _with(profile, name, _validated(data, name))
+
+
+def with_variations(texts: list[str], n_variations: object, *, seed: int = 0) -> list[str]:
+    """``texts`` followed by ``n_variations`` generated variations of each. ``n_variations`` is an int in
+    [0, MAX_EXAMPLES]: more could never be stored (a list holds at most MAX_EXAMPLES texts), and generating 10^6
+    took 22 s before the limit refused them. ProfileService calls this before its write transaction."""
+    if isinstance(n_variations, bool) or not isinstance(n_variations, int) or not 0 <= n_variations <= MAX_EXAMPLES:
+        raise InvalidInputError(f"n_variations must be an integer from 0 to {MAX_EXAMPLES}, got {n_variations!r}")
+    if not n_variations:
+        return texts
+    from .variations import variations
+
+    return texts + [v for t in texts for v in variations(t, n_variations, seed=seed)]
 
 
 def remove(profile: ModerationProfile, name: str) -> ModerationProfile:
@@ -346,15 +354,20 @@ def export_json(profile: ModerationProfile) -> str:
 def import_json(text: str | bytes) -> ModerationProfile:
     """Parse an exported profile. Duplicate keys in the JSON are refused (they would silently overwrite)."""
     if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
+        try:
+            text = text.decode("utf-8-sig")  # strict: replacement characters would be stored as the user's text
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"profile JSON is not valid UTF-8 (byte {exc.start})") from None
     if not isinstance(text, str) or len(text) > 4 * MAX_TOTAL_CHARS:
         raise InvalidInputError("profile JSON must be a string of reasonable size")
 
     def no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [k for k, _ in pairs]
-        if len(keys) != len(set(keys)):
-            raise InvalidInputError(f"duplicate keys in profile JSON: {sorted({k for k in keys if keys.count(k) > 1})}")
-        return dict(pairs)
+        out = dict(pairs)
+        if len(out) != len(pairs):  # one pass: counting each key (list.count) was quadratic in the key count
+            dupes = sorted(k for k, c in Counter(k for k, _ in pairs).items() if c > 1)
+            more = f" and {len(dupes) - 5} more" if len(dupes) > 5 else ""
+            raise InvalidInputError(f"duplicate keys in profile JSON: {dupes[:5]}{more}")
+        return out
 
     try:
         data = json.loads(text, object_pairs_hook=no_dupes)

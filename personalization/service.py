@@ -65,9 +65,10 @@ class ProfileService:
 
     def extend(self, user_id: str, name: str, texts: Iterable[str] | str, *, counter: bool = False,
                n_variations: int = 0, actor: str | None = None) -> ModerationProfile:
-        items = P.as_texts(texts, "texts")  # once: a generator must not be consumed by a retried write
-        return self._apply(user_id, lambda p: P.extend(p, name, items, counter=counter,
-                                                       n_variations=n_variations), actor)
+        # once, before the write transaction: a generator must not be consumed by a retried write, and generating
+        # variations must not hold the store's write lock
+        items = P.with_variations(P.as_texts(texts, "texts"), n_variations)
+        return self._apply(user_id, lambda p: P.extend(p, name, items, counter=counter), actor)
 
     def remove(self, user_id: str, name: str, *, actor: str | None = None) -> ModerationProfile:
         return self._apply(user_id, lambda p: P.remove(p, name), actor)

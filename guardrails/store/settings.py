@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..detector import discover
-from ..errors import ConfigError, InvalidInputError
+from ..errors import ConfigError, InvalidInputError, describe_validation
 
 SETTINGS_GROUP = "railguard.settings"
 DEFAULT_TENANT = "default"
@@ -163,7 +163,8 @@ def validate_sections(
         try:
             model = known[name].model_validate(dict(data))
         except ValidationError as exc:
-            raise ConfigError(f"invalid settings section {name!r}: {exc}") from exc
+            # not str(exc): pydantic quotes the input (a user's example texts) in it; nor chained (tracebacks)
+            raise ConfigError(f"invalid settings section {name!r}: {describe_validation(exc, name)}") from None
         out[name] = model.model_dump(mode="json")
     return out
 

@@ -127,3 +127,12 @@ def test_bench_keys():
     assert out["embed_int8"] is encoder_int8("cpu")  # the process-wide policy (opt-in: RAILGUARD_CPU_INT8=1)
     if int8_engine_available():
         assert out["embed_int8_over_fp32"] > 0
+
+
+def test_eval_profile_that_is_not_utf8_is_a_typed_error(tmp_path):
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text('{"text": "a", "label": "spam"}\n')
+    prof = tmp_path / "p.json"
+    prof.write_bytes(b'{"categories": {"c": {"examples": ["caf\xe9"]}}}')
+    r = runner.invoke(app, ["eval", "--data", str(ok), "--json", "--profile", str(prof)])
+    assert r.exit_code == 2 and "not valid UTF-8" in _json(r)["error"]

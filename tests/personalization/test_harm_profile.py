@@ -201,3 +201,38 @@ def test_set_threshold():
     for bad in (1.5, -0.1, "0.5", True):
         with pytest.raises(InvalidInputError):
             P.set_threshold(p, "spam", bad)  # type: ignore[arg-type]
+
+
+def test_import_refuses_invalid_utf8_and_lists_few_duplicate_keys():
+    """Fuzz-audit findings: bytes were decoded with 'replace', so invalid UTF-8 was stored as U+FFFD in the
+    user's examples; the duplicate-key check counted each key in a list (quadratic: 40k keys took 5 s, the size
+    limit allowed ~120k) and echoed every duplicate name."""
+    with pytest.raises(InvalidInputError, match="not valid UTF-8"):
+        P.import_json(b'{"categories": {"c": {"examples": ["caf\xe9"]}}}')
+    good = P.export_json(P.block_new(P.ModerationProfile(), "crypto", examples=["a coin"]))
+    assert P.import_json(b"\xef\xbb\xbf" + good.encode()) == P.import_json(good)  # a BOM is not data
+    dupes = "{" + ", ".join(f'"k{i}": 1, "k{i}": 2' for i in range(100)) + "}"
+    with pytest.raises(InvalidInputError, match=r"duplicate keys .*and 95 more") as e:
+        P.import_json(dupes)
+    assert len(str(e.value)) < 200
+
+
+def test_variation_count_is_bounded_before_any_work_and_the_service_writes_nothing(tmp_path):
+    """n_variations is an int in [0, MAX_EXAMPLES]: 10^6 used to run 22 s (inside ProfileService's write
+    transaction, stalling other users' writes) before the list limit refused the result; negative meant 0."""
+    from guardrails.store import SettingsStore
+    from personalization import ProfileService
+
+    p = P.block_new(P.ModerationProfile(), "crypto", examples=["buy this coin now"])
+    for n in (10**6, -1, 2.5, True, P.MAX_EXAMPLES + 1):
+        with pytest.raises(InvalidInputError, match="n_variations"):
+            P.extend(p, "crypto", ["moon soon"], n_variations=n)  # type: ignore[arg-type]
+    assert len(P.extend(p, "crypto", ["moon soon, buy"], n_variations=3).categories["crypto"].examples) == 5
+    with SettingsStore(tmp_path / "s.db") as store:
+        svc = ProfileService(store)
+        svc.block_new("alice", "crypto", examples=["buy this coin now"])
+        with pytest.raises(InvalidInputError, match="n_variations"):
+            svc.extend("alice", "crypto", ["moon soon"], n_variations=10**6)
+        assert store.get("default", "alice").version == 1
+        assert svc.extend("alice", "crypto", ["moon soon, buy"], n_variations=2).categories["crypto"].examples[1:] \
+            == P.extend(p, "crypto", ["moon soon, buy"], n_variations=2).categories["crypto"].examples[1:]

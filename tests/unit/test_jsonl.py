@@ -33,3 +33,11 @@ def test_a_utf8_bom_is_not_data(tmp_path):
     f = tmp_path / "bom.jsonl"
     f.write_bytes(b"\xef\xbb\xbf" + b'{"a": 1}\r\n{"b": 2}\r\n')
     assert read_jsonl(f) == [(1, {"a": 1}), (2, {"b": 2})]
+
+
+def test_a_deeply_nested_line_is_a_typed_error(tmp_path):
+    """json.loads raises RecursionError (not JSONDecodeError) past ~1000 levels: every eval command crashed."""
+    p = tmp_path / "deep.jsonl"
+    p.write_text('{"a": 1}\n{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n", encoding="utf-8")
+    with pytest.raises(InvalidInputError, match=":2: JSON nested too deeply"):
+        read_jsonl(p)

@@ -72,3 +72,10 @@ def test_harm_score_equal_to_its_threshold_flags():
 
     assert Guard([HarmDetector(Fixed(0.5))]).check("hello there", user_id="u").action is Action.BLOCK
     assert Guard([HarmDetector(Fixed(0.4999))]).check("hello there", user_id="u").action is Action.ALLOW
+
+
+def test_an_endless_message_iterator_is_too_many_not_a_hang(keyword):
+    import itertools
+
+    with pytest.raises(InvalidInputError, match="too many messages"):
+        Guard([keyword("x")]).check(itertools.repeat({"role": "user", "content": "hi"}), user_id="u")

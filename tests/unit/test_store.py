@@ -515,3 +515,15 @@ def test_schema_version_is_recorded_and_a_newer_database_is_refused(tmp_path: Pa
     with SettingsStore(path) as s:
         assert s.get("default", "alice").settings["guard"]["shadow"] is True
     assert version() == [("settings_store", SCHEMA_VERSION)]
+
+
+def test_invalid_section_errors_never_quote_the_values(tmp_path: Path) -> None:
+    """pydantic's str(ValidationError) quotes the input (input_value=...): a section holding a user's example
+    texts put them into the ConfigError (logged by callers) and the service's 422 body."""
+    secret = "my neighbour Jane Roe has HIV"
+    bad = {"moderation": {"examples": secret}}  # a str where the section wants a list: pydantic quotes it
+    with SettingsStore(tmp_path / "s.db") as s:
+        with pytest.raises(ConfigError, match="invalid settings section 'moderation'") as e:
+            s.put("t", "alice", bad, expected_version=0, actor="test")
+        assert "Jane Roe" not in str(e.value) and e.value.__cause__ is None and "pydantic.dev" not in str(e.value)
+        assert s.get("t", "alice").version == 0
