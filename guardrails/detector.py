@@ -8,11 +8,16 @@ repair text instead of blocking it also implements `redact(text) -> str`.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +27,7 @@ from .errors import ConfigError, DataNotAvailableError
 log = logging.getLogger("railguard.detector")
 
 Role = Literal["system", "user", "assistant", "tool"]
+R = TypeVar("R")
 
 
 class Message(BaseModel):
@@ -66,8 +72,52 @@ class Redactor(Protocol):
     def redact(self, text: str) -> str: ...
 
 
+_EXECUTORS_LOCK = threading.RLock()
+_EXECUTOR_ATTR = "_railguard_executor"
+
+
+def _executor_of(owner: object) -> ThreadPoolExecutor:
+    """`owner`'s own bounded thread pool, created on first use in this process (a pool inherited through fork has
+    no threads), or a shared one if the object takes no attributes."""
+    pid = os.getpid()
+    held = getattr(owner, _EXECUTOR_ATTR, None)
+    if held is not None and held[0] == pid:
+        return held[1]  # type: ignore[no-any-return]
+    with _EXECUTORS_LOCK:
+        held = getattr(owner, _EXECUTOR_ATTR, None)
+        if held is None or held[0] != pid:
+            name = str(getattr(owner, "name", type(owner).__name__))[:32]
+            pool = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4),
+                                      thread_name_prefix=f"railguard-{name}")
+            try:
+                object.__setattr__(owner, _EXECUTOR_ATTR, (pid, pool))
+            except (AttributeError, TypeError):  # __slots__ / no instance dict: the shared pool
+                pool.shutdown(wait=False)
+                return _executor_of(_SHARED)
+            return pool
+        return held[1]  # type: ignore[no-any-return]
+
+
+class _Shared:
+    name = "shared"
+
+
+_SHARED = _Shared()
+
+
+async def offload(owner: object, fn: Callable[..., R], /, *args: Any) -> R:
+    """Run blocking `fn(*args)` in `owner`'s own thread pool (with the caller's contextvars), not asyncio's
+    default executor. A Guard's `timeout_s` stops the *wait*, not the work: calls of a hung detector (a stuck
+    upstream, a wedged lock) kept their threads, and 6 of them filled the shared default pool, so every other
+    detector, the store reads and the service's key lookups queued behind them, timed out and fell to their fail
+    modes (a fail-open PII check let an e-mail through). Now a hung detector only exhausts its own pool."""
+    ctx = contextvars.copy_context()
+    return await asyncio.get_running_loop().run_in_executor(_executor_of(owner), functools.partial(ctx.run, fn, *args))
+
+
 class BaseDetector:
-    """Convenience base: subclasses implement `predict`; `apredict` runs it off the event loop."""
+    """Convenience base: subclasses implement `predict`; `apredict` runs it off the event loop, in the detector's
+    own thread pool (`offload`)."""
 
     name: str = "detector"
     stages: frozenset[Stage] = frozenset(Stage)
@@ -76,7 +126,7 @@ class BaseDetector:
         raise NotImplementedError
 
     async def apredict(self, request: CheckRequest) -> list[Finding]:
-        return await asyncio.to_thread(self.predict, request)
+        return await offload(self, self.predict, request)
 
 
 @dataclass

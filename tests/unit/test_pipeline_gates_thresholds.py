@@ -79,3 +79,40 @@ def test_an_endless_message_iterator_is_too_many_not_a_hang(keyword):
 
     with pytest.raises(InvalidInputError, match="too many messages"):
         Guard([keyword("x")]).check(itertools.repeat({"role": "user", "content": "hi"}), user_id="u")
+
+
+async def test_a_hung_detector_only_exhausts_its_own_threads():
+    """timeout_s stops the wait, not the work. Calls of a hung detector kept their threads in asyncio's shared
+    default pool: after 6 of them every other detector (and the store reads) queued, timed out and fell to its
+    fail mode, so a fail-open PII check let an e-mail through. Each detector now runs in its own pool; the caller's
+    contextvars still reach the detector."""
+    import asyncio
+    import contextvars
+    import threading
+
+    from guardrails import BaseDetector
+    from guardrails.detectors import PIIDetector
+
+    release = threading.Event()
+    who = contextvars.ContextVar("who", default="nobody")
+    seen = []
+
+    class Hung(BaseDetector):
+        name = "hung"
+
+        def predict(self, request):
+            seen.append(who.get())
+            release.wait(30)
+            return []
+
+    hung, other = Guard([Hung()], timeout_s=0.2), Guard([PIIDetector()], timeout_s=0.2)
+    try:
+        who.set("caller")
+        stuck = await asyncio.gather(*(hung.acheck("x", user_id=f"u{i}") for i in range(12)))
+        assert all(d.error and "TimeoutError" in d.error for d in stuck)
+        d = await other.acheck("hi bob@example.com", user_id="u")
+        assert d.action is Action.REDACT and d.error is None
+        await asyncio.wait_for(asyncio.to_thread(lambda: None), 5)  # the default pool is free
+        assert set(seen) == {"caller"}
+    finally:
+        release.set()
