@@ -19,6 +19,7 @@ from .detector import (
     Redactor,
     build_detectors,
     discover,
+    offload,
     register,
 )
 from .errors import (
@@ -81,6 +82,7 @@ __all__ = [
     "WITHHELD_MESSAGE",
     "build_detectors",
     "discover",
+    "offload",
     "register",
     "text_hash",
 ]
