@@ -283,6 +283,11 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
         finally:
             if pruner is not None:
                 pruner.cancel()
+            # The chat proxy's upstream client is bound to this loop (its pooled connections too): close it,
+            # so that a later lifespan of this app (another loop) creates a fresh one instead of reusing it.
+            client, st.http_client = st.http_client, None
+            if client is not None:
+                await client.aclose()
 
     app = FastAPI(title="railguard", version=__version__, lifespan=lifespan,
                   description="Guardrail checks, per-user settings and a guarded OpenAI-compatible proxy.")

@@ -8,7 +8,8 @@ checks a chunk after it was sent). Here the input is checked before anything goe
 (streamed or not) is collected, checked as one output turn, and only then released: the original chunks when
 allowed, one chunk of redacted text when redacted, one refusal chunk when blocked. Each request owns its
 buffer, so concurrent streams cannot mix. Because nothing is sent before the check, an upstream failure is
-still a clean JSON 502, never a half-finished stream.
+still a clean JSON error (502; 504 past the `timeout_s` deadline, see `upstream.py`), never a half-finished
+stream. A client that disconnects cancels its request's work (`_unless_disconnected`).
 
 Tool use (OpenAI shape) passes through checked: the tool calls an upstream answer asks for are assembled (from
 stream deltas too) and each is checked at the `tool_call` stage; a blocked or redacted one refuses the whole answer
@@ -21,13 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
@@ -35,11 +36,11 @@ from ..decision import DEFAULT_REFUSAL, Action, Decision, Stage
 from ..errors import InvalidInputError
 from ..text import call_text, check_id
 from .auth import Principal
-from .deps import ApiError, ServiceState, require_tenant, state
+from .deps import ApiError, ServiceState, log, require_tenant, state
 from .schemas import ChatCompletionRequest, ErrorOut
+from .upstream import from_upstream
 
 router = APIRouter(tags=["chat"])
-MAX_BUFFER_BYTES = 4 << 20  # an upstream answer larger than this is refused, not buffered without bound
 
 
 def local_model(st: ServiceState) -> Any:
@@ -52,118 +53,6 @@ def local_model(st: ServiceState) -> Any:
     return st.chat_model
 
 
-def _upstream_body(body: ChatCompletionRequest, messages: list[dict[str, str]], stream: bool) -> dict[str, Any]:
-    # The end-user id is ours (tenant-scoped); it is not forwarded upstream.
-    out = body.model_dump(exclude_none=True, exclude={"user"})
-    out.update(messages=messages, stream=stream)
-    return out
-
-
-async def _from_upstream(st: ServiceState, body: ChatCompletionRequest,
-                         messages: list[dict[str, str]]) -> tuple[list[str], dict[str, Any]]:
-    """Call the upstream and return (content pieces, metadata). Streams are parsed and buffered."""
-    if st.http_client is None:
-        st.http_client = httpx.AsyncClient(timeout=st.chat.timeout_s)
-    url = st.chat.upstream_url.rstrip("/") + "/chat/completions"  # type: ignore[union-attr]
-    headers = {"Authorization": f"Bearer {st.chat.upstream_api_key}"} if st.chat.upstream_api_key else {}
-    pieces: list[str] = []
-    meta: dict[str, Any] = {}
-    partial: dict[int, dict[str, Any]] = {}  # streamed tool calls by index, arguments still being concatenated
-    size = 0
-    try:
-        if not body.stream:
-            resp = await st.http_client.post(url, json=_upstream_body(body, messages, False), headers=headers)
-            _raise_upstream(resp.status_code)
-            data = resp.json()
-            choice = data["choices"][0]
-            content = choice["message"].get("content") or ""
-            if not isinstance(content, str):  # content parts, an object...: not a reply we can check as text
-                raise TypeError("non-text content")
-            calls = _whole_calls(choice["message"].get("tool_calls") or [])
-            meta = {"model": data.get("model"), "usage": data.get("usage"), "tool_calls": calls,
-                    "finish_reason": choice.get("finish_reason")}
-            if len(content.encode()) + sum(len(c["function"]["arguments"].encode()) for c in calls) > \
-                    MAX_BUFFER_BYTES:
-                raise ApiError(502, "upstream_too_large", "upstream answer exceeds the buffer limit")
-            return [content], meta
-        async with st.http_client.stream("POST", url, json=_upstream_body(body, messages, True),
-                                         headers=headers) as resp:
-            _raise_upstream(resp.status_code)
-            async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    break
-                chunk = json.loads(payload)
-                meta.setdefault("model", chunk.get("model"))
-                for choice in chunk.get("choices") or ():
-                    if choice.get("index", 0) != 0:  # the first choice only (the one that is checked)
-                        continue
-                    delta = choice.get("delta") or {}
-                    piece = delta.get("content")
-                    if piece and not isinstance(piece, str):
-                        raise TypeError("non-text content")
-                    size += len(piece.encode()) if piece else 0
-                    size += _add_call_deltas(partial, delta.get("tool_calls") or [])
-                    if size > MAX_BUFFER_BYTES:
-                        raise ApiError(502, "upstream_too_large", "upstream answer exceeds the buffer limit")
-                    if piece:
-                        pieces.append(piece)
-                    if choice.get("finish_reason"):
-                        meta["finish_reason"] = choice["finish_reason"]
-        meta["tool_calls"] = _whole_calls([partial[i] for i in sorted(partial)])
-        return pieces, meta
-    except httpx.HTTPError as exc:
-        raise ApiError(502, "upstream_unavailable", f"upstream request failed ({type(exc).__name__})") from None
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        raise ApiError(502, "upstream_invalid", "upstream returned an unexpected response") from None
-
-
-def _add_call_deltas(partial: dict[int, dict[str, Any]], deltas: list[Any]) -> int:
-    """Fold a stream chunk's `tool_calls` deltas into `partial`; returns the bytes added (for the buffer cap)."""
-    added = 0
-    for delta in deltas:
-        index = delta["index"]
-        if not isinstance(index, int) or isinstance(index, bool):
-            raise TypeError("tool call index")
-        call = partial.setdefault(index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
-        if delta.get("id"):
-            if not isinstance(delta["id"], str):
-                raise TypeError("tool call id")
-            call["id"] = delta["id"]
-        fn = delta.get("function") or {}
-        if not isinstance(fn, dict):
-            raise TypeError("tool call function")
-        for key in ("name", "arguments"):
-            if fn.get(key) is not None:
-                if not isinstance(fn[key], str):
-                    raise TypeError(f"tool call {key}")
-                call["function"][key] += fn[key]
-                added += len(fn[key].encode())
-    return added
-
-
-def _whole_calls(calls: list[Any]) -> list[dict[str, Any]]:
-    """Upstream tool calls in the OpenAI shape we release: {id, type: function, function: {name, arguments}}."""
-    out = []
-    for call in calls:
-        fn = call["function"]
-        if not isinstance(fn, dict) or not isinstance(call.get("id") or "", str):
-            raise TypeError("tool call shape")
-        args = "" if fn.get("arguments") is None else fn["arguments"]
-        if not isinstance(fn["name"], str) or not fn["name"] or not isinstance(args, str):
-            raise TypeError("tool call shape")
-        out.append({"id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-                    "function": {"name": fn["name"], "arguments": args}})
-    return out
-
-
-def _raise_upstream(status: int) -> None:
-    if status >= 400:
-        raise ApiError(502, "upstream_error", f"upstream answered HTTP {status}", {"upstream_status": status})
-
-
 async def _from_local(st: ServiceState, body: ChatCompletionRequest,
                       messages: list[dict[str, str]]) -> tuple[list[str], dict[str, Any]]:
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -174,13 +63,45 @@ async def _from_local(st: ServiceState, body: ChatCompletionRequest,
     if body.max_tokens:
         model = model.model_copy(update={"max_new_tokens": min(body.max_tokens, 4 * st.chat.max_new_tokens)})
 
+    stop = threading.Event()  # set when the request is cancelled (client gone): stop consuming the stream
+
     def run() -> list[str]:
-        return [str(c.content) for c in model.stream(lc) if c.content]
+        out: list[str] = []
+        chunks = model.stream(lc)
+        try:
+            for c in chunks:
+                if stop.is_set():
+                    break
+                if c.content:
+                    out.append(str(c.content))
+        finally:  # closing the stream ends the generation here, in this thread, while the lock is still held
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        return out
 
     assert st.chat_lock is not None
     async with st.chat_lock:  # one generation at a time per process: CPU inference does not parallelise
-        pieces = await asyncio.to_thread(run)
+        pieces = await _until_thread_ends(asyncio.ensure_future(asyncio.to_thread(run)), stop)
     return pieces, {"model": body.model or f"railguard-local/{model.model_name}"}
+
+
+async def _until_thread_ends(thread: asyncio.Future[list[str]], stop: threading.Event) -> list[str]:
+    """Await a worker thread's result; when cancelled, tell it to stop and still wait for it to finish before
+    re-raising. A thread cannot be cancelled: letting the CancelledError through at once would release
+    `chat_lock` while the generation runs on, and every client that disconnects would add one more."""
+    try:
+        return await asyncio.shield(thread)
+    except asyncio.CancelledError:
+        stop.set()
+        while not thread.done():
+            try:
+                await asyncio.wait({thread})
+            except asyncio.CancelledError:  # cancelled again: the thread still has to end first
+                continue
+        if not thread.cancelled():
+            thread.exception()  # retrieved: a failure of the abandoned generation is not logged as unawaited
+        raise
 
 
 def _completion(cid: str, model: str, a: _Answer) -> dict[str, Any]:
@@ -270,7 +191,7 @@ def _with_keepalive(work: asyncio.Task[_Answer], every_s: float) -> StreamingRes
     return _sse(events())
 
 
-@router.post("/v1/chat/completions", responses={s: {"model": ErrorOut} for s in (401, 413, 415, 422, 502)})
+@router.post("/v1/chat/completions", responses={s: {"model": ErrorOut} for s in (401, 413, 415, 422, 502, 504)})
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            p: Principal = Depends(require_tenant),
                            x_railguard_user_id: str | None = Header(default=None),
@@ -287,7 +208,37 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
     work = _answer(st, st.guard_for(p.tenant_id), body, user_id, session_id)
     if body.stream and st.chat.sse_keepalive_s:
         return _with_keepalive(asyncio.create_task(work), st.chat.sse_keepalive_s)
-    return _respond(body, await work)
+    answer = await _unless_disconnected(request, asyncio.create_task(work))
+    return _respond(body, answer) if answer is not None else Response(status_code=499)
+
+
+async def _unless_disconnected(request: Request, work: asyncio.Task[_Answer]) -> _Answer | None:
+    """The answer, or None when the client disconnected first: then the work (the upstream call, a queued or
+    running local generation) is cancelled instead of being carried on for nobody. (With SSE keep-alive the
+    streaming response notices the disconnect itself.)"""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":  # the body was read: only this comes
+            pass
+
+    watcher = asyncio.create_task(disconnected())
+    try:
+        done, _ = await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if work not in done and watcher.exception() is not None:  # cannot watch (odd server): just wait
+            done, _ = await asyncio.wait({work})
+    except BaseException:  # this handler was cancelled (server shutdown)
+        work.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if work in done:
+        return work.result()  # the answer, or its ApiError as usual
+    work.cancel()
+    await asyncio.wait({work})  # a local generation ends first (and releases chat_lock)
+    if not work.cancelled():
+        work.exception()  # retrieved (nobody is left to tell)
+    log.info("chat client disconnected", extra={"fields": {"event": "chat_client_disconnected"}})
+    return None  # 499 (nginx's "client closed request"), seen only by the access log and metrics
 
 
 async def _answer(st: ServiceState, guard: Any, body: ChatCompletionRequest, user_id: str,
@@ -330,7 +281,7 @@ async def _answer(st: ServiceState, guard: Any, body: ChatCompletionRequest, use
         messages[-1] = {**messages[-1], "content": d_in.redacted_text}  # the upstream never sees the original
 
     if st.chat.upstream_url:
-        pieces, meta = await _from_upstream(st, body, messages)
+        pieces, meta = await from_upstream(st, body, messages)
     else:
         pieces, meta = await _from_local(st, body, messages)
     model, usage = meta.get("model") or model, meta.get("usage")

@@ -36,7 +36,7 @@ class ChatConfig:
 
     upstream_url: str | None = None  # e.g. http://127.0.0.1:9000/v1 (".../chat/completions" is appended)
     upstream_api_key: str | None = None  # sent upstream; the caller's tenant key never is
-    timeout_s: float = 120.0
+    timeout_s: float = 120.0  # wall-clock bound on one whole upstream call (headers, body, stream) → 504
     local_model: str | None = None  # model name for LocalChatModel (default: the embedded SmolLM2)
     max_new_tokens: int = 128
     warm_local_model: bool = False  # load the local model during startup so /readyz covers it
@@ -60,7 +60,7 @@ class ServiceState:
     ready_error: str | None = None
     _tenant_guards: dict[str, Guard] = field(default_factory=dict)
     chat_model: Any = None
-    http_client: Any = None  # httpx.AsyncClient for the upstream, created on first use (on the serving loop)
+    http_client: Any = None  # httpx.AsyncClient for the upstream: created on first use, closed by the lifespan
     chat_lock: asyncio.Lock | None = None  # created in the app's lifespan (bound to the serving loop)
 
     def guard_for(self, tenant_id: str) -> Guard:

@@ -293,7 +293,7 @@ def test_a_made_up_tool_turn_does_not_skip_the_input_check(tmp_path):
 
 
 def test_malformed_upstream_tool_calls_are_a_clean_502_shape_error():
-    from guardrails.service.chat import _add_call_deltas, _whole_calls
+    from guardrails.service.upstream import _add_call_deltas, _whole_calls
 
     partial: dict = {}
     assert _add_call_deltas(partial, [{"index": 0, "id": "a", "function": {"name": "f", "arguments": "{\"x\""}},

@@ -1,0 +1,149 @@
+"""The chat proxy's upstream call: one OpenAI-compatible request, parsed and buffered, bounded in size and time.
+
+`ChatConfig.timeout_s` bounds the *whole* call (connect, status line and headers, then the body or the stream
+to its `[DONE]`). httpx's own timeouts are per phase and per read, so on their own an upstream that trickles
+its headers or its body, or a stream that never ends, would hold the guarded request open indefinitely; the
+overall deadline turns that into a 504 `upstream_timeout` (an in-stream error once an SSE keep-alive has
+committed the 200). `MAX_BUFFER_BYTES` bounds what is kept (text and tool-call arguments).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import httpx
+
+from .deps import ApiError, ServiceState
+from .schemas import ChatCompletionRequest
+
+MAX_BUFFER_BYTES = 4 << 20  # an upstream answer larger than this is refused, not buffered without bound
+
+
+def upstream_body(body: ChatCompletionRequest, messages: list[dict[str, str]], stream: bool) -> dict[str, Any]:
+    # The end-user id is ours (tenant-scoped); it is not forwarded upstream.
+    out = body.model_dump(exclude_none=True, exclude={"user"})
+    out.update(messages=messages, stream=stream)
+    return out
+
+
+async def from_upstream(st: ServiceState, body: ChatCompletionRequest,
+                        messages: list[dict[str, str]]) -> tuple[list[str], dict[str, Any]]:
+    """Call the upstream and return (content pieces, metadata), within `timeout_s` overall (else a 504)."""
+    limit = st.chat.timeout_s
+    try:
+        async with asyncio.timeout(limit):
+            return await _call(st, body, messages)
+    except TimeoutError:  # the deadline (httpx's own timeouts are httpx.TimeoutException, handled in _call)
+        raise ApiError(504, "upstream_timeout", f"upstream did not answer within {limit:g} s",
+                       {"timeout_s": limit}) from None
+
+
+async def _call(st: ServiceState, body: ChatCompletionRequest,
+                messages: list[dict[str, str]]) -> tuple[list[str], dict[str, Any]]:
+    """The upstream call proper: streams are parsed and buffered."""
+    if st.http_client is None:  # closed (and reset to None) when the app's lifespan ends
+        st.http_client = httpx.AsyncClient(timeout=st.chat.timeout_s)
+    url = st.chat.upstream_url.rstrip("/") + "/chat/completions"  # type: ignore[union-attr]
+    headers = {"Authorization": f"Bearer {st.chat.upstream_api_key}"} if st.chat.upstream_api_key else {}
+    pieces: list[str] = []
+    meta: dict[str, Any] = {}
+    partial: dict[int, dict[str, Any]] = {}  # streamed tool calls by index, arguments still being concatenated
+    size = 0
+    try:
+        if not body.stream:
+            resp = await st.http_client.post(url, json=upstream_body(body, messages, False), headers=headers)
+            _raise_upstream(resp.status_code)
+            data = resp.json()
+            choice = data["choices"][0]
+            content = choice["message"].get("content") or ""
+            if not isinstance(content, str):  # content parts, an object...: not a reply we can check as text
+                raise TypeError("non-text content")
+            calls = _whole_calls(choice["message"].get("tool_calls") or [])
+            meta = {"model": data.get("model"), "usage": data.get("usage"), "tool_calls": calls,
+                    "finish_reason": choice.get("finish_reason")}
+            if len(content.encode()) + sum(len(c["function"]["arguments"].encode()) for c in calls) > \
+                    MAX_BUFFER_BYTES:
+                raise ApiError(502, "upstream_too_large", "upstream answer exceeds the buffer limit")
+            return [content], meta
+        async with st.http_client.stream("POST", url, json=upstream_body(body, messages, True),
+                                         headers=headers) as resp:
+            _raise_upstream(resp.status_code)
+            async for line in resp.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                chunk = json.loads(payload)
+                meta.setdefault("model", chunk.get("model"))
+                for choice in chunk.get("choices") or ():
+                    if choice.get("index", 0) != 0:  # the first choice only (the one that is checked)
+                        continue
+                    delta = choice.get("delta") or {}
+                    piece = delta.get("content")
+                    if piece and not isinstance(piece, str):
+                        raise TypeError("non-text content")
+                    size += len(piece.encode()) if piece else 0
+                    size += _add_call_deltas(partial, delta.get("tool_calls") or [])
+                    if size > MAX_BUFFER_BYTES:
+                        raise ApiError(502, "upstream_too_large", "upstream answer exceeds the buffer limit")
+                    if piece:
+                        pieces.append(piece)
+                    if choice.get("finish_reason"):
+                        meta["finish_reason"] = choice["finish_reason"]
+        meta["tool_calls"] = _whole_calls([partial[i] for i in sorted(partial)])
+        return pieces, meta
+    except httpx.TimeoutException as exc:  # one phase (connect, a read...) took longer than timeout_s
+        raise ApiError(504, "upstream_timeout", f"upstream request timed out ({type(exc).__name__})",
+                       {"timeout_s": st.chat.timeout_s}) from None
+    except httpx.HTTPError as exc:
+        raise ApiError(502, "upstream_unavailable", f"upstream request failed ({type(exc).__name__})") from None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        raise ApiError(502, "upstream_invalid", "upstream returned an unexpected response") from None
+
+
+def _add_call_deltas(partial: dict[int, dict[str, Any]], deltas: list[Any]) -> int:
+    """Fold a stream chunk's `tool_calls` deltas into `partial`; returns the bytes added (for the buffer cap)."""
+    added = 0
+    for delta in deltas:
+        index = delta["index"]
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise TypeError("tool call index")
+        call = partial.setdefault(index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+        if delta.get("id"):
+            if not isinstance(delta["id"], str):
+                raise TypeError("tool call id")
+            call["id"] = delta["id"]
+        fn = delta.get("function") or {}
+        if not isinstance(fn, dict):
+            raise TypeError("tool call function")
+        for key in ("name", "arguments"):
+            if fn.get(key) is not None:
+                if not isinstance(fn[key], str):
+                    raise TypeError(f"tool call {key}")
+                call["function"][key] += fn[key]
+                added += len(fn[key].encode())
+    return added
+
+
+def _whole_calls(calls: list[Any]) -> list[dict[str, Any]]:
+    """Upstream tool calls in the OpenAI shape we release: {id, type: function, function: {name, arguments}}."""
+    out = []
+    for call in calls:
+        fn = call["function"]
+        if not isinstance(fn, dict) or not isinstance(call.get("id") or "", str):
+            raise TypeError("tool call shape")
+        args = "" if fn.get("arguments") is None else fn["arguments"]
+        if not isinstance(fn["name"], str) or not fn["name"] or not isinstance(args, str):
+            raise TypeError("tool call shape")
+        out.append({"id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+                    "function": {"name": fn["name"], "arguments": args}})
+    return out
+
+
+def _raise_upstream(status: int) -> None:
+    if status >= 400:
+        raise ApiError(502, "upstream_error", f"upstream answered HTTP {status}", {"upstream_status": status})
