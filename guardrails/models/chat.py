@@ -135,11 +135,12 @@ class LocalChatModel(BaseChatModel):
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         inputs, chat = self._inputs(messages)
         streamer = TextIteratorStreamer(self.lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300)
         failure: list[BaseException] = []
+        halt = threading.Event()  # the consumer stopped iterating (closed the stream): stop generating too
 
         def work() -> None:
             # Observers attach in the thread that runs generate(): probe hooks read only their own thread's
@@ -148,7 +149,8 @@ class LocalChatModel(BaseChatModel):
             try:
                 detach = self._attach(inputs, chat)
                 with torch.inference_mode():
-                    self.lm.model.generate(**self._gen_kwargs(inputs, stop), streamer=streamer)
+                    self.lm.model.generate(**self._gen_kwargs(inputs, stop), streamer=streamer,
+                                           stopping_criteria=StoppingCriteriaList([_Halt(halt)]))
             except BaseException as exc:  # surfaced in the consumer thread below
                 failure.append(exc)
                 streamer.end()
@@ -172,7 +174,21 @@ class LocalChatModel(BaseChatModel):
                 if run_manager:
                     run_manager.on_llm_new_token(piece, chunk=chunk)
                 yield chunk
-        finally:
+        finally:  # a consumer that leaves early (a cancelled request) ends the generation at its next token
+            halt.set()
             worker.join()
         if failure:
             raise failure[0]
+
+
+class _Halt:
+    """A generate() stopping criterion that ends every sequence once `event` is set (duck-typed StoppingCriteria:
+    called with the ids so far and the scores, answers one bool per sequence)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)

@@ -66,6 +66,30 @@ def test_local_chat_model_invoke_and_stream():
     assert len(chunks) >= 2 and "".join(c.content for c in chunks).strip()
 
 
+def test_closing_a_stream_early_stops_the_generation():
+    """A consumer that stops reading (the service's cancelled request) used to wait in `_stream`'s join for the
+    whole generation (up to max_new_tokens: ~8 s here) while the model kept running; now generate() stops at the
+    next token (a stopping criterion set when the stream closes)."""
+    import threading
+
+    from langchain_core.messages import HumanMessage
+
+    chat = LocalChatModel(max_new_tokens=120)
+    forwards = []
+    hook = chat.lm.model.register_forward_pre_hook(lambda *_: forwards.append(1))
+    try:
+        stream = chat.stream([HumanMessage("Write a long story about a dragon who learns to sing.")])
+        for i, _ in enumerate(stream):
+            if i == 3:
+                break
+        stream.close()
+    finally:
+        hook.remove()
+    assert len(forwards) < 30, len(forwards)  # prefill + a few decode steps, not 120
+    assert not [t for t in threading.enumerate() if t.name == "railguard-generate"]
+    assert chat.invoke([HumanMessage("Say hello.")]).content  # the model is usable afterwards
+
+
 def test_encoder_length_sorted_batches_keep_input_order():
     import dataclasses
 
