@@ -1,8 +1,9 @@
 """Typed client for the railguard HTTP service: `RailguardClient` (sync) and `AsyncRailguardClient` (async).
 
 One core, two shells (the httpx pattern): `guardrails.service.wire.Core` builds every request as an `Op`
-(method, path, body, parser) and owns the retry policy; this module maps errors and only sends. So both twins
-behave identically and a new endpoint is one `Core` method plus two one-line wrappers.
+(method, path, body, parser) and owns the retry policy; `guardrails.client_transport` sends it (sync and async
+twins of one loop: retries, time limits, typed errors). So both twins behave identically and a new endpoint is one
+`Core` method plus two one-line wrappers.
 
 Results are the SDK's own models (`Decision`, `StoredSettings`, `AuditEntry`), so code written against a local
 `Guard` works against the service. Errors are the SDK's typed errors with the HTTP status attached:
@@ -13,6 +14,11 @@ Results are the SDK's own models (`Decision`, `StoredSettings`, `AuditEntry`), s
 
 Retries: connection failures (nothing reached the server) and 5xx answers, with jittered exponential
 backoff; 4xx answers are never retried (they would fail the same way).
+
+Time limits: `timeout` is httpx's, per network operation (connect, each read, each write, pool wait);
+`total_timeout` bounds a whole call, every attempt and backoff pause included, even when the service or a proxy
+in front of it sends its answer slowly (default: the longest per-operation timeout x attempts). Running out of
+either raises `ServiceUnavailableError` with `status_code` None. See `guardrails.client_transport`.
 """
 
 from __future__ import annotations
@@ -24,8 +30,22 @@ from typing import Any
 
 import httpx
 
+from .client_transport import (
+    SYNC_TRACE,
+    AuthenticationError,
+    NotFoundError,
+    PerLoop,
+    ServiceError,
+    ServiceInvalidInputError,
+    ServiceUnavailableError,
+    ServiceUnknownUserError,
+    ServiceVersionConflictError,
+    asend,
+    default_total,
+    error_from,
+    send,
+)
 from .decision import Decision, Stage
-from .errors import InvalidInputError, RailguardError, UnknownUserError, VersionConflictError
 from .pipeline import HistoryScreen
 from .service.wire import ENV_KEY, ENV_URL, Core, Op, sse_line
 from .store.settings import AuditEntry, StoredSettings
@@ -36,97 +56,43 @@ __all__ = ["ENV_KEY", "ENV_URL", "AsyncRailguardClient", "AuthenticationError", 
            "ServiceVersionConflictError"]
 
 
-class ServiceError(RailguardError):
-    """The service answered with an error (or could not be reached). `status_code` is None for the latter."""
+class _Limits:
+    """The time limits of one call (both twins): the per-operation timeout and the total."""
 
-    status_code: int | None = None
-    code: str | None = None
-    details: dict[str, Any] | None = None
+    _core: Core
+    _timeout: httpx.Timeout
+    _total: float | None
 
-
-class AuthenticationError(ServiceError, PermissionError):
-    """401/403: missing, invalid or revoked key, or a tenant key on an admin endpoint."""
-
-
-class NotFoundError(ServiceError, LookupError):
-    """404 other than an unknown user (unknown section, tenant or key)."""
+    def _limits(self, op: Op) -> tuple[httpx.Timeout, float | None]:
+        if op.timeout is None:
+            return self._timeout, self._total
+        timeout = httpx.Timeout(op.timeout)
+        return timeout, default_total(timeout, self._core.max_retries + 1)
 
 
-class ServiceInvalidInputError(ServiceError, InvalidInputError):
-    """400/413/415/422/428: the request was rejected as malformed; nothing was recorded."""
+class RailguardClient(_Limits):
+    """Synchronous client. Thread-safe (one pooled httpx.Client). Use as a context manager or call close().
 
-
-class ServiceUnknownUserError(ServiceError, UnknownUserError):
-    """404 for a user with no stored settings (in the caller's tenant)."""
-
-
-class ServiceVersionConflictError(ServiceError, VersionConflictError):
-    """409 on a versioned write: re-read and retry (see `update_section`)."""
-
-
-class ServiceUnavailableError(ServiceError):
-    """5xx after all retries, or the server could not be reached."""
-
-
-def _error_from(resp: httpx.Response) -> ServiceError:
-    try:
-        err = resp.json().get("error") or {}
-    except (ValueError, AttributeError):
-        err = {}
-    status, code = resp.status_code, err.get("code")
-    message = f"HTTP {status} {code or ''}: {err.get('message') or resp.reason_phrase}".strip()
-    details = err.get("details")
-    exc: ServiceError
-    if status == 409 and code == "version_conflict" and isinstance(details, dict):
-        exc = ServiceVersionConflictError("settings", int(details.get("expected", -1)), int(details.get("actual", -1)))
-    elif status == 404 and code == "unknown_user":
-        exc = ServiceUnknownUserError(message)
-    else:
-        kind = {401: AuthenticationError, 403: AuthenticationError, 404: NotFoundError}.get(status) or (
-            ServiceInvalidInputError if status in (400, 413, 415, 422, 428)
-            else ServiceUnavailableError if status >= 500 else ServiceError)
-        exc = kind(message)
-    exc.status_code, exc.code, exc.details = status, code, details
-    return exc
-
-
-def _result(op: Op, resp: httpx.Response) -> Any:
-    if resp.status_code >= 400:
-        raise _error_from(resp)
-    return op.parse(resp)
-
-
-def _unreachable(exc: Exception) -> ServiceUnavailableError:
-    return ServiceUnavailableError(f"railguard service unreachable: {type(exc).__name__}: {exc}")
-
-
-class RailguardClient:
-    """Synchronous client. Thread-safe (one pooled httpx.Client). Use as a context manager or call close()."""
+    `timeout`: httpx's per-operation limit (float or httpx.Timeout; None: unbounded), as before.
+    `total_timeout`: wall-clock limit (s) of one call, all attempts and backoff pauses included, enforced even
+    while bytes keep arriving; None: the longest per-operation timeout x (max_retries + 1) (no limit when
+    `timeout` leaves reads unbounded); `math.inf`: no total limit. A retry it leaves no room for is not made.
+    A call with its own `timeout` (`chat`) gets its own total the same way; `chat_stream` is bounded per read
+    only (its chunks reach the caller as they come). Expiry raises `ServiceUnavailableError`, like the others.
+    With `http_client`, that client's timeout is the per-operation one."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *, admin_key: str | None = None,
-                 timeout: float | httpx.Timeout = 10.0, max_retries: int = 3, backoff_s: float = 0.2,
+                 timeout: float | httpx.Timeout | None = 10.0, max_retries: int = 3, backoff_s: float = 0.2,
                  backoff_max_s: float = 5.0, transport: httpx.BaseTransport | None = None,
-                 http_client: httpx.Client | None = None) -> None:
+                 http_client: httpx.Client | None = None, total_timeout: float | None = None) -> None:
         self._core = Core(base_url, api_key, admin_key, max_retries, backoff_s, backoff_max_s)
         self._http = http_client or httpx.Client(base_url=self._core.base_url, timeout=timeout, transport=transport)
         self._owns = http_client is None
+        self._timeout = self._http.timeout
+        self._total = total_timeout if total_timeout is not None else default_total(self._timeout, max_retries + 1)
 
     def _send(self, op: Op) -> Any:
-        attempt = 0
-        while True:
-            resp, error = None, None
-            try:
-                resp = self._http.request(op.method, op.path, json=op.json, params=op.params,
-                                          headers=self._core.headers(op),
-                                          timeout=op.timeout if op.timeout is not None else httpx.USE_CLIENT_DEFAULT)
-            except httpx.TransportError as exc:
-                error = exc
-            if not self._core.should_retry(op, attempt, resp, error):
-                if error is not None:
-                    raise _unreachable(error) from error
-                return _result(op, resp)  # type: ignore[arg-type]
-            time.sleep(self._core.delay(attempt))
-            attempt += 1
+        return send(self._http, self._core, op, *self._limits(op))
 
     def check(self, content: str | Sequence[Mapping[str, str]], *, user_id: str, session_id: str | None = None,
               stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision:
@@ -203,11 +169,11 @@ class RailguardClient:
         """Streaming twin of `chat`: yields the SSE chunk objects (released only after the output check)."""
         op = self._core.chat(messages, user_id, session_id, {**params}, timeout)
         body = {**op.json, "stream": True}
-        with self._http.stream("POST", op.path, json=body, headers=self._core.headers(op),
-                               timeout=timeout) as resp:
+        with self._http.stream("POST", op.path, json=body, headers=self._core.headers(op), timeout=timeout,
+                               extensions=SYNC_TRACE) as resp:  # its pooled connection serves bounded calls later
             if resp.status_code >= 400:
                 resp.read()
-                raise _error_from(resp)
+                raise error_from(resp)
             for line in resp.iter_lines():
                 if (chunk := sse_line(line)) is False:
                     return
@@ -225,34 +191,27 @@ class RailguardClient:
         self.close()
 
 
-class AsyncRailguardClient:
-    """Async twin of RailguardClient (same methods, awaited). Safe to share across tasks."""
+class AsyncRailguardClient(_Limits):
+    """Async twin of RailguardClient (same methods and limits, awaited). Safe to share across tasks of one event
+    loop (its connections belong to that loop: `RemoteGuard` keeps one per loop)."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, *, admin_key: str | None = None,
-                 timeout: float | httpx.Timeout = 10.0, max_retries: int = 3, backoff_s: float = 0.2,
+                 timeout: float | httpx.Timeout | None = 10.0, max_retries: int = 3, backoff_s: float = 0.2,
                  backoff_max_s: float = 5.0, transport: httpx.AsyncBaseTransport | None = None,
-                 http_client: httpx.AsyncClient | None = None) -> None:
+                 http_client: httpx.AsyncClient | None = None, total_timeout: float | None = None) -> None:
         self._core = Core(base_url, api_key, admin_key, max_retries, backoff_s, backoff_max_s)
         self._http = http_client or httpx.AsyncClient(base_url=self._core.base_url, timeout=timeout,
                                                       transport=transport)
         self._owns = http_client is None
+        self._timeout = self._http.timeout
+        self._total = total_timeout if total_timeout is not None else default_total(self._timeout, max_retries + 1)
+
+    @property
+    def is_closed(self) -> bool:
+        return self._http.is_closed
 
     async def _send(self, op: Op) -> Any:
-        attempt = 0
-        while True:
-            resp, error = None, None
-            try:
-                timeout = op.timeout if op.timeout is not None else httpx.USE_CLIENT_DEFAULT
-                resp = await self._http.request(op.method, op.path, json=op.json, params=op.params,
-                                                headers=self._core.headers(op), timeout=timeout)
-            except httpx.TransportError as exc:
-                error = exc
-            if not self._core.should_retry(op, attempt, resp, error):
-                if error is not None:
-                    raise _unreachable(error) from error
-                return _result(op, resp)  # type: ignore[arg-type]
-            await asyncio.sleep(self._core.delay(attempt))
-            attempt += 1
+        return await asend(self._http, self._core, op, *self._limits(op))
 
     async def check(self, content: str | Sequence[Mapping[str, str]], *, user_id: str,
                     session_id: str | None = None, stage: Stage | str = Stage.INPUT,
@@ -328,7 +287,7 @@ class AsyncRailguardClient:
                                      timeout=timeout) as resp:
             if resp.status_code >= 400:
                 await resp.aread()
-                raise _error_from(resp)
+                raise error_from(resp)
             async for line in resp.aiter_lines():
                 if (chunk := sse_line(line)) is False:
                     return
@@ -349,11 +308,21 @@ class AsyncRailguardClient:
 class RemoteGuard:
     """A `Guard` look-alike backed by the service: `check`/`acheck` return the same Decision, so the existing
     integrations run unchanged against a remote guard, e.g.
-    `create_agent(model, tools, middleware=[RemoteGuard(url, api_key=key).middleware()])`."""
+    `create_agent(model, tools, middleware=[RemoteGuard(url, api_key=key).middleware()])`.
+
+    The async methods use one AsyncRailguardClient per running event loop (an async client's connections belong to
+    the loop that opened them), so it works from several `asyncio.run` calls or sync-over-async bridges in turn;
+    each is closed when its loop shuts down, or by `aclose()`/`close()`."""
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, **client_kw: Any) -> None:
         self.client = RailguardClient(base_url, api_key, **client_kw)
-        self.aclient = AsyncRailguardClient(base_url, api_key, **client_kw)
+        self._aclients: PerLoop[AsyncRailguardClient] = PerLoop(
+            lambda: AsyncRailguardClient(base_url, api_key, **client_kw))
+
+    @property
+    def aclient(self) -> AsyncRailguardClient:
+        """The async client of the running event loop (call from async code)."""
+        return self._aclients.get()
 
     def check(self, content: Any, *, user_id: str, session_id: str | None = None,
               stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision:
@@ -395,7 +364,14 @@ class RemoteGuard:
         return GuardedRunnable(guard=self, inner=runnable, **kwargs)
 
     def close(self) -> None:
+        """Close the sync client, and the async clients of event loops still running (on those loops)."""
         self.client.close()
+        self._aclients.close()
+
+    async def aclose(self) -> None:
+        """Close every client: this event loop's async one at once, other running loops' on their loops."""
+        self.client.close()
+        await self._aclients.aclose()
 
 
 def _with_last(screen: HistoryScreen, messages: Sequence[Mapping[str, Any]]) -> HistoryScreen:

@@ -5,7 +5,8 @@ sense: the prompt logic lives once in `icl.py`; only "ask the model" differs.
 - Local causal LM: exact label likelihoods (sum of label-token log-probs after the generation prompt), with
   the shared prompt prefix KV-cached across calls when demos do not change.
 - OpenAI-compatible: one request builder and one parser shared by the sync and async clients; timeouts,
-  bounded retries with backoff on 429/5xx/transport errors, and errors that name the endpoint and status.
+  bounded retries with backoff on 429/5xx/transport errors, a wall-clock deadline for the whole call that holds
+  while a reply trickles in, errors that name the endpoint and status, and one pooled async client per event loop.
 - LangChain: any BaseChatModel; `with_structured_output` (enum of labels) where the model supports it, else
   text parsed against the label set.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import ssl
 import threading
 import time
 from collections.abc import Sequence
@@ -22,6 +24,8 @@ from typing import Any, Literal
 
 import httpx
 
+from guardrails.client_transport import SYNC_TRACE, Deadline, PerLoop, describe
+from guardrails.detector import offload
 from guardrails.errors import ConfigError, DetectorError
 
 Messages = list[dict[str, str]]
@@ -176,6 +180,11 @@ class OpenAICompatAdapter:
         self.deadline = float(deadline) if deadline is not None else timeout * (max_retries + 1)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._transport, self._async_transport = transport, async_transport
+        self._aclients: PerLoop[httpx.AsyncClient] = PerLoop(self._new_aclient)
+        # One TLS context for all of this adapter's clients, built here rather than on an event loop: loading the
+        # CA bundle takes 15-30 ms, which every sync call and every loop's first call would pay again.
+        self._verify: ssl.SSLContext | bool = (
+            True if transport is not None and async_transport is not None else httpx.create_ssl_context())
 
     # -- shared core -------------------------------------------------------------------------------------
     def _body(self, messages: Messages, labels: Sequence[str]) -> dict[str, Any]:
@@ -208,67 +217,111 @@ class OpenAICompatAdapter:
             raise err
         return err
 
-    def _take(self, chunk: bytes, got: list[bytes], until: float) -> None:
+    def _take(self, chunk: bytes, got: list[bytes], deadline: Deadline) -> None:
         got.append(chunk)
         if sum(map(len, got)) > MAX_REPLY_BYTES:
             raise DetectorError(f"{self.base_url}: reply larger than {MAX_REPLY_BYTES} bytes")
-        if time.monotonic() > until:
+        if deadline.expired:  # also bounds a custom transport, between the chunks it delivers
             raise httpx.ReadTimeout(f"no complete reply within the {self.deadline:g} s deadline")
 
+    def _why(self, exc: Exception) -> str:
+        return describe(exc) if isinstance(exc, httpx.TransportError) else str(exc)
+
     def _out_of_time(self, last: Exception | None) -> DetectorError:
-        return DetectorError(f"{self.base_url}: no answer within the {self.deadline:g} s deadline: {last}")
+        """The deadline passed (during an attempt, or before the next one could start): the same error in both
+        twins, whatever was reading when it ran out."""
+        why = f" (last error: {self._why(last)})" if last is not None else ""
+        return DetectorError(f"{self.base_url}: no answer within the {self.deadline:g} s deadline{why}")
+
+    def _pause(self, attempt: int, deadline: Deadline, last: Exception | None) -> float | None:
+        """The backoff before the next attempt; None after the last one. No room left before the deadline: the
+        deadline error."""
+        if attempt >= self.max_retries:
+            return None
+        pause = self.backoff * 2**attempt
+        if not deadline.room_for(pause):
+            raise self._out_of_time(last) from None
+        return pause
+
+    def _gave_up(self, last: Exception | None) -> DetectorError:
+        why = self._why(last) if last is not None else ""
+        return DetectorError(f"{self.base_url}: failed after {self.max_retries + 1} attempts: {why}")
+
+    def _request(self, messages: Messages, labels: Sequence[str], deadline: Deadline) -> dict[str, Any]:
+        return {"method": "POST", "url": f"{self.base_url}/chat/completions", "json": self._body(messages, labels),
+                "timeout": deadline.clip(httpx.Timeout(self.timeout))}
 
     # -- sync / async shells -----------------------------------------------------------------------------
+    # The deadline bounds the whole call in both: async by `asyncio.timeout` around each attempt, sync by
+    # clipping every socket read/write of the call to what is left of it (`Deadline.bounding_io`, with
+    # `SYNC_TRACE` on the request), so a reply trickled byte by byte, status line and headers included, stops
+    # at the deadline in the thread that reads it, and httpx closes that connection. See
+    # `guardrails.client_transport` for why not a watchdog or a worker thread.
     def label_probs(self, messages: Messages, labels: Sequence[str]) -> dict[str, float]:
         last: Exception | None = None
-        until = time.monotonic() + self.deadline
-        with httpx.Client(timeout=self.timeout, headers=self._headers, transport=self._transport) as client:
+        deadline = Deadline(self.deadline)
+        with deadline.bounding_io(), httpx.Client(timeout=self.timeout, headers=self._headers, verify=self._verify,
+                                                  transport=self._transport) as client:
             for attempt in range(self.max_retries + 1):
                 try:
                     got: list[bytes] = []
-                    with client.stream("POST", f"{self.base_url}/chat/completions",
-                                       json=self._body(messages, labels)) as resp:
+                    with client.stream(**self._request(messages, labels, deadline), extensions=SYNC_TRACE) as resp:
                         for chunk in resp.iter_bytes():
-                            self._take(chunk, got, until)
+                            self._take(chunk, got, deadline)
                     outcome = self._settle(resp.status_code, b"".join(got), labels)
                 except httpx.TransportError as exc:  # timeouts, connection errors, the deadline
+                    if deadline.expired:
+                        raise self._out_of_time(last) from None
                     last = exc
                 else:
                     if isinstance(outcome, dict):
                         return outcome
                     last = outcome
-                pause = self.backoff * 2**attempt
-                if attempt < self.max_retries and time.monotonic() + pause < until:
+                pause = self._pause(attempt, deadline, last)
+                if pause is not None:
                     time.sleep(pause)
-                elif attempt < self.max_retries:
-                    raise self._out_of_time(last) from None
-        raise DetectorError(f"{self.base_url}: failed after {self.max_retries + 1} attempts: {last}") from None
+        raise self._gave_up(last) from None
 
     async def alabel_probs(self, messages: Messages, labels: Sequence[str]) -> dict[str, float]:
         last: Exception | None = None
-        until = time.monotonic() + self.deadline
-        async with httpx.AsyncClient(timeout=self.timeout, headers=self._headers,
-                                     transport=self._async_transport) as client:
-            for attempt in range(self.max_retries + 1):
-                try:
+        deadline = Deadline(self.deadline)
+        client = self._aclients.get()  # one per event loop: pooled connections, no TLS setup per call
+        for attempt in range(self.max_retries + 1):
+            limit = deadline.atimeout()
+            try:
+                async with limit:
                     got: list[bytes] = []
-                    async with client.stream("POST", f"{self.base_url}/chat/completions",
-                                             json=self._body(messages, labels)) as resp:
+                    async with client.stream(**self._request(messages, labels, deadline)) as resp:
                         async for chunk in resp.aiter_bytes():
-                            self._take(chunk, got, until)
-                    outcome = self._settle(resp.status_code, b"".join(got), labels)
-                except httpx.TransportError as exc:
-                    last = exc
-                else:
-                    if isinstance(outcome, dict):
-                        return outcome
-                    last = outcome
-                pause = self.backoff * 2**attempt
-                if attempt < self.max_retries and time.monotonic() + pause < until:
-                    await asyncio.sleep(pause)
-                elif attempt < self.max_retries:
+                            self._take(chunk, got, deadline)
+                outcome = self._settle(resp.status_code, b"".join(got), labels)
+            except (httpx.TransportError, TimeoutError) as exc:
+                if limit.expired() or deadline.expired:
                     raise self._out_of_time(last) from None
-        raise DetectorError(f"{self.base_url}: failed after {self.max_retries + 1} attempts: {last}") from None
+                if not isinstance(exc, httpx.TransportError):
+                    raise
+                last = exc
+            else:
+                if isinstance(outcome, dict):
+                    return outcome
+                last = outcome
+            pause = self._pause(attempt, deadline, last)
+            if pause is not None:
+                await asyncio.sleep(pause)
+        raise self._gave_up(last) from None
+
+    def _new_aclient(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self.timeout, headers=self._headers, verify=self._verify,
+                                 transport=self._async_transport)
+
+    async def aclose(self) -> None:
+        """Close the async clients: this event loop's now, other running loops' on their loops."""
+        await self._aclients.aclose()
+
+    def close(self) -> None:
+        """Sync, best effort: close the async clients of event loops still running (each loop's is also closed
+        when that loop shuts down). The sync twin keeps no connection between calls."""
+        self._aclients.close()
 
 
 class LangChainAdapter:
@@ -308,4 +361,4 @@ class LangChainAdapter:
         return one_hot(parse_label(str(getattr(reply, "content", reply)), labels), labels)
 
     async def alabel_probs(self, messages: Messages, labels: Sequence[str]) -> dict[str, float]:
-        return await asyncio.to_thread(self.label_probs, messages, labels)
+        return await offload(self, self.label_probs, messages, labels)  # its own pool (guardrails.offload)

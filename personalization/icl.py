@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
+from guardrails.detector import offload
 from guardrails.errors import ConfigError
 
 from .adapters import Messages
@@ -85,11 +87,14 @@ class ICLBackend:
         self.adapter, self.k, self.retrieval, self.seed = adapter, k, retrieval, seed
         self.user_demos_per_category = user_demos_per_category
         self._bank, self._encoder = bank, encoder
+        self._init_lock = threading.Lock()
 
     @property
     def bank(self) -> ExampleBank:
         if self._bank is None:
-            self._bank = ExampleBank.load()
+            with self._init_lock:  # prompts are built in worker threads too (`ascore`): load once
+                if self._bank is None:
+                    self._bank = ExampleBank.load()
         return self._bank
 
     @property
@@ -99,7 +104,9 @@ class ICLBackend:
         if self._encoder is None:
             from .embedding import Encoder
 
-            self._encoder = Encoder(adapter=None)  # semantic demo retrieval is topical: the plain space
+            with self._init_lock:
+                if self._encoder is None:
+                    self._encoder = Encoder(adapter=None)  # semantic demo retrieval is topical: the plain space
         return self._encoder
 
     def labels(self, profile: ModerationProfile) -> list[str]:
@@ -173,6 +180,9 @@ class ICLBackend:
         labels = self.labels(profile)
         afn = getattr(self.adapter, "alabel_probs", None)
         if afn is None:
-            return await asyncio.to_thread(self.score, texts, profile)
-        probs = await asyncio.gather(*(afn(self.messages(t, profile), labels) for t in texts))
+            return await offload(self, self.score, texts, profile)  # this backend's own pool, not the shared one
+        # Prompt building is blocking work (bank load, BM25, the retrieval encoder's load and forward pass for
+        # semantic demos): off the event loop, like the sync adapters' whole call.
+        prompts = await offload(self, lambda: [self.messages(t, profile) for t in texts])
+        probs = await asyncio.gather(*(afn(m, labels) for m in prompts))
         return self._to_scores(list(probs), profile)

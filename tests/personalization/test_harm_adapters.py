@@ -108,6 +108,34 @@ def test_http_adapter_sync_and_async(stub, bank):
     assert a["spam"].tolist() == [1.0]
 
 
+def test_ascore_builds_prompts_off_the_event_loop(bank):
+    """With an async adapter, `ascore` built each prompt on the event loop: bank retrieval, and for semantic demos
+    the retrieval encoder's load and forward pass (seconds on a first call), stalling every other task."""
+
+    class Recording(ICLBackend):
+        threads: list[int] = []
+
+        def messages(self, text, profile):
+            self.threads.append(threading.get_ident())
+            return super().messages(text, profile)
+
+    class AsyncOnly:
+        def label_probs(self, messages, labels):
+            raise AssertionError("the async path must use alabel_probs")
+
+        async def alabel_probs(self, messages, labels):
+            return {lab: float(lab == "benign") for lab in labels}
+
+    be = Recording(AsyncOnly(), bank=bank, k=4, retrieval="lexical")  # type: ignore[arg-type]
+
+    async def run():
+        return threading.get_ident(), await be.ascore(["win a prize", "see you"], P.ModerationProfile())
+
+    loop_thread, scores = asyncio.run(run())
+    assert scores["spam"].tolist() == [0.0, 0.0]
+    assert len(be.threads) == 2 and loop_thread not in be.threads
+
+
 def test_icl_eval_loads_no_sentence_encoder_unless_retrieval_is_semantic(stub, bank):
     """`harm eval --backend icl` with random or lexical demonstrations never loads MiniLM (the eval's encoder
     report used to touch the lazy property and load it)."""
@@ -166,7 +194,7 @@ def test_http_adapter_deadline_bounds_a_trickling_reply(stub, sync):
     ad = OpenAICompatAdapter(url, "m", timeout=1.0, max_retries=0)
     msgs = [{"role": "user", "content": "x"}]
     started = time.monotonic()
-    with pytest.raises(DetectorError, match="attempts"):
+    with pytest.raises(DetectorError, match="within the 1 s deadline"):
         ad.label_probs(msgs, ["benign"]) if sync else asyncio.run(ad.alabel_probs(msgs, ["benign"]))
     assert time.monotonic() - started < 15  # the trickle alone takes 30 s
 
@@ -181,7 +209,10 @@ def test_http_adapter_settings_are_checked_when_built(bad):
 def test_http_adapter_timeout_and_malformed(stub):
     url, state = stub
     state.delay = 0.5
-    with pytest.raises(DetectorError, match="attempts"):
+    with pytest.raises(DetectorError, match="failed after 1 attempts: ReadTimeout$"):  # the read timeout
+        OpenAICompatAdapter(url, "m", timeout=0.1, max_retries=0, deadline=5).label_probs(
+            [{"role": "user", "content": "x"}], ["benign"])
+    with pytest.raises(DetectorError, match="within the 0.1 s deadline"):  # default deadline: timeout x attempts
         OpenAICompatAdapter(url, "m", timeout=0.1, max_retries=0).label_probs(
             [{"role": "user", "content": "x"}], ["benign"])
     state.delay, state.malformed = 0.0, True
