@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -73,29 +74,35 @@ class Redactor(Protocol):
 
 
 _EXECUTORS_LOCK = threading.RLock()
-_EXECUTOR_ATTR = "_railguard_executor"
+# id(owner) -> (pid, pool). Kept here, not on the owner, so a detector stays picklable and deep-copyable (a pool
+# holds locks and threads); an entry goes when its owner is garbage-collected (weakref.finalize).
+_EXECUTORS: dict[int, tuple[int, ThreadPoolExecutor]] = {}
+
+
+def _drop_executor(key: int) -> None:
+    with _EXECUTORS_LOCK:
+        held = _EXECUTORS.pop(key, None)
+    if held is not None:
+        held[1].shutdown(wait=False)
 
 
 def _executor_of(owner: object) -> ThreadPoolExecutor:
     """`owner`'s own bounded thread pool, created on first use in this process (a pool inherited through fork has
-    no threads), or a shared one if the object takes no attributes."""
-    pid = os.getpid()
-    held = getattr(owner, _EXECUTOR_ATTR, None)
-    if held is not None and held[0] == pid:
-        return held[1]  # type: ignore[no-any-return]
+    no threads), or a shared one if the object cannot be weakly referenced."""
+    key, pid = id(owner), os.getpid()
     with _EXECUTORS_LOCK:
-        held = getattr(owner, _EXECUTOR_ATTR, None)
-        if held is None or held[0] != pid:
-            name = str(getattr(owner, "name", type(owner).__name__))[:32]
-            pool = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4),
-                                      thread_name_prefix=f"railguard-{name}")
-            try:
-                object.__setattr__(owner, _EXECUTOR_ATTR, (pid, pool))
-            except (AttributeError, TypeError):  # __slots__ / no instance dict: the shared pool
-                pool.shutdown(wait=False)
-                return _executor_of(_SHARED)
-            return pool
-        return held[1]  # type: ignore[no-any-return]
+        held = _EXECUTORS.get(key)
+        if held is not None and held[0] == pid:
+            return held[1]
+        try:
+            weakref.finalize(owner, _drop_executor, key)
+        except TypeError:  # no __weakref__ slot: the shared pool
+            return _executor_of(_SHARED)  # (_SHARED itself is weak-referenceable: no recursion)
+        name = str(getattr(owner, "name", type(owner).__name__))[:32]
+        pool = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4),
+                                  thread_name_prefix=f"railguard-{name}")
+        _EXECUTORS[key] = (pid, pool)
+        return pool
 
 
 class _Shared:

@@ -49,29 +49,46 @@ def _is_chat_message(value: object) -> bool:
         value, "content")
 
 
-def content_text(content: object) -> object:
+def content_text(content: object, _depth: int = 0) -> object:
     """Text of a message content, the one reading every entry point shares (Guard, middleware, wrapped
     runnables, the local chat model's prompt, the HTTP service): a str as is; a list of content parts (OpenAI,
-    Anthropic, LangChain standard blocks) as every part that carries text, joined by newlines: a str part, or an
-    object with a str ``text`` whatever its ``type`` ("text", "input_text", "output_text", ...), so text is never
-    skipped because its part type is new. Parts without text (images, audio, tool-use blocks) add nothing; a
-    ``"text"`` part without a str text, or a part that is neither a str nor an object, is an InvalidInputError.
-    Anything else is returned as is (coerce_text types it)."""
+    Anthropic, LangChain standard blocks) as the text each part carries, joined by newlines:
+    - a str part; a part's str ``text`` whatever its ``type`` ("text", "input_text", "output_text", ...) and its
+      ``refusal``;
+    - a part's own ``content`` (Anthropic ``tool_result``: a str or parts), and a ``document`` whose ``source`` is
+      text (``{"type": "text", "data": ...}``).
+    Parts without text (images, audio, tool-use blocks, a streamed citations update) add nothing. A ``text`` or
+    ``refusal`` that is not a str, a part that is neither a str nor an object, or parts nested past 8 levels are an
+    InvalidInputError. Anything else is returned as is (coerce_text types it)."""
     if not isinstance(content, list | tuple):
         return content
+    if _depth > 8:
+        raise InvalidInputError("content parts nested too deeply")
     parts: list[str] = []
     for i, part in enumerate(content):
         if isinstance(part, str):
             parts.append(part)
         elif isinstance(part, Mapping):
-            text = part.get("text")
-            if isinstance(text, str):
-                parts.append(text)
-            elif part.get("type") == "text" or text is not None:
-                raise InvalidInputError(f"content part {i} has no text string")
+            parts += _part_texts(part, i, _depth)
         else:
             raise InvalidInputError(f"content part {i} must be a string or an object, not {type(part).__name__}")
-    return "\n".join(parts)
+    return "\n".join(p for p in parts if p)
+
+
+def _part_texts(part: Mapping[str, Any], i: int, depth: int) -> list[str]:
+    out = []
+    for key in ("text", "refusal"):
+        value = part.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInputError(f"content part {i}: {key!r} is not a string")
+        out.append(value or "")
+    nested = part.get("content")
+    if isinstance(nested, str | list):
+        out.append(str(content_text(nested, depth + 1)))
+    source = part.get("source")
+    if isinstance(source, Mapping) and source.get("type") == "text" and isinstance(source.get("data"), str):
+        out.append(source["data"])
+    return out
 
 
 def _as_role_content(item: object, i: int) -> tuple[object, object]:

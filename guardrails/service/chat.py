@@ -8,7 +8,7 @@ checks a chunk after it was sent). Here the input is checked before anything goe
 (streamed or not) is collected, checked as one output turn, and only then released: the original chunks when
 allowed, one chunk of redacted text when redacted, one refusal chunk when blocked. Each request owns its
 buffer, so concurrent streams cannot mix. Because nothing is sent before the check, an upstream failure is
-still a clean JSON error (502; 504 past the `timeout_s` deadline, see `upstream.py`), never a half-finished
+still a clean JSON error (502; 504 past `timeout_s` or `total_timeout_s`, see `upstream.py`), never a half-finished
 stream. A client that disconnects cancels its request's work (`_unless_disconnected`).
 
 Tool use (OpenAI shape) passes through checked: the tool calls an upstream answer asks for are assembled (from

@@ -36,7 +36,10 @@ class ChatConfig:
 
     upstream_url: str | None = None  # e.g. http://127.0.0.1:9000/v1 (".../chat/completions" is appended)
     upstream_api_key: str | None = None  # sent upstream; the caller's tenant key never is
-    timeout_s: float = 120.0  # wall-clock bound on one whole upstream call (headers, body, stream) → 504
+    timeout_s: float = 120.0  # httpx's limit per network operation (connect, each read, each write) → 504
+    # wall-clock bound on one whole upstream call (headers, then the body or the stream to its end) → 504; it also
+    # stops upstreams that trickle bytes or stream forever, which per-read timeouts never catch. None: no bound.
+    total_timeout_s: float | None = 600.0
     local_model: str | None = None  # model name for LocalChatModel (default: the embedded SmolLM2)
     max_new_tokens: int = 128
     warm_local_model: bool = False  # load the local model during startup so /readyz covers it

@@ -12,6 +12,7 @@ import tempfile
 
 from fastapi import FastAPI
 
+from ..errors import ConfigError
 from .app import create_app
 from .deps import ChatConfig
 from .observability import configure_json_logging
@@ -23,6 +24,8 @@ ENV_UPSTREAM_KEY = "RAILGUARD_UPSTREAM_API_KEY"
 ENV_MAX_BODY = "RAILGUARD_MAX_BODY_BYTES"
 ENV_WARM_CHAT = "RAILGUARD_WARM_CHAT_MODEL"  # "1": load the local chat model before /readyz turns 200
 ENV_KEEPALIVE = "RAILGUARD_SSE_KEEPALIVE_S"  # seconds between SSE keep-alive comments while buffering
+ENV_UPSTREAM_TIMEOUT = "RAILGUARD_UPSTREAM_TIMEOUT_S"  # per network operation (default 120)
+ENV_UPSTREAM_TOTAL = "RAILGUARD_UPSTREAM_TOTAL_TIMEOUT_S"  # whole upstream call (default 600; 0 = no bound)
 
 
 def app_from_env() -> FastAPI:
@@ -34,9 +37,24 @@ def app_from_env() -> FastAPI:
     chat = ChatConfig(upstream_url=os.environ.get(ENV_UPSTREAM) or None,
                       upstream_api_key=os.environ.get(ENV_UPSTREAM_KEY) or None,
                       warm_local_model=os.environ.get(ENV_WARM_CHAT, "") == "1",
-                      sse_keepalive_s=float(os.environ.get(ENV_KEEPALIVE) or 0) or None)
+                      sse_keepalive_s=float(os.environ.get(ENV_KEEPALIVE) or 0) or None,
+                      timeout_s=_seconds(ENV_UPSTREAM_TIMEOUT, 120.0) or 120.0,
+                      total_timeout_s=_seconds(ENV_UPSTREAM_TOTAL, 600.0) or None)
     return create_app(store=SettingsStore(os.environ.get(ENV_DB) or None), detectors=names, chat=chat,
                       max_body_bytes=int(os.environ.get(ENV_MAX_BODY, str(1 << 20))))
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ConfigError(f"{name} must be a number of seconds >= 0, got {raw!r}")
+    return value
 
 
 def run_server(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None, *, workers: int = 1,

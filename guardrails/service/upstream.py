@@ -1,9 +1,9 @@
 """The chat proxy's upstream call: one OpenAI-compatible request, parsed and buffered, bounded in size and time.
 
-`ChatConfig.timeout_s` bounds the *whole* call (connect, status line and headers, then the body or the stream
-to its `[DONE]`). httpx's own timeouts are per phase and per read, so on their own an upstream that trickles
-its headers or its body, or a stream that never ends, would hold the guarded request open indefinitely; the
-overall deadline turns that into a 504 `upstream_timeout` (an in-stream error once an SSE keep-alive has
+`ChatConfig.timeout_s` is httpx's per-operation limit (connect, each read); `ChatConfig.total_timeout_s` bounds
+the *whole* call (status line and headers, then the body or the stream to its `[DONE]`): per-read timeouts alone
+let an upstream that trickles its headers or body, or a stream that never ends, hold the guarded request open
+indefinitely. Either running out is a 504 `upstream_timeout` (an in-stream error once an SSE keep-alive has
 committed the 200). `MAX_BUFFER_BYTES` bounds what is kept (text and tool-call arguments).
 """
 
@@ -31,14 +31,14 @@ def upstream_body(body: ChatCompletionRequest, messages: list[dict[str, str]], s
 
 async def from_upstream(st: ServiceState, body: ChatCompletionRequest,
                         messages: list[dict[str, str]]) -> tuple[list[str], dict[str, Any]]:
-    """Call the upstream and return (content pieces, metadata), within `timeout_s` overall (else a 504)."""
-    limit = st.chat.timeout_s
+    """Call the upstream and return (content pieces, metadata), within `total_timeout_s` overall (else a 504)."""
+    limit = st.chat.total_timeout_s
     try:
         async with asyncio.timeout(limit):
             return await _call(st, body, messages)
     except TimeoutError:  # the deadline (httpx's own timeouts are httpx.TimeoutException, handled in _call)
-        raise ApiError(504, "upstream_timeout", f"upstream did not answer within {limit:g} s",
-                       {"timeout_s": limit}) from None
+        raise ApiError(504, "upstream_timeout", f"upstream did not finish its answer within {limit:g} s",
+                       {"total_timeout_s": limit}) from None
 
 
 async def _call(st: ServiceState, body: ChatCompletionRequest,
@@ -96,7 +96,7 @@ async def _call(st: ServiceState, body: ChatCompletionRequest,
                         meta["finish_reason"] = choice["finish_reason"]
         meta["tool_calls"] = _whole_calls([partial[i] for i in sorted(partial)])
         return pieces, meta
-    except httpx.TimeoutException as exc:  # one phase (connect, a read...) took longer than timeout_s
+    except httpx.TimeoutException as exc:  # one operation (connect, a read...) took longer than timeout_s
         raise ApiError(504, "upstream_timeout", f"upstream request timed out ({type(exc).__name__})",
                        {"timeout_s": st.chat.timeout_s}) from None
     except httpx.HTTPError as exc:

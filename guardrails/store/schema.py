@@ -8,12 +8,15 @@ have changed (a downgrade, or an old worker left running beside upgraded ones); 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from ..errors import StoreError
+
+log = logging.getLogger("railguard.store")
 
 #: The schema this code reads and writes. Bump it (with a migration in `ensure_schema`) when a table changes.
 SCHEMA_VERSION = 1
@@ -73,9 +76,24 @@ def serialize_ddl(conn: sa.Connection) -> None:
 
 
 def ensure_schema(conn: sa.Connection, location: str) -> int:
-    """Create missing tables and check (or record) the schema version, inside the caller's write transaction."""
+    """Create missing tables and check (or record) the schema version, inside the caller's write transaction.
+
+    A database from a release before the version table, opened by a role that may read and write the existing
+    tables but not create new ones (PostgreSQL 15+ gives ordinary roles no CREATE on ``public``), is used as it is,
+    unversioned, with a warning: refusing it would break an upgrade that needs no new table."""
     serialize_ddl(conn)
-    metadata.create_all(conn)
+    existing = set(sa.inspect(conn).get_table_names())
+    data_tables = [t for t in metadata.sorted_tables if t is not schema_info]
+    if not {t.name for t in data_tables} <= existing:
+        metadata.create_all(conn)  # a new database (or one missing tables): whoever opens it must be able to create
+    elif schema_info.name not in existing:
+        try:
+            with conn.begin_nested():
+                schema_info.create(conn)
+        except DBAPIError as exc:
+            log.warning("settings database at %r: cannot create the %s table (%s); using it unversioned",
+                        location, schema_info.name, type(getattr(exc, "orig", exc)).__name__)
+            return SCHEMA_VERSION
     row = conn.execute(sa.select(schema_info.c.version).where(schema_info.c.component == _COMPONENT)).first()
     if row is None:
         try:

@@ -137,18 +137,19 @@ def wait_for(what: Callable[[], bool], within_s: float) -> bool:
     return True
 
 
-# ---- 1. timeout_s bounds the whole upstream call --------------------------------------------------------------
+# ---- 1. total_timeout_s bounds the whole upstream call ----------------------------------------------------------
 @pytest.mark.parametrize(("behaviour", "stream", "keepalive"), [
     (silent, False, None), (trickle_body, False, None), (trickle_headers, True, None), (endless_sse, True, None),
     (endless_sse, True, 0.2),
 ], ids=["silent", "trickle-body", "trickle-headers", "endless-sse", "endless-sse-keepalive"])
-def test_timeout_s_bounds_the_whole_upstream_call(tmp_path, behaviour, stream, keepalive):
+def test_total_timeout_s_bounds_the_whole_upstream_call(tmp_path, behaviour, stream, keepalive):
     """httpx's timeouts are per read: an upstream trickling bytes, or a stream that never ends, used to hold the
-    request open indefinitely. Now `timeout_s` is a deadline on the whole call: a 504 `upstream_timeout` (in-stream
-    once the keep-alive committed the 200)."""
+    request open indefinitely. `total_timeout_s` is a deadline on the whole call: a 504 `upstream_timeout`
+    (in-stream once the keep-alive committed the 200), while the per-read `timeout_s` is far longer."""
     stub = RawUpstream(behaviour)
     try:
-        with proxy(tmp_path, upstream_url=stub.url, timeout_s=1.0, sse_keepalive_s=keepalive) as (srv, key, _):
+        with proxy(tmp_path, upstream_url=stub.url, timeout_s=30.0, total_timeout_s=1.0,
+                   sse_keepalive_s=keepalive) as (srv, key, _):
             started = time.monotonic()
             r = httpx.post(f"{srv.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json={
                 "messages": [{"role": "user", "content": "hi"}], "user": "u1", "stream": stream}, timeout=20)
@@ -163,7 +164,35 @@ def test_timeout_s_bounds_the_whole_upstream_call(tmp_path, behaviour, stream, k
     else:
         assert r.status_code == 504, r.text
         assert r.json()["error"]["code"] == "upstream_timeout"
-        assert r.json()["error"]["details"] == {"timeout_s": 1.0}
+        assert r.json()["error"]["details"] == {"total_timeout_s": 1.0}
+
+
+def test_a_healthy_stream_longer_than_the_per_read_timeout_is_not_cut(tmp_path):
+    """The total bound is separate from httpx's per-read `timeout_s`: a steady 1.5 s stream passes with a 1 s
+    per-read timeout (review: making timeout_s the total cut such streams, with no setting to raise it)."""
+    stub = RawUpstream(endless_sse)
+    try:
+        with proxy(tmp_path, upstream_url=stub.url, timeout_s=1.0, total_timeout_s=1.5) as (srv, key, _):
+            r = httpx.post(f"{srv.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json={
+                "messages": [{"role": "user", "content": "hi"}], "user": "u1", "stream": True}, timeout=20)
+    finally:
+        stub.close()
+    assert r.status_code == 504 and r.json()["error"]["details"] == {"total_timeout_s": 1.5}  # the total, not a read
+
+
+def test_upstream_timeouts_from_the_environment(monkeypatch, tmp_path):
+    from guardrails.errors import ConfigError
+    from guardrails.service.server import app_from_env
+
+    monkeypatch.setenv("RAILGUARD_DB_URL", str(tmp_path / "env.db"))
+    monkeypatch.setenv("RAILGUARD_DETECTORS", "validator")
+    monkeypatch.setenv("RAILGUARD_UPSTREAM_TIMEOUT_S", "7")
+    monkeypatch.setenv("RAILGUARD_UPSTREAM_TOTAL_TIMEOUT_S", "0")
+    chat = app_from_env().state.rg.chat
+    assert (chat.timeout_s, chat.total_timeout_s) == (7.0, None)
+    monkeypatch.setenv("RAILGUARD_UPSTREAM_TOTAL_TIMEOUT_S", "soon")
+    with pytest.raises(ConfigError, match="RAILGUARD_UPSTREAM_TOTAL_TIMEOUT_S"):
+        app_from_env()
 
 
 # ---- 2. a client that goes away cancels the upstream call -------------------------------------------------------

@@ -233,7 +233,7 @@ def test_check_accepts_langchain_messages_pairs_and_content_parts(keyword):
               ChatMessage(role="user", content="an attack")]
     assert guard.check(chunks, user_id="u").action is Action.BLOCK
     assert guard.check([("user", "fine")], user_id="u").action is Action.ALLOW
-    for bad in ([("wizard", "hi")], [("user",)], [42], [{"role": "user", "content": [{"type": "text"}]}]):
+    for bad in ([("wizard", "hi")], [("user",)], [42], [{"role": "user", "content": [{"type": "text", "text": 1}]}]):
         with pytest.raises(InvalidInputError):
             guard.check(bad, user_id="u")
 
@@ -261,14 +261,25 @@ def test_every_entry_point_reads_content_parts_the_same_way(keyword):
     from guardrails.text import coerce_messages
 
     assert coerce_messages([{"role": "user", "content": parts}])[0].content == want
-    for bad in ([{"type": "text"}], [{"type": "input_text", "text": 5}], [7]):
+    # text a provider reads in other places: a refusal, a tool_result's own content (str or parts), a text document
+    more = [{"type": "refusal", "refusal": "no"}, {"type": "tool_result", "tool_use_id": "t", "content": [
+        {"type": "text", "text": "row 1"}]}, {"type": "tool_result", "tool_use_id": "u", "content": "row 2"},
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "doc"}},
+        {"type": "text", "citations": [{"cited_text": "x"}], "index": 0}]  # a streamed citations update: no text
+    assert coerce_messages([{"role": "user", "content": more}])[0].content == "no\nrow 1\nrow 2\ndoc"
+    assert to_chat_dicts([HumanMessage(content=more)])[0]["content"] == "no\nrow 1\nrow 2\ndoc"
+    assert guard.check([{"role": "user", "content": ["hi", {"type": "tool_result", "tool_use_id": "t",
+                                                            "content": "an attack"}]}], user_id="u").blocked
+    deep: list = ["x"]
+    for _ in range(10):
+        deep = [{"type": "tool_result", "content": deep}]
+    for bad in ([{"type": "input_text", "text": 5}], [{"type": "refusal", "refusal": 3}], [7], deep):
         with pytest.raises(InvalidInputError):
             coerce_messages([{"role": "user", "content": bad}])
         with pytest.raises(ValueError):
             ChatMessageIn.model_validate({"role": "user", "content": bad})
-    for bad in ([{"type": "text"}], [{"type": "input_text", "text": 5}]):  # HumanMessage itself refuses [7]
-        with pytest.raises(InvalidInputError):
-            to_chat_dicts([HumanMessage(content=bad)])
+    with pytest.raises(InvalidInputError):  # HumanMessage itself refuses [7]
+        to_chat_dicts([HumanMessage(content=[{"type": "input_text", "text": 5}])])
 
 
 def test_detector_failure_messages_that_may_quote_input_are_withheld():

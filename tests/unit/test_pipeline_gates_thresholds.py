@@ -105,7 +105,7 @@ async def test_a_hung_detector_only_exhausts_its_own_threads():
             release.wait(30)
             return []
 
-    hung, other = Guard([Hung()], timeout_s=0.2), Guard([PIIDetector()], timeout_s=0.2)
+    hung, other = Guard([Hung()], timeout_s=0.2), Guard([PIIDetector()], timeout_s=5)  # (room for a slow CI box)
     try:
         who.set("caller")
         stuck = await asyncio.gather(*(hung.acheck("x", user_id=f"u{i}") for i in range(12)))
@@ -116,3 +116,25 @@ async def test_a_hung_detector_only_exhausts_its_own_threads():
         assert set(seen) == {"caller"}
     finally:
         release.set()
+
+
+async def test_a_detector_stays_copyable_after_async_checks_and_its_pool_goes_with_it():
+    """The pools live beside the detectors, not on them: a warmed-up detector can still be pickled or deep-copied
+    (Ray, multiprocessing hand-off), and a dropped detector's pool is shut down."""
+    import copy
+    import gc
+    import pickle
+
+    from guardrails import detector as det_module
+    from guardrails.detectors import PIIDetector
+
+    pii = PIIDetector()
+    assert (await Guard([pii]).acheck("mail bob@example.com", user_id="u")).action is Action.REDACT
+    key = id(pii)
+    assert key in det_module._EXECUTORS
+    for clone in (copy.deepcopy(pii), pickle.loads(pickle.dumps(pii))):
+        assert (await Guard([clone]).acheck("mail bob@example.com", user_id="u")).action is Action.REDACT
+    pool = det_module._EXECUTORS[key][1]
+    del pii, clone
+    gc.collect()
+    assert key not in det_module._EXECUTORS and pool._shutdown

@@ -527,3 +527,33 @@ def test_invalid_section_errors_never_quote_the_values(tmp_path: Path) -> None:
             s.put("t", "alice", bad, expected_version=0, actor="test")
         assert "Jane Roe" not in str(e.value) and e.value.__cause__ is None and "pydantic.dev" not in str(e.value)
         assert s.get("t", "alice").version == 0
+
+
+def test_an_old_database_opens_unversioned_when_the_role_may_not_create_tables(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """An app role with read/write rights on the existing tables but no CREATE (PostgreSQL 15+'s default on
+    `public`) opened the store before the version table existed; refusing it now would break that upgrade. It opens
+    unversioned with a warning (checked on PostgreSQL with a DML-only role; here the CREATE is made to fail)."""
+    import sqlalchemy as sa
+
+    from guardrails.store import schema
+
+    path = tmp_path / "old.db"
+    with SettingsStore(path) as s:
+        s.put("t", "alice", {"guard": {"shadow": True}}, expected_version=0, actor="test")
+    with sqlite3.connect(path) as c:
+        c.execute("DROP TABLE railguard_schema")
+
+    def refuse(self: Any, bind: Any, **kw: Any) -> None:
+        raise sa.exc.ProgrammingError("CREATE TABLE railguard_schema", {}, PermissionError("permission denied"))
+
+    monkeypatch.setattr(sa.Table, "create", refuse)
+    with caplog.at_level("WARNING", logger="railguard.store"), SettingsStore(path) as s:
+        assert s.get("t", "alice").version == 1
+        s.put("t", "alice", {"guard": {"shadow": False}}, expected_version=1, actor="test")
+    assert "using it unversioned" in caplog.text and "PermissionError" in caplog.text
+    monkeypatch.undo()
+    with SettingsStore(path):  # a role that may create tables stamps it
+        pass
+    with sqlite3.connect(path) as c:
+        assert c.execute("SELECT version FROM railguard_schema").fetchall() == [(schema.SCHEMA_VERSION,)]
