@@ -55,8 +55,8 @@ def content_text(content: object, _depth: int = 0) -> object:
     Anthropic, LangChain standard blocks) as the text each part carries, joined by newlines:
     - a str part; a part's str ``text`` whatever its ``type`` ("text", "input_text", "output_text", ...) and its
       ``refusal``;
-    - a part's own ``content`` (Anthropic ``tool_result``: a str or parts), and a ``document`` whose ``source`` is
-      text (``{"type": "text", "data": ...}``).
+    - a part's own ``content`` (Anthropic ``tool_result``: a str or parts), and a ``document``'s title, context
+      and text or content source (``{"type": "text", "data": ...}``, ``{"type": "content", "content": [...]}``).
     Parts without text (images, audio, tool-use blocks, a streamed citations update) add nothing. A ``text`` or
     ``refusal`` that is not a str, a part that is neither a str nor an object, or parts nested past 8 levels are an
     InvalidInputError. Anything else is returned as is (coerce_text types it)."""
@@ -82,12 +82,17 @@ def _part_texts(part: Mapping[str, Any], i: int, depth: int) -> list[str]:
         if value is not None and not isinstance(value, str):
             raise InvalidInputError(f"content part {i}: {key!r} is not a string")
         out.append(value or "")
+    if part.get("type") == "document":  # Anthropic: the model reads a document's title and context too
+        out += [v for v in (part.get("title"), part.get("context")) if isinstance(v, str)]
     nested = part.get("content")
-    if isinstance(nested, str | list):
+    if isinstance(nested, str | list | tuple):
         out.append(str(content_text(nested, depth + 1)))
     source = part.get("source")
-    if isinstance(source, Mapping) and source.get("type") == "text" and isinstance(source.get("data"), str):
-        out.append(source["data"])
+    if isinstance(source, Mapping):
+        if source.get("type") == "text" and isinstance(source.get("data"), str):
+            out.append(source["data"])
+        elif source.get("type") == "content" and isinstance(source.get("content"), str | list | tuple):
+            out.append(str(content_text(source["content"], depth + 1)))
     return out
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..errors import InvalidInputError
+from ..errors import ConfigError, InvalidInputError
 from ..pipeline import Guard
 from ..text import check_id
 from .auth import KeyRing, Principal, admin_ok
@@ -39,7 +39,16 @@ class ChatConfig:
     timeout_s: float = 120.0  # httpx's limit per network operation (connect, each read, each write) → 504
     # wall-clock bound on one whole upstream call (headers, then the body or the stream to its end) → 504; it also
     # stops upstreams that trickle bytes or stream forever, which per-read timeouts never catch. None: no bound.
-    total_timeout_s: float | None = 600.0
+    total_timeout_s: float | None = 600.0  # 0 or None: no bound
+
+    def __post_init__(self) -> None:
+        if not (0 < self.timeout_s < float("inf")):
+            raise ConfigError(f"timeout_s must be a positive number of seconds, got {self.timeout_s!r}")
+        total = self.total_timeout_s
+        if total is not None and not total >= 0:  # negative or NaN
+            raise ConfigError(f"total_timeout_s must be seconds >= 0 (0: no bound), got {total!r}")
+        if total in (0, float("inf")):  # as the environment variable: 0 means no bound
+            self.total_timeout_s = None
     local_model: str | None = None  # model name for LocalChatModel (default: the embedded SmolLM2)
     max_new_tokens: int = 128
     warm_local_model: bool = False  # load the local model during startup so /readyz covers it

@@ -38,22 +38,22 @@ def app_from_env() -> FastAPI:
                       upstream_api_key=os.environ.get(ENV_UPSTREAM_KEY) or None,
                       warm_local_model=os.environ.get(ENV_WARM_CHAT, "") == "1",
                       sse_keepalive_s=float(os.environ.get(ENV_KEEPALIVE) or 0) or None,
-                      timeout_s=_seconds(ENV_UPSTREAM_TIMEOUT, 120.0) or 120.0,
+                      timeout_s=_seconds(ENV_UPSTREAM_TIMEOUT, 120.0, zero_ok=False),
                       total_timeout_s=_seconds(ENV_UPSTREAM_TOTAL, 600.0) or None)
     return create_app(store=SettingsStore(os.environ.get(ENV_DB) or None), detectors=names, chat=chat,
                       max_body_bytes=int(os.environ.get(ENV_MAX_BODY, str(1 << 20))))
 
 
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name)
+def _seconds(name: str, default: float, *, zero_ok: bool = True) -> float:
+    raw = (os.environ.get(name) or "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not 0 <= value < float("inf"):
-        raise ConfigError(f"{name} must be a number of seconds >= 0, got {raw!r}")
+    if not (0 <= value < float("inf")) or (value == 0 and not zero_ok):
+        raise ConfigError(f"{name} must be a number of seconds {'>= 0' if zero_ok else '> 0'}, got {raw!r}")
     return value
 
 

@@ -34,9 +34,11 @@ async def from_upstream(st: ServiceState, body: ChatCompletionRequest,
     """Call the upstream and return (content pieces, metadata), within `total_timeout_s` overall (else a 504)."""
     limit = st.chat.total_timeout_s
     try:
-        async with asyncio.timeout(limit):
+        async with asyncio.timeout(limit) as deadline:
             return await _call(st, body, messages)
-    except TimeoutError:  # the deadline (httpx's own timeouts are httpx.TimeoutException, handled in _call)
+    except TimeoutError:  # httpx's own timeouts are httpx.TimeoutException, handled in _call
+        if not deadline.expired():
+            raise
         raise ApiError(504, "upstream_timeout", f"upstream did not finish its answer within {limit:g} s",
                        {"total_timeout_s": limit}) from None
 

@@ -75,6 +75,13 @@ def serialize_ddl(conn: sa.Connection) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_DDL_LOCK_KEY)))
 
 
+def _permission_denied(exc: DBAPIError) -> bool:
+    """The CREATE was refused for lack of rights (PostgreSQL SQLSTATE 42501), not failed for another reason."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) == "42501" or isinstance(orig, PermissionError) or \
+        "permission denied" in str(orig).lower()
+
+
 def ensure_schema(conn: sa.Connection, location: str) -> int:
     """Create missing tables and check (or record) the schema version, inside the caller's write transaction.
 
@@ -91,6 +98,8 @@ def ensure_schema(conn: sa.Connection, location: str) -> int:
             with conn.begin_nested():
                 schema_info.create(conn)
         except DBAPIError as exc:
+            if not _permission_denied(exc):
+                raise
             log.warning("settings database at %r: cannot create the %s table (%s); using it unversioned",
                         location, schema_info.name, type(getattr(exc, "orig", exc)).__name__)
             return SCHEMA_VERSION

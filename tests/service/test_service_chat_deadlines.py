@@ -190,9 +190,19 @@ def test_upstream_timeouts_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("RAILGUARD_UPSTREAM_TOTAL_TIMEOUT_S", "0")
     chat = app_from_env().state.rg.chat
     assert (chat.timeout_s, chat.total_timeout_s) == (7.0, None)
-    monkeypatch.setenv("RAILGUARD_UPSTREAM_TOTAL_TIMEOUT_S", "soon")
-    with pytest.raises(ConfigError, match="RAILGUARD_UPSTREAM_TOTAL_TIMEOUT_S"):
-        app_from_env()
+    monkeypatch.setenv("RAILGUARD_UPSTREAM_TOTAL_TIMEOUT_S", "  ")  # blank: the default
+    assert app_from_env().state.rg.chat.total_timeout_s == 600.0
+    for name, bad in (("RAILGUARD_UPSTREAM_TOTAL_TIMEOUT_S", "soon"), ("RAILGUARD_UPSTREAM_TOTAL_TIMEOUT_S", "-1"),
+                      ("RAILGUARD_UPSTREAM_TIMEOUT_S", "0"), ("RAILGUARD_UPSTREAM_TIMEOUT_S", "nan")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ConfigError, match=name):
+            app_from_env()
+        monkeypatch.delenv(name)
+    # the same meaning in code: 0 is no bound, a non-positive per-operation timeout is an error
+    assert ChatConfig(total_timeout_s=0).total_timeout_s is None
+    for kwargs in ({"total_timeout_s": -1.0}, {"timeout_s": 0}, {"timeout_s": float("inf")}):
+        with pytest.raises(ConfigError):
+            ChatConfig(**kwargs)
 
 
 # ---- 2. a client that goes away cancels the upstream call -------------------------------------------------------

@@ -267,6 +267,9 @@ def test_every_entry_point_reads_content_parts_the_same_way(keyword):
         {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "doc"}},
         {"type": "text", "citations": [{"cited_text": "x"}], "index": 0}]  # a streamed citations update: no text
     assert coerce_messages([{"role": "user", "content": more}])[0].content == "no\nrow 1\nrow 2\ndoc"
+    doc = [{"type": "document", "title": "T", "context": "C", "source": {"type": "content", "content": (
+        {"type": "text", "text": "inner"},)}}, {"type": "tool_result", "content": ({"type": "text", "text": "tup"},)}]
+    assert coerce_messages([{"role": "user", "content": doc}])[0].content == "T\nC\ninner\ntup"
     assert to_chat_dicts([HumanMessage(content=more)])[0]["content"] == "no\nrow 1\nrow 2\ndoc"
     assert guard.check([{"role": "user", "content": ["hi", {"type": "tool_result", "tool_use_id": "t",
                                                             "content": "an attack"}]}], user_id="u").blocked

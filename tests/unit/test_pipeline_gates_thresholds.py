@@ -114,6 +114,12 @@ async def test_a_hung_detector_only_exhausts_its_own_threads():
         assert d.action is Action.REDACT and d.error is None
         await asyncio.wait_for(asyncio.to_thread(lambda: None), 5)  # the default pool is free
         assert set(seen) == {"caller"}
+        # The same guard, at the same time: the hung detector's calls (held until their timeout) must not hold
+        # anything PII needs (a shared limit on live calls did: 3 of 8 PII checks timed out and allowed).
+        both = Guard([Hung(), PIIDetector()], timeout_s=2)
+        ds = await asyncio.gather(*(both.acheck("hi bob@example.com", user_id=f"v{i}") for i in range(8)))
+        assert [d.action for d in ds] == [Action.REDACT] * 8
+        assert all(f.category != "error" for d in ds for f in d.findings if f.detector == "pii")
     finally:
         release.set()
 

@@ -552,6 +552,12 @@ def test_an_old_database_opens_unversioned_when_the_role_may_not_create_tables(
         assert s.get("t", "alice").version == 1
         s.put("t", "alice", {"guard": {"shadow": False}}, expected_version=1, actor="test")
     assert "using it unversioned" in caplog.text and "PermissionError" in caplog.text
+    def broken(self: Any, bind: Any, **kw: Any) -> None:
+        raise sa.exc.OperationalError("CREATE TABLE railguard_schema", {}, OSError("disk I/O error"))
+
+    monkeypatch.setattr(sa.Table, "create", broken)  # any other failure is not "unversioned": it fails to open
+    with pytest.raises(StoreError, match="disk I/O error"):
+        SettingsStore(path)
     monkeypatch.undo()
     with SettingsStore(path):  # a role that may create tables stamps it
         pass
