@@ -133,8 +133,8 @@ async def offload(owner: object, fn: Callable[..., R], /, *args: Any) -> R:
 
     There is deliberately no shared limit across detectors: any shared limit lets the calls of one hung detector
     hold it until their timeouts and starve the others again (tried: a per-loop FIFO semaphore let 3 of 8
-    concurrent PII checks time out beside a hung detector). The cost, measured with the load test: ~7 % less
-    throughput than one shared pool, and store writes no longer queue behind detector work."""
+    concurrent PII checks time out beside a hung detector). Measured with the load test: ~10 % less throughput
+    than one shared pool; in exchange store writes no longer queue behind detector work (p50 1.8 s -> 15 ms)."""
     loop = asyncio.get_running_loop()
     ctx = contextvars.copy_context()
     return await loop.run_in_executor(_executor_of(owner), functools.partial(ctx.run, fn, *args))
