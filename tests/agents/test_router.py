@@ -156,7 +156,8 @@ def test_personal_data_in_a_moderation_target_never_names_the_category(tmp_path)
             mod.block("default", "bob", target, actor="router")
             mod.unblock("default", "bob", target, actor="router")
         trail = json.dumps([a.model_dump(mode="json") for a in s.history("default", "bob")])
-        for secret in ("john", "gmail", "555-0187", "5550187", "4111"):
+        # whole numbers only: a bare "4111" occurs by chance in the trail's hex digests (a flaky CI failure)
+        for secret in ("john", "gmail", "555-0187", "212-555", "4111 1111", "4111-1111", "4111111111111111"):
             assert secret not in trail, secret
         from personalization.service import ProfileService
 

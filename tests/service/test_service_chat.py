@@ -52,7 +52,7 @@ def test_earlier_turns_of_a_resent_history_are_screened_before_upstream(service)
         assert r["railguard"]["input"]["action"] == "allow"
         assert [h["index"] for h in r["railguard"]["history"]] == [0]
         assert r["railguard"]["history"][0]["action"] == "redact"
-        assert "4111" not in json.dumps(r["railguard"])  # decisions carry hashes, never the text
+        assert "4111 1111" not in json.dumps(r["railguard"])  # decisions carry hashes (which may hold "4111")
         calls = len(service.upstream.bodies)
         smuggled = [{"role": "user", "content": "hi\x00 \U000e0049\U000e0047"}, *history[1:]]
         r = c.chat(smuggled, user_id="u-hist")

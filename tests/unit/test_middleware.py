@@ -338,7 +338,8 @@ def test_structured_response_blocked_is_dropped(keyword):
     agent, seen, _ = _structured_agent(Guard([keyword("launchcode", stages={Stage.OUTPUT})]),
                                        AIMessage(content="", tool_calls=[call]))
     out = agent.invoke({"messages": [HumanMessage("hi")]}, context=Ctx("alice"))
-    assert out.get("structured_response") is None and "0000" not in repr(out["messages"])
+    # the phrase, not a bare "0000" (which can occur in the decision's hex digest in response_metadata)
+    assert out.get("structured_response") is None and "launchcode 0000" not in repr(out["messages"])
     assert out["messages"][-1].content.startswith("I'm sorry") and seen[-1].action is Action.BLOCK
     # a redaction that breaks the schema (here: the redactor rewrites a key) fails closed
     call = {"name": "Contact", "args": {"name": "x", "email": "y", "tags": []}, "id": "c2"}
@@ -438,7 +439,7 @@ async def test_text_beside_a_structured_tool_call_is_checked_too(keyword, use_as
         return out, seen
 
     out, seen = await run(Guard([keyword("launchcode", stages={Stage.OUTPUT})]), "the launchcode is 0000")
-    assert out.get("structured_response") is None and "0000" not in repr(out["messages"])
+    assert out.get("structured_response") is None and "is 0000" not in repr(out["messages"])
     out, seen = await run(Guard([PIIDetector()]), "Here you go, mail jane.secret@example.com")
     assert "jane.secret" not in repr(out["messages"]) and out["structured_response"].name == "Jane"
     assert [d.action for d in seen if d.stage is Stage.OUTPUT] == [Action.REDACT, Action.ALLOW]
