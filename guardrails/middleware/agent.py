@@ -147,6 +147,18 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return msg.model_copy(update={"content": d.redacted_text})
         return msg
 
+    @staticmethod
+    def _replies(result: list[Any]) -> list[int]:
+        """The model's replies with text: each gets an output check."""
+        return [i for i, m in enumerate(result) if isinstance(m, AIMessage) and _text(m).strip()]
+
+    def _with_outputs(self, checked: list[tuple[int, Decision]], result: list[Any]) -> list[Any]:
+        """`result` with each checked reply's decision applied (refused, redacted or kept)."""
+        out = list(result)
+        for i, d in checked:
+            out[i] = self._output_result(d, out[i])
+        return out
+
     def _structured_text(self, response: ModelResponse) -> str | None:
         """The text the output check reads when the model answered with a structured response, else None."""
         if response.structured_response is None:
@@ -304,21 +316,17 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         finally:
             current_identity.reset(token)
         structured = self._structured_text(response)
+        result = list(response.result)
         if Stage.OUTPUT in self.stages and structured is not None:
-            side = [(i, self._check(_text(response.result[i]), who, Stage.OUTPUT)) for i in self._side_text(response)]
+            side = [(i, self._check(_text(result[i]), who, Stage.OUTPUT)) for i in self._side_text(response)]
             response = self._with_side_text(side, response)
             if response.structured_response is None:  # the side text blocked the turn
                 return response
             response = self._structured_result(self._check(structured, who, Stage.OUTPUT, emit=False), response)
             result = list(response.result)
-        else:
-            result = list(response.result)
-            if Stage.OUTPUT in self.stages:
-                result = []
-                for msg in response.result:
-                    d = self._check(_text(msg), who, Stage.OUTPUT) if isinstance(msg, AIMessage) and \
-                        _text(msg).strip() else None
-                    result.append(self._output_result(d, msg) if isinstance(msg, AIMessage) else msg)
+        elif Stage.OUTPUT in self.stages:
+            replies = [(i, self._check(_text(result[i]), who, Stage.OUTPUT)) for i in self._replies(result)]
+            result = self._with_outputs(replies, result)
         if Stage.TOOL_CALL in self.stages:
             checked = [(c, self._check(c.text, who, Stage.TOOL_CALL)) for c in self._calls_to_check(response, result)]
             result = self._withhold_calls(checked, result)
@@ -337,23 +345,18 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         finally:
             current_identity.reset(token)
         structured = self._structured_text(response)
+        result = list(response.result)
         if Stage.OUTPUT in self.stages and structured is not None:
-            side = [(i, await self._acheck(_text(response.result[i]), who, Stage.OUTPUT))
-                    for i in self._side_text(response)]
+            side = [(i, await self._acheck(_text(result[i]), who, Stage.OUTPUT)) for i in self._side_text(response)]
             response = self._with_side_text(side, response)
             if response.structured_response is None:
                 return response
             response = self._structured_result(await self._acheck(structured, who, Stage.OUTPUT, emit=False),
                                                response)
             result = list(response.result)
-        else:
-            result = list(response.result)
-            if Stage.OUTPUT in self.stages:
-                result = []
-                for msg in response.result:
-                    d = await self._acheck(_text(msg), who, Stage.OUTPUT) if isinstance(msg, AIMessage) \
-                        and _text(msg).strip() else None
-                    result.append(self._output_result(d, msg) if isinstance(msg, AIMessage) else msg)
+        elif Stage.OUTPUT in self.stages:
+            replies = [(i, await self._acheck(_text(result[i]), who, Stage.OUTPUT)) for i in self._replies(result)]
+            result = self._with_outputs(replies, result)
         if Stage.TOOL_CALL in self.stages:
             checked = [(c, await self._acheck(c.text, who, Stage.TOOL_CALL))
                        for c in self._calls_to_check(response, result)]
