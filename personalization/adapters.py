@@ -233,19 +233,20 @@ class OpenAICompatAdapter:
         why = f" (last error: {self._why(last)})" if last is not None else ""
         return DetectorError(f"{self.base_url}: no answer within the {self.deadline:g} s deadline{why}")
 
-    def _pause(self, attempt: int, deadline: Deadline, last: Exception | None) -> float | None:
-        """The backoff before the next attempt; None after the last one. No room left before the deadline: the
-        deadline error."""
+    def _after(self, attempt: int, outcome: dict[str, float] | Exception,
+               deadline: Deadline) -> float | tuple[dict[str, float]]:
+        """One attempt's outcome (the label probabilities, or the error it ended with), for both twins:
+        `(probs,)` to return, or the backoff before the next attempt. Raises after the last attempt, or when the
+        pause would leave no time before the deadline."""
+        if isinstance(outcome, dict):
+            return (outcome,)
         if attempt >= self.max_retries:
-            return None
+            raise DetectorError(f"{self.base_url}: failed after {self.max_retries + 1} attempts: "
+                                f"{self._why(outcome)}") from None
         pause = self.backoff * 2**attempt
         if not deadline.room_for(pause):
-            raise self._out_of_time(last) from None
+            raise self._out_of_time(outcome) from None
         return pause
-
-    def _gave_up(self, last: Exception | None) -> DetectorError:
-        why = self._why(last) if last is not None else ""
-        return DetectorError(f"{self.base_url}: failed after {self.max_retries + 1} attempts: {why}")
 
     def _request(self, messages: Messages, labels: Sequence[str], deadline: Deadline) -> dict[str, Any]:
         return {"method": "POST", "url": f"{self.base_url}/chat/completions", "json": self._body(messages, labels),
@@ -263,6 +264,7 @@ class OpenAICompatAdapter:
         with deadline.bounding_io(), httpx.Client(timeout=self.timeout, headers=self._headers, verify=self._verify,
                                                   transport=self._transport) as client:
             for attempt in range(self.max_retries + 1):
+                outcome: dict[str, float] | Exception
                 try:
                     got: list[bytes] = []
                     with client.stream(**self._request(messages, labels, deadline), extensions=SYNC_TRACE) as resp:
@@ -272,15 +274,13 @@ class OpenAICompatAdapter:
                 except httpx.TransportError as exc:  # timeouts, connection errors, the deadline
                     if deadline.expired:
                         raise self._out_of_time(last) from None
-                    last = exc
-                else:
-                    if isinstance(outcome, dict):
-                        return outcome
-                    last = outcome
-                pause = self._pause(attempt, deadline, last)
-                if pause is not None:
-                    time.sleep(pause)
-        raise self._gave_up(last) from None
+                    outcome = exc
+                step = self._after(attempt, outcome, deadline)
+                if isinstance(step, tuple):
+                    return step[0]
+                last = outcome if isinstance(outcome, Exception) else None  # (an error whenever step is a pause)
+                time.sleep(step)
+        raise AssertionError("unreachable: _after raises after the last attempt")
 
     async def alabel_probs(self, messages: Messages, labels: Sequence[str]) -> dict[str, float]:
         last: Exception | None = None
@@ -288,6 +288,7 @@ class OpenAICompatAdapter:
         client = self._aclients.get()  # one per event loop: pooled connections, no TLS setup per call
         for attempt in range(self.max_retries + 1):
             limit = deadline.atimeout()
+            outcome: dict[str, float] | Exception
             try:
                 async with limit:
                     got: list[bytes] = []
@@ -300,15 +301,13 @@ class OpenAICompatAdapter:
                     raise self._out_of_time(last) from None
                 if not isinstance(exc, httpx.TransportError):
                     raise
-                last = exc
-            else:
-                if isinstance(outcome, dict):
-                    return outcome
-                last = outcome
-            pause = self._pause(attempt, deadline, last)
-            if pause is not None:
-                await asyncio.sleep(pause)
-        raise self._gave_up(last) from None
+                outcome = exc
+            step = self._after(attempt, outcome, deadline)
+            if isinstance(step, tuple):
+                return step[0]
+            last = outcome if isinstance(outcome, Exception) else None  # (an error whenever step is a pause)
+            await asyncio.sleep(step)
+        raise AssertionError("unreachable: _after raises after the last attempt")
 
     def _new_aclient(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(timeout=self.timeout, headers=self._headers, verify=self._verify,
