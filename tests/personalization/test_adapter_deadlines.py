@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,119 +13,23 @@ import pytest
 
 from guardrails.errors import DetectorError
 from personalization.adapters import OpenAICompatAdapter
+from tests.raw_http import DripServer, bounded, wait_until
 
 REPLY = json.dumps({"choices": [{"message": {"role": "assistant", "content": '{"label": "spam"}'}}]}).encode()
 MSGS, LABELS = [{"role": "user", "content": "win a prize"}], ["benign", "spam"]
 
 
-class Stub:
-    """`mode`: "json" (answer at once, keep-alive), "trickle_headers"/"trickle_body" (one byte per 0.2 s for up to
-    60 s, until the client hangs up) or "silent". Records the connections accepted and when each ended."""
-
-    def __init__(self) -> None:
-        self.mode, self.accepted, self.ended = "json", 0, list[float]()
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            with conn:
-                while _read_request(conn):
-                    if self.mode != "json":
-                        return self._stall(conn)
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                                 + str(len(REPLY)).encode() + b"\r\n\r\n" + REPLY)
-        except OSError:
-            pass
-        finally:
-            self.ended.append(time.monotonic())
-
-    def _stall(self, conn: socket.socket) -> None:
-        conn.settimeout(0.2)
-        stop = time.monotonic() + 60
-        if self.mode == "trickle_body":
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
-        drip = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 100000 if self.mode == "trickle_headers" else b" " * 100000
-        for byte in drip:
-            if time.monotonic() > stop:
-                return
-            if self.mode != "silent":
-                conn.sendall(bytes([byte]))
-            try:
-                if conn.recv(1) == b"":  # the client hung up
-                    return
-            except TimeoutError:
-                pass
-
-
-def _read_request(conn: socket.socket) -> bool:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return False
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
-    while len(body) < length:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return False
-        body += chunk
-    return True
-
-
 @pytest.fixture(scope="module")
 def server():
-    stub = Stub()
+    stub = DripServer(REPLY, suffix="/v1")
     yield stub
-    stub.sock.close()
+    stub.close()
 
 
 @pytest.fixture()
-def stub(server: Stub) -> Stub:
+def stub(server: DripServer) -> DripServer:
     server.mode = "json"
     return server
-
-
-def bounded(fn: Callable[[], Any], limit: float = 10.0) -> tuple[Any, float]:
-    """Run `fn` in a thread, waiting at most `limit` s (the old code read the 60 s drip to its end): its result or
-    exception, and how long it took."""
-    out: dict[str, Any] = {}
-
-    def go() -> None:
-        started = time.monotonic()
-        try:
-            out["value"] = fn()
-        except Exception as exc:  # handed to the test
-            out["value"] = exc
-        out["took"] = time.monotonic() - started
-
-    worker = threading.Thread(target=go, daemon=True)
-    worker.start()
-    worker.join(limit)
-    assert not worker.is_alive(), f"still running after {limit} s"
-    return out["value"], out["took"]
-
-
-def wait_until(cond: Callable[[], bool], limit: float = 5.0) -> bool:
-    stop = time.monotonic() + limit
-    while not cond():
-        if time.monotonic() > stop:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def both_twins(ad: OpenAICompatAdapter) -> list[Callable[[], Any]]:
@@ -136,7 +37,7 @@ def both_twins(ad: OpenAICompatAdapter) -> list[Callable[[], Any]]:
 
 
 @pytest.mark.parametrize("mode", ["trickle_headers", "trickle_body"])
-def test_deadline_bounds_a_trickled_reply_in_both_twins(stub: Stub, mode: str):
+def test_deadline_bounds_a_trickled_reply_in_both_twins(stub: DripServer, mode: str):
     """timeout=1 bounds each read; the deadline (2 s) bounds the call even while the status line and headers
     trickle in (the deadline used to be checked only when a body chunk arrived). Same error, same text, in both
     twins, and the cut-short connection is closed."""
@@ -153,7 +54,7 @@ def test_deadline_bounds_a_trickled_reply_in_both_twins(stub: Stub, mode: str):
     assert errors[0] == errors[1] == f"{stub.url}: no answer within the 2 s deadline"
 
 
-def test_read_timeouts_read_the_same_in_both_twins(stub: Stub):
+def test_read_timeouts_read_the_same_in_both_twins(stub: DripServer):
     """httpx's sync read timeout says "timed out", the async one nothing: the adapter's error said either."""
     stub.mode = "silent"
     ad = OpenAICompatAdapter(stub.url, "m", timeout=0.3, max_retries=1, backoff=0.01, deadline=10)
@@ -164,7 +65,7 @@ def test_read_timeouts_read_the_same_in_both_twins(stub: Stub):
     assert errors[0] == errors[1] == f"{stub.url}: no answer within the 1 s deadline (last error: ReadTimeout)"
 
 
-def test_async_client_is_pooled_per_event_loop_and_closed_with_it(stub: Stub):
+def test_async_client_is_pooled_per_event_loop_and_closed_with_it(stub: DripServer):
     """alabel_probs built (TLS context and all) and tore down an AsyncClient per call, on the event loop; now each
     loop has one, reused by its calls (one connection) and closed when that loop shuts down. An adapter used from
     several `asyncio.run` calls in turn works in each."""
@@ -181,7 +82,7 @@ def test_async_client_is_pooled_per_event_loop_and_closed_with_it(stub: Stub):
         assert wait_until(lambda a=accepted, n=ended: len(stub.ended) - n >= stub.accepted - a)
 
 
-def test_adapter_aclose_and_close(stub: Stub):
+def test_adapter_aclose_and_close(stub: DripServer):
     ad = OpenAICompatAdapter(stub.url, "m")
 
     async def closing(close: Callable[[], Any]) -> None:

@@ -19,53 +19,31 @@ import pytest
 from guardrails import Guard
 from guardrails.service import ChatConfig, create_app
 from guardrails.store import SettingsStore
+from tests.raw_http import RawServer, read_request, wait_until
 from tests.service.conftest import ThreadServer, Upstream, stub_upstream
 
 STUB_LIMIT_S = 30.0  # a stub connection never lives longer than this, whatever the proxy does
 
 
-class RawUpstream:
+class RawUpstream(RawServer):
     """A raw-socket HTTP stub: `behaviour(stub, conn)` runs per connection (own thread) once the request was read.
     Records when a connection ended because the peer (the proxy) went away."""
 
     def __init__(self, behaviour: Callable[[RawUpstream, socket.socket], None]) -> None:
         self.behaviour = behaviour
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
         self.requests = 0
         self.peer_gone: list[float] = []  # monotonic times a send found the proxy's connection closed
         self.stopped = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__("/v1")
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = next((int(ln.split(b":")[1]) for ln in head.split(b"\r\n")
-                           if ln.lower().startswith(b"content-length:")), 0)
-            while len(body) < length:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                body += chunk
-            self.requests += 1
-            try:
-                self.behaviour(self, conn)
-            except OSError:
-                self.peer_gone.append(time.monotonic())
+    def serve(self, conn: socket.socket) -> None:
+        if not read_request(conn):
+            return
+        self.requests += 1
+        try:
+            self.behaviour(self, conn)
+        except OSError:
+            self.peer_gone.append(time.monotonic())
 
     def trickle(self, conn: socket.socket, data: bytes, every_s: float = 0.05) -> None:
         started = time.monotonic()
@@ -77,7 +55,7 @@ class RawUpstream:
 
     def close(self) -> None:
         self.stopped = True
-        self.sock.close()
+        super().close()
 
 
 def silent(stub: RawUpstream, conn: socket.socket) -> None:
@@ -126,15 +104,6 @@ def raw_request(port: int, key: str, stream: bool) -> socket.socket:
     conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                  b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     return conn
-
-
-def wait_for(what: Callable[[], bool], within_s: float) -> bool:
-    deadline = time.monotonic() + within_s
-    while not what():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # ---- 1. total_timeout_s bounds the whole upstream call ----------------------------------------------------------
@@ -215,14 +184,14 @@ def test_client_disconnect_cancels_the_upstream_call(tmp_path, stream):
     try:
         with proxy(tmp_path, upstream_url=stub.url, timeout_s=60.0) as (srv, key, app):
             client = raw_request(srv.port, key, stream)
-            assert wait_for(lambda: stub.requests == 1, 10)
+            assert wait_until(lambda: stub.requests == 1, 10)
             time.sleep(0.3)  # the proxy is reading the stream now
             client.close()
             gone = time.monotonic()
-            assert wait_for(lambda: bool(stub.peer_gone), 10), "the proxy kept reading the upstream"
+            assert wait_until(lambda: bool(stub.peer_gone), 10), "the proxy kept reading the upstream"
             assert stub.peer_gone[0] - gone < 10
             # recorded as 499 (client closed request): nothing else could be answered
-            assert wait_for(lambda: 'status="499"' in app.state.rg.metrics.render().decode(), 10)
+            assert wait_until(lambda: 'status="499"' in app.state.rg.metrics.render().decode(), 10)
     finally:
         stub.close()
 
@@ -265,10 +234,10 @@ def test_cancelled_local_generation_holds_the_lock_until_it_ends(tmp_path, keepa
         app.state.rg.chat_model = fake
         for i in range(3):
             client = raw_request(srv.port, key, stream=True)
-            assert wait_for(lambda i=i: fake.started == i + 1, 15), f"generation {i + 1} never started"
+            assert wait_until(lambda i=i: fake.started == i + 1, 15), f"generation {i + 1} never started"
             time.sleep(0.2)
             client.close()
-        assert wait_for(lambda: len(fake.consumed) == 3 and fake.active == 0, 15)
+        assert wait_until(lambda: len(fake.consumed) == 3 and fake.active == 0, 15)
     assert fake.peak == 1  # never two generations at once
     assert all(n < 200 for n in fake.consumed), fake.consumed  # each stopped early, not run to its end
 
