@@ -20,15 +20,12 @@ Sync and async twins share one core (`_decide_*`), as langchain raises if only o
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse, hook_config
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langgraph.constants import TAG_NOSTREAM
-from pydantic import BaseModel
 
 from ..decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, Stage
 from ..errors import InvalidInputError
@@ -37,42 +34,9 @@ from ..pipeline import SupportsCheck
 from ..text import call_text
 from .identity import Identity, current_identity, from_runtime
 from .runnable import invalid_decision, without_token_streaming
+from .structured import message_text as _text
+from .structured import rebuild_redacted, structured_json, with_redacted
 from .tool_calls import CheckedCalls, PendingCall, is_withheld, pending_calls, withhold
-
-
-def _text(msg: BaseMessage) -> str:
-    return msg.content if isinstance(msg.content, str) else to_chat_dicts([msg])[0]["content"]
-
-
-_STRUCTURED_PREFIX = "Returning structured response: "  # langchain's default ToolStrategy tool-message text
-
-
-def _payload(obj: Any) -> Any:
-    """A structured response as JSON-able data (pydantic model, dataclass, or the dict a JSON schema gives)."""
-    if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json")
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    return obj
-
-
-def _rebuild(obj: Any, data: Any) -> Any:
-    """``obj``'s type again, from redacted data (raises if the redaction broke the shape: the caller blocks)."""
-    if isinstance(obj, BaseModel):
-        return type(obj).model_validate(data)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return type(obj)(**data)
-    if not isinstance(data, type(obj)):
-        raise TypeError("redaction changed the structured response's shape")
-    return data
-
-
-def _same_shape(a: Any, b: Any) -> bool:
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_shape(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return isinstance(b, list) and len(a) == len(b) and all(_same_shape(x, y) for x, y in zip(a, b, strict=True))
-    return isinstance(b, str) if isinstance(a, str) else a == b
 
 
 class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
@@ -163,7 +127,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         """The text the output check reads when the model answered with a structured response, else None."""
         if response.structured_response is None:
             return None
-        return json.dumps(_payload(response.structured_response), ensure_ascii=False, default=str)
+        return structured_json(response.structured_response)
 
     @staticmethod
     def _side_text(response: ModelResponse) -> list[int]:
@@ -195,28 +159,12 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             self._emit(d)
             return response
         try:
-            data = json.loads(d.redacted_text)
-            if not _same_shape(_payload(obj), data):
-                raise ValueError("redaction changed the structured response's shape")
-            new_obj = _rebuild(obj, data)
+            data, new_obj = rebuild_redacted(obj, d.redacted_text)
         except (ValueError, TypeError):
             blocked = d.model_copy(update={"action": Action.BLOCK, "error": "structured response could not be "
                                                                             "redacted in place; blocked"})
             return ModelResponse(result=[self._refusal(self._emit(blocked))], structured_response=None)
-        tool_ids = {m.tool_call_id for m in response.result if isinstance(m, ToolMessage)}
-        redacted_json = json.dumps(data, ensure_ascii=False)
-        result: list[BaseMessage] = []
-        for msg in response.result:
-            if isinstance(msg, AIMessage) and msg.tool_calls:
-                calls = [{**c, "args": data} if c.get("id") in tool_ids else c for c in msg.tool_calls]
-                msg = msg.model_copy(update={"tool_calls": calls, "additional_kwargs": {},
-                                             "invalid_tool_calls": []})
-            elif isinstance(msg, AIMessage) and _text(msg).strip():  # ProviderStrategy: the JSON is the content
-                msg = msg.model_copy(update={"content": redacted_json})
-            elif isinstance(msg, ToolMessage) and msg.tool_call_id in tool_ids and \
-                    _text(msg).startswith(_STRUCTURED_PREFIX):
-                msg = msg.model_copy(update={"content": f"{_STRUCTURED_PREFIX}{new_obj}"})
-            result.append(msg)
+        result = with_redacted(list(response.result), data, new_obj)
         self._emit(d)
         return ModelResponse(result=result, structured_response=new_obj)
 
