@@ -17,10 +17,13 @@ from .detector import (
     Message,
     PluginContext,
     Redactor,
+    aclose_resources,
     build_detectors,
+    close_resources,
     discover,
     offload,
     register,
+    release_offload,
 )
 from .errors import (
     ConfigError,
@@ -80,10 +83,13 @@ __all__ = [
     "UnknownUserError",
     "VersionConflictError",
     "WITHHELD_MESSAGE",
+    "aclose_resources",
     "build_detectors",
+    "close_resources",
     "discover",
     "offload",
     "register",
+    "release_offload",
     "text_hash",
 ]
 

@@ -46,7 +46,7 @@ from .client_transport import (
     send,
 )
 from .decision import Decision, Stage
-from .pipeline import HistoryScreen
+from .guard_types import HistoryScreen
 from .service.wire import ENV_KEY, ENV_URL, Core, Op, sse_line
 from .store.settings import AuditEntry, StoredSettings
 

@@ -117,6 +117,28 @@ def _executor_of(owner: object) -> ThreadPoolExecutor:
         return pool
 
 
+def release_offload(owner: object) -> None:
+    """Shut `owner`'s pool down (threads end after their current call; not waited for). A later `offload` for it
+    starts a new pool, so this releases resources without retiring the owner."""
+    _drop_executor(id(owner))
+
+
+def close_resources(obj: object) -> None:
+    """`obj.close()` if it has one: how a detector hands the close on to what it holds (backend, adapter)."""
+    closer = getattr(obj, "close", None)
+    if callable(closer):
+        closer()
+
+
+async def aclose_resources(obj: object) -> None:
+    """`await obj.aclose()` if it has one (closes clients bound to this event loop), else `close_resources`."""
+    closer = getattr(obj, "aclose", None)
+    if callable(closer):
+        await closer()
+    else:
+        close_resources(obj)
+
+
 class _Shared:
     name = "shared"
 

@@ -13,8 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, cast
 
 from .decision import Action, Decision, FailMode, Finding, Stage, most_severe, text_hash
 from .detector import (
@@ -23,10 +22,14 @@ from .detector import (
     Message,
     PluginContext,
     Redactor,
+    aclose_resources,
     build_detectors,
     build_registered_detectors,
+    close_resources,
+    release_offload,
 )
 from .errors import ConfigError, InvalidInputError, RailguardError
+from .guard_types import DetectorSlot, HistoryScreen, SupportsCheck
 from .store.settings import named_detectors, safe_segment
 from .text import check_id, coerce_messages, coerce_text
 
@@ -34,50 +37,13 @@ if TYPE_CHECKING:
     from .middleware.agent import GuardMiddleware
     from .middleware.runnable import GuardedRunnable
 
+__all__ = ["DetectorSlot", "Guard", "HistoryScreen", "SupportsCheck"]
+
 log = logging.getLogger("railguard.decision")  # one JSON decision record per line
 warn_log = logging.getLogger("railguard.guard")
 
 _ROLE_FOR_STAGE = {Stage.INPUT: "user", Stage.OUTPUT: "assistant", Stage.TOOL_CALL: "assistant",
                    Stage.TOOL_RESULT: "tool"}
-
-
-@runtime_checkable
-class SupportsCheck(Protocol):
-    """What integrations need from a guard: the local `Guard` and the service-backed `RemoteGuard` both fit."""
-
-    def check(self, content: Any, *, user_id: str, session_id: str | None = None,
-              stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision: ...
-
-    async def acheck(self, content: Any, *, user_id: str, session_id: str | None = None,
-                     stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision: ...
-
-
-@dataclass(frozen=True)
-class DetectorSlot:
-    """A detector as the Guard runs it: with its fail mode, shadow flag and (optional) per-call timeout."""
-
-    detector: Detector
-    fail_mode: FailMode = "open"
-    shadow: bool = False
-    timeout_s: float | None = None
-
-    @property
-    def name(self) -> str:
-        return self.detector.name
-
-    @property
-    def gate(self) -> bool:
-        return bool(getattr(self.detector, "gate", False))
-
-
-@dataclass
-class HistoryScreen:
-    """`Guard.screen_history`'s result: the messages to forward (earlier turns redacted where a detector said so),
-    the non-allow decisions by message index, and the first blocking one (then forward nothing)."""
-
-    messages: list[dict[str, Any]]
-    decisions: list[tuple[int, Decision]]
-    blocked: Decision | None
 
 
 class Guard:
@@ -344,6 +310,41 @@ class Guard:
             (i, await guard.acheck(text, user_id=user_id, session_id=session_id, stage=stage))
             for i, text, stage in self._history_checks(messages, include_last)]
         return self._screened(messages, found)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release what the detectors hold: pooled HTTP connections (each detector's `close()`, if it has one)
+        and their worker threads. Detectors stay usable (they re-acquire on the next check), so closing one of
+        several Guards that share detector objects (the service's per-tenant views) is safe; call it when no check
+        is running. A detector whose close fails is logged and the others are still closed. The store is the
+        caller's to close. Also `with Guard(...) as guard:`."""
+        for slot in self.slots:
+            try:
+                close_resources(slot.detector)
+            except Exception as exc:
+                warn_log.warning("closing detector %r failed: %s", slot.name, type(exc).__name__)
+            release_offload(slot.detector)
+
+    async def aclose(self) -> None:
+        """Async twin of `close`: a detector's `aclose()` (its clients of this event loop) if it has one."""
+        for slot in self.slots:
+            try:
+                await aclose_resources(slot.detector)
+            except Exception as exc:
+                warn_log.warning("closing detector %r failed: %s", slot.name, type(exc).__name__)
+            release_offload(slot.detector)
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Guard:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
 
     # ---- integrations ------------------------------------------------------------------------
     def wrap(self, runnable: Any, **kwargs: Any) -> GuardedRunnable:

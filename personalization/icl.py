@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from guardrails.detector import offload
+from guardrails.detector import aclose_resources, close_resources, offload, release_offload
 from guardrails.errors import ConfigError
 
 from .adapters import Messages
@@ -173,6 +173,15 @@ class ICLBackend:
         labels = self.labels(profile)
         return self._to_scores([self.adapter.label_probs(self.messages(t, profile), labels) for t in texts],
                                profile)
+
+    def close(self) -> None:
+        """Release the adapter's pooled connections (if it has any) and this backend's worker threads."""
+        close_resources(self.adapter)
+        release_offload(self)
+
+    async def aclose(self) -> None:
+        await aclose_resources(self.adapter)
+        release_offload(self)
 
     async def ascore(self, texts: list[str], profile: ModerationProfile) -> dict[str, np.ndarray]:
         import asyncio

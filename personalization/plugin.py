@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from guardrails.decision import Action, Finding, Stage
-from guardrails.detector import BaseDetector, CheckRequest, PluginContext
+from guardrails.detector import BaseDetector, CheckRequest, PluginContext, aclose_resources, close_resources
 from guardrails.errors import ConfigError
 
 from .profile import BASE_CATEGORIES, ModerationProfile, parse_profile
@@ -38,6 +38,13 @@ class HarmDetector(BaseDetector):
         self.backend = backend
         if stages is not None:
             self.stages = stages
+
+    def close(self) -> None:
+        """Release what the backend holds (the ICL backend's HTTP connections and threads); see `Guard.close`."""
+        close_resources(self.backend)
+
+    async def aclose(self) -> None:
+        await aclose_resources(self.backend)
 
     def profile_for(self, request: CheckRequest) -> tuple[ModerationProfile, str]:
         data = request.settings.get(SECTION) if request.settings else None

@@ -29,8 +29,8 @@ from langgraph.constants import TAG_NOSTREAM
 
 from ..decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, Stage
 from ..errors import InvalidInputError
+from ..guard_types import SupportsCheck
 from ..models.chat import PrefillBlocked, to_chat_dicts
-from ..pipeline import SupportsCheck
 from ..text import call_text
 from .identity import Identity, current_identity, from_runtime
 from .runnable import invalid_decision, without_token_streaming

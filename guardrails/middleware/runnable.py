@@ -27,8 +27,8 @@ from pydantic import ConfigDict
 
 from ..decision import DEFAULT_REFUSAL, Action, Decision, Finding, Stage
 from ..errors import InvalidInputError
+from ..guard_types import SupportsCheck
 from ..models.chat import PrefillBlocked, to_chat_dicts
-from ..pipeline import SupportsCheck
 from .identity import Identity, current_identity, from_sources
 from .tool_calls import pending_calls
 

@@ -288,6 +288,7 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
             client, st.http_client = st.http_client, None
             if client is not None:
                 await client.aclose()
+            await st.guard.aclose()  # detectors' pooled connections and worker threads (re-acquired if restarted)
 
     app = FastAPI(title="railguard", version=__version__, lifespan=lifespan,
                   description="Guardrail checks, per-user settings and a guarded OpenAI-compatible proxy.")

@@ -20,7 +20,7 @@ from pydantic import TypeAdapter
 
 from ..decision import Decision, Stage
 from ..errors import InvalidInputError, UnknownUserError, VersionConflictError
-from ..pipeline import HistoryScreen
+from ..guard_types import HistoryScreen
 from ..store.settings import AuditEntry, StoredSettings
 
 ENV_URL, ENV_KEY = "RAILGUARD_URL", "RAILGUARD_API_KEY"

@@ -300,3 +300,32 @@ def test_icl_calibration_moves_operating_point(bank):
     assert s[0] >= 0.5 > s[1]
     benign = [t for t, lab in zip(bank.texts, bank.labels, strict=True) if lab == "benign"][:200]
     assert (be.score(benign, prof)["spam"] >= 0.5).mean() <= 0.1
+
+
+def test_guard_close_releases_the_http_adapters_clients(stub, bank):
+    """`Guard.aclose()` reaches the harm plugin's HTTP adapter: its pooled async client of this loop is closed (and
+    the backend's worker threads released); the detector keeps working with fresh clients afterwards."""
+    from guardrails import Guard
+    from guardrails import detector as det_module
+    from personalization.plugin import HarmDetector
+
+    url, _ = stub
+    adapter = OpenAICompatAdapter(url, "stub-model", backoff=0.01)
+    backend = ICLBackend(adapter, bank=bank, k=4)
+    guard = Guard([HarmDetector(backend)])
+
+    async def run() -> None:
+        first = await guard.acheck("You won a PRIZE, call now", user_id="u")
+        assert [f.score for f in first.findings if f.category == "spam"] == [1.0]
+        client = adapter._aclients.get()
+        assert id(backend) in det_module._EXECUTORS  # prompts were built in the backend's own pool
+        await guard.aclose()
+        assert client.is_closed and adapter._aclients._clients == {}
+        assert id(backend) not in det_module._EXECUTORS
+        again = await guard.acheck("You won a PRIZE, call now", user_id="u")
+        assert [f.score for f in again.findings if f.category == "spam"] == [1.0]
+        assert adapter._aclients.get() is not client
+        await guard.aclose()
+
+    asyncio.run(run())
+    guard.close()  # sync twin: nothing left to close, and it does not raise

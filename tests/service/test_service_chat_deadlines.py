@@ -265,3 +265,26 @@ def test_each_lifespan_gets_a_fresh_upstream_client(tmp_path):
     finally:
         store.close()
     assert len(seen.bodies) == 4
+
+
+def test_the_lifespan_closes_the_detectors_and_a_restart_still_checks(tmp_path):
+    """At shutdown the service closes its Guard (detectors' pooled connections and threads); a second lifespan of
+    the same app checks again with the same detector objects."""
+    from fastapi.testclient import TestClient
+
+    from tests.unit.test_guard_lifecycle import Holding
+
+    det = Holding("holding")
+    store = SettingsStore(tmp_path / "close.db")
+    try:
+        app = create_app(Guard([det], store=store), store)
+        _, key = app.state.rg.keys.create_tenant("t")
+        for round_ in (1, 2):
+            with TestClient(app) as tc:
+                r = tc.post("/v1/check/input", headers={"Authorization": f"Bearer {key}"},
+                            json={"user_id": "u", "text": "hello"})
+                assert r.status_code == 200 and r.json()["action"] == "allow", r.text
+                assert det.aclosed == round_ - 1
+            assert det.aclosed == round_
+    finally:
+        store.close()
