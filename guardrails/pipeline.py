@@ -192,7 +192,7 @@ class Guard:
         findings: list[Finding] = []
         counted: list[Finding] = []
         errors: list[str] = []
-        redactors: list[Redactor] = []
+        redactors: list[DetectorSlot] = []
         for slot, fs, err in results:
             if err:
                 errors.append(err)
@@ -202,14 +202,22 @@ class Guard:
             else:
                 counted.extend(fs)
                 if any(f.action is Action.REDACT for f in fs) and isinstance(slot.detector, Redactor):
-                    redactors.append(slot.detector)
+                    redactors.append(slot)
             findings.extend(fs)
         action = most_severe(counted)
         redacted = None
         if action is Action.REDACT:
             redacted = request.text
-            for r in redactors:
-                redacted = r.redact(redacted)
+            for slot in redactors:
+                try:
+                    redacted = slot.detector.redact(redacted)  # type: ignore[attr-defined]  # a Redactor
+                except Exception as exc:  # like a failed check: that detector's fail mode decides
+                    failed, err = self._failure(slot, exc)
+                    errors.append(err)
+                    findings.extend(failed)
+                    counted.extend(failed)
+            action = most_severe(counted)
+            redacted = redacted if action is Action.REDACT else None
         user_shadow = bool(request.settings.get("guard", {}).get("shadow", False))
         decision = Decision(
             action=action, stage=request.stage, findings=tuple(findings), user_id=request.user_id,
@@ -287,7 +295,8 @@ class Guard:
             if d.enforced_action is Action.REDACT and d.redacted_text is not None:
                 out[i]["content"] = d.redacted_text
         blocked = next((d for _, d in found if d.blocked), None)
-        return HistoryScreen(out, [(i, d) for i, d in found if d.action is not Action.ALLOW], blocked)
+        kept = [(i, d) for i, d in found if d.action is not Action.ALLOW or d.error]  # a fail-open allow too
+        return HistoryScreen(out, kept, blocked)
 
     def screen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
                        session_id: str | None = None, include_last: bool = False) -> HistoryScreen:

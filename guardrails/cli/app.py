@@ -217,8 +217,36 @@ def serve(
     except ImportError as exc:
         fail(f"the HTTP service needs the server extra: pip install 'railguard[server]' ({exc})", as_json=False)
     names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
-    run_server(host=host, port=port, db_url=db, workers=workers, detectors=names, upstream_url=upstream_url,
-               log_level=log_level)
+    code = 0
+    try:
+        run_server(host=host, port=port, db_url=db, workers=workers, detectors=names, upstream_url=upstream_url,
+                   log_level=log_level)
+    except RailguardError as exc:  # bad configuration, unreachable store: one line, before any worker starts
+        fail(str(exc), as_json=False)
+    except KeyboardInterrupt:  # SIGINT: uvicorn re-raises it once the server has shut down
+        code = 130
+    _leave(code)
+
+
+def _leave(code: int, grace_s: float = 2.0) -> None:
+    """After the server stopped: exit, even past a detector call stuck in a worker thread (a hung upstream), which
+    the interpreter would otherwise wait for at exit (executor threads are joined), forever if it never returns."""
+    import os
+    import threading
+
+    deadline = time.monotonic() + grace_s
+    for t in threading.enumerate():
+        if t is not threading.main_thread() and not t.daemon:
+            t.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if not stuck:
+        raise typer.Exit(code)
+    logging.getLogger("railguard.service").warning(
+        "exiting with %d worker thread(s) still running: %s", len(stuck), sorted(set(stuck))[:8])
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _mount_plugins() -> None:

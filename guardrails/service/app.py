@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -29,7 +28,9 @@ from ..errors import ConfigError, InvalidInputError, RailguardError, StoreError,
 from ..pipeline import Guard
 from .auth import KeyRing, Principal
 from .deps import ChatConfig, ServiceState, log, require_tenant, state
-from .observability import Metrics
+from .env import ServiceEnv
+from .lifecycle import _build_guard, _ping, _prune_state, _warm_up
+from .observability import Metrics, failed_detectors
 from .schemas import CheckBody, ErrorOut, Health, ScreenBody, ScreenedDecision, ScreenOut
 
 ADMIN_ENV = "RAILGUARD_ADMIN_KEY"
@@ -50,15 +51,20 @@ def error_response(status: int, code: str, message: str, details: dict[str, Any]
 class HygieneMiddleware:
     """Body cap, content-type check, request id, per-route metrics and a JSON access log line."""
 
-    def __init__(self, app: Any, *, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: Any, *, metrics: Metrics, max_body_bytes: int,
+                 inflight: set[asyncio.Task[Any]] | None = None) -> None:
         self.app, self.metrics, self.max_body = app, metrics, max_body_bytes
+        self.inflight = inflight if inflight is not None else set()  # what the lifespan waits for at shutdown
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started, status = time.perf_counter(), [500]
+        started, status, cancelled = time.perf_counter(), [500], False
         request_id = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex[:16]
+        task = asyncio.current_task()
+        if task is not None:
+            self.inflight.add(task)
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -73,14 +79,18 @@ class HygieneMiddleware:
                 await rejected(scope, receive, send_wrapper)
             else:
                 await self.app(scope, replay, send_wrapper)
+        except asyncio.CancelledError:
+            cancelled = True  # e.g. still running at shutdown: no answer was (completely) sent
+            raise
         finally:
+            self.inflight.discard(task)  # type: ignore[arg-type]
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             seconds = time.perf_counter() - started
             self.metrics.observe_request(scope["method"], route, status[0], seconds)
             log.info("request", extra={"fields": {
                 "event": "request", "request_id": request_id, "method": scope["method"], "route": route,
                 "status": status[0], "ms": round(seconds * 1000, 2),
-                "tenant_id": scope.get("state", {}).get("tenant_id")}})
+                "tenant_id": scope.get("state", {}).get("tenant_id"), **({"cancelled": True} if cancelled else {})}})
 
     async def _read_body(self, scope: Scope, receive: Receive) -> tuple[Response | None, Receive]:
         if scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -175,75 +185,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal_error", "internal server error")
 
 
-async def _warm_up(st: ServiceState) -> None:
-    """Run one throwaway check per stage through every detector (forces lazy model loads), ping the store and,
-    when configured, load the local chat model; `/readyz` turns 200 only afterwards."""
-    try:
-        probe = Guard(st.guard.slots, store=None, tenant_id="__readyz__")
-        for stage in Stage:
-            d = await probe.acheck("readiness probe", user_id="__readyz__", stage=stage)
-            if d.error:  # a detector that fails its warm-up check is reported (its fail mode still applies)
-                for part in d.error.split("; "):
-                    name, _, why = part.partition(":")
-                    st.unavailable_detectors.setdefault(name, f"warm-up check failed:{why}"[:300])
-        await asyncio.to_thread(_ping, st.store)
-        if st.chat.upstream_url is None and st.chat.warm_local_model:
-            from .chat import local_model
-
-            await asyncio.to_thread(lambda: local_model(st).lm)
-        st.ready = True
-    except Exception as exc:  # readiness reports it; the process stays up for /healthz and diagnosis
-        st.ready_error = f"{type(exc).__name__}: {exc}"[:300]
-        log.error("warm-up failed", extra={"fields": {"event": "warmup_failed", "type": type(exc).__name__}})
-
-
-def _ping(store: Any) -> None:
-    with store.engine.connect() as conn:
-        conn.execute(sa.text("SELECT 1"))
-
-
-def _build_guard(names: list[str] | None, store: Any) -> tuple[Guard, dict[str, str]]:
-    """Every detector must build (a privacy guard that silently is not there fails open), except one whose
-    on-disk data this install lacks (MovieLens for the rec `commands` detector): it is logged and listed under
-    `/readyz` details, as `Guard.from_registry` does. Set RAILGUARD_STRICT_DETECTORS=0 to start without plugins
-    that fail to import or build for any reason too."""
-    if names is not None or os.environ.get("RAILGUARD_STRICT_DETECTORS", "1") != "0":
-        guard = Guard.from_registry(names, store=store)
-        return guard, dict(guard.unavailable)
-    from importlib.metadata import entry_points
-
-    from ..detector import PluginContext, build_registered_detectors, discover
-
-    factories = discover("railguard.detectors")
-    failed = {ep.name: "plugin failed to import" for ep in entry_points(group="railguard.detectors")
-              if ep.name not in factories}
-    built, errors = build_registered_detectors(PluginContext(store=store), skip=(Exception,))
-    for name, exc in errors.items():
-        failed[name] = f"{type(exc).__name__}: {exc}"[:300]
-        log.error("detector unavailable", extra={"fields": {"event": "detector_unavailable", "detector": name,
-                                                            "type": type(exc).__name__}})
-    return Guard(built, store=store), failed
-
-
-STATE_TTL_ENV = "RAILGUARD_STATE_TTL_DAYS"
-PRUNE_EVERY_S = 3600.0
-
-
-async def _prune_state(store: Any, ttl: timedelta, every_s: float = PRUNE_EVERY_S) -> None:
-    """Delete per-session state older than `ttl` now and then every `every_s` (each worker does it; deletes
-    are idempotent). A failure is logged and retried on the next round: it must never stop the service."""
-    if not hasattr(store, "prune_state"):
-        return
-    while True:
-        try:
-            n = await asyncio.to_thread(store.prune_state, ttl)
-            if n:
-                log.info("pruned %d session state row(s) idle for more than %s", n, ttl)
-        except Exception as exc:  # noqa: BLE001 - e.g. the database briefly unavailable
-            log.warning("session state pruning failed (%s); retrying in %.0f s", type(exc).__name__, every_s)
-        await asyncio.sleep(every_s)
-
-
 def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY, chat: ChatConfig | None = None,
                detectors: list[str] | None = None, key_cache_ttl_s: float = 5.0,
@@ -254,23 +195,27 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
     trajectories) not written for that long is deleted, hourly and at start-up, so abandoned sessions go away."""
     from ..store import SettingsStore
 
+    env = ServiceEnv.from_environ()
     store = store if store is not None else SettingsStore()
     if guard is None:
-        guard, unavailable = _build_guard(detectors, store)
+        guard, unavailable = _build_guard(detectors, store, env.strict_detectors)
     else:
         unavailable = dict(guard.unavailable)
     st = ServiceState(guard=guard, store=store, keys=KeyRing(store.engine, cache_ttl_s=key_cache_ttl_s),
                       metrics=Metrics(), admin_key=admin_key or os.environ.get(ADMIN_ENV) or None,
-                      chat=chat or ChatConfig(), unavailable_detectors=unavailable)
-
-    ttl = state_ttl if state_ttl is not None else timedelta(days=float(os.environ.get(STATE_TTL_ENV, "30")))
+                      chat=chat or ChatConfig(), unavailable_detectors=unavailable,
+                      strict_detectors=env.strict_detectors)
+    app_inflight = st.inflight
+    ttl = state_ttl if state_ttl is not None else timedelta(days=env.state_ttl_days)
+    if ttl < timedelta(0):
+        raise ConfigError(f"state_ttl must be >= 0 (0 keeps session state forever), got {ttl}")
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         st.chat_lock = asyncio.Lock()
         pruner = asyncio.create_task(_prune_state(store, ttl)) if ttl > timedelta(0) else None
         try:
-            if os.environ.get("RAILGUARD_WARMUP", "before_serving") == "background":
+            if env.warmup == "background":
                 task = asyncio.create_task(_warm_up(st))  # serve /healthz at once; /readyz says when warm
                 yield
                 task.cancel()
@@ -283,6 +228,11 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
         finally:
             if pruner is not None:
                 pruner.cancel()
+            # uvicorn cancels requests still running after its graceful-shutdown timeout and then runs this at
+            # once: give them a moment to unwind, so each still gets its request log line and metric.
+            running = {t for t in app_inflight if not t.done()}
+            if running:
+                await asyncio.wait(running, timeout=2.0)
             # The chat proxy's upstream client is bound to this loop (its pooled connections too): close it,
             # so that a later lifespan of this app (another loop) creates a fresh one instead of reusing it.
             client, st.http_client = st.http_client, None
@@ -293,7 +243,9 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
     app = FastAPI(title="railguard", version=__version__, lifespan=lifespan,
                   description="Guardrail checks, per-user settings and a guarded OpenAI-compatible proxy.")
     app.state.rg = st
-    app.add_middleware(HygieneMiddleware, metrics=st.metrics, max_body_bytes=max_body_bytes)
+    if max_body_bytes <= 0:
+        raise ConfigError(f"max_body_bytes must be > 0, got {max_body_bytes}")
+    app.add_middleware(HygieneMiddleware, metrics=st.metrics, max_body_bytes=max_body_bytes, inflight=st.inflight)
     _install_error_handlers(app)
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
@@ -335,13 +287,13 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
         started = time.perf_counter()
         decision = await s.guard_for(principal.tenant_id).acheck(
             content, user_id=body.user_id, session_id=body.session_id, stage=stage, metadata=body.metadata)
-        s.metrics.observe_decision(stage.value, decision.action.value, decision.shadow,
-                                   time.perf_counter() - started, decision.error is not None)
+        s.metrics.observe_decision(decision, time.perf_counter() - started)
         log.info("check", extra={"fields": {
             "event": "check", "tenant_id": principal.tenant_id, "key_id": principal.key_id, "stage": stage.value,
             "action": decision.action.value, "shadow": decision.shadow, "text_sha256": decision.text_sha256,
             "latency_ms": decision.latency_ms, "findings": [f.detector + "/" + f.category for f in
-                                                            decision.findings if f.action.value != "allow"]}})
+                                                            decision.findings if f.action.value != "allow"],
+            "failed_detectors": failed_detectors(decision)}})
         return Response(decision.model_dump_json(), media_type="application/json")
 
     @app.post("/v1/screen/history", response_model=ScreenOut, tags=["check"], responses=ERRORS)
@@ -354,11 +306,14 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
         screen = await s.guard_for(principal.tenant_id).ascreen_history(
             [m.model_dump(exclude_none=True) for m in body.messages], user_id=body.user_id,
             session_id=body.session_id, include_last=True)
+        for _, d in screen.decisions:
+            s.metrics.observe_decision(d)
         out = ScreenOut(messages=screen.messages, blocked=screen.blocked,
                         decisions=[ScreenedDecision(index=i, decision=d) for i, d in screen.decisions])
         log.info("screen", extra={"fields": {
             "event": "screen_history", "tenant_id": principal.tenant_id, "key_id": principal.key_id,
-            "n": len(body.messages), "changed": [i for i, _ in screen.decisions],
+            "n": len(body.messages), "changed": [i for i, d in screen.decisions if d.action.value != "allow"],
+            "failed_detectors": sorted({n for _, d in screen.decisions for n in failed_detectors(d)}),
             "blocked": screen.blocked is not None}})
         return Response(out.model_dump_json(), media_type="application/json")
 

@@ -249,13 +249,15 @@ async def _answer(st: ServiceState, guard: Any, body: ChatCompletionRequest, use
     # Clients resend the whole history: its earlier turns go upstream too, so they pass the text-level
     # detectors again (a card number redacted on turn 1 must not reach the upstream in the clear on turn 2).
     history = await guard.ascreen_history(messages, user_id=user_id, session_id=session_id)
+    for _, d in history.decisions:
+        st.metrics.observe_decision(d)
     messages = history.messages
     decisions: dict[str, Any] = {"input": None, "output": None}
     if history.decisions:
         decisions["history"] = [{"index": i, **d.log_record()} for i, d in history.decisions]
     blocked: Decision | None = history.blocked
     if blocked is None:  # what else of those turns goes upstream: tool-call arguments, names
-        messages, fields = await _screen_tool_fields(guard, messages, user_id, session_id)
+        messages, fields = await _screen_tool_fields(st, guard, messages, user_id, session_id)
         if fields.decisions:
             decisions.setdefault("history", []).extend(fields.decisions)
         blocked = fields.blocked
@@ -314,7 +316,7 @@ class _FieldScreen:
     blocked: Decision | None
 
 
-async def _screen_tool_fields(guard: Any, messages: list[dict[str, Any]], user_id: str,
+async def _screen_tool_fields(st: ServiceState, guard: Any, messages: list[dict[str, Any]], user_id: str,
                               session_id: str | None) -> tuple[list[dict[str, Any]], _FieldScreen]:
     """The tool-use fields a resent conversation carries upstream besides `content` (each tool call's arguments,
     `name`), through the text-level detectors as `screen_history` does for contents: redacted in place, or the
@@ -332,6 +334,8 @@ async def _screen_tool_fields(guard: Any, messages: list[dict[str, Any]], user_i
     if not texts:
         return messages, _FieldScreen([], None)
     screen = await guard.ascreen_history(texts, user_id=user_id, session_id=session_id, include_last=True)
+    for _, d in screen.decisions:
+        st.metrics.observe_decision(d)
     out = [dict(m) for m in messages]
     for (msg_i, call_j), text in zip(where, screen.messages, strict=True):
         if call_j is None:
@@ -359,6 +363,5 @@ async def _check(st: ServiceState, guard: Any, messages: Any, user_id: str,
                  session_id: str | None, stage: Stage) -> Decision:
     started = time.perf_counter()
     decision: Decision = await guard.acheck(messages, user_id=user_id, session_id=session_id, stage=stage)
-    st.metrics.observe_decision(stage.value, decision.action.value, decision.shadow,
-                                time.perf_counter() - started, decision.error is not None)
+    st.metrics.observe_decision(decision, time.perf_counter() - started)
     return decision

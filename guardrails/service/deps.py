@@ -70,6 +70,8 @@ class ServiceState:
     unavailable_detectors: dict[str, str] = field(default_factory=dict)  # plugin name -> why it is not loaded
     ready: bool = False
     ready_error: str | None = None
+    strict_detectors: bool = True  # a detector failing its warm-up check keeps /readyz at 503
+    inflight: set[asyncio.Task[Any]] = field(default_factory=set)  # requests running (HygieneMiddleware)
     _tenant_guards: dict[str, Guard] = field(default_factory=dict)
     chat_model: Any = None
     http_client: Any = None  # httpx.AsyncClient for the upstream: created on first use, closed by the lifespan
