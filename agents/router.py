@@ -152,34 +152,61 @@ class PersonalizationModeration:
         return ProfileService(self.store, tenant_id, actor=actor)
 
     def block(self, tenant_id: str, user_id: str, target: str, *, actor: str) -> str:
+        from personalization import profile as P
+
         svc = self._svc(tenant_id, actor)
         name = category_name(target)
-        cats = svc.get(user_id).categories
-        if name in cats:
-            svc.reblock(user_id, name)
-            return f"re-blocked category {name}"
-        if name in _BASE:
-            svc.reblock(user_id, name)
-            return f"blocked base category {name}"
-        # the "example" is a topic label from the command, not a message: keep the category topical (no concept
-        # transfer, see personalization's Category.generalize)
-        svc.block_new(user_id, name, examples=[target], definition=f"content about {target}", generalize="examples")
-        return f"blocked new category {name}"
+        outcome: list[str] = []
+
+        # The new-vs-existing decision is taken on the profile read inside the store's write transaction (and
+        # taken again if the write is retried), never on an earlier read: two callers sending the same command
+        # at once (a double submit) get "blocked new" and "re-blocked", not "category already exists".
+        def op(p: Any) -> Any:
+            outcome.clear()
+            if name in p.categories:
+                outcome.append(f"re-blocked category {name}")
+                return P.reblock(p, name)
+            if name in _BASE:
+                outcome.append(f"blocked base category {name}")
+                return P.reblock(p, name)
+            # the "example" is a topic label from the command, not a message: keep the category topical (no
+            # concept transfer, see personalization's Category.generalize)
+            outcome.append(f"blocked new category {name}")
+            return P.block_new(p, name, examples=[target], definition=f"content about {target}",
+                               generalize="examples")
+
+        svc.apply(user_id, op)  # ProfileService's atomic read-modify-write (store.update_section)
+        return outcome[-1]
 
     def unblock(self, tenant_id: str, user_id: str, target: str, *, actor: str) -> str:
+        from personalization import profile as P
+
         svc = self._svc(tenant_id, actor)
-        name = category_name(target)
-        cats = svc.get(user_id).categories
+        requested = category_name(target)
         legacy = _plain_slug(target)  # how categories were named before personal data was kept out of names
-        if name not in cats and legacy in cats:
-            name = legacy
-        if name not in cats:
-            base = [b for b, words in _BASE.items() if any(w in fold(target) for w in words)]
-            if len(base) != 1:
-                return f"nothing to unblock for {name}"
-            name = base[0]
-        svc.unblock(user_id, name)
-        return f"unblocked category {name}"
+        outcome: list[str] = []
+
+        def op(p: Any) -> Any:  # decided inside the write transaction, like `block`
+            outcome.clear()
+            cats = p.categories
+            name = legacy if requested not in cats and legacy in cats else requested
+            if name not in cats:
+                base = [b for b, words in _BASE.items() if any(w in fold(target) for w in words)]
+                if len(base) != 1:
+                    raise _NothingToUnblock  # aborts the transaction: nothing is written
+                name = base[0]
+            outcome.append(f"unblocked category {name}")
+            return P.unblock(p, name)
+
+        try:
+            svc.apply(user_id, op)
+        except _NothingToUnblock:
+            return f"nothing to unblock for {requested}"
+        return outcome[-1]
+
+
+class _NothingToUnblock(Exception):
+    """Raised inside `PersonalizationModeration.unblock`'s write transaction to abort it without a write."""
 
 
 # "for bob, unblock spam" / "apply this to bob" name a person; "for horror, nothing before 1990" / "do the same for

@@ -37,6 +37,14 @@ class ProfileService:
         stored = self.store.update_section(self.tenant_id, user_id, SECTION, fn, actor=actor or self.actor)
         return P.parse_profile(stored.settings.get(SECTION))
 
+    def apply(self, user_id: str, op: Callable[[ModerationProfile], ModerationProfile], *,
+              actor: str | None = None) -> ModerationProfile:
+        """Run `op` (a pure function of `personalization.profile`, or a composition of them) on the profile read
+        inside the store's write transaction, and store its result (versioned, audited). Decide *inside* `op`
+        what depends on the current profile: a decision taken on an earlier `get` races a concurrent writer.
+        `op` may run again if the write is retried; an exception it raises aborts the write."""
+        return self._apply(user_id, op, actor)
+
     def get(self, user_id: str) -> ModerationProfile:
         """The user's profile; a user who never set one gets the default profile (nothing is written)."""
         return P.parse_profile(self.store.get(self.tenant_id, user_id).settings.get(SECTION))
