@@ -13,8 +13,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -24,6 +27,7 @@ from guardrails.errors import InvalidInputError
 from .probe import ProbeArtifact
 
 STATE_KEY = "privacy_velocity"
+_SESSION_LOCKS = tuple(threading.Lock() for _ in range(64))  # striped: per-session atomic updates, bounded memory
 
 
 @runtime_checkable
@@ -37,21 +41,54 @@ class StateStore(Protocol):
 
 
 class InMemoryStateStore:
-    """Process-local StateStore for tests and for deployments without a spine store (no restart survival)."""
+    """Process-local StateStore for tests and for deployments without a spine store (no restart survival).
 
-    def __init__(self) -> None:
-        self._d: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    Bounded: at most ``max_entries`` sessions (the least recently written go first; losing one only re-baselines
+    that session), and `prune_state` drops those idle for longer than a TTL, as the SQL store does."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._d: OrderedDict[tuple[str, str, str, str], tuple[float, dict[str, Any]]] = OrderedDict()
         self._lock = threading.Lock()
+        self.max_entries = max_entries
 
     def get_state(self, tenant_id: str, user_id: str, session_id: str, key: str) -> dict[str, Any] | None:
         with self._lock:
             v = self._d.get((tenant_id, user_id, session_id, key))
-            return dict(v) if v is not None else None
+            return dict(v[1]) if v is not None else None
+
+    def _put(self, k: tuple[str, str, str, str], state: Mapping[str, Any]) -> None:
+        self._d[k] = (time.time(), dict(state))
+        self._d.move_to_end(k)
+        while len(self._d) > self.max_entries:
+            self._d.popitem(last=False)
 
     def put_state(self, tenant_id: str, user_id: str, session_id: str, key: str,
                   state: dict[str, Any]) -> None:
         with self._lock:
-            self._d[(tenant_id, user_id, session_id, key)] = dict(state)
+            self._put((tenant_id, user_id, session_id, key), state)
+
+    def update_state(self, tenant_id: str, user_id: str, session_id: str, key: str,
+                     fn: Callable[[dict[str, Any] | None], Mapping[str, Any] | None]) -> dict[str, Any] | None:
+        """Atomic read-modify-write (``fn`` returns the new state, or None to leave it)."""
+        k = (tenant_id, user_id, session_id, key)
+        with self._lock:
+            old = self._d.get(k)
+            new = fn(dict(old[1]) if old is not None else None)
+            if new is None:
+                return dict(old[1]) if old is not None else None
+            self._put(k, new)
+            return dict(new)
+
+    def prune_state(self, older_than: timedelta) -> int:
+        cutoff = time.time() - older_than.total_seconds()
+        with self._lock:
+            stale = [k for k, (at, _) in self._d.items() if at < cutoff]
+            for k in stale:
+                del self._d[k]
+        return len(stale)
+
+    def __len__(self) -> int:
+        return len(self._d)
 
 
 def _enc(a: np.ndarray) -> str:
@@ -137,14 +174,7 @@ class VelocityTracker:
         self.probe_id = f"{probe.meta.model_fingerprint}:{layers}:{probe.meta.created_at}"
 
     def load(self, tenant_id: str, user_id: str, session_id: str) -> VelocityState | None:
-        raw = self.store.get_state(tenant_id, user_id, session_id, self.key)
-        if not raw:
-            return None
-        try:
-            st = VelocityState.from_json(raw, self.dim)
-        except (KeyError, ValueError, TypeError):
-            return None
-        return st if st.probe_id == self.probe_id else None
+        return self._parse(self.store.get_state(tenant_id, user_id, session_id, self.key))
 
     def step(self, state: VelocityState | None, a_t: np.ndarray) -> VelocityState:
         """Pure update (no I/O): S_t = S_{t-1} + w·(a_t - a_{t-1}); turn 1 sets the baseline, S_1 = 0."""
@@ -159,20 +189,46 @@ class VelocityTracker:
         return VelocityState(turn=state.turn + 1, a1=state.a1, prev=a, score=state.score + delta,
                              probe_id=self.probe_id)
 
+    def _parse(self, raw: dict[str, Any] | None) -> VelocityState | None:
+        if not raw:
+            return None
+        try:
+            st = VelocityState.from_json(raw, self.dim)
+        except (KeyError, ValueError, TypeError):
+            return None
+        return st if st.probe_id == self.probe_id else None
+
     def update(self, tenant_id: str, user_id: str, session_id: str, a_t: np.ndarray, *,
                conversation: Sequence[Mapping[str, str]] | None = None) -> tuple[float, int]:
-        state = self.load(tenant_id, user_id, session_id)
+        """Advance the session by this turn and return (S_t, t). Read, step and write are one atomic update
+        (the store's `update_state`, else a per-session lock in this process): two turns of one session checked
+        at once (a double submit, two tabs) are counted as two turns, never both as the same one."""
         digest = head = None
         if conversation is not None:
             digest, head = conversation_digest(conversation), conversation_digest(_opening(conversation))
-        if state is not None and digest is not None and state.digest is not None:
-            if digest == state.digest:
-                return state.score, state.turn  # the scored turn again: counting it twice would fake a drift
-            assert conversation is not None
-            if _has_history(conversation) and head != state.head:
-                state = None  # another opening: the old baseline a_1 belongs to another conversation
-        st = self.step(state, a_t)
-        st.digest = digest
-        st.head = head if state is None or state.head is None else state.head
-        self.store.put_state(tenant_id, user_id, session_id, self.key, st.to_json())
-        return st.score, st.turn
+        out: list[tuple[float, int]] = []
+
+        def advance(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+            state = self._parse(raw)
+            if state is not None and digest is not None and state.digest is not None:
+                if digest == state.digest:
+                    out.append((state.score, state.turn))  # the scored turn again: twice would fake a drift
+                    return None
+                assert conversation is not None
+                if _has_history(conversation) and head != state.head:
+                    state = None  # another opening: the old baseline a_1 belongs to another conversation
+            st = self.step(state, a_t)
+            st.digest = digest
+            st.head = head if state is None or state.head is None else state.head
+            out.append((st.score, st.turn))
+            return st.to_json()
+
+        atomic = getattr(self.store, "update_state", None)
+        if callable(atomic):
+            atomic(tenant_id, user_id, session_id, self.key, advance)
+        else:  # a get/put-only store: atomic within this process
+            with _SESSION_LOCKS[hash((tenant_id, user_id, session_id)) % len(_SESSION_LOCKS)]:
+                new = advance(self.store.get_state(tenant_id, user_id, session_id, self.key))
+                if new is not None:
+                    self.store.put_state(tenant_id, user_id, session_id, self.key, new)
+        return out[-1]

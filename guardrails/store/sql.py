@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import platformdirs
 import sqlalchemy as sa
@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from ..errors import ConfigError, InvalidInputError, StoreError, UnknownUserError, VersionConflictError
-from .schema import ensure_schema, session_state, settings_audit, user_settings
+from .schema import ensure_schema, settings_audit, user_settings
 from .settings import (
     DEFAULT_TENANT,
     AuditEntry,
@@ -43,6 +43,7 @@ from .settings import (
     section_models,
     validate_sections,
 )
+from .state import SessionStateMixin, state_ttl_from_env
 
 ENV_URL = "RAILGUARD_DB_URL"
 P = ParamSpec("P")
@@ -82,12 +83,16 @@ class _Written:
 _ONE_ROW = _Written()
 
 
-class SettingsStore:
+class SettingsStore(SessionStateMixin):
     """Versioned per-user settings + audit trail + per-session detector state, on any SQLAlchemy URL."""
 
     def __init__(self, url: str | Path | None = None, *, busy_timeout_ms: int = 30_000,
-                 max_value_bytes: int = 1_000_000, echo: bool = False) -> None:
-        """Open (creating if needed) the database; fails fast with StoreError if it cannot be used."""
+                 max_value_bytes: int = 1_000_000, echo: bool = False,
+                 state_ttl: timedelta | None | Literal["env"] = "env") -> None:
+        """Open (creating if needed) the database; fails fast with StoreError if it cannot be used. `state_ttl`:
+        session state idle for longer is deleted by the store (default $RAILGUARD_STATE_TTL_DAYS, 30 days;
+        None or 0 keeps it forever; see `guardrails.store.state`)."""
+        self._init_state(state_ttl_from_env() if state_ttl == "env" else state_ttl)
         self.url, self.max_value_bytes, self._closed = _resolve_url(url), max_value_bytes, False
         self._models: dict[str, type[BaseModel]] | None = None
         sqlite, db = self.url.get_backend_name() == "sqlite", self.url.database or ""
@@ -302,48 +307,6 @@ class SettingsStore:
             rows = conn.execute(q).mappings().all()
         return [AuditEntry(**{**r, "changed": tuple(json.loads(r["changed"]))}) for r in rows]
 
-    # -- session state -------------------------------------------------------------------------------------
-
-    def _state_keys(self, tenant_id: str, user_id: str, session_id: str, key: str | None) -> tuple[Any, ...]:
-        c, (t, u) = session_state.c, self._keys(tenant_id, user_id)
-        cond = (c.tenant_id == t, c.user_id == u, c.session_id == check_key("session_id", session_id))
-        return cond if key is None else (*cond, c.key == check_key("key", key))
-
-    def get_state(self, tenant_id: str, user_id: str, session_id: str, key: str) -> dict[str, Any] | None:
-        """Per-session detector state (e.g. multi-turn velocity), or None when never written."""
-        cond = self._state_keys(tenant_id, user_id, session_id, key)
-        with self._tx(write=False) as conn:
-            raw = conn.execute(sa.select(session_state.c.value).where(*cond)).scalar()
-        return None if raw is None else json.loads(raw)
-
-    def put_state(self, tenant_id: str, user_id: str, session_id: str, key: str, value: Mapping[str, Any]) -> None:
-        """Upsert one state value. Last writer wins: state is per-session scratch data, not versioned."""
-        cond = self._state_keys(tenant_id, user_id, session_id, key)
-        if not isinstance(value, Mapping):
-            raise InvalidInputError(f"session state value must be a dict, got {type(value).__name__}")
-        row = {"value": self._json(dict(value)), "updated_at": datetime.now(UTC)}
-        with self._tx(write=True) as conn:
-            if conn.execute(sa.update(session_state).where(*cond).values(**row)).rowcount:
-                return
-            try:  # a concurrent first insert can only win off SQLite: then our write is the later one
-                with conn.begin_nested():
-                    conn.execute(sa.insert(session_state).values(
-                        tenant_id=tenant_id, user_id=user_id, session_id=session_id, key=key, **row))
-            except IntegrityError:
-                conn.execute(sa.update(session_state).where(*cond).values(**row))
-
-    def delete_session(self, tenant_id: str, user_id: str, session_id: str) -> int:
-        """Drop all state of one session; returns the number of keys removed."""
-        cond = self._state_keys(tenant_id, user_id, session_id, None)
-        with self._tx(write=True) as conn:
-            return conn.execute(sa.delete(session_state).where(*cond)).rowcount
-
-    def prune_state(self, older_than: timedelta) -> int:
-        """Drop session state not written for ``older_than``; call periodically so abandoned sessions go away."""
-        cutoff = datetime.now(UTC) - older_than
-        with self._tx(write=True) as conn:
-            return conn.execute(sa.delete(session_state).where(session_state.c.updated_at < cutoff)).rowcount
-
     # -- async twins: the same logic in a worker thread, so the event loop never blocks on the database -----
 
     aget = _twin(get)
@@ -355,9 +318,10 @@ class SettingsStore:
     aupdate_section = _twin(update_section)
     adelete = _twin(delete)
     ahistory = _twin(history)
-    aget_state = _twin(get_state)
-    aput_state = _twin(put_state)
-    adelete_session = _twin(delete_session)
+    aget_state = _twin(SessionStateMixin.get_state)
+    aput_state = _twin(SessionStateMixin.put_state)
+    aupdate_state = _twin(SessionStateMixin.update_state)
+    adelete_session = _twin(SessionStateMixin.delete_session)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from probe_testkit import make_tiny, synthetic_bundle
 
-from guardrails.decision import Action
+from guardrails.decision import Action, Decision
 from guardrails.detector import CheckRequest, Message, PluginContext
 from guardrails.errors import ConfigError, InvalidInputError
 from guardrails.middleware.identity import Identity
@@ -344,3 +344,34 @@ def test_concurrent_first_checks_share_one_sentinel_encoder(tiny, monkeypatch):
 
     results = asyncio.run(main())
     assert len(built) == 1 and all(r and r[0].action is Action.ALLOW for r in results)
+
+
+def test_a_blocked_prefill_raises_its_own_decision_not_the_shared_attribute(tiny, monkeypatch):
+    """`last_decision` is shared by every thread using the hook: the audit saw a refusal carry another user's
+    decision when a thread switch fell between writing it and raising a re-read of it. Here the attribute reads
+    back another request's decision every time; the raised one must still be this request's."""
+    from guardrails.models.chat import PrefillBlocked
+
+    hook = PrivacyDetector(synthetic_bundle(tiny, 2, threshold=-1e9), lm=tiny, mode="fused").fused_hook(
+        identity=lambda: Identity("caller", "caller-session"))
+    other = Decision(action=Action.ALLOW, stage="input", findings=(), user_id="someone-else", session_id="x")
+    monkeypatch.setattr(type(hook), "last_decision", property(lambda self: other, lambda self, value: None),
+                        raising=False)
+    ids = torch.tensor([tiny.tokenizer("user: hi\nassistant:")["input_ids"]])
+    detach = hook.attach(tiny, ids, [{"role": "user", "content": "hi"}])
+    try:
+        with pytest.raises(PrefillBlocked) as e, torch.no_grad():
+            tiny.model.generate(input_ids=ids, max_new_tokens=2, do_sample=False)
+    finally:
+        detach()
+    assert e.value.decision.user_id == "caller" and e.value.decision.action is Action.BLOCK
+
+
+def test_the_sentinel_kv_cache_bounds_come_from_config(tiny):
+    det = build_privacy_detector(PluginContext(config={"privacy": {"max_sessions": 4, "max_cached_tokens": 512}}))
+    assert (det.max_sessions, det.max_cached_tokens) == (4, 512)
+    small = PrivacyDetector(synthetic_bundle(tiny, 2), lm=tiny, max_sessions=2, max_cached_tokens=100)
+    assert (small.encoder.max_sessions, small.encoder.max_cached_tokens) == (2, 100)
+    for bad in ({"max_cached_tokens": -1}, {"max_sessions": "many"}, {"max_cached_tokens": True}):
+        with pytest.raises(ConfigError):
+            build_privacy_detector(PluginContext(config={"privacy": bad}))

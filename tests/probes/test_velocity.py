@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -122,3 +124,67 @@ def test_real_settings_store_when_available(tmp_path):
         assert VelocityTracker(probe, store).load("t", "u", "other") is None
     finally:
         store.close()
+
+
+class _SlowGetPut:
+    """A store with only get_state/put_state (a user's own), slow enough to interleave concurrent updates."""
+
+    def __init__(self) -> None:
+        self.inner = InMemoryStateStore()
+
+    def get_state(self, *args):
+        import time
+
+        got = self.inner.get_state(*args)
+        time.sleep(0.002)
+        return got
+
+    def put_state(self, *args):
+        self.inner.put_state(*args)
+
+
+@pytest.mark.parametrize("kind", ["sql", "memory", "get_put_only"])
+def test_concurrent_turns_of_one_session_are_each_counted_once(tmp_path, kind):
+    """A double submit / two tabs: turns checked at once are turns 1..N, never two of them the same turn (which
+    dropped an update, or scored a later turn against the first-turn threshold with no drift check)."""
+    import threading
+
+    import guardrails.store as sql
+
+    store: Any = {"sql": lambda: sql.SettingsStore(tmp_path / "v.db"), "memory": InMemoryStateStore,
+                  "get_put_only": _SlowGetPut}[kind]()
+    probe = _mt()
+    acts = np.random.default_rng(5).normal(size=(24, 16)).astype(np.float32)
+    barrier, turns = threading.Barrier(8), []
+
+    def run(i: int) -> None:
+        tracker = VelocityTracker(probe, store)
+        barrier.wait()
+        for a in acts[i * 3:(i + 1) * 3]:
+            turns.append(tracker.update("t", "u", "s", a)[1])
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join(60)
+    try:
+        assert sorted(turns) == list(range(1, 25))
+        assert VelocityTracker(probe, store).load("t", "u", "s").turn == 24
+    finally:
+        if kind == "sql":
+            store.close()
+
+
+def test_the_in_memory_state_store_is_bounded():
+    from datetime import timedelta
+
+    store = InMemoryStateStore(max_entries=3)
+    for i in range(5):
+        store.put_state("t", "u", f"s{i}", "k", {"i": i})
+    assert len(store) == 3 and store.get_state("t", "u", "s0", "k") is None  # least recently written went first
+    store.update_state("t", "u", "s2", "k", lambda raw: {"i": 22})  # a write refreshes it
+    store.put_state("t", "u", "s5", "k", {"i": 5})
+    assert store.get_state("t", "u", "s2", "k") == {"i": 22} and store.get_state("t", "u", "s3", "k") is None
+    assert store.prune_state(timedelta(days=1)) == 0
+    assert store.prune_state(timedelta(seconds=-1)) == 3 and len(store) == 0

@@ -125,3 +125,24 @@ def test_instances_starting_together_on_a_fresh_database_all_open(pg):
     finally:
         with pg.engine.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+
+
+def test_update_state_is_atomic_across_connections_including_the_first_write(pg):
+    """Two requests of one session at once (a double submit) must not lose a turn: the advisory lock covers the
+    row's first write too (SELECT ... FOR UPDATE locks nothing while there is no row)."""
+    import threading
+
+    t = _tenant()
+    barrier = threading.Barrier(6)
+
+    def run() -> None:
+        barrier.wait()
+        for _ in range(10):
+            pg.update_state(t, "u", "s", "k", lambda raw: {"n": (raw or {}).get("n", 0) + 1})
+
+    ts = [threading.Thread(target=run) for _ in range(6)]
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join(60)
+    assert pg.get_state(t, "u", "s", "k") == {"n": 60}
