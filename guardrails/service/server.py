@@ -57,6 +57,13 @@ def run_server(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = N
         os.environ["RAILGUARD_ADMIN_KEY"] = admin_key
     os.environ[E.LOG_LEVEL] = log_level
     env = ServiceEnv.from_environ()
+    if env.detectors:
+        from ..detector import discover
+
+        registered = discover("railguard.detectors")
+        unknown = [n for n in env.detectors if n not in registered]
+        if unknown:
+            raise ConfigError(f"unknown detector(s) {unknown}; registered: {sorted(registered)}")
     SettingsStore(env.db_url).close()  # reachable, writable, a schema this version understands
     if workers > 1 and env.num_threads is None:
         # Each worker process runs its own torch thread pool: split the cores instead of oversubscribing them

@@ -101,6 +101,9 @@ def test_run_server_checks_config_and_store_before_uvicorn_starts(monkeypatch, t
     with pytest.raises(ConfigError, match="RAILGUARD_MAX_BODY_BYTES"):
         run_server(db_url=str(tmp_path / "a.db"), workers=2)
     monkeypatch.delenv("RAILGUARD_MAX_BODY_BYTES")
+    with pytest.raises(ConfigError, match="nosuch"):
+        run_server(db_url=str(tmp_path / "a.db"), workers=2, detectors=["pii", "nosuch"])
+    monkeypatch.setenv("RAILGUARD_DETECTORS", "")
     with pytest.raises(ConfigError, match="workers"):
         run_server(db_url=str(tmp_path / "a.db"), workers=0)
     (tmp_path / "ro").mkdir()
