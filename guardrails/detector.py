@@ -77,6 +77,7 @@ _EXECUTORS_LOCK = threading.RLock()
 # id(owner) -> (pid, pool). Kept here, not on the owner, so a detector stays picklable and deep-copyable (a pool
 # holds locks and threads); an entry goes when its owner is garbage-collected (weakref.finalize).
 _EXECUTORS: dict[int, tuple[int, ThreadPoolExecutor]] = {}
+_FINALIZED: set[int] = set()  # owners (by id) with a finalizer registered
 
 
 def _after_fork_in_child() -> None:
@@ -84,11 +85,27 @@ def _after_fork_in_child() -> None:
     longer exists: start afresh (the pid check in `_executor_of` covers the pools; this covers the lock)."""
     global _EXECUTORS_LOCK
     _EXECUTORS_LOCK = threading.RLock()
-    _EXECUTORS.clear()
+    _EXECUTORS.clear()  # (finalizers registered in the parent still run here: _FINALIZED stays)
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _forget(key: int) -> None:
+    """The owner was garbage-collected: its pool goes, and its id may be reused by a new object."""
+    with _EXECUTORS_LOCK:
+        _FINALIZED.discard(key)
+    _drop_executor(key)
+
+
+def release_all_offload() -> None:
+    """Shut every pool down (not waited for): at process exit, so idle pool threads do not hold it."""
+    with _EXECUTORS_LOCK:
+        held = list(_EXECUTORS.values())
+        _EXECUTORS.clear()
+    for _, pool in held:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _drop_executor(key: int) -> None:
@@ -106,10 +123,12 @@ def _executor_of(owner: object) -> ThreadPoolExecutor:
         held = _EXECUTORS.get(key)
         if held is not None and held[0] == pid:
             return held[1]
-        try:
-            weakref.finalize(owner, _drop_executor, key)
-        except TypeError:  # no __weakref__ slot: the shared pool
-            return _executor_of(_SHARED)  # (_SHARED itself is weak-referenceable: no recursion)
+        if key not in _FINALIZED:  # once per owner: a pool re-created after `release_offload` reuses it
+            try:
+                weakref.finalize(owner, _forget, key)
+            except TypeError:  # no __weakref__ slot: the shared pool
+                return _executor_of(_SHARED)  # (_SHARED itself is weak-referenceable: no recursion)
+            _FINALIZED.add(key)
         name = str(getattr(owner, "name", type(owner).__name__))[:32]
         pool = ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4),  # asyncio's default size
                                   thread_name_prefix=f"railguard-{name}")
@@ -158,8 +177,12 @@ async def offload(owner: object, fn: Callable[..., R], /, *args: Any) -> R:
     concurrent PII checks time out beside a hung detector). Measured with the load test: ~10 % less throughput
     than one shared pool; in exchange store writes no longer queue behind detector work (p50 1.8 s -> 15 ms)."""
     loop = asyncio.get_running_loop()
-    ctx = contextvars.copy_context()
-    return await loop.run_in_executor(_executor_of(owner), functools.partial(ctx.run, fn, *args))
+    call = functools.partial(contextvars.copy_context().run, fn, *args)
+    try:
+        future = loop.run_in_executor(_executor_of(owner), call)
+    except RuntimeError:  # its pool was just released (`release_offload` from another Guard sharing the owner)
+        future = loop.run_in_executor(_executor_of(owner), call)
+    return await future
 
 
 class BaseDetector:

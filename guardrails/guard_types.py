@@ -45,7 +45,8 @@ class DetectorSlot:
 @dataclass
 class HistoryScreen:
     """`Guard.screen_history`'s result: the messages to forward (earlier turns redacted where a detector said so),
-    the non-allow decisions by message index, and the first blocking one (then forward nothing)."""
+    the decisions that are not a clean allow (redact, block, warn, or a detector error) by message index, and the
+    first blocking one (then forward nothing)."""
 
     messages: list[dict[str, Any]]
     decisions: list[tuple[int, Decision]]

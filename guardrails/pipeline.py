@@ -211,11 +211,11 @@ class Guard:
             for slot in redactors:
                 try:
                     redacted = slot.detector.redact(redacted)  # type: ignore[attr-defined]  # a Redactor
-                except Exception as exc:  # like a failed check: that detector's fail mode decides
-                    failed, err = self._failure(slot, exc)
+                except Exception as exc:  # like a failed check: that detector's fail mode decides, and its
+                    failed, err = self._failure(slot, exc)  # redaction, never made, is not claimed
                     errors.append(err)
-                    findings.extend(failed)
-                    counted.extend(failed)
+                    counted = [f for f in counted if f.detector != slot.name] + failed
+                    findings = [f for f in findings if f.detector != slot.name] + failed
             action = most_severe(counted)
             redacted = redacted if action is Action.REDACT else None
         user_shadow = bool(request.settings.get("guard", {}).get("shadow", False))

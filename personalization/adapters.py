@@ -25,7 +25,7 @@ from typing import Any, Literal
 import httpx
 
 from guardrails.client_transport import SYNC_TRACE, Deadline, PerLoop, describe
-from guardrails.detector import offload
+from guardrails.detector import offload, release_offload
 from guardrails.errors import ConfigError, DetectorError
 
 Messages = list[dict[str, str]]
@@ -340,6 +340,10 @@ class LangChainAdapter:
         from pydantic import create_model
 
         return create_model("HarmLabel", label=(Literal[tuple(labels)], ...))  # type: ignore[arg-type,valid-type]
+
+    def close(self) -> None:
+        """Release this adapter's worker threads (see `Guard.close`); it stays usable."""
+        release_offload(self)
 
     def label_probs(self, messages: Messages, labels: Sequence[str]) -> dict[str, float]:
         msgs = self._lc_messages(messages)

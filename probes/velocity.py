@@ -231,4 +231,7 @@ class VelocityTracker:
                 new = advance(self.store.get_state(tenant_id, user_id, session_id, self.key))
                 if new is not None:
                     self.store.put_state(tenant_id, user_id, session_id, self.key, new)
+        if not out:  # a duck-typed store whose update_state did not call `advance`: report what is stored
+            state = self.load(tenant_id, user_id, session_id)
+            return (state.score, state.turn) if state is not None else (0.0, 0)
         return out[-1]

@@ -231,9 +231,13 @@ def serve(
 def _leave(code: int, grace_s: float = 2.0) -> None:
     """After the server stopped: exit, even past a detector call stuck in a worker thread (a hung upstream), which
     the interpreter would otherwise wait for at exit (executor threads are joined), forever if it never returns."""
+    import atexit
     import os
     import threading
 
+    from ..detector import release_all_offload
+
+    release_all_offload()  # idle pool threads end at once; a stuck call keeps its thread
     deadline = time.monotonic() + grace_s
     for t in threading.enumerate():
         if t is not threading.main_thread() and not t.daemon:
@@ -243,7 +247,7 @@ def _leave(code: int, grace_s: float = 2.0) -> None:
         raise typer.Exit(code)
     logging.getLogger("railguard.service").warning(
         "exiting with %d worker thread(s) still running: %s", len(stuck), sorted(set(stuck))[:8])
-    logging.shutdown()
+    atexit._run_exitfuncs()  # what a normal exit runs (logging's flush among them); not the threads' joins
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -29,7 +29,7 @@ from ..pipeline import Guard
 from .auth import KeyRing, Principal
 from .deps import ChatConfig, ServiceState, log, require_tenant, state
 from .env import ServiceEnv
-from .lifecycle import _build_guard, _ping, _prune_state, _warm_up
+from .lifecycle import _build_guard, _ping, _prune_state, _retry_warm_up, _warm_up
 from .observability import Metrics, failed_detectors
 from .schemas import CheckBody, ErrorOut, Health, ScreenBody, ScreenedDecision, ScreenOut
 
@@ -195,7 +195,9 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
     trajectories) not written for that long is deleted, hourly and at start-up, so abandoned sessions go away."""
     from ..store import SettingsStore
 
-    env = ServiceEnv.from_environ()
+    # only what this function uses: an embedder passing its own arguments is not refused over another variable
+    env = ServiceEnv.from_environ(only={"strict_detectors", "warmup"} | ({"state_ttl_days"} if state_ttl is None
+                                                                        else set()))
     store = store if store is not None else SettingsStore()
     if guard is None:
         guard, unavailable = _build_guard(detectors, store, env.strict_detectors)
@@ -209,25 +211,29 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
     ttl = state_ttl if state_ttl is not None else timedelta(days=env.state_ttl_days)
     if ttl < timedelta(0):
         raise ConfigError(f"state_ttl must be >= 0 (0 keeps session state forever), got {ttl}")
+    if hasattr(store, "state_ttl"):  # the service prunes on its own schedule, with its own TTL (below)
+        store.state_ttl = None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         st.chat_lock = asyncio.Lock()
         pruner = asyncio.create_task(_prune_state(store, ttl)) if ttl > timedelta(0) else None
+        warming: asyncio.Task[None] | None = None
         try:
-            if env.warmup == "background":
-                task = asyncio.create_task(_warm_up(st))  # serve /healthz at once; /readyz says when warm
-                yield
-                task.cancel()
-                return
-            # Default: load models before this worker accepts connections. With several workers sharing one
-            # socket, a cold worker otherwise takes requests while loading (seen: p99 45 s vs 5 s under load),
-            # and /readyz, answered by whichever worker, cannot tell that another one is still cold.
-            await _warm_up(st)
+            if env.warmup == "background":  # serve /healthz at once; /readyz says when warm
+                warming = asyncio.create_task(_retry_warm_up(st, first_s=0.0))
+            else:
+                # Default: load models before this worker accepts connections. With several workers sharing one
+                # socket, a cold worker otherwise takes requests while loading (seen: p99 45 s vs 5 s under
+                # load), and /readyz, answered by whichever worker, cannot tell that another is still cold.
+                await _warm_up(st)
+                if not st.ready:  # retried in the background until it passes
+                    warming = asyncio.create_task(_retry_warm_up(st))
             yield
         finally:
-            if pruner is not None:
-                pruner.cancel()
+            for task in (pruner, warming):
+                if task is not None:
+                    task.cancel()
             # uvicorn cancels requests still running after its graceful-shutdown timeout and then runs this at
             # once: give them a moment to unwind, so each still gets its request log line and metric.
             running = {t for t in app_inflight if not t.done()}
@@ -307,7 +313,7 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
             [m.model_dump(exclude_none=True) for m in body.messages], user_id=body.user_id,
             session_id=body.session_id, include_last=True)
         for _, d in screen.decisions:
-            s.metrics.observe_decision(d)
+            s.metrics.observe_decision(d, history=True)
         out = ScreenOut(messages=screen.messages, blocked=screen.blocked,
                         decisions=[ScreenedDecision(index=i, decision=d) for i, d in screen.decisions])
         log.info("screen", extra={"fields": {

@@ -250,7 +250,7 @@ async def _answer(st: ServiceState, guard: Any, body: ChatCompletionRequest, use
     # detectors again (a card number redacted on turn 1 must not reach the upstream in the clear on turn 2).
     history = await guard.ascreen_history(messages, user_id=user_id, session_id=session_id)
     for _, d in history.decisions:
-        st.metrics.observe_decision(d)
+        st.metrics.observe_decision(d, history=True)
     messages = history.messages
     decisions: dict[str, Any] = {"input": None, "output": None}
     if history.decisions:
@@ -335,7 +335,7 @@ async def _screen_tool_fields(st: ServiceState, guard: Any, messages: list[dict[
         return messages, _FieldScreen([], None)
     screen = await guard.ascreen_history(texts, user_id=user_id, session_id=session_id, include_last=True)
     for _, d in screen.decisions:
-        st.metrics.observe_decision(d)
+        st.metrics.observe_decision(d, history=True)
     out = [dict(m) for m in messages]
     for (msg_i, call_j), text in zip(where, screen.messages, strict=True):
         if call_j is None:

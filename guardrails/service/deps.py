@@ -71,6 +71,7 @@ class ServiceState:
     ready: bool = False
     ready_error: str | None = None
     strict_detectors: bool = True  # a detector failing its warm-up check keeps /readyz at 503
+    warmup_failed: dict[str, str] = field(default_factory=dict)  # the last warm-up's failed detectors -> why
     inflight: set[asyncio.Task[Any]] = field(default_factory=set)  # requests running (HygieneMiddleware)
     _tenant_guards: dict[str, Guard] = field(default_factory=dict)
     chat_model: Any = None

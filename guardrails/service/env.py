@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from ..errors import ConfigError
-
-T = TypeVar("T")
 
 DB = "RAILGUARD_DB_URL"
 DETECTORS = "RAILGUARD_DETECTORS"  # comma-separated subset of registered detectors (default: all)
@@ -56,44 +54,32 @@ class ServiceEnv:
     log_level: str = "info"
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> ServiceEnv:
-        """Read every RAILGUARD_* variable the service uses; all bad values are reported in one ConfigError."""
+    def from_environ(cls, environ: Mapping[str, str] | None = None, *,
+                     only: Iterable[str] | None = None) -> ServiceEnv:
+        """Read the RAILGUARD_* variables the service uses; all bad values are reported in one ConfigError.
+        `only`: read just these fields (the rest keep their defaults), for a caller that needs a few of them."""
         env = os.environ if environ is None else environ
+        wanted = None if only is None else set(only)
         errors: list[str] = []
-
-        def read(name: str, parse: Callable[[str], T], default: T, rule: str) -> T:
-            raw = (env.get(name) or "").strip()
+        values: dict[str, Any] = {}
+        for name, (var, parse, rule) in _FIELDS.items():
+            if wanted is not None and name not in wanted:
+                continue
+            raw = (env.get(var) or "").strip()
             if not raw:
-                return default
+                continue
             try:
-                return parse(raw)
+                values[name] = parse(raw)
             except (ValueError, OverflowError):
-                shown = "" if name in _SECRET else f", got {raw[:60]!r}"
-                errors.append(f"{name} must be {rule}{shown}")
-                return default
-
-        names = [n.strip() for n in (env.get(DETECTORS) or "").split(",") if n.strip()] or None
-        total = read(UPSTREAM_TOTAL, _number(zero_ok=True), 600.0, "a number of seconds >= 0 (0 = no bound)")
-        keepalive = read(KEEPALIVE, _number(zero_ok=True), 0.0, "a number of seconds >= 0 (0 = off)")
-        out = cls(
-            db_url=(env.get(DB) or "").strip() or None,
-            detectors=names,
-            upstream_url=(env.get(UPSTREAM) or "").strip() or None,
-            upstream_api_key=env.get(UPSTREAM_KEY) or None,
-            max_body_bytes=read(MAX_BODY, _positive_int, 1 << 20, "a positive number of bytes"),
-            warm_chat_model=read(WARM_CHAT, _flag, False, "0 or 1"),
-            sse_keepalive_s=keepalive or None,
-            upstream_timeout_s=read(UPSTREAM_TIMEOUT, _number(zero_ok=False), 120.0, "a number of seconds > 0"),
-            upstream_total_timeout_s=total or None,
-            state_ttl_days=read(STATE_TTL, _number(zero_ok=True), 30.0, "a number of days >= 0 (0 = keep forever)"),
-            warmup=read(WARMUP, _choice(WARMUP_MODES), "before_serving", f"one of {', '.join(WARMUP_MODES)}"),
-            strict_detectors=read(STRICT, _flag, True, "0 or 1"),
-            num_threads=read(NUM_THREADS, _positive_int, None, "a positive integer"),
-            log_level=read(LOG_LEVEL, _choice(LOG_LEVELS), "info", f"one of {', '.join(LOG_LEVELS)}"),
-        )
+                shown = "" if var in _SECRET else f", got {raw[:60]!r}"
+                errors.append(f"{var} must be {rule}{shown}")
         if errors:
             raise ConfigError("invalid service configuration: " + "; ".join(errors))
-        return out
+        if values.get("sse_keepalive_s") == 0:
+            values["sse_keepalive_s"] = None
+        if values.get("upstream_total_timeout_s") == 0:
+            values["upstream_total_timeout_s"] = None
+        return cls(**values)
 
     def chat_kwargs(self) -> dict[str, Any]:
         """The ChatConfig fields this environment sets."""
@@ -102,26 +88,32 @@ class ServiceEnv:
                 "timeout_s": self.upstream_timeout_s, "total_timeout_s": self.upstream_total_timeout_s}
 
 
-def _number(*, zero_ok: bool) -> Callable[[str], float]:
+def _number(*, zero_ok: bool, most: float = 1e9) -> Callable[[str], float]:
     def parse(raw: str) -> float:
         value = float(raw)
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok) or value > most:
             raise ValueError(raw)
         return value
 
     return parse
 
 
-def _positive_int(raw: str) -> int:
-    if not raw.isdigit() or int(raw) <= 0:
-        raise ValueError(raw)
-    return int(raw)
+def _positive_int(most: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) <= most:
+            raise ValueError(raw)
+        return int(raw)
+
+    return parse
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def _flag(raw: str) -> bool:
-    if raw not in ("0", "1"):
+    if raw.lower() not in _TRUE + _FALSE:
         raise ValueError(raw)
-    return raw == "1"
+    return raw.lower() in _TRUE
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
@@ -131,3 +123,31 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
         return raw.lower()
 
     return parse
+
+
+def _names(raw: str) -> list[str] | None:
+    return [n.strip() for n in raw.split(",") if n.strip()] or None
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+# field -> (variable, parser, what a valid value is)
+_FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "db_url": (DB, _text, "a database URL"),
+    "detectors": (DETECTORS, _names, "comma-separated detector names"),
+    "upstream_url": (UPSTREAM, _text, "a URL"),
+    "upstream_api_key": (UPSTREAM_KEY, _text, "an API key"),
+    "max_body_bytes": (MAX_BODY, _positive_int(1 << 30), "a number of bytes from 1 to 1073741824"),
+    "warm_chat_model": (WARM_CHAT, _flag, "1/0 (or true/false, yes/no, on/off)"),
+    "sse_keepalive_s": (KEEPALIVE, _number(zero_ok=True), "a number of seconds >= 0 (0 = off)"),
+    "upstream_timeout_s": (UPSTREAM_TIMEOUT, _number(zero_ok=False), "a number of seconds > 0"),
+    "upstream_total_timeout_s": (UPSTREAM_TOTAL, _number(zero_ok=True), "a number of seconds >= 0 (0 = no bound)"),
+    "state_ttl_days": (STATE_TTL, _number(zero_ok=True, most=36_500),
+                       "a number of days from 0 (keep forever) to 36500"),
+    "warmup": (WARMUP, _choice(WARMUP_MODES), f"one of {', '.join(WARMUP_MODES)}"),
+    "strict_detectors": (STRICT, _flag, "1/0 (or true/false, yes/no, on/off)"),
+    "num_threads": (NUM_THREADS, _positive_int(4096), "an integer from 1 to 4096"),
+    "log_level": (LOG_LEVEL, _choice(LOG_LEVELS), f"one of {', '.join(LOG_LEVELS)}"),
+}

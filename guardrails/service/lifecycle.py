@@ -28,23 +28,36 @@ async def _warm_up(st: ServiceState) -> None:
             for part in (d.error or "").split("; ") if d.error else ():
                 name, _, why = part.partition(":")
                 failed.setdefault(name, f"warm-up check failed:{why}"[:300])
+        for name in st.warmup_failed:  # a retry: forget what the last attempt reported
+            st.unavailable_detectors.pop(name, None)
+        st.warmup_failed = failed
         if failed:
             log.error("detector warm-up failed", extra={"fields": {"event": "detector_warmup_failed",
                                                                    "detectors": sorted(failed)}})
             for name, why in failed.items():
                 st.unavailable_detectors.setdefault(name, why)
             if st.strict_detectors:  # not ready: a detector that cannot check would block or allow every request
-                raise RuntimeError(f"detector(s) failed the warm-up check: {', '.join(sorted(failed))} (details in "
-                                   "/readyz; RAILGUARD_STRICT_DETECTORS=0 serves without them)")
+                raise RuntimeError(f"detector(s) failed the warm-up check: {', '.join(sorted(failed))} (retried; "
+                                   "RAILGUARD_STRICT_DETECTORS=0 reports ready anyway, their fail mode then applies)")
         await asyncio.to_thread(_ping, st.store)
         if st.chat.upstream_url is None and st.chat.warm_local_model:
             from .chat import local_model
 
             await asyncio.to_thread(lambda: local_model(st).lm)
-        st.ready = True
+        st.ready, st.ready_error = True, None
     except Exception as exc:  # readiness reports it; the process stays up for /healthz and diagnosis
         st.ready_error = f"{type(exc).__name__}: {exc}"[:300]
         log.error("warm-up failed", extra={"fields": {"event": "warmup_failed", "type": type(exc).__name__}})
+
+
+async def _retry_warm_up(st: ServiceState, first_s: float = 2.0, most_s: float = 60.0) -> None:
+    """Warm up again, with backoff, until ready: a backend down for a moment at start-up must not leave the
+    worker unready for good (a liveness probe would never restart it: /healthz is fine)."""
+    delay = first_s
+    while not st.ready:
+        await asyncio.sleep(delay)
+        delay = min(max(delay * 2, 2.0), most_s)
+        await _warm_up(st)
 
 
 def _ping(store: Any) -> None:
@@ -63,7 +76,7 @@ def _build_guard(names: list[str] | None, store: Any, strict: bool | None = None
     `/readyz` details, as `Guard.from_registry` does. Set RAILGUARD_STRICT_DETECTORS=0 to start without plugins
     that fail to import or build for any reason too (`strict` None: from the environment)."""
     if strict is None:
-        strict = ServiceEnv.from_environ().strict_detectors
+        strict = ServiceEnv.from_environ(only={"strict_detectors"}).strict_detectors
     if names is not None or strict:
         guard = Guard.from_registry(names, store=store)
         return guard, dict(guard.unavailable)

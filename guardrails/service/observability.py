@@ -46,10 +46,12 @@ class Metrics:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
 
-    def observe_decision(self, decision: Any, seconds: float | None = None) -> None:
+    def observe_decision(self, decision: Any, seconds: float | None = None, *, history: bool = False) -> None:
         """Count one Decision (and time it, when `seconds` is given). A detector that failed is counted under its
-        name (a bounded label: the detectors this service runs), so a fail-open allow is told from a clean one."""
-        stage = decision.stage.value
+        name (a bounded label: the detectors this service runs), so a fail-open allow is told from a clean one.
+        `history`: a decision on an earlier message of a resent conversation, counted under stage "history" (a
+        card redacted on turn 1 is met again on every later turn; it must not inflate the turns' own rates)."""
+        stage = "history" if history else decision.stage.value
         self.decisions.labels(stage, decision.action.value, str(decision.shadow).lower()).inc()
         if seconds is not None:
             self.check_latency.labels(stage).observe(seconds)
@@ -69,8 +71,10 @@ class Metrics:
 
 
 def failed_detectors(decision: Any) -> list[str]:
-    """Names of the detectors that failed in this decision (their fail mode decided), sorted."""
-    return sorted({f.detector for f in decision.findings if f.category == "error"})
+    """Names of the detectors that failed in this decision (their fail mode decided), sorted. Told by the Guard's
+    own failure finding, not by the category alone (a user may name a moderation category "error")."""
+    return sorted({f.detector for f in decision.findings
+                   if f.category == "error" and f.explanation.startswith("detector failed (")})
 
 
 class JsonFormatter(logging.Formatter):

@@ -43,8 +43,9 @@ def state_ttl_from_env() -> timedelta | None:
         days = float(raw)
     except ValueError:
         days = -1.0
-    if not 0 <= days < float("inf"):
-        raise ConfigError(f"{STATE_TTL_ENV} must be a number of days >= 0 (0 = keep forever), got {raw[:60]!r}")
+    if not 0 <= days <= 36_500:
+        raise ConfigError(f"{STATE_TTL_ENV} must be a number of days from 0 (keep forever) to 36500, "
+                          f"got {raw[:60]!r}")
     return timedelta(days=days) if days > 0 else None
 
 
@@ -67,9 +68,11 @@ class SessionStateMixin:
         def _json(self, value: Any) -> str: ...
 
     def _init_state(self, state_ttl: timedelta | None) -> None:
-        if state_ttl is not None and state_ttl < timedelta(0):
-            raise ConfigError(f"state_ttl must be >= 0 (None or 0 keeps state forever), got {state_ttl}")
-        self.state_ttl = state_ttl or None
+        if not state_ttl:  # None, 0, timedelta(0): keep forever
+            state_ttl = None
+        elif not isinstance(state_ttl, timedelta) or state_ttl < timedelta(0):
+            raise ConfigError(f"state_ttl must be a timedelta >= 0 (None or 0 keeps state forever), got {state_ttl!r}")
+        self.state_ttl = state_ttl
         self._last_prune, self._prune_lock = float("-inf"), threading.Lock()
 
     def _state_keys(self, tenant_id: str, user_id: str, session_id: str, key: str | None) -> tuple[Any, ...]:
@@ -141,18 +144,25 @@ class SessionStateMixin:
             return int(conn.execute(sa.delete(session_state).where(session_state.c.updated_at < cutoff)).rowcount)
 
     def _maybe_prune(self) -> None:
-        """After a state write: prune rows idle past `state_ttl`, at most once per PRUNE_EVERY_S per store. A
-        failure is logged, never raised: the write it follows has succeeded."""
+        """After a state write: prune rows idle past `state_ttl`, at most once per PRUNE_EVERY_S per store, in a
+        background thread (a full-table DELETE must not sit on a check's path, where a detector's timeout runs)."""
         if self.state_ttl is None or time.monotonic() - self._last_prune < PRUNE_EVERY_S:
             return
         if not self._prune_lock.acquire(blocking=False):
             return  # another thread is pruning
+        self._last_prune = time.monotonic()
         try:
-            self._last_prune = time.monotonic()
-            n = self.prune_state(self.state_ttl)
+            threading.Thread(target=self._prune_now, args=(self.state_ttl,), name="railguard-state-prune",
+                             daemon=True).start()
+        except RuntimeError:  # no threads left (interpreter shutting down): next time
+            self._prune_lock.release()
+
+    def _prune_now(self, ttl: timedelta) -> None:
+        try:
+            n = self.prune_state(ttl)
             if n:
-                log.info("pruned %d session state row(s) idle for more than %s", n, self.state_ttl)
-        except Exception as exc:  # noqa: BLE001 - e.g. the database briefly locked
+                log.info("pruned %d session state row(s) idle for more than %s", n, ttl)
+        except Exception as exc:  # noqa: BLE001 - e.g. the database briefly locked, or the store closed
             log.warning("session state pruning failed (%s); retried after the next interval", type(exc).__name__)
         finally:
             self._prune_lock.release()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -75,11 +76,16 @@ def test_the_store_prunes_idle_state_itself_at_most_once_per_interval(tmp_path, 
     store = SettingsStore(tmp_path / "ttl.db", state_ttl=timedelta(days=30))
     try:
         store.put_state("t", "u", "old", "k", {"n": 1})  # the first write prunes (nothing yet)
+        while store._prune_lock.locked():  # that first prune has finished
+            time.sleep(0.01)
         _age(store, "old", 40)
         store.put_state("t", "u", "new", "k", {"n": 1})
         assert store.get_state("t", "u", "old", "k") is not None  # within the interval: not pruned again
         monkeypatch.setattr(state_module, "PRUNE_EVERY_S", 0.0)
-        store.update_state("t", "u", "new", "k", _count)
+        store.update_state("t", "u", "new", "k", _count)  # prunes in a background thread, off the write's path
+        deadline = time.monotonic() + 10
+        while store.get_state("t", "u", "old", "k") is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert store.get_state("t", "u", "old", "k") is None and store.get_state("t", "u", "new", "k") == {"n": 2}
     finally:
         store.close()
@@ -107,5 +113,12 @@ def test_state_ttl_from_the_environment(tmp_path, monkeypatch):
         monkeypatch.setenv("RAILGUARD_STATE_TTL_DAYS", bad)
         with pytest.raises(ConfigError, match="RAILGUARD_STATE_TTL_DAYS"):
             SettingsStore(tmp_path / "d.db")
-    with pytest.raises(ConfigError):
-        SettingsStore(tmp_path / "e.db", state_ttl=timedelta(days=-1))
+    for bad in (timedelta(days=-1), 5, "30d"):
+        with pytest.raises(ConfigError):
+            SettingsStore(tmp_path / "e.db", state_ttl=bad)  # type: ignore[arg-type]
+    for keep in (None, 0, timedelta(0)):
+        with SettingsStore(tmp_path / "f.db", state_ttl=keep) as s:  # type: ignore[arg-type]
+            assert s.state_ttl is None
+    monkeypatch.setenv("RAILGUARD_STATE_TTL_DAYS", "1e10")
+    with pytest.raises(ConfigError, match="36500"):
+        SettingsStore(tmp_path / "g.db")
