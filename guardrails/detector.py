@@ -178,9 +178,14 @@ async def offload(owner: object, fn: Callable[..., R], /, *args: Any) -> R:
     than one shared pool; in exchange store writes no longer queue behind detector work (p50 1.8 s -> 15 ms)."""
     loop = asyncio.get_running_loop()
     call = functools.partial(contextvars.copy_context().run, fn, *args)
+    pool = _executor_of(owner)
     try:
-        future = loop.run_in_executor(_executor_of(owner), call)
-    except RuntimeError:  # its pool was just released (`release_offload` from another Guard sharing the owner)
+        future = loop.run_in_executor(pool, call)
+    except RuntimeError:
+        if not getattr(pool, "_shutdown", False):  # e.g. "can't start new thread": the item may be queued already
+            raise
+        # its pool was released in between (`release_offload` from another Guard sharing the owner): nothing
+        # was queued on it, so submit once to a fresh one
         future = loop.run_in_executor(_executor_of(owner), call)
     return await future
 

@@ -212,10 +212,14 @@ class Guard:
                 try:
                     redacted = slot.detector.redact(redacted)  # type: ignore[attr-defined]  # a Redactor
                 except Exception as exc:  # like a failed check: that detector's fail mode decides, and its
-                    failed, err = self._failure(slot, exc)  # redaction, never made, is not claimed
-                    errors.append(err)
-                    counted = [f for f in counted if f.detector != slot.name] + failed
-                    findings = [f for f in findings if f.detector != slot.name] + failed
+                    failed, err = self._failure(slot, exc)  # redaction, never made, is not claimed (its
+                    errors.append(err)  # other findings, a warn for instance, stand)
+
+                    def unclaimed(f: Finding, name: str = slot.name) -> bool:
+                        return not (f.detector == name and f.action is Action.REDACT)
+
+                    counted = [f for f in counted if unclaimed(f)] + failed
+                    findings = [f for f in findings if unclaimed(f)] + failed
             action = most_severe(counted)
             redacted = redacted if action is Action.REDACT else None
         user_shadow = bool(request.settings.get("guard", {}).get("shadow", False))

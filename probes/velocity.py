@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from guardrails.errors import InvalidInputError
+from guardrails.errors import InvalidInputError, StoreError
 
 from .probe import ProbeArtifact
 
@@ -231,7 +231,6 @@ class VelocityTracker:
                 new = advance(self.store.get_state(tenant_id, user_id, session_id, self.key))
                 if new is not None:
                     self.store.put_state(tenant_id, user_id, session_id, self.key, new)
-        if not out:  # a duck-typed store whose update_state did not call `advance`: report what is stored
-            state = self.load(tenant_id, user_id, session_id)
-            return (state.score, state.turn) if state is not None else (0.0, 0)
+        if not out:  # a store whose update_state never called `advance`: fail (closed), never guess a turn
+            raise StoreError("the state store's update_state did not call its update function")
         return out[-1]

@@ -247,7 +247,10 @@ def _leave(code: int, grace_s: float = 2.0) -> None:
         raise typer.Exit(code)
     logging.getLogger("railguard.service").warning(
         "exiting with %d worker thread(s) still running: %s", len(stuck), sorted(set(stuck))[:8])
-    atexit._run_exitfuncs()  # what a normal exit runs (logging's flush among them); not the threads' joins
+    # what a normal exit runs (logging's flush among them), bounded: a handler may itself wait on what is stuck
+    runner = threading.Thread(target=atexit._run_exitfuncs, name="railguard-atexit", daemon=True)
+    runner.start()
+    runner.join(grace_s)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

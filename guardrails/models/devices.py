@@ -28,8 +28,8 @@ def resolve_device(device: str | None = None) -> str:
         # RAILGUARD_NUM_THREADS overrides (on a shared, loaded machine 1 thread is steadier).
         n = os.cpu_count() or 1
         env = os.environ.get("RAILGUARD_NUM_THREADS", "").strip()
-        if env and not (env.isdigit() and int(env) > 0):
-            raise ConfigError(f"RAILGUARD_NUM_THREADS={env!r} must be a positive integer")
+        if env and not (env.isascii() and env.isdigit() and 0 < int(env) <= 4096):
+            raise ConfigError(f"RAILGUARD_NUM_THREADS={env[:60]!r} must be an integer from 1 to 4096")
         torch.set_num_threads(int(env) if env else (max(1, n - 1) if n > 2 else n))
         resolve_device._threads_set = True  # type: ignore[attr-defined]
     return device

@@ -191,14 +191,17 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
                state_ttl: timedelta | None = None) -> FastAPI:
     """Build the service. `guard` defaults to every registered detector (or `detectors`), `store` to the
     default SettingsStore ($RAILGUARD_DB_URL), `admin_key` to $RAILGUARD_ADMIN_KEY (admin API off when unset).
-    `state_ttl` (default $RAILGUARD_STATE_TTL_DAYS, 30 days; 0 = keep forever): per-session state (velocity
-    trajectories) not written for that long is deleted, hourly and at start-up, so abandoned sessions go away."""
+    `state_ttl` (default: a store passed in keeps its own `state_ttl`; one made here uses $RAILGUARD_STATE_TTL_DAYS,
+    30 days; 0 = keep forever): per-session state (velocity trajectories) not written for that long is deleted,
+    hourly and at start-up, so abandoned sessions go away."""
     from ..store import SettingsStore
 
     # only what this function uses: an embedder passing its own arguments is not refused over another variable
+    own_store = store is None
     env = ServiceEnv.from_environ(only={"strict_detectors", "warmup"} | ({"state_ttl_days"} if state_ttl is None
-                                                                        else set()))
-    store = store if store is not None else SettingsStore()
+                                                                        and own_store else set()))
+    # a store made here leaves pruning to the lifespan (below); a caller's store keeps its own settings
+    store = SettingsStore(state_ttl=None) if own_store else store
     if guard is None:
         guard, unavailable = _build_guard(detectors, store, env.strict_detectors)
     else:
@@ -208,11 +211,14 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
                       chat=chat or ChatConfig(), unavailable_detectors=unavailable,
                       strict_detectors=env.strict_detectors)
     app_inflight = st.inflight
-    ttl = state_ttl if state_ttl is not None else timedelta(days=env.state_ttl_days)
+    if state_ttl is not None:
+        ttl = state_ttl
+    elif own_store:
+        ttl = timedelta(days=env.state_ttl_days)
+    else:  # the caller's store: its own TTL (it also prunes itself when state is written)
+        ttl = getattr(store, "state_ttl", None) or timedelta(0)
     if ttl < timedelta(0):
         raise ConfigError(f"state_ttl must be >= 0 (0 keeps session state forever), got {ttl}")
-    if hasattr(store, "state_ttl"):  # the service prunes on its own schedule, with its own TTL (below)
-        store.state_ttl = None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

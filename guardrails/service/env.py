@@ -60,6 +60,8 @@ class ServiceEnv:
         `only`: read just these fields (the rest keep their defaults), for a caller that needs a few of them."""
         env = os.environ if environ is None else environ
         wanted = None if only is None else set(only)
+        if wanted is not None and not wanted <= set(_FIELDS):
+            raise ValueError(f"unknown ServiceEnv field(s): {sorted(wanted - set(_FIELDS))}")
         errors: list[str] = []
         values: dict[str, Any] = {}
         for name, (var, parse, rule) in _FIELDS.items():
@@ -90,6 +92,8 @@ class ServiceEnv:
 
 def _number(*, zero_ok: bool, most: float = 1e9) -> Callable[[str], float]:
     def parse(raw: str) -> float:
+        if not raw.isascii() or "_" in raw:  # float() also reads "٣" and "1_0"
+            raise ValueError(raw)
         value = float(raw)
         if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok) or value > most:
             raise ValueError(raw)

@@ -20,6 +20,7 @@ from .env import ServiceEnv
 async def _warm_up(st: ServiceState) -> None:
     """Run one throwaway check per stage through every detector (forces lazy model loads), ping the store and,
     when configured, load the local chat model; `/readyz` turns 200 only afterwards."""
+    st.ready_error = None  # this attempt's outcome, not the last one's
     try:
         probe = Guard(st.guard.slots, store=None, tenant_id="__readyz__")
         failed: dict[str, str] = {}
@@ -54,7 +55,7 @@ async def _retry_warm_up(st: ServiceState, first_s: float = 2.0, most_s: float =
     """Warm up again, with backoff, until ready: a backend down for a moment at start-up must not leave the
     worker unready for good (a liveness probe would never restart it: /healthz is fine)."""
     delay = first_s
-    while not st.ready:
+    while not st.ready and not (st.ready_error or "").startswith("ConfigError"):  # a config error stays one
         await asyncio.sleep(delay)
         delay = min(max(delay * 2, 2.0), most_s)
         await _warm_up(st)

@@ -73,8 +73,8 @@ class Metrics:
 def failed_detectors(decision: Any) -> list[str]:
     """Names of the detectors that failed in this decision (their fail mode decided), sorted. Told by the Guard's
     own failure finding, not by the category alone (a user may name a moderation category "error")."""
-    return sorted({f.detector for f in decision.findings
-                   if f.category == "error" and f.explanation.startswith("detector failed (")})
+    return sorted({f.detector for f in decision.findings if f.category == "error"
+                   and f.explanation.removeprefix("[shadow] ").startswith("detector failed (")})
 
 
 class JsonFormatter(logging.Formatter):

@@ -29,8 +29,10 @@ def app_from_env() -> FastAPI:
 
     env = ServiceEnv.from_environ()
     configure_json_logging(env.log_level)
-    return create_app(store=SettingsStore(env.db_url), detectors=env.detectors, chat=ChatConfig(**env.chat_kwargs()),
-                      max_body_bytes=env.max_body_bytes, state_ttl=timedelta(days=env.state_ttl_days))
+    # the lifespan prunes session state (hourly, with this TTL): the store need not do it on writes too
+    return create_app(store=SettingsStore(env.db_url, state_ttl=None), detectors=env.detectors,
+                      chat=ChatConfig(**env.chat_kwargs()), max_body_bytes=env.max_body_bytes,
+                      state_ttl=timedelta(days=env.state_ttl_days))
 
 
 def run_server(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = None, *, workers: int = 1,

@@ -326,9 +326,15 @@ class SettingsStore(SessionStateMixin):
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release pooled connections (and file handles); further calls raise StoreError."""
+        """Release pooled connections (and file handles); further calls raise StoreError. A background prune
+        still running is waited for (up to 10 s), so no connection is opened after this returns."""
         self._closed = True
-        self.engine.dispose()
+        waited = self._prune_lock.acquire(timeout=10)
+        try:
+            self.engine.dispose()
+        finally:
+            if waited:
+                self._prune_lock.release()
 
     def __enter__(self) -> SettingsStore:
         return self

@@ -188,3 +188,14 @@ def test_the_in_memory_state_store_is_bounded():
     assert store.get_state("t", "u", "s2", "k") == {"i": 22} and store.get_state("t", "u", "s3", "k") is None
     assert store.prune_state(timedelta(days=1)) == 0
     assert store.prune_state(timedelta(seconds=-1)) == 3 and len(store) == 0
+
+
+def test_a_store_whose_update_state_never_calls_back_fails_instead_of_guessing():
+    from guardrails.errors import StoreError
+
+    class Lazy(InMemoryStateStore):
+        def update_state(self, *args, **kwargs):
+            return None
+
+    with pytest.raises(StoreError, match="update_state"):
+        VelocityTracker(_mt(), Lazy()).update("t", "u", "s", np.zeros(16, dtype=np.float32))

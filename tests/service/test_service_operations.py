@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,11 @@ def test_every_bad_variable_is_named_in_one_error_and_secrets_are_not_quoted():
             ServiceEnv.from_environ({var: value})
     # only the fields asked for are read: an embedder is not refused over a variable it does not use
     assert ServiceEnv.from_environ(bad, only={"db_url"}).max_body_bytes == 1 << 20
+    with pytest.raises(ValueError, match="unknown ServiceEnv field"):
+        ServiceEnv.from_environ({}, only={"nope"})
+    for value in ("1_0", "\u0663"):
+        with pytest.raises(ConfigError, match="RAILGUARD_UPSTREAM_TIMEOUT_S"):
+            ServiceEnv.from_environ({"RAILGUARD_UPSTREAM_TIMEOUT_S": value})
 
 
 def test_run_server_checks_config_and_store_before_uvicorn_starts(monkeypatch, tmp_path, keep_logging):
@@ -413,3 +419,49 @@ async def test_offload_survives_its_pool_being_released_in_between(monkeypatch):
     monkeypatch.setattr(det_module, "_executor_of", lambda o: next(picks, None) or real(o))
     assert await offload(owner, sum, [1, 2, 3]) == 6
     det_module.release_offload(owner)
+
+
+def test_create_app_leaves_a_callers_store_retention_alone(tmp_path):
+    store = SettingsStore(tmp_path / "mine.db", state_ttl=timedelta(days=7))
+    try:
+        app = create_app(Guard([]), store)
+        assert store.state_ttl == timedelta(days=7)  # not switched off or replaced behind the caller's back
+        with TestClient(app):
+            pass
+        assert store.state_ttl == timedelta(days=7)
+    finally:
+        store.close()
+
+
+async def test_offload_does_not_resubmit_after_an_unrelated_runtime_error(monkeypatch):
+    """Only a pool released in between is retried: "can't start new thread" may have queued the call already."""
+    from guardrails import detector as det_module
+    from guardrails import offload
+
+    class Refusing:
+        _shutdown = False
+        submitted = 0
+
+        def submit(self, fn, *args):
+            Refusing.submitted += 1
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(det_module, "_executor_of", lambda o: Refusing())
+    with pytest.raises(RuntimeError, match="new thread"):
+        await offload(object(), sum, [1])
+    assert Refusing.submitted == 1
+
+
+def test_a_failing_redactor_keeps_its_other_findings_and_shadow_failures_are_counted():
+    from guardrails.guard_types import DetectorSlot
+    from guardrails.service.observability import failed_detectors
+
+    class WarnsToo(BrokenRedactor):
+        def predict(self, request: CheckRequest) -> list[Finding]:
+            return [*super().predict(request),
+                    Finding(detector=self.name, category="threat", score=0.9, threshold=0.5, action=Action.WARN)]
+
+    d = Guard([WarnsToo("secrets", "open")]).check("x", user_id="u")
+    assert d.action is Action.WARN and [f.category for f in d.findings] == ["threat", "error"]
+    shadow = Guard([DetectorSlot(Flaky("flaky", "raise"), shadow=True)]).check("x", user_id="u")
+    assert shadow.error and failed_detectors(shadow) == ["flaky"]

@@ -122,3 +122,24 @@ def test_state_ttl_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("RAILGUARD_STATE_TTL_DAYS", "1e10")
     with pytest.raises(ConfigError, match="36500"):
         SettingsStore(tmp_path / "g.db")
+
+
+def test_close_waits_for_a_background_prune(tmp_path, monkeypatch):
+    """No connection may be opened after close() returns: a prune running then is waited for."""
+    from guardrails.store import state as state_module
+
+    store = SettingsStore(tmp_path / "close.db", state_ttl=timedelta(days=1))
+    real = SettingsStore.prune_state
+    started = threading.Event()
+
+    def slow_prune(self: SettingsStore, older_than: timedelta) -> int:
+        started.set()
+        time.sleep(0.5)
+        return real(self, older_than)
+
+    monkeypatch.setattr(SettingsStore, "prune_state", slow_prune)
+    monkeypatch.setattr(state_module, "PRUNE_EVERY_S", 0.0)
+    store.put_state("t", "u", "s", "k", {"n": 1})
+    assert started.wait(5)
+    store.close()
+    assert not any(t.name == "railguard-state-prune" and t.is_alive() for t in threading.enumerate())
