@@ -347,6 +347,22 @@ class Guard:
                 warn_log.warning("closing detector %r failed: %s", slot.name, type(exc).__name__)
             release_offload(slot.detector)
 
+    def erase_user(self, user_id: str) -> dict[str, int]:
+        """Forget one user of this Guard's tenant: what the store holds (`SettingsStore.erase_user`: settings,
+        session state, audit trail) and what detectors cache about them (each detector's
+        `forget_user(tenant_id, user_id)`, e.g. the privacy sentinel's KV caches). Returns rows removed per table."""
+        check_id(user_id, "user_id")
+        erased = dict(self.store.erase_user(self.tenant_id, user_id)) if self.store is not None else {}
+        for slot in self.slots:
+            forget = getattr(slot.detector, "forget_user", None)
+            if callable(forget):
+                erased[f"{slot.name}_cached"] = int(forget(self.tenant_id, user_id) or 0)
+        return erased
+
+    async def aerase_user(self, user_id: str) -> dict[str, int]:
+        """Async twin of `erase_user` (the database work in a worker thread)."""
+        return await asyncio.to_thread(self.erase_user, user_id)
+
     def __enter__(self) -> Guard:
         return self
 

@@ -212,6 +212,17 @@ class EmbeddingBackend:
             self._bank = ExampleBank.load()
         return self._bank
 
+    def clear_caches(self) -> int:
+        """Drop the compiled categories and the embeddings of users' examples and definitions (texts users wrote;
+        keyed by text, not by user, so an erasure clears them all: they are rebuilt on next use). Returns how
+        many entries went."""
+        with self._lock:
+            n = len(self._compiled) + sum(len(v) for v in self._texts.values())
+            self._compiled.clear()
+            for cache in self._texts.values():
+                cache.clear()
+        return n
+
     @property
     def heads(self) -> BaseHeads:
         if self._heads is None:

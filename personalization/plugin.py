@@ -46,6 +46,12 @@ class HarmDetector(BaseDetector):
     async def aclose(self) -> None:
         await aclose_resources(self.backend)
 
+    def forget_user(self, tenant_id: str, user_id: str) -> int:
+        """`Guard.erase_user`: the backend's caches of users' example texts are keyed by text, not user, so they
+        are all dropped (rebuilt on next use); the profile itself is in the store, which the Guard erases."""
+        clear = getattr(self.backend, "clear_caches", None)
+        return int(clear()) if callable(clear) else 0
+
     def profile_for(self, request: CheckRequest) -> tuple[ModerationProfile, str]:
         data = request.settings.get(SECTION) if request.settings else None
         try:

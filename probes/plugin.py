@@ -205,6 +205,16 @@ class PrivacyDetector(BaseDetector):
                                                     max_cached_tokens=self.max_cached_tokens)
         return self._encoder
 
+    def forget_user(self, tenant_id: str, user_id: str) -> int:
+        """Drop what this detector holds about one user (`Guard.erase_user`): the sentinel's KV caches of their
+        sessions and, without a spine store, their drift state kept in memory. Returns the entries dropped."""
+        n = self._encoder.forget_where(lambda k: isinstance(k, tuple) and k[:2] == (tenant_id, user_id)) \
+            if self._encoder is not None else 0
+        store = self.scorer.tracker.store if self.scorer.tracker is not None else None
+        if isinstance(store, InMemoryStateStore):
+            n += store.erase_user(tenant_id, user_id)["session_state"]
+        return n
+
     def predict(self, request: CheckRequest) -> list[Finding]:
         if self.mode == "fused":
             if not self._hooks:  # nothing would ever score: fail closed rather than allow every turn silently

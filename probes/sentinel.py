@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,3 +107,11 @@ class SentinelEncoder:
     def forget(self, session: Hashable) -> None:
         with self._lock:
             self._lru.pop(session, None)
+
+    def forget_where(self, match: Callable[[Hashable], bool]) -> int:
+        """Drop every cached session whose key matches (e.g. all of one user's); returns how many."""
+        with self._lock:
+            gone = [k for k in self._lru if match(k)]
+            for k in gone:
+                del self._lru[k]
+        return len(gone)

@@ -79,6 +79,14 @@ class InMemoryStateStore:
             self._put(k, new)
             return dict(new)
 
+    def erase_user(self, tenant_id: str, user_id: str) -> dict[str, int]:
+        """Forget every session of one user (as `SettingsStore.erase_user` does for its session state)."""
+        with self._lock:
+            gone = [k for k in self._d if k[0] == tenant_id and k[1] == user_id]
+            for k in gone:
+                del self._d[k]
+        return {"session_state": len(gone)}
+
     def prune_state(self, older_than: timedelta) -> int:
         cutoff = time.time() - older_than.total_seconds()
         with self._lock:

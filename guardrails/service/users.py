@@ -17,10 +17,11 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter
 
+from ..decision import text_hash
 from ..store import AuditEntry, StoredSettings, section_models
 from ..store.settings import named_detectors, safe_segment
 from .auth import Principal, TenantExistsError
-from .deps import ApiError, require_admin, require_tenant, state, user_id_param
+from .deps import ApiError, log, require_admin, require_tenant, state, user_id_param
 from .schemas import ApiKeyOut, ErrorOut, SectionOut, SectionPut, SettingsPut, TenantCreate
 
 _ERR: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (401, 404, 409, 413, 415, 422, 428)}
@@ -109,6 +110,20 @@ async def delete_settings(request: Request, user_id: str = Depends(user_id_param
     """Remove all of a user's settings (audited; the audit trail survives)."""
     await state(request).store.adelete(p.tenant_id, user_id, actor=p.actor)
     return Response(status_code=204)
+
+
+@users_router.post("/erase", tags=["settings"])
+async def erase_user(request: Request, user_id: str = Depends(user_id_param),
+                     p: Principal = Depends(require_tenant)) -> dict[str, Any]:
+    """Erase everything stored about one user of the caller's tenant (a data-subject erasure request): settings,
+    session state and the audit trail, and what detectors cache about them. Not audited per user (that would keep
+    the id); logged with the user id hashed. An unknown user erases nothing (all counts 0)."""
+    st = state(request)
+    erased = await st.guard_for(p.tenant_id).aerase_user(user_id)
+    log.info("user erased", extra={"fields": {"event": "user_erased", "tenant_id": p.tenant_id,
+                                              "key_id": p.key_id, "user_sha256": text_hash(user_id),
+                                              "erased": erased}})
+    return {"erased": erased}
 
 
 @users_router.get("/settings/{section}", response_model=SectionOut)

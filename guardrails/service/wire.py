@@ -118,6 +118,10 @@ class Core:
         return Op("DELETE", f"/v1/users/{_seg(user_id)}/settings", lambda r: None)
 
     @staticmethod
+    def erase_user(user_id: str) -> Op:
+        return Op("POST", f"/v1/users/{_seg(user_id)}/erase", lambda r: dict(r.json()["erased"]))
+
+    @staticmethod
     def get_section(user_id: str, section: str) -> Op:
         return Op("GET", f"/v1/users/{_seg(user_id)}/settings/{_seg(section)}", lambda r: r.json())
 

@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from ..errors import ConfigError, InvalidInputError, StoreError, UnknownUserError, VersionConflictError
-from .schema import ensure_schema, settings_audit, user_settings
+from .schema import ensure_schema, session_state, settings_audit, user_settings
 from .settings import (
     DEFAULT_TENANT,
     AuditEntry,
@@ -296,6 +296,18 @@ class SettingsStore(SessionStateMixin):
         """Remove a user's settings (audited). Session state is separate: see ``delete_session``."""
         self._write(tenant_id, user_id, "delete", actor, lambda _old: None, expected_version=None, max_retries=50)
 
+    def erase_user(self, tenant_id: str, user_id: str) -> dict[str, int]:
+        """Erase everything stored about one user (a data-subject erasure request): settings, every session's
+        state and the audit trail, in one transaction. Unlike ``delete`` nothing is kept, not even an audit
+        row naming the user: the caller records the erasure where its policy says (the service logs it with the
+        user id hashed). Returns the number of rows removed per table; erasing an unknown user removes nothing."""
+        t, u = self._keys(tenant_id, user_id)
+        with self._tx(write=True) as conn:
+            return {name: int(conn.execute(sa.delete(table).where(table.c.tenant_id == t,
+                                                                  table.c.user_id == u)).rowcount)
+                    for name, table in (("settings", user_settings), ("session_state", session_state),
+                                        ("audit", settings_audit))}
+
     def history(self, tenant_id: str, user_id: str, limit: int = 100) -> list[AuditEntry]:
         """Audit entries for one user, newest first. Survives ``delete``."""
         t, u = self._keys(tenant_id, user_id)
@@ -317,6 +329,7 @@ class SettingsStore(SessionStateMixin):
     aupdate = _twin(update)
     aupdate_section = _twin(update_section)
     adelete = _twin(delete)
+    aerase_user = _twin(erase_user)
     ahistory = _twin(history)
     aget_state = _twin(SessionStateMixin.get_state)
     aput_state = _twin(SessionStateMixin.put_state)

@@ -271,3 +271,25 @@ def test_through_the_guard_with_stored_profiles(tmp_path, backend, monkeypatch):
         assert guard.check(SPAM, user_id="dave").action is Action.ALLOW  # unblocked: policy mask
         assert guard.check(TOXIC, user_id="dave").action is Action.BLOCK  # other categories unchanged
         assert guard.check(SPAM, user_id="erin").action is Action.WARN  # others' changes touched only them
+
+
+def test_erasing_a_user_drops_the_cached_embeddings_of_users_examples(tmp_path):
+    """`Guard.erase_user`: the profile goes with the store's rows; the backend's caches of example texts (keyed by
+    text, not user) are dropped and rebuilt on next use, with the same scores."""
+    from guardrails import Guard
+    from guardrails.store import SettingsStore
+    from personalization.service import ProfileService
+
+    det = HarmDetector(EmbeddingBackend())
+    with SettingsStore(tmp_path / "erase.db") as store:
+        ProfileService(store, "default", actor="t").block_new(
+            "carol", "crypto_shill", examples=["Get in early on $DOGEX, 50x guaranteed, pump starts at 9pm!"])
+        guard = Guard([det], store=store)
+        before = guard.check("Buy $MOONCOIN now, 100x soon", user_id="carol")
+        assert det.backend._compiled and any(det.backend._texts.values())
+        erased = guard.erase_user("carol")
+        assert erased["settings"] == 1 and erased["audit"] == 1 and erased["harm_cached"] >= 2
+        assert not det.backend._compiled and not any(det.backend._texts.values())
+        after_default = guard.check("Buy $MOONCOIN now, 100x soon", user_id="carol")
+        assert "crypto_shill" not in {f.category for f in after_default.findings}  # the profile is gone
+        assert "crypto_shill" in {f.category for f in before.findings}

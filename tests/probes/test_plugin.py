@@ -375,3 +375,21 @@ def test_the_sentinel_kv_cache_bounds_come_from_config(tiny):
     for bad in ({"max_cached_tokens": -1}, {"max_sessions": "many"}, {"max_cached_tokens": True}):
         with pytest.raises(ConfigError):
             build_privacy_detector(PluginContext(config={"privacy": bad}))
+
+
+def test_erasing_a_user_drops_what_the_privacy_detector_caches(tiny):
+    """`Guard.erase_user`: the sentinel's KV caches (derived from the user's messages) and, without a store, the
+    drift state kept in memory; another user's stay."""
+    from guardrails import Guard
+
+    det = PrivacyDetector(synthetic_bundle(tiny, 2, multi_layer=2, threshold=1e9), lm=tiny)
+    guard = Guard([det])
+    for user, session in (("erin", "a"), ("erin", "b"), ("bob", "a")):
+        guard.check([{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "hi"},
+                     {"role": "user", "content": "what is new"}], user_id=user, session_id=session)
+    assert {("default", "erin", "a"), ("default", "erin", "b"), ("default", "bob", "a")} <= set(det.encoder._lru)
+    assert guard.erase_user("erin") == {"privacy_cached": 4}  # 2 KV caches + 2 sessions' drift state
+    assert not any(k[1] == "erin" for k in det.encoder._lru) and ("default", "bob", "a") in det.encoder._lru
+    state = det.scorer.tracker.store
+    assert state.get_state("default", "erin", "a", "privacy_velocity") is None
+    assert state.get_state("default", "bob", "a", "privacy_velocity") is not None

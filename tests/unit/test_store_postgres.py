@@ -146,3 +146,13 @@ def test_update_state_is_atomic_across_connections_including_the_first_write(pg)
     for th in ts:
         th.join(60)
     assert pg.get_state(t, "u", "s", "k") == {"n": 60}
+
+
+def test_erase_user_removes_one_users_rows_only(pg):
+    t = _tenant()
+    for user in ("erin", "bob"):
+        pg.update_section(t, user, "guard", lambda g: {**g, "shadow": True}, actor="t")
+        pg.put_state(t, user, "s1", "velocity", {"turn": 1})
+    assert pg.erase_user(t, "erin") == {"settings": 1, "session_state": 1, "audit": 1}
+    assert pg.get(t, "erin").version == 0 and pg.history(t, "erin") == []
+    assert pg.get(t, "bob").version == 1 and pg.get_state(t, "bob", "s1", "velocity") == {"turn": 1}
