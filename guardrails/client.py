@@ -115,7 +115,7 @@ class RailguardClient(_Limits):
     def delete_settings(self, user_id: str) -> None:
         self._send(self._core.delete_settings(user_id))
 
-    def erase_user(self, user_id: str) -> dict[str, int]:
+    def erase_user(self, user_id: str) -> dict[str, Any]:
         """Erase everything the service holds about this user (settings, session state, audit trail)."""
         return self._send(self._core.erase_user(user_id))
 
@@ -236,7 +236,7 @@ class AsyncRailguardClient(_Limits):
     async def delete_settings(self, user_id: str) -> None:
         await self._send(self._core.delete_settings(user_id))
 
-    async def erase_user(self, user_id: str) -> dict[str, int]:
+    async def erase_user(self, user_id: str) -> dict[str, Any]:
         return await self._send(self._core.erase_user(user_id))
 
     async def get_section(self, user_id: str, section: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from .detector import (
     close_resources,
     release_offload,
 )
-from .errors import ConfigError, InvalidInputError, RailguardError
+from .errors import ConfigError, DetectorError, InvalidInputError, RailguardError
 from .guard_types import DetectorSlot, HistoryScreen, SupportsCheck
 from .store.settings import named_detectors, safe_segment
 from .text import check_id, coerce_messages, coerce_text
@@ -347,19 +347,37 @@ class Guard:
                 warn_log.warning("closing detector %r failed: %s", slot.name, type(exc).__name__)
             release_offload(slot.detector)
 
-    def erase_user(self, user_id: str) -> dict[str, int]:
-        """Forget one user of this Guard's tenant: what the store holds (`SettingsStore.erase_user`: settings,
-        session state, audit trail) and what detectors cache about them (each detector's
-        `forget_user(tenant_id, user_id)`, e.g. the privacy sentinel's KV caches). Returns rows removed per table."""
+    def erase_user(self, user_id: str) -> dict[str, Any]:
+        """Forget one user of this Guard's tenant (a data-subject erasure request). First each detector's
+        `forget_user(tenant_id, user_id, settings)` drops what it caches about them (the privacy sentinel's KV
+        caches, the harm backend's embeddings of their examples; `settings` is what the store held for them),
+        then the store erases their settings, every session's state and their audit trail in one transaction
+        (`SettingsStore.erase_user`). A detector that fails stops it before the store is touched, with a
+        DetectorError naming it: nothing is half-erased and a retry is safe (every step is idempotent).
+        Returns {"settings", "session_state", "audit": rows removed, "detectors": {name: entries dropped}}.
+        A check still running for the user may write its session state once more: stop their traffic first."""
         check_id(user_id, "user_id")
-        erased = dict(self.store.erase_user(self.tenant_id, user_id)) if self.store is not None else {}
+        settings = self.store.get(self.tenant_id, user_id).settings if self.store is not None else {}
+        dropped: dict[str, int] = {}
+        failed: list[str] = []
         for slot in self.slots:
             forget = getattr(slot.detector, "forget_user", None)
-            if callable(forget):
-                erased[f"{slot.name}_cached"] = int(forget(self.tenant_id, user_id) or 0)
+            if not callable(forget):
+                continue
+            try:
+                dropped[slot.name] = int(forget(self.tenant_id, user_id, settings) or 0)
+            except Exception as exc:
+                warn_log.warning("erasure: detector %r failed to forget a user: %s", slot.name, type(exc).__name__)
+                failed.append(slot.name)
+        if failed:
+            raise DetectorError(f"erasure stopped before the store: detector(s) {failed} failed to forget the user "
+                                "(retry; nothing was erased from the store)")
+        erased: dict[str, Any] = dict(self.store.erase_user(self.tenant_id, user_id)) if self.store is not None \
+            else {}
+        erased["detectors"] = dropped
         return erased
 
-    async def aerase_user(self, user_id: str) -> dict[str, int]:
+    async def aerase_user(self, user_id: str) -> dict[str, Any]:
         """Async twin of `erase_user` (the database work in a worker thread)."""
         return await asyncio.to_thread(self.erase_user, user_id)
 

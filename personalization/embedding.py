@@ -212,15 +212,17 @@ class EmbeddingBackend:
             self._bank = ExampleBank.load()
         return self._bank
 
-    def clear_caches(self) -> int:
-        """Drop the compiled categories and the embeddings of users' examples and definitions (texts users wrote;
-        keyed by text, not by user, so an erasure clears them all: they are rebuilt on next use). Returns how
-        many entries went."""
+    def forget_profile(self, profile: ModerationProfile) -> int:
+        """Drop what the caches hold of one profile's categories: their compiled form and the embeddings of their
+        examples, counter-examples and definitions (an erasure; a text another profile shares is simply
+        re-encoded when next used). Returns how many entries went."""
+        n = 0
         with self._lock:
-            n = len(self._compiled) + sum(len(v) for v in self._texts.values())
-            self._compiled.clear()
-            for cache in self._texts.values():
-                cache.clear()
+            for cat in profile.categories.values():
+                n += self._compiled.pop(self._category_key(cat), None) is not None
+                for text in (*cat.examples, *cat.counter_examples, *([cat.definition] if cat.definition else [])):
+                    for cache in self._texts.values():
+                        n += cache.pop(text, None) is not None
         return n
 
     @property

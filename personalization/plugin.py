@@ -8,6 +8,7 @@ than failing open) and says so in the finding's explanation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -46,11 +47,18 @@ class HarmDetector(BaseDetector):
     async def aclose(self) -> None:
         await aclose_resources(self.backend)
 
-    def forget_user(self, tenant_id: str, user_id: str) -> int:
-        """`Guard.erase_user`: the backend's caches of users' example texts are keyed by text, not user, so they
-        are all dropped (rebuilt on next use); the profile itself is in the store, which the Guard erases."""
-        clear = getattr(self.backend, "clear_caches", None)
-        return int(clear()) if callable(clear) else 0
+    def forget_user(self, tenant_id: str, user_id: str, settings: Mapping[str, Any] | None = None) -> int:
+        """`Guard.erase_user`: drop the backend's cached embeddings of this user's categories (their profile, in
+        `settings`, read before the store erases it; the profile itself is the store's to erase)."""
+        forget = getattr(self.backend, "forget_profile", None)
+        data = (settings or {}).get(SECTION)
+        if not callable(forget) or not data:
+            return 0
+        try:
+            profile = parse_profile(data)
+        except ConfigError:
+            return 0  # unreadable: it was never compiled either
+        return int(forget(profile))
 
     def profile_for(self, request: CheckRequest) -> tuple[ModerationProfile, str]:
         data = request.settings.get(SECTION) if request.settings else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -178,6 +179,7 @@ class PrivacyDetector(BaseDetector):
         self._lm = lm
         self._encoder: SentinelEncoder | None = None
         self._hooks = 0  # FusedProbeHooks handed out (fused mode relies on them for every verdict)
+        self._hook_refs: weakref.WeakSet[FusedProbeHook] = weakref.WeakSet()
         self._lock = threading.Lock()
         if lm is not None:
             self.bundle.check_model(model_fingerprints(lm), getattr(lm, "name", None))
@@ -205,11 +207,15 @@ class PrivacyDetector(BaseDetector):
                                                     max_cached_tokens=self.max_cached_tokens)
         return self._encoder
 
-    def forget_user(self, tenant_id: str, user_id: str) -> int:
+    def forget_user(self, tenant_id: str, user_id: str, settings: Mapping[str, Any] | None = None) -> int:
         """Drop what this detector holds about one user (`Guard.erase_user`): the sentinel's KV caches of their
-        sessions and, without a spine store, their drift state kept in memory. Returns the entries dropped."""
+        sessions, the fused hooks' per-session digests and last verdict, and, without a spine store, their drift
+        state kept in memory. Returns the entries dropped."""
         n = self._encoder.forget_where(lambda k: isinstance(k, tuple) and k[:2] == (tenant_id, user_id)) \
             if self._encoder is not None else 0
+        for hook in list(self._hook_refs):
+            if hook.tenant_id == tenant_id:
+                n += hook.forget_user(user_id)
         store = self.scorer.tracker.store if self.scorer.tracker is not None else None
         if isinstance(store, InMemoryStateStore):
             n += store.erase_user(tenant_id, user_id)["session_state"]
@@ -243,7 +249,9 @@ class PrivacyDetector(BaseDetector):
                               "a sentinel-mode detector runs its own forward pass on every check anyway; use "
                               "PrivacyDetector(..., mode='fused') or config {'privacy': {'mode': 'fused'}}")
         self._hooks += 1
-        return FusedProbeHook(self.scorer, tenant_id=tenant_id, identity=identity)
+        hook = FusedProbeHook(self.scorer, tenant_id=tenant_id, identity=identity)
+        self._hook_refs.add(hook)  # weakly: `forget_user` reaches the hooks still in use
+        return hook
 
 
 class FusedProbeHook:
@@ -288,6 +296,16 @@ class FusedProbeHook:
         if ident is None:
             return "anonymous", None
         return str(ident.user_id), ident.session_id
+
+    def forget_user(self, user_id: str) -> int:
+        """Drop this hook's per-session digests of one user and its last verdict if it was theirs."""
+        with self._lock:
+            gone = [k for k in self._scored if k[0] == user_id]
+            for k in gone:
+                del self._scored[k]
+            if self.last_decision is not None and self.last_decision.user_id == user_id:
+                self.last_decision, self.last_findings = None, []
+        return len(gone)
 
     def attach(self, lm: Any, input_ids: Any = None, messages: Any = None) -> Callable[[], None]:
         if id(lm) not in self._checked:

@@ -100,8 +100,8 @@ class HygieneMiddleware:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             return self._too_large(), receive
         ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-        if declared == "0":  # an empty POST (e.g. "create a key") carries no media type to check
-            return None, receive
+        if declared == "0" or (declared is None and "transfer-encoding" not in headers):
+            return None, receive  # an empty POST (e.g. "create a key", an erasure) carries no media type to check
         if ctype != "application/json" and not ctype.endswith("+json"):
             return error_response(415, "unsupported_media_type",
                                   f"send JSON with 'Content-Type: application/json' (got {ctype or 'none'!r})"), receive

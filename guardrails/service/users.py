@@ -115,9 +115,9 @@ async def delete_settings(request: Request, user_id: str = Depends(user_id_param
 @users_router.post("/erase", tags=["settings"])
 async def erase_user(request: Request, user_id: str = Depends(user_id_param),
                      p: Principal = Depends(require_tenant)) -> dict[str, Any]:
-    """Erase everything stored about one user of the caller's tenant (a data-subject erasure request): settings,
-    session state and the audit trail, and what detectors cache about them. Not audited per user (that would keep
-    the id); logged with the user id hashed. An unknown user erases nothing (all counts 0)."""
+    """Erase what is held about one user of the caller's tenant (a data-subject erasure request): what detectors
+    cache about them, then settings, session state and the audit trail (see `Guard.erase_user`). Not audited per
+    user (the audit trail is what is erased); logged with the user id hashed. An unknown user erases nothing."""
     st = state(request)
     erased = await st.guard_for(p.tenant_id).aerase_user(user_id)
     log.info("user erased", extra={"fields": {"event": "user_erased", "tenant_id": p.tenant_id,

@@ -287,9 +287,16 @@ def test_erasing_a_user_drops_the_cached_embeddings_of_users_examples(tmp_path):
         guard = Guard([det], store=store)
         before = guard.check("Buy $MOONCOIN now, 100x soon", user_id="carol")
         assert det.backend._compiled and any(det.backend._texts.values())
+        ProfileService(store, "default", actor="t").block_new(
+            "dave", "garden_ads", examples=["Huge sale on garden gnomes this weekend only, 50% off!"])
+        guard.check("Buy $MOONCOIN now, 100x soon", user_id="dave")  # dave's category is cached too
+        compiled = len(det.backend._compiled)
         erased = guard.erase_user("carol")
-        assert erased["settings"] == 1 and erased["audit"] == 1 and erased["harm_cached"] >= 2
-        assert not det.backend._compiled and not any(det.backend._texts.values())
+        assert erased["settings"] == 1 and erased["audit"] == 1 and erased["detectors"]["harm"] >= 2
+        assert "Get in early on $DOGEX, 50x guaranteed, pump starts at 9pm!" not in det.backend._texts["topic"]
+        assert len(det.backend._compiled) == compiled - 1  # carol's category only, not dave's
+        assert "Huge sale on garden gnomes this weekend only, 50% off!" in det.backend._texts["topic"]
+        assert guard.erase_user("nobody")["detectors"] == {"harm": 0}  # an unknown user drops nothing
         after_default = guard.check("Buy $MOONCOIN now, 100x soon", user_id="carol")
         assert "crypto_shill" not in {f.category for f in after_default.findings}  # the profile is gone
         assert "crypto_shill" in {f.category for f in before.findings}

@@ -387,9 +387,35 @@ def test_erasing_a_user_drops_what_the_privacy_detector_caches(tiny):
     for user, session in (("erin", "a"), ("erin", "b"), ("bob", "a")):
         guard.check([{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "hi"},
                      {"role": "user", "content": "what is new"}], user_id=user, session_id=session)
-    assert {("default", "erin", "a"), ("default", "erin", "b"), ("default", "bob", "a")} <= set(det.encoder._lru)
-    assert guard.erase_user("erin") == {"privacy_cached": 4}  # 2 KV caches + 2 sessions' drift state
-    assert not any(k[1] == "erin" for k in det.encoder._lru) and ("default", "bob", "a") in det.encoder._lru
+    other = Guard([det], tenant_id="t2")  # the same user id in another tenant
+    other.check([{"role": "user", "content": "hello there"}], user_id="erin", session_id="a")
+    assert {("default", "erin", "a"), ("default", "erin", "b"), ("default", "bob", "a"),
+            ("t2", "erin", "a")} <= set(det.encoder._lru)
+    assert guard.erase_user("erin") == {"detectors": {"privacy": 4}}  # 2 KV caches + 2 sessions' drift state
+    assert ("t2", "erin", "a") in det.encoder._lru
+    assert det.scorer.tracker.store.get_state("t2", "erin", "a", "privacy_velocity") is not None
+    assert not any(k[:2] == ("default", "erin") for k in det.encoder._lru)
+    assert ("default", "bob", "a") in det.encoder._lru
     state = det.scorer.tracker.store
     assert state.get_state("default", "erin", "a", "privacy_velocity") is None
     assert state.get_state("default", "bob", "a", "privacy_velocity") is not None
+
+
+def test_erasing_a_user_clears_the_fused_hooks_memory_of_them(tiny):
+    from guardrails import Guard
+
+    det = PrivacyDetector(synthetic_bundle(tiny, 2, multi_layer=2, threshold=1e9), lm=tiny, mode="fused")
+    session = {"user": "erin"}
+    hook = det.fused_hook(identity=lambda: Identity(session["user"], "s1"))
+    ids = torch.tensor([tiny.tokenizer("user: hi\nassistant:")["input_ids"]])
+    for user in ("erin", "bob"):
+        session["user"] = user
+        detach = hook.attach(tiny, ids, [{"role": "user", "content": "hi"}])
+        with torch.no_grad():
+            tiny.model.generate(input_ids=ids, max_new_tokens=1, do_sample=False)
+        detach()
+    assert {k[0] for k in hook._scored} == {"erin", "bob"} and hook.last_decision.user_id == "bob"
+    assert Guard([det]).erase_user("erin")["detectors"]["privacy"] >= 1
+    assert {k[0] for k in hook._scored} == {"bob"} and hook.last_decision.user_id == "bob"
+    Guard([det]).erase_user("bob")
+    assert not hook._scored and hook.last_decision is None
