@@ -53,6 +53,8 @@ session_state = sa.Table(
     "session_state", metadata, *_pk("tenant_id", "user_id", "session_id", "key"),
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # pruning deletes by age: without it every prune scans the whole table under the write lock
+    sa.Index("ix_session_state_updated_at", "updated_at"),
 )
 
 
@@ -103,6 +105,7 @@ def ensure_schema(conn: sa.Connection, location: str) -> int:
             log.warning("settings database at %r: cannot create the %s table (%s); using it unversioned",
                         location, schema_info.name, type(getattr(exc, "orig", exc)).__name__)
             return SCHEMA_VERSION
+    _ensure_indexes(conn, location)
     row = conn.execute(sa.select(schema_info.c.version).where(schema_info.c.component == _COMPONENT)).first()
     if row is None:
         try:
@@ -118,3 +121,19 @@ def ensure_schema(conn: sa.Connection, location: str) -> int:
         conn.execute(schema_info.update().where(schema_info.c.component == _COMPONENT)
                      .values(version=SCHEMA_VERSION))
     return found
+
+
+def _ensure_indexes(conn: sa.Connection, location: str) -> None:
+    """Indexes added after a table was first created (an index changes no row's meaning, so it needs no schema
+    version: an older railguard reads the database as before). A role that may not create them is warned about;
+    the store still works, only slower."""
+    for table in (session_state,):
+        for index in table.indexes:
+            try:
+                with conn.begin_nested():
+                    index.create(conn, checkfirst=True)
+            except DBAPIError as exc:
+                if not _permission_denied(exc):
+                    raise
+                log.warning("settings database at %r: cannot create index %s (%s); pruning will scan the table",
+                            location, index.name, type(getattr(exc, "orig", exc)).__name__)

@@ -143,3 +143,32 @@ def test_close_waits_for_a_background_prune(tmp_path, monkeypatch):
     assert started.wait(5)
     store.close()
     assert not any(t.name == "railguard-state-prune" and t.is_alive() for t in threading.enumerate())
+
+
+def test_an_existing_database_gets_the_pruning_index_and_pruning_uses_it(tmp_path, monkeypatch, caplog):
+    """Added after session_state was first created: an older database gets it when opened (no schema bump: an
+    older railguard reads the database as before); a role that may not create it is warned about, not refused."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with SettingsStore(path) as s:
+        s.put_state("t", "u", "s", "k", {"n": 1})
+    with sqlite3.connect(path) as c:
+        c.execute("DROP INDEX ix_session_state_updated_at")
+
+    def refuse(self: Any, bind: Any, **kw: Any) -> None:
+        raise sa.exc.ProgrammingError("CREATE INDEX", {}, PermissionError("permission denied"))
+
+    monkeypatch.setattr(sa.Index, "create", refuse)
+    with caplog.at_level("WARNING", logger="railguard.store"), SettingsStore(path) as s:
+        assert s.get_state("t", "u", "s", "k") == {"n": 1}
+    assert "cannot create index ix_session_state_updated_at" in caplog.text
+    monkeypatch.undo()
+    with SettingsStore(path) as s:
+        assert "ix_session_state_updated_at" in {i["name"] for i in sa.inspect(s.engine).get_indexes("session_state")}
+        cutoff = datetime.now(UTC) - timedelta(days=1)
+        stmt = sa.delete(session_state).where(session_state.c.updated_at < cutoff)
+        with s.engine.connect() as conn:
+            sql = str(stmt.compile(conn, compile_kwargs={"literal_binds": True}))
+            plan = " ".join(str(r) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+        assert "ix_session_state_updated_at" in plan, plan
