@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from guardrails.errors import ConfigError, InvalidInputError, describe_validation
 
@@ -49,6 +49,9 @@ MAX_TOTAL_CHARS = 200_000  # whole profile: bounds store rows and prompt buildin
 # Whole profile, examples + counter-examples + definitions: bounds the one-off cost of compiling a profile on its
 # first check (every text is encoded, twice). Measured on 2 CPU cores: 61 categories x 100 texts took 14 s.
 MAX_PROFILE_TEXTS = 512
+# What releases before that limit could store (MAX_CATEGORIES x (2 x MAX_EXAMPLES + a definition)): such a profile
+# is still read and may shrink, but a write may not grow a profile past MAX_PROFILE_TEXTS (see `_complete`).
+LEGACY_MAX_PROFILE_TEXTS = MAX_CATEGORIES * (2 * MAX_EXAMPLES + 1)
 NAME_RE = re.compile(r"[a-z][a-z0-9_\-]{0,47}")  # matched with fullmatch: "toxic\n" is not "toxic"
 
 
@@ -130,17 +133,19 @@ class ModerationProfile(BaseModel):
 
     @field_validator("categories", mode="before")
     @classmethod
-    def _names(cls, v: Any) -> Any:
+    def _names(cls, v: Any, info: ValidationInfo) -> Any:
         if not isinstance(v, Mapping):
             raise InvalidInputError("categories must be an object of name → category")
         if len(v) > MAX_CATEGORIES:
             raise InvalidInputError(f"{len(v)} categories; the limit is {MAX_CATEGORIES}")
-        for name in v:
-            check_name(name)
-        return v
+        writing = isinstance(info.context, dict) and "previous" in info.context  # a write through the store
+        out: dict[Any, Any] = {}
+        for name, cat in v.items():  # a read takes a name an older release accepted as the name it meant
+            out[check_name(name if writing else _legacy_name(name, v, out))] = cat
+        return out
 
     @model_validator(mode="after")
-    def _complete(self) -> ModerationProfile:
+    def _complete(self, info: ValidationInfo) -> ModerationProfile:
         # Base categories are always present (possibly unblocked), so "absent" never silently means "allow".
         for name, cat in self.categories.items():  # a user category with nothing to learn from scores nothing
             if name not in BASE_CATEGORIES and not cat.examples and not cat.definition:
@@ -152,7 +157,12 @@ class ModerationProfile(BaseModel):
         if total > MAX_TOTAL_CHARS:
             raise InvalidInputError(f"profile holds {total} characters of text; the limit is {MAX_TOTAL_CHARS}")
         texts = sum(len(c.examples) + len(c.counter_examples) + bool(c.definition) for c in self.categories.values())
-        if texts > MAX_PROFILE_TEXTS:
+        # A write through the store (context "previous": what it replaces) may keep what a profile already held
+        # but never grow it past MAX_PROFILE_TEXTS; a read accepts what earlier releases could store.
+        ctx = info.context if isinstance(info.context, dict) else {}
+        limit = max(MAX_PROFILE_TEXTS, _text_count(ctx["previous"])) if "previous" in ctx else \
+            LEGACY_MAX_PROFILE_TEXTS
+        if texts > limit:
             raise InvalidInputError(f"profile holds {texts} examples, counter-examples and definitions; the limit is "
                                     f"{MAX_PROFILE_TEXTS}")
         return self
@@ -160,6 +170,27 @@ class ModerationProfile(BaseModel):
     def active(self) -> dict[str, Category]:
         """Categories whose findings may enforce (action ≠ allow)."""
         return {n: c for n, c in self.categories.items() if c.action != "allow"}
+
+
+def _legacy_name(name: Any, given: Mapping[Any, Any], taken: Mapping[Any, Any]) -> Any:
+    """A stored name from before names were matched whole ("dogs\\n" passed the old check) as the name it was
+    meant to be; "-legacy" appended where that name is taken (or is a base or reserved name)."""
+    if not (isinstance(name, str) and name.endswith("\n") and NAME_RE.fullmatch(name[:-1])):
+        return name
+    clash = set(given) | set(taken) | set(BASE_CATEGORIES) | RESERVED_NAMES
+    return name[:-1] if name[:-1] not in clash else f"{name[:-1][:41]}-legacy"
+
+
+def _text_count(data: Any) -> int:
+    """Examples, counter-examples and definitions of a stored profile dict, counted as read (base definitions
+    completed); 0 for none or anything unreadable."""
+    if not isinstance(data, Mapping) or not data:
+        return 0
+    try:
+        profile = ModerationProfile.model_validate(dict(data))
+    except (ValidationError, InvalidInputError):
+        return 0
+    return sum(len(c.examples) + len(c.counter_examples) + bool(c.definition) for c in profile.categories.values())
 
 
 def check_name(name: Any) -> str:
@@ -194,8 +225,10 @@ def _describe(exc: ValidationError) -> str:
     return describe_validation(exc, "profile")
 
 
-def parse_profile(data: Any) -> ModerationProfile:
-    """Validate a stored/imported dict (or None → default) into a profile, with typed errors."""
+def parse_profile(data: Any, *, new: bool = False) -> ModerationProfile:
+    """Validate a stored dict (or None → default) into a profile, with typed errors. Stored data is read as earlier
+    releases could write it; `new` (an import: data entering now) holds it to today's rules (whole-name matching,
+    MAX_PROFILE_TEXTS)."""
     if data is None or data == {}:
         return ModerationProfile()
     if isinstance(data, ModerationProfile):
@@ -203,7 +236,7 @@ def parse_profile(data: Any) -> ModerationProfile:
     if not isinstance(data, Mapping):
         raise ConfigError(f"moderation profile must be an object, got {type(data).__name__}")
     try:
-        return ModerationProfile.model_validate(dict(data))
+        return ModerationProfile.model_validate(dict(data), context={"previous": None} if new else None)
     except ValidationError as exc:
         raise ConfigError(f"invalid moderation profile: {_describe(exc)}") from None
 
@@ -375,4 +408,4 @@ def import_json(text: str | bytes) -> ModerationProfile:
         raise InvalidInputError(f"profile is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidInputError("profile JSON is nested too deeply") from None
-    return parse_profile(data)
+    return parse_profile(data, new=True)

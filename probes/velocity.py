@@ -179,7 +179,14 @@ class VelocityTracker:
         self.key = key
         self.dim = probe.coef.shape[0]
         layers = "+".join(map(str, probe.layers))  # "12" for a one-layer probe, as before
-        self.probe_id = f"{probe.meta.model_fingerprint}:{layers}:{probe.meta.created_at}"
+        # Which probe a trajectory belongs to: its weights (a probe loaded from disk has their digest), its layers
+        # and its training time. Ids of the older form ("<model fingerprint>:<layers>:<created_at>") of the same
+        # layers and training time are accepted too: re-stamping a probe's model fingerprint (as a release did
+        # when the fingerprint's definition changed) must not restart every session's drift across an upgrade.
+        self._trained = f"{layers}:{probe.meta.created_at}"
+        weights = probe.meta.weights_sha256
+        self.probe_id = f"w{weights[:16]}:{self._trained}" if weights else \
+            f"{probe.meta.model_fingerprint}:{self._trained}"
 
     def load(self, tenant_id: str, user_id: str, session_id: str) -> VelocityState | None:
         return self._parse(self.store.get_state(tenant_id, user_id, session_id, self.key))
@@ -204,7 +211,10 @@ class VelocityTracker:
             st = VelocityState.from_json(raw, self.dim)
         except (KeyError, ValueError, TypeError):
             return None
-        return st if st.probe_id == self.probe_id else None
+        same = st.probe_id == self.probe_id or (
+            self.probe_id.startswith("w") and not st.probe_id.startswith("w")
+            and st.probe_id.partition(":")[2] == self._trained)
+        return st if same else None
 
     def update(self, tenant_id: str, user_id: str, session_id: str, a_t: np.ndarray, *,
                conversation: Sequence[Mapping[str, str]] | None = None) -> tuple[float, int]:

@@ -68,9 +68,10 @@ class LoadedCausalLM:
         return self._weights_hash(architecture_summary(self.model.config.to_dict()))
 
     def legacy_fingerprint(self) -> str:
-        """The fingerprint probes trained before 2026-12-05 carry: the whole config dict (minus paths, versions and
-        dtypes) + the same weight sample. Valid under the transformers line that trained them; accepted so those
-        probes keep loading (`fingerprints`)."""
+        """The fingerprint probes trained from 2026-12-02 (commit 6601a94, bf16-rounded weight sample) to 2026-12-05
+        carry: the whole config dict (minus paths, versions and dtypes) + the same weight sample. Valid under the
+        transformers line that trained them; accepted so those probes keep loading (`fingerprints`). Probes trained
+        before 6601a94 hashed the raw weight sample: they are refused with a clear error and must be retrained."""
         cfg = self.model.config.to_dict()
         return self._weights_hash({k: cfg.get(k) for k in sorted(cfg) if k not in (
             "_name_or_path", "transformers_version", "dtype", "torch_dtype", "_commit_hash")})

@@ -142,12 +142,17 @@ def section_models() -> dict[str, type[BaseModel]]:
 
 
 def validate_sections(
-    settings: Mapping[str, Any], models: Mapping[str, type[BaseModel]] | None = None
+    settings: Mapping[str, Any], models: Mapping[str, type[BaseModel]] | None = None,
+    previous: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Validate every section by its model and return the normalised JSON-able form.
 
     ``models`` lets a caller resolve the registry once and reuse it (the store does so outside its write
     transaction, so entry-point scanning never happens while the database write lock is held).
+    ``previous``: the stored settings a write replaces. A section equal to what is stored is kept as stored (a
+    rule added since it was written must not refuse an unrelated write, or the section's own repair), and a changed
+    one is validated with ``context={"previous": <stored section or None>}`` (a model may then allow what a
+    section already held, but not more).
     """
     if not isinstance(settings, Mapping):
         raise ConfigError(f"settings must be a mapping of section name to object, got {type(settings).__name__}")
@@ -160,8 +165,12 @@ def validate_sections(
             data = data.model_dump(mode="json")
         if not isinstance(data, Mapping):
             raise ConfigError(f"settings section {name!r} must be an object, got {type(data).__name__}")
+        if previous is not None and previous.get(name) == data:
+            out[name] = dict(data)
+            continue
         try:
-            model = known[name].model_validate(dict(data))
+            context = None if previous is None else {"previous": previous.get(name)}
+            model = known[name].model_validate(dict(data), context=context)
         except ValidationError as exc:
             # not str(exc): pydantic quotes the input (a user's example texts) in it; nor chained (tracebacks)
             raise ConfigError(f"invalid settings section {name!r}: {describe_validation(exc, name)}") from None

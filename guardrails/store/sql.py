@@ -152,12 +152,13 @@ class SettingsStore(SessionStateMixin):
         except SQLAlchemyError as exc:
             raise StoreError(f"settings store {self.location!r}: {getattr(exc, 'orig', None) or exc}") from exc
 
-    def _validate(self, settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    def _validate(self, settings: Mapping[str, Any],
+                  previous: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         """Validate against a cached copy of the plugin registry: scanning entry points costs ~10 ms, too much
         per write (under the write lock for ``update``); it is re-read only when a section is not in the copy."""
         if self._models is None or (isinstance(settings, Mapping) and not set(settings) <= set(self._models)):
             self._models = section_models()
-        return validate_sections(settings, self._models)
+        return validate_sections(settings, self._models, previous)
 
     @staticmethod
     def _keys(tenant_id: str, user_id: str) -> tuple[str, str]:
@@ -265,8 +266,9 @@ class SettingsStore(SessionStateMixin):
     def put(self, tenant_id: str, user_id: str, settings: Mapping[str, Any], *, expected_version: int,
             actor: str) -> StoredSettings:
         """Replace all settings iff the stored version equals ``expected_version`` (0: must not exist yet)."""
-        clean = self._validate(settings)  # before any write: nothing is stored on a validation error
-        return self._write(tenant_id, user_id, "put", actor, lambda _old: clean, expected_version=expected_version)
+        self._validate(settings)  # before any write (fails fast; nothing is stored on a validation error) ...
+        return self._write(tenant_id, user_id, "put", actor,  # ... and against what it replaces (growth rules)
+                           lambda old: self._validate(settings, old.settings), expected_version=expected_version)
 
     def update(self, tenant_id: str, user_id: str, fn: DictFn, *, actor: str,
                max_retries: int = 50) -> StoredSettings:
@@ -277,7 +279,7 @@ class SettingsStore(SessionStateMixin):
             new = fn(copy.deepcopy(old.settings))
             if not isinstance(new, Mapping):
                 raise ConfigError(f"update function must return the new settings dict, got {type(new).__name__}")
-            return self._validate(new)
+            return self._validate(new, old.settings)
 
         return self._write(tenant_id, user_id, "update", actor, compute, expected_version=None,
                            max_retries=max_retries)

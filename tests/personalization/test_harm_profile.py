@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from guardrails.errors import ConfigError, InvalidInputError
+from guardrails.store import SettingsStore
 from personalization import profile as P
 from personalization.embedding import PrototypeCategory, calibrate
+from personalization.service import ProfileService
 from personalization.variations import perturb, variations
 
 
@@ -95,7 +97,6 @@ def test_export_import_roundtrip_and_bad_json():
     # session 16 audit: each of these used to be stored and then break (or silently disable) the user's checks
     {"categories": {"empty": {}}},  # nothing to learn from
     {"categories": {"blank": {"definition": "   ", "examples": ["\u0000\u0007"]}}},  # empty once cleaned
-    {"categories": {"benign\n": {"definition": "d"}}},  # a trailing newline slipped past the name rule
     {"categories": {"t": {"definition": "d", "threshold": True}}},  # bool is not a threshold
     {"categories": {"t": {"definition": "d", "threshold": "0.7"}}},
 ])
@@ -135,14 +136,19 @@ def test_non_string_labels_and_names():
         P.block_new(P.ModerationProfile(), "ok", examples=[None])  # type: ignore[list-item]
 
 
-def test_total_number_of_texts_is_bounded():
+def test_total_number_of_texts_is_bounded(tmp_path):
     # 61 categories x (50 examples + 50 counter-examples) was within every other limit and cost 14 s of encoding on
     # its first check (2 cores); the profile-wide text budget bounds that one-off cost.
     cats = {f"c{i:02d}": {"examples": [f"{i}e{j}" for j in range(50)], "counter_examples": [f"{i}c{j}" for j in
                                                                                             range(50)]}
             for i in range(61)}
-    with pytest.raises(ConfigError, match="the limit is 512"):
-        P.parse_profile({"categories": cats})
+    with SettingsStore(tmp_path / "budget.db") as store:  # a write may not hold more
+        with pytest.raises(ConfigError, match="the limit is 512"):
+            store.put("t", "u", {"moderation": {"categories": cats}}, expected_version=0, actor="test")
+        with pytest.raises(ConfigError, match="the limit is 512"):
+            ProfileService(store, "t").import_json("u", json.dumps({"categories": cats}))
+        assert store.get("t", "u").version == 0
+    assert len(P.parse_profile({"categories": cats}).categories) == 64  # what an older release stored still reads
     ok = {f"c{i:02d}": {"examples": [f"{i}e{j}" for j in range(4)], "counter_examples": [f"{i}c{j}" for j in
                                                                                           range(4)]}
           for i in range(61)}
@@ -236,3 +242,38 @@ def test_variation_count_is_bounded_before_any_work_and_the_service_writes_nothi
         assert store.get("default", "alice").version == 1
         assert svc.extend("alice", "crypto", ["moon soon, buy"], n_variations=2).categories["crypto"].examples[1:] \
             == P.extend(p, "crypto", ["moon soon, buy"], n_variations=2).categories["crypto"].examples[1:]
+
+
+def test_profiles_stored_by_older_releases_stay_readable_and_repairable(tmp_path):
+    """Before the 512-text budget and whole-name matching, a profile could hold 64 x 50 examples and a name such as
+    "dogs\\n". Such a profile must keep enforcing (not fall back to the default profile), unrelated writes must not
+    be refused over it, and it may shrink but not grow."""
+    import sqlite3
+
+    from guardrails.detector import CheckRequest
+    from guardrails.store.settings import canonical_json
+    from personalization.plugin import HarmDetector  # noqa: F401 - the detector parses the same way
+
+    big = {f"topic{c}": {"examples": [f"topic {c} example number {j}" for j in range(47)], "action": "block"}
+           for c in "abcdefghijk"}  # 11 x 47 = 517 texts, + 3 base definitions
+    legacy = {"schema_version": 1, "categories": {**big, "dogs\n": {"examples": ["dogs are loud"]}}}
+    with SettingsStore(tmp_path / "old.db") as store:
+        store.put("t", "u", {}, expected_version=0, actor="old")  # a user row, then the old release's section
+    with sqlite3.connect(tmp_path / "old.db") as c:
+        c.execute("UPDATE user_settings SET settings = ? WHERE user_id = 'u'",
+                  (canonical_json({"moderation": legacy}),))
+    with SettingsStore(tmp_path / "old.db") as store:
+        svc = ProfileService(store, "t")
+        prof = svc.get("u")
+        assert "dogs" in prof.categories and "topica" in prof.categories  # read, the legacy name as meant
+        store.update_section("t", "u", "guard", lambda g: {**g, "shadow": True}, actor="test")  # unrelated write
+        svc.unblock("u", "topica")  # a repair that does not grow it
+        with pytest.raises(ConfigError, match="the limit is 512"):
+            svc.block_new("u", "more", examples=["one more"])
+        assert store.get("t", "u").version == 3
+        with pytest.raises(ConfigError, match="invalid category name"):  # a new write is held to today's rule
+            store.update_section("t", "u", "moderation", lambda m: {"categories": {"benign\n": {"definition": "d"}}},
+                                 actor="test")
+        req = CheckRequest(stage="input", user_id="u", text="x", settings=store.get("t", "u").settings)
+        assert HarmDetector.profile_for(HarmDetector.__new__(HarmDetector), req)[1] == ""  # readable, no fallback
+    assert "benign-legacy" in P.parse_profile({"categories": {"benign\n": {"definition": "d"}}}).categories

@@ -199,3 +199,22 @@ def test_a_store_whose_update_state_never_calls_back_fails_instead_of_guessing()
 
     with pytest.raises(StoreError, match="update_state"):
         VelocityTracker(_mt(), Lazy()).update("t", "u", "s", np.zeros(16, dtype=np.float32))
+
+
+def test_a_session_continues_across_a_restamped_model_fingerprint():
+    """A release re-stamped the shipped probe's model fingerprint (weights and training time unchanged): sessions
+    stored under the old id continue; a probe retrained (new training time) still re-baselines."""
+    probe = _mt()
+    probe = ProbeArtifact(coef=probe.coef, intercept=0.0, meta=probe.meta.model_copy(update={
+        "weights_sha256": "ab" * 32, "created_at": "2026-12-02T20:36:41+00:00"}))
+    store = InMemoryStateStore()
+    acts = np.random.default_rng(7).normal(size=(3, 16)).astype(np.float32)
+    old_form = VelocityTracker(_mt(fp="a7aeec4cdeadbeef"), store)
+    old_form.probe_id = "a7aeec4cdeadbeef:2:2026-12-02T20:36:41+00:00"  # how the older release stamped it
+    old_form.update("t", "u", "s", acts[0])
+    old_form.update("t", "u", "s", acts[1])
+    s, turn = VelocityTracker(probe, store).update("t", "u", "s", acts[2])
+    assert turn == 3 and s == pytest.approx(float(probe.coef @ (acts[2] - acts[0])), abs=1e-4)
+    retrained = ProbeArtifact(coef=probe.coef, intercept=0.0, meta=probe.meta.model_copy(update={
+        "created_at": "2026-12-06T09:00:00+00:00"}))
+    assert VelocityTracker(retrained, store).update("t", "u", "s", acts[0])[1] == 1
