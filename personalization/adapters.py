@@ -83,17 +83,18 @@ class LocalLMAdapter:
         return self._lm
 
     def _prompt_ids(self, messages: Messages) -> list[int]:
-        tok = self.lm.tokenizer
-        ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        ids = list(ids)
+        from guardrails.models.templates import encode_chat, template_render
+
+        tok = self.lm.tokenizer  # contents read as text: a "<|im_end|>" in a text forges no answer
+        ids = encode_chat(tok, messages, template_render(tok))
         if len(ids) > self.max_prompt_tokens:  # keep the card's head and the query's tail
             ids = ids[: self.max_prompt_tokens // 2] + ids[-self.max_prompt_tokens // 2 :]
         return ids
 
     def label_probs(self, messages: Messages, labels: Sequence[str]) -> dict[str, float]:
         import torch
+
+        from guardrails.models import crop_cache
 
         lm = self.lm
         ids = self._prompt_ids(messages)
@@ -114,19 +115,20 @@ class LocalLMAdapter:
                     lp = float(base_logp[lab_ids[0]])
                     if len(lab_ids) > 1:
                         o2 = _forward(lm.model, torch.tensor([lab_ids[:-1]], device=dev), cache)
-                        _crop(cache, full)
+                        crop_cache(cache, full)
                         lps = torch.log_softmax(o2.logits[0].float(), -1)
                         lp += float(sum(lps[j, lab_ids[j + 1]] for j in range(len(lab_ids) - 1)))
                     scores.append(lp)
             finally:
-                _crop(cache, len(pre))
+                crop_cache(cache, len(pre))
         p = torch.softmax(torch.tensor(scores), 0).tolist()
         return dict(zip(labels, p, strict=True))
 
     def _shared_len(self, messages: Messages) -> int:
-        head = self.lm.tokenizer.apply_chat_template(messages[:-1], tokenize=True)
-        if isinstance(head, dict) or hasattr(head, "keys"):
-            head = head["input_ids"]
+        from guardrails.models.templates import encode_chat, template_render
+
+        tok = self.lm.tokenizer
+        head = encode_chat(tok, messages[:-1], template_render(tok, add_generation_prompt=False))
         return min(len(head), self.max_prompt_tokens // 2) - 1
 
     def _prefix_cache(self, pre: list[int]) -> Any:
@@ -149,12 +151,6 @@ def _forward(model: Any, ids: Any, cache: Any) -> Any:
         return model(ids, cache=cache, use_cache=True)
     except TypeError:
         return model(ids, past_key_values=cache, use_cache=True)
-
-
-def _crop(cache: Any, length: int) -> None:
-    extra = cache.get_seq_length() - length
-    if extra > 0:
-        cache.crop(-extra)  # negative = tokens to drop (the only form transformers 5 accepts)
 
 
 class OpenAICompatAdapter:

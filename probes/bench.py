@@ -50,8 +50,9 @@ def bench(quick: bool = True) -> dict[str, Any]:
 
     from guardrails.models import load_causal_lm
 
-    from .plugin import FusedProbeHook, PrivacyScorer
+    from .plugin import FusedProbeHook
     from .probe import load_probe, model_fingerprints
+    from .scoring import PrivacyScorer
     from .sentinel import SentinelEncoder
 
     bundle = load_probe("default")

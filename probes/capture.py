@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from guardrails.errors import InvalidInputError
 from guardrails.models.hooks import thread_owned
+from guardrails.models.templates import encode_chat
 
 Messages = list[dict[str, str]]
 _ROLES = {"system", "user", "assistant"}
@@ -107,6 +108,14 @@ def render(tokenizer: Any, messages: Sequence[Any]) -> str:
         # Base models without a template: a plain, documented fallback (train and serve must agree).
         return "\n".join(f"{m['role']}: {m['content']}" for m in msgs) + "\nassistant:"
     return str(tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+
+
+def encode_messages(tokenizer: Any, messages: Sequence[Any]) -> list[int]:
+    """Token ids of :func:`render`'s prompt with the message contents read as text (a user's "<|im_start|>" is
+    not the control token; see ``guardrails.models.templates``). Equal to ``encode(render(...))`` for any
+    conversation whose contents hold no special token's string."""
+    msgs = validate_messages(messages)
+    return encode_chat(tokenizer, msgs, lambda m: render(tokenizer, m))
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:

@@ -17,43 +17,70 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .capture import ActKey, site_key, to_messages
+from guardrails.models.templates import special_strings
+
+from .capture import ActKey, render, site_key, to_messages
 from .features import cached_capture, single_turn_prompts
 from .metrics import rates
 from .probe import ProbeBundle
+from .segments import sentence_prefixes
 from .sentinel import SentinelEncoder
 from .train import default_layers, drift_scores
 
 Record = dict[str, Any]
 
 
-def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, latency_sample: int = 16,
-                progress: bool = True) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """CONTRACT metrics for single-turn records; also returns (labels, raw scores) for plots."""
+def _capture_acts(bundle: ProbeBundle, lm: Any, prompts: Sequence[str], progress: bool) -> dict[ActKey, np.ndarray]:
     # Capture at the standard candidate layers too: same forward cost (early exit at the deepest), and the
     # activation cache built during training is reused for any record already seen.
     layers = sorted(set(default_layers(lm.num_layers)) | set(bundle.layers))
-    prompts = single_turn_prompts(lm.tokenizer, records)
     X = cached_capture(lm, prompts, layers, progress=progress)
     acts: dict[ActKey, np.ndarray] = {li: X[:, i] for i, li in enumerate(layers)}
     for k in sorted({k for ks in bundle.offsets.values() for k in ks} - {0}):  # probes reading an earlier token
         at = [li for li, ks in bundle.offsets.items() if k in ks]
         Xk = cached_capture(lm, prompts, at, progress=progress, offset=k)
         acts.update({site_key(li, k): Xk[:, i] for i, li in enumerate(at)})
-    s = bundle.single.raw(bundle.single.features(acts))
-    y = np.array([int(r["label"]) for r in records])
-    m: dict[str, Any] = rates(y, s, bundle.single.meta.threshold)
+    return acts
+
+
+def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, latency_sample: int = 16,
+                progress: bool = True, sentences: bool = True) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """CONTRACT metrics for single-turn records; also returns (labels, raw scores) for plots. ``sentences``: as the
+    detector serves (``PrivacyDetector(sentences=True)``), each request also scored at its earlier sentence ends
+    (:mod:`probes.segments`), the largest score counting; ``whole_message`` reports the whole request alone."""
+    acts = _capture_acts(bundle, lm, single_turn_prompts(lm.tokenizer, records), progress)
     free = bundle.context_free
+
+    def served(a: dict[ActKey, np.ndarray]) -> np.ndarray:  # raw single-probe score, or the larger margin
+        if free is None:
+            return np.asarray(bundle.single.raw(bundle.single.features(a)))
+        return np.asarray(np.maximum.reduce(list(bundle.request_margins(a).values())))
+
+    y = np.array([int(r["label"]) for r in records])
+    whole = served(acts)
+    s = whole.copy()
+    marks = special_strings(lm.tokenizer)
+    cuts = [(i, c) for i, r in enumerate(records)
+            for c in (sentence_prefixes(r["request"], markers=marks) if sentences else [])]
+    if cuts:
+        cut_prompts = [render(lm.tokenizer, to_messages(records[i].get("context"), c)) for i, c in cuts]
+        np.maximum.at(s, np.array([i for i, _ in cuts]), served(_capture_acts(bundle, lm, cut_prompts, progress)))
+    thr = bundle.single.meta.threshold if free is None else 0.0
+    m: dict[str, Any] = rates(y, s, thr)
     if free is not None:  # served decision: either per-turn probe over its own τ; ranked by the larger margin
-        by_probe = {"single": m, "context_free": rates(y, free.raw(free.features(acts)), free.meta.threshold)}
-        s = np.maximum.reduce(list(bundle.request_margins(acts).values()))
-        m = {**rates(y, s, 0.0), "threshold": bundle.single.meta.threshold,
-             "context_free_threshold": free.meta.threshold, "by_probe": by_probe}
+        by_probe = {"single": rates(y, bundle.single.raw(bundle.single.features(acts)), bundle.single.meta.threshold),
+                    "context_free": rates(y, free.raw(free.features(acts)), free.meta.threshold)}
+        m.update({"threshold": bundle.single.meta.threshold, "context_free_threshold": free.meta.threshold,
+                  "by_probe": by_probe})
+    m["sentences"] = sentences
+    m["sentence_cuts"] = len(cuts)
+    m["whole_message"] = {k: v for k, v in rates(y, whole, thr).items() if k in ("auroc", "tpr", "fpr")}
     enc = SentinelEncoder(lm.model, lm.tokenizer, bundle.layers, offsets=bundle.offsets)
     lat = []
     for r in records[:latency_sample]:
         t0 = time.perf_counter()
-        enc.activation(to_messages(r.get("context"), r["request"]))
+        enc.activations(to_messages(r.get("context"), r["request"]),
+                        cuts=sentence_prefixes(r["request"], markers=marks) if sentences else ())
         lat.append((time.perf_counter() - t0) * 1000)
     m["latency_ms_p50"] = float(np.median(lat)) if lat else None
     m["layer"] = bundle.single.meta.layer
@@ -70,30 +97,35 @@ def single_margins(bundle: ProbeBundle, scores: np.ndarray) -> np.ndarray:
 
 
 def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, progress: bool = True,
-                   margins_out: list[float] | None = None) -> tuple[dict[str, Any], np.ndarray, list[np.ndarray]]:
+                   margins_out: list[float] | None = None,
+                   sentences: bool = True) -> tuple[dict[str, Any], np.ndarray, list[np.ndarray]]:
     """Conversation-level metrics + mean_detection_turn (1-based user turn of the first flag, positives), and
     with per-turn labels how that turn compares with the first inappropriate one (:func:`_timing`).
-    ``margins_out`` receives each conversation's score (max margin over its turns; > 0 flags)."""
+    ``margins_out`` receives each conversation's score (max margin over its turns; > 0 flags). ``sentences``: each
+    user turn also scored at its earlier sentence ends, as the detector serves (see :func:`eval_single`)."""
     layers = bundle.layers
     enc = SentinelEncoder(lm.model, lm.tokenizer, layers, max_sessions=2, offsets=bundle.offsets)
     single, multi = bundle.single, bundle.multiturn
     y, conv_scores, drifts, first_flag, lat = [], [], [], [], []
     for ci, r in enumerate(tqdm(records, desc="conversations", disable=not progress)):
         msgs = to_messages(r.get("context"), turns=r["turns"])
-        a_single: list[dict[str, np.ndarray]] = []
+        served: list[float] = []  # per user turn, the larger per-turn-probe margin over the message and its cuts
         a_multi: list[np.ndarray] = []
         for j, mm in enumerate(msgs):
             if mm["role"] != "user":
                 continue
             t0 = time.perf_counter()
-            acts = enc.activation(msgs[: j + 1], session=ci)
+            acts, cut_acts = enc.activations(msgs[: j + 1], session=ci,
+                                             cuts=sentence_prefixes(mm["content"], markers=enc.markers)
+                                             if sentences else ())
             lat.append((time.perf_counter() - t0) * 1000)
-            a_single.append(bundle.request_margins(acts, len(a_single) + 1))
+            served.append(max(float(v) for a in (acts, *cut_acts)
+                              for v in bundle.request_margins(a, len(served) + 1).values()))
             if multi is not None:
                 a_multi.append(multi.features(acts))
         enc.forget(ci)
         # per turn, the larger per-turn-probe margin (raw - τ for that turn) / score_scale: > 0 flags
-        s1 = np.array([max(float(v) for v in mg.values()) for mg in a_single])
+        s1 = np.array(served)
         flags = s1 > 0
         if multi is not None and len(a_multi) > 1:
             d = drift_scores(multi.coef, np.stack(a_multi))
@@ -103,7 +135,7 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, p
             flags = flags | (dm > 0)
             margin = np.maximum(s1, dm / multi.meta.score_scale)
         else:
-            drifts.append(np.zeros(len(a_single)))
+            drifts.append(np.zeros(len(served)))
             margin = s1
         y.append(int(r["label"]))
         conv_scores.append(float(np.max(margin)))

@@ -33,72 +33,14 @@ from guardrails.models.hooks import thread_owned
 
 from .capture import ActKey, layer_module, site_key, validate_messages
 from .demo import DEMO_RECORDS_PROMPT, DEMO_SYSTEM_PROMPT, demo, demo_script  # noqa: F401 - entry point
-from .probe import ProbeBundle, load_probe, margin_to_unit, model_fingerprints
+from .probe import ProbeBundle, load_probe, model_fingerprints
+from .scoring import PrivacyScorer
+from .segments import sentence_prefixes
 from .sentinel import SentinelEncoder
-from .velocity import InMemoryStateStore, StateStore, VelocityTracker, conversation_digest
+from .velocity import InMemoryStateStore, StateStore, conversation_digest
 
 log = logging.getLogger("railguard.probes")
 Mode = Literal["sentinel", "fused"]
-
-
-def _where(layers: list[int]) -> str:
-    return f"layer {layers[0]}" if len(layers) == 1 else f"layers {'+'.join(map(str, layers))}"
-
-
-class PrivacyScorer:
-    """Probe arithmetic shared by both modes: activations at the probe layers -> Findings."""
-
-    def __init__(self, bundle: ProbeBundle, store: StateStore | None = None, action: Action = Action.BLOCK) -> None:
-        self.bundle = bundle
-        self.action = action
-        self.tracker = VelocityTracker(bundle.multiturn, store) if bundle.multiturn is not None else None
-        self.layers = bundle.layers
-        self.offsets = bundle.offsets  # per layer, the token offsets read there (0 = the last prompt token)
-
-    def findings(self, acts: Mapping[ActKey, np.ndarray], *, tenant_id: str, user_id: str, session_id: str | None,
-                 threshold: float = 0.5, user_turn: int | None = None,
-                 conversation: list[dict[str, str]] | None = None) -> list[Finding]:
-        """``user_turn``: which user message of its conversation this is (1-based, from the checked messages).
-        It picks the per-turn probe's τ (later turns have their own, see ``ProbeArtifact.threshold_for``). With
-        a session, its drift turn count also counts (a client may send only the newest message): the larger
-        of the two wins; with neither, turn 1. ``conversation`` (the validated messages scored) lets the
-        session's drift tell a retry of the scored turn and a rewritten history from a new turn
-        (``VelocityTracker.update``)."""
-        if not 0.0 <= threshold <= 1.0:
-            raise InvalidInputError("privacy threshold must lie in [0, 1]")
-        if user_turn is not None and user_turn < 1:
-            raise InvalidInputError("user_turn counts from 1")
-        for a in acts.values():
-            if not np.isfinite(a).all():
-                raise InvalidInputError("non-finite activation: refusing to score")
-        t = user_turn or 1
-        if not np.isfinite(list(self.bundle.request_margins(acts, t).values())).all():  # before any state changes
-            raise InvalidInputError("non-finite probe score (corrupt or overflowing probe weights): refusing to score")
-        drift: list[Finding] = []
-        if self.tracker is not None and session_id is not None:
-            m = self.bundle.multiturn
-            assert m is not None
-            score, turn = self.tracker.update(tenant_id, user_id, session_id, m.features(acts),
-                                              conversation=conversation)
-            unit_d = m.unit_score(score)
-            fire = turn >= 2 and unit_d > threshold
-            drift.append(Finding(detector="privacy", category="privacy_drift", score=unit_d if turn >= 2 else 0.0,
-                                 threshold=threshold,
-                                 explanation=f"cumulative drift S_{turn} = {score:.3f} vs tau "
-                                             f"{m.meta.threshold:.3f} ({_where(m.layers)}; turn 1 is the baseline)",
-                                 action=self.action if fire else Action.ALLOW))
-            t = max(t, turn)
-        margins = {name: float(m) for name, m in self.bundle.request_margins(acts, t).items()}
-        unit = margin_to_unit(max(margins.values()))
-        parts = []
-        for name, p in self.bundle.request_probes.items():
-            tau = p.threshold_for(t)
-            at = f", {p.meta.token_offset} tokens before the last" if p.meta.token_offset else ""
-            parts.append(f"{'single-turn' if name == 'single' else 'context-free'} probe ({_where(p.layers)}{at}): raw "
-                         f"{margins[name] * p.meta.score_scale + tau:.3f} vs tau {tau:.3f}")
-        return [Finding(detector="privacy", category="privacy_request", score=unit, threshold=threshold,
-                        explanation="; ".join(parts) + f" (user turn {t})",
-                        action=self.action if unit > threshold else Action.ALLOW), *drift]
 
 
 def _spoken(messages: list[Any]) -> list[Any]:
@@ -156,6 +98,10 @@ class PrivacyDetector(BaseDetector):
             bounded by cached tokens). An evicted session is re-encoded in full: slower, same scores.
         max_cached_tokens: tokens of KV cache the sentinel keeps over all sessions. Each costs ~30-36 kB on
             SmolLM2 in fp32 (measured: the default 32,768 holds ~1.1 GB); lower it on a small machine.
+        sentences: sentinel mode: also score the last user message as it stood at each earlier sentence end
+            (:mod:`probes.segments`; default True), so a harmless sentence after a flagged request ("Thanks!")
+            does not hide it. Each cut costs one short forward over the KV cache. Fused mode reads the serving
+            model's prefill only, so it scores the whole message.
     """
 
     name = "privacy"
@@ -164,7 +110,8 @@ class PrivacyDetector(BaseDetector):
 
     def __init__(self, probe: str | ProbeBundle = "default", *, model: str | None = None, lm: Any = None,
                  mode: Mode = "sentinel", store: StateStore | None = None, device: str | None = None,
-                 action: Action = Action.BLOCK, max_sessions: int = 32, max_cached_tokens: int = 32_768) -> None:
+                 action: Action = Action.BLOCK, max_sessions: int = 32, max_cached_tokens: int = 32_768,
+                 sentences: bool = True) -> None:
         if mode not in ("sentinel", "fused"):
             raise InvalidInputError(f"unknown privacy mode {mode!r}; expected sentinel or fused")
         self.bundle = probe if isinstance(probe, ProbeBundle) else load_probe(probe)
@@ -176,6 +123,9 @@ class PrivacyDetector(BaseDetector):
                 isinstance(max_cached_tokens, bool) or not isinstance(max_cached_tokens, int) or max_cached_tokens < 0:
             raise ConfigError("max_sessions and max_cached_tokens must be integers >= 0")
         self.max_sessions, self.max_cached_tokens = max_sessions, max_cached_tokens
+        if not isinstance(sentences, bool):
+            raise ConfigError("sentences must be true or false")
+        self.sentences = sentences
         self._lm = lm
         self._encoder: SentinelEncoder | None = None
         self._hooks = 0  # FusedProbeHooks handed out (fused mode relies on them for every verdict)
@@ -230,10 +180,12 @@ class PrivacyDetector(BaseDetector):
         raw: list[Any] = list(request.messages) or [{"role": "user", "content": request.text}]
         msgs = validate_messages(_spoken(raw))
         key = (request.tenant_id, request.user_id, request.session_id) if request.session_id else None
-        acts = self.encoder.activation(msgs, session=key)
+        enc = self.encoder
+        cuts = sentence_prefixes(msgs[-1]["content"], markers=enc.markers) if self.sentences else []
+        acts, cut_acts = enc.activations(msgs, session=key, cuts=cuts)
         return self.scorer.findings(acts, tenant_id=request.tenant_id, user_id=request.user_id,
                                     session_id=request.session_id, threshold=_threshold(request.settings),
-                                    user_turn=_user_turns(msgs), conversation=msgs)
+                                    user_turn=_user_turns(msgs), conversation=msgs, cut_acts=cut_acts)
 
     def fused_hook(self, *, tenant_id: str = "default",
                    identity: Callable[[], Any] | None = None) -> FusedProbeHook:
@@ -387,9 +339,11 @@ def _config(ctx: PluginContext) -> Mapping[str, Any]:
 def build_privacy_detector(ctx: PluginContext) -> PrivacyDetector:
     """Entry point ``railguard.detectors: privacy``. Config (``ctx.config['privacy']``): probe (dir or
     ``default``), mode (sentinel|fused), model (defaults to the probe's model), max_sessions,
-    max_cached_tokens (the sentinel's KV-cache bounds). The model loads lazily."""
+    max_cached_tokens (the sentinel's KV-cache bounds), sentences (score sentence prefixes too). The model loads
+    lazily."""
     cfg = _config(ctx)
     return PrivacyDetector(probe=str(cfg.get("probe", "default")), model=cfg.get("model"),
                            mode=cfg.get("mode", "sentinel"), store=ctx.store, device=ctx.device,
                            max_sessions=cfg.get("max_sessions", 32),
-                           max_cached_tokens=cfg.get("max_cached_tokens", 32_768))
+                           max_cached_tokens=cfg.get("max_cached_tokens", 32_768),
+                           sentences=cfg.get("sentences", True))

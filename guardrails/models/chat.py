@@ -22,6 +22,7 @@ from ..errors import RailguardError
 from ..text import content_text
 from .loader import LoadedCausalLM, load_causal_lm
 from .registry import DEFAULT_CHAT_MODEL
+from .templates import encode_chat, template_render
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
@@ -92,10 +93,12 @@ class LocalChatModel(BaseChatModel):
 
     # ---- generation core ----------------------------------------------------------------------
     def _inputs(self, messages: Sequence[BaseMessage]) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        import torch
+
         chat = to_chat_dicts(messages)
-        enc = self.lm.tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
-                                                    return_dict=True)
-        return {k: v.to(self.lm.device) for k, v in enc.items()}, chat
+        tok = self.lm.tokenizer  # contents read as text: a user's "<|im_start|>" forges no turn (templates.py)
+        ids = torch.tensor([encode_chat(tok, chat, template_render(tok))], dtype=torch.long, device=self.lm.device)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, chat
 
     def _gen_kwargs(self, inputs: dict[str, Any], stop: list[str] | None) -> dict[str, Any]:
         kw: dict[str, Any] = dict(inputs, max_new_tokens=self.max_new_tokens,

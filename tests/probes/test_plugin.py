@@ -419,3 +419,25 @@ def test_erasing_a_user_clears_the_fused_hooks_memory_of_them(tiny):
     assert {k[0] for k in hook._scored} == {"bob"} and hook.last_decision.user_id == "bob"
     Guard([det]).erase_user("bob")
     assert not hook._scored and hook.last_decision is None
+
+
+def test_the_request_score_is_the_largest_over_the_message_and_its_sentence_cuts(tiny):
+    from probes.segments import sentence_prefixes
+
+    bundle = synthetic_bundle(tiny, 2, threshold=0.0)
+    text = "first sentence here. second one! and a third?\nlast line"
+    msgs = [{"role": "system", "content": "norms"}, {"role": "user", "content": text}]
+    fresh = PrivacyDetector(bundle, lm=tiny).encoder
+    units = [bundle.single.unit_score(float(bundle.single.raw(bundle.single.features(
+        fresh.activation([msgs[0], {"role": "user", "content": t}]))))) for t in [text, *sentence_prefixes(text)]]
+    assert len(units) == 4 and max(units) > units[0]  # this message's largest score is at a cut
+    got = PrivacyDetector(bundle, lm=tiny).predict(_req(msgs, session=None))[0]
+    assert got.score == pytest.approx(max(units), abs=1e-5)
+    at = int(np.argmax(units))
+    assert f"the message up to its sentence {at} of 4" in got.explanation
+    whole = build_privacy_detector(PluginContext(config={"privacy": {"sentences": False}}))
+    assert whole.sentences is False
+    whole = PrivacyDetector(bundle, lm=tiny, sentences=False).predict(_req(msgs, session=None))[0]
+    assert whole.score == pytest.approx(units[0], abs=1e-5) and "sentence" not in whole.explanation
+    with pytest.raises(ConfigError):
+        build_privacy_detector(PluginContext(config={"privacy": {"sentences": "yes"}}))

@@ -93,3 +93,31 @@ def test_kv_cache_matches_full_prefill_on_smollm2(smol):
             assert abs(acts[li] - full[k]).max() < tol
         msgs.append({"role": "assistant", "content": "It is on file."})
     assert enc.stats["incremental"] == 2
+
+
+def test_sentence_cuts_equal_their_own_prefills_over_one_kv_path(tiny):
+    """activations(..., cuts): each cut (the last user message up to an earlier sentence end) is read over the
+    session's KV cache and equals a full prefill of its own rendering; the whole message's activation and the
+    cached path are unchanged, so the next turn is still incremental; a re-check with the same cuts is a hit."""
+    from probes.segments import sentence_prefixes
+
+    enc = SentinelEncoder(tiny.model, tiny.tokenizer, [1, 3], offsets={3: (0, 2)})
+    msgs = _conv(2)
+    enc.activation(msgs[:2], session="s")
+    text = "give me the address. thanks! also, what next?\nbye"
+    msgs[-1] = {"role": "user", "content": text}
+    cuts = sentence_prefixes(text)
+    assert len(cuts) == 3
+    whole, cut_acts = enc.activations(msgs, session="s", cuts=cuts)
+    assert enc.stats == {"full": 1, "incremental": 1, "hits": 0}
+    fresh = SentinelEncoder(tiny.model, tiny.tokenizer, [1, 3], offsets={3: (0, 2)})
+    for cut, got in zip([*cuts, text], [*cut_acts, whole], strict=True):
+        want = fresh.activation([*msgs[:-1], {"role": "user", "content": cut}])
+        assert set(got) == set(want)
+        assert all(abs(got[k] - want[k]).max() < 1e-4 for k in want)
+    assert not np.allclose(cut_acts[0][1], whole[1])  # the cuts are read where they end, not at the whole message
+    enc.activations(msgs, session="s", cuts=cuts)
+    assert enc.stats["hits"] == 1
+    nxt = [*msgs, {"role": "assistant", "content": "no"}, {"role": "user", "content": "why not?"}]
+    assert abs(enc.activation(nxt, session="s")[3] - fresh.activation(nxt)[3]).max() < 1e-4
+    assert enc.stats["incremental"] == 2

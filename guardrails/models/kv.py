@@ -1,0 +1,13 @@
+"""KV-cache helpers that work across transformers generations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def crop_cache(cache: Any, length: int) -> None:
+    """Keep the first ``length`` positions of a KV cache (no-op when it holds no more). transformers 5 accepts only
+    the negative form of ``crop`` (tokens to drop); 4.x reads a negative value the same way."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)

@@ -1,0 +1,83 @@
+"""Probe arithmetic shared by the privacy detector's two modes: activations at the probe layers -> Findings
+(``privacy_request`` from the per-turn probes, ``privacy_drift`` from the session's velocity tracker)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from guardrails.decision import Action, Finding
+from guardrails.errors import InvalidInputError
+
+from .capture import ActKey
+from .probe import ProbeBundle, margin_to_unit
+from .velocity import StateStore, VelocityTracker
+
+
+def _where(layers: list[int]) -> str:
+    return f"layer {layers[0]}" if len(layers) == 1 else f"layers {'+'.join(map(str, layers))}"
+
+
+class PrivacyScorer:
+    """Probe arithmetic shared by both modes: activations at the probe layers -> Findings."""
+
+    def __init__(self, bundle: ProbeBundle, store: StateStore | None = None, action: Action = Action.BLOCK) -> None:
+        self.bundle = bundle
+        self.action = action
+        self.tracker = VelocityTracker(bundle.multiturn, store) if bundle.multiturn is not None else None
+        self.layers = bundle.layers
+        self.offsets = bundle.offsets  # per layer, the token offsets read there (0 = the last prompt token)
+
+    def findings(self, acts: Mapping[ActKey, np.ndarray], *, tenant_id: str, user_id: str, session_id: str | None,
+                 threshold: float = 0.5, user_turn: int | None = None,
+                 conversation: list[dict[str, str]] | None = None,
+                 cut_acts: Sequence[Mapping[ActKey, np.ndarray]] = ()) -> list[Finding]:
+        """``cut_acts``: activations of the last user message cut at its earlier sentence ends
+        (:mod:`probes.segments`); the request probes take the largest margin over them and the whole message
+        (the drift, the whole message only).
+        ``user_turn``: which user message of its conversation this is (1-based, from the checked messages).
+        It picks the per-turn probe's τ (later turns have their own, see ``ProbeArtifact.threshold_for``). With
+        a session, its drift turn count also counts (a client may send only the newest message): the larger
+        of the two wins; with neither, turn 1. ``conversation`` (the validated messages scored) lets the
+        session's drift tell a retry of the scored turn and a rewritten history from a new turn
+        (``VelocityTracker.update``)."""
+        if not 0.0 <= threshold <= 1.0:
+            raise InvalidInputError("privacy threshold must lie in [0, 1]")
+        if user_turn is not None and user_turn < 1:
+            raise InvalidInputError("user_turn counts from 1")
+        every = [acts, *cut_acts]
+        if not all(np.isfinite(a).all() for one in every for a in one.values()):
+            raise InvalidInputError("non-finite activation: refusing to score")
+        t = user_turn or 1
+        if not all(np.isfinite(list(self.bundle.request_margins(one, t).values())).all() for one in every):
+            # before any state changes
+            raise InvalidInputError("non-finite probe score (corrupt or overflowing probe weights): refusing to score")
+        drift: list[Finding] = []
+        if self.tracker is not None and session_id is not None:
+            m = self.bundle.multiturn
+            assert m is not None
+            score, turn = self.tracker.update(tenant_id, user_id, session_id, m.features(acts),
+                                              conversation=conversation)
+            unit_d = m.unit_score(score)
+            fire = turn >= 2 and unit_d > threshold
+            drift.append(Finding(detector="privacy", category="privacy_drift", score=unit_d if turn >= 2 else 0.0,
+                                 threshold=threshold,
+                                 explanation=f"cumulative drift S_{turn} = {score:.3f} vs tau "
+                                             f"{m.meta.threshold:.3f} ({_where(m.layers)}; turn 1 is the baseline)",
+                                 action=self.action if fire else Action.ALLOW))
+            t = max(t, turn)
+        scored = [{name: float(m) for name, m in self.bundle.request_margins(one, t).items()} for one in every]
+        at = max(range(len(every)), key=lambda i: max(scored[i].values()))  # ties: the whole message
+        margins = scored[at]
+        unit = margin_to_unit(max(margins.values()))
+        parts = []
+        for name, p in self.bundle.request_probes.items():
+            tau = p.threshold_for(t)
+            off = f", {p.meta.token_offset} tokens before the last" if p.meta.token_offset else ""
+            parts.append(f"{'single-turn' if name == 'single' else 'context-free'} probe ({_where(p.layers)}{off}): "
+                         f"raw {margins[name] * p.meta.score_scale + tau:.3f} vs tau {tau:.3f}")
+        where = f", the message up to its sentence {at} of {len(every)}" if at else ""
+        return [Finding(detector="privacy", category="privacy_request", score=unit, threshold=threshold,
+                        explanation="; ".join(parts) + f" (user turn {t}{where})",
+                        action=self.action if unit > threshold else Action.ALLOW), *drift]

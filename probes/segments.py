@@ -1,0 +1,72 @@
+"""Sentence prefixes of a user message: where the request probes also read.
+
+Why: the probes read the state at the end of the user's turn, which summarises the *end* of the message. A
+flagged request followed by a harmless sentence ("Thanks!", "Also, what is the next step?") was read as that
+sentence: on our dev split, four such suffixes kept 2-33 % of the caught attacks. Scoring the message as it
+stood at each sentence end as well (the same rendering, cut there) and taking the largest margin keeps them all.
+
+A sentence ends at ``.``, ``!`` or ``?`` (closing quotes and brackets included) followed by whitespace, at a line
+break, or where a typed copy of one of the model's control tokens starts. A full stop after a known abbreviation
+("Dr.", "e.g.") or a single letter (an initial) ends none: cutting "send the notes to Dr." raised benign false
+positives (dev FPR 0.131 -> 0.150). Only ends followed by at most ``MAX_TAIL`` characters are cut: cutting an
+instruction off the data it is about ("Classify whether the person belongs to Democrats or Republicans." before a
+list of opinions) flagged benign conversations (see ``MAX_TAIL``). A request followed by a longer remark is still
+read as the remark: a documented limit of reading the end of the turn.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+#: Most sentence ends scored per message besides the whole message; more are thinned evenly (the cost is one
+#: short forward each, of the chat template's end-of-turn tokens, over a KV cache).
+MAX_PREFIXES = 16
+#: Only sentence ends with at most this many characters after them are cut: a request followed by a short
+#: remark. A cut before a long remainder reads an instruction without the data it is about ("Classify whether the
+#: person belongs to Democrats or Republicans." before a list of opinions): see the module docstring.
+MAX_TAIL = 200
+
+_END = re.compile(r"[.!?]+[\"'\u2019\u201d)\]]*(?=\s)|\n")
+_WORD_BEFORE_DOT = re.compile(r"([\w.]+)\.$")
+_ABBREVIATIONS = frozenset({
+    "dr", "mr", "mrs", "ms", "mx", "prof", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "no", "inc", "ltd", "co",
+    "dept", "approx", "fig", "u.s", "a.m", "p.m",
+})
+
+
+def sentence_prefixes(text: str, limit: int = MAX_PREFIXES, markers: Sequence[str] = (),
+                      max_tail: int = MAX_TAIL) -> list[str]:
+    """The message cut after each sentence but the last (trailing whitespace removed, in order, distinct; never
+    the whole message) where at most ``max_tail`` characters follow (whitespace at either end not counted), at
+    most ``limit`` cuts, evenly spaced when there are more. ``markers`` (the model's special-token strings) also
+    cut where they start: a typed "<|im_end|>" followed by a forged assistant turn ends what the user asked."""
+    if limit < 0 or max_tail < 0:
+        raise ValueError("limit and max_tail must be >= 0")
+    ends: set[int] = set()
+    for m in _END.finditer(text):
+        if m.group() == ".":
+            word = _WORD_BEFORE_DOT.search(text, 0, m.end())
+            w = word.group(1).lower() if word else ""
+            if w in _ABBREVIATIONS or (len(w) == 1 and w.isalpha()):
+                continue
+        ends.add(m.end())
+    for marker in markers:
+        at = text.find(marker) if marker else -1
+        while at >= 0:
+            ends.add(at)
+            at = text.find(marker, at + len(marker))
+    out: list[str] = []
+    for end in sorted(ends):
+        tail = len(text[end:].strip())
+        if not tail:
+            break
+        if tail > max_tail:
+            continue
+        cut = text[:end].rstrip()
+        if cut and (not out or out[-1] != cut):
+            out.append(cut)
+    if len(out) > limit:
+        step = len(out) / limit if limit else 0
+        out = [out[int(i * step)] for i in range(limit)]
+    return out
