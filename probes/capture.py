@@ -197,6 +197,7 @@ class LayerTap:
         self.offsets = layer_offsets(self.layers, offsets)
         self.early_exit = early_exit
         self.index: torch.Tensor | None = None  # last-token positions for the current batch
+        self.packed = False  # True: ``index`` holds several positions of batch row 0 (packed sequences), one read each
         self.values: dict[ActKey, torch.Tensor] = {}
         self._handles: list[Any] = []
 
@@ -214,7 +215,7 @@ class LayerTap:
             if bool((idx < self.offsets[layer][-1]).any()):
                 raise InvalidInputError(f"a prompt is shorter than the token offset {self.offsets[layer][-1]}")
             for k in self.offsets[layer]:
-                rows = h[torch.arange(h.shape[0], device=h.device), idx - k]
+                rows = h[0, idx - k] if self.packed else h[torch.arange(h.shape[0], device=h.device), idx - k]
                 self.values[site_key(layer, k)] = rows.detach().float()
             if deepest and self.early_exit:
                 raise _StopForward

@@ -11,9 +11,9 @@ before the last one too (keys as :func:`probes.capture.site_key`); a suffix too 
 for a new user turn under a chat template) is re-prefilled in full.
 
 :meth:`SentinelEncoder.activations` also reads the last user message as it stood at earlier cuts (its sentence
-prefixes, :mod:`probes.segments`) in the same pass: the prompt is prefilled up to where a cut's rendering leaves
-the full one, that rendering's few remaining tokens (the template's end of turn) run on top, the cache is cropped
-back, and so on; each cut costs one forward of those tokens, not a prefill of the conversation.
+prefixes, :mod:`probes.segments`). A cut's rendering shares the full prompt's tokens up to near the cut, so its
+remaining tokens (the template's end of turn) ride in the same forward as the new turn, packed in one row under a
+4-D mask, and the cache is cropped back to the prompt after: a few more tokens, not another prefill.
 """
 
 from __future__ import annotations
@@ -136,39 +136,45 @@ class SentinelEncoder:
         return ids
 
     def _run(self, ids: list[int], cut_ids: Sequence[list[int]], cache: Any, start: int) -> _Entry:
-        """Prefill ``ids`` from ``start`` (``cache`` holds the positions before it), branching off at each cut: the
-        shared path is prefilled up to where the cut's ids leave it (at least ``_max_offset + 1`` tokens before the
-        cut's end, so its read sites are new tokens), the cut's remaining ids run on top, and the cache is cropped
-        back. A cut that leaves the path before ``start`` gets a prefill of its own."""
-        from transformers import DynamicCache
+        """Prefill ``ids`` from ``start`` (``cache`` holds the positions before it) and read it; with cuts, in the same
+        forward, read each of them too (:meth:`_packed`)."""
+        todo: dict[tuple[int, ...], int] = {}
+        for c in cut_ids:  # where each cut leaves the path, at least _max_offset + 1 tokens before its end
+            todo.setdefault(tuple(c), max(0, min(_common_prefix(ids, c), len(c) - self._max_offset - 1)))
+        if not todo:
+            return _Entry(ids, cache, self._forward(ids, cache, start))
+        acts = self._packed(ids, start, cache, todo)
+        return _Entry(ids, cache, acts[0], dict(zip(todo, acts[1:], strict=True)))
 
-        cuts: dict[tuple[int, ...], Acts] = {}
-        pos = start
-        plan = sorted((min(_common_prefix(ids, c), len(c) - self._max_offset - 1), j) for j, c in enumerate(cut_ids))
-        for branch, j in plan:
-            c = cut_ids[j]
-            if tuple(c) in cuts:
-                continue
-            if branch < pos:  # leaves the path before what is already prefilled: its own full prefill
-                cuts[tuple(c)] = self._forward(c, DynamicCache(config=self.model.config), 0)
-                continue
-            if branch > pos:
-                self._advance(ids, cache, pos, branch)
-                pos = branch
-            cuts[tuple(c)] = self._forward(c, cache, pos)
-            crop_cache(cache, pos)
-        if len(ids) - pos <= self._max_offset:  # the read sites must be new tokens: re-run a few (exact)
-            pos = len(ids) - self._max_offset - 1
-            crop_cache(cache, pos)
-        return _Entry(ids, cache, self._forward(ids, cache, pos), cuts)
-
-    def _advance(self, ids: list[int], cache: Any, start: int, stop: int) -> None:
-        """Prefill ``ids[start:stop]`` into the cache up to the probe layers, reading nothing."""
-        new = torch.tensor([ids[start:stop]], dtype=torch.long, device=self.device)
-        mask = torch.ones((1, stop), dtype=torch.long, device=self.device)
-        pos = torch.arange(start, stop, device=self.device).unsqueeze(0)
-        with LayerTap(self.model, self.layers, early_exit=True) as tap:
-            tap.run(input_ids=new, attention_mask=mask, position_ids=pos, use_cache=True, **{self._cache_kw: cache})
+    def _packed(self, ids: list[int], start: int, cache: Any, todo: Mapping[tuple[int, ...], int]) -> list[Acts]:
+        """One forward over ``ids[start:]`` followed, in the same row, by each cut's tokens past its branch point
+        (``{cut ids: branch}``): the prompt's tokens attend causally as usual; a cut's tokens attend to the positions
+        before its branch point and to their own earlier tokens (a 4-D mask), at the positions they have in the
+        cut's rendering. The cache is cropped back to the prompt after. On CPU a forward is memory-bound (one of 12
+        tokens costs about what one of 60 does), so the cuts cost little over the prompt's own prefill.
+        Returns the prompt's activations, then each cut's, in ``todo`` order."""
+        past, main = start, len(ids) - start
+        toks, pos, ends = list(ids[start:]), list(range(start, len(ids))), [main - 1]
+        q = main + sum(len(c) - b for c, b in todo.items())
+        mask = torch.zeros((1, 1, q, past + q), dtype=torch.bool)
+        mask[0, 0, :main, : past + main] = torch.ones((main, past + main), dtype=torch.bool).tril(past)
+        for c, b in todo.items():
+            n, at = len(c) - b, len(toks)
+            toks += c[b:]
+            pos += range(b, len(c))
+            mask[0, 0, at:at + n, :b] = True
+            mask[0, 0, at:at + n, past + at:past + at + n] = torch.ones((n, n), dtype=torch.bool).tril()
+            ends.append(at + n - 1)
+        dev = self.device
+        try:
+            with LayerTap(self.model, self.layers, early_exit=True, offsets=self.offsets) as tap:
+                tap.index, tap.packed = torch.tensor(ends), True
+                vals = tap.run(input_ids=torch.tensor([toks], dtype=torch.long, device=dev),
+                               attention_mask=mask.to(dev), position_ids=torch.tensor([pos], device=dev),
+                               use_cache=True, **{self._cache_kw: cache})
+        finally:
+            crop_cache(cache, len(ids))
+        return [{k: v[r].cpu().numpy().astype(np.float32) for k, v in vals.items()} for r in range(len(ends))]
 
     def forget(self, session: Hashable) -> None:
         with self._lock:

@@ -447,6 +447,6 @@ def test_a_harmless_sentence_after_a_flagged_request_does_not_hide_it(smol):
         for tail in tails:
             assert blocked(on, system, request + tail), (request, tail)
             hidden += not blocked(off, system, request + tail)
-    assert hidden >= 6  # without the sentence cuts most of these pass (9 of 9 when measured)
+    assert hidden >= 6  # without the sentence cuts most of these pass (7 of 9 when measured)
     assert not blocked(on, DEMO_SYSTEM_PROMPT, "Thanks. Which procedures were performed at the most recent visit? "
                                                "Also, what is the next step?")
