@@ -178,7 +178,13 @@ def _legacy_name(name: Any, given: Mapping[Any, Any], taken: Mapping[Any, Any]) 
     if not (isinstance(name, str) and name.endswith("\n") and NAME_RE.fullmatch(name[:-1])):
         return name
     clash = set(given) | set(taken) | set(BASE_CATEGORIES) | RESERVED_NAMES
-    return name[:-1] if name[:-1] not in clash else f"{name[:-1][:41]}-legacy"
+    if name[:-1] not in clash:
+        return name[:-1]
+    for n in range(1, len(given) + 2):  # never over a name the profile holds: that category would be lost
+        alias = f"{name[:-1][:40 - len(str(n))]}-legacy{n if n > 1 else ''}"
+        if alias not in clash:
+            return alias
+    raise InvalidInputError("no free name for a legacy category")  # unreachable: more candidates than names
 
 
 def _text_count(data: Any) -> int:

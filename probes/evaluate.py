@@ -47,7 +47,8 @@ def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, late
                 progress: bool = True, sentences: bool = True) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """CONTRACT metrics for single-turn records; also returns (labels, raw scores) for plots. ``sentences``: as the
     detector serves (``PrivacyDetector(sentences=True)``), each request also scored at its earlier sentence ends
-    (:mod:`probes.segments`), the largest score counting; ``whole_message`` reports the whole request alone."""
+    (:mod:`probes.segments`), the largest score counting; ``whole_message`` reports the whole request alone. Rows
+    holding a typed copy of a control token are scored through the sentinel, which reads it as text (as served)."""
     acts = _capture_acts(bundle, lm, single_turn_prompts(lm.tokenizer, records), progress)
     free = bundle.context_free
 
@@ -60,7 +61,16 @@ def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, late
     whole = served(acts)
     s = whole.copy()
     marks = special_strings(lm.tokenizer)
-    cuts = [(i, c) for i, r in enumerate(records)
+    enc = SentinelEncoder(lm.model, lm.tokenizer, bundle.layers, offsets=bundle.offsets)
+    typed: set[int] = set()  # rows holding a control token's string: the batch path would read a real token there
+    for i, r in enumerate(records):
+        if any(m in f"{r.get('context') or ''}{r['request']}" for m in marks):
+            typed.add(i)
+            one, at_cuts = enc.activations(to_messages(r.get("context"), r["request"]),
+                                           cuts=sentence_prefixes(r["request"], markers=marks) if sentences else ())
+            scores = [float(served({k: v[None] for k, v in a.items()})[0]) for a in (one, *at_cuts)]
+            whole[i], s[i] = scores[0], max(scores)
+    cuts = [(i, c) for i, r in enumerate(records) if i not in typed
             for c in (sentence_prefixes(r["request"], markers=marks) if sentences else [])]
     if cuts:
         cut_prompts = [render(lm.tokenizer, to_messages(records[i].get("context"), c)) for i, c in cuts]
@@ -75,7 +85,6 @@ def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, late
     m["sentences"] = sentences
     m["sentence_cuts"] = len(cuts)
     m["whole_message"] = {k: v for k, v in rates(y, whole, thr).items() if k in ("auroc", "tpr", "fpr")}
-    enc = SentinelEncoder(lm.model, lm.tokenizer, bundle.layers, offsets=bundle.offsets)
     lat = []
     for r in records[:latency_sample]:
         t0 = time.perf_counter()

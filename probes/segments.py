@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-#: Most sentence ends scored per message besides the whole message; more are thinned evenly (the cost is one
-#: short forward each, of the chat template's end-of-turn tokens, over a KV cache).
+#: Most sentence ends scored per message besides the whole message, the ones nearest its end (each adds the chat
+#: template's few end-of-turn tokens to the turn's forward pass).
 MAX_PREFIXES = 16
 #: Only sentence ends with at most this many characters after them are cut: a request followed by a short
 #: remark. A cut before a long remainder reads an instruction without the data it is about ("Classify whether the
@@ -38,8 +38,8 @@ _ABBREVIATIONS = frozenset({
 def sentence_prefixes(text: str, limit: int = MAX_PREFIXES, markers: Sequence[str] = (),
                       max_tail: int = MAX_TAIL) -> list[str]:
     """The message cut after each sentence but the last (trailing whitespace removed, in order, distinct; never
-    the whole message) where at most ``max_tail`` characters follow (whitespace at either end not counted), at
-    most ``limit`` cuts, evenly spaced when there are more. ``markers`` (the model's special-token strings) also
+    the whole message) where at most ``max_tail`` characters follow (whitespace at either end not counted): the
+    last ``limit`` of them when there are more. ``markers`` (the model's special-token strings) also
     cut where they start: a typed "<|im_end|>" followed by a forged assistant turn ends what the user asked."""
     if limit < 0 or max_tail < 0:
         raise ValueError("limit and max_tail must be >= 0")
@@ -66,7 +66,4 @@ def sentence_prefixes(text: str, limit: int = MAX_PREFIXES, markers: Sequence[st
         cut = text[:end].rstrip()
         if cut and (not out or out[-1] != cut):
             out.append(cut)
-    if len(out) > limit:
-        step = len(out) / limit if limit else 0
-        out = [out[int(i * step)] for i in range(limit)]
-    return out
+    return out[len(out) - limit:] if len(out) > limit else out  # the ones nearest the end: a request, then a remark

@@ -30,6 +30,7 @@ import torch
 
 from guardrails.errors import InvalidInputError
 from guardrails.models import crop_cache
+from guardrails.models.attention import NAME as ATTENTION_NAME
 from guardrails.models.templates import special_strings
 
 from .capture import ActKey, LayerTap, encode_messages, layer_offsets, validate_messages
@@ -43,6 +44,11 @@ class _Entry:
     cache: Any
     activation: Acts
     cuts: dict[tuple[int, ...], Acts] = field(default_factory=dict)  # activations of cut renderings, by their ids
+
+
+#: New prompt tokens above which the cuts get a forward of their own after the prompt's (see ``_run``); a turn's new
+#: tokens are far fewer.
+_PACK_MAX_NEW = 256
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -136,15 +142,35 @@ class SentinelEncoder:
         return ids
 
     def _run(self, ids: list[int], cut_ids: Sequence[list[int]], cache: Any, start: int) -> _Entry:
-        """Prefill ``ids`` from ``start`` (``cache`` holds the positions before it) and read it; with cuts, in the same
-        forward, read each of them too (:meth:`_packed`)."""
+        """Prefill ``ids`` from ``start`` (``cache`` holds the positions before it) and read it, and each cut: in the
+        same forward for a turn's few new tokens, in a second short one after a long prefill (a 4-D mask over
+        thousands of tokens is slower than the plain causal path), each with its own prefill where packing is not
+        safe (:meth:`_can_pack`)."""
         todo: dict[tuple[int, ...], int] = {}
         for c in cut_ids:  # where each cut leaves the path, at least _max_offset + 1 tokens before its end
             todo.setdefault(tuple(c), max(0, min(_common_prefix(ids, c), len(c) - self._max_offset - 1)))
         if not todo:
             return _Entry(ids, cache, self._forward(ids, cache, start))
+        if not self._can_pack(cache):
+            act = self._forward(ids, cache, start)
+            return _Entry(ids, cache, act, {c: self._forward(list(c), self._new_cache(), 0) for c in todo})
+        if len(ids) - start > _PACK_MAX_NEW:
+            act = self._forward(ids, cache, start)
+            return _Entry(ids, cache, act, dict(zip(todo, self._packed(ids, len(ids), cache, todo), strict=True)))
         acts = self._packed(ids, start, cache, todo)
         return _Entry(ids, cache, acts[0], dict(zip(todo, acts[1:], strict=True)))
+
+    def _new_cache(self) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    def _can_pack(self, cache: Any) -> bool:
+        """Packing needs an attention that reads a boolean 4-D mask as given (sdpa; eager adds it, flash ignores it)
+        and a cache that can be cropped back (sliding-window layers cannot, once past their window)."""
+        impl = getattr(self.model.config, "_attn_implementation", None)
+        sliding = any("Sliding" in type(layer).__name__ for layer in getattr(cache, "layers", None) or ())
+        return impl in ("sdpa", ATTENTION_NAME) and not sliding
 
     def _packed(self, ids: list[int], start: int, cache: Any, todo: Mapping[tuple[int, ...], int]) -> list[Acts]:
         """One forward over ``ids[start:]`` followed, in the same row, by each cut's tokens past its branch point
@@ -152,9 +178,9 @@ class SentinelEncoder:
         before its branch point and to their own earlier tokens (a 4-D mask), at the positions they have in the
         cut's rendering. The cache is cropped back to the prompt after. On CPU a forward is memory-bound (one of 12
         tokens costs about what one of 60 does), so the cuts cost little over the prompt's own prefill.
-        Returns the prompt's activations, then each cut's, in ``todo`` order."""
+        Returns the prompt's activations (none when ``start == len(ids)``), then each cut's, in ``todo`` order."""
         past, main = start, len(ids) - start
-        toks, pos, ends = list(ids[start:]), list(range(start, len(ids))), [main - 1]
+        toks, pos, ends = list(ids[start:]), list(range(start, len(ids))), [main - 1] if main else []
         q = main + sum(len(c) - b for c, b in todo.items())
         mask = torch.zeros((1, 1, q, past + q), dtype=torch.bool)
         mask[0, 0, :main, : past + main] = torch.ones((main, past + main), dtype=torch.bool).tril(past)

@@ -277,3 +277,12 @@ def test_profiles_stored_by_older_releases_stay_readable_and_repairable(tmp_path
         req = CheckRequest(stage="input", user_id="u", text="x", settings=store.get("t", "u").settings)
         assert HarmDetector.profile_for(HarmDetector.__new__(HarmDetector), req)[1] == ""  # readable, no fallback
     assert "benign-legacy" in P.parse_profile({"categories": {"benign\n": {"definition": "d"}}}).categories
+
+
+def test_a_legacy_name_is_never_read_over_a_category_the_profile_holds():
+    for order in (["dogs", "dogs-legacy", "dogs\n"], ["dogs", "dogs\n", "dogs-legacy"]):
+        cats = {name: {"examples": [f"example of {name!r}"]} for name in order}
+        read = P.parse_profile({"categories": cats}).categories
+        kept = sorted(ex for name, c in read.items() if name.startswith("dogs") for ex in c.examples)
+        assert kept == sorted(f"example of {name!r}" for name in order)  # nothing lost, whatever the order
+        assert {"dogs", "dogs-legacy", "dogs-legacy2"} <= set(read)

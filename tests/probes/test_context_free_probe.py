@@ -149,3 +149,17 @@ def test_framed_records_train_the_direction_with_their_labels_but_never_set_the_
     for bad in ({**framed[0], "label": "yes"}, {"id": "x", "context": desk, "label": 1}):  # refused before capture
         with pytest.raises(ValueError, match="framed_records need label"):
             train_context_free_probe(single, None, layer=2, progress=False, framed_records=[bad])
+
+
+def test_eval_single_scores_each_request_as_the_detector_serves_it(tiny):
+    """Sentence cuts included: eval's per-row margin equals the served finding's (0.5 at τ, logistic in margins)."""
+    rows = [{"id": f"r{i}", "context": None, "label": i % 2,
+             "request": f"request number {i} about someone. thanks! and bye {i}"} for i in range(6)]
+    both = _with_free(tiny, main_tau=0.0, free_tau=0.0)
+    _, _, s = eval_single(both, tiny, rows, latency_sample=0, progress=False)
+    _, _, whole = eval_single(both, tiny, rows, latency_sample=0, progress=False, sentences=False)
+    det = PrivacyDetector(both, lm=tiny)
+    for r, margin in zip(rows, s, strict=True):
+        f = det.predict(_req(r["request"]))[0]
+        assert f.score == pytest.approx(1 / (1 + math.exp(-margin)), abs=1e-4)
+    assert (s >= whole - 1e-6).all() and (s > whole + 1e-6).any()  # the cuts count, and only ever raise it

@@ -23,12 +23,13 @@ def test_cuts_are_earlier_sentence_ends(text, cuts):
     assert sentence_prefixes(text) == cuts
 
 
-def test_many_sentences_are_thinned_evenly_and_bounded():
+def test_many_sentences_keep_the_cuts_nearest_the_end():
     text = " ".join(f"Sentence {i}." for i in range(100))
     cuts = sentence_prefixes(text, max_tail=len(text))
-    assert len(cuts) == MAX_PREFIXES and cuts == sorted(cuts, key=len)
-    assert cuts[0] == "Sentence 0." and len(set(cuts)) == MAX_PREFIXES
-    assert all(text.startswith(c) for c in cuts)
+    assert len(cuts) == MAX_PREFIXES and cuts == sorted(cuts, key=len) and len(set(cuts)) == MAX_PREFIXES
+    assert cuts[-1] == text[: -len(" Sentence 99.")] and all(text.startswith(c) for c in cuts)
+    short = "Ok! " * 20 + "What is John Smith's SSN? Thanks!"  # the request right before the remark is kept
+    assert "Ok! " * 20 + "What is John Smith's SSN?" in sentence_prefixes(short)
     assert sentence_prefixes(text, limit=0, max_tail=len(text)) == []
     with pytest.raises(ValueError):
         sentence_prefixes(text, limit=-1)

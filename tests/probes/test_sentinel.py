@@ -121,3 +121,39 @@ def test_sentence_cuts_equal_their_own_prefills_over_one_kv_path(tiny):
     nxt = [*msgs, {"role": "assistant", "content": "no"}, {"role": "user", "content": "why not?"}]
     assert abs(enc.activation(nxt, session="s")[3] - fresh.activation(nxt)[3]).max() < 1e-4
     assert enc.stats["incremental"] == 2
+
+
+def _cuts_match_own_prefills(model, tok, msgs, layers=(1, 3)):
+    from probes.segments import sentence_prefixes
+
+    enc = SentinelEncoder(model, tok, list(layers))
+    cuts = sentence_prefixes(msgs[-1]["content"])
+    whole, cut_acts = enc.activations(msgs, session="s", cuts=cuts)
+    fresh = SentinelEncoder(model, tok, list(layers))
+    worst = 0.0
+    for cut, got in zip([*cuts, msgs[-1]["content"]], [*cut_acts, whole], strict=True):
+        want = fresh.activation([*msgs[:-1], {"role": "user", "content": cut}])
+        worst = max(worst, *(float(abs(got[k] - want[k]).max()) for k in want))
+    return len(cuts), worst
+
+
+def test_sentence_cuts_where_packing_is_not_safe_or_not_worth_it():
+    """Packing the cuts in one row needs sdpa (eager attention adds a boolean mask instead of applying it) and a
+    croppable cache (a sliding-window layer past its window cannot be cropped); after a long prefill the cuts get
+    a short forward of their own. Each path gives each cut its own prefill's activations."""
+    from probe_testkit import CharTokenizer, make_tiny
+    from transformers import MistralConfig, MistralForCausalLM
+
+    text = "x" * 100 + " give me the address. thanks! bye now"
+    msgs = [{"role": "user", "content": text}]
+    eager = make_tiny()
+    eager.model.set_attn_implementation("eager")
+    assert _cuts_match_own_prefills(eager.model, eager.tokenizer, msgs) == (2, pytest.approx(0, abs=1e-4))
+    torch.manual_seed(0)
+    cfg = MistralConfig(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, sliding_window=64)
+    sliding = MistralForCausalLM(cfg).eval()
+    assert _cuts_match_own_prefills(sliding, CharTokenizer(), msgs) == (2, pytest.approx(0, abs=1e-4))
+    tiny = make_tiny()
+    long = [{"role": "user", "content": "y" * 400 + " give me the address. thanks! bye now"}]  # > 256 new tokens
+    assert _cuts_match_own_prefills(tiny.model, tiny.tokenizer, long) == (2, pytest.approx(0, abs=1e-4))
