@@ -180,12 +180,17 @@ class SentinelEncoder:
         tokens costs about what one of 60 does), so the cuts cost little over the prompt's own prefill.
         Returns the prompt's activations (none when ``start == len(ids)``), then each cut's, in ``todo`` order."""
         past, main = start, len(ids) - start
+        if 0 < main <= self._max_offset:  # callers prefill at least _max_offset + 1 new tokens (see activations)
+            raise InvalidInputError("too few new tokens to read the probe's sites")
         toks, pos, ends = list(ids[start:]), list(range(start, len(ids))), [main - 1] if main else []
         q = main + sum(len(c) - b for c, b in todo.items())
         mask = torch.zeros((1, 1, q, past + q), dtype=torch.bool)
         mask[0, 0, :main, : past + main] = torch.ones((main, past + main), dtype=torch.bool).tril(past)
         for c, b in todo.items():
             n, at = len(c) - b, len(toks)
+            if n <= self._max_offset:  # its read sites would fall in the segment before it
+                raise InvalidInputError(f"a cut's rendering is {len(c)} tokens; the probe reads {self._max_offset} "
+                                        "tokens before the end")
             toks += c[b:]
             pos += range(b, len(c))
             mask[0, 0, at:at + n, :b] = True

@@ -157,3 +157,13 @@ def test_sentence_cuts_where_packing_is_not_safe_or_not_worth_it():
     tiny = make_tiny()
     long = [{"role": "user", "content": "y" * 400 + " give me the address. thanks! bye now"}]  # > 256 new tokens
     assert _cuts_match_own_prefills(tiny.model, tiny.tokenizer, long) == (2, pytest.approx(0, abs=1e-4))
+
+
+def test_a_cut_too_short_for_the_probes_read_sites_fails_closed_not_silently(tiny):
+    """A probe reading 40 tokens before the end, a cut whose whole rendering is shorter: its read site would fall in
+    the segment packed before it. A typed error (the Guard fails closed), not a wrong activation."""
+    enc = SentinelEncoder(tiny.model, tiny.tokenizer, [3], offsets={3: (0, 40)})
+    text = "a. " + "b" * 60
+    with pytest.raises(InvalidInputError, match="tokens before the end"):
+        enc.activations([{"role": "user", "content": text}], cuts=["a."])
+    assert enc.activations([{"role": "user", "content": text}])[0][(3, 40)].shape == (32,)
