@@ -61,17 +61,16 @@ def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, late
     whole = served(acts)
     s = whole.copy()
     marks = special_strings(lm.tokenizer)
+    row_cuts = [sentence_prefixes(r["request"], markers=marks) if sentences else [] for r in records]
     enc = SentinelEncoder(lm.model, lm.tokenizer, bundle.layers, offsets=bundle.offsets)
     typed: set[int] = set()  # rows holding a control token's string: the batch path would read a real token there
     for i, r in enumerate(records):
         if any(m in f"{r.get('context') or ''}{r['request']}" for m in marks):
             typed.add(i)
-            one, at_cuts = enc.activations(to_messages(r.get("context"), r["request"]),
-                                           cuts=sentence_prefixes(r["request"], markers=marks) if sentences else ())
+            one, at_cuts = enc.activations(to_messages(r.get("context"), r["request"]), cuts=row_cuts[i])
             scores = [float(served({k: v[None] for k, v in a.items()})[0]) for a in (one, *at_cuts)]
             whole[i], s[i] = scores[0], max(scores)
-    cuts = [(i, c) for i, r in enumerate(records) if i not in typed
-            for c in (sentence_prefixes(r["request"], markers=marks) if sentences else [])]
+    cuts = [(i, c) for i, r_cuts in enumerate(row_cuts) if i not in typed for c in r_cuts]
     if cuts:
         cut_prompts = [render(lm.tokenizer, to_messages(records[i].get("context"), c)) for i, c in cuts]
         np.maximum.at(s, np.array([i for i, _ in cuts]), served(_capture_acts(bundle, lm, cut_prompts, progress)))
@@ -86,10 +85,9 @@ def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, late
     m["sentence_cuts"] = len(cuts)
     m["whole_message"] = {k: v for k, v in rates(y, whole, thr).items() if k in ("auroc", "tpr", "fpr")}
     lat = []
-    for r in records[:latency_sample]:
+    for r, r_cuts in zip(records[:latency_sample], row_cuts, strict=False):
         t0 = time.perf_counter()
-        enc.activations(to_messages(r.get("context"), r["request"]),
-                        cuts=sentence_prefixes(r["request"], markers=marks) if sentences else ())
+        enc.activations(to_messages(r.get("context"), r["request"]), cuts=r_cuts)
         lat.append((time.perf_counter() - t0) * 1000)
     m["latency_ms_p50"] = float(np.median(lat)) if lat else None
     m["layer"] = bundle.single.meta.layer
