@@ -441,3 +441,19 @@ def test_the_request_score_is_the_largest_over_the_message_and_its_sentence_cuts
     assert whole.score == pytest.approx(units[0], abs=1e-5) and "sentence" not in whole.explanation
     with pytest.raises(ConfigError):
         build_privacy_detector(PluginContext(config={"privacy": {"sentences": "yes"}}))
+
+
+def test_a_message_the_sentinel_cannot_cut_fails_closed_and_writes_no_session_state(tiny):
+    """A probe reading 40 tokens before the end and a cut whose rendering is shorter: a typed error through the
+    Guard (blocked), and the session's drift state stays unwritten."""
+    from guardrails.pipeline import Guard
+
+    bundle = synthetic_bundle(tiny, 3, multi_layer=2)
+    bundle.single.meta.token_offset = 40
+    det = PrivacyDetector(bundle, lm=tiny)
+    d = Guard(detectors=[det]).check("ok. " + "b" * 60, user_id="u", session_id="s")
+    assert d.action is Action.BLOCK and "tokens before the end" in d.error
+    assert det.scorer.tracker.load("default", "u", "s") is None
+    ok = Guard(detectors=[PrivacyDetector(bundle, lm=tiny, sentences=False)]).check("ok. " + "b" * 60, user_id="u",
+                                                                                   session_id="s")
+    assert ok.error is None
