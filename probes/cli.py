@@ -122,8 +122,12 @@ def eval_(
     as_json: bool = typer.Option(False, "--json", help="exactly one JSON object on stdout"),
     plot: Path | None = typer.Option(None, "--plot", help="write a ROC (+ S_t over turns) PNG"),
     model: str | None = typer.Option(None, "--model", help="override the probe's model (must match it)"),
+    remarks: bool = typer.Option(False, "--remarks",
+                                 help="also re-score the single-turn requests with each of probes.remarks' harmless "
+                                      "remarks appended (one more pass over the file per remark)"),
 ) -> None:
-    """Metrics: n, n_pos, n_neg, auroc, tpr, fpr, threshold, latency_ms_p50 (+ mean_detection_turn)."""
+    """Metrics: n, n_pos, n_neg, auroc, tpr, fpr, threshold, latency_ms_p50 (+ mean_detection_turn; with --remarks,
+    single-turn metrics under each appended remark)."""
     _setup_logging()
     import numpy as np
 
@@ -142,6 +146,8 @@ def eval_(
         records = load_jsonl(data)
         if not records:
             fail(f"{data} holds no records", as_json=as_json)
+        if remarks and not any("request" in r for r in records):  # before the model loads, not after
+            fail(f"--remarks: {data} holds no single-turn records ('request' lines)", as_json=as_json)
         lm = load_causal_lm(model or bundle.model_id)
         bundle.check_model(model_fingerprints(lm), lm.name)
         single = [r for r in records if "request" in r]
@@ -152,6 +158,10 @@ def eval_(
         pooled_margins: list[float] = []
         if single:
             m, y, s = ev.eval_single(bundle, lm, single)
+            if remarks:
+                from .remarks import remark_robustness
+
+                m["remarks"] = remark_robustness(bundle, lm, single, clean_scores=s, progress=True)
             parts["single"] = m
             plot_args = {"y": y, "scores": s}
             pooled_y += [int(v) for v in y]
