@@ -123,11 +123,11 @@ def eval_(
     plot: Path | None = typer.Option(None, "--plot", help="write a ROC (+ S_t over turns) PNG"),
     model: str | None = typer.Option(None, "--model", help="override the probe's model (must match it)"),
     remarks: bool = typer.Option(False, "--remarks",
-                                 help="also re-score the single-turn requests with each of probes.remarks' harmless "
-                                      "remarks appended (one more pass over the file per remark)"),
+                                 help="also re-score every request and conversation (each user turn) with each of "
+                                      "probes.remarks' harmless remarks appended (one more pass per remark)"),
 ) -> None:
     """Metrics: n, n_pos, n_neg, auroc, tpr, fpr, threshold, latency_ms_p50 (+ mean_detection_turn; with --remarks,
-    single-turn metrics under each appended remark)."""
+    the metrics under each appended remark)."""
     _setup_logging()
     import numpy as np
 
@@ -146,8 +146,6 @@ def eval_(
         records = load_jsonl(data)
         if not records:
             fail(f"{data} holds no records", as_json=as_json)
-        if remarks and not any("request" in r for r in records):  # before the model loads, not after
-            fail(f"--remarks: {data} holds no single-turn records ('request' lines)", as_json=as_json)
         lm = load_causal_lm(model or bundle.model_id)
         bundle.check_model(model_fingerprints(lm), lm.name)
         single = [r for r in records if "request" in r]
@@ -161,13 +159,19 @@ def eval_(
             if remarks:
                 from .remarks import remark_robustness
 
-                m["remarks"] = remark_robustness(bundle, lm, single, clean_scores=s, progress=True)
+                m["remarks"] = remark_robustness(bundle, lm, single, clean_margins=ev.single_margins(bundle, s),
+                                                 progress=True)
             parts["single"] = m
             plot_args = {"y": y, "scores": s}
             pooled_y += [int(v) for v in y]
             pooled_margins += [float(v) for v in ev.single_margins(bundle, s)]
         if multi:
+            k = len(pooled_margins)
             m, y, drifts = ev.eval_multiturn(bundle, lm, multi, margins_out=pooled_margins)
+            if remarks:
+                from .remarks import remark_robustness
+
+                m["remarks"] = remark_robustness(bundle, lm, multi, clean_margins=pooled_margins[k:], progress=True)
             pooled_y += [int(v) for v in y]
             parts["multiturn"] = m
             if not single:

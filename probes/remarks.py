@@ -4,8 +4,9 @@ The probes read the state at the end of the user's turn, and that state mostly r
 A benign remark after a violating request used to hide it. On the dev split, four such remarks kept 2-33 % of the
 caught attacks (session 21). The detector now also scores each request at its earlier sentence ends
 (:mod:`probes.segments`). ``railguard probes eval --remarks`` measures what is left: every single-turn request is
-re-scored with each remark below appended (label kept). The ``served`` score includes the sentence cuts, as the
-detector serves it; ``whole_message`` is the score of the whole message alone, which is what fused mode reads.
+re-scored with each remark below appended (label kept), and every conversation with it appended to each user turn.
+The ``served`` score includes the sentence cuts, as the detector serves it; ``whole_message`` is the score of the
+whole message alone, which is what fused mode reads.
 
 The remarks were written for evaluation. No shipped probe was trained on them, or on any appended remark: session
 22 trained a probe on 35 other remarks and did not ship it (README, Known limitations). They cover what the cuts
@@ -49,7 +50,8 @@ JOINED_REMARKS: dict[str, str] = {
 
 
 def with_remark(records: Sequence[Record], name: str) -> list[Record]:
-    """Copies of single-turn ``records`` with remark ``name`` appended to each request (labels kept)."""
+    """Copies of ``records`` with remark ``name`` appended to each request, or to every user turn of a multi-turn
+    record (an attacker writes every turn); labels kept."""
     if name in REMARKS:
         def edit(text: str) -> str:
             return text.rstrip() + REMARKS[name]
@@ -60,35 +62,58 @@ def with_remark(records: Sequence[Record], name: str) -> list[Record]:
         raise ValueError(f"unknown remark {name!r}; known: {sorted(REMARKS) + sorted(JOINED_REMARKS)}")
     out = []
     for r in records:
-        if "request" not in r:
-            raise ValueError(f"record {r.get('id')!r}: remarks apply to single-turn records ('request' lines)")
-        out.append({**r, "id": f"{r.get('id')}+{name}", "request": edit(str(r["request"]))})
+        q = {**r, "id": f"{r.get('id')}+{name}"}
+        if isinstance(r.get("request"), str):
+            q["request"] = edit(r["request"])
+        elif isinstance(r.get("turns"), list):
+            q["turns"] = [{**t, "content": edit(str(t["content"]))} if t.get("role") == "user" else t
+                          for t in r["turns"]]
+        else:
+            raise ValueError(f"record {r.get('id')!r} has neither 'request' nor 'turns'")
+        out.append(q)
     return out
 
 
 def remark_robustness(bundle: Any, lm: Any, records: Sequence[Record], *,
-                      clean_scores: np.ndarray | None = None, progress: bool = False) -> dict[str, Any]:
-    """Per remark: the served ``tpr``, ``fpr`` and ``auroc`` (sentence cuts included), ``whole_message`` rates, and
-    ``caught_kept``, the share of attacks flagged without the remark that are still flagged with it (None when
-    none is). ``summary`` holds the worst served TPR and FPR and the lowest ``caught_kept`` over all remarks.
-    ``clean_scores``: :func:`probes.evaluate.eval_single`'s scores of ``records`` as they are, if already
-    computed."""
+                      clean_margins: Sequence[float] | np.ndarray | None = None,
+                      progress: bool = False) -> dict[str, Any]:
+    """Per remark, for single-turn or (all) multi-turn ``records``: the served ``tpr``, ``fpr`` and ``auroc`` as
+    :mod:`probes.evaluate` reports them (sentence cuts included; conversations flagged at any turn, drift
+    included), ``whole_message`` rates (single-turn) or ``mean_detection_turn`` (multi-turn), and
+    ``caught_kept``: the share of attacks flagged without the remark that are still flagged with it (None when
+    none is). ``summary`` holds the worst served TPR and FPR and the lowest ``caught_kept`` over the remarks.
+    ``clean_margins``: the records' margins without a remark (> 0 flags), if already computed."""
     from tqdm.auto import tqdm
 
-    from .evaluate import eval_single, single_margins
+    from .evaluate import eval_multiturn, eval_single, single_margins
+
+    kinds = {isinstance(r.get("request"), str) for r in records}
+    if len(kinds) != 1:
+        raise ValueError("remark_robustness takes single-turn or multi-turn records, not both"
+                         if records else "remark_robustness needs records")
+    multi = kinds == {False}
+
+    def score(rows: Sequence[Record]) -> tuple[dict[str, Any], np.ndarray]:
+        if multi:
+            margins: list[float] = []
+            m, _, _ = eval_multiturn(bundle, lm, rows, progress=False, margins_out=margins)
+            return m, np.asarray(margins)
+        m, _, s = eval_single(bundle, lm, rows, latency_sample=0, progress=False)
+        return m, single_margins(bundle, s)
 
     y = np.array([int(r["label"]) for r in records])
-    if clean_scores is None:
-        _, _, clean_scores = eval_single(bundle, lm, records, latency_sample=0, progress=False)
-    caught = (y == 1) & (single_margins(bundle, clean_scores) > 0)
+    clean = score(records)[1] if clean_margins is None else np.asarray(clean_margins, dtype=np.float64)
+    if clean.shape != y.shape:
+        raise ValueError(f"clean_margins has {clean.size} values for {y.size} records")
+    caught = (y == 1) & (clean > 0)
     out: dict[str, Any] = {}
     names = [*REMARKS, *JOINED_REMARKS]
     for name in tqdm(names, desc="remarks", disable=not progress, unit="remark"):
-        m, _, s = eval_single(bundle, lm, with_remark(records, name), latency_sample=0, progress=False)
-        flagged = single_margins(bundle, s) > 0
+        m, margins = score(with_remark(records, name))
+        extra = "mean_detection_turn" if multi else "whole_message"
         out[name] = {"remark": REMARKS.get(name) or JOINED_REMARKS[name], "joined": name in JOINED_REMARKS,
-                     "auroc": m["auroc"], "tpr": m["tpr"], "fpr": m["fpr"], "whole_message": m["whole_message"],
-                     "caught_kept": round(float(flagged[caught].mean()), 4) if caught.any() else None}
+                     "auroc": m["auroc"], "tpr": m["tpr"], "fpr": m["fpr"], extra: m[extra],
+                     "caught_kept": round(float((margins[caught] > 0).mean()), 4) if caught.any() else None}
 
     def worst(key: str, pick: Any) -> Any:
         vals = [v[key] for v in out.values() if v[key] is not None]
