@@ -124,7 +124,8 @@ def eval_(
     model: str | None = typer.Option(None, "--model", help="override the probe's model (must match it)"),
     remarks: bool = typer.Option(False, "--remarks",
                                  help="also re-score every request and conversation (each user turn) with each of "
-                                      "probes.remarks' harmless remarks appended (one more pass per remark)"),
+                                      "probes.remarks' harmless remarks appended (one more pass per remark); "
+                                      "reported as 'remarks' in the single-turn and multi-turn parts"),
 ) -> None:
     """Metrics: n, n_pos, n_neg, auroc, tpr, fpr, threshold, latency_ms_p50 (+ mean_detection_turn; with --remarks,
     the metrics under each appended remark)."""
@@ -159,8 +160,8 @@ def eval_(
             if remarks:
                 from .remarks import remark_robustness
 
-                m["remarks"] = remark_robustness(bundle, lm, single, clean_margins=ev.single_margins(bundle, s),
-                                                 progress=True)
+                m["remarks"] = remark_robustness(bundle, lm, single, multiturn=False,
+                                                 clean_margins=ev.single_margins(bundle, s), progress=True)
             parts["single"] = m
             plot_args = {"y": y, "scores": s}
             pooled_y += [int(v) for v in y]
@@ -171,7 +172,8 @@ def eval_(
             if remarks:
                 from .remarks import remark_robustness
 
-                m["remarks"] = remark_robustness(bundle, lm, multi, clean_margins=pooled_margins[k:], progress=True)
+                m["remarks"] = remark_robustness(bundle, lm, multi, multiturn=True, clean_margins=pooled_margins[k:],
+                                                 progress=True)
             pooled_y += [int(v) for v in y]
             parts["multiturn"] = m
             if not single:

@@ -11,10 +11,11 @@ whole message alone, which is what fused mode reads.
 The remarks were written for evaluation. No shipped probe was trained on them, or on any appended remark: session
 22 trained a probe on 35 other remarks and did not ship it (README, Known limitations). They cover what the cuts
 can and cannot handle:
-- remarks after a sentence end (cut);
-- one longer than :data:`probes.segments.MAX_TAIL` characters (not cut);
-- two joined to the request without a sentence end (not cut: the request's final punctuation is removed, then the
-  remark is appended).
+- remarks after the request's sentence end (cut there, when the request ends with . ! or ?);
+- one longer than :data:`probes.segments.MAX_TAIL` characters (no cut at the request's end; the remark's own first
+  sentence end is cut, so the request is read with part of the remark);
+- two joined to the request without a sentence end (no cut: the request's final . ! ? are removed, also before a
+  closing quote or bracket, then the remark is appended).
 
 An apology ("sorry if my English is bad") raises the false-positive rate on benign requests. Cuts cannot help with
 that: the whole message is what gets flagged.
@@ -22,12 +23,13 @@ that: the whole message is what gets flagged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .datasets import Record
+from .datasets import Record, _shape_problem
 
 #: name -> remark appended after the request (kept as it is, after any trailing whitespace of the request)
 REMARKS: dict[str, str] = {
@@ -49,32 +51,39 @@ JOINED_REMARKS: dict[str, str] = {
 }
 
 
+_FINAL_PUNCTUATION = re.compile(r"[.!?]+(?=[\"'\u2019\u201d)\]]*$)")
+
+
 def with_remark(records: Sequence[Record], name: str) -> list[Record]:
-    """Copies of ``records`` with remark ``name`` appended to each request, or to every user turn of a multi-turn
-    record (an attacker writes every turn); labels kept."""
+    """Copies of ``records`` with remark ``name`` appended to each request, and to every user turn of a
+    conversation (an attacker writes every turn); labels kept. A record :func:`probes.datasets.load_jsonl` would
+    refuse is a ValueError."""
     if name in REMARKS:
         def edit(text: str) -> str:
             return text.rstrip() + REMARKS[name]
     elif name in JOINED_REMARKS:
         def edit(text: str) -> str:
-            return text.rstrip().rstrip(".!?") + JOINED_REMARKS[name]
+            return _FINAL_PUNCTUATION.sub("", text.rstrip()) + JOINED_REMARKS[name]
     else:
         raise ValueError(f"unknown remark {name!r}; known: {sorted(REMARKS) + sorted(JOINED_REMARKS)}")
     out = []
-    for r in records:
-        q = {**r, "id": f"{r.get('id')}+{name}"}
+    for i, r in enumerate(records):
+        if not isinstance(r.get("request"), str) and not isinstance(r.get("turns"), list):
+            raise ValueError(f"record {r.get('id', i)!r} has neither a 'request' string nor a 'turns' list")
+        problem = _shape_problem(r) or (_shape_problem({**r, "request": None})  # its turns too, if it has both
+                                        if isinstance(r.get("turns"), list) else None)
+        if problem:
+            raise ValueError(f"record {r.get('id', i)!r}: {problem}")
+        q = {**r, "id": f"{r.get('id', i)}+{name}"}
         if isinstance(r.get("request"), str):
             q["request"] = edit(r["request"])
-        elif isinstance(r.get("turns"), list):
-            q["turns"] = [{**t, "content": edit(str(t["content"]))} if t.get("role") == "user" else t
-                          for t in r["turns"]]
-        else:
-            raise ValueError(f"record {r.get('id')!r} has neither 'request' nor 'turns'")
+        if isinstance(r.get("turns"), list):  # both edited when a record has both (the CLI scores it both ways)
+            q["turns"] = [{**t, "content": edit(t["content"])} if t["role"] == "user" else t for t in r["turns"]]
         out.append(q)
     return out
 
 
-def remark_robustness(bundle: Any, lm: Any, records: Sequence[Record], *,
+def remark_robustness(bundle: Any, lm: Any, records: Sequence[Record], *, multiturn: bool | None = None,
                       clean_margins: Sequence[float] | np.ndarray | None = None,
                       progress: bool = False) -> dict[str, Any]:
     """Per remark, for single-turn or (all) multi-turn ``records``: the served ``tpr``, ``fpr`` and ``auroc`` as
@@ -82,16 +91,21 @@ def remark_robustness(bundle: Any, lm: Any, records: Sequence[Record], *,
     included), ``whole_message`` rates (single-turn) or ``mean_detection_turn`` (multi-turn), and
     ``caught_kept``: the share of attacks flagged without the remark that are still flagged with it (None when
     none is). ``summary`` holds the worst served TPR and FPR and the lowest ``caught_kept`` over the remarks.
+    ``multiturn``: score the records as conversations (True) or requests (False); None infers it and refuses a mix.
     ``clean_margins``: the records' margins without a remark (> 0 flags), if already computed."""
     from tqdm.auto import tqdm
 
     from .evaluate import eval_multiturn, eval_single, single_margins
 
-    kinds = {isinstance(r.get("request"), str) for r in records}
-    if len(kinds) != 1:
-        raise ValueError("remark_robustness takes single-turn or multi-turn records, not both"
-                         if records else "remark_robustness needs records")
-    multi = kinds == {False}
+    if not records:
+        raise ValueError("remark_robustness needs records")
+    if multiturn is None:
+        kinds = {isinstance(r.get("request"), str) for r in records}
+        if len(kinds) != 1:
+            raise ValueError("remark_robustness takes single-turn or multi-turn records, not both (or pass "
+                             "multiturn=)")
+        multiturn = kinds == {False}
+    multi = multiturn
 
     def score(rows: Sequence[Record]) -> tuple[dict[str, Any], np.ndarray]:
         if multi:
