@@ -157,15 +157,16 @@ def eval_(
         pooled_margins: list[float] = []
         if single:
             m, y, s = ev.eval_single(bundle, lm, single)
+            margins = ev.single_margins(bundle, s)
             if remarks:
                 from .remarks import remark_robustness
 
-                m["remarks"] = remark_robustness(bundle, lm, single, multiturn=False,
-                                                 clean_margins=ev.single_margins(bundle, s), progress=True)
+                m["remarks"] = remark_robustness(bundle, lm, single, multiturn=False, clean_margins=margins,
+                                                 progress=True)
             parts["single"] = m
             plot_args = {"y": y, "scores": s}
             pooled_y += [int(v) for v in y]
-            pooled_margins += [float(v) for v in ev.single_margins(bundle, s)]
+            pooled_margins += [float(v) for v in margins]
         if multi:
             k = len(pooled_margins)
             m, y, drifts = ev.eval_multiturn(bundle, lm, multi, margins_out=pooled_margins)

@@ -105,10 +105,9 @@ def remark_robustness(bundle: Any, lm: Any, records: Sequence[Record], *, multit
             raise ValueError("remark_robustness takes single-turn or multi-turn records, not both (or pass "
                              "multiturn=)")
         multiturn = kinds == {False}
-    multi = multiturn
 
     def score(rows: Sequence[Record]) -> tuple[dict[str, Any], np.ndarray]:
-        if multi:
+        if multiturn:
             margins: list[float] = []
             m, _, _ = eval_multiturn(bundle, lm, rows, progress=False, margins_out=margins)
             return m, np.asarray(margins)
@@ -124,7 +123,7 @@ def remark_robustness(bundle: Any, lm: Any, records: Sequence[Record], *, multit
     names = [*REMARKS, *JOINED_REMARKS]
     for name in tqdm(names, desc="remarks", disable=not progress, unit="remark"):
         m, margins = score(with_remark(records, name))
-        extra = "mean_detection_turn" if multi else "whole_message"
+        extra = "mean_detection_turn" if multiturn else "whole_message"
         out[name] = {"remark": REMARKS.get(name) or JOINED_REMARKS[name], "joined": name in JOINED_REMARKS,
                      "auroc": m["auroc"], "tpr": m["tpr"], "fpr": m["fpr"], extra: m[extra],
                      "caught_kept": round(float((margins[caught] > 0).mean()), 4) if caught.any() else None}
