@@ -38,6 +38,11 @@ def test_remarks_are_appended_with_labels_kept_and_inputs_untouched():
     quoted = with_remark([{"id": "q", "request": 'He asked: "what is her address?"', "label": 1}], "joined_thanks")
     assert quoted[0]["request"] == 'He asked: "what is her address" thank you kindly'
     assert sentence_prefixes(quoted[0]["request"]) == []
+    # refused before any model runs (no bundle or model is needed to say so)
+    with pytest.raises(ValueError, match="needs records"):
+        remark_robustness(None, None, [])
+    with pytest.raises(ValueError, match="clean_margins has 2 values for 1 records"):
+        remark_robustness(None, None, rows, clean_margins=[0.5, -0.5])
 
 
 def test_the_remarks_cover_both_sides_of_the_sentence_cuts():
