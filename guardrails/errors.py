@@ -55,6 +55,10 @@ class DetectorError(RailguardError, RuntimeError):
     """A detector failed while scoring; the pipeline turns this into a fail-open/closed decision."""
 
 
+class ErasureBusyError(RailguardError, TimeoutError):
+    """A user's erasure gave up waiting for that user's checks in flight; nothing was erased, a retry is safe."""
+
+
 class GuardBlockedError(RailguardError):
     """Raised by strict wrappers when a Decision blocks; carries the Decision."""
 

@@ -28,7 +28,8 @@ from .detector import (
     close_resources,
     release_offload,
 )
-from .errors import ConfigError, DetectorError, InvalidInputError, RailguardError
+from .erasure import erase_user_data, gate_for
+from .errors import ConfigError, InvalidInputError, RailguardError
 from .guard_types import DetectorSlot, HistoryScreen, SupportsCheck
 from .store.settings import named_detectors, safe_segment
 from .text import check_id, coerce_messages, coerce_text
@@ -95,6 +96,8 @@ class Guard:
         self.tenant_id = tenant_id
         self.shadow = shadow
         self.unavailable: dict[str, str] = {}  # registered detectors left out by from_registry: {name: why}
+        self.erase_wait_s = 30.0  # how long erase_user waits for the user's checks in flight
+        self._gate = gate_for(store)  # erasure vs checks of the same user, shared by Guards over this store
         self._warned: set[str] = set()  # unknown detector names in user settings, already logged
 
     @classmethod
@@ -244,12 +247,14 @@ class Guard:
               stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision:
         """Check one text (str/UTF-8 bytes) or a message list whose last message is the turn under check."""
         started = time.perf_counter()
-        request = self._prepare(content, user_id, session_id, stage, metadata)
-        gates, rest = self._active(request)
-        results = [self._run_sync(s, request) for s in gates]
-        if not _gate_blocked(results):
-            results += [self._run_sync(s, request) for s in rest]
-        return self._finish(request, results, started)
+        check_id(user_id, "user_id")
+        with self._gate.checking((self.tenant_id, user_id)):
+            request = self._prepare(content, user_id, session_id, stage, metadata)
+            gates, rest = self._active(request)
+            results = [self._run_sync(s, request) for s in gates]
+            if not _gate_blocked(results):
+                results += [self._run_sync(s, request) for s in rest]
+            return self._finish(request, results, started)
 
     # ---- async shell -------------------------------------------------------------------------
     async def _run_async(self, slot: DetectorSlot, request: CheckRequest
@@ -265,15 +270,22 @@ class Guard:
                      stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision:
         """Async twin of `check`: independent detectors run concurrently."""
         started = time.perf_counter()
-        if self.store is not None:
-            request = await asyncio.to_thread(self._prepare, content, user_id, session_id, stage, metadata)
-        else:
-            request = self._prepare(content, user_id, session_id, stage, metadata)
-        gates, rest = self._active(request)
-        results = [await self._run_async(s, request) for s in gates]
-        if not _gate_blocked(results):
-            results += await asyncio.gather(*(self._run_async(s, request) for s in rest))
-        return self._finish(request, results, started)
+        check_id(user_id, "user_id")
+        key = (self.tenant_id, user_id)
+        while not self._gate.try_enter(key):  # the user is being erased (rare): wait without blocking the loop
+            await asyncio.sleep(0.01)
+        try:
+            if self.store is not None:
+                request = await asyncio.to_thread(self._prepare, content, user_id, session_id, stage, metadata)
+            else:
+                request = self._prepare(content, user_id, session_id, stage, metadata)
+            gates, rest = self._active(request)
+            results = [await self._run_async(s, request) for s in gates]
+            if not _gate_blocked(results):
+                results += await asyncio.gather(*(self._run_async(s, request) for s in rest))
+            return self._finish(request, results, started)
+        finally:
+            self._gate.leave(key)
 
     # ---- earlier messages of a resent conversation ------------------------------------------------
     def _text_only(self) -> Guard | None:
@@ -355,27 +367,13 @@ class Guard:
         (`SettingsStore.erase_user`). A detector that fails stops it before the store is touched, with a
         DetectorError naming it: nothing is half-erased and a retry is safe (every step is idempotent).
         Returns {"settings", "session_state", "audit": rows removed, "detectors": {name: entries dropped}}.
-        A check still running for the user may write its session state once more: stop their traffic first."""
+        It first waits up to `erase_wait_s` for the user's checks in flight in this process (any Guard over the same
+        store), holding their new checks until it is done (`guardrails.erasure`); ErasureBusyError if they do
+        not finish, with nothing erased. Other processes over the same database are not seen: stop the user's
+        traffic there first. A detector call that `acheck` timed out may still be running in a worker thread."""
         check_id(user_id, "user_id")
-        settings = self.store.get(self.tenant_id, user_id).settings if self.store is not None else {}
-        dropped: dict[str, int] = {}
-        failed: list[str] = []
-        for slot in self.slots:
-            forget = getattr(slot.detector, "forget_user", None)
-            if not callable(forget):
-                continue
-            try:
-                dropped[slot.name] = int(forget(self.tenant_id, user_id, settings) or 0)
-            except Exception as exc:
-                warn_log.warning("erasure: detector %r failed to forget a user: %s", slot.name, type(exc).__name__)
-                failed.append(slot.name)
-        if failed:
-            raise DetectorError(f"erasure stopped before the store: detector(s) {failed} failed to forget the user "
-                                "(retry; nothing was erased from the store)")
-        erased: dict[str, Any] = dict(self.store.erase_user(self.tenant_id, user_id)) if self.store is not None \
-            else {}
-        erased["detectors"] = dropped
-        return erased
+        with self._gate.erasing((self.tenant_id, user_id), self.erase_wait_s):
+            return erase_user_data(self.slots, self.store, self.tenant_id, user_id)
 
     async def aerase_user(self, user_id: str) -> dict[str, Any]:
         """Async twin of `erase_user` (the database work in a worker thread)."""

@@ -24,7 +24,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..decision import Decision, Stage
-from ..errors import ConfigError, InvalidInputError, RailguardError, StoreError, UnknownUserError, VersionConflictError
+from ..errors import (
+    ConfigError,
+    ErasureBusyError,
+    InvalidInputError,
+    RailguardError,
+    StoreError,
+    UnknownUserError,
+    VersionConflictError,
+)
 from ..pipeline import Guard
 from .auth import KeyRing, Principal
 from .deps import ChatConfig, ServiceState, log, require_tenant, state
@@ -157,6 +165,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VersionConflictError)
     async def _conflict(_: Request, exc: VersionConflictError) -> JSONResponse:
         return error_response(409, "version_conflict", str(exc), {"expected": exc.expected, "actual": exc.actual})
+
+    @app.exception_handler(ErasureBusyError)
+    async def _erasure_busy(_: Request, exc: ErasureBusyError) -> JSONResponse:
+        return error_response(409, "erasure_busy", str(exc))
 
     @app.exception_handler(UnknownUserError)
     async def _unknown(_: Request, exc: UnknownUserError) -> JSONResponse:
