@@ -62,6 +62,8 @@ class Guard:
             privacy probe (closed) blocks the turn, an open one allows it with `Decision.error` set. Enforced by
             `acheck` only (`asyncio.wait_for`; a detector run in a worker thread finishes there unobserved); the
             sync `check` cannot interrupt a running detector. None (the default): no limit.
+        erase_wait_s: how long `erase_user` waits for the user's checks in flight before it gives up
+            (ErasureBusyError, nothing erased).
     """
 
     def __init__(
@@ -73,7 +75,10 @@ class Guard:
         shadow: bool = False,
         fail_modes: Mapping[str, FailMode] | None = None,
         timeout_s: float | None = None,
+        erase_wait_s: float = 30.0,
     ) -> None:
+        if not (isinstance(erase_wait_s, int | float) and 0 <= erase_wait_s <= 3600):  # NaN fails too
+            raise ConfigError(f"erase_wait_s must be a number of seconds from 0 to 3600, got {erase_wait_s!r}")
         fail_modes = dict(fail_modes or {})
         slots: list[DetectorSlot] = []
         for d in detectors:
@@ -96,7 +101,7 @@ class Guard:
         self.tenant_id = tenant_id
         self.shadow = shadow
         self.unavailable: dict[str, str] = {}  # registered detectors left out by from_registry: {name: why}
-        self.erase_wait_s = 30.0  # how long erase_user waits for the user's checks in flight
+        self.erase_wait_s = float(erase_wait_s)
         self._gate = gate_for(store)  # erasure vs checks of the same user, shared by Guards over this store
         self._warned: set[str] = set()  # unknown detector names in user settings, already logged
 

@@ -99,8 +99,7 @@ def test_an_erasure_that_overruns_raises_erases_nothing_and_frees_the_user(tmp_p
     with SettingsStore(tmp_path / "e.db") as store:
         store.update_section("t", "erin", "guard", lambda g: {**g, "shadow": True}, actor="t")
         det = _SessionWriter(store, hold={("t", "erin")})
-        guard = Guard([det], store=store, tenant_id="t")
-        guard.erase_wait_s = 0.05
+        guard = Guard([det], store=store, tenant_id="t", erase_wait_s=0.05)
         checking, _ = _thread(guard.check, "hi", user_id="erin", session_id="s1")
         assert det.entered.wait(WAIT)
         with pytest.raises(ErasureBusyError, match="nothing was erased"):
@@ -137,10 +136,9 @@ def test_acheck_waits_for_an_erasure_without_blocking_the_event_loop(tmp_path):
 def test_the_erase_route_answers_409_when_the_users_checks_overrun(tmp_path):
     with SettingsStore(tmp_path / "e.db") as store:
         det = _SessionWriter(store, hold={("t", "erin")})
-        app = create_app(Guard([det], store=store), store)
+        app = create_app(Guard([det], store=store, erase_wait_s=0.05), store)
         _, key = app.state.rg.keys.create_tenant("t")
-        view = app.state.rg.guard_for("t")
-        view.erase_wait_s = 0.05
+        view = app.state.rg.guard_for("t")  # the tenant's view keeps the Guard's erase_wait_s
         with TestClient(app) as tc:
             checking, _ = _thread(view.check, "hi", user_id="erin", session_id="s1")
             assert det.entered.wait(WAIT)
@@ -151,3 +149,11 @@ def test_the_erase_route_answers_409_when_the_users_checks_overrun(tmp_path):
             assert store.get_state("t", "erin", "s1", "drift") == {"turn": 2}  # nothing erased
             r = tc.post("/v1/users/erin/erase", headers={"Authorization": f"Bearer {key}"})
             assert r.status_code == 200 and r.json()["erased"]["session_state"] == 1, r.text
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "30", None])
+def test_an_out_of_range_erase_wait_is_a_config_error(bad):
+    from guardrails import ConfigError
+
+    with pytest.raises(ConfigError, match="erase_wait_s"):
+        Guard([], erase_wait_s=bad)
