@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from .decision import Decision, FailMode, Stage
+from .decision import Action, Decision, FailMode, Stage
 from .detector import Detector
 
-__all__ = ["DetectorSlot", "HistoryScreen", "SupportsCheck"]
+__all__ = ["DetectorSlot", "HistoryScreen", "SupportsCheck", "history_checks"]
 
 
 @runtime_checkable
@@ -51,3 +51,23 @@ class HistoryScreen:
     messages: list[dict[str, Any]]
     decisions: list[tuple[int, Decision]]
     blocked: Decision | None
+
+    @classmethod
+    def of(cls, messages: Sequence[Mapping[str, Any]], found: list[tuple[int, Decision]]) -> HistoryScreen:
+        """From the decisions on some of ``messages`` (by index): redactions applied, clean allows dropped."""
+        out = [dict(m) for m in messages]
+        for i, d in found:
+            if d.enforced_action is Action.REDACT and d.redacted_text is not None:
+                out[i]["content"] = d.redacted_text
+        blocked = next((d for _, d in found if d.blocked), None)
+        kept = [(i, d) for i, d in found if d.action is not Action.ALLOW or d.error]  # a fail-open allow too
+        return cls(out, kept, blocked)
+
+
+def history_checks(messages: Sequence[Mapping[str, Any]], include_last: bool = False) -> list[tuple[int, str, Stage]]:
+    """The (index, text, stage) checks of a resent conversation's messages (all but the last unless
+    ``include_last``): each non-empty string content, at its role's stage."""
+    roles = {"user": Stage.INPUT, "system": Stage.INPUT, "assistant": Stage.OUTPUT, "tool": Stage.TOOL_RESULT}
+    scope = messages if include_last else messages[:-1]
+    return [(i, m["content"], roles.get(str(m.get("role")), Stage.INPUT)) for i, m in enumerate(scope)
+            if isinstance(m.get("content"), str) and m["content"].strip()]

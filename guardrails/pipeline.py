@@ -30,7 +30,7 @@ from .detector import (
 )
 from .erasure import erase_user_data, gate_for
 from .errors import ConfigError, InvalidInputError, RailguardError
-from .guard_types import DetectorSlot, HistoryScreen, SupportsCheck
+from .guard_types import DetectorSlot, HistoryScreen, SupportsCheck, history_checks
 from .store.settings import named_detectors, safe_segment
 from .text import check_id, coerce_messages, coerce_text
 
@@ -302,23 +302,6 @@ class Guard:
                                           shadow=self.shadow) if slots else None
         return self._text_only_guard
 
-    def _history_checks(self, messages: Sequence[Mapping[str, Any]],
-                        include_last: bool = False) -> list[tuple[int, str, Stage]]:
-        roles = {"user": Stage.INPUT, "system": Stage.INPUT, "assistant": Stage.OUTPUT, "tool": Stage.TOOL_RESULT}
-        scope = messages if include_last else messages[:-1]
-        return [(i, m["content"], roles.get(str(m.get("role")), Stage.INPUT)) for i, m in enumerate(scope)
-                if isinstance(m.get("content"), str) and m["content"].strip()]
-
-    @staticmethod
-    def _screened(messages: Sequence[Mapping[str, Any]], found: list[tuple[int, Decision]]) -> HistoryScreen:
-        out = [dict(m) for m in messages]
-        for i, d in found:
-            if d.enforced_action is Action.REDACT and d.redacted_text is not None:
-                out[i]["content"] = d.redacted_text
-        blocked = next((d for _, d in found if d.blocked), None)
-        kept = [(i, d) for i, d in found if d.action is not Action.ALLOW or d.error]  # a fail-open allow too
-        return HistoryScreen(out, kept, blocked)
-
     def screen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
                        session_id: str | None = None, include_last: bool = False) -> HistoryScreen:
         """Check the messages *before* the last one of a conversation a client resends (an HTTP proxy, a wrapped
@@ -329,8 +312,8 @@ class Guard:
         guard = self._text_only()
         found = [] if guard is None else [
             (i, guard.check(text, user_id=user_id, session_id=session_id, stage=stage))
-            for i, text, stage in self._history_checks(messages, include_last)]
-        return self._screened(messages, found)
+            for i, text, stage in history_checks(messages, include_last)]
+        return HistoryScreen.of(messages, found)
 
     async def ascreen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
                               session_id: str | None = None, include_last: bool = False) -> HistoryScreen:
@@ -338,8 +321,8 @@ class Guard:
         guard = self._text_only()
         found = [] if guard is None else [
             (i, await guard.acheck(text, user_id=user_id, session_id=session_id, stage=stage))
-            for i, text, stage in self._history_checks(messages, include_last)]
-        return self._screened(messages, found)
+            for i, text, stage in history_checks(messages, include_last)]
+        return HistoryScreen.of(messages, found)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
