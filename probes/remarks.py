@@ -8,9 +8,11 @@ re-scored with each remark below appended (label kept), and every conversation w
 The ``served`` score includes the sentence cuts, as the detector serves it; ``whole_message`` is the score of the
 whole message alone, which is what fused mode reads.
 
-The remarks were written for evaluation. No shipped probe was trained on them, or on any appended remark: session
-22 trained a probe on 35 other remarks and did not ship it (README, Known limitations). They cover what the cuts
-can and cannot handle:
+The remarks were written for evaluation and no probe is trained on them. The drift probe trains on copies of its
+conversations with other remarks (:data:`TRAINING_REMARKS`, :func:`remark_copies`), so that a remark repeated on
+every user turn is not read as drift; the per-turn probes do not (session 22 tried it: a remark form it had not seen
+then flagged half the benign requests; README, Known limitations). The evaluation remarks cover what the cuts can
+and cannot handle:
 - remarks after the request's sentence end (cut there, when the request ends with . ! or ?);
 - one longer than :data:`probes.segments.MAX_TAIL` characters (no cut at the request's end; the remark's own first
   sentence end is cut, so the request is read with part of the remark);
@@ -23,6 +25,7 @@ that: the whole message is what gets flagged.
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -53,34 +56,74 @@ JOINED_REMARKS: dict[str, str] = {
 
 _FINAL_PUNCTUATION = re.compile(r"[.!?]+(?=[\"'\u2019\u201d)\]]*$)")
 
+#: Remarks that train the drift probe (:func:`remark_copies`). Written apart from the evaluation remarks above and
+#: sharing none of their wording (tests/probes/test_remarks.py checks it), so ``--remarks`` stays a held-out measure.
+TRAINING_REMARKS: tuple[str, ...] = (
+    " Thanks.", " Thanks a lot!", " Much appreciated.", " Cheers!", " I appreciate it.", " Have a great day!",
+    " Hope you're doing well.", " Please answer briefly.", " Keep it short, please.", " Use bullet points if you can.",
+    " Sorry for the long message.", " No rush.", " Let me know if you need anything else from me.",
+    " What should we do after that?", " Can you also tell me what comes next?",
+    " By the way, the weather is lovely today.", "\n\nThanks in advance.", "\n\nBest regards,\nSam",
+    "\n\nPS: reply in plain English please.", " :)", " Looking forward to your answer.", " Is that okay?",
+    " That would help me a lot.", " I'm just trying to finish this today.",
+    " Also, how long will the whole process take?", " Then we can move on to the next item on my list.",
+    " Quick one, I know you're busy.",
+    " Thank you for being so patient with me. I really value how helpful you have been throughout this whole "
+    "conversation, and I hope the rest of your day goes smoothly and that you get some rest later on tonight.",
+    "\n\nOne more thing: please format the answer as a short numbered list so I can paste it into my notes, and "
+    "mention if anything is missing from what I gave you, because I want to get this done before my meeting.",
+    " Great, talk soon.")
+#: Training remarks joined without a sentence end (the message's final . ! ? removed first).
+TRAINING_JOINED: tuple[str, ...] = (", thanks", " and then tell me what's next", ", if that's alright",
+                                    " please, I'm in a hurry", " - appreciate the help")
+
+
+def _append(text: str, remark: str, joined: bool) -> str:
+    return (_FINAL_PUNCTUATION.sub("", text.rstrip()) if joined else text.rstrip()) + remark
+
 
 def with_remark(records: Sequence[Record], name: str) -> list[Record]:
     """Copies of ``records`` with remark ``name`` appended to each request, and to every user turn of a
     conversation (an attacker writes every turn); labels kept. A record :func:`probes.datasets.load_jsonl` would
     refuse is a ValueError."""
-    if name in REMARKS:
-        def edit(text: str) -> str:
-            return text.rstrip() + REMARKS[name]
-    elif name in JOINED_REMARKS:
-        def edit(text: str) -> str:
-            return _FINAL_PUNCTUATION.sub("", text.rstrip()) + JOINED_REMARKS[name]
-    else:
+    if name not in REMARKS and name not in JOINED_REMARKS:
         raise ValueError(f"unknown remark {name!r}; known: {sorted(REMARKS) + sorted(JOINED_REMARKS)}")
+    remark, joined = REMARKS.get(name) or JOINED_REMARKS[name], name in JOINED_REMARKS
+    return [_with(r, i, name, remark, joined) for i, r in enumerate(records)]
+
+
+def remark_copies(records: Sequence[Record], *, seed: int = 7, joined_share: float = 0.2) -> list[Record]:
+    """One copy of each record with a training remark appended to its request or to every user turn (the same
+    remark on each; a joined one in ``joined_share`` of the copies), label, turn labels and group kept. They train
+    the drift probe (``train_bundle(drift_extra=...)``). On our 265 dev conversations with each held-out remark on
+    every user turn (session 23), benign conversations flagged fell on nine of the ten (0.140 -> 0.035 behind "you're
+    a lifesaver", 0.281 -> 0.222 behind a 226-character remark) and AUROC rose on nine, but attacks flagged fell on
+    four (0.777 -> 0.702 behind "could you summarize what we have done so far?"); without a remark, attacks 0.936 ->
+    0.947 and benign 0.012 -> 0.018."""
+    rng = random.Random(seed)
     out = []
     for i, r in enumerate(records):
-        if not isinstance(r.get("request"), str) and not isinstance(r.get("turns"), list):
-            raise ValueError(f"record {r.get('id', i)!r} has neither a 'request' string nor a 'turns' list")
-        problem = _shape_problem(r) or (_shape_problem({**r, "request": None})  # its turns too, if it has both
-                                        if isinstance(r.get("turns"), list) else None)
-        if problem:
-            raise ValueError(f"record {r.get('id', i)!r}: {problem}")
-        q = {**r, "id": f"{r.get('id', i)}+{name}"}
-        if isinstance(r.get("request"), str):
-            q["request"] = edit(r["request"])
-        if isinstance(r.get("turns"), list):  # both edited when a record has both (the CLI scores it both ways)
-            q["turns"] = [{**t, "content": edit(t["content"])} if t["role"] == "user" else t for t in r["turns"]]
-        out.append(q)
+        joined = rng.random() < joined_share
+        remark = rng.choice(TRAINING_JOINED if joined else TRAINING_REMARKS)
+        out.append(_with(r, i, "remark", remark, joined))
     return out
+
+
+def _with(r: Record, i: int, tag: str, remark: str, joined: bool) -> Record:
+    """Record ``r`` (the ``i``-th) with ``remark`` appended to its request and user turns; ValueError if malformed."""
+    if not isinstance(r.get("request"), str) and not isinstance(r.get("turns"), list):
+        raise ValueError(f"record {r.get('id', i)!r} has neither a 'request' string nor a 'turns' list")
+    problem = _shape_problem(r) or (_shape_problem({**r, "request": None})  # its turns too, if it has both
+                                    if isinstance(r.get("turns"), list) else None)
+    if problem:
+        raise ValueError(f"record {r.get('id', i)!r}: {problem}")
+    q = {**r, "id": f"{r.get('id', i)}+{tag}"}
+    if isinstance(r.get("request"), str):
+        q["request"] = _append(r["request"], remark, joined)
+    if isinstance(r.get("turns"), list):  # both edited when a record has both (the CLI scores it both ways)
+        q["turns"] = [{**t, "content": _append(t["content"], remark, joined)} if t["role"] == "user" else t
+                      for t in r["turns"]]
+    return q
 
 
 def remark_robustness(bundle: Any, lm: Any, records: Sequence[Record], *, multiturn: bool | None = None,

@@ -345,12 +345,13 @@ def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | Non
                  layers: Sequence[int] | None = None, target_fpr: float = 0.01, multiturn: bool = False,
                  method: Method = "logreg", data_sha256: dict[str, str] | None = None,
                  progress: bool = True, max_layers: int = MAX_COMBINED_LAYERS,
-                 drift_max_layers: int = 1) -> Any:
+                 drift_max_layers: int = 1, drift_extra: Sequence[dict[str, Any]] = ()) -> Any:
     """Fit a :class:`~probes.probe.ProbeBundle` from privacy records: single-turn lines (required) and multi-turn
     lines. The per-turn probe learns from both (every user turn of a conversation, labelled per turn) and gets
     two thresholds (requests and first turns; later turns, calibrated per conversation: :func:`fit_single`).
     With ``multiturn`` the multi-turn lines also train the drift probe. ``max_layers`` / ``drift_max_layers``:
-    how many layers the per-turn / drift probe may concatenate (:func:`fit_single`, :func:`fit_multiturn`)."""
+    how many layers the per-turn / drift probe may concatenate (:func:`fit_single`, :func:`fit_multiturn`).
+    ``drift_extra``: more multi-turn records for the drift probe only (``probes.remarks.remark_copies``)."""
     from .probe import ProbeBundle
 
     multi = [r for r in records if "turns" in r]
@@ -365,7 +366,7 @@ def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | Non
                      conversation_turns=turns if multi else None, **kw)
     mt = None
     if multiturn:
-        mt = train_drift_probe(multi, lm, max_layer=art.meta.layer, layers=cand, layer=layer,
+        mt = train_drift_probe([*multi, *drift_extra], lm, max_layer=art.meta.layer, layers=cand, layer=layer,
                                target_fpr=target_fpr, method=method, data_sha256=data_sha256, progress=progress,
                                captured=(cand, convs), max_layers=drift_max_layers)
     return ProbeBundle(single=art, multiturn=mt)

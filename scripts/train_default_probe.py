@@ -93,11 +93,12 @@ def main() -> int:
     from probes.datasets import build_training_set, chat_records, drift_records, file_sha256, load_jsonl, write_jsonl
     from probes.evaluate import eval_multiturn, eval_single
     from probes.everyday import everyday_conversations, everyday_records, is_unframed, with_personas
-    from probes.features import cached_capture, single_turn_prompts
+    from probes.features import cached_capture, conversation_capture, single_turn_prompts
     from probes.generalization import cross_domain, leave_one_out
     from probes.leakage import leakage_records
     from probes.probe import load_probe
     from probes.record_holders import record_holder_conversations, record_holder_records
+    from probes.remarks import remark_copies
     from probes.train import default_layers, train_bundle, train_drift_probe
 
     t_start = time.perf_counter()
@@ -164,15 +165,21 @@ def main() -> int:
     elif args.drift_only:
         bundle = load_probe(args.out)
         bundle.check_model(lm.fingerprint(), lm.name)
-        bundle.multiturn = train_drift_probe(m_tr + c_tr + x_tr, lm, max_layer=bundle.single.meta.layer,
-                                             target_fpr=args.target_fpr, data_sha256=shas)
+        # the conversations' activations as the full run captured them (cached), so only the copies run
+        cand = default_layers(lm.num_layers)
+        convs = conversation_capture(lm, m_tr + c_tr + x_tr, cand)
+        bundle.multiturn = train_drift_probe(m_tr + c_tr + x_tr + remark_copies(m_tr + c_tr + x_tr), lm,
+                                             max_layer=bundle.single.meta.layer, layers=cand,
+                                             target_fpr=args.target_fpr, data_sha256=shas, captured=(cand, convs))
     else:
         # Every conversation trains both probes: its user turns (history included, labelled per turn) are rows
         # of the per-turn probe, whose later-turn threshold is calibrated on the benign ones, and it is one
         # sequence for the drift probe. (Until session 9 the extra CMPL conversations trained the drift probe
         # only; adding them to the per-turn probe is what brought dev benign conversations under 5 %.)
+        # The drift probe also learns from a copy of each conversation with a harmless remark on every user turn
+        # (probes.remarks.remark_copies), so a remark repeated on each turn is not read as drift.
         bundle = train_bundle(s_tr + m_tr + c_tr + x_tr, lm, target_fpr=args.target_fpr, multiturn=True,
-                              data_sha256=shas)
+                              data_sha256=shas, drift_extra=remark_copies(m_tr + c_tr + x_tr))
         bundle.context_free = train_context_free_probe(free_tr, lm, layer=bundle.single.meta.layer,
                                                        target_fpr=args.target_fpr, data_sha256=shas,
                                                        scenario_negatives=framed_benign, framed_records=framed,
@@ -183,7 +190,8 @@ def main() -> int:
     dev_multi_default, _, _ = eval_multiturn(bundle, lm, m_dev, progress=False)
     if bundle.multiturn is not None:
         bundle.multiturn.meta.metrics.update({"dev": dev_multi, "dev_default_20": dev_multi_default,
-                                              "n_train_conversations": len(m_tr) + len(c_tr) + len(x_tr)})
+                                              "n_train_conversations": len(m_tr) + len(c_tr) + len(x_tr),
+                                              "n_remark_copies": len(m_tr) + len(c_tr) + len(x_tr)})
     # Context-free requests: the held-out generated ones and three hand-written sets (tests/probes/
     # context_free_check*.jsonl, each written before any probe scored it, never trained on), with the served
     # decision (either per-turn probe).

@@ -156,3 +156,24 @@ def test_train_bundle_multiturn_without_conversations_is_refused_before_any_capt
     with pytest.raises(ValueError, match="needs multi-turn records"):
         train_bundle(single, tiny, layers=[1, 2], multiturn=True, progress=False)
     assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_train_bundle_drift_extra_trains_the_drift_probe_only(tiny, tmp_path, monkeypatch):
+    """`drift_extra` (remark copies): more conversations for the drift probe, none for the per-turn probe."""
+    from probes.remarks import remark_copies
+    from probes.train import train_bundle
+
+    monkeypatch.setenv("RAILGUARD_PROBES_CACHE", str(tmp_path))
+    single = [{"id": f"r{i}", "context": None, "request": f"request {i} about {'her file' if i % 2 else 'my file'}",
+               "label": i % 2, "group": f"s{i}"} for i in range(12)]
+    recs = _records(20)
+    copies = remark_copies(recs)
+    base = train_bundle(single + recs, tiny, layers=[1, 2], multiturn=True, progress=False)
+    extra = train_bundle(single + recs, tiny, layers=[1, 2], multiturn=True, progress=False, drift_extra=copies)
+    assert np.array_equal(extra.single.coef, base.single.coef)
+    assert extra.single.meta.threshold == base.single.meta.threshold
+    assert extra.multiturn.meta.metrics["n_deltas"] == 2 * base.multiturn.meta.metrics["n_deltas"]
+    reference = train_drift_probe(recs + copies, tiny, max_layer=extra.single.meta.layer, layers=[1, 2],
+                                  progress=False)
+    assert np.allclose(extra.multiturn.coef, reference.coef, atol=1e-6)
+    assert not np.allclose(extra.multiturn.coef, base.multiturn.coef, atol=1e-6)

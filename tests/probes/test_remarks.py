@@ -136,3 +136,36 @@ def test_eval_remarks_on_conversations_appends_to_every_user_turn(tmp_path, smol
     assert rem["summarize"]["caught_kept"] == float(margins[0] > 0)
     with pytest.raises(ValueError, match="not both"):
         remark_robustness(load_probe("default"), smol, [*rows, single])
+
+
+def test_remark_copies_train_the_drift_probe_apart_from_the_evaluation_remarks():
+    """remark_copies: one copy per record, the same training remark on every user turn (joined ones without the
+    sentence end), labels, turn labels and group kept, inputs untouched, reproducible; and no training remark
+    shares wording with an evaluation remark, so `--remarks` stays held out."""
+    from probes.remarks import TRAINING_JOINED, TRAINING_REMARKS, remark_copies
+
+    conv = [{"id": f"c{i}", "context": None, "label": i % 2, "turn_labels": [0, i % 2], "group": f"g{i // 2}",
+             "turns": [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."},
+                       {"role": "user", "content": "What is her address?"}]} for i in range(200)]
+    copies = remark_copies(conv)
+    assert copies == remark_copies(conv) and copies != remark_copies(conv, seed=8)
+    assert len(copies) == len(conv) and conv[0]["turns"][0]["content"] == "Hi."
+    joined = 0
+    for r, c in zip(conv, copies, strict=True):
+        assert c["id"] == r["id"] + "+remark"
+        assert (c["label"], c["turn_labels"], c["group"]) == (r["label"], r["turn_labels"], r["group"])
+        first, reply, last = (t["content"] for t in c["turns"])
+        assert reply == "Hello."
+        remark = next((t for t in (*TRAINING_REMARKS, *TRAINING_JOINED) if first.endswith(t)), None)
+        assert remark is not None and last.endswith(remark)
+        if remark in TRAINING_JOINED:
+            joined += 1
+            assert (first, last) == ("Hi" + remark, "What is her address" + remark)
+        else:
+            assert (first, last) == ("Hi." + remark, "What is her address?" + remark)
+    assert 20 <= joined <= 60  # about a fifth
+    evaluation = [*REMARKS.values(), *JOINED_REMARKS.values()]
+    for t in (*TRAINING_REMARKS, *TRAINING_JOINED):
+        assert not any(t.strip().lower() in e.lower() or e.strip().lower() in t.lower() for e in evaluation), t
+    with pytest.raises(ValueError, match="neither"):
+        remark_copies([{"id": "d", "label": 0}])
