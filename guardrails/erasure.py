@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -76,12 +77,17 @@ class UserGate:
 
     @contextmanager
     def erasing(self, key: Key, timeout_s: float) -> Iterator[None]:
-        """Hold the user's new checks and wait up to ``timeout_s`` for those in flight, then run the body alone.
-        ErasureBusyError when they do not finish in time (the body does not run)."""
+        """Hold the user's new checks and wait for those in flight, then run the body alone. ``timeout_s`` bounds
+        the whole wait (another erasure of the same user included): ErasureBusyError then, and the body does not
+        run."""
+        deadline = time.monotonic() + timeout_s
         with self._cond:
-            self._cond.wait_for(lambda: key not in self._erasing)  # one erasure of a user at a time
+            # one erasure of a user at a time
+            if not self._cond.wait_for(lambda: key not in self._erasing, max(0.0, deadline - time.monotonic())):
+                raise ErasureBusyError(f"another erasure of the user did not finish within {timeout_s:g} s; "
+                                       "nothing was erased by this one (retry)")
             self._erasing.add(key)
-            if not self._cond.wait_for(lambda: key not in self._active, timeout_s):
+            if not self._cond.wait_for(lambda: key not in self._active, max(0.0, deadline - time.monotonic())):
                 self._erasing.discard(key)
                 self._cond.notify_all()
                 raise ErasureBusyError(f"the user's checks in flight did not finish within {timeout_s:g} s; "
@@ -109,7 +115,9 @@ def gate_for(store: Any) -> UserGate:
             if gate is None:
                 gate = _by_store[store] = UserGate()
             return gate
-        except TypeError:
+        except TypeError:  # not weakly referenceable: this Guard's own gate
+            warn_log.warning("store %s cannot be weakly referenced: erasures see only this Guard's checks",
+                             type(store).__name__)
             return UserGate()
 
 

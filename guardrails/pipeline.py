@@ -77,7 +77,8 @@ class Guard:
         timeout_s: float | None = None,
         erase_wait_s: float = 30.0,
     ) -> None:
-        if not (isinstance(erase_wait_s, int | float) and 0 <= erase_wait_s <= 3600):  # NaN fails too
+        if isinstance(erase_wait_s, bool) or not (isinstance(erase_wait_s, int | float)
+                                                  and 0 <= erase_wait_s <= 3600):  # NaN fails too
             raise ConfigError(f"erase_wait_s must be a number of seconds from 0 to 3600, got {erase_wait_s!r}")
         fail_modes = dict(fail_modes or {})
         slots: list[DetectorSlot] = []
@@ -280,17 +281,33 @@ class Guard:
         while not self._gate.try_enter(key):  # the user is being erased (rare): wait without blocking the loop
             await asyncio.sleep(0.01)
         try:
-            if self.store is not None:
-                request = await asyncio.to_thread(self._prepare, content, user_id, session_id, stage, metadata)
-            else:
-                request = self._prepare(content, user_id, session_id, stage, metadata)
-            gates, rest = self._active(request)
-            results = [await self._run_async(s, request) for s in gates]
-            if not _gate_blocked(results):
-                results += await asyncio.gather(*(self._run_async(s, request) for s in rest))
-            return self._finish(request, results, started)
-        finally:
+            inner = asyncio.ensure_future(self._acheck_admitted(content, user_id, session_id, stage, metadata,
+                                                                started))
+        except BaseException:
             self._gate.leave(key)
+            raise
+        # Cancelling this call (a client that went away) does not stop detectors already running in worker
+        # threads, so the user stays admitted until the check itself ends: an erasure cannot slip in before their
+        # last state write.
+        def release(task: asyncio.Future[Decision]) -> None:
+            self._gate.leave(key)
+            if not task.cancelled():
+                task.exception()  # retrieved here: a caller that was cancelled never awaits it
+
+        inner.add_done_callback(release)
+        return await asyncio.shield(inner)
+
+    async def _acheck_admitted(self, content: Any, user_id: str, session_id: str | None, stage: Stage | str,
+                               metadata: Mapping[str, Any] | None, started: float) -> Decision:
+        if self.store is not None:
+            request = await asyncio.to_thread(self._prepare, content, user_id, session_id, stage, metadata)
+        else:
+            request = self._prepare(content, user_id, session_id, stage, metadata)
+        gates, rest = self._active(request)
+        results = [await self._run_async(s, request) for s in gates]
+        if not _gate_blocked(results):
+            results += await asyncio.gather(*(self._run_async(s, request) for s in rest))
+        return self._finish(request, results, started)
 
     # ---- earlier messages of a resent conversation ------------------------------------------------
     def _text_only(self) -> Guard | None:
@@ -358,7 +375,8 @@ class Guard:
         It first waits up to `erase_wait_s` for the user's checks in flight in this process (any Guard over the same
         store), holding their new checks until it is done (`guardrails.erasure`); ErasureBusyError if they do
         not finish, with nothing erased. Other processes over the same database are not seen: stop the user's
-        traffic there first. A detector call that `acheck` timed out may still be running in a worker thread."""
+        traffic there first. A detector call that `acheck` timed out (`timeout_s`) may still be running in a worker
+        thread. Called on an event loop's thread, it blocks that loop while it waits: use `aerase_user` there."""
         check_id(user_id, "user_id")
         with self._gate.erasing((self.tenant_id, user_id), self.erase_wait_s):
             return erase_user_data(self.slots, self.store, self.tenant_id, user_id)

@@ -56,8 +56,10 @@ JOINED_REMARKS: dict[str, str] = {
 
 _FINAL_PUNCTUATION = re.compile(r"[.!?]+(?=[\"'\u2019\u201d)\]]*$)")
 
-#: Remarks that train the drift probe (:func:`remark_copies`). Written apart from the evaluation remarks above and
-#: sharing none of their wording (tests/probes/test_remarks.py checks it), so ``--remarks`` stays a held-out measure.
+#: Remarks that train the drift probe (:func:`remark_copies`). Written apart from the evaluation remarks above: none
+#: is or contains one (tests/probes/test_remarks.py), but common phrases recur ("Thanks in advance." here, "Many
+#: thanks in advance, you're a lifesaver." there), so ``--remarks`` measures new remarks, not new phrasings. The
+#: evaluation remarks sharing no word pair with these: thanks, postscript, apology, joined_next.
 TRAINING_REMARKS: tuple[str, ...] = (
     " Thanks.", " Thanks a lot!", " Much appreciated.", " Cheers!", " I appreciate it.", " Have a great day!",
     " Hope you're doing well.", " Please answer briefly.", " Keep it short, please.", " Use bullet points if you can.",
@@ -105,7 +107,9 @@ def remark_copies(records: Sequence[Record], *, seed: int = 7, joined_share: flo
     for i, r in enumerate(records):
         joined = rng.random() < joined_share
         remark = rng.choice(TRAINING_JOINED if joined else TRAINING_REMARKS)
-        out.append(_with(r, i, "remark", remark, joined))
+        q = _with(r, i, "remark", remark, joined)
+        q.setdefault("group", r.get("id", i))  # grouped CV keeps a copy in its original's fold
+        out.append(q)
     return out
 
 

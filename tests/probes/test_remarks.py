@@ -140,8 +140,8 @@ def test_eval_remarks_on_conversations_appends_to_every_user_turn(tmp_path, smol
 
 def test_remark_copies_train_the_drift_probe_apart_from_the_evaluation_remarks():
     """remark_copies: one copy per record, the same training remark on every user turn (joined ones without the
-    sentence end), labels, turn labels and group kept, inputs untouched, reproducible; and no training remark
-    shares wording with an evaluation remark, so `--remarks` stays held out."""
+    sentence end), labels, turn labels and group kept, inputs untouched, reproducible; and no training remark is or
+    contains an evaluation remark (common phrases may recur: documented in probes.remarks)."""
     from probes.remarks import TRAINING_JOINED, TRAINING_REMARKS, remark_copies
 
     conv = [{"id": f"c{i}", "context": None, "label": i % 2, "turn_labels": [0, i % 2], "group": f"g{i // 2}",
@@ -169,3 +169,5 @@ def test_remark_copies_train_the_drift_probe_apart_from_the_evaluation_remarks()
         assert not any(t.strip().lower() in e.lower() or e.strip().lower() in t.lower() for e in evaluation), t
     with pytest.raises(ValueError, match="neither"):
         remark_copies([{"id": "d", "label": 0}])
+    ungrouped = remark_copies([{"id": "u", "label": 0, "turns": [{"role": "user", "content": "Hi."}]}])
+    assert ungrouped[0]["group"] == "u"  # grouped CV keeps a copy in its original's fold

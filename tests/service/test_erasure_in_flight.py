@@ -124,7 +124,8 @@ def test_acheck_waits_for_an_erasure_without_blocking_the_event_loop(tmp_path):
             assert await asyncio.to_thread(det.forgetting.wait, WAIT)
             held = asyncio.create_task(guard.acheck("hi", user_id="erin", session_id="s1"))
             await guard.acheck("hi", user_id="bob", session_id="s1")  # the loop still runs other users' checks
-            assert not held.done() and det.checked == ["bob"]
+            await asyncio.sleep(0.2)
+            assert not held.done() and det.checked == ["bob"] and guard._gate.in_flight(("t", "erin")) == 0
             det.resume.set()
             await erasing
             await held
@@ -151,9 +152,50 @@ def test_the_erase_route_answers_409_when_the_users_checks_overrun(tmp_path):
             assert r.status_code == 200 and r.json()["erased"]["session_state"] == 1, r.text
 
 
-@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "30", None])
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "30", None, True])
 def test_an_out_of_range_erase_wait_is_a_config_error(bad):
     from guardrails import ConfigError
 
     with pytest.raises(ConfigError, match="erase_wait_s"):
         Guard([], erase_wait_s=bad)
+
+
+def test_a_cancelled_acheck_keeps_the_user_admitted_until_its_detectors_finish(tmp_path):
+    """A client that goes away cancels the acheck, but its detector keeps running in a worker thread and will still
+    write state: the erasure must wait for that write, not for the cancellation."""
+    with SettingsStore(tmp_path / "e.db") as store:
+        det = _SessionWriter(store, hold={("t", "erin")})
+        guard = Guard([det], store=store, tenant_id="t")
+
+        async def run() -> None:
+            task = asyncio.create_task(guard.acheck("hi", user_id="erin", session_id="s1"))
+            assert await asyncio.to_thread(det.entered.wait, WAIT)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert guard._gate.in_flight(("t", "erin")) == 1  # still admitted: its detector is still running
+            erasing = asyncio.create_task(guard.aerase_user("erin"))
+            await asyncio.sleep(0.3)
+            assert not erasing.done()
+            det.release.set()
+            assert (await erasing)["session_state"] == 1  # the write of the cancelled check was erased too
+            assert guard._gate.in_flight(("t", "erin")) == 0
+
+        asyncio.run(run())
+        assert store.get_state("t", "erin", "s1", "drift") is None
+        guard.check("hi", user_id="erin", session_id="s2")  # the user is free again
+
+
+def test_erase_wait_bounds_the_wait_for_another_erasure_of_the_user_too(tmp_path):
+    with SettingsStore(tmp_path / "e.db") as store:
+        det = _SessionWriter(store)
+        guard = Guard([det], store=store, tenant_id="t", erase_wait_s=0.05)
+        det.resume.clear()
+        first, _ = _thread(guard.erase_user, "erin")
+        assert det.forgetting.wait(WAIT)
+        with pytest.raises(ErasureBusyError, match="another erasure"):
+            guard.erase_user("erin")
+        det.resume.set()
+        first.join(WAIT)
+        assert not first.is_alive()
+        assert guard.erase_user("erin")["detectors"] == {"writer": 0}  # the failed wait left nothing held
