@@ -104,6 +104,7 @@ class Guard:
         self.unavailable: dict[str, str] = {}  # registered detectors left out by from_registry: {name: why}
         self.erase_wait_s = float(erase_wait_s)
         self._gate = gate_for(store)  # erasure vs checks of the same user, shared by Guards over this store
+        self._admitted: set[asyncio.Future[Decision]] = set()  # acheck bodies, held until they end (see acheck)
         self._warned: set[str] = set()  # unknown detector names in user settings, already logged
 
     @classmethod
@@ -290,10 +291,12 @@ class Guard:
         # threads, so the user stays admitted until the check itself ends: an erasure cannot slip in before their
         # last state write.
         def release(task: asyncio.Future[Decision]) -> None:
+            self._admitted.discard(task)
             self._gate.leave(key)
             if not task.cancelled():
                 task.exception()  # retrieved here: a caller that was cancelled never awaits it
 
+        self._admitted.add(inner)  # a strong reference: the loop keeps only weak ones to a task nobody awaits
         inner.add_done_callback(release)
         return await asyncio.shield(inner)
 

@@ -174,12 +174,13 @@ def test_a_cancelled_acheck_keeps_the_user_admitted_until_its_detectors_finish(t
             with pytest.raises(asyncio.CancelledError):
                 await task
             assert guard._gate.in_flight(("t", "erin")) == 1  # still admitted: its detector is still running
+            assert len(guard._admitted) == 1  # and its body is held, not left to the garbage collector
             erasing = asyncio.create_task(guard.aerase_user("erin"))
             await asyncio.sleep(0.3)
             assert not erasing.done()
             det.release.set()
             assert (await erasing)["session_state"] == 1  # the write of the cancelled check was erased too
-            assert guard._gate.in_flight(("t", "erin")) == 0
+            assert guard._gate.in_flight(("t", "erin")) == 0 and not guard._admitted
 
         asyncio.run(run())
         assert store.get_state("t", "erin", "s1", "drift") is None
