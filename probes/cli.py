@@ -138,6 +138,7 @@ def eval_(
     from . import evaluate as ev
     from .datasets import load_jsonl
     from .probe import load_probe, model_fingerprints
+    from .remarks import remark_robustness
 
     problem = output_path_problem(plot) if plot is not None else None
     if problem:  # found out before minutes of scoring, not after
@@ -159,8 +160,6 @@ def eval_(
             m, y, s = ev.eval_single(bundle, lm, single)
             margins = ev.single_margins(bundle, s)
             if remarks:
-                from .remarks import remark_robustness
-
                 m["remarks"] = remark_robustness(bundle, lm, single, multiturn=False, clean_margins=margins,
                                                  progress=True)
             parts["single"] = m
@@ -171,8 +170,6 @@ def eval_(
             k = len(pooled_margins)
             m, y, drifts = ev.eval_multiturn(bundle, lm, multi, margins_out=pooled_margins)
             if remarks:
-                from .remarks import remark_robustness
-
                 m["remarks"] = remark_robustness(bundle, lm, multi, multiturn=True, clean_margins=pooled_margins[k:],
                                                  progress=True)
             pooled_y += [int(v) for v in y]

@@ -116,6 +116,7 @@ def main() -> int:
     m_tr, m_dev = split_by_group(multi, 0.25, seed=12)
     x_tr, x_dev = split_by_group(extra, 0.25, seed=13)
     c_tr = [r for r in chats if r["split"] == "train"]  # chat_records splits by Alpaca task, not by group
+    conv_tr = m_tr + c_tr + x_tr  # every training conversation (both probes)
     x_dev += [r for r in chats if r["split"] == "dev"]
     if args.work is None:
         from guardrails.models import cache_dir
@@ -123,7 +124,7 @@ def main() -> int:
         args.work = str(cache_dir() / "probe_work")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    write_jsonl(s_tr + m_tr + c_tr + x_tr, work / "train.jsonl")
+    write_jsonl(s_tr + conv_tr, work / "train.jsonl")
     write_jsonl(s_dev, work / "dev_single.jsonl")
     write_jsonl(m_dev + x_dev, work / "dev_multiturn.jsonl")
     write_jsonl(m_dev, work / "dev_multiturn_default.jsonl")
@@ -144,7 +145,7 @@ def main() -> int:
     # evaluated, trained on only with --leakage (not in the shipped probe: its dev FPR, see probes.leakage).
     l_tr, l_dev = split_by_group(leakage_records(), 0.2, seed=17)
     extra_free = l_tr if args.leakage else []
-    free_tr = ([r for r in s_tr + m_tr + c_tr + x_tr if is_unframed(r)] + e_tr + v_tr + extra_free
+    free_tr = ([r for r in s_tr + conv_tr if is_unframed(r)] + e_tr + v_tr + extra_free
                + with_personas(e_tr + v_tr + extra_free))
     # benign scenario rows: negatives for the context-free direction that never set its τ (probes.context_free)
     framed_benign = benign_scenario_rows(s_tr + m_tr + x_tr)
@@ -167,8 +168,8 @@ def main() -> int:
         bundle.check_model(lm.fingerprint(), lm.name)
         # the conversations' activations as the full run captured them (cached), so only the copies run
         cand = default_layers(lm.num_layers)
-        convs = conversation_capture(lm, m_tr + c_tr + x_tr, cand)
-        bundle.multiturn = train_drift_probe(m_tr + c_tr + x_tr + remark_copies(m_tr + c_tr + x_tr), lm,
+        convs = conversation_capture(lm, conv_tr, cand)
+        bundle.multiturn = train_drift_probe(conv_tr + remark_copies(conv_tr), lm,
                                              max_layer=bundle.single.meta.layer, layers=cand,
                                              target_fpr=args.target_fpr, data_sha256=shas, captured=(cand, convs))
     else:
@@ -178,8 +179,8 @@ def main() -> int:
         # only; adding them to the per-turn probe is what brought dev benign conversations under 5 %.)
         # The drift probe also learns from a copy of each conversation with a harmless remark on every user turn
         # (probes.remarks.remark_copies), so a remark repeated on each turn is not read as drift.
-        bundle = train_bundle(s_tr + m_tr + c_tr + x_tr, lm, target_fpr=args.target_fpr, multiturn=True,
-                              data_sha256=shas, drift_extra=remark_copies(m_tr + c_tr + x_tr))
+        bundle = train_bundle(s_tr + conv_tr, lm, target_fpr=args.target_fpr, multiturn=True,
+                              data_sha256=shas, drift_extra=remark_copies(conv_tr))
         bundle.context_free = train_context_free_probe(free_tr, lm, layer=bundle.single.meta.layer,
                                                        target_fpr=args.target_fpr, data_sha256=shas,
                                                        scenario_negatives=framed_benign, framed_records=framed,
@@ -190,8 +191,8 @@ def main() -> int:
     dev_multi_default, _, _ = eval_multiturn(bundle, lm, m_dev, progress=False)
     if bundle.multiturn is not None:
         bundle.multiturn.meta.metrics.update({"dev": dev_multi, "dev_default_20": dev_multi_default,
-                                              "n_train_conversations": len(m_tr) + len(c_tr) + len(x_tr),
-                                              "n_remark_copies": len(m_tr) + len(c_tr) + len(x_tr)})
+                                              "n_train_conversations": len(conv_tr),
+                                              "n_remark_copies": len(conv_tr)})
     # Context-free requests: the held-out generated ones and three hand-written sets (tests/probes/
     # context_free_check*.jsonl, each written before any probe scored it, never trained on), with the served
     # decision (either per-turn probe).
@@ -236,7 +237,7 @@ def main() -> int:
         return 0
     if args.drift_only:
         bundle.save(args.out)
-        report = {"train_s": round(train_s, 1), "n_train_multiturn": len(m_tr) + len(c_tr) + len(x_tr),
+        report = {"train_s": round(train_s, 1), "n_train_multiturn": len(conv_tr),
                   "dev_multiturn": dev_multi, "dev_multiturn_default_20": dev_multi_default}
         (work / "report_drift.json").write_text(json.dumps(report, indent=2, default=float))
         print(json.dumps(report, default=float))
@@ -261,7 +262,7 @@ def main() -> int:
 
     report = {"context_free": context_free, "train_s": round(train_s, 1),
               "total_s": round(time.perf_counter() - t_start, 1),
-              "n_train_single": len(s_tr), "n_train_multiturn": len(m_tr) + len(c_tr) + len(x_tr),
+              "n_train_single": len(s_tr), "n_train_multiturn": len(conv_tr),
               "dev_single": dev_single, "dev_single_by_source": per_source, "dev_multiturn": dev_multi,
               "dev_multiturn_default_20": dev_multi_default, "loso": loso,
               "cross_scenario": cross}
