@@ -318,9 +318,17 @@ class Guard:
         pii), sharing store and modes; None when there are none. Context or session detectors are left out."""
         if not hasattr(self, "_text_only_guard"):
             slots = [s for s in self.slots if s.gate or isinstance(s.detector, Redactor)]
-            self._text_only_guard = Guard(slots, store=self.store, tenant_id=self.tenant_id,
-                                          shadow=self.shadow) if slots else None
+            self._text_only_guard = self.view(slots) if slots else None
         return self._text_only_guard
+
+    def view(self, slots: Sequence[DetectorSlot] | None = None, *, tenant_id: str | None = None,
+             store: Any = None) -> Guard:
+        """A Guard over ``slots`` (default: these; models are not reloaded) for ``tenant_id`` and ``store`` (each
+        default: this Guard's), with this Guard's shadow flag and ``erase_wait_s``: the service's per-tenant views
+        and the text-only screen of a resent history. Guards over one store share its erasure gate."""
+        return Guard(self.slots if slots is None else slots, store=self.store if store is None else store,
+                     tenant_id=self.tenant_id if tenant_id is None else tenant_id, shadow=self.shadow,
+                     erase_wait_s=self.erase_wait_s)
 
     def screen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
                        session_id: str | None = None, include_last: bool = False) -> HistoryScreen:

@@ -82,8 +82,7 @@ class ServiceState:
         """The Guard for one tenant: same detector slots (models loaded once), tenant-scoped store reads."""
         g = self._tenant_guards.get(tenant_id)
         if g is None:
-            g = Guard(self.guard.slots, store=self.store, tenant_id=tenant_id, shadow=self.guard.shadow,
-                      erase_wait_s=self.guard.erase_wait_s)
+            g = self.guard.view(tenant_id=tenant_id, store=self.store)
             self._tenant_guards[tenant_id] = g
         return g
 

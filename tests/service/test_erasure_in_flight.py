@@ -200,3 +200,20 @@ def test_erase_wait_bounds_the_wait_for_another_erasure_of_the_user_too(tmp_path
         first.join(WAIT)
         assert not first.is_alive()
         assert guard.erase_user("erin")["detectors"] == {"writer": 0}  # the failed wait left nothing held
+
+
+def test_a_view_keeps_the_guards_settings_and_shares_its_erasure_gate(tmp_path):
+    with SettingsStore(tmp_path / "v.db") as store, SettingsStore(tmp_path / "w.db") as other:
+        det = _SessionWriter(store, hold={("t2", "erin")})
+        guard = Guard([det], store=store, tenant_id="t", shadow=True, erase_wait_s=0.05)
+        view = guard.view(tenant_id="t2")
+        assert (view.slots, view.store, view.tenant_id, view.shadow, view.erase_wait_s) == (
+            guard.slots, store, "t2", True, 0.05)
+        assert guard.view().tenant_id == "t" and guard.view([]).slots == ()
+        assert guard.view(store=other).store is other
+        checking, _ = _thread(view.check, "hi", user_id="erin", session_id="s1")
+        assert det.entered.wait(WAIT)
+        with pytest.raises(ErasureBusyError):  # a second view over the store sees the first one's check in flight
+            guard.view(tenant_id="t2").erase_user("erin")
+        det.release.set()
+        checking.join(WAIT)
