@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike
 from sklearn.model_selection import GroupKFold
 from tqdm.auto import tqdm
 
+from .datasets import labelled_conversation_problem
 from .metrics import auroc, calibrate_threshold, rates, tpr_at_fpr
 from .probe import LinearProbe, ProbeArtifact, ProbeMeta
 
@@ -357,6 +358,12 @@ def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | Non
     multi = [r for r in records if "turns" in r]
     if multiturn and not multi:
         raise ValueError("--multiturn needs multi-turn records ({'turns', 'label'} lines)")
+    if drift_extra and not multiturn:
+        raise ValueError("drift_extra trains the drift probe: it needs multiturn=True")
+    for i, r in enumerate(drift_extra):  # checked before any capture (the full default run takes hours)
+        problem = labelled_conversation_problem(r)
+        if problem:
+            raise ValueError(f"drift_extra[{i}]: {problem}")
     cand = sorted(set(layers or default_layers(lm.num_layers)) | ({layer} if layer is not None else set()))
     kw = dict(model_id=lm.name, fingerprint=lm.fingerprint(), target_fpr=target_fpr, layer=layer,
               method=method, data_sha256=data_sha256, progress=progress)

@@ -177,3 +177,26 @@ def test_train_bundle_drift_extra_trains_the_drift_probe_only(tiny, tmp_path, mo
                                   progress=False)
     assert np.allclose(extra.multiturn.coef, reference.coef, atol=1e-6)
     assert not np.allclose(extra.multiturn.coef, base.multiturn.coef, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, why", [
+    ({"id": "x", "request": "hi", "label": 0}, "not a multi-turn record"),
+    ("not a record", "not a multi-turn record"),
+    ({"id": "x", "turns": [{"role": "user", "content": "hi"}]}, "label must be 0 or 1"),
+    ({"id": "x", "turns": [{"role": "user", "content": "hi"}], "label": True}, "label must be 0 or 1"),
+    ({"id": "x", "turns": [{"role": "assistant", "content": "hi"}], "label": 0}, "start with a user turn"),
+    ({"id": "x", "turns": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "label": 1,
+      "turn_labels": [0]}, "one per user turn"),
+    ({"id": "x", "turns": [{"role": "user", "content": "a"}], "label": 1, "turn_labels": [2]}, "turn_labels"),
+])
+def test_malformed_drift_extra_is_refused_before_any_capture(tiny, tmp_path, monkeypatch, bad, why):
+    from probes.train import train_bundle
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RAILGUARD_PROBES_CACHE", str(cache))
+    recs = _records(4)
+    with pytest.raises(ValueError, match=rf"drift_extra\[1\]: .*{why}"):
+        train_bundle(recs, tiny, layers=[1, 2], multiturn=True, progress=False, drift_extra=[recs[0], bad])
+    with pytest.raises(ValueError, match="needs multiturn=True"):
+        train_bundle(recs, tiny, layers=[1, 2], progress=False, drift_extra=recs[:1])
+    assert not cache.exists() or not any(cache.iterdir())
