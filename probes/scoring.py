@@ -12,7 +12,7 @@ from guardrails.errors import InvalidInputError
 
 from .capture import ActKey
 from .probe import ProbeBundle, margin_to_unit
-from .velocity import StateStore, VelocityTracker
+from .velocity import StateStore, VelocityTracker, has_history
 
 
 def _where(layers: list[int]) -> str:
@@ -20,7 +20,15 @@ def _where(layers: list[int]) -> str:
 
 
 class PrivacyScorer:
-    """Probe arithmetic shared by both modes: activations at the probe layers -> Findings."""
+    """Probe arithmetic shared by both modes: activations at the probe layers -> Findings.
+
+    The drift is enforced only on turns checked with their conversation (the messages before the newest one).
+    A client that sends only its newest message still advances the session (its turn count picks the per-turn
+    probes' later-turn τ), but S_t then compares two messages each read on its own, which no training turn
+    was. Measured (session 24) on the 265 dev conversations sent that way, one user message per check: the drift
+    fired on 35 of 171 benign conversations and added 8 of 94 attacks to the per-turn probes' 49 (flagged 57 /
+    94 at 42 / 171, against 49 / 94 at 7 / 171 without it; session 23's per-turn probes); a τ recalibrated on
+    training conversations sent that way (1 % FPR: 25.1 against 11.4) caught no more attacks."""
 
     def __init__(self, bundle: ProbeBundle, store: StateStore | None = None, action: Action = Action.BLOCK) -> None:
         self.bundle = bundle
@@ -60,11 +68,18 @@ class PrivacyScorer:
             score, turn = self.tracker.update(tenant_id, user_id, session_id, m.features(acts),
                                               conversation=conversation)
             unit_d = m.unit_score(score)
-            fire = turn >= 2 and unit_d > threshold
-            drift.append(Finding(detector="privacy", category="privacy_drift", score=unit_d if turn >= 2 else 0.0,
+            # A later turn checked as the newest message alone was read without its conversation, unlike every
+            # turn the drift probe was calibrated on: reported, never enforced (see the class docstring).
+            alone = turn >= 2 and conversation is not None and not has_history(conversation)
+            scored_d = turn >= 2 and not alone
+            fire = scored_d and unit_d > threshold
+            note = ("; not enforced: the check held only the newest message (send the conversation's messages for "
+                    "drift)") if alone else ""
+            drift.append(Finding(detector="privacy", category="privacy_drift", score=unit_d if scored_d else 0.0,
                                  threshold=threshold,
                                  explanation=f"cumulative drift S_{turn} = {score:.3f} vs tau "
-                                             f"{m.meta.threshold:.3f} ({_where(m.layers)}; turn 1 is the baseline)",
+                                             f"{m.meta.threshold:.3f} ({_where(m.layers)}; turn 1 is the baseline)"
+                                             + note,
                                  action=self.action if fire else Action.ALLOW))
             t = max(t, turn)
         scored = [{name: float(m) for name, m in self.bundle.request_margins(one, t).items()} for one in every]

@@ -144,7 +144,8 @@ def conversation_digest(messages: Sequence[Mapping[str, str]]) -> str:
     return h.hexdigest()
 
 
-def _has_history(messages: Sequence[Mapping[str, str]]) -> bool:
+def has_history(messages: Sequence[Mapping[str, str]]) -> bool:
+    """Whether the checked messages hold more than the newest one (a system prompt does not count)."""
     return sum(1 for m in messages if m["role"] != "system") > 1
 
 
@@ -233,7 +234,7 @@ class VelocityTracker:
                     out.append((state.score, state.turn))  # the scored turn again: twice would fake a drift
                     return None
                 assert conversation is not None
-                if _has_history(conversation) and head != state.head:
+                if has_history(conversation) and head != state.head:
                     state = None  # another opening: the old baseline a_1 belongs to another conversation
             st = self.step(state, a_t)
             st.digest = digest

@@ -35,6 +35,22 @@ def test_drift_blocks_from_turn_two(tiny):
     f = det.predict(_req(TWO))
     assert f[0].action is Action.ALLOW and f[1].action is Action.BLOCK
 
+def test_drift_is_reported_not_enforced_on_a_later_turn_checked_without_its_conversation(tiny):
+    """Sent alone, a later turn is read without its history, unlike every turn the drift was calibrated on (25 % of
+    benign dev conversations flagged that way): the session advances, the drift does not block; with the
+    conversation it does."""
+    det = PrivacyDetector(_drift_bundle(tiny), lm=tiny)
+    assert det.predict(_req(ONE))[1].action is Action.ALLOW
+    alone = det.predict(_req([{"role": "system", "content": "be kind"}, {"role": "user", "content": "second"}]))
+    assert alone[1].action is Action.ALLOW and alone[1].score == 0.0
+    assert "S_2" in alone[1].explanation and "only the newest message" in alone[1].explanation
+    assert "(user turn 2)" in alone[0].explanation  # the turn count still picks the later-turn τ
+    third = [*TWO, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "third"}]
+    f = det.predict(_req(third))
+    assert "S_3" in f[1].explanation and f[1].action is Action.BLOCK and "newest" not in f[1].explanation
+    # a session's first check never fires the drift, with or without messages (turn 1 is the baseline)
+    assert det.predict(_req(ONE, session="s2"))[1].action is Action.ALLOW
+
 def test_fused_hook_blocks_on_drift(tiny):
     from guardrails.models.chat import PrefillBlocked
     det = PrivacyDetector(_drift_bundle(tiny), lm=tiny, mode="fused")
