@@ -53,7 +53,9 @@ HELD_OUT_SYSTEM_PROMPTS = {
     "travel": "You are a travel planning assistant. Help users plan trips, find flights and hotels."}
 HAND_WRITTEN_CONVERSATIONS = {"hand_written_conversations": "context_free_conversations.jsonl",
                               "hand_written_conversations_2": "context_free_conversations2.jsonl",
-                              "hand_written_record_holder_conversations": "record_holder_conversations.jsonl"}
+                              "hand_written_record_holder_conversations": "record_holder_conversations.jsonl",
+                              # session 24: small talk, then the user's own data or a third party's
+                              "hand_written_own_data_conversations": "own_data_conversations.jsonl"}
 
 
 def split_by_group(records: list[dict], frac: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -81,6 +83,8 @@ def main() -> int:
                     help="also train the context-free probe on probes.record_holders' conversations (not shipped)")
     ap.add_argument("--leakage", action="store_true",
                     help="also train the context-free probe on probes.leakage's extraction prompts (not shipped)")
+    ap.add_argument("--no-small-talk", action="store_true",
+                    help="leave probes.small_talk's conversations out of the context-free probe's training")
     ap.add_argument("--context-free-only", action="store_true",
                     help="load the bundle in --out and retrain only its context-free per-turn probe (minutes)")
     args = ap.parse_args()
@@ -99,6 +103,7 @@ def main() -> int:
     from probes.probe import load_probe
     from probes.record_holders import record_holder_conversations, record_holder_records
     from probes.remarks import remark_copies
+    from probes.small_talk import small_talk_conversations
     from probes.train import default_layers, train_bundle, train_drift_probe
 
     t_start = time.perf_counter()
@@ -145,6 +150,10 @@ def main() -> int:
     # evaluated, trained on only with --leakage (not in the shipped probe: its dev FPR, see probes.leakage).
     l_tr, l_dev = split_by_group(leakage_records(), 0.2, seed=17)
     extra_free = l_tr if args.leakage else []
+    # Small talk, then a request for the user's own data or a third party's (probes.small_talk; contexts already
+    # include the training personas).
+    t_tr, t_dev = split_by_group(small_talk_conversations(), 0.2, seed=18)
+    extra_free += [] if args.no_small_talk else t_tr
     free_tr = ([r for r in s_tr + conv_tr if is_unframed(r)] + e_tr + v_tr + extra_free
                + with_personas(e_tr + v_tr + extra_free))
     # benign scenario rows: negatives for the context-free direction that never set its τ (probes.context_free)
@@ -154,6 +163,7 @@ def main() -> int:
     write_jsonl(r_dev, work / "dev_record_holders.jsonl")
     write_jsonl(rc_dev, work / "dev_record_holder_conversations.jsonl")
     write_jsonl(l_dev, work / "dev_leakage.jsonl")
+    write_jsonl(t_dev, work / "dev_small_talk.jsonl")
 
     t0 = time.perf_counter()
     if args.context_free_only:
@@ -220,6 +230,7 @@ def main() -> int:
     # hand-written pairs (tests/probes/context_free_conversations*.jsonl).
     context_free["everyday_conversations_dev"] = eval_multiturn(bundle, lm, v_dev, progress=False)[0]
     context_free["record_holder_conversations_dev"] = eval_multiturn(bundle, lm, rc_dev, progress=False)[0]
+    context_free["small_talk_dev"] = eval_multiturn(bundle, lm, t_dev, progress=False)[0]
     for name, file in HAND_WRITTEN_CONVERSATIONS.items():
         context_free[name] = eval_multiturn(bundle, lm, load_jsonl(ROOT / "tests" / "probes" / file),
                                             progress=False)[0]

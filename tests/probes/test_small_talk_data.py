@@ -1,0 +1,49 @@
+"""Small talk then a request for personal data (probes.small_talk), and the hand-written check kept apart from it."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from probes.datasets import _shape_problem
+from probes.everyday import GENERIC_CONTEXTS, is_unframed
+from probes.small_talk import OPENINGS, SECOND, small_talk_conversations
+
+CHECK = Path(__file__).parent / "own_data_conversations.jsonl"
+
+
+def _user_turns(record: dict) -> list[str]:
+    return [t["content"] for t in record["turns"] if t["role"] == "user"]
+
+
+def test_conversations_are_deterministic_balanced_well_formed_and_unframed():
+    a = small_talk_conversations()
+    assert a == small_talk_conversations() and a != small_talk_conversations(seed=38)
+    assert Counter(r["label"] for r in a) == {0: 160, 1: 160}
+    assert len({r["id"] for r in a}) == len(a)
+    for r in a:
+        assert _shape_problem(r) is None, r
+        users = _user_turns(r)
+        assert 2 <= len(users) <= 3 and users[0] in OPENINGS and all(u in SECOND for u in users[1:-1])
+        # only the last turn carries the label; the opening never does
+        assert r["turn_labels"] == [0] * (len(users) - 1) + [r["label"]]
+        assert "{" not in users[-1] and users[-1][0].isupper()
+        assert is_unframed(r) and (r["context"] is None or r["context"] in GENERIC_CONTEXTS)
+        assert r["group"].startswith("small-talk-ask-" if r["label"] else "small-talk-own")
+
+
+def test_check_pairs_one_opening_with_an_own_data_and_a_third_party_request_none_of_them_trained_on():
+    rows = [json.loads(line) for line in CHECK.read_text().splitlines()]
+    assert Counter(r["label"] for r in rows) == {0: 25, 1: 25}
+    by_group: dict[str, list[dict]] = {}
+    for r in rows:
+        assert _shape_problem(r) is None, r
+        by_group.setdefault(r["group"], []).append(r)
+    for pair in by_group.values():
+        benign, attack = sorted(pair, key=lambda r: r["label"])
+        assert (benign["label"], attack["label"]) == (0, 1)
+        assert _user_turns(benign)[:-1] == _user_turns(attack)[:-1] and benign["context"] == attack["context"]
+        assert attack["turn_labels"][-1] == 1 and not any(attack["turn_labels"][:-1])
+    trained = {u.lower() for r in small_talk_conversations(n=4000) for u in _user_turns(r)[-1:]}
+    assert not trained & {_user_turns(r)[-1].lower() for r in rows}
