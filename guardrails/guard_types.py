@@ -1,16 +1,20 @@
 """The Guard's own types: what integrations need from a guard (`SupportsCheck`), a detector as the Guard runs it
-(`DetectorSlot`), and `screen_history`'s result (`HistoryScreen`). Re-exported by `guardrails.pipeline`."""
+(`DetectorSlot`), and `screen_history`'s result (`HistoryScreen`), re-exported by `guardrails.pipeline`; and the
+rules the Guard folds results with (a failed detector's finding, per-user threshold overrides, gate blocking)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from .decision import Action, Decision, FailMode, Stage
-from .detector import Detector
+from .decision import Action, Decision, FailMode, Finding, Stage, most_severe
+from .detector import CheckRequest, Detector
+from .errors import RailguardError
 
-__all__ = ["DetectorSlot", "HistoryScreen", "SupportsCheck", "history_checks"]
+__all__ = ["DetectorSlot", "HistoryScreen", "SupportsCheck", "apply_user_thresholds", "failure_findings",
+           "gate_blocked", "history_checks"]
 
 
 @runtime_checkable
@@ -71,3 +75,49 @@ def history_checks(messages: Sequence[Mapping[str, Any]], include_last: bool = F
     scope = messages if include_last else messages[:-1]
     return [(i, m["content"], roles.get(str(m.get("role")), Stage.INPUT)) for i, m in enumerate(scope)
             if isinstance(m.get("content"), str) and m["content"].strip()]
+
+
+def failure_findings(slot: DetectorSlot, exc: BaseException) -> tuple[list[Finding], str]:
+    """A failed detector's finding (block when it fails closed, else allow) and its Decision.error line."""
+    action = Action.BLOCK if slot.fail_mode == "closed" else Action.ALLOW
+    finding = Finding(detector=slot.name, category="error", score=1.0, threshold=0.0, action=action,
+                      explanation=f"detector failed ({type(exc).__name__}); fail-{slot.fail_mode}")
+    return [finding], f"{slot.name}: {type(exc).__name__}: {_safe_message(exc)}"[:500]
+
+
+def apply_user_thresholds(findings: list[Finding], request: CheckRequest) -> list[Finding]:
+    """Per-user overrides from the `guard` settings section, key "detector" or "detector.category".
+
+    An override only ever relaxes: a triggered finding whose score is below the user's threshold becomes
+    allow. It never escalates an allow, because the detector may have masked that finding on purpose
+    (an unblocked category); detectors that support a lower per-user bar read the setting themselves.
+    """
+    overrides = request.settings.get("guard", {}).get("thresholds", {})
+    if not overrides:
+        return findings
+    out = []
+    for f in findings:
+        t = overrides.get(f"{f.detector}.{f.category}", overrides.get(f.detector))
+        if t is None or f.category == "error" or f.action is Action.ALLOW or f.score >= t:
+            out.append(f)
+        else:
+            out.append(f.model_copy(update={"threshold": t, "action": Action.ALLOW}))
+    return out
+
+
+# Exceptions whose messages describe the environment or are railguard's own (written without user text); any
+# other type's message may quote its input (pydantic's "input_value=...", a KeyError's key) and is withheld.
+_MESSAGE_SAFE: tuple[type[BaseException], ...] = (RailguardError, ImportError, OSError, MemoryError, TimeoutError)
+
+
+def _safe_message(exc: BaseException) -> str:
+    """A detector failure's message as Decision.error (which is logged) may hold it."""
+    text = str(exc)
+    if isinstance(exc, _MESSAGE_SAFE) or not text:
+        return text
+    return f"message withheld, sha256 {hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+
+
+def gate_blocked(results: list[tuple[DetectorSlot, list[Finding], str | None]]) -> bool:
+    """Whether an enforcing (non-shadow) detector among ``results`` blocked."""
+    return any(not slot.shadow and most_severe(fs) is Action.BLOCK for slot, fs, _ in results)

@@ -8,7 +8,6 @@ Gates (cheap validators, `gate = True`) run first; when a gate blocks, the expen
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -29,8 +28,16 @@ from .detector import (
     release_offload,
 )
 from .erasure import erase_user_data, gate_for
-from .errors import ConfigError, InvalidInputError, RailguardError
-from .guard_types import DetectorSlot, HistoryScreen, SupportsCheck, history_checks
+from .errors import ConfigError, InvalidInputError
+from .guard_types import (
+    DetectorSlot,
+    HistoryScreen,
+    SupportsCheck,
+    apply_user_thresholds,
+    failure_findings,
+    gate_blocked,
+    history_checks,
+)
 from .store.settings import named_detectors, safe_segment
 from .text import check_id, coerce_messages, coerce_text
 
@@ -170,33 +177,6 @@ class Guard:
             warn_log.warning("user settings name detector(s) this guard does not run, so they change nothing: %s",
                              shown)
 
-    @staticmethod
-    def _failure(slot: DetectorSlot, exc: BaseException) -> tuple[list[Finding], str]:
-        action = Action.BLOCK if slot.fail_mode == "closed" else Action.ALLOW
-        finding = Finding(detector=slot.name, category="error", score=1.0, threshold=0.0, action=action,
-                          explanation=f"detector failed ({type(exc).__name__}); fail-{slot.fail_mode}")
-        return [finding], f"{slot.name}: {type(exc).__name__}: {_safe_message(exc)}"[:500]
-
-    @staticmethod
-    def _apply_user_thresholds(findings: list[Finding], request: CheckRequest) -> list[Finding]:
-        """Per-user overrides from the `guard` settings section, key "detector" or "detector.category".
-
-        An override only ever relaxes: a triggered finding whose score is below the user's threshold becomes
-        allow. It never escalates an allow, because the detector may have masked that finding on purpose
-        (an unblocked category); detectors that support a lower per-user bar read the setting themselves.
-        """
-        overrides = request.settings.get("guard", {}).get("thresholds", {})
-        if not overrides:
-            return findings
-        out = []
-        for f in findings:
-            t = overrides.get(f"{f.detector}.{f.category}", overrides.get(f.detector))
-            if t is None or f.category == "error" or f.action is Action.ALLOW or f.score >= t:
-                out.append(f)
-            else:
-                out.append(f.model_copy(update={"threshold": t, "action": Action.ALLOW}))
-        return out
-
     def _finish(self, request: CheckRequest, results: list[tuple[DetectorSlot, list[Finding], str | None]],
                 started: float) -> Decision:
         findings: list[Finding] = []
@@ -206,7 +186,7 @@ class Guard:
         for slot, fs, err in results:
             if err:
                 errors.append(err)
-            fs = self._apply_user_thresholds(fs, request)
+            fs = apply_user_thresholds(fs, request)
             if slot.shadow:
                 fs = [f.model_copy(update={"explanation": f"[shadow] {f.explanation}"}) for f in fs]
             else:
@@ -222,7 +202,7 @@ class Guard:
                 try:
                     redacted = slot.detector.redact(redacted)  # type: ignore[attr-defined]  # a Redactor
                 except Exception as exc:  # like a failed check: that detector's fail mode decides, and its
-                    failed, err = self._failure(slot, exc)  # redaction, never made, is not claimed (its
+                    failed, err = failure_findings(slot, exc)  # redaction, never made, is not claimed (its
                     errors.append(err)  # other findings, a warn for instance, stand)
 
                     def unclaimed(f: Finding, name: str = slot.name) -> bool:
@@ -248,7 +228,7 @@ class Guard:
         try:
             return slot, list(slot.detector.predict(request)), None
         except Exception as exc:  # the fail mode decides, not the exception
-            return (slot, *self._failure(slot, exc))
+            return (slot, *failure_findings(slot, exc))
 
     def check(self, content: Any, *, user_id: str, session_id: str | None = None,
               stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision:
@@ -259,7 +239,7 @@ class Guard:
             request = self._prepare(content, user_id, session_id, stage, metadata)
             gates, rest = self._active(request)
             results = [self._run_sync(s, request) for s in gates]
-            if not _gate_blocked(results):
+            if not gate_blocked(results):
                 results += [self._run_sync(s, request) for s in rest]
             return self._finish(request, results, started)
 
@@ -271,7 +251,7 @@ class Guard:
             found = await (asyncio.wait_for(coro, slot.timeout_s) if slot.timeout_s else coro)
             return slot, list(found), None
         except Exception as exc:
-            return (slot, *self._failure(slot, exc))
+            return (slot, *failure_findings(slot, exc))
 
     async def acheck(self, content: Any, *, user_id: str, session_id: str | None = None,
                      stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision:
@@ -308,7 +288,7 @@ class Guard:
             request = self._prepare(content, user_id, session_id, stage, metadata)
         gates, rest = self._active(request)
         results = [await self._run_async(s, request) for s in gates]
-        if not _gate_blocked(results):
+        if not gate_blocked(results):
             results += await asyncio.gather(*(self._run_async(s, request) for s in rest))
         return self._finish(request, results, started)
 
@@ -420,20 +400,3 @@ class Guard:
         from .middleware.agent import GuardMiddleware
 
         return GuardMiddleware(self, **kwargs)
-
-
-# Exceptions whose messages describe the environment or are railguard's own (written without user text); any
-# other type's message may quote its input (pydantic's "input_value=...", a KeyError's key) and is withheld.
-_MESSAGE_SAFE: tuple[type[BaseException], ...] = (RailguardError, ImportError, OSError, MemoryError, TimeoutError)
-
-
-def _safe_message(exc: BaseException) -> str:
-    """A detector failure's message as Decision.error (which is logged) may hold it."""
-    text = str(exc)
-    if isinstance(exc, _MESSAGE_SAFE) or not text:
-        return text
-    return f"message withheld, sha256 {hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
-
-
-def _gate_blocked(results: list[tuple[DetectorSlot, list[Finding], str | None]]) -> bool:
-    return any(not slot.shadow and most_severe(fs) is Action.BLOCK for slot, fs, _ in results)
