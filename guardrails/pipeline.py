@@ -113,6 +113,7 @@ class Guard:
         self._gate = gate_for(store)  # erasure vs checks of the same user, shared by Guards over this store
         self._admitted: set[asyncio.Future[Decision]] = set()  # acheck bodies, held until they end (see acheck)
         self._warned: set[str] = set()  # unknown detector names in user settings, already logged
+        self._runs_elsewhere: set[str] = set()  # detectors of the Guard this one is a view of (see `view`)
 
     @classmethod
     def from_registry(
@@ -170,7 +171,7 @@ class Guard:
         store cannot refuse them, it does not know which detectors a deployment runs)."""
         if not named:
             return
-        unknown = named - set(self.detector_names) - set(self.unavailable) - self._warned
+        unknown = named - set(self.detector_names) - set(self.unavailable) - self._runs_elsewhere - self._warned
         if unknown and len(self._warned) < 1024:
             self._warned |= unknown
             shown = sorted(safe_segment(n) for n in unknown)  # identifiers as is, free text hashed
@@ -304,11 +305,16 @@ class Guard:
     def view(self, slots: Sequence[DetectorSlot] | None = None, *, tenant_id: str | None = None,
              store: Any = None) -> Guard:
         """A Guard over ``slots`` (default: these; models are not reloaded) for ``tenant_id`` and ``store`` (each
-        default: this Guard's), with this Guard's shadow flag and ``erase_wait_s``: the service's per-tenant views
-        and the text-only screen of a resent history. Guards over one store share its erasure gate."""
-        return Guard(self.slots if slots is None else slots, store=self.store if store is None else store,
+        default: this Guard's), with this Guard's shadow flag, ``erase_wait_s`` and ``unavailable``: the service's
+        per-tenant views and the text-only screen of a resent history. User settings naming a detector this Guard
+        runs are not reported as unknown by a view that leaves it out. Guards over one store share its erasure
+        gate."""
+        view = Guard(self.slots if slots is None else slots, store=self.store if store is None else store,
                      tenant_id=self.tenant_id if tenant_id is None else tenant_id, shadow=self.shadow,
                      erase_wait_s=self.erase_wait_s)
+        view.unavailable = dict(self.unavailable)
+        view._runs_elsewhere = self._runs_elsewhere | set(self.detector_names)  # a subset view: not unknown
+        return view
 
     def screen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
                        session_id: str | None = None, include_last: bool = False) -> HistoryScreen:

@@ -126,6 +126,9 @@ def eval_(
                                  help="also re-score every request and conversation (each user turn) with each of "
                                       "probes.remarks' harmless remarks appended (one more pass per remark); "
                                       "reported as 'remarks' in the single-turn and multi-turn parts"),
+    alone: bool = typer.Option(False, "--alone",
+                               help="score each conversation as a client sending one user message per check "
+                                    "(no system prompt, no earlier messages): the drift is then not enforced"),
 ) -> None:
     """Metrics: n, n_pos, n_neg, auroc, tpr, fpr, threshold, latency_ms_p50 (+ mean_detection_turn; with --remarks,
     the metrics under each appended remark)."""
@@ -140,6 +143,8 @@ def eval_(
     from .probe import load_probe, model_fingerprints
     from .remarks import remark_robustness
 
+    if alone and remarks:
+        fail("--alone and --remarks measure different things: run them separately", as_json=as_json)
     problem = output_path_problem(plot) if plot is not None else None
     if problem:  # found out before minutes of scoring, not after
         fail(f"--plot: {problem}", as_json=as_json)
@@ -168,7 +173,7 @@ def eval_(
             pooled_margins += [float(v) for v in margins]
         if multi:
             k = len(pooled_margins)
-            m, y, drifts = ev.eval_multiturn(bundle, lm, multi, margins_out=pooled_margins)
+            m, y, drifts = ev.eval_multiturn(bundle, lm, multi, margins_out=pooled_margins, alone=alone)
             if remarks:
                 m["remarks"] = remark_robustness(bundle, lm, multi, multiturn=True, clean_margins=pooled_margins[k:],
                                                  progress=True)

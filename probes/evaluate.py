@@ -105,11 +105,14 @@ def single_margins(bundle: ProbeBundle, scores: np.ndarray) -> np.ndarray:
 
 def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, progress: bool = True,
                    margins_out: list[float] | None = None,
-                   sentences: bool = True) -> tuple[dict[str, Any], np.ndarray, list[np.ndarray]]:
+                   sentences: bool = True, alone: bool = False) -> tuple[dict[str, Any], np.ndarray, list[np.ndarray]]:
     """Conversation-level metrics + mean_detection_turn (1-based user turn of the first flag, positives), and
     with per-turn labels how that turn compares with the first inappropriate one (:func:`_timing`).
     ``margins_out`` receives each conversation's score (max margin over its turns; > 0 flags). ``sentences``: each
-    user turn also scored at its earlier sentence ends, as the detector serves (see :func:`eval_single`)."""
+    user turn also scored at its earlier sentence ends, as the detector serves (see :func:`eval_single`).
+    ``alone``: each user turn checked as the newest message alone (``Guard.check(text, session_id=...)``: no
+    system prompt, no earlier messages), as served: the per-turn probes take the later-turn τ from the session's
+    turn count and the drift is computed but never enforced (``probes.scoring.PrivacyScorer``)."""
     layers = bundle.layers
     enc = SentinelEncoder(lm.model, lm.tokenizer, layers, max_sessions=2, offsets=bundle.offsets)
     single, multi = bundle.single, bundle.multiturn
@@ -122,7 +125,7 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, p
             if mm["role"] != "user":
                 continue
             t0 = time.perf_counter()
-            acts, cut_acts = enc.activations(msgs[: j + 1], session=ci,
+            acts, cut_acts = enc.activations([mm] if alone else msgs[: j + 1], session=None if alone else ci,
                                              cuts=sentence_prefixes(mm["content"], markers=enc.markers)
                                              if sentences else ())
             lat.append((time.perf_counter() - t0) * 1000)
@@ -139,8 +142,9 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, p
             drifts.append(d)
             dm = d - multi.meta.threshold
             dm[0] = -np.inf  # turn 1 is the baseline
-            flags = flags | (dm > 0)
-            margin = np.maximum(s1, dm / multi.meta.score_scale)
+            if not alone:
+                flags = flags | (dm > 0)
+            margin = s1 if alone else np.maximum(s1, dm / multi.meta.score_scale)
         else:
             drifts.append(np.zeros(len(served)))
             margin = s1

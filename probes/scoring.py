@@ -27,8 +27,10 @@ class PrivacyScorer:
     probes' later-turn τ), but S_t then compares two messages each read on its own, which no training turn
     was. Measured (session 24) on the 265 dev conversations sent that way, one user message per check: the drift
     fired on 35 of 171 benign conversations and added 8 of 94 attacks to the per-turn probes' 49 (flagged 57 /
-    94 at 42 / 171, against 49 / 94 at 7 / 171 without it; session 23's per-turn probes); a τ recalibrated on
-    training conversations sent that way (1 % FPR: 25.1 against 11.4) caught no more attacks."""
+    94 at 42 / 171, against 49 / 94 at 7 / 171 without it: `probes eval --alone`); a τ recalibrated on
+    training conversations sent that way (1 % FPR: 25.1 against 11.4) caught no more attacks. Without a
+    ``conversation`` (unknown: a fused hook attached without messages, direct use of the scorer) the drift is
+    enforced as before."""
 
     def __init__(self, bundle: ProbeBundle, store: StateStore | None = None, action: Action = Action.BLOCK) -> None:
         self.bundle = bundle

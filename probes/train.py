@@ -360,10 +360,12 @@ def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | Non
         raise ValueError("--multiturn needs multi-turn records ({'turns', 'label'} lines)")
     if drift_extra and not multiturn:
         raise ValueError("drift_extra trains the drift probe: it needs multiturn=True")
-    for i, r in enumerate(drift_extra):  # checked before any capture (the full default run takes hours)
-        problem = labelled_conversation_problem(r)
-        if problem:
-            raise ValueError(f"drift_extra[{i}]: {problem}")
+    # checked before any capture (the full default run takes hours)
+    for where, rows in (("a multi-turn record", multi), ("drift_extra", drift_extra)):
+        for i, r in enumerate(rows):
+            problem = labelled_conversation_problem(r)
+            if problem:
+                raise ValueError(f"{where} ({'id ' + repr(r.get('id')) if isinstance(r, dict) else i}): {problem}")
     cand = sorted(set(layers or default_layers(lm.num_layers)) | ({layer} if layer is not None else set()))
     kw = dict(model_id=lm.name, fingerprint=lm.fingerprint(), target_fpr=target_fpr, layer=layer,
               method=method, data_sha256=data_sha256, progress=progress)

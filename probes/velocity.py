@@ -145,8 +145,9 @@ def conversation_digest(messages: Sequence[Mapping[str, str]]) -> str:
 
 
 def has_history(messages: Sequence[Mapping[str, str]]) -> bool:
-    """Whether the checked messages hold more than the newest one (a system prompt does not count)."""
-    return sum(1 for m in messages if m["role"] != "system") > 1
+    """Whether the checked messages hold an earlier user turn than the newest (a system prompt or an assistant's
+    greeting before the only user message is no history: the client sent its newest message alone)."""
+    return sum(1 for m in messages if m["role"] == "user") > 1
 
 
 def _opening(messages: Sequence[Mapping[str, str]]) -> Sequence[Mapping[str, str]]:
@@ -168,8 +169,9 @@ class VelocityTracker:
     returns the stored (S_t, t) unchanged, and a history whose opening changed (system prompt or first user turn
     edited: the baseline a_1 came from another conversation) starts its own trajectory at turn 1. A later turn
     edited or withheld (a blocked turn replaced in an agent's thread) keeps the trajectory: S_t = w·(a_t - a_1)
-    still measures drift from the same opening. A conversation of one message carries no history (a client
-    sending only its newest message) and always continues the session.
+    still measures drift from the same opening. A conversation with one user message carries no history (a client
+    sending only its newest message, perhaps after a system prompt or the assistant's greeting) and always
+    continues the session.
     """
 
     def __init__(self, probe: ProbeArtifact, store: StateStore | None = None, key: str = STATE_KEY) -> None:

@@ -36,9 +36,9 @@ def test_drift_blocks_from_turn_two(tiny):
     assert f[0].action is Action.ALLOW and f[1].action is Action.BLOCK
 
 def test_drift_is_reported_not_enforced_on_a_later_turn_checked_without_its_conversation(tiny):
-    """Sent alone, a later turn is read without its history, unlike every turn the drift was calibrated on (25 % of
-    benign dev conversations flagged that way): the session advances, the drift does not block; with the
-    conversation it does."""
+    """Sent alone, a later turn is read without its history, unlike every turn the drift was calibrated on (it
+    fired on 35 of 171 benign dev conversations checked that way): the session advances, the drift does not
+    block; with the conversation it does."""
     det = PrivacyDetector(_drift_bundle(tiny), lm=tiny)
     assert det.predict(_req(ONE))[1].action is Action.ALLOW
     alone = det.predict(_req([{"role": "system", "content": "be kind"}, {"role": "user", "content": "second"}]))
@@ -69,6 +69,31 @@ def test_fused_hook_blocks_on_drift(tiny):
         finally:
             detach()
 
+def test_fused_drift_is_not_enforced_on_a_prefill_of_the_newest_message_alone(tiny):
+    """Fused mode reads the serving model's own prefill: an agent that gives its model only the newest message
+    (after the system prompt) is read without history too, so the drift is reported, not enforced, as in the
+    sentinel; the next prefill with the whole conversation blocks."""
+    from guardrails.models.chat import PrefillBlocked
+    det = PrivacyDetector(_drift_bundle(tiny), lm=tiny, mode="fused")
+    hook = det.fused_hook(identity=lambda: Identity("u", "s"))
+    third = [*TWO, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "third"}]
+    turns = ((ONE, "user: first\nassistant:", False),
+             ([{"role": "system", "content": "be kind"}, {"role": "user", "content": "second"}],
+              "system: be kind\nuser: second\nassistant:", False),
+             (third, "user: first\nassistant: ok\nuser: second\nassistant: ok\nuser: third\nassistant:", True))
+    for msgs, prompt, blocked in turns:
+        ids = torch.tensor([tiny.tokenizer(prompt)["input_ids"]])
+        detach = hook.attach(tiny, ids, msgs)
+        try:
+            with torch.no_grad():
+                if blocked:
+                    with pytest.raises(PrefillBlocked):
+                        tiny.model(input_ids=ids)
+                else:
+                    tiny.model(input_ids=ids)
+        finally:
+            detach()
+
 def _mt(d=16):
     meta = ProbeMeta(kind="multiturn", model_id="m", model_fingerprint="fp", layer=2, d_model=d, threshold=1.0,
                      target_fpr=0.01)
@@ -95,9 +120,44 @@ def test_a_newest_only_message_does_not_move_the_baseline_opening():
     s, t = tr.update("t", "u", "s", a[3], conversation=_conv("q1", "r1", "q2", "r2", "q3", "r3", "q4"))
     assert t == 4 and s == pytest.approx(float(tr.probe.coef @ (a[3] - a[0])), abs=1e-4)
 
+def test_a_greeting_before_the_newest_message_is_no_history_and_continues_the_session():
+    """[assistant greeting, newest user message] on every check: one user message, so no history. It used to
+    count as history with a new opening each time, which reset the session to turn 1 on every check."""
+    tr = VelocityTracker(_mt())
+    a = np.random.default_rng(6).normal(size=(3, 16)).astype(np.float32)
+    greeting = {"role": "assistant", "content": "Hi! How can I help?"}
+    for i in range(3):
+        s, t = tr.update("t", "u", "s", a[i], conversation=[greeting, {"role": "user", "content": f"q{i}"}])
+    assert t == 3 and s == pytest.approx(float(tr.probe.coef @ (a[2] - a[0])), abs=1e-4)
+
 def test_a_shorter_prefix_of_the_cached_conversation_is_not_a_cache_hit(tiny):
     enc = SentinelEncoder(tiny.model, tiny.tokenizer, 2)
     enc.activation(TWO, session="s")
     got = enc.activation(ONE, session="s")
     want = SentinelEncoder(tiny.model, tiny.tokenizer, 2).activation(ONE)
     np.testing.assert_allclose(got[2], want[2], atol=1e-5)
+
+def test_eval_alone_scores_each_turn_without_history_and_never_counts_the_drift(tiny):
+    from probes.evaluate import eval_multiturn
+
+    recs = [{"id": f"c{i}", "context": "be kind", "label": i % 2, "turns": TWO} for i in range(2)]
+    with_history, _, drifts = eval_multiturn(_drift_bundle(tiny), tiny, recs, progress=False)
+    assert with_history["tpr"] == 1.0 and with_history["fpr"] == 1.0  # the drift fires on turn 2 of both
+    alone, _, drifts_alone = eval_multiturn(_drift_bundle(tiny), tiny, recs, progress=False, alone=True)
+    assert alone["tpr"] == 0.0 and alone["fpr"] == 0.0
+    assert alone["encoder_stats"]["incremental"] == 0  # every turn a fresh prefill of the message alone
+    assert not np.allclose(drifts[0], drifts_alone[0])  # read without the system prompt and history
+
+
+def test_probes_eval_refuses_alone_with_remarks_before_loading_anything(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from probes.cli import app
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "a", "turns": ONE, "label": 0}) + "\n")
+    res = CliRunner().invoke(app, ["eval", "--probe", "default", "--data", str(data), "--alone", "--remarks",
+                                   "--json"])
+    assert res.exit_code == 2 and "--alone and --remarks" in json.loads(res.stdout)["error"]

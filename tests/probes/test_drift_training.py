@@ -195,8 +195,11 @@ def test_malformed_drift_extra_is_refused_before_any_capture(tiny, tmp_path, mon
     cache = tmp_path / "cache"
     monkeypatch.setenv("RAILGUARD_PROBES_CACHE", str(cache))
     recs = _records(4)
-    with pytest.raises(ValueError, match=rf"drift_extra\[1\]: .*{why}"):
+    with pytest.raises(ValueError, match=rf"drift_extra \((id 'x'|1)\): .*{why}"):
         train_bundle(recs, tiny, layers=[1, 2], multiturn=True, progress=False, drift_extra=[recs[0], bad])
     with pytest.raises(ValueError, match="needs multiturn=True"):
         train_bundle(recs, tiny, layers=[1, 2], progress=False, drift_extra=recs[:1])
+    if isinstance(bad, dict) and "turns" in bad and "request" not in bad:  # the same record among `records`
+        with pytest.raises(ValueError, match=rf"a multi-turn record \(id 'x'\): .*{why}"):
+            train_bundle([*recs, bad], tiny, layers=[1, 2], multiturn=True, progress=False)
     assert not cache.exists() or not any(cache.iterdir())

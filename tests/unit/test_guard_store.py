@@ -79,3 +79,20 @@ def test_settings_naming_unknown_detectors_are_logged_once(store, keyword, caplo
     warnings = [r.getMessage() for r in caplog.records if "does not run" in r.getMessage()]
     assert len(warnings) == 1 and "keywrod" in warnings[0] and "pii" in warnings[0]
     assert "'kw'" not in warnings[0] and "my secret phrase" not in caplog.text and "#" in warnings[0]
+
+
+def test_a_view_knows_its_guards_detectors_and_unavailable_ones(store, keyword, caplog):
+    """A per-tenant view and a subset view (the text-only history screen) do not report as unknown a detector the
+    Guard runs or lists as unavailable; a typo still is."""
+    store.put("default", "alice", {"guard": {"disabled_detectors": ["kw", "other", "harm", "keywrod"]}},
+              expected_version=0, actor="t")
+    guard = Guard([keyword("zz", name="kw"), keyword("yy", name="other")], store=store)
+    guard.unavailable = {"harm": "not installed"}
+    tenant_view, subset = guard.view(tenant_id="default"), guard.view(guard.slots[:1])
+    assert tenant_view.unavailable == {"harm": "not installed"} and subset.detector_names == ["kw"]
+    with caplog.at_level(logging.WARNING, logger="railguard"):
+        tenant_view.check("hello", user_id="alice")
+        subset.check("hello", user_id="alice")
+    warnings = [r.getMessage() for r in caplog.records if "does not run" in r.getMessage()]
+    assert len(warnings) == 2 and all("keywrod" in w for w in warnings)
+    assert not any(name in w for w in warnings for name in ("'other'", "'harm'", "'kw'"))
