@@ -46,12 +46,13 @@ def train_context_free_probe(records: Sequence[dict[str, Any]], lm: Any, *, laye
     scenario violations are its job). τ stays the 1 % point of *unframed* OOF negatives: the many easy scenario
     negatives would otherwise pull it down.
 
-    ``framed_records``: labelled requests that carry a scenario of their own, such as agents holding personal
-    records in their prompt (:mod:`probes.record_holders`). Like ``scenario_negatives`` they train the direction
-    and never set τ, which stays the point of unframed rows. Why (session 15): 64 hand-written requests to eight
-    such agents were caught 11 of 32 at 1 of 32 safe ones flagged (the scenario probe's); trained on 576
-    generated ones from 12 businesses, 30 of 32 at the same 1, and 85 of 96 held-out generated ones from 4
-    other businesses (was 19) at none of 96 safe. (Letting them set τ too gives the same τ and weights.)
+    ``framed_records``: labelled rows that train the direction and, like ``scenario_negatives``, never set τ,
+    which stays the point of unframed rows: requests that carry a scenario of their own, such as agents holding
+    personal records in their prompt (:mod:`probes.record_holders`), and conversations whose many near-identical
+    first turns would pull τ down (:mod:`probes.small_talk`'s greetings). Why (session 15): 64 hand-written
+    requests to eight such agents were caught 11 of 32 at 1 of 32 safe ones flagged (the scenario probe's);
+    trained on 576 generated ones from 12 businesses, 30 of 32 at the same 1, and 85 of 96 held-out generated
+    ones from 4 other businesses (was 19) at none of 96 safe. (Letting them set τ too gives the same τ and weights.)
 
     Earlier calibrations, measured and dropped (session 11): a later-turn τ calibrated on unframed benign chats
     alone came out at -2.6 and fired on scenario conversations it never saw (dev benign multi-turn FPR 1.2 % ->

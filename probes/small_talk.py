@@ -1,24 +1,35 @@
 """Small talk, then a request about personal data: the user's own (benign) or a third party's (violation).
 
-Why (session 24): the drift score S_t = w·(a_t - a_1) measures how far the conversation moved from its first user
-turn. After a greeting, the first request of a session is a long move whatever it asks, and the drift probe had
-only seen long moves toward violations (CMPL attacks) or toward tasks (benign chats), never toward the user's
-*own* records. Sent one message per check in a fresh session, "Hi" then "What email do you have for me?" scored
-S_2 13.6 against τ 11.4 and was blocked, like 3 of the 25 benign pairs of a hand-written check
-(``tests/probes/own_data_conversations.jsonl``, written before these records existed). Each record here opens
-with one or two turns of small talk and ends in a request for the user's own data (label 0) or, from the same
-opening, for a third party's (label 1 on that turn only), so the drift probe learns that the subject, not the
-length of the move, decides. They train the drift probe only (``train_bundle(drift_extra=)``).
+Why (session 24): after one or two turns of small talk, the bundle's context-free probe reads some requests for
+the user's *own* record as snooping. On 25 hand-written pairs (``tests/probes/own_data_conversations.jsonl``,
+written before these records existed: an opening, then an own-data request or, from the same opening, a third
+party's), checked with the conversation, the shipped bundle flags 18 of the 25 attacks and 3 of the 25 benign ones
+("Show me my card's last four digits." to a bank assistant after "Hi there, happy Monday."). Each record here opens
+with one or two turns of small talk and ends in a request for the user's own data (label 0) or a third party's
+(label 1 on that turn only).
+
+Measured and **not shipped** (``scripts/train_default_probe.py --small-talk`` trains the context-free probe on
+them, with persona copies, as rows that never set its τ: hundreds of near-identical greetings among the
+calibration rows would pull it down). Against the shipped probe: the hand-written pairs 16 / 25 at 0 / 25 (18 at
+3); the 65 hand-written snooping requests under eight held-out system prompts 419 vs 411 of 520 caught, at 40 vs
+48 of 920 safe ones flagged; but fewer held-out generated ones: record-holder requests 81 vs 85 of 96,
+third-party conversations 21 vs 24 of 24, record-holder conversations 9 vs 15 of 48 (at 7 vs 11 of 48 benign),
+dev conversations sent one message per check 45 vs 49 of 94 (at 9 vs 7 of 171). A first version looked better on
+the generated sets for two wrong reasons: its greetings set τ (3.32 instead of 3.40, lower for every request) and
+its split shared templates with the everyday dev split. Without persona copies: τ 4.14, losses everywhere.
 
 The openings and the own-account requests were written for training; the own and third-party requests otherwise
-reuse :mod:`probes.everyday`'s templates. Greetings are short and common, so some openings of the hand-written
-check occur here too ("Hello!"); no request of the check does (a test checks it). ``group`` = last-turn kind +
-template, so a grouped split holds out whole phrasings.
+reuse :mod:`probes.everyday`'s templates, so :func:`split_small_talk` holds out the same templates as that set's dev
+split. Greetings are short and common, so some openings of the hand-written check occur here too ("Hello!", "hi"
+against "Hi"); no request of the check does (a test checks it). ``group`` = ``small-talk-`` + the last turn's
+template (``ask-<i>`` and ``own-<i>``: the index in ``everyday.ASK`` / ``everyday.OWN``, as in
+:func:`probes.everyday.everyday_records`' groups; ``own-account-<i>``: :data:`OWN_ACCOUNT`).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Sequence
 
 from .everyday import ASK, OWN, OWN_ATTRS, SENSITIVE, TRAINING_PERSONAS, _who
 
@@ -73,3 +84,19 @@ def small_talk_conversations(*, n: int = 320, seed: int = 37) -> list[Record]:
                     "turn_labels": [0] * len(opening) + [label], "group": f"small-talk-{kind}",
                     "scenario": "small_talk", "source": "generated:small_talk"})
     return out
+
+
+def split_small_talk(records: Sequence[Record], everyday_dev_groups: Iterable[str], *, frac: float = 0.25,
+                     seed: int = 18) -> tuple[list[Record], list[Record]]:
+    """(train, dev): a record is dev when its last turn's template is one that ``probes.everyday``'s dev split
+    holds out (``everyday_dev_groups``: that split's ``group`` values, ``everyday-ask-<i>`` ...), or one of the
+    ``frac`` share of :data:`OWN_ACCOUNT` templates drawn with ``seed``. So no template trains one set and is
+    evaluated in the other."""
+    held = {str(g).removeprefix("everyday-") for g in everyday_dev_groups}
+    rng = random.Random(seed)
+    held |= {f"own-account-{i}" for i in rng.sample(range(len(OWN_ACCOUNT)), max(1, round(frac * len(OWN_ACCOUNT))))}
+    train: list[Record] = []
+    dev: list[Record] = []
+    for r in records:
+        (dev if str(r["group"]).removeprefix("small-talk-") in held else train).append(r)
+    return train, dev

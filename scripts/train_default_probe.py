@@ -9,8 +9,9 @@ on dev, run leave-one-scenario-out (LOSO) generalization, and write the bundle w
 Dev files are written to --work so `railguard probes eval` can re-check them (`dev_multiturn.jsonl`: the default
 set's 20 dev conversations plus the extra sets' dev parts; `dev_multiturn_default.jsonl`: the 20 alone,
 comparable with older notes). The bundle's context-free probe learns from the unframed rows of that set, the
-generated everyday requests and conversations (+ persona copies) and, as framed rows that never set its τ, the
-generated record-holder requests (probes.record_holders); the record-holder conversations and the extraction
+generated everyday requests and conversations (+ persona copies) and, as rows that never set its τ, the
+generated record-holder requests (probes.record_holders); small-talk conversations (probes.small_talk, + persona
+copies) join them only with --small-talk (not shipped); the record-holder conversations and the extraction
 prompts (probes.leakage) are only evaluated unless --record-holder-conversations / --leakage.
 
     python scripts/train_default_probe.py [--data ../shared/data/privacy] [--out probes/default] [--work DIR]
@@ -83,8 +84,8 @@ def main() -> int:
                     help="also train the context-free probe on probes.record_holders' conversations (not shipped)")
     ap.add_argument("--leakage", action="store_true",
                     help="also train the context-free probe on probes.leakage's extraction prompts (not shipped)")
-    ap.add_argument("--no-small-talk", action="store_true",
-                    help="leave probes.small_talk's conversations out of the context-free probe's training")
+    ap.add_argument("--small-talk", action="store_true",
+                    help="also train the context-free probe on probes.small_talk's conversations (not shipped)")
     ap.add_argument("--context-free-only", action="store_true",
                     help="load the bundle in --out and retrain only its context-free per-turn probe (minutes)")
     args = ap.parse_args()
@@ -103,7 +104,7 @@ def main() -> int:
     from probes.probe import load_probe
     from probes.record_holders import record_holder_conversations, record_holder_records
     from probes.remarks import remark_copies
-    from probes.small_talk import small_talk_conversations
+    from probes.small_talk import small_talk_conversations, split_small_talk
     from probes.train import default_layers, train_bundle, train_drift_probe
 
     t_start = time.perf_counter()
@@ -145,15 +146,16 @@ def main() -> int:
     # ... and conversations with them (same four businesses held out): always evaluated, trained on only with
     # --record-holder-conversations (not in the shipped probe: see probes.record_holders)
     rc_tr, rc_dev = split_by_group(record_holder_conversations(), 0.25, seed=16)
-    framed = r_tr + (rc_tr if args.record_holder_conversations else [])
+    direction_only = r_tr + (rc_tr if args.record_holder_conversations else [])  # rows that never set τ
     # Extraction prompts (completion, few-shot, recall) for a private person's details (probes.leakage): always
     # evaluated, trained on only with --leakage (not in the shipped probe: its dev FPR, see probes.leakage).
     l_tr, l_dev = split_by_group(leakage_records(), 0.2, seed=17)
     extra_free = l_tr if args.leakage else []
-    # Small talk, then a request for the user's own data or a third party's (probes.small_talk; contexts already
-    # include the training personas).
-    t_tr, t_dev = split_by_group(small_talk_conversations(), 0.2, seed=18)
-    extra_free += [] if args.no_small_talk else t_tr
+    # Small talk, then a request for the user's own data or a third party's (probes.small_talk; the everyday dev
+    # split's templates held out here too): always evaluated, trained on only with --small-talk (not in the shipped
+    # probe: see probes.small_talk), as rows that train the direction and never set τ.
+    t_tr, t_dev = split_small_talk(small_talk_conversations(), {r["group"] for r in e_dev})
+    direction_only += t_tr + with_personas(t_tr) if args.small_talk else []
     free_tr = ([r for r in s_tr + conv_tr if is_unframed(r)] + e_tr + v_tr + extra_free
                + with_personas(e_tr + v_tr + extra_free))
     # benign scenario rows: negatives for the context-free direction that never set its τ (probes.context_free)
@@ -171,7 +173,7 @@ def main() -> int:
         bundle.check_model(lm.fingerprint(), lm.name)
         bundle.context_free = train_context_free_probe(free_tr, lm, layer=bundle.single.meta.layer,
                                                        target_fpr=args.target_fpr, data_sha256=shas,
-                                                       scenario_negatives=framed_benign, framed_records=framed,
+                                                       scenario_negatives=framed_benign, framed_records=direction_only,
                                                        C=args.context_free_c)
     elif args.drift_only:
         bundle = load_probe(args.out)
@@ -193,7 +195,7 @@ def main() -> int:
                               data_sha256=shas, drift_extra=remark_copies(conv_tr))
         bundle.context_free = train_context_free_probe(free_tr, lm, layer=bundle.single.meta.layer,
                                                        target_fpr=args.target_fpr, data_sha256=shas,
-                                                       scenario_negatives=framed_benign, framed_records=framed,
+                                                       scenario_negatives=framed_benign, framed_records=direction_only,
                                                        C=args.context_free_c)
     train_s = time.perf_counter() - t0
 

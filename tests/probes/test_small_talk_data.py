@@ -6,9 +6,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from probes.datasets import _shape_problem
-from probes.everyday import GENERIC_CONTEXTS, is_unframed
-from probes.small_talk import OPENINGS, SECOND, small_talk_conversations
+from probes.datasets import labelled_conversation_problem
+from probes.everyday import GENERIC_CONTEXTS, everyday_records, is_unframed
+from probes.small_talk import OPENINGS, SECOND, small_talk_conversations, split_small_talk
 
 CHECK = Path(__file__).parent / "own_data_conversations.jsonl"
 
@@ -19,11 +19,12 @@ def _user_turns(record: dict) -> list[str]:
 
 def test_conversations_are_deterministic_balanced_well_formed_and_unframed():
     a = small_talk_conversations()
-    assert a == small_talk_conversations() and a != small_talk_conversations(seed=38)
+    assert a == small_talk_conversations()
+    assert [r["turns"] for r in a] != [r["turns"] for r in small_talk_conversations(seed=38)]
     assert Counter(r["label"] for r in a) == {0: 160, 1: 160}
     assert len({r["id"] for r in a}) == len(a)
     for r in a:
-        assert _shape_problem(r) is None, r
+        assert labelled_conversation_problem(r) is None, r
         users = _user_turns(r)
         assert 2 <= len(users) <= 3 and users[0] in OPENINGS and all(u in SECOND for u in users[1:-1])
         # only the last turn carries the label; the opening never does
@@ -38,7 +39,7 @@ def test_check_pairs_one_opening_with_an_own_data_and_a_third_party_request_none
     assert Counter(r["label"] for r in rows) == {0: 25, 1: 25}
     by_group: dict[str, list[dict]] = {}
     for r in rows:
-        assert _shape_problem(r) is None, r
+        assert labelled_conversation_problem(r) is None, r
         by_group.setdefault(r["group"], []).append(r)
     for pair in by_group.values():
         benign, attack = sorted(pair, key=lambda r: r["label"])
@@ -47,3 +48,23 @@ def test_check_pairs_one_opening_with_an_own_data_and_a_third_party_request_none
         assert attack["turn_labels"][-1] == 1 and not any(attack["turn_labels"][:-1])
     trained = {u.lower() for r in small_talk_conversations(n=4000) for u in _user_turns(r)[-1:]}
     assert not trained & {_user_turns(r)[-1].lower() for r in rows}
+
+
+def test_the_split_holds_out_the_templates_everyday_holds_out_and_no_template_is_on_both_sides():
+    import random
+
+    records = small_talk_conversations(n=2000)
+    rng = random.Random(3)
+    groups = sorted({r["group"] for r in everyday_records()})
+    everyday_dev = set(rng.sample(groups, len(groups) // 5))
+    train, dev = split_small_talk(records, everyday_dev)
+    assert len(train) + len(dev) == len(records) and train and dev
+    key = {id(r): r["group"].removeprefix("small-talk-") for r in records}
+    train_keys, dev_keys = {key[id(r)] for r in train}, {key[id(r)] for r in dev}
+    assert not train_keys & dev_keys
+    held = {g.removeprefix("everyday-") for g in everyday_dev}
+    assert not train_keys & held  # a template everyday evaluates never trains here
+    shared = {k for k in dev_keys if not k.startswith("own-account-")}
+    assert shared and shared <= held  # and a reused template evaluated here never trained everyday
+    assert {k for k in dev_keys if k.startswith("own-account-")}  # own-account templates held out too
+    assert {r["label"] for r in dev} == {0, 1}
