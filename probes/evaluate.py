@@ -112,7 +112,9 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, p
     user turn also scored at its earlier sentence ends, as the detector serves (see :func:`eval_single`).
     ``alone``: each user turn checked as the newest message alone (``Guard.check(text, session_id=...)``: no
     system prompt, no earlier messages), as served: the per-turn probes take the later-turn τ from the session's
-    turn count and the drift is computed but never enforced (``probes.scoring.PrivacyScorer``)."""
+    turn count (which a message repeating the previous one does not advance: a retry; without a drift probe there
+    is no session and every check is turn 1), and the drift is computed but never enforced
+    (``probes.scoring.PrivacyScorer``)."""
     layers = bundle.layers
     enc = SentinelEncoder(lm.model, lm.tokenizer, layers, max_sessions=2, offsets=bundle.offsets)
     single, multi = bundle.single, bundle.multiturn
@@ -121,16 +123,19 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, p
         msgs = to_messages(r.get("context"), turns=r["turns"])
         served: list[float] = []  # per user turn, the larger per-turn-probe margin over the message and its cuts
         a_multi: list[np.ndarray] = []
+        turn, last = 0, None  # the session's turn count as served (alone: a repeated message is a retry)
         for j, mm in enumerate(msgs):
             if mm["role"] != "user":
                 continue
+            if not alone or (multi is not None and mm["content"] != last):
+                turn += 1
+            turn, last = max(turn, 1), mm["content"]
             t0 = time.perf_counter()
             acts, cut_acts = enc.activations([mm] if alone else msgs[: j + 1], session=None if alone else ci,
                                              cuts=sentence_prefixes(mm["content"], markers=enc.markers)
                                              if sentences else ())
             lat.append((time.perf_counter() - t0) * 1000)
-            served.append(max(float(v) for a in (acts, *cut_acts)
-                              for v in bundle.request_margins(a, len(served) + 1).values()))
+            served.append(max(float(v) for a in (acts, *cut_acts) for v in bundle.request_margins(a, turn).values()))
             if multi is not None:
                 a_multi.append(multi.features(acts))
         enc.forget(ci)
@@ -164,6 +169,7 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, p
     m["drift_threshold"] = multi.meta.threshold if multi else None
     m["drift_layer"] = multi.meta.layer if multi else None
     m["drift_layers"] = multi.layers if multi else None
+    m["alone"] = alone
     det = [t for t, lab in zip(first_flag, y, strict=True) if lab == 1 and t is not None]
     m["mean_detection_turn"] = float(np.mean(det)) if det else None
     m.update(_timing(records, y, first_flag))

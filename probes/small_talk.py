@@ -11,10 +11,11 @@ with one or two turns of small talk and ends in a request for the user's own dat
 Measured and **not shipped** (``scripts/train_default_probe.py --small-talk`` trains the context-free probe on
 them, with persona copies, as rows that never set its τ: hundreds of near-identical greetings among the
 calibration rows would pull it down). Against the shipped probe: the hand-written pairs 16 / 25 at 0 / 25 (18 at
-3); the 65 hand-written snooping requests under eight held-out system prompts 419 vs 411 of 520 caught, at 40 vs
-48 of 920 safe ones flagged; but fewer held-out generated ones: record-holder requests 81 vs 85 of 96,
-third-party conversations 21 vs 24 of 24, record-holder conversations 9 vs 15 of 48 (at 7 vs 11 of 48 benign),
-dev conversations sent one message per check 45 vs 49 of 94 (at 9 vs 7 of 171). A first version looked better on
+3); the 65 hand-written snooping requests under eight held-out system prompts 419 of 520 caught at 40 of 920
+safe ones flagged, against 414 at 49 for a fresh retrain without them (the shipped probe: 411 at 48); but fewer
+held-out generated ones: record-holder requests 81 vs 85 of 96, third-party conversations 21 vs 24 of 24,
+record-holder conversations 9 vs 15 of 48 (at 7 vs 11 of 48 benign), dev conversations sent one message per check
+45 vs 49 of 94 (at 9 vs 7 of 171). A first version looked better on
 the generated sets for two wrong reasons: its greetings set τ (3.32 instead of 3.40, lower for every request) and
 its split shared templates with the everyday dev split. Without persona copies: τ 4.14, losses everywhere.
 

@@ -365,7 +365,8 @@ def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | Non
         for i, r in enumerate(rows):
             problem = labelled_conversation_problem(r)
             if problem:
-                raise ValueError(f"{where} ({'id ' + repr(r.get('id')) if isinstance(r, dict) else i}): {problem}")
+                at = f"id {r['id']!r}" if isinstance(r, dict) and "id" in r else i
+                raise ValueError(f"{where} ({at}): {problem}")
     cand = sorted(set(layers or default_layers(lm.num_layers)) | ({layer} if layer is not None else set()))
     kw = dict(model_id=lm.name, fingerprint=lm.fingerprint(), target_fpr=target_fpr, layer=layer,
               method=method, data_sha256=data_sha256, progress=progress)

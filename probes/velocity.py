@@ -145,8 +145,9 @@ def conversation_digest(messages: Sequence[Mapping[str, str]]) -> str:
 
 
 def has_history(messages: Sequence[Mapping[str, str]]) -> bool:
-    """Whether the checked messages hold an earlier user turn than the newest (a system prompt or an assistant's
-    greeting before the only user message is no history: the client sent its newest message alone)."""
+    """Whether the checked messages hold an earlier user turn than the newest: a system prompt before the only user
+    message is no history (the client sent its newest message alone), nor is an assistant message, for callers of
+    the tracker that allow one there (the privacy detector refuses conversations that open with the assistant)."""
     return sum(1 for m in messages if m["role"] == "user") > 1
 
 
@@ -170,8 +171,7 @@ class VelocityTracker:
     edited: the baseline a_1 came from another conversation) starts its own trajectory at turn 1. A later turn
     edited or withheld (a blocked turn replaced in an agent's thread) keeps the trajectory: S_t = w·(a_t - a_1)
     still measures drift from the same opening. A conversation with one user message carries no history (a client
-    sending only its newest message, perhaps after a system prompt or the assistant's greeting) and always
-    continues the session.
+    sending only its newest message, perhaps after a system prompt) and always continues the session.
     """
 
     def __init__(self, probe: ProbeArtifact, store: StateStore | None = None, key: str = STATE_KEY) -> None:

@@ -155,7 +155,7 @@ def main() -> int:
     # split's templates held out here too): always evaluated, trained on only with --small-talk (not in the shipped
     # probe: see probes.small_talk), as rows that train the direction and never set τ.
     t_tr, t_dev = split_small_talk(small_talk_conversations(), {r["group"] for r in e_dev})
-    direction_only += t_tr + with_personas(t_tr) if args.small_talk else []
+    direction_only += (t_tr + with_personas(t_tr)) if args.small_talk else []
     free_tr = ([r for r in s_tr + conv_tr if is_unframed(r)] + e_tr + v_tr + extra_free
                + with_personas(e_tr + v_tr + extra_free))
     # benign scenario rows: negatives for the context-free direction that never set its τ (probes.context_free)
@@ -238,7 +238,11 @@ def main() -> int:
                                             progress=False)[0]
     if bundle.context_free is not None:
         bundle.context_free.meta.metrics.update({"dev": context_free, "n_train": len(free_tr),
-                                                 "n_scenario_negatives": len(framed_benign)})
+                                                 "n_scenario_negatives": len(framed_benign),
+                                                 "n_direction_only": len(direction_only),
+                                                 "options": {"small_talk": args.small_talk, "leakage": args.leakage,
+                                                             "record_holder_conversations":
+                                                                 args.record_holder_conversations}})
     if args.context_free_only:
         dev_single, _, _ = eval_single(bundle, lm, s_dev, progress=False)
         bundle.save(args.out)

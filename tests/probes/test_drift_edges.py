@@ -121,8 +121,9 @@ def test_a_newest_only_message_does_not_move_the_baseline_opening():
     assert t == 4 and s == pytest.approx(float(tr.probe.coef @ (a[3] - a[0])), abs=1e-4)
 
 def test_a_greeting_before_the_newest_message_is_no_history_and_continues_the_session():
-    """[assistant greeting, newest user message] on every check: one user message, so no history. It used to
-    count as history with a new opening each time, which reset the session to turn 1 on every check."""
+    """The tracker given [assistant greeting, newest user message] on every check (direct use; the privacy
+    detector refuses assistant-first conversations): one user message, so no history. It used to count as history
+    with a new opening each time, which reset the session to turn 1 on every check."""
     tr = VelocityTracker(_mt())
     a = np.random.default_rng(6).normal(size=(3, 16)).astype(np.float32)
     greeting = {"role": "assistant", "content": "Hi! How can I help?"}
@@ -161,3 +162,32 @@ def test_probes_eval_refuses_alone_with_remarks_before_loading_anything(tmp_path
     res = CliRunner().invoke(app, ["eval", "--probe", "default", "--data", str(data), "--alone", "--remarks",
                                    "--json"])
     assert res.exit_code == 2 and "--alone and --remarks" in json.loads(res.stdout)["error"]
+
+
+@pytest.mark.parametrize("with_drift", [True, False])
+def test_eval_alone_counts_turns_as_served_a_repeated_message_is_a_retry(tiny, with_drift):
+    """`eval_multiturn(alone=True)` must flag what `Guard.check(text, session_id)` flags: later turns take the
+    per-turn probe's later-turn τ, but a message repeating the previous one is a retry (still turn 1 here), and
+    without a drift probe there is no session (every check is turn 1)."""
+    from guardrails import Guard
+    from probes.evaluate import eval_multiturn
+
+    def bundle():
+        b = synthetic_bundle(tiny, 2, threshold=0.0)
+        b.single.meta.threshold, b.single.meta.history_threshold = 1e3, -1e3  # only a later turn can fire
+        if not with_drift:
+            b.multiturn = None
+        return b
+
+    texts = [["hello there", "hello there"], ["hello there", "tell me more"], ["a", "b", "b"], ["a", "a", "b"]]
+    def turns(conv):
+        return [t for x in conv for t in ({"role": "user", "content": x}, {"role": "assistant", "content": "ok"})][:-1]
+
+    recs = [{"id": f"c{i}", "context": None, "label": i % 2, "turns": turns(conv)} for i, conv in enumerate(texts)]
+    guard = Guard([PrivacyDetector(bundle(), lm=tiny)])
+    served = [any(guard.check(x, user_id="u", session_id=f"s{i}").action is not Action.ALLOW for x in conv)
+              for i, conv in enumerate(texts)]
+    assert served == ([False, True, True, True] if with_drift else [False] * 4)
+    margins: list[float] = []
+    eval_multiturn(bundle(), tiny, recs, progress=False, alone=True, margins_out=margins)
+    assert [m > 0 for m in margins] == served
