@@ -127,9 +127,9 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, p
         for j, mm in enumerate(msgs):
             if mm["role"] != "user":
                 continue
-            if not alone or (multi is not None and mm["content"] != last):
+            if turn == 0 or not alone or (multi is not None and mm["content"] != last):
                 turn += 1
-            turn, last = max(turn, 1), mm["content"]
+            last = mm["content"]
             t0 = time.perf_counter()
             acts, cut_acts = enc.activations([mm] if alone else msgs[: j + 1], session=None if alone else ci,
                                              cuts=sentence_prefixes(mm["content"], markers=enc.markers)
