@@ -16,7 +16,8 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     naming the file and line; callers validate their own fields.
     """
     try:
-        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()  # a BOM (Windows tools) is not data
+        # "\n" only: str.splitlines() also splits at U+2028, U+0085 ..., which JSON strings may hold raw
+        lines = Path(path).read_text(encoding="utf-8-sig").split("\n")  # a BOM (Windows tools) is not data
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"cannot read {path}: {exc}") from None
     out: list[tuple[int, dict[str, Any]]] = []
@@ -24,9 +25,11 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line)  # a "\r" left by Windows line ends is whitespace to JSON
         except json.JSONDecodeError as exc:
             raise InvalidInputError(f"{path}:{n}: invalid JSON ({exc.msg})") from None
+        except ValueError as exc:  # an integer of more than 4300 digits
+            raise InvalidInputError(f"{path}:{n}: invalid JSON ({exc})") from None
         except RecursionError:
             raise InvalidInputError(f"{path}:{n}: JSON nested too deeply") from None
         if not isinstance(obj, dict):

@@ -35,18 +35,21 @@ MAX_REPLY_BYTES = 1 << 20  # a label reply is a few bytes; anything near this is
 def parse_label(text: str, labels: Sequence[str]) -> str:
     """Map a model reply to one label: JSON {"label": ...}, exact match, or the one label the reply names
     without negating it ("it is benign, not spam"); a reply naming several is a DetectorError."""
+    if not isinstance(text, str | None):
+        raise DetectorError(f"model reply must be text, got {type(text).__name__}")
     s = (text or "").strip()
     try:
         obj = json.loads(s)
         if isinstance(obj, dict) and isinstance(obj.get("label"), str):
             s = obj["label"].strip()
-    except (json.JSONDecodeError, TypeError):
+    except (ValueError, TypeError, RecursionError):  # not JSON: prose, a 5000-digit number, "[" * 10**5
         pass
     low = s.lower().strip(" .'\"`*")
     for lab in labels:
         if low == lab.lower():
             return lab
-    said = {lab for lab in labels for m in re.finditer(rf"\b{re.escape(lab.lower())}\b", low)
+    # a label is named as a whole word: "spam" is not named inside "crypto-spam" (a user category's name)
+    said = {lab for lab in labels for m in re.finditer(rf"(?<![\w-]){re.escape(lab.lower())}(?![\w-])", low)
             if not _NEGATED.search(low[: m.start()])}
     if len(said) == 1:
         return said.pop()
@@ -195,7 +198,7 @@ class OpenAICompatAdapter:
     def _parse(self, body: bytes, labels: Sequence[str]) -> dict[str, float]:
         try:
             content = json.loads(body)["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
+        except (ValueError, KeyError, IndexError, TypeError, RecursionError):
             raise DetectorError(f"{self.base_url}: malformed chat completion response") from None
         return one_hot(parse_label(content or "", labels), labels)
 

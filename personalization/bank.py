@@ -114,6 +114,8 @@ class ExampleBank:
     def select(self, query: str, labels: list[str], k: int, *, method: str = "random", seed: int = 0,
                encoder: Any = None, query_emb: np.ndarray | None = None) -> list[int]:
         """k demo indices balanced over `labels` (k // len(labels) each), most relevant last (nearest the query)."""
+        if k <= 0:  # zero-shot
+            return []
         groups = self.by_label()
         per = max(1, k // max(len(labels), 1))
         if method == "semantic":

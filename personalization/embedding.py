@@ -180,6 +180,14 @@ class CompiledCategory(NamedTuple):
     concept: str | None
 
 
+def compiled_form(name: str, cat: Category) -> Category | None:
+    """What of a category is fit as a prototype: a user category as it is; a base category (scored by its head)
+    only for the examples a user extended it with, as a narrow copy; None for a base category without any."""
+    if name not in BASE_CATEGORIES:
+        return cat
+    return cat.model_copy(update={"definition": "", "generalize": "examples"}) if cat.examples else None
+
+
 class EmbeddingBackend:
     """Scores texts against a whole profile: base heads + prototype categories, compiled per profile content."""
 
@@ -218,8 +226,10 @@ class EmbeddingBackend:
         re-encoded when next used). Returns how many entries went."""
         n = 0
         with self._lock:
-            for cat in profile.categories.values():
-                n += self._compiled.pop(self._category_key(cat), None) is not None
+            for name, cat in profile.categories.items():
+                form = compiled_form(name, cat)
+                if form is not None:
+                    n += self._compiled.pop(self._category_key(form), None) is not None
                 for text in (*cat.examples, *cat.counter_examples, *([cat.definition] if cat.definition else [])):
                     for cache in self._texts.values():
                         n += cache.pop(text, None) is not None
@@ -275,7 +285,8 @@ class EmbeddingBackend:
         """Encode every not-yet-compiled category's texts of `profile` in one batch per space (a profile's first
         check would otherwise run a few small encodes per category)."""
         with self._lock:
-            todo = [c for c in profile.categories.values() if self._category_key(c) not in self._compiled]
+            forms = (compiled_form(n, c) for n, c in profile.categories.items())
+            todo = [c for c in forms if c is not None and self._category_key(c) not in self._compiled]
         topic = [t for c in todo for t in (*c.examples, *c.counter_examples, *([c.definition] if c.definition else []))]
         head = [t for c in todo if c.generalize == "auto" for t in c.examples]
         if topic:
@@ -355,8 +366,8 @@ class EmbeddingBackend:
         for name, cat in profile.categories.items():
             if name in BASE_CATEGORIES:
                 s = base[:, heads.classes_.index(name)]
-                if cat.examples:  # the user extended a base category with their own examples
-                    own = cat.model_copy(update={"definition": "", "generalize": "examples"})
+                own = compiled_form(name, cat)
+                if own is not None:  # the user extended a base category with their own examples
                     s = np.maximum(s, self._compile(own).proto.predict_proba(Et))
             else:
                 comp = self._compile(cat)

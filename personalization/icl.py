@@ -84,6 +84,9 @@ class ICLBackend:
                  encoder: Any = None) -> None:
         if retrieval not in RETRIEVAL_METHODS:
             raise ConfigError(f"unknown retrieval {retrieval!r}; use one of {list(RETRIEVAL_METHODS)}")
+        for what, v in (("k", k), ("user_demos_per_category", user_demos_per_category)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 64:
+                raise ConfigError(f"{what} must be an integer from 0 to 64 (0: zero-shot), got {v!r}")
         self.adapter, self.k, self.retrieval, self.seed = adapter, k, retrieval, seed
         self.user_demos_per_category = user_demos_per_category
         self._bank, self._encoder = bank, encoder
@@ -122,10 +125,10 @@ class ICLBackend:
             msgs += [{"role": "user", "content": neutralise(self.bank.texts[i])},
                      {"role": "assistant", "content": self.bank.labels[i]}]
         n = self.user_demos_per_category
-        for name, cat in profile.categories.items():
-            for ex in cat.examples[-n:]:
+        for name, cat in profile.categories.items():  # each list's newest n ([-0:] would be the whole list)
+            for ex in cat.examples[-n:] if n else ():
                 msgs += [{"role": "user", "content": neutralise(ex)}, {"role": "assistant", "content": name}]
-            for ex in cat.counter_examples[-n:]:
+            for ex in cat.counter_examples[-n:] if n else ():
                 msgs += [{"role": "user", "content": neutralise(ex)}, {"role": "assistant", "content": "benign"}]
         msgs.append({"role": "user", "content": neutralise(text, 2000)})
         return msgs

@@ -43,7 +43,13 @@ BASE_DEFAULT_ACTION: dict[str, Action] = {"toxic": "block", "spam": "warn", "neg
 RESERVED_NAMES = frozenset({"benign", "harmful", "none", "other"})
 
 MAX_CATEGORIES = 64  # user + base; keeps ICL prompts and per-check work bounded
+# Releases before session 25 checked MAX_CATEGORIES before adding the base categories back, so 64 user categories
+# were stored as 67: such a profile is still read (and may shrink), but a write may not grow one past MAX_CATEGORIES.
+LEGACY_MAX_CATEGORIES = MAX_CATEGORIES + len(BASE_CATEGORIES)
 MAX_EXAMPLES = 50  # per list (examples, counter_examples)
+# Items a list may hold before its duplicates are dropped: bounds the cleaning work (a write validates inside the
+# store's write lock) and refuses nonsense early; an `extend` with variations stays far below it.
+MAX_RAW_ITEMS = 20 * MAX_EXAMPLES
 MAX_TEXT_CHARS = 2000  # per example / definition
 MAX_TOTAL_CHARS = 200_000  # whole profile: bounds store rows and prompt building
 # Whole profile, examples + counter-examples + definitions: bounds the one-off cost of compiling a profile on its
@@ -69,17 +75,20 @@ def clean_text(value: Any, *, what: str) -> str:
     return text.strip()
 
 
-def _clean_list(values: Any, *, what: str) -> list[str]:
-    if isinstance(values, str) or not isinstance(values, Iterable):
+def clean_list(values: Any, *, what: str) -> list[str]:
+    """Cleaned texts in order, duplicates dropped (they add nothing but weight); at most MAX_EXAMPLES of them."""
+    if isinstance(values, str | Mapping) or not isinstance(values, Iterable):
         raise InvalidInputError(f"{what} must be a list of strings")
-    out: list[str] = []
-    for v in values:
+    out: dict[str, None] = {}  # insertion-ordered set: membership in a list was quadratic in the item count
+    for n, v in enumerate(values, 1):
+        if n > MAX_RAW_ITEMS:
+            raise InvalidInputError(f"{what} has more than {MAX_RAW_ITEMS} items")
         t = clean_text(v, what=f"an item of {what}")
-        if t and t not in out:  # duplicates are dropped: they add nothing but weight
-            out.append(t)
-    if len(out) > MAX_EXAMPLES:
-        raise InvalidInputError(f"{what} has {len(out)} items; the limit is {MAX_EXAMPLES}")
-    return out
+        if t:
+            out[t] = None
+            if len(out) > MAX_EXAMPLES:
+                raise InvalidInputError(f"{what} has more than {MAX_EXAMPLES} distinct items (the limit)")
+    return list(out)
 
 
 class Category(BaseModel):
@@ -106,7 +115,7 @@ class Category(BaseModel):
     @field_validator("examples", "counter_examples", mode="before")
     @classmethod
     def _lists(cls, v: Any, info: Any) -> list[str]:
-        return _clean_list(v, what=info.field_name)
+        return clean_list(v, what=info.field_name)
 
     @model_validator(mode="after")
     def _consistent(self) -> Category:
@@ -131,12 +140,19 @@ class ModerationProfile(BaseModel):
     schema_version: Literal[1] = 1
     categories: dict[str, Category] = Field(default_factory=default_categories)
 
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _version(cls, v: Any) -> Any:
+        if type(v) is not int:  # `true` equals 1 to a Literal; a version is an integer
+            raise InvalidInputError(f"schema_version must be the integer 1, got {type(v).__name__}")
+        return v
+
     @field_validator("categories", mode="before")
     @classmethod
     def _names(cls, v: Any, info: ValidationInfo) -> Any:
         if not isinstance(v, Mapping):
             raise InvalidInputError("categories must be an object of name → category")
-        if len(v) > MAX_CATEGORIES:
+        if len(v) > LEGACY_MAX_CATEGORIES:  # before any work; the exact limit is checked once bases are added
             raise InvalidInputError(f"{len(v)} categories; the limit is {MAX_CATEGORIES}")
         writing = isinstance(info.context, dict) and "previous" in info.context  # a write through the store
         out: dict[Any, Any] = {}
@@ -156,13 +172,16 @@ class ModerationProfile(BaseModel):
         total = sum(c.chars() for c in self.categories.values())
         if total > MAX_TOTAL_CHARS:
             raise InvalidInputError(f"profile holds {total} characters of text; the limit is {MAX_TOTAL_CHARS}")
-        texts = sum(len(c.examples) + len(c.counter_examples) + bool(c.definition) for c in self.categories.values())
         # A write through the store (context "previous": what it replaces) may keep what a profile already held
-        # but never grow it past MAX_PROFILE_TEXTS; a read accepts what earlier releases could store.
+        # but never grow it past today's limits; a read accepts what earlier releases could store.
         ctx = info.context if isinstance(info.context, dict) else {}
-        limit = max(MAX_PROFILE_TEXTS, _text_count(ctx["previous"])) if "previous" in ctx else \
-            LEGACY_MAX_PROFILE_TEXTS
-        if texts > limit:
+        held = _size(ctx["previous"]) if "previous" in ctx else None
+        cats_limit = LEGACY_MAX_CATEGORIES if held is None else max(MAX_CATEGORIES, held[0])
+        if len(self.categories) > cats_limit:
+            raise InvalidInputError(f"{len(self.categories)} categories with the base ones; the limit is "
+                                    f"{MAX_CATEGORIES}")
+        texts = _size(self)[1]
+        if texts > (LEGACY_MAX_PROFILE_TEXTS if held is None else max(MAX_PROFILE_TEXTS, held[1])):
             raise InvalidInputError(f"profile holds {texts} examples, counter-examples and definitions; the limit is "
                                     f"{MAX_PROFILE_TEXTS}")
         return self
@@ -187,16 +206,18 @@ def _legacy_name(name: Any, given: Mapping[Any, Any], taken: Mapping[Any, Any]) 
     raise InvalidInputError("no free name for a legacy category")  # unreachable: more candidates than names
 
 
-def _text_count(data: Any) -> int:
-    """Examples, counter-examples and definitions of a stored profile dict, counted as read (base definitions
-    completed); 0 for none or anything unreadable."""
-    if not isinstance(data, Mapping) or not data:
-        return 0
-    try:
-        profile = ModerationProfile.model_validate(dict(data))
-    except (ValidationError, InvalidInputError):
-        return 0
-    return sum(len(c.examples) + len(c.counter_examples) + bool(c.definition) for c in profile.categories.values())
+def _size(data: Any) -> tuple[int, int]:
+    """(categories, examples + counter-examples + definitions) of a profile or a stored profile dict, counted as
+    read (base categories completed); (0, 0) for none or anything unreadable."""
+    if not isinstance(data, ModerationProfile):
+        if not isinstance(data, Mapping) or not data:
+            return 0, 0
+        try:
+            data = ModerationProfile.model_validate(dict(data))
+        except (ValidationError, InvalidInputError):
+            return 0, 0
+    cats = data.categories.values()
+    return len(cats), sum(len(c.examples) + len(c.counter_examples) + bool(c.definition) for c in cats)
 
 
 def check_name(name: Any) -> str:
@@ -231,18 +252,18 @@ def _describe(exc: ValidationError) -> str:
     return describe_validation(exc, "profile")
 
 
-def parse_profile(data: Any, *, new: bool = False) -> ModerationProfile:
+def parse_profile(data: Any, *, new: bool = False, previous: Any = None) -> ModerationProfile:
     """Validate a stored dict (or None → default) into a profile, with typed errors. Stored data is read as earlier
     releases could write it; `new` (an import: data entering now) holds it to today's rules (whole-name matching,
-    MAX_PROFILE_TEXTS)."""
-    if data is None or data == {}:
+    MAX_CATEGORIES, MAX_PROFILE_TEXTS), except that it may keep the size of the `previous` profile it replaces."""
+    if not new and (data is None or data == {}):
         return ModerationProfile()
-    if isinstance(data, ModerationProfile):
+    if isinstance(data, ModerationProfile) and not new:
         return data
     if not isinstance(data, Mapping):
         raise ConfigError(f"moderation profile must be an object, got {type(data).__name__}")
     try:
-        return ModerationProfile.model_validate(dict(data), context={"previous": None} if new else None)
+        return ModerationProfile.model_validate(dict(data), context={"previous": previous} if new else None)
     except ValidationError as exc:
         raise ConfigError(f"invalid moderation profile: {_describe(exc)}") from None
 
@@ -340,10 +361,10 @@ def extend(
     field = "counter_examples" if counter else "examples"
     other = "examples" if counter else "counter_examples"
     data = cat.model_dump()
-    new = _clean_list(items, what=field)
+    new = clean_list(items, what=field)
     # The newest call wins a contradiction: moving a text between lists is how a user corrects themselves.
     data[other] = [t for t in data[other] if t not in new]
-    data[field] = _clean_list(data[field] + new, what=field)
+    data[field] = clean_list(data[field] + new, what=field)
     return _with(profile, name, _validated(data, name))
 
 
@@ -353,6 +374,8 @@ def with_variations(texts: list[str], n_variations: object, *, seed: int = 0) ->
     took 22 s before the limit refused them. ProfileService calls this before its write transaction."""
     if isinstance(n_variations, bool) or not isinstance(n_variations, int) or not 0 <= n_variations <= MAX_EXAMPLES:
         raise InvalidInputError(f"n_variations must be an integer from 0 to {MAX_EXAMPLES}, got {n_variations!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidInputError(f"seed must be an integer, got {type(seed).__name__}")
     if not n_variations:
         return texts
     from .variations import variations
@@ -390,8 +413,16 @@ def export_json(profile: ModerationProfile) -> str:
     return json.dumps(profile.model_dump(mode="json"), ensure_ascii=False, indent=2, sort_keys=True)
 
 
-def import_json(text: str | bytes) -> ModerationProfile:
-    """Parse an exported profile. Duplicate keys in the JSON are refused (they would silently overwrite)."""
+def import_json(text: str | bytes, *, previous: Any = None) -> ModerationProfile:
+    """Parse an exported profile, held to today's limits except that it may keep the size of the `previous`
+    profile it replaces (`ProfileService.import_json` passes the user's stored one)."""
+    return parse_profile(load_profile_json(text), new=True, previous=previous)
+
+
+def load_profile_json(text: str | bytes) -> dict[str, Any]:
+    """The JSON object of an exported profile, not yet validated as one. Duplicate keys are refused (they would
+    silently overwrite); so is anything but an object with ``categories`` (``null`` or ``{}`` would import as the
+    default profile, wiping the user's: `export_json` never writes either)."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")  # strict: replacement characters would be stored as the user's text
@@ -410,8 +441,10 @@ def import_json(text: str | bytes) -> ModerationProfile:
 
     try:
         data = json.loads(text, object_pairs_hook=no_dupes)
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
         raise InvalidInputError(f"profile is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidInputError("profile JSON is nested too deeply") from None
-    return parse_profile(data, new=True)
+    if not isinstance(data, dict) or "categories" not in data:
+        raise InvalidInputError("profile JSON must be an object with 'categories' (what export_json writes)")
+    return data

@@ -31,8 +31,14 @@ class ProfileService:
 
     def _apply(self, user_id: str, op: Callable[[ModerationProfile], ModerationProfile],
                actor: str | None) -> ModerationProfile:
+        return self._replace(user_id, lambda section: op(P.parse_profile(section)), actor)
+
+    def _replace(self, user_id: str, op: Callable[[dict[str, Any]], ModerationProfile],
+                 actor: str | None) -> ModerationProfile:
+        """`op` of the stored section as it is, unparsed: what replaces a profile whole (reset, import) must work
+        even where the stored one no longer reads."""
         def fn(section: dict[str, Any]) -> dict[str, Any]:
-            return op(P.parse_profile(section)).model_dump(mode="json")
+            return op(section).model_dump(mode="json")
 
         stored = self.store.update_section(self.tenant_id, user_id, SECTION, fn, actor=actor or self.actor)
         return P.parse_profile(stored.settings.get(SECTION))
@@ -76,6 +82,7 @@ class ProfileService:
         # once, before the write transaction: a generator must not be consumed by a retried write, and generating
         # variations must not hold the store's write lock
         items = P.with_variations(P.as_texts(texts, "texts"), n_variations)
+        P.clean_list(items, what="examples" if not counter else "counter_examples")  # too many: refused before it
         return self._apply(user_id, lambda p: P.extend(p, name, items, counter=counter), actor)
 
     def remove(self, user_id: str, name: str, *, actor: str | None = None) -> ModerationProfile:
@@ -83,7 +90,7 @@ class ProfileService:
 
     def reset(self, user_id: str, *, actor: str | None = None) -> ModerationProfile:
         """Store the default profile for the user (every user category dropped); versioned and audited."""
-        return self._apply(user_id, lambda p: P.reset(p), actor)
+        return self._replace(user_id, lambda _section: P.reset(), actor)
 
     def list(self, user_id: str) -> list[dict[str, Any]]:
         return P.list_categories(self.get(user_id))
@@ -93,5 +100,7 @@ class ProfileService:
         return P.export_json(self.get(user_id))
 
     def import_json(self, user_id: str, text: str | bytes, *, actor: str | None = None) -> ModerationProfile:
-        new = P.import_json(text)  # parse outside the transaction: bad JSON never opens a write
-        return self._apply(user_id, lambda _p: new, actor)
+        data = P.load_profile_json(text)  # parse outside the transaction: bad JSON never opens a write
+        # validated against the profile it replaces: an export of a profile an earlier release stored larger than
+        # today's limits imports back into its own user (as any write may keep what it held), not into another
+        return self._replace(user_id, lambda section: P.parse_profile(data, new=True, previous=section), actor)

@@ -249,6 +249,37 @@ def test_parse_label():
     assert parse_label("Definitely spam.", labels) == "spam"
     with pytest.raises(DetectorError, match="several labels"):
         parse_label("Label: spam? No. benign", labels)  # ambiguous: the fail mode decides, not a guess
+    # a user category named with a hyphen holds a base label: the reply names one label, not two
+    assert parse_label("This is crypto-spam.", ["benign", "spam", "crypto-spam"]) == "crypto-spam"
+    for reply in (5, ["spam"], "[" * 100_000, "9" * 5000):  # not text, or JSON too deep or too long to parse
+        with pytest.raises(DetectorError):
+            parse_label(reply, labels)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("content", [5, ["spam"], "[" * 100_000])
+def test_http_adapter_reply_content_that_is_not_a_label_is_a_detector_error(content):
+    import httpx
+
+    def reply(_request):
+        return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": content}}]})
+
+    adapter = OpenAICompatAdapter("http://127.0.0.1:9/v1", "m", max_retries=0, transport=httpx.MockTransport(reply),
+                                  async_transport=httpx.MockTransport(reply))
+    with pytest.raises(DetectorError):
+        adapter.label_probs([{"role": "user", "content": "x"}], ["benign", "spam"])
+    with pytest.raises(DetectorError):
+        asyncio.run(adapter.alabel_probs([{"role": "user", "content": "x"}], ["benign", "spam"]))
+
+
+def test_zero_shot_and_no_user_demonstrations(bank):
+    prof = P.block_new(P.ModerationProfile(), "crypto", examples=["buy this coin", "moon soon"])
+    zero = ICLBackend(adapter=None, bank=bank, k=0, user_demos_per_category=0).messages("hi", prof)  # type: ignore
+    assert [m["role"] for m in zero] == ["system", "user"]  # the system card and the query, nothing else
+    one = ICLBackend(adapter=None, bank=bank, k=0, user_demos_per_category=1).messages("hi", prof)  # type: ignore
+    assert [m["content"] for m in one[1:-1]] == ["moon soon", "crypto"]  # the newest example only
+    for bad in (-1, 65, True, 2.0):
+        with pytest.raises(ConfigError):
+            ICLBackend(adapter=None, bank=bank, k=bad)  # type: ignore[arg-type]
 
 
 def test_prompt_recipe_and_hostile_text_is_quoted(bank):

@@ -284,6 +284,7 @@ def test_erasing_a_user_drops_the_cached_embeddings_of_users_examples(tmp_path):
     with SettingsStore(tmp_path / "erase.db") as store:
         ProfileService(store, "default", actor="t").block_new(
             "carol", "crypto_shill", examples=["Get in early on $DOGEX, 50x guaranteed, pump starts at 9pm!"])
+        ProfileService(store, "default", actor="t").extend("carol", "spam", "Call Jane on 0612345678 for a free cruise")
         guard = Guard([det], store=store)
         before = guard.check("Buy $MOONCOIN now, 100x soon", user_id="carol")
         assert det.backend._compiled and any(det.backend._texts.values())
@@ -292,9 +293,10 @@ def test_erasing_a_user_drops_the_cached_embeddings_of_users_examples(tmp_path):
         guard.check("Buy $MOONCOIN now, 100x soon", user_id="dave")  # dave's category is cached too
         compiled = len(det.backend._compiled)
         erased = guard.erase_user("carol")
-        assert erased["settings"] == 1 and erased["audit"] == 1 and erased["detectors"]["harm"] >= 2
+        assert erased["settings"] == 1 and erased["audit"] == 2 and erased["detectors"]["harm"] >= 3
         assert "Get in early on $DOGEX, 50x guaranteed, pump starts at 9pm!" not in det.backend._texts["topic"]
-        assert len(det.backend._compiled) == compiled - 1  # carol's category only, not dave's
+        assert "Call Jane on 0612345678 for a free cruise" not in det.backend._texts["topic"]
+        assert len(det.backend._compiled) == compiled - 2  # carol's category and her spam extension, not dave's
         assert "Huge sale on garden gnomes this weekend only, 50% off!" in det.backend._texts["topic"]
         assert guard.erase_user("nobody")["detectors"] == {"harm": 0}  # an unknown user drops nothing
         after_default = guard.check("Buy $MOONCOIN now, 100x soon", user_id="carol")

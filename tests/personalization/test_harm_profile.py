@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from guardrails.errors import ConfigError, InvalidInputError
 from guardrails.store import SettingsStore
@@ -286,3 +287,78 @@ def test_a_legacy_name_is_never_read_over_a_category_the_profile_holds():
         kept = sorted(ex for name, c in read.items() if name.startswith("dogs") for ex in c.examples)
         assert kept == sorted(f"example of {name!r}" for name in order)  # nothing lost, whatever the order
         assert {"dogs", "dogs-legacy", "dogs-legacy2"} <= set(read)
+
+
+def test_sixty_four_user_categories_are_refused_by_a_write_and_read_if_stored(tmp_path):
+    """The category limit counts the base categories: a write of 64 user categories used to pass (counted before
+    the bases were added back), be stored as 67, and then refuse every read, so the user's checks fell back to the
+    default profile and not even a reset could repair it. What an older release stored that way still reads."""
+    cats = {f"c{i:02d}": {"definition": "d"} for i in range(P.MAX_CATEGORIES)}
+    with SettingsStore(tmp_path / "cats.db") as store:
+        with pytest.raises(ConfigError, match="the limit is 64"):
+            store.put("t", "u", {"moderation": {"categories": cats}}, expected_version=0, actor="test")
+        with pytest.raises(ConfigError, match="the limit is 64"):
+            ProfileService(store, "t").import_json("u", json.dumps({"categories": cats}))
+        assert store.get("t", "u").version == 0
+        fits = dict(list(cats.items())[: P.MAX_CATEGORIES - len(P.BASE_CATEGORIES)])
+        assert len(ProfileService(store, "t").import_json("u", json.dumps({"categories": fits})).categories) == 64
+    legacy = P.parse_profile({"categories": cats})  # as an older release stored it
+    assert len(legacy.categories) == 67
+    assert len(P.remove(legacy, "c00").categories) == 66  # may shrink
+    with pytest.raises(ConfigError):
+        P.parse_profile({"categories": {**cats, "c99": {"definition": "d"}}})  # never more
+
+
+def test_a_stored_profile_over_todays_limits_can_be_reset_and_reimported(tmp_path):
+    """Reset and import replace a profile whole, so they work whatever is stored; an export of a profile stored
+    larger than today's limits imports back into its own user, not into another (who would grow past them)."""
+    cats = {f"c{i:02d}": {"definition": "d"} for i in range(P.MAX_CATEGORIES)}
+    with SettingsStore(tmp_path / "legacy.db") as store:
+        svc = ProfileService(store, "t")
+        _write_unvalidated(store, "t", "u", {"moderation": {"schema_version": 1, "categories": cats}})
+        assert len(svc.get("u").categories) == 67
+        exported = svc.export_json("u")
+        assert len(svc.import_json("u", exported).categories) == 67  # its own size may be kept
+        with pytest.raises(ConfigError, match="the limit is 64"):
+            svc.import_json("v", exported)
+        assert svc.reset("u") == P.ModerationProfile()
+        _write_unvalidated(store, "t", "w", {"moderation": {"categories": {"x": {}}}})  # unreadable
+        assert svc.reset("w") == P.ModerationProfile()
+
+
+def _write_unvalidated(store: SettingsStore, tenant: str, user: str, settings: dict) -> None:
+    """Store settings the way an older release could have, past today's section validation."""
+    real = store._validate
+    store._validate = lambda settings, previous=None: dict(settings)  # type: ignore[method-assign]
+    try:
+        store.put(tenant, user, settings, expected_version=store.get(tenant, user).version, actor="old-release")
+    finally:
+        store._validate = real  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("text", ["null", "{}", "[]", '"x"', "7", '{"schema_version": 1}',
+                                  '{"schema_version": true, "categories": {}}',
+                                  '{"categories": {"toxic": {"threshold": 1' + "0" * 5000 + "}}}"])
+def test_import_refuses_what_export_never_writes(tmp_path, text):
+    """`null` or `{}` used to import as the default profile, wiping the user's categories and unblocks; a number
+    of 5000 digits raised a bare ValueError."""
+    with SettingsStore(tmp_path / "imp.db") as store:
+        svc = ProfileService(store, "t")
+        svc.block_new("u", "dogs", examples=["my dog is the best"])
+        with pytest.raises(InvalidInputError if "categories" not in text or "000" in text else ConfigError):
+            svc.import_json("u", text)
+        assert "dogs" in svc.get("u").categories and store.get("t", "u").version == 1
+
+
+def test_a_huge_example_list_is_refused_without_quadratic_work():
+    """Duplicates were dropped with a list membership test (quadratic): 140k short examples held the store's write
+    lock for 90 s before the 50-item limit refused them. Too many items are refused as they are counted."""
+    with pytest.raises(InvalidInputError, match="more than 50 distinct"):
+        P.clean_list([f"e{i}" for i in range(P.MAX_EXAMPLES + 1)], what="examples")
+    with pytest.raises(InvalidInputError, match=f"more than {P.MAX_RAW_ITEMS} items"):
+        P.clean_list(["same"] * 1_000_000, what="examples")
+    assert P.Category(examples=["a", "b", "a", " a "] * 200).examples == ["a", "b"]  # duplicates still dropped
+    with pytest.raises(ValidationError, match="list of strings"):
+        P.Category(examples={"a": "b"})  # a mapping is not a list of texts (its keys used to be taken)
+    with pytest.raises(InvalidInputError, match="seed"):
+        P.extend(P.block_new(P.ModerationProfile(), "c", examples=["x"]), "c", "y", n_variations=2, seed="x")

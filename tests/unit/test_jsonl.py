@@ -41,3 +41,18 @@ def test_a_deeply_nested_line_is_a_typed_error(tmp_path):
     p.write_text('{"a": 1}\n{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n", encoding="utf-8")
     with pytest.raises(InvalidInputError, match=":2: JSON nested too deeply"):
         read_jsonl(p)
+
+
+def test_line_separators_inside_strings_and_windows_line_ends(tmp_path):
+    """json.dumps(..., ensure_ascii=False) leaves U+2028, U+2029 and U+0085 raw inside strings; they are not line
+    ends (str.splitlines() split there, so a valid file was refused). CRLF files read as before."""
+    p = tmp_path / "ls.jsonl"
+    p.write_bytes('{"text": "a\u2028b\u2029c\u0085d"}\r\n\r\n{"n": 2}\r\n'.encode())
+    assert read_jsonl(p) == [(1, {"text": "a\u2028b\u2029c\u0085d"}), (3, {"n": 2})]
+
+
+def test_an_integer_too_long_to_parse_is_a_typed_error(tmp_path):
+    p = tmp_path / "big.jsonl"
+    p.write_text('{"n": ' + "9" * 5000 + "}\n")
+    with pytest.raises(InvalidInputError, match="big.jsonl:1"):
+        read_jsonl(p)
