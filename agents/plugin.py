@@ -32,6 +32,8 @@ class CommandDetector(BaseDetector):
 
     name = "commands"
     stages = frozenset({Stage.INPUT})
+    # it applies the command as it checks: the Guard runs it last, and not at all for a message it blocks
+    side_effects = True
 
     def __init__(self, router: CommandRouter) -> None:
         self.router = router

@@ -254,6 +254,12 @@ def check_identity_safe(text: str) -> None:
         )
 
 
+# "block spam for everyone" / "for all: unblock toxic": a moderation setting is each user's own, so a clause that
+# asks for it on everyone's behalf is refused rather than applied to the sender alone (who would believe it global).
+# The same words stay an audience in a recommendation clause ("something fun for everyone").
+_FOR_EVERYONE = re.compile(r"\bfor (?:all|everyone|everybody|every one|us|both|others|the others)\b")
+
+
 def split_moderation(text: str) -> tuple[list[str], str]:
     """(moderation clauses, remaining text for the recommendation parser)."""
     if not _MOD_TOPIC.search(fold(text)):
@@ -315,6 +321,9 @@ class CommandRouter:
         require_valid_text(text)  # InvalidTextError (a CommandError): nothing below can process it
         check_identity_safe(text)
         mod_clauses, rest = split_moderation(text)
+        if any(_FOR_EVERYONE.search(fold(c)) for c in mod_clauses):
+            raise CrossUserCommandError("moderation settings are each user's own: a command for everyone is refused "
+                                        "and nothing was changed")
         mods = [moderation_action(c) for c in mod_clauses]
         cmd: ParsedCommand | None = None
         if rest.strip():

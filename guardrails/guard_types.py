@@ -14,7 +14,7 @@ from .detector import CheckRequest, Detector
 from .errors import RailguardError
 
 __all__ = ["DetectorSlot", "HistoryScreen", "SupportsCheck", "apply_user_thresholds", "failure_findings",
-           "gate_blocked", "history_checks"]
+           "gate_blocked", "history_checks", "lets_through"]
 
 
 @runtime_checkable
@@ -44,6 +44,12 @@ class DetectorSlot:
     @property
     def gate(self) -> bool:
         return bool(getattr(self.detector, "gate", False))
+
+    @property
+    def side_effects(self) -> bool:
+        """The detector changes state as it checks (it applies the user's command): it runs after the others, and
+        only when they let the message through (`lets_through`)."""
+        return bool(getattr(self.detector, "side_effects", False))
 
 
 @dataclass
@@ -121,3 +127,12 @@ def _safe_message(exc: BaseException) -> str:
 def gate_blocked(results: list[tuple[DetectorSlot, list[Finding], str | None]]) -> bool:
     """Whether an enforcing (non-shadow) detector among ``results`` blocked."""
     return any(not slot.shadow and most_severe(fs) is Action.BLOCK for slot, fs, _ in results)
+
+
+def lets_through(results: list[tuple[DetectorSlot, list[Finding], str | None]], request: CheckRequest,
+                 shadow: bool) -> bool:
+    """Whether the message goes on to the agent given ``results`` so far: no enforcing detector blocks it under the
+    user's thresholds, or the decision is a shadow one (never enforced). A blocked message's command is not applied:
+    "stop blocking insults, you idiot" is blocked as toxic and must not unblock insults on the way."""
+    return shadow or not any(not slot.shadow and most_severe(apply_user_thresholds(fs, request)) is Action.BLOCK
+                             for slot, fs, _ in results)

@@ -3,6 +3,7 @@
 One core, two shells (the httpx pattern): `_prepare` validates input and loads the user's settings,
 `_finish` aggregates; `check` runs detectors in order, `acheck` runs independent detectors concurrently.
 Gates (cheap validators, `gate = True`) run first; when a gate blocks, the expensive detectors are skipped.
+Detectors with `side_effects = True` (they apply the user's command) run last, only if the message is not blocked.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from .guard_types import (
     failure_findings,
     gate_blocked,
     history_checks,
+    lets_through,
 )
-from .store.settings import named_detectors, safe_segment
+from .store.settings import check_key, named_detectors, safe_segment
 from .text import check_id, coerce_messages, coerce_text
 
 if TYPE_CHECKING:
@@ -87,6 +89,10 @@ class Guard:
         if isinstance(erase_wait_s, bool) or not (isinstance(erase_wait_s, int | float)
                                                   and 0 <= erase_wait_s <= 3600):  # NaN fails too
             raise ConfigError(f"erase_wait_s must be a number of seconds from 0 to 3600, got {erase_wait_s!r}")
+        try:  # it keys the user's settings and session state: refused here, not at a first check
+            check_key("tenant_id", tenant_id)
+        except InvalidInputError as exc:
+            raise ConfigError(str(exc)) from None
         fail_modes = dict(fail_modes or {})
         slots: list[DetectorSlot] = []
         for d in detectors:
@@ -159,12 +165,19 @@ class Guard:
         return CheckRequest(stage=stage, user_id=user_id, session_id=session_id, tenant_id=self.tenant_id,
                             text=text, messages=messages, settings=settings, metadata=dict(metadata or {}))
 
-    def _active(self, request: CheckRequest) -> tuple[list[DetectorSlot], list[DetectorSlot]]:
+    def _active(self, request: CheckRequest) -> tuple[list[DetectorSlot], list[DetectorSlot], list[DetectorSlot]]:
+        """The detectors to run, in three rounds: gates; the rest unless a gate blocked; then those with side effects
+        unless the message is blocked."""
         guard = request.settings.get("guard", {})
         disabled = set(guard.get("disabled_detectors", []))
         self._warn_unknown(named_detectors(guard))
         active = [s for s in self.slots if request.stage in s.detector.stages and s.name not in disabled]
-        return [s for s in active if s.gate], [s for s in active if not s.gate]
+        return ([s for s in active if s.gate], [s for s in active if not s.gate and not s.side_effects],
+                [s for s in active if s.side_effects and not s.gate])
+
+    def _shadow(self, request: CheckRequest) -> bool:
+        """Whether this check's decision is alert-only: the Guard's shadow flag or the user's own."""
+        return self.shadow or bool(request.settings.get("guard", {}).get("shadow", False))
 
     def _warn_unknown(self, named: set[str]) -> None:
         """A user's settings naming a detector this Guard does not run change nothing: say so once per name (the
@@ -213,11 +226,10 @@ class Guard:
                     findings = [f for f in findings if unclaimed(f)] + failed
             action = most_severe(counted)
             redacted = redacted if action is Action.REDACT else None
-        user_shadow = bool(request.settings.get("guard", {}).get("shadow", False))
         decision = Decision(
             action=action, stage=request.stage, findings=tuple(findings), user_id=request.user_id,
             session_id=request.session_id, latency_ms=round((time.perf_counter() - started) * 1000, 3),
-            shadow=self.shadow or user_shadow, error="; ".join(errors) or None, redacted_text=redacted,
+            shadow=self._shadow(request), error="; ".join(errors) or None, redacted_text=redacted,
             text_sha256=text_hash(request.text),
         )
         if log.isEnabledFor(logging.INFO):
@@ -238,10 +250,12 @@ class Guard:
         check_id(user_id, "user_id")
         with self._gate.checking((self.tenant_id, user_id)):
             request = self._prepare(content, user_id, session_id, stage, metadata)
-            gates, rest = self._active(request)
+            gates, rest, acting = self._active(request)
             results = [self._run_sync(s, request) for s in gates]
             if not gate_blocked(results):
                 results += [self._run_sync(s, request) for s in rest]
+                if acting and lets_through(results, request, self._shadow(request)):
+                    results += [self._run_sync(s, request) for s in acting]
             return self._finish(request, results, started)
 
     # ---- async shell -------------------------------------------------------------------------
@@ -287,10 +301,12 @@ class Guard:
             request = await asyncio.to_thread(self._prepare, content, user_id, session_id, stage, metadata)
         else:
             request = self._prepare(content, user_id, session_id, stage, metadata)
-        gates, rest = self._active(request)
+        gates, rest, acting = self._active(request)
         results = [await self._run_async(s, request) for s in gates]
         if not gate_blocked(results):
             results += await asyncio.gather(*(self._run_async(s, request) for s in rest))
+            if acting and lets_through(results, request, self._shadow(request)):
+                results += [await self._run_async(s, request) for s in acting]
         return self._finish(request, results, started)
 
     # ---- earlier messages of a resent conversation ------------------------------------------------

@@ -186,3 +186,40 @@ def test_through_the_spine_guard(parser, tmp_path):
         assert d2.action is Action.ALLOW and not s.exists("default", "42") and not s.exists("default", "bob")
     finally:
         s.close()
+
+
+def test_a_blocked_message_applies_no_command(parser, store, keyword):
+    """The commands detector changes settings as it checks, so the Guard runs it last and only for a message it lets
+    through: "stop blocking insults, you idiot" is blocked as abuse and must not unblock insults on the way
+    (session 25 audit: it did, in the same check that blocked it). A warning, or a shadow Guard (which never
+    enforces), still lets the command through."""
+    import asyncio
+
+    from guardrails.pipeline import Guard
+
+    class Moderation:
+        def __init__(self):
+            self.calls = []
+
+        def block(self, tenant_id, user_id, target, *, actor):
+            self.calls.append(target)
+            return "applied"
+
+        unblock = block
+
+    mod = Moderation()
+    commands = CommandDetector(CommandRouter(parser, store, mod))
+    abuse = keyword("idiot", name="abuse")
+    text = "stop blocking insults, you idiot, and no horror movies"
+    for guard in (Guard([commands, abuse], tenant_id="t"), Guard([abuse, commands], tenant_id="t")):
+        d = guard.check(text, user_id="alice", session_id="s1")
+        assert d.action is Action.BLOCK and {f.detector for f in d.findings} == {"abuse"}
+        d = asyncio.run(guard.acheck(text, user_id="alice", session_id="s1"))
+        assert d.action is Action.BLOCK and {f.detector for f in d.findings} == {"abuse"}
+    assert mod.calls == [] and store.audit == [] and load_policy(store, "t", "alice", session_id="s1").preferences == []
+    warned = Guard([keyword("idiot", name="abuse", action=Action.WARN), commands], tenant_id="t")
+    assert warned.check(text, user_id="alice", session_id="s1").action is Action.WARN and mod.calls == ["insults"]
+    shadow = Guard([abuse, commands], tenant_id="t", shadow=True)
+    d = asyncio.run(shadow.acheck(text, user_id="bob", session_id="s1"))
+    assert d.action is Action.BLOCK and d.enforced_action is Action.ALLOW and mod.calls == ["insults", "insults"]
+    assert load_policy(store, "t", "bob", session_id="s1").preferences  # the message went through: it applied

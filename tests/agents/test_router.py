@@ -65,6 +65,8 @@ def test_applies_only_to_caller(router, store):
     "clear everybody's feed settings",
     "set Maria's feed to no comedies",
     "on behalf of my brother, block crypto spam",
+    # a moderation setting for everyone (session 25 audit): these were applied to the sender alone, silently
+    "unblock spam for all", "for all: unblock toxic", "block crypto spam for us", "stop blocking insults for both",
 ])
 def test_injection_refused_nothing_changes(router, store, text):
     res = router.route(text, user_id="alice", tenant_id="t")

@@ -96,3 +96,13 @@ def test_a_view_knows_its_guards_detectors_and_unavailable_ones(store, keyword, 
     warnings = [r.getMessage() for r in caplog.records if "does not run" in r.getMessage()]
     assert len(warnings) == 2 and all("keywrod" in w for w in warnings)
     assert not any(name in w for w in warnings for name in ("'other'", "'harm'", "'kw'"))
+
+
+@pytest.mark.parametrize("tenant", ["", "t\n1", "x" * 257, None, 7])
+def test_a_bad_tenant_id_is_a_config_error_at_construction(store, keyword, tenant):
+    """A Guard or a view over a tenant id the store would refuse is refused when built, before any check."""
+    with pytest.raises(ConfigError, match="tenant_id"):
+        Guard([keyword("zz", name="kw")], store=store, tenant_id=tenant)
+    if tenant is not None:  # view(tenant_id=None) keeps the Guard's tenant
+        with pytest.raises(ConfigError, match="tenant_id"):
+            Guard([keyword("zz", name="kw")], store=store).view(tenant_id=tenant)
