@@ -32,11 +32,12 @@ def eval_cmd(
 ) -> None:
     """Apply each script's commands for its MovieLens user and check the top-10 feed."""
     from .evaluate import run_eval
+    from .parser import BACKENDS
 
     if not data.exists():
         _fail(f"no such file: {data}", as_json)
-    if parser not in ("minilm", "bow"):
-        _fail("--parser must be minilm or bow", as_json)
+    if parser not in BACKENDS:
+        _fail(f"--parser must be one of {', '.join(BACKENDS)}", as_json)
     try:
         out = run_eval(data, backend=parser, semantic=semantic)
     except (RailguardError, ValueError, KeyError, FileNotFoundError) as exc:

@@ -26,6 +26,8 @@ from sklearn.base import BaseEstimator
 from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import LogisticRegression
 
+from guardrails.errors import ConfigError
+
 from .catalog import Catalog, fold
 from .embeddings import TextEncoder
 from .lexicon import UNKNOWN_ATTR, Lexicon, Span, expiry_for, flip_year, tokenize
@@ -321,10 +323,14 @@ def _genre_values(sp: Span, polarity: str, kind: str) -> list[str | int]:
 
 
 _default: dict[str, StudentParser] = {}
+BACKENDS = ("minilm", "bow")  # the shipped student parsers (DATA_DIR/student_<backend>.npz)
 
 
 def default_parser(backend: str = "minilm", catalog: Catalog | None = None) -> StudentParser:
-    """The shipped student parser bound to the MovieLens catalog (cached per process)."""
+    """The shipped student parser bound to the MovieLens catalog (cached per process); ``backend``: one of
+    ``BACKENDS``."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown parser backend {str(backend)[:40]!r}; use one of {list(BACKENDS)}")
     if backend not in _default:
         from .catalog import load_catalog
 

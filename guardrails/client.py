@@ -35,8 +35,10 @@ from .client_transport import (
     AuthenticationError,
     NotFoundError,
     PerLoop,
+    ServiceErasureBusyError,
     ServiceError,
     ServiceInvalidInputError,
+    ServiceInvalidSettingsError,
     ServiceUnavailableError,
     ServiceUnknownUserError,
     ServiceVersionConflictError,
@@ -44,16 +46,18 @@ from .client_transport import (
     default_total,
     error_from,
     send,
+    stream_chunk,
+    unreachable,
 )
 from .decision import Decision, Stage
 from .guard_types import HistoryScreen
-from .service.wire import ENV_KEY, ENV_URL, Core, Op, sse_line
+from .service.wire import ENV_KEY, ENV_URL, Core, Op
 from .store.settings import AuditEntry, StoredSettings
 
 __all__ = ["ENV_KEY", "ENV_URL", "AsyncRailguardClient", "AuthenticationError", "NotFoundError", "RailguardClient",
            "RemoteGuard",
-           "ServiceError", "ServiceInvalidInputError", "ServiceUnavailableError", "ServiceUnknownUserError",
-           "ServiceVersionConflictError"]
+           "ServiceErasureBusyError", "ServiceError", "ServiceInvalidInputError", "ServiceInvalidSettingsError",
+           "ServiceUnavailableError", "ServiceUnknownUserError", "ServiceVersionConflictError"]
 
 
 class _Limits:
@@ -94,7 +98,7 @@ class RailguardClient(_Limits):
     def _send(self, op: Op) -> Any:
         return send(self._http, self._core, op, *self._limits(op))
 
-    def check(self, content: str | Sequence[Mapping[str, str]], *, user_id: str, session_id: str | None = None,
+    def check(self, content: Any, *, user_id: str, session_id: str | None = None,
               stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision:
         """Same signature and result as `Guard.check`, evaluated by the service for this key's tenant."""
         return self._send(self._core.check(content, user_id, session_id, stage, metadata))
@@ -173,16 +177,19 @@ class RailguardClient(_Limits):
         """Streaming twin of `chat`: yields the SSE chunk objects (released only after the output check)."""
         op = self._core.chat(messages, user_id, session_id, {**params}, timeout)
         body = {**op.json, "stream": True}
-        with self._http.stream("POST", op.path, json=body, headers=self._core.headers(op), timeout=timeout,
-                               extensions=SYNC_TRACE) as resp:  # its pooled connection serves bounded calls later
-            if resp.status_code >= 400:
-                resp.read()
-                raise error_from(resp)
-            for line in resp.iter_lines():
-                if (chunk := sse_line(line)) is False:
-                    return
-                if chunk:
-                    yield chunk  # type: ignore[misc]
+        try:
+            with self._http.stream("POST", op.path, json=body, headers=self._core.headers(op), timeout=timeout,
+                                   extensions=SYNC_TRACE) as resp:  # its pooled connection serves bounded calls later
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise error_from(resp)
+                for line in resp.iter_lines():
+                    if (chunk := stream_chunk(line)) is False:
+                        return
+                    if chunk:
+                        yield chunk  # type: ignore[misc]
+        except httpx.TransportError as exc:  # as `chat` reports it
+            raise unreachable(exc) from None
 
     def close(self) -> None:
         if self._owns:
@@ -217,7 +224,7 @@ class AsyncRailguardClient(_Limits):
     async def _send(self, op: Op) -> Any:
         return await asend(self._http, self._core, op, *self._limits(op))
 
-    async def check(self, content: str | Sequence[Mapping[str, str]], *, user_id: str,
+    async def check(self, content: Any, *, user_id: str,
                     session_id: str | None = None, stage: Stage | str = Stage.INPUT,
                     metadata: Mapping[str, Any] | None = None) -> Decision:
         return await self._send(self._core.check(content, user_id, session_id, stage, metadata))
@@ -290,16 +297,19 @@ class AsyncRailguardClient(_Limits):
                           **params: Any) -> AsyncIterator[dict[str, Any]]:
         op = self._core.chat(messages, user_id, session_id, {**params}, timeout)
         body = {**op.json, "stream": True}
-        async with self._http.stream("POST", op.path, json=body, headers=self._core.headers(op),
-                                     timeout=timeout) as resp:
-            if resp.status_code >= 400:
-                await resp.aread()
-                raise error_from(resp)
-            async for line in resp.aiter_lines():
-                if (chunk := sse_line(line)) is False:
-                    return
-                if chunk:
-                    yield chunk  # type: ignore[misc]
+        try:
+            async with self._http.stream("POST", op.path, json=body, headers=self._core.headers(op),
+                                         timeout=timeout) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise error_from(resp)
+                async for line in resp.aiter_lines():
+                    if (chunk := stream_chunk(line)) is False:
+                        return
+                    if chunk:
+                        yield chunk  # type: ignore[misc]
+        except httpx.TransportError as exc:
+            raise unreachable(exc) from None
 
     async def aclose(self) -> None:
         if self._owns:
@@ -333,12 +343,11 @@ class RemoteGuard:
 
     def check(self, content: Any, *, user_id: str, session_id: str | None = None,
               stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision:
-        return self.client.check(_plain(content), user_id=user_id, session_id=session_id, stage=stage,
-                                 metadata=metadata)
+        return self.client.check(content, user_id=user_id, session_id=session_id, stage=stage, metadata=metadata)
 
     async def acheck(self, content: Any, *, user_id: str, session_id: str | None = None,
                      stage: Stage | str = Stage.INPUT, metadata: Mapping[str, Any] | None = None) -> Decision:
-        return await self.aclient.check(_plain(content), user_id=user_id, session_id=session_id, stage=stage,
+        return await self.aclient.check(content, user_id=user_id, session_id=session_id, stage=stage,
                                         metadata=metadata)
 
     def screen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
@@ -385,11 +394,3 @@ def _with_last(screen: HistoryScreen, messages: Sequence[Mapping[str, Any]]) -> 
     """The service's screen of the earlier messages, with the (unscreened) last message appended."""
     return HistoryScreen([*screen.messages, dict(messages[-1])], screen.decisions, screen.blocked)
 
-
-def _plain(content: Any) -> str | list[dict[str, str]]:
-    """Guard accepts str, UTF-8 bytes or Message objects; the wire takes str or role/content dicts."""
-    if isinstance(content, bytes | bytearray):
-        return bytes(content).decode("utf-8")
-    if isinstance(content, str):
-        return content
-    return [m.model_dump() if hasattr(m, "model_dump") else dict(m) for m in content]

@@ -40,8 +40,15 @@ from typing import Any, Generic, Protocol, TypeVar
 import httpcore
 import httpx
 
-from .errors import InvalidInputError, RailguardError, UnknownUserError, VersionConflictError
-from .service.wire import Core, Op
+from .errors import (
+    ConfigError,
+    ErasureBusyError,
+    InvalidInputError,
+    RailguardError,
+    UnknownUserError,
+    VersionConflictError,
+)
+from .service.wire import Core, Op, sse_line
 
 
 class ServiceError(RailguardError):
@@ -64,6 +71,14 @@ class ServiceInvalidInputError(ServiceError, InvalidInputError):
     """400/413/415/422/428: the request was rejected as malformed; nothing was recorded."""
 
 
+class ServiceInvalidSettingsError(ServiceInvalidInputError, ConfigError):
+    """422 ``invalid_settings``: settings a section's model refused (a local store raises ConfigError for them)."""
+
+
+class ServiceErasureBusyError(ServiceError, ErasureBusyError):
+    """409 ``erasure_busy``: the user is being erased; retry (a local Guard raises ErasureBusyError)."""
+
+
 class ServiceUnknownUserError(ServiceError, UnknownUserError):
     """404 for a user with no stored settings (in the caller's tenant)."""
 
@@ -79,16 +94,40 @@ class ServiceUnavailableError(ServiceError):
 def error_from(resp: httpx.Response) -> ServiceError:
     try:
         err = resp.json().get("error") or {}
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         err = {}
-    status, code = resp.status_code, err.get("code")
-    message = f"HTTP {status} {code or ''}: {err.get('message') or resp.reason_phrase}".strip()
+    return _error(resp.status_code, err, resp.reason_phrase)
+
+
+def stream_chunk(line: str) -> dict[str, Any] | None | bool:
+    """`sse_line` for a client: the service's in-stream error event (sent once a stream has begun) raises as the
+    same typed error its status would have, and a line that is not JSON is a ServiceUnavailableError."""
+    try:
+        chunk = sse_line(line)
+    except (ValueError, RecursionError):
+        raise ServiceUnavailableError("railguard service: malformed stream event") from None
+    if isinstance(chunk, dict) and "error" in chunk:
+        err = chunk["error"] if isinstance(chunk["error"], dict) else {}
+        status = err.get("status")
+        raise _error(status if type(status) is int and 400 <= status < 600 else 502, err, "error in stream")
+    return chunk
+
+
+def _error(status: int, err: Any, reason: str) -> ServiceError:
+    if not isinstance(err, dict):  # a proxy's {"error": "boom"}: not ours, described by its status only
+        err = {}
+    code = err.get("code")
+    message = f"HTTP {status} {code or ''}: {err.get('message') or reason}".strip()
     details = err.get("details")
     exc: ServiceError
     if status == 409 and code == "version_conflict" and isinstance(details, dict):
         exc = ServiceVersionConflictError("settings", int(details.get("expected", -1)), int(details.get("actual", -1)))
     elif status == 404 and code == "unknown_user":
         exc = ServiceUnknownUserError(message)
+    elif status == 409 and code == "erasure_busy":
+        exc = ServiceErasureBusyError(message)
+    elif status == 422 and code == "invalid_settings":
+        exc = ServiceInvalidSettingsError(message)
     else:
         kind = {401: AuthenticationError, 403: AuthenticationError, 404: NotFoundError}.get(status) or (
             ServiceInvalidInputError if status in (400, 413, 415, 422, 428)
@@ -105,7 +144,7 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _unreachable(exc: Exception) -> ServiceUnavailableError:
+def unreachable(exc: Exception) -> ServiceUnavailableError:
     return ServiceUnavailableError(f"railguard service unreachable: {describe(exc)}")
 
 
@@ -225,7 +264,7 @@ def _after(core: Core, op: Op, attempt: int, resp: httpx.Response | None, error:
         if deadline.room_for(pause):
             return pause
     if error is not None:
-        raise _unreachable(error) from error
+        raise unreachable(error) from error
     assert resp is not None
     if resp.status_code >= 400:
         raise error_from(resp)

@@ -143,10 +143,17 @@ def _install_error_handlers(app: FastAPI) -> None:
     """Every failure becomes `{"error": {code, message, status}}`; internal errors never echo their message."""
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and str(exc.detail) == "There was an error parsing the body":
-            # FastAPI's wording for a body json.loads cannot even decode (bytes that are not UTF-8)
-            return error_response(400, "invalid_encoding", "request body is not UTF-8 encoded JSON")
+            # FastAPI's wording for a body json.loads cannot even decode: bytes that are not UTF-8, or JSON nested
+            # past the parser's recursion limit
+            try:
+                (await request.body()).decode("utf-8")
+            except UnicodeDecodeError:
+                return error_response(400, "invalid_encoding", "request body is not UTF-8 encoded JSON")
+            except Exception:  # noqa: BLE001 - the body cannot be read again here: say what both cases share
+                return error_response(400, "invalid_json", "request body could not be parsed as JSON")
+            return error_response(400, "invalid_json", "request body is not valid JSON (nested too deeply)")
         code = getattr(exc, "code", None) or {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code,
                                                                                              "http_error")
         return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "details", None),

@@ -113,7 +113,7 @@ class SettingsPut(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     settings: dict[str, dict[str, Any]]
-    expected_version: int | None = Field(default=None, ge=0)
+    expected_version: int | None = Field(default=None, ge=0, strict=True)  # strict: `true` is not version 1
 
 
 class SectionPut(BaseModel):
@@ -123,7 +123,7 @@ class SectionPut(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: dict[str, Any]
-    expected_version: int | None = Field(default=None, ge=0)
+    expected_version: int | None = Field(default=None, ge=0, strict=True)  # strict: `true` is not version 1
 
 
 class SectionOut(BaseModel):

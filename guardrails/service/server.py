@@ -49,6 +49,8 @@ def run_server(host: str = "127.0.0.1", port: int = 8080, db_url: str | None = N
 
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
+    if not 0 <= port <= 65535:  # else the bind fails with OverflowError, after the workers were set up
+        raise ConfigError(f"port must be 0-65535, got {port}")
     if db_url:
         os.environ[E.DB] = db_url
     if detectors:

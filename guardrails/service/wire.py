@@ -22,6 +22,7 @@ from ..decision import Decision, Stage
 from ..errors import InvalidInputError, UnknownUserError, VersionConflictError
 from ..guard_types import HistoryScreen
 from ..store.settings import AuditEntry, StoredSettings
+from ..text import as_dicts, coerce_messages, coerce_text
 
 ENV_URL, ENV_KEY = "RAILGUARD_URL", "RAILGUARD_API_KEY"
 _AUDIT = TypeAdapter(list[AuditEntry])
@@ -76,13 +77,15 @@ class Core:
 
     # ---- operations ----------------------------------------------------------------------------------
     @staticmethod
-    def check(content: str | Sequence[Mapping[str, str]], user_id: str, session_id: str | None,
+    def check(content: Any, user_id: str, session_id: str | None,
               stage: Stage | str, metadata: Mapping[str, Any] | None) -> Op:
         body: dict[str, Any] = {"user_id": user_id, "session_id": session_id}
-        if isinstance(content, str):
-            body["text"] = content
+        # what Guard.check accepts (str, UTF-8 bytes, role/content dicts, (role, content) pairs, LangChain
+        # messages), with its typed errors, as the wire's text or role/content dicts
+        if isinstance(content, str | bytes | bytearray | memoryview):
+            body["text"] = coerce_text(content)
         else:
-            body["messages"] = [dict(m) for m in content]
+            body["messages"] = as_dicts(coerce_messages(content))
         if metadata:
             body["metadata"] = dict(metadata)
         return Op("POST", f"/v1/check/{_stage(stage).value}", lambda r: Decision.model_validate_json(r.content),

@@ -17,6 +17,7 @@ from agents.schema import (
     Preference,
     Retraction,
 )
+from guardrails.errors import ConfigError
 
 FIX = Path(__file__).parent / "fixtures"
 
@@ -133,6 +134,17 @@ def test_cli_parse_surrogate_prints_one_json_error(parser, monkeypatch):
     monkeypatch.setitem(P._default, "bow", parser)
     res = _cli(["parse", "no horror \udcff", "--parser", "bow"])
     assert res.exit_code == 2 and "InvalidTextError" in json.loads(res.stdout)["error"]
+
+
+def test_an_unknown_parser_backend_is_a_config_error():
+    """`rec parse --parser xyz` ended in a FileNotFoundError traceback (student_xyz.npz); the plugin's rec_parser
+    setting went the same way."""
+    import agents.parser as P
+
+    with pytest.raises(ConfigError, match="unknown parser backend"):
+        P.default_parser("xyz")
+    res = _cli(["parse", "no horror", "--parser", "xyz"])
+    assert res.exit_code == 2 and "unknown parser backend" in json.loads(res.stdout)["error"]
 
 
 # ---------------------------------------------------------------- 4. LLM genre values canonicalised

@@ -17,7 +17,13 @@ from guardrails.client import (
     ServiceUnavailableError,
     ServiceVersionConflictError,
 )
-from guardrails.errors import InvalidInputError, RailguardError, VersionConflictError
+from guardrails.errors import (
+    ConfigError,
+    ErasureBusyError,
+    InvalidInputError,
+    RailguardError,
+    VersionConflictError,
+)
 
 
 def free_port() -> int:
@@ -111,6 +117,11 @@ def test_connect_errors_retry_but_read_timeouts_do_not():
     (err(403, "forbidden"), AuthenticationError, PermissionError),
     (err(409, "version_conflict", {"expected": 1, "actual": 4}), ServiceVersionConflictError, VersionConflictError),
     (httpx.Response(418, text="teapot"), ServiceError, RailguardError),
+    # what a local store or Guard raises for the same failure (session 25 audit: a bare ServiceError or
+    # ServiceInvalidInputError, which `except ConfigError` / `except ErasureBusyError` missed)
+    (err(422, "invalid_settings"), ServiceInvalidInputError, ConfigError),
+    (err(409, "erasure_busy"), ServiceError, ErasureBusyError),
+    (httpx.Response(409, json={"error": "boom"}), ServiceError, RailguardError),  # not our error shape
 ])
 def test_4xx_are_typed_and_never_retried(resp, exc, base):
     s = Script(resp)
@@ -165,5 +176,61 @@ async def test_async_twin_same_behaviour():
                                     transport=httpx.MockTransport(handler)) as c:
         assert (await c.check("hi", user_id="u", stage="output")).action is Action.WARN
         with pytest.raises(ServiceInvalidInputError):
-            await c.check("", user_id="u")
+            await c.check("x", user_id="u")
     assert len(calls) == 3 and calls[0].url.path == "/v1/check/output"
+
+
+def test_check_takes_what_guard_check_takes_with_the_same_typed_errors():
+    """The client converts content as `Guard.check` reads it (session 25 audit: LangChain messages were sent as
+    pydantic dumps the service refused, (role, content) pairs raised ValueError, invalid UTF-8 UnicodeDecodeError,
+    None a TypeError), and refuses what the Guard refuses before sending anything."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    s = Script(httpx.Response(200, json=DECISION))
+    with client(s) as c:
+        c.check([AIMessage("hello"), HumanMessage("hi")], user_id="u")
+        c.check([("user", "hi")], user_id="u")
+        c.check(b"caf\xc3\xa9", user_id="u")
+        sent = [json.loads(r.content) for r in s.requests]
+        assert sent[0]["messages"] == [{"role": "assistant", "content": "hello"}, {"role": "user", "content": "hi"}]
+        assert sent[1]["messages"] == [{"role": "user", "content": "hi"}] and sent[2]["text"] == "caf\u00e9"
+        for bad in (b"\xff\xfe", None, "", [], [{"role": "robot", "content": "x"}], "x" * 4_000_001):
+            with pytest.raises(InvalidInputError):
+                c.check(bad, user_id="u")
+    assert len(s.requests) == 3  # nothing was sent for the refused ones
+
+
+def _stream(*lines: str) -> httpx.Response:
+    return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                          content="".join(f"{line}\n\n" for line in lines).encode())
+
+
+@pytest.mark.parametrize(("lines", "exc"), [
+    (['data: {"error": {"code": "upstream_timeout", "message": "m", "status": 504}}', "data: [DONE]"],
+     ServiceUnavailableError),
+    (['data: {"error": {"code": "invalid_input", "message": "m", "status": 422}}', "data: [DONE]"],
+     ServiceInvalidInputError),
+    (["data: {not json"], ServiceUnavailableError),
+])
+async def test_chat_stream_errors_are_typed_in_both_twins(lines, exc):
+    """The service reports a failure after the stream began as an in-stream error event: it used to be yielded as
+    an ordinary chunk; a malformed event raised JSONDecodeError."""
+    messages = [{"role": "user", "content": "hi"}]
+    with client(Script(_stream('data: {"id": "c1", "choices": []}', *lines))) as c, pytest.raises(exc):
+        list(c.chat_stream(messages, user_id="u"))
+
+    async def handler(_request: httpx.Request) -> httpx.Response:
+        return _stream(*lines)
+
+    async with AsyncRailguardClient("http://rg.test", api_key="k", transport=httpx.MockTransport(handler)) as ac:
+        with pytest.raises(exc):
+            [chunk async for chunk in ac.chat_stream(messages, user_id="u")]
+
+
+async def test_chat_stream_unreachable_is_a_service_unavailable_error():
+    url, messages = f"http://127.0.0.1:{free_port()}", [{"role": "user", "content": "hi"}]
+    with RailguardClient(url, api_key="k") as c, pytest.raises(ServiceUnavailableError):
+        list(c.chat_stream(messages, user_id="u"))
+    async with AsyncRailguardClient(url, api_key="k") as ac:
+        with pytest.raises(ServiceUnavailableError):
+            [chunk async for chunk in ac.chat_stream(messages, user_id="u")]

@@ -50,6 +50,7 @@ BAD_CHECK_BODIES = [
     (b'{"user_id": "bad\\u0000id", "text": "hi"}', 422),
     (b'{"user_id": 5, "text": "hi"}', 422),
     (b'{"user_id": "u", "text": "\\ud800"}', 422),
+    (b'{"user_id": "u", "text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400),  # nested past the parser
 ]
 
 
@@ -63,6 +64,8 @@ def test_malformed_check_bodies(service, tenant_key, body, status):
     assert err["status"] == status and err["code"] and err["message"]
     if body.endswith(b'\xff"}'):
         assert err["code"] == "invalid_encoding"  # not the generic "error parsing the body"
+    if b"[[[" in body:
+        assert err["code"] == "invalid_json"  # valid UTF-8: not an encoding error (session 25 audit)
     assert snapshot(service.db_path) == before
 
 
@@ -89,6 +92,7 @@ def test_transport_level_rejections_write_nothing(service, tenant_key):
         (httpx.put(url, json={"settings": {"nonsense": {}}, "expected_version": 1}, headers=_auth(tenant_key)), 422),
         (httpx.put(url, json={"settings": {"guard": {}}, "expected_version": 7}, headers=_auth(tenant_key)), 409),
         (httpx.put(url, json={"settings": {"guard": {}}, "expected_version": -1}, headers=_auth(tenant_key)), 422),
+        (httpx.put(url, json={"settings": {"guard": {}}, "expected_version": True}, headers=_auth(tenant_key)), 422),
         (httpx.put(f"{url}/guard", json={"data": {"thresholds": {"pii": 3}}}, headers=_auth(tenant_key)), 422),
         (httpx.post(f"{service.url}/v1/check/bogus", json={"user_id": "u", "text": "hi"},
                     headers=_auth(tenant_key)), 422),

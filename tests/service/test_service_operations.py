@@ -120,6 +120,8 @@ def test_run_server_checks_config_and_store_before_uvicorn_starts(monkeypatch, t
     monkeypatch.setenv("RAILGUARD_DETECTORS", "")
     with pytest.raises(ConfigError, match="workers"):
         run_server(db_url=str(tmp_path / "a.db"), workers=0)
+    with pytest.raises(ConfigError, match="port"):  # was an OverflowError traceback from the bind
+        run_server(db_url=str(tmp_path / "a.db"), port=99999)
     (tmp_path / "ro").mkdir()
     (tmp_path / "ro").chmod(0o500)
     try:
