@@ -124,19 +124,23 @@ def _shape_problem(r: Record) -> str | None:
     return None
 
 
+def _binary_label(v: Any) -> bool:
+    """An integer 0 or 1 (not True/False, not 1.0)."""
+    return type(v) is int and v in (0, 1)
+
+
 def labelled_conversation_problem(r: Any) -> str | None:
     """What keeps ``r`` from training the drift probe (a multi-turn record, label 0|1, turn labels if any one 0|1
     per user turn), or None."""
     if not isinstance(r, dict) or not isinstance(r.get("turns"), list) or isinstance(r.get("request"), str):
         return "not a multi-turn record ({'turns': [...], 'label': 0|1})"
-    if type(r.get("label")) is not int or r["label"] not in (0, 1):
+    if not _binary_label(r.get("label")):
         return "label must be 0 or 1 (an integer)"
     problem = _shape_problem(r)
     if problem:
         return problem
     tl, n_user = r.get("turn_labels"), sum(t["role"] == "user" for t in r["turns"])
-    if tl is not None and (not isinstance(tl, list) or len(tl) != n_user
-                           or any(type(v) is not int or v not in (0, 1) for v in tl)):
+    if tl is not None and (not isinstance(tl, list) or len(tl) != n_user or not all(map(_binary_label, tl))):
         return f"turn_labels must be a list of {n_user} labels 0|1, one per user turn"
     return None
 
@@ -145,8 +149,7 @@ def load_jsonl(path: str | Path) -> list[Record]:
     """Read privacy JSONL (single- or multi-turn, detected per line by ``request`` vs ``turns``)."""
     out: list[Record] = []
     for n, r in read_jsonl(path):
-        label = r.get("label")
-        if type(label) is not int or label not in (0, 1) or not (
+        if not _binary_label(r.get("label")) or not (
                 isinstance(r.get("request"), str) or isinstance(r.get("turns"), list)):
             raise InvalidInputError(f"{path}:{n}: need label 0|1 (an integer) and a 'request' string or 'turns' list")
         if not isinstance(r.get("request"), str):

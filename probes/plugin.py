@@ -37,7 +37,7 @@ from .probe import ProbeBundle, load_probe, model_fingerprints
 from .scoring import PrivacyScorer
 from .segments import sentence_prefixes
 from .sentinel import SentinelEncoder
-from .velocity import InMemoryStateStore, StateStore, conversation_digest
+from .velocity import InMemoryStateStore, StateStore, conversation_digest, user_message_count
 
 log = logging.getLogger("railguard.probes")
 Mode = Literal["sentinel", "fused"]
@@ -60,9 +60,7 @@ def _spoken(messages: list[Any]) -> list[Any]:
 
 def _user_turns(messages: Any) -> int | None:
     """How many user messages the checked conversation holds (its last one is being scored); None if unknown."""
-    if not messages:
-        return None
-    return sum(1 for m in messages if m.get("role") == "user") or None
+    return (user_message_count(messages) or None) if messages else None
 
 
 def _threshold(settings: Mapping[str, Any]) -> float:

@@ -144,11 +144,16 @@ def conversation_digest(messages: Sequence[Mapping[str, str]]) -> str:
     return h.hexdigest()
 
 
+def user_message_count(messages: Sequence[Mapping[str, str]]) -> int:
+    """How many user messages a conversation holds (its user turn count: the last one is the turn being checked)."""
+    return sum(1 for m in messages if m.get("role") == "user")
+
+
 def has_history(messages: Sequence[Mapping[str, str]]) -> bool:
     """Whether the checked messages hold an earlier user turn than the newest: a system prompt before the only user
     message is no history (the client sent its newest message alone), nor is an assistant message, for callers of
     the tracker that allow one there (the privacy detector refuses conversations that open with the assistant)."""
-    return sum(1 for m in messages if m["role"] == "user") > 1
+    return user_message_count(messages) > 1
 
 
 def _opening(messages: Sequence[Mapping[str, str]]) -> Sequence[Mapping[str, str]]:
