@@ -56,7 +56,8 @@ _CROSS_USER = re.compile(
 _MOD_TOPIC = re.compile(
     r"\b(?:spam\w*|scams?|crypto\w*|ads|adverts?|advertising|messages?|comments?|posts?|replies|dms?|insults?"
     r"|toxic\w*|harass\w*|slurs?|hate speech|profanity|swearing|curse words|rude\w*|offensive|nsfw|trolls?"
-    r"|bots?|phishing|self-promotion|promo\w*|political rants?|negativity|negative (?:comments|posts|messages))\b"
+    r"|bots?|phishing|self-promotion|promo\w*|political rants?|negativity|negative (?:comments|posts|messages)"
+    r"|(?:un)?(?:block|mute)\s+(?:all\s+|any\s+|the\s+)?negative)\b"  # the base category by its name alone
 )
 _UNBLOCK = re.compile(r"\b(?:unblock|unmute|allow|stop (?:blocking|hiding|filtering)|let .+ through|is fine"
                       r"|are fine|(?:show|see) .+ again|(?:don't|dont|do not) mind)\b")
@@ -337,6 +338,11 @@ class CommandRouter:
 
     def route(self, text: str, *, user_id: str, tenant_id: str = "default", session_id: str | None = None,
               apply: bool = True) -> RouteResult:
+        """Classify ``text`` and apply its commands for this user. A message is refused whole when it addresses
+        anyone else or cannot be parsed; otherwise its parts apply one by one, like a list of commands (the feed
+        policy, then each moderation clause, each its own versioned write), and the result says which applied:
+        "no horror, and block crypto scams" with the moderation profile full changes the feed and reports the
+        block as not applied."""
         try:
             kind, cmd, mods = self.classify(text)
         except CrossUserCommandError as exc:

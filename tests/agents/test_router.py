@@ -140,6 +140,23 @@ def test_personalization_adapter_real_profile(tmp_path):
         s.close()
 
 
+def test_each_base_category_is_reached_by_its_name_alone(parser, tmp_path):
+    """"... and unblock negative" was handed to the feed parser and dropped without a word (session 25 audit)."""
+    from guardrails.store import SettingsStore
+    from personalization.service import ProfileService
+
+    with SettingsStore(f"sqlite:///{tmp_path / 'm.db'}") as s:
+        router = CommandRouter(parser, s, PersonalizationModeration(s))
+        res = router.route("unblock toxic and unblock spam and unblock negative", user_id="bob")
+        assert res.kind is RouteKind.MODERATION and [m.target for m in res.moderation] == ["toxic", "spam", "negative"]
+        cats = ProfileService(s).get("bob").categories
+        assert {n: cats[n].action for n in ("toxic", "spam", "negative")} == dict.fromkeys(
+            ("toxic", "spam", "negative"), "allow")
+        router.route("block negative", user_id="bob")
+        assert ProfileService(s).get("bob").categories["negative"].action == "block"
+    assert router.classify("no negative endings please")[0] is not RouteKind.MODERATION  # a feed wish stays one
+
+
 def test_personal_data_in_a_moderation_target_never_names_the_category(tmp_path):
     """Category names appear in decision logs and the audit trail's changed paths: 'block messages from
     john.smith@gmail.com' used to create 'messages-from-john-smith-gmail-com'. The e-mail, phone or card number
