@@ -305,14 +305,17 @@ class FusedProbeHook:
                 findings = self.scorer.findings(got, tenant_id=self.tenant_id, user_id=user_id,
                                                 session_id=session_id, user_turn=_user_turns(messages),
                                                 conversation=scored)
+                blocked = any(f.action is Action.BLOCK for f in findings)
                 if turn_key is not None:
                     with self._lock:
-                        self._scored[(user_id, session_id)] = turn_key
-                        self._scored.move_to_end((user_id, session_id))
-                        while len(self._scored) > self.max_sessions:
-                            self._scored.popitem(last=False)
+                        if blocked:  # never an agent step's turn: the same turn resent with an answer is refused
+                            self._scored.pop((user_id, session_id), None)
+                        else:
+                            self._scored[(user_id, session_id)] = turn_key
+                            self._scored.move_to_end((user_id, session_id))
+                            while len(self._scored) > self.max_sessions:
+                                self._scored.popitem(last=False)
                 self.last_findings = findings
-                blocked = any(f.action is Action.BLOCK for f in findings)
                 decision = Decision(action=Action.BLOCK if blocked else Action.ALLOW, stage=Stage.INPUT,
                                     findings=tuple(findings), user_id=user_id, session_id=session_id)
                 self.last_decision = decision  # shared across threads: raise this request's own, not a re-read
