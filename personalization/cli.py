@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from guardrails.cli.output import emit_json, fail, output_path_problem
+from guardrails.cli.output import PLOT_SUFFIXES, emit_json, fail, output_path_problem
 from guardrails.errors import RailguardError
 
 app = typer.Typer(help="Personalized harm detection: evaluate backends and personalization protocols.",
@@ -93,7 +93,7 @@ def eval_cmd(
         _fail(f"unknown scope {scope!r}; use labels or profile", as_json)
     if limit is not None and limit < 1:
         _fail("--limit must be ≥ 1", as_json)
-    problem = output_path_problem(plot) if plot is not None else None
+    problem = output_path_problem(plot, suffixes=PLOT_SUFFIXES) if plot is not None else None
     if problem:  # before the scoring, not after it
         _fail(f"--plot: {problem}", as_json)
     try:

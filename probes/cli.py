@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from guardrails.cli.output import emit_json, fail, output_path_problem
+from guardrails.cli.output import PLOT_SUFFIXES, emit_json, fail, output_path_problem
 
 app = typer.Typer(help="Activation-probe privacy guard (NeuroFilter): train and evaluate probes.",
                   no_args_is_help=True)
@@ -57,6 +57,7 @@ def train(
     from guardrails.models import load_causal_lm
 
     from .datasets import file_sha256, load_jsonl
+    from .probe import bundle_dir_problem
     from .train import train_bundle
 
     if not 0 < target_fpr < 1:
@@ -65,7 +66,7 @@ def train(
         fail("--method must be logreg or diffmean", as_json=as_json)
     if not 1 <= max_layers <= 8:
         fail("--max-layers must be in 1..8", as_json=as_json)
-    problem = output_path_problem(out, directory=True)
+    problem = output_path_problem(out, directory=True) or bundle_dir_problem(out)
     if problem:
         fail(f"--out: {problem}", as_json=as_json)
     try:
@@ -77,7 +78,13 @@ def train(
         if len({r["label"] for r in records}) < 2:  # before minutes of capture, not after
             fail(f"--data needs both labels (0 and 1); got only {sorted({r['label'] for r in records})}",
                  as_json=as_json)
+        if multiturn and not any("turns" in r for r in records):
+            fail("--multiturn needs multi-turn records ('turns') in --data", as_json=as_json)
+        if li is not None and li < 0:
+            fail("--layer must be 'auto' or a layer index >= 0", as_json=as_json)
         shas = {f.name: file_sha256(f) for f in data}
+        # read before the model loads and the main probes train, so a bad file fails in seconds, not after them
+        rows = [r for f in context_free_data for r in load_jsonl(f)]
         lm = load_causal_lm(model)
         if li is not None and not 0 <= li <= lm.num_layers:
             fail(f"--layer must be in 0..{lm.num_layers}", as_json=as_json)
@@ -88,7 +95,6 @@ def train(
             from .context_free import benign_scenario_rows, train_context_free_probe
             from .everyday import is_unframed, with_personas
 
-            rows = [r for f in context_free_data for r in load_jsonl(f)]
             shas.update({f.name: file_sha256(f) for f in context_free_data})
             # rows under a system prompt of their own (e.g. an agent holding records) train the direction as they
             # are; only unframed rows get persona copies and set τ
@@ -145,7 +151,7 @@ def eval_(
 
     if alone and remarks:
         fail("--alone and --remarks measure different things: run them separately", as_json=as_json)
-    problem = output_path_problem(plot) if plot is not None else None
+    problem = output_path_problem(plot, suffixes=PLOT_SUFFIXES) if plot is not None else None
     if problem:  # found out before minutes of scoring, not after
         fail(f"--plot: {problem}", as_json=as_json)
     try:
@@ -199,7 +205,7 @@ def eval_(
     if plot is not None:
         try:
             ev.plot(plot, **plot_args)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             fail(f"--plot: {exc}", as_json=as_json)
         res["plot"] = str(plot)
     _print(res, as_json)

@@ -121,6 +121,9 @@ def _shape_problem(r: Record) -> str | None:
     empty = [i for i, t in enumerate(turns, 1) if t["role"] == "user" and not t["content"].strip()]
     if empty:  # each user turn is scored before it is answered: an empty one cannot be
         return f"user turn {empty[0]} is empty"
+    tl, n_user = r.get("turn_labels"), sum(t["role"] == "user" for t in turns)
+    if tl is not None and (not isinstance(tl, list) or len(tl) != n_user or not all(map(_binary_label, tl))):
+        return f"turn_labels must be a list of {n_user} labels 0|1, one per user turn"
     return None
 
 
@@ -136,13 +139,7 @@ def labelled_conversation_problem(r: Any) -> str | None:
         return "not a multi-turn record ({'turns': [...], 'label': 0|1})"
     if not _binary_label(r.get("label")):
         return "label must be 0 or 1 (an integer)"
-    problem = _shape_problem(r)
-    if problem:
-        return problem
-    tl, n_user = r.get("turn_labels"), sum(t["role"] == "user" for t in r["turns"])
-    if tl is not None and (not isinstance(tl, list) or len(tl) != n_user or not all(map(_binary_label, tl))):
-        return f"turn_labels must be a list of {n_user} labels 0|1, one per user turn"
-    return None
+    return _shape_problem(r)
 
 
 def load_jsonl(path: str | Path) -> list[Record]:

@@ -241,7 +241,7 @@ class ProbeArtifact:
             raise CorruptProbeError(f"{p} is not a probe artifact (needs meta.json and weights.safetensors)")
         try:
             meta = ProbeMeta.model_validate(json.loads((p / "meta.json").read_text()))
-        except (ValueError, ValidationError) as exc:
+        except (ValueError, ValidationError, RecursionError, OSError) as exc:  # RecursionError: nested too deeply
             raise CorruptProbeError(f"{p}/meta.json is invalid: {str(exc).splitlines()[0]}") from None
         if meta.format_version not in (FORMAT_VERSION, MULTI_LAYER_FORMAT_VERSION, TOKEN_OFFSET_FORMAT_VERSION):
             raise CorruptProbeError(f"{p}: unsupported format_version {meta.format_version}")
@@ -317,13 +317,30 @@ class ProbeBundle:
         return {li: tuple(sorted(ks)) for li, ks in sorted(out.items())}
 
     def save(self, path: str | Path) -> Path:
+        """Write the bundle into ``path``; a part this bundle lacks is removed from it, so an earlier bundle saved
+        there never contributes a stale probe to the next load."""
         p = Path(path)
+        problem = bundle_dir_problem(p)
+        if problem:
+            raise ConfigError(problem)
         self.single.save(p / "single")
-        if self.multiturn is not None:
-            self.multiturn.save(p / "multiturn")
-        if self.context_free is not None:
-            self.context_free.save(p / "context_free")
+        for name, art in (("multiturn", self.multiturn), ("context_free", self.context_free)):
+            if art is not None:
+                art.save(p / name)
+            else:
+                for f in ("meta.json", "weights.safetensors"):
+                    (p / name / f).unlink(missing_ok=True)
+                if (p / name).is_dir() and not any((p / name).iterdir()):
+                    (p / name).rmdir()
         return p
+
+
+def bundle_dir_problem(path: str | Path) -> str | None:
+    """Why a bundle may not be saved into ``path`` (checked before training, and again when saving), or None: a
+    directory holding a single artifact of its own (meta.json) would load as that artifact, not the bundle."""
+    if (Path(path) / "meta.json").exists():
+        return f"{path} holds a probe artifact of its own (meta.json): save the bundle to another directory"
+    return None
 
 
 def load_probe(path: str | Path) -> ProbeBundle:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -130,10 +131,18 @@ class VelocityState:
 
     @classmethod
     def from_json(cls, d: dict[str, Any], dim: int) -> VelocityState:
+        """Parse what `to_json` stored; ValueError for anything it could not have written (a turn below 1, a
+        non-finite score or activation), which the tracker reads as no state."""
         digest, head = d.get("digest"), d.get("head")
-        return cls(turn=int(d["turn"]), a1=_dec(d["a1"], dim), prev=_dec(d["prev"], dim),
-                   score=float(d["score"]), probe_id=str(d["probe_id"]),
-                   digest=str(digest) if digest is not None else None, head=str(head) if head is not None else None)
+        turn, score = d["turn"], float(d["score"])
+        if type(turn) is not int or turn < 1 or not math.isfinite(score):
+            raise ValueError("stored drift state is out of range")
+        st = cls(turn=turn, a1=_dec(d["a1"], dim), prev=_dec(d["prev"], dim), score=score,
+                 probe_id=str(d["probe_id"]), digest=str(digest) if digest is not None else None,
+                 head=str(head) if head is not None else None)
+        if not (np.isfinite(st.a1).all() and np.isfinite(st.prev).all()):
+            raise ValueError("stored drift state holds a non-finite activation")
+        return st
 
 
 def conversation_digest(messages: Sequence[Mapping[str, str]]) -> str:
@@ -217,7 +226,7 @@ class VelocityTracker:
             return None
         try:
             st = VelocityState.from_json(raw, self.dim)
-        except (KeyError, ValueError, TypeError):
+        except (KeyError, ValueError, TypeError, OverflowError, AttributeError):  # unreadable: a new baseline
             return None
         same = st.probe_id == self.probe_id or (
             self.probe_id.startswith("w") and not st.probe_id.startswith("w")

@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import typer
@@ -57,12 +58,18 @@ def fail(message: str, *, as_json: bool, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def output_path_problem(path: Any, *, directory: bool = False) -> str | None:
+#: File types a `--plot` may name (matplotlib takes the format from the suffix; these are the ones it always has).
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def output_path_problem(path: Any, *, directory: bool = False, suffixes: Sequence[str] = ()) -> str | None:
     """Why a command could not write `path` (a file, or with `directory` a directory it creates), or None.
-    Checked before minutes of scoring or training, not after them."""
+    Checked before minutes of scoring or training, not after them. `suffixes`: the file types it may have."""
     from pathlib import Path
 
     p = Path(path)
+    if suffixes and p.suffix.lower() not in suffixes:
+        return f"{p.name} must end with one of {', '.join(suffixes)} (the file type is taken from the name)"
     if directory and p.exists() and not p.is_dir():
         return f"{p} exists and is not a directory"
     if not directory and p.is_dir():

@@ -56,7 +56,9 @@ def test_eval_refuses_labels_no_category_could_have_and_unwritable_plots_up_fron
     ok.write_text('{"text": "a", "label": "spam"}\n')
     not_a_dir = tmp_path / "file.txt"
     not_a_dir.write_text("x")
-    for plot, match in ((not_a_dir / "roc.png", "does not exist"), (tmp_path, "is a directory")):
+    (tmp_path / "dir.png").mkdir()
+    for plot, match in ((not_a_dir / "roc.png", "does not exist"), (tmp_path, "must end with one of"),
+                        (tmp_path / "dir.png", "is a directory"), (tmp_path / "roc.txt", "must end with one of")):
         r = runner.invoke(app, ["eval", "--data", str(ok), "--json", "--plot", str(plot)])
         assert r.exit_code == 2 and match in _json(r)["error"]
     for args in (["--max-per-label", "0"], ["--max-per-label", "-1"], ["--shots", "0"]):

@@ -198,6 +198,10 @@ def test_cli_errors_are_clean(tmp_path):
     ({"turns": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
                 {"role": "user", "content": "  "}], "label": 0}, "user turn 3 is empty"),
     ({"request": None, "turns": [], "label": 0}, "'turns' is empty"),  # "request": null was a traceback
+    # turn_labels were read only when timing the detections, after the whole eval (a traceback, or a wrong delay)
+    ({"turns": [{"role": "user", "content": "a"}], "label": 1, "turn_labels": 5}, "turn_labels must be a list of 1"),
+    ({"turns": [{"role": "user", "content": "a"}], "label": 1, "turn_labels": [0, 1]}, "turn_labels must be"),
+    ({"turns": [{"role": "user", "content": "a"}], "label": 1, "turn_labels": ["x"]}, "turn_labels must be"),
 ])
 def test_eval_names_the_line_of_a_malformed_record(tmp_path, row, match):
     data = _write(tmp_path / "d.jsonl", [{"id": "ok", "request": "hello", "label": 0}, row])
@@ -211,6 +215,10 @@ def test_eval_plot_into_a_missing_directory_is_refused_up_front(tmp_path):
     res = CliRunner().invoke(app, ["eval", "--probe", "default", "--data", str(data), "--json",
                                    "--plot", str(tmp_path / "no" / "roc.png")])
     assert res.exit_code == 2 and "does not exist" in json.loads(res.stdout)["error"]
+    for name in ("roc.txt", "roc"):  # matplotlib refused .txt with a ValueError traceback after the whole eval
+        res = CliRunner().invoke(app, ["eval", "--probe", "default", "--data", str(data), "--json",
+                                       "--plot", str(tmp_path / name)])
+        assert res.exit_code == 2 and "must end with one of .png" in json.loads(res.stdout)["error"]
 
 
 BENIGN_CHATS = [  # hand-written: unrelated tasks, with the user's own data and general privacy questions mixed in
@@ -411,9 +419,29 @@ def test_train_out_that_cannot_be_written_is_refused_before_capture(tmp_path):
                                          {"id": "b", "request": "Tell me her diagnosis.", "label": 1}])
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
-    for out, match in ((a_file, "not a directory"), (a_file / "sub", "does not exist")):
+    artifact = tmp_path / "art"  # a single artifact's directory: its meta.json would win over the bundle's
+    artifact.mkdir()
+    (artifact / "meta.json").write_text("{}")
+    for out, match in ((a_file, "not a directory"), (a_file / "sub", "does not exist"),
+                       (artifact, "holds a probe artifact of its own")):
         res = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(out), "--json"])
         assert res.exit_code == 2 and match in json.loads(res.stdout)["error"] and "--out" in res.stdout
+
+
+def test_train_inputs_are_checked_before_the_model_loads(tmp_path):
+    """A bad --context-free-data file, --multiturn without conversations or a negative --layer used to fail only
+    after the model was loaded and the main probes trained (session 25 audit): here the model id does not exist,
+    so any of them reaching the model load would fail on that instead."""
+    data = _write(tmp_path / "d.jsonl", [{"id": "a", "request": "hi", "label": 0},
+                                         {"id": "b", "request": "Tell me her diagnosis.", "label": 1}])
+    base = ["train", "--data", str(data), "--out", str(tmp_path / "p"), "--model", str(tmp_path / "no-model"),
+            "--json"]
+    for extra, match in ((["--context-free-data", str(tmp_path / "missing.jsonl")], "missing.jsonl"),
+                         (["--multiturn"], "--multiturn needs multi-turn records"),
+                         (["--layer", "-3"], "--layer must be")):
+        res = CliRunner().invoke(app, [*base, *extra])
+        assert res.exit_code == 2 and match in json.loads(res.stdout)["error"], res.stdout
+    assert not (tmp_path / "p").exists()
 
 
 @pytest.mark.parametrize("use_async", [False, True])

@@ -215,6 +215,29 @@ def test_artifact_round_trip(tmp_path):
     assert back.unit_score(0.25) == pytest.approx(0.5)
 
 
+def test_a_bundle_saved_over_another_keeps_none_of_its_parts(tmp_path):
+    """Saving a single-probe bundle where a bundle with a drift probe was saved left that stale drift probe to be
+    loaded with the new one; a directory holding a lone artifact loaded as that artifact, not the bundle saved into
+    it (session 25 audit)."""
+    from probes.probe import ProbeBundle
+
+    multi = _artifact().meta.model_copy(update={"kind": "multiturn"})
+    ProbeBundle(single=_artifact(), multiturn=ProbeArtifact(coef=np.ones(8, np.float32), intercept=0.0,
+                                                            meta=multi)).save(tmp_path / "b")
+    assert load_probe(tmp_path / "b").multiturn is not None
+    ProbeBundle(single=_artifact()).save(tmp_path / "b")
+    assert load_probe(tmp_path / "b").multiturn is None and not (tmp_path / "b" / "multiturn").exists()
+    _artifact().save(tmp_path / "lone")
+    with pytest.raises(ConfigError, match="holds a probe artifact of its own"):
+        ProbeBundle(single=_artifact()).save(tmp_path / "lone")
+    assert not (tmp_path / "lone" / "single").exists()
+    (tmp_path / "deep").mkdir()
+    _artifact().save(tmp_path / "deep")
+    (tmp_path / "deep" / "meta.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CorruptProbeError):  # was a RecursionError
+        ProbeArtifact.load(tmp_path / "deep")
+
+
 def test_model_mismatch_is_typed_error(tmp_path):
     art = _artifact(fp="abc")
     with pytest.raises(ProbeMismatchError) as e:

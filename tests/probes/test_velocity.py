@@ -7,7 +7,7 @@ import pytest
 
 from guardrails.errors import InvalidInputError
 from probes.probe import ProbeArtifact, ProbeMeta
-from probes.velocity import InMemoryStateStore, StateStore, VelocityTracker
+from probes.velocity import InMemoryStateStore, StateStore, VelocityTracker, _enc
 
 
 def _mt(d=16, fp="fp"):
@@ -100,6 +100,20 @@ def test_retrained_probe_or_garbage_state_rebaselines():
     assert VelocityTracker(_mt(fp="new"), store).update("t", "u", "s", a) == (0.0, 1)
     store.put_state("t", "u", "s", "privacy_velocity", {"turn": "x"})
     assert VelocityTracker(_mt(fp="new"), store).update("t", "u", "s", a)[1] == 1
+
+
+def test_a_state_it_could_not_have_written_rebaselines():
+    """A stored turn below 1 kept the drift from ever firing for that session (the check needs turn >= 2), and a
+    turn of 1e400 (inf) raised OverflowError (session 25 audit): anything to_json never writes is no state."""
+    store = InMemoryStateStore()
+    tr = VelocityTracker(_mt(), store)
+    a = np.ones(16, dtype=np.float32)
+    tr.update("t", "u", "s", a)
+    good = store.get_state("t", "u", "s", "privacy_velocity")
+    for bad in ({"turn": -50}, {"turn": float("inf")}, {"turn": 2.0}, {"turn": True}, {"score": float("nan")},
+                {"a1": _enc(np.full(16, np.inf))}):
+        store.put_state("t", "u", "s", "privacy_velocity", {**good, **bad})
+        assert tr.update("t", "u", "s", a) == (0.0, 1), bad
 
 
 def test_bad_activation_rejected():
