@@ -40,7 +40,18 @@ def coerce_text(value: object, *, allow_empty: bool = False) -> str:
 
 # LangChain message types and tuple roles, as the chat roles the Guard uses
 _ROLE_ALIASES = {"human": "user", "ai": "assistant", "developer": "system", "HumanMessageChunk": "user",
-                 "AIMessageChunk": "assistant", "SystemMessageChunk": "system", "ToolMessageChunk": "tool"}
+                 "AIMessageChunk": "assistant", "SystemMessageChunk": "system", "ToolMessageChunk": "tool",
+                 "function": "tool", "FunctionMessageChunk": "tool"}  # a legacy function result is a tool result
+
+
+def message_role(message: object) -> object:
+    """The chat role of a LangChain message (duck-typed): its type mapped to a role, or a ChatMessage's own
+    ``role`` field; what the Guard and the local chat model's prompt both read (an unknown one is returned as is,
+    for the caller to refuse)."""
+    kind = getattr(message, "type", None)
+    if kind in ("chat", "ChatMessageChunk"):  # ChatMessage(role="user", ...): the role is its own field
+        kind = getattr(message, "role", kind)
+    return _ROLE_ALIASES.get(kind, kind) if isinstance(kind, str) else kind
 
 
 def _is_chat_message(value: object) -> bool:
@@ -100,10 +111,7 @@ def _as_role_content(item: object, i: int) -> tuple[object, object]:
     if isinstance(item, Mapping):
         return item.get("role"), item.get("content")
     if _is_chat_message(item):
-        kind = getattr(item, "type")  # noqa: B009 - duck-typed BaseMessage
-        if kind in ("chat", "ChatMessageChunk"):  # ChatMessage(role="user", ...): the role is its own field
-            kind = getattr(item, "role", kind)
-        return kind, getattr(item, "content")  # noqa: B009
+        return message_role(item), getattr(item, "content")  # noqa: B009 - duck-typed BaseMessage
     if isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str):
         return item[0], item[1]
     raise InvalidInputError(f"messages[{i}] must be a {{role, content}} object, a (role, content) pair or a "

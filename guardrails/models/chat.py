@@ -18,13 +18,13 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from ..errors import RailguardError
-from ..text import content_text
+from ..errors import InvalidInputError, RailguardError
+from ..text import content_text, message_role
 from .loader import LoadedCausalLM, load_causal_lm
 from .registry import DEFAULT_CHAT_MODEL
 from .templates import encode_chat, template_render
 
-_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+_ROLES = ("system", "user", "assistant", "tool")
 
 
 class PrefillBlocked(RailguardError):
@@ -45,11 +45,14 @@ def to_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
     """LangChain messages → chat-template dicts (content parts read as `content_text` reads them, so the model
     sees the text the Guard checks). Tool calls of AI messages are rendered as text."""
     out = []
-    for m in messages:
+    for i, m in enumerate(messages):
+        role = message_role(m)  # as the Guard reads it: a ChatMessage's own role, never "user" by default
+        if role not in _ROLES:
+            raise InvalidInputError(f"messages[{i}]: unsupported message role {str(role)[:40]!r}")
         content = m.content if isinstance(m.content, str) else str(content_text(m.content))
         if isinstance(m, AIMessage) and m.tool_calls and not content:
             content = "; ".join(f"call {c['name']}({c['args']})" for c in m.tool_calls)
-        out.append({"role": _ROLES.get(m.type, "user"), "content": content})
+        out.append({"role": str(role), "content": content})
     return out
 
 

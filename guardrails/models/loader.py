@@ -174,6 +174,11 @@ def _convert_gguf(spec: EmbeddedModel, gguf: Path, target: Path) -> None:
             raise
 
 
+# What transformers raises for a folder that is not a model (no tokenizer, unknown model_type, missing files) or a
+# GGUF conversion that cannot run (no gguf package, unwritable cache): ModelLoadError, not a bare exception.
+_LOAD_ERRORS = (OSError, ValueError, KeyError, ImportError)
+
+
 def local_source(name_or_path: str) -> Path | str:
     """Map a model name to what transformers should load: cached conversion, wheel folder, path or hub id."""
     spec = EMBEDDED.get(name_or_path)
@@ -185,7 +190,10 @@ def local_source(name_or_path: str) -> Path | str:
         if not (target / "config.json").exists():
             with _lock:
                 if not (target / "config.json").exists():
-                    _convert_gguf(spec, path, target)
+                    try:
+                        _convert_gguf(spec, path, target)
+                    except _LOAD_ERRORS as exc:
+                        raise ModelLoadError(f"cannot convert {path.name} for {name_or_path!r}: {exc}") from None
         return target
     return path
 
@@ -230,7 +238,7 @@ def _load_causal_lm(name_or_path: str, dev: str, dtype: Any, key: tuple[str, str
         kw = _offline_kwargs(source)
         tok = AutoTokenizer.from_pretrained(source, **kw)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or default_dtype(dev), **kw)
-    except OSError as exc:
+    except _LOAD_ERRORS as exc:
         raise ModelLoadError(f"cannot load causal LM {name_or_path!r} from {source}: {exc}") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -296,7 +304,7 @@ def _load_encoder(name_or_path: str, dev: str, adapter: Path | str | None,
         kw = _offline_kwargs(source)
         tok = AutoTokenizer.from_pretrained(source, **kw)
         model = AutoModel.from_pretrained(source, **kw)
-    except OSError as exc:
+    except _LOAD_ERRORS as exc:
         raise ModelLoadError(f"cannot load encoder {name_or_path!r} from {source}: {exc}") from None
     model.to(dev).eval()
     enc = LoadedEncoder(name=name_or_path, model=model, tokenizer=tok, device=dev,

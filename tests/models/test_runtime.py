@@ -55,6 +55,15 @@ def test_unknown_model_is_a_typed_error_without_hub(tmp_path):
         load_causal_lm(str(tmp_path / "does-not-exist"))
     with pytest.raises(ModelLoadError):
         load_causal_lm("some-org/some-model-that-is-not-cached")  # HF_HUB_OFFLINE=1 in tests
+    # a folder that is not a model: transformers raises ValueError (no tokenizer backend, unknown model_type)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "config.json").write_text('{"model_type": "nope"}')
+    for folder in ("empty", "odd"):
+        with pytest.raises(ModelLoadError):
+            load_causal_lm(str(tmp_path / folder))
+        with pytest.raises(ModelLoadError):
+            load_encoder(str(tmp_path / folder))
 
 
 def test_local_chat_model_invoke_and_stream():

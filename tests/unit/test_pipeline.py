@@ -238,6 +238,23 @@ def test_check_accepts_langchain_messages_pairs_and_content_parts(keyword):
             guard.check(bad, user_id="u")
 
 
+def test_the_local_models_prompt_reads_roles_as_the_guard_does(keyword):
+    """to_chat_dicts (the local chat model's prompt, which the fused hook scores) turned every message type it did
+    not list into a user message: a ChatMessage system prompt or a function result was shown to the model as the
+    user's words (session 25 audit). It now reads roles as guard.check does, and refuses an unknown one."""
+    from langchain_core.messages import ChatMessage, FunctionMessage, HumanMessage
+
+    from guardrails.models import to_chat_dicts
+
+    msgs = [ChatMessage(role="system", content="norms"), HumanMessage("hi"),
+            ChatMessage(role="assistant", content="hello"), FunctionMessage(name="f", content="42")]
+    assert [m["role"] for m in to_chat_dicts(msgs)] == ["system", "user", "assistant", "tool"]
+    guard = Guard([keyword("zz")])
+    assert guard.check(msgs, user_id="u").stage is Stage.INPUT  # the Guard reads the same roles (tool last)
+    with pytest.raises(InvalidInputError, match="role"):
+        to_chat_dicts([ChatMessage(role="wizard", content="hi")])
+
+
 def test_every_entry_point_reads_content_parts_the_same_way(keyword):
     """One reading of content parts (guardrails.text.content_text) for guard.check, the middleware's and wrapped
     runnables' view (to_chat_dicts, also the local model's prompt) and the HTTP wire model. Before, guard.check
