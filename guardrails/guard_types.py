@@ -1,6 +1,7 @@
 """The Guard's own types: what integrations need from a guard (`SupportsCheck`), a detector as the Guard runs it
 (`DetectorSlot`), and `screen_history`'s result (`HistoryScreen`), re-exported by `guardrails.pipeline`; and the
-rules the Guard folds results with (a failed detector's finding, per-user threshold overrides, gate blocking)."""
+rules the Guard folds results with (a failed detector's finding, per-user threshold overrides, redaction, gate
+blocking, and whether a message is let through to the detectors with side effects)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from .decision import Action, Decision, FailMode, Finding, Stage, most_severe
 from .detector import CheckRequest, Detector
 from .errors import RailguardError
 
-__all__ = ["DetectorSlot", "HistoryScreen", "SupportsCheck", "apply_user_thresholds", "failure_findings",
-           "gate_blocked", "history_checks", "lets_through"]
+__all__ = ["DetectorSlot", "HistoryScreen", "SupportsCheck", "apply_redactors", "apply_user_thresholds",
+           "failure_findings", "gate_blocked", "history_checks", "lets_through"]
 
 
 @runtime_checkable
@@ -122,6 +123,26 @@ def _safe_message(exc: BaseException) -> str:
     if isinstance(exc, _MESSAGE_SAFE) or not text:
         return text
     return f"message withheld, sha256 {hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+
+
+def apply_redactors(text: str, redactors: Sequence[DetectorSlot], counted: list[Finding], findings: list[Finding],
+                    errors: list[str]) -> tuple[str, list[Finding], list[Finding]]:
+    """``text`` through each redactor in turn, with the counted findings and all findings after it. A redactor that
+    fails is like a failed check: its fail mode decides (``failure_findings``, its error appended to ``errors``),
+    and its redaction, never made, is not claimed (its other findings, a warn for instance, stand)."""
+    for slot in redactors:
+        try:
+            text = slot.detector.redact(text)  # type: ignore[attr-defined]  # a Redactor
+        except Exception as exc:
+            failed, err = failure_findings(slot, exc)
+            errors.append(err)
+
+            def unclaimed(f: Finding, name: str = slot.name) -> bool:
+                return not (f.detector == name and f.action is Action.REDACT)
+
+            counted = [f for f in counted if unclaimed(f)] + failed
+            findings = [f for f in findings if unclaimed(f)] + failed
+    return text, counted, findings
 
 
 def gate_blocked(results: list[tuple[DetectorSlot, list[Finding], str | None]]) -> bool:

@@ -34,6 +34,7 @@ from .guard_types import (
     DetectorSlot,
     HistoryScreen,
     SupportsCheck,
+    apply_redactors,
     apply_user_thresholds,
     failure_findings,
     gate_blocked,
@@ -211,19 +212,7 @@ class Guard:
         action = most_severe(counted)
         redacted = None
         if action is Action.REDACT:
-            redacted = request.text
-            for slot in redactors:
-                try:
-                    redacted = slot.detector.redact(redacted)  # type: ignore[attr-defined]  # a Redactor
-                except Exception as exc:  # like a failed check: that detector's fail mode decides, and its
-                    failed, err = failure_findings(slot, exc)  # redaction, never made, is not claimed (its
-                    errors.append(err)  # other findings, a warn for instance, stand)
-
-                    def unclaimed(f: Finding, name: str = slot.name) -> bool:
-                        return not (f.detector == name and f.action is Action.REDACT)
-
-                    counted = [f for f in counted if unclaimed(f)] + failed
-                    findings = [f for f in findings if unclaimed(f)] + failed
+            redacted, counted, findings = apply_redactors(request.text, redactors, counted, findings, errors)
             action = most_severe(counted)
             redacted = redacted if action is Action.REDACT else None
         decision = Decision(
