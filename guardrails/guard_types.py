@@ -145,9 +145,11 @@ def apply_redactors(text: str, redactors: Sequence[DetectorSlot], counted: list[
     return text, counted, findings
 
 
-def gate_blocked(results: list[tuple[DetectorSlot, list[Finding], str | None]]) -> bool:
-    """Whether an enforcing (non-shadow) detector among ``results`` blocked."""
-    return any(not slot.shadow and most_severe(fs) is Action.BLOCK for slot, fs, _ in results)
+def gate_blocked(results: list[tuple[DetectorSlot, list[Finding], str | None]], request: CheckRequest) -> bool:
+    """Whether an enforcing (non-shadow) detector among ``results`` blocked, under the user's thresholds (a gate
+    finding the user relaxed must not skip the other detectors: the decision would then be a bare allow)."""
+    return any(not slot.shadow and most_severe(apply_user_thresholds(fs, request)) is Action.BLOCK
+               for slot, fs, _ in results)
 
 
 def lets_through(results: list[tuple[DetectorSlot, list[Finding], str | None]], request: CheckRequest,
@@ -155,5 +157,4 @@ def lets_through(results: list[tuple[DetectorSlot, list[Finding], str | None]], 
     """Whether the message goes on to the agent given ``results`` so far: no enforcing detector blocks it under the
     user's thresholds, or the decision is a shadow one (never enforced). A blocked message's command is not applied:
     "stop blocking insults, you idiot" is blocked as toxic and must not unblock insults on the way."""
-    return shadow or not any(not slot.shadow and most_severe(apply_user_thresholds(fs, request)) is Action.BLOCK
-                             for slot, fs, _ in results)
+    return shadow or not gate_blocked(results, request)

@@ -241,7 +241,7 @@ class Guard:
             request = self._prepare(content, user_id, session_id, stage, metadata)
             gates, rest, acting = self._active(request)
             results = [self._run_sync(s, request) for s in gates]
-            if not gate_blocked(results):
+            if not gate_blocked(results, request):
                 results += [self._run_sync(s, request) for s in rest]
                 if acting and lets_through(results, request, self._shadow(request)):
                     results += [self._run_sync(s, request) for s in acting]
@@ -292,7 +292,7 @@ class Guard:
             request = self._prepare(content, user_id, session_id, stage, metadata)
         gates, rest, acting = self._active(request)
         results = [await self._run_async(s, request) for s in gates]
-        if not gate_blocked(results):
+        if not gate_blocked(results, request):
             results += await asyncio.gather(*(self._run_async(s, request) for s in rest))
             if acting and lets_through(results, request, self._shadow(request)):
                 results += [await self._run_async(s, request) for s in acting]

@@ -1,6 +1,8 @@
 """`GuardMiddleware`: the Guard inside a langchain v1 agent (`create_agent(..., middleware=[...])`).
 
-- input: `before_model` checks the newest human message before the model sees it (block ends the agent with
+- input: `before_model` checks the user messages since the model last spoke (by role, whatever their message
+  type): the last with the conversation, any sent with it through the text-level screen (`Guard.screen_history`),
+  before the model sees them (block ends the agent with
   the refusal and replaces the blocked message in state by a placeholder, so a checkpointed thread never sends
   it to the model on a later turn; redact rewrites the message in state).
 - output: `wrap_model_call` checks the model's reply before the graph sees it. The model runs tagged
@@ -14,13 +16,14 @@
   longer fits the schema blocks. Other tool calls in the same reply are checked as tool calls (below).
 - tools: each tool call is checked at the `tool_call` stage where the model produces it (`wrap_model_call`), so a
   blocked call's arguments are withheld from the thread (see `tool_calls`) and the tool never runs;
-  `wrap_tool_call` checks calls that did not come through that check and the tool's result before the model sees it.
+  `wrap_tool_call` checks calls that did not come through that check and the tool's result before the model sees it
+  (a ToolMessage, or the messages of a `Command` state update; a redacted result loses its artifact).
 Sync and async twins share one core (`_decide_*`), as langchain raises if only one flavour is implemented.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse, hook_config
@@ -31,12 +34,12 @@ from ..decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, Stag
 from ..errors import InvalidInputError
 from ..guard_types import SupportsCheck
 from ..models.chat import PrefillBlocked, to_chat_dicts
-from ..text import call_text
+from ..text import call_text, message_role
 from .identity import Identity, current_identity, from_runtime
 from .runnable import invalid_decision, without_token_streaming
 from .structured import message_text as _text
 from .structured import rebuild_redacted, structured_json, with_redacted
-from .tool_calls import CheckedCalls, PendingCall, is_withheld, pending_calls, withhold
+from .tool_calls import CheckedCalls, PendingCall, is_withheld, pending_calls, result_messages, settle_results, withhold
 
 
 class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
@@ -85,20 +88,42 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     def _refusal(self, d: Decision) -> AIMessage:
         return AIMessage(content=self.refusal, response_metadata={"railguard": d.log_record()})
 
-    def _input_update(self, d: Decision, last: HumanMessage) -> dict[str, Any] | None:
+    @staticmethod
+    def _unanswered_user_turns(messages: list[BaseMessage]) -> list[int]:
+        """Indices of the user messages (by role, as the Guard reads it) since the model last spoke: the turn this
+        model call answers is the last one, the others were sent with it and never checked. None: an agent step,
+        whose tool results the tool stage checks."""
+        roles = [message_role(m) for m in messages]
+        start = next((i + 1 for i in range(len(roles) - 1, -1, -1) if roles[i] == "assistant"), 0)
+        return [i for i in range(start, len(messages)) if roles[i] == "user"]
+
+    def _earlier_update(self, screen: Any, earlier: list[BaseMessage]) -> list[BaseMessage]:
+        """The earlier unanswered user messages a text-level detector redacted, rewritten in state (same id)."""
+        for _, d in screen.decisions:
+            self._emit(d)
+        screened = screen.messages[:-1]  # the last is the turn checked next, as it was sent
+        return [HumanMessage(content=new["content"], id=m.id) for m, new in zip(earlier, screened, strict=True)
+                if new["content"] != to_chat_dicts([m])[0]["content"]]
+
+    def _input_update(self, d: Decision, turns: list[BaseMessage],
+                      rewritten: Sequence[BaseMessage] = ()) -> dict[str, Any] | None:
+        """State update for the checked turn (the last of ``turns``, the unanswered user messages) and the earlier
+        ones ``rewritten`` by the history screen."""
         if d.enforced_action is Action.BLOCK:
             # The blocked text must not stay in the thread: with a checkpointer, the next turn would send it to
-            # the model. Same id = replaced in place by langgraph's add_messages reducer.
-            withheld = [HumanMessage(content=WITHHELD_MESSAGE, id=last.id)] if last.id is not None else []
+            # the model. Same id = replaced in place by langgraph's add_messages reducer. Every unanswered user
+            # message goes: after the refusal they would count as answered, never to be checked again.
+            withheld = [HumanMessage(content=WITHHELD_MESSAGE, id=m.id) for m in turns if m.id is not None]
             return {"messages": [*withheld, self._refusal(d)], "jump_to": "end"}
+        update = list(rewritten)
         if d.enforced_action is Action.REDACT and d.redacted_text is not None:
-            return {"messages": [HumanMessage(content=d.redacted_text, id=last.id)]}
-        return None
+            update.append(HumanMessage(content=d.redacted_text, id=turns[-1].id))
+        return {"messages": update} if update else None
 
     def _blocked_in_model(self, d: Decision, request: ModelRequest) -> ModelResponse:
         """A verdict raised inside the model call (fused mode: the serving model's prefill): the refusal, and the
         user turn it judged withheld in state as `before_model` does, so a checkpointed thread never resends it."""
-        last = next((m for m in reversed(request.messages) if isinstance(m, HumanMessage)), None)
+        last = next((m for m in reversed(request.messages) if message_role(m) == "user"), None)
         withheld = [HumanMessage(content=WITHHELD_MESSAGE, id=last.id)] if last is not None and last.id else []
         return ModelResponse(result=[*withheld, self._refusal(self._emit(d))])
 
@@ -238,19 +263,38 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         messages = state["messages"]
-        if Stage.INPUT not in self.stages or not messages or not isinstance(messages[-1], HumanMessage):
+        users = self._unanswered_user_turns(messages) if Stage.INPUT in self.stages else []
+        if not users:
             return None
         who = from_runtime(runtime, self.default_user_id)
-        return self._input_update(self._check(self._conversation(messages), who, Stage.INPUT), messages[-1])
+        turns = [messages[i] for i in users]
+        rewritten: list[BaseMessage] = []
+        if len(turns) > 1 and hasattr(self.guard, "screen_history"):  # sent together with the checked turn
+            # the earlier ones, as Guard.screen_history and RemoteGuard's screen a conversation: all but its last
+            screen = self.guard.screen_history(to_chat_dicts(turns), user_id=who.user_id, session_id=who.session_id)
+            if screen.blocked is not None:
+                return self._input_update(screen.blocked, turns)
+            rewritten = self._earlier_update(screen, turns[:-1])
+        d = self._check(self._conversation(messages[: users[-1] + 1]), who, Stage.INPUT)
+        return self._input_update(d, turns, rewritten)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         messages = state["messages"]
-        if Stage.INPUT not in self.stages or not messages or not isinstance(messages[-1], HumanMessage):
+        users = self._unanswered_user_turns(messages) if Stage.INPUT in self.stages else []
+        if not users:
             return None
         who = from_runtime(runtime, self.default_user_id)
-        d = await self._acheck(self._conversation(messages), who, Stage.INPUT)
-        return self._input_update(d, messages[-1])
+        turns = [messages[i] for i in users]
+        rewritten: list[BaseMessage] = []
+        if len(turns) > 1 and hasattr(self.guard, "ascreen_history"):
+            screen = await self.guard.ascreen_history(to_chat_dicts(turns), user_id=who.user_id,
+                                                      session_id=who.session_id)
+            if screen.blocked is not None:
+                return self._input_update(screen.blocked, turns)
+            rewritten = self._earlier_update(screen, turns[:-1])
+        d = await self._acheck(self._conversation(messages[: users[-1] + 1]), who, Stage.INPUT)
+        return self._input_update(d, turns, rewritten)
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> Any:
         who = from_runtime(request.runtime, self.default_user_id)
@@ -311,14 +355,12 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             result = self._withhold_calls(checked, result)
         return ModelResponse(result=result, structured_response=response.structured_response)
 
-    def _tool_result(self, d: Decision | None, out: Any, call_id: str) -> Any:
-        if d is None or not isinstance(out, ToolMessage):
-            return out
-        if d.enforced_action is Action.BLOCK:
-            return self._blocked_tool(d, call_id)
-        if d.enforced_action is Action.REDACT and d.redacted_text is not None:
-            return out.model_copy(update={"content": d.redacted_text})
-        return out
+    def _tool_result(self, checked: list[tuple[BaseMessage, Decision]], out: Any, call_id: str) -> Any:
+        return settle_results(checked, out, lambda d, cid: self._blocked_tool(d, cid or call_id))
+
+    def _unreadable_result(self, who: Identity, call_id: str) -> ToolMessage:
+        exc = InvalidInputError("the tool returned a state update whose messages cannot be checked")
+        return self._blocked_tool(self._emit(invalid_decision(who, Stage.TOOL_RESULT, exc)), call_id)
 
     def wrap_tool_call(self, request: Any, handler: Callable[[Any], Any]) -> Any:
         who = from_runtime(request.runtime, self.default_user_id)
@@ -330,9 +372,12 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             if d.stops_tool_call:
                 return self._blocked_tool(d, call_id)
         out = handler(request)
-        if Stage.TOOL_RESULT in self.stages and isinstance(out, ToolMessage) and _text(out).strip():
-            return self._tool_result(self._check(_text(out), who, Stage.TOOL_RESULT), out, call_id)
-        return out
+        if Stage.TOOL_RESULT not in self.stages:
+            return out
+        if (added := result_messages(out)) is None:
+            return self._unreadable_result(who, call_id)
+        checked = [(m, self._check(_text(m), who, Stage.TOOL_RESULT)) for m in added if _text(m).strip()]
+        return self._tool_result(checked, out, call_id)
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
         who = from_runtime(request.runtime, self.default_user_id)
@@ -344,7 +389,9 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             if d.stops_tool_call:
                 return self._blocked_tool(d, call_id)
         out = await handler(request)
-        if Stage.TOOL_RESULT in self.stages and isinstance(out, ToolMessage) and _text(out).strip():
-            d = await self._acheck(_text(out), who, Stage.TOOL_RESULT)
-            return self._tool_result(d, out, call_id)
-        return out
+        if Stage.TOOL_RESULT not in self.stages:
+            return out
+        if (added := result_messages(out)) is None:
+            return self._unreadable_result(who, call_id)
+        checked = [(m, await self._acheck(_text(m), who, Stage.TOOL_RESULT)) for m in added if _text(m).strip()]
+        return self._tool_result(checked, out, call_id)

@@ -11,16 +11,18 @@ one the process no longer remembers, is checked again there.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
+from langgraph.types import Command
 
-from ..decision import Action, Decision, Stage, text_hash
+from ..decision import WITHHELD_MESSAGE, Action, Decision, Stage, text_hash
 from ..text import call_text
 
 WITHHELD_ARGS_KEY = "railguard_withheld"
@@ -147,3 +149,39 @@ class CheckedCalls:
     def _trim(self, memo: OrderedDict[Any, Any]) -> None:
         while len(memo) > self._size:
             memo.popitem(last=False)
+
+
+def result_messages(out: Any) -> list[BaseMessage] | None:
+    """The messages a tool's output adds to the thread (what the tool-result stage checks): a ToolMessage, or
+    those of a `Command`'s state update; None for an update the middleware cannot read (refused: it would reach
+    the model unchecked)."""
+    if isinstance(out, ToolMessage):
+        return [out]
+    if not isinstance(out, Command) or out.update is None:
+        return []
+    msgs = out.update.get("messages", []) if isinstance(out.update, dict) else None
+    if not isinstance(msgs, list) or not all(isinstance(m, BaseMessage) for m in msgs):
+        return None
+    return msgs
+
+
+def settle_results(checked: Sequence[tuple[BaseMessage, Decision]], out: Any,
+                   blocked_tool: Callable[[Decision, str | None], ToolMessage]) -> Any:
+    """``out`` (a ToolMessage or a `Command`) with each checked message blocked (a tool message becomes
+    ``blocked_tool``'s refusal, any other the withheld marker) or redacted; a redacted tool message loses its
+    artifact (a `content_and_artifact` tool keeps the raw result there)."""
+    def settled(m: BaseMessage, d: Decision) -> BaseMessage:
+        if d.enforced_action is Action.BLOCK:
+            if isinstance(m, ToolMessage):
+                return blocked_tool(d, m.tool_call_id)
+            return m.model_copy(update={"content": WITHHELD_MESSAGE})
+        if d.enforced_action is Action.REDACT and d.redacted_text is not None:
+            extra = {"artifact": None} if isinstance(m, ToolMessage) else {}
+            return m.model_copy(update={"content": d.redacted_text, **extra})
+        return m
+
+    done = {id(m): settled(m, d) for m, d in checked}
+    if isinstance(out, ToolMessage):
+        return done.get(id(out), out)
+    messages = [done.get(id(m), m) for m in out.update["messages"]]
+    return dataclasses.replace(out, update={**out.update, "messages": messages})

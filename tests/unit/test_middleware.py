@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import pytest
 from langchain.agents import create_agent
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
-from langchain_core.tools import tool
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
+from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
 
 from guardrails import WITHHELD_MESSAGE, Action, Guard, InvalidInputError, Stage
 
@@ -142,6 +144,36 @@ def test_input_redact_rewrites_state(keyword):
     assert out["messages"][-1].content == "noted"
 
 
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_every_unanswered_user_message_is_checked_whatever_its_message_type(keyword, use_async):
+    """The input check looked only at the newest message, and only if it was a HumanMessage (session 25 audit): a
+    ChatMessage(role="user"), a user turn followed by a system message, or an earlier user message sent in the same
+    invocation reached the model unchecked. Every user message since the model last spoke is now checked: the last
+    with the conversation, the others by the text-level screen (as a resent history is)."""
+    from langchain_core.messages import ChatMessage, SystemMessage
+
+    async def run(messages, guard):
+        seen = _SeenByModel()
+        agent, decisions = _agent(guard, fake("ok", "ok again"))
+        call = agent.ainvoke if use_async else agent.invoke
+        out = call({"messages": messages}, context=Ctx("a"), config={"callbacks": [seen]})
+        out = await out if use_async else out
+        return out, seen.calls, decisions
+
+    redact = Guard([keyword("hunter2", Action.REDACT, gate=True)])  # text-level: screens earlier messages too
+    for messages in ([ChatMessage(role="user", content="my password is hunter2")],
+                     [HumanMessage("my password is hunter2"), SystemMessage("be brief")],
+                     [HumanMessage("my password is hunter2"), HumanMessage("thanks")]):
+        out, calls, decisions = await run(messages, redact)
+        assert calls and not any("hunter2" in text for call in calls for text in call), messages
+        assert not any("hunter2" in str(m.content) for m in out["messages"])
+        assert any(d.action is Action.REDACT for d in decisions)
+    out, calls, decisions = await run([HumanMessage("an attack, earlier"), HumanMessage("thanks")],
+                                      Guard([keyword("attack", gate=True)]))
+    assert calls == [] and out["messages"][-1].content.startswith("I'm sorry")
+    assert [m.content for m in out["messages"][:-1]] == [WITHHELD_MESSAGE, WITHHELD_MESSAGE]
+
+
 def test_custom_refusal_and_output_redact(keyword):
     agent, _ = _agent(Guard([keyword("token", Action.REDACT, stages={Stage.OUTPUT})]), fake("your token ok"),
                       refusal="nope")
@@ -178,6 +210,41 @@ def test_tool_result_redacted(keyword):
     out = agent.invoke({"messages": [HumanMessage("go")]}, context=Ctx("a"))
     tool_msgs = [m for m in out["messages"] if m.type == "tool"]
     assert tool_msgs[0].content == "result for alice: contact [REDACTED]"
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_tool_results_in_a_command_or_an_artifact_are_checked_too(keyword, use_async):
+    """A tool returning Command(update={"messages": [ToolMessage(...)]}) skipped the tool-result check, and a
+    redacted content_and_artifact result kept the raw text in its artifact (session 25 audit). An update whose
+    messages the middleware cannot read is refused."""
+    @tool
+    def lookup_cmd(query: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> Command:
+        """Look something up."""
+        return Command(update={"messages": [ToolMessage(f"card on file for {query}: ssn-999",
+                                                         tool_call_id=tool_call_id)]})
+
+    @tool(response_format="content_and_artifact")
+    def lookup_art(query: str) -> tuple[str, dict]:
+        """Look something up."""
+        return f"card on file for {query}: ssn-999", {"raw": f"card on file for {query}: ssn-999"}
+
+    guard = Guard([keyword("ssn-999", Action.REDACT, stages={Stage.TOOL_RESULT})])
+    for t in (lookup_cmd, lookup_art):
+        call = AIMessage(content="", tool_calls=[{"name": t.name, "args": {"query": "al"}, "id": "call-1"}])
+        seen_by_model = _SeenByModel()
+        agent, _ = _agent(guard, fake(call, "done"), tools=[t])
+        run = agent.ainvoke if use_async else agent.invoke
+        out = run({"messages": [HumanMessage("go")]}, context=Ctx("a"), config={"callbacks": [seen_by_model]})
+        out = await out if use_async else out
+        assert not any("ssn-999" in text for c in seen_by_model.calls for text in c), t.name
+        tool_msgs = [m for m in out["messages"] if m.type == "tool"]
+        assert "ssn-999" not in repr(tool_msgs), t.name
+        assert tool_msgs[0].content == "card on file for al: [REDACTED]"
+    from guardrails.middleware.tool_calls import result_messages
+
+    for odd in (Command(update=[("messages", [])]), Command(update={"messages": ["raw text"]})):
+        assert result_messages(odd) is None  # refused by wrap_tool_call (fail closed)
+    assert result_messages(Command(goto="x")) == []
 
 
 async def test_async_twins(keyword):

@@ -23,6 +23,17 @@ def test_a_shadow_gate_never_skips_the_enforcing_detectors(keyword):
     d = Guard([gate, heavy]).check("x\x00", user_id="u")
     assert heavy.calls == 1 and d.blocked
 
+def test_a_gate_the_user_relaxed_never_skips_the_other_detectors(keyword):
+    """The gate check ignored user thresholds while the decision applied them: a relaxed gate finding skipped every
+    other detector and the decision was a bare allow (session 25 audit)."""
+    gate, heavy = keyword("\x01", name="gate", gate=True), keyword("card", name="heavy")
+    g = Guard([gate, heavy], store=FakeStore({"bob": {"guard": {"thresholds": {"gate": 2.0}}}}))
+    d = g.check("my card\x01", user_id="bob")
+    assert heavy.calls == 1 and d.blocked and {f.detector for f in d.findings if f.action is Action.BLOCK} == {
+        "heavy"}
+    assert g.check("my card\x01", user_id="alice").blocked and heavy.calls == 1  # alice's gate still blocks
+
+
 def test_category_level_threshold_override(keyword):
     g = Guard([keyword("x")], store=FakeStore({"cat": {"guard": {"thresholds": {"keyword.x": 2.0}}},
                                                "other": {"guard": {"thresholds": {"keyword.y": 2.0}}}}))
