@@ -64,13 +64,13 @@ def content_text(content: object, _depth: int = 0) -> object:
     """Text of a message content, the one reading every entry point shares (Guard, middleware, wrapped
     runnables, the local chat model's prompt, the HTTP service): a str as is; a list of content parts (OpenAI,
     Anthropic, LangChain standard blocks) as the text each part carries, joined by newlines:
-    - a str part; a part's str ``text`` whatever its ``type`` ("text", "input_text", "output_text", ...) and its
-      ``refusal``;
+    - a str part; a part's str ``text`` whatever its ``type`` ("text", "input_text", "output_text", ...), its
+      ``refusal``, and a reasoning part's ``reasoning`` (LangChain standard) or ``thinking`` (Anthropic);
     - a part's own ``content`` (Anthropic ``tool_result``: a str or parts), and a ``document``'s title, context
       and text or content source (``{"type": "text", "data": ...}``, ``{"type": "content", "content": [...]}``).
-    Parts without text (images, audio, tool-use blocks, a streamed citations update) add nothing. A ``text`` or
-    ``refusal`` that is not a str, a part that is neither a str nor an object, or parts nested past 8 levels are an
-    InvalidInputError. Anything else is returned as is (coerce_text types it)."""
+    Parts without text (images, audio, tool-use blocks, a streamed citations update) add nothing. A ``text``,
+    ``refusal``, ``reasoning`` or ``thinking`` that is not a str, a part that is neither a str nor an object, or
+    parts nested past 8 levels are an InvalidInputError. Anything else is returned as is (coerce_text types it)."""
     if not isinstance(content, list | tuple):
         return content
     if _depth > 8:
@@ -88,7 +88,7 @@ def content_text(content: object, _depth: int = 0) -> object:
 
 def _part_texts(part: Mapping[str, Any], i: int, depth: int) -> list[str]:
     out = []
-    for key in ("text", "refusal"):
+    for key in ("text", "refusal", "reasoning", "thinking"):  # a reply's reasoning stays in the thread: checked too
         value = part.get(key)
         if value is not None and not isinstance(value, str):
             raise InvalidInputError(f"content part {i}: {key!r} is not a string")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ def luhn_ok(digits: str) -> bool:
     """Luhn (mod-10) check used by every payment card number."""
     total = 0
     for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
+        d = int(ch)  # any Unicode decimal digit (\d matches them too)
         if i & 1:
             d = d * 2 - 9 if d > 4 else d * 2
         total += d
@@ -126,7 +127,7 @@ _GENERIC_TOKEN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{32,}")
 
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,8}+")
 # A maximal run of digit groups joined by single spaces or dashes; card windows are picked inside it.
-_DIGIT_RUN = re.compile(r"(?<![\w.,])\d++(?:[ -]\d++)*+")
+_DIGIT_RUN = re.compile(r"(?<![\w.,])\d++(?:[ .-]\d++)*+")
 _DIGITS = re.compile(r"\d+")
 _EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}(?![\w-])")
 # NANP numbers: optional +1, the area code starts with 2-9. Not inside a longer digit-group run.
@@ -267,17 +268,42 @@ _SCANNERS: tuple[Scanner, ...] = (
 )
 
 
+# Written to dodge a scanner, read the same by a person: invisible characters are dropped and Unicode spaces and
+# compatibility forms (fullwidth digits and @, ...) folded before scanning; matches map back to the text as given.
+_INVISIBLE = frozenset("\u00ad\u180e\u200b\u200c\u200d\u2060\ufeff")
+
+
+def _scanned_form(text: str) -> tuple[str, list[int] | None]:
+    """The text the scanners read and, unless it is the text itself, each of its characters' index in ``text``."""
+    if text.isascii():
+        return text, None
+    chars: list[str] = []
+    where: list[int] = []
+    for i, c in enumerate(text):
+        if c >= "\x80":
+            if c in _INVISIBLE:
+                continue
+            folded = " " if c.isspace() else unicodedata.normalize("NFKC", c)
+            c = folded if len(folded) == 1 else c
+        chars.append(c)
+        where.append(i)
+    return "".join(chars), where
+
+
 def scan(text: str) -> list[PIIMatch]:
     """All non-overlapping matches in `text`, sorted by position. Earlier scanners win overlaps, so a card
-    number is never also counted as a phone number and a key inside a URL is counted once."""
-    claimed = bytearray(len(text))
+    number is never also counted as a phone number and a key inside a URL is counted once. A match spans the
+    characters as written (a card number with zero-width characters between its digits is redacted whole)."""
+    form, where = _scanned_form(text)
+    claimed = bytearray(len(form))
     out: list[PIIMatch] = []
     for scanner in _SCANNERS:
-        for m in scanner(text):
+        for m in scanner(form):
             if m.end > m.start and claimed.find(1, m.start, m.end) < 0:
                 claimed[m.start : m.end] = b"\x01" * (m.end - m.start)
                 if m.entity:
-                    out.append(m)
+                    out.append(m if where is None else PIIMatch(m.entity, m.kind, where[m.start],
+                                                                 where[m.end - 1] + 1, m.score))
     out.sort(key=lambda m: m.start)
     return out
 

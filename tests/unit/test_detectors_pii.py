@@ -548,3 +548,22 @@ def test_one_megabyte_of_cards_finds_each():
     # 50k real matches in 1 MB; measured 1.0-1.7 s on the dev box.
     text = "4111 1111 1111 1111 " * 50_000
     assert by_category(PIIDetector().predict(req(text)))["credit_card"].explanation == ("50000 credit_card match(es)")
+
+
+@pytest.mark.parametrize("text", [
+    "card 4111\u00a01111\u00a01111\u00a01111 ok",  # no-break spaces
+    "card 4111.1111.1111.1111 ok",  # dots
+    "card " + " ".join(["\uff14\uff11\uff11\uff11"] + ["\uff11" * 4] * 3) + " ok",  # fullwidth digits
+    "card 4111\u200b1111\u200b1111\u200b1111 ok",  # zero-width spaces between the groups
+    "card 41\u200d11 1111 1111 1111 ok",  # a zero-width joiner inside a group
+])
+def test_a_card_written_to_dodge_the_scanner_is_still_redacted_whole(text):
+    """Common separators and look-alike digits read as a card by a person passed as text (session 25 audit)."""
+    assert PIIDetector().redact(text) == "card [REDACTED:CREDIT_CARD] ok"
+
+
+def test_an_email_with_invisible_or_fullwidth_characters_is_redacted_whole():
+    for text in ("mail bob\u200b@example.com now", "mail bob\uff20example.com now"):
+        assert PIIDetector().redact(text) == "mail [REDACTED:EMAIL] now"
+    plain = "pi 3.14159, v1.2.3, 192.168.1.1, caf\u00e9"
+    assert PIIDetector().redact(plain) == plain
