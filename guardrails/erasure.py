@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import DetectorError, ErasureBusyError
+from .errors import DetectorError, ErasureBusyError, StoreError
 from .guard_types import DetectorSlot
 
 __all__ = ["UserGate", "erase_user_data", "gate_for"]
@@ -124,7 +124,10 @@ def gate_for(store: Any) -> UserGate:
 def erase_user_data(slots: Sequence[DetectorSlot], store: Any, tenant_id: str, user_id: str) -> dict[str, Any]:
     """Each detector's ``forget_user(tenant_id, user_id, settings)``, then ``store.erase_user`` (see
     ``Guard.erase_user``, which calls this inside the gate). A detector that fails stops it before the store."""
-    settings = store.get(tenant_id, user_id).settings if store is not None else {}
+    try:  # the detectors forget with the settings they may have cached from; an unreadable row must not stop erasure
+        settings = store.get(tenant_id, user_id).settings if store is not None else {}
+    except StoreError:
+        settings = {}
     dropped: dict[str, int] = {}
     failed: list[str] = []
     for slot in slots:

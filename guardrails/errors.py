@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 
 class RailguardError(Exception):
     """Base class of every error this SDK raises on purpose."""
@@ -67,10 +70,23 @@ class GuardBlockedError(RailguardError):
         self.decision = decision
 
 
+_SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_\-:]{1,64}")
+
+
+def safe_segment(key: object) -> str:
+    """A key as logs, error messages and the audit trail may show it: an identifier as is, anything else (a
+    mapping key may be user text) as a short hash."""
+    text = str(key)
+    if _SAFE_SEGMENT.fullmatch(text):
+        return text
+    return "#" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
 def describe_validation(exc: object, root: str = "value") -> str:
     """A pydantic ValidationError as "where: what" for up to three errors, never the offending values: its own
-    str() quotes them (``input_value=...``), and these messages reach logs, HTTP replies and tracebacks."""
+    str() quotes them (``input_value=...``), and these messages reach logs, HTTP replies and tracebacks. Location
+    parts that are not identifiers (a mapping key the user wrote) are hashed (`safe_segment`)."""
     errors = exc.errors(include_url=False)  # type: ignore[attr-defined]  # pydantic.ValidationError
-    parts = [f"{'.'.join(map(str, e['loc'])) or root}: {e['msg']}" for e in errors[:3]]
+    parts = [f"{'.'.join(map(safe_segment, e['loc'])) or root}: {e['msg']}" for e in errors[:3]]
     more = len(errors) - len(parts)
     return "; ".join(parts)[:600] + (f" (+{more} more)" if more > 0 else "")

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..detector import discover
-from ..errors import ConfigError, InvalidInputError, describe_validation
+from ..errors import ConfigError, InvalidInputError, describe_validation, safe_segment
 
 SETTINGS_GROUP = "railguard.settings"
 DEFAULT_TENANT = "default"
@@ -40,10 +40,16 @@ class GuardSettings(BaseModel):
     @field_validator("thresholds")
     @classmethod
     def _thresholds_in_unit_interval(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = {k: t for k, t in v.items() if not 0.0 <= t <= 1.0}
-        if bad:
-            raise ValueError(f"thresholds must lie in [0, 1]; got {bad}")
+        names = [k for k in v if not _THRESHOLD_KEY.fullmatch(k)]
+        if names:  # never quoted: a key that is not a name may be any text
+            raise ValueError(f"{len(names)} threshold key(s) are not 'detector' or 'detector.category' names")
+        bad = sorted(safe_segment(k) for k, t in v.items() if not 0.0 <= t <= 1.0)
+        if bad:  # keys as identifiers or hashes: a key may be user text, and this message is logged and returned
+            raise ValueError(f"thresholds must lie in [0, 1]; out of range: {bad[:5]}")
         return v
+
+
+_THRESHOLD_KEY = re.compile(r"[A-Za-z0-9_\-]{1,64}(?:\.[A-Za-z0-9_\-:]{1,64})?")
 
 
 def named_detectors(guard: Any) -> set[str]:
@@ -181,17 +187,6 @@ def validate_sections(
 # A dict key is written into an audit path verbatim only when it looks like an identifier. Anything else
 # (free text, long strings, keys that might be user-written examples) is replaced by a short hash, so the
 # audit trail can never leak content even through key names.
-_SAFE_SEGMENT = re.compile(r"[A-Za-z0-9_\-:]{1,64}")
-
-
-def safe_segment(key: object) -> str:
-    """A key as logs and the audit trail may show it: an identifier as is, anything else as a short hash."""
-    text = str(key)
-    if _SAFE_SEGMENT.fullmatch(text):
-        return text
-    return "#" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
 def changed_paths(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Dotted paths whose value differs between two nested dicts (added, removed or modified), sorted.
 

@@ -62,8 +62,10 @@ def _resolve_url(url: str | Path | None) -> URL:
         raw = f"sqlite:///{Path(raw).expanduser().absolute()}"
     try:
         return make_url(raw)
-    except SQLAlchemyError as exc:
-        raise ConfigError(f"invalid database URL {raw!r}: {exc}") from exc
+    except (SQLAlchemyError, ValueError):  # a bad port is a ValueError; the URL may hold a password: not quoted
+        scheme = str(raw).partition("://")[0][:40] if "://" in str(raw) else "?"
+        raise ConfigError(f"invalid database URL (scheme {scheme!r}): expected dialect+driver://user:password"
+                          "@host:port/database or a SQLite file path") from None
 
 
 def _twin(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -176,8 +178,12 @@ class SettingsStore(SessionStateMixin):
         row = conn.execute(q.with_for_update() if lock else q).mappings().first()
         if row is None:
             return StoredSettings(tenant_id=tenant_id, user_id=user_id, version=0)
-        return StoredSettings(tenant_id=tenant_id, user_id=user_id, version=row["version"],
-                              settings=json.loads(row["settings"]), updated_at=row["updated_at"])
+        try:
+            return StoredSettings(tenant_id=tenant_id, user_id=user_id, version=row["version"],
+                                  settings=json.loads(row["settings"]), updated_at=row["updated_at"])
+        except (ValueError, RecursionError):  # a row written around the store: never quote it (user text)
+            raise StoreError(f"the stored settings of user {user_id!r} in tenant {tenant_id!r} are unreadable "
+                             "(a corrupt row); erasing the user removes it") from None
 
     def _cas(self, conn: sa.Connection, old: StoredSettings, new: dict[str, Any] | None, op: str,
              actor: str) -> StoredSettings:

@@ -85,7 +85,7 @@ class SessionStateMixin:
         cond = self._state_keys(tenant_id, user_id, session_id, key)
         with self._tx(write=False) as conn:
             raw = conn.execute(sa.select(session_state.c.value).where(*cond)).scalar()
-        return None if raw is None else json.loads(raw)
+        return _stored_state(raw)
 
     def _write_state(self, conn: sa.Connection, cond: tuple[Any, ...], ids: tuple[str, str, str, str],
                      value: Mapping[str, Any]) -> None:
@@ -123,7 +123,7 @@ class SessionStateMixin:
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_key(tenant_id, user_id, session_id,
                                                                                 key))))
             raw = conn.execute(sa.select(session_state.c.value).where(*cond)).scalar()
-            current = None if raw is None else json.loads(raw)
+            current = _stored_state(raw)
             new = fn(None if current is None else dict(current))
             if new is None:
                 return current
@@ -166,3 +166,18 @@ class SessionStateMixin:
             log.warning("session state pruning failed (%s); retried after the next interval", type(exc).__name__)
         finally:
             self._prune_lock.release()
+
+
+def _stored_state(raw: str | None) -> dict[str, Any] | None:
+    """A stored state value, or None when there is none or it is unreadable (a corrupt row: the detector starts
+    that session over, as after a restart, and its next write replaces the row)."""
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        value = None
+    if not isinstance(value, dict):
+        log.warning("unreadable session state row ignored (it is replaced on the next write)")
+        return None
+    return value

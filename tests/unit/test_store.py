@@ -374,6 +374,49 @@ def test_unreachable_server_url_hides_password() -> None:
     assert "hunter2" not in str(err.value) and "127.0.0.1" in str(err.value)
 
 
+def test_a_malformed_url_is_a_config_error_that_never_quotes_it() -> None:
+    """A bad port was a bare ValueError, and a URL make_url refused was quoted whole, password included."""
+    for url in ("postgresql+psycopg://rg:hunter2@h:notaport/db", "not a url://rg:hunter2@x"):
+        with pytest.raises(ConfigError) as err:
+            SettingsStore(url)
+        assert "hunter2" not in str(err.value)
+
+
+def test_a_corrupt_row_is_a_typed_error_that_quotes_nothing_and_erasure_still_removes_it(db: Path) -> None:
+    """A settings row written around the store ({"guard": "my secret note"}) raised a pydantic error quoting it,
+    and stopped Guard.erase_user before the store; a corrupt session-state row raised JSONDecodeError."""
+    from guardrails import Guard
+
+    with SettingsStore(db) as s:
+        s.put("default", "alice", {"guard": {"shadow": True}}, expected_version=0, actor="a")
+        s.put_state("default", "alice", "s1", "k", {"n": 1})
+    con = sqlite3.connect(db)
+    con.execute("UPDATE user_settings SET settings = ?", (json.dumps({"guard": "my secret note"}),))
+    con.execute("UPDATE session_state SET value = ?", ("{not json",))
+    con.commit()
+    con.close()
+    with SettingsStore(db) as s:
+        for call in (lambda: s.get("default", "alice"),
+                     lambda: Guard([], store=s).check("hi", user_id="alice")):
+            with pytest.raises(StoreError, match="unreadable") as err:
+                call()
+            assert "secret" not in str(err.value)
+        assert s.get_state("default", "alice", "s1", "k") is None  # a new start for that session
+        assert s.update_state("default", "alice", "s1", "k", lambda cur: {"n": 2 if cur is None else 0}) == {"n": 2}
+        erased = Guard([], store=s).erase_user("alice")
+        assert erased["settings"] == 1 and s.get("default", "alice").version == 0
+
+
+def test_settings_errors_never_quote_a_users_keys(db: Path) -> None:
+    with SettingsStore(db) as s:
+        for bad in ({"thresholds": {"my ssn is 078-05-1120": 0.5}}, {"thresholds": {"my ssn is 078-05-1120": 5.0}},
+                    {"thresholds": {"pii.email": 5.0}}):
+            with pytest.raises(ConfigError) as err:
+                s.put("default", "alice", {"guard": bad}, expected_version=0, actor="a")
+            assert "078-05" not in str(err.value)
+        assert s.get("default", "alice").version == 0
+
+
 def test_env_var_and_default_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env_db = tmp_path / "from_env" / "s.db"
     monkeypatch.setenv("RAILGUARD_DB_URL", f"sqlite:///{env_db}")
