@@ -72,6 +72,29 @@ _GE_INCL = re.compile(r"\b(?:since|no earlier than|starting)\s+(\d{4})\b"
                       r"|\b(\d{4})\s+(?:or|and)\s+(?:later|newer|after|onwards?)\b"
                       r"|\bfrom\s+(\d{4})\s+on(?:wards?)?\b")
 _EQ = re.compile(r"\b(?:from|in|of|released in|made in|year)\s+(\d{4})\b")
+# A decade after a bound word is one bound, not "only that decade": "before the 90s" = up to 1989, "after the 80s" =
+# from 1990, "since the 90s" / "80s or later" = from 1990 / 1980, "until the 90s" = up to 1999. (decade, op, which
+# end of the decade, offset)
+_DEC = r"((?:the\s+)?(?:(?:19|20)?\d0'?s|" + "|".join(_WORD_DECADES) + r"))\b"
+_DECADE_BOUNDS = (
+    (re.compile(rf"\b(?:before|older than|earlier than|prior to|pre-?)\s*{_DEC}"), "le", 0, -1),
+    (re.compile(rf"\b(?:until|up to|till|no later than|through)\s+{_DEC}|\b{_DEC}\s+or\s+(?:earlier|older|before)\b"),
+     "le", 9, 0),
+    (re.compile(rf"\b(?:after|newer than|later than|more recent than|post-?)\s*{_DEC}"), "ge", 9, 1),
+    (re.compile(rf"\b(?:since|no earlier than|starting)\s+{_DEC}"
+                rf"|\b{_DEC}\s+(?:or|and)\s+(?:later|newer|after|onwards?)\b|\bfrom\s+{_DEC}\s+on(?:wards?)?\b"),
+     "ge", 0, 0),
+)
+
+
+def _decade_start(text: str) -> int:
+    """1990 for "the 90s", "1990s", "90's" or "nineties"."""
+    word = text.removeprefix("the").strip()
+    if word in _WORD_DECADES:
+        return _WORD_DECADES[word]
+    m = _DECADE.search(text)
+    assert m is not None  # the caller's pattern matched a decade here
+    return int((m.group(1) or ("20" if m.group(2) in "012" else "19")) + m.group(2) + "0")
 
 
 #: Fuzzy genre matching (typos): only single words of >= 5 letters, only at difflib ratio >= 0.88 -- "horor",
@@ -184,6 +207,12 @@ def year_spans(clause: str) -> list[Span]:
         a, b = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
         out += [Span("year", int(a), "ge", m.start(), m.end()), Span("year", int(b), "le", m.start(), m.end())]
         used.append((m.start(), m.end()))
+    for rx, op, end, offset in _DECADE_BOUNDS:
+        for m in rx.finditer(clause):
+            if ok(m):
+                y = _decade_start(next(g for g in m.groups() if g)) + end + offset
+                out.append(Span("year", y, op, m.start(), m.end()))
+                used.append((m.start(), m.end()))
     for rx, op, delta in ((_LE_EXCL, "le", -1), (_LE_INCL, "le", 0), (_GE_EXCL, "ge", 1), (_GE_INCL, "ge", 0)):
         for m in rx.finditer(clause):
             if ok(m):

@@ -122,6 +122,8 @@ class Planner:
         out[self._rows[ok]] = sim[ok]
         out[row] = 0.0
         out = _rescale(out, 95)  # "more like X" should not recommend X itself
+        if p.polarity == "-":  # "less like X" penalises X the most (its 0 lifted X above the films it attenuated)
+            out[row] = 1.0
         return out
 
     def _pref_score(self, p: Preference) -> np.ndarray:

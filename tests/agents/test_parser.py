@@ -28,6 +28,14 @@ def test_example_command(parser):
     ("reset my preferences", {("reset", "", "", "", "")}),
     ("more atmospheric movies", {("tag", "eq", "atmospheric", "+", "soft")}),
     ("no horror or thrillers", {("genre", "eq", "horror", "-", "hard"), ("genre", "eq", "thriller", "-", "hard")}),
+    # a decade after a bound word is one bound, not "only that decade" (session 25 audit: "nothing before the 90s"
+    # kept only 1990-1999, "only movies after the 80s" only the 80s)
+    ("nothing before the 90s", {("year", "ge", "1990", "+", "hard")}),
+    ("since the 90s", {("year", "ge", "1990", "+", "hard")}),
+    ("only movies after the 80s", {("year", "ge", "1990", "+", "hard")}),
+    ("80s or later", {("year", "ge", "1980", "+", "hard")}),
+    ("nothing after the 2000s", {("year", "le", "2009", "+", "hard")}),
+    ("until the nineties", {("year", "le", "1999", "+", "hard")}),
 ])
 def test_slots(parser, text, expected):
     assert slots(parser, text) == expected

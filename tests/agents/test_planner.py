@@ -50,6 +50,18 @@ def test_matcher_title_like_uses_collaborative_similarity(planner, catalog):
     assert feed.items.index(3114) < plain.items.index(3114) - 20
 
 
+def test_less_like_a_title_sinks_that_title_too(planner, catalog):
+    """"less stuff like Titanic" attenuated the films like Titanic but scored Titanic itself 0, lifting it (rank
+    8 -> 0 for user 7, session 25 audit)."""
+    titanic = next(m for m, i in catalog.index.items() if catalog.titles[i].startswith("Titanic (1997)"))
+    pol = RecPolicy(preferences=[P(kind="soft", polarity="-", attribute="title", operator="like",
+                                   value="Titanic (1997)")])
+    for user in (7, 10, 15):
+        plain = planner.recommend(RecPolicy(), user, k=300).items
+        less = planner.recommend(pol, user, k=300).items
+        assert titanic not in less or (titanic in plain and less.index(titanic) > plain.index(titanic)), user
+
+
 def test_relaxation_reported_never_violates(planner, catalog):
     # Film-Noir from 1950 exactly: a handful of films, many obscure -> the quality floor is relaxed.
     pol = RecPolicy(preferences=[P(polarity="+", value="Film-Noir"),
