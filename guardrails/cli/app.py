@@ -90,7 +90,9 @@ def check(
     try:
         content: str | bytes = text if text is not None else Path(file).read_bytes()  # type: ignore[arg-type]
         store = _store(db)
-        names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None
+        names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors is not None else None
+        if names == []:  # "--detectors ,," would check with none at all and allow everything
+            fail("--detectors names no detector", as_json=as_json)
         guard = Guard.from_registry(names, store=store, tenant_id=tenant)
         decision = guard.check(content, user_id=user, session_id=session, stage=stage)
     except (RailguardError, OSError) as exc:
@@ -185,7 +187,11 @@ def bench(
     if not quick:
         from ..models.loader import measure_embedded_load
 
-        result.update(measure_embedded_load())
+        try:
+            result.update(measure_embedded_load())
+        except Exception as exc:  # as a plugin's failure: listed, and the other keys still measured
+            log.warning("bench model load failed: %s", exc)
+            result.setdefault("errors", {})["model_load"] = f"{type(exc).__name__}: {exc}"
     for name, fn in sorted(discover("railguard.bench").items()):
         try:
             result.update(fn(quick))
@@ -278,8 +284,15 @@ def main() -> None:
         # click's ClickException family (usage errors), vendored by typer: recognised by its interface
         if not (hasattr(exc, "format_message") and hasattr(exc, "show") and hasattr(exc, "exit_code")):
             raise
-        if "--json" in sys.argv[1:]:
+        if _json_flag(sys.argv[1:]):
             print(json.dumps({"error": exc.format_message()}), flush=True)
         exc.show()
         sys.exit(exc.exit_code)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+
+def _json_flag(args: list[str]) -> bool:
+    """Whether the command line asks for --json output (the flag, or --json=... which click refuses as a usage
+    error: its one JSON object is still due)."""
+    return any(a == "--json" or a.startswith("--json=") for a in args)

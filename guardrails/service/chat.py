@@ -38,7 +38,7 @@ from ..text import call_text, check_id
 from .auth import Principal
 from .deps import ApiError, ServiceState, log, require_tenant, state
 from .schemas import ChatCompletionRequest, ErrorOut
-from .upstream import from_upstream
+from .upstream import from_upstream, released_meta
 
 router = APIRouter(tags=["chat"])
 
@@ -275,17 +275,22 @@ async def _answer(st: ServiceState, guard: Any, body: ChatCompletionRequest, use
             return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
         if d_tool.enforced_action is Action.REDACT and d_tool.redacted_text is not None:
             messages[i] = {**messages[i], "content": d_tool.redacted_text}
-    d_in = await _check(st, guard, messages, user_id, session_id, Stage.INPUT)
+    # The turn the input check judges (with the conversation up to it): the last user message the model has not
+    # answered, wherever it sits (a system message or an assistant prefill after it would otherwise leave it to
+    # the text-level screen alone); else the last message, as for a client's tool turn.
+    at = _input_turn(messages)
+    d_in = await _check(st, guard, messages[: at + 1], user_id, session_id, Stage.INPUT)
     decisions["input"] = d_in.log_record()
     if d_in.blocked:
         return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
     if d_in.enforced_action is Action.REDACT and d_in.redacted_text is not None:
-        messages[-1] = {**messages[-1], "content": d_in.redacted_text}  # the upstream never sees the original
+        messages[at] = {**messages[at], "content": d_in.redacted_text}  # the upstream never sees the original
 
     if st.chat.upstream_url:
         pieces, meta = await from_upstream(st, body, messages)
     else:
         pieces, meta = await _from_local(st, body, messages)
+    meta = released_meta(meta, model)
     model, usage = meta.get("model") or model, meta.get("usage")
     calls: list[dict[str, Any]] = meta.get("tool_calls") or []
     finish = meta.get("finish_reason") or ("tool_calls" if calls else "stop")
@@ -308,6 +313,13 @@ async def _answer(st: ServiceState, guard: Any, body: ChatCompletionRequest, use
         if d_call.stops_tool_call:
             return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
     return _Answer(model, pieces, finish, decisions, usage, calls or None)
+
+
+def _input_turn(messages: list[dict[str, Any]]) -> int:
+    """Index of the last user message after the last assistant one, else of the last message."""
+    start = next((i + 1 for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "assistant"), 0)
+    return next((i for i in range(len(messages) - 1, start - 1, -1) if messages[i]["role"] == "user"),
+                len(messages) - 1)
 
 
 @dataclass
@@ -362,6 +374,12 @@ def _trailing_tool_results(messages: list[dict[str, Any]]) -> list[int]:
 async def _check(st: ServiceState, guard: Any, messages: Any, user_id: str,
                  session_id: str | None, stage: Stage) -> Decision:
     started = time.perf_counter()
-    decision: Decision = await guard.acheck(messages, user_id=user_id, session_id=session_id, stage=stage)
+    try:
+        decision: Decision = await guard.acheck(messages, user_id=user_id, session_id=session_id, stage=stage)
+    except InvalidInputError as exc:
+        if stage in (Stage.INPUT, Stage.TOOL_RESULT):  # what the client sent: its 422
+            raise
+        # the upstream's answer cannot be checked (an unpaired surrogate, too large): its fault, not the client's
+        raise ApiError(502, "upstream_invalid", f"upstream answer cannot be checked: {exc}"[:300]) from None
     st.metrics.observe_decision(decision, time.perf_counter() - started)
     return decision

@@ -9,13 +9,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..decision import Decision
 from ..detector import Role
+from ..errors import safe_segment
 from ..text import content_text
+
+# Tool names and ids are identifiers (OpenAI: ^[a-zA-Z0-9_-]{1,64}$ for names): free text there would reach the
+# upstream unscreened (the proxy screens a call's arguments and a message's content and name).
+_IDENT = r"^[A-Za-z0-9_.:\-]{1,256}$"
 
 
 class FunctionCallIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    name: str = Field(min_length=1, max_length=256)
+    name: str = Field(min_length=1, max_length=256, pattern=_IDENT)
     arguments: str = ""
 
 
@@ -24,7 +29,7 @@ class ToolCallIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str = Field(min_length=1, max_length=256)
+    id: str = Field(min_length=1, max_length=256, pattern=_IDENT)
     type: Literal["function"] = "function"
     function: FunctionCallIn
 
@@ -39,7 +44,7 @@ class ChatMessageIn(BaseModel):
     # Tool-use turns, forwarded upstream by the chat proxy after the text-level detectors screened them like the
     # content: an assistant turn's `tool_calls` (their arguments), a tool turn's `tool_call_id`, a `name`.
     tool_calls: list[ToolCallIn] | None = Field(default=None, max_length=128)
-    tool_call_id: str | None = Field(default=None, max_length=256)
+    tool_call_id: str | None = Field(default=None, max_length=256, pattern=_IDENT)
     name: str | None = Field(default=None, max_length=256)
 
     @field_validator("role", mode="before")
@@ -55,6 +60,21 @@ class ChatMessageIn(BaseModel):
         if v is None:
             return ""
         return content_text(v)
+
+
+class ChatTurnIn(ChatMessageIn):
+    """A message of a chat completions request: tool fields only where the upstream accepts them (else the client
+    would see the upstream's refusal as a 502, and a stray id would ride upstream unchecked)."""
+
+    @model_validator(mode="after")
+    def _tool_fields_where_they_belong(self) -> ChatTurnIn:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id it answers")
+        if self.tool_call_id and self.role != "tool":
+            raise ValueError("tool_call_id belongs on a tool message only")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("tool_calls belong on an assistant message only")
+        return self
 
 
 class CheckBody(BaseModel):
@@ -167,6 +187,12 @@ class Health(BaseModel):
 
 
 # ---- OpenAI-compatible chat completions ---------------------------------------------------------------------
+#: OpenAI request parameters forwarded upstream as given: they steer generation and carry no conversation text.
+PASS_THROUGH = frozenset({
+    "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_completion_tokens", "parallel_tool_calls",
+    "presence_penalty", "response_format", "seed", "stop", "stream_options", "temperature", "tool_choice", "tools",
+    "top_p", "reasoning_effort", "service_tier"})
+
 class ChatCompletionRequest(BaseModel):
     """The subset of the OpenAI request the proxy reads; other fields (temperature, ...) pass through upstream.
 
@@ -176,7 +202,20 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str | None = None
-    messages: list[ChatMessageIn] = Field(min_length=1)
-    stream: bool = False
+    messages: list[ChatTurnIn] = Field(min_length=1)
+    stream: bool = Field(default=False, strict=True)
     user: str | None = Field(default=None, min_length=1, max_length=256)
-    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    max_tokens: int | None = Field(default=None, ge=1, le=4096, strict=True)
+    n: int | None = Field(default=None, ge=1, le=1, strict=True)  # one answer: the one that is checked
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_parameters(cls, data: Any) -> Any:
+        """Other fields pass through upstream only if they are generation parameters: a field carrying text (a
+        `prediction`, `audio`, a field we do not know) would reach the upstream without any check."""
+        if isinstance(data, dict):
+            unknown = sorted(k for k in data if k not in cls.model_fields and k not in PASS_THROUGH)
+            if unknown:
+                raise ValueError(f"unsupported field(s) {[safe_segment(k) for k in unknown[:5]]}: the proxy "
+                                 f"forwards {sorted(PASS_THROUGH)} besides its own")
+        return data

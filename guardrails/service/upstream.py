@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from typing import Any
 
@@ -19,7 +20,25 @@ import httpx
 from .deps import ApiError, ServiceState
 from .schemas import ChatCompletionRequest
 
-MAX_BUFFER_BYTES = 4 << 20  # an upstream answer larger than this is refused, not buffered without bound
+MAX_BUFFER_BYTES = 4_000_000  # a larger upstream answer is refused, not buffered without bound (<= MAX_TEXT_CHARS)
+# What of an upstream answer besides its text and tool calls reaches the client: free text in `model`, `usage` or
+# `finish_reason` would bypass the output check, so only these shapes are released (else replaced or dropped).
+FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
+_USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+_SAFE_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+_SAFE_MODEL = re.compile(r"[A-Za-z0-9_.:/@\-]{1,128}")  # "org/name", "railguard-local/smollm2-135m-instruct"
+
+
+def released_meta(meta: dict[str, Any], requested_model: str | None) -> dict[str, Any]:
+    """The upstream's metadata as the client may see it: a model name that is an identifier (else the requested
+    one), integer token counts only, a known finish reason (else none: the proxy picks one)."""
+    model = meta.get("model")
+    usage = meta.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    counts = {k: usage[k] for k in _USAGE_KEYS if type(usage.get(k)) is int and usage[k] >= 0}
+    finish = meta.get("finish_reason")
+    return {**meta, "model": model if isinstance(model, str) and _SAFE_MODEL.fullmatch(model) else requested_model,
+            "usage": counts or None, "finish_reason": finish if finish in FINISH_REASONS else None}
 
 
 def upstream_body(body: ChatCompletionRequest, messages: list[dict[str, str]], stream: bool) -> dict[str, Any]:
@@ -73,13 +92,19 @@ async def _call(st: ServiceState, body: ChatCompletionRequest,
         async with st.http_client.stream("POST", url, json=upstream_body(body, messages, True),
                                          headers=headers) as resp:
             _raise_upstream(resp.status_code)
+            done = False
             async for line in resp.aiter_lines():
                 if not line.startswith("data:"):
                     continue
                 payload = line[5:].strip()
                 if payload == "[DONE]":
+                    done = True
                     break
                 chunk = json.loads(payload)
+                if not isinstance(chunk, dict):
+                    raise TypeError("stream chunk")
+                if "error" in chunk:  # an in-stream error: the text so far is not an answer
+                    raise ApiError(502, "upstream_error", "upstream reported an error in its stream")
                 meta.setdefault("model", chunk.get("model"))
                 for choice in chunk.get("choices") or ():
                     if choice.get("index", 0) != 0:  # the first choice only (the one that is checked)
@@ -96,6 +121,8 @@ async def _call(st: ServiceState, body: ChatCompletionRequest,
                         pieces.append(piece)
                     if choice.get("finish_reason"):
                         meta["finish_reason"] = choice["finish_reason"]
+            if not done and not meta.get("finish_reason"):  # cut off: a truncated answer is not released
+                raise ApiError(502, "upstream_incomplete", "upstream stream ended before its answer did")
         meta["tool_calls"] = _whole_calls([partial[i] for i in sorted(partial)])
         return pieces, meta
     except httpx.TimeoutException as exc:  # one operation (connect, a read...) took longer than timeout_s
@@ -141,7 +168,9 @@ def _whole_calls(calls: list[Any]) -> list[dict[str, Any]]:
         args = "" if fn.get("arguments") is None else fn["arguments"]
         if not isinstance(fn["name"], str) or not fn["name"] or not isinstance(args, str):
             raise TypeError("tool call shape")
-        out.append({"id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}", "type": "function",
+        cid = call.get("id")  # an id is released as is only if it is one: free text there is unchecked output
+        out.append({"id": cid if cid and _SAFE_ID.fullmatch(cid) else f"call_{uuid.uuid4().hex[:24]}",
+                    "type": "function",
                     "function": {"name": fn["name"], "arguments": args}})
     return out
 

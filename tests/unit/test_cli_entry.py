@@ -13,6 +13,9 @@ import pytest
     (["check", "--text", "hi", "--json"], "Missing option '--user'"),
     (["nosuch", "--json"], "No such command 'nosuch'"),
     (["check", "--user", "u", "--text", "hi", "--stage", "sideways", "--json"], "sideways"),
+    (["check", "--user", "u", "--text", "hi", "--json=1"], "does not take a value"),  # printed nothing on stdout
+    # an empty subset ran the check with no detector at all and allowed everything (session 25 audit)
+    (["check", "--user", "u", "--text", "mail bob@example.com", "--detectors", ",,", "--json"], "no detector"),
 ])
 def test_usage_errors_under_json_print_one_json_object(argv, match):
     res = subprocess.run([sys.executable, "-m", "guardrails.cli", *argv], capture_output=True, text=True, timeout=120)
