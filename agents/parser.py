@@ -33,6 +33,7 @@ from .embeddings import TextEncoder
 from .lexicon import UNKNOWN_ATTR, Lexicon, Span, expiry_for, flip_year, tokenize
 from .rules import framing_rules
 from .schema import (
+    MAX_PREFS,
     MAX_YEAR,
     MIN_YEAR,
     CommandError,
@@ -249,6 +250,8 @@ class StudentParser(BaseEstimator):
                 self._apply_clause(cmd, clause, orig, spans, hp, now)
             except ValidationError as exc:
                 raise CommandError(f"cannot use {orig!r}: {exc.errors()[0]['msg']}") from None
+        if len(cmd.preferences) > MAX_PREFS or len(cmd.retractions) > MAX_PREFS:  # appended past the model's bound
+            raise CommandError(f"a command may state at most {MAX_PREFS} preferences; split it up")
         cmd.check_consistent()
         return cmd
 

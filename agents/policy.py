@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .schema import MAX_PREFS, ParsedCommand, Preference, now_utc
+
+#: How long a "for now" (session-scoped) preference lasts when the caller gives no session id: it would otherwise
+#: never end.
+SESSION_WITHOUT_ID = timedelta(hours=12)
 
 SECTION = "rec_policy"
 
@@ -63,16 +67,17 @@ class MergeReport(BaseModel):
     preserved: list[str] = Field(default_factory=list)
     retracted: list[str] = Field(default_factory=list)
     unmatched_retractions: list[str] = Field(default_factory=list)
+    dropped: list[str] = Field(default_factory=list)  # the oldest preferences past MAX_PREFS
     expired: int = 0
     reset: bool = False
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.replaced or self.retracted or self.reset or self.expired)
+        return bool(self.added or self.replaced or self.retracted or self.reset or self.expired or self.dropped)
 
     def summary(self) -> str:
         parts = []
-        for name in ("added", "replaced", "preserved", "retracted", "unmatched_retractions"):
+        for name in ("added", "replaced", "preserved", "retracted", "unmatched_retractions", "dropped"):
             items = getattr(self, name)
             if items:
                 parts.append(f"{name.replace('_', ' ')}: {'; '.join(items)}")
@@ -82,13 +87,16 @@ class MergeReport(BaseModel):
 
 
 def _same_content(a: Preference, b: Preference) -> bool:
-    fields = ("polarity", "kind", "attribute", "operator", "value", "weight", "scope")
+    # expiry included: "no horror" after "no horror this week" is a new, lasting rule, not the same one
+    fields = ("polarity", "kind", "attribute", "operator", "value", "weight", "scope", "expires_at")
     return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
 def _year_conflicts(new: Preference, old: Preference) -> bool:
-    """Does a new year bound supersede an old one? Same bound, eq vs anything, or an empty range."""
-    if old.attribute != "year":
+    """Does a new year bound supersede an old one of the same kind? Same bound, eq vs anything, or an empty range.
+    A soft year wish ("a few more after 2010") never removes a hard bound ("nothing before 1990"), nor the
+    reverse: the filter and the boost stand together."""
+    if old.attribute != "year" or old.kind != new.kind:
         return False
     if new.operator == "eq" or old.operator == "eq" or new.operator == old.operator:
         return True
@@ -118,9 +126,12 @@ def merge(
     command.check_consistent()
     now = now or now_utc()
     report = MergeReport()
-    before = len(policy.preferences)
-    prefs = list(policy.active(now, session_id).preferences)
-    report.expired = before - len(prefs)
+    unexpired = [p for p in policy.preferences if p.expires_at is None or p.expires_at > now]
+    report.expired = len(policy.preferences) - len(unexpired)
+    # another session's "for now" wishes are not this command's to change: kept as they are (they used to be
+    # dropped by any write from another session)
+    others = [p for p in unexpired if not _alive(p, now, session_id)]
+    prefs = [p for p in unexpired if _alive(p, now, session_id)]
     if command.reset:
         report.reset = True
         report.retracted.extend(p.describe() for p in prefs)
@@ -133,8 +144,10 @@ def merge(
         prefs = [p for p in prefs if not r.matches(p)]
     earlier = list(prefs)  # what stood before this command; only these can be superseded by it
     for new in command.preferences:
-        if new.scope == "session" and new.session_id is None and session_id is not None:
-            new = new.model_copy(update={"session_id": session_id})
+        if new.scope == "session" and new.session_id is None:
+            # bound to the session it was said in; with no session id, a session lasts SESSION_WITHOUT_ID
+            new = new.model_copy(update={"session_id": session_id} if session_id is not None else {
+                "expires_at": new.expires_at or now + SESSION_WITHOUT_ID})
         same = [p for p in prefs if p.key == new.key]
         if any(_same_content(p, new) for p in same) and len(same) == 1:
             report.preserved.append(new.describe())
@@ -147,8 +160,12 @@ def merge(
         prefs = [p for p in prefs if id(p) not in ids]
         prefs.append(new)
         report.added.append(new.describe())
-    if len(prefs) > MAX_PREFS:  # oldest first out: bounded state, like a recency window
-        prefs = prefs[-MAX_PREFS:]
+    prefs = others + prefs
+    if len(prefs) > MAX_PREFS:  # bounded state: the oldest soft wishes go first, hard rules only after them
+        order = sorted(range(len(prefs)), key=lambda i: (prefs[i].kind == "hard", i))
+        gone = set(order[: len(prefs) - MAX_PREFS])
+        report.dropped.extend(prefs[i].describe() for i in sorted(gone))
+        prefs = [p for i, p in enumerate(prefs) if i not in gone]
     return RecPolicy(preferences=prefs, feeds_served=policy.feeds_served), report
 
 

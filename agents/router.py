@@ -44,7 +44,9 @@ class ModerationNotAvailableError(RailguardError, RuntimeError):
 
 _CROSS_USER = re.compile(
     r"\b(?:user|account|profile|customer)s?\s*(?:id\s*)?[#:=]?\s*\d+\b|\buser_?id\b"
-    r"|\b(?:all|every|other|another|everyone'?s?|everybody'?s?)\s+(?:the\s+)?(?:users?|accounts?|profiles?|people|members?)\b"
+    r"|\b(?:all|every|each|other|another|everyone'?s?|everybody'?s?)\s+(?:the\s+)?(?:users?|accounts?|profiles?|people"
+    r"|members?|customers?|tenants?|subscribers?)\b|\b(?:the\s+)?(?:entire|whole)\s+(?:user\s*base|userbase|customer"
+    r"\s*base|platform|site)\b"
     r"|\bfor (?:everyone|everybody)\b|\b(?:everyone|everybody)'?s\b|\bon behalf of\b|\buser[_-][a-z0-9]+\b"
     # another person's feed by name: "bob's feed" (see also _ADDRESSED below)
     r"|\b(?!today'|tonight'|tomorrow'|this week'|week'|weekend'|month'|year')[a-z]+'s (?:feed|account|profile"
@@ -301,6 +303,10 @@ def moderation_action(clause: str) -> ModerationAction:
     op = moderation_op(f)
     target = _MOD_VERBS.sub("", _NEG_LEAD.sub("", f))
     target = re.sub(r"\b(?:again|anymore|any more|please|from now on|is fine|are fine|through)\b", " ", target)
+    # a trailing time phrase is framing, not what is blocked ("block spam for now" blocks spam: a moderation
+    # setting has no time scope, it stays until unblocked)
+    target = re.sub(r"\s+(?:for now|right now|for the time being|for a while|for today|this week|now)\W*$", "",
+                    target.strip())
     target = re.sub(r"^(?:me|any|all|the)\s+", "", re.sub(r"\s+", " ", target).strip(" .,!"))
     return ModerationAction(op=op, target=target[:200] or "unspecified")
 

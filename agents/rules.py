@@ -18,6 +18,14 @@ _NEG = re.compile(r"\b(?:no|not|never|nothing|none|without|dont|stop|less|fewer|
                   r"|excluding|neither|nor)\b|n't\b|\bdo not\b")
 #: (pattern, overrides): first match wins. Overrides replace head outputs (intent, polarity, kind).
 _RULES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
+    # "I don't hate horror anymore", "I no longer mind X", "stop excluding X": the earlier rule about X goes (read
+    # by the heads as a negation of X, which excluded it)
+    (re.compile(rf"\b(?:(?:do not|dont|don't|no longer)\s+(?:really\s+)?(?:hate|mind|dislike|exclude|block|filter"
+                rf"|avoid)|stop (?:excluding|blocking|filtering|hiding|avoiding))\b.*{_V}"),
+     {"intent": "retract"}),
+    # "neither horror nor comedy" = exclude both (the heads read the two X with no "no" as wanted)
+    (re.compile(rf"\bneither\b.*{_V}.*\bnor\b.*{_V}"),
+     {"intent": "add", "polarity": "-", "kind": "hard"}),
     # "nothing but horror" = only horror
     (re.compile(rf"\bnothing (?:but|except|other than|apart from|besides)\b.*{_V}"),
      {"intent": "add", "polarity": "+", "kind": "hard"}),

@@ -36,6 +36,12 @@ def test_example_command(parser):
     ("80s or later", {("year", "ge", "1980", "+", "hard")}),
     ("nothing after the 2000s", {("year", "le", "2009", "+", "hard")}),
     ("until the nineties", {("year", "le", "1999", "+", "hard")}),
+    # negations the heads read backwards (session 25 audit): "neither X nor Y" was +hard X, +hard Y; "I don't hate
+    # horror anymore" excluded horror
+    ("neither horror nor comedy", {("genre", "eq", "horror", "-", "hard"), ("genre", "eq", "comedy", "-", "hard")}),
+    ("I don't hate horror anymore", {("retract", "genre", "horror", "", "")}),
+    ("I no longer mind horror", {("retract", "genre", "horror", "", "")}),
+    ("stop excluding horror", {("retract", "genre", "horror", "", "")}),
 ])
 def test_slots(parser, text, expected):
     assert slots(parser, text) == expected

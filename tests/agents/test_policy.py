@@ -151,3 +151,48 @@ def test_persistence_through_spine_settings_store(tmp_path):
             s.update_section("default", "alice", SECTION, lambda d: {"preferences": [{"bogus": 1}]}, actor="x")
     finally:
         s.close()
+
+
+# ---------------------------------------------------------------- session 25 audit
+def test_a_soft_year_wish_never_removes_a_hard_bound():
+    """"nothing before 1990" then "a few more after 2010" replaced the hard bound by the soft wish."""
+    pol, _ = merge(RecPolicy(), cmd(Y("ge", 1990)), now=NOW)
+    pol, rep = merge(pol, cmd(Y("ge", 2011, kind="soft")), now=NOW)
+    assert {(p.kind, p.value) for p in pol.preferences} == {("hard", 1990), ("soft", 2011)} and not rep.replaced
+    pol, rep = merge(pol, cmd(Y("ge", 2000)), now=NOW)  # a new hard bound still replaces the old one
+    assert {(p.kind, p.value) for p in pol.preferences} == {("hard", 2000), ("soft", 2011)} and rep.replaced
+
+
+def test_a_lasting_rule_after_a_temporary_one_is_kept():
+    """"no horror this week" then "no horror" was "preserved": the lasting rule vanished with the week."""
+    pol, _ = merge(RecPolicy(), cmd(P(expires_at=NOW + timedelta(days=7))), now=NOW)
+    pol, rep = merge(pol, cmd(P()), now=NOW)
+    assert [p.expires_at for p in pol.preferences] == [None] and rep.replaced and not rep.preserved
+
+
+def test_another_sessions_wishes_are_kept_and_one_without_a_session_ends():
+    pol, _ = merge(RecPolicy(), cmd(P(kind="soft", polarity="+", value="Comedy", scope="session")), now=NOW,
+                   session_id="phone")
+    pol, rep = merge(pol, cmd(P()), now=NOW, session_id="tv")  # used to drop phone's live wish (expired=1)
+    assert rep.expired == 0 and {p.value for p in pol.active(NOW, "phone").preferences} == {"Comedy", "Horror"}
+    assert {p.value for p in pol.active(NOW, "tv").preferences} == {"Horror"}
+    pol, _ = merge(RecPolicy(), cmd(P(kind="soft", polarity="+", value="Comedy", scope="session")), now=NOW)
+    assert pol.active(NOW + timedelta(hours=1)).preferences  # no session id: it lasts a while...
+    assert not pol.active(NOW + timedelta(days=365)).preferences  # ...not forever
+
+
+def test_past_the_limit_soft_wishes_go_before_hard_rules_and_are_reported():
+    pol, _ = merge(RecPolicy(), cmd(P(), Y("ge", 1990)), now=NOW)
+    tags = [P(attribute="tag", value=f"tag{i}", kind="soft", polarity="+") for i in range(63)]
+    pol, rep = merge(pol, cmd(*tags[:32]), now=NOW)
+    pol, rep = merge(pol, cmd(*tags[32:]), now=NOW)
+    assert len(pol.preferences) == 64 and {("Horror", "hard"), (1990, "hard")} <= {
+        (p.value, p.kind) for p in pol.preferences}
+    assert rep.dropped == [tags[0].describe()] and "dropped" in rep.summary()
+
+
+def test_a_command_with_more_preferences_than_a_policy_holds_is_refused(parser):
+    from agents.schema import CommandError
+
+    with pytest.raises(CommandError, match="at most 64"):
+        parser.parse("more " + ", ".join(f"{g} movies" for g in ["horror", "comedy", "drama", "war", "western"] * 14))

@@ -67,6 +67,8 @@ def test_applies_only_to_caller(router, store):
     "on behalf of my brother, block crypto spam",
     # a moderation setting for everyone (session 25 audit): these were applied to the sender alone, silently
     "unblock spam for all", "for all: unblock toxic", "block crypto spam for us", "stop blocking insults for both",
+    "no horror for each user", "no horror for all customers", "unblock spam for all tenants",
+    "no horror for the entire userbase",
 ])
 def test_injection_refused_nothing_changes(router, store, text):
     res = router.route(text, user_id="alice", tenant_id="t")
@@ -118,6 +120,9 @@ def test_dry_run_without_store(parser):
 
 def test_moderation_parsing():
     assert moderation_action("stop showing me crypto spam").model_dump()["target"] == "crypto spam"
+    # a trailing time phrase is framing (it made a new category "spam-for-now"); inside a topic it stays
+    assert moderation_action("block spam for now").target == "spam"
+    assert moderation_action("block news about today").target == "news about today"
     assert moderation_action("unblock crypto spam").op == "unblock"
     assert category_name("Crypto Spam!") == "crypto-spam"
 
