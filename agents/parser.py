@@ -283,8 +283,7 @@ class StudentParser(BaseEstimator):
             return  # "forget that": nothing identifiable -> defined no-op
         polarity, kind = hp["polarity"], hp["kind"]
         scope = hp["scope"] if hp["scope"] != "default" else ("persistent" if kind == "hard" else "session")
-        weight = 0.5 if re.search(r"\b(a bit|a little|slightly|somewhat|bit)\b", clause) else (
-            1.5 if re.search(r"\b(a lot|much|way|lots)\b", clause) else 1.0)
+        weight = 0.5 if _MILD.search(clause) else 1.5 if _STRONG.search(clause) else 1.0
         common = dict(scope=scope, expires_at=expiry_for(clause, now), source=orig[:500], weight=weight)
         if not spans:
             if UNKNOWN_ATTR.search(clause):
@@ -325,6 +324,9 @@ def _genre_values(sp: Span, polarity: str, kind: str) -> list[str | int]:
     return parts[:1] if (polarity, kind) == ("-", "hard") else parts
 
 
+#: Degree words setting a soft preference's weight; "not much horror" is mild, not the strongest penalty.
+_MILD = re.compile(r"\b(?:a bit|a little|slightly|somewhat|bit|not (?:too |that |so )?(?:much|many|a lot))\b")
+_STRONG = re.compile(r"\b(?:a lot|much|way|lots)\b")
 _default: dict[str, StudentParser] = {}
 BACKENDS = ("minilm", "bow")  # the shipped student parsers (DATA_DIR/student_<backend>.npz)
 

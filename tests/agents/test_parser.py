@@ -180,3 +180,10 @@ def test_llm_parser_on_the_local_model_parses_or_rejects_typed():
         except ParserOutputError:
             outcomes.append(ParserOutputError)
     assert set(outcomes) <= {ParsedCommand, ParserOutputError} and len(outcomes) == 3
+
+
+def test_not_much_is_a_mild_penalty(parser):
+    """"not much horror" matched "much" and got the strongest penalty (1.5, session 25 audit)."""
+    weights = {t: parser.parse(t).preferences[0].weight for t in ("not much horror", "much less horror",
+                                                                    "a bit less horror", "less horror")}
+    assert weights == {"not much horror": 0.5, "much less horror": 1.5, "a bit less horror": 0.5, "less horror": 1.0}
