@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .schema import MAX_PREFS, ParsedCommand, Preference, now_utc
 
-#: How long a "for now" (session-scoped) preference lasts when the caller gives no session id: it would otherwise
-#: never end.
-SESSION_WITHOUT_ID = timedelta(hours=12)
+#: How long a "for now" (session-scoped) preference lasts at most: a session id is not a promise that the session
+#: ends, and without one the wish would never end (other sessions' wishes are kept while they live).
+SESSION_TTL = timedelta(hours=12)
 
 SECTION = "rec_policy"
 
@@ -87,9 +87,10 @@ class MergeReport(BaseModel):
 
 
 def _same_content(a: Preference, b: Preference) -> bool:
-    # expiry included: "no horror" after "no horror this week" is a new, lasting rule, not the same one
-    fields = ("polarity", "kind", "attribute", "operator", "value", "weight", "scope", "expires_at")
-    return all(getattr(a, f) == getattr(b, f) for f in fields)
+    # whether it expires counts ("no horror" after "no horror this week" is a new, lasting rule), when not: a wish
+    # said again is the same wish (its expiry is extended, see merge)
+    fields = ("polarity", "kind", "attribute", "operator", "value", "weight", "scope")
+    return all(getattr(a, f) == getattr(b, f) for f in fields) and (a.expires_at is None) == (b.expires_at is None)
 
 
 def _year_conflicts(new: Preference, old: Preference) -> bool:
@@ -144,13 +145,15 @@ def merge(
         prefs = [p for p in prefs if not r.matches(p)]
     earlier = list(prefs)  # what stood before this command; only these can be superseded by it
     for new in command.preferences:
-        if new.scope == "session" and new.session_id is None:
-            # bound to the session it was said in; with no session id, a session lasts SESSION_WITHOUT_ID
-            new = new.model_copy(update={"session_id": session_id} if session_id is not None else {
-                "expires_at": new.expires_at or now + SESSION_WITHOUT_ID})
+        if new.scope == "session":  # bound to the session it was said in, for at most SESSION_TTL
+            new = new.model_copy(update={"session_id": new.session_id or session_id,
+                                         "expires_at": new.expires_at or now + SESSION_TTL})
         same = [p for p in prefs if p.key == new.key]
         if any(_same_content(p, new) for p in same) and len(same) == 1:
             report.preserved.append(new.describe())
+            old = same[0]
+            if old.expires_at is not None and new.expires_at is not None and new.expires_at > old.expires_at:
+                prefs[prefs.index(old)] = old.model_copy(update={"expires_at": new.expires_at})  # said again: later
             continue
         if new.attribute == "year":
             same = [p for p in prefs if _year_conflicts(new, p)]

@@ -44,9 +44,9 @@ class ModerationNotAvailableError(RailguardError, RuntimeError):
 
 _CROSS_USER = re.compile(
     r"\b(?:user|account|profile|customer)s?\s*(?:id\s*)?[#:=]?\s*\d+\b|\buser_?id\b"
-    r"|\b(?:all|every|each|other|another|everyone'?s?|everybody'?s?)\s+(?:the\s+)?(?:users?|accounts?|profiles?|people"
-    r"|members?|customers?|tenants?|subscribers?)\b|\b(?:the\s+)?(?:entire|whole)\s+(?:user\s*base|userbase|customer"
-    r"\s*base|platform|site)\b"
+    r"|\b(?:all|every|other|another|everyone'?s?|everybody'?s?)\s+(?:the\s+)?(?:users?|accounts?|profiles?|people"
+    r"|members?|customers?|tenants?|subscribers?)\b|\beach\s+(?:users?|accounts?|profiles?|customers?|tenants?)\b"
+    r"|\b(?:entire|whole)\s+(?:user\s*base|userbase|customer\s*base)\b"
     r"|\bfor (?:everyone|everybody)\b|\b(?:everyone|everybody)'?s\b|\bon behalf of\b|\buser[_-][a-z0-9]+\b"
     # another person's feed by name: "bob's feed" (see also _ADDRESSED below)
     r"|\b(?!today'|tonight'|tomorrow'|this week'|week'|weekend'|month'|year')[a-z]+'s (?:feed|account|profile"
@@ -260,7 +260,10 @@ def check_identity_safe(text: str) -> None:
 # "block spam for everyone" / "for all: unblock toxic": a moderation setting is each user's own, so a clause that
 # asks for it on everyone's behalf is refused rather than applied to the sender alone (who would believe it global).
 # The same words stay an audience in a recommendation clause ("something fun for everyone").
-_FOR_EVERYONE = re.compile(r"\bfor (?:all|everyone|everybody|every one|us|both|others|the others)\b")
+# Only as the clause's audience, at its end or before a colon: "block spam for all my posts" and "for both comments
+# and DMs" scope the block to content.
+_FOR_EVERYONE = re.compile(r"\bfor (?:all|everyone|everybody|every one|us|both|others|the others)"
+                           r"(?: of (?:us|them))?\s*(?:$|[,:;.!?)])")
 
 
 def split_moderation(text: str) -> tuple[list[str], str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -64,13 +64,14 @@ def content_text(content: object, _depth: int = 0) -> object:
     """Text of a message content, the one reading every entry point shares (Guard, middleware, wrapped
     runnables, the local chat model's prompt, the HTTP service): a str as is; a list of content parts (OpenAI,
     Anthropic, LangChain standard blocks) as the text each part carries, joined by newlines:
-    - a str part; a part's str ``text`` whatever its ``type`` ("text", "input_text", "output_text", ...), its
-      ``refusal``, and a reasoning part's ``reasoning`` (LangChain standard) or ``thinking`` (Anthropic);
+    - a str part; a part's str ``text`` whatever its ``type`` ("text", "input_text", "output_text", ...) and its
+      ``refusal`` (not a reasoning part's ``reasoning`` / ``thinking``: this reading is also what is forwarded to a
+      model, which must not get a reply's reasoning as its visible text);
     - a part's own ``content`` (Anthropic ``tool_result``: a str or parts), and a ``document``'s title, context
       and text or content source (``{"type": "text", "data": ...}``, ``{"type": "content", "content": [...]}``).
-    Parts without text (images, audio, tool-use blocks, a streamed citations update) add nothing. A ``text``,
-    ``refusal``, ``reasoning`` or ``thinking`` that is not a str, a part that is neither a str nor an object, or
-    parts nested past 8 levels are an InvalidInputError. Anything else is returned as is (coerce_text types it)."""
+    Parts without text (images, audio, tool-use blocks, a streamed citations update) add nothing. A ``text`` or
+    ``refusal`` that is not a str, a part that is neither a str nor an object, or parts nested past 8 levels are an
+    InvalidInputError. Anything else is returned as is (coerce_text types it)."""
     if not isinstance(content, list | tuple):
         return content
     if _depth > 8:
@@ -88,7 +89,7 @@ def content_text(content: object, _depth: int = 0) -> object:
 
 def _part_texts(part: Mapping[str, Any], i: int, depth: int) -> list[str]:
     out = []
-    for key in ("text", "refusal", "reasoning", "thinking"):  # a reply's reasoning stays in the thread: checked too
+    for key in ("text", "refusal"):
         value = part.get(key)
         if value is not None and not isinstance(value, str):
             raise InvalidInputError(f"content part {i}: {key!r} is not a string")
@@ -173,3 +174,10 @@ def check_id(value: object, what: str = "user_id", *, optional: bool = False) ->
                                                                          for c in value):
         raise InvalidInputError(f"{what} must be a string of 1-256 printable characters")
     return value
+
+
+def unanswered_user_turns(roles: Sequence[object]) -> list[int]:
+    """Indices of the user messages after the last assistant one (by their roles, in order): the turn a model
+    call answers is the last, the others were sent with it."""
+    start = next((i + 1 for i in range(len(roles) - 1, -1, -1) if roles[i] == "assistant"), 0)
+    return [i for i in range(start, len(roles)) if roles[i] == "user"]

@@ -85,8 +85,8 @@ class ICLBackend:
         if retrieval not in RETRIEVAL_METHODS:
             raise ConfigError(f"unknown retrieval {retrieval!r}; use one of {list(RETRIEVAL_METHODS)}")
         for what, v in (("k", k), ("user_demos_per_category", user_demos_per_category)):
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 64:
-                raise ConfigError(f"{what} must be an integer from 0 to 64 (0: zero-shot), got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1000:
+                raise ConfigError(f"{what} must be an integer from 0 to 1000 (0: zero-shot), got {v!r}")
         self.adapter, self.k, self.retrieval, self.seed = adapter, k, retrieval, seed
         self.user_demos_per_category = user_demos_per_category
         self._bank, self._encoder = bank, encoder

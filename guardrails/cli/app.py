@@ -90,7 +90,7 @@ def check(
     try:
         content: str | bytes = text if text is not None else Path(file).read_bytes()  # type: ignore[arg-type]
         store = _store(db)
-        names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors is not None else None
+        names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None  # "": every one
         if names == []:  # "--detectors ,," would check with none at all and allow everything
             fail("--detectors names no detector", as_json=as_json)
         guard = Guard.from_registry(names, store=store, tenant_id=tenant)

@@ -127,7 +127,9 @@ _GENERIC_TOKEN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{32,}")
 
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,8}+")
 # A maximal run of digit groups joined by single spaces or dashes; card windows are picked inside it.
-_DIGIT_RUN = re.compile(r"(?<![\w.,])\d++(?:[ .-]\d++)*+")
+_DIGIT_RUN = re.compile(r"(?<![\w.,])\d++(?:[ -]\d++)*+")
+# Dots only as 4-4-4-4 ("4111.1111.1111.1111"): a dot between other groups is a decimal point (0.4111111111111111)
+_DOTTED_CARD = re.compile(r"(?<![\w.,])\d{4}(?:\.\d{4}){3}(?!\w|\.\d)")
 _DIGITS = re.compile(r"\d+")
 _EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,24}(?![\w-])")
 # NANP numbers: optional +1, the area code starts with 2-9. Not inside a longer digit-group run.
@@ -234,6 +236,13 @@ def _scan_cards(text: str) -> Iterator[PIIMatch]:
             i += 1
 
 
+def _scan_dotted_cards(text: str) -> Iterator[PIIMatch]:
+    for m in _DOTTED_CARD.finditer(text):
+        digits = m.group().replace(".", "")
+        if _iin_ok(digits) and luhn_ok(digits):
+            yield PIIMatch("credit_card", "credit_card", m.start(), m.end(), 1.0)
+
+
 def _scan_email(text: str) -> Iterator[PIIMatch]:
     for m in _EMAIL.finditer(text):
         yield PIIMatch("email", "email", m.start(), m.end(), 0.9)
@@ -262,6 +271,7 @@ _SCANNERS: tuple[Scanner, ...] = (
     _scan_prefixed_keys,
     _scan_iban,
     _scan_cards,
+    _scan_dotted_cards,
     _scan_email,
     _scan_phones,
     _scan_generic_tokens,
@@ -271,12 +281,14 @@ _SCANNERS: tuple[Scanner, ...] = (
 # Written to dodge a scanner, read the same by a person: invisible characters are dropped and Unicode spaces and
 # compatibility forms (fullwidth digits and @, ...) folded before scanning; matches map back to the text as given.
 _INVISIBLE = frozenset("\u00ad\u180e\u200b\u200c\u200d\u2060\ufeff")
+# what NFKC leaves as it is but the scan folds: the invisible characters and a few Unicode spaces
+_STABLE_ODD = re.compile("[\u00ad\u180e\u200b\u200c\u200d\u2060\ufeff\x85\u1680\u2028\u2029]")
 
 
 def _scanned_form(text: str) -> tuple[str, list[int] | None]:
     """The text the scanners read and, unless it is the text itself, each of its characters' index in ``text``."""
-    if text.isascii():
-        return text, None
+    if text.isascii() or (unicodedata.is_normalized("NFKC", text) and not _STABLE_ODD.search(text)):
+        return text, None  # nothing to fold: the common case, decided in C
     chars: list[str] = []
     where: list[int] = []
     for i, c in enumerate(text):

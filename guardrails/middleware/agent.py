@@ -34,7 +34,7 @@ from ..decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, Stag
 from ..errors import InvalidInputError
 from ..guard_types import SupportsCheck
 from ..models.chat import PrefillBlocked, to_chat_dicts
-from ..text import call_text, message_role
+from ..text import call_text, message_role, unanswered_user_turns
 from .identity import Identity, current_identity, from_runtime
 from .runnable import invalid_decision, without_token_streaming
 from .structured import message_text as _text
@@ -90,20 +90,21 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
 
     @staticmethod
     def _unanswered_user_turns(messages: list[BaseMessage]) -> list[int]:
-        """Indices of the user messages (by role, as the Guard reads it) since the model last spoke: the turn this
-        model call answers is the last one, the others were sent with it and never checked. None: an agent step,
-        whose tool results the tool stage checks."""
-        roles = [message_role(m) for m in messages]
-        start = next((i + 1 for i in range(len(roles) - 1, -1, -1) if roles[i] == "assistant"), 0)
-        return [i for i in range(start, len(messages)) if roles[i] == "user"]
+        """The user messages (by role, as the Guard reads it) since the model last spoke, never checked; none: an
+        agent step, whose tool results the tool stage checks."""
+        return unanswered_user_turns([message_role(m) for m in messages])
 
-    def _earlier_update(self, screen: Any, earlier: list[BaseMessage]) -> list[BaseMessage]:
-        """The earlier unanswered user messages a text-level detector redacted, rewritten in state (same id)."""
+    def _screened(self, screen: Any, turns: list[BaseMessage]) -> tuple[Decision | None, list[BaseMessage]]:
+        """The history screen of the unanswered user messages before the last: its decisions emitted, then its
+        block, or None and those messages a text-level detector redacted, rewritten in state (same id)."""
         for _, d in screen.decisions:
             self._emit(d)
+        if screen.blocked is not None:
+            return screen.blocked, []
         screened = screen.messages[:-1]  # the last is the turn checked next, as it was sent
-        return [HumanMessage(content=new["content"], id=m.id) for m, new in zip(earlier, screened, strict=True)
-                if new["content"] != to_chat_dicts([m])[0]["content"]]
+        return None, [HumanMessage(content=new["content"], id=m.id) for m, new in zip(turns[:-1], screened,
+                                                                                        strict=True)
+                      if new["content"] != to_chat_dicts([m])[0]["content"]]
 
     def _input_update(self, d: Decision, turns: list[BaseMessage],
                       rewritten: Sequence[BaseMessage] = ()) -> dict[str, Any] | None:
@@ -269,14 +270,17 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         who = from_runtime(runtime, self.default_user_id)
         turns = [messages[i] for i in users]
         rewritten: list[BaseMessage] = []
-        if len(turns) > 1 and hasattr(self.guard, "screen_history"):  # sent together with the checked turn
-            # the earlier ones, as Guard.screen_history and RemoteGuard's screen a conversation: all but its last
-            screen = self.guard.screen_history(to_chat_dicts(turns), user_id=who.user_id, session_id=who.session_id)
-            if screen.blocked is not None:
-                return self._input_update(screen.blocked, turns)
-            rewritten = self._earlier_update(screen, turns[:-1])
-        d = self._check(self._conversation(messages[: users[-1] + 1]), who, Stage.INPUT)
-        return self._input_update(d, turns, rewritten)
+        try:
+            conversation = self._conversation(messages[: users[-1] + 1])
+            if len(turns) > 1 and hasattr(self.guard, "screen_history"):  # sent together with the checked turn
+                # the earlier ones, as Guard.screen_history and RemoteGuard's screen a conversation: all but its last
+                blocked, rewritten = self._screened(self.guard.screen_history(
+                    to_chat_dicts(turns), user_id=who.user_id, session_id=who.session_id), turns)
+                if blocked is not None:
+                    return self._input_update(blocked, turns)
+        except InvalidInputError as exc:  # an unreadable message: refused, as the check itself would
+            return self._input_update(self._emit(invalid_decision(who, Stage.INPUT, exc)), turns)
+        return self._input_update(self._check(conversation, who, Stage.INPUT), turns, rewritten)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
@@ -287,14 +291,16 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         who = from_runtime(runtime, self.default_user_id)
         turns = [messages[i] for i in users]
         rewritten: list[BaseMessage] = []
-        if len(turns) > 1 and hasattr(self.guard, "ascreen_history"):
-            screen = await self.guard.ascreen_history(to_chat_dicts(turns), user_id=who.user_id,
-                                                      session_id=who.session_id)
-            if screen.blocked is not None:
-                return self._input_update(screen.blocked, turns)
-            rewritten = self._earlier_update(screen, turns[:-1])
-        d = await self._acheck(self._conversation(messages[: users[-1] + 1]), who, Stage.INPUT)
-        return self._input_update(d, turns, rewritten)
+        try:
+            conversation = self._conversation(messages[: users[-1] + 1])
+            if len(turns) > 1 and hasattr(self.guard, "ascreen_history"):
+                blocked, rewritten = self._screened(await self.guard.ascreen_history(
+                    to_chat_dicts(turns), user_id=who.user_id, session_id=who.session_id), turns)
+                if blocked is not None:
+                    return self._input_update(blocked, turns)
+        except InvalidInputError as exc:
+            return self._input_update(self._emit(invalid_decision(who, Stage.INPUT, exc)), turns)
+        return self._input_update(await self._acheck(conversation, who, Stage.INPUT), turns, rewritten)
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> Any:
         who = from_runtime(request.runtime, self.default_user_id)

@@ -26,7 +26,7 @@ def resolve_device(device: str | None = None) -> str:
     if device == "cpu" and not getattr(resolve_device, "_threads_set", False):
         # Leave one core for the event loop / server when we have several; never oversubscribe.
         # RAILGUARD_NUM_THREADS overrides (on a shared, loaded machine 1 thread is steadier).
-        # the cores this process may run on (a container's or taskset's share), not the machine's
+        # the cores this process may run on (its cpuset or taskset; a CPU quota such as docker --cpus is not seen)
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         env = os.environ.get("RAILGUARD_NUM_THREADS", "").strip()
         if env and not (env.isascii() and env.isdigit() and 0 < int(env) <= 4096):

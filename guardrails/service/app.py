@@ -153,7 +153,8 @@ def _install_error_handlers(app: FastAPI) -> None:
                 return error_response(400, "invalid_encoding", "request body is not UTF-8 encoded JSON")
             except Exception:  # noqa: BLE001 - the body cannot be read again here: say what both cases share
                 return error_response(400, "invalid_json", "request body could not be parsed as JSON")
-            return error_response(400, "invalid_json", "request body is not valid JSON (nested too deeply)")
+            return error_response(400, "invalid_json", "request body is not valid JSON (nested too deeply, or a number "
+                                  "too long to parse)")
         code = getattr(exc, "code", None) or {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code,
                                                                                              "http_error")
         return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "details", None),

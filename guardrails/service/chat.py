@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..decision import DEFAULT_REFUSAL, Action, Decision, Stage
 from ..errors import InvalidInputError
-from ..text import call_text, check_id
+from ..text import call_text, check_id, unanswered_user_turns
 from .auth import Principal
 from .deps import ApiError, ServiceState, log, require_tenant, state
 from .schemas import ChatCompletionRequest, ErrorOut
@@ -275,16 +275,19 @@ async def _answer(st: ServiceState, guard: Any, body: ChatCompletionRequest, use
             return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
         if d_tool.enforced_action is Action.REDACT and d_tool.redacted_text is not None:
             messages[i] = {**messages[i], "content": d_tool.redacted_text}
-    # The turn the input check judges (with the conversation up to it): the last user message the model has not
-    # answered, wherever it sits (a system message or an assistant prefill after it would otherwise leave it to
-    # the text-level screen alone); else the last message, as for a client's tool turn.
-    at = _input_turn(messages)
-    d_in = await _check(st, guard, messages[: at + 1], user_id, session_id, Stage.INPUT)
-    decisions["input"] = d_in.log_record()
-    if d_in.blocked:
-        return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
-    if d_in.enforced_action is Action.REDACT and d_in.redacted_text is not None:
-        messages[at] = {**messages[at], "content": d_in.redacted_text}  # the upstream never sees the original
+    # The input check judges the conversation's last message, and also, when it is not the last, the last user
+    # message the model has not answered (with the conversation up to it): a system message or an assistant
+    # prefill after the user's turn would otherwise leave that turn to the text-level screen alone.
+    last, roles = len(messages) - 1, [m["role"] for m in messages]
+    turns = unanswered_user_turns(roles[:-1] if roles[-1] == "assistant" else roles)  # a prefill answers nothing
+    for at in ([turns[-1]] if turns and turns[-1] != last else []) + [last]:
+        d_in = await _check(st, guard, messages[: at + 1], user_id, session_id, Stage.INPUT)
+        decisions["input" if at == last else "input_turn"] = d_in.log_record()
+        if d_in.blocked:
+            decisions["input"] = d_in.log_record()
+            return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
+        if d_in.enforced_action is Action.REDACT and d_in.redacted_text is not None:
+            messages[at] = {**messages[at], "content": d_in.redacted_text}  # the upstream never sees the original
 
     if st.chat.upstream_url:
         pieces, meta = await from_upstream(st, body, messages)
@@ -313,13 +316,6 @@ async def _answer(st: ServiceState, guard: Any, body: ChatCompletionRequest, use
         if d_call.stops_tool_call:
             return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
     return _Answer(model, pieces, finish, decisions, usage, calls or None)
-
-
-def _input_turn(messages: list[dict[str, Any]]) -> int:
-    """Index of the last user message after the last assistant one, else of the last message."""
-    start = next((i + 1 for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "assistant"), 0)
-    return next((i for i in range(len(messages) - 1, start - 1, -1) if messages[i]["role"] == "user"),
-                len(messages) - 1)
 
 
 @dataclass

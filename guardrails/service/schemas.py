@@ -3,6 +3,7 @@ Python callers, logs and HTTP clients all see one shape (CONTRACT.md: "the same 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -12,15 +13,16 @@ from ..detector import Role
 from ..errors import safe_segment
 from ..text import content_text
 
-# Tool names and ids are identifiers (OpenAI: ^[a-zA-Z0-9_-]{1,64}$ for names): free text there would reach the
-# upstream unscreened (the proxy screens a call's arguments and a message's content and name).
-_IDENT = r"^[A-Za-z0-9_.:\-]{1,256}$"
+#: What the chat proxy passes between the client and the upstream as an identifier (tool names and call ids; a
+#: model name may also hold "/"): free text there would go unscreened (OpenAI names match ^[a-zA-Z0-9_-]{1,64}$).
+IDENTIFIER = re.compile(r"[A-Za-z0-9_.:\-]{1,256}")
+MODEL_NAME = re.compile(r"[A-Za-z0-9_.:/\-]{1,256}")
 
 
 class FunctionCallIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    name: str = Field(min_length=1, max_length=256, pattern=_IDENT)
+    name: str = Field(min_length=1, max_length=256)
     arguments: str = ""
 
 
@@ -29,7 +31,7 @@ class ToolCallIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    id: str = Field(min_length=1, max_length=256, pattern=_IDENT)
+    id: str = Field(min_length=1, max_length=256)
     type: Literal["function"] = "function"
     function: FunctionCallIn
 
@@ -44,7 +46,7 @@ class ChatMessageIn(BaseModel):
     # Tool-use turns, forwarded upstream by the chat proxy after the text-level detectors screened them like the
     # content: an assistant turn's `tool_calls` (their arguments), a tool turn's `tool_call_id`, a `name`.
     tool_calls: list[ToolCallIn] | None = Field(default=None, max_length=128)
-    tool_call_id: str | None = Field(default=None, max_length=256, pattern=_IDENT)
+    tool_call_id: str | None = Field(default=None, max_length=256)
     name: str | None = Field(default=None, max_length=256)
 
     @field_validator("role", mode="before")
@@ -74,6 +76,9 @@ class ChatTurnIn(ChatMessageIn):
             raise ValueError("tool_call_id belongs on a tool message only")
         if self.tool_calls and self.role != "assistant":
             raise ValueError("tool_calls belong on an assistant message only")
+        ids = [self.tool_call_id or ""] + [t for c in self.tool_calls or () for t in (c.id, c.function.name)]
+        if not all(IDENTIFIER.fullmatch(t) for t in ids if t):
+            raise ValueError("tool names and call ids must be identifiers (letters, digits, _ . : -)")
         return self
 
 
@@ -187,14 +192,17 @@ class Health(BaseModel):
 
 
 # ---- OpenAI-compatible chat completions ---------------------------------------------------------------------
-#: OpenAI request parameters forwarded upstream as given: they steer generation and carry no conversation text.
+#: Request parameters forwarded upstream as given: generation settings (OpenAI's, and the sampling knobs local
+#: servers take), and the application's own `tools`, `tool_choice` and `response_format` (written by the developer,
+#: not the end user: not screened). A field carrying conversation text (`prediction`, `audio`) is refused.
 PASS_THROUGH = frozenset({
     "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_completion_tokens", "parallel_tool_calls",
     "presence_penalty", "response_format", "seed", "stop", "stream_options", "temperature", "tool_choice", "tools",
-    "top_p", "reasoning_effort", "service_tier"})
+    "top_p", "top_k", "min_p", "repetition_penalty", "reasoning_effort", "service_tier"})
 
 class ChatCompletionRequest(BaseModel):
-    """The subset of the OpenAI request the proxy reads; other fields (temperature, ...) pass through upstream.
+    """The subset of the OpenAI request the proxy reads; the parameters in `PASS_THROUGH` go upstream as given, any
+    other field is refused.
 
     The end user is `user` (OpenAI's own field) or the `X-Railguard-User-Id` header.
     """

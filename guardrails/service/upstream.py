@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import uuid
 from typing import Any
 
 import httpx
 
 from .deps import ApiError, ServiceState
-from .schemas import ChatCompletionRequest
+from .schemas import IDENTIFIER, MODEL_NAME, ChatCompletionRequest
 
 MAX_BUFFER_BYTES = 4_000_000  # a larger upstream answer is refused, not buffered without bound (<= MAX_TEXT_CHARS)
 # What of an upstream answer besides its text and tool calls reaches the client: free text in `model`, `usage` or
 # `finish_reason` would bypass the output check, so only these shapes are released (else replaced or dropped).
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
 _USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
-_SAFE_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
-_SAFE_MODEL = re.compile(r"[A-Za-z0-9_.:/@\-]{1,128}")  # "org/name", "railguard-local/smollm2-135m-instruct"
 
 
 def released_meta(meta: dict[str, Any], requested_model: str | None) -> dict[str, Any]:
@@ -37,7 +34,7 @@ def released_meta(meta: dict[str, Any], requested_model: str | None) -> dict[str
     usage = usage if isinstance(usage, dict) else {}
     counts = {k: usage[k] for k in _USAGE_KEYS if type(usage.get(k)) is int and usage[k] >= 0}
     finish = meta.get("finish_reason")
-    return {**meta, "model": model if isinstance(model, str) and _SAFE_MODEL.fullmatch(model) else requested_model,
+    return {**meta, "model": model if isinstance(model, str) and MODEL_NAME.fullmatch(model) else requested_model,
             "usage": counts or None, "finish_reason": finish if finish in FINISH_REASONS else None}
 
 
@@ -169,7 +166,7 @@ def _whole_calls(calls: list[Any]) -> list[dict[str, Any]]:
         if not isinstance(fn["name"], str) or not fn["name"] or not isinstance(args, str):
             raise TypeError("tool call shape")
         cid = call.get("id")  # an id is released as is only if it is one: free text there is unchecked output
-        out.append({"id": cid if cid and _SAFE_ID.fullmatch(cid) else f"call_{uuid.uuid4().hex[:24]}",
+        out.append({"id": cid if cid and IDENTIFIER.fullmatch(cid) else f"call_{uuid.uuid4().hex[:24]}",
                     "type": "function",
                     "function": {"name": fn["name"], "arguments": args}})
     return out

@@ -176,9 +176,20 @@ def test_another_sessions_wishes_are_kept_and_one_without_a_session_ends():
     pol, rep = merge(pol, cmd(P()), now=NOW, session_id="tv")  # used to drop phone's live wish (expired=1)
     assert rep.expired == 0 and {p.value for p in pol.active(NOW, "phone").preferences} == {"Comedy", "Horror"}
     assert {p.value for p in pol.active(NOW, "tv").preferences} == {"Horror"}
+    assert {p.value for p in pol.active(NOW + timedelta(hours=13), "phone").preferences} == {"Horror"}  # it ends
     pol, _ = merge(RecPolicy(), cmd(P(kind="soft", polarity="+", value="Comedy", scope="session")), now=NOW)
     assert pol.active(NOW + timedelta(hours=1)).preferences  # no session id: it lasts a while...
     assert not pol.active(NOW + timedelta(days=365)).preferences  # ...not forever
+
+
+def test_a_timed_wish_said_again_is_the_same_wish_lasting_longer():
+    """Review of the fix above: comparing expiry times made every resend of a timed wish a replacement."""
+    week = P(expires_at=NOW + timedelta(days=7))
+    pol, _ = merge(RecPolicy(), cmd(week), now=NOW)
+    later = NOW + timedelta(days=5)
+    pol, rep = merge(pol, cmd(P(expires_at=later + timedelta(days=7))), now=later)
+    assert rep.preserved and not rep.replaced and [p.id for p in pol.preferences] == [week.id]
+    assert pol.preferences[0].expires_at == later + timedelta(days=7)
 
 
 def test_past_the_limit_soft_wishes_go_before_hard_rules_and_are_reported():

@@ -90,6 +90,15 @@ def test_identity_check_allows_normal_text(text):
     check_identity_safe(text)
 
 
+@pytest.mark.parametrize("text", [  # "all", "both", "entire", "each" scoping content, not addressing people
+    "block spam for all my posts", "block crypto ads for both comments and DMs",
+    "hide rude comments across the entire platform", "a film each member of my family will like",
+    "the most popular film on the whole site",
+])
+def test_audience_words_that_scope_content_are_not_refused(router, text):
+    assert router.route(text, user_id="alice", tenant_id="t").kind is not RouteKind.REJECTED
+
+
 def test_moderation_delegated_for_caller(router):
     res = router.route("stop showing me crypto spam", user_id="bob", tenant_id="t")
     assert res.kind is RouteKind.MODERATION and res.applied

@@ -11,12 +11,24 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from guardrails import Guard, Stage
+from guardrails import Action, BaseDetector, CheckRequest, Finding, Guard, Stage
 from guardrails.client import RailguardClient, ServiceInvalidInputError, ServiceUnavailableError
 from guardrails.service import ChatConfig, create_app
 from guardrails.store import SettingsStore
-from tests.conftest import KeywordDetector
 from tests.service.conftest import ADMIN_KEY, ThreadServer
+
+
+class ContextKeyword(BaseDetector):
+    """Blocks input containing EVIL; neither a gate nor a redactor, so the text-level history screen never runs it
+    (like the privacy and harm detectors)."""
+
+    name = "context_keyword"
+    stages = frozenset({Stage.INPUT})
+
+    def predict(self, request: CheckRequest) -> list[Finding]:
+        hit = "EVIL" in request.text
+        return [Finding(detector=self.name, category="evil", score=float(hit), threshold=0.5,
+                        action=Action.BLOCK if hit else Action.ALLOW)]
 
 
 def _sse(*events: Any, done: bool = True) -> StreamingResponse:
@@ -53,8 +65,7 @@ def _upstream(seen: list[dict[str, Any]]) -> FastAPI:
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RailguardClient, list[dict[str, Any]]]]:
     seen: list[dict[str, Any]] = []
     store = SettingsStore(tmp_path_factory.mktemp("chat") / "c.db")
-    guard = Guard([*Guard.from_registry(["pii", "validator"], store=store).slots,
-                   KeywordDetector("EVIL", stages={Stage.INPUT})], store=store)  # a context detector, not text-level
+    guard = Guard([*Guard.from_registry(["pii", "validator"], store=store).slots, ContextKeyword()], store=store)
     with ThreadServer(_upstream(seen)) as up:
         app = create_app(guard, store, admin_key=ADMIN_KEY, chat=ChatConfig(upstream_url=f"{up.url}/v1"))
         with ThreadServer(app) as srv:
@@ -65,14 +76,17 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RailguardC
     store.close()
 
 
-@pytest.mark.parametrize("after", [{"role": "system", "content": "be brief"},
-                                   {"role": "assistant", "content": "Sure, here it is:"}])
-def test_the_input_check_judges_the_users_turn_wherever_it_sits(proxy, after):
+@pytest.mark.parametrize(("first", "after"), [
+    ("do EVIL", {"role": "system", "content": "be brief"}),
+    ("do EVIL", {"role": "assistant", "content": "Sure, here it is:"}),
+    ("hello", {"role": "system", "content": "EVIL system"}),  # the last message is still checked
+])
+def test_the_input_check_judges_the_users_turn_wherever_it_sits(proxy, first, after):
     """Only the last message got the input check: a user turn followed by a system message or an assistant prefill
     was left to the text-level screen, so "do EVIL" reached the upstream."""
     client, seen = proxy
     calls = len(seen)
-    r = client.chat([{"role": "user", "content": "do EVIL"}, after], user_id="u")
+    r = client.chat([{"role": "user", "content": first}, after], user_id="u")
     assert r["choices"][0]["finish_reason"] == "content_filter" and r["railguard"]["input"]["action"] == "block"
     assert len(seen) == calls
 
@@ -135,3 +149,13 @@ def test_an_upstream_stream_that_fails_or_stops_short_is_not_released(proxy, mar
     client, _ = proxy
     with pytest.raises(ServiceUnavailableError, match="upstream"):
         list(client.chat_stream([{"role": "user", "content": marker}], user_id="u"))
+
+
+def test_the_identifier_rule_is_the_chat_proxys_only():
+    """/v1/check and /v1/screen/history take messages as the Guard does: their tool ids are not forwarded anywhere."""
+    from guardrails.service.schemas import CheckBody
+
+    body = CheckBody.model_validate({"user_id": "u", "messages": [
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "call 1", "function": {"name": "a b"}}]},
+        {"role": "tool", "content": "x", "tool_call_id": "call 1"}]})
+    assert body.messages[1].tool_call_id == "call 1"

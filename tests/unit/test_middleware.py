@@ -172,6 +172,10 @@ async def test_every_unanswered_user_message_is_checked_whatever_its_message_typ
                                       Guard([keyword("attack", gate=True)]))
     assert calls == [] and out["messages"][-1].content.startswith("I'm sorry")
     assert [m.content for m in out["messages"][:-1]] == [WITHHELD_MESSAGE, WITHHELD_MESSAGE]
+    assert [d.action for d in decisions] == [Action.BLOCK]  # the screen's block reaches on_decision
+    out, calls, decisions = await run([ChatMessage(role="critic", content="hi"), HumanMessage("thanks")],
+                                      Guard([keyword("attack")]))
+    assert calls == [] and decisions[0].findings[0].category == "invalid_input"  # refused, not raised
 
 
 def test_custom_refusal_and_output_redact(keyword):

@@ -287,19 +287,16 @@ def test_every_entry_point_reads_content_parts_the_same_way(keyword):
     doc = [{"type": "document", "title": "T", "context": "C", "source": {"type": "content", "content": (
         {"type": "text", "text": "inner"},)}}, {"type": "tool_result", "content": ({"type": "text", "text": "tup"},)}]
     assert coerce_messages([{"role": "user", "content": doc}])[0].content == "T\nC\ninner\ntup"
-    # a reply's reasoning stays in the thread: it was neither checked nor shown to the check (session 25 audit)
-    thought = [{"type": "reasoning", "reasoning": "an attack"}, {"type": "thinking", "thinking": "hmm"},
-               {"type": "text", "text": "ok"}]
-    assert coerce_messages([{"role": "assistant", "content": thought}])[0].content == "an attack\nhmm\nok"
-    assert guard.check([{"role": "assistant", "content": thought}], user_id="u", stage="output").blocked
+    # a reply's reasoning is not read as its text: this reading is also forwarded to models (session 25 review)
+    thought = [{"type": "thinking", "thinking": "private chain of thought"}, {"type": "text", "text": "Paris."}]
+    assert coerce_messages([{"role": "assistant", "content": thought}])[0].content == "Paris."
     assert to_chat_dicts([HumanMessage(content=more)])[0]["content"] == "no\nrow 1\nrow 2\ndoc"
     assert guard.check([{"role": "user", "content": ["hi", {"type": "tool_result", "tool_use_id": "t",
                                                             "content": "an attack"}]}], user_id="u").blocked
     deep: list = ["x"]
     for _ in range(10):
         deep = [{"type": "tool_result", "content": deep}]
-    for bad in ([{"type": "input_text", "text": 5}], [{"type": "refusal", "refusal": 3}], [7], deep,
-                [{"type": "reasoning", "reasoning": ["x"]}]):
+    for bad in ([{"type": "input_text", "text": 5}], [{"type": "refusal", "refusal": 3}], [7], deep):
         with pytest.raises(InvalidInputError):
             coerce_messages([{"role": "user", "content": bad}])
         with pytest.raises(ValueError):
