@@ -22,9 +22,7 @@ from .profile import (
     Category,
     ModerationProfile,
     block_new,
-    export_json,
     extend,
-    import_json,
     list_categories,
     parse_profile,
     reblock,
@@ -34,6 +32,7 @@ from .profile import (
     set_threshold,
     unblock,
 )
+from .profile_io import export_json, import_json
 from .service import ProfileService
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs (nothing heavy is imported at run time)

@@ -85,7 +85,8 @@ def eval_cmd(
     """Binary harmful-vs-benign metrics (the paper's protocol) for one backend on one file."""
     _quiet()
     from .evaluate import evaluate, load_jsonl, scope_to_labels
-    from .profile import ModerationProfile, import_json
+    from .profile import ModerationProfile
+    from .profile_io import import_json
 
     if backend not in ("embedding", "icl"):
         _fail(f"unknown backend {backend!r}; use embedding or icl", as_json)
@@ -160,6 +161,7 @@ def profile_template(
                                       "printed as one JSON object"),
 ) -> None:
     """Print the default moderation profile as JSON (a starting point for `--profile` or import)."""
-    from .profile import ModerationProfile, export_json
+    from .profile import ModerationProfile
+    from .profile_io import export_json
 
     typer.echo(export_json(ModerationProfile()))

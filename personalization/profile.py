@@ -16,10 +16,8 @@ another category's score under the embedding backend, and never another user's p
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -405,46 +403,3 @@ def list_categories(profile: ModerationProfile) -> list[dict[str, Any]]:
          "has_definition": bool(c.definition), "generalize": c.generalize}
         for n, c in sorted(profile.categories.items())
     ]
-
-
-def export_json(profile: ModerationProfile) -> str:
-    """The whole profile as indented JSON with sorted keys (non-ASCII kept), the format `import_json` reads.
-    It holds the user's own example texts: treat it as user data, never log it (`list_categories` is safe)."""
-    return json.dumps(profile.model_dump(mode="json"), ensure_ascii=False, indent=2, sort_keys=True)
-
-
-def import_json(text: str | bytes, *, previous: Any = None) -> ModerationProfile:
-    """Parse an exported profile, held to today's limits except that it may keep the size of the `previous`
-    profile it replaces (`ProfileService.import_json` passes the user's stored one)."""
-    return parse_profile(load_profile_json(text), new=True, previous=previous)
-
-
-def load_profile_json(text: str | bytes) -> dict[str, Any]:
-    """The JSON object of an exported profile, not yet validated as one. Duplicate keys are refused (they would
-    silently overwrite); so is anything but an object with ``categories`` (``null`` or ``{}`` would import as the
-    default profile, wiping the user's: `export_json` never writes either)."""
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8-sig")  # strict: replacement characters would be stored as the user's text
-        except UnicodeDecodeError as exc:
-            raise InvalidInputError(f"profile JSON is not valid UTF-8 (byte {exc.start})") from None
-    if not isinstance(text, str) or len(text) > 4 * MAX_TOTAL_CHARS:
-        raise InvalidInputError("profile JSON must be a string of reasonable size")
-
-    def no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out = dict(pairs)
-        if len(out) != len(pairs):  # one pass: counting each key (list.count) was quadratic in the key count
-            dupes = sorted(k for k, c in Counter(k for k, _ in pairs).items() if c > 1)
-            more = f" and {len(dupes) - 5} more" if len(dupes) > 5 else ""
-            raise InvalidInputError(f"duplicate keys in profile JSON: {dupes[:5]}{more}")
-        return out
-
-    try:
-        data = json.loads(text, object_pairs_hook=no_dupes)
-    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
-        raise InvalidInputError(f"profile is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidInputError("profile JSON is nested too deeply") from None
-    if not isinstance(data, dict) or "categories" not in data:
-        raise InvalidInputError("profile JSON must be an object with 'categories' (what export_json writes)")
-    return data

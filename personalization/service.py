@@ -15,6 +15,7 @@ from guardrails.errors import ConfigError
 
 from . import profile as P
 from .profile import Action, ModerationProfile
+from .profile_io import export_json, load_profile_json
 
 SECTION = "moderation"
 
@@ -96,11 +97,11 @@ class ProfileService:
         return P.list_categories(self.get(user_id))
 
     def export_json(self, user_id: str) -> str:
-        """The user's profile as `profile.export_json` text (user data: includes their example texts)."""
-        return P.export_json(self.get(user_id))
+        """The user's profile as `profile_io.export_json` text (user data: includes their example texts)."""
+        return export_json(self.get(user_id))
 
     def import_json(self, user_id: str, text: str | bytes, *, actor: str | None = None) -> ModerationProfile:
-        data = P.load_profile_json(text)  # parse outside the transaction: bad JSON never opens a write
+        data = load_profile_json(text)  # parse outside the transaction: bad JSON never opens a write
         # validated against the profile it replaces: an export of a profile an earlier release stored larger than
         # today's limits imports back into its own user (as any write may keep what it held), not into another
         return self._replace(user_id, lambda section: P.parse_profile(data, new=True, previous=section), actor)

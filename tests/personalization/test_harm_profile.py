@@ -12,6 +12,7 @@ from guardrails.errors import ConfigError, InvalidInputError
 from guardrails.store import SettingsStore
 from personalization import profile as P
 from personalization.embedding import PrototypeCategory, calibrate
+from personalization.profile_io import export_json, import_json
 from personalization.service import ProfileService
 from personalization.variations import perturb, variations
 
@@ -72,13 +73,13 @@ def test_remove_reset_list():
 
 def test_export_import_roundtrip_and_bad_json():
     p = P.extend(P.block_new(P.ModerationProfile(), "crypto", examples=["a coin"]), "crypto", "b coin")
-    assert P.import_json(P.export_json(p)) == p
+    assert import_json(export_json(p)) == p
     with pytest.raises(InvalidInputError, match="not valid JSON"):
-        P.import_json("{nope")
+        import_json("{nope")
     with pytest.raises(InvalidInputError, match="duplicate keys"):
-        P.import_json('{"categories": {"crypto": {"examples": ["a"]}, "crypto": {"examples": ["b"]}}}')
+        import_json('{"categories": {"crypto": {"examples": ["a"]}, "crypto": {"examples": ["b"]}}}')
     with pytest.raises(ConfigError):
-        P.import_json('{"categories": {"crypto": {"examples": ["a"], "colour": "red"}}}')  # unknown field
+        import_json('{"categories": {"crypto": {"examples": ["a"], "colour": "red"}}}')  # unknown field
 
 
 @pytest.mark.parametrize("bad", [
@@ -117,7 +118,7 @@ def test_profile_errors_never_echo_user_text():
 
 def test_deeply_nested_import_is_a_typed_error():
     with pytest.raises(InvalidInputError, match="nested"):
-        P.import_json('{"categories": ' + "[" * 100_000 + "]" * 100_000 + "}")
+        import_json('{"categories": ' + "[" * 100_000 + "]" * 100_000 + "}")
 
 
 def test_operation_arguments_are_typed_errors():
@@ -215,12 +216,12 @@ def test_import_refuses_invalid_utf8_and_lists_few_duplicate_keys():
     user's examples; the duplicate-key check counted each key in a list (quadratic: 40k keys took 5 s, the size
     limit allowed ~120k) and echoed every duplicate name."""
     with pytest.raises(InvalidInputError, match="not valid UTF-8"):
-        P.import_json(b'{"categories": {"c": {"examples": ["caf\xe9"]}}}')
-    good = P.export_json(P.block_new(P.ModerationProfile(), "crypto", examples=["a coin"]))
-    assert P.import_json(b"\xef\xbb\xbf" + good.encode()) == P.import_json(good)  # a BOM is not data
+        import_json(b'{"categories": {"c": {"examples": ["caf\xe9"]}}}')
+    good = export_json(P.block_new(P.ModerationProfile(), "crypto", examples=["a coin"]))
+    assert import_json(b"\xef\xbb\xbf" + good.encode()) == import_json(good)  # a BOM is not data
     dupes = "{" + ", ".join(f'"k{i}": 1, "k{i}": 2' for i in range(100)) + "}"
     with pytest.raises(InvalidInputError, match=r"duplicate keys .*and 95 more") as e:
-        P.import_json(dupes)
+        import_json(dupes)
     assert len(str(e.value)) < 200
 
 
