@@ -23,8 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .schema import MAX_PREFS, ParsedCommand, Preference, now_utc
 
-#: How long a "for now" (session-scoped) preference lasts at most: a session id is not a promise that the session
-#: ends, and without one the wish would never end (other sessions' wishes are kept while they live).
+#: How long a "for now" (session-scoped) preference lasts unless it names its own time ("this week"): a session id
+#: is not a promise that the session ends, and without one the wish would never end (other sessions' wishes are
+#: kept while they live).
 SESSION_TTL = timedelta(hours=12)
 
 SECTION = "rec_policy"
@@ -51,8 +52,15 @@ class RecPolicy(BaseModel):
         return [p for p in self.preferences if p.kind == "soft"]
 
 
+def _expired(p: Preference, now: datetime) -> bool:
+    if p.expires_at is not None:
+        return p.expires_at <= now
+    # a session wish stored before they got an expiry ends as it would now
+    return p.scope == "session" and p.created_at + SESSION_TTL <= now
+
+
 def _alive(p: Preference, now: datetime, session_id: str | None) -> bool:
-    if p.expires_at is not None and p.expires_at <= now:
+    if _expired(p, now):
         return False
     if p.scope == "session" and p.session_id is not None and session_id is not None:
         return p.session_id == session_id
@@ -127,7 +135,7 @@ def merge(
     command.check_consistent()
     now = now or now_utc()
     report = MergeReport()
-    unexpired = [p for p in policy.preferences if p.expires_at is None or p.expires_at > now]
+    unexpired = [p for p in policy.preferences if not _expired(p, now)]
     report.expired = len(policy.preferences) - len(unexpired)
     # another session's "for now" wishes are not this command's to change: kept as they are (they used to be
     # dropped by any write from another session)
@@ -145,7 +153,7 @@ def merge(
         prefs = [p for p in prefs if not r.matches(p)]
     earlier = list(prefs)  # what stood before this command; only these can be superseded by it
     for new in command.preferences:
-        if new.scope == "session":  # bound to the session it was said in, for at most SESSION_TTL
+        if new.scope == "session":  # bound to the session it was said in, for SESSION_TTL unless it says how long
             new = new.model_copy(update={"session_id": new.session_id or session_id,
                                          "expires_at": new.expires_at or now + SESSION_TTL})
         same = [p for p in prefs if p.key == new.key]

@@ -260,10 +260,13 @@ def check_identity_safe(text: str) -> None:
 # "block spam for everyone" / "for all: unblock toxic": a moderation setting is each user's own, so a clause that
 # asks for it on everyone's behalf is refused rather than applied to the sender alone (who would believe it global).
 # The same words stay an audience in a recommendation clause ("something fun for everyone").
-# Only as the clause's audience, at its end or before a colon: "block spam for all my posts" and "for both comments
-# and DMs" scope the block to content.
-_FOR_EVERYONE = re.compile(r"\bfor (?:all|everyone|everybody|every one|us|both|others|the others)"
-                           r"(?: of (?:us|them))?\s*(?:$|[,:;.!?)])")
+# Only as the clause's audience: at its start, or at its end (filler words and punctuation aside): "block spam for
+# all my posts" and "for both comments and DMs" scope the block to content. A platform-wide block is everyone's too.
+_FOR_EVERYONE = re.compile(
+    r"^\W*for (?:all|everyone|everybody|every one|us|both|others|the others)\b"
+    r"|\bfor (?:all|everyone|everybody|every one|us|both|others|the others)(?: of (?:us|them))?"
+    r"(?:\s+(?:too|please|now|again|as well|from now on))*\s*(?:$|[,:;.!?)])"
+    r"|\b(?:entire|whole)\s+(?:platform|site|community|server|forum)\b")
 
 
 def split_moderation(text: str) -> tuple[list[str], str]:

@@ -403,3 +403,12 @@ def list_categories(profile: ModerationProfile) -> list[dict[str, Any]]:
          "has_definition": bool(c.definition), "generalize": c.generalize}
         for n, c in sorted(profile.categories.items())
     ]
+
+
+def __getattr__(name: str) -> Any:
+    """`import_json`, `export_json` and `load_profile_json` moved to `profile_io`; still reachable here."""
+    if name in ("import_json", "export_json", "load_profile_json"):
+        from . import profile_io
+
+        return getattr(profile_io, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -275,19 +275,27 @@ async def _answer(st: ServiceState, guard: Any, body: ChatCompletionRequest, use
             return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
         if d_tool.enforced_action is Action.REDACT and d_tool.redacted_text is not None:
             messages[i] = {**messages[i], "content": d_tool.redacted_text}
-    # The input check judges the conversation's last message, and also, when it is not the last, the last user
-    # message the model has not answered (with the conversation up to it): a system message or an assistant
-    # prefill after the user's turn would otherwise leave that turn to the text-level screen alone.
+    # The input check judges the user's turn the model is to answer, with the conversation up to it (once: the
+    # privacy drift counts it); a system message or an assistant prefill sent after it gets the text-level screen
+    # (the history screen above covered every message but the last). Without a user turn, the last message.
     last, roles = len(messages) - 1, [m["role"] for m in messages]
     turns = unanswered_user_turns(roles[:-1] if roles[-1] == "assistant" else roles)  # a prefill answers nothing
-    for at in ([turns[-1]] if turns and turns[-1] != last else []) + [last]:
-        d_in = await _check(st, guard, messages[: at + 1], user_id, session_id, Stage.INPUT)
-        decisions["input" if at == last else "input_turn"] = d_in.log_record()
-        if d_in.blocked:
-            decisions["input"] = d_in.log_record()
+    at = turns[-1] if turns else last
+    d_in = await _check(st, guard, messages[: at + 1], user_id, session_id, Stage.INPUT)
+    decisions["input"] = d_in.log_record()
+    if d_in.blocked:
+        return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
+    if d_in.enforced_action is Action.REDACT and d_in.redacted_text is not None:
+        messages[at] = {**messages[at], "content": d_in.redacted_text}  # the upstream never sees the original
+    if at != last:
+        tail = await guard.ascreen_history(messages[last:], user_id=user_id, session_id=session_id, include_last=True)
+        for _, d in tail.decisions:
+            st.metrics.observe_decision(d, history=True)
+            decisions.setdefault("history", []).append({"index": last, **d.log_record()})
+        if tail.blocked is not None:
+            decisions["input"] = tail.blocked.log_record()
             return _Answer(model, [DEFAULT_REFUSAL], "content_filter", decisions)
-        if d_in.enforced_action is Action.REDACT and d_in.redacted_text is not None:
-            messages[at] = {**messages[at], "content": d_in.redacted_text}  # the upstream never sees the original
+        messages[last] = tail.messages[0]
 
     if st.chat.upstream_url:
         pieces, meta = await from_upstream(st, body, messages)

@@ -16,7 +16,7 @@ from ..text import content_text
 #: What the chat proxy passes between the client and the upstream as an identifier (tool names and call ids; a
 #: model name may also hold "/"): free text there would go unscreened (OpenAI names match ^[a-zA-Z0-9_-]{1,64}$).
 IDENTIFIER = re.compile(r"[A-Za-z0-9_.:\-]{1,256}")
-MODEL_NAME = re.compile(r"[A-Za-z0-9_.:/\-]{1,256}")
+MODEL_NAME = re.compile(r"[A-Za-z0-9_.:/@\-]{1,256}")  # "org/name", "claude-3-5-sonnet@20240620"
 
 
 class FunctionCallIn(BaseModel):
@@ -209,7 +209,7 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str | None = None
+    model: str | None = Field(default=None, pattern=rf"^{MODEL_NAME.pattern}$")  # forwarded, and echoed back
     messages: list[ChatTurnIn] = Field(min_length=1)
     stream: bool = Field(default=False, strict=True)
     user: str | None = Field(default=None, min_length=1, max_length=256)

@@ -182,6 +182,15 @@ def test_another_sessions_wishes_are_kept_and_one_without_a_session_ends():
     assert not pol.active(NOW + timedelta(days=365)).preferences  # ...not forever
 
 
+def test_a_session_wish_stored_without_an_expiry_ends_too():
+    old = P(kind="soft", polarity="+", value="Comedy", scope="session", session_id="phone", created_at=NOW)
+    pol = RecPolicy(preferences=[old])  # as stored before session wishes got an expiry
+    assert pol.active(NOW + timedelta(hours=1), "phone").preferences
+    assert not pol.active(NOW + timedelta(hours=13), "phone").preferences
+    new, rep = merge(pol, cmd(P()), now=NOW + timedelta(hours=13), session_id="tv")
+    assert rep.expired == 1 and [p.value for p in new.preferences] == ["Horror"]
+
+
 def test_a_timed_wish_said_again_is_the_same_wish_lasting_longer():
     """Review of the fix above: comparing expiry times made every resend of a timed wish a replacement."""
     week = P(expires_at=NOW + timedelta(days=7))

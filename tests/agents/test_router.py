@@ -68,7 +68,8 @@ def test_applies_only_to_caller(router, store):
     # a moderation setting for everyone (session 25 audit): these were applied to the sender alone, silently
     "unblock spam for all", "for all: unblock toxic", "block crypto spam for us", "stop blocking insults for both",
     "no horror for each user", "no horror for all customers", "unblock spam for all tenants",
-    "no horror for the entire userbase",
+    "no horror for the entire userbase", "block spam for us too", "unblock toxic for both of us please",
+    "unblock toxic for all of them now", "for the others unblock toxic", "hide spam for the entire platform",
 ])
 def test_injection_refused_nothing_changes(router, store, text):
     res = router.route(text, user_id="alice", tenant_id="t")
@@ -92,7 +93,7 @@ def test_identity_check_allows_normal_text(text):
 
 @pytest.mark.parametrize("text", [  # "all", "both", "entire", "each" scoping content, not addressing people
     "block spam for all my posts", "block crypto ads for both comments and DMs",
-    "hide rude comments across the entire platform", "a film each member of my family will like",
+    "a film each member of my family will like",
     "the most popular film on the whole site",
 ])
 def test_audience_words_that_scope_content_are_not_refused(router, text):

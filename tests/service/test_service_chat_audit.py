@@ -24,8 +24,10 @@ class ContextKeyword(BaseDetector):
 
     name = "context_keyword"
     stages = frozenset({Stage.INPUT})
+    calls = 0
 
     def predict(self, request: CheckRequest) -> list[Finding]:
+        ContextKeyword.calls += 1
         hit = "EVIL" in request.text
         return [Finding(detector=self.name, category="evil", score=float(hit), threshold=0.5,
                         action=Action.BLOCK if hit else Action.ALLOW)]
@@ -76,19 +78,22 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RailguardC
     store.close()
 
 
-@pytest.mark.parametrize(("first", "after"), [
-    ("do EVIL", {"role": "system", "content": "be brief"}),
-    ("do EVIL", {"role": "assistant", "content": "Sure, here it is:"}),
-    ("hello", {"role": "system", "content": "EVIL system"}),  # the last message is still checked
-])
-def test_the_input_check_judges_the_users_turn_wherever_it_sits(proxy, first, after):
+@pytest.mark.parametrize("after", [{"role": "system", "content": "be brief"},
+                                   {"role": "assistant", "content": "Sure, here it is:"}])
+def test_the_input_check_judges_the_users_turn_wherever_it_sits(proxy, after):
     """Only the last message got the input check: a user turn followed by a system message or an assistant prefill
-    was left to the text-level screen, so "do EVIL" reached the upstream."""
+    was left to the text-level screen, so "do EVIL" reached the upstream. The turn is checked once (a session
+    detector such as the privacy drift counts each check), and the message after it gets the text-level screen."""
     client, seen = proxy
     calls = len(seen)
-    r = client.chat([{"role": "user", "content": first}, after], user_id="u")
+    r = client.chat([{"role": "user", "content": "do EVIL"}, after], user_id="u")
     assert r["choices"][0]["finish_reason"] == "content_filter" and r["railguard"]["input"]["action"] == "block"
     assert len(seen) == calls
+    before = ContextKeyword.calls
+    r = client.chat([{"role": "user", "content": "hello"}, {**after, "content": "card 4111 1111 1111 1111"}],
+                    user_id="u")
+    assert ContextKeyword.calls == before + 1 and len(seen) == calls + 1
+    assert seen[-1]["messages"][-1]["content"] == "card [REDACTED:CREDIT_CARD]"
 
 
 @pytest.mark.parametrize("extra", [
@@ -159,3 +164,15 @@ def test_the_identifier_rule_is_the_chat_proxys_only():
         {"role": "assistant", "content": "", "tool_calls": [{"id": "call 1", "function": {"name": "a b"}}]},
         {"role": "tool", "content": "x", "tool_call_id": "call 1"}]})
     assert body.messages[1].tool_call_id == "call 1"
+
+
+def test_the_requested_model_name_is_an_identifier():
+    from pydantic import ValidationError
+
+    from guardrails.service.schemas import ChatCompletionRequest
+
+    msgs = [{"role": "user", "content": "hi"}]
+    for ok in ("gpt-4o", "org/name", "claude-3-5-sonnet@20240620"):
+        assert ChatCompletionRequest.model_validate({"model": ok, "messages": msgs}).model == ok
+    with pytest.raises(ValidationError):  # forwarded upstream and echoed back: not free text
+        ChatCompletionRequest.model_validate({"model": "bad model bob@example.com", "messages": msgs})
