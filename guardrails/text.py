@@ -66,7 +66,8 @@ def content_text(content: object, _depth: int = 0) -> object:
     Anthropic, LangChain standard blocks) as the text each part carries, joined by newlines:
     - a str part; a part's str ``text`` whatever its ``type`` ("text", "input_text", "output_text", ...) and its
       ``refusal`` (not a reasoning part's ``reasoning`` / ``thinking``: this reading is also what is forwarded to a
-      model, which must not get a reply's reasoning as its visible text);
+      model, which must not get a reply's reasoning as its visible text; the agent middleware checks reasoning
+      parts on their own);
     - a part's own ``content`` (Anthropic ``tool_result``: a str or parts), and a ``document``'s title, context
       and text or content source (``{"type": "text", "data": ...}``, ``{"type": "content", "content": [...]}``).
     Parts without text (images, audio, tool-use blocks, a streamed citations update) add nothing. A ``text`` or

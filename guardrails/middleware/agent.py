@@ -11,6 +11,8 @@
   tokens were already streamed). The model run's own `on_chat_model_end` event (what a tracer of that call
   records) still carries the unchecked reply: a UI should render the agent's messages (`stream_mode="messages"`
   or `"values"`, `on_chain_end`), never chat-model events.
+- reasoning parts of a reply (`reasoning`, `thinking`) stay in the thread: they get an output check of their own
+  (a block refuses the reply, a redaction or warning drops them); they are never read as the reply's text.
 - structured output (`response_format`): the structured response is checked at the output stage as JSON; block
   drops it, redact rewrites it (and the schema tool call / tool message that carry it), and a redaction that no
   longer fits the schema blocks. Other tool calls in the same reply are checked as tool calls (below).
@@ -39,7 +41,17 @@ from .identity import Identity, current_identity, from_runtime
 from .runnable import invalid_decision, without_token_streaming
 from .structured import message_text as _text
 from .structured import rebuild_redacted, structured_json, with_redacted
-from .tool_calls import CheckedCalls, PendingCall, is_withheld, pending_calls, result_messages, settle_results, withhold
+from .tool_calls import (
+    CheckedCalls,
+    PendingCall,
+    is_withheld,
+    pending_calls,
+    reasoning_parts,
+    result_messages,
+    settle_reasoning,
+    settle_results,
+    withhold,
+)
 
 
 class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
@@ -325,6 +337,8 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         elif Stage.OUTPUT in self.stages:
             replies = [(i, self._check(_text(result[i]), who, Stage.OUTPUT)) for i in self._replies(result)]
             result = self._with_outputs(replies, result)
+            thoughts = [(i, self._check(t, who, Stage.OUTPUT)) for i, t in reasoning_parts(result)]
+            result = settle_reasoning(thoughts, result, self._refusal)
         if Stage.TOOL_CALL in self.stages:
             checked = [(c, self._check(c.text, who, Stage.TOOL_CALL)) for c in self._calls_to_check(response, result)]
             result = self._withhold_calls(checked, result)
@@ -355,6 +369,8 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         elif Stage.OUTPUT in self.stages:
             replies = [(i, await self._acheck(_text(result[i]), who, Stage.OUTPUT)) for i in self._replies(result)]
             result = self._with_outputs(replies, result)
+            thoughts = [(i, await self._acheck(t, who, Stage.OUTPUT)) for i, t in reasoning_parts(result)]
+            result = settle_reasoning(thoughts, result, self._refusal)
         if Stage.TOOL_CALL in self.stages:
             checked = [(c, await self._acheck(c.text, who, Stage.TOOL_CALL))
                        for c in self._calls_to_check(response, result)]

@@ -1,4 +1,5 @@
-"""Tool calls checked where the model produces them, so a blocked call's arguments never enter the thread.
+"""Tool calls checked where the model produces them, so a blocked call's arguments never enter the thread; and the
+other parts of a model turn the thread keeps besides its text (tool results, reasoning parts), as they are checked.
 
 `GuardMiddleware.wrap_model_call` checks each tool call of the model's reply at the `tool_call` stage. A blocked
 (or redacted: rewritten arguments would change the call) call keeps its id and name but its arguments become a
@@ -185,3 +186,33 @@ def settle_results(checked: Sequence[tuple[BaseMessage, Decision]], out: Any,
         return done.get(id(out), out)
     messages = [done.get(id(m), m) for m in out.update["messages"]]
     return dataclasses.replace(out, update={**out.update, "messages": messages})
+
+
+_REASONING = {"reasoning": "reasoning", "thinking": "thinking"}  # part type -> the key holding its text
+
+
+def reasoning_parts(result: Sequence[Any]) -> list[tuple[int, str]]:
+    """(index, text) of each AI message in ``result`` whose content carries reasoning parts (LangChain standard
+    ``reasoning``, Anthropic ``thinking``): a thread keeps them, so they get an output check of their own."""
+    out = []
+    for i, m in enumerate(result):
+        if isinstance(m, AIMessage) and isinstance(m.content, list):
+            text = "\n".join(p[_REASONING[p["type"]]] for p in m.content if isinstance(p, dict)
+                             and p.get("type") in _REASONING and isinstance(p.get(_REASONING[p["type"]]), str))
+            if text.strip():
+                out.append((i, text))
+    return out
+
+
+def settle_reasoning(checked: Sequence[tuple[int, Decision]], result: list[Any],
+                     refusal: Callable[[Decision], AIMessage]) -> list[Any]:
+    """``result`` after the output check of its replies' reasoning parts (`reasoning_parts`): a blocked one refuses
+    the reply; a redacted or warned-about one is dropped (it is not the answer, so it is not rewritten)."""
+    out = list(result)
+    for i, d in checked:
+        if d.enforced_action is Action.BLOCK:
+            out[i] = refusal(d)
+        elif d.action is not Action.ALLOW:
+            kept = [p for p in out[i].content if not (isinstance(p, dict) and p.get("type") in _REASONING)]
+            out[i] = out[i].model_copy(update={"content": kept})
+    return out

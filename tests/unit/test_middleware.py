@@ -178,6 +178,28 @@ async def test_every_unanswered_user_message_is_checked_whatever_its_message_typ
     assert calls == [] and decisions[0].findings[0].category == "invalid_input"  # refused, not raised
 
 
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_reasoning_parts_get_an_output_check_of_their_own(keyword, use_async):
+    """A reply's reasoning parts stay in the thread but were checked by nothing (session 25 review). They are not
+    read as the reply's text (that reading is also forwarded to models): they get their own output check, and a
+    flagged one is dropped, or the reply refused when it blocks."""
+    def reply(thought):
+        return AIMessage(content=[{"type": "thinking", "thinking": thought}, {"type": "text", "text": "ok"}])
+
+    for guard, thought, want in (
+            (Guard([keyword("4111", Action.REDACT, stages={Stage.OUTPUT})]), "card 4111 on file", "dropped"),
+            (Guard([keyword("FORBIDDEN", stages={Stage.OUTPUT})]), "FORBIDDEN plan", "refused"),
+            (Guard([keyword("FORBIDDEN", stages={Stage.OUTPUT})]), "a fine plan", "kept")):
+        agent, _ = _agent(guard, fake(reply(thought)))
+        call = agent.ainvoke if use_async else agent.invoke
+        out = call({"messages": [HumanMessage("hi")]}, context=Ctx("a"))
+        last = (await out if use_async else out)["messages"][-1]
+        if want == "refused":
+            assert last.content.startswith("I'm sorry")
+        else:
+            assert last.content == (reply(thought).content if want == "kept" else [{"type": "text", "text": "ok"}])
+
+
 def test_custom_refusal_and_output_redact(keyword):
     agent, _ = _agent(Guard([keyword("token", Action.REDACT, stages={Stage.OUTPUT})]), fake("your token ok"),
                       refusal="nope")
