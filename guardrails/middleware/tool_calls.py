@@ -188,7 +188,7 @@ def settle_results(checked: Sequence[tuple[BaseMessage, Decision]], out: Any,
     return dataclasses.replace(out, update={**out.update, "messages": messages})
 
 
-_REASONING = {"reasoning": "reasoning", "thinking": "thinking"}  # part type -> the key holding its text
+_REASONING = ("reasoning", "thinking")  # part types whose text sits under the key of the same name
 
 
 def reasoning_parts(result: Sequence[Any]) -> list[tuple[int, str]]:
@@ -197,8 +197,8 @@ def reasoning_parts(result: Sequence[Any]) -> list[tuple[int, str]]:
     out = []
     for i, m in enumerate(result):
         if isinstance(m, AIMessage) and isinstance(m.content, list):
-            text = "\n".join(p[_REASONING[p["type"]]] for p in m.content if isinstance(p, dict)
-                             and p.get("type") in _REASONING and isinstance(p.get(_REASONING[p["type"]]), str))
+            text = "\n".join(p[p["type"]] for p in m.content if isinstance(p, dict)
+                             and p.get("type") in _REASONING and isinstance(p.get(p["type"]), str))
             if text.strip():
                 out.append((i, text))
     return out
@@ -207,12 +207,13 @@ def reasoning_parts(result: Sequence[Any]) -> list[tuple[int, str]]:
 def settle_reasoning(checked: Sequence[tuple[int, Decision]], result: list[Any],
                      refusal: Callable[[Decision], AIMessage]) -> list[Any]:
     """``result`` after the output check of its replies' reasoning parts (`reasoning_parts`): a blocked one refuses
-    the reply; a redacted or warned-about one is dropped (it is not the answer, so it is not rewritten)."""
+    the reply; a redacted or warned-about one is dropped (it is not the answer, so it is not rewritten). A shadow
+    decision changes nothing."""
     out = list(result)
     for i, d in checked:
         if d.enforced_action is Action.BLOCK:
             out[i] = refusal(d)
-        elif d.action is not Action.ALLOW:
+        elif d.enforced_action is not Action.ALLOW:
             kept = [p for p in out[i].content if not (isinstance(p, dict) and p.get("type") in _REASONING)]
             out[i] = out[i].model_copy(update={"content": kept})
     return out

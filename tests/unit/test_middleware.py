@@ -189,7 +189,8 @@ async def test_reasoning_parts_get_an_output_check_of_their_own(keyword, use_asy
     for guard, thought, want in (
             (Guard([keyword("4111", Action.REDACT, stages={Stage.OUTPUT})]), "card 4111 on file", "dropped"),
             (Guard([keyword("FORBIDDEN", stages={Stage.OUTPUT})]), "FORBIDDEN plan", "refused"),
-            (Guard([keyword("FORBIDDEN", stages={Stage.OUTPUT})]), "a fine plan", "kept")):
+            (Guard([keyword("FORBIDDEN", stages={Stage.OUTPUT})]), "a fine plan", "kept"),
+            (Guard([keyword("FORBIDDEN", stages={Stage.OUTPUT})], shadow=True), "FORBIDDEN plan", "kept")):
         agent, _ = _agent(guard, fake(reply(thought)))
         call = agent.ainvoke if use_async else agent.invoke
         out = call({"messages": [HumanMessage("hi")]}, context=Ctx("a"))
