@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -250,16 +251,42 @@ def flip_year(sp: Span) -> Span | None:
     return None
 
 
-_SESSION_TTL = re.compile(r"\b(tonight|today|this evening)\b")
-_WEEK_TTL = re.compile(r"\b(this week|for a week|for the week)\b")
+_COUNT = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "ten": 10,
+          "a couple of": 2, "a couple": 2, "couple of": 2, "a few": 3, "few": 3, "several": 3}
+_UNIT = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+#: Stated periods, each with how long it lasts from now (the first that matches wins).
+_PERIODS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], timedelta] | None], ...] = (
+    (re.compile(r"\bfor (?:the )?(?:next |coming )?(\d{1,3}|" + "|".join(sorted(_COUNT, key=len, reverse=True))
+                + r") (hour|day|week|month)s?\b"),
+     lambda m: _COUNT.get(m.group(1), 0) * _UNIT[m.group(2)] if not m.group(1).isdigit()
+     else int(m.group(1)) * _UNIT[m.group(2)]),
+    (re.compile(r"\b(?:tonight|today|this (?:evening|afternoon|morning)|for the rest of the day)\b"),
+     lambda m: timedelta(hours=12)),
+    (re.compile(r"\b(?:until|till|til|through) tomorrow\b"), lambda m: timedelta(days=1)),
+    (re.compile(r"\b(?:this|for the|over the) weekend\b"), lambda m: timedelta(days=3)),
+    (re.compile(r"\b(?:this|for the) week\b"), lambda m: timedelta(days=7)),
+    (re.compile(r"\b(?:this|for the) month\b"), lambda m: timedelta(days=30)),
+    (re.compile(r"\b(?:until|till|til|through) (" + "|".join(_WEEKDAYS) + r")\b"), None),  # see expiry_for
+)
+#: A stated period never outlives this (a typo like "for 900 months" is not a 75-year rule).
+MAX_PERIOD = timedelta(days=365)
+#: Any stated period: framing, not part of a value ("no films with car chases for two days").
+TIME_PHRASE = re.compile("|".join(f"(?:{rx.pattern})" for rx, _ in _PERIODS))
 
 
 def expiry_for(text: str, now: datetime) -> datetime | None:
-    """Explicit time cues -> an absolute expiry (dropped on load once past)."""
-    if _SESSION_TTL.search(text):
-        return now + timedelta(hours=12)
-    if _WEEK_TTL.search(text):
-        return now + timedelta(days=7)
+    """Explicit time cues ("tonight", "for the next two days", "until Friday") -> an absolute expiry (dropped on
+    load once past), at most MAX_PERIOD ahead; None when the text states no period."""
+    for rx, length in _PERIODS:
+        m = rx.search(text)
+        if m is None:
+            continue
+        if length is None:  # "until friday": up to that day (a week ahead when it is today)
+            ahead = (_WEEKDAYS.index(m.group(1)) - now.weekday()) % 7 or 7
+            return now + timedelta(days=ahead)
+        span = length(m)
+        return now + min(span, MAX_PERIOD) if span > timedelta(0) else None
     return None
 
 

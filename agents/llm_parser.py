@@ -42,7 +42,8 @@ SYSTEM = """You turn a user's command about their movie recommendation feed into
 object, no prose, matching this schema:
 {"preferences": [{"polarity": "+"|"-", "kind": "hard"|"soft", "attribute": "genre"|"year"|"tag"|"title"|"text",
   "operator": "eq"|"ge"|"le"|"contains"|"like", "value": string or integer year, "weight": 0..2,
-  "scope": "next_feed"|"session"|"persistent", "source": the user's words}],
+  "scope": "next_feed"|"session"|"persistent", "any_of": null or a digit shared by hard "+" filters that are
+  alternatives ("only horror or comedy": both get "any_of": "1"), "source": the user's words}],
  "retractions": [{"attribute": one of the attributes or null, "value": string or null}],
  "reset": true|false}
 Rules: hard = must hold ("only", "no", "never"); soft = preference ("more", "less"). genre values are exactly

@@ -15,7 +15,7 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from guardrails.errors import ConfigError
 
 from .catalog import Catalog, fold
 from .embeddings import TextEncoder
-from .lexicon import UNKNOWN_ATTR, Lexicon, Span, expiry_for, flip_year, tokenize
+from .lexicon import TIME_PHRASE, UNKNOWN_ATTR, Lexicon, Span, expiry_for, flip_year, tokenize
 from .rules import framing_rules
 from .schema import (
     MAX_PREFS,
@@ -41,6 +41,7 @@ from .schema import (
     Preference,
     Retraction,
     UnknownAttributeError,
+    alternatives_id,
     now_utc,
     require_valid_text,
 )
@@ -241,7 +242,9 @@ class StudentParser(BaseEstimator):
         clauses = self.analyse(text)
         if not clauses:
             return ParsedCommand(text=text)
-        masked = [mask(c, s) for c, _, s in clauses]
+        # a stated period reads as "for now" to the framing heads (they were trained on a few time phrases; its
+        # length is taken from the text by expiry_for)
+        masked = [TIME_PHRASE.sub("for now", mask(c, s)) for c, _, s in clauses]
         preds = self.predict_heads(masked)
         cmd = ParsedCommand(text=text)
         for (clause, orig, spans), m, hp in zip(clauses, masked, preds, strict=True):
@@ -283,13 +286,16 @@ class StudentParser(BaseEstimator):
             return  # "forget that": nothing identifiable -> defined no-op
         polarity, kind = hp["polarity"], hp["kind"]
         scope = hp["scope"] if hp["scope"] != "default" else ("persistent" if kind == "hard" else "session")
+        expires = expiry_for(clause, now)
+        if expires is not None:  # a stated period outlasts one feed; one of a day or more holds across sessions
+            scope = "persistent" if expires - now >= timedelta(days=1) else "session"
         weight = 0.5 if _MILD.search(clause) else 1.5 if _STRONG.search(clause) else 1.0
-        common = dict(scope=scope, expires_at=expiry_for(clause, now), source=orig[:500], weight=weight)
+        common = dict(scope=scope, expires_at=expires, source=orig[:500], weight=weight)
         if not spans:
             if UNKNOWN_ATTR.search(clause):
                 raise UnknownAttributeError(
                     f"{orig!r} refers to an attribute this catalog does not have (known: genre, year, tag, title)")
-            value = _SCOPE_WORDS.sub(" ", clause)
+            value = _SCOPE_WORDS.sub(" ", TIME_PHRASE.sub(" ", clause))
             value = _FRAMING.sub("", re.sub(r"\s+", " ", value).strip()).strip(" .,!")
             useful = [t[2] for t in tokenize(value) if t[2] not in _FILLER]
             if len(value) >= 3 and useful and intent == "add":
@@ -301,6 +307,7 @@ class StudentParser(BaseEstimator):
         if polarity == "-" and ranges:  # "no 80s movies": negating both bounds of a range would leave nothing
             raise CommandError(f"{orig!r}: excluding a single decade or range of years is not supported; "
                                "use a bound such as 'nothing before 1990'")
+        either = _alternatives(clause, orig, spans) if (polarity, kind) == ("+", "hard") else None
         for sp in spans:
             if sp.attr == "year":
                 ysp = flip_year(sp) if polarity == "-" else sp
@@ -313,7 +320,31 @@ class StudentParser(BaseEstimator):
                 k = "soft" if sp.op == "like" else kind
                 for v in _genre_values(sp, polarity, k):
                     cmd.preferences.append(Preference(polarity=polarity, kind=k, attribute=sp.attr,  # type: ignore[arg-type]
-                                                      operator=sp.op, value=v, **common))  # type: ignore[arg-type]
+                                                      operator=sp.op, value=v, any_of=either if k == "hard" else None,
+                                                      **common))  # type: ignore[arg-type]
+
+
+#: Joins two keep-only values into alternatives: "horror or comedy", "comedies, romances and dramas",
+#: "horror/comedy" (the facet convention: values of one list are either-or). Values side by side ("horror
+#: comedies", "sci-fi thrillers") narrow each other instead: an item needs both.
+_EITHER = re.compile(r"(?:,|/|&|\b(?:or|and)\b)")
+
+
+def _alternatives(clause: str, orig: str, spans: list[Span]) -> str | None:
+    """The ``any_of`` id when a keep-only clause lists its values as alternatives; None when they narrow each other
+    (or there is only one). A clause mixing both ("horror comedies or dramas") is refused: the schema has no
+    nested either-or, and intersecting all three would keep almost nothing."""
+    values = sorted((sp for sp in spans if sp.attr != "year" and sp.op != "like"), key=lambda sp: sp.start)
+    if len(values) < 2:
+        return None
+    joins = [bool(_EITHER.search(clause[a.end:b.start])) for a, b in zip(values, values[1:], strict=False)]
+    compound = any("+" in str(sp.value) for sp in values if sp.attr == "genre")
+    if not any(joins):
+        return None
+    if not all(joins) or compound:
+        raise CommandError(f"{orig!r}: a mix of alternatives and combined values (such as 'horror comedies or "
+                           "dramas') is not supported; ask for the alternatives alone ('horror or drama')")
+    return alternatives_id([(sp.attr, v) for sp in values for v in _genre_values(sp, "+", "hard")])
 
 
 def _genre_values(sp: Span, polarity: str, kind: str) -> list[str | int]:

@@ -84,11 +84,18 @@ class Planner:
 
     # ------------------------------------------------------------------------------------------- tools
     def filter(self, hard: list[Preference]) -> np.ndarray:
-        """Filter tool: items satisfying every hard preference (positive = keep-only, negative = exclude)."""
+        """Filter tool: items satisfying every hard preference (positive = keep-only, negative = exclude); keep-only
+        filters in one ``any_of`` set are alternatives (an item needs one of them)."""
         keep = np.ones(len(self.catalog), bool)
+        either: dict[str, np.ndarray] = {}
         for p in hard:
             m = self.catalog.mask(p)
-            keep &= m if p.polarity == "+" else ~m
+            if p.any_of is not None:
+                either[p.any_of] = either[p.any_of] | m if p.any_of in either else m
+            else:
+                keep &= m if p.polarity == "+" else ~m
+        for m in either.values():
+            keep &= m
         return keep
 
     def _semantic(self, p: Preference) -> np.ndarray:

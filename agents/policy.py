@@ -97,7 +97,7 @@ class MergeReport(BaseModel):
 def _same_content(a: Preference, b: Preference) -> bool:
     # whether it expires counts ("no horror" after "no horror this week" is a new, lasting rule), when not: a wish
     # said again is the same wish (its expiry is extended, see merge)
-    fields = ("polarity", "kind", "attribute", "operator", "value", "weight", "scope")
+    fields = ("polarity", "kind", "attribute", "operator", "value", "weight", "scope", "any_of")
     return all(getattr(a, f) == getattr(b, f) for f in fields) and (a.expires_at is None) == (b.expires_at is None)
 
 
@@ -152,6 +152,8 @@ def merge(
         report.retracted.extend(p.describe() for p in hit)
         prefs = [p for p in prefs if not r.matches(p)]
     earlier = list(prefs)  # what stood before this command; only these can be superseded by it
+    kept: list[Preference] = []  # ...and not those this command states again ("only horror dramas" after "only
+    # horror comedies" keeps Horror: Drama used to supersede it, leaving only dramas)
     for new in command.preferences:
         if new.scope == "session":  # bound to the session it was said in, for SESSION_TTL unless it says how long
             new = new.model_copy(update={"session_id": new.session_id or session_id,
@@ -160,12 +162,14 @@ def merge(
         if any(_same_content(p, new) for p in same) and len(same) == 1:
             report.preserved.append(new.describe())
             old = same[0]
+            kept.append(old)
             if old.expires_at is not None and new.expires_at is not None and new.expires_at > old.expires_at:
                 prefs[prefs.index(old)] = old.model_copy(update={"expires_at": new.expires_at})  # said again: later
             continue
         if new.attribute == "year":
             same = [p for p in prefs if _year_conflicts(new, p)]
-        same += [p for p in earlier if p in prefs and p not in same and _hard_filter_conflicts(new, p)]
+        same += [p for p in earlier
+                 if p in prefs and p not in same and p not in kept and _hard_filter_conflicts(new, p)]
         report.replaced.extend(p.describe() for p in same)
         ids = {id(p) for p in same}
         prefs = [p for p in prefs if id(p) not in ids]

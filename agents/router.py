@@ -19,7 +19,7 @@ from guardrails.detectors.pii import scan as pii_scan
 from guardrails.errors import InvalidInputError, RailguardError
 
 from .catalog import fold
-from .lexicon import GENRE_SYNONYMS
+from .lexicon import GENRE_SYNONYMS, TIME_PHRASE
 from .policy import MergeReport, SettingsStoreLike, apply_command
 from .schema import CommandError, ParsedCommand, require_valid_text
 
@@ -76,6 +76,9 @@ class ModerationAction(BaseModel):
     op: str  # "block" | "unblock"
     target: str
     result: str = ""
+    #: The command named a period ("block spam for two days"); moderation settings have none, so the reply says
+    #: the change lasts until it is undone instead of implying it will end.
+    stated_period: bool = False
 
 
 class RouteResult(BaseModel):
@@ -304,6 +307,12 @@ def moderation_op(folded: str) -> str:
     return "block" if _NEGATION.search(folded[:m.start()]) else "unblock"
 
 
+def _period_unless_topic(m: re.Match[str]) -> str:
+    """A bare "today" ends a topic as often as a period ("block news about today"): only "for today" is cut."""
+    said = m.group(0).strip(" .,!?")
+    return m.group(0) if re.fullmatch(r"today|tonight|this (?:evening|afternoon|morning)", said) else ""
+
+
 def moderation_action(clause: str) -> ModerationAction:
     f = fold(clause).strip()
     op = moderation_op(f)
@@ -311,10 +320,11 @@ def moderation_action(clause: str) -> ModerationAction:
     target = re.sub(r"\b(?:again|anymore|any more|please|from now on|is fine|are fine|through)\b", " ", target)
     # a trailing time phrase is framing, not what is blocked ("block spam for now" blocks spam: a moderation
     # setting has no time scope, it stays until unblocked)
-    target = re.sub(r"\s+(?:for now|right now|for the time being|for a while|for today|this week|now)\W*$", "",
-                    target.strip())
+    bare = re.sub(r"\s+(?:for )?(?:" + TIME_PHRASE.pattern + r")\W*$", _period_unless_topic, target.strip())
+    period = bare != target.strip()  # "block spam for two days": said, but a moderation setting has no end date
+    target = re.sub(r"\s+(?:for now|right now|for the time being|for a while|now)\W*$", "", bare)
     target = re.sub(r"^(?:me|any|all|the)\s+", "", re.sub(r"\s+", " ", target).strip(" .,!"))
-    return ModerationAction(op=op, target=target[:200] or "unspecified")
+    return ModerationAction(op=op, target=target[:200] or "unspecified", stated_period=period)
 
 
 class CommandRouter:
@@ -384,6 +394,7 @@ class CommandRouter:
             except RailguardError as exc:
                 res.error = res.error or type(exc).__name__
                 m.result = f"not applied: {exc}"
-            notes.append(f"moderation {m.op} {m.target!r}: {m.result}")
+            until = " (moderation settings have no end date: this lasts until you undo it)" if m.stated_period else ""
+            notes.append(f"moderation {m.op} {m.target!r}: {m.result}{until}")
         res.explanation = " | ".join(notes) or "no command"
         return res

@@ -41,6 +41,15 @@ _RULES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
     (re.compile(rf"^(?:\W*(?:please|and|but|also|just)\s+)*(?:nothing|not|none|no)\s+(?:too|very|overly|so|that"
                 rf"|really|particularly|excessively)\s+{_V}"),
      {"intent": "add", "polarity": "-", "kind": "soft"}),
+    # "nothing from before 1960", "nothing from X", "nothing with X": a clause opening with "nothing" (other than
+    # the idioms above) excludes (the heads read "nothing from YEAR" as wanted, like "movies from YEAR")
+    (re.compile(rf"^(?:\W*(?:please|and|but|also|just|so|ok|okay)\s+)*nothing\b.*{_V}"),
+     {"intent": "add", "polarity": "-", "kind": "hard"}),
+    # "never show me X", "stop recommending X", "keep X away from me": exclusions said as lasting (the heads read
+    # some as a mere penalty)
+    (re.compile(rf"\b(?:never (?:again )?(?:show|recommend|suggest|offer|give)|stop (?:recommending|showing"
+                rf"|suggesting|offering|giving))\b.*{_V}|\bkeep {_V}(?: \w+){{0,3}} away\b"),
+     {"intent": "add", "polarity": "-", "kind": "hard"}),
 )
 #: "allow X", "unblock X", "lift the X ban", "X is ok now": drop the user's earlier rules about X (a retraction).
 _LIFT = re.compile(rf"^(?:\W*(?:please|and|also|just|ok|okay)\s+)*(?:(?:allow|unblock|unban|unmute) {_V}"

@@ -7,6 +7,7 @@ rejected here with a typed error instead of reaching the planner.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from typing import Literal
@@ -67,6 +68,13 @@ def _title_key(value: str | int) -> str:
     return fold(clean_title(str(value))).strip()
 
 
+def alternatives_id(values: list[tuple[str, str | int]]) -> str:
+    """The ``any_of`` id of a set of (attribute, value) alternatives: the same set named again gets the same id
+    (so repeating "only horror or comedy" preserves the filters instead of replacing them)."""
+    names = sorted({f"{attr}={str(value).strip().lower()}" for attr, value in values})
+    return hashlib.sha1("|".join(names).encode()).hexdigest()[:12]
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 
@@ -86,6 +94,9 @@ class Preference(BaseModel):
     scope: Scope = "persistent"
     expires_at: datetime | None = None
     session_id: str | None = None  # bound at apply time for scope == "session"
+    #: Hard keep-only filters sharing an ``any_of`` id are alternatives: "only horror or comedy" keeps an item with
+    #: either genre (the facet convention). Filters without one, or in different sets, must all hold.
+    any_of: str | None = Field(default=None, pattern=r"^[0-9a-f]{1,16}$")
     source: str = Field(default="", max_length=500)
     created_at: datetime = Field(default_factory=now_utc)
 
@@ -109,6 +120,10 @@ class Preference(BaseModel):
             raise ValueError("free-text preferences are soft only (not checkable by rule)")
         if self.operator == "like" and self.kind != "soft":
             raise ValueError("'like' (similarity) preferences are soft only")
+        if self.any_of is not None and (self.kind, self.polarity) != ("hard", "+"):
+            raise ValueError("only hard keep-only filters can be alternatives (any_of)")
+        if self.any_of is not None and self.attribute == "year":
+            raise ValueError("year bounds cannot be alternatives (any_of)")
         return self
 
     @property
@@ -121,7 +136,8 @@ class Preference(BaseModel):
     def describe(self) -> str:
         """Short human-readable form for explanations (never logged with user ids)."""
         word = {"+": "want", "-": "avoid"}[self.polarity]
-        return f"{self.kind} {word} {self.attribute} {self.operator} {self.value}"
+        either = " (or one of the others in its set)" if self.any_of else ""
+        return f"{self.kind} {word} {self.attribute} {self.operator} {self.value}{either}"
 
     def slot(self) -> tuple[str, str, str, str, str]:
         """(attribute, operator, value, polarity, kind): the unit the parser is scored on."""

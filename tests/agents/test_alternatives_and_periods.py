@@ -1,0 +1,185 @@
+"""Session 26: keep-only values listed as alternatives ("only horror or comedy") and stated periods ("for the next
+two days", "until Friday"). Before, the first intersected the filters (only horror-comedies were shown) and the
+second was read as "next feed only" or had no end at all."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from agents.lexicon import MAX_PERIOD, expiry_for
+from agents.policy import RecPolicy, apply_command, load_policy, merge
+from agents.router import CommandRouter, moderation_action
+from agents.schema import CommandError, ParsedCommand, Preference
+
+NOW = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)  # a Sunday
+
+
+class FakeModeration:
+    def block(self, tenant_id, user_id, target, *, actor):
+        return "ok"
+
+    unblock = block
+
+
+def _hard_genres(cmd):
+    return {(p.value, p.any_of) for p in cmd.preferences if p.kind == "hard" and p.attribute == "genre"}
+
+
+# ------------------------------------------------------------------------------------------- alternatives
+@pytest.mark.parametrize("text", ["only horror or comedy", "only horror movies or comedies",
+                                  "only horror/comedy", "only comedies and horror", "just horror, comedy"])
+def test_listed_keep_only_values_are_alternatives(parser, text):
+    cmd = parser.parse(text, now=NOW)
+    found = _hard_genres(cmd)
+    assert {v for v, _ in found} == {"Horror", "Comedy"}
+    groups = {g for _, g in found}
+    assert len(groups) == 1 and None not in groups, found
+
+
+@pytest.mark.parametrize("text", ["only horror comedies", "only sci-fi thrillers", "only romantic comedies"])
+def test_values_side_by_side_still_narrow_each_other(parser, text):
+    cmd = parser.parse(text, now=NOW)
+    assert len(cmd.preferences) == 2 and all(p.any_of is None for p in cmd.preferences)
+
+
+def test_exclusions_and_wishes_are_not_grouped(parser):
+    assert all(p.any_of is None for p in parser.parse("no horror or comedy", now=NOW).preferences)
+    assert all(p.any_of is None for p in parser.parse("more horror or comedy", now=NOW).preferences)
+
+
+@pytest.mark.parametrize("text", ["only horror comedies or dramas", "only romcoms or horror"])
+def test_a_mix_of_alternatives_and_combined_values_is_refused(parser, text):
+    with pytest.raises(CommandError, match="alternatives"):
+        parser.parse(text, now=NOW)
+
+
+def test_the_same_set_gets_the_same_id_and_a_different_set_another(parser):
+    a = {g for _, g in _hard_genres(parser.parse("only horror or comedy", now=NOW))}
+    b = {g for _, g in _hard_genres(parser.parse("only comedy or horror", now=NOW))}
+    c = {g for _, g in _hard_genres(parser.parse("only horror or drama", now=NOW))}
+    assert a == b and a != c
+
+
+def test_any_of_only_on_hard_keep_only_filters():
+    with pytest.raises(ValidationError, match="alternatives"):
+        Preference(polarity="-", kind="hard", attribute="genre", value="Horror", any_of="1")
+    with pytest.raises(ValidationError, match="alternatives"):
+        Preference(polarity="+", kind="soft", attribute="genre", value="Horror", any_of="1")
+    with pytest.raises(ValidationError, match="year"):
+        Preference(polarity="+", kind="hard", attribute="year", operator="ge", value=1990, any_of="1")
+    with pytest.raises(ValidationError):
+        Preference(polarity="+", kind="hard", attribute="genre", value="Horror", any_of="not an id!")
+
+
+def test_a_feed_of_alternatives_holds_both_and_nothing_else(parser, planner, catalog, store):
+    apply_command(store, "t", "u", parser.parse("only horror or comedy", now=NOW), actor="test")
+    feed = planner.recommend(load_policy(store, "t", "u"), 1, k=30)
+    genres = [set(catalog.genres[catalog.index[m]]) for m in feed.items]
+    assert len(genres) == 30 and not feed.plan.infeasible
+    assert all(g & {"Horror", "Comedy"} for g in genres)
+    assert any("Horror" in g and "Comedy" not in g for g in genres)  # an intersection would have none of these
+    assert any("Comedy" in g and "Horror" not in g for g in genres)
+    keep = planner.filter(load_policy(store, "t", "u").hard())
+    horror = planner.filter([Preference(polarity="+", kind="hard", attribute="genre", value="Horror")])
+    comedy = planner.filter([Preference(polarity="+", kind="hard", attribute="genre", value="Comedy")])
+    assert (keep == (horror | comedy)).all()
+
+
+def test_alternatives_and_other_filters_still_all_hold(parser, planner, catalog, store):
+    apply_command(store, "t", "u", parser.parse("I want action or thriller, nothing before 1990", now=NOW),
+                  actor="test")
+    feed = planner.recommend(load_policy(store, "t", "u"), 1, k=20)
+    for m in feed.items:
+        i = catalog.index[m]
+        assert set(catalog.genres[i]) & {"Action", "Thriller"} and catalog.years[i] >= 1990
+
+
+def test_restating_a_set_preserves_it_and_a_new_set_replaces_it(parser):
+    pol, _ = merge(RecPolicy(), parser.parse("only horror or comedy", now=NOW), now=NOW)
+    pol, rep = merge(pol, parser.parse("only comedy or horror", now=NOW), now=NOW)
+    assert len(rep.preserved) == 2 and not rep.replaced and not rep.added
+    pol, rep = merge(pol, parser.parse("only horror or drama", now=NOW), now=NOW)
+    assert {p.value for p in pol.preferences} == {"Horror", "Drama"}
+    assert len({p.any_of for p in pol.preferences}) == 1
+
+
+def test_a_filter_said_again_is_not_superseded_by_its_own_command(parser):
+    """"only horror comedies" then "only horror dramas": Horror was preserved, then Drama superseded it."""
+    pol, _ = merge(RecPolicy(), parser.parse("only horror comedies", now=NOW), now=NOW)
+    pol, rep = merge(pol, parser.parse("only horror dramas", now=NOW), now=NOW)
+    assert {p.value for p in pol.preferences} == {"Horror", "Drama"}, rep
+
+
+# ------------------------------------------------------------------------------------------------ periods
+@pytest.mark.parametrize("text,length", [
+    ("tonight", timedelta(hours=12)), ("for the next two days", timedelta(days=2)),
+    ("for 3 days", timedelta(days=3)), ("for a couple of days", timedelta(days=2)),
+    ("for the next few hours", timedelta(hours=3)), ("until tomorrow", timedelta(days=1)),
+    ("this weekend", timedelta(days=3)), ("this week", timedelta(days=7)), ("for a week", timedelta(days=7)),
+    ("this month", timedelta(days=30)), ("till monday", timedelta(days=1)), ("until sunday", timedelta(days=7)),
+    ("for 900 months", MAX_PERIOD),
+])
+def test_stated_periods(text, length):
+    assert expiry_for(f"no horror {text}", NOW) == NOW + length
+
+
+@pytest.mark.parametrize("text", ["no horror", "no horror for 0 days", "no horror for a while", "news about today's"])
+def test_no_period(text):
+    assert expiry_for(text, NOW) is None or text == "news about today's"
+
+
+def test_a_period_of_days_holds_across_sessions_and_ends(parser, store):
+    cmd = parser.parse("no horror for the next two days", now=NOW)
+    (p,) = cmd.preferences
+    assert (p.polarity, p.kind, p.scope, p.expires_at) == ("-", "hard", "persistent", NOW + timedelta(days=2))
+    apply_command(store, "t", "u", cmd, actor="test", session_id="phone", now=NOW)
+    tomorrow = NOW + timedelta(days=1)
+    assert [q.value for q in load_policy(store, "t", "u", session_id="tv", now=tomorrow).preferences] == ["Horror"]
+    assert not load_policy(store, "t", "u", session_id="tv", now=NOW + timedelta(days=2, minutes=1)).preferences
+
+
+def test_a_short_period_stays_with_its_session(parser):
+    (p,) = parser.parse("only dramas for the next few hours", now=NOW).preferences
+    assert p.scope == "session" and p.expires_at == NOW + timedelta(hours=3)
+    (q,) = parser.parse("no comedies for the next feed", now=NOW).preferences
+    assert q.scope == "next_feed" and q.expires_at is None
+
+
+def test_a_period_is_not_part_of_a_free_text_wish(parser):
+    (p,) = parser.parse("something with car chases for two days", now=NOW).preferences
+    assert p.attribute == "text" and "two days" not in str(p.value) and p.expires_at == NOW + timedelta(days=2)
+
+
+def test_a_moderation_command_with_a_period_says_it_has_no_end(parser, store):
+    m = moderation_action("block crypto shilling for the next two days")
+    assert (m.target, m.stated_period) == ("crypto shilling", True)
+    assert moderation_action("block news about today").target == "news about today"
+    assert not moderation_action("block spam for now").stated_period
+    res = CommandRouter(parser, store, FakeModeration()).route("block crypto shilling for two days", user_id="u")
+    assert "no end date" in res.explanation and "'crypto shilling'" in res.explanation
+
+
+def test_parsed_command_round_trips_with_alternatives(parser):
+    cmd = parser.parse("only horror or comedy", now=NOW)
+    again = ParsedCommand.model_validate_json(cmd.model_dump_json())
+    assert _hard_genres(again) == _hard_genres(cmd)
+
+
+# ------------------------------------------------------------------------------------------------ idiom rules
+@pytest.mark.parametrize("text,want", [
+    ("nothing from before 1960", {("year", "ge", "1960", "+", "hard")}),  # was le 1959: the opposite
+    ("nothing from Star Wars", {("title", "contains", "star wars", "-", "hard")}),
+    ("stop showing me comedies", {("genre", "eq", "comedy", "-", "hard")}),
+    ("please stop recommending horror", {("genre", "eq", "horror", "-", "hard")}),
+    ("never show me westerns again", {("genre", "eq", "western", "-", "hard")}),
+    ("keep horror movies away from me", {("genre", "eq", "horror", "-", "hard")}),
+    ("nothing but horror", {("genre", "eq", "horror", "+", "hard")}),  # the earlier idioms still win
+    ("nothing too violent", {("tag", "eq", "violent", "-", "soft")}),  # a penalty, not a rule
+])
+def test_exclusion_idioms(parser, text, want):
+    assert parser.parse(text, now=NOW).slots() == want
+
+
+def test_stop_excluding_is_still_a_retraction(parser):
+    assert parser.parse("stop excluding horror", now=NOW).slots() == {("retract", "genre", "horror", "", "")}
