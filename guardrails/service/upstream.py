@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -20,6 +23,11 @@ from .deps import ApiError, ServiceState
 from .schemas import IDENTIFIER, MODEL_NAME, ChatCompletionRequest
 
 MAX_BUFFER_BYTES = 4_000_000  # a larger upstream answer is refused, not buffered without bound (<= MAX_TEXT_CHARS)
+#: What is read of one upstream body (non-streamed) or one stream line before the buffer cap can be checked: the
+#: answer's JSON, whose escapes (\uXXXX) can triple its text, and the metadata around it. Past it: a 502, read no
+#: further (the whole body used to be read into memory first, whatever its size).
+MAX_RAW_BYTES = 3 * MAX_BUFFER_BYTES + 1_000_000
+_EOL = re.compile(rb"\r\n|\r|\n")
 # What of an upstream answer besides its text and tool calls reaches the client: free text in `model`, `usage` or
 # `finish_reason` would bypass the output check, so only these shapes are released (else replaced or dropped).
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
@@ -61,67 +69,16 @@ async def from_upstream(st: ServiceState, body: ChatCompletionRequest,
 
 async def _call(st: ServiceState, body: ChatCompletionRequest,
                 messages: list[dict[str, str]]) -> tuple[list[str], dict[str, Any]]:
-    """The upstream call proper: streams are parsed and buffered."""
+    """The upstream call proper: the answer is read (bounded), parsed and buffered."""
     if st.http_client is None:  # closed (and reset to None) when the app's lifespan ends
         st.http_client = httpx.AsyncClient(timeout=st.chat.timeout_s)
     url = st.chat.upstream_url.rstrip("/") + "/chat/completions"  # type: ignore[union-attr]
     headers = {"Authorization": f"Bearer {st.chat.upstream_api_key}"} if st.chat.upstream_api_key else {}
-    pieces: list[str] = []
-    meta: dict[str, Any] = {}
-    partial: dict[int, dict[str, Any]] = {}  # streamed tool calls by index, arguments still being concatenated
-    size = 0
     try:
-        if not body.stream:
-            resp = await st.http_client.post(url, json=upstream_body(body, messages, False), headers=headers)
-            _raise_upstream(resp.status_code)
-            data = resp.json()
-            choice = data["choices"][0]
-            content = choice["message"].get("content") or ""
-            if not isinstance(content, str):  # content parts, an object...: not a reply we can check as text
-                raise TypeError("non-text content")
-            calls = _whole_calls(choice["message"].get("tool_calls") or [])
-            meta = {"model": data.get("model"), "usage": data.get("usage"), "tool_calls": calls,
-                    "finish_reason": choice.get("finish_reason")}
-            if len(content.encode()) + sum(len(c["function"]["arguments"].encode()) for c in calls) > \
-                    MAX_BUFFER_BYTES:
-                raise ApiError(502, "upstream_too_large", "upstream answer exceeds the buffer limit")
-            return [content], meta
-        async with st.http_client.stream("POST", url, json=upstream_body(body, messages, True),
+        async with st.http_client.stream("POST", url, json=upstream_body(body, messages, bool(body.stream)),
                                          headers=headers) as resp:
             _raise_upstream(resp.status_code)
-            done = False
-            async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    done = True
-                    break
-                chunk = json.loads(payload)
-                if not isinstance(chunk, dict):
-                    raise TypeError("stream chunk")
-                if "error" in chunk:  # an in-stream error: the text so far is not an answer
-                    raise ApiError(502, "upstream_error", "upstream reported an error in its stream")
-                meta.setdefault("model", chunk.get("model"))
-                for choice in chunk.get("choices") or ():
-                    if choice.get("index", 0) != 0:  # the first choice only (the one that is checked)
-                        continue
-                    delta = choice.get("delta") or {}
-                    piece = delta.get("content")
-                    if piece and not isinstance(piece, str):
-                        raise TypeError("non-text content")
-                    size += len(piece.encode()) if piece else 0
-                    size += _add_call_deltas(partial, delta.get("tool_calls") or [])
-                    if size > MAX_BUFFER_BYTES:
-                        raise ApiError(502, "upstream_too_large", "upstream answer exceeds the buffer limit")
-                    if piece:
-                        pieces.append(piece)
-                    if choice.get("finish_reason"):
-                        meta["finish_reason"] = choice["finish_reason"]
-            if not done and not meta.get("finish_reason"):  # cut off: a truncated answer is not released
-                raise ApiError(502, "upstream_incomplete", "upstream stream ended before its answer did")
-        meta["tool_calls"] = _whole_calls([partial[i] for i in sorted(partial)])
-        return pieces, meta
+            return await (_read_stream(resp) if body.stream else _read_whole(resp))
     except httpx.TimeoutException as exc:  # one operation (connect, a read...) took longer than timeout_s
         raise ApiError(504, "upstream_timeout", f"upstream request timed out ({type(exc).__name__})",
                        {"timeout_s": st.chat.timeout_s}) from None
@@ -129,6 +86,94 @@ async def _call(st: ServiceState, body: ChatCompletionRequest,
         raise ApiError(502, "upstream_unavailable", f"upstream request failed ({type(exc).__name__})") from None
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         raise ApiError(502, "upstream_invalid", "upstream returned an unexpected response") from None
+
+
+async def _read_whole(resp: httpx.Response) -> tuple[list[str], dict[str, Any]]:
+    """A non-streamed answer: its text and metadata."""
+    data = json.loads(await _bounded_body(resp))
+    choice = data["choices"][0]
+    content = choice["message"].get("content") or ""
+    if not isinstance(content, str):  # content parts, an object...: not a reply we can check as text
+        raise TypeError("non-text content")
+    calls = _whole_calls(choice["message"].get("tool_calls") or [])
+    meta = {"model": data.get("model"), "usage": data.get("usage"), "tool_calls": calls,
+            "finish_reason": choice.get("finish_reason")}
+    if len(content.encode()) + sum(len(c["function"]["arguments"].encode()) for c in calls) > MAX_BUFFER_BYTES:
+        raise _too_large()
+    return [content], meta
+
+
+async def _read_stream(resp: httpx.Response) -> tuple[list[str], dict[str, Any]]:
+    """A streamed answer, buffered: its first choice's text pieces and metadata, tool calls reassembled."""
+    pieces: list[str] = []
+    meta: dict[str, Any] = {}
+    partial: dict[int, dict[str, Any]] = {}  # streamed tool calls by index, arguments still being concatenated
+    size = 0
+    done = False
+    async with aclosing(_bounded_lines(resp)) as stream_lines:
+        async for line in stream_lines:
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                done = True
+                break
+            chunk = json.loads(payload)
+            if not isinstance(chunk, dict):
+                raise TypeError("stream chunk")
+            if "error" in chunk:  # an in-stream error: the text so far is not an answer
+                raise ApiError(502, "upstream_error", "upstream reported an error in its stream")
+            meta.setdefault("model", chunk.get("model"))
+            for choice in chunk.get("choices") or ():
+                if choice.get("index", 0) != 0:  # the first choice only (the one that is checked)
+                    continue
+                delta = choice.get("delta") or {}
+                piece = delta.get("content")
+                if piece and not isinstance(piece, str):
+                    raise TypeError("non-text content")
+                size += len(piece.encode()) if piece else 0
+                size += _add_call_deltas(partial, delta.get("tool_calls") or [])
+                if size > MAX_BUFFER_BYTES:
+                    raise _too_large()
+                if piece:
+                    pieces.append(piece)
+                if choice.get("finish_reason"):
+                    meta["finish_reason"] = choice["finish_reason"]
+    if not done and not meta.get("finish_reason"):  # cut off: a truncated answer is not released
+        raise ApiError(502, "upstream_incomplete", "upstream stream ended before its answer did")
+    meta["tool_calls"] = _whole_calls([partial[i] for i in sorted(partial)])
+    return pieces, meta
+
+
+def _too_large() -> ApiError:
+    return ApiError(502, "upstream_too_large", "upstream answer exceeds the buffer limit")
+
+
+async def _bounded_body(resp: httpx.Response) -> bytes:
+    """The whole (non-streamed) body, refused once it passes MAX_RAW_BYTES."""
+    out = bytearray()
+    async for chunk in resp.aiter_bytes():
+        out += chunk
+        if len(out) > MAX_RAW_BYTES:
+            raise _too_large()
+    return bytes(out)
+
+
+async def _bounded_lines(resp: httpx.Response) -> AsyncGenerator[str, None]:
+    """The stream's lines (any of \\r\\n, \\n, \\r ends one, as in SSE), refusing a line that passes MAX_RAW_BYTES
+    before its end arrives (httpx's aiter_lines buffers a line without bound)."""
+    pending = b""
+    async for chunk in resp.aiter_bytes():
+        pending += chunk
+        held = pending.endswith(b"\r")  # maybe the first half of a \r\n split across chunks
+        *lines, pending = _EOL.split(pending[:-1] if held else pending)
+        pending += b"\r" if held else b""
+        if len(pending) > MAX_RAW_BYTES:
+            raise _too_large()
+        for line in lines:
+            yield line.decode("utf-8")  # invalid UTF-8 is a ValueError: an unexpected response (502)
+    if pending.rstrip(b"\r"):
+        yield pending.rstrip(b"\r").decode("utf-8")
 
 
 def _add_call_deltas(partial: dict[int, dict[str, Any]], deltas: list[Any]) -> int:
