@@ -3,8 +3,9 @@
 Identity comes from the call's RunnableConfig (`configurable` or `metadata`: user_id, session_id).
 Input: the last message gets the full check; earlier ones (a caller resending its history) pass the Guard's
 text-level detectors (`Guard.screen_history`), so a turn redacted or blocked when it was new stays so.
-Output: the reply's text at the output stage, and each tool call it asks for at the tool_call stage (a blocked
-or redacted call refuses the whole reply: no tool executor downstream ever gets it).
+Output: the reply's text at the output stage, its reasoning parts on their own (a block refuses the reply, a
+redaction or warning drops them), and each tool call it asks for at the tool_call stage (a blocked or redacted
+call refuses the whole reply: no tool executor downstream ever gets it).
 Streaming is buffered: the inner stream is collected, the whole output is checked, and only then released,
 so a blocked output never reaches the consumer (the price: no token-by-token latency benefit). A chat model
 `inner` also runs with token streaming disabled, so callback handlers (`astream_events`, tracing) get no raw
@@ -15,6 +16,7 @@ is the unchecked reply a tracer of that model records).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,7 +32,7 @@ from ..errors import InvalidInputError
 from ..guard_types import SupportsCheck
 from ..models.chat import PrefillBlocked, to_chat_dicts
 from .identity import Identity, current_identity, from_sources
-from .tool_calls import pending_calls
+from .tool_calls import pending_calls, reasoning_parts, without_reasoning
 
 
 def _as_messages(value: Any) -> list[BaseMessage]:
@@ -156,7 +158,8 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
             return [*messages[:-1], messages[-1].model_copy(update={"content": d.redacted_text})]
         return messages
 
-    def _apply_output(self, d: Decision | None, out: Any) -> Any:
+    def _apply_output(self, d: Decision | None, out: Any, drop_reasoning: bool = False) -> Any:
+        out = without_reasoning(out) if drop_reasoning else out
         if d is None:
             return out
         if d.stage is Stage.TOOL_CALL or d.enforced_action is Action.BLOCK:
@@ -166,40 +169,53 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         return out
 
     @staticmethod
-    def _output_parts(out: Any, streamed: bool) -> tuple[str, list[str]]:
+    def _output_parts(out: Any, streamed: bool) -> tuple[str, str, list[str]]:
         """What the output check reads of `inner`'s output (a message or a str; with `streamed`, the list of a
-        stream's chunks): its text, and the text of each tool call it asks for."""
+        stream's chunks): its text, its reasoning parts' text (checked on their own: a thread keeps them, but
+        they are not the reply's text) and the text of each tool call it asks for."""
         chunks = out if streamed else [out]
         message = _merged(chunks) if streamed else out
-        calls = pending_calls([message]) if isinstance(message, AIMessage) else []
-        return "".join(_output_text(c) for c in chunks), [c.text for c in calls]
+        if not isinstance(message, AIMessage):
+            return "".join(_output_text(c) for c in chunks), "", []
+        thought = "\n".join(text for _, text in reasoning_parts([message]))
+        calls = [c.text for c in pending_calls([message])]
+        return "".join(_output_text(c) for c in chunks), thought, calls
 
-    def _output_decision(self, out: Any, who: Identity, streamed: bool = False) -> Decision | None:
-        """The decision to apply to the output: the text check's, unless it does not block and a tool call is
-        blocked or redacted (that tool_call-stage decision refuses the whole reply)."""
-        text, calls = self._output_parts(out, streamed)
-        d = self.guard.check(text, user_id=who.user_id, session_id=who.session_id, stage=Stage.OUTPUT) \
-            if text.strip() else None
+    def _output_decision(self, out: Any, who: Identity, streamed: bool = False) -> tuple[Decision | None, bool]:
+        """The decision to apply to the output: the text check's, unless it does not block and the reasoning
+        check blocks, or a tool call is blocked or redacted (that tool_call-stage decision refuses the whole
+        reply); and whether the reply's reasoning is dropped (its own check flagged it without blocking)."""
+        text, thought, calls = self._output_parts(out, streamed)
+        check = functools.partial(self.guard.check, user_id=who.user_id, session_id=who.session_id)
+        d = check(text, stage=Stage.OUTPUT) if text.strip() else None
         if d is not None and d.enforced_action is Action.BLOCK:
-            return d
+            return d, False
+        td = check(thought, stage=Stage.OUTPUT) if thought.strip() else None
+        if td is not None and td.enforced_action is Action.BLOCK:
+            return td, False
+        drop = td is not None and td.enforced_action is not Action.ALLOW
         for call in calls:
-            call_d = self.guard.check(call, user_id=who.user_id, session_id=who.session_id, stage=Stage.TOOL_CALL)
+            call_d = check(call, stage=Stage.TOOL_CALL)
             if call_d.stops_tool_call:
-                return call_d
-        return d
+                return call_d, drop
+        return d, drop
 
-    async def _aoutput_decision(self, out: Any, who: Identity, streamed: bool = False) -> Decision | None:
-        text, calls = self._output_parts(out, streamed)
-        d = await self.guard.acheck(text, user_id=who.user_id, session_id=who.session_id, stage=Stage.OUTPUT) \
-            if text.strip() else None
+    async def _aoutput_decision(self, out: Any, who: Identity,
+                                streamed: bool = False) -> tuple[Decision | None, bool]:
+        text, thought, calls = self._output_parts(out, streamed)
+        check = functools.partial(self.guard.acheck, user_id=who.user_id, session_id=who.session_id)
+        d = await check(text, stage=Stage.OUTPUT) if text.strip() else None
         if d is not None and d.enforced_action is Action.BLOCK:
-            return d
+            return d, False
+        td = await check(thought, stage=Stage.OUTPUT) if thought.strip() else None
+        if td is not None and td.enforced_action is Action.BLOCK:
+            return td, False
+        drop = td is not None and td.enforced_action is not Action.ALLOW
         for call in calls:
-            call_d = await self.guard.acheck(call, user_id=who.user_id, session_id=who.session_id,
-                                             stage=Stage.TOOL_CALL)
+            call_d = await check(call, stage=Stage.TOOL_CALL)
             if call_d.stops_tool_call:
-                return call_d
-        return d
+                return call_d, drop
+        return d, drop
 
     # ---- sync --------------------------------------------------------------------------------
     def _screened(self, messages: list[BaseMessage], screen: Any) -> list[BaseMessage]:
@@ -261,7 +277,8 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         out, refused = self._run(who, lambda: without_token_streaming(self.inner).invoke(messages, config, **kwargs))
         if refused is not None:
             return self._refuse(refused, self._like(chunk=False))
-        return self._apply_output(self._output_decision(out, who), out)
+        out_d, drop_reasoning = self._output_decision(out, who)
+        return self._apply_output(out_d, out, drop_reasoning)
 
     @staticmethod
     def _run(who: Identity, call: Callable[[], Any]) -> tuple[Any, Decision | None]:
@@ -296,10 +313,13 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
             yield self._refuse(refused, self._like(chunk=True))
             return
         # buffered: only checked output is released
-        yield from self._release(chunks, self._output_decision(chunks, who, streamed=True) if chunks else None)
+        checked = self._output_decision(chunks, who, streamed=True) if chunks else (None, False)
+        yield from self._release(chunks, *checked)
 
-    def _release(self, chunks: list[Any], d: Decision | None) -> Iterator[Any]:
-        """The checked stream: the chunks as they came, the refusal, or one redacted chunk (tool calls kept)."""
+    def _release(self, chunks: list[Any], d: Decision | None, drop_reasoning: bool = False) -> Iterator[Any]:
+        """The checked stream: the chunks as they came (less their reasoning parts when those were flagged), the
+        refusal, or one redacted chunk (tool calls kept)."""
+        chunks = [without_reasoning(c) for c in chunks] if drop_reasoning else chunks
         if d is None or d.enforced_action is Action.ALLOW or d.enforced_action is Action.WARN:
             yield from chunks
         elif d.stage is Stage.TOOL_CALL or d.enforced_action is Action.BLOCK:
@@ -332,7 +352,8 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
                                                                                                  **kwargs))
         if refused is not None:
             return self._refuse(refused, self._like(chunk=False))
-        return self._apply_output(await self._aoutput_decision(out, who), out)
+        out_d, drop_reasoning = await self._aoutput_decision(out, who)
+        return self._apply_output(out_d, out, drop_reasoning)
 
     async def _astream(self, input: Any, config: RunnableConfig, **kwargs: Any) -> AsyncIterator[Any]:
         who = self._who(config)
@@ -349,5 +370,6 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         if refused is not None:
             yield self._refuse(refused, self._like(chunk=True))
             return
-        for c in self._release(chunks, await self._aoutput_decision(chunks, who, streamed=True) if chunks else None):
+        checked = await self._aoutput_decision(chunks, who, streamed=True) if chunks else (None, False)
+        for c in self._release(chunks, *checked):
             yield c

@@ -214,6 +214,13 @@ def settle_reasoning(checked: Sequence[tuple[int, Decision]], result: list[Any],
         if d.enforced_action is Action.BLOCK:
             out[i] = refusal(d)
         elif d.enforced_action is not Action.ALLOW:
-            kept = [p for p in out[i].content if not (isinstance(p, dict) and p.get("type") in _REASONING)]
-            out[i] = out[i].model_copy(update={"content": kept})
+            out[i] = without_reasoning(out[i])
     return out
+
+
+def without_reasoning(message: Any) -> Any:
+    """``message`` without its reasoning parts (anything else as it is)."""
+    if not isinstance(message, AIMessage) or not isinstance(message.content, list):
+        return message
+    kept = [p for p in message.content if not (isinstance(p, dict) and p.get("type") in _REASONING)]
+    return message.model_copy(update={"content": kept})
