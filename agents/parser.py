@@ -319,9 +319,9 @@ class StudentParser(BaseEstimator):
             else:
                 k = "soft" if sp.op == "like" else kind
                 for v in _genre_values(sp, polarity, k):
+                    alternative = either if k == "hard" else None
                     cmd.preferences.append(Preference(polarity=polarity, kind=k, attribute=sp.attr,  # type: ignore[arg-type]
-                                                      operator=sp.op, value=v, any_of=either if k == "hard" else None,
-                                                      **common))  # type: ignore[arg-type]
+                                                      operator=sp.op, value=v, any_of=alternative, **common))  # type: ignore[arg-type]
 
 
 #: Joins two keep-only values into alternatives: "horror or comedy", "comedies, romances and dramas",
