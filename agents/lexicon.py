@@ -129,6 +129,13 @@ class Span:
     end: int
 
 
+#: Words after "like" that are not the film of that name ("horror, like always", "something like these").
+_NOT_A_TITLE_AFTER_LIKE = frozenset(
+    "always again before after usual forever never these those there other others yesterday today tonight tomorrow"
+    " something anything everything nothing whatever lately recently normal family friends crazy"
+    " mine yours theirs myself yourself".split())
+
+
 @dataclass
 class Lexicon:
     genres: list[tuple[str, str]]  # (folded surface form, canonical genre), longest first
@@ -175,8 +182,9 @@ class Lexicon:
                 continue
             cued = bool(like_cue.search(clause[:a]))
             capital = original is not None and a > 0 and original[a:a + 1].isupper()
-            if " " not in ph and not capital:
-                continue  # one-word titles ("Heat", "Up", "More") only with a capital letter mid-sentence
+            if " " not in ph and not (capital or (cued and len(ph) >= 5 and ph not in _NOT_A_TITLE_AFTER_LIKE)):
+                continue  # one-word titles ("Heat", "Up", "More") only with a capital letter mid-sentence, or
+                # after "like" when not a short or common word ("more like fargo", not "like always")
             if " " in ph and not (cued or capital) and len(ph) < 9:
                 continue
             full = self._title_map[ph]

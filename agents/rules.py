@@ -52,9 +52,14 @@ _RULES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
      {"intent": "add", "polarity": "-", "kind": "hard"}),
 )
 #: "allow X", "unblock X", "lift the X ban", "X is ok now": drop the user's earlier rules about X (a retraction).
-_LIFT = re.compile(rf"^(?:\W*(?:please|and|also|just|ok|okay)\s+)*(?:(?:allow|unblock|unban|unmute) {_V}"
-                   rf"|lift the {_V}(?: \w+)? (?:ban|filter|block|restriction|limit)s?"
-                   rf"|{_V}(?: movies| films)? (?:is|are) (?:ok|okay|fine|allowed|alright|acceptable)(?: now)?\W*$)")
+#: Permission said again is a lift too ("X is fine again", "you can show X again": the rule goes; wanting more X
+#: is "show me X again", below).
+_LIFT = re.compile(rf"^(?:\W*(?:please|and|also|just|ok|okay|actually|hey|hmm|so|but)\s+)*(?:(?:allow|unblock|unban"
+                   rf"|unmute) {_V}|lift the {_V}(?: \w+)? (?:ban|filter|block|restriction|limit)s?"
+                   rf"|{_V}(?: movies| films)? (?:is|are) (?:ok|okay|fine|allowed|alright|acceptable)"
+                   rf"(?: now| again)?\W*$"
+                   rf"|(?:you can|you may|feel free to) (?:show|include|recommend|suggest)(?: me)?(?: the| some)? {_V}"
+                   rf"(?: movies| films)? again\b)")
 #: "show me X again", "X again please", "bring back X", "put X back", "X is back": re-enable X (when not negated).
 _REENABLE = re.compile(rf"{_V}.*\bagain\b|\bagain\b.*{_V}|\bbring (?:back )?(?:the |some )?{_V}(?: back)?\b"
                        rf"|\bput (?:the |some )?{_V} back\b|{_V} (?:is|are) back\b")

@@ -183,3 +183,14 @@ def test_exclusion_idioms(parser, text, want):
 
 def test_stop_excluding_is_still_a_retraction(parser):
     assert parser.parse("stop excluding horror", now=NOW).slots() == {("retract", "genre", "horror", "", "")}
+
+
+@pytest.mark.parametrize("text,want", [
+    ("noir is fine again", {("retract", "genre", "film-noir", "", "")}),  # permission: the rule goes
+    ("hey, you can show war movies again", {("retract", "genre", "war", "", "")}),
+    ("show me fantasy again", {("genre", "eq", "fantasy", "+", "soft")}),  # a wish: re-enabled with a boost
+    ("more like fargo", {("title", "like", "fargo (1996)", "+", "soft")}),  # lowercase, after "like"
+    ("more horror, like always", {("genre", "eq", "horror", "+", "soft")}),  # not the film "Always"
+])
+def test_permission_and_lowercase_titles(parser, text, want):
+    assert parser.parse(text, now=NOW).slots() == want
