@@ -65,10 +65,11 @@ _UNBLOCK = re.compile(r"\b(?:unblock|unmute|allow|stop (?:blocking|hiding|filter
                       r"|are fine|(?:show|see) .+ again|(?:don't|dont|do not) mind)\b")
 _MOD_VERBS = re.compile(
     r"^(?:please\s+|hey\s+|also\s+|and\s+)*(?:stop showing me|stop sending me|don't show me|do not show me|"
-    r"i don't want to see|i do not want to see|no more|block|hide|filter out|mute|remove|unblock|unmute|allow|"
+    r"i don't want to see|i do not want to see|no more|no|zero|block|hide|filter out|mute|remove|unblock|unmute|allow|"
     r"stop blocking|stop hiding|stop filtering|i hate|get rid of)\s+(?:any\s+|all\s+|the\s+)?"
 )
-_SPLIT = re.compile(r"[;!?]|\.(?=\s|$)|,\s*(?:and\s+)?|\s(?:and|but|also|plus)\s")
+# the separators are kept (a capturing group): see split_moderation
+_SPLIT = re.compile(r"([;!?]|\.(?=\s|$)|,\s*(?:and\s+)?|\s(?:and|but|also|plus|or|nor)\s)")
 _REC_CUE = re.compile(r"\b(?:movies?|films?|feed|recommend\w*|watch\w*|show me|cinema|genre|series)\b")
 
 
@@ -272,16 +273,55 @@ _FOR_EVERYONE = re.compile(
     r"|\b(?:entire|whole)\s+(?:platform|site|community|server|forum)\b")
 
 
+_REC_WORDS = re.compile(r"\b(?:" + "|".join(sorted({re.escape(fold(f)) for forms in GENRE_SYNONYMS.values()
+                                                     for f in forms}, key=len, reverse=True))
+                        + r")\b|\b(?:1[89]\d\d|20\d\d|\d0s)\b")
+
+
 def split_moderation(text: str) -> tuple[list[str], str]:
-    """(moderation clauses, remaining text for the recommendation parser)."""
+    """(moderation clauses, remaining text for the recommendation parser). A piece joined by "and"/"or" to a
+    moderation clause, naming no topic, feed value or operation of its own, continues that clause's target
+    ("block posts about weapons or drugs" is one category; "drugs" used to fall to the feed parser and vanish)."""
     if not _MOD_TOPIC.search(fold(text)):
         return [], text  # no moderation topic: hand the text to the parser untouched
     mod: list[str] = []
     rest: list[str] = []
-    for part in _SPLIT.split(text):
-        if part and part.strip():
-            (mod if _MOD_TOPIC.search(fold(part)) else rest).append(part.strip())
+    pieces = _SPLIT.split(text)  # part, separator, part, ...
+    after_mod = False
+    for i in range(0, len(pieces), 2):
+        part, joint = pieces[i].strip(), pieces[i - 1].strip() if i else ""
+        if not part:
+            continue
+        folded = fold(part)
+        if _MOD_TOPIC.search(folded):
+            mod.append(part)
+            after_mod = True
+        elif after_mod and joint in ("and", "or", "nor") and not states_operation(folded) \
+                and not _REC_WORDS.search(folded) and not _REC_CUE.search(folded):
+            mod[-1] = f"{mod[-1]} {joint} {part}"
+        else:
+            rest.append(part)
+            after_mod = False
     return mod, ", ".join(rest)
+
+
+def states_operation(folded: str) -> bool:
+    """Does a folded clause say block or unblock itself (a verb, a negation, an allow cue)? "ads" in "unblock spam
+    and ads" does not: it takes the operation of the clause before it (`moderation_actions`)."""
+    return bool(_MOD_VERBS.match(folded) or _NEG_LEAD.match(folded) or _UNBLOCK.search(folded)
+                or _NEGATION.search(folded))
+
+
+def moderation_actions(clauses: list[str]) -> list[ModerationAction]:
+    """One action per moderation clause; a clause naming only its target shares the operation of the one before
+    ("unblock spam and ads" unblocks both: "ads" used to be blocked)."""
+    out: list[ModerationAction] = []
+    for clause in clauses:
+        action = moderation_action(clause)
+        if out and not states_operation(fold(clause).strip()):
+            action = action.model_copy(update={"op": out[-1].op})
+        out.append(action)
+    return out
 
 
 # "don't allow X", "never let X through", "I don't want to see X again": a negated unblock cue is a block request
@@ -347,7 +387,7 @@ class CommandRouter:
         if any(_FOR_EVERYONE.search(fold(c)) for c in mod_clauses):
             raise CrossUserCommandError("moderation settings are each user's own: a command for everyone is refused "
                                         "and nothing was changed")
-        mods = [moderation_action(c) for c in mod_clauses]
+        mods = moderation_actions(mod_clauses)
         cmd: ParsedCommand | None = None
         if rest.strip():
             cmd = self.parser.parse(rest)

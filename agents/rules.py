@@ -65,6 +65,12 @@ _REENABLE = re.compile(rf"{_V}.*\bagain\b|\bagain\b.*{_V}|\bbring (?:back )?(?:t
                        rf"|\bput (?:the |some )?{_V} back\b|{_V} (?:is|are) back\b")
 
 
+#: "show me X", "give me X", "I want X" with no negation anywhere: X is wanted (the n-gram heads read "show me X"
+#: as an exclusion, from "don't show me X" / "stop showing me X").
+_ASK = re.compile(r"^(?:\W*(?:please|and|just|also|ok|okay|hey|hmm|actually|so)\s+)*(?:show me|give me|i want"
+                  r"|i'd like|i would like|i'd love|i would love)\b")
+
+
 def framing_rules(masked: str, heads: dict[str, str]) -> dict[str, str]:
     """The heads' outputs for one masked clause, corrected by the idiom table (a new dict; input untouched)."""
     out = dict(heads)
@@ -82,4 +88,7 @@ def framing_rules(masked: str, heads: dict[str, str]) -> dict[str, str]:
         out.update({"intent": "add", "polarity": "+"})
         if not re.search(r"\bonly\b", m):
             out["kind"] = "soft"
+        return out
+    if _ASK.search(m) and out.get("intent") == "add" and not _NEG.search(m.replace("X", " ").replace("YEAR", " ")):
+        out["polarity"] = "+"
     return out

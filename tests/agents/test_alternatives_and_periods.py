@@ -194,3 +194,37 @@ def test_stop_excluding_is_still_a_retraction(parser):
 ])
 def test_permission_and_lowercase_titles(parser, text, want):
     assert parser.parse(text, now=NOW).slots() == want
+
+
+@pytest.mark.parametrize("text", ["show me horror", "show me horror movies", "please give me horror",
+                                  "i want horror"])
+def test_asking_for_a_value_wants_it(parser, text):
+    """The n-gram heads read "show me X" as an exclusion (from "don't show me X")."""
+    assert {(p.value, p.polarity) for p in parser.parse(text, now=NOW).preferences} == {("Horror", "+")}
+
+
+@pytest.mark.parametrize("text", ["don't show me horror", "stop showing me horror", "show me less horror",
+                                  "i want no horror", "show me anything but horror"])
+def test_asking_with_a_negation_still_excludes(parser, text):
+    assert {(p.value, p.polarity) for p in parser.parse(text, now=NOW).preferences} == {("Horror", "-")}
+
+
+# ------------------------------------------------------------------------------------- moderation clauses
+@pytest.mark.parametrize("text,want", [
+    ("unblock spam and ads", [("unblock", "spam"), ("unblock", "ads")]),  # "ads" was blocked
+    ("stop hiding insults and spam", [("unblock", "insults"), ("unblock", "spam")]),
+    ("unblock spam or ads", [("unblock", "spam"), ("unblock", "ads")]),
+    ("block crypto scams and unblock toxic", [("block", "crypto scams"), ("unblock", "toxic")]),
+    ("no spam", [("block", "spam")]),  # the category was named "no spam"
+    ("block posts about weapons and drugs", [("block", "posts about weapons and drugs")]),  # "drugs" vanished
+    ("block posts about weapons or drugs", [("block", "posts about weapons or drugs")]),
+])
+def test_moderation_clauses_keep_their_operation_and_target(parser, text, want):
+    kind, cmd, mods = CommandRouter(parser).classify(text)
+    assert [(m.op, m.target) for m in mods] == want and cmd is None
+
+
+def test_a_feed_clause_joined_by_or_goes_to_the_feed(parser):
+    kind, cmd, mods = CommandRouter(parser).classify("no horror movies or spam")
+    assert [(m.op, m.target) for m in mods] == [("block", "spam")]  # was one category "no horror movies or spam"
+    assert cmd is not None and cmd.slots() == {("genre", "eq", "horror", "-", "hard")}
