@@ -66,6 +66,8 @@ def parse_cmd(
     except RailguardError as exc:
         _fail(f"{type(exc).__name__}: {exc}", True)
         return
+    if cmd.is_empty:  # exit 0 (a valid answer), but say so: nothing in the text is a feed command
+        print("note: no feed command understood in this text; nothing would change", file=sys.stderr)
     print(cmd.model_dump_json(indent=1, exclude={"text"}))
 
 
@@ -95,7 +97,12 @@ def recommend_cmd(
             _fail(f"user {user} is not a MovieLens user (userId in ratings.csv)", as_json)
         store = InMemoryStore()
         for c in command:
-            apply_command(store, "cli", str(user), default_parser().parse(c), actor="cli", session_id="cli")
+            parsed = default_parser().parse(c)
+            if parsed.is_empty:
+                print(f"note: no feed command understood in {c!r}; it changes nothing", file=sys.stderr)
+                continue
+            report = apply_command(store, "cli", str(user), parsed, actor="cli", session_id="cli")
+            print(f"applied {c!r}: {report.summary()}", file=sys.stderr)
         planner = Planner(cat, base, ItemEmbeddings(cat, get_encoder()))
         feed = planner.recommend(load_policy(store, "cli", str(user), session_id="cli"), user, k=k)
     except RailguardError as exc:

@@ -104,7 +104,8 @@ FUZZY_MIN_LEN, FUZZY_CUTOFF = 5, 0.88
 _FUZZY_DENY = frozenset({"auction", "auctions", "carton", "cartons", "actions", "crimea", "warrior", "warriors"})
 #: An audience named with a possessive ("for my kids", "with our children"): reserved, never read as a genre value.
 #: Without one ("movies for kids") the words keep naming the Children genre.
-_AUDIENCE = re.compile(r"\b(?:for|with) (?:my|our) (?:own )?(?:little )?(?:kids?|children|child|family|son|sons"
+_AUDIENCE = re.compile(r"\b(?:(?:for|with) (?:my|our)|(?:from|to|around) (?:my|our|the)) (?:own )?(?:little )?"
+                       r"(?:kids?|children|child|family|son|sons"
                        r"|daughters?|ones|toddlers?|teens?|teenagers?|grandkids|grandchildren)\b")
 _TOKEN = re.compile(r"[\w][\w'.&-]*[\w]|[\w]")
 
@@ -129,6 +130,8 @@ class Span:
     end: int
 
 
+_SIMILAR_CUE = re.compile(r"(?:(?:more|something|anything|stuff|movies?|films?|ones?|things?|less|fewer) like"
+                          r"|similar to|vein of|along the lines of|reminds? me of)[\s(\"']+$")
 #: Words after "like" that are not the film of that name ("horror, like always", "something like these").
 _NOT_A_TITLE_AFTER_LIKE = frozenset(
     "always again before after usual forever never these those there other others yesterday today tonight tomorrow"
@@ -147,6 +150,12 @@ class Lexicon:
         self._tag_set = {_key(t): t for t in self.tags}
         self._title_map = {_key(t): v for t, v in self.titles.items()}
         self._fuzzy_forms = sorted(k for k in self._genre_map if " " not in k and len(k) >= FUZZY_MIN_LEN)
+
+    def _lowercase_title_ok(self, before: str, ph: str) -> bool:
+        """A lowercase one-word title names the film after "more like", "similar to" & co. ("more like fargo"),
+        unless it is short, a common word ("like always") or a tag ("i'd like vampires" is the verb and a tag)."""
+        return (bool(_SIMILAR_CUE.search(before)) and len(ph) >= 5 and ph not in _NOT_A_TITLE_AFTER_LIKE
+                and ph not in self._tag_set)
 
     @staticmethod
     def _find(tokens: list[tuple[int, int, str]], table: dict[str, str], max_n: int = 8) -> list[tuple[int, int, str]]:
@@ -182,9 +191,9 @@ class Lexicon:
                 continue
             cued = bool(like_cue.search(clause[:a]))
             capital = original is not None and a > 0 and original[a:a + 1].isupper()
-            if " " not in ph and not (capital or (cued and len(ph) >= 5 and ph not in _NOT_A_TITLE_AFTER_LIKE)):
+            if " " not in ph and not (capital or self._lowercase_title_ok(clause[:a], ph)):
                 continue  # one-word titles ("Heat", "Up", "More") only with a capital letter mid-sentence, or
-                # after "like" when not a short or common word ("more like fargo", not "like always")
+                # lowercase after "more like" & co. (_lowercase_title_ok)
             if " " in ph and not (cued or capital) and len(ph) < 9:
                 continue
             full = self._title_map[ph]
@@ -260,22 +269,33 @@ def flip_year(sp: Span) -> Span | None:
 
 
 _COUNT = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "ten": 10,
-          "a couple of": 2, "a couple": 2, "couple of": 2, "a few": 3, "few": 3, "several": 3}
-_UNIT = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30)}
+          "a couple of": 2, "a couple": 2, "couple of": 2, "couple": 2, "a few": 3, "few": 3, "several": 3}
+_UNIT = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7), "month": timedelta(days=30),
+         "year": timedelta(days=365)}
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+#: A period ends its clause, or is followed by more framing: "for a day off" or "today's picks" name no period.
+_ENDS = r"(?=\s*(?:$|[,.;:!?)]|(?:and|but|or|please|too|also|then|though|starting|from now|okay|ok|thanks?)\b))"
+_COUNTED = r"(\d{1,3}|" + "|".join(sorted(_COUNT, key=len, reverse=True)) + r")"
+
+
+def _counted(m: re.Match[str]) -> timedelta:
+    n = int(m.group(1)) if m.group(1).isdigit() else _COUNT.get(m.group(1), 0)
+    return n * _UNIT[m.group(2)]
+
+
 #: Stated periods, each with how long it lasts from now (the first that matches wins).
 _PERIODS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], timedelta] | None], ...] = (
-    (re.compile(r"\bfor (?:the )?(?:next |coming )?(\d{1,3}|" + "|".join(sorted(_COUNT, key=len, reverse=True))
-                + r") (hour|day|week|month)s?\b"),
-     lambda m: _COUNT.get(m.group(1), 0) * _UNIT[m.group(2)] if not m.group(1).isdigit()
-     else int(m.group(1)) * _UNIT[m.group(2)]),
-    (re.compile(r"\b(?:tonight|today|this (?:evening|afternoon|morning)|for the rest of the day)\b"),
+    (re.compile(r"\b(?:for|over|during|in) (?:the )?(?:next |coming |following )?" + _COUNTED
+                + r" (hour|day|week|month|year)s?\b" + _ENDS), _counted),
+    (re.compile(r"\b(?:for|over|during) the (?:next|coming|following|rest of the) (hour|day|week|month|year)\b"
+                + _ENDS),
+     lambda m: _UNIT[m.group(1)] if m.group(1) != "day" else timedelta(days=1)),
+    (re.compile(r"\b(?:for )?(?:tonight|today|this (?:evening|afternoon|morning))\b" + _ENDS),
      lambda m: timedelta(hours=12)),
-    (re.compile(r"\b(?:until|till|til|through) tomorrow\b"), lambda m: timedelta(days=1)),
-    (re.compile(r"\b(?:this|for the|over the) weekend\b"), lambda m: timedelta(days=3)),
-    (re.compile(r"\b(?:this|for the) week\b"), lambda m: timedelta(days=7)),
-    (re.compile(r"\b(?:this|for the) month\b"), lambda m: timedelta(days=30)),
-    (re.compile(r"\b(?:until|till|til|through) (" + "|".join(_WEEKDAYS) + r")\b"), None),  # see expiry_for
+    (re.compile(r"\b(?:until|till|til|through) tomorrow\b" + _ENDS), lambda m: timedelta(days=1)),
+    (re.compile(r"\b(?:this|for the|over the) weekend\b" + _ENDS), lambda m: timedelta(days=3)),
+    (re.compile(r"\b(?:this|for the|for a) (week|month|year)\b" + _ENDS), lambda m: _UNIT[m.group(1)]),
+    (re.compile(r"\b(?:until|till|til|through) (" + "|".join(_WEEKDAYS) + r")\b" + _ENDS), None),  # see expiry_for
 )
 #: A stated period never outlives this (a typo like "for 900 months" is not a 75-year rule).
 MAX_PERIOD = timedelta(days=365)

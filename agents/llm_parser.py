@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .catalog import GENRES
-from .schema import CommandError, ParsedCommand, require_valid_text
+from .schema import CommandError, ParsedCommand, canonical_alternatives, require_valid_text
 
 _GENRE_BY_FOLD = {g.lower(): g for g in GENRES}
 
@@ -97,7 +97,7 @@ class LLMParser:
                 data = extract_json(raw)
                 if isinstance(data, dict):
                     data.pop("text", None)
-                cmd = canonical_genres(ParsedCommand.model_validate(data))
+                cmd = canonical_alternatives(canonical_genres(ParsedCommand.model_validate(data)))
                 cmd.text = text
                 cmd.check_consistent()
                 return cmd

@@ -95,7 +95,7 @@ def split_clauses(text: str, lex: Lexicon) -> list[tuple[str, str]]:
         if not frag.strip():
             continue
         sp = lex.spans(frag, text[a:b])
-        rest = [t[2] for t in tokenize(_SCOPE_WORDS.sub(" ", mask(frag, sp).lower()))]
+        rest = [t[2] for t in tokenize(_SCOPE_WORDS.sub(" ", TIME_PHRASE.sub(" ", mask(frag, sp).lower())))]
         bare = bool(sp) and all(w in _FILLER for w in rest)
         if bare and merged:
             merged[-1][1] = b
@@ -242,9 +242,9 @@ class StudentParser(BaseEstimator):
         clauses = self.analyse(text)
         if not clauses:
             return ParsedCommand(text=text)
-        # a stated period reads as "for now" to the framing heads (they were trained on a few time phrases; its
-        # length is taken from the text by expiry_for)
-        masked = [TIME_PHRASE.sub("for now", mask(c, s)) for c, _, s in clauses]
+        # a stated period is left out of what the framing heads read (trained on a few time phrases, they took
+        # "X for now" as avoiding X): its length comes from the text (expiry_for), and it sets the scope
+        masked = [re.sub(r"\s+", " ", TIME_PHRASE.sub(" ", mask(c, s))).strip() for c, _, s in clauses]
         preds = self.predict_heads(masked)
         cmd = ParsedCommand(text=text)
         for (clause, orig, spans), m, hp in zip(clauses, masked, preds, strict=True):
@@ -334,7 +334,12 @@ def _alternatives(clause: str, orig: str, spans: list[Span]) -> str | None:
     """The ``any_of`` id when a keep-only clause lists its values as alternatives; None when they narrow each other
     (or there is only one). A clause mixing both ("horror comedies or dramas") is refused: the schema has no
     nested either-or, and intersecting all three would keep almost nothing."""
-    values = sorted((sp for sp in spans if sp.attr != "year" and sp.op != "like"), key=lambda sp: sp.start)
+    ordered = sorted((sp for sp in spans if sp.op != "like"), key=lambda sp: sp.start)
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        if (a.attr == "year") != (b.attr == "year") and re.search(r"\bor\b|/", clause[a.end:b.start]):
+            raise CommandError(f"{orig!r}: a year range as an alternative to other values ('horror or 90s "
+                               "movies') is not supported; ask for each on its own")
+    values = [sp for sp in ordered if sp.attr != "year"]
     if len(values) < 2:
         return None
     joins = [bool(_EITHER.search(clause[a.end:b.start])) for a, b in zip(values, values[1:], strict=False)]

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .schema import MAX_PREFS, ParsedCommand, Preference, now_utc
+from .schema import MAX_PREFS, ParsedCommand, Preference, canonical_alternatives, now_utc
 
 #: How long a "for now" (session-scoped) preference lasts unless it names its own time ("this week"): a session id
 #: is not a promise that the session ends, and without one the wish would never end (other sessions' wishes are
@@ -121,6 +121,14 @@ def _hard_filter_conflicts(new: Preference, old: Preference) -> bool:
             and old.attribute == new.attribute and old.kind == "hard" and old.polarity == "+")
 
 
+def _whole_sets(hit: list[Preference], prefs: list[Preference]) -> list[Preference]:
+    """``hit`` and the other members of any set of alternatives (``any_of``) it touches: a retraction or a new
+    keep-only filter that removes one alternative removes its set ("only horror or comedy", then "comedy is fine
+    again": keeping Horror alone would narrow the feed the user just widened)."""
+    sets = {p.any_of for p in hit if p.any_of is not None}
+    return hit + [p for p in prefs if p.any_of in sets and p not in hit] if sets else hit
+
+
 def merge(
     policy: RecPolicy,
     command: ParsedCommand,
@@ -133,6 +141,7 @@ def merge(
     Raises ContradictoryCommandError (nothing applied) when the command contradicts itself.
     """
     command.check_consistent()
+    command = canonical_alternatives(command)  # whoever made it: set ids name their sets
     now = now or now_utc()
     report = MergeReport()
     unexpired = [p for p in policy.preferences if not _expired(p, now)]
@@ -146,11 +155,11 @@ def merge(
         report.retracted.extend(p.describe() for p in prefs)
         prefs = []
     for r in command.retractions:
-        hit = [p for p in prefs if r.matches(p)]
+        hit = _whole_sets([p for p in prefs if r.matches(p)], prefs)
         if not hit:
             report.unmatched_retractions.append(f"{r.attribute or '*'}={r.value if r.value is not None else '*'}")
         report.retracted.extend(p.describe() for p in hit)
-        prefs = [p for p in prefs if not r.matches(p)]
+        prefs = [p for p in prefs if p not in hit]
     earlier = list(prefs)  # what stood before this command; only these can be superseded by it
     kept: list[Preference] = []  # ...and not those this command states again ("only horror dramas" after "only
     # horror comedies" keeps Horror: Drama used to supersede it, leaving only dramas)
@@ -168,8 +177,9 @@ def merge(
             continue
         if new.attribute == "year":
             same = [p for p in prefs if _year_conflicts(new, p)]
-        same += [p for p in earlier
-                 if p in prefs and p not in same and p not in kept and _hard_filter_conflicts(new, p)]
+        superseded = [p for p in earlier
+                      if p in prefs and p not in same and p not in kept and _hard_filter_conflicts(new, p)]
+        same += [p for p in _whole_sets(superseded, prefs) if p not in same and p not in kept]
         report.replaced.extend(p.describe() for p in same)
         ids = {id(p) for p in same}
         prefs = [p for p in prefs if id(p) not in ids]

@@ -278,6 +278,35 @@ _REC_WORDS = re.compile(r"\b(?:" + "|".join(sorted({re.escape(fold(f)) for forms
                         + r")\b|\b(?:1[89]\d\d|20\d\d|\d0s)\b")
 
 
+#: A question that still asks for a change: "can you stop showing me horror?", "could I get more comedies?".
+_REQUEST = re.compile(
+    r"^(?:(?:hey|ok|okay|so|and|but|please|um|hmm|also|oh)\W+)*(?:(?:can|could|would|will)\s+(?:you|u|ya)\s+"
+    r"(?:please\s+|just\s+|also\s+|kindly\s+)*(?:show|give|recommend|suggest|stop|start|add|remove|drop|hide"
+    r"|block|unblock|mute|unmute|filter|exclude|include|avoid|skip|forget|reset|clear|keep|put|bring|make|allow"
+    r"|let|limit|restrict|only|turn|get rid)|(?:can|could|may)\s+(?:i|we)\s+(?:get|have|see)|how about"
+    r"|what about)\b")
+_ASKING = re.compile(r"^(?:(?:hey|ok|okay|so|and|but|please|um|hmm|also|oh)\W+)*(?:(?:can|could|would|will)\s+"
+                     r"(?:you|u|ya)\s+(?:please\s+|kindly\s+)?|(?:can|could|may)\s+(?:i|we)\s+(?:get|have|see)\s+"
+                     r"|how about\s+|what about\s+)", re.I)
+_QUESTION_WORD = re.compile(r"^(?:(?:hey|ok|okay|so|and|but|um|hmm|oh)\W+)*(?:what|who|whom|whose|when|where|why"
+                            r"|which|how)\b")
+
+
+def without_questions(text: str) -> str:
+    """``text`` less its questions: "What year was Fargo released?" or "my kids hate horror, what should we do
+    this weekend?" are chat, not commands (they were stored as lasting rules: a hard "title contains Fargo"
+    left a one-film feed). A sentence is a question when it ends with "?" or opens with a question word, unless
+    it asks for a change ("can you stop showing me horror?", "what about more comedies?")."""
+    kept = []
+    for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
+        f = fold(sentence).strip()
+        if _REQUEST.match(f):  # the request itself: "can you stop showing me horror?" -> "stop showing me horror"
+            kept.append(_ASKING.sub("", sentence.strip()).rstrip(" ?") or sentence)
+        elif not (f.endswith("?") or _QUESTION_WORD.match(f)):
+            kept.append(sentence)
+    return " ".join(kept).strip()
+
+
 def split_moderation(text: str) -> tuple[list[str], str]:
     """(moderation clauses, remaining text for the recommendation parser). A piece joined by "and"/"or" to a
     moderation clause, naming no topic, feed value or operation of its own, continues that clause's target
@@ -348,21 +377,24 @@ def moderation_op(folded: str) -> str:
 
 
 def _period_unless_topic(m: re.Match[str]) -> str:
-    """A bare "today" ends a topic as often as a period ("block news about today"): only "for today" is cut."""
+    """A period after a preposition is the topic ("block posts about this weekend", "news about what happened over
+    the weekend"), and a bare "today" ends a topic as often as a period ("block news about today"): those stay."""
     said = m.group(0).strip(" .,!?")
-    return m.group(0) if re.fullmatch(r"today|tonight|this (?:evening|afternoon|morning)", said) else ""
+    topical = re.search(r"\b(?:about|on|of|regarding|concerning|from|during|over|in|happened|re)$",
+                        m.string[:m.start()].strip())
+    return m.group(0) if topical or re.fullmatch(r"today|tonight|this (?:evening|afternoon|morning)", said) else ""
 
 
 def moderation_action(clause: str) -> ModerationAction:
     f = fold(clause).strip()
     op = moderation_op(f)
-    target = _MOD_VERBS.sub("", _NEG_LEAD.sub("", f))
-    target = re.sub(r"\b(?:again|anymore|any more|please|from now on|is fine|are fine|through)\b", " ", target)
+    target = _MOD_VERBS.sub("", _NEG_LEAD.sub("", f)).strip()
     # a trailing time phrase is framing, not what is blocked ("block spam for now" blocks spam: a moderation
-    # setting has no time scope, it stays until unblocked)
-    bare = re.sub(r"\s+(?:for )?(?:" + TIME_PHRASE.pattern + r")\W*$", _period_unless_topic, target.strip())
-    period = bare != target.strip()  # "block spam for two days": said, but a moderation setting has no end date
-    target = re.sub(r"\s+(?:for now|right now|for the time being|for a while|now)\W*$", "", bare)
+    # setting has no time scope, it stays until unblocked); cut before "through" goes ("spam through friday")
+    bare = re.sub(r"\s+(?:for )?(?:" + TIME_PHRASE.pattern + r")\W*$", _period_unless_topic, target)
+    period = bare != target  # "block spam for two days": said, but a moderation setting has no end date
+    target = re.sub(r"\b(?:again|anymore|any more|please|from now on|is fine|are fine|through)\b", " ", bare)
+    target = re.sub(r"\s+(?:for now|right now|for the time being|for a while|now)\W*$", "", target.strip())
     target = re.sub(r"^(?:me|any|all|the)\s+", "", re.sub(r"\s+", " ", target).strip(" .,!"))
     return ModerationAction(op=op, target=target[:200] or "unspecified", stated_period=period)
 
@@ -383,6 +415,9 @@ class CommandRouter:
             return RouteKind.NEITHER, None, []  # commands are short; long messages are ordinary chat
         require_valid_text(text)  # InvalidTextError (a CommandError): nothing below can process it
         check_identity_safe(text)
+        text = without_questions(text)
+        if not text:
+            return RouteKind.NEITHER, None, []
         mod_clauses, rest = split_moderation(text)
         if any(_FOR_EVERYONE.search(fold(c)) for c in mod_clauses):
             raise CrossUserCommandError("moderation settings are each user's own: a command for everyone is refused "

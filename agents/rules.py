@@ -41,17 +41,21 @@ _RULES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
     (re.compile(rf"^(?:\W*(?:please|and|but|also|just)\s+)*(?:nothing|not|none|no)\s+(?:too|very|overly|so|that"
                 rf"|really|particularly|excessively)\s+{_V}"),
      {"intent": "add", "polarity": "-", "kind": "soft"}),
-    # "nothing from before 1960", "nothing from X", "nothing with X": a clause opening with "nothing" (other than
-    # the idioms above) excludes (the heads read "nothing from YEAR" as wanted, like "movies from YEAR")
-    (re.compile(rf"^(?:\W*(?:please|and|but|also|just|so|ok|okay)\s+)*nothing\b.*{_V}"),
+    # "nothing from before 1960", "nothing from X", "nothing with X": "nothing" opening a clause with a preposition
+    # excludes (the heads read "nothing from YEAR" as wanted, like "movies from YEAR"); "nothing beats X" and
+    # "nothing like X" are chat, left to the heads
+    (re.compile(rf"^(?:\W*(?:please|and|but|also|just|so|ok|okay)\s+)*nothing (?:from|with|about|starring|featuring"
+                rf"|by|released|made|set)\b.*{_V}"),
      {"intent": "add", "polarity": "-", "kind": "hard"}),
-    # "never show me X", "stop recommending X", "keep X away from me": exclusions said as lasting (the heads read
-    # some as a mere penalty)
-    (re.compile(rf"\b(?:never (?:again )?(?:show|recommend|suggest|offer|give)|stop (?:recommending|showing"
-                rf"|suggesting|offering|giving))\b.*{_V}|\bkeep {_V}(?: \w+){{0,3}} away\b"),
+    # "never show me X", "stop recommending X", "keep X away (from me)": exclusions said as lasting (the heads read
+    # some as a mere penalty); only as the clause's own request, not "stop recommending only X" (a lift of "only")
+    (re.compile(rf"^(?:\W*(?:please|and|but|also|just|so|ok|okay)\s+)*(?:(?:please )?(?:never|don't ever|do not ever)"
+                rf"(?: again)? (?:show|recommend|suggest|offer|give)|(?:please )?stop (?:recommending|showing"
+                rf"|suggesting|offering|giving))\b(?!.*\bonly\b).*{_V}"
+                rf"|^(?:\W*(?:please|and|but|also|just|so|ok|okay)\s+)*keep {_V}(?: \w+)? away"
+                rf"(?: from [\w' ]{{1,30}})?\W*$"),
      {"intent": "add", "polarity": "-", "kind": "hard"}),
 )
-#: "allow X", "unblock X", "lift the X ban", "X is ok now": drop the user's earlier rules about X (a retraction).
 #: Permission said again is a lift too ("X is fine again", "you can show X again": the rule goes; wanting more X
 #: is "show me X again", below).
 _LIFT = re.compile(rf"^(?:\W*(?:please|and|also|just|ok|okay|actually|hey|hmm|so|but)\s+)*(?:(?:allow|unblock|unban"

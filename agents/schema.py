@@ -173,6 +173,21 @@ class Retraction(BaseModel):
         return ("retract", str(self.attribute or ""), str(self.value or "").lower(), "", "")
 
 
+def canonical_alternatives(cmd: ParsedCommand) -> ParsedCommand:
+    """``cmd`` with each set of alternatives given the id of the set it names (`alternatives_id`), whatever ids
+    its producer used: an LLM's "1" reused across commands would otherwise join unrelated filters into one set.
+    A "set" of one filter is no set."""
+    groups: dict[str, list[tuple[str, str | int]]] = {}
+    for p in cmd.preferences:
+        if p.any_of is not None:
+            groups.setdefault(p.any_of, []).append((p.attribute, p.value))
+    if not groups:
+        return cmd
+    ids = {g: alternatives_id(values) if len(values) > 1 else None for g, values in groups.items()}
+    prefs = [p.model_copy(update={"any_of": ids[p.any_of]}) if p.any_of is not None else p for p in cmd.preferences]
+    return cmd.model_copy(update={"preferences": prefs})
+
+
 class ParsedCommand(BaseModel):
     """Everything one user message asks of the recommendation policy. Produced by either parser backend."""
 
