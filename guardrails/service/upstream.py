@@ -13,7 +13,7 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -73,7 +73,9 @@ async def _call(st: ServiceState, body: ChatCompletionRequest,
     if st.http_client is None:  # closed (and reset to None) when the app's lifespan ends
         st.http_client = httpx.AsyncClient(timeout=st.chat.timeout_s)
     url = st.chat.upstream_url.rstrip("/") + "/chat/completions"  # type: ignore[union-attr]
-    headers = {"Authorization": f"Bearer {st.chat.upstream_api_key}"} if st.chat.upstream_api_key else {}
+    headers = {"Accept-Encoding": "identity"}  # bodies are read raw and bounded (`_raw_chunks`)
+    if st.chat.upstream_api_key:
+        headers["Authorization"] = f"Bearer {st.chat.upstream_api_key}"
     try:
         async with st.http_client.stream("POST", url, json=upstream_body(body, messages, bool(body.stream)),
                                          headers=headers) as resp:
@@ -149,10 +151,20 @@ def _too_large() -> ApiError:
     return ApiError(502, "upstream_too_large", "upstream answer exceeds the buffer limit")
 
 
+def _raw_chunks(resp: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as sent: identity was asked for (`_call`), so a compressed one is refused rather than decoded
+    (decoding hands over whole inflated chunks, a few kB of gzip can be tens of MB, before any bound applies)."""
+    encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise ApiError(502, "upstream_invalid", "upstream sent a compressed body although identity was asked for",
+                       {"content_encoding": encoding[:40]})
+    return resp.aiter_raw()
+
+
 async def _bounded_body(resp: httpx.Response) -> bytes:
     """The whole (non-streamed) body, refused once it passes MAX_RAW_BYTES."""
     out = bytearray()
-    async for chunk in resp.aiter_bytes():
+    async for chunk in _raw_chunks(resp):
         out += chunk
         if len(out) > MAX_RAW_BYTES:
             raise _too_large()
@@ -160,20 +172,28 @@ async def _bounded_body(resp: httpx.Response) -> bytes:
 
 
 async def _bounded_lines(resp: httpx.Response) -> AsyncGenerator[str, None]:
-    """The stream's lines (any of \\r\\n, \\n, \\r ends one, as in SSE), refusing a line that passes MAX_RAW_BYTES
-    before its end arrives (httpx's aiter_lines buffers a line without bound)."""
-    pending = b""
-    async for chunk in resp.aiter_bytes():
-        pending += chunk
-        held = pending.endswith(b"\r")  # maybe the first half of a \r\n split across chunks
-        *lines, pending = _EOL.split(pending[:-1] if held else pending)
-        pending += b"\r" if held else b""
+    """The stream's lines (any of CRLF, LF, CR ends one, as in SSE), each chunk scanned once, refusing a line that
+    passes MAX_RAW_BYTES before its end arrives (httpx's aiter_lines buffers a line without bound). A line is
+    decoded when whole, so a character split across chunks is read as sent."""
+    pending = bytearray()
+    after_cr = False  # the last chunk ended in CR: an LF opening this one completes that CRLF
+    async for chunk in _raw_chunks(resp):
+        start = 1 if after_cr and chunk[:1] == b"\n" else 0
+        after_cr = False
+        for m in _EOL.finditer(chunk, start):
+            pending += chunk[start:m.start()]
+            if len(pending) > MAX_RAW_BYTES:
+                raise _too_large()
+            line = pending.decode("utf-8")  # invalid UTF-8 is a ValueError: an unexpected response (502)
+            pending.clear()
+            start = m.end()
+            after_cr = m.group() == b"\r" and start == len(chunk)
+            yield line
+        pending += chunk[start:]
         if len(pending) > MAX_RAW_BYTES:
             raise _too_large()
-        for line in lines:
-            yield line.decode("utf-8")  # invalid UTF-8 is a ValueError: an unexpected response (502)
-    if pending.rstrip(b"\r"):
-        yield pending.rstrip(b"\r").decode("utf-8")
+    if pending:
+        yield pending.decode("utf-8")
 
 
 def _add_call_deltas(partial: dict[int, dict[str, Any]], deltas: list[Any]) -> int:
