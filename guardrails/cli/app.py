@@ -114,11 +114,25 @@ def _decision_table(rows: list[tuple[str, Any]], title: str | None = None) -> Ta
         act = f"[{colors[d.action.value]}]{d.action.value}[/]" + (" (shadow)" if d.shadow else "")
         if not shown:
             table.add_row(user, d.stage.value, act, "-", "-", "-", "-", f"{d.latency_ms:.0f}", "")
+        said: set[str] = set()
         for i, f in enumerate(shown):
+            why = f.detail or f.explanation
+            if why in said:  # said once per decision (the commands detector's findings share their detail)
+                why = ""
+            else:
+                said.add(why)
+                why = _clipped(why)
             table.add_row(user if i == 0 else "", d.stage.value if i == 0 else "", act if i == 0 else "",
                           escape(f.detector), escape(f.category), f"{f.score:.2f}", f"{f.threshold:.2f}",
-                          f"{d.latency_ms:.0f}" if i == 0 else "", escape((f.detail or f.explanation)[:90]))
+                          f"{d.latency_ms:.0f}" if i == 0 else "", escape(why))
     return table
+
+
+def _clipped(text: str, limit: int = 160) -> str:
+    """At most `limit` characters, cut at a word boundary with an ellipsis (not mid-word)."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:") + " …"
 
 
 def _console() -> Console:

@@ -38,7 +38,7 @@ from ..guard_types import SupportsCheck
 from ..models.chat import PrefillBlocked, to_chat_dicts
 from ..text import call_text, message_role, unanswered_user_turns
 from .identity import Identity, current_identity, from_runtime
-from .runnable import invalid_decision, without_token_streaming
+from .runnable import annotated, invalid_decision, without_token_streaming
 from .structured import message_text as _text
 from .structured import rebuild_redacted, structured_json, with_redacted
 from .tool_calls import (
@@ -146,8 +146,8 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         if d.enforced_action is Action.BLOCK:
             return self._refusal(d)
         if d.enforced_action is Action.REDACT and d.redacted_text is not None:
-            return msg.model_copy(update={"content": d.redacted_text})
-        return msg
+            return annotated(msg, d, content=d.redacted_text)
+        return annotated(msg, d) if d.enforced_action is Action.WARN else msg
 
     @staticmethod
     def _replies(result: list[Any]) -> list[int]:

@@ -16,7 +16,6 @@ is the unchecked reply a tracer of that model records).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,7 +31,7 @@ from ..errors import InvalidInputError
 from ..guard_types import SupportsCheck
 from ..models.chat import PrefillBlocked, to_chat_dicts
 from .identity import Identity, current_identity, from_sources
-from .tool_calls import pending_calls, reasoning_parts, without_reasoning
+from .tool_calls import pending_calls, reasoning_text, without_reasoning
 
 
 def _as_messages(value: Any) -> list[BaseMessage]:
@@ -62,6 +61,15 @@ def _output_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     raise InvalidInputError(f"cannot check output of type {type(value).__name__}")
+
+
+def annotated(message: Any, d: Decision, **update: Any) -> Any:
+    """A message carrying the decision that changed or flagged it in ``response_metadata["railguard"]``, as a
+    refusal does (a str output has nowhere to carry it: `on_decision` sees it)."""
+    if not isinstance(message, BaseMessage):
+        return message
+    meta = {**message.response_metadata, "railguard": d.log_record()}
+    return message.model_copy(update={**update, "response_metadata": meta})
 
 
 def _merged(chunks: list[Any]) -> Any:
@@ -121,12 +129,21 @@ def without_token_streaming(model: Any) -> Any:
 class GuardedRunnable(RunnableSerializable[Any, Any]):
     """Check input (last human message) before `inner` runs and its output after; block → refusal message."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    # a misspelt option ("default_user=") is an error here, not a silently ignored field
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     guard: SupportsCheck
     inner: Any
     refusal: str = DEFAULT_REFUSAL
     default_user_id: str | None = None
+    #: Called with every Decision this wrapper gets (input, screened history, output, reasoning, tool calls), as
+    #: the agent middleware's `on_decision`: the place to see warnings and redactions as well as blocks.
+    on_decision: Callable[[Decision], None] | None = None
+
+    def _emit(self, d: Decision) -> Decision:
+        if self.on_decision is not None:
+            self.on_decision(d)
+        return d
 
     def _who(self, config: RunnableConfig | None) -> Identity:
         return from_sources(None, config or {}, self.default_user_id)
@@ -165,8 +182,8 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         if d.stage is Stage.TOOL_CALL or d.enforced_action is Action.BLOCK:
             return self._refuse(d, out)
         if d.enforced_action is Action.REDACT and d.redacted_text is not None:
-            return d.redacted_text if isinstance(out, str) else out.model_copy(update={"content": d.redacted_text})
-        return out
+            return d.redacted_text if isinstance(out, str) else annotated(out, d, content=d.redacted_text)
+        return annotated(out, d) if d.enforced_action is Action.WARN else out
 
     @staticmethod
     def _output_parts(out: Any, streamed: bool) -> tuple[str, str, list[str]]:
@@ -177,7 +194,8 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         message = _merged(chunks) if streamed else out
         if not isinstance(message, AIMessage):
             return "".join(_output_text(c) for c in chunks), "", []
-        thought = "\n".join(text for _, text in reasoning_parts([message]))
+        # a stream's pieces of one thought are joined as they came ("FORB" + "IDDEN"), not on new lines
+        thought = "".join(reasoning_text(c, sep="") for c in chunks) if streamed else reasoning_text(message)
         calls = [c.text for c in pending_calls([message])]
         return "".join(_output_text(c) for c in chunks), thought, calls
 
@@ -186,7 +204,8 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         check blocks, or a tool call is blocked or redacted (that tool_call-stage decision refuses the whole
         reply); and whether the reply's reasoning is dropped (its own check flagged it without blocking)."""
         text, thought, calls = self._output_parts(out, streamed)
-        check = functools.partial(self.guard.check, user_id=who.user_id, session_id=who.session_id)
+        def check(text: str, stage: Stage) -> Decision:
+            return self._emit(self.guard.check(text, user_id=who.user_id, session_id=who.session_id, stage=stage))
         d = check(text, stage=Stage.OUTPUT) if text.strip() else None
         if d is not None and d.enforced_action is Action.BLOCK:
             return d, False
@@ -203,7 +222,9 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
     async def _aoutput_decision(self, out: Any, who: Identity,
                                 streamed: bool = False) -> tuple[Decision | None, bool]:
         text, thought, calls = self._output_parts(out, streamed)
-        check = functools.partial(self.guard.acheck, user_id=who.user_id, session_id=who.session_id)
+        async def check(text: str, stage: Stage) -> Decision:
+            return self._emit(await self.guard.acheck(text, user_id=who.user_id, session_id=who.session_id,
+                                                      stage=stage))
         d = await check(text, stage=Stage.OUTPUT) if text.strip() else None
         if d is not None and d.enforced_action is Action.BLOCK:
             return d, False
@@ -231,10 +252,10 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         if len(chat) > 1 and hasattr(self.guard, "screen_history"):  # earlier turns reach the model too
             screen = self.guard.screen_history(chat, user_id=who.user_id, session_id=who.session_id)
             if screen.blocked is not None:
-                return None, screen.blocked
+                return None, self._emit(screen.blocked)
             messages = self._screened(messages, screen)
-        d = self.guard.check(to_chat_dicts(messages), user_id=who.user_id, session_id=who.session_id,
-                             stage=Stage.INPUT)
+        d = self._emit(self.guard.check(to_chat_dicts(messages), user_id=who.user_id, session_id=who.session_id,
+                                        stage=Stage.INPUT))
         return self._apply_input(d, messages), d
 
     # Each public call runs as this Runnable's own run (`_call_with_config` & co.): tracing and `astream_events`
@@ -276,7 +297,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
             return self._refuse(d, self._like(chunk=False))
         out, refused = self._run(who, lambda: without_token_streaming(self.inner).invoke(messages, config, **kwargs))
         if refused is not None:
-            return self._refuse(refused, self._like(chunk=False))
+            return self._refuse(self._emit(refused), self._like(chunk=False))
         out_d, drop_reasoning = self._output_decision(out, who)
         return self._apply_output(out_d, out, drop_reasoning)
 
@@ -310,7 +331,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         inner = without_token_streaming(self.inner)
         chunks, refused = self._run(who, lambda: [_as_chunk(c) for c in inner.stream(messages, config, **kwargs)])
         if refused is not None:
-            yield self._refuse(refused, self._like(chunk=True))
+            yield self._refuse(self._emit(refused), self._like(chunk=True))
             return
         # buffered: only checked output is released
         checked = self._output_decision(chunks, who, streamed=True) if chunks else (None, False)
@@ -320,15 +341,18 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         """The checked stream: the chunks as they came (less their reasoning parts when those were flagged), the
         refusal, or one redacted chunk (tool calls kept)."""
         chunks = [without_reasoning(c) for c in chunks] if drop_reasoning else chunks
-        if d is None or d.enforced_action is Action.ALLOW or d.enforced_action is Action.WARN:
+        if d is None or d.enforced_action is Action.ALLOW:
             yield from chunks
+        elif d.enforced_action is Action.WARN:  # the last chunk carries the warning (merged, the message does)
+            yield from chunks[:-1]
+            yield annotated(chunks[-1], d)
         elif d.stage is Stage.TOOL_CALL or d.enforced_action is Action.BLOCK:
             yield self._refuse(d, chunks[0] if isinstance(chunks[0], str) else AIMessageChunk(content=""))
         else:
             redacted = d.redacted_text or ""
             merged = _merged(chunks)
-            yield redacted if isinstance(chunks[0], str) else \
-                AIMessageChunk(content=redacted) if merged is None else merged.model_copy(update={"content": redacted})
+            yield redacted if isinstance(chunks[0], str) else annotated(
+                AIMessageChunk(content=redacted) if merged is None else merged, d, content=redacted)
 
     # ---- async -------------------------------------------------------------------------------
     async def _aguard_in(self, input: Any, who: Identity) -> tuple[list[BaseMessage] | None, Decision]:
@@ -337,10 +361,10 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         if len(chat) > 1 and hasattr(self.guard, "ascreen_history"):
             screen = await self.guard.ascreen_history(chat, user_id=who.user_id, session_id=who.session_id)
             if screen.blocked is not None:
-                return None, screen.blocked
+                return None, self._emit(screen.blocked)
             messages = self._screened(messages, screen)
-        d = await self.guard.acheck(to_chat_dicts(messages), user_id=who.user_id, session_id=who.session_id,
-                                    stage=Stage.INPUT)
+        d = self._emit(await self.guard.acheck(to_chat_dicts(messages), user_id=who.user_id,
+                                               session_id=who.session_id, stage=Stage.INPUT))
         return self._apply_input(d, messages), d
 
     async def _ainvoke(self, input: Any, config: RunnableConfig, **kwargs: Any) -> Any:
@@ -351,7 +375,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         out, refused = await self._arun(who, lambda: without_token_streaming(self.inner).ainvoke(messages, config,
                                                                                                  **kwargs))
         if refused is not None:
-            return self._refuse(refused, self._like(chunk=False))
+            return self._refuse(self._emit(refused), self._like(chunk=False))
         out_d, drop_reasoning = await self._aoutput_decision(out, who)
         return self._apply_output(out_d, out, drop_reasoning)
 
@@ -368,7 +392,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
 
         chunks, refused = await self._arun(who, collect)
         if refused is not None:
-            yield self._refuse(refused, self._like(chunk=True))
+            yield self._refuse(self._emit(refused), self._like(chunk=True))
             return
         checked = await self._aoutput_decision(chunks, who, streamed=True) if chunks else (None, False)
         for c in self._release(chunks, *checked):

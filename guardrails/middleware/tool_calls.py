@@ -189,19 +189,31 @@ def settle_results(checked: Sequence[tuple[BaseMessage, Decision]], out: Any,
 
 
 _REASONING = ("reasoning", "thinking")  # part types whose text sits under the key of the same name
+_REASONING_KWARG = "reasoning_content"  # where OpenAI-compatible reasoning models' text lands (additional_kwargs)
+
+
+def reasoning_text(message: Any, sep: str = "\n") -> str:
+    """The reasoning a reply carries: its ``reasoning`` / ``thinking`` parts (LangChain standard, Anthropic), an
+    OpenAI Responses reasoning part's ``summary`` texts, and ``additional_kwargs["reasoning_content"]``."""
+    if not isinstance(message, AIMessage):
+        return ""
+    texts = []
+    for p in message.content if isinstance(message.content, list) else ():
+        if isinstance(p, dict) and p.get("type") in _REASONING:
+            if isinstance(p.get(p["type"]), str):
+                texts.append(p[p["type"]])
+            texts += [s["text"] for s in p.get("summary") or ()
+                      if isinstance(s, dict) and isinstance(s.get("text"), str)]
+    extra = message.additional_kwargs.get(_REASONING_KWARG)
+    if isinstance(extra, str):
+        texts.append(extra)
+    return sep.join(texts)
 
 
 def reasoning_parts(result: Sequence[Any]) -> list[tuple[int, str]]:
-    """(index, text) of each AI message in ``result`` whose content carries reasoning parts (LangChain standard
-    ``reasoning``, Anthropic ``thinking``): a thread keeps them, so they get an output check of their own."""
-    out = []
-    for i, m in enumerate(result):
-        if isinstance(m, AIMessage) and isinstance(m.content, list):
-            text = "\n".join(p[p["type"]] for p in m.content if isinstance(p, dict)
-                             and p.get("type") in _REASONING and isinstance(p.get(p["type"]), str))
-            if text.strip():
-                out.append((i, text))
-    return out
+    """(index, text) of each AI message in ``result`` that carries reasoning (`reasoning_text`): a thread keeps it,
+    so it gets an output check of its own."""
+    return [(i, text) for i, m in enumerate(result) if (text := reasoning_text(m)).strip()]
 
 
 def settle_reasoning(checked: Sequence[tuple[int, Decision]], result: list[Any],
@@ -219,8 +231,12 @@ def settle_reasoning(checked: Sequence[tuple[int, Decision]], result: list[Any],
 
 
 def without_reasoning(message: Any) -> Any:
-    """``message`` without its reasoning parts (anything else as it is)."""
-    if not isinstance(message, AIMessage) or not isinstance(message.content, list):
+    """``message`` without its reasoning (`reasoning_text`'s sources; anything else as it is)."""
+    if not isinstance(message, AIMessage):
         return message
-    kept = [p for p in message.content if not (isinstance(p, dict) and p.get("type") in _REASONING)]
-    return message.model_copy(update={"content": kept})
+    update: dict[str, Any] = {}
+    if isinstance(message.content, list):
+        update["content"] = [p for p in message.content if not (isinstance(p, dict) and p.get("type") in _REASONING)]
+    if _REASONING_KWARG in message.additional_kwargs:
+        update["additional_kwargs"] = {k: v for k, v in message.additional_kwargs.items() if k != _REASONING_KWARG}
+    return message.model_copy(update=update) if update else message

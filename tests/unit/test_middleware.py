@@ -233,6 +233,61 @@ async def test_guarded_runnable_checks_reasoning_parts_too(keyword, call):
             assert {"type": "thinking", "thinking": thought} in content, (call, content)
 
 
+async def test_reasoning_in_pieces_summaries_and_kwargs_is_checked(keyword):
+    """Review: streamed reasoning pieces without an index were joined with a newline ("FORB\nIDDEN" passed);
+    OpenAI Responses reasoning summaries and additional_kwargs["reasoning_content"] were not read at all."""
+    from langchain_core.runnables import RunnableLambda
+
+    cfg = {"configurable": {"user_id": "a"}}
+    guard = Guard([keyword("FORBIDDEN", stages={Stage.OUTPUT})])
+    pieces = [AIMessageChunk(content=[{"type": "reasoning", "reasoning": "FORB"}]),
+              AIMessageChunk(content=[{"type": "reasoning", "reasoning": "IDDEN plan"}]),
+              AIMessageChunk(content=[{"type": "text", "text": "ok"}])]
+
+    def stream(_):
+        yield from pieces
+
+    out = list(guard.wrap(RunnableLambda(stream)).stream("hi", cfg))
+    assert len(out) == 1 and out[0].content.startswith("I'm sorry")
+    summary = AIMessage(content=[{"type": "reasoning", "summary": [{"type": "summary_text", "text": "FORBIDDEN"}]},
+                                 {"type": "text", "text": "ok"}])
+    kwargs = AIMessage(content="ok", additional_kwargs={"reasoning_content": "FORBIDDEN plan"})
+    for reply in (summary, kwargs):
+        assert guard.wrap(RunnableLambda(lambda _, r=reply: r)).invoke("hi", cfg).content.startswith("I'm sorry")
+        agent, _ = _agent(guard, fake(reply))
+        assert agent.invoke({"messages": [HumanMessage("hi")]}, context=Ctx("a"))["messages"][-1].content \
+            .startswith("I'm sorry")
+    redact = Guard([keyword("4111", Action.REDACT, stages={Stage.OUTPUT})])
+    card = AIMessage(content="ok", additional_kwargs={"reasoning_content": "card 4111", "other": 1})
+    out = redact.wrap(RunnableLambda(lambda _: card)).invoke("hi", cfg)
+    assert out.content == "ok" and out.additional_kwargs == {"other": 1}  # the flagged reasoning is dropped
+
+
+@pytest.mark.parametrize("mode", ["invoke", "stream"])
+def test_guarded_runnable_reports_every_decision_and_marks_warned_or_redacted_replies(keyword, mode):
+    """Walkthrough: `guard.wrap(model, on_decision=...)` was silently ignored (an unknown field), and a warned or
+    redacted reply carried no trace of the decision (only a refusal did)."""
+    cfg = {"configurable": {"user_id": "a"}}
+    seen = []
+    guard = Guard([keyword("card", Action.REDACT, stages={Stage.OUTPUT}, name="pii"),
+                   keyword("crypto", Action.WARN, stages={Stage.OUTPUT}, name="spam")])
+    for reply, action in (("my card is here", Action.REDACT), ("buy crypto", Action.WARN)):
+        wrapped = guard.wrap(fake(reply), on_decision=seen.append)
+        out = wrapped.invoke("hi", cfg) if mode == "invoke" else list(wrapped.stream("hi", cfg))[-1]
+        assert out.response_metadata["railguard"]["action"] == action.value
+        assert [d.stage for d in seen[-2:]] == [Stage.INPUT, Stage.OUTPUT] and seen[-1].action is action
+    assert "my card is here" not in str(seen[1].log_record())  # hashes and decisions, not text
+    with pytest.raises(Exception, match="default_user"):
+        guard.wrap(fake("x"), default_user="u1")  # a misspelt option is an error, not ignored
+
+
+def test_middleware_marks_a_warned_reply(keyword):
+    agent, seen = _agent(Guard([keyword("crypto", Action.WARN, stages={Stage.OUTPUT}, name="spam")]),
+                         fake("buy crypto"))
+    last = agent.invoke({"messages": [HumanMessage("hi")]}, context=Ctx("a"))["messages"][-1]
+    assert last.content == "buy crypto" and last.response_metadata["railguard"]["action"] == "warn"
+
+
 def test_custom_refusal_and_output_redact(keyword):
     agent, _ = _agent(Guard([keyword("token", Action.REDACT, stages={Stage.OUTPUT})]), fake("your token ok"),
                       refusal="nope")
