@@ -274,7 +274,8 @@ _UNIT = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta
          "year": timedelta(days=365)}
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 #: A period ends its clause, or is followed by more framing: "for a day off" or "today's picks" name no period.
-_ENDS = r"(?=\s*(?:$|[,.;:!?)]|(?:and|but|or|please|too|also|then|though|starting|from now|okay|ok|thanks?)\b))"
+_ENDS = (r"(?=\s*(?:$|[,.;:!?)]|(?:and|but|or|please|pls|plz|too|also|then|though|starting|from now|okay|ok"
+         r"|thanks?|thx|either|because|since|as|so|while|when|if|until|anyway|now)\b))")
 _COUNTED = r"(\d{1,3}|" + "|".join(sorted(_COUNT, key=len, reverse=True)) + r")"
 
 
@@ -285,8 +286,9 @@ def _counted(m: re.Match[str]) -> timedelta:
 
 #: Stated periods, each with how long it lasts from now (the first that matches wins).
 _PERIODS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], timedelta] | None], ...] = (
-    (re.compile(r"\b(?:for|over|during|in) (?:the )?(?:next |coming |following )?" + _COUNTED
-                + r" (hour|day|week|month|year)s?\b" + _ENDS), _counted),
+    # "for two days", "over the next two days" ("over 2 hours" is a length, "in two days" a start: neither)
+    (re.compile(r"\b(?:for (?:the )?(?:next |coming |following )?|(?:over|during) the (?:next|coming|following) )"
+                + _COUNTED + r" (hour|day|week|month|year)s?\b" + _ENDS), _counted),
     (re.compile(r"\b(?:for|over|during) the (?:next|coming|following|rest of the) (hour|day|week|month|year)\b"
                 + _ENDS),
      lambda m: _UNIT[m.group(1)] if m.group(1) != "day" else timedelta(days=1)),

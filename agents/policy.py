@@ -175,6 +175,8 @@ def merge(
             if old.expires_at is not None and new.expires_at is not None and new.expires_at > old.expires_at:
                 prefs[prefs.index(old)] = old.model_copy(update={"expires_at": new.expires_at})  # said again: later
             continue
+        if (new.kind, new.polarity) != ("hard", "-"):  # "more comedy" after "only horror or comedy": the set goes
+            same = [p for p in _whole_sets(same, prefs) if p not in kept]  # (alone, Horror would hide comedies)
         if new.attribute == "year":
             same = [p for p in prefs if _year_conflicts(new, p)]
         superseded = [p for p in earlier

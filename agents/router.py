@@ -69,7 +69,7 @@ _MOD_VERBS = re.compile(
     r"stop blocking|stop hiding|stop filtering|i hate|get rid of)\s+(?:any\s+|all\s+|the\s+)?"
 )
 # the separators are kept (a capturing group): see split_moderation
-_SPLIT = re.compile(r"([;!?]|\.(?=\s|$)|,\s*(?:and\s+)?|\s(?:and|but|also|plus|or|nor)\s)")
+_SPLIT = re.compile(r"([;!?]|\.(?=\s|$)|,\s*(?:and\s+)?|\s(?:and|but|also|plus)\s)")
 _REC_CUE = re.compile(r"\b(?:movies?|films?|feed|recommend\w*|watch\w*|show me|cinema|genre|series)\b")
 
 
@@ -273,44 +273,55 @@ _FOR_EVERYONE = re.compile(
     r"|\b(?:entire|whole)\s+(?:platform|site|community|server|forum)\b")
 
 
-_REC_WORDS = re.compile(r"\b(?:" + "|".join(sorted({re.escape(fold(f)) for forms in GENRE_SYNONYMS.values()
-                                                     for f in forms}, key=len, reverse=True))
-                        + r")\b|\b(?:1[89]\d\d|20\d\d|\d0s)\b")
-
-
-#: A question that still asks for a change: "can you stop showing me horror?", "could I get more comedies?".
-_REQUEST = re.compile(
-    r"^(?:(?:hey|ok|okay|so|and|but|please|um|hmm|also|oh)\W+)*(?:(?:can|could|would|will)\s+(?:you|u|ya)\s+"
-    r"(?:please\s+|just\s+|also\s+|kindly\s+)*(?:show|give|recommend|suggest|stop|start|add|remove|drop|hide"
-    r"|block|unblock|mute|unmute|filter|exclude|include|avoid|skip|forget|reset|clear|keep|put|bring|make|allow"
-    r"|let|limit|restrict|only|turn|get rid)|(?:can|could|may)\s+(?:i|we)\s+(?:get|have|see)|how about"
-    r"|what about)\b")
+#: A question that asks for a change: "can you stop showing me horror?", "could I get more comedies?" (not "could
+#: you recommend Fargo?": an opinion).
 _ASKING = re.compile(r"^(?:(?:hey|ok|okay|so|and|but|please|um|hmm|also|oh)\W+)*(?:(?:can|could|would|will)\s+"
-                     r"(?:you|u|ya)\s+(?:please\s+|kindly\s+)?|(?:can|could|may)\s+(?:i|we)\s+(?:get|have|see)\s+"
-                     r"|how about\s+|what about\s+)", re.I)
-_QUESTION_WORD = re.compile(r"^(?:(?:hey|ok|okay|so|and|but|um|hmm|oh)\W+)*(?:what|who|whom|whose|when|where|why"
-                            r"|which|how)\b")
+                     r"(?:you|u|ya)\s+(?:please\s+|kindly\s+|just\s+)?(?=(?:show me (?:more|less|fewer|only|no)"
+                     r"|give me (?:more|less|fewer|only)|stop|hide|block|unblock|mute|unmute|filter|exclude|skip"
+                     r"|avoid|forget|remove|drop|allow|get rid|bring back|only|limit)\b)"
+                     r"|(?:can|could|may)\s+(?:i|we)\s+(?:get|have|see)\s+(?=(?:more|less|fewer|only|no)\b))", re.I)
+#: How a command opens (said with a rising "?" it is still one: "no horror?").
+_COMMAND_OPENING = re.compile(r"^(?:(?:hey|ok|okay|so|and|but|please|also|oh|then)\W+)*(?:no|not|nothing|none|only"
+                              r"|just|more|less|fewer|stop|never|block|unblock|hide|mute|unmute|allow|show me|give me"
+                              r"|skip|avoid|exclude|remove|drop|forget|reset|clear|zero|without|keep|bring back"
+                              r"|i (?:want|need|don't want|do not want|dont want|only want|would like|'d like))\b")
 
 
 def without_questions(text: str) -> str:
     """``text`` less its questions: "What year was Fargo released?" or "my kids hate horror, what should we do
     this weekend?" are chat, not commands (they were stored as lasting rules: a hard "title contains Fargo"
-    left a one-film feed). A sentence is a question when it ends with "?" or opens with a question word, unless
-    it asks for a change ("can you stop showing me horror?", "what about more comedies?")."""
+    left a one-film feed). A question is a sentence ending in "?" that does not open like a command ("no horror?"
+    is one) and does not ask for a change ("can you stop showing me horror?" is applied as "stop showing me
+    horror"); "could you recommend Fargo?" asks an opinion and changes nothing."""
     kept = []
     for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
         f = fold(sentence).strip()
-        if _REQUEST.match(f):  # the request itself: "can you stop showing me horror?" -> "stop showing me horror"
-            kept.append(_ASKING.sub("", sentence.strip()).rstrip(" ?") or sentence)
-        elif not (f.endswith("?") or _QUESTION_WORD.match(f)):
+        asking = _ASKING.match(sentence.strip())
+        if asking:
+            kept.append(sentence.strip()[asking.end():].rstrip(" ?"))
+        elif not f.rstrip("!").endswith("?") or _COMMAND_OPENING.match(f):
             kept.append(sentence)
     return " ".join(kept).strip()
 
 
+#: Words that make a piece more than a bare target: an operation ("keep hiding spam", "spam should stay blocked")
+#: or feed framing ("more comedies").
+_OPERATION_WORDS = re.compile(
+    r"\b(?:keep\w*|hid\w*|block\w*|unblock\w*|still|continu\w*|stay\w*|hate|want|show\w*|see|allow\w*|mut\w*"
+    r"|unmut\w*|filter\w*|remov\w*|stop\w*|let|fine|ok|okay|mind|like|love|should|must|never|no|not|nothing|more"
+    r"|less|fewer|only|just|again|anymore|please|don't|dont|do not)\b")
+#: Closing words that are no target ("block ads and thanks").
+_NOT_A_TARGET = re.compile(r"^(?:thanks?|thank you|thx|ty|so on|etc\.?|etcetera|stuff|things|the rest|too|as well"
+                           r"|everything else|that'?s it|that is all)\W*$"
+                           # who is spoken to or about, not what ("stop blocking insults, you idiot": no category)
+                           r"|^(?:you|u|ya|i|i'm|im|me|my|we|us|our|he|she|they|them|it|it's|its|this|that|your"
+                           r"|lol|haha|man|dude|bro|mate|guys|folks|sir|ma'am|buddy|pal|friend)\b")
+
+
 def split_moderation(text: str) -> tuple[list[str], str]:
-    """(moderation clauses, remaining text for the recommendation parser). A piece joined by "and"/"or" to a
-    moderation clause, naming no topic, feed value or operation of its own, continues that clause's target
-    ("block posts about weapons or drugs" is one category; "drugs" used to fall to the feed parser and vanish)."""
+    """(moderation clauses, remaining text for the recommendation parser). A bare target joined by "and" or a
+    comma to a moderation clause is a moderation clause of its own ("block posts about weapons and drugs": "drugs"
+    used to fall to the feed parser and vanish; `moderation_actions` gives it the operation before it)."""
     if not _MOD_TOPIC.search(fold(text)):
         return [], text  # no moderation topic: hand the text to the parser untouched
     mod: list[str] = []
@@ -321,33 +332,31 @@ def split_moderation(text: str) -> tuple[list[str], str]:
         part, joint = pieces[i].strip(), pieces[i - 1].strip() if i else ""
         if not part:
             continue
-        folded = fold(part)
-        if _MOD_TOPIC.search(folded):
+        folded = fold(part).strip()
+        if _MOD_TOPIC.search(folded) or (after_mod and is_bare_target(folded) and (joint == "and" or
+                                                                                 joint.startswith(","))):
             mod.append(part)
             after_mod = True
-        elif after_mod and joint in ("and", "or", "nor") and not states_operation(folded) \
-                and not _REC_WORDS.search(folded) and not _REC_CUE.search(folded):
-            mod[-1] = f"{mod[-1]} {joint} {part}"
         else:
             rest.append(part)
             after_mod = False
     return mod, ", ".join(rest)
 
 
-def states_operation(folded: str) -> bool:
-    """Does a folded clause say block or unblock itself (a verb, a negation, an allow cue)? "ads" in "unblock spam
-    and ads" does not: it takes the operation of the clause before it (`moderation_actions`)."""
-    return bool(_MOD_VERBS.match(folded) or _NEG_LEAD.match(folded) or _UNBLOCK.search(folded)
-                or _NEGATION.search(folded))
+def is_bare_target(folded: str) -> bool:
+    """A piece that names only what is meant ("ads", "posts about drugs"): no operation or feed framing of its own,
+    and not a closing word."""
+    return bool(folded) and not _OPERATION_WORDS.search(folded) and not _NOT_A_TARGET.match(folded) \
+        and not _REC_CUE.search(folded)
 
 
 def moderation_actions(clauses: list[str]) -> list[ModerationAction]:
-    """One action per moderation clause; a clause naming only its target shares the operation of the one before
-    ("unblock spam and ads" unblocks both: "ads" used to be blocked)."""
+    """One action per moderation clause; a bare target shares the operation of the clause before it ("unblock spam
+    and ads" unblocks both: "ads" used to be blocked). Anything saying more ("keep hiding spam") has its own."""
     out: list[ModerationAction] = []
     for clause in clauses:
         action = moderation_action(clause)
-        if out and not states_operation(fold(clause).strip()):
+        if out and is_bare_target(fold(clause).strip()):
             action = action.model_copy(update={"op": out[-1].op})
         out.append(action)
     return out

@@ -75,6 +75,12 @@ _ASK = re.compile(r"^(?:\W*(?:please|and|just|also|ok|okay|hey|hmm|actually|so)\
                   r"|i'd like|i would like|i'd love|i would love)\b")
 
 
+#: Anything in an "I want X" clause that may turn it into an exclusion keeps the heads' reading ("I want zero
+#: horror", "I'd like horror gone", "show me horror rarely").
+_ASK_BLOCKERS = re.compile(_NEG.pattern + r"|\b(?:zero|rarely|seldom|gone|removed|out|blocked|hidden|rid|banned"
+                           r"|excluded|away|off|filtered|less|fewer|minus)\b")
+
+
 def framing_rules(masked: str, heads: dict[str, str]) -> dict[str, str]:
     """The heads' outputs for one masked clause, corrected by the idiom table (a new dict; input untouched)."""
     out = dict(heads)
@@ -93,6 +99,7 @@ def framing_rules(masked: str, heads: dict[str, str]) -> dict[str, str]:
         if not re.search(r"\bonly\b", m):
             out["kind"] = "soft"
         return out
-    if _ASK.search(m) and out.get("intent") == "add" and not _NEG.search(m.replace("X", " ").replace("YEAR", " ")):
+    if _ASK.search(m) and out.get("intent") == "add" and not _ASK_BLOCKERS.search(m.replace("X", " ")
+                                                                                   .replace("YEAR", " ")):
         out["polarity"] = "+"
     return out

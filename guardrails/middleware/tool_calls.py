@@ -189,24 +189,34 @@ def settle_results(checked: Sequence[tuple[BaseMessage, Decision]], out: Any,
 
 
 _REASONING = ("reasoning", "thinking")  # part types whose text sits under the key of the same name
-_REASONING_KWARG = "reasoning_content"  # where OpenAI-compatible reasoning models' text lands (additional_kwargs)
+#: additional_kwargs keys holding reasoning: OpenAI-compatible reasoning models' text ("reasoning_content") and older
+#: Responses output / some routers ("reasoning": a str, or a reasoning item with a "summary")
+_REASONING_KWARGS = ("reasoning_content", "reasoning")
+
+
+def _texts_of(item: Any) -> list[str]:
+    """The text of a reasoning item: a str, or a dict's own text under its type's key, "text" or "summary"."""
+    if isinstance(item, str):
+        return [item]
+    if not isinstance(item, dict):
+        return []
+    out = [item[k] for k in ("reasoning", "thinking", "text") if isinstance(item.get(k), str)]
+    summary = item.get("summary") or ()
+    return out + [p["text"] for p in summary if isinstance(p, dict) and isinstance(p.get("text"), str)]
 
 
 def reasoning_text(message: Any, sep: str = "\n") -> str:
     """The reasoning a reply carries: its ``reasoning`` / ``thinking`` parts (LangChain standard, Anthropic), an
-    OpenAI Responses reasoning part's ``summary`` texts, and ``additional_kwargs["reasoning_content"]``."""
+    OpenAI Responses reasoning part's ``summary`` texts, and ``additional_kwargs`` "reasoning_content" / "reasoning"
+    (a str or a reasoning item)."""
     if not isinstance(message, AIMessage):
         return ""
     texts = []
     for p in message.content if isinstance(message.content, list) else ():
         if isinstance(p, dict) and p.get("type") in _REASONING:
-            if isinstance(p.get(p["type"]), str):
-                texts.append(p[p["type"]])
-            texts += [s["text"] for s in p.get("summary") or ()
-                      if isinstance(s, dict) and isinstance(s.get("text"), str)]
-    extra = message.additional_kwargs.get(_REASONING_KWARG)
-    if isinstance(extra, str):
-        texts.append(extra)
+            texts += _texts_of(p)
+    for key in _REASONING_KWARGS:
+        texts += _texts_of(message.additional_kwargs.get(key))
     return sep.join(texts)
 
 
@@ -237,6 +247,6 @@ def without_reasoning(message: Any) -> Any:
     update: dict[str, Any] = {}
     if isinstance(message.content, list):
         update["content"] = [p for p in message.content if not (isinstance(p, dict) and p.get("type") in _REASONING)]
-    if _REASONING_KWARG in message.additional_kwargs:
-        update["additional_kwargs"] = {k: v for k, v in message.additional_kwargs.items() if k != _REASONING_KWARG}
+    if any(k in message.additional_kwargs for k in _REASONING_KWARGS):
+        update["additional_kwargs"] = {k: v for k, v in message.additional_kwargs.items() if k not in _REASONING_KWARGS}
     return message.model_copy(update=update) if update else message

@@ -252,7 +252,9 @@ async def test_reasoning_in_pieces_summaries_and_kwargs_is_checked(keyword):
     summary = AIMessage(content=[{"type": "reasoning", "summary": [{"type": "summary_text", "text": "FORBIDDEN"}]},
                                  {"type": "text", "text": "ok"}])
     kwargs = AIMessage(content="ok", additional_kwargs={"reasoning_content": "FORBIDDEN plan"})
-    for reply in (summary, kwargs):
+    item = AIMessage(content="ok", additional_kwargs={"reasoning": {  # older Responses output, some routers
+        "type": "reasoning", "summary": [{"type": "summary_text", "text": "FORBIDDEN plan"}]}})
+    for reply in (summary, kwargs, item):
         assert guard.wrap(RunnableLambda(lambda _, r=reply: r)).invoke("hi", cfg).content.startswith("I'm sorry")
         agent, _ = _agent(guard, fake(reply))
         assert agent.invoke({"messages": [HumanMessage("hi")]}, context=Ctx("a"))["messages"][-1].content \
