@@ -133,6 +133,11 @@ class RailguardClient(_Limits):
     def delete_section(self, user_id: str, section: str) -> StoredSettings:
         return self._send(self._core.delete_section(user_id, section))
 
+    def apply_operation(self, user_id: str, section: str, operation: str, **body: Any) -> StoredSettings:
+        """A section's registered operation, e.g. ``apply_operation("alice", "moderation", "block", name="crypto",
+        examples=["Buy $DOGEX now"])`` (`GET /v1/settings/operations` lists them); one atomic write."""
+        return self._send(self._core.apply_operation(user_id, section, operation, body))
+
     def update_section(self, user_id: str, section: str, fn: Callable[[dict[str, Any]], Mapping[str, Any]], *,
                        max_retries: int = 10) -> StoredSettings:
         """Client-side read-modify-write of one section (like `SettingsStore.update_section`), retried on 409."""
@@ -255,6 +260,9 @@ class AsyncRailguardClient(_Limits):
 
     async def delete_section(self, user_id: str, section: str) -> StoredSettings:
         return await self._send(self._core.delete_section(user_id, section))
+
+    async def apply_operation(self, user_id: str, section: str, operation: str, **body: Any) -> StoredSettings:
+        return await self._send(self._core.apply_operation(user_id, section, operation, body))
 
     async def update_section(self, user_id: str, section: str, fn: Callable[[dict[str, Any]], Mapping[str, Any]],
                              *, max_retries: int = 10) -> StoredSettings:

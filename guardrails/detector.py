@@ -215,7 +215,8 @@ class PluginContext:
 
 DetectorFactory = Callable[[PluginContext], Detector]
 
-_GROUPS = ("railguard.detectors", "railguard.cli", "railguard.settings", "railguard.bench", "railguard.demo")
+_GROUPS = ("railguard.detectors", "railguard.cli", "railguard.settings", "railguard.settings_operations",
+           "railguard.bench", "railguard.demo")
 _local: dict[str, dict[str, Any]] = {g: {} for g in _GROUPS}
 
 

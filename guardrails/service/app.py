@@ -350,9 +350,10 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
         return Response(out.model_dump_json(), media_type="application/json")
 
     from .chat import router as chat_router
-    from .users import admin_router, users_router
+    from .users import admin_router, operations_router, users_router
 
     app.include_router(users_router)
+    app.include_router(operations_router)
     app.include_router(admin_router)
     app.include_router(chat_router)
     return app

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter
 
 from ..decision import text_hash
-from ..store import AuditEntry, StoredSettings, section_models
+from ..store import AuditEntry, StoredSettings, run_operation, section_models, section_operations
 from ..store.settings import named_detectors, safe_segment
 from .auth import Principal, TenantExistsError
 from .deps import ApiError, log, require_admin, require_tenant, state, user_id_param
@@ -26,6 +26,7 @@ from .schemas import ApiKeyOut, ErrorOut, SectionOut, SectionPut, SettingsPut, T
 
 _ERR: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (401, 404, 409, 413, 415, 422, 428)}
 users_router = APIRouter(prefix="/v1/users/{user_id:path}", tags=["settings"], responses=_ERR)
+operations_router = APIRouter(prefix="/v1/settings", tags=["settings"], responses=_ERR)
 admin_router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=_ERR,
                          dependencies=[Depends(require_admin)])
 _audit_list = TypeAdapter(list[AuditEntry])
@@ -166,6 +167,31 @@ async def delete_section(section: str, request: Request, user_id: str = Depends(
     saved = await store.aupdate(p.tenant_id, user_id, lambda s: {k: v for k, v in s.items() if k != section},
                                 actor=p.actor)
     return _settings_response(saved)
+
+
+@users_router.post("/settings/{section}/{operation}", response_model=StoredSettings)
+async def apply_operation(section: str, operation: str, request: Request,
+                          body: dict[str, Any] | None = Body(default=None), user_id: str = Depends(user_id_param),
+                          p: Principal = Depends(require_tenant)) -> Response:
+    """Apply an operation the section's plugin registered (`guardrails.store.operations`; list them at
+    `GET /v1/settings/operations`): the input is validated by its model and applied in one write of that section
+    (atomic, versioned, audited; a user without settings gets them). Answers the user's whole settings."""
+    _known_section(section)
+    known = section_operations().get(section, {})
+    if operation not in known:
+        raise ApiError(404, "unknown_operation", f"section {section!r} has no operation {safe_segment(operation)!r}",
+                       {"known": sorted(known)})
+    saved = await asyncio.to_thread(run_operation, state(request).store, p.tenant_id, user_id, section,
+                                    known[operation], body, actor=p.actor)
+    return _settings_response(saved)
+
+
+@operations_router.get("/operations")
+async def list_operations(_: Principal = Depends(require_tenant)) -> dict[str, Any]:
+    """{section: {operation: {summary, input: JSON schema}}} for `POST /v1/users/{u}/settings/{section}/{op}`."""
+    return {section: {name: {"summary": op.summary, "input": op.body.model_json_schema()}
+                      for name, op in sorted(ops.items())}
+            for section, ops in sorted(section_operations().items())}
 
 
 @users_router.get("/audit", response_model=list[AuditEntry])

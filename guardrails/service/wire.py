@@ -135,6 +135,11 @@ class Core:
     def delete_section(self, user_id: str, section: str) -> Op:
         return Op("DELETE", f"/v1/users/{_seg(user_id)}/settings/{_seg(section)}", self._settings)
 
+    def apply_operation(self, user_id: str, section: str, operation: str, body: Mapping[str, Any]) -> Op:
+        # not retried on a 5xx: an operation need not be idempotent ("block" a second time is refused)
+        return Op("POST", f"/v1/users/{_seg(user_id)}/settings/{_seg(section)}/{_seg(operation)}", self._settings,
+                  json=dict(body), retry_status=False)
+
     def update_section(self, user_id: str, section: str, fn: Callable[[dict[str, Any]], Mapping[str, Any]],
                        max_retries: int) -> Generator[Op | float, Any, StoredSettings]:
         """Sans-IO read-modify-write: yields requests (or a float: sleep that long) and gets their results."""

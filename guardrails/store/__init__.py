@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError, UnknownUserError, VersionConflictError
+from .operations import OPERATIONS_GROUP, SectionOperation, run_operation, section_operations
 from .settings import (
     BUILTIN_SECTIONS,
     DEFAULT_TENANT,
@@ -38,6 +39,8 @@ __all__ = [
     "SETTINGS_GROUP",
     "AuditEntry",
     "GuardSettings",
+    "OPERATIONS_GROUP",
+    "SectionOperation",
     "SettingsStore",
     "StoreError",
     "StoredSettings",
@@ -46,7 +49,9 @@ __all__ = [
     "changed_paths",
     "default_url",
     "digest",
+    "run_operation",
     "section_models",
+    "section_operations",
     "validate_sections",
 ]
 

@@ -302,3 +302,27 @@ def test_erasing_a_user_drops_the_cached_embeddings_of_users_examples(tmp_path):
         after_default = guard.check("Buy $MOONCOIN now, 100x soon", user_id="carol")
         assert "crypto_shill" not in {f.category for f in after_default.findings}  # the profile is gone
         assert "crypto_shill" in {f.category for f in before.findings}
+
+
+def test_operations_registered_for_the_service_drive_the_detector(tmp_path, backend, monkeypatch):
+    """The "moderation" settings operations (what `POST /v1/users/{u}/settings/moderation/{op}` runs): a category
+    blocked from one example acts for that user only, and unblocking it masks it."""
+    from guardrails import Guard
+    from guardrails.store import run_operation, section_operations
+
+    monkeypatch.setitem(detector._local["railguard.settings"], "moderation", RealProfile)
+    ops = section_operations()["moderation"]
+    pitch = "Buy $MOONCOIN now, 100x soon"
+    with SettingsStore(tmp_path / "ops.db") as store:
+        run_operation(store, "default", "alice", "moderation", ops["block"],
+                      {"name": "crypto_shill", "examples": ["Get in early on $DOGEX, 50x guaranteed, pump at 9pm!"]},
+                      actor="test")
+        guard = Guard([HarmDetector(backend)], store=store)
+        alice = {f.category: f for f in guard.check(pitch, user_id="alice").findings}
+        bob = {f.category: f for f in guard.check(pitch, user_id="bob").findings}
+        assert alice["crypto_shill"].action is Action.BLOCK and alice["crypto_shill"].score >= 0.5
+        assert "crypto_shill" not in bob and set(bob) == {"toxic", "spam", "negative"}
+        run_operation(store, "default", "alice", "moderation", ops["unblock"], {"name": "crypto_shill"},
+                      actor="test")
+        again = {f.category: f for f in guard.check(pitch, user_id="alice").findings}
+        assert again["crypto_shill"].action is Action.ALLOW and "policy mask" in again["crypto_shill"].explanation
