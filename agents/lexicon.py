@@ -286,10 +286,13 @@ def _counted(m: re.Match[str]) -> timedelta:
 
 #: Stated periods, each with how long it lasts from now (the first that matches wins).
 _PERIODS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], timedelta] | None], ...] = (
-    # "for two days", "over the next two days" ("over 2 hours" is a length, "in two days" a start: neither)
-    (re.compile(r"\b(?:for (?:the )?(?:next |coming |following )?|(?:over|during) the (?:next|coming|following) )"
+    # "for two days", "over / in / within the next two days" ("over 2 hours" is a length, "in two days" a start:
+    # neither)
+    (re.compile(r"\b(?:for (?:the )?(?:next |coming |following )?|(?:over|during|in|within) the (?:next|coming"
+                r"|following) )"
                 + _COUNTED + r" (hour|day|week|month|year)s?\b" + _ENDS), _counted),
-    (re.compile(r"\b(?:for|over|during) the (?:next|coming|following|rest of the) (hour|day|week|month|year)\b"
+    (re.compile(r"\b(?:for|over|during|in|within) the (?:next|coming|following|rest of the) (hour|day|week|month"
+                r"|year)\b"
                 + _ENDS),
      lambda m: _UNIT[m.group(1)] if m.group(1) != "day" else timedelta(days=1)),
     (re.compile(r"\b(?:for )?(?:tonight|today|this (?:evening|afternoon|morning))\b" + _ENDS),

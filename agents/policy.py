@@ -175,8 +175,10 @@ def merge(
             if old.expires_at is not None and new.expires_at is not None and new.expires_at > old.expires_at:
                 prefs[prefs.index(old)] = old.model_copy(update={"expires_at": new.expires_at})  # said again: later
             continue
-        if (new.kind, new.polarity) != ("hard", "-"):  # "more comedy" after "only horror or comedy": the set goes
-            same = [p for p in _whole_sets(same, prefs) if p not in kept]  # (alone, Horror would hide comedies)
+        if new.kind == "soft":  # "less horror" after "only horror or comedy": the set stays, the wish joins it
+            same = [p for p in same if p.any_of is None]  # (replacing Horror alone left "only comedy")
+        elif new.polarity == "+":  # a new keep-only filter on one alternative replaces its whole set
+            same = [p for p in _whole_sets(same, prefs) if p not in kept]
         if new.attribute == "year":
             same = [p for p in prefs if _year_conflicts(new, p)]
         superseded = [p for p in earlier

@@ -19,11 +19,26 @@ from guardrails.detectors.pii import scan as pii_scan
 from guardrails.errors import InvalidInputError, RailguardError
 
 from .catalog import fold
-from .lexicon import GENRE_SYNONYMS, TIME_PHRASE
+from .lexicon import GENRE_SYNONYMS
+from .moderation_clauses import (
+    _REC_CUE,
+    ModerationAction,
+    is_bare_target,
+    moderation_action,
+    moderation_actions,
+    moderation_op,
+    split_moderation,
+)
 from .policy import MergeReport, SettingsStoreLike, apply_command
+from .questions import is_question, without_questions
 from .schema import CommandError, ParsedCommand, require_valid_text
 
 MAX_COMMAND_CHARS = 2000
+
+__all__ = ["MAX_COMMAND_CHARS", "CommandRouter", "CrossUserCommandError", "ModerationAction", "ModerationBackend",
+           "ModerationNotAvailableError", "PersonalizationModeration", "RouteKind", "RouteResult",
+           "UnavailableModeration", "category_name", "check_identity_safe", "is_bare_target", "is_question",
+           "moderation_action", "moderation_actions", "moderation_op", "split_moderation", "without_questions"]
 
 
 class RouteKind(StrEnum):
@@ -55,33 +70,6 @@ _CROSS_USER = re.compile(
     r"|\bdelete (?:all|every|everyone)\b|\b(?:admin|root|sudo|system prompt)\b"
     r"|\b(?:for|to|of) @[a-z0-9_]|\bu_?id\s*[#:=]?\s*\d+\b"  # "for @bob", "for uid 5"
 )
-_MOD_TOPIC = re.compile(
-    r"\b(?:spam\w*|scams?|crypto\w*|ads|adverts?|advertising|messages?|comments?|posts?|replies|dms?|insults?"
-    r"|toxic\w*|harass\w*|slurs?|hate speech|profanity|swearing|curse words|rude\w*|offensive|nsfw|trolls?"
-    r"|bots?|phishing|self-promotion|promo\w*|political rants?|negativity|negative (?:comments|posts|messages)"
-    r"|(?:un)?(?:block|mute)\s+(?:all\s+|any\s+|the\s+)?negative)\b"  # the base category by its name alone
-)
-_UNBLOCK = re.compile(r"\b(?:unblock|unmute|allow|stop (?:blocking|hiding|filtering)|let .+ through|is fine"
-                      r"|are fine|(?:show|see) .+ again|(?:don't|dont|do not) mind)\b")
-_MOD_VERBS = re.compile(
-    r"^(?:please\s+|hey\s+|also\s+|and\s+)*(?:stop showing me|stop sending me|don't show me|do not show me|"
-    r"i don't want to see|i do not want to see|no more|no|zero|block|hide|filter out|mute|remove|unblock|unmute|allow|"
-    r"stop blocking|stop hiding|stop filtering|i hate|get rid of)\s+(?:any\s+|all\s+|the\s+)?"
-)
-# the separators are kept (a capturing group): see split_moderation
-_SPLIT = re.compile(r"([;!?]|\.(?=\s|$)|,\s*(?:and\s+)?|\s(?:and|but|also|plus)\s)")
-_REC_CUE = re.compile(r"\b(?:movies?|films?|feed|recommend\w*|watch\w*|show me|cinema|genre|series)\b")
-
-
-class ModerationAction(BaseModel):
-    op: str  # "block" | "unblock"
-    target: str
-    result: str = ""
-    #: The command named a period ("block spam for two days"); moderation settings have none, so the reply says
-    #: the change lasts until it is undone instead of implying it will end.
-    stated_period: bool = False
-
-
 class RouteResult(BaseModel):
     """What the router understood and did for one message (no user text in `explanation` beyond targets)."""
 
@@ -271,141 +259,6 @@ _FOR_EVERYONE = re.compile(
     r"|\bfor (?:all|everyone|everybody|every one|us|both|others|the others)(?: of (?:us|them))?"
     r"(?:\s+(?:too|please|now|again|as well|from now on))*\s*(?:$|[,:;.!?)])"
     r"|\b(?:entire|whole)\s+(?:platform|site|community|server|forum)\b")
-
-
-#: A question that asks for a change: "can you stop showing me horror?", "could I get more comedies?" (not "could
-#: you recommend Fargo?": an opinion).
-_ASKING = re.compile(r"^(?:(?:hey|ok|okay|so|and|but|please|um|hmm|also|oh)\W+)*(?:(?:can|could|would|will)\s+"
-                     r"(?:you|u|ya)\s+(?:please\s+|kindly\s+|just\s+)?(?=(?:show me (?:more|less|fewer|only|no)"
-                     r"|give me (?:more|less|fewer|only)|stop|hide|block|unblock|mute|unmute|filter|exclude|skip"
-                     r"|avoid|forget|remove|drop|allow|get rid|bring back|only|limit)\b)"
-                     r"|(?:can|could|may)\s+(?:i|we)\s+(?:get|have|see)\s+(?=(?:more|less|fewer|only|no)\b))", re.I)
-#: How a command opens (said with a rising "?" it is still one: "no horror?").
-_COMMAND_OPENING = re.compile(r"^(?:(?:hey|ok|okay|so|and|but|please|also|oh|then)\W+)*(?:no|not|nothing|none|only"
-                              r"|just|more|less|fewer|stop|never|block|unblock|hide|mute|unmute|allow|show me|give me"
-                              r"|skip|avoid|exclude|remove|drop|forget|reset|clear|zero|without|keep|bring back"
-                              r"|i (?:want|need|don't want|do not want|dont want|only want|would like|'d like))\b")
-
-
-def without_questions(text: str) -> str:
-    """``text`` less its questions: "What year was Fargo released?" or "my kids hate horror, what should we do
-    this weekend?" are chat, not commands (they were stored as lasting rules: a hard "title contains Fargo"
-    left a one-film feed). A question is a sentence ending in "?" that does not open like a command ("no horror?"
-    is one) and does not ask for a change ("can you stop showing me horror?" is applied as "stop showing me
-    horror"); "could you recommend Fargo?" asks an opinion and changes nothing."""
-    kept = []
-    for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
-        f = fold(sentence).strip()
-        asking = _ASKING.match(sentence.strip())
-        if asking:
-            kept.append(sentence.strip()[asking.end():].rstrip(" ?"))
-        elif not f.rstrip("!").endswith("?") or _COMMAND_OPENING.match(f):
-            kept.append(sentence)
-    return " ".join(kept).strip()
-
-
-#: Words that make a piece more than a bare target: an operation ("keep hiding spam", "spam should stay blocked")
-#: or feed framing ("more comedies").
-_OPERATION_WORDS = re.compile(
-    r"\b(?:keep\w*|hid\w*|block\w*|unblock\w*|still|continu\w*|stay\w*|hate|want|show\w*|see|allow\w*|mut\w*"
-    r"|unmut\w*|filter\w*|remov\w*|stop\w*|let|fine|ok|okay|mind|like|love|should|must|never|no|not|nothing|more"
-    r"|less|fewer|only|just|again|anymore|please|don't|dont|do not)\b")
-#: Closing words that are no target ("block ads and thanks").
-_NOT_A_TARGET = re.compile(r"^(?:thanks?|thank you|thx|ty|so on|etc\.?|etcetera|stuff|things|the rest|too|as well"
-                           r"|everything else|that'?s it|that is all)\W*$"
-                           # who is spoken to or about, not what ("stop blocking insults, you idiot": no category)
-                           r"|^(?:you|u|ya|i|i'm|im|me|my|we|us|our|he|she|they|them|it|it's|its|this|that|your"
-                           r"|lol|haha|man|dude|bro|mate|guys|folks|sir|ma'am|buddy|pal|friend)\b")
-
-
-def split_moderation(text: str) -> tuple[list[str], str]:
-    """(moderation clauses, remaining text for the recommendation parser). A bare target joined by "and" or a
-    comma to a moderation clause is a moderation clause of its own ("block posts about weapons and drugs": "drugs"
-    used to fall to the feed parser and vanish; `moderation_actions` gives it the operation before it)."""
-    if not _MOD_TOPIC.search(fold(text)):
-        return [], text  # no moderation topic: hand the text to the parser untouched
-    mod: list[str] = []
-    rest: list[str] = []
-    pieces = _SPLIT.split(text)  # part, separator, part, ...
-    after_mod = False
-    for i in range(0, len(pieces), 2):
-        part, joint = pieces[i].strip(), pieces[i - 1].strip() if i else ""
-        if not part:
-            continue
-        folded = fold(part).strip()
-        if _MOD_TOPIC.search(folded) or (after_mod and is_bare_target(folded) and (joint == "and" or
-                                                                                 joint.startswith(","))):
-            mod.append(part)
-            after_mod = True
-        else:
-            rest.append(part)
-            after_mod = False
-    return mod, ", ".join(rest)
-
-
-def is_bare_target(folded: str) -> bool:
-    """A piece that names only what is meant ("ads", "posts about drugs"): no operation or feed framing of its own,
-    and not a closing word."""
-    return bool(folded) and not _OPERATION_WORDS.search(folded) and not _NOT_A_TARGET.match(folded) \
-        and not _REC_CUE.search(folded)
-
-
-def moderation_actions(clauses: list[str]) -> list[ModerationAction]:
-    """One action per moderation clause; a bare target shares the operation of the clause before it ("unblock spam
-    and ads" unblocks both: "ads" used to be blocked). Anything saying more ("keep hiding spam") has its own."""
-    out: list[ModerationAction] = []
-    for clause in clauses:
-        action = moderation_action(clause)
-        if out and is_bare_target(fold(clause).strip()):
-            action = action.model_copy(update={"op": out[-1].op})
-        out.append(action)
-    return out
-
-
-# "don't allow X", "never let X through", "I don't want to see X again": a negated unblock cue is a block request
-_NEGATION = re.compile(r"\b(?:not|never|no longer|nobody|no one|stop|cannot"
-                       r"|dont|doesnt|didnt|wont|cant|isnt|arent|shouldnt|wouldnt)\b|n't\b")  # apostrophes get dropped
-# "don't block X", "never hide X": a negated block verb is an unblock request
-_NEG_BLOCK = re.compile(r"(?:\b(?:not|never|no longer|dont|doesnt)|n't)\s+(?:block|hide|filter|mute|remove)\b")
-_NEG_LEAD = re.compile(r"^(?:please\s+|hey\s+|also\s+|and\s+)*(?:i\s+)?(?:(?:don't|do not|dont|never|no longer)\s+"
-                       r"(?:ever\s+)?(?:want to see|wanna see|allow|let|show me|block|hide|filter|mute|remove|mind)"
-                       r"|stop allowing|stop letting|(?:you can\s+)?(?:show me|let))\s+"
-                       r"(?:any\s+|all\s+|the\s+|me\s+)?")
-
-
-def moderation_op(folded: str) -> str:
-    """'block' or 'unblock' for one folded clause; an unblock cue counts only when nothing negates it."""
-    if _NEG_BLOCK.search(folded):
-        return "unblock"
-    m = _UNBLOCK.search(folded)
-    if m is None:
-        return "block"
-    if m.group(0).endswith(" mind"):  # "I don't mind spam": the negation is part of the cue
-        return "unblock"
-    return "block" if _NEGATION.search(folded[:m.start()]) else "unblock"
-
-
-def _period_unless_topic(m: re.Match[str]) -> str:
-    """A period after a preposition is the topic ("block posts about this weekend", "news about what happened over
-    the weekend"), and a bare "today" ends a topic as often as a period ("block news about today"): those stay."""
-    said = m.group(0).strip(" .,!?")
-    topical = re.search(r"\b(?:about|on|of|regarding|concerning|from|during|over|in|happened|re)$",
-                        m.string[:m.start()].strip())
-    return m.group(0) if topical or re.fullmatch(r"today|tonight|this (?:evening|afternoon|morning)", said) else ""
-
-
-def moderation_action(clause: str) -> ModerationAction:
-    f = fold(clause).strip()
-    op = moderation_op(f)
-    target = _MOD_VERBS.sub("", _NEG_LEAD.sub("", f)).strip()
-    # a trailing time phrase is framing, not what is blocked ("block spam for now" blocks spam: a moderation
-    # setting has no time scope, it stays until unblocked); cut before "through" goes ("spam through friday")
-    bare = re.sub(r"\s+(?:for )?(?:" + TIME_PHRASE.pattern + r")\W*$", _period_unless_topic, target)
-    period = bare != target  # "block spam for two days": said, but a moderation setting has no end date
-    target = re.sub(r"\b(?:again|anymore|any more|please|from now on|is fine|are fine|through)\b", " ", bare)
-    target = re.sub(r"\s+(?:for now|right now|for the time being|for a while|now)\W*$", "", target.strip())
-    target = re.sub(r"^(?:me|any|all|the)\s+", "", re.sub(r"\s+", " ", target).strip(" .,!"))
-    return ModerationAction(op=op, target=target[:200] or "unspecified", stated_period=period)
 
 
 class CommandRouter:

@@ -81,6 +81,12 @@ _ASK_BLOCKERS = re.compile(_NEG.pattern + r"|\b(?:zero|rarely|seldom|gone|remove
                            r"|excluded|away|off|filtered|less|fewer|minus)\b")
 
 
+#: "I want X gone", "I'd like X out": X is excluded (the heads read the "I want" and wanted X).
+_ASK_GONE = re.compile(r"^(?:\W*(?:please|and|just|also|ok|okay|hey|hmm|actually|so)\s+)*(?:i want|i'd like"
+                       r"|i would like|i need)(?: all| the| any)? X(?: movies| films)? (?:gone|out|removed|blocked"
+                       r"|hidden|banned|excluded|away|off my (?:feed|list|recommendations))\b")
+
+
 def framing_rules(masked: str, heads: dict[str, str]) -> dict[str, str]:
     """The heads' outputs for one masked clause, corrected by the idiom table (a new dict; input untouched)."""
     out = dict(heads)
@@ -89,6 +95,9 @@ def framing_rules(masked: str, heads: dict[str, str]) -> dict[str, str]:
         if rx.search(m):
             out.update(over)
             return out
+    if _ASK_GONE.search(m):
+        out.update({"intent": "add", "polarity": "-", "kind": "hard"})
+        return out
     if _LIFT.search(m) and not _NEG.search(m.replace("X", " ").replace("YEAR", " ")):
         out["intent"] = "retract"
         return out

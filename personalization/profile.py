@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from guardrails.errors import ConfigError, InvalidInputError, describe_validation
+from guardrails.errors import ConfigError, InvalidInputError, describe_validation, safe_segment
 
 Action = Literal["block", "warn", "allow"]
 Generalize = Literal["auto", "examples"]
@@ -223,7 +223,7 @@ def check_name(name: Any) -> str:
         raise InvalidInputError(f"category name must be a string, got {type(name).__name__}")
     if not NAME_RE.fullmatch(name) or name in RESERVED_NAMES:
         raise InvalidInputError(
-            f"invalid category name {name[:60]!r}: lowercase letters, digits, '_' or '-', 1-48 chars, "
+            f"invalid category name {safe_segment(name)!r}: lowercase letters, digits, '_' or '-', 1-48 chars, "
             f"starting with a letter, not one of {sorted(RESERVED_NAMES)}"
         )
     return name
@@ -372,6 +372,9 @@ def with_variations(texts: list[str], n_variations: object, *, seed: int = 0) ->
     took 22 s before the limit refused them. ProfileService calls this before its write transaction."""
     if isinstance(n_variations, bool) or not isinstance(n_variations, int) or not 0 <= n_variations <= MAX_EXAMPLES:
         raise InvalidInputError(f"n_variations must be an integer from 0 to {MAX_EXAMPLES}, got {n_variations!r}")
+    if len(texts) * (1 + n_variations) > MAX_RAW_ITEMS:  # refused before generating what could never be stored
+        raise InvalidInputError(f"{len(texts)} text(s) with {n_variations} variation(s) each exceed {MAX_RAW_ITEMS} "
+                                f"items; a list holds at most {MAX_EXAMPLES}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidInputError(f"seed must be an integer, got {type(seed).__name__}")
     if not n_variations:

@@ -11,6 +11,7 @@ version is an atomic server-side read-modify-write of that section only, which l
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
@@ -119,6 +120,12 @@ async def erase_user(request: Request, user_id: str = Depends(user_id_param),
     """Erase what is held about one user of the caller's tenant (a data-subject erasure request): what detectors
     cache about them, then settings, session state and the audit trail (see `Guard.erase_user`). Not audited per
     user (the audit trail is what is erased); logged with the user id hashed. An unknown user erases nothing."""
+    raw = bytes(request.scope.get("raw_path") or b"")
+    if re.search(rb"/v1/users/.+/settings/[^/]+/erase/?$", raw):
+        # `{user_id:path}`: ".../alice/settings/moderation/erase" is a section operation named "erase", not an
+        # erasure of user "alice/settings/moderation" (whose id the client sends percent-encoded)
+        raise ApiError(404, "unknown_operation", "this path names a section operation; to erase a user whose id "
+                       "holds '/', percent-encode it")
     st = state(request)
     erased = await st.guard_for(p.tenant_id).aerase_user(user_id)
     log.info("user erased", extra={"fields": {"event": "user_erased", "tenant_id": p.tenant_id,

@@ -122,6 +122,38 @@ def test_unknown_sections_and_operations_are_404_and_the_list_names_them(service
     assert httpx.get(f"{service.url}/v1/settings/operations").status_code == 401
 
 
+def test_an_operation_named_like_a_user_route_erases_no_one(service):
+    """`{user_id:path}`: POST .../alice/settings/moderation/erase erased the user "alice/settings/moderation"."""
+    tenant, key = service.new_tenant()
+    with service.client(key) as rg:
+        rg.apply_operation("alice/settings/moderation", "moderation", "unblock", name="spam")
+        r = httpx.post(f"{service.url}/v1/users/alice/settings/moderation/erase", json={},
+                       headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_operation"
+        assert rg.get_settings("alice/settings/moderation").version == 1
+        assert rg.erase_user("alice/settings/moderation")["settings"] == 1  # its own route still erases it
+
+
+@pytest.mark.parametrize("operation", ["block", "unblock", "extend", "remove", "set_threshold"])
+def test_a_refused_name_is_not_echoed(service, operation):
+    body = {"name": "my ssn is 123-45-6789", "examples": ["x"], "texts": ["x"], "threshold": 0.5}
+    fields = {"block": ("name", "examples"), "unblock": ("name",), "extend": ("name", "texts"), "remove": ("name",),
+              "set_threshold": ("name", "threshold")}[operation]
+    with service.client() as rg:
+        with pytest.raises(ServiceInvalidInputError) as err:
+            rg.apply_operation("alice", "moderation", operation, **{k: body[k] for k in fields})
+        assert "123-45-6789" not in str(err.value) and "ssn" not in str(err.value)
+
+
+def test_too_many_variations_are_refused_before_any_is_generated(monkeypatch):
+    from personalization import profile as P
+    from personalization import variations
+
+    monkeypatch.setattr(variations, "variations", lambda *a, **k: pytest.fail("generated before the bound"))
+    with pytest.raises(InvalidInputError, match="exceed"):
+        P.with_variations([f"text {i}" for i in range(1000)], 50)
+
+
 def test_users_and_tenants_stay_apart(service):
     (_, k1), (_, k2) = service.new_tenant(), service.new_tenant()
     with service.client(k1) as a, service.client(k2) as b:

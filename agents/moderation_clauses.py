@@ -1,0 +1,163 @@
+"""Moderation clauses of a message: where it splits, each clause's operation (block / unblock) and target."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel
+
+from .catalog import fold
+from .lexicon import GENRE_SYNONYMS, TIME_PHRASE
+
+_MOD_TOPIC = re.compile(
+    r"\b(?:spam\w*|scams?|crypto\w*|ads|adverts?|advertising|messages?|comments?|posts?|replies|dms?|insults?"
+    r"|toxic\w*|harass\w*|slurs?|hate speech|profanity|swearing|curse words|rude\w*|offensive|nsfw|trolls?"
+    r"|bots?|phishing|self-promotion|promo\w*|political rants?|negativity|negative (?:comments|posts|messages)"
+    r"|(?:un)?(?:block|mute)\s+(?:all\s+|any\s+|the\s+)?negative)\b"  # the base category by its name alone
+)
+_UNBLOCK = re.compile(r"\b(?:unblock|unmute|allow|stop (?:blocking|hiding|filtering)|let .+ through|is fine"
+                      r"|are fine|(?:show|see) .+ again|(?:don't|dont|do not) mind)\b")
+_MOD_VERBS = re.compile(
+    r"^(?:please\s+|hey\s+|also\s+|and\s+)*(?:stop showing me|stop sending me|don't show me|do not show me|"
+    r"i don't want to see|i do not want to see|no more|no|zero|block|hide|filter out|mute|remove|unblock|unmute|allow|"
+    r"stop blocking|stop hiding|stop filtering|i hate|get rid of)\s+(?:any\s+|all\s+|the\s+)?"
+)
+# the separators are kept (a capturing group): see split_moderation
+_SPLIT = re.compile(r"([;!?]|\.(?=\s|$)|,\s*(?:and\s+)?|\s(?:and|but|also|plus)\s)")
+_REC_CUE = re.compile(r"\b(?:movies?|films?|feed|recommend\w*|watch\w*|show me|cinema|genre|series)\b")
+
+
+class ModerationAction(BaseModel):
+    op: str  # "block" | "unblock"
+    target: str
+    result: str = ""
+    #: The command named a period ("block spam for two days"); moderation settings have none, so the reply says
+    #: the change lasts until it is undone instead of implying it will end.
+    stated_period: bool = False
+
+
+#: Words that make a piece more than a bare target: an operation ("keep hiding spam", "spam should stay blocked")
+#: or feed framing ("more comedies").
+_OPERATION_WORDS = re.compile(
+    r"\b(?:keep\w*|hid\w*|block\w*|unblock\w*|still|continu\w*|stay\w*|hate|want|show\w*|see|allow\w*|mut\w*"
+    r"|unmut\w*|filter\w*|remov\w*|stop\w*|let|fine|ok|okay|mind|like|love|should|must|never|no|not|nothing|more"
+    r"|less|fewer|only|just|again|anymore|don't|dont|do not)\b")
+#: Politeness and emphasis after a target, dropped from it ("block spam and drugs please": "drugs").
+_TRAILING_FILLER = re.compile(r"(?:\s*\b(?:please|pls|plz|too|as well|also|now|right now|asap|thanks?|thank you"
+                              r"|thx|for real|forever|permanently|already|then)\b\W*)+$", re.I)
+_POLITE_TAIL = re.compile(r"(?:\s*\b(?:please|pls|plz|too|as well|thanks?|thank you|thx)\b\W*)+$", re.I)
+_LEADING_FILLER = re.compile(r"^(?:\s*\b(?:and|also|plus|please|oh|maybe)\b\W*)+", re.I)
+#: Pieces that are no target: closing words, emphasis, who is spoken to ("stop blocking insults, you idiot"), or a
+#: one-word adverb or interjection ("seriously", "ugh", "finally").
+_NOT_A_TARGET = re.compile(
+    r"^(?:thanks?|thank you|thx|ty|so on|etc\.?|etcetera|stuff|things|the rest|too|as well|everything else"
+    r"|that'?s it|that is all|yes|yeah|yep|no|nope|ok|okay|cool|great|nice|whatever|cheers|ugh|omg|lol|haha|damn"
+    r"|right|for real|asap|now|right now|forever|everywhere|anywhere|again|idiot|stupid|dummy)\W*$"
+    r"|^\w+ly\W*$"
+    r"|^(?:you|u|ya|i|i'm|im|me|my|we|us|our|he|she|they|them|it|it's|its|this|that|your"
+    r"|lol|haha|man|dude|bro|mate|guys|folks|sir|ma'am|buddy|pal|friend)\b")
+#: A piece naming only feed values ("horror", "the 90s", "comedies too"): the feed's, not a moderation category.
+_FEED_VALUES = re.compile(r"^(?:the\s+)?(?:" + "|".join(sorted({re.escape(fold(f)) for forms in GENRE_SYNONYMS.values()
+                                                                for f in forms}, key=len, reverse=True))
+                          + r"|(?:19|20)?\d0s|(?:19|20)\d\d)(?:\s+(?:movies?|films?|ones|stuff))?$")
+
+
+def split_moderation(text: str) -> tuple[list[str], str]:
+    """(moderation clauses, remaining text for the recommendation parser). A bare target joined by "and" to a
+    moderation clause is a moderation clause of its own ("block posts about weapons and drugs": "drugs" used to
+    fall to the feed parser and vanish; `moderation_actions` gives it the operation before it). A piece there that
+    names only feed values goes to the feed with that operation: "block spam and horror" excludes horror."""
+    if not _MOD_TOPIC.search(fold(text)):
+        return [], text  # no moderation topic: hand the text to the parser untouched
+    mod: list[str] = []
+    rest: list[str] = []
+    pieces = _SPLIT.split(text)  # part, separator, part, ...
+    after_mod = False  # the piece before was a moderation clause
+    for i in range(0, len(pieces), 2):
+        part, joint = pieces[i].strip(), pieces[i - 1].strip() if i else ""
+        if not part:
+            continue
+        if _MOD_TOPIC.search(fold(part)):
+            mod.append(_POLITE_TAIL.sub("", part).strip() or part)  # "block spam and ads too": "ads"
+            after_mod = True
+            continue
+        bare = _LEADING_FILLER.sub("", _TRAILING_FILLER.sub("", part)).strip()
+        bare_folded = fold(bare).strip()
+        if after_mod and (joint in ("and", "also", "plus") or joint.startswith(",")):
+            if _FEED_VALUES.match(bare_folded):  # "block spam and horror": no horror in the feed
+                op = moderation_actions(mod)[-1].op
+                value = re.sub(r"^the\s+", "", bare, flags=re.I)
+                rest.append(f"no {value}" if op == "block" else f"{value} is fine again")
+                continue
+            if joint == "and" and is_bare_target(bare_folded):
+                mod.append(bare)
+                continue
+        rest.append(part)
+        after_mod = False
+    return mod, ", ".join(rest)
+
+
+def is_bare_target(folded: str) -> bool:
+    """A piece that names only what is meant ("ads", "posts about drugs"): no operation or feed framing of its own,
+    not a feed value, not a closing word, an interjection or who is spoken to."""
+    return bool(folded) and not _OPERATION_WORDS.search(folded) and not _NOT_A_TARGET.match(folded) \
+        and not _REC_CUE.search(folded) and not _FEED_VALUES.match(folded)
+
+
+def moderation_actions(clauses: list[str]) -> list[ModerationAction]:
+    """One action per moderation clause; a bare target shares the operation of the clause before it ("unblock spam
+    and ads" unblocks both: "ads" used to be blocked). Anything saying more ("keep hiding spam") has its own."""
+    out: list[ModerationAction] = []
+    for clause in clauses:
+        action = moderation_action(clause)
+        if out and is_bare_target(fold(clause).strip()):
+            action = action.model_copy(update={"op": out[-1].op})
+        out.append(action)
+    return out
+
+
+# "don't allow X", "never let X through", "I don't want to see X again": a negated unblock cue is a block request
+_NEGATION = re.compile(r"\b(?:not|never|no longer|nobody|no one|stop|cannot"
+                       r"|dont|doesnt|didnt|wont|cant|isnt|arent|shouldnt|wouldnt)\b|n't\b")  # apostrophes get dropped
+# "don't block X", "never hide X": a negated block verb is an unblock request
+_NEG_BLOCK = re.compile(r"(?:\b(?:not|never|no longer|dont|doesnt)|n't)\s+(?:block|hide|filter|mute|remove)\b")
+_NEG_LEAD = re.compile(r"^(?:please\s+|hey\s+|also\s+|and\s+)*(?:i\s+)?(?:(?:don't|do not|dont|never|no longer)\s+"
+                       r"(?:ever\s+)?(?:want to see|wanna see|allow|let|show me|block|hide|filter|mute|remove|mind)"
+                       r"|stop allowing|stop letting|(?:you can\s+)?(?:show me|let))\s+"
+                       r"(?:any\s+|all\s+|the\s+|me\s+)?")
+
+
+def moderation_op(folded: str) -> str:
+    """'block' or 'unblock' for one folded clause; an unblock cue counts only when nothing negates it."""
+    if _NEG_BLOCK.search(folded):
+        return "unblock"
+    m = _UNBLOCK.search(folded)
+    if m is None:
+        return "block"
+    if m.group(0).endswith(" mind"):  # "I don't mind spam": the negation is part of the cue
+        return "unblock"
+    return "block" if _NEGATION.search(folded[:m.start()]) else "unblock"
+
+
+def _period_unless_topic(m: re.Match[str]) -> str:
+    """A period after a preposition is the topic ("block posts about this weekend", "news about what happened over
+    the weekend"), and a bare "today" ends a topic as often as a period ("block news about today"): those stay."""
+    said = m.group(0).strip(" .,!?")
+    topical = re.search(r"\b(?:about|on|of|regarding|concerning|from|during|over|in|happened|re)$",
+                        m.string[:m.start()].strip())
+    return m.group(0) if topical or re.fullmatch(r"today|tonight|this (?:evening|afternoon|morning)", said) else ""
+
+
+def moderation_action(clause: str) -> ModerationAction:
+    f = fold(clause).strip()
+    op = moderation_op(f)
+    target = _MOD_VERBS.sub("", _NEG_LEAD.sub("", f)).strip()
+    # a trailing time phrase is framing, not what is blocked ("block spam for now" blocks spam: a moderation
+    # setting has no time scope, it stays until unblocked); cut before "through" goes ("spam through friday")
+    bare = re.sub(r"\s+(?:for )?(?:" + TIME_PHRASE.pattern + r")\W*$", _period_unless_topic, target)
+    period = bare != target  # "block spam for two days": said, but a moderation setting has no end date
+    target = re.sub(r"\b(?:again|anymore|any more|please|from now on|is fine|are fine|through)\b", " ", bare)
+    target = re.sub(r"\s+(?:for now|right now|for the time being|for a while|now)\W*$", "", target.strip())
+    target = re.sub(r"^(?:me|any|all|the)\s+", "", re.sub(r"\s+", " ", target).strip(" .,!"))
+    target = re.sub(r"^keep\s+(.+?)\s+away(?:\s+from\s+(?:me|my\s+\w+|us))?$", r"\1", target)  # "keep spam away"
+    return ModerationAction(op=op, target=target[:200] or "unspecified", stated_period=period)
