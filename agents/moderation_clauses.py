@@ -42,33 +42,48 @@ _OPERATION_WORDS = re.compile(
     r"\b(?:keep\w*|hid\w*|block\w*|unblock\w*|still|continu\w*|stay\w*|hate|want|show\w*|see|allow\w*|mut\w*"
     r"|unmut\w*|filter\w*|remov\w*|stop\w*|let|fine|ok|okay|mind|like|love|should|must|never|no|not|nothing|more"
     r"|less|fewer|only|just|again|anymore|don't|dont|do not)\b")
-#: Politeness and emphasis after a target, dropped from it ("block spam and drugs please": "drugs").
-_TRAILING_FILLER = re.compile(r"(?:\s*\b(?:please|pls|plz|too|as well|also|now|right now|asap|thanks?|thank you"
-                              r"|thx|for real|forever|permanently|already|then)\b\W*)+$", re.I)
+#: Politeness and emphasis after a target, dropped from it ("block spam and drugs please": "drugs"). Time words are
+#: `moderation_action`'s ("gambling for now": "gambling").
+_TRAILING_FILLER = re.compile(r"(?:\s*\b(?:please|pls|plz|too|as well|also|asap|thanks?|thank you|thx|for real"
+                              r"|forever|permanently|already)\b\W*)+$", re.I)
 _POLITE_TAIL = re.compile(r"(?:\s*\b(?:please|pls|plz|too|as well|thanks?|thank you|thx)\b\W*)+$", re.I)
 _LEADING_FILLER = re.compile(r"^(?:\s*\b(?:and|also|plus|please|oh|maybe)\b\W*)+", re.I)
-#: Pieces that are no target: closing words, emphasis, who is spoken to ("stop blocking insults, you idiot"), or a
-#: one-word adverb or interjection ("seriously", "ugh", "finally").
+#: Pieces that are no target: closing words, emphasis, interjections, adverbs, who is spoken to ("stop blocking
+#: insults, you idiot", "block spam, seriously").
 _NOT_A_TARGET = re.compile(
     r"^(?:thanks?|thank you|thx|ty|so on|etc\.?|etcetera|stuff|things|the rest|too|as well|everything else"
     r"|that'?s it|that is all|yes|yeah|yep|no|nope|ok|okay|cool|great|nice|whatever|cheers|ugh|omg|lol|haha|damn"
-    r"|right|for real|asap|now|right now|forever|everywhere|anywhere|again|idiot|stupid|dummy)\W*$"
-    r"|^\w+ly\W*$"
+    r"|right|for real|asap|now|right now|forever|everywhere|anywhere|again|idiot|stupid|dummy|seriously|honestly"
+    r"|really|totally|literally|absolutely|definitely|finally|obviously|actually|basically|clearly|frankly"
+    r"|hopefully|immediately|completely|entirely|permanently|certainly|surely|truly|simply|genuinely|personally"
+    r"|quickly|already|anyway|anyways|please)\W*$"
     r"|^(?:you|u|ya|i|i'm|im|me|my|we|us|our|he|she|they|them|it|it's|its|this|that|your"
     r"|lol|haha|man|dude|bro|mate|guys|folks|sir|ma'am|buddy|pal|friend)\b")
-#: A piece naming only feed values ("horror", "the 90s", "comedies too"): the feed's, not a moderation category.
-_FEED_VALUES = re.compile(r"^(?:the\s+)?(?:" + "|".join(sorted({re.escape(fold(f)) for forms in GENRE_SYNONYMS.values()
-                                                                for f in forms}, key=len, reverse=True))
-                          + r"|(?:19|20)?\d0s|(?:19|20)\d\d)(?:\s+(?:movies?|films?|ones|stuff))?$")
+_GENRE_WORDS = "|".join(sorted({re.escape(fold(f)) for forms in GENRE_SYNONYMS.values() for f in forms},
+                               key=len, reverse=True))
+#: A piece naming one genre ("horror", "horror flicks", "comedies for a week"): the feed's, not a moderation category.
+_FEED_VALUE = re.compile(r"^(?:the\s+)?(?P<value>" + _GENRE_WORDS + r")(?:\s+(?:movies?|films?|flicks?|shows?|ones"
+                         r"|stuff|titles))?(?P<period>\s+(?:for|until|till|this|today|tonight|over|during|in|within)"
+                         r"\b.*)?$")
+#: Years and decades after a moderation clause ("block spam and the 90s"): neither a category nor, from there, a feed
+#: rule (excluding a decade is refused by the parser; sent as it is it read "only the 90s").
+_YEARS = re.compile(r"^(?:the\s+)?(?:(?:19|20)?\d0s|(?:19|20)\d\d)(?:\s+(?:movies?|films?|ones|stuff))?$")
+#: A moderation clause about content ("posts about religion"): what follows it is more content ("and war").
+_ABOUT = re.compile(r"\b(?:about|regarding|mentioning|concerning|related to|involving|on the topic of)\b")
 
 
 def split_moderation(text: str) -> tuple[list[str], str]:
-    """(moderation clauses, remaining text for the recommendation parser). A bare target joined by "and" to a
-    moderation clause is a moderation clause of its own ("block posts about weapons and drugs": "drugs" used to
-    fall to the feed parser and vanish; `moderation_actions` gives it the operation before it). A piece there that
-    names only feed values goes to the feed with that operation: "block spam and horror" excludes horror."""
+    """(moderation clauses, remaining text for the recommendation parser). A bare target joined by "and" or a comma
+    to a moderation clause is a moderation clause of its own ("block posts about weapons and drugs": "drugs" used to
+    fall to the feed parser and vanish; `moderation_actions` gives it the operation before it); interjections,
+    adverbs and closing words are none ("block spam, seriously"). A genre there goes to the feed with that
+    operation ("block spam and horror" excludes horror), unless the clause before is about content ("block posts
+    about religion and war": war is content too); a year or decade there is dropped."""
     if not _MOD_TOPIC.search(fold(text)):
         return [], text  # no moderation topic: hand the text to the parser untouched
+    # "I want spam and ads gone": one block of both
+    text = re.sub(r"^\W*(?:i want|i need|i would like|i'd like|id like)\s+(.+?)\s+(?:gone|out|away|removed)\W*$",
+                  r"block \1", text.strip(), flags=re.I)
     mod: list[str] = []
     rest: list[str] = []
     pieces = _SPLIT.split(text)  # part, separator, part, ...
@@ -84,12 +99,17 @@ def split_moderation(text: str) -> tuple[list[str], str]:
         bare = _LEADING_FILLER.sub("", _TRAILING_FILLER.sub("", part)).strip()
         bare_folded = fold(bare).strip()
         if after_mod and (joint in ("and", "also", "plus") or joint.startswith(",")):
-            if _FEED_VALUES.match(bare_folded):  # "block spam and horror": no horror in the feed
+            about = bool(_ABOUT.search(fold(mod[-1])))
+            feed = _FEED_VALUE.match(bare_folded)
+            if feed and not about:  # "block spam and horror": no horror in the feed
                 op = moderation_actions(mod)[-1].op
-                value = re.sub(r"^the\s+", "", bare, flags=re.I)
+                value = bare[feed.start("value"):].strip() if feed.group("period") is None else bare
+                value = re.sub(r"^the\s+", "", value, flags=re.I)
                 rest.append(f"no {value}" if op == "block" else f"{value} is fine again")
                 continue
-            if joint == "and" and is_bare_target(bare_folded):
+            if _YEARS.match(bare_folded):
+                continue
+            if is_bare_target(bare_folded, about=about):
                 mod.append(bare)
                 continue
         rest.append(part)
@@ -97,11 +117,11 @@ def split_moderation(text: str) -> tuple[list[str], str]:
     return mod, ", ".join(rest)
 
 
-def is_bare_target(folded: str) -> bool:
+def is_bare_target(folded: str, *, about: bool = False) -> bool:
     """A piece that names only what is meant ("ads", "posts about drugs"): no operation or feed framing of its own,
-    not a feed value, not a closing word, an interjection or who is spoken to."""
+    not a genre (unless it continues content: `about`), not a closing word, an interjection or who is spoken to."""
     return bool(folded) and not _OPERATION_WORDS.search(folded) and not _NOT_A_TARGET.match(folded) \
-        and not _REC_CUE.search(folded) and not _FEED_VALUES.match(folded)
+        and not _REC_CUE.search(folded) and (about or not _FEED_VALUE.match(folded)) and not _YEARS.match(folded)
 
 
 def moderation_actions(clauses: list[str]) -> list[ModerationAction]:
@@ -110,7 +130,7 @@ def moderation_actions(clauses: list[str]) -> list[ModerationAction]:
     out: list[ModerationAction] = []
     for clause in clauses:
         action = moderation_action(clause)
-        if out and is_bare_target(fold(clause).strip()):
+        if out and is_bare_target(fold(clause).strip(), about=True):  # (a genre here continued content)
             action = action.model_copy(update={"op": out[-1].op})
         out.append(action)
     return out
@@ -160,4 +180,8 @@ def moderation_action(clause: str) -> ModerationAction:
     target = re.sub(r"\s+(?:for now|right now|for the time being|for a while|now)\W*$", "", target.strip())
     target = re.sub(r"^(?:me|any|all|the)\s+", "", re.sub(r"\s+", " ", target).strip(" .,!"))
     target = re.sub(r"^keep\s+(.+?)\s+away(?:\s+from\s+(?:me|my\s+\w+|us))?$", r"\1", target)  # "keep spam away"
+    # "I want spam and ads gone": "spam", "ads"
+    wanted_gone = re.fullmatch(r"(?:i (?:want|need|would like|'d like|d like)|i'd like)\s+(.+?)\s+(?:gone|out|away"
+                               r"|removed|blocked|hidden)", target)
+    target = wanted_gone.group(1) if wanted_gone else target
     return ModerationAction(op=op, target=target[:200] or "unspecified", stated_period=period)

@@ -168,9 +168,12 @@ def merge(
             new = new.model_copy(update={"session_id": new.session_id or session_id,
                                          "expires_at": new.expires_at or now + SESSION_TTL})
         same = [p for p in prefs if p.key == new.key]
-        if any(_same_content(p, new) for p in same) and len(same) == 1:
+        said_again = [p for p in same if _same_content(p, new)]
+        # said again: kept as it is, with any other-kind rule on the same value ("only horror or comedy", "less
+        # horror", then the set again keeps the wish)
+        if len(said_again) == 1 and all(p.kind != new.kind for p in same if p is not said_again[0]):
             report.preserved.append(new.describe())
-            old = same[0]
+            old = said_again[0]
             kept.append(old)
             if old.expires_at is not None and new.expires_at is not None and new.expires_at > old.expires_at:
                 prefs[prefs.index(old)] = old.model_copy(update={"expires_at": new.expires_at})  # said again: later

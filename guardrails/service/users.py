@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from fastapi.responses import Response
@@ -120,8 +121,11 @@ async def erase_user(request: Request, user_id: str = Depends(user_id_param),
     """Erase what is held about one user of the caller's tenant (a data-subject erasure request): what detectors
     cache about them, then settings, session state and the audit trail (see `Guard.erase_user`). Not audited per
     user (the audit trail is what is erased); logged with the user id hashed. An unknown user erases nothing."""
-    raw = bytes(request.scope.get("raw_path") or b"")
-    if re.search(rb"/v1/users/.+/settings/[^/]+/erase/?$", raw):
+    # the raw path, decoded except for "%2F" (which routing decodes too: "%65rase" is "erase"); without one, the
+    # decoded path, where a literal and an encoded "/" cannot be told apart (refused rather than guessed)
+    raw = request.scope.get("raw_path")
+    path = re.sub(r"%2[Ff]", "\x00", bytes(raw).decode("latin-1")) if raw else request.scope.get("path", "")
+    if re.search(r"/v1/users/.+/settings/[^/]+/erase/?$", unquote(path)):
         # `{user_id:path}`: ".../alice/settings/moderation/erase" is a section operation named "erase", not an
         # erasure of user "alice/settings/moderation" (whose id the client sends percent-encoded)
         raise ApiError(404, "unknown_operation", "this path names a section operation; to erase a user whose id "

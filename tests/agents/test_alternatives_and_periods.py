@@ -240,6 +240,16 @@ def test_asking_with_a_negation_still_excludes(parser, text):
     ("block spam and ads too", [("block", "spam"), ("block", "ads")]),
     ("unblock toxic and negative", [("unblock", "toxic"), ("unblock", "negative")]),
     ("keep spam away from me", [("block", "spam")]),  # the category was "keep spam away from me"
+    # second review: after a comma a bare target is a category again (328c778 sent it to the feed as "only drugs")
+    ("block spam, drugs", [("block", "spam"), ("block", "drugs")]),
+    ("unblock spam, gambling", [("unblock", "spam"), ("unblock", "gambling")]),
+    ("block spam, weapons and drugs", [("block", "spam"), ("block", "weapons"), ("block", "drugs")]),
+    ("block spam and the 90s", [("block", "spam")]),  # the whole message was refused ("no 90s")
+    ("block posts about religion and war", [("block", "posts about religion"), ("block", "war")]),  # content
+    ("unblock posts about religion and war", [("unblock", "posts about religion"), ("unblock", "war")]),
+    ("block spam and gambling for now", [("block", "spam"), ("block", "gambling")]),  # was "gambling for"
+    ("I want spam and ads gone", [("block", "spam"), ("block", "ads")]),
+    ("block spam and italy", [("block", "spam"), ("block", "italy")]),  # not an adverb
 ])
 def test_moderation_clauses_keep_their_operation_and_target(parser, text, want):
     kind, cmd, mods = CommandRouter(parser).classify(text)
@@ -247,7 +257,8 @@ def test_moderation_clauses_keep_their_operation_and_target(parser, text, want):
 
 
 @pytest.mark.parametrize("text", ["block spam and horror", "block spam and horror too", "block spam, also horror",
-                                  "no spam and horror", "block spam and horror movies"])
+                                  "no spam and horror", "block spam and horror movies", "block spam and horror flicks",
+                                  "block spam and horror for a week"])
 def test_a_feed_value_after_a_block_is_excluded_from_the_feed(parser, text):
     """It became a moderation category "horror" (fdc7d90), and before that "only horror" in the feed."""
     _, cmd, mods = CommandRouter(parser).classify(text)
@@ -372,7 +383,11 @@ def test_a_period_that_is_the_topic_stays_in_the_target(text, target, period):
                                   # no "?", or a filler clause first (review of fdc7d90: these changed the feed)
                                   "what year was Fargo released", "which is better, Alien or Aliens",
                                   "how do I see more horror", "just wondering, what year was Fargo released?",
-                                  "never mind, what year was Alien released?"])
+                                  "never mind, what year was Alien released?",
+                                  "btw, what year was Fargo released", "by the way, what year was Fargo released",
+                                  "anyway, what year was Fargo released", "also what year was Fargo released",
+                                  "whats new in horror", "how many horror movies are there",
+                                  "well, what about comedies"])
 def test_questions_change_no_settings(parser, store, text):
     res = CommandRouter(parser, store, FakeModeration()).route(text, user_id="u")
     assert (res.kind.value, res.applied) == ("neither", False) and not store.get("default", "u").settings
@@ -387,6 +402,11 @@ def test_questions_change_no_settings(parser, store, text):
     ("what about more comedies?", {("genre", "eq", "comedy", "+", "soft")}),
     ("how about no horror", {("genre", "eq", "horror", "-", "hard")}),
     ("just no horror?", {("genre", "eq", "horror", "-", "hard")}),
+    ("What I want is no horror", {("genre", "eq", "horror", "-", "hard")}),  # a question by its first word
+    ("what i really want is more comedies", {("genre", "eq", "comedy", "+", "soft")}),
+    ("which reminds me no horror", {("genre", "eq", "horror", "-", "hard")}),
+    ("who knows, maybe more comedies", {("genre", "eq", "comedy", "+", "soft")}),
+    ("why not more comedies", {("genre", "eq", "comedy", "+", "soft")}),
 ])
 def test_requests_asked_as_questions_are_commands(parser, text, want):
     kind, cmd, _ = CommandRouter(parser).classify(text)
@@ -465,3 +485,13 @@ def test_a_soft_wish_on_one_alternative_keeps_the_set(parser, then, wish):
     hard = {(p.value, p.kind, p.polarity) for p in pol.preferences if p.any_of is not None}
     assert hard == {("Horror", "hard", "+"), ("Comedy", "hard", "+")}
     assert [(p.value, p.polarity) for p in pol.preferences if p.kind == "soft"] == [wish]
+
+
+def test_a_set_said_again_keeps_a_soft_wish_on_a_member(parser):
+    """Second review: the set said again replaced the soft wish (two rules on Horror failed 'said again')."""
+    pol, _ = merge(RecPolicy(), parser.parse("only horror or comedy", now=NOW), now=NOW)
+    pol, _ = merge(pol, parser.parse("less horror", now=NOW), now=NOW)
+    pol, report = merge(pol, parser.parse("only horror or comedy", now=NOW), now=NOW)
+    assert not report.replaced and len(report.preserved) == 2
+    assert {(p.value, p.kind, p.polarity) for p in pol.preferences} == {
+        ("Horror", "hard", "+"), ("Comedy", "hard", "+"), ("Horror", "soft", "-")}

@@ -130,6 +130,9 @@ def test_an_operation_named_like_a_user_route_erases_no_one(service):
         r = httpx.post(f"{service.url}/v1/users/alice/settings/moderation/erase", json={},
                        headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_operation"
+        r = httpx.post(f"{service.url}/v1/users/alice/settings/moderation/%65rase", json={},  # routed as "erase"
+                       headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_operation"
         assert rg.get_settings("alice/settings/moderation").version == 1
         assert rg.erase_user("alice/settings/moderation")["settings"] == 1  # its own route still erases it
 
