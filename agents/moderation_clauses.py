@@ -16,7 +16,8 @@ _MOD_TOPIC = re.compile(
     r"|(?:un)?(?:block|mute)\s+(?:all\s+|any\s+|the\s+)?negative)\b"  # the base category by its name alone
 )
 _UNBLOCK = re.compile(r"\b(?:unblock|unmute|allow|stop (?:blocking|hiding|filtering)|let .+ through|is fine"
-                      r"|are fine|(?:show|see) .+ again|(?:don't|dont|do not) mind)\b")
+                      r"|are fine|(?:is|are) (?:ok|okay|alright|allowed)|(?:i'm|im|i am) (?:fine|ok|okay) with"
+                      r"|(?:show|see) .+ again|(?:don't|dont|do not) mind)\b")
 _MOD_VERBS = re.compile(
     r"^(?:please\s+|hey\s+|also\s+|and\s+)*(?:stop showing me|stop sending me|don't show me|do not show me|"
     r"i don't want to see|i do not want to see|no more|no|zero|block|hide|filter out|mute|remove|unblock|unmute|allow|"
@@ -109,12 +110,30 @@ def split_moderation(text: str) -> tuple[list[str], str]:
                 continue
             if _YEARS.match(bare_folded):
                 continue
-            if is_bare_target(bare_folded, about=about):
+            if is_bare_target(bare_folded, about=about) and (joint in ("and", "also", "plus")
+                                                             or _names_a_thing(bare_folded)):
                 mod.append(bare)
                 continue
         rest.append(part)
         after_mod = False
     return mod, ", ".join(rest)
+
+
+#: Words of chat after a comma ("block spam, so annoying", "hide ads, cheers mate", "block spam, good night").
+_CHAT_WORDS = frozenset((
+    "so", "much", "very", "pretty", "really", "too", "good", "great", "bad", "awesome", "nice", "annoying", "crazy",
+    "sick", "tired", "appreciate", "appreciated", "thanks", "thank", "cheers", "night", "morning", "evening",
+    "mate", "finally", "it", "its", "it's", "me", "i", "you", "we", "they", "them", "this", "that", "of", "out",
+    "hand", "some", "peace", "please", "lol", "haha", "love", "hate", "ugh", "omg", "wow", "amazing", "perfect",
+    "done", "enough", "already", "again", "is", "are", "was", "be", "getting", "driving", "going", "making"))
+
+
+def _names_a_thing(folded: str) -> bool:
+    """After a comma, a target looks like a short noun phrase ("drugs", "online gambling"), not a remark: at most
+    three words, none of them chat, and no -ing word but the last ("gambling")."""
+    words = re.findall(r"[\w']+", folded)
+    return 0 < len(words) <= 3 and not any(w in _CHAT_WORDS for w in words) \
+        and not any(w.endswith("ing") for w in words[:-1])
 
 
 def is_bare_target(folded: str, *, about: bool = False) -> bool:
@@ -176,7 +195,9 @@ def moderation_action(clause: str) -> ModerationAction:
     # setting has no time scope, it stays until unblocked); cut before "through" goes ("spam through friday")
     bare = re.sub(r"\s+(?:for )?(?:" + TIME_PHRASE.pattern + r")\W*$", _period_unless_topic, target)
     period = bare != target  # "block spam for two days": said, but a moderation setting has no end date
-    target = re.sub(r"\b(?:again|anymore|any more|please|from now on|is fine|are fine|through)\b", " ", bare)
+    target = re.sub(r"\b(?:again|anymore|any more|please|from now on|is fine|are fine|(?:is|are) (?:ok|okay|alright"
+                    r"|allowed)|through)\b", " ", bare)
+    target = re.sub(r"^(?:i'm|im|i am) (?:fine|ok|okay) with\s+", "", target.strip())
     target = re.sub(r"\s+(?:for now|right now|for the time being|for a while|now)\W*$", "", target.strip())
     target = re.sub(r"^(?:me|any|all|the)\s+", "", re.sub(r"\s+", " ", target).strip(" .,!"))
     target = re.sub(r"^keep\s+(.+?)\s+away(?:\s+from\s+(?:me|my\s+\w+|us))?$", r"\1", target)  # "keep spam away"

@@ -87,6 +87,11 @@ _ASK_GONE = re.compile(r"^(?:\W*(?:please|and|just|also|ok|okay|hey|hmm|actually
                        r"|hidden|banned|excluded|away|off my (?:feed|list|recommendations))\b")
 
 
+#: "i dont want X" as "i don't want X" (the heads read the apostrophe-less form as wanting X).
+_DONT_WANT = re.compile(r"^(?:\W*(?:please|and|just|also|ok|okay|hey|hmm|actually|so)\s+)*i (?:dont|don't|do not)"
+                        r" (?:want|need)(?: to (?:see|watch))?(?: any| more| the)? X\b")
+
+
 def framing_rules(masked: str, heads: dict[str, str]) -> dict[str, str]:
     """The heads' outputs for one masked clause, corrected by the idiom table (a new dict; input untouched)."""
     out = dict(heads)
@@ -95,6 +100,9 @@ def framing_rules(masked: str, heads: dict[str, str]) -> dict[str, str]:
         if rx.search(m):
             out.update(over)
             return out
+    if _DONT_WANT.search(m):
+        out.update({"intent": "add", "polarity": "-", "kind": "hard"})
+        return out
     if _ASK_GONE.search(m):
         out.update({"intent": "add", "polarity": "-", "kind": "hard"})
         return out

@@ -250,6 +250,20 @@ def test_asking_with_a_negation_still_excludes(parser, text):
     ("block spam and gambling for now", [("block", "spam"), ("block", "gambling")]),  # was "gambling for"
     ("I want spam and ads gone", [("block", "spam"), ("block", "ads")]),
     ("block spam and italy", [("block", "spam"), ("block", "italy")]),  # not an adverb
+    ("block spam, online gambling", [("block", "spam"), ("block", "online gambling")]),
+    # third review: a remark after a comma made a category of its own
+    ("block spam, getting annoying", [("block", "spam")]),
+    ("block ads, so annoying", [("block", "ads")]),
+    ("block spam, much appreciated", [("block", "spam")]),
+    ("block crypto, sick of it", [("block", "crypto")]),
+    ("block the spam, driving me crazy", [("block", "spam")]),
+    ("mute trolls, getting out of hand", [("block", "trolls")]),
+    ("hide ads, cheers mate", [("block", "ads")]),
+    ("block spam, good night", [("block", "spam")]),
+    ("block spam, pretty please", [("block", "spam")]),
+    ("block spam, finally some peace", [("block", "spam")]),
+    ("spam is ok now", [("unblock", "spam")]),  # was a block
+    ("I'm fine with ads", [("unblock", "ads")]),
 ])
 def test_moderation_clauses_keep_their_operation_and_target(parser, text, want):
     kind, cmd, mods = CommandRouter(parser).classify(text)
@@ -387,7 +401,15 @@ def test_a_period_that_is_the_topic_stays_in_the_target(text, target, period):
                                   "btw, what year was Fargo released", "by the way, what year was Fargo released",
                                   "anyway, what year was Fargo released", "also what year was Fargo released",
                                   "whats new in horror", "how many horror movies are there",
-                                  "well, what about comedies"])
+                                  "well, what about comedies",
+                                  # third review: no "?", or a first clause that only looks like a command
+                                  "how come I still see spam", "why so many ads lately", "who keeps sending me spam",
+                                  "what if I block ads", "what happens when I unblock spam", "why only comedies today",
+                                  "how many Alien movies are there", "never watched Alien, is it good?",
+                                  "keep in mind I'm new here, what's Fargo about?",
+                                  "I don't want to be rude, but is Titanic overrated?",
+                                  "no offense, but the comments here are toxic, right?",
+                                  "forget it, what's on tonight?", "more importantly, is Alien scary?"])
 def test_questions_change_no_settings(parser, store, text):
     res = CommandRouter(parser, store, FakeModeration()).route(text, user_id="u")
     assert (res.kind.value, res.applied) == ("neither", False) and not store.get("default", "u").settings
@@ -407,6 +429,7 @@ def test_questions_change_no_settings(parser, store, text):
     ("which reminds me no horror", {("genre", "eq", "horror", "-", "hard")}),
     ("who knows, maybe more comedies", {("genre", "eq", "comedy", "+", "soft")}),
     ("why not more comedies", {("genre", "eq", "comedy", "+", "soft")}),
+    ("i dont want horror", {("genre", "eq", "horror", "-", "hard")}),  # the heads read "dont" as wanting it
 ])
 def test_requests_asked_as_questions_are_commands(parser, text, want):
     kind, cmd, _ = CommandRouter(parser).classify(text)
@@ -495,3 +518,19 @@ def test_a_set_said_again_keeps_a_soft_wish_on_a_member(parser):
     assert not report.replaced and len(report.preserved) == 2
     assert {(p.value, p.kind, p.polarity) for p in pol.preferences} == {
         ("Horror", "hard", "+"), ("Comedy", "hard", "+"), ("Horror", "soft", "-")}
+
+
+@pytest.mark.parametrize("text,want", [
+    ("no horror tonight because my son gets nightmares", ("Horror", "-", "hard")),  # nothing applied
+    ("no horror tonight as my son gets nightmares", ("Horror", "-", "hard")),
+    ("only comedies tonight so we can relax", ("Comedy", "+", "hard")),
+])
+def test_a_reason_after_a_command_is_not_part_of_it(parser, text, want):
+    _, cmd, _ = CommandRouter(parser).classify(text)
+    assert cmd is not None and [(p.value, p.polarity, p.kind) for p in cmd.preferences] == [want]
+    assert cmd.preferences[0].expires_at is not None  # "tonight" still ends it
+
+
+def test_how_about_something_asks_for_it(parser):
+    _, cmd, _ = CommandRouter(parser).classify("how about something funny")
+    assert cmd is not None and {(p.value, p.polarity) for p in cmd.preferences} == {("funny", "+")}
