@@ -13,13 +13,15 @@ _MOD_TOPIC = re.compile(
     r"\b(?:spam\w*|scams?|crypto\w*|ads|adverts?|advertising|messages?|comments?|posts?|replies|dms?|insults?"
     r"|toxic\w*|harass\w*|slurs?|hate speech|profanity|swearing|curse words|rude\w*|offensive|nsfw|trolls?"
     r"|bots?|phishing|self-promotion|promo\w*|political rants?|negativity|negative (?:comments|posts|messages)"
+    r"|scammers?"
     r"|(?:un)?(?:block|mute)\s+(?:all\s+|any\s+|the\s+)?negative)\b"  # the base category by its name alone
 )
 _UNBLOCK = re.compile(r"\b(?:unblock|unmute|allow|stop (?:blocking|hiding|filtering)|let .+ through|is fine"
                       r"|are fine|(?:is|are) (?:ok|okay|alright|allowed)|(?:i'm|im|i am) (?:fine|ok|okay) with"
                       r"|(?:show|see) .+ again|(?:don't|dont|do not) mind)\b")
 _MOD_VERBS = re.compile(
-    r"^(?:please\s+|hey\s+|also\s+|and\s+)*(?:stop showing me|stop sending me|don't show me|do not show me|"
+    r"^(?:(?:please|pls|plz|hey|yo|ok|okay|also|and|so|now|oh|just|ugh|lol)\W+)*(?:stop showing me|stop sending me"
+    r"|don't show me|do not show me|"
     r"i don't want to see|i do not want to see|no more|no|zero|block|hide|filter out|mute|remove|unblock|unmute|allow|"
     r"stop blocking|stop hiding|stop filtering|i hate|get rid of)\s+(?:any\s+|all\s+|the\s+)?"
 )
@@ -83,23 +85,42 @@ def split_moderation(text: str) -> tuple[list[str], str]:
     if not _MOD_TOPIC.search(fold(text)):
         return [], text  # no moderation topic: hand the text to the parser untouched
     # "I want spam and ads gone": one block of both
-    text = re.sub(r"^\W*(?:i want|i need|i would like|i'd like|id like)\s+(.+?)\s+(?:gone|out|away|removed)\W*$",
-                  r"block \1", text.strip(), flags=re.I)
+    text = re.sub(r"^\W*(?:i want|i need|i would like|i'd like|id like)\s+(.+?)\s+(?:gone|out|away|removed)"
+                  r"(?:\s+of my (?:feed|inbox|messages|comments|dms|timeline))?(?:\s+(?:asap|please|pls|now"
+                  r"|thanks))*\W*$", r"block \1", text.strip(), flags=re.I)
     mod: list[str] = []
     rest: list[str] = []
     pieces = _SPLIT.split(text)  # part, separator, part, ...
     after_mod = False  # the piece before was a moderation clause
+    pending: str | None = None  # a piece that named a topic without a command ("so much spam today")
     for i in range(0, len(pieces), 2):
         part, joint = pieces[i].strip(), pieces[i - 1].strip() if i else ""
         if not part:
             continue
-        if _MOD_TOPIC.search(fold(part)):
-            mod.append(_POLITE_TAIL.sub("", part).strip() or part)  # "block spam and ads too": "ads"
-            after_mod = True
-            continue
         bare = _LEADING_FILLER.sub("", _TRAILING_FILLER.sub("", part)).strip()
         bare_folded = fold(bare).strip()
-        if after_mod and (joint in ("and", "also", "plus") or joint.startswith(",")):
+        joined = after_mod and (joint in ("and", "also", "plus") or joint.startswith(","))
+        follow_up = _IT.match(fold(part).strip())
+        if follow_up and pending is not None:  # "so much spam today, block it": the topic said before
+            rest.remove(pending)
+            mod.append(f"{follow_up.group('verb')} {topic_phrase(pending)}")
+            after_mod, pending = True, None
+            continue
+        if _MOD_TOPIC.search(fold(part)):
+            # a command ("block spam", "spam is fine now"), or a target joined to one ("unblock spam and ads");
+            # a statement that only mentions a topic is chat ("my inbox is full of spam", "the Trolls movie was
+            # cute": each blocked a category named after the sentence)
+            # ("no horror movies and spam": the feed clause's "no" holds for spam too)
+            negated_before = bool(rest) and joint in ("and", "or") and bool(_MOD_VERBS.match(fold(rest[-1]).strip()))
+            if is_moderation_command(fold(part).strip()) or (joined or negated_before) \
+                    and is_bare_target(bare_folded, about=True):
+                mod.append(_POLITE_TAIL.sub("", part).strip() or part)  # "block spam and ads too": "ads"
+                after_mod = True
+            else:
+                rest.append(part)
+                after_mod, pending = False, part
+            continue
+        if joined:
             about = bool(_ABOUT.search(fold(mod[-1])))
             feed = _FEED_VALUE.match(bare_folded)
             if feed and not about:  # "block spam and horror": no horror in the feed
@@ -134,6 +155,47 @@ def _names_a_thing(folded: str) -> bool:
     words = re.findall(r"[\w']+", folded)
     return 0 < len(words) <= 3 and not any(w in _CHAT_WORDS for w in words) \
         and not any(w.endswith("ing") for w in words[:-1])
+
+
+#: Command forms beyond `_MOD_VERBS` / `_NEG_LEAD` / `_UNBLOCK`: "ban spam", "less spam", "enough with the ads",
+#: "i dont want spam", "keep hiding spam", "spam should stay blocked".
+_COMMAND_FORM = re.compile(
+    r"^(?:(?:please|pls|hey|ok|okay|also|and|just|so|now|yo|oh)\W+)*(?:ban|filter|disable|turn off|kill|stop|less"
+    r"|fewer|enough (?:with|of)|i (?:dont|don't|do not|never) want|i (?:dont|don't|do not) need|keep|get rid|cut out"
+    r"|cut down|put a stop|can the|do something about|nothing|(?:i'm|im|i am) (?:sick|tired) of)\b"
+    r"|\b(?:should|must|can|to|will)? ?(?:stay|remain|keep being|be) (?:blocked|hidden|filtered|muted|allowed|unblocked"
+    r"|visible|off|gone)\b")
+
+
+#: A command whose target is the topic said just before ("ugh so much spam, block it").
+_IT = re.compile(r"^(?:(?:please|pls|so|ok|okay|just|and|now)\W+)*(?:(?:can|could|would) (?:you|u) (?:please )?)?"
+                 r"(?P<verb>block|hide|mute|filter|remove|unblock|unmute|allow) (?:it|them|that|those|these|this)"
+                 r"(?: (?:please|pls|too|for me|thanks))*\W*$")
+
+
+_NOT_TOPIC_WORDS = frozenset(("so", "much", "many", "tons", "lots", "lot", "of", "the", "a", "an", "too", "getting",
+                              "get", "got", "i'm", "im", "ugh", "all", "this", "that", "these", "those", "my", "your",
+                              "some", "any", "more", "such", "again", "still", "with", "and", "is", "are", "me"))
+
+
+def topic_phrase(text: str) -> str:
+    """The moderation topic a remark names, with up to two words before it: "I'm getting tons of crypto spam" ->
+    "crypto spam" (what "block it" after it refers to)."""
+    words = re.findall(r"[\w'-]+", fold(text))
+    for i in range(len(words) - 1, -1, -1):
+        if _MOD_TOPIC.fullmatch(words[i]):
+            j = i
+            while j > 0 and i - j < 2 and words[j - 1] not in _NOT_TOPIC_WORDS:
+                j -= 1
+            return " ".join(words[j:i + 1])
+    return text
+
+
+def is_moderation_command(folded: str) -> bool:
+    """Does a clause naming a moderation topic ask for a change ("block spam", "no more ads", "don't show me
+    trolls", "spam is fine now"), rather than only mention it ("so much spam today")?"""
+    return bool(_MOD_VERBS.match(folded) or _NEG_LEAD.match(folded) or _UNBLOCK.search(folded)
+                or _COMMAND_FORM.search(folded))
 
 
 def is_bare_target(folded: str, *, about: bool = False) -> bool:
@@ -202,6 +264,7 @@ def moderation_action(clause: str) -> ModerationAction:
     target = re.sub(r"^(?:me|any|all|the)\s+", "", re.sub(r"\s+", " ", target).strip(" .,!"))
     target = re.sub(r"^keep\s+(.+?)\s+away(?:\s+from\s+(?:me|my\s+\w+|us))?$", r"\1", target)  # "keep spam away"
     # "I want spam and ads gone": "spam", "ads"
+    target = re.sub(r"^(?:i'm|im|i am) (?:sick|tired) of (?:the |all the |these |those |all )?", "", target)
     wanted_gone = re.fullmatch(r"(?:i (?:want|need|would like|'d like|d like)|i'd like)\s+(.+?)\s+(?:gone|out|away"
                                r"|removed|blocked|hidden)", target)
     target = wanted_gone.group(1) if wanted_gone else target

@@ -24,7 +24,7 @@ _ASKING = re.compile(r"^(?:" + _FILLERS + r"\W+)*(?:(?:can|could|would|will)\s+"
 #: want to be rude, but ..." open questions.
 _COMMAND_OPENING = re.compile(
     r"^(?:(?:hey|ok|okay|so|and|but|please|also|oh|then|just|maybe|perhaps|well|which reminds me|speaking of which"
-    r"|that reminds me)\W+)*"
+    r"|that reminds me)\W+)*(?:(?:can|could|would|will) (?:you|u) (?:please )?)?"
     r"(?:no(?! (?:offen[sc]e|idea|way|worries|problem|doubt|clue|kidding|joke|pressure|rush|need|one|matter|wonder"
     r"|thanks|sweat|biggie|comment)\b)|nothing(?! (?:much|special|else|new|personal)\b)|none(?! taken\b)"
     r"|only(?! (?:asking|wondering|joking|kidding|curious|because)\b)|more(?! (?:importantly|or less)\b)|less|fewer"
@@ -37,6 +37,9 @@ _COMMAND_OPENING = re.compile(
 #: still see spam"), unless it asks for a change (`_ASKING`) or a clause of it opens like a command.
 _QUESTION_OPENING = re.compile(r"^(?:" + _FILLERS + r"\W+)*(?:what|who|whom|whose|when|where|why|which|how"
                                r"|whats|wheres|whos|hows)\b")
+#: What the user has or hasn't done is no command ("never watched Jaws." excluded Jaws).
+_EXPERIENCE = re.compile(r"^(?:(?:i've|ive|i have|i|we've|we have|we)\s+)?(?:never|not yet|haven't|havent|have not)\s+"
+                         r"(?:ever\s+)?(?:seen|watched|heard|been|liked|cared|finished|understood)\b")
 #: A reason after a command is not part of it ("no horror tonight because my son gets nightmares": read whole, the
 #: framing heads took it for chat and nothing applied).
 _REASON = re.compile(r"\s*,?\s+(?:because|since|cause|cuz|coz|as|so)\s+(?:my|the|our|we|i|i'm|im|it|it's|its|they"
@@ -65,6 +68,6 @@ def without_questions(text: str) -> str:
         asking = _ASKING.match(sentence.strip())
         if asking:
             kept.append(_REASON.sub("", sentence.strip()[asking.end():].rstrip(" ?")))
-        elif not is_question(sentence):
+        elif not is_question(sentence) and not _EXPERIENCE.match(fold(sentence).strip()):
             kept.append(_REASON.sub("", sentence) or sentence)
     return " ".join(kept).strip()

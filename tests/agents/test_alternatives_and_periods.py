@@ -534,3 +534,27 @@ def test_a_reason_after_a_command_is_not_part_of_it(parser, text, want):
 def test_how_about_something_asks_for_it(parser):
     _, cmd, _ = CommandRouter(parser).classify("how about something funny")
     assert cmd is not None and {(p.value, p.polarity) for p in cmd.preferences} == {("funny", "+")}
+
+
+@pytest.mark.parametrize("text", [
+    "my inbox is full of spam haha", "the Trolls movie was cute", "I blocked spam yesterday",
+    "the spam filter is working great", "love that you block ads", "Mean Girls has the best insults",
+    "Catfish is a documentary about online scams", "so many bots in the comments lately lol",
+    "never watched Jaws. Is it scary?", "no spoilers please, I haven't seen it yet"])
+def test_mentioning_a_moderation_topic_changes_nothing(parser, store, text):
+    """Third review: each blocked a category named after the whole sentence (Jaws: a title exclusion)."""
+    res = CommandRouter(parser, store).route(text, user_id="u")
+    assert (res.kind.value, res.applied) == ("neither", False) and not store.get("default", "u").settings
+
+
+@pytest.mark.parametrize("text,targets", [
+    ("yo block spam", ["spam"]), ("pls block ads thx", ["ads"]),
+    ("ugh so much spam, block it", ["spam"]),
+    ("I'm getting tons of crypto spam, can you block it?", ["crypto spam"]),
+    ("the comments are so toxic, hide them", ["toxic"]),
+    ("I need the ads gone asap", ["ads"]), ("I want crypto stuff out of my feed", ["crypto stuff"]),
+    ("i'm sick of the ads", ["ads"]), ("please block the scammers, they keep messaging me", ["scammers"]),
+])
+def test_moderation_commands_in_chatty_forms(parser, text, targets):
+    _, _, mods = CommandRouter(parser).classify(text)
+    assert [(m.op, m.target) for m in mods] == [("block", t) for t in targets]  # not the remark around it
