@@ -107,10 +107,10 @@ def split_moderation(text: str) -> tuple[list[str], str]:
             after_mod, pending = True, None
             continue
         if _MOD_TOPIC.search(fold(part)):
-            # a command ("block spam", "spam is fine now"), or a target joined to one ("unblock spam and ads");
-            # a statement that only mentions a topic is chat ("my inbox is full of spam", "the Trolls movie was
-            # cute": each blocked a category named after the sentence)
-            # ("no horror movies and spam": the feed clause's "no" holds for spam too)
+            # a command ("block spam", "spam is fine now"), or a target joined to one ("unblock spam and ads", and
+            # "no horror movies and spam": the feed clause's "no" holds for spam too); a statement that only
+            # mentions a topic is chat ("my inbox is full of spam", "the Trolls movie was cute": each blocked a
+            # category named after the sentence)
             negated_before = bool(rest) and joint in ("and", "or") and bool(_MOD_VERBS.match(fold(rest[-1]).strip()))
             if is_moderation_command(fold(part).strip()) or (joined or negated_before) \
                     and is_bare_target(bare_folded, about=True):
@@ -125,8 +125,8 @@ def split_moderation(text: str) -> tuple[list[str], str]:
             feed = _FEED_VALUE.match(bare_folded)
             if feed and not about:  # "block spam and horror": no horror in the feed
                 op = moderation_actions(mod)[-1].op
-                value = bare[feed.start("value"):].strip() if feed.group("period") is None else bare
-                value = re.sub(r"^the\s+", "", value, flags=re.I)
+                value = feed.group("value") if feed.group("period") is None else bare_folded
+                value = re.sub(r"^the\s+", "", value)
                 rest.append(f"no {value}" if op == "block" else f"{value} is fine again")
                 continue
             if _YEARS.match(bare_folded):
