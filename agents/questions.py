@@ -42,8 +42,9 @@ _EXPERIENCE = re.compile(r"^(?:(?:i've|ive|i have|i|we've|we have|we)\s+)?(?:nev
                          r"(?:ever\s+)?(?:seen|watched|heard|been|liked|cared|finished|understood)\b")
 #: A reason after a command is not part of it ("no horror tonight because my son gets nightmares": read whole, the
 #: framing heads took it for chat and nothing applied).
-_REASON = re.compile(r"\s*,?\s+(?:because|since|cause|cuz|coz|as|so)\s+(?:my|the|our|we|i|i'm|im|it|it's|its|they"
-                     r"|he|she|you|there|that|this|his|her|their)\b.*$", re.I)
+_REASON = re.compile(r"\s*,?\s+(?:because|since|cause|cuz|coz|as|so)\s+(?!the\s+(?:\d|(?:early|mid|late|year|nineties"
+                     r"|eighties|seventies|sixties|millennium|turn)\b))(?:my|the|our|we|i|i'm|im|it|it's|its|they|he|she"
+                     r"|you|there|that|this|his|her|their)\b.*$", re.I)  # "since the 90s" is a date, not a reason
 
 
 def is_question(sentence: str) -> bool:

@@ -558,3 +558,11 @@ def test_mentioning_a_moderation_topic_changes_nothing(parser, store, text):
 def test_moderation_commands_in_chatty_forms(parser, text, targets):
     _, _, mods = CommandRouter(parser).classify(text)
     assert [(m.op, m.target) for m in mods] == [("block", t) for t in targets]  # not the remark around it
+
+
+@pytest.mark.parametrize("text,want", [("only comedies since the 90s", ("year", 1990, "+")),
+                                       ("no horror since the 80s please", ("year", 1979, "+"))])
+def test_since_a_decade_is_a_date_not_a_reason(parser, text, want):
+    """The reason rule cut "since the 90s" off (the year bound was lost)."""
+    _, cmd, _ = CommandRouter(parser).classify(text)
+    assert cmd is not None and want in {(p.attribute, p.value, p.polarity) for p in cmd.preferences}
