@@ -69,9 +69,13 @@ _REENABLE = re.compile(rf"{_V}.*\bagain\b|\bagain\b.*{_V}|\bbring (?:back )?(?:t
                        rf"|\bput (?:the |some )?{_V} back\b|{_V} (?:is|are) back\b")
 
 
+#: Filler words a wish may open with ("ok so show me X").
+_WISH_LEAD = r"^(?:\W*(?:please|and|just|also|ok|okay|hey|hmm|actually|so)\s+)*"
+
+
 #: "show me X", "give me X", "I want X" with no negation anywhere: X is wanted (the n-gram heads read "show me X"
 #: as an exclusion, from "don't show me X" / "stop showing me X").
-_ASK = re.compile(r"^(?:\W*(?:please|and|just|also|ok|okay|hey|hmm|actually|so)\s+)*(?:show me|give me|i want"
+_ASK = re.compile(_WISH_LEAD + r"(?:show me|give me|i want"
                   r"|i'd like|i would like|i'd love|i would love)\b")
 
 
@@ -82,13 +86,13 @@ _ASK_BLOCKERS = re.compile(_NEG.pattern + r"|\b(?:zero|rarely|seldom|gone|remove
 
 
 #: "I want X gone", "I'd like X out": X is excluded (the heads read the "I want" and wanted X).
-_ASK_GONE = re.compile(r"^(?:\W*(?:please|and|just|also|ok|okay|hey|hmm|actually|so)\s+)*(?:i want|i'd like"
+_ASK_GONE = re.compile(_WISH_LEAD + r"(?:i want|i'd like"
                        r"|i would like|i need)(?: all| the| any)? X(?: movies| films)? (?:gone|out|removed|blocked"
                        r"|hidden|banned|excluded|away|off my (?:feed|list|recommendations))\b")
 
 
 #: "i dont want X" as "i don't want X" (the heads read the apostrophe-less form as wanting X).
-_DONT_WANT = re.compile(r"^(?:\W*(?:please|and|just|also|ok|okay|hey|hmm|actually|so)\s+)*i (?:dont|don't|do not)"
+_DONT_WANT = re.compile(_WISH_LEAD + r"i (?:dont|don't|do not)"
                         r" (?:want|need)(?: to (?:see|watch))?(?: any| more| the)? X\b")
 
 
