@@ -50,6 +50,15 @@ def _ask(srv, key: str, stream: bool) -> httpx.Response:
                       json={"messages": [{"role": "user", "content": "hi"}], "user": "u1", "stream": stream})
 
 
+def _ask_through(tmp_path, stub: RawUpstream, stream: bool) -> httpx.Response:
+    """One chat request through a proxy in front of `stub`, which is closed afterwards."""
+    try:
+        with proxy(tmp_path, upstream_url=stub.url, timeout_s=10.0) as (srv, key, _):
+            return _ask(srv, key, stream)
+    finally:
+        stub.close()
+
+
 @pytest.mark.parametrize(("behaviour", "stream"), [(endless_json, False), (endless_line, True)],
                          ids=["body", "stream-line"])
 def test_an_answer_past_the_byte_bound_is_refused_unread(tmp_path, monkeypatch, behaviour, stream):
@@ -71,12 +80,7 @@ def test_stream_lines_end_at_any_sse_line_break(tmp_path, eol):
     chunks = [{"choices": [{"index": 0, "delta": {"content": part}, "finish_reason": None}]}
               for part in ("hel", "lo ", "there")]
     body = b"".join(b"data: " + json.dumps(c).encode() + eol + eol for c in chunks) + b"data: [DONE]" + eol + eol
-    stub = RawUpstream(sse(body))
-    try:
-        with proxy(tmp_path, upstream_url=stub.url, timeout_s=10.0) as (srv, key, _):
-            r = _ask(srv, key, True)
-    finally:
-        stub.close()
+    r = _ask_through(tmp_path, RawUpstream(sse(body)), True)
     assert r.status_code == 200, r.text
     text = "".join(json.loads(ln[5:])["choices"][0]["delta"].get("content") or ""
                    for ln in r.text.splitlines() if ln.startswith("data: {"))
@@ -84,13 +88,8 @@ def test_stream_lines_end_at_any_sse_line_break(tmp_path, eol):
 
 
 def test_a_stream_line_that_is_not_utf8_is_an_unexpected_answer(tmp_path):
-    stub = RawUpstream(sse(b'data: {"choices": [{"index": 0, "delta": {"content": "\xff\xfe"}}]}\n\n'
-                           b"data: [DONE]\n\n"))
-    try:
-        with proxy(tmp_path, upstream_url=stub.url, timeout_s=10.0) as (srv, key, _):
-            r = _ask(srv, key, True)
-    finally:
-        stub.close()
+    r = _ask_through(tmp_path, RawUpstream(sse(b'data: {"choices": [{"index": 0, "delta": {"content": "\xff\xfe"}}]}'
+                                                b'\n\ndata: [DONE]\n\n')), True)
     assert r.status_code == 502, r.text
     assert r.json()["error"]["code"] == "upstream_invalid"
 
@@ -144,11 +143,6 @@ def test_the_proxy_asks_the_upstream_for_an_uncompressed_answer(tmp_path):
             seen.append(conn.recv(65536))
             self.behaviour(self, conn)
 
-    stub = Recording(behaviour)
-    try:
-        with proxy(tmp_path, upstream_url=stub.url, timeout_s=10.0) as (srv, key, _):
-            r = _ask(srv, key, False)
-    finally:
-        stub.close()
+    r = _ask_through(tmp_path, Recording(behaviour), False)
     assert r.status_code == 200, r.text
     assert b"accept-encoding: identity" in seen[0].lower()
