@@ -53,6 +53,12 @@ MAX_COMMAND_CHARS = 2000
 _SPLIT = re.compile(r"[,;!?]|\.(?=\s|$)|\s(?:and|but|or|also|plus|while|then|though|however)\s")
 _FILLER = {"movies", "movie", "films", "film", "the", "some", "any", "a", "an", "please", "stuff", "ones",
            "too", "as", "well", "either", "x", "year", "of", "them"}
+#: The predicate of "I want X and Y gone": a fragment of values plus these joins the wish before it, so both go.
+_GONE_TAIL = {"gone", "out", "removed", "blocked", "hidden", "banned", "excluded", "away", "off", "my", "feed",
+              "list", "recommendations", "now", "asap", "completely", "entirely"}
+_GONE_WORDS = {"gone", "out", "removed", "blocked", "hidden", "banned", "excluded", "away", "off"}
+_WISH_ENDING_IN_VALUES = re.compile(r"\b(?:i want|i'd like|i would like|i need)(?: all| the| any)?"
+                                    r" X(?:(?: movies| films)?(?:,| and| or)? X)*(?: movies| films)?$")
 _FRAMING = re.compile(
     r"^(?:(?:ok|okay|hey|hmm|actually|so|well|i(?:'d| would)? (?:like|love|want)|give me|show me|i want|"
     r"i'm in the mood for|in the mood for|"
@@ -79,6 +85,12 @@ def mask(clause: str, spans: list[Span]) -> str:
     return re.sub(r"\s+", " ", "".join(out)).strip()
 
 
+def _masked_fragment(folded: str, text: str, piece: list[int], lex: Lexicon) -> str:
+    a, b = piece
+    frag = folded[a:b]
+    return mask(frag, lex.spans(frag, text[a:b])).strip(" ,")
+
+
 def split_clauses(text: str, lex: Lexicon) -> list[tuple[str, str]]:
     """(folded clause, original clause) pairs; value-only fragments join the clause before them."""
     folded = fold(text)
@@ -97,7 +109,10 @@ def split_clauses(text: str, lex: Lexicon) -> list[tuple[str, str]]:
         sp = lex.spans(frag, text[a:b])
         rest = [t[2] for t in tokenize(_SCOPE_WORDS.sub(" ", TIME_PHRASE.sub(" ", mask(frag, sp).lower())))]
         bare = bool(sp) and all(w in _FILLER for w in rest)
-        if bare and merged:
+        gone_tail = (bool(sp) and bool(merged) and any(w in _GONE_WORDS for w in rest)
+                     and all(w in _FILLER or w in _GONE_TAIL for w in rest)
+                     and bool(_WISH_ENDING_IN_VALUES.search(_masked_fragment(folded, text, merged[-1], lex))))
+        if (bare or gone_tail) and merged:
             merged[-1][1] = b
         else:
             merged.append([a, b])

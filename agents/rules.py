@@ -85,9 +85,10 @@ _ASK_BLOCKERS = re.compile(_NEG.pattern + r"|\b(?:zero|rarely|seldom|gone|remove
                            r"|excluded|away|off|filtered|less|fewer|minus)\b")
 
 
-#: "I want X gone", "I'd like X out": X is excluded (the heads read the "I want" and wanted X).
-_ASK_GONE = re.compile(_WISH_LEAD + r"(?:i want|i'd like"
-                       r"|i would like|i need)(?: all| the| any)? X(?: movies| films)? (?:gone|out|removed|blocked"
+#: "I want X gone", "I'd like X out", "I want X and Y gone": each X is excluded (the heads read the "I want" and
+#: wanted X).
+_ASK_GONE = re.compile(_WISH_LEAD + r"(?:i want|i'd like|i would like|i need)(?: all| the| any)?"
+                       r" X(?:(?: movies| films)?(?:,| and| or)? X)*(?: movies| films)? (?:gone|out|removed|blocked"
                        r"|hidden|banned|excluded|away|off my (?:feed|list|recommendations))\b")
 
 

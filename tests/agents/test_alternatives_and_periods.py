@@ -485,6 +485,26 @@ def test_asking_with_an_exclusion_word_is_no_wish(parser, text):
     assert all(p.polarity == "-" for p in parser.parse(text, now=NOW).preferences)
 
 
+@pytest.mark.parametrize("text,gone", [
+    ("I want horror and comedy gone", {"Horror", "Comedy"}),
+    ("I want horror, comedy and drama gone", {"Horror", "Comedy", "Drama"}),
+    ("I'd like horror and thrillers out of my feed", {"Horror", "Thriller"}),
+    ("I want comedies and horror out", {"Comedy", "Horror"}),
+])
+def test_a_wish_for_several_values_gone_excludes_each(parser, text, gone):
+    # the split at "and" had left the first value in "I want X" (wanted) and only the last one excluded
+    prefs = parser.parse(text, now=NOW).preferences
+    assert {(p.attribute, p.value, p.polarity, p.kind) for p in prefs} == {("genre", g, "-", "hard") for g in gone}
+
+
+@pytest.mark.parametrize("text,wanted,excluded", [("I want horror and comedy", {"Horror", "Comedy"}, set()),
+                                                  ("I want horror and no comedy", {"Horror"}, {"Comedy"})])
+def test_a_wish_for_several_values_without_gone_keeps_them(parser, text, wanted, excluded):
+    prefs = parser.parse(text, now=NOW).preferences
+    assert {p.value for p in prefs if p.polarity == "+"} == wanted
+    assert {p.value for p in prefs if p.polarity == "-"} == excluded
+
+
 @pytest.mark.parametrize("text,length", [("no horror today pls", timedelta(hours=12)),
                                          ("no horror in the next two days", timedelta(days=2)),
                                          ("no horror within the next 3 hours", timedelta(hours=3)),
