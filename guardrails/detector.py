@@ -158,6 +158,27 @@ async def aclose_resources(obj: object) -> None:
         close_resources(obj)
 
 
+def close_detectors(named: Iterable[tuple[str, object]], logger: logging.Logger = log) -> None:
+    """`close_resources` and `release_offload` for each (name, detector); a failed close is logged to `logger` (by
+    name and error type) and the others are still closed."""
+    for name, det in named:
+        try:
+            close_resources(det)
+        except Exception as exc:
+            logger.warning("closing detector %r failed: %s", name, type(exc).__name__)
+        release_offload(det)
+
+
+async def aclose_detectors(named: Iterable[tuple[str, object]], logger: logging.Logger = log) -> None:
+    """Async twin of `close_detectors` (`aclose_resources`)."""
+    for name, det in named:
+        try:
+            await aclose_resources(det)
+        except Exception as exc:
+            logger.warning("closing detector %r failed: %s", name, type(exc).__name__)
+        release_offload(det)
+
+
 class _Shared:
     name = "shared"
 

@@ -22,11 +22,10 @@ from .detector import (
     Message,
     PluginContext,
     Redactor,
-    aclose_resources,
+    aclose_detectors,
     build_detectors,
     build_registered_detectors,
-    close_resources,
-    release_offload,
+    close_detectors,
 )
 from .erasure import erase_user_data, gate_for
 from .errors import ConfigError, InvalidInputError
@@ -350,21 +349,11 @@ class Guard:
         several Guards that share detector objects (the service's per-tenant views) is safe; call it when no check
         is running. A detector whose close fails is logged and the others are still closed. The store is the
         caller's to close. Also `with Guard(...) as guard:`."""
-        for slot in self.slots:
-            try:
-                close_resources(slot.detector)
-            except Exception as exc:
-                warn_log.warning("closing detector %r failed: %s", slot.name, type(exc).__name__)
-            release_offload(slot.detector)
+        close_detectors(((slot.name, slot.detector) for slot in self.slots), warn_log)
 
     async def aclose(self) -> None:
         """Async twin of `close`: a detector's `aclose()` (its clients of this event loop) if it has one."""
-        for slot in self.slots:
-            try:
-                await aclose_resources(slot.detector)
-            except Exception as exc:
-                warn_log.warning("closing detector %r failed: %s", slot.name, type(exc).__name__)
-            release_offload(slot.detector)
+        await aclose_detectors(((slot.name, slot.detector) for slot in self.slots), warn_log)
 
     def erase_user(self, user_id: str) -> dict[str, Any]:
         """Forget one user of this Guard's tenant (a data-subject erasure request). First each detector's

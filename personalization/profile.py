@@ -17,13 +17,16 @@ another category's score under the embedding backend, and never another user's p
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from guardrails.errors import ConfigError, InvalidInputError, describe_validation, safe_segment
+
+from .user_texts import MAX_EXAMPLES, as_texts, clean_list, clean_text, with_variations
+from .user_texts import MAX_RAW_ITEMS as MAX_RAW_ITEMS  # re-exported: callers read the limits here
+from .user_texts import MAX_TEXT_CHARS as MAX_TEXT_CHARS
 
 Action = Literal["block", "warn", "allow"]
 Generalize = Literal["auto", "examples"]
@@ -44,11 +47,6 @@ MAX_CATEGORIES = 64  # user + base; keeps ICL prompts and per-check work bounded
 # Releases before session 25 checked MAX_CATEGORIES before adding the base categories back, so 64 user categories
 # were stored as 67: such a profile is still read (and may shrink), but a write may not grow one past MAX_CATEGORIES.
 LEGACY_MAX_CATEGORIES = MAX_CATEGORIES + len(BASE_CATEGORIES)
-MAX_EXAMPLES = 50  # per list (examples, counter_examples)
-# Items a list may hold before its duplicates are dropped: bounds the cleaning work (a write validates inside the
-# store's write lock) and refuses nonsense early; an `extend` with variations stays far below it.
-MAX_RAW_ITEMS = 20 * MAX_EXAMPLES
-MAX_TEXT_CHARS = 2000  # per example / definition
 MAX_TOTAL_CHARS = 200_000  # whole profile: bounds store rows and prompt building
 # Whole profile, examples + counter-examples + definitions: bounds the one-off cost of compiling a profile on its
 # first check (every text is encoded, twice). Measured on 2 CPU cores: 61 categories x 100 texts took 14 s.
@@ -57,36 +55,6 @@ MAX_PROFILE_TEXTS = 512
 # is still read and may shrink, but a write may not grow a profile past MAX_PROFILE_TEXTS (see `_complete`).
 LEGACY_MAX_PROFILE_TEXTS = MAX_CATEGORIES * (2 * MAX_EXAMPLES + 1)
 NAME_RE = re.compile(r"[a-z][a-z0-9_\-]{0,47}")  # matched with fullmatch: "toxic\n" is not "toxic"
-
-
-def clean_text(value: Any, *, what: str) -> str:
-    """Validate one user-written text: a string, ≤ MAX_TEXT_CHARS, control characters removed.
-
-    Control characters are stripped (newlines/tabs kept) so a definition cannot smuggle terminal escapes or
-    NULs into logs or prompts; the text is otherwise kept verbatim because it is data, not instructions.
-    """
-    if not isinstance(value, str):
-        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
-    if len(value) > MAX_TEXT_CHARS:
-        raise InvalidInputError(f"{what} is {len(value)} characters; the limit is {MAX_TEXT_CHARS}")
-    text = "".join(c for c in value if c in "\n\t" or unicodedata.category(c)[0] != "C")
-    return text.strip()
-
-
-def clean_list(values: Any, *, what: str) -> list[str]:
-    """Cleaned texts in order, duplicates dropped (they add nothing but weight); at most MAX_EXAMPLES of them."""
-    if isinstance(values, str | Mapping) or not isinstance(values, Iterable):
-        raise InvalidInputError(f"{what} must be a list of strings")
-    out: dict[str, None] = {}  # insertion-ordered set: membership in a list was quadratic in the item count
-    for n, v in enumerate(values, 1):
-        if n > MAX_RAW_ITEMS:
-            raise InvalidInputError(f"{what} has more than {MAX_RAW_ITEMS} items")
-        t = clean_text(v, what=f"an item of {what}")
-        if t:
-            out[t] = None
-            if len(out) > MAX_EXAMPLES:
-                raise InvalidInputError(f"{what} has more than {MAX_EXAMPLES} distinct items (the limit)")
-    return list(out)
 
 
 class Category(BaseModel):
@@ -229,15 +197,6 @@ def check_name(name: Any) -> str:
     return name
 
 
-def as_texts(value: Any, what: str) -> list[Any]:
-    """A lone string is one text; any other iterable but a mapping is a list of texts; anything else is an error."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Mapping) or not isinstance(value, Iterable):
-        raise InvalidInputError(f"{what} must be a string or a list of strings, got {type(value).__name__}")
-    return list(value)
-
-
 def _validated(data: dict[str, Any], name: str) -> Category:
     try:
         return Category.model_validate(data)
@@ -364,24 +323,6 @@ def extend(
     data[other] = [t for t in data[other] if t not in new]
     data[field] = clean_list(data[field] + new, what=field)
     return _with(profile, name, _validated(data, name))
-
-
-def with_variations(texts: list[str], n_variations: object, *, seed: int = 0) -> list[str]:
-    """``texts`` followed by ``n_variations`` generated variations of each. ``n_variations`` is an int in
-    [0, MAX_EXAMPLES]: more could never be stored (a list holds at most MAX_EXAMPLES texts), and generating 10^6
-    took 22 s before the limit refused them. ProfileService calls this before its write transaction."""
-    if isinstance(n_variations, bool) or not isinstance(n_variations, int) or not 0 <= n_variations <= MAX_EXAMPLES:
-        raise InvalidInputError(f"n_variations must be an integer from 0 to {MAX_EXAMPLES}, got {n_variations!r}")
-    if len(texts) * (1 + n_variations) > MAX_RAW_ITEMS:  # refused before generating what could never be stored
-        raise InvalidInputError(f"{len(texts)} text(s) with {n_variations} variation(s) each exceed {MAX_RAW_ITEMS} "
-                                f"items; a list holds at most {MAX_EXAMPLES}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InvalidInputError(f"seed must be an integer, got {type(seed).__name__}")
-    if not n_variations:
-        return texts
-    from .variations import variations
-
-    return texts + [v for t in texts for v in variations(t, n_variations, seed=seed)]
 
 
 def remove(profile: ModerationProfile, name: str) -> ModerationProfile:

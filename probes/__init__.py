@@ -51,8 +51,8 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs (nothin
     from .sentinel import SentinelEncoder as SentinelEncoder
     from .train import fit_multiturn as fit_multiturn
     from .train import fit_single as fit_single
-    from .train import train_bundle as train_bundle
-    from .train import train_drift_probe as train_drift_probe
+    from .train_runs import train_bundle as train_bundle
+    from .train_runs import train_drift_probe as train_drift_probe
     from .velocity import InMemoryStateStore as InMemoryStateStore
     from .velocity import StateStore as StateStore
     from .velocity import VelocityTracker as VelocityTracker
@@ -67,7 +67,8 @@ _LAZY = {
     **dict.fromkeys(["CorruptProbeError", "LinearProbe", "ProbeArtifact", "ProbeBundle", "ProbeError", "ProbeMeta",
                      "ProbeMismatchError", "load_probe"], "probe"),
     "SentinelEncoder": "sentinel",
-    **dict.fromkeys(["fit_multiturn", "fit_single", "train_bundle", "train_drift_probe"], "train"),
+    **dict.fromkeys(["fit_multiturn", "fit_single"], "train"),
+    **dict.fromkeys(["train_bundle", "train_drift_probe"], "train_runs"),
     **dict.fromkeys(["InMemoryStateStore", "StateStore", "VelocityTracker"], "velocity"),
 }
 

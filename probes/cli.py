@@ -58,7 +58,7 @@ def train(
 
     from .datasets import file_sha256, load_jsonl
     from .probe import bundle_dir_problem
-    from .train import train_bundle
+    from .train_runs import train_bundle
 
     if not 0 < target_fpr < 1:
         fail("--target-fpr must be in (0, 1)", as_json=as_json)

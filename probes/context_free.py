@@ -7,7 +7,8 @@ from typing import Any
 
 from .capture import turn_end_offset
 from .probe import ProbeArtifact
-from .train import Method, fit_single, per_turn_rows
+from .train import Method, fit_single
+from .train_runs import per_turn_rows
 
 
 def benign_scenario_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

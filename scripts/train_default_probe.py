@@ -105,7 +105,8 @@ def main() -> int:
     from probes.record_holders import record_holder_conversations, record_holder_records
     from probes.remarks import remark_copies
     from probes.small_talk import small_talk_conversations, split_small_talk
-    from probes.train import default_layers, train_bundle, train_drift_probe
+    from probes.train import default_layers
+    from probes.train_runs import train_bundle, train_drift_probe
 
     t_start = time.perf_counter()
     # fp32 whatever the device: the shipped probe is calibrated on fp32 activations and serves bf16 models as is

@@ -40,12 +40,12 @@ from ..text import call_text, message_role, unanswered_user_turns
 from .identity import Identity, current_identity, from_runtime
 from .runnable import annotated, invalid_decision, without_token_streaming
 from .structured import message_text as _text
-from .structured import rebuild_redacted, structured_json, with_redacted
+from .structured import rebuild_redacted, replies_with_text, side_texts, structured_json, with_redacted
 from .tool_calls import (
     CheckedCalls,
     PendingCall,
+    calls_to_check,
     is_withheld,
-    pending_calls,
     reasoning_parts,
     result_messages,
     settle_reasoning,
@@ -149,11 +149,6 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return annotated(msg, d, content=d.redacted_text)
         return annotated(msg, d) if d.enforced_action is Action.WARN else msg
 
-    @staticmethod
-    def _replies(result: list[Any]) -> list[int]:
-        """The model's replies with text: each gets an output check."""
-        return [i for i, m in enumerate(result) if isinstance(m, AIMessage) and _text(m).strip()]
-
     def _with_outputs(self, checked: list[tuple[int, Decision]], result: list[Any]) -> list[Any]:
         """`result` with each checked reply's decision applied (refused, redacted or kept)."""
         out = list(result)
@@ -167,13 +162,6 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return None
         return structured_json(response.structured_response)
 
-    @staticmethod
-    def _side_text(response: ModelResponse) -> list[int]:
-        """Replies with text *beside* a structured-output tool call (ProviderStrategy's JSON content is the
-        structured response itself, checked as such): that text reaches the thread too, so it is checked too."""
-        return [i for i, m in enumerate(response.result)
-                if isinstance(m, AIMessage) and m.tool_calls and _text(m).strip()]
-
     def _with_side_text(self, checked: list[tuple[int, Decision]], response: ModelResponse) -> ModelResponse:
         """`response` with its side texts' decisions applied: a block refuses the whole turn (structured
         response dropped), a redaction rewrites that reply's content."""
@@ -181,7 +169,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         for i, d in checked:
             if d.enforced_action is Action.BLOCK:
                 return ModelResponse(result=[self._refusal(d)], structured_response=None)
-            result[i] = self._output_result(d, result[i])  # type: ignore[arg-type]  # AIMessages (_side_text)
+            result[i] = self._output_result(d, result[i])  # type: ignore[arg-type]  # AIMessages (side_texts)
         return ModelResponse(result=result, structured_response=response.structured_response)
 
     def _structured_result(self, d: Decision, response: ModelResponse) -> ModelResponse:
@@ -209,16 +197,6 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     def _tool_call_text(self, request: Any) -> str:
         call = request.tool_call
         return call_text(call["name"], call.get("args"))
-
-    @staticmethod
-    def _calls_to_check(response: ModelResponse, result: list[Any]) -> list[PendingCall]:
-        """The reply's tool calls for the `tool_call` check. With a structured response, the schema call (the one
-        langchain answered with its own tool message in this reply) is the output check's (`_structured_result`);
-        any other call in the same reply still goes to the tool node and is checked here like any call."""
-        if response.structured_response is None:
-            return pending_calls(result)
-        answered = {m.tool_call_id for m in result if isinstance(m, ToolMessage)}
-        return [c for c in pending_calls(result) if c.call_id not in answered]
 
     def _withhold_calls(self, checked: list[tuple[PendingCall, Decision]], result: list[Any]) -> list[Any]:
         for call, d in checked:
@@ -328,19 +306,20 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         structured = self._structured_text(response)
         result = list(response.result)
         if Stage.OUTPUT in self.stages and structured is not None:
-            side = [(i, self._check(_text(result[i]), who, Stage.OUTPUT)) for i in self._side_text(response)]
+            side = [(i, self._check(_text(result[i]), who, Stage.OUTPUT)) for i in side_texts(response.result)]
             response = self._with_side_text(side, response)
             if response.structured_response is None:  # the side text blocked the turn
                 return response
             response = self._structured_result(self._check(structured, who, Stage.OUTPUT, emit=False), response)
             result = list(response.result)
         elif Stage.OUTPUT in self.stages:
-            replies = [(i, self._check(_text(result[i]), who, Stage.OUTPUT)) for i in self._replies(result)]
+            replies = [(i, self._check(_text(result[i]), who, Stage.OUTPUT)) for i in replies_with_text(result)]
             result = self._with_outputs(replies, result)
             thoughts = [(i, self._check(t, who, Stage.OUTPUT)) for i, t in reasoning_parts(result)]
             result = settle_reasoning(thoughts, result, self._refusal)
         if Stage.TOOL_CALL in self.stages:
-            checked = [(c, self._check(c.text, who, Stage.TOOL_CALL)) for c in self._calls_to_check(response, result)]
+            calls = calls_to_check(result, structured=response.structured_response is not None)
+            checked = [(c, self._check(c.text, who, Stage.TOOL_CALL)) for c in calls]
             result = self._withhold_calls(checked, result)
         return ModelResponse(result=result, structured_response=response.structured_response)
 
@@ -359,7 +338,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         structured = self._structured_text(response)
         result = list(response.result)
         if Stage.OUTPUT in self.stages and structured is not None:
-            side = [(i, await self._acheck(_text(result[i]), who, Stage.OUTPUT)) for i in self._side_text(response)]
+            side = [(i, await self._acheck(_text(result[i]), who, Stage.OUTPUT)) for i in side_texts(response.result)]
             response = self._with_side_text(side, response)
             if response.structured_response is None:
                 return response
@@ -367,13 +346,13 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
                                                response)
             result = list(response.result)
         elif Stage.OUTPUT in self.stages:
-            replies = [(i, await self._acheck(_text(result[i]), who, Stage.OUTPUT)) for i in self._replies(result)]
+            replies = [(i, await self._acheck(_text(result[i]), who, Stage.OUTPUT)) for i in replies_with_text(result)]
             result = self._with_outputs(replies, result)
             thoughts = [(i, await self._acheck(t, who, Stage.OUTPUT)) for i, t in reasoning_parts(result)]
             result = settle_reasoning(thoughts, result, self._refusal)
         if Stage.TOOL_CALL in self.stages:
             checked = [(c, await self._acheck(c.text, who, Stage.TOOL_CALL))
-                       for c in self._calls_to_check(response, result)]
+                       for c in calls_to_check(result, structured=response.structured_response is not None)]
             result = self._withhold_calls(checked, result)
         return ModelResponse(result=result, structured_response=response.structured_response)
 

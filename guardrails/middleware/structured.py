@@ -19,6 +19,17 @@ def message_text(msg: BaseMessage) -> str:
     return msg.content if isinstance(msg.content, str) else to_chat_dicts([msg])[0]["content"]
 
 
+def replies_with_text(result: list[Any]) -> list[int]:
+    """The model's replies with text: each gets an output check."""
+    return [i for i, m in enumerate(result) if isinstance(m, AIMessage) and message_text(m).strip()]
+
+
+def side_texts(result: list[Any]) -> list[int]:
+    """Replies with text *beside* a structured-output tool call (ProviderStrategy's JSON content is the
+    structured response itself, checked as such): that text reaches the thread too, so it is checked too."""
+    return [i for i, m in enumerate(result) if isinstance(m, AIMessage) and m.tool_calls and message_text(m).strip()]
+
+
 def payload(obj: Any) -> Any:
     """A structured response as JSON-able data (pydantic model, dataclass, or the dict a JSON schema gives)."""
     if isinstance(obj, BaseModel):

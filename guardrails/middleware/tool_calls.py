@@ -44,6 +44,16 @@ class PendingCall:
     invalid: bool  # an unparseable call (`invalid_tool_calls`): never run, but its raw arguments are model output
 
 
+def calls_to_check(result: list[Any], *, structured: bool) -> list[PendingCall]:
+    """The reply's tool calls for the `tool_call` check. With a structured response, the schema call (the one
+    langchain answered with its own tool message in this reply) is the output check's (`_structured_result`);
+    any other call in the same reply still goes to the tool node and is checked here like any call."""
+    if not structured:
+        return pending_calls(result)
+    answered = {m.tool_call_id for m in result if isinstance(m, ToolMessage)}
+    return [c for c in pending_calls(result) if c.call_id not in answered]
+
+
 def pending_calls(result: Sequence[BaseMessage]) -> list[PendingCall]:
     pending: list[PendingCall] = []
     for i, msg in enumerate(result):

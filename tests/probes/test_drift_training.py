@@ -13,7 +13,7 @@ from guardrails.errors import InvalidInputError
 from probes.capture import capture
 from probes.datasets import DRIFT_PROFILES, drift_records, multiturn_records
 from probes.features import conversation_capture, multiturn_prompts
-from probes.train import train_drift_probe
+from probes.train_runs import train_drift_probe
 
 
 def _cmpl_dir(root: Path) -> Path:
@@ -147,7 +147,7 @@ def test_activation_cache_never_serves_fp32_vectors_to_a_bf16_model(tiny, tmp_pa
 
 def test_train_bundle_multiturn_without_conversations_is_refused_before_any_capture(tiny, tmp_path, monkeypatch):
     """`--multiturn` with single-turn lines only: a clear error, raised before a forward pass or a cache write."""
-    from probes.train import train_bundle
+    from probes.train_runs import train_bundle
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("RAILGUARD_PROBES_CACHE", str(cache))
@@ -161,7 +161,7 @@ def test_train_bundle_multiturn_without_conversations_is_refused_before_any_capt
 def test_train_bundle_drift_extra_trains_the_drift_probe_only(tiny, tmp_path, monkeypatch):
     """`drift_extra` (remark copies): more conversations for the drift probe, none for the per-turn probe."""
     from probes.remarks import remark_copies
-    from probes.train import train_bundle
+    from probes.train_runs import train_bundle
 
     monkeypatch.setenv("RAILGUARD_PROBES_CACHE", str(tmp_path))
     single = [{"id": f"r{i}", "context": None, "request": f"request {i} about {'her file' if i % 2 else 'my file'}",
@@ -190,7 +190,7 @@ def test_train_bundle_drift_extra_trains_the_drift_probe_only(tiny, tmp_path, mo
     ({"id": "x", "turns": [{"role": "user", "content": "a"}], "label": 1, "turn_labels": [2]}, "turn_labels"),
 ])
 def test_malformed_drift_extra_is_refused_before_any_capture(tiny, tmp_path, monkeypatch, bad, why):
-    from probes.train import train_bundle
+    from probes.train_runs import train_bundle
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("RAILGUARD_PROBES_CACHE", str(cache))
