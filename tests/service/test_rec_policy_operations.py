@@ -64,7 +64,8 @@ def test_a_session_wish_is_bound_to_its_session(service):
     {"text": "no horror for every user"},                  # other users' settings are not this user's to change
     {"text": "only horror, no horror"},                    # contradicts itself (refused inside the write)
     {"text": ""}, {"text": "no horror " * 300}, {"text": 7}, {"text": "no horror", "colour": "red"}, {},
-    {"text": "no horror", "session_id": ""},
+    {"text": "no horror", "session_id": ""}, {"text": "no horror", "session_id": "a\u0000b"},
+    {"text": "no horror", "session_id": "s" * 257},
 ])
 def test_bad_commands_are_refused_and_write_nothing(service, body):
     with service.client() as rg:
@@ -100,3 +101,46 @@ def test_the_operations_are_listed(service):
     ops = r.json()["rec_policy"]
     assert r.status_code == 200 and set(ops) == {"command", "remove", "feed_served", "reset"}
     assert ops["command"]["input"]["additionalProperties"] is False and ops["command"]["input"]["required"] == ["text"]
+
+
+def test_a_session_id_as_long_as_a_checks_is_accepted(service):
+    with service.client() as rg:
+        rg.apply_operation("alice", "rec_policy", "command", text="no horror for now", session_id="s" * 256)
+        assert _policy(rg, "alice").preferences[0].session_id == "s" * 256
+
+
+@pytest.mark.parametrize("text,secret", [
+    ("only movies with a budget over 100m from alice@example.com", "alice@example.com"),
+    ("only Fargo, no Fargo", "Fargo"),
+])
+def test_a_refused_command_is_not_echoed(service, text, secret):
+    with service.client() as rg, pytest.raises(ServiceInvalidInputError) as err:
+        rg.apply_operation("alice", "rec_policy", "command", text=text)
+    assert secret not in str(err.value) and "refused" in str(err.value)
+
+
+def test_removing_one_alternative_removes_its_set(service):
+    with service.client() as rg:
+        rg.apply_operation("alice", "rec_policy", "command", text="only horror or comedy, and no thrillers")
+        pol = _policy(rg, "alice")
+        comedy = next(p for p in pol.preferences if p.value == "Comedy")
+        assert comedy.any_of is not None  # a set of two alternatives
+        rg.apply_operation("alice", "rec_policy", "remove", id=comedy.id)
+        # horror alone would be "only horror", a narrower feed than either the set or no filter
+        assert _prefs(_policy(rg, "alice")) == {("genre", "eq", "Thriller", "-", "hard")}
+
+
+def test_a_missing_catalog_is_a_server_error_without_its_path(service, monkeypatch, tmp_path):
+    import agents.catalog as catalog
+    import agents.operations as ops
+    import agents.parser as parser
+
+    nowhere = str(tmp_path / "nowhere")
+    monkeypatch.setattr(parser, "_default", {})  # no parser loaded yet in this process
+    real = catalog.load_catalog.__wrapped__  # uncached: the real loader, pointed at a folder without the data
+    monkeypatch.setattr(catalog, "load_catalog", lambda: real(nowhere))
+    _, key = service.new_tenant()
+    r = httpx.post(f"{service.url}/v1/users/alice/settings/rec_policy/command", json={"text": "no horror"},
+                   headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 500 and r.json()["error"]["message"] == ops.FeedParserUnavailableError.__name__
+    assert "nowhere" not in r.text
