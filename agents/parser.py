@@ -102,12 +102,24 @@ def split_clauses(text: str, lex: Lexicon) -> list[tuple[str, str]]:
     cuts.append(len(folded))
     pieces = [(cuts[i], cuts[i + 1]) for i in range(0, len(cuts) - 1, 2)]
     merged: list[list[int]] = []
-    for a, b in pieces:
+    lead: int | None = None  # start of a scope-only opening ("for now, no horror"): it joins the clause after it
+    for n, (a, b) in enumerate(pieces):
         frag = folded[a:b]
         if not frag.strip():
             continue
         sp = lex.spans(frag, text[a:b])
         rest = [t[2] for t in tokenize(_SCOPE_WORDS.sub(" ", TIME_PHRASE.sub(" ", mask(frag, sp).lower())))]
+        # "for now", "tonight", "this week", "just this time": a period or scope said on its own
+        scope_only = (not sp and all(w in ("just", "only", "but", "though") for w in rest)
+                      and bool(_SCOPE_WORDS.search(frag) or TIME_PHRASE.search(frag)))
+        if lead is not None:
+            a, lead = lead, None
+        elif scope_only and not merged and n + 1 < len(pieces):
+            lead = a
+            continue
+        elif scope_only and merged:  # "no horror, for now": the scope closes the clause before it
+            merged[-1][1] = b
+            continue
         bare = bool(sp) and all(w in _FILLER for w in rest)
         gone_tail = (bool(sp) and bool(merged) and any(w in _GONE_WORDS for w in rest)
                      and all(w in _FILLER or w in _GONE_TAIL for w in rest)
@@ -265,7 +277,8 @@ class StudentParser(BaseEstimator):
         for (clause, orig, spans), m, hp in zip(clauses, masked, preds, strict=True):
             hp = framing_rules(m, hp) if spans else hp
             try:
-                self._apply_clause(cmd, clause, orig, spans, hp, now)
+                # the heads read the audience masked like any value (as trained); only its value is dropped
+                self._apply_clause(cmd, clause, orig, _without_audience(clause, spans), hp, now)
             except ValidationError as exc:
                 raise CommandError(f"cannot use {orig!r}: {exc.errors()[0]['msg']}") from None
         if len(cmd.preferences) > MAX_PREFS or len(cmd.retractions) > MAX_PREFS:  # appended past the model's bound
@@ -343,6 +356,23 @@ class StudentParser(BaseEstimator):
 #: "horror/comedy" (the facet convention: values of one list are either-or). Values side by side ("horror
 #: comedies", "sci-fi thrillers") narrow each other instead: an item needs both.
 _EITHER = re.compile(r"(?:,|/|&|\b(?:or|and)\b)")
+
+
+#: "... for the kids" / "... for date night" (not "in the mood for X", "looking for X", "I'm up for X": a wish)
+_FOR_AUDIENCE = re.compile(r"(?<!mood )(?<!looking )(?<!search )(?<!searching )(?<!up )(?<!go )(?<!ask )(?<!asking )"
+                           r"\bfor (?:the |my |our |your |a |an )?$")
+
+
+def _without_audience(clause: str, spans: list[Span]) -> list[Span]:
+    """Spans less the audience or occasion of a clause that names something else: "no more horror movies for the
+    kids" excludes horror, not children's films; "only comedies for date night" is no filter on the film "Date
+    Night". Alone, the same words are the request ("something for the kids")."""
+    def audience(sp: Span) -> bool:
+        return ((sp.attr == "title" or (sp.attr == "genre" and sp.value == "Children"))
+                and bool(_FOR_AUDIENCE.search(clause[:sp.start])))
+
+    kept = [sp for sp in spans if not audience(sp)]
+    return kept if kept else spans
 
 
 def _alternatives(clause: str, orig: str, spans: list[Span]) -> str | None:

@@ -62,7 +62,10 @@ _CROSS_USER = re.compile(
     r"|\b(?:all|every|other|another|everyone'?s?|everybody'?s?)\s+(?:the\s+)?(?:users?|accounts?|profiles?|people"
     r"|members?|customers?|tenants?|subscribers?)\b|\beach\s+(?:users?|accounts?|profiles?|customers?|tenants?)\b"
     r"|\b(?:entire|whole)\s+(?:user\s*base|userbase|customer\s*base)\b"
-    r"|\bfor (?:everyone|everybody)\b|\b(?:everyone|everybody)'?s\b|\bon behalf of\b|\buser[_-][a-z0-9]+\b"
+    r"|\bfor (?:everyone|everybody)\b|\bon behalf of\b|\buser[_-][a-z0-9]+\b"
+    # "everyone's feed" / "everybodys settings" (not "everybody's favourite comedies")
+    r"|\b(?:everyone|everybody)'?s (?:\w+ )?(?:feeds?|accounts?|profiles?|settings|polic\w+|filters?|preferences"
+    r"|recommendations|moderation|blocks?)\b"
     # another person's feed by name: "bob's feed" (see also _ADDRESSED below)
     r"|\b(?!today'|tonight'|tomorrow'|this week'|week'|weekend'|month'|year')[a-z]+'s (?:feed|account|profile"
     r"|settings|polic\w+|filters?|preferences|recommendations)\b"
@@ -236,9 +239,15 @@ _ADDRESSED = (re.compile(r"^\W*for ([a-z][\w-]*)\s*[,:]"),  # "for bob, unblock 
                          r"|do the same for) ([a-z][\w-]*)"))  # "apply this to bob" (not "change it to ...")
 
 
-def check_identity_safe(text: str) -> None:
-    """Refuse text that addresses other users or the schema; ids only ever come from the caller."""
+def check_identity_safe(text: str, lexicon: Any = None) -> None:
+    """Refuse text that addresses other users or the schema; ids only ever come from the caller. With the parser's
+    `lexicon`, film titles of two words or more are read as titles first ("more like Dial M for Murder", "Waiting
+    for Guffman", "Everybody's Fine" address nobody); a one-word title stays a possible name ("no horror for Annie")."""
     folded = fold(text)
+    if lexicon is not None:
+        for sp in sorted(lexicon.spans(folded, text), key=lambda s: -s.start):
+            if sp.attr == "title" and len(folded[sp.start:sp.end].split()) >= 2:
+                folded = folded[:sp.start] + "movie" + folded[sp.end:]
     allowed = _FOR_SCOPES | {"mine", "all"}
     named = [(i, m.group(1)) for i, rx in enumerate(_ADDRESSED) for m in rx.finditer(folded)]
     if _CROSS_USER.search(folded) or any(
@@ -276,7 +285,7 @@ class CommandRouter:
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_COMMAND_CHARS:
             return RouteKind.NEITHER, None, []  # commands are short; long messages are ordinary chat
         require_valid_text(text)  # InvalidTextError (a CommandError): nothing below can process it
-        check_identity_safe(text)
+        check_identity_safe(text, getattr(self.parser, "lexicon", None))
         text = without_questions(text)
         if not text:
             return RouteKind.NEITHER, None, []

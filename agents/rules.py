@@ -57,11 +57,12 @@ _RULES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
      {"intent": "add", "polarity": "-", "kind": "hard"}),
 )
 #: Permission said again is a lift too ("X is fine again", "you can show X again": the rule goes; wanting more X
-#: is "show me X again", below).
+#: is "show me X again", below). "80s movies are fine too" after "nothing before 2000" lifts the year bound (it had
+#: stored "only 80s", a narrower feed than either); a lift never narrows, so it may allow more than was named.
 _LIFT = re.compile(rf"^(?:\W*(?:please|and|also|just|ok|okay|actually|hey|hmm|so|but)\s+)*(?:(?:allow|unblock|unban"
                    rf"|unmute) {_V}|lift the {_V}(?: \w+)? (?:ban|filter|block|restriction|limit)s?"
                    rf"|{_V}(?: movies| films)? (?:is|are) (?:ok|okay|fine|allowed|alright|acceptable)"
-                   rf"(?: now| again)?\W*$"
+                   rf"(?: now| again| too| as well| also)?\W*$"
                    rf"|(?:you can|you may|feel free to) (?:show|include|recommend|suggest)(?: me)?(?: the| some)? {_V}"
                    rf"(?: movies| films)? again\b)")
 #: "show me X again", "X again please", "bring back X", "put X back", "X is back": re-enable X (when not negated).

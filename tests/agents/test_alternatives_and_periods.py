@@ -586,3 +586,52 @@ def test_since_a_decade_is_a_date_not_a_reason(parser, text, want):
     """The reason rule cut "since the 90s" off (the year bound was lost)."""
     _, cmd, _ = CommandRouter(parser).classify(text)
     assert cmd is not None and want in {(p.attribute, p.value, p.polarity) for p in cmd.preferences}
+
+
+@pytest.mark.parametrize("text,scope", [("for now, no horror", "session"), ("no horror, for now", "session"),
+                                        ("tonight, no horror", "session"), ("no horror, tonight", "session"),
+                                        ("no horror, just this time", "next_feed"),
+                                        ("no horror, but only this time", "next_feed"),
+                                        ("forever, no horror", "persistent")])
+def test_a_period_said_apart_from_its_command_still_scopes_it(parser, text, scope):
+    # a comma left "for now" / "just this time" as a clause of its own: the wish was stored as lasting, and "just"
+    # became a free-text preference
+    (pref,) = parser.parse(text, now=NOW).preferences
+    assert (pref.attribute, pref.value, pref.polarity, pref.scope) == ("genre", "Horror", "-", scope)
+    assert (pref.expires_at is not None) == ("tonight" in text)
+
+
+@pytest.mark.parametrize("text,want", [
+    ("please no more horror movies for the kids", {("genre", "Horror", "-")}),  # had also excluded Children
+    ("only comedies for date night", {("genre", "Comedy", "+")}),  # had also filtered on the film "Date Night"
+    ("only animation for the children", {("genre", "Animation", "+")}),
+    ("something for the kids", {("genre", "Children", "+")}),  # alone, the audience is the request
+])
+def test_who_or_when_a_feed_is_for_is_no_value_of_it(parser, text, want):
+    assert {(p.attribute, p.value, p.polarity) for p in parser.parse(text, now=NOW).preferences} == want
+
+
+@pytest.mark.parametrize("text", ["more like Dial M for Murder", "something like Waiting for Guffman",
+                                  "more of everybody's favourite comedies"])
+def test_titles_and_phrases_that_look_like_an_addressee_are_not_cross_user(parser, text):
+    CommandRouter(parser).classify(text)  # had raised CrossUserCommandError
+
+
+@pytest.mark.parametrize("text", ["no horror for bob", "no horror for Annie", "set everyone's feed to no comedies",
+                                  "reset everyones preferences", "unblock spam in everybody's moderation settings"])
+def test_addressing_someone_else_is_still_refused(parser, text):
+    from agents.router import CrossUserCommandError
+
+    with pytest.raises(CrossUserCommandError):
+        CommandRouter(parser).classify(text)
+
+
+@pytest.mark.parametrize("earlier,later,left", [
+    ("nothing before 2000", "actually 80s movies are fine too", set()),  # had become "only the 80s"
+    ("no comedies, nothing before 2000", "comedies are fine too", {("year", 2000)}),
+    ("no comedies", "90s films are fine as well", {("genre", "Comedy")}),  # nothing of the year's to lift
+])
+def test_permission_said_with_too_lifts_and_never_narrows(parser, earlier, later, left):
+    policy, _ = merge(RecPolicy(), parser.parse(earlier, now=NOW), now=NOW)
+    policy, _ = merge(policy, parser.parse(later, now=NOW), now=NOW)
+    assert {(p.attribute, p.value) for p in policy.preferences} == left
