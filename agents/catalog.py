@@ -44,8 +44,9 @@ def default_data_dir() -> Path:
 
 
 def fold(text: str) -> str:
-    """Lowercase + strip accents ("Amélie" -> "amelie") so commands match catalog strings."""
-    nfkd = unicodedata.normalize("NFKD", text)
+    """Lowercase + strip accents ("Amélie" -> "amelie") so commands match catalog strings; a typographic apostrophe
+    is the plain one ("Schindler’s List", "before ’85"; a replacement of the same length)."""
+    nfkd = unicodedata.normalize("NFKD", text.replace("\u2019", "'"))
     return "".join(c for c in nfkd if not unicodedata.combining(c)).lower()
 
 

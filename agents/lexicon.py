@@ -65,13 +65,13 @@ _WORD_DECADES = {"twenties": 1920, "thirties": 1930, "forties": 1940, "fifties":
                  "seventies": 1970, "eighties": 1980, "nineties": 1990}
 _RANGE = re.compile(r"\b(?:between|from)\s+(\d{4})\s*(?:and|to|-|–|until|till)\s*(\d{4})\b"
                     r"|\b(\d{4})\s*[-–]\s*(\d{4})\b")
-_LE_EXCL = re.compile(r"\b(?:before|older than|earlier than|prior to|pre-?)\s*(\d{4})\b")
-_LE_INCL = re.compile(r"\b(?:until|up to|till|no later than|through)\s+(\d{4})\b"
-                      r"|\b(\d{4})\s+or\s+(?:earlier|older|before)\b")
-_GE_EXCL = re.compile(r"\b(?:after|newer than|later than|more recent than|post-?)\s*(\d{4})\b")
-_GE_INCL = re.compile(r"\b(?:since|no earlier than|starting)\s+(\d{4})\b"
-                      r"|\b(\d{4})\s+(?:or|and)\s+(?:later|newer|after|onwards?)\b"
-                      r"|\bfrom\s+(\d{4})\s+on(?:wards?)?\b")
+_LE_EXCL = re.compile(r"\b(?:before|older than|earlier than|prior to|pre-?)\s*(\d{4}|'\d\d)\b")
+_LE_INCL = re.compile(r"\b(?:until|up to|till|no later than|through)\s+(\d{4}|'\d\d)\b"
+                      r"|\b(\d{4}|'\d\d)\s+or\s+(?:earlier|older|before)\b")
+_GE_EXCL = re.compile(r"\b(?:after|newer than|later than|more recent than|post-?)\s*(\d{4}|'\d\d)\b")
+_GE_INCL = re.compile(r"\b(?:since|no earlier than|starting)\s+(\d{4}|'\d\d)\b"
+                      r"|\b(\d{4}|'\d\d)\s+(?:or|and)\s+(?:later|newer|after|onwards?)\b"
+                      r"|\bfrom\s+(\d{4}|'\d\d)\s+on(?:wards?)?\b")
 _EQ = re.compile(r"\b(?:from|in|of|released in|made in|year)\s+(\d{4})\b")
 # A decade after a bound word is one bound, not "only that decade": "before the 90s" = up to 1989, "after the 80s" =
 # from 1990, "since the 90s" / "80s or later" = from 1990 / 1980, "until the 90s" = up to 1999. (decade, op, which
@@ -86,6 +86,15 @@ _DECADE_BOUNDS = (
                 rf"|\b{_DEC}\s+(?:or|and)\s+(?:later|newer|after|onwards?)\b|\bfrom\s+{_DEC}\s+on(?:wards?)?\b"),
      "ge", 0, 0),
 )
+
+
+def _year_value(text: str) -> int:
+    """1990 for "1990"; a year written short after a bound word ("before '85") is read in the nearest century
+    before the catalog's horizon: '00-'29 are 2000-2029, '30-'99 are 1930-1999."""
+    if text.startswith("'"):
+        yy = int(text[1:])
+        return (2000 if yy < 30 else 1900) + yy
+    return int(text)
 
 
 def _decade_start(text: str) -> int:
@@ -234,7 +243,7 @@ def year_spans(clause: str) -> list[Span]:
     for rx, op, delta in ((_LE_EXCL, "le", -1), (_LE_INCL, "le", 0), (_GE_EXCL, "ge", 1), (_GE_INCL, "ge", 0)):
         for m in rx.finditer(clause):
             if ok(m):
-                y = int(next(g for g in m.groups() if g))
+                y = _year_value(next(g for g in m.groups() if g))
                 out.append(Span("year", y + delta, op, m.start(), m.end()))
                 used.append((m.start(), m.end()))
     for m in _DECADE.finditer(clause):

@@ -635,3 +635,12 @@ def test_permission_said_with_too_lifts_and_never_narrows(parser, earlier, later
     policy, _ = merge(RecPolicy(), parser.parse(earlier, now=NOW), now=NOW)
     policy, _ = merge(policy, parser.parse(later, now=NOW), now=NOW)
     assert {(p.attribute, p.value) for p in policy.preferences} == left
+
+
+@pytest.mark.parametrize("text,bound", [("no movies before '85", ("ge", 1985)), ("only movies after '99", ("ge", 2000)),
+                                        ("nothing before \u201985 please", ("ge", 1985)),
+                                        ("movies up to '05", ("le", 2005))])
+def test_a_year_written_short_after_a_bound_word(parser, text, bound):
+    # had been a free-text wish "before '85"
+    (pref,) = parser.parse(text, now=NOW).preferences
+    assert (pref.attribute, pref.operator, pref.value, pref.kind) == ("year", *bound, "hard")
