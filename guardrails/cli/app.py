@@ -18,12 +18,14 @@ from rich.table import Table
 from ..detector import discover
 from ..errors import RailguardError
 from .output import emit_json, err_console, fail, setup_logging
+from .settings import settings_app
 
 log = logging.getLogger("railguard.cli")
 app = typer.Typer(name="railguard", help="Guardrails and per-user personalization for conversational agents.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Install and list the embedded default models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(settings_app, name="settings")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
 

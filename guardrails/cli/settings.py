@@ -1,0 +1,178 @@
+"""`railguard settings`: read and change one user's stored settings from the command line.
+
+The same store (`--db`, else `RAILGUARD_DB_URL`, else the default SQLite file) and the same operations the HTTP
+service offers (`POST /v1/users/{u}/settings/{section}/{operation}`, registered by plugins under
+``railguard.settings_operations``): an operator blocks a category for one user, looks at what a user has set, or
+reads who changed it when, without a running service. Every change is one versioned, audited write (actor "cli").
+
+    railguard settings apply --user alice moderation block --input '{"name": "crypto", "examples": ["..."]}'
+    railguard settings apply --user alice rec_policy command --input '{"text": "no more horror"}'
+    railguard settings show --user alice --section moderation --json
+    railguard settings audit --user alice
+    railguard settings erase --user alice --yes
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..errors import RailguardError
+from .output import emit_json, err_console, fail
+
+settings_app = typer.Typer(help="Read and change one user's stored settings (moderation, feed policy, guard).",
+                           no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
+UserOpt = Annotated[str, typer.Option("--user", help="End-user id.")]
+TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant the user belongs to.")]
+DbOpt = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the settings store.")]
+ACTOR = "cli"
+
+
+def _open(db: str | None, user: str) -> Any:
+    from ..store import SettingsStore
+    from ..text import check_id
+
+    check_id(user, "user_id")
+    return SettingsStore(db)
+
+
+def _payload(text: str | None, file: Path | None) -> Any:
+    if text is not None and file is not None:
+        raise RailguardError("give at most one of --input or --input-file")
+    raw = text if text is not None else file.read_text(encoding="utf-8") if file is not None else "{}"
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise RailguardError(f"the operation's input is not JSON (line {exc.lineno}, column {exc.colno})") from None
+
+
+@settings_app.command("show")
+def show(user: UserOpt, tenant: TenantOpt = "default", db: DbOpt = None,
+         section: Annotated[str | None, typer.Option("--section", help="Only this section.")] = None,
+         as_json: JsonOpt = False) -> None:
+    """A user's settings (every section, or one) and their version."""
+    try:
+        store = _open(db, user)
+        try:
+            if not store.exists(tenant, user):
+                fail(f"no settings stored for this user in tenant {tenant!r}", as_json=as_json)
+            stored = store.get(tenant, user)
+        finally:
+            store.close()
+    except (RailguardError, OSError) as exc:
+        fail(str(exc), as_json=as_json)
+    body: dict[str, Any] = {"user_id": user, "tenant_id": tenant, "version": stored.version,
+                            "settings": stored.settings if section is None else
+                            {section: stored.settings.get(section, {})}}
+    if as_json:
+        emit_json(body)
+        return
+    Console().print_json(json.dumps(body, default=str))
+
+
+@settings_app.command("apply")
+def apply(section: Annotated[str, typer.Argument(help="Settings section, e.g. moderation or rec_policy.")],
+          operation: Annotated[str, typer.Argument(help="Operation name (see `railguard settings operations`).")],
+          user: UserOpt, tenant: TenantOpt = "default", db: DbOpt = None,
+          input_json: Annotated[str | None, typer.Option("--input", help="The operation's input, a JSON object.")]
+          = None,
+          input_file: Annotated[Path | None, typer.Option("--input-file", help="Read the input from this file.")]
+          = None,
+          as_json: JsonOpt = False) -> None:
+    """Run one registered operation on a user's section: one atomic, versioned, audited write. Bad input changes
+    nothing."""
+    from ..store import run_operation, section_operations
+
+    try:
+        payload = _payload(input_json, input_file)
+        known = section_operations()
+        if section not in known:
+            fail(f"no operations for section {section!r}; sections with operations: {sorted(known)}",
+                 as_json=as_json)
+        if operation not in known[section]:
+            fail(f"section {section!r} has no operation {operation!r}; known: {sorted(known[section])}",
+                 as_json=as_json)
+        store = _open(db, user)
+        try:
+            saved = run_operation(store, tenant, user, section, known[section][operation], payload, actor=ACTOR)
+        finally:
+            store.close()
+    except (RailguardError, OSError) as exc:
+        fail(str(exc), as_json=as_json)
+    if as_json:
+        emit_json({"user_id": user, "tenant_id": tenant, "version": saved.version,
+                   "section": section, "settings": saved.settings.get(section, {})})
+        return
+    err_console.print(f"{escape(section)}.{escape(operation)} applied for {escape(user)}: version {saved.version}")
+
+
+@settings_app.command("operations")
+def operations(as_json: JsonOpt = False) -> None:
+    """The operations each section offers, with their input schemas (--json)."""
+    from ..store import section_operations
+
+    try:
+        known = section_operations()
+    except RailguardError as exc:
+        fail(str(exc), as_json=as_json)
+    if as_json:
+        emit_json({s: {n: {"summary": op.summary, "input": op.body.model_json_schema()}
+                       for n, op in sorted(ops.items())} for s, ops in sorted(known.items())})
+        return
+    table = Table("section", "operation", "input fields", "what")
+    for s, ops in sorted(known.items()):
+        for n, op in sorted(ops.items()):
+            table.add_row(s, n, ", ".join(op.body.model_fields), op.summary)
+    Console().print(table)
+
+
+@settings_app.command("audit")
+def audit(user: UserOpt, tenant: TenantOpt = "default", db: DbOpt = None,
+          limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20, as_json: JsonOpt = False) -> None:
+    """Who changed this user's settings when, newest first (changed paths and digests, never values)."""
+    try:
+        store = _open(db, user)
+        try:
+            entries = store.history(tenant, user, limit=limit)
+        finally:
+            store.close()
+    except (RailguardError, OSError) as exc:
+        fail(str(exc), as_json=as_json)
+    if as_json:
+        emit_json({"entries": [e.model_dump(mode="json") for e in entries]})
+        return
+    table = Table("version", "when", "actor", "op", "changed")
+    for e in entries:
+        shown = ", ".join(e.changed[:3]) + (f" (+{len(e.changed) - 3} more)" if len(e.changed) > 3 else "")
+        table.add_row(str(e.version), f"{e.at:%Y-%m-%d %H:%M:%S}", escape(e.actor), escape(str(e.op)), escape(shown))
+    Console().print(table)
+
+
+@settings_app.command("erase")
+def erase(user: UserOpt, tenant: TenantOpt = "default", db: DbOpt = None,
+          yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
+          as_json: JsonOpt = False) -> None:
+    """Forget a user in the store: settings, session state and audit trail, in one transaction. A running service
+    over the same database also caches per-user detector state: erase through it (`POST /v1/users/{u}/erase`)."""
+    if not yes:
+        fail("erasing a user cannot be undone: add --yes", as_json=as_json)
+    try:
+        store = _open(db, user)
+        try:
+            removed = store.erase_user(tenant, user)
+        finally:
+            store.close()
+    except (RailguardError, OSError) as exc:
+        fail(str(exc), as_json=as_json)
+    if as_json:
+        emit_json({"user_id": user, "tenant_id": tenant, "removed": removed})
+        return
+    err_console.print(f"erased {escape(user)}: {removed}")

@@ -1,0 +1,90 @@
+"""`railguard settings`: one user's stored settings from the command line, through the same registered operations
+the HTTP service runs (one versioned, audited write each; bad input writes nothing; users kept apart)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from guardrails.cli.app import app
+from guardrails.store import SettingsStore
+
+PITCH = "Get in early on $DOGEX, 50x guaranteed, pump starts at 9pm!"
+
+
+@pytest.fixture
+def db(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'settings.db'}"
+
+
+def _run(*args: str) -> tuple[int, dict]:
+    res = CliRunner().invoke(app, [*args, "--json"])
+    lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stdout  # exactly one JSON object, whatever the outcome
+    return res.exit_code, json.loads(lines[0])
+
+
+def _stored(db: str, user: str):
+    store = SettingsStore(db)
+    try:
+        return store.get("default", user) if store.exists("default", user) else None
+    finally:
+        store.close()
+
+
+def test_apply_show_and_audit(db):
+    code, out = _run("settings", "apply", "moderation", "block", "--user", "alice", "--db", db,
+                     "--input", json.dumps({"name": "crypto", "examples": [PITCH]}))
+    assert code == 0 and out["version"] == 1 and out["settings"]["categories"]["crypto"]["examples"] == [PITCH]
+    code, out = _run("settings", "apply", "moderation", "unblock", "--user", "alice", "--db", db,
+                     "--input", '{"name": "spam"}')
+    assert code == 0 and out["version"] == 2
+    code, shown = _run("settings", "show", "--user", "alice", "--db", db, "--section", "moderation")
+    assert code == 0 and shown["settings"]["moderation"]["categories"]["spam"]["action"] == "allow"
+    code, audit = _run("settings", "audit", "--user", "alice", "--db", db)
+    assert code == 0 and [e["version"] for e in audit["entries"]] == [2, 1]
+    assert all(e["actor"] == "cli" for e in audit["entries"]) and PITCH not in json.dumps(audit)  # digests only
+    assert _stored(db, "bob") is None  # nobody else was written
+
+
+def test_a_feed_command_from_the_command_line(db):
+    code, out = _run("settings", "apply", "rec_policy", "command", "--user", "alice", "--db", db,
+                     "--input", '{"text": "no more horror"}')
+    assert code == 0
+    assert [(p["value"], p["polarity"]) for p in out["settings"]["preferences"]] == [("Horror", "-")]
+
+
+@pytest.mark.parametrize("args, match", [
+    (["moderation", "block", "--input", '{"name": "crypto", "colour": 1}'], "Extra inputs are not permitted"),
+    (["moderation", "block", "--input", "{name: crypto"], "not JSON"),
+    (["moderation", "unblock_everything_for_everyone"], "has no operation"),
+    (["nosuch", "block"], "no operations for section"),
+    (["guard", "block"], "no operations for section"),  # the spine's own section takes no plugin operations
+    (["moderation", "unblock", "--input", '{"name": "nosuch"}'], "nosuch"),
+    (["rec_policy", "command", "--input", '{"text": "what year was Fargo released?"}'], "no feed preference"),
+])
+def test_bad_input_writes_nothing(db, args, match):
+    code, out = _run("settings", "apply", *args, "--user", "alice", "--db", db)
+    assert code == 2 and match in out["error"]
+    assert _stored(db, "alice") is None
+
+
+def test_erase_asks_for_confirmation_then_forgets(db):
+    _run("settings", "apply", "moderation", "reset", "--user", "alice", "--db", db)
+    _run("settings", "apply", "moderation", "reset", "--user", "bob", "--db", db)
+    code, out = _run("settings", "erase", "--user", "alice", "--db", db)
+    assert code == 2 and "--yes" in out["error"] and _stored(db, "alice") is not None
+    code, out = _run("settings", "erase", "--user", "alice", "--db", db, "--yes")
+    assert code == 0 and out["removed"]["settings"] == 1 and out["removed"]["audit"] == 1
+    code, out = _run("settings", "show", "--user", "alice", "--db", db)
+    assert code == 2 and "no settings stored" in out["error"]
+    assert _stored(db, "bob") is not None  # only alice
+
+
+def test_operations_are_listed_and_bad_ids_refused(db):
+    code, ops = _run("settings", "operations")
+    assert code == 0 and {"block", "unblock"} <= set(ops["moderation"]) and "command" in ops["rec_policy"]
+    code, out = _run("settings", "show", "--user", "a\u0000b", "--db", db)
+    assert code == 2 and "user_id" in out["error"]
