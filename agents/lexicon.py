@@ -11,7 +11,7 @@ import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from .catalog import GENRES, Catalog, clean_title, fold
@@ -89,11 +89,11 @@ _DECADE_BOUNDS = (
 
 
 def _year_value(text: str) -> int:
-    """1990 for "1990"; a year written short after a bound word ("before '85") is read in the nearest century
-    before the catalog's horizon: '00-'29 are 2000-2029, '30-'99 are 1930-1999."""
+    """1990 for "1990"; a year written short after a bound word ("before '85") is the latest such year not in the
+    future ('05 is 2005, '29 is 1929 until 2029)."""
     if text.startswith("'"):
         yy = int(text[1:])
-        return (2000 if yy < 30 else 1900) + yy
+        return (2000 if yy <= datetime.now(UTC).year % 100 else 1900) + yy
     return int(text)
 
 

@@ -31,7 +31,7 @@ from guardrails.errors import ConfigError
 from .catalog import Catalog, fold
 from .embeddings import TextEncoder
 from .lexicon import TIME_PHRASE, UNKNOWN_ATTR, Lexicon, Span, expiry_for, flip_year, tokenize
-from .rules import framing_rules
+from .rules import asks_gone, framing_rules
 from .schema import (
     MAX_PREFS,
     MAX_YEAR,
@@ -53,12 +53,8 @@ MAX_COMMAND_CHARS = 2000
 _SPLIT = re.compile(r"[,;!?]|\.(?=\s|$)|\s(?:and|but|or|also|plus|while|then|though|however)\s")
 _FILLER = {"movies", "movie", "films", "film", "the", "some", "any", "a", "an", "please", "stuff", "ones",
            "too", "as", "well", "either", "x", "year", "of", "them"}
-#: The predicate of "I want X and Y gone": a fragment of values plus these joins the wish before it, so both go.
-_GONE_TAIL = {"gone", "out", "removed", "blocked", "hidden", "banned", "excluded", "away", "off", "my", "feed",
-              "list", "recommendations", "now", "asap", "completely", "entirely"}
+#: Words that may make the predicate of "I want X and Y gone" (`rules.asks_gone` decides on the joined clause).
 _GONE_WORDS = {"gone", "out", "removed", "blocked", "hidden", "banned", "excluded", "away", "off"}
-_WISH_ENDING_IN_VALUES = re.compile(r"\b(?:i want|i'd like|i would like|i need)(?: all| the| any)?"
-                                    r" X(?:(?: movies| films)?(?:,| and| or)? X)*(?: movies| films)?$")
 _FRAMING = re.compile(
     r"^(?:(?:ok|okay|hey|hmm|actually|so|well|i(?:'d| would)? (?:like|love|want)|give me|show me|i want|"
     r"i'm in the mood for|in the mood for|"
@@ -83,6 +79,11 @@ def mask(clause: str, spans: list[Span]) -> str:
         last = sp.end
     out.append(clause[last:])
     return re.sub(r"\s+", " ", "".join(out)).strip()
+
+
+def _has_values(folded: str, text: str, piece: list[int], lex: Lexicon) -> bool:
+    a, b = piece
+    return bool(lex.spans(folded[a:b], text[a:b]))
 
 
 def _masked_fragment(folded: str, text: str, piece: list[int], lex: Lexicon) -> str:
@@ -110,20 +111,22 @@ def split_clauses(text: str, lex: Lexicon) -> list[tuple[str, str]]:
         sp = lex.spans(frag, text[a:b])
         rest = [t[2] for t in tokenize(_SCOPE_WORDS.sub(" ", TIME_PHRASE.sub(" ", mask(frag, sp).lower())))]
         # "for now", "tonight", "this week", "just this time": a period or scope said on its own
-        scope_only = (not sp and all(w in ("just", "only", "but", "though") for w in rest)
+        # ("only for tonight" is left alone: the heads read its "only" as a wish)
+        scope_only = (not sp and all(w in ("just", "but", "though") for w in rest)
                       and bool(_SCOPE_WORDS.search(frag) or TIME_PHRASE.search(frag)))
         if lead is not None:
             a, lead = lead, None
-        elif scope_only and not merged and n + 1 < len(pieces):
-            lead = a
+        elif scope_only and n + 1 < len(pieces) and (not merged or not _has_values(folded, text, merged[-1], lex)):
+            lead = a  # "for now, no horror", "hmm, for now, no horror"
             continue
         elif scope_only and merged:  # "no horror, for now": the scope closes the clause before it
             merged[-1][1] = b
             continue
         bare = bool(sp) and all(w in _FILLER for w in rest)
+        # "I want horror and comedy gone": joined at a plain "and"/"or" when the whole reads as wanting them gone
         gone_tail = (bool(sp) and bool(merged) and any(w in _GONE_WORDS for w in rest)
-                     and all(w in _FILLER or w in _GONE_TAIL for w in rest)
-                     and bool(_WISH_ENDING_IN_VALUES.search(_masked_fragment(folded, text, merged[-1], lex))))
+                     and folded[merged[-1][1]:a].strip() in ("and", "or")
+                     and asks_gone(_masked_fragment(folded, text, [merged[-1][0], b], lex)))
         if (bare or gone_tail) and merged:
             merged[-1][1] = b
         else:
@@ -278,7 +281,7 @@ class StudentParser(BaseEstimator):
             hp = framing_rules(m, hp) if spans else hp
             try:
                 # the heads read the audience masked like any value (as trained); only its value is dropped
-                self._apply_clause(cmd, clause, orig, _without_audience(clause, spans), hp, now)
+                self._apply_clause(cmd, clause, orig, _without_audience(clause, spans, hp["polarity"]), hp, now)
             except ValidationError as exc:
                 raise CommandError(f"cannot use {orig!r}: {exc.errors()[0]['msg']}") from None
         if len(cmd.preferences) > MAX_PREFS or len(cmd.retractions) > MAX_PREFS:  # appended past the model's bound
@@ -305,7 +308,8 @@ class StudentParser(BaseEstimator):
                 for key in keys:
                     if key not in seen:
                         seen.add(key)
-                        cmd.retractions.append(Retraction(attribute=key[0], value=key[1], source=orig))  # type: ignore[arg-type]
+                        cmd.retractions.append(Retraction(attribute=key[0], value=key[1],  # type: ignore[arg-type]
+                                                          kind=hp.get("retract_kind"), source=orig))  # type: ignore[arg-type]
                 return
             for attr, rx in _RETRACT_ATTR:
                 if re.search(rx, clause):
@@ -358,18 +362,24 @@ class StudentParser(BaseEstimator):
 _EITHER = re.compile(r"(?:,|/|&|\b(?:or|and)\b)")
 
 
-#: "... for the kids" / "... for date night" (not "in the mood for X", "looking for X", "I'm up for X": a wish)
+#: "... for the kids" / "... for date night" (not "in the mood for X", "looking for X", "I'm up for X": a wish;
+#: not "except for X")
 _FOR_AUDIENCE = re.compile(r"(?<!mood )(?<!looking )(?<!search )(?<!searching )(?<!up )(?<!go )(?<!ask )(?<!asking )"
-                           r"\bfor (?:the |my |our |your |a |an )?$")
+                           r"(?<!except )(?<!but )(?<!save )\bfor (?:the |my |our |your |a |an )?$")
+_CLAUSE_END = re.compile(r"^(?:\s*(?:movies?|films?|please|pls|tonight|today|too|again|now)\b)*\W*$")
 
 
-def _without_audience(clause: str, spans: list[Span]) -> list[Span]:
+def _without_audience(clause: str, spans: list[Span], polarity: str) -> list[Span]:
     """Spans less the audience or occasion of a clause that names something else: "no more horror movies for the
     kids" excludes horror, not children's films; "only comedies for date night" is no filter on the film "Date
-    Night". Alone, the same words are the request ("something for the kids")."""
+    Night" (a title ending the clause). A wish keeps children's films ("only comedies for kids": the parent wants
+    them); alone, the audience is the request ("something for the kids")."""
     def audience(sp: Span) -> bool:
-        return ((sp.attr == "title" or (sp.attr == "genre" and sp.value == "Children"))
-                and bool(_FOR_AUDIENCE.search(clause[:sp.start])))
+        if not _FOR_AUDIENCE.search(clause[:sp.start]):
+            return False
+        if sp.attr == "title":
+            return bool(_CLAUSE_END.match(clause[sp.end:]))
+        return sp.attr == "genre" and sp.value == "Children" and polarity == "-"
 
     kept = [sp for sp in spans if not audience(sp)]
     return kept if kept else spans

@@ -63,9 +63,8 @@ _CROSS_USER = re.compile(
     r"|members?|customers?|tenants?|subscribers?)\b|\beach\s+(?:users?|accounts?|profiles?|customers?|tenants?)\b"
     r"|\b(?:entire|whole)\s+(?:user\s*base|userbase|customer\s*base)\b"
     r"|\bfor (?:everyone|everybody)\b|\bon behalf of\b|\buser[_-][a-z0-9]+\b"
-    # "everyone's feed" / "everybodys settings" (not "everybody's favourite comedies")
-    r"|\b(?:everyone|everybody)'?s (?:\w+ )?(?:feeds?|accounts?|profiles?|settings|polic\w+|filters?|preferences"
-    r"|recommendations|moderation|blocks?)\b"
+    # "everyone's feed", "everybodys recs" (not "everybody's favourite comedies")
+    r"|\b(?:everyone|everybody)'?s\b(?! (?:all[- ]time )?(?:favou?rites?|fave?s?|go-to|beloved|top)\b)"
     # another person's feed by name: "bob's feed" (see also _ADDRESSED below)
     r"|\b(?!today'|tonight'|tomorrow'|this week'|week'|weekend'|month'|year')[a-z]+'s (?:feed|account|profile"
     r"|settings|polic\w+|filters?|preferences|recommendations)\b"
@@ -241,15 +240,19 @@ _ADDRESSED = (re.compile(r"^\W*for ([a-z][\w-]*)\s*[,:]"),  # "for bob, unblock 
 
 def check_identity_safe(text: str, lexicon: Any = None) -> None:
     """Refuse text that addresses other users or the schema; ids only ever come from the caller. With the parser's
-    `lexicon`, film titles of two words or more are read as titles first ("more like Dial M for Murder", "Waiting
-    for Guffman", "Everybody's Fine" address nobody); a one-word title stays a possible name ("no horror for Annie")."""
+    `lexicon`, the trailing "for X" check reads film titles of two words or more as titles ("more like Dial M for
+    Murder", "Waiting for Guffman" address nobody); every other check reads the text as written, so a title is no
+    way around them ("do the same for Jackie Brown", "for all the people I know" stay refused), and a one-word
+    title stays a possible name ("no horror for Annie")."""
     folded = fold(text)
+    titled = folded
     if lexicon is not None:
         for sp in sorted(lexicon.spans(folded, text), key=lambda s: -s.start):
             if sp.attr == "title" and len(folded[sp.start:sp.end].split()) >= 2:
-                folded = folded[:sp.start] + "movie" + folded[sp.end:]
+                titled = titled[:sp.start] + "movie" + titled[sp.end:]
     allowed = _FOR_SCOPES | {"mine", "all"}
-    named = [(i, m.group(1)) for i, rx in enumerate(_ADDRESSED) for m in rx.finditer(folded)]
+    named = [(i, m.group(1)) for i, rx in enumerate(_ADDRESSED)
+             for m in rx.finditer(titled if i == _TRAILING_FOR else folded)]
     if _CROSS_USER.search(folded) or any(
             w not in allowed and not (i == _TRAILING_FOR and w in _AUDIENCE_WORDS) for i, w in named):
         raise CrossUserCommandError(

@@ -57,14 +57,20 @@ _RULES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
      {"intent": "add", "polarity": "-", "kind": "hard"}),
 )
 #: Permission said again is a lift too ("X is fine again", "you can show X again": the rule goes; wanting more X
-#: is "show me X again", below). "80s movies are fine too" after "nothing before 2000" lifts the year bound (it had
-#: stored "only 80s", a narrower feed than either); a lift never narrows, so it may allow more than was named.
+#: is "show me X again", below).
 _LIFT = re.compile(rf"^(?:\W*(?:please|and|also|just|ok|okay|actually|hey|hmm|so|but)\s+)*(?:(?:allow|unblock|unban"
                    rf"|unmute) {_V}|lift the {_V}(?: \w+)? (?:ban|filter|block|restriction|limit)s?"
                    rf"|{_V}(?: movies| films)? (?:is|are) (?:ok|okay|fine|allowed|alright|acceptable)"
-                   rf"(?: now| again| too| as well| also)?\W*$"
+                   rf"(?: now| again)?\W*$"
                    rf"|(?:you can|you may|feel free to) (?:show|include|recommend|suggest)(?: me)?(?: the| some)? {_V}"
                    rf"(?: movies| films)? again\b)")
+#: "80s movies are fine too" after "nothing before 2000": the year bounds go (the heads had stored "only the 80s", a
+#: narrower feed than either). A lift never narrows, so it may allow more than was named. Only for years: "dramas are
+#: fine too" after "only comedies" asks to add, which a lift would not do ("romantic comedies are fine too" would
+#: have dropped "only comedies").
+_YEAR_LIFT = re.compile(r"^(?:\W*(?:please|and|also|just|ok|okay|actually|hey|hmm|so|but)\s+)*(?:YEAR ?)+"
+                        r"(?: movies| films| stuff)? (?:is|are) (?:ok|okay|fine|allowed|alright|acceptable)"
+                        r"(?: too| as well| also)\W*$")
 #: "show me X again", "X again please", "bring back X", "put X back", "X is back": re-enable X (when not negated).
 _REENABLE = re.compile(rf"{_V}.*\bagain\b|\bagain\b.*{_V}|\bbring (?:back )?(?:the |some )?{_V}(?: back)?\b"
                        rf"|\bput (?:the |some )?{_V} back\b|{_V} (?:is|are) back\b")
@@ -98,6 +104,11 @@ _DONT_WANT = re.compile(_WISH_LEAD + r"i (?:dont|don't|do not)"
                         r" (?:want|need)(?: to (?:see|watch))?(?: any| more| the)? X\b")
 
 
+def asks_gone(masked: str) -> bool:
+    """Whether a masked clause asks for its values gone ("i want X and X gone", "i'd like X out of my feed")."""
+    return bool(_ASK_GONE.search(masked))
+
+
 def framing_rules(masked: str, heads: dict[str, str]) -> dict[str, str]:
     """The heads' outputs for one masked clause, corrected by the idiom table (a new dict; input untouched)."""
     out = dict(heads)
@@ -112,8 +123,10 @@ def framing_rules(masked: str, heads: dict[str, str]) -> dict[str, str]:
     if _ASK_GONE.search(m):
         out.update({"intent": "add", "polarity": "-", "kind": "hard"})
         return out
-    if _LIFT.search(m) and not _NEG.search(m.replace("X", " ").replace("YEAR", " ")):
+    if (_LIFT.search(m) or _YEAR_LIFT.search(m)) and not _NEG.search(m.replace("X", " ").replace("YEAR", " ")):
         out["intent"] = "retract"
+        if _YEAR_LIFT.search(m):
+            out["retract_kind"] = "hard"  # the filters go; a boost for another decade ("more 90s movies") stays
         return out
     if _REENABLE.search(m) and not _NEG.search(m.replace("X", " ").replace("YEAR", " ")):
         # re-enabling replaces an earlier exclusion of the same value (same key, newest wins) with a mild boost;

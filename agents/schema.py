@@ -151,6 +151,7 @@ class Retraction(BaseModel):
 
     attribute: Attribute | None = None
     value: str | int | None = None
+    kind: Kind | None = None  # only filters ("hard") or only boosts ("soft"); None: both
     source: str = ""
 
     @model_validator(mode="after")
@@ -161,6 +162,8 @@ class Retraction(BaseModel):
 
     def matches(self, pref: Preference) -> bool:
         if self.attribute is not None and pref.attribute != self.attribute:
+            return False
+        if self.kind is not None and pref.kind != self.kind:
             return False
         if self.value is None:
             return True

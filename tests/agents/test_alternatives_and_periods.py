@@ -591,7 +591,6 @@ def test_since_a_decade_is_a_date_not_a_reason(parser, text, want):
 @pytest.mark.parametrize("text,scope", [("for now, no horror", "session"), ("no horror, for now", "session"),
                                         ("tonight, no horror", "session"), ("no horror, tonight", "session"),
                                         ("no horror, just this time", "next_feed"),
-                                        ("no horror, but only this time", "next_feed"),
                                         ("forever, no horror", "persistent")])
 def test_a_period_said_apart_from_its_command_still_scopes_it(parser, text, scope):
     # a comma left "for now" / "just this time" as a clause of its own: the wish was stored as lasting, and "just"
@@ -604,7 +603,7 @@ def test_a_period_said_apart_from_its_command_still_scopes_it(parser, text, scop
 @pytest.mark.parametrize("text,want", [
     ("please no more horror movies for the kids", {("genre", "Horror", "-")}),  # had also excluded Children
     ("only comedies for date night", {("genre", "Comedy", "+")}),  # had also filtered on the film "Date Night"
-    ("only animation for the children", {("genre", "Animation", "+")}),
+    ("only animation for the children", {("genre", "Animation", "+"), ("genre", "Children", "+")}),  # a wish keeps it
     ("something for the kids", {("genre", "Children", "+")}),  # alone, the audience is the request
 ])
 def test_who_or_when_a_feed_is_for_is_no_value_of_it(parser, text, want):
@@ -618,7 +617,11 @@ def test_titles_and_phrases_that_look_like_an_addressee_are_not_cross_user(parse
 
 
 @pytest.mark.parametrize("text", ["no horror for bob", "no horror for Annie", "set everyone's feed to no comedies",
-                                  "reset everyones preferences", "unblock spam in everybody's moderation settings"])
+                                  "reset everyones preferences", "unblock spam in everybody's moderation settings",
+                                  # a title in the text is no way around the other checks
+                                  "block horror for all the people I know", "do the same for Jackie Brown",
+                                  "apply this to Annie Hall", "block horror in everyone's recs",
+                                  "turn off horror in everyone's queue"])
 def test_addressing_someone_else_is_still_refused(parser, text):
     from agents.router import CrossUserCommandError
 
@@ -628,8 +631,9 @@ def test_addressing_someone_else_is_still_refused(parser, text):
 
 @pytest.mark.parametrize("earlier,later,left", [
     ("nothing before 2000", "actually 80s movies are fine too", set()),  # had become "only the 80s"
-    ("no comedies, nothing before 2000", "comedies are fine too", {("year", 2000)}),
     ("no comedies", "90s films are fine as well", {("genre", "Comedy")}),  # nothing of the year's to lift
+    ("more 90s movies", "80s movies are fine too", {("year", 1990), ("year", 1999)}),  # a boost is no bound
+    ("only comedies", "romantic comedies are fine too", {("genre", "Comedy")}),  # asks to add: no lift
 ])
 def test_permission_said_with_too_lifts_and_never_narrows(parser, earlier, later, left):
     policy, _ = merge(RecPolicy(), parser.parse(earlier, now=NOW), now=NOW)
@@ -639,8 +643,33 @@ def test_permission_said_with_too_lifts_and_never_narrows(parser, earlier, later
 
 @pytest.mark.parametrize("text,bound", [("no movies before '85", ("ge", 1985)), ("only movies after '99", ("ge", 2000)),
                                         ("nothing before \u201985 please", ("ge", 1985)),
-                                        ("movies up to '05", ("le", 2005))])
+                                        ("movies up to '05", ("le", 2005)),
+                                        ("nothing before '29", ("ge", 1929))])  # not 2029: an empty feed
 def test_a_year_written_short_after_a_bound_word(parser, text, bound):
     # had been a free-text wish "before '85"
     (pref,) = parser.parse(text, now=NOW).preferences
     assert (pref.attribute, pref.operator, pref.value, pref.kind) == ("year", *bound, "hard")
+
+
+@pytest.mark.parametrize("text,want", [
+    # a wish, then something else gone at a comma, "but" or a sentence end: not joined into the wish
+    ("I want comedy but horror gone", {("Comedy", "+"), ("Horror", "-")}),
+    ("I want comedy, but horror gone", {("Comedy", "+"), ("Horror", "-")}),
+    ("I want comedy. Horror gone.", {("Comedy", "+"), ("Horror", "-")}),
+    ("I want comedy and horror off", {("Comedy", "+"), ("Horror", "-")}),
+    # "only for today" is left to the heads, which read "only" as a wish: the exclusion stays one
+    ("no horror, only for today", {("Horror", "-")}),
+    # a wish keeps the children's films it is for; "except for" is no audience
+    ("only comedies for kids", {("Comedy", "+"), ("Children", "+")}),
+    ("more movies like Frozen for the kids", {("Frozen (2013)", "+"), ("Children", "+")}),
+    ("block horror except for the Scream movies", {("Horror", "-"), ("Scream", "-")}),
+])
+def test_what_the_joins_and_the_audience_rule_leave_alone(parser, text, want):
+    prefs = parser.parse(text, now=NOW).preferences
+    assert {(p.value, p.polarity) for p in prefs if p.attribute != "text"} == want
+
+
+@pytest.mark.parametrize("text", ["hmm, for now, no horror", "ok, tonight, no horror"])
+def test_a_period_after_a_filler_opening_still_scopes(parser, text):
+    (pref,) = parser.parse(text, now=NOW).preferences
+    assert (pref.value, pref.polarity, pref.scope) == ("Horror", "-", "session")
