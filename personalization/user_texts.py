@@ -65,8 +65,9 @@ def with_variations(texts: list[str], n_variations: object, *, seed: int = 0) ->
     if isinstance(n_variations, bool) or not isinstance(n_variations, int) or not 0 <= n_variations <= MAX_EXAMPLES:
         raise InvalidInputError(f"n_variations must be an integer from 0 to {MAX_EXAMPLES}, got {n_variations!r}")
     if len(texts) * (1 + n_variations) > MAX_RAW_ITEMS:  # refused before generating what could never be stored
-        raise InvalidInputError(f"{len(texts)} text(s) with {n_variations} variation(s) each exceed {MAX_RAW_ITEMS} "
-                                f"items; a list holds at most {MAX_EXAMPLES}")
+        raise InvalidInputError(f"{len(texts)} text(s) with {n_variations} variation(s) each make "
+                                f"{len(texts) * (1 + n_variations)} items, more than the {MAX_RAW_ITEMS} one request "
+                                f"may carry (a category keeps at most {MAX_EXAMPLES} distinct examples)")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidInputError(f"seed must be an integer, got {type(seed).__name__}")
     if not n_variations:

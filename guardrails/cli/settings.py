@@ -32,26 +32,50 @@ settings_app = typer.Typer(help="Read and change one user's stored settings (mod
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
 UserOpt = Annotated[str, typer.Option("--user", help="End-user id.")]
 TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant the user belongs to.")]
-DbOpt = Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the settings store.")]
+DbOpt = Annotated[str | None, typer.Option(
+    "--db", help="SQLAlchemy URL or SQLite file of the settings store (default: $RAILGUARD_DB_URL, else the "
+                 "user data dir's settings.db).")]
 ACTOR = "cli"
 
 
-def _open(db: str | None, user: str) -> Any:
+def _open(db: str | None, user: str, *, create: bool) -> Any:
+    """The store, after the user id is checked. An in-memory database would forget the change as the command ends,
+    so it is refused; a command that only reads (or erases) refuses a SQLite file that does not exist rather than
+    creating an empty one at a mistyped path."""
     from ..store import SettingsStore
+    from ..store.sql import resolve_url
     from ..text import check_id
 
     check_id(user, "user_id")
-    return SettingsStore(db)
+    url = resolve_url(db)
+    if url.get_backend_name() == "sqlite":
+        path = url.database or ""
+        if path in ("", ":memory:") or url.query.get("mode") == "memory":
+            raise RailguardError("an in-memory database keeps nothing after this command: give a file or server URL")
+        if not create and not Path(path).is_file():
+            raise RailguardError(f"no settings database at {path}")
+    return SettingsStore(url.render_as_string(hide_password=False))
 
 
 def _payload(text: str | None, file: Path | None) -> Any:
+    """The operation's input: a JSON object from --input, --input-file (- for stdin), or {} when neither."""
+    import sys
+
     if text is not None and file is not None:
         raise RailguardError("give at most one of --input or --input-file")
-    raw = text if text is not None else file.read_text(encoding="utf-8") if file is not None else "{}"
     try:
-        return json.loads(raw)
+        raw = (text if text is not None else sys.stdin.buffer.read().decode("utf-8") if str(file) == "-"
+               else file.read_text(encoding="utf-8") if file is not None else "{}")
+        value = json.loads(raw)
+    except UnicodeDecodeError:
+        raise RailguardError("the operation's input is not valid UTF-8") from None
     except json.JSONDecodeError as exc:
         raise RailguardError(f"the operation's input is not JSON (line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise RailguardError("the operation's input is nested too deeply") from None
+    if not isinstance(value, dict):
+        raise RailguardError(f"the operation's input must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 @settings_app.command("show")
@@ -60,7 +84,13 @@ def show(user: UserOpt, tenant: TenantOpt = "default", db: DbOpt = None,
          as_json: JsonOpt = False) -> None:
     """A user's settings (every section, or one) and their version."""
     try:
-        store = _open(db, user)
+        if section is not None:
+            from ..store import section_models
+
+            known = sorted(section_models())
+            if section not in known:
+                fail(f"unknown section {section!r}; sections: {known}", as_json=as_json)
+        store = _open(db, user, create=False)
         try:
             if not store.exists(tenant, user):
                 fail(f"no settings stored for this user in tenant {tenant!r}", as_json=as_json)
@@ -82,13 +112,13 @@ def show(user: UserOpt, tenant: TenantOpt = "default", db: DbOpt = None,
 def apply(section: Annotated[str, typer.Argument(help="Settings section, e.g. moderation or rec_policy.")],
           operation: Annotated[str, typer.Argument(help="Operation name (see `railguard settings operations`).")],
           user: UserOpt, tenant: TenantOpt = "default", db: DbOpt = None,
-          input_json: Annotated[str | None, typer.Option("--input", help="The operation's input, a JSON object.")]
-          = None,
-          input_file: Annotated[Path | None, typer.Option("--input-file", help="Read the input from this file.")]
-          = None,
+          input_json: Annotated[str | None, typer.Option(
+              "--input", help='The operation\'s input, a JSON object (default {}), e.g. \'{"name": "spam"}\'.')] = None,
+          input_file: Annotated[Path | None, typer.Option(
+              "--input-file", help="Read the input from this file (- for stdin).")] = None,
           as_json: JsonOpt = False) -> None:
-    """Run one registered operation on a user's section: one atomic, versioned, audited write. Bad input changes
-    nothing."""
+    """Run one registered operation on a user's section, in one atomic, versioned, audited write (actor
+    cli:SECTION.OPERATION); bad input changes nothing. Inputs: `railguard settings operations --json`."""
     from ..store import run_operation, section_operations
 
     try:
@@ -100,9 +130,10 @@ def apply(section: Annotated[str, typer.Argument(help="Settings section, e.g. mo
         if operation not in known[section]:
             fail(f"section {section!r} has no operation {operation!r}; known: {sorted(known[section])}",
                  as_json=as_json)
-        store = _open(db, user)
+        store = _open(db, user, create=True)
         try:
-            saved = run_operation(store, tenant, user, section, known[section][operation], payload, actor=ACTOR)
+            saved = run_operation(store, tenant, user, section, known[section][operation], payload,
+                                  actor=f"{ACTOR}:{section}.{operation}")
         finally:
             store.close()
     except (RailguardError, OSError) as exc:
@@ -136,10 +167,11 @@ def operations(as_json: JsonOpt = False) -> None:
 
 @settings_app.command("audit")
 def audit(user: UserOpt, tenant: TenantOpt = "default", db: DbOpt = None,
-          limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20, as_json: JsonOpt = False) -> None:
+          limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Newest entries to show.")] = 20,
+          as_json: JsonOpt = False) -> None:
     """Who changed this user's settings when, newest first (changed paths and digests, never values)."""
     try:
-        store = _open(db, user)
+        store = _open(db, user, create=False)
         try:
             entries = store.history(tenant, user, limit=limit)
         finally:
@@ -165,7 +197,7 @@ def erase(user: UserOpt, tenant: TenantOpt = "default", db: DbOpt = None,
     if not yes:
         fail("erasing a user cannot be undone: add --yes", as_json=as_json)
     try:
-        store = _open(db, user)
+        store = _open(db, user, create=False)
         try:
             removed = store.erase_user(tenant, user)
         finally:

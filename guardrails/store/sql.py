@@ -56,7 +56,7 @@ def default_url() -> str:
     return f"sqlite:///{Path(platformdirs.user_data_dir('railguard')) / 'settings.db'}"
 
 
-def _resolve_url(url: str | Path | None) -> URL:
+def resolve_url(url: str | Path | None) -> URL:
     raw: str | Path = url if url is not None else (os.environ.get(ENV_URL) or default_url())
     if isinstance(raw, Path) or "://" not in raw:  # a bare filesystem path means a SQLite file
         raw = f"sqlite:///{Path(raw).expanduser().absolute()}"
@@ -95,7 +95,7 @@ class SettingsStore(SessionStateMixin):
         session state idle for longer is deleted by the store (default $RAILGUARD_STATE_TTL_DAYS, 30 days;
         None or 0 keeps it forever; see `guardrails.store.state`)."""
         self._init_state(state_ttl_from_env() if state_ttl == "env" else state_ttl)
-        self.url, self.max_value_bytes, self._closed = _resolve_url(url), max_value_bytes, False
+        self.url, self.max_value_bytes, self._closed = resolve_url(url), max_value_bytes, False
         self._models: dict[str, type[BaseModel]] | None = None
         sqlite, db = self.url.get_backend_name() == "sqlite", self.url.database or ""
         memory = sqlite and (db in ("", ":memory:") or self.url.query.get("mode") == "memory")

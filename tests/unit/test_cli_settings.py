@@ -45,7 +45,7 @@ def test_apply_show_and_audit(db):
     assert code == 0 and shown["settings"]["moderation"]["categories"]["spam"]["action"] == "allow"
     code, audit = _run("settings", "audit", "--user", "alice", "--db", db)
     assert code == 0 and [e["version"] for e in audit["entries"]] == [2, 1]
-    assert all(e["actor"] == "cli" for e in audit["entries"]) and PITCH not in json.dumps(audit)  # digests only
+    assert all(e["actor"].startswith("cli:moderation.") for e in audit["entries"]) and PITCH not in json.dumps(audit)
     assert _stored(db, "bob") is None  # nobody else was written
 
 
@@ -88,3 +88,48 @@ def test_operations_are_listed_and_bad_ids_refused(db):
     assert code == 0 and {"block", "unblock"} <= set(ops["moderation"]) and "command" in ops["rec_policy"]
     code, out = _run("settings", "show", "--user", "a\u0000b", "--db", db)
     assert code == 2 and "user_id" in out["error"]
+
+
+@pytest.mark.parametrize("content, match", [
+    (b'{"name": "u8", "examples": ["\xff"]}', "not valid UTF-8"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b"null", "must be a JSON object"),
+    (b'["crypto"]', "must be a JSON object"),
+])
+def test_an_unreadable_input_file_is_one_json_error(db, tmp_path, content, match):
+    f = tmp_path / "input.json"
+    f.write_bytes(content)
+    code, out = _run("settings", "apply", "moderation", "block", "--user", "alice", "--db", db,
+                     "--input-file", str(f))
+    assert code == 2 and match in out["error"] and _stored(db, "alice") is None
+
+
+def test_input_from_stdin(db):
+    res = CliRunner().invoke(app, ["settings", "apply", "moderation", "block", "--user", "alice", "--db", db,
+                                   "--input-file", "-", "--json"], input='{"name": "crypto", "examples": ["x y z"]}')
+    assert res.exit_code == 0 and json.loads(res.stdout)["settings"]["categories"]["crypto"]["examples"] == ["x y z"]
+
+
+def test_the_audit_names_the_operation(db):
+    _run("settings", "apply", "moderation", "unblock", "--user", "alice", "--db", db, "--input", '{"name": "spam"}')
+    _, audit = _run("settings", "audit", "--user", "alice", "--db", db)
+    assert [e["actor"] for e in audit["entries"]] == ["cli:moderation.unblock"]
+
+
+@pytest.mark.parametrize("command", [["show"], ["audit"], ["erase", "--yes"]])
+def test_reading_a_missing_database_is_an_error_and_creates_nothing(tmp_path, command):
+    missing = tmp_path / "typo" / "settings.db"
+    code, out = _run("settings", *command, "--user", "alice", "--db", f"sqlite:///{missing}")
+    assert code == 2 and "no settings database" in out["error"] and not missing.parent.exists()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_database_is_refused(url):
+    code, out = _run("settings", "apply", "moderation", "reset", "--user", "alice", "--db", url)
+    assert code == 2 and "in-memory" in out["error"]
+
+
+def test_showing_an_unknown_section_is_an_error(db):
+    _run("settings", "apply", "moderation", "reset", "--user", "alice", "--db", db)
+    code, out = _run("settings", "show", "--user", "alice", "--db", db, "--section", "nosuch")
+    assert code == 2 and "unknown section" in out["error"] and "moderation" in out["error"]
