@@ -93,7 +93,10 @@ def _masked_fragment(folded: str, text: str, piece: list[int], lex: Lexicon) -> 
 
 
 def split_clauses(text: str, lex: Lexicon) -> list[tuple[str, str]]:
-    """(folded clause, original clause) pairs; value-only fragments join the clause before them."""
+    """(folded clause, original clause) pairs. Value-only fragments join the clause before them ("no horror, or
+    thrillers"), and so does the rest of "I want X and Y gone"; a period said on its own ("for now", "tonight",
+    "just this time") joins the clause it belongs to: the one after it when it opens the message, else the one
+    before."""
     folded = fold(text)
     protect = [(s.start, s.end) for s in lex.spans(folded, text)]
     cuts = [0]
