@@ -28,10 +28,11 @@ from sklearn.linear_model import LogisticRegression
 
 from guardrails.errors import ConfigError
 
-from .catalog import Catalog, fold
+from .catalog import Catalog
+from .clauses import FILLER, SCOPE_WORDS, mask, split_clauses, without_audience
 from .embeddings import TextEncoder
 from .lexicon import TIME_PHRASE, UNKNOWN_ATTR, Lexicon, Span, expiry_for, flip_year, tokenize
-from .rules import asks_gone, framing_rules
+from .rules import framing_rules
 from .schema import (
     MAX_PREFS,
     MAX_YEAR,
@@ -50,91 +51,14 @@ DATA_DIR = Path(__file__).with_name("data")
 _THREAD_LOCK = threading.Lock()
 HEADS = ("intent", "polarity", "kind", "scope")
 MAX_COMMAND_CHARS = 2000
-_SPLIT = re.compile(r"[,;!?]|\.(?=\s|$)|\s(?:and|but|or|also|plus|while|then|though|however)\s")
-_FILLER = {"movies", "movie", "films", "film", "the", "some", "any", "a", "an", "please", "stuff", "ones",
-           "too", "as", "well", "either", "x", "year", "of", "them"}
-#: Words that may make the predicate of "I want X and Y gone" (`rules.asks_gone` decides on the joined clause).
-_GONE_WORDS = {"gone", "out", "removed", "blocked", "hidden", "banned", "excluded", "away", "off"}
 _FRAMING = re.compile(
     r"^(?:(?:ok|okay|hey|hmm|actually|so|well|i(?:'d| would)? (?:like|love|want)|give me|show me|i want|"
     r"i'm in the mood for|in the mood for|"
     r"more|less|fewer|something|anything|some|stuff|movies?|films?|no|not|nothing|please|also|only|just|"
     r"a bit|a little|lots of|that are|that|which are|which|ones)\s+)+"
 )
-_SCOPE_WORDS = re.compile(r"\b(?:for now|right now|tonight|today|for this session|this session|for the next feed|"
-                          r"next feed|this time|from now on|forever|always|permanently|anymore|any more|ever|"
-                          r"for a week|this week|please)\b")
 _RETRACT_ATTR = (("year", r"\b(year|date|decade|era|release|old|age|recent)\b"),
                  ("genre", r"\bgenres?\b"), ("tag", r"\b(tags?|mood|vibe|theme)\b"), ("title", r"\btitles?\b"))
-
-
-def mask(clause: str, spans: list[Span]) -> str:
-    """Replace value spans by 'X' so the heads learn framing, not values."""
-    out, last = [], 0
-    for sp in sorted(spans, key=lambda s: s.start):
-        if sp.start < last:
-            continue
-        out.append(clause[last:sp.start])
-        out.append("YEAR" if sp.attr == "year" else "X")
-        last = sp.end
-    out.append(clause[last:])
-    return re.sub(r"\s+", " ", "".join(out)).strip()
-
-
-def _has_values(folded: str, text: str, piece: list[int], lex: Lexicon) -> bool:
-    a, b = piece
-    return bool(lex.spans(folded[a:b], text[a:b]))
-
-
-def _masked_fragment(folded: str, text: str, piece: list[int], lex: Lexicon) -> str:
-    a, b = piece
-    frag = folded[a:b]
-    return mask(frag, lex.spans(frag, text[a:b])).strip(" ,")
-
-
-def split_clauses(text: str, lex: Lexicon) -> list[tuple[str, str]]:
-    """(folded clause, original clause) pairs. Value-only fragments join the clause before them ("no horror, or
-    thrillers"), and so does the rest of "I want X and Y gone"; a period said on its own ("for now", "tonight",
-    "just this time") joins the clause it belongs to: the one after it when it opens the message, else the one
-    before."""
-    folded = fold(text)
-    protect = [(s.start, s.end) for s in lex.spans(folded, text)]
-    cuts = [0]
-    for m in _SPLIT.finditer(folded):
-        if not any(a < m.start() < b for a, b in protect):
-            cuts += [m.start(), m.end()]
-    cuts.append(len(folded))
-    pieces = [(cuts[i], cuts[i + 1]) for i in range(0, len(cuts) - 1, 2)]
-    merged: list[list[int]] = []
-    lead: int | None = None  # start of a scope-only opening ("for now, no horror"): it joins the clause after it
-    for n, (a, b) in enumerate(pieces):
-        frag = folded[a:b]
-        if not frag.strip():
-            continue
-        sp = lex.spans(frag, text[a:b])
-        rest = [t[2] for t in tokenize(_SCOPE_WORDS.sub(" ", TIME_PHRASE.sub(" ", mask(frag, sp).lower())))]
-        # "for now", "tonight", "this week", "just this time": a period or scope said on its own
-        # ("only for tonight" is left alone: the heads read its "only" as a wish)
-        scope_only = (not sp and all(w in ("just", "but", "though") for w in rest)
-                      and bool(_SCOPE_WORDS.search(frag) or TIME_PHRASE.search(frag)))
-        if lead is not None:
-            a, lead = lead, None
-        elif scope_only and n + 1 < len(pieces) and (not merged or not _has_values(folded, text, merged[-1], lex)):
-            lead = a  # "for now, no horror", "hmm, for now, no horror"
-            continue
-        elif scope_only and merged:  # "no horror, for now": the scope closes the clause before it
-            merged[-1][1] = b
-            continue
-        bare = bool(sp) and all(w in _FILLER for w in rest)
-        # "I want horror and comedy gone": joined at a plain "and"/"or" when the whole reads as wanting them gone
-        gone_tail = (bool(sp) and bool(merged) and any(w in _GONE_WORDS for w in rest)
-                     and folded[merged[-1][1]:a].strip() in ("and", "or")
-                     and asks_gone(_masked_fragment(folded, text, [merged[-1][0], b], lex)))
-        if (bare or gone_tail) and merged:
-            merged[-1][1] = b
-        else:
-            merged.append([a, b])
-    return [(folded[a:b].strip(), text[a:b].strip()) for a, b in merged]
 
 
 @contextmanager
@@ -284,7 +208,7 @@ class StudentParser(BaseEstimator):
             hp = framing_rules(m, hp) if spans else hp
             try:
                 # the heads read the audience masked like any value (as trained); only its value is dropped
-                self._apply_clause(cmd, clause, orig, _without_audience(clause, spans, hp["polarity"]), hp, now)
+                self._apply_clause(cmd, clause, orig, without_audience(clause, spans, hp["polarity"]), hp, now)
             except ValidationError as exc:
                 raise CommandError(f"cannot use {orig!r}: {exc.errors()[0]['msg']}") from None
         if len(cmd.preferences) > MAX_PREFS or len(cmd.retractions) > MAX_PREFS:  # appended past the model's bound
@@ -330,9 +254,9 @@ class StudentParser(BaseEstimator):
             if UNKNOWN_ATTR.search(clause):
                 raise UnknownAttributeError(
                     f"{orig!r} refers to an attribute this catalog does not have (known: genre, year, tag, title)")
-            value = _SCOPE_WORDS.sub(" ", TIME_PHRASE.sub(" ", clause))
+            value = SCOPE_WORDS.sub(" ", TIME_PHRASE.sub(" ", clause))
             value = _FRAMING.sub("", re.sub(r"\s+", " ", value).strip()).strip(" .,!")
-            useful = [t[2] for t in tokenize(value) if t[2] not in _FILLER]
+            useful = [t[2] for t in tokenize(value) if t[2] not in FILLER]
             if len(value) >= 3 and useful and intent == "add":
                 cmd.preferences.append(Preference(polarity=polarity, kind="soft", attribute="text",  # type: ignore[arg-type]
                                                   operator="like", value=value, **common))  # type: ignore[arg-type]
@@ -363,29 +287,6 @@ class StudentParser(BaseEstimator):
 #: "horror/comedy" (the facet convention: values of one list are either-or). Values side by side ("horror
 #: comedies", "sci-fi thrillers") narrow each other instead: an item needs both.
 _EITHER = re.compile(r"(?:,|/|&|\b(?:or|and)\b)")
-
-
-#: "... for the kids" / "... for date night" (not "in the mood for X", "looking for X", "I'm up for X": a wish;
-#: not "except for X")
-_FOR_AUDIENCE = re.compile(r"(?<!mood )(?<!looking )(?<!search )(?<!searching )(?<!up )(?<!go )(?<!ask )(?<!asking )"
-                           r"(?<!except )(?<!but )(?<!save )\bfor (?:the |my |our |your |a |an )?$")
-_CLAUSE_END = re.compile(r"^(?:\s*(?:movies?|films?|please|pls|tonight|today|too|again|now)\b)*\W*$")
-
-
-def _without_audience(clause: str, spans: list[Span], polarity: str) -> list[Span]:
-    """Spans less the audience or occasion of a clause that names something else: "no more horror movies for the
-    kids" excludes horror, not children's films; "only comedies for date night" is no filter on the film "Date
-    Night" (a title ending the clause). A wish keeps children's films ("only comedies for kids": the parent wants
-    them); alone, the audience is the request ("something for the kids")."""
-    def audience(sp: Span) -> bool:
-        if not _FOR_AUDIENCE.search(clause[:sp.start]):
-            return False
-        if sp.attr == "title":
-            return bool(_CLAUSE_END.match(clause[sp.end:]))
-        return sp.attr == "genre" and sp.value == "Children" and polarity == "-"
-
-    kept = [sp for sp in spans if not audience(sp)]
-    return kept if kept else spans
 
 
 def _alternatives(clause: str, orig: str, spans: list[Span]) -> str | None:
