@@ -67,10 +67,10 @@ _RANGE = re.compile(r"\b(?:between|from)\s+(\d{4})\s*(?:and|to|-|–|until|till)
                     r"|\b(\d{4})\s*[-–]\s*(\d{4})\b")
 _LE_EXCL = re.compile(r"\b(?:before|older than|earlier than|prior to|pre-?)\s*(\d{4}|'\d\d)\b")
 _LE_INCL = re.compile(r"\b(?:until|up to|till|no later than|through)\s+(\d{4}|'\d\d)\b"
-                      r"|\b(\d{4}|'\d\d)\s+or\s+(?:earlier|older|before)\b")
+                      r"|(?<![\w'])(\d{4}|'\d\d)\s+or\s+(?:earlier|older|before)\b")
 _GE_EXCL = re.compile(r"\b(?:after|newer than|later than|more recent than|post-?)\s*(\d{4}|'\d\d)\b")
 _GE_INCL = re.compile(r"\b(?:since|no earlier than|starting)\s+(\d{4}|'\d\d)\b"
-                      r"|\b(\d{4}|'\d\d)\s+(?:or|and)\s+(?:later|newer|after|onwards?)\b"
+                      r"|(?<![\w'])(\d{4}|'\d\d)\s+(?:or|and)\s+(?:later|newer|after|onwards?)\b"
                       r"|\bfrom\s+(\d{4}|'\d\d)\s+on(?:wards?)?\b")
 _EQ = re.compile(r"\b(?:from|in|of|released in|made in|year)\s+(\d{4})\b")
 # A decade after a bound word is one bound, not "only that decade": "before the 90s" = up to 1989, "after the 80s" =

@@ -256,7 +256,8 @@ class StudentParser(BaseEstimator):
                     f"{orig!r} refers to an attribute this catalog does not have (known: genre, year, tag, title)")
             value = SCOPE_WORDS.sub(" ", TIME_PHRASE.sub(" ", clause))
             value = _FRAMING.sub("", re.sub(r"\s+", " ", value).strip()).strip(" .,!")
-            useful = [t[2] for t in tokenize(value) if t[2] not in FILLER]
+            # "only" / "just" left of "only for today" is no wish of its own (it was stored as a free-text wish "only")
+            useful = [t[2] for t in tokenize(value) if t[2] not in FILLER and t[2] not in ("only", "just")]
             if len(value) >= 3 and useful and intent == "add":
                 cmd.preferences.append(Preference(polarity=polarity, kind="soft", attribute="text",  # type: ignore[arg-type]
                                                   operator="like", value=value, **common))  # type: ignore[arg-type]

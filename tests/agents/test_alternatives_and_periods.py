@@ -673,3 +673,13 @@ def test_what_the_joins_and_the_audience_rule_leave_alone(parser, text, want):
 def test_a_period_after_a_filler_opening_still_scopes(parser, text):
     (pref,) = parser.parse(text, now=NOW).preferences
     assert (pref.value, pref.polarity, pref.scope) == ("Horror", "-", "session")
+
+
+@pytest.mark.parametrize("text,want", [
+    ("no horror, only for today", {("genre", "Horror", "-")}),  # had also stored a free-text wish "only"
+    ("only for tonight, no horror", {("genre", "Horror", "-")}),
+    ("'95 or later please", {("year", 1995, "+")}),  # a short year opening the message was no year
+    ("'85 or earlier", {("year", 1985, "+")}),
+])
+def test_no_wish_made_of_a_lone_only_and_short_years_opening_a_message(parser, text, want):
+    assert {(p.attribute, p.value, p.polarity) for p in parser.parse(text, now=NOW).preferences} == want
