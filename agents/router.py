@@ -245,20 +245,27 @@ def check_identity_safe(text: str, lexicon: Any = None) -> None:
     way around them ("do the same for Jackie Brown", "for all the people I know" stay refused), and a one-word
     title stays a possible name ("no horror for Annie")."""
     folded = fold(text)
-    titled = folded
-    if lexicon is not None:
+    allowed = _FOR_SCOPES | {"mine", "all"}
+
+    def addressed(i: int, w: str) -> bool:
+        return w not in allowed and not (i == _TRAILING_FOR and w in _AUDIENCE_WORDS)
+
+    if _CROSS_USER.search(folded) or any(addressed(i, m.group(1)) for i, rx in enumerate(_ADDRESSED)
+                                         if i != _TRAILING_FOR for m in rx.finditer(folded)):
+        raise CrossUserCommandError(_ADDRESSES_OTHERS)
+    trailing = _ADDRESSED[_TRAILING_FOR]
+    if not any(addressed(_TRAILING_FOR, m.group(1)) for m in trailing.finditer(folded)):
+        return
+    if lexicon is not None:  # only now: most commands name no one, and finding titles costs a lexicon pass
         for sp in sorted(lexicon.spans(folded, text), key=lambda s: -s.start):
             if sp.attr == "title" and len(folded[sp.start:sp.end].split()) >= 2:
-                titled = titled[:sp.start] + "movie" + titled[sp.end:]
-    allowed = _FOR_SCOPES | {"mine", "all"}
-    named = [(i, m.group(1)) for i, rx in enumerate(_ADDRESSED)
-             for m in rx.finditer(titled if i == _TRAILING_FOR else folded)]
-    if _CROSS_USER.search(folded) or any(
-            w not in allowed and not (i == _TRAILING_FOR and w in _AUDIENCE_WORDS) for i, w in named):
-        raise CrossUserCommandError(
-            "commands apply only to the user who sends them; text naming other users, all users or the schema "
-            "is refused and nothing was changed"
-        )
+                folded = folded[:sp.start] + "movie" + folded[sp.end:]
+    if any(addressed(_TRAILING_FOR, m.group(1)) for m in trailing.finditer(folded)):
+        raise CrossUserCommandError(_ADDRESSES_OTHERS)
+
+
+_ADDRESSES_OTHERS = ("commands apply only to the user who sends them; text naming other users, all users or the "
+                     "schema is refused and nothing was changed")
 
 
 # "block spam for everyone" / "for all: unblock toxic": a moderation setting is each user's own, so a clause that

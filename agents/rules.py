@@ -123,9 +123,10 @@ def framing_rules(masked: str, heads: dict[str, str]) -> dict[str, str]:
     if _ASK_GONE.search(m):
         out.update({"intent": "add", "polarity": "-", "kind": "hard"})
         return out
-    if (_LIFT.search(m) or _YEAR_LIFT.search(m)) and not _NEG.search(m.replace("X", " ").replace("YEAR", " ")):
+    year_lift = bool(_YEAR_LIFT.search(m))
+    if (year_lift or _LIFT.search(m)) and not _NEG.search(m.replace("X", " ").replace("YEAR", " ")):
         out["intent"] = "retract"
-        if _YEAR_LIFT.search(m):
+        if year_lift:
             out["retract_kind"] = "hard"  # the filters go; a boost for another decade ("more 90s movies") stays
         return out
     if _REENABLE.search(m) and not _NEG.search(m.replace("X", " ").replace("YEAR", " ")):
