@@ -90,13 +90,10 @@ def show(user: UserOpt, tenant: TenantOpt = "default", db: DbOpt = None,
             known = sorted(section_models())
             if section not in known:
                 fail(f"unknown section {section!r}; sections: {known}", as_json=as_json)
-        store = _open(db, user, create=False)
-        try:
+        with _open(db, user, create=False) as store:
             if not store.exists(tenant, user):
                 fail(f"no settings stored for this user in tenant {tenant!r}", as_json=as_json)
             stored = store.get(tenant, user)
-        finally:
-            store.close()
     except (RailguardError, OSError) as exc:
         fail(str(exc), as_json=as_json)
     body: dict[str, Any] = {"user_id": user, "tenant_id": tenant, "version": stored.version,
@@ -130,12 +127,9 @@ def apply(section: Annotated[str, typer.Argument(help="Settings section, e.g. mo
         if operation not in known[section]:
             fail(f"section {section!r} has no operation {operation!r}; known: {sorted(known[section])}",
                  as_json=as_json)
-        store = _open(db, user, create=True)
-        try:
+        with _open(db, user, create=True) as store:
             saved = run_operation(store, tenant, user, section, known[section][operation], payload,
                                   actor=f"{ACTOR}:{section}.{operation}")
-        finally:
-            store.close()
     except (RailguardError, OSError) as exc:
         fail(str(exc), as_json=as_json)
     if as_json:
@@ -171,11 +165,8 @@ def audit(user: UserOpt, tenant: TenantOpt = "default", db: DbOpt = None,
           as_json: JsonOpt = False) -> None:
     """Who changed this user's settings when, newest first (changed paths and digests, never values)."""
     try:
-        store = _open(db, user, create=False)
-        try:
+        with _open(db, user, create=False) as store:
             entries = store.history(tenant, user, limit=limit)
-        finally:
-            store.close()
     except (RailguardError, OSError) as exc:
         fail(str(exc), as_json=as_json)
     if as_json:
@@ -197,11 +188,8 @@ def erase(user: UserOpt, tenant: TenantOpt = "default", db: DbOpt = None,
     if not yes:
         fail("erasing a user cannot be undone: add --yes", as_json=as_json)
     try:
-        store = _open(db, user, create=False)
-        try:
+        with _open(db, user, create=False) as store:
             removed = store.erase_user(tenant, user)
-        finally:
-            store.close()
     except (RailguardError, OSError) as exc:
         fail(str(exc), as_json=as_json)
     if as_json:
