@@ -610,10 +610,14 @@ def test_who_or_when_a_feed_is_for_is_no_value_of_it(parser, text, want):
     assert {(p.attribute, p.value, p.polarity) for p in parser.parse(text, now=NOW).preferences} == want
 
 
-@pytest.mark.parametrize("text", ["more like Dial M for Murder", "something like Waiting for Guffman",
-                                  "more of everybody's favourite comedies"])
-def test_titles_and_phrases_that_look_like_an_addressee_are_not_cross_user(parser, text):
-    CommandRouter(parser).classify(text)  # had raised CrossUserCommandError
+@pytest.mark.parametrize("text,want", [
+    ("more like Dial M for Murder", ("title", "Dial M for Murder (1954)", "+")),
+    ("something like Waiting for Guffman", ("title", "Waiting for Guffman (1996)", "+")),
+    ("everybody's favourite comedies please", ("genre", "Comedy", "+")),
+])
+def test_titles_and_phrases_that_look_like_an_addressee_are_not_cross_user(parser, text, want):
+    _, cmd, _ = CommandRouter(parser).classify(text)  # had raised CrossUserCommandError
+    assert cmd is not None and [(p.attribute, p.value, p.polarity) for p in cmd.preferences] == [want]
 
 
 @pytest.mark.parametrize("text", ["no horror for bob", "no horror for Annie", "set everyone's feed to no comedies",
