@@ -32,8 +32,8 @@ def deltas(tmp_path_factory):
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for w in wrapped.values():  # non-zero B, rounded to fp16 as stored, so the comparison is exact
+            w.A.copy_((torch.randn(w.A.shape, generator=g) / w.A.shape[1] ** 0.5).half().float())  # not the global RNG
             w.B.copy_((torch.randn(w.B.shape, generator=g) * 0.02).half().float())
-            w.A.copy_(w.A.half().float())
     path = tmp_path_factory.mktemp("lora") / "d.safetensors"
     save_deltas({n: (w.A, w.B) for n, w in wrapped.items()}, path, scale=2.0, base="all-minilm-l6-v2")
     return path, _pooled(model.eval(), base.tokenizer, TEXTS), len(wrapped)
