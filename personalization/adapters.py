@@ -8,7 +8,8 @@ sense: the prompt logic lives once in `icl.py`; only "ask the model" differs.
   bounded retries with backoff on 429/5xx/transport errors, a wall-clock deadline for the whole call that holds
   while a reply trickles in, errors that name the endpoint and status, and one pooled async client per event loop.
 - LangChain: any BaseChatModel; `with_structured_output` (enum of labels) where the model supports it, else
-  text parsed against the label set.
+  text parsed against the label set; a structured answer outside the label set (unvalidated, or refused by the
+  schema's validation or LangChain's output parser) falls back to that text path too.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import httpx
+from pydantic import ValidationError
 
 from guardrails.client_transport import SYNC_TRACE, Deadline, PerLoop, describe
 from guardrails.detector import offload, release_offload
@@ -345,6 +347,8 @@ class LangChainAdapter:
         release_offload(self)
 
     def label_probs(self, messages: Messages, labels: Sequence[str]) -> dict[str, float]:
+        from langchain_core.exceptions import OutputParserException
+
         msgs = self._lc_messages(messages)
         if self.structured:
             try:
@@ -358,6 +362,11 @@ class LangChainAdapter:
                     if isinstance(lab, str) and lab in labels:
                         return one_hot(lab, labels)
                 except NotImplementedError:
+                    pass
+                except (ValidationError, OutputParserException):
+                    # the model answered, but not with a label the schema admits ("crypto", a malformed tool call):
+                    # the same fallback as an out-of-set label from a parser that does not validate, plain text
+                    # parsed against the labels (a DetectorError if that names none)
                     pass
         reply = self.chat_model.invoke(msgs)
         return one_hot(parse_label(str(getattr(reply, "content", reply)), labels), labels)

@@ -9,8 +9,9 @@ Why these definitions (CONTRACT.md keys; extra keys are ours):
 - block-new: the target category is unblocked in the base profile (the paper's baseline omits it), then a user
   category is created from ONE example drawn from the bank; success = share of held-out texts of that category
   flagged by the new category; `block_new_other_fpr` = FPR it adds on held-out benign text of all tasks.
-- unblock: success = share of the category's texts on which that category no longer enforces (the policy mask;
-  deterministic); `unblock_other_recall` = recall on the other categories' texts with the category unblocked,
+- unblock: success = share of the category's texts on which that category's finding, as the harm detector makes
+  it, no longer enforces (the policy mask: 1.0 by design, measured on the serving path so a broken mask shows);
+  `unblock_other_recall` = recall on the other categories' texts with the category unblocked,
   flagged by any active category (end to end), with the default-profile baseline beside it; that figure also loses
   the other-category texts only the unblocked category was catching, so `unblock_other_own_recall` (each other
   category's own detector on its own texts, pooled) is reported beside `default_other_own_recall`: the mask must
@@ -63,6 +64,20 @@ def flagged(scores: dict[str, np.ndarray], profile: ModerationProfile) -> np.nda
     for name, cat in profile.active().items():
         out |= scores[name] >= (0.5 if cat.threshold is None else cat.threshold)
     return out
+
+
+def _unenforced_share(backend: Any, scores: dict[str, np.ndarray], profile: ModerationProfile, category: str,
+                      rows: np.ndarray) -> float:
+    """Share of ``rows`` on which ``category``'s finding, as the harm detector makes it (`HarmDetector.findings`,
+    where the policy mask lives), does not enforce: unblock success measured on the path that serves checks."""
+    from guardrails.decision import Action
+
+    from .plugin import HarmDetector
+
+    detector = HarmDetector(backend)
+    kept = [next(f for f in detector.findings(scores, profile, i=int(i)) if f.category == category).action
+            == Action.ALLOW for i in rows]
+    return float(np.mean(kept)) if kept else 0.0
 
 
 def _own_recall(scores: dict[str, np.ndarray], profile: ModerationProfile, labels: np.ndarray,
@@ -224,8 +239,7 @@ def personalize_eval(backend: Any, rows: list[dict[str, Any]] | None = None, *, 
                 succ.append(float((s[f"user_{c}"][tgt] >= 0.5).mean()))
             pc[f"block_new_success_at_{n}"] = float(np.mean(succ))
         # unblock: mask, so the category never enforces; end-to-end allow rate and others' recall reported too
-        enforced = (s_base[c] >= 0.5) & (base.categories[c].action != "allow")
-        pc["unblock_success"] = float(1.0 - enforced[tgt].mean())
+        pc["unblock_success"] = _unenforced_share(backend, s_base, base, c, np.flatnonzero(tgt))
         pc["unblock_final_allow_rate"] = float((~f_base[tgt]).mean())
         others = ~benign & ~tgt
         pc["unblock_other_recall"] = float(f_base[others].mean()) if others.any() else None

@@ -49,6 +49,9 @@ def train(
         "scenario rows of --data are its extra negatives"),
     personas: bool = typer.Option(True, "--personas/--no-personas", help="with --context-free-data, also train on a "
                                   "copy of each record under a deployment-style system prompt"),
+    drift_target: str = typer.Option("displacement", "--drift-target", help="with --multiturn, what the drift "
+                                     "probe is fit on: displacement (a_t - a_1, what S_t thresholds; default) | "
+                                     "delta (a_t - a_{t-1}, NeuroFilter's per-turn deltas)"),
     as_json: bool = typer.Option(False, "--json", help="print the training metrics as one JSON object"),
 ) -> None:
     """Fit + calibrate a probe and write an artifact directory."""
@@ -56,7 +59,7 @@ def train(
     from guardrails.errors import RailguardError
     from guardrails.models import load_causal_lm
 
-    from .datasets import file_sha256, load_jsonl
+    from .datasets import data_hashes, load_jsonl
     from .probe import bundle_dir_problem
     from .train_runs import train_bundle
 
@@ -64,6 +67,8 @@ def train(
         fail("--target-fpr must be in (0, 1)", as_json=as_json)
     if method not in ("logreg", "diffmean"):
         fail("--method must be logreg or diffmean", as_json=as_json)
+    if drift_target not in ("displacement", "delta"):
+        fail("--drift-target must be displacement or delta", as_json=as_json)
     if not 1 <= max_layers <= 8:
         fail("--max-layers must be in 1..8", as_json=as_json)
     problem = output_path_problem(out, directory=True) or bundle_dir_problem(out)
@@ -82,7 +87,7 @@ def train(
             fail("--multiturn needs multi-turn records ('turns') in --data", as_json=as_json)
         if li is not None and li < 0:
             fail("--layer must be 'auto' or a layer index >= 0", as_json=as_json)
-        shas = {f.name: file_sha256(f) for f in data}
+        shas = data_hashes(data)
         # read before the model loads and the main probes train, so a bad file fails in seconds, not after them
         rows = [r for f in context_free_data for r in load_jsonl(f)]
         lm = load_causal_lm(model)
@@ -90,12 +95,13 @@ def train(
             fail(f"--layer must be in 0..{lm.num_layers}", as_json=as_json)
         t0 = time.perf_counter()
         bundle = train_bundle(records, lm, layer=li, target_fpr=target_fpr, multiturn=multiturn,
-                              method=method, data_sha256=shas, max_layers=max_layers)  # type: ignore[arg-type]
+                              method=method, data_sha256=shas, max_layers=max_layers,  # type: ignore[arg-type]
+                              drift_target=drift_target)  # type: ignore[arg-type]
         if context_free_data:
             from .context_free import benign_scenario_rows, train_context_free_probe
             from .everyday import is_unframed, with_personas
 
-            shas.update({f.name: file_sha256(f) for f in context_free_data})
+            shas = data_hashes([*data, *context_free_data])
             # rows under a system prompt of their own (e.g. an agent holding records) train the direction as they
             # are; only unframed rows get persona copies and set τ
             free = [r for r in rows if is_unframed(r)]

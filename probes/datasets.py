@@ -103,6 +103,13 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def data_hashes(paths: Sequence[str | Path]) -> dict[str, str]:
+    """{file name: sha256} for a probe's metadata; files that share a name (``a/train.jsonl``, ``b/train.jsonl``)
+    are keyed by the path as given, so neither hash overwrites the other."""
+    names = [Path(p).name for p in paths]
+    return {(Path(p).name if names.count(Path(p).name) == 1 else str(p)): file_sha256(p) for p in paths}
+
+
 def _shape_problem(r: Record) -> str | None:
     """What makes a record unscorable before any model runs (reported with its line), or None."""
     if r.get("context") is not None and not isinstance(r["context"], str):

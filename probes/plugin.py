@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -228,6 +229,9 @@ class FusedProbeHook:
         self.last_decision: Decision | None = None
         self.calls = 0
         self.skipped = 0  # prefills of agent steps after a user turn (not scored, see attach)
+        # seconds spent inside this hook's layer hooks (activation copies to the host, scoring, the verdict): what
+        # fused mode adds to a prefill (`bench`'s fused_overhead_pct); on CUDA the copy also waits for the layer
+        self.busy_s = 0.0
         self.max_sessions = max_sessions
         self._checked: set[int] = set()
         # (user, session) -> digest of the conversation up to the last user turn this hook scored
@@ -325,9 +329,19 @@ class FusedProbeHook:
                     raise PrefillBlocked(decision)
             return hook
 
+        def timed(fn: Callable[..., None]) -> Callable[..., None]:
+            def run(*args: Any) -> None:
+                t0 = time.perf_counter()
+                try:
+                    fn(*args)
+                finally:
+                    with self._lock:
+                        self.busy_s += time.perf_counter() - t0
+            return run
+
         for li in layers:
             # the serving model object is shared (a sentinel check, a second chat): only this thread's prefill
-            handles.append(layer_module(model, li).register_forward_hook(thread_owned(make(li))))
+            handles.append(layer_module(model, li).register_forward_hook(thread_owned(timed(make(li)))))
         return detach
 
 

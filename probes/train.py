@@ -26,6 +26,7 @@ from .probe import LinearProbe, ProbeArtifact, ProbeMeta
 
 log = logging.getLogger("railguard.probes")
 Method = Literal["logreg", "diffmean"]
+DriftTarget = Literal["displacement", "delta"]
 
 
 def _folds(groups: Sequence[Any], n_splits: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -221,7 +222,7 @@ def fit_multiturn(convs: list[np.ndarray], labels: Sequence[int], turn_labels: S
                   groups: Sequence[Any], layers: Sequence[int], *, model_id: str, fingerprint: str,
                   target_fpr: float = 0.01, layer: int | None = None, method: Method = "logreg",
                   C: float = 0.3, n_splits: int = 5, data_sha256: dict[str, str] | None = None,
-                  progress: bool = True, target: Literal["displacement", "delta"] = "displacement",
+                  progress: bool = True, target: DriftTarget = "displacement",
                   max_layers: int = 1, min_gain: float = 0.005) -> ProbeArtifact:
     """Multi-turn drift probe; per-turn labels when given, else the conversation label.
 

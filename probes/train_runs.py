@@ -10,7 +10,7 @@ import numpy as np
 
 from .datasets import labelled_conversation_problem
 from .probe import ProbeArtifact
-from .train import MAX_COMBINED_LAYERS, Method, default_layers, fit_multiturn, fit_single
+from .train import MAX_COMBINED_LAYERS, DriftTarget, Method, default_layers, fit_multiturn, fit_single
 
 __all__ = ["per_turn_rows", "train_bundle", "train_drift_probe"]
 
@@ -20,7 +20,7 @@ def train_drift_probe(records: Sequence[dict[str, Any]], lm: Any, *, max_layer: 
                       method: Method = "logreg", data_sha256: dict[str, str] | None = None,
                       progress: bool = True,
                       captured: tuple[Sequence[int], Sequence[np.ndarray]] | None = None,
-                      max_layers: int = 1) -> ProbeArtifact:
+                      max_layers: int = 1, target: DriftTarget = "displacement") -> ProbeArtifact:
     """The multi-turn drift probe from multi-turn records, on activations collected through the sentinel
     (:func:`probes.features.conversation_capture`: the serving path, one incremental prefill per turn).
 
@@ -29,6 +29,7 @@ def train_drift_probe(records: Sequence[dict[str, Any]], lm: Any, *, max_layer: 
     ``captured = (layers, arrays)``: activations already collected the same way for the first ``len(arrays)``
     records at a superset of the candidate layers (``train_bundle`` passes its own); their columns are reused
     instead of running those conversations again (early exit never changes the layers before it).
+    ``target``: what w is fit on, ``"displacement"`` (a_t - a_1) or ``"delta"`` (a_t - a_{t-1}): `fit_multiturn`.
     """
     from .features import conversation_capture
 
@@ -50,14 +51,15 @@ def train_drift_probe(records: Sequence[dict[str, Any]], lm: Any, *, max_layer: 
     return fit_multiturn(convs, [r["label"] for r in records], [r.get("turn_labels") for r in records],
                          [r.get("group", r["id"]) for r in records], cand, model_id=lm.name,
                          fingerprint=lm.fingerprint(), target_fpr=target_fpr, layer=layer, method=method,
-                         data_sha256=data_sha256, progress=progress, max_layers=max_layers)
+                         data_sha256=data_sha256, progress=progress, max_layers=max_layers, target=target)
 
 
 def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | None = None,
                  layers: Sequence[int] | None = None, target_fpr: float = 0.01, multiturn: bool = False,
                  method: Method = "logreg", data_sha256: dict[str, str] | None = None,
                  progress: bool = True, max_layers: int = MAX_COMBINED_LAYERS,
-                 drift_max_layers: int = 1, drift_extra: Sequence[dict[str, Any]] = ()) -> Any:
+                 drift_max_layers: int = 1, drift_extra: Sequence[dict[str, Any]] = (),
+                 drift_target: DriftTarget = "displacement") -> Any:
     """Fit a :class:`~probes.probe.ProbeBundle` from privacy records: single-turn lines (required) and multi-turn
     lines. The per-turn probe learns from both (every user turn of a conversation, labelled per turn) and gets
     two thresholds (requests and first turns; later turns, calibrated per conversation: :func:`fit_single`).
@@ -89,7 +91,7 @@ def train_bundle(records: Sequence[dict[str, Any]], lm: Any, *, layer: int | Non
     if multiturn:
         mt = train_drift_probe([*multi, *drift_extra], lm, max_layer=art.meta.layer, layers=cand, layer=layer,
                                target_fpr=target_fpr, method=method, data_sha256=data_sha256, progress=progress,
-                               captured=(cand, convs), max_layers=drift_max_layers)
+                               captured=(cand, convs), max_layers=drift_max_layers, target=drift_target)
     return ProbeBundle(single=art, multiturn=mt)
 
 

@@ -64,7 +64,27 @@ class LoadedCausalLM:
           count, normalised (transformers 5 writes `rope_parameters` where 4.x wrote `rope_theta`; hashing the
           whole `config.to_dict()` made the shipped probe refuse, and the privacy guard block everything, under
           any other transformers line).
+        - Sensitive to a change in any layer: every parameter tensor contributes its shape and 64 values spread
+          over it. The previous definition (`sample_fingerprint`) sampled only the first four tensors (embeddings
+          and layer 0's q/k/v), so a fine-tune or merged LoRA of later layers kept the base model's fingerprint
+          and a probe bound to the base loaded on it silently.
         """
+        import torch
+
+        h = hashlib.sha256(b"v3" + json.dumps(architecture_summary(self.model.config.to_dict()), sort_keys=True,
+                                              default=str).encode())
+        with torch.no_grad():
+            for _, p in self.model.named_parameters():
+                flat = p.detach().flatten()
+                step = max(1, flat.numel() // _SAMPLES_PER_TENSOR)
+                h.update(json.dumps(list(p.shape)).encode())
+                h.update(flat[::step][:_SAMPLES_PER_TENSOR].to(torch.bfloat16).float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def sample_fingerprint(self) -> str:
+        """The fingerprint probes trained from 2026-12-05 to 2026-12-06 carry: the architecture summary + a sample of
+        the first four parameter tensors only (see `fingerprint`). Accepted so those probes keep loading; it cannot
+        tell a model whose later layers changed, which is why `fingerprint` replaced it."""
         return self._weights_hash(architecture_summary(self.model.config.to_dict()))
 
     def legacy_fingerprint(self) -> str:
@@ -77,8 +97,8 @@ class LoadedCausalLM:
             "_name_or_path", "transformers_version", "dtype", "torch_dtype", "_commit_hash")})
 
     def fingerprints(self) -> tuple[str, ...]:
-        """Every fingerprint a probe bound to this model may carry: the current one first, then the legacy one."""
-        return self.fingerprint(), self.legacy_fingerprint()
+        """Every fingerprint a probe bound to this model may carry: the current one first, then the older ones."""
+        return self.fingerprint(), self.sample_fingerprint(), self.legacy_fingerprint()
 
     def _weights_hash(self, config_part: dict[str, Any]) -> str:
         import torch
@@ -91,6 +111,7 @@ class LoadedCausalLM:
         return h.hexdigest()[:16]
 
 
+_SAMPLES_PER_TENSOR = 64
 _ARCHITECTURE_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                       "vocab_size", "hidden_act", "tie_word_embeddings")
 # Fields other families use that change hidden states; counted only when set to something that acts (a release

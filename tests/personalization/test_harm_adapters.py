@@ -1,4 +1,5 @@
-"""ICL prompt building and the remote adapters, against a real stub server on 127.0.0.1 (no model needed)."""
+"""ICL prompt building and the remote adapters, against a real stub server on 127.0.0.1 (no model needed, except
+MiniLM in the test marked `model`)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,20 @@ import hashlib
 import socket
 import threading
 import time
+from typing import Any
 
+import numpy as np
 import pytest
 import uvicorn  # noqa: E402
 
 # Module level: FastAPI resolves the handler's (string) annotations in this module's globals.
 from fastapi import FastAPI, Request  # noqa: E402
 from fastapi.responses import JSONResponse, StreamingResponse  # noqa: E402
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import RunnableLambda
+from pydantic import Field, ValidationError
 
 from guardrails.errors import ConfigError, DetectorError
 from personalization import profile as P
@@ -360,3 +368,126 @@ def test_guard_close_releases_the_http_adapters_clients(stub, bank):
 
     asyncio.run(run())
     guard.close()  # sync twin: nothing left to close, and it does not raise
+
+
+class StructuredChat(BaseChatModel):
+    """A LangChain chat model with native structured output. `with_structured_output(schema)` returns a runnable that
+    answers `structured` for the query (the last message): a label, validated through the adapter's schema as
+    LangChain's parsers do; a dict, returned as is (a parser that does not validate); or an exception, raised. Its
+    plain text path (`_generate`, what `invoke` runs) answers `reply` and counts its calls."""
+
+    structured: Any = None  # callable(query text) -> label str | dict | BaseException
+    reply: str = "benign"
+    generated: int = 0
+    schemas: list = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "structured-stub"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        self.generated += 1
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=self.reply))])
+
+    def with_structured_output(self, schema, **kwargs):
+        self.schemas.append(schema)
+
+        def run(msgs):
+            out = self.structured(msgs[-1].content)
+            if isinstance(out, BaseException):
+                raise out
+            return out if isinstance(out, dict) else schema.model_validate({"label": out})
+
+        return RunnableLambda(run)
+
+
+def test_langchain_adapter_uses_structured_output_when_the_model_has_it(bank):
+    """A model with `with_structured_output` is asked through it (a schema whose `label` is the enum of the profile's
+    labels) and its label is taken as is: the plain text path is never called."""
+    model = StructuredChat(structured=lambda q: "spam" if "prize" in q else "benign", reply="toxic")
+    s = ICLBackend(LangChainAdapter(model), bank=bank, k=4).score(["win a prize", "hello"], P.ModerationProfile())
+    assert s["spam"].tolist() == [1.0, 0.0] and s["toxic"].tolist() == [0.0, 0.0]  # not the plain reply
+    assert model.generated == 0 and len(model.schemas) == 2
+    schema = model.schemas[0]
+    assert schema.model_json_schema()["properties"]["label"]["enum"] == ["benign", "toxic", "spam", "negative"]
+    with pytest.raises(ValidationError):
+        schema(label="crypto")  # the schema itself constrains the output to the label set
+
+
+def test_langchain_adapter_out_of_set_structured_label(bank):
+    """An out-of-set label from the structured call falls back to the plain text call, parsed against the labels,
+    whether the runnable returns it unvalidated (a dict) or the schema rejects it (what LangChain's own structured
+    output raises: pydantic's ValidationError; it used to escape the adapter raw); text naming no label is a
+    DetectorError."""
+    msgs = [{"role": "user", "content": "x"}]
+    loose = StructuredChat(structured=lambda q: {"label": "crypto"}, reply="Label: spam")
+    assert LangChainAdapter(loose).label_probs(msgs, ["benign", "spam"]) == {"benign": 0.0, "spam": 1.0}
+    assert loose.generated == 1
+    unparseable = StructuredChat(structured=lambda q: {"label": None}, reply="no idea")
+    with pytest.raises(DetectorError, match="not one of the labels"):
+        LangChainAdapter(unparseable).label_probs(msgs, ["benign", "spam"])
+    strict = StructuredChat(structured=lambda q: "crypto", reply="spam")
+    assert LangChainAdapter(strict).label_probs(msgs, ["benign", "spam"]) == {"benign": 0.0, "spam": 1.0}
+    assert strict.generated == 1
+    strict_silent = StructuredChat(structured=lambda q: "crypto", reply="no idea")
+    with pytest.raises(DetectorError, match="not one of the labels"):
+        LangChainAdapter(strict_silent).label_probs(msgs, ["benign", "spam"])
+
+
+def test_langchain_adapter_structured_call_errors(bank):
+    """NotImplementedError from the structured runnable means "no structured output", and LangChain's
+    OutputParserException "no valid structured answer": the adapter asks again in plain text (from
+    `with_structured_output` itself: the FakeListChatModel test above). Any other error of the structured call (the
+    endpoint down) propagates unchanged (the Guard's fail mode then decides: an `error` finding naming it, fail-open
+    by default)."""
+    from langchain_core.exceptions import OutputParserException
+
+    from guardrails import Guard
+    from personalization.plugin import HarmDetector
+
+    msgs = [{"role": "user", "content": "x"}]
+    unsupported = StructuredChat(structured=lambda q: NotImplementedError("no tools"), reply="spam")
+    assert LangChainAdapter(unsupported).label_probs(msgs, ["benign", "spam"])["spam"] == 1.0
+    assert unsupported.generated == 1
+    garbled = StructuredChat(structured=lambda q: OutputParserException("bad tool call"), reply="spam")
+    assert LangChainAdapter(garbled).label_probs(msgs, ["benign", "spam"])["spam"] == 1.0
+    assert garbled.generated == 1
+    broken = StructuredChat(structured=lambda q: ConnectionError("endpoint down"), reply="spam")
+    with pytest.raises(ConnectionError):
+        LangChainAdapter(broken).label_probs(msgs, ["benign", "spam"])
+    assert broken.generated == 0
+    guard = Guard([HarmDetector(ICLBackend(LangChainAdapter(broken), bank=bank, k=4))])
+    d = guard.check("win a prize", user_id="u")
+    assert [f.category for f in d.findings] == ["error"] and "ConnectionError" in (d.error or "")
+    assert d.action.value == "allow"  # the harm detector fails open unless configured closed
+    assert broken.generated == 0
+    guard.close()
+
+
+@pytest.mark.model
+def test_semantic_bank_retrieval_is_balanced_and_related(bank):
+    """Semantic demos (plain MiniLM, the ICL backend's retrieval encoder): k // labels per label, the nearest ones of
+    each label, ordered by similarity with the most similar last (next to the query). Measured for this SMS-style
+    spam query (cosine, fresh encodes): semantic spam demos 0.66-0.70, benign 0.32-0.36; random ones (seeds 0-4)
+    average 0.18-0.24 over both labels."""
+    from personalization.embedding import Encoder
+
+    enc = Encoder(adapter=None)
+    query = "Congratulations! You have won a free cash prize, text WIN to 80086 to claim now"
+    q = enc.encode([query])[0]
+    idx = bank.select(query, ["benign", "spam"], 8, method="semantic", encoder=enc)
+    labs = [bank.labels[i] for i in idx]
+    assert labs.count("benign") == 4 and labs.count("spam") == 4
+    sims = enc.encode([bank.texts[i] for i in idx]) @ q
+    assert (np.diff(sims) >= -1e-3).all() and labs[-1] == "spam"  # ascending: the most similar demo is last
+    spam_sims = sims[[lab == "spam" for lab in labs]]
+    assert spam_sims.min() >= 0.5
+    for seed in range(3):  # random demos of the same labels are far less related to the query
+        rnd = bank.select(query, ["benign", "spam"], 8, method="random", seed=seed)
+        assert sims.mean() >= (enc.encode([bank.texts[i] for i in rnd]) @ q).mean() + 0.2, seed
+    # the same order reaches the prompt: balanced over the profile's labels, the nearest (spam) demo last
+    msgs = ICLBackend(adapter=None, bank=bank, k=8, retrieval="semantic", encoder=enc).messages(  # type: ignore
+        query, P.ModerationProfile())
+    demo_labels = [m["content"] for m in msgs[2:-1:2]]
+    assert sorted(demo_labels) == ["benign"] * 2 + ["negative"] * 2 + ["spam"] * 2 + ["toxic"] * 2
+    assert demo_labels[-1] == "spam"

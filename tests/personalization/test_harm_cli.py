@@ -37,6 +37,10 @@ def test_eval_bad_inputs(tmp_path):
                         [["--limit", "0"], "--limit"], [["--only", "nosuchcat"], "unknown categories"]):
         r = runner.invoke(app, ["eval", "--data", str(ok), "--json", *args])
         assert r.exit_code == 2 and match in _json(r)["error"], args
+    for label in ("1", "null", "true", '["spam"]', '{"spam": 1}'):  # a label that is no string: the line named
+        bad.write_text('{"text": "a", "label": "spam"}\n{"text": "b", "label": ' + label + '}\n')
+        r = runner.invoke(app, ["eval", "--data", str(bad), "--json"])
+        assert r.exit_code == 2 and "bad.jsonl:2: expected" in _json(r)["error"], label
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"text": "a", "label": "spam"}\n{"text": "  ", "label": "benign"}\n')
     r = runner.invoke(app, ["eval", "--data", str(empty), "--json"])
@@ -111,6 +115,22 @@ def test_personalize_eval_json():
     # the mask touches no other category: each keeps its own recall on its own texts
     assert out["unblock_other_own_recall"] == out["default_other_own_recall"]
     assert 0.0 < out["unblock_other_own_recall"] <= 1.0
+
+
+@pytest.mark.model
+def test_unblock_success_is_measured_on_the_detector_path(monkeypatch):
+    """unblock_success reads the harm detector's findings: with the mask broken (unblock leaves the category
+    enforcing) it drops below 1, so the 1.0 the CLI reports is a measurement, not a definition."""
+    from personalization import EmbeddingBackend
+    from personalization import profile as P
+    from personalization.evaluate import personalize_eval
+
+    backend = EmbeddingBackend()
+    ok = personalize_eval(backend, max_per_label=12, seeds=(0,), variation=False)
+    assert ok["unblock_success"] == 1.0
+    monkeypatch.setattr(P, "unblock", lambda profile, name: profile)  # a broken mask: the category still enforces
+    broken = personalize_eval(backend, max_per_label=12, seeds=(0,), variation=False)
+    assert broken["unblock_success"] < 0.5, broken["per_category"]
 
 
 @pytest.mark.model

@@ -326,3 +326,62 @@ def test_operations_registered_for_the_service_drive_the_detector(tmp_path, back
                       actor="test")
         again = {f.category: f for f in guard.check(pitch, user_id="alice").findings}
         assert again["crypto_shill"].action is Action.ALLOW and "policy mask" in again["crypto_shill"].explanation
+
+
+def test_category_from_a_definition_only(backend, dev):
+    """A user category with a definition and no example: the definition alone is the prototype (weighted 0.9), it
+    never inherits a base concept, and it flags texts matching it while unrelated benign ones stay below. Measured:
+    the three ads 0.985 / 0.988 / 0.997; the unrelated texts 0.02-0.35; 8 of the 450 benign dev texts flagged
+    (1.8 %; calibrated to 1 % on the bank's benign half). Texts merely near the topic ("I've started going to the gym
+    and eating more vegetables": 0.61, "My doctor says I should take vitamin D in winter": 0.56) can cross: a
+    definition pins a topic, not an intent."""
+    prof = P.block_new(P.ModerationProfile(), "diet-pills",
+                       definition="Ads for diet pills and weight-loss supplements that promise fast fat loss.")
+    assert prof.categories["diet-pills"].examples == [] and backend.concept_of(prof.categories["diet-pills"]) is None
+    ads = ["Lose 10 kg in a week with these miracle diet pills!", "These slimming pills melt fat overnight, order now",
+           "New weight loss supplement burns belly fat fast, only $19.99"]
+    unrelated = [BENIGN, "The train is delayed by ten minutes", "Can you send me the slides from the meeting?",
+                 "We lost the football match 2-1 last night", "Happy birthday! Hope you have a great day"]
+    s = backend.score(ads + unrelated, prof)["diet-pills"]
+    assert s[: len(ads)].min() >= 0.8 and s[len(ads):].max() <= 0.45, s
+    benign = [r["text"] for r in dev if r["label"] == "benign"]
+    assert (backend.score(benign, prof)["diet-pills"] >= 0.5).mean() <= 0.04
+
+
+def test_contradictory_categories_at_the_decision(tmp_path, backend, monkeypatch):
+    """Decisions through the Guard (the most severe finding wins, README), with profiles in a real SQLite store.
+    1. Base "toxic" unblocked, but a user category learnt from a toxic example: toxic text is blocked by the user
+       category, while the toxic finding itself stays masked (measured: "mean" 0.99 on its example, 0.87 on another
+       insult; toxic 0.79 / 0.89, allow). Unblocked alone, the same texts are allowed.
+    2. A text that is a counter-example of one category and the example of another: the counter-example caps only its
+       own category (politics 0.77 → 0.23, allow) and the other one blocks (campaign_ads 1.0); with only the
+       category that holds the counter-example, the text is allowed (toxic 0.40, spam 0.35 stay below)."""
+    from guardrails.pipeline import Guard
+    from personalization import ProfileService
+
+    insult = "Shut your mouth, you pathetic moron, nobody wants you here"
+    ad = "Vote for Dana Smith on Tuesday, she will cut your property taxes!"
+    monkeypatch.setitem(detector._local["railguard.settings"], "moderation", RealProfile)
+    with SettingsStore(tmp_path / "contra.db") as store:
+        svc, guard = ProfileService(store, "default"), Guard([HarmDetector(backend)], store=store)
+
+        def check(user, text):
+            d = guard.check(text, user_id=user)
+            return d.action, {f.category: f for f in d.findings}
+
+        svc.unblock("ann", "toxic")
+        assert [check("ann", t)[0] for t in (TOXIC, insult)] == [Action.ALLOW, Action.ALLOW]
+        svc.block_new("ann", "mean", examples=[TOXIC])
+        for text in (TOXIC, insult):
+            action, f = check("ann", text)
+            assert action is Action.BLOCK and f["mean"].action is Action.BLOCK, text
+            assert f["toxic"].action is Action.ALLOW and f["toxic"].score >= 0.5  # still masked, not overridden
+
+        svc.block_new("ben", "politics", examples=["The senate passed the new tax bill last night after a long debate"],
+                      counter_examples=[ad])
+        action, f = check("ben", ad)
+        assert action is Action.ALLOW and f["politics"].score <= 0.25
+        svc.block_new("ben", "campaign_ads", examples=[ad])
+        action, f = check("ben", ad)
+        assert action is Action.BLOCK and f["campaign_ads"].action is Action.BLOCK
+        assert f["politics"].action is Action.ALLOW and f["politics"].score <= 0.25

@@ -476,3 +476,74 @@ def test_a_message_the_sentinel_cannot_cut_fails_closed_and_writes_no_session_st
     ok = Guard(detectors=[PrivacyDetector(bundle, lm=tiny, sentences=False)]).check("ok. " + "b" * 60, user_id="u",
                                                                                    session_id="s")
     assert ok.error is None
+
+
+def _default_probe_for_another_model(tmp_path):
+    """A copy of the shipped default bundle whose every part's meta.json names another model's fingerprint (the
+    shipped files are left alone; weights and their digest unchanged, so the copy loads)."""
+    import json
+    import shutil
+
+    from probes.probe import DEFAULT_DIR, load_probe
+
+    dst = shutil.copytree(DEFAULT_DIR, tmp_path / "other_model_probe")
+    metas = sorted(dst.glob("*/meta.json"))
+    assert len(metas) >= 2  # single/ and multiturn/ (and context_free/)
+    for path in metas:
+        meta = json.loads(path.read_text())
+        meta["model_fingerprint"] = "0123456789abcdef"
+        path.write_text(json.dumps(meta, indent=2))
+    assert load_probe(dst).single.meta.model_fingerprint == "0123456789abcdef"
+    return dst
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("how", ["probe_model_id", "model_name", "plugin_config"])
+def test_a_probe_for_another_model_fails_closed_at_every_check_when_the_model_loads_lazily(tmp_path, smol, how):
+    """The documented lazy path (the sentinel model loaded by name on the first check, "refused unless its
+    fingerprint matches"): construction succeeds without a model, and every check of a harmless message through
+    the Guard is a BLOCK (fail closed) whose error names ProbeMismatchError; the model is never kept nor used to
+    score. Loading by the probe's own model id, by an explicit ``model``, and through the plugin's config."""
+    from guardrails.pipeline import Guard
+
+    bad = str(_default_probe_for_another_model(tmp_path))
+    det = {"probe_model_id": lambda: PrivacyDetector(bad),
+           "model_name": lambda: PrivacyDetector(bad, model="smollm2-135m-instruct"),
+           "plugin_config": lambda: build_privacy_detector(PluginContext(config={"privacy": {"probe": bad}}))}[how]()
+    assert det._lm is None  # lazy: nothing checked yet
+    guard = Guard(detectors=[det])
+    msgs = [{"role": "user", "content": "What is the weather like in Oslo today?"}]
+    for _ in range(2):  # a failed first load must not leave the detector half-built and allowing the next check
+        d = guard.check(msgs, user_id="u", session_id="s")
+        assert d.action is Action.BLOCK and [f.category for f in d.findings] == ["error"]
+        assert d.error.startswith("privacy: ProbeMismatchError") and "0123456789abcdef" in d.error
+        msgs = [*msgs, {"role": "assistant", "content": "Rainy."}, {"role": "user", "content": "And tomorrow?"}]
+    assert det._lm is None and det._encoder is None
+    assert det.scorer.tracker.load("default", "u", "s") is None  # no drift state written for a refused check
+
+
+@pytest.mark.model
+def test_a_probe_for_another_model_is_refused_at_construction_and_at_fused_attach(tmp_path, smol):
+    """With the model given (``lm=``) the mismatch is a ProbeMismatchError at construction, in both modes. A fused
+    detector built without it refuses at ``FusedProbeHook.attach``: the serving model's generate() never starts
+    (no forward pass, no token), through ``invoke`` and ``stream``."""
+    from guardrails.models import LocalChatModel
+    from probes.probe import ProbeMismatchError
+
+    bad = str(_default_probe_for_another_model(tmp_path))
+    for mode in ("sentinel", "fused"):
+        with pytest.raises(ProbeMismatchError, match="0123456789abcdef"):
+            PrivacyDetector(bad, lm=smol, mode=mode)
+    hook = PrivacyDetector(bad, mode="fused").fused_hook(identity=lambda: None)
+    chat = LocalChatModel(max_new_tokens=3, prefill_observers=[hook])
+    assert chat.lm is smol  # the serving model is the one the probe refuses
+    forwards = []
+    handle = smol.model.register_forward_pre_hook(lambda *_: forwards.append(1))
+    try:
+        with pytest.raises(ProbeMismatchError, match="0123456789abcdef"):
+            chat.invoke([("user", "What is the weather like in Oslo today?")])
+        with pytest.raises(ProbeMismatchError, match="0123456789abcdef"):
+            "".join(c.content for c in chat.stream([("user", "What is the weather like in Oslo today?")]))
+    finally:
+        handle.remove()
+    assert forwards == [] and hook.calls == 0 and hook.last_decision is None

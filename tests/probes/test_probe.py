@@ -389,3 +389,71 @@ def test_calibration_rows_also_bound_the_later_turn_threshold():
     mixed = fit_single(X, y, g, [7], **args)
     own = fit_single(X, y, g, [7], **args, calibration_rows=keep)
     assert own.meta.history_threshold < mixed.meta.history_threshold
+
+
+def test_grouped_folds_never_put_a_group_on_both_sides():
+    """``_folds`` (the CV behind layer choice and τ): every row is held out exactly once, no group (profile /
+    template) is on both sides of any fold, uneven groups included; fewer groups than splits gives one fold per
+    group, and a single group is refused (no held-out data at all)."""
+    from probes.train import _folds
+
+    rng = np.random.default_rng(8)
+    groups = [f"g{i}" for i in rng.integers(0, 23, 300)]  # 23 groups of uneven size, shuffled rows
+    folds = _folds(groups, 5)
+    assert len(folds) == 5
+    held = np.concatenate([te for _, te in folds])
+    assert sorted(held.tolist()) == list(range(300))  # each row held out once
+    g = np.asarray(groups)
+    for tr, te in folds:
+        assert len(te) and not set(g[tr]) & set(g[te])
+        assert sorted([*tr.tolist(), *te.tolist()]) == list(range(300))
+    assert len(_folds(["a", "b", "a", "c", "b"], 5)) == 3
+    with pytest.raises(ValueError, match="2 distinct groups"):
+        _folds(["a"] * 10, 5)
+
+
+def _memorisable_and_genuine_layers(n_groups=80, per_group=4, d=64, seed=0):
+    """Layer 4: a genuine, noisy signal (dimension 0 moves with the label, row by row). Layer 9: one random vector
+    per group, repeated on each of its rows (all carrying the group's label): learnable by heart, no signal about
+    an unseen group."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_groups) % 2, per_group)
+    groups = np.repeat([f"g{i}" for i in range(n_groups)], per_group)
+    memo = np.repeat(rng.normal(size=(n_groups, d)), per_group, axis=0)
+    genuine = rng.normal(size=(len(y), d))
+    genuine[:, 0] += 1.5 * y
+    return np.stack([genuine, memo], axis=1).astype(np.float32), y, groups
+
+
+def test_layer_choice_and_threshold_come_from_held_out_groups_not_memorised_rows():
+    """A layer that memorises each group's rows (training AUROC ~1, row-level CV ~1) against one with a genuine
+    but weaker signal: fit_single picks the genuine one because its CV holds whole groups out (with one group per
+    row, the same data picks the memorising layer: the trap is real). τ is the target-FPR point of the *held-out*
+    negatives' scores: pinned to the memorising layer, τ and the stored CV metrics are those of its chance-level
+    held-out scores, not of its perfect in-sample ones."""
+    from probes.metrics import auroc
+    from probes.train import _folds
+
+    X, y, groups = _memorisable_and_genuine_layers()
+    train_auroc = {li: auroc(y, LinearProbe(C=0.3).fit(X[:, k], y).decision_function(X[:, k]))
+                   for k, li in enumerate((4, 9))}
+    assert train_auroc[9] > 0.99 > train_auroc[4]  # by training fit the memorising layer wins
+    art = fit_single(X, y, groups, [4, 9], model_id="m", fingerprint="f", target_fpr=0.05, progress=False)
+    assert art.layers == [4] and art.meta.layer == 4
+    per = art.meta.metrics["per_layer"]
+    assert per["9"]["oof_auroc"] < 0.6 < 0.75 < per["4"]["oof_auroc"]
+    by_row = fit_single(X, y, np.arange(len(y)), [4, 9], model_id="m", fingerprint="f", target_fpr=0.05,
+                        progress=False)  # every row its own group: a group's copies on both sides
+    assert by_row.layers == [9] and by_row.meta.metrics["per_layer"]["9"]["oof_auroc"] > 0.99
+
+    pinned = fit_single(X, y, groups, [4, 9], layer=9, model_id="m", fingerprint="f", target_fpr=0.05,
+                        progress=False)
+    oof = np.full(len(y), np.nan)
+    for tr, te in _folds(groups, 5):
+        oof[te] = LinearProbe(C=0.3).fit(X[tr, 1], y[tr]).decision_function(X[te, 1])
+    held_out_tau = calibrate_threshold(oof[y == 0], 0.05)
+    in_sample_tau = calibrate_threshold(pinned.raw(X[y == 0, 1]), 0.05)
+    assert pinned.meta.threshold == pytest.approx(held_out_tau, abs=1e-6)
+    assert abs(pinned.meta.threshold - in_sample_tau) > 1.0  # the two really differ here
+    cv = pinned.meta.metrics["cv"]
+    assert cv["auroc"] < 0.6 and cv["fpr"] <= 0.05 and cv["tpr"] < 0.2  # honest: chance, not the in-sample 1.0

@@ -167,3 +167,51 @@ def test_a_cut_too_short_for_the_probes_read_sites_fails_closed_not_silently(tin
     with pytest.raises(InvalidInputError, match="tokens before the end"):
         enc.activations([{"role": "user", "content": text}], cuts=["a."])
     assert enc.activations([{"role": "user", "content": text}])[0][(3, 40)].shape == (32,)
+
+
+@pytest.mark.model
+def test_sentinel_never_runs_the_layers_past_the_deepest_probe_layer_on_smollm2(smol):
+    """Early exit (issue #3: "early exit at the probe layer"): with the shipped bundle's read sites (deepest layer
+    15 of 30, one site 5 tokens back), a first turn and a KV-reuse turn run decoder blocks 0..14 only (hidden
+    state 15 is block 14's output): blocks 15..29, the final norm and the LM head never start, and the cache
+    holds nothing past block 14. The activations still equal a complete forward's output_hidden_states."""
+    from probes.capture import encode_messages, site_key
+    from probes.probe import load_probe
+
+    bundle = load_probe("default")
+    deepest, n_blocks = bundle.layers[-1], len(smol.model.model.layers)
+    assert deepest < n_blocks  # the early exit has layers to skip (else this test proves nothing)
+    ran: list[str] = []
+    handles = [block.register_forward_pre_hook(lambda *_, i=i: ran.append(f"block {i}"))
+               for i, block in enumerate(smol.model.model.layers)]
+    handles += [smol.model.model.norm.register_forward_pre_hook(lambda *_: ran.append("norm")),
+                smol.model.lm_head.register_forward_pre_hook(lambda *_: ran.append("lm_head"))]
+    enc = SentinelEncoder(smol.model, smol.tokenizer, bundle.layers, offsets=bundle.offsets)
+    msgs = [{"role": "system", "content": "You are an insurance assistant."},
+            {"role": "user", "content": "What is the policy number of the claim?"}]
+    got = []
+    try:
+        for turn in range(2):
+            if turn:
+                msgs += [{"role": "assistant", "content": "It is on file."},
+                         {"role": "user", "content": "And the patient's psychiatric diagnoses?"}]
+            ran.clear()
+            got.append((list(msgs), enc.activation(msgs, session="s")))
+            assert ran == [f"block {i}" for i in range(deepest)], turn  # each block once, in order, none past
+    finally:
+        for h in handles:
+            h.remove()
+    assert enc.stats == {"full": 1, "incremental": 1, "hits": 0}  # the second turn did reuse the KV cache
+    cache = enc._lru["s"].cache
+    n_tokens = len(encode_messages(smol.tokenizer, msgs))
+    assert [cache.get_seq_length(i) for i in range(n_blocks)] == [n_tokens] * deepest + [0] * (n_blocks - deepest)
+    for conv, acts in got:
+        ids = torch.tensor([encode_messages(smol.tokenizer, conv)])
+        with torch.inference_mode():
+            hidden = smol.model(input_ids=ids, output_hidden_states=True).hidden_states  # every layer runs
+        assert set(acts) == {site_key(li, k) for li, ks in bundle.offsets.items() for k in ks}
+        for li, ks in bundle.offsets.items():
+            for k in ks:
+                want = hidden[li][0, -1 - k].float().numpy()
+                tol = 1e-3 if smol.model.dtype == torch.float32 else 2e-2 * float(abs(want).max())  # as above
+                assert abs(acts[site_key(li, k)] - want).max() < tol, (li, k)

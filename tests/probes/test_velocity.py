@@ -232,3 +232,47 @@ def test_a_session_continues_across_a_restamped_model_fingerprint():
     retrained = ProbeArtifact(coef=probe.coef, intercept=0.0, meta=probe.meta.model_copy(update={
         "created_at": "2026-12-06T09:00:00+00:00"}))
     assert VelocityTracker(retrained, store).update("t", "u", "s", acts[0])[1] == 1
+
+
+def test_a_session_continues_exactly_after_the_sqlite_store_is_closed_and_reopened(tmp_path):
+    """Restart survival on a real SQLite file (issue #3: "a session survives a process restart"): three turns,
+    the store closed, a new store object and a new tracker on the same file, three more turns. S_t and t continue
+    exactly as one uninterrupted run's (within 1e-6), a retry right after the restart is still recognised (the
+    conversation digest was persisted too), and other sessions and users on the same file are left as they were."""
+    import guardrails.store as sql
+    from guardrails.errors import StoreError
+
+    probe = _mt()
+    acts = np.random.default_rng(11).normal(size=(6, 16)).astype(np.float32) * 3
+    convs = [_conv(*[x for k in range(1, t + 1) for x in (f"q{k}", f"r{k}")][:-1]) for t in range(1, 7)]
+    with sql.SettingsStore(tmp_path / "ref.db") as ref_store:  # the uninterrupted run
+        ref_tracker = VelocityTracker(probe, ref_store)
+        want = [ref_tracker.update("t", "alice", "s1", a, conversation=c) for a, c in zip(acts, convs, strict=True)]
+    assert [t for _, t in want] == [1, 2, 3, 4, 5, 6] and want[-1][0] != 0.0
+
+    path = tmp_path / "state.db"
+    first = sql.SettingsStore(path)
+    got = [VelocityTracker(probe, first).update("t", "alice", "s1", a, conversation=c)
+           for a, c in zip(acts[:3], convs[:3], strict=True)]
+    others = {("t", "bob", "s1"): acts[5], ("t", "alice", "s2"): acts[4], ("t2", "alice", "s1"): acts[3]}
+    for (tenant, user, session), a in others.items():
+        VelocityTracker(probe, first).update(tenant, user, session, a, conversation=_conv("other"))
+    before = {k: first.get_state(*k, "privacy_velocity") for k in others}
+    first.close()
+    with pytest.raises(StoreError):  # really closed: nothing below can come from the first object
+        first.get_state("t", "alice", "s1", "privacy_velocity")
+
+    second = sql.SettingsStore(path)  # the "new process": a new store object and tracker on the same file
+    try:
+        tracker = VelocityTracker(probe, second)
+        assert tracker.load("t", "alice", "s1").turn == 3
+        assert tracker.update("t", "alice", "s1", acts[5], conversation=convs[2]) == got[-1]  # a retry, not turn 4
+        got += [tracker.update("t", "alice", "s1", a, conversation=c) for a, c in zip(acts[3:], convs[3:], strict=True)]
+        assert [t for _, t in got] == [t for _, t in want]
+        for (s, _), (s_ref, _) in zip(got, want, strict=True):
+            assert abs(s - s_ref) < 1e-6
+        assert abs(got[-1][0] - float(probe.coef @ (acts[5] - acts[0]))) < 1e-3  # still telescoping from a_1
+        assert {k: second.get_state(*k, "privacy_velocity") for k in others} == before  # untouched
+        assert all(tracker.load(*k).turn == 1 for k in others)
+    finally:
+        second.close()
