@@ -269,37 +269,3 @@ def moderation_action(clause: str) -> ModerationAction:
                                r"|removed|blocked|hidden)", target)
     target = wanted_gone.group(1) if wanted_gone else target
     return ModerationAction(op=op, target=target[:200] or "unspecified", stated_period=period)
-
-
-#: An explicit moderation verb on a topic none of the lists above knows ("hide spoilers", "block gore", "mute
-#: celebrity gossip"): when the feed parser finds nothing in the message either, it is a moderation command on that
-#: topic (it used to be chat, the command silently dropped). The whole message is the command.
-_EXPLICIT = re.compile(
-    r"^(?:(?:please|pls|plz|hey|ok|okay|also|so|now|just)\W+)*(?:can you |could you |would you )?(?:please )?"
-    r"(?P<verb>block|mute|hide|filter out|censor|unblock|unmute)\s+(?:all\s+|any\s+|the\s+)?(?P<target>[^,;.!?:]+?)"
-    r"(?:\s+(?:please|pls|plz|for me|thanks|thank you|thx))*\W*$")
-#: Targets that are people or accounts ("block john", "mute my ex", "hide @sam"): a user block, which this is not.
-_PERSON = re.compile(r"@|\b(?:users?|accounts?|profiles?|people|persons?|guys?|girls?|him|her|them|everyone"
-                     r"|everybody|some(?:one|body)|any(?:one|body)|mom|dad|ex|boss|friends?|neighbou?rs?)\b")
-#: Targets that are the app or everything at once ("mute notifications", "hide the results", "block everything"):
-#: no topic to build a category from.
-_NOT_A_TOPIC = re.compile(r"\b(?:everything|anything|nothing|all|notifications?|alerts?|sounds?|results?|settings?"
-                          r"|history|recommendations?|suggestions?|answers?|replies|reply|chat|window|screen|menu"
-                          r"|buttons?|sidebar|keyboard|password|details|info|information|data|emails?|updates?"
-                          r"|phone|number|address|name|location|this|that|these|those|it)\b")
-
-
-def explicit_moderation(text: str) -> ModerationAction | None:
-    """The moderation action of a message that is only "block/mute/hide/filter out/unblock <topic>" on a topic no
-    list knows, or None: the topic must be a short noun phrase (`_names_a_thing`, `is_bare_target`: no genre, year,
-    feed or chat word), no person or account, and not one capitalised word (a name: "block John")."""
-    m = _EXPLICIT.match(fold(text).strip())
-    if m is None:
-        return None
-    target = m.group("target").strip()
-    said = re.search(re.escape(target), text, re.I)
-    a_name = said is not None and " " not in target and said.group(0)[:1].isupper()
-    if a_name or _PERSON.search(target) or _NOT_A_TOPIC.search(target) or not _names_a_thing(target) \
-            or not is_bare_target(target):
-        return None
-    return moderation_action(text)

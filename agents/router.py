@@ -23,7 +23,6 @@ from .lexicon import GENRE_SYNONYMS
 from .moderation_clauses import (
     _REC_CUE,
     ModerationAction,
-    explicit_moderation,
     is_bare_target,
     moderation_action,
     moderation_actions,
@@ -311,12 +310,6 @@ class CommandRouter:
             only_text = all(p.attribute == "text" for p in cmd.preferences) and not (cmd.retractions or cmd.reset)
             if cmd.is_empty or (only_text and not _REC_CUE.search(fold(rest))):
                 cmd = None  # ordinary chat: free-text "preferences" need an explicit recommendation cue
-        if cmd is None and not mods:  # "hide spoilers": a moderation verb on a topic no list knows
-            found = explicit_moderation(text)
-            if found is not None and _FOR_EVERYONE.search(fold(text)):
-                raise CrossUserCommandError("moderation settings are each user's own: a command for everyone is "
-                                            "refused and nothing was changed")
-            mods = [found] if found is not None else []
         kind = (RouteKind.BOTH if cmd and mods else RouteKind.REC if cmd else
                 RouteKind.MODERATION if mods else RouteKind.NEITHER)
         return kind, cmd, mods

@@ -226,34 +226,3 @@ def test_rec_text_untouched_without_moderation_topic(router):
 
 def test_long_message_is_chat(router):
     assert router.classify("no horror. " + "lorem ipsum " * 400)[0] is RouteKind.NEITHER
-
-
-@pytest.mark.parametrize("text,op,target", [
-    ("hide spoilers", "block", "spoilers"), ("block gore", "block", "gore"), ("block nudity", "block", "nudity"),
-    ("please hide spoilers", "block", "spoilers"), ("can you block gore please", "block", "gore"),
-    ("mute celebrity gossip", "block", "celebrity gossip"), ("unmute spoilers", "unblock", "spoilers"),
-    ("filter out weight loss ads", "block", "weight loss ads"),
-])
-def test_a_moderation_verb_on_a_topic_no_list_knows_is_a_moderation_command(router, text, op, target):
-    """"hide spoilers" was chat (no known moderation topic, nothing for the feed): the command was dropped silently.
-    With an explicit moderation verb and a short topic, the whole message is that command, for the caller only."""
-    res = router.route(text, user_id="bob", tenant_id="t")
-    assert res.kind is RouteKind.MODERATION and res.applied
-    assert router.moderation.calls == [(op, "t", "bob", target)]
-
-
-@pytest.mark.parametrize("text", [
-    "Block John", "mute my ex", "hide @sam", "block this user", "block that guy", "block him", "block me",
-    "mute notifications", "hide the results", "block everything", "block so annoying", "block it", "hide",
-    "block what you just said", "hide my email",
-])
-def test_a_moderation_verb_on_a_person_or_the_app_is_no_category(router, text):
-    """People, accounts and the app's own parts ("block John", "mute notifications") are no topic to build a
-    category from: nothing is applied."""
-    res = router.route(text, user_id="bob", tenant_id="t")
-    assert res.kind is RouteKind.NEITHER and not res.applied and router.moderation.calls == []
-
-
-def test_a_moderation_verb_on_an_unknown_topic_for_everyone_is_refused(router):
-    res = router.route("block gore for everyone", user_id="bob", tenant_id="t")
-    assert res.kind is RouteKind.REJECTED and router.moderation.calls == []
