@@ -104,10 +104,19 @@ def file_sha256(path: str | Path) -> str:
 
 
 def data_hashes(paths: Sequence[str | Path]) -> dict[str, str]:
-    """{file name: sha256} for a probe's metadata; files that share a name (``a/train.jsonl``, ``b/train.jsonl``)
-    are keyed by the path as given, so neither hash overwrites the other."""
+    """{file name: sha256} for a probe's metadata. Files that share a name (``a/train.jsonl``, ``b/train.jsonl``)
+    are keyed by their folder's name and theirs (``a/train.jsonl``), then numbered if that repeats too, so neither
+    hash overwrites the other and no absolute path (a home directory) lands in a shipped ``meta.json``."""
     names = [Path(p).name for p in paths]
-    return {(Path(p).name if names.count(Path(p).name) == 1 else str(p)): file_sha256(p) for p in paths}
+    out: dict[str, str] = {}
+    for p in paths:
+        path = Path(p)
+        key = path.name if names.count(path.name) == 1 else f"{path.parent.name}/{path.name}"
+        base, n = key, 2
+        while key in out:
+            key, n = f"{base}#{n}", n + 1
+        out[key] = file_sha256(path)
+    return out
 
 
 def _shape_problem(r: Record) -> str | None:

@@ -329,8 +329,14 @@ class FusedProbeHook:
                     raise PrefillBlocked(decision)
             return hook
 
+        on_cuda = any(p.device.type == "cuda" for p in list(model.parameters())[:1])
+
         def timed(fn: Callable[..., None]) -> Callable[..., None]:
             def run(*args: Any) -> None:
+                if on_cuda:  # the layer's queued kernels are prefill, not hook work: wait for them outside the timing
+                    import torch  # (the hook's host copy would wait for them anyway: no added cost)
+
+                    torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 try:
                     fn(*args)

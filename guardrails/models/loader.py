@@ -71,6 +71,9 @@ class LoadedCausalLM:
         """
         import torch
 
+        if any(p.device.type == "meta" for p in self.model.parameters()):
+            raise ModelLoadError(f"{self.name}: some weights are offloaded (meta device), so the model cannot be "
+                                 "fingerprinted and no probe can be bound to it; load it without offloading")
         h = hashlib.sha256(b"v3" + json.dumps(architecture_summary(self.model.config.to_dict()), sort_keys=True,
                                               default=str).encode())
         with torch.no_grad():

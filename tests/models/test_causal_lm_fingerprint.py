@@ -48,3 +48,14 @@ def test_the_fingerprint_ignores_dtype_and_is_stable(smol):
     assert half.fingerprint() == smol.fingerprint() == smol.fingerprint()
     fps = smol.fingerprints()
     assert fps[0] == smol.fingerprint() and len(set(fps)) == 3  # current, first-four-tensor sample, whole config
+
+
+def test_a_model_with_offloaded_weights_is_a_typed_error(smol):
+    """Weights on the meta device (accelerate offload) cannot be read: a ModelLoadError naming the model, not a raw
+    NotImplementedError from the copy."""
+    from guardrails.errors import ModelLoadError
+
+    offloaded = copy.deepcopy(smol.model)
+    offloaded.model.layers[29].to("meta")
+    with pytest.raises(ModelLoadError, match="offloaded"):
+        _with_model(smol, offloaded).fingerprint()

@@ -128,9 +128,22 @@ def test_unblock_success_is_measured_on_the_detector_path(monkeypatch):
     backend = EmbeddingBackend()
     ok = personalize_eval(backend, max_per_label=12, seeds=(0,), variation=False)
     assert ok["unblock_success"] == 1.0
-    monkeypatch.setattr(P, "unblock", lambda profile, name: profile)  # a broken mask: the category still enforces
+    monkeypatch.setattr(P, "unblock", lambda profile, name: profile)  # a broken unblock: the category still enforces
     broken = personalize_eval(backend, max_per_label=12, seeds=(0,), variation=False)
     assert broken["unblock_success"] < 0.5, broken["per_category"]
+    monkeypatch.undo()
+    from guardrails.decision import Action
+    from personalization.plugin import HarmDetector
+
+    real = HarmDetector.findings
+
+    def unmasked(self, scores, profile, note="", i=0):  # a broken mask in the detector: an allowed category blocks
+        return [f.model_copy(update={"action": Action.BLOCK}) if f.score >= f.threshold else f
+                for f in real(self, scores, profile, note, i)]
+
+    monkeypatch.setattr(HarmDetector, "findings", unmasked)
+    mask_broken = personalize_eval(backend, max_per_label=12, seeds=(0,), variation=False)
+    assert mask_broken["unblock_success"] < 0.5, mask_broken["per_category"]  # the metric reads the detector
 
 
 @pytest.mark.model

@@ -69,5 +69,9 @@ def test_training_files_that_share_a_name_keep_both_hashes(tmp_path):
     b.write_text("two\n")
     c.write_text("three\n")
     got = data_hashes([a, b, c])
-    assert got == {str(a): file_sha256(a), str(b): file_sha256(b), "extra.jsonl": file_sha256(c)}
-    assert len(set(got.values())) == 3
+    assert got == {"a/train.jsonl": file_sha256(a), "b/train.jsonl": file_sha256(b), "extra.jsonl": file_sha256(c)}
+    assert len(set(got.values())) == 3 and not any(str(tmp_path) in k for k in got)  # no absolute path kept
+    (tmp_path / "x" / "a").mkdir(parents=True)
+    d = tmp_path / "x" / "a" / "train.jsonl"  # same folder name and file name as `a`: numbered
+    d.write_text("four\n")
+    assert data_hashes([a, d]) == {"a/train.jsonl": file_sha256(a), "a/train.jsonl#2": file_sha256(d)}
