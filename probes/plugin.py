@@ -329,7 +329,8 @@ class FusedProbeHook:
                     raise PrefillBlocked(decision)
             return hook
 
-        on_cuda = any(p.device.type == "cuda" for p in list(model.parameters())[:1])
+        first = next(model.parameters(), None)
+        on_cuda = first is not None and first.device.type == "cuda"
 
         def timed(fn: Callable[..., None]) -> Callable[..., None]:
             def run(*args: Any) -> None:

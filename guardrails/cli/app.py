@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ..detector import discover
 from ..errors import RailguardError
-from .output import emit_json, err_console, fail, setup_logging
+from .output import JsonOpt, emit_json, err_console, fail, setup_logging
 from .settings import settings_app
 
 log = logging.getLogger("railguard.cli")
@@ -26,8 +26,6 @@ app = typer.Typer(name="railguard", help="Guardrails and per-user personalizatio
 models_app = typer.Typer(help="Install and list the embedded default models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(settings_app, name="settings")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
 
 
 @app.callback()
@@ -190,30 +188,35 @@ def demo(
         raise typer.Exit(1)
 
 
+def collect_bench(quick: bool, *, skip: tuple[type[BaseException], ...] = ()) -> dict[str, Any]:
+    """`railguard bench`'s measurements: the device, the embedded models' load times (unless `quick`) and every
+    registered plugin's keys. A failure is reported, not hidden: its keys stay absent and it is listed under
+    `errors`, or under `skipped` when it is one of `skip` (`scripts/gpu_check` skips missing data on a bare GPU box)."""
+    from ..models import resolve_device
+    from ..models.loader import measure_embedded_load
+
+    result: dict[str, Any] = {"device": resolve_device(None)}
+    steps = [] if quick else [("model_load", lambda _quick: measure_embedded_load())]
+    for name, fn in [*steps, *sorted(discover("railguard.bench").items())]:
+        try:
+            result.update(fn(quick))
+        except skip as exc:
+            log.warning("bench %s skipped: %s", name, exc)
+            result.setdefault("skipped", {})[name] = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:
+            log.warning("bench %s failed: %s", name, exc)
+            result.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+    return result
+
+
 @app.command()
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Fewer repetitions.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Performance ratios, every one measured in this run (plugins contribute their keys)."""
-    from ..models import resolve_device
-
-    result: dict[str, Any] = {"device": resolve_device(None), "python": platform.python_version()}
     started = time.perf_counter()
-    if not quick:
-        from ..models.loader import measure_embedded_load
-
-        try:
-            result.update(measure_embedded_load())
-        except Exception as exc:  # as a plugin's failure: listed, and the other keys still measured
-            log.warning("bench model load failed: %s", exc)
-            result.setdefault("errors", {})["model_load"] = f"{type(exc).__name__}: {exc}"
-    for name, fn in sorted(discover("railguard.bench").items()):
-        try:
-            result.update(fn(quick))
-        except Exception as exc:  # report, don't hide: the key stays absent and the error is listed
-            log.warning("bench %s failed: %s", name, exc)
-            result.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"
+    result = {"python": platform.python_version(), **collect_bench(quick)}
     result["bench_seconds"] = round(time.perf_counter() - started, 2)
     if as_json:
         emit_json(result)

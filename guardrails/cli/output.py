@@ -9,13 +9,15 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 err_console = Console(stderr=True)
+#: The `--json` option every command takes.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
 
 
 def setup_logging(verbose: bool = False) -> None:

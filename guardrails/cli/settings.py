@@ -24,12 +24,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import RailguardError
-from .output import emit_json, err_console, fail
+from .output import JsonOpt, emit_json, err_console, fail
 
 settings_app = typer.Typer(help="Read and change one user's stored settings (moderation, feed policy, guard).",
                            no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
 UserOpt = Annotated[str, typer.Option("--user", help="End-user id.")]
 TenantOpt = Annotated[str, typer.Option("--tenant", help="Tenant the user belongs to.")]
 DbOpt = Annotated[str | None, typer.Option(
