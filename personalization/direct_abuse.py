@@ -72,7 +72,16 @@ TOXIC = ["You {adj} {noun}, nobody wants you here.", "Shut up, you {adj} {noun}.
          "Women like you belong in the kitchen, not on this {site}.", "Go back where you came from, {noun}.",
          "People like you shouldn't be allowed on the internet.",
          "Stop vandalizing or I'll make sure you get banned, you {noun}.", "You're a nazi {role} and a {noun}.",
-         "{name}, you {adj} {noun}, I'm done with your crap.", "Suck it, {noun}. You lost."]
+         "{name}, you {adj} {noun}, I'm done with your crap.", "Suck it, {noun}. You lost.",
+         # third version: short insults with no adjective or context, threats of violence and wishes of harm,
+         # animal and vermin names, demeaning questions (under-flagged by the second version)
+         "{Noun}.", "You are {a_noun}.", "you're {a_noun}", "ur {a_noun} lol", "what {a_noun}", "you {noun}",
+         "{Adj} {noun}.", "Are you {adj}?", "Are you really this {adj}?", "stfu {noun}", "Nobody asked, {noun}.",
+         "Imagine being this {adj}.", "You {animal}.", "You {adj} little {animal}.", "Get lost, you {animal}.",
+         "Say that again and I'll {violence}.", "Keep it up and I'm going to {violence}.",
+         "One more word and I swear I'll {violence}.", "I hope you {harm}.", "You deserve to {harm}.",
+         "Go {die}, {noun}.", "I wish you would {harm}.", "You're a waste of {waste}.",
+         "Why are you so {adj}?", "Your {kin} must be ashamed of you.", "I'd {violence} if I ever met you."]
 BENIGN = ["I think your {thing} is wrong about this; here is a source that says otherwise.",
           "I was such an {noun2} to forget my keys again today.", "Ugh, this {adj2} printer jammed again.",
           "That {show} was sick, best one I've seen all year.", "Please stop {activity} without discussing it first.",
@@ -97,12 +106,43 @@ BENIGN = ["I think your {thing} is wrong about this; here is a source that says 
           "What the heck happened to the formatting on this page?", "Holy crap, that was a great save.",
           "Damn, that {show} was good.", "{name}, can you review my {thing} when you have time?",
           "I'm not convinced by the argument about {topic}, but it's well written.",
-          "Is there a style guide for articles about {topic}?"]
+          "Is there a style guide for articles about {topic}?",
+          # third version: short praise and chat, violent words that threaten no one, animals, hopes and wishes
+          "{Praise}.", "You are {a_praise}.", "you're {a_praise} lol", "what {a_good}", "Are you {okay}?",
+          "I'll {meet} you {when}.", "I hope you {wish}.", "You deserve {reward}.", "{Animal_pl} are {animal_fact}.",
+          "A {animal} got into the {place} again.", "This {boss} keeps killing me.", "That joke killed me lol",
+          "Kill the {process} and restart it.", "I could kill for a {treat} right now.",
+          "Why is the {thing} so slow today?", "My {kin} is the best.", "I'm {a_noun2} sometimes, sorry.",
+          "Stop, you're too kind.", "Nobody asked, but here is my {treat} recipe."]
 NOUNS_SELF = ["idiot", "fool", "dummy", "klutz"]
 ADJS_THINGS = ["stupid", "useless", "terrible", "awful", "garbage", "pathetic"]
 SHOWS = ["concert", "skate trick", "guitar solo", "goal", "movie", "trailer", "dunk"]
 NAMES = ["Kevin", "Priya", "Marco", "Jenna", "Tobias", "Aisha", "Derek", "Mei", "Luis", "Hannah"]
 SITES = ["forum", "server", "site", "subreddit", "channel"]
+A_NOUNS = ["an idiot", "a moron", "an imbecile", "a loser", "a clown", "a joke", "a disgrace", "a coward",
+           "a dumbass", "a freak", "a halfwit", "a nobody"]
+ANIMALS = ["pig", "rat", "cockroach", "snake", "worm", "dog", "weasel", "maggot", "leech", "slug"]
+VIOLENCE = ["break your face", "beat the crap out of you", "punch your teeth in", "hurt you", "end you",
+            "smash your head in", "make you bleed", "wreck you"]
+HARMS = ["die", "get cancer", "choke on it", "rot in a cell", "lose everything", "get hit by a truck",
+         "never wake up", "suffer"]
+DIES = ["die", "jump off a bridge", "die in a hole", "choke", "drown yourself"]
+WASTES = ["oxygen", "skin", "air", "everyone's time", "a human being"]
+KINS = ["mom", "dad", "family", "parents", "mother"]
+PRAISES = ["Legend", "Genius", "Brilliant", "Amazing", "Lovely", "Nice one", "Champion", "Well said"]
+A_PRAISES = ["an angel", "a genius", "a lifesaver", "a star", "a legend", "a gem", "a sweetheart", "so kind"]
+A_GOODS = ["a day", "a game", "a view", "a relief", "a save", "a catch", "a goal", "a week"]
+OKAYS = ["okay", "coming tonight", "free tomorrow", "sure", "still at work", "awake", "home yet"]
+MEETS = ["call", "text", "see", "meet", "pick up", "help"]
+WHENS = ["tomorrow", "after work", "later", "at six", "on Monday"]
+WISHES = ["feel better soon", "have a great trip", "win", "get the job", "enjoy the show", "sleep well"]
+REWARDS = ["a break", "the promotion", "some rest", "the award", "better"]
+ANIMAL_FACTS = ["smarter than people think", "fascinating", "cute", "everywhere in this city", "good swimmers"]
+PLACES = ["garage", "kitchen", "shed", "basement", "garden"]
+BOSSES = ["boss", "level", "final stage", "dungeon", "raid"]
+PROCESSES = ["process", "server", "app", "job", "container"]
+TREATS = ["pizza", "coffee", "burger", "taco", "cake"]
+NOUNS_SELF_A = ["an idiot", "a fool", "a klutz", "a dummy"]
 TOPICS = ["the Roman Empire", "climate policy", "the 1998 World Cup", "jazz history", "vaccines", "the city council",
           "railway gauges", "medieval castles", "tax law", "the band's second album"]
 
@@ -111,10 +151,18 @@ def _fill(template: str, rng: random.Random) -> str:
     return template.format(adj=rng.choice(ADJS), noun=rng.choice(NOUNS), thing=rng.choice(THINGS),
                            role=rng.choice(ROLES), activity=rng.choice(ACTIVITIES), noun2=rng.choice(NOUNS_SELF),
                            adj2=rng.choice(ADJS_THINGS), show=rng.choice(SHOWS), name=rng.choice(NAMES),
-                           site=rng.choice(SITES), topic=rng.choice(TOPICS))
+                           site=rng.choice(SITES), topic=rng.choice(TOPICS), Noun=rng.choice(NOUNS).capitalize(),
+                           Adj=rng.choice(ADJS).capitalize(), a_noun=rng.choice(A_NOUNS), animal=rng.choice(ANIMALS),
+                           violence=rng.choice(VIOLENCE), harm=rng.choice(HARMS), die=rng.choice(DIES),
+                           waste=rng.choice(WASTES), kin=rng.choice(KINS), Praise=rng.choice(PRAISES),
+                           a_praise=rng.choice(A_PRAISES), a_good=rng.choice(A_GOODS), okay=rng.choice(OKAYS),
+                           meet=rng.choice(MEETS), when=rng.choice(WHENS), wish=rng.choice(WISHES),
+                           reward=rng.choice(REWARDS), Animal_pl=rng.choice(ANIMALS).capitalize() + "s",
+                           animal_fact=rng.choice(ANIMAL_FACTS), place=rng.choice(PLACES), boss=rng.choice(BOSSES),
+                           process=rng.choice(PROCESSES), treat=rng.choice(TREATS), a_noun2=rng.choice(NOUNS_SELF_A))
 
 
-def direct_abuse_records(*, n_per_label: int = 600, seed: int = 41) -> list[dict[str, Any]]:
+def direct_abuse_records(*, n_per_label: int = 900, seed: int = 41) -> list[dict[str, Any]]:
     """``n_per_label`` toxic and as many benign rows, task "toxicity", ids ``abuse-<kind>-<n>-<text digest>``."""
     rng = random.Random(seed)
     out: list[dict[str, Any]] = []
