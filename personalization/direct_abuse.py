@@ -22,6 +22,17 @@ the second version's new templates were written knowing which rows of checks 1 a
 toxicity F1 0.9729 -> 0.9732 (FPR 0.085 -> 0.083), spam and sentiment unchanged; block-new from one example
 0.925 -> 0.923 (added FPR 1.65 -> 1.73 %). Recall stays the weak side: the scores rank these texts well but many
 sit under the operating point chosen on the corpora's calibration split.
+
+Third version (session 30; the templates marked below, 900 rows a side instead of 600): a fourth check (40 / 40,
+short and direct: "You are an idiot.", "Idiot.", threats, wishes of harm) showed the second version catching 18 of
+40 ("go kill yourself" 0.50, "You are an idiot" 0.25); the third version was written knowing those misses, then
+frozen, and a fifth check (30 / 30, DMs, reviews, news comments) written before any head scored it. Toxic texts
+flagged at the 0.5 operating point, second -> third version: checks 1-3 43 -> 52 of 80 (0 benign flagged both),
+check 4 18 -> 30 of 40, blind check 5 9 -> 14 of 30 (AUROC 0.859 -> 0.944; 1 of 30 benign flagged both). Dev
+toxicity F1 0.9733 -> 0.9712 (FPR 0.082 -> 0.076), sentiment 0.8956 -> 0.8939, spam unchanged; benign dev SMS
+flagged toxic 1.8 -> 2.1 %; block-new from one example 0.923 -> 0.921 at added FPR 1.73 -> 1.51 %. The benign
+"kill" templates (games, jokes, processes) first pulled "go kill yourself" down to 0.34: "Kill yourself, {noun}." is
+a dev template, so three train templates of incitement to self-harm were added before freezing (0.52 now).
 """
 
 from __future__ import annotations
@@ -73,15 +84,17 @@ TOXIC = ["You {adj} {noun}, nobody wants you here.", "Shut up, you {adj} {noun}.
          "People like you shouldn't be allowed on the internet.",
          "Stop vandalizing or I'll make sure you get banned, you {noun}.", "You're a nazi {role} and a {noun}.",
          "{name}, you {adj} {noun}, I'm done with your crap.", "Suck it, {noun}. You lost.",
-         # third version: short insults with no adjective or context, threats of violence and wishes of harm,
-         # animal and vermin names, demeaning questions (under-flagged by the second version)
+         # third version (session 30): short insults with no adjective or context, threats of violence and wishes
+         # of harm, incitement to self-harm, animal and vermin names, demeaning questions (the second version
+         # under-flagged them)
          "{Noun}.", "You are {a_noun}.", "you're {a_noun}", "ur {a_noun} lol", "what {a_noun}", "you {noun}",
          "{Adj} {noun}.", "Are you {adj}?", "Are you really this {adj}?", "stfu {noun}", "Nobody asked, {noun}.",
          "Imagine being this {adj}.", "You {animal}.", "You {adj} little {animal}.", "Get lost, you {animal}.",
          "Say that again and I'll {violence}.", "Keep it up and I'm going to {violence}.",
          "One more word and I swear I'll {violence}.", "I hope you {harm}.", "You deserve to {harm}.",
          "Go {die}, {noun}.", "I wish you would {harm}.", "You're a waste of {waste}.",
-         "Why are you so {adj}?", "Your {kin} must be ashamed of you.", "I'd {violence} if I ever met you."]
+         "Why are you so {adj}?", "Your {kin} must be ashamed of you.", "I'd {violence} if I ever met you.",
+         "just {die} already", "Do the world a favor and {die}.", "kys {noun}", "Nobody would care if you {died}."]
 BENIGN = ["I think your {thing} is wrong about this; here is a source that says otherwise.",
           "I was such an {noun2} to forget my keys again today.", "Ugh, this {adj2} printer jammed again.",
           "That {show} was sick, best one I've seen all year.", "Please stop {activity} without discussing it first.",
@@ -126,7 +139,8 @@ VIOLENCE = ["break your face", "beat the crap out of you", "punch your teeth in"
             "smash your head in", "make you bleed", "wreck you"]
 HARMS = ["die", "get cancer", "choke on it", "rot in a cell", "lose everything", "get hit by a truck",
          "never wake up", "suffer"]
-DIES = ["die", "jump off a bridge", "die in a hole", "choke", "drown yourself"]
+DIES = ["die", "jump off a bridge", "die in a hole", "choke", "drown yourself", "kill yourself", "hang yourself"]
+DIEDS = ["died", "killed yourself", "disappeared", "were gone tomorrow", "got hit by a bus"]
 WASTES = ["oxygen", "skin", "air", "everyone's time", "a human being"]
 KINS = ["mom", "dad", "family", "parents", "mother"]
 PRAISES = ["Legend", "Genius", "Brilliant", "Amazing", "Lovely", "Nice one", "Champion", "Well said"]
@@ -154,7 +168,8 @@ def _fill(template: str, rng: random.Random) -> str:
                            site=rng.choice(SITES), topic=rng.choice(TOPICS), Noun=rng.choice(NOUNS).capitalize(),
                            Adj=rng.choice(ADJS).capitalize(), a_noun=rng.choice(A_NOUNS), animal=rng.choice(ANIMALS),
                            violence=rng.choice(VIOLENCE), harm=rng.choice(HARMS), die=rng.choice(DIES),
-                           waste=rng.choice(WASTES), kin=rng.choice(KINS), Praise=rng.choice(PRAISES),
+                           died=rng.choice(DIEDS), waste=rng.choice(WASTES), kin=rng.choice(KINS),
+                           Praise=rng.choice(PRAISES),
                            a_praise=rng.choice(A_PRAISES), a_good=rng.choice(A_GOODS), okay=rng.choice(OKAYS),
                            meet=rng.choice(MEETS), when=rng.choice(WHENS), wish=rng.choice(WISHES),
                            reward=rng.choice(REWARDS), Animal_pl=rng.choice(ANIMALS).capitalize() + "s",

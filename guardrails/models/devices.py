@@ -138,7 +138,8 @@ def encoder_int8(device: str) -> bool:
 
     Opt-in, CPU only (CUDA encoders autocast to bf16). Measured on 2 AVX-512 cores: 1.2-1.7x texts/s and dev F1
     unchanged (spam / toxic / negative 0.946 / 0.973 / 0.894; 37 of 7,832 dev verdicts differ from fp32), but
-    block-new from one example fell 0.923 -> 0.918, under its 0.92 target (toxic 0.967 -> 0.953): a category
+    block-new from one example fell 0.923 -> 0.918, under its 0.92 target (toxic 0.967 -> 0.953; with the heads
+    retrained in session 30, 44 of 7,832 verdicts differ and block-new falls 0.921 -> 0.917): a category
     learnt from one example leans on the base heads' exact scores. "1" on a CPU without the x86 int8 kernel is a
     ConfigError.
     """

@@ -121,7 +121,7 @@ def test_int8_policy_switch(monkeypatch):
 
 def test_harm_backend_int8_keeps_the_shipped_heads_verdicts():
     """The shipped heads, bank and thresholds were fit in fp32; the opt-in int8 encoder serves them. On the shipped
-    dev file (880 messages) nearly every verdict must stay (measured on the 7,832-text dev split: 37 differ)."""
+    dev file (880 messages) nearly every verdict must stay (measured on the 7,832-text dev split: 44 differ)."""
     from personalization import EmbeddingBackend, ModerationProfile
     from personalization.evaluate import DEV_EVAL_PATH, flagged, load_jsonl
 

@@ -64,26 +64,30 @@ def test_heads_do_not_fire_on_other_categories(backend, dev):
 
 
 def test_toxic_head_on_hand_written_direct_abuse(backend):
-    """Three hand-written toxicity checks in comment, chat, gaming, review and talk-page styles (tests/
-    personalization/toxicity_check{,2,3}.jsonl: 80 toxic, 80 benign; each written before any head scored it, never
-    trained on; the second after the direct-abuse generator's first version was frozen, the third after its
-    second). The corpora's toxicity is slur-laden tweets and group hate, so before the generated direct abuse
-    (personalization.direct_abuse) the head caught 10 + 1 + 5 of them (AUROC 0.95 / 0.88 / 0.91); now 22 + 10 + 11
-    (AUROC 0.998 / 0.968 / 0.974), still with no benign text flagged. Recall stays the weak side: the scores rank
-    well but many sit under the operating point chosen on the corpora (see the README)."""
+    """Five hand-written toxicity checks in comment, chat, gaming, review, DM and talk-page styles (tests/
+    personalization/toxicity_check{,2,3,4,5}.jsonl: 150 toxic, 150 benign; each written before any head scored it,
+    never trained on). Checks 2, 3 and 5 were written after the direct-abuse generator's first, second and third
+    versions were frozen (blind); check 4 before the third version, which was written knowing check 4's misses.
+    The corpora's toxicity is slur-laden tweets and group hate, so before the generated direct abuse
+    (personalization.direct_abuse) the head caught 10 + 1 + 5 of checks 1-3 (AUROC 0.95 / 0.88 / 0.91); after the
+    second version 22 + 10 + 11 (0.998 / 0.968 / 0.974) and 18 of check 4, 9 of check 5 (0.920 / 0.859); after the
+    third 26 + 13 + 13 (1.0 / 0.986 / 0.997), 30 of check 4 and 14 of check 5 (0.959 / 0.944), with one benign text
+    flagged in each of checks 4 and 5, as before. Recall stays the weak side: the scores rank well but many sit under
+    the operating point chosen on the corpora (see the README)."""
     from sklearn.metrics import roc_auc_score
 
     caught = alarms = 0
-    for name, min_auroc in (("toxicity_check.jsonl", 0.98), ("toxicity_check2.jsonl", 0.94),
-                            ("toxicity_check3.jsonl", 0.95)):
+    for name, min_auroc in (("toxicity_check.jsonl", 0.98), ("toxicity_check2.jsonl", 0.96),
+                            ("toxicity_check3.jsonl", 0.97), ("toxicity_check4.jsonl", 0.93),
+                            ("toxicity_check5.jsonl", 0.91)):
         rows = load_jsonl(Path(__file__).parent / name)
         y = np.array([r["label"] == "toxic" for r in rows])
         s = backend.score([r["text"] for r in rows], P.ModerationProfile())["toxic"]
         assert roc_auc_score(y, s) >= min_auroc, name
         caught += int((s[y] >= 0.5).sum())
         alarms += int((s[~y] >= 0.5).sum())
-    # measured 43 and 0; the margin absorbs small fp32 differences between CPUs
-    assert caught >= 38 and alarms <= 1, (caught, alarms)
+    # measured 96 of 150 and 2 of 150; the margin absorbs small fp32 differences between CPUs
+    assert caught >= 88 and alarms <= 4, (caught, alarms)
 
 
 def test_calibrated_fpr_on_held_out_benign(backend, dev):
