@@ -5,7 +5,7 @@ Public API (everything else is internal):
 - capture: ``capture``, ``capture_messages``, ``render``, ``to_messages``, ``validate_messages``,
   ``layer_module``, ``LayerTap``, ``NonFiniteActivationError``
 - probes: ``LinearProbe``, ``ProbeArtifact``, ``ProbeBundle``, ``ProbeMeta``, ``load_probe``,
-  ``ProbeError``, ``ProbeMismatchError``, ``CorruptProbeError``
+  ``ProbeError``, ``ProbeMismatchError``, ``CorruptProbeError``, ``LegacyFingerprintWarning``
 - training: ``fit_single``, ``fit_multiturn``, ``train_bundle``, ``train_drift_probe``,
   ``train_context_free_probe``, ``leave_one_out``,
   ``cross_domain``, ``calibrate_threshold``
@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs (nothin
     from .plugin import build_privacy_detector as build_privacy_detector
     from .plugin import demo as demo
     from .probe import CorruptProbeError as CorruptProbeError
+    from .probe import LegacyFingerprintWarning as LegacyFingerprintWarning
     from .probe import LinearProbe as LinearProbe
     from .probe import ProbeArtifact as ProbeArtifact
     from .probe import ProbeBundle as ProbeBundle
@@ -64,8 +65,8 @@ _LAZY = {
     "cross_domain": "generalization", "leave_one_out": "generalization",
     "calibrate_threshold": "metrics",
     **dict.fromkeys(["FusedProbeHook", "PrivacyDetector", "build_privacy_detector", "demo"], "plugin"),
-    **dict.fromkeys(["CorruptProbeError", "LinearProbe", "ProbeArtifact", "ProbeBundle", "ProbeError", "ProbeMeta",
-                     "ProbeMismatchError", "load_probe"], "probe"),
+    **dict.fromkeys(["CorruptProbeError", "LegacyFingerprintWarning", "LinearProbe", "ProbeArtifact", "ProbeBundle",
+                     "ProbeError", "ProbeMeta", "ProbeMismatchError", "load_probe"], "probe"),
     "SentinelEncoder": "sentinel",
     **dict.fromkeys(["fit_multiturn", "fit_single"], "train"),
     **dict.fromkeys(["train_bundle", "train_drift_probe"], "train_runs"),
@@ -73,7 +74,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "CorruptProbeError", "FusedProbeHook", "InMemoryStateStore", "LayerTap", "LinearProbe",
+    "CorruptProbeError", "FusedProbeHook", "InMemoryStateStore", "LayerTap", "LegacyFingerprintWarning", "LinearProbe",
     "NonFiniteActivationError", "PrivacyDetector", "ProbeArtifact", "ProbeBundle", "ProbeError", "ProbeMeta",
     "ProbeMismatchError", "SentinelEncoder", "StateStore", "VelocityTracker", "build_privacy_detector",
     "calibrate_threshold", "capture", "capture_messages", "cross_domain", "demo", "fit_multiturn", "fit_single",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,10 @@ DEFAULT_DIR = Path(__file__).parent / "default"
 
 class ProbeError(ConfigError):
     """Base class of probe artifact errors (a ConfigError: the configured probe cannot be used)."""
+
+
+class LegacyFingerprintWarning(UserWarning):
+    """A probe matched its model through an older, weaker fingerprint (see ``LoadedCausalLM.fingerprints``)."""
 
 
 class ProbeMismatchError(ProbeError):
@@ -214,6 +219,12 @@ class ProbeArtifact:
                 f"probe was trained on model {self.meta.model_id!r} (fingerprint {self.meta.model_fingerprint}) "
                 f"but is being used with {model_id or 'a model'} (fingerprint {accepted[0]}); retrain it with "
                 f"`railguard probes train --model ...`")
+        if self.meta.model_fingerprint != accepted[0]:
+            warnings.warn(
+                f"probe for {self.meta.model_id!r} carries an older model fingerprint ({self.meta.model_fingerprint}),"
+                " which hashes only the first weight tensors: a model fine-tuned in later layers would pass it. "
+                f"Retrain the probe (`railguard probes train`) to bind it to every tensor ({accepted[0]}).",
+                LegacyFingerprintWarning, stacklevel=2)
 
     def save(self, path: str | Path) -> Path:
         from safetensors.numpy import save_file

@@ -247,6 +247,23 @@ def test_model_mismatch_is_typed_error(tmp_path):
         art.raw(np.zeros(5))
 
 
+def test_a_probe_matching_only_an_older_fingerprint_loads_with_a_warning():
+    """Probes stamped with an older, weaker fingerprint (`LoadedCausalLM.fingerprints`: current first) still serve,
+    but say so; a probe carrying the current one serves silently, and one carrying neither is refused."""
+    import warnings
+
+    from probes import LegacyFingerprintWarning
+
+    with pytest.warns(LegacyFingerprintWarning, match="older model fingerprint.*Retrain"):
+        _artifact(fp="old").check_model(("new", "old"), "m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _artifact(fp="new").check_model(("new", "old"), "m")
+        _artifact(fp="new").check_model("new", "m")
+    with pytest.raises(ProbeMismatchError):
+        _artifact(fp="older").check_model(("new", "old"), "m")
+
+
 def test_corrupt_artifacts_are_typed_errors(tmp_path):
     p = _artifact().save(tmp_path / "p")
     (p / "weights.safetensors").write_bytes(b"garbage")

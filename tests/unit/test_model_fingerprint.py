@@ -68,12 +68,13 @@ def test_a_probe_accepts_the_current_or_the_legacy_fingerprint_of_its_model():
     import numpy as np
     import pytest
 
-    from probes import ProbeArtifact, ProbeMeta, ProbeMismatchError
+    from probes import LegacyFingerprintWarning, ProbeArtifact, ProbeMeta, ProbeMismatchError
 
     meta = ProbeMeta(kind="single", model_id="m", model_fingerprint="legacy00", layer=1, d_model=2, threshold=0.0,
                      target_fpr=0.01)
     art = ProbeArtifact(coef=np.ones(2), intercept=0.0, meta=meta)
-    art.check_model(("current0", "legacy00"), "m")
+    with pytest.warns(LegacyFingerprintWarning):
+        art.check_model(("current0", "legacy00"), "m")
     art.check_model("legacy00", "m")
     with pytest.raises(ProbeMismatchError, match="current0"):
         art.check_model(("current0", "other000"), "m")
