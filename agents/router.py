@@ -104,6 +104,18 @@ class UnavailableModeration:
 _BASE = {"spam": ("spam", "scam", "crypto", "phishing", "ads", "advert", "promo"),
          "toxic": ("toxic", "insult", "harass", "slur", "hate speech", "profanity", "swearing", "rude", "troll"),
          "negative": ("negativity", "negative")}
+# Whole words only, with their inflections ("rudeness", "trolls", "advertisements", "scammers"): a substring match
+# read "jurisprudence" as rude, "trolley" as troll, "downloads" as ads and "cryptography" as crypto, so "unblock
+# posts about the trolley problem" unblocked the toxic category.
+_INFLECTION = r"(?:s|es|ers?|mers?|my|ming|ing|ings|ment|ments|ness|ity|isements?|ising|tions?)?"
+_BASE_WORDS = {base: re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + ")" + _INFLECTION + r"\b")
+               for base, words in _BASE.items()}
+
+
+def _base_categories(target: str) -> list[str]:
+    """The base categories whose words ``target`` names (as words, not inside other words)."""
+    folded = fold(target)
+    return [base for base, words in _BASE_WORDS.items() if words.search(folded)]
 
 
 def category_name(target: str) -> str:
@@ -111,7 +123,8 @@ def category_name(target: str) -> str:
 
     Category names are shown in decision logs and the audit trail, so personal data in the target ("block
     messages from bob@example.com", a phone or card number) never becomes part of one: each such span is replaced
-    by its entity kind, and a short hash of the whole target keeps two senders two categories."""
+    by its entity kind, and a short hash of the whole target keeps two senders two categories. A target longer than
+    a name can be is cut, with the same hash, so two long topics that share their first words stay two."""
     suffix = ""
     found = pii_scan(target)
     if found:
@@ -121,6 +134,8 @@ def category_name(target: str) -> str:
             last = m.end
         suffix = "-" + text_hash(fold(target))[:8]
         target = "".join([*pieces, target[last:]])
+    elif len(_plain_slug(target, 10_000)) > 48:  # cut short: the hash keeps "... in chicago" and "... in boston" apart
+        suffix = "-" + text_hash(fold(target))[:8]
     return _plain_slug(target, 48 - len(suffix)) + suffix
 
 
@@ -188,7 +203,7 @@ class PersonalizationModeration:
             cats = p.categories
             name = legacy if requested not in cats and legacy in cats else requested
             if name not in cats:
-                base = [b for b, words in _BASE.items() if any(w in fold(target) for w in words)]
+                base = _base_categories(target)
                 if len(base) != 1:
                     raise _NothingToUnblock  # aborts the transaction: nothing is written
                 name = base[0]

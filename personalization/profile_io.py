@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from typing import Any
 
 from guardrails.errors import InvalidInputError
+from guardrails.jsonio import loads_unique
 
 from .profile import MAX_TOTAL_CHARS, ModerationProfile, parse_profile
 
@@ -35,16 +35,8 @@ def load_profile_json(text: str | bytes) -> dict[str, Any]:
     if not isinstance(text, str) or len(text) > 4 * MAX_TOTAL_CHARS:
         raise InvalidInputError("profile JSON must be a string of reasonable size")
 
-    def no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out = dict(pairs)
-        if len(out) != len(pairs):  # one pass: counting each key (list.count) was quadratic in the key count
-            dupes = sorted(k for k, c in Counter(k for k, _ in pairs).items() if c > 1)
-            more = f" and {len(dupes) - 5} more" if len(dupes) > 5 else ""
-            raise InvalidInputError(f"duplicate keys in profile JSON: {dupes[:5]}{more}")
-        return out
-
     try:
-        data = json.loads(text, object_pairs_hook=no_dupes)
+        data = loads_unique(text)
     except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
         raise InvalidInputError(f"profile is not valid JSON: {exc}") from None
     except RecursionError:

@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import RailguardError
+from ..jsonio import loads_unique
 from .output import JsonOpt, emit_json, err_console, fail
 
 settings_app = typer.Typer(help="Read and change one user's stored settings (moderation, feed policy, guard).",
@@ -65,7 +66,7 @@ def _payload(text: str | None, file: Path | None) -> Any:
     try:
         raw = (text if text is not None else sys.stdin.buffer.read().decode("utf-8") if str(file) == "-"
                else file.read_text(encoding="utf-8") if file is not None else "{}")
-        value = json.loads(raw)
+        value = loads_unique(raw)
     except UnicodeDecodeError:
         raise RailguardError("the operation's input is not valid UTF-8") from None
     except json.JSONDecodeError as exc:

@@ -33,6 +33,7 @@ from ..errors import (
     UnknownUserError,
     VersionConflictError,
 )
+from ..jsonio import DuplicateKeyError, loads_unique
 from ..pipeline import Guard
 from .auth import KeyRing, Principal
 from .deps import ChatConfig, ServiceState, log, require_tenant, state
@@ -125,6 +126,12 @@ class HygieneMiddleware:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body, delivered = b"".join(chunks), False
+        try:  # json.loads keeps the last of two equal keys: {"action": "block", "action": "allow"} would store allow
+            loads_unique(body)
+        except DuplicateKeyError as exc:
+            return error_response(422, "duplicate_key", str(exc)), receive
+        except (ValueError, RecursionError):
+            pass  # not JSON: the route's own parsing answers it, in its usual words
 
         async def replay() -> Message:
             nonlocal delivered

@@ -133,3 +133,39 @@ def test_nothing_to_unblock_writes_nothing(sqlite_store):
     assert mod.unblock("default", "frank", "crypto insults", actor="r") == "nothing to unblock for crypto-insults"
     assert sqlite_store.get("default", "frank").version == 0
     assert sqlite_store.history("default", "frank") == []
+
+
+@pytest.mark.parametrize("target", ["posts about the trolley problem", "posts about jurisprudence", "downloads",
+                                    "dinosaur heads", "cryptography lectures"])
+def test_unblock_reads_base_category_words_as_whole_words(sqlite_store, target):
+    """'trolley' is not 'troll', 'jurisprudence' not 'rude', 'downloads' and 'heads' not 'ads', 'cryptography' not
+    'crypto': unblocking such a topic changes nothing (it had unblocked the toxic or spam category)."""
+    from agents.router import PersonalizationModeration
+
+    mod = PersonalizationModeration(sqlite_store)
+    assert mod.unblock("default", "gina", target, actor="r").startswith("nothing to unblock")
+    assert sqlite_store.get("default", "gina").version == 0
+
+
+@pytest.mark.parametrize("target,base", [("rudeness", "toxic"), ("trolls", "toxic"), ("advertisements", "spam"),
+                                         ("scammers", "spam"), ("promotions", "spam"), ("negativity", "negative")])
+def test_unblock_still_reads_inflected_base_category_words(sqlite_store, target, base):
+    from agents.router import PersonalizationModeration
+
+    mod = PersonalizationModeration(sqlite_store)
+    assert mod.unblock("default", "hank", target, actor="r") == f"unblocked category {base}"
+
+
+def test_two_long_topics_that_share_their_first_words_stay_two_categories(sqlite_store):
+    """Names are cut to 48 characters; the cut keeps a hash of the whole topic, so the Boston topic is not a
+    re-block of the Chicago one, and unblocking one leaves the other blocked."""
+    from agents.router import PersonalizationModeration
+
+    mod = PersonalizationModeration(sqlite_store)
+    chicago = "posts about the championship game results from last night in chicago"
+    boston = chicago.replace("chicago", "boston")
+    a, b = (mod.block("default", "ivy", t, actor="r") for t in (chicago, boston))
+    assert a.startswith("blocked new category") and b.startswith("blocked new category") and a != b
+    assert mod.unblock("default", "ivy", chicago, actor="r") == "unblocked category " + a.rsplit(" ", 1)[1]
+    cats = _categories(sqlite_store, "ivy")
+    assert cats[b.rsplit(" ", 1)[1]].action == "block" and all(len(n) <= 48 for n in cats)

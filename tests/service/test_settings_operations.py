@@ -98,6 +98,25 @@ def test_bad_input_is_refused_and_writes_nothing(service, operation, body):
         assert rg.get_settings("alice") == before and len(rg.audit("alice")) == 1
 
 
+def test_a_body_with_a_duplicate_key_is_refused_and_writes_nothing(service):
+    """json.loads keeps the last of two equal keys, so these bodies would have stored "allow" (an unblock) with a
+    200; they are a 422 ``duplicate_key`` before any route runs, on every route."""
+    tenant, key = service.new_tenant()
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    bodies = [("put", "/v1/users/alice/settings/moderation",
+               '{"data": {"categories": {"toxic": {"action": "block"}, "toxic": {"action": "allow"}}}}'),
+              ("post", "/v1/users/alice/settings/moderation/block",
+               '{"name": "spam-x", "examples": ["a"], "action": "block", "action": "allow"}'),
+              ("post", "/v1/check", '{"user_id": "alice", "text": "hi", "text": "hello"}')]
+    for method, path, body in bodies:
+        r = httpx.request(method, f"{service.url}{path}", content=body, headers=auth)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "duplicate_key", (path, r.text)
+    assert service.store.get(tenant, "alice").version == 0
+    ok = httpx.post(f"{service.url}/v1/users/alice/settings/moderation/block", headers=auth,
+                    content='{"name": "spam-x", "examples": ["a"], "action": "block"}')
+    assert ok.status_code == 200 and service.store.get(tenant, "alice").version == 1
+
+
 def test_unknown_sections_and_operations_are_404_and_the_list_names_them(service):
     tenant, key = service.new_tenant()
     auth = {"Authorization": f"Bearer {key}"}

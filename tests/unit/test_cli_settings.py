@@ -64,6 +64,9 @@ def test_a_feed_command_from_the_command_line(db):
     (["guard", "block"], "no operations for section"),  # the spine's own section takes no plugin operations
     (["moderation", "unblock", "--input", '{"name": "nosuch"}'], "nosuch"),
     (["rec_policy", "command", "--input", '{"text": "what year was Fargo released?"}'], "no feed preference"),
+    # json.loads would keep the last key and store "allow"
+    (["moderation", "block", "--input", '{"name": "crypto", "examples": ["x"], "action": "block", "action": "allow"}'],
+     "duplicate keys"),
 ])
 def test_bad_input_writes_nothing(db, args, match):
     code, out = _run("settings", "apply", *args, "--user", "alice", "--db", db)
