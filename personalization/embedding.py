@@ -40,6 +40,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from guardrails.errors import ConfigError, InvalidInputError
+from guardrails.text import coerce_text
 
 from .bank import ExampleBank
 from .heads import BaseHeads, calibrate, sigmoid
@@ -385,6 +386,11 @@ class EmbeddingBackend:
     def score(self, texts: list[str], profile: ModerationProfile) -> dict[str, np.ndarray]:
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise InvalidInputError("texts must be a list of strings")
+        for i, t in enumerate(texts):  # an unpaired surrogate ("\ud800", valid in JSON) broke the tokenizer
+            try:
+                coerce_text(t, allow_empty=True)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"texts[{i}]: {exc}") from None
         if not texts:
             return {name: np.zeros(0, np.float32) for name in profile.categories}
         if self.topic_encoder is not self.encoder and self.needs_topic_space(profile):

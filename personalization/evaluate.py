@@ -31,6 +31,7 @@ import numpy as np
 
 from guardrails.errors import InvalidInputError
 from guardrails.jsonl import read_jsonl
+from guardrails.text import coerce_text
 
 from . import profile as P
 from .profile import BASE_CATEGORIES, NAME_RE, RESERVED_NAMES, ModerationProfile
@@ -45,8 +46,10 @@ def load_jsonl(path: Path | str) -> list[dict[str, Any]]:
     for n, r in read_jsonl(path):
         if not isinstance(r.get("text"), str) or not isinstance(r.get("label"), str):
             raise InvalidInputError(f'{path}:{n}: expected {{"text": str, "label": str}}')
-        if not r["text"].strip():  # `railguard check` refuses empty text; an eval must not score it either
-            raise InvalidInputError(f"{path}:{n}: empty text")
+        try:  # `railguard check` refuses empty text and unpaired surrogates; an eval must not score them either
+            coerce_text(r["text"])
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{path}:{n}: {exc}") from None
         label = r["label"]
         if label != "benign" and (not NAME_RE.fullmatch(label) or label in RESERVED_NAMES):
             # "Benign" or "" would be scored as a harmful user category that no detector can flag

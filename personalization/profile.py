@@ -17,6 +17,7 @@ another category's score under the embedding backend, and never another user's p
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -92,6 +93,10 @@ class Category(BaseModel):
 
     def chars(self) -> int:
         return len(self.definition) + sum(map(len, self.examples)) + sum(map(len, self.counter_examples))
+
+
+def _same_text(text: str) -> str:
+    return unicodedata.normalize("NFC", text).casefold().strip()
 
 
 def default_categories() -> dict[str, Category]:
@@ -267,7 +272,19 @@ def block_new(
         raise InvalidInputError(f"invalid category {name!r}: {_describe(exc)}") from None
     if not cat.examples and not cat.definition:
         raise InvalidInputError(f"category {name!r} needs at least one example or a definition")
+    check_contradictions(name, cat)
     return _with(profile, name, cat)
+
+
+def check_contradictions(name: str, cat: Category) -> None:
+    """Refuse a text that is both an example and a counter-example as the encoder reads them (NFC, case-folded:
+    MiniLM is uncased), not only byte for byte: "café scam" in NFC and NFD, or "Scam" and "scam", embed the same, so
+    the counter-example would cap the example for good. Checked on data entering now (block_new, import); stored
+    profiles are read as earlier releases wrote them (only identical texts were refused then)."""
+    both = {_same_text(t) for t in cat.examples} & {_same_text(t) for t in cat.counter_examples}
+    if both:
+        raise InvalidInputError(f"category {name!r}: {len(both)} text(s) are both an example and a counter-example "
+                                "(contradiction; they differ only in case or Unicode form)")
 
 
 def set_action(profile: ModerationProfile, name: str, action: Action,
@@ -296,7 +313,10 @@ def unblock(profile: ModerationProfile, name: str) -> ModerationProfile:
 
 def reblock(profile: ModerationProfile, name: str, action: Action = "block") -> ModerationProfile:
     """Undo `unblock`: the category acts again, with ``action`` ("block" by default, or "warn"); its examples and
-    threshold are kept. Same as `set_action`, named for the personalization protocol."""
+    threshold are kept. Same as `set_action`, named for the personalization protocol; "allow" is `unblock`'s job
+    and is refused here (as the HTTP operation refuses it)."""
+    if action not in ("block", "warn"):
+        raise InvalidInputError(f"reblock takes action 'block' or 'warn', got {str(action)[:20]!r} (use unblock)")
     return set_action(profile, name, action)
 
 
@@ -320,7 +340,8 @@ def extend(
     data = cat.model_dump()
     new = clean_list(items, what=field)
     # The newest call wins a contradiction: moving a text between lists is how a user corrects themselves.
-    data[other] = [t for t in data[other] if t not in new]
+    moved = {_same_text(t) for t in new}
+    data[other] = [t for t in data[other] if _same_text(t) not in moved]
     data[field] = clean_list(data[field] + new, what=field)
     return _with(profile, name, _validated(data, name))
 

@@ -8,7 +8,7 @@ from typing import Any
 from guardrails.errors import InvalidInputError
 from guardrails.jsonio import loads_unique
 
-from .profile import MAX_TOTAL_CHARS, ModerationProfile, parse_profile
+from .profile import MAX_TOTAL_CHARS, ModerationProfile, check_contradictions, parse_profile
 
 
 def export_json(profile: ModerationProfile) -> str:
@@ -20,7 +20,10 @@ def export_json(profile: ModerationProfile) -> str:
 def import_json(text: str | bytes, *, previous: Any = None) -> ModerationProfile:
     """Parse an exported profile, held to today's limits except that it may keep the size of the `previous`
     profile it replaces (`ProfileService.import_json` passes the user's stored one)."""
-    return parse_profile(load_profile_json(text), new=True, previous=previous)
+    profile = parse_profile(load_profile_json(text), new=True, previous=previous)
+    for name, cat in profile.categories.items():
+        check_contradictions(name, cat)
+    return profile
 
 
 def load_profile_json(text: str | bytes) -> dict[str, Any]:

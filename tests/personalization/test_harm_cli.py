@@ -44,7 +44,11 @@ def test_eval_bad_inputs(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"text": "a", "label": "spam"}\n{"text": "  ", "label": "benign"}\n')
     r = runner.invoke(app, ["eval", "--data", str(empty), "--json"])
-    assert r.exit_code == 2 and "empty.jsonl:2: empty text" in _json(r)["error"]
+    assert r.exit_code == 2 and "empty.jsonl:2: text is empty" in _json(r)["error"]
+    lone = tmp_path / "lone.jsonl"  # valid JSON, but no text the tokenizer (or `railguard check`) accepts
+    lone.write_text('{"text": "a", "label": "spam"}\n{"text": "hi\\ud800", "label": "benign"}\n')
+    r = runner.invoke(app, ["eval", "--data", str(lone), "--json"])
+    assert r.exit_code == 2 and "lone.jsonl:2: text contains an unpaired surrogate" in _json(r)["error"]
 
 
 @pytest.mark.model

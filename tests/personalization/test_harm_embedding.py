@@ -255,6 +255,8 @@ def test_bad_texts(backend):
         backend.score("not a list", P.ModerationProfile())  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError):
         backend.score([1, 2], P.ModerationProfile())  # type: ignore[list-item]
+    with pytest.raises(InvalidInputError, match=r"texts\[1\]: text contains an unpaired surrogate"):
+        backend.score(["fine", "hi\ud800"], P.ModerationProfile())  # was a raw TypeError from the tokenizer
     empty = backend.score([], P.ModerationProfile())  # nothing to score: empty arrays, not StopIteration
     assert set(empty) == {"toxic", "spam", "negative"} and all(v.shape == (0,) for v in empty.values())
 

@@ -61,6 +61,32 @@ def test_extend_adds_text_and_variations_and_counter_moves():
     assert p.categories["toxic"].examples == ["you absolute walnut"]
 
 
+def test_a_contradiction_is_found_as_the_encoder_reads_texts_and_extend_moves_it():
+    """NFC/NFD and case variants embed the same (MiniLM is uncased): as example and counter-example they are a
+    contradiction (the counter-example would cap the example for good), and extend's move sees them as one text."""
+    nfc, nfd = "caf\u00e9 scam offer", "cafe\u0301 scam offer"
+    for a, b in ((nfc, nfd), ("Buy DOGE now", "buy doge now "), ("Buy DOGE now", "Buy DOGE now")):
+        with pytest.raises(InvalidInputError, match="contradiction"):
+            P.block_new(P.ModerationProfile(), "crypto", examples=[a], counter_examples=[b])
+    p = P.block_new(P.ModerationProfile(), "crypto", examples=[nfc, "Buy DOGE now", "Moon soon, buy SHIB"])
+    p = P.extend(p, "crypto", [nfd, "BUY DOGE NOW"], counter=True)
+    assert p.categories["crypto"].examples == ["Moon soon, buy SHIB"]
+    assert len(p.categories["crypto"].counter_examples) == 2
+    exported = json.loads(export_json(p))
+    exported["categories"]["crypto"]["examples"].append("buy doge now")
+    with pytest.raises(InvalidInputError, match="contradiction"):  # an import is data entering now, too
+        import_json(json.dumps(exported))
+    stored = {"schema_version": 1, "categories": {"c": {"examples": ["Scam"], "counter_examples": ["scam"]}}}
+    assert P.parse_profile(stored).categories["c"].examples == ["Scam"]  # read as earlier releases wrote it
+
+
+def test_reblock_takes_block_or_warn_only():
+    p = P.unblock(P.ModerationProfile(), "spam")
+    assert P.reblock(p, "spam", "warn").categories["spam"].action == "warn"
+    with pytest.raises(InvalidInputError, match="use unblock"):
+        P.reblock(p, "spam", "allow")
+
+
 def test_remove_reset_list():
     p = P.block_new(P.ModerationProfile(), "crypto", examples=["Buy DOGE now"])
     p = P.unblock(p, "toxic")
