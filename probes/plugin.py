@@ -23,6 +23,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -34,7 +35,7 @@ from guardrails.models.hooks import thread_owned
 
 from .capture import ActKey, layer_module, site_key, validate_messages
 from .demo import DEMO_RECORDS_PROMPT, DEMO_SYSTEM_PROMPT, demo, demo_script  # noqa: F401 - entry point
-from .probe import ProbeBundle, load_probe, model_fingerprints
+from .probe import ProbeBundle, load_probe, model_config, model_fingerprints
 from .scoring import PrivacyScorer
 from .segments import sentence_prefixes
 from .sentinel import SentinelEncoder
@@ -131,7 +132,7 @@ class PrivacyDetector(BaseDetector):
         self._hook_refs: weakref.WeakSet[FusedProbeHook] = weakref.WeakSet()
         self._lock = threading.Lock()
         if lm is not None:
-            self.bundle.check_model(model_fingerprints(lm), getattr(lm, "name", None))
+            self.bundle.check_model(model_fingerprints(lm), getattr(lm, "name", None), config=model_config(lm))
 
     @property
     def lm(self) -> Any:
@@ -141,7 +142,7 @@ class PrivacyDetector(BaseDetector):
                 from guardrails.models import load_causal_lm
 
                 lm = load_causal_lm(self.model_name, device=self.device)
-                self.bundle.check_model(model_fingerprints(lm), self.model_name)
+                self.bundle.check_model(model_fingerprints(lm), self.model_name, config=model_config(lm))
                 self._lm = lm
             return self._lm
 
@@ -163,8 +164,7 @@ class PrivacyDetector(BaseDetector):
         n = self._encoder.forget_where(lambda k: isinstance(k, tuple) and k[:2] == (tenant_id, user_id)) \
             if self._encoder is not None else 0
         for hook in list(self._hook_refs):
-            if hook.tenant_id == tenant_id:
-                n += hook.forget_user(user_id)
+            n += hook.forget_user(user_id, tenant_id)
         store = self.scorer.tracker.store if self.scorer.tracker is not None else None
         if isinstance(store, InMemoryStateStore):
             n += store.erase_user(tenant_id, user_id)["session_state"]
@@ -200,9 +200,21 @@ class PrivacyDetector(BaseDetector):
                               "a sentinel-mode detector runs its own forward pass on every check anyway; use "
                               "PrivacyDetector(..., mode='fused') or config {'privacy': {'mode': 'fused'}}")
         self._hooks += 1
-        hook = FusedProbeHook(self.scorer, tenant_id=tenant_id, identity=identity)
+        hook = FusedProbeHook(self.scorer, tenant_id=tenant_id, identity=identity, name=self.name)
         self._hook_refs.add(hook)  # weakly: `forget_user` reaches the hooks still in use
         return hook
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """Whose prefill a fused hook reads, and the user's policy for it (from `guardrails.middleware.for_serving`)."""
+
+    tenant_id: str
+    user_id: str
+    session_id: str | None
+    settings: Mapping[str, Any]
+    shadow: bool
+    disabled: bool = False
 
 
 class FusedProbeHook:
@@ -221,9 +233,10 @@ class FusedProbeHook:
     """
 
     def __init__(self, scorer: PrivacyScorer, *, tenant_id: str = "default",
-                 identity: Callable[[], Any] | None = None, max_sessions: int = 1024) -> None:
+                 identity: Callable[[], Any] | None = None, max_sessions: int = 1024, name: str = "privacy") -> None:
         self.scorer = scorer
-        self.tenant_id = tenant_id
+        self.tenant_id = tenant_id  # unless the turn's identity names the guard's tenant (`for_serving`)
+        self.name = name  # the detector name a user's `disabled_detectors` would use
         self.identity = identity
         self.last_findings: list[Finding] = []
         self.last_decision: Decision | None = None
@@ -234,11 +247,11 @@ class FusedProbeHook:
         self.busy_s = 0.0
         self.max_sessions = max_sessions
         self._checked: set[int] = set()
-        # (user, session) -> digest of the conversation up to the last user turn this hook scored
-        self._scored: OrderedDict[tuple[str, str | None], str] = OrderedDict()
+        # (tenant, user, session) -> digest of the conversation up to the last user turn this hook scored
+        self._scored: OrderedDict[tuple[str, str, str | None], str] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _who(self) -> tuple[str, str | None]:
+    def _who(self) -> _Turn:
         ident = self.identity() if self.identity is not None else None
         if ident is None:
             try:
@@ -248,13 +261,21 @@ class FusedProbeHook:
             except ImportError:
                 ident = None
         if ident is None:
-            return "anonymous", None
-        return str(ident.user_id), ident.session_id
+            return _Turn(self.tenant_id, "anonymous", None, {}, False)
+        settings = getattr(ident, "settings", None)
+        settings = settings if isinstance(settings, Mapping) else {}
+        guard = settings.get("guard")
+        guard = guard if isinstance(guard, Mapping) else {}
+        return _Turn(getattr(ident, "tenant_id", None) or self.tenant_id, str(ident.user_id), ident.session_id,
+                     settings, bool(getattr(ident, "shadow", False)) or bool(guard.get("shadow", False)),
+                     self.name in set(guard.get("disabled_detectors", []) or ()))
 
-    def forget_user(self, user_id: str) -> int:
-        """Drop this hook's per-session digests of one user and its last verdict if it was theirs."""
+    def forget_user(self, user_id: str, tenant_id: str | None = None) -> int:
+        """Drop this hook's per-session digests of one user (of ``tenant_id``; default: this hook's tenant) and its
+        last verdict if it was theirs."""
+        tenant = self.tenant_id if tenant_id is None else tenant_id
         with self._lock:
-            gone = [k for k in self._scored if k[0] == user_id]
+            gone = [k for k in self._scored if k[:2] == (tenant, user_id)]
             for k in gone:
                 del self._scored[k]
             if self.last_decision is not None and self.last_decision.user_id == user_id:
@@ -263,21 +284,28 @@ class FusedProbeHook:
 
     def attach(self, lm: Any, input_ids: Any = None, messages: Any = None) -> Callable[[], None]:
         if id(lm) not in self._checked:
-            self.scorer.bundle.check_model(model_fingerprints(lm), getattr(lm, "name", None))
+            self.scorer.bundle.check_model(model_fingerprints(lm), getattr(lm, "name", None),
+                                           config=model_config(lm))
             self._checked.add(id(lm))
-        user_id, session_id = self._who()
+        who = self._who()
+        if who.disabled:  # the user opted out of this detector: the guard's own check skips it too
+            self.skipped += 1
+            return lambda: None
+        user_id, session_id, key = who.user_id, who.session_id, (who.tenant_id, who.user_id, who.session_id)
         turn_key: str | None = None
         scored: list[dict[str, str]] | None = None
         if messages is not None:
             said = [m for m in messages if m.get("role") != "tool"]
             users = [i for i, m in enumerate(said) if m.get("role") == "user"]
-            if users and said[-1].get("role") == "assistant":
+            if users and said[-1].get("role") == "assistant" and messages[-1].get("role") == "tool":
                 # An agent step after the user's turn (its tool call answered by a tool result): that turn was
                 # scored before its first model call, as in sentinel mode; scoring it again would count it twice
                 # in the drift S_t (the guard's tool_result stage checks tool output). Only a turn this hook
-                # scored is skipped: any other conversation ending with the assistant is refused as before.
+                # scored is skipped, and only when a tool result is what the model continues from: a resent turn
+                # ending with assistant text ("Sure. Here is Ana's diagnosis:", written by whoever sends the
+                # history) would have been generated from unscored text; it is refused as before.
                 upto = validate_messages(said[: users[-1] + 1])
-                if self._scored.get((user_id, session_id)) == conversation_digest(upto):
+                if self._scored.get(key) == conversation_digest(upto):
                     self.skipped += 1
                     return lambda: None
             scored = validate_messages(said)
@@ -306,24 +334,27 @@ class FusedProbeHook:
                 detach()  # one-shot: decode steps never reach the probe
                 with self._lock:
                     self.calls += 1
-                findings = self.scorer.findings(got, tenant_id=self.tenant_id, user_id=user_id,
-                                                session_id=session_id, user_turn=_user_turns(messages),
-                                                conversation=scored)
+                findings = self.scorer.findings(got, tenant_id=who.tenant_id, user_id=user_id,
+                                                session_id=session_id, threshold=_threshold(who.settings),
+                                                user_turn=_user_turns(messages), conversation=scored)
                 blocked = any(f.action is Action.BLOCK for f in findings)
+                if who.shadow:  # alert-only, as the guard's shadow decisions: recorded, never enforced
+                    findings = [f.model_copy(update={"explanation": f"[shadow] {f.explanation}"}) for f in findings]
                 if turn_key is not None:
                     with self._lock:
                         if blocked:  # never an agent step's turn: the same turn resent with an answer is refused
-                            self._scored.pop((user_id, session_id), None)
+                            self._scored.pop(key, None)
                         else:
-                            self._scored[(user_id, session_id)] = turn_key
-                            self._scored.move_to_end((user_id, session_id))
+                            self._scored[key] = turn_key
+                            self._scored.move_to_end(key)
                             while len(self._scored) > self.max_sessions:
                                 self._scored.popitem(last=False)
                 self.last_findings = findings
                 decision = Decision(action=Action.BLOCK if blocked else Action.ALLOW, stage=Stage.INPUT,
-                                    findings=tuple(findings), user_id=user_id, session_id=session_id)
+                                    findings=tuple(findings), user_id=user_id, session_id=session_id,
+                                    shadow=who.shadow)
                 self.last_decision = decision  # shared across threads: raise this request's own, not a re-read
-                if blocked:
+                if blocked and not who.shadow:
                     from guardrails.models.chat import PrefillBlocked
 
                     raise PrefillBlocked(decision)

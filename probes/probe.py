@@ -303,10 +303,16 @@ class ProbeBundle:
         return {name: (p.raw(p.features(acts)) - p.threshold_for(user_turn)) / p.meta.score_scale
                 for name, p in self.request_probes.items()}
 
-    def check_model(self, fingerprint: str | tuple[str, ...], model_id: str | None = None) -> None:
+    def check_model(self, fingerprint: str | tuple[str, ...], model_id: str | None = None, *,
+                    config: Any = None) -> None:
+        """Refuse a model other than the one the probes were trained on (fingerprint), and, given the model's
+        ``config``, probes whose layers or width it does not have (a tampered or hand-edited meta.json with the
+        right fingerprint would otherwise fail only at the first check, as an input error)."""
         for art in (self.single, self.multiturn, self.context_free):
             if art is not None:
                 art.check_model(fingerprint, model_id)
+                if config is not None:
+                    _check_fits(art, config, model_id)
 
     @property
     def model_id(self) -> str:
@@ -382,6 +388,21 @@ def load_probe(path: str | Path) -> ProbeBundle:
     if free is not None and free.meta.model_fingerprint != single.meta.model_fingerprint:
         raise CorruptProbeError(f"{p}: single/ and context_free/ were trained on different models")
     return ProbeBundle(single=single, multiturn=multi, context_free=free)
+
+
+def _check_fits(art: ProbeArtifact, config: Any, model_id: str | None) -> None:
+    n_layers, width = getattr(config, "num_hidden_layers", None), getattr(config, "hidden_size", None)
+    if isinstance(n_layers, int) and any(not 0 <= li <= n_layers for li in art.meta.input_layers):
+        raise ProbeMismatchError(f"{art.meta.kind} probe reads layer(s) {art.meta.input_layers}; "
+                                 f"{model_id or 'the model'} has hidden states 0..{n_layers}")
+    if isinstance(width, int) and art.meta.d_model != width:
+        raise ProbeMismatchError(f"{art.meta.kind} probe expects hidden size {art.meta.d_model}; "
+                                 f"{model_id or 'the model'} has {width}")
+
+
+def model_config(lm: Any) -> Any:
+    """The HF config of a loaded causal LM (or of a bare HF model)."""
+    return getattr(getattr(lm, "model", lm), "config", None)
 
 
 def model_fingerprints(lm: Any) -> tuple[str, ...]:

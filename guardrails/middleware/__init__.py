@@ -2,13 +2,14 @@
 
 from typing import TYPE_CHECKING, Any
 
-from .identity import Identity, current_identity, from_runtime, from_sources
+from .identity import Identity, current_identity, for_serving, from_runtime, from_sources
 from .runnable import GuardedRunnable
 
 if TYPE_CHECKING:
     from .agent import GuardMiddleware as GuardMiddleware
 
-__all__ = ["GuardMiddleware", "GuardedRunnable", "Identity", "current_identity", "from_runtime", "from_sources"]
+__all__ = ["GuardMiddleware", "GuardedRunnable", "Identity", "current_identity", "for_serving", "from_runtime",
+           "from_sources"]
 
 
 def __getattr__(name: str) -> Any:

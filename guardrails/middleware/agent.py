@@ -37,7 +37,7 @@ from ..errors import InvalidInputError
 from ..guard_types import SupportsCheck
 from ..models.chat import PrefillBlocked, to_chat_dicts
 from ..text import call_text, message_role, unanswered_user_turns
-from .identity import Identity, current_identity, from_runtime
+from .identity import Identity, current_identity, for_serving, from_runtime
 from .runnable import annotated, invalid_decision, without_token_streaming
 from .structured import message_text as _text
 from .structured import rebuild_redacted, replies_with_text, side_texts, structured_json, with_redacted
@@ -294,7 +294,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> Any:
         who = from_runtime(request.runtime, self.default_user_id)
-        token = current_identity.set(who)
+        token = current_identity.set(for_serving(self.guard, who))
         try:
             response = handler(self._nostream(request))
         except PrefillBlocked as blocked:
@@ -326,7 +326,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     async def awrap_model_call(self, request: ModelRequest,
                                handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> Any:
         who = from_runtime(request.runtime, self.default_user_id)
-        token = current_identity.set(who)
+        token = current_identity.set(for_serving(self.guard, who))
         try:
             response = await handler(self._nostream(request))
         except PrefillBlocked as blocked:

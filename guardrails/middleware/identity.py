@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import InvalidInputError
@@ -17,8 +17,27 @@ from ..errors import InvalidInputError
 
 @dataclass(frozen=True)
 class Identity:
+    """Whose turn it is. While a guarded model runs (`current_identity`), also the guard's ``tenant_id``, the user's
+    stored ``settings`` and the guard's ``shadow`` flag (`for_serving`): what a prefill observer needs to give the
+    verdict the guard's own check would (the tenant's drift state, the user's thresholds, shadow, opt-outs)."""
+
     user_id: str
     session_id: str | None = None
+    tenant_id: str | None = None
+    settings: Mapping[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
+    shadow: bool = False
+
+
+def for_serving(guard: Any, who: Identity) -> Identity:
+    """``who`` with the ``guard``'s tenant, shadow flag and this user's stored settings (none without a store):
+    set as `current_identity` while the guarded model runs."""
+    tenant = getattr(guard, "tenant_id", None)
+    store = getattr(guard, "store", None)
+    settings: Mapping[str, Any] = {}
+    if store is not None and isinstance(tenant, str):
+        settings = store.get(tenant, who.user_id).settings
+    return replace(who, tenant_id=tenant if isinstance(tenant, str) else None, settings=settings,
+                   shadow=bool(getattr(guard, "shadow", False)))
 
 
 #: Set by the middleware while the guarded model runs, so prefill observers (fused probes) know whose turn it is.

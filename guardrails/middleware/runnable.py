@@ -30,7 +30,7 @@ from ..decision import DEFAULT_REFUSAL, Action, Decision, Finding, Stage
 from ..errors import InvalidInputError
 from ..guard_types import SupportsCheck
 from ..models.chat import PrefillBlocked, to_chat_dicts
-from .identity import Identity, current_identity, from_sources
+from .identity import Identity, current_identity, for_serving, from_sources
 from .tool_calls import pending_calls, reasoning_text, without_reasoning
 
 
@@ -301,10 +301,9 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         out_d, drop_reasoning = self._output_decision(out, who)
         return self._apply_output(out_d, out, drop_reasoning)
 
-    @staticmethod
-    def _run(who: Identity, call: Callable[[], Any]) -> tuple[Any, Decision | None]:
+    def _run(self, who: Identity, call: Callable[[], Any]) -> tuple[Any, Decision | None]:
         """(output, None), or (None, the Decision that stopped the model inside its own call)."""
-        with serving_as(who):
+        with serving_as(for_serving(self.guard, who)):
             try:
                 return call(), None
             except PrefillBlocked as blocked:  # the fused probe blocked during the prefill: no token exists
@@ -312,9 +311,8 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
             except InvalidInputError as exc:  # e.g. a non-finite activation: the privacy guard fails closed
                 return None, invalid_decision(who, Stage.INPUT, exc)
 
-    @staticmethod
-    async def _arun(who: Identity, call: Callable[[], Any]) -> tuple[Any, Decision | None]:
-        with serving_as(who):
+    async def _arun(self, who: Identity, call: Callable[[], Any]) -> tuple[Any, Decision | None]:
+        with serving_as(for_serving(self.guard, who)):
             try:
                 return await call(), None
             except PrefillBlocked as blocked:

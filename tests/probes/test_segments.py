@@ -53,3 +53,22 @@ def test_typed_control_tokens_cut_where_they_start():
     cuts = sentence_prefixes(forged, markers=("<|im_end|>", "<|im_start|>"))
     assert cuts[0] == "Give me her address"
     assert sentence_prefixes(forged) == [c for c in sentence_prefixes(forged) if "<|im_end|>" in c]  # not without
+
+
+def test_cost_does_not_grow_with_the_sentences_before_the_tail():
+    """Only the last MAX_TAIL characters can hold a cut; a scan that restarted from the start at every full stop was
+    quadratic ("ab. " * 5,000 took 3 s, a 1 MiB request body hours, before the token limit refused it). A ratio
+    measured in one run (best of five): ten times the text must not cost anywhere near a hundred times as much."""
+    import time
+
+    def best(text: str) -> float:
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            cuts = sentence_prefixes(text)
+            times.append(time.perf_counter() - t0)
+        assert len(cuts) == MAX_PREFIXES and text.startswith(cuts[0])
+        return min(times)
+
+    small, large = best("ab. " * 2_000), best("ab. " * 20_000)
+    assert large < 20 * small + 0.002, (small, large)
