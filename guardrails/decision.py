@@ -38,6 +38,20 @@ class Stage(StrEnum):
 FailMode = Literal["open", "closed"]
 
 
+def parse_fail_modes(raw: str) -> dict[str, FailMode]:
+    """``"harm=closed,commands=open"`` -> ``{"harm": "closed", "commands": "open"}`` (what ``Guard(fail_modes=...)``
+    takes; `RAILGUARD_FAIL_MODES` and ``--fail-mode``). A malformed entry is a ValueError naming it."""
+    out: dict[str, FailMode] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        name, sep, mode = (x.strip() for x in part.partition("="))
+        if not sep or not name or mode not in ("open", "closed") or name in out:
+            raise ValueError(f"expected name=open|closed, each name once, got {part[:60]!r}")
+        out[name] = "open" if mode == "open" else "closed"
+    return out
+
+
 class Finding(BaseModel):
     """One detector's verdict on one category. `action` is what the finding asks for."""
 

@@ -136,6 +136,8 @@ class Guard:
         detectors, missing = build_registered_detectors(ctx)
         for name, exc in missing.items():
             warn_log.warning("detector %r is not available on this install: %s", name, exc)
+        if kwargs.get("fail_modes"):  # a fail mode for a detector left out is moot, not a typo
+            kwargs["fail_modes"] = {k: v for k, v in kwargs["fail_modes"].items() if k not in missing}
         guard = cls(detectors, store=store, **kwargs)
         guard.unavailable = {name: str(exc) for name, exc in missing.items()}
         return guard

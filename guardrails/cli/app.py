@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..decision import FailMode
 from ..detector import discover
-from ..errors import RailguardError
+from ..errors import ConfigError, RailguardError
 from .output import JsonOpt, emit_json, err_console, fail, setup_logging
 from .settings import settings_app
 
@@ -70,6 +71,24 @@ def _store(db: str | None) -> Any:
     return SettingsStore(db)
 
 
+FailModeOpt = Annotated[str | None, typer.Option(
+    "--fail-mode", help="Per-detector fail mode, comma-separated name=open|closed, e.g. harm=closed (default: "
+                        "$RAILGUARD_FAIL_MODES; otherwise each detector's own: privacy closed, others open).")]
+
+
+def _fail_modes(raw: str | None) -> dict[str, FailMode]:
+    """--fail-mode, else $RAILGUARD_FAIL_MODES, as Guard(fail_modes=...) takes it; malformed is a ConfigError."""
+    import os
+
+    from ..decision import parse_fail_modes
+
+    raw = raw if raw is not None else os.environ.get("RAILGUARD_FAIL_MODES", "")
+    try:
+        return parse_fail_modes(raw)
+    except ValueError as exc:
+        raise ConfigError(f"--fail-mode / RAILGUARD_FAIL_MODES: {exc}") from None
+
+
 @app.command()
 def check(
     user: Annotated[str, typer.Option("--user", help="End-user id.")],
@@ -80,6 +99,7 @@ def check(
     detectors: Annotated[str | None, typer.Option("--detectors", help="Comma-separated subset.")] = None,
     tenant: Annotated[str, typer.Option("--tenant", help="Tenant whose user settings apply.")] = "default",
     db: Annotated[str | None, typer.Option("--db", help="SQLAlchemy URL of the settings store.")] = None,
+    fail_mode: FailModeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run one user turn through the configured pipeline and print the Decision."""
@@ -93,7 +113,7 @@ def check(
         names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None  # "": every one
         if names == []:  # "--detectors ,," would check with none at all and allow everything
             fail("--detectors names no detector", as_json=as_json)
-        guard = Guard.from_registry(names, store=store, tenant_id=tenant)
+        guard = Guard.from_registry(names, store=store, tenant_id=tenant, fail_modes=_fail_modes(fail_mode))
         decision = guard.check(content, user_id=user, session_id=session, stage=stage)
     except (RailguardError, OSError) as exc:
         fail(str(exc), as_json=as_json)
@@ -235,8 +255,19 @@ def serve(
                                                      help="OpenAI-compatible upstream for the chat proxy.")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="JSON logs on stderr: debug|info|warning|error.")]
     = "info",
+    fail_mode: FailModeOpt = None,
 ) -> None:
     """HTTP service (needs the `server` extra). The admin key comes from RAILGUARD_ADMIN_KEY only."""
+    import os
+
+    from ..service.env import FAIL_MODES
+
+    if fail_mode is not None:
+        try:
+            _fail_modes(fail_mode)
+        except RailguardError as exc:
+            fail(str(exc), as_json=False)
+        os.environ[FAIL_MODES] = fail_mode  # every worker reads it (ServiceEnv), as if it had been exported
     try:
         from ..service import run_server
     except ImportError as exc:

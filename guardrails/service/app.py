@@ -225,12 +225,12 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
 
     # only what this function uses: an embedder passing its own arguments is not refused over another variable
     own_store = store is None
-    env = ServiceEnv.from_environ(only={"strict_detectors", "warmup"} | ({"state_ttl_days"} if state_ttl is None
-                                                                        and own_store else set()))
+    env = ServiceEnv.from_environ(only={"strict_detectors", "warmup", "fail_modes"} | (
+        {"state_ttl_days"} if state_ttl is None and own_store else set()))
     # a store made here leaves pruning to the lifespan (below); a caller's store keeps its own settings
     store = SettingsStore(state_ttl=None) if own_store else store
     if guard is None:
-        guard, unavailable = _build_guard(detectors, store, env.strict_detectors)
+        guard, unavailable = _build_guard(detectors, store, env.strict_detectors, env.fail_modes or {})
     else:
         unavailable = dict(guard.unavailable)
     st = ServiceState(guard=guard, store=store, keys=KeyRing(store.engine, cache_ttl_s=key_cache_ttl_s),

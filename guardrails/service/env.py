@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..decision import parse_fail_modes
 from ..errors import ConfigError
 
 DB = "RAILGUARD_DB_URL"
@@ -30,6 +31,7 @@ WARMUP = "RAILGUARD_WARMUP"  # before_serving (default) | background
 STRICT = "RAILGUARD_STRICT_DETECTORS"  # 1 (default) | 0
 NUM_THREADS = "RAILGUARD_NUM_THREADS"  # torch CPU threads per worker
 LOG_LEVEL = "RAILGUARD_LOG_LEVEL"
+FAIL_MODES = "RAILGUARD_FAIL_MODES"  # per-detector fail mode, e.g. "harm=closed,commands=open"
 
 WARMUP_MODES = ("before_serving", "background")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -52,6 +54,7 @@ class ServiceEnv:
     strict_detectors: bool = True
     num_threads: int | None = None
     log_level: str = "info"
+    fail_modes: dict[str, str] | None = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, *,
@@ -154,4 +157,5 @@ _FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "strict_detectors": (STRICT, _flag, "1/0 (or true/false, yes/no, on/off)"),
     "num_threads": (NUM_THREADS, _positive_int(4096), "an integer from 1 to 4096"),
     "log_level": (LOG_LEVEL, _choice(LOG_LEVELS), f"one of {', '.join(LOG_LEVELS)}"),
+    "fail_modes": (FAIL_MODES, parse_fail_modes, "comma-separated name=open|closed (e.g. harm=closed)"),
 }

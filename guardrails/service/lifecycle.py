@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
-from ..decision import Stage
+from ..decision import FailMode, Stage
 from ..errors import StoreError
 from ..pipeline import Guard
 from .deps import ServiceState, log
@@ -71,15 +72,21 @@ def _ping(store: Any) -> None:
         conn.execute(sa.text("SELECT version FROM railguard_schema LIMIT 1"))
 
 
-def _build_guard(names: list[str] | None, store: Any, strict: bool | None = None) -> tuple[Guard, dict[str, str]]:
+def _build_guard(names: list[str] | None, store: Any, strict: bool | None = None,
+                 fail_modes: Mapping[str, str] | None = None) -> tuple[Guard, dict[str, str]]:
     """Every detector must build (a privacy guard that silently is not there fails open), except one whose
     on-disk data this install lacks (MovieLens for the rec `commands` detector): it is logged and listed under
     `/readyz` details, as `Guard.from_registry` does. Set RAILGUARD_STRICT_DETECTORS=0 to start without plugins
-    that fail to import or build for any reason too (`strict` None: from the environment)."""
-    if strict is None:
-        strict = ServiceEnv.from_environ(only={"strict_detectors"}).strict_detectors
+    that fail to import or build for any reason too (`strict` None: from the environment). `fail_modes`
+    (default: RAILGUARD_FAIL_MODES) overrides detectors' fail modes; naming a detector this guard lacks is a
+    ConfigError, except one left out as unavailable."""
+    if strict is None or fail_modes is None:
+        env = ServiceEnv.from_environ(only={"strict_detectors", "fail_modes"})
+        strict = env.strict_detectors if strict is None else strict
+        fail_modes = env.fail_modes if fail_modes is None else fail_modes
+    modes = cast("dict[str, FailMode]", dict(fail_modes or {}))
     if names is not None or strict:
-        guard = Guard.from_registry(names, store=store)
+        guard = Guard.from_registry(names, store=store, fail_modes=modes)
         return guard, dict(guard.unavailable)
     from importlib.metadata import entry_points
 
@@ -93,7 +100,7 @@ def _build_guard(names: list[str] | None, store: Any, strict: bool | None = None
         failed[name] = f"{type(exc).__name__}: {exc}"[:300]
         log.error("detector unavailable", extra={"fields": {"event": "detector_unavailable", "detector": name,
                                                             "type": type(exc).__name__}})
-    return Guard(built, store=store), failed
+    return Guard(built, store=store, fail_modes={k: v for k, v in modes.items() if k not in failed}), failed
 
 
 PRUNE_EVERY_S = 3600.0

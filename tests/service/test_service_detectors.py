@@ -54,3 +54,26 @@ def test_plugin_without_its_data_is_left_out_and_reported(store, monkeypatch, ca
     monkeypatch.setitem(detector._local["railguard.detectors"], "broken", _broken)
     with pytest.raises(ConfigError, match="broken"):  # any other failure stays fatal
         _build_guard(None, store)
+
+
+def test_fail_modes_come_from_the_environment(store, monkeypatch):
+    """Each detector's fail mode is configurable in `railguard serve` too (RAILGUARD_FAIL_MODES; the review of
+    session 30 found only Python callers could set one): a typo or an unknown detector stops the start-up, a
+    detector left out for its data is no error."""
+    monkeypatch.delenv("RAILGUARD_STRICT_DETECTORS", raising=False)
+    monkeypatch.setenv("RAILGUARD_FAIL_MODES", "harm=closed, pii=closed")
+    guard, _ = _build_guard(None, store)
+    modes = {s.name: s.fail_mode for s in guard.slots}
+    assert modes["harm"] == modes["pii"] == modes["privacy"] == "closed" and modes["validator"] == "open"
+    for bad, match in (("harm=maybe", "RAILGUARD_FAIL_MODES"), ("harm", "RAILGUARD_FAIL_MODES"),
+                       ("harm=open,harm=closed", "RAILGUARD_FAIL_MODES"), ("nosuch=closed", "nosuch")):
+        monkeypatch.setenv("RAILGUARD_FAIL_MODES", bad)
+        with pytest.raises(ConfigError, match=match):
+            _build_guard(None, store)
+    monkeypatch.setitem(detector._local["railguard.detectors"], "needs_data", _no_data)
+    monkeypatch.setenv("RAILGUARD_FAIL_MODES", "needs_data=closed,harm=closed")
+    guard, failed = _build_guard(None, store)
+    assert "needs_data" in failed and {s.name: s.fail_mode for s in guard.slots}["harm"] == "closed"
+    monkeypatch.setenv("RAILGUARD_STRICT_DETECTORS", "0")
+    guard, _ = _build_guard(None, store)
+    assert {s.name: s.fail_mode for s in guard.slots}["harm"] == "closed"
