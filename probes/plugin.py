@@ -342,7 +342,7 @@ class FusedProbeHook:
                     findings = [f.model_copy(update={"explanation": f"[shadow] {f.explanation}"}) for f in findings]
                 if turn_key is not None:
                     with self._lock:
-                        if blocked:  # never an agent step's turn: the same turn resent with an answer is refused
+                        if blocked and not who.shadow:  # never an agent step's turn: resent with an answer, refused
                             self._scored.pop(key, None)
                         else:
                             self._scored[key] = turn_key

@@ -40,3 +40,13 @@ def test_prefix_cache_gives_same_scores_as_cold_run(backend):
     for lab in labels:
         assert math.isclose(warm1[lab], cold[lab], abs_tol=1e-4)
         assert math.isclose(warm2[lab], cold[lab], abs_tol=1e-4)
+
+
+def test_a_label_that_is_a_token_prefix_of_another_does_not_win_by_being_shorter(backend):
+    """A label is scored with the end of the answer after it: without it P("ben") >= P("benign") on every text (the
+    review of session 30 found a user category named "ben" firing at >= 0.5 everywhere, and long names penalised)."""
+    msgs = [{"role": "system", "content": "Classify the message as benign or spam. Answer with the label only."},
+            {"role": "user", "content": "see you at lunch tomorrow"}]
+    for other in ("ben", "benign-spam"):
+        p = backend.adapter.label_probs(msgs, [other, "benign", "spam"])
+        assert p["benign"] > 0.5 > p[other], (other, p)

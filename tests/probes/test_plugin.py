@@ -609,6 +609,9 @@ def test_the_fused_hook_applies_the_users_threshold_shadow_and_opt_out(tiny):
         _prefill(hook, tiny, msgs)  # no PrefillBlocked: alert-only
         assert hook.last_decision.shadow and hook.last_decision.action is Action.BLOCK
         assert hook.last_findings[0].explanation.startswith("[shadow]")
+        skipped = hook.skipped  # the turn went ahead: its agent step (after a tool result) is not re-scored
+        _prefill(hook, tiny, [*msgs, {"role": "assistant", "content": ""}, {"role": "tool", "content": "ok"}])
+        assert hook.skipped == skipped + 1
     calls = hook.calls
     ident["v"] = Identity("u", "s5", settings={"guard": {"disabled_detectors": ["privacy"]}})
     _prefill(hook, tiny, msgs)
