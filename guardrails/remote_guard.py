@@ -45,16 +45,21 @@ class RemoteGuard:
                                         metadata=metadata)
 
     def screen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
-                       session_id: str | None = None) -> HistoryScreen:
+                       session_id: str | None = None, include_last: bool = False) -> HistoryScreen:
         """Same contract as `Guard.screen_history`: the messages before the last one are screened by the service
-        (the last is `check`'s), and the whole conversation comes back with them redacted."""
+        (the last is `check`'s, unless `include_last`), and the whole conversation comes back with them redacted."""
+        if include_last:  # the service screens every message it is sent
+            return self.client.screen_history([dict(m) for m in messages], user_id=user_id, session_id=session_id)
         earlier = [dict(m) for m in messages[:-1]]
         if not earlier:
             return HistoryScreen([dict(m) for m in messages], [], None)
         return _with_last(self.client.screen_history(earlier, user_id=user_id, session_id=session_id), messages)
 
     async def ascreen_history(self, messages: Sequence[Mapping[str, Any]], *, user_id: str,
-                              session_id: str | None = None) -> HistoryScreen:
+                              session_id: str | None = None, include_last: bool = False) -> HistoryScreen:
+        if include_last:
+            return await self.aclient.screen_history([dict(m) for m in messages], user_id=user_id,
+                                                     session_id=session_id)
         earlier = [dict(m) for m in messages[:-1]]
         if not earlier:
             return HistoryScreen([dict(m) for m in messages], [], None)

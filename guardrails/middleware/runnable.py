@@ -30,6 +30,7 @@ from ..decision import DEFAULT_REFUSAL, Action, Decision, Finding, Stage
 from ..errors import InvalidInputError
 from ..guard_types import SupportsCheck
 from ..models.chat import PrefillBlocked, to_chat_dicts
+from ..text import unanswered_user_turns
 from .identity import Identity, current_identity, for_serving, from_sources
 from .tool_calls import pending_calls, reasoning_text, without_reasoning
 
@@ -168,12 +169,31 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
             return ""
         return AIMessageChunk(content="") if chunk else AIMessage(content="")
 
-    def _apply_input(self, d: Decision, messages: list[BaseMessage]) -> list[BaseMessage] | None:
+    def _apply_input(self, d: Decision, messages: list[BaseMessage], at: int) -> list[BaseMessage] | None:
         if d.enforced_action is Action.BLOCK:
             return None
         if d.enforced_action is Action.REDACT and d.redacted_text is not None:
-            return [*messages[:-1], messages[-1].model_copy(update={"content": d.redacted_text})]
+            return [*messages[:at], messages[at].model_copy(update={"content": d.redacted_text}), *messages[at + 1:]]
         return messages
+
+    @staticmethod
+    def _checked_turn(chat: list[dict[str, str]]) -> int:
+        """Which message the input check judges (with the conversation up to it as context): the user turn the
+        model is to answer when an assistant prefill or a system message follows it (the chat proxy's rule), else
+        the last message. Judging the last message alone let a user turn followed by "Sure," or a system message
+        reach the model with only the text-level history screen (review, session 30)."""
+        roles = [m["role"] for m in chat]
+        if roles and roles[-1] in ("assistant", "system"):
+            turns = unanswered_user_turns(roles[:-1] if roles[-1] == "assistant" else roles)
+            if turns:
+                return turns[-1]
+        return len(chat) - 1
+
+    def _with_tail(self, messages: list[BaseMessage], screen: Any) -> list[BaseMessage]:
+        out = list(messages)
+        if screen.messages[0]["content"] != to_chat_dicts([out[-1]])[0]["content"]:  # redacted by a text detector
+            out[-1] = out[-1].model_copy(update={"content": screen.messages[0]["content"]})
+        return out
 
     def _apply_output(self, d: Decision | None, out: Any, drop_reasoning: bool = False) -> Any:
         out = without_reasoning(out) if drop_reasoning else out
@@ -254,9 +274,18 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
             if screen.blocked is not None:
                 return None, self._emit(screen.blocked)
             messages = self._screened(messages, screen)
-        d = self._emit(self.guard.check(to_chat_dicts(messages), user_id=who.user_id, session_id=who.session_id,
-                                        stage=Stage.INPUT))
-        return self._apply_input(d, messages), d
+        at = self._checked_turn(chat)
+        d = self._emit(self.guard.check(to_chat_dicts(messages[: at + 1]), user_id=who.user_id,
+                                        session_id=who.session_id, stage=Stage.INPUT))
+        out = self._apply_input(d, messages, at)
+        if out is not None and at != len(out) - 1 and hasattr(self.guard, "screen_history"):
+            # the prefill or system message after the checked turn: the text-level screen (as the proxy does)
+            tail = self.guard.screen_history(to_chat_dicts(out[-1:]), user_id=who.user_id,
+                                             session_id=who.session_id, include_last=True)
+            if tail.blocked is not None:
+                return None, self._emit(tail.blocked)
+            out = self._with_tail(out, tail)
+        return out, d
 
     # Each public call runs as this Runnable's own run (`_call_with_config` & co.): tracing and `astream_events`
     # see a chain run whose end event carries the *checked* output, with the inner model's run nested under it.
@@ -361,9 +390,17 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
             if screen.blocked is not None:
                 return None, self._emit(screen.blocked)
             messages = self._screened(messages, screen)
-        d = self._emit(await self.guard.acheck(to_chat_dicts(messages), user_id=who.user_id,
+        at = self._checked_turn(chat)
+        d = self._emit(await self.guard.acheck(to_chat_dicts(messages[: at + 1]), user_id=who.user_id,
                                                session_id=who.session_id, stage=Stage.INPUT))
-        return self._apply_input(d, messages), d
+        out = self._apply_input(d, messages, at)
+        if out is not None and at != len(out) - 1 and hasattr(self.guard, "ascreen_history"):
+            tail = await self.guard.ascreen_history(to_chat_dicts(out[-1:]), user_id=who.user_id,
+                                                    session_id=who.session_id, include_last=True)
+            if tail.blocked is not None:
+                return None, self._emit(tail.blocked)
+            out = self._with_tail(out, tail)
+        return out, d
 
     async def _ainvoke(self, input: Any, config: RunnableConfig, **kwargs: Any) -> Any:
         who = self._who(config)

@@ -209,6 +209,11 @@ def test_remote_guard_screens_resent_history_like_a_local_guard(service):
     late = [history[1], {"role": "assistant", "content": "your card 4111 1111 1111 1111 is on file"}, history[2]]
     screen = rg.screen_history(late, user_id="alice")
     assert "4111" not in screen.messages[1]["content"] and [i for i, _ in screen.decisions] == [1]
+    # include_last (guard.wrap's screen of an assistant prefill after the checked user turn): the last one too
+    prefill = [{"role": "assistant", "content": "card 4111 1111 1111 1111:"}]
+    for got in (rg.screen_history(prefill, user_id="alice", include_last=True),
+                asyncio.run(rg.ascreen_history(prefill, user_id="alice", include_last=True))):
+        assert "4111" not in got.messages[0]["content"] and [i for i, _ in got.decisions] == [0]
     r = httpx.post(f"{service.url}/v1/screen/history", headers={"Authorization": f"Bearer {key}"},
                    json={"user_id": "alice", "messages": [history[0]]})  # a single earlier message
     assert r.status_code == 200 and "4111" not in r.text and r.json()["decisions"][0]["index"] == 0

@@ -9,7 +9,7 @@ import pytest
 from langchain.agents import create_agent
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import InjectedToolCallId, tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
@@ -718,3 +718,40 @@ def test_a_wrapped_model_inside_a_graph_node_streams_no_unchecked_reply():
     graph.add_edge("n", END)
     streamed = [str(c.content) for c, _ in graph.compile().stream({"out": ""}, stream_mode="messages")]
     assert not any("x.y@example.com" in s for s in streamed)
+
+
+@pytest.mark.parametrize("tail", [AIMessage("Sure,"), SystemMessage("be nice"), {"role": "assistant", "content": "x"}])
+def test_wrap_checks_the_user_turn_a_prefill_or_system_message_follows(keyword, tail):
+    """guard.wrap judged only the last message: a user turn followed by an assistant prefill or a system message
+    reached the model with only the text-level history screen, which this (non-gate) detector is not part of
+    (review, session 30). The chat proxy's rule now applies: the user turn gets the input check."""
+    import asyncio
+
+    from langchain_core.runnables import RunnableLambda
+
+    class Judge(type(keyword("x"))):  # a model-style detector: neither a gate nor a redactor, so no text screen
+        redact = None
+
+    seen = []
+    model = RunnableLambda(lambda msgs: seen.append(msgs) or AIMessage("ok"))
+    wrapped = Guard([Judge("FORBIDDEN")]).wrap(model)
+    cfg = {"configurable": {"user_id": "u1", "session_id": "s1"}}
+    user = {"role": "user", "content": "FORBIDDEN"} if isinstance(tail, dict) else HumanMessage("FORBIDDEN")
+    assert wrapped.invoke([user, tail], cfg).content.startswith("I'm sorry")
+    assert asyncio.run(wrapped.ainvoke([user, tail], cfg)).content.startswith("I'm sorry")
+    assert "".join(str(c.content) for c in wrapped.stream([user, tail], cfg)).startswith("I'm sorry")
+    assert seen == []
+    ok = {"role": "user", "content": "hello"} if isinstance(tail, dict) else HumanMessage("hello")
+    assert wrapped.invoke([ok, tail], cfg).content == "ok" and len(seen) == 1
+
+
+def test_wrap_redacts_the_checked_user_turn_and_screens_the_prefill_after_it(keyword):
+    from langchain_core.runnables import RunnableLambda
+
+    seen = []
+    model = RunnableLambda(lambda msgs: seen.append(msgs) or AIMessage("ok"))
+    guard = Guard([keyword("4111", Action.REDACT, gate=True)])
+    cfg = {"configurable": {"user_id": "u1"}}
+    guard.wrap(model).invoke([HumanMessage("my card 4111"), SystemMessage("be nice"), AIMessage("card 4111:")], cfg)
+    sent = [m.content for m in seen[0]]
+    assert sent == ["my card [REDACTED]", "be nice", "card [REDACTED]:"], sent
