@@ -38,6 +38,10 @@ class Stage(StrEnum):
 FailMode = Literal["open", "closed"]
 
 
+#: The environment variable `railguard check` and `railguard serve` read fail modes from (`parse_fail_modes`).
+FAIL_MODES_ENV = "RAILGUARD_FAIL_MODES"
+
+
 def parse_fail_modes(raw: str) -> dict[str, FailMode]:
     """``"harm=closed,commands=open"`` -> ``{"harm": "closed", "commands": "open"}`` (what ``Guard(fail_modes=...)``
     takes; `RAILGUARD_FAIL_MODES` and ``--fail-mode``). A malformed entry is a ValueError naming it."""

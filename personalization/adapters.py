@@ -15,6 +15,7 @@ sense: the prompt logic lives once in `icl.py`; only "ask the model" differs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import ssl
@@ -115,7 +116,7 @@ class LocalLMAdapter:
                 full = len(ids)
                 base_logp = torch.log_softmax(out.logits[0, -1].float(), -1)
                 scores = []
-                end = self._end_of_answer()
+                end = self.end_of_answer
                 for lab in labels:
                     # the answer is the label *and then the end of the turn*: without the end, a label that is a
                     # token prefix of another ("ben" of "benign") scored at least as high as it, on every text
@@ -133,21 +134,20 @@ class LocalLMAdapter:
         p = torch.softmax(torch.tensor(scores), 0).tolist()
         return dict(zip(labels, p, strict=True))
 
-    def _end_of_answer(self) -> int | None:
+    @functools.cached_property
+    def end_of_answer(self) -> int | None:
         """The token the chat template puts right after an assistant answer (SmolLM2: ``<|im_end|>``), read from a
         rendered exchange; the tokenizer's EOS where the rendering does not show one; None if neither exists."""
-        if not hasattr(self, "_end"):
-            from guardrails.models.templates import encode_chat, template_render
+        from guardrails.models.templates import encode_chat, template_render
 
-            tok = self.lm.tokenizer
-            probe = "Zq7 answer"
-            said = tok(probe, add_special_tokens=False)["input_ids"]
-            ids = encode_chat(tok, [{"role": "user", "content": "q"}, {"role": "assistant", "content": probe}],
-                              template_render(tok, add_generation_prompt=False))
-            at = next((i for i in range(len(ids) - len(said), -1, -1) if ids[i:i + len(said)] == said), None)
-            after = ids[at + len(said)] if at is not None and at + len(said) < len(ids) else None
-            self._end: int | None = after if after is not None else getattr(tok, "eos_token_id", None)
-        return self._end
+        tok = self.lm.tokenizer
+        probe = "Zq7 answer"
+        said = tok(probe, add_special_tokens=False)["input_ids"]
+        ids = encode_chat(tok, [{"role": "user", "content": "q"}, {"role": "assistant", "content": probe}],
+                          template_render(tok, add_generation_prompt=False))
+        at = next((i for i in range(len(ids) - len(said), -1, -1) if ids[i:i + len(said)] == said), None)
+        after = ids[at + len(said)] if at is not None and at + len(said) < len(ids) else None
+        return after if after is not None else getattr(tok, "eos_token_id", None)
 
     def _shared_len(self, messages: Messages) -> int:
         from guardrails.models.templates import encode_chat, template_render

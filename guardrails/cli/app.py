@@ -80,9 +80,9 @@ def _fail_modes(raw: str | None) -> dict[str, FailMode]:
     """--fail-mode, else $RAILGUARD_FAIL_MODES, as Guard(fail_modes=...) takes it; malformed is a ConfigError."""
     import os
 
-    from ..decision import parse_fail_modes
+    from ..decision import FAIL_MODES_ENV, parse_fail_modes
 
-    raw = raw if raw is not None else os.environ.get("RAILGUARD_FAIL_MODES", "")
+    raw = raw if raw is not None else os.environ.get(FAIL_MODES_ENV, "")
     try:
         return parse_fail_modes(raw)
     except ValueError as exc:
@@ -260,14 +260,14 @@ def serve(
     """HTTP service (needs the `server` extra). The admin key comes from RAILGUARD_ADMIN_KEY only."""
     import os
 
-    from ..service.env import FAIL_MODES
+    from ..decision import FAIL_MODES_ENV
 
     if fail_mode is not None:
         try:
             _fail_modes(fail_mode)
         except RailguardError as exc:
             fail(str(exc), as_json=False)
-        os.environ[FAIL_MODES] = fail_mode  # every worker reads it (ServiceEnv), as if it had been exported
+        os.environ[FAIL_MODES_ENV] = fail_mode  # every worker reads it (ServiceEnv), as if it had been exported
     try:
         from ..service import run_server
     except ImportError as exc:

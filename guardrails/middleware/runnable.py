@@ -189,12 +189,6 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
                 return turns[-1]
         return len(chat) - 1
 
-    def _with_tail(self, messages: list[BaseMessage], screen: Any) -> list[BaseMessage]:
-        out = list(messages)
-        if screen.messages[0]["content"] != to_chat_dicts([out[-1]])[0]["content"]:  # redacted by a text detector
-            out[-1] = out[-1].model_copy(update={"content": screen.messages[0]["content"]})
-        return out
-
     def _apply_output(self, d: Decision | None, out: Any, drop_reasoning: bool = False) -> Any:
         out = without_reasoning(out) if drop_reasoning else out
         if d is None:
@@ -259,9 +253,13 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
         return d, drop
 
     # ---- sync --------------------------------------------------------------------------------
-    def _screened(self, messages: list[BaseMessage], screen: Any) -> list[BaseMessage]:
+    def _screened(self, messages: list[BaseMessage], screen: Any, offset: int = 0,
+                  include_last: bool = False) -> list[BaseMessage]:
+        """``messages`` with the screen's redactions applied; the screen covers ``messages[offset:]``, all but its
+        last message unless ``include_last``."""
         out = list(messages)
-        for i, m in enumerate(screen.messages[:-1]):
+        for j, m in enumerate(screen.messages if include_last else screen.messages[:-1]):
+            i = offset + j
             if m["content"] != to_chat_dicts([out[i]])[0]["content"]:  # redacted by a text-level detector
                 out[i] = out[i].model_copy(update={"content": m["content"]})
         return out
@@ -284,7 +282,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
                                              session_id=who.session_id, include_last=True)
             if tail.blocked is not None:
                 return None, self._emit(tail.blocked)
-            out = self._with_tail(out, tail)
+            out = self._screened(out, tail, offset=len(out) - 1, include_last=True)
         return out, d
 
     # Each public call runs as this Runnable's own run (`_call_with_config` & co.): tracing and `astream_events`
@@ -399,7 +397,7 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
                                                     session_id=who.session_id, include_last=True)
             if tail.blocked is not None:
                 return None, self._emit(tail.blocked)
-            out = self._with_tail(out, tail)
+            out = self._screened(out, tail, offset=len(out) - 1, include_last=True)
         return out, d
 
     async def _ainvoke(self, input: Any, config: RunnableConfig, **kwargs: Any) -> Any:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..decision import parse_fail_modes
+from ..decision import FAIL_MODES_ENV, parse_fail_modes
 from ..errors import ConfigError
 
 DB = "RAILGUARD_DB_URL"
@@ -31,7 +31,7 @@ WARMUP = "RAILGUARD_WARMUP"  # before_serving (default) | background
 STRICT = "RAILGUARD_STRICT_DETECTORS"  # 1 (default) | 0
 NUM_THREADS = "RAILGUARD_NUM_THREADS"  # torch CPU threads per worker
 LOG_LEVEL = "RAILGUARD_LOG_LEVEL"
-FAIL_MODES = "RAILGUARD_FAIL_MODES"  # per-detector fail mode, e.g. "harm=closed,commands=open"
+FAIL_MODES = FAIL_MODES_ENV  # per-detector fail mode, e.g. "harm=closed,commands=open"
 
 WARMUP_MODES = ("before_serving", "background")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
