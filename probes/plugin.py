@@ -262,7 +262,7 @@ class FusedProbeHook:
                 ident = None
         if ident is None:
             return _Turn(self.tenant_id, "anonymous", None, {}, False)
-        settings = getattr(ident, "settings", None)
+        settings = ident.user_settings() if hasattr(ident, "user_settings") else getattr(ident, "settings", None)
         settings = settings if isinstance(settings, Mapping) else {}
         guard = settings.get("guard")
         guard = guard if isinstance(guard, Mapping) else {}

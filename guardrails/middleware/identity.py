@@ -7,7 +7,7 @@ Identity flows through context/config, never through globals. Order: `runtime.co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -26,17 +26,26 @@ class Identity:
     tenant_id: str | None = None
     settings: Mapping[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
     shadow: bool = False
+    # reads `settings` when they are not given: only an observer that needs them pays the store read
+    settings_source: Callable[[], Mapping[str, Any]] | None = field(default=None, compare=False, hash=False,
+                                                                     repr=False)
+
+    def user_settings(self) -> Mapping[str, Any]:
+        """The user's stored settings: as given, else read now from `settings_source`, else none."""
+        if self.settings is not None:
+            return self.settings
+        return self.settings_source() if self.settings_source is not None else {}
 
 
 def for_serving(guard: Any, who: Identity) -> Identity:
-    """``who`` with the ``guard``'s tenant, shadow flag and this user's stored settings (none without a store):
-    set as `current_identity` while the guarded model runs."""
+    """``who`` with the ``guard``'s tenant, shadow flag and a way to read this user's stored settings (none
+    without a store): set as `current_identity` while the guarded model runs. The store is read only when an
+    observer asks (`Identity.user_settings`): a model call with no fused probe costs no read."""
     tenant = getattr(guard, "tenant_id", None)
     store = getattr(guard, "store", None)
-    settings: Mapping[str, Any] = {}
-    if store is not None and isinstance(tenant, str):
-        settings = store.get(tenant, who.user_id).settings
-    return replace(who, tenant_id=tenant if isinstance(tenant, str) else None, settings=settings,
+    source = (lambda: store.get(tenant, who.user_id).settings) if store is not None and isinstance(tenant, str) \
+        else None
+    return replace(who, tenant_id=tenant if isinstance(tenant, str) else None, settings_source=source,
                    shadow=bool(getattr(guard, "shadow", False)))
 
 

@@ -627,9 +627,20 @@ def test_for_serving_carries_the_guards_tenant_shadow_and_the_users_settings(tmp
         store.update_section("acme", "bob", "guard", lambda _: {"thresholds": {"privacy": 0.8}}, actor="t")
         who = for_serving(Guard([], store=store, tenant_id="acme", shadow=True), Identity("bob", "s1"))
         assert (who.tenant_id, who.shadow, who.user_id, who.session_id) == ("acme", True, "bob", "s1")
-        assert who.settings["guard"]["thresholds"]["privacy"] == 0.8
-        assert for_serving(Guard([], store=store, tenant_id="globex"), Identity("bob")).settings == {}
+        assert who.user_settings()["guard"]["thresholds"]["privacy"] == 0.8
+        assert for_serving(Guard([], store=store, tenant_id="globex"), Identity("bob")).user_settings() == {}
     assert for_serving(object(), Identity("bob")).tenant_id is None  # a guard look-alike without them
+
+    class Counting:
+        reads = 0
+
+        def get(self, tenant, user):
+            Counting.reads += 1
+            return type("S", (), {"settings": {"guard": {"shadow": True}}})()
+
+    lazy = for_serving(Guard([], store=Counting(), tenant_id="acme"), Identity("bob"))
+    assert Counting.reads == 0  # a model call with no fused probe reads no settings
+    assert lazy.user_settings()["guard"]["shadow"] and Counting.reads == 1
 
 
 def test_a_probe_whose_layers_or_width_the_model_lacks_is_refused_at_construction(tiny):
