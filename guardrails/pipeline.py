@@ -41,7 +41,7 @@ from .guard_types import (
     lets_through,
 )
 from .store.settings import check_key, named_detectors, safe_segment
-from .text import check_id, coerce_messages, coerce_text
+from .text import UNREAD_PARTS_KEY, check_id, coerce_messages, coerce_text, last_unread_parts
 
 if TYPE_CHECKING:
     from .middleware.agent import GuardMiddleware
@@ -54,6 +54,11 @@ warn_log = logging.getLogger("railguard.guard")
 
 _ROLE_FOR_STAGE = {Stage.INPUT: "user", Stage.OUTPUT: "assistant", Stage.TOOL_CALL: "assistant",
                    Stage.TOOL_RESULT: "tool"}
+
+
+def _count(value: object) -> int:
+    """A caller's ``unread_parts`` metadata as a count (anything but a non-negative int counts as none)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 class Guard:
@@ -164,8 +169,14 @@ class Guard:
         settings: Mapping[str, Any] = {}
         if self.store is not None:
             settings = self.store.get(self.tenant_id, user_id).settings
+        meta = dict(metadata or {})
+        unread = max(last_unread_parts(content), _count(meta.get(UNREAD_PARTS_KEY)))
+        if unread:  # media the model may read and no detector does: the validator says so (its `non_text` action)
+            meta[UNREAD_PARTS_KEY] = unread
+        else:
+            meta.pop(UNREAD_PARTS_KEY, None)
         return CheckRequest(stage=stage, user_id=user_id, session_id=session_id, tenant_id=self.tenant_id,
-                            text=text, messages=messages, settings=settings, metadata=dict(metadata or {}))
+                            text=text, messages=messages, settings=settings, metadata=meta)
 
     def _active(self, request: CheckRequest) -> tuple[list[DetectorSlot], list[DetectorSlot], list[DetectorSlot]]:
         """The detectors to run, in three rounds: gates; the rest unless a gate blocked; then those with side effects

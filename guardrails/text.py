@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -107,6 +108,63 @@ def _part_texts(part: Mapping[str, Any], i: int, depth: int) -> list[str]:
         elif source.get("type") == "content" and isinstance(source.get("content"), str | list | tuple):
             out.append(str(content_text(source["content"], depth + 1)))
     return out
+
+
+#: Part types that carry media a model may read but no text the Guard does (OpenAI, Anthropic, LangChain blocks).
+_MEDIA_WORDS = frozenset({"image", "audio", "video", "file"})  # as a word of the type: image_url, input_audio
+#: Metadata key under which a caller that turns messages into text first (the agent middleware) passes how many
+#: of the checked turn's parts it could not read; the Guard keeps the larger of it and its own count.
+UNREAD_PARTS_KEY = "unread_parts"
+
+
+def unread_parts(content: object, _depth: int = 0) -> int:
+    """How many content parts of a message carry media (an image, audio, video, a file, a document given as a
+    binary source) that no detector reads, although the model may: `content_text` reads only their text. Parts
+    nested in a part's ``content`` (an Anthropic tool result's image) count too; a str content has none."""
+    if not isinstance(content, list | tuple) or _depth > 8:
+        return 0
+    count = 0
+    for part in content:
+        if not isinstance(part, Mapping):
+            continue
+        kind = part.get("type")
+        text_of_its_own = any(isinstance(part.get(k), str) and part.get(k) for k in ("text", "refusal"))
+        media = isinstance(kind, str) and bool(_MEDIA_WORDS & set(re.split(r"[_\-.]", kind.lower())))
+        document = kind == "document" and (_binary_source(part) or not any(_part_texts(part, 0, _depth)))
+        if (media or document) and not text_of_its_own:
+            count += 1
+        nested = part.get("content")
+        if isinstance(nested, list | tuple):
+            count += unread_parts(nested, _depth + 1)
+    return count
+
+
+def _binary_source(part: Mapping[str, Any]) -> bool:
+    """A document whose source is data the Guard does not read (base64 PDF, a URL, a file id)."""
+    source = part.get("source")
+    return isinstance(source, Mapping) and source.get("type") not in ("text", "content")
+
+
+def unread_metadata(unread: int) -> dict[str, int] | None:
+    """Check metadata telling the Guard how many media parts the caller left out of the text it passes."""
+    return {UNREAD_PARTS_KEY: unread} if unread > 0 else None
+
+
+def last_unread_parts(content: object) -> int:
+    """`unread_parts` of the turn a check judges: a message list's last message (dicts, LangChain messages,
+    ``(role, content)`` pairs), or one message. 0 for a str and for an iterator (read once, by the check)."""
+    if _is_chat_message(content) or isinstance(content, Mapping):
+        content = [content]
+    if not isinstance(content, list | tuple) or not content:
+        return 0
+    last = content[-1]
+    if isinstance(last, Mapping):
+        return unread_parts(last.get("content"))
+    if _is_chat_message(last):
+        return unread_parts(getattr(last, "content", None))
+    if isinstance(last, tuple | list) and len(last) == 2:
+        return unread_parts(last[1])
+    return 0
 
 
 def _as_role_content(item: object, i: int) -> tuple[object, object]:

@@ -45,26 +45,33 @@ def _line_count(text: str) -> int:
 class InputValidator(BaseDetector):
     """Blocks oversized, binary-looking or invisibly-instrumented text; warns on milder anomalies.
 
-    Categories: "size", "lines", "nul", "control_chars", "invisible_unicode". Clean text yields no findings.
+    Categories: "size", "lines", "nul", "control_chars", "invisible_unicode", and "unread_content" (the checked
+    turn has media parts, images, audio or files, that the model may read and no detector does; the Guard
+    counts them into ``request.metadata["unread_parts"]``). Clean text yields no findings.
 
     Parameters (stored as given, validated on use, scikit-learn style):
         max_chars: longest accepted text, in characters.
         max_lines: most accepted lines (LF, CR or CRLF separated).
         action: what a hard violation asks for ("block" by default). Soft anomalies (a few control
             characters, zero-width or bidi characters without tag characters) ask for at most "warn".
+        non_text: what unread media parts ask for: "warn" by default (the turn goes on, annotated), "block" to
+            refuse what no detector can read, "allow" for no finding.
     """
 
     name = "validator"
     stages = frozenset(Stage)
     gate = True
 
-    def __init__(self, max_chars: int = 32000, max_lines: int = 5000, action: str = "block"):
+    def __init__(self, max_chars: int = 32000, max_lines: int = 5000, action: str = "block",
+                 non_text: str = "warn"):
         self.max_chars = max_chars
         self.max_lines = max_lines
         self.action = action
+        self.non_text = non_text
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"max_chars": self.max_chars, "max_lines": self.max_lines, "action": self.action}
+        return {"max_chars": self.max_chars, "max_lines": self.max_lines, "action": self.action,
+                "non_text": self.non_text}
 
     def set_params(self, **params: Any) -> InputValidator:
         for key, value in params.items():
@@ -77,7 +84,7 @@ class InputValidator(BaseDetector):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"InputValidator({args})"
 
-    def _validated(self) -> tuple[int, int, Action]:
+    def _validated(self) -> tuple[int, int, Action, Action]:
         for key in ("max_chars", "max_lines"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -86,10 +93,12 @@ class InputValidator(BaseDetector):
             action = Action(self.action)
         except ValueError:
             raise ConfigError(f"validator action must be one of {[a.value for a in Action]}") from None
-        return self.max_chars, self.max_lines, action
+        if self.non_text not in ("allow", "warn", "block"):
+            raise ConfigError(f"validator non_text must be allow, warn or block, got {self.non_text!r}")
+        return self.max_chars, self.max_lines, action, Action(self.non_text)
 
     def predict(self, request: CheckRequest) -> list[Finding]:
-        max_chars, max_lines, hard = self._validated()
+        max_chars, max_lines, hard, non_text = self._validated()
         soft = hard if hard.severity < Action.WARN.severity else Action.WARN
         text = request.text
         n = len(text)
@@ -147,4 +156,8 @@ class InputValidator(BaseDetector):
                 + (" (tag characters can smuggle hidden instructions)" if tags else ""),
                 hard if tags else soft,
             )
+        unread = request.metadata.get("unread_parts", 0)
+        if isinstance(unread, int) and unread > 0 and non_text is not Action.ALLOW:
+            add("unread_content", 1.0, 1.0, f"{unread} media content part(s) (image, audio, video or file) that "
+                "no detector reads, although the model may", non_text)
         return out

@@ -36,7 +36,7 @@ from ..decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, Stag
 from ..errors import InvalidInputError
 from ..guard_types import SupportsCheck
 from ..models.chat import PrefillBlocked, to_chat_dicts
-from ..text import call_text, message_role, unanswered_user_turns
+from ..text import call_text, message_role, unanswered_user_turns, unread_metadata, unread_parts
 from .identity import Identity, current_identity, for_serving, from_runtime
 from .runnable import annotated, invalid_decision, without_token_streaming
 from .structured import message_text as _text
@@ -237,16 +237,19 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         return request.override(model=without_token_streaming(model))
 
     # ---- sync hooks ----------------------------------------------------------------------------
-    def _check(self, content: Any, who: Identity, stage: Stage, *, emit: bool = True) -> Decision:
+    def _check(self, content: Any, who: Identity, stage: Stage, *, emit: bool = True, unread: int = 0) -> Decision:
         try:
-            d = self.guard.check(content, user_id=who.user_id, session_id=who.session_id, stage=stage)
+            d = self.guard.check(content, user_id=who.user_id, session_id=who.session_id, stage=stage,
+                                 metadata=unread_metadata(unread))
         except InvalidInputError as exc:
             d = invalid_decision(who, stage, exc)
         return self._emit(d) if emit else d
 
-    async def _acheck(self, content: Any, who: Identity, stage: Stage, *, emit: bool = True) -> Decision:
+    async def _acheck(self, content: Any, who: Identity, stage: Stage, *, emit: bool = True,
+                      unread: int = 0) -> Decision:
         try:
-            d = await self.guard.acheck(content, user_id=who.user_id, session_id=who.session_id, stage=stage)
+            d = await self.guard.acheck(content, user_id=who.user_id, session_id=who.session_id, stage=stage,
+                                        metadata=unread_metadata(unread))
         except InvalidInputError as exc:
             d = invalid_decision(who, stage, exc)
         return self._emit(d) if emit else d
@@ -270,7 +273,8 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
                     return self._input_update(blocked, turns)
         except InvalidInputError as exc:  # an unreadable message: refused, as the check itself would
             return self._input_update(self._emit(invalid_decision(who, Stage.INPUT, exc)), turns)
-        return self._input_update(self._check(conversation, who, Stage.INPUT), turns, rewritten)
+        return self._input_update(self._check(conversation, who, Stage.INPUT, unread=unread_parts(turns[-1].content)),
+                                  turns, rewritten)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
@@ -290,7 +294,8 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
                     return self._input_update(blocked, turns)
         except InvalidInputError as exc:
             return self._input_update(self._emit(invalid_decision(who, Stage.INPUT, exc)), turns)
-        return self._input_update(await self._acheck(conversation, who, Stage.INPUT), turns, rewritten)
+        return self._input_update(await self._acheck(conversation, who, Stage.INPUT,
+                                                     unread=unread_parts(turns[-1].content)), turns, rewritten)
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> Any:
         who = from_runtime(request.runtime, self.default_user_id)
@@ -377,7 +382,8 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return out
         if (added := result_messages(out)) is None:
             return self._unreadable_result(who, call_id)
-        checked = [(m, self._check(_text(m), who, Stage.TOOL_RESULT)) for m in added if _text(m).strip()]
+        checked = [(m, self._check(_text(m), who, Stage.TOOL_RESULT, unread=unread_parts(m.content)))
+                   for m in added if _text(m).strip()]
         return self._tool_result(checked, out, call_id)
 
     async def awrap_tool_call(self, request: Any, handler: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -394,5 +400,6 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return out
         if (added := result_messages(out)) is None:
             return self._unreadable_result(who, call_id)
-        checked = [(m, await self._acheck(_text(m), who, Stage.TOOL_RESULT)) for m in added if _text(m).strip()]
+        checked = [(m, await self._acheck(_text(m), who, Stage.TOOL_RESULT, unread=unread_parts(m.content)))
+                   for m in added if _text(m).strip()]
         return self._tool_result(checked, out, call_id)

@@ -30,7 +30,7 @@ from ..decision import DEFAULT_REFUSAL, Action, Decision, Finding, Stage
 from ..errors import InvalidInputError
 from ..guard_types import SupportsCheck
 from ..models.chat import PrefillBlocked, to_chat_dicts
-from ..text import unanswered_user_turns
+from ..text import unanswered_user_turns, unread_metadata, unread_parts
 from .identity import Identity, current_identity, for_serving, from_sources
 from .tool_calls import pending_calls, reasoning_text, without_reasoning
 
@@ -125,6 +125,12 @@ def without_token_streaming(model: Any) -> Any:
     if model.disable_streaming is True and NOSTREAM_TAG in tags:
         return model
     return model.model_copy(update={"disable_streaming": True, "tags": [*dict.fromkeys([*tags, NOSTREAM_TAG])]})
+
+
+
+def _unread_of(messages: list[BaseMessage], at: int) -> dict[str, int] | None:
+    """The check metadata saying how many media parts the judged turn has (the check reads its text only)."""
+    return unread_metadata(unread_parts(messages[at].content)) if 0 <= at < len(messages) else None
 
 
 class GuardedRunnable(RunnableSerializable[Any, Any]):
@@ -274,7 +280,8 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
             messages = self._screened(messages, screen)
         at = self._checked_turn(chat)
         d = self._emit(self.guard.check(to_chat_dicts(messages[: at + 1]), user_id=who.user_id,
-                                        session_id=who.session_id, stage=Stage.INPUT))
+                                        session_id=who.session_id, stage=Stage.INPUT,
+                                        metadata=_unread_of(messages, at)))
         out = self._apply_input(d, messages, at)
         if out is not None and at != len(out) - 1 and hasattr(self.guard, "screen_history"):
             # the prefill or system message after the checked turn: the text-level screen (as the proxy does)
@@ -390,7 +397,8 @@ class GuardedRunnable(RunnableSerializable[Any, Any]):
             messages = self._screened(messages, screen)
         at = self._checked_turn(chat)
         d = self._emit(await self.guard.acheck(to_chat_dicts(messages[: at + 1]), user_id=who.user_id,
-                                               session_id=who.session_id, stage=Stage.INPUT))
+                                               session_id=who.session_id, stage=Stage.INPUT,
+                                               metadata=_unread_of(messages, at)))
         out = self._apply_input(d, messages, at)
         if out is not None and at != len(out) - 1 and hasattr(self.guard, "ascreen_history"):
             tail = await self.guard.ascreen_history(to_chat_dicts(out[-1:]), user_id=who.user_id,

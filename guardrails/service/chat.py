@@ -197,8 +197,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
                            x_railguard_user_id: str | None = Header(default=None),
                            x_railguard_session_id: str | None = Header(default=None)) -> Response:
     """Guarded chat completion (OpenAI wire format, `stream` supported). The end user is `user` or the
-    `X-Railguard-User-Id` header; decisions are returned under the extra `railguard` key."""
+    `X-Railguard-User-Id` header (both set and different: 422 `user_mismatch`); decisions are returned under the
+    extra `railguard` key."""
     st = state(request)
+    if body.user and x_railguard_user_id and body.user != x_railguard_user_id:
+        # A gateway that sets the header vouches for the user; a client-written body `user` must not override
+        # it and borrow another user's settings (and drift state). Neither one silently wins.
+        raise ApiError(422, "user_mismatch", "the request's 'user' field and the X-Railguard-User-Id header "
+                       "name different users")
     user_id = body.user or x_railguard_user_id
     if not user_id:
         raise ApiError(422, "missing_user", "set the request's 'user' field or the X-Railguard-User-Id header")

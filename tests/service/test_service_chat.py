@@ -129,6 +129,15 @@ def test_chat_requires_a_user(service):
     r = httpx.post(f"{service.url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]},
                    headers={"Authorization": f"Bearer {key}", "X-Railguard-User-Id": "hdr-user"})
     assert r.status_code == 200 and r.json()["railguard"]["input"]["user_id"] == "hdr-user"
+    same = httpx.post(f"{service.url}/v1/chat/completions",
+                      json={"messages": [{"role": "user", "content": "hi"}], "user": "hdr-user"},
+                      headers={"Authorization": f"Bearer {key}", "X-Railguard-User-Id": "hdr-user"})
+    assert same.status_code == 200 and same.json()["railguard"]["input"]["user_id"] == "hdr-user"
+    # The body may not override the header (a gateway's vouched-for user) to borrow another user's settings.
+    r = httpx.post(f"{service.url}/v1/chat/completions",
+                   json={"messages": [{"role": "user", "content": "hi"}], "user": "other-user"},
+                   headers={"Authorization": f"Bearer {key}", "X-Railguard-User-Id": "hdr-user"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "user_mismatch"
 
 
 @pytest.mark.model

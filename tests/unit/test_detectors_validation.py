@@ -175,7 +175,7 @@ def test_action_param_softens_hard_rules():
 
 def test_init_only_stores_params():
     v = InputValidator(max_chars=-1, max_lines=0, action="explode")  # validated on use
-    assert v.get_params() == {"max_chars": -1, "max_lines": 0, "action": "explode"}
+    assert v.get_params() == {"max_chars": -1, "max_lines": 0, "action": "explode", "non_text": "warn"}
     with pytest.raises(ConfigError):
         v.predict(req("x"))
     assert v.set_params(max_chars=10, max_lines=2, action="warn").predict(req("x")) == []
