@@ -103,8 +103,35 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     @staticmethod
     def _unanswered_user_turns(messages: list[BaseMessage]) -> list[int]:
         """The user messages (by role, as the Guard reads it) since the model last spoke, never checked; none: an
-        agent step, whose tool results the tool stage checks."""
-        return unanswered_user_turns([message_role(m) for m in messages])
+        agent step, whose tool results the tool stage checks. A trailing assistant message without tool calls is
+        not the model having spoken but a prefill the caller wrote ("Sure, here is"): the model is to continue it,
+        so the user turns before it are the ones to check (guard.wrap's and the chat proxy's rule; counting the
+        prefill as an answer skipped the input check)."""
+        roles = [message_role(m) for m in messages]
+        if roles and roles[-1] == "assistant" and not getattr(messages[-1], "tool_calls", None):
+            return unanswered_user_turns(roles[:-1])
+        return unanswered_user_turns(roles)
+
+    def _tail_screen(self, screen: Any, tail: list[BaseMessage]) -> tuple[Decision | None, list[BaseMessage]]:
+        """The text-level screen of the messages after the checked turn (a prefill, a system message): its
+        decisions emitted, then its block, or None and the messages it redacted, rewritten in state (same id)."""
+        for _, d in screen.decisions:
+            self._emit(d)
+        if screen.blocked is not None:
+            return screen.blocked, []
+        return None, [m.model_copy(update={"content": new["content"]}) for m, new in zip(tail, screen.messages,
+                                                                                         strict=True)
+                      if new["content"] != to_chat_dicts([m])[0]["content"]]
+
+    def _with_tail(self, update: dict[str, Any] | None, tail: list[BaseMessage], turns: list[BaseMessage],
+                   blocked: Decision | None, rewritten: list[BaseMessage]) -> dict[str, Any] | None:
+        """The input update with the tail's verdict: its block withholds the turns and the tail and refuses; its
+        redactions join the update (unless the checked turn was blocked already)."""
+        if blocked is not None:
+            return self._input_update(blocked, [*turns, *tail])
+        if update is not None and update.get("jump_to") == "end" or not rewritten:
+            return update
+        return {"messages": [*(update or {}).get("messages", []), *rewritten]}
 
     def _screened(self, screen: Any, turns: list[BaseMessage]) -> tuple[Decision | None, list[BaseMessage]]:
         """The history screen of the unanswered user messages before the last: its decisions emitted, then its
@@ -273,8 +300,17 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
                     return self._input_update(blocked, turns)
         except InvalidInputError as exc:  # an unreadable message: refused, as the check itself would
             return self._input_update(self._emit(invalid_decision(who, Stage.INPUT, exc)), turns)
-        return self._input_update(self._check(conversation, who, Stage.INPUT, unread=unread_parts(turns[-1].content)),
-                                  turns, rewritten)
+        update = self._input_update(self._check(conversation, who, Stage.INPUT,
+                                                unread=unread_parts(turns[-1].content)), turns, rewritten)
+        tail = messages[users[-1] + 1:]
+        if not tail or not hasattr(self.guard, "screen_history") or (update or {}).get("jump_to") == "end":
+            return update
+        try:
+            blocked, fixed = self._tail_screen(self.guard.screen_history(
+                to_chat_dicts(tail), user_id=who.user_id, session_id=who.session_id, include_last=True), tail)
+        except InvalidInputError as exc:
+            blocked, fixed = self._emit(invalid_decision(who, Stage.INPUT, exc)), []
+        return self._with_tail(update, tail, turns, blocked, fixed)
 
     @hook_config(can_jump_to=["end"])
     async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
@@ -294,8 +330,17 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
                     return self._input_update(blocked, turns)
         except InvalidInputError as exc:
             return self._input_update(self._emit(invalid_decision(who, Stage.INPUT, exc)), turns)
-        return self._input_update(await self._acheck(conversation, who, Stage.INPUT,
-                                                     unread=unread_parts(turns[-1].content)), turns, rewritten)
+        update = self._input_update(await self._acheck(conversation, who, Stage.INPUT,
+                                                       unread=unread_parts(turns[-1].content)), turns, rewritten)
+        tail = messages[users[-1] + 1:]
+        if not tail or not hasattr(self.guard, "ascreen_history") or (update or {}).get("jump_to") == "end":
+            return update
+        try:
+            blocked, fixed = self._tail_screen(await self.guard.ascreen_history(
+                to_chat_dicts(tail), user_id=who.user_id, session_id=who.session_id, include_last=True), tail)
+        except InvalidInputError as exc:
+            blocked, fixed = self._emit(invalid_decision(who, Stage.INPUT, exc)), []
+        return self._with_tail(update, tail, turns, blocked, fixed)
 
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> Any:
         who = from_runtime(request.runtime, self.default_user_id)
