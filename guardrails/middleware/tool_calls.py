@@ -91,6 +91,13 @@ def withhold(result: Sequence[BaseMessage], blocked: list[tuple[PendingCall, Dec
         if isinstance(msg, AIMessageChunk):
             update["tool_call_chunks"] = []
         out[i] = msg.model_copy(update=update)
+    # A tool message produced in the same model step answers a call there (langchain's structured-output error,
+    # "Failed to parse ... input_value=<the arguments>", sent back to the model for a retry): it quotes what was
+    # withheld, so it is withheld too.
+    ids = {call.call_id for call, _ in blocked if call.call_id}
+    for j, m in enumerate(out):
+        if isinstance(m, ToolMessage) and m.tool_call_id in ids:
+            out[j] = m.model_copy(update={"content": WITHHELD_MESSAGE, "artifact": None})
     return out
 
 

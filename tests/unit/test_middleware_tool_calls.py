@@ -266,3 +266,29 @@ async def test_a_tool_call_beside_a_structured_response_is_checked_where_the_mod
     assert out["structured_response"] == Answer(text="ok")
     calls = [d for d in seen if d.stage is Stage.TOOL_CALL]
     assert [d.action for d in calls] == [Action.BLOCK] and det.calls == 1  # the schema call is not a tool call
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_the_structured_output_retry_message_does_not_quote_withheld_arguments(use_async):
+    """Review, session 31: with ToolStrategy, a schema call whose arguments fail validation is answered, in the
+    same model step, by langchain's error tool message quoting them (pydantic ``input_value=...``); the call's
+    arguments were withheld but that message kept them in state and sent them back to the model for the retry."""
+    from langchain.agents.structured_output import ToolStrategy
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        n: int
+
+    bad = AIMessage(content="", tool_calls=[{"name": "Answer", "args": {"n": f"{SECRET} {PAYLOAD}"}, "id": "c1"}])
+    good = AIMessage(content="", tool_calls=[{"name": "Answer", "args": {"n": 3}, "id": "c2"}])
+    model = RecordingFake(messages=iter([bad, good]), sent=[])
+    seen: list[Decision] = []
+    agent = create_agent(model, middleware=[Guard([_keyword_detector()]).middleware(on_decision=seen.append)],
+                         response_format=ToolStrategy(Answer), context_schema=Ctx)
+    call = agent.ainvoke if use_async else agent.invoke
+    out = call({"messages": [HumanMessage("give me a number")]}, context=Ctx("alice"))
+    out = await out if use_async else out
+    assert out["structured_response"].n == 3
+    assert (Stage.TOOL_CALL, Action.BLOCK) in [(d.stage, d.action) for d in seen]
+    assert len(model.sent) == 2 and PAYLOAD not in str([m.content for m in model.sent[1]])
+    assert not any(PAYLOAD in str(m.content) or PAYLOAD in str(getattr(m, "tool_calls", "")) for m in out["messages"])
