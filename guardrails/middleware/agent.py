@@ -221,6 +221,17 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         self._emit(d)
         return ModelResponse(result=result, structured_response=new_obj)
 
+    def _settled(self, thoughts: list[tuple[int, Decision]], response: ModelResponse
+                 ) -> tuple[ModelResponse, list[Any]]:
+        """A structured reply with its reasoning's verdicts applied: dropped when flagged; a block refuses the turn
+        and drops the structured response with it."""
+        blocked = next((d for _, d in thoughts if d.blocked), None)
+        if blocked is not None:  # as a blocked structured response: the whole step is the refusal
+            result = [self._refusal(blocked)]
+            return ModelResponse(result=result, structured_response=None), result
+        result = settle_reasoning(thoughts, list(response.result), self._refusal)
+        return ModelResponse(result=result, structured_response=response.structured_response), result
+
     def _tool_call_text(self, request: Any) -> str:
         call = request.tool_call
         return call_text(call["name"], call.get("args"))
@@ -362,6 +373,9 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
                 return response
             response = self._structured_result(self._check(structured, who, Stage.OUTPUT, emit=False), response)
             result = list(response.result)
+            if response.structured_response is not None:  # its reasoning gets a check of its own too
+                thoughts = [(i, self._check(t, who, Stage.OUTPUT)) for i, t in reasoning_parts(result)]
+                response, result = self._settled(thoughts, response)
         elif Stage.OUTPUT in self.stages:
             replies = [(i, self._check(_text(result[i]), who, Stage.OUTPUT)) for i in replies_with_text(result)]
             result = self._with_outputs(replies, result)
@@ -395,6 +409,9 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             response = self._structured_result(await self._acheck(structured, who, Stage.OUTPUT, emit=False),
                                                response)
             result = list(response.result)
+            if response.structured_response is not None:
+                thoughts = [(i, await self._acheck(t, who, Stage.OUTPUT)) for i, t in reasoning_parts(result)]
+                response, result = self._settled(thoughts, response)
         elif Stage.OUTPUT in self.stages:
             replies = [(i, await self._acheck(_text(result[i]), who, Stage.OUTPUT)) for i in replies_with_text(result)]
             result = self._with_outputs(replies, result)

@@ -292,3 +292,33 @@ async def test_the_structured_output_retry_message_does_not_quote_withheld_argum
     assert (Stage.TOOL_CALL, Action.BLOCK) in [(d.stage, d.action) for d in seen]
     assert len(model.sent) == 2 and PAYLOAD not in str([m.content for m in model.sent[1]])
     assert not any(PAYLOAD in str(m.content) or PAYLOAD in str(getattr(m, "tool_calls", "")) for m in out["messages"])
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_reasoning_of_a_structured_reply_gets_its_own_check(use_async):
+    """Review, session 31: the structured-response branch never read the reply's reasoning, so a reasoning text the
+    output check would refuse on a plain reply stayed in state next to the structured response."""
+    from langchain.agents.structured_output import ToolStrategy
+    from pydantic import BaseModel
+
+    from tests.conftest import KeywordDetector
+
+    class Answer(BaseModel):
+        n: int
+
+    for action, want_response in ((Action.BLOCK, False), (Action.REDACT, True)):
+        reply = AIMessage(content="", additional_kwargs={"reasoning_content": f"the {SECRET} is {PAYLOAD}"},
+                          tool_calls=[{"name": "Answer", "args": {"n": 3}, "id": "c1"}])
+        seen: list[Decision] = []
+        guard = Guard([KeywordDetector(SECRET, action, stages={Stage.OUTPUT})])
+        agent = create_agent(RecordingFake(messages=iter([reply]), sent=[]), context_schema=Ctx,
+                             middleware=[guard.middleware(on_decision=seen.append)],
+                             response_format=ToolStrategy(Answer))
+        call = agent.ainvoke if use_async else agent.invoke
+        out = call({"messages": [HumanMessage("give me a number")]}, context=Ctx("alice"))
+        out = await out if use_async else out
+        assert not any(PAYLOAD in str(m.additional_kwargs) or PAYLOAD in str(m.content) for m in out["messages"])
+        assert (out.get("structured_response") is not None) is want_response, action
+        assert action in [d.action for d in seen]
+        if not want_response:
+            assert out["messages"][-1].content.startswith("I'm sorry")
