@@ -227,8 +227,8 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         and drops the structured response with it."""
         blocked = next((d for _, d in thoughts if d.blocked), None)
         if blocked is not None:  # as a blocked structured response: the whole step is the refusal
-            result = [self._refusal(blocked)]
-            return ModelResponse(result=result, structured_response=None), result
+            refused: list[Any] = [self._refusal(blocked)]
+            return ModelResponse(result=refused, structured_response=None), refused
         result = settle_reasoning(thoughts, list(response.result), self._refusal)
         return ModelResponse(result=result, structured_response=response.structured_response), result
 
