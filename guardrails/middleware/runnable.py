@@ -64,11 +64,29 @@ def _output_text(value: Any) -> str:
     raise InvalidInputError(f"cannot check output of type {type(value).__name__}")
 
 
+#: Where a provider keeps a second copy of a reply's text: OpenAI's parsed structured output and its per-token
+#: logprobs. A redaction that rewrites the content drops them, or the original would stay in the message.
+TEXT_COPY_KWARGS = ("parsed",)
+TEXT_COPY_METADATA = ("logprobs",)
+
+
+def without_text_copies(message: BaseMessage) -> BaseMessage:
+    """``message`` without the provider fields that copy its text (`TEXT_COPY_KWARGS`, `TEXT_COPY_METADATA`)."""
+    kwargs = {k: v for k, v in message.additional_kwargs.items() if k not in TEXT_COPY_KWARGS}
+    meta = {k: v for k, v in message.response_metadata.items() if k not in TEXT_COPY_METADATA}
+    if len(kwargs) == len(message.additional_kwargs) and len(meta) == len(message.response_metadata):
+        return message
+    return message.model_copy(update={"additional_kwargs": kwargs, "response_metadata": meta})
+
+
 def annotated(message: Any, d: Decision, **update: Any) -> Any:
     """A message carrying the decision that changed or flagged it in ``response_metadata["railguard"]``, as a
-    refusal does (a str output has nowhere to carry it: `on_decision` sees it)."""
+    refusal does (a str output has nowhere to carry it: `on_decision` sees it). A new ``content`` (a redaction)
+    drops the provider's copies of the old text."""
     if not isinstance(message, BaseMessage):
         return message
+    if "content" in update:
+        message = without_text_copies(message)
     meta = {**message.response_metadata, "railguard": d.log_record()}
     return message.model_copy(update={**update, "response_metadata": meta})
 

@@ -10,13 +10,17 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from pydantic import BaseModel
 
-from ..models.chat import to_chat_dicts
+from ..text import content_text
+from .runnable import without_text_copies
 
 STRUCTURED_PREFIX = "Returning structured response: "  # langchain's default ToolStrategy tool-message text
 
 
 def message_text(msg: BaseMessage) -> str:
-    return msg.content if isinstance(msg.content, str) else to_chat_dicts([msg])[0]["content"]
+    """The text a message's content carries (content parts read as `content_text` reads them). Never its tool
+    calls rendered as text, as a model's prompt gets them: those are the tool_call check's, and an output
+    redaction of such a rendering wrote text the model never produced into the reply (review, session 31)."""
+    return msg.content if isinstance(msg.content, str) else str(content_text(msg.content))
 
 
 def replies_with_text(result: list[Any]) -> list[int]:
@@ -80,7 +84,7 @@ def with_redacted(result: list[BaseMessage], data: Any, new_obj: Any) -> list[Ba
             calls = [{**c, "args": data} if c.get("id") in tool_ids else c for c in msg.tool_calls]
             msg = msg.model_copy(update={"tool_calls": calls, "additional_kwargs": {}, "invalid_tool_calls": []})
         elif isinstance(msg, AIMessage) and message_text(msg).strip():  # ProviderStrategy: the JSON is the content
-            msg = msg.model_copy(update={"content": redacted_json})
+            msg = without_text_copies(msg).model_copy(update={"content": redacted_json})  # `parsed` held the old
         elif isinstance(msg, ToolMessage) and msg.tool_call_id in tool_ids and \
                 message_text(msg).startswith(STRUCTURED_PREFIX):
             msg = msg.model_copy(update={"content": f"{STRUCTURED_PREFIX}{new_obj}"})

@@ -322,3 +322,53 @@ async def test_reasoning_of_a_structured_reply_gets_its_own_check(use_async):
         assert action in [d.action for d in seen]
         if not want_response:
             assert out["messages"][-1].content.startswith("I'm sorry")
+
+
+def test_a_tool_use_block_is_not_output_checked_as_made_up_text():
+    """Review, session 31: an Anthropic-shaped reply (the call in a ``tool_use`` content block, no text) was
+    output-checked as the rendering "call lookup({...})", so an output redaction wrote that text, which the model
+    never produced, into the reply; an OpenAI-shaped reply of the same call got no output check. Both now get
+    none: a call's arguments are the tool_call check's."""
+    from tests.conftest import KeywordDetector
+
+    args = {"query": f"{SECRET} {PAYLOAD}"}
+    shapes = [AIMessage(content="", tool_calls=[{"name": "lookup", "args": args, "id": "c1"}]),
+              AIMessage(content=[{"type": "tool_use", "id": "c1", "name": "lookup", "input": args}],
+                        tool_calls=[{"name": "lookup", "args": args, "id": "c1"}])]
+    for msg in shapes:
+        det = KeywordDetector(SECRET, Action.REDACT, stages={Stage.OUTPUT})
+        seen: list[Decision] = []
+        agent = create_agent(RecordingFake(messages=iter([msg, AIMessage("done")]), sent=[]), tools=[lookup],
+                             middleware=[Guard([det]).middleware(on_decision=seen.append)], context_schema=Ctx)
+        out = agent.invoke({"messages": [HumanMessage("find it")]}, context=Ctx("u1"))
+        assert out["messages"][1].content == msg.content  # not rewritten
+        assert [d.action for d in seen if d.stage is Stage.OUTPUT] == [Action.ALLOW]  # "done" only
+
+
+def test_a_redacted_reply_keeps_no_provider_copy_of_the_original():
+    """Review, session 31: redaction rewrote the content but kept OpenAI's ``additional_kwargs["parsed"]`` and the
+    per-token ``response_metadata["logprobs"]``, both copies of the original text."""
+    from langchain.agents.structured_output import ProviderStrategy
+    from pydantic import BaseModel
+
+    from tests.conftest import KeywordDetector
+
+    class Note(BaseModel):
+        note: str
+
+    det = KeywordDetector(PAYLOAD, Action.REDACT, stages={Stage.OUTPUT})
+    plain = AIMessage(content=f"your card {PAYLOAD}", response_metadata={"logprobs": {"content": [
+        {"token": PAYLOAD, "logprob": -0.1}]}, "model_name": "m"})
+    out = create_agent(RecordingFake(messages=iter([plain]), sent=[]), middleware=[Guard([det]).middleware()],
+                       context_schema=Ctx).invoke({"messages": [HumanMessage("card?")]}, context=Ctx("u1"))
+    reply = out["messages"][-1]
+    assert reply.content == "your card [REDACTED]" and "logprobs" not in reply.response_metadata
+    assert reply.response_metadata["model_name"] == "m"  # other metadata kept
+
+    parsed = AIMessage(content=f'{{"note": "card {PAYLOAD}"}}',
+                       additional_kwargs={"parsed": {"note": f"card {PAYLOAD}"}, "refusal": None})
+    out = create_agent(RecordingFake(messages=iter([parsed]), sent=[]), middleware=[Guard([det]).middleware()],
+                       response_format=ProviderStrategy(Note), context_schema=Ctx
+                       ).invoke({"messages": [HumanMessage("note?")]}, context=Ctx("u1"))
+    assert out["structured_response"].note == "card [REDACTED]"
+    assert not any(PAYLOAD in str(m.additional_kwargs) or PAYLOAD in str(m.content) for m in out["messages"])
