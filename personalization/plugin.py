@@ -16,6 +16,7 @@ import numpy as np
 from guardrails.decision import Action, Finding, Stage
 from guardrails.detector import BaseDetector, CheckRequest, PluginContext, aclose_resources, close_resources
 from guardrails.errors import ConfigError
+from guardrails.text import unanswered_user_turns
 
 from .profile import BASE_CATEGORIES, ModerationProfile, parse_profile
 from .service import SECTION, ProfileService
@@ -86,14 +87,36 @@ class HarmDetector(BaseDetector):
 
     def predict(self, request: CheckRequest) -> list[Finding]:
         profile, note = self.profile_for(request)
-        return self.findings(self.backend.score([request.text], profile), profile, note)
+        texts = turn_texts(request)
+        return self.findings(_worst(self.backend.score(texts, profile)), profile, note)
 
     async def apredict(self, request: CheckRequest) -> list[Finding]:
         afn = getattr(self.backend, "ascore", None)
         if afn is None:
             return await super().apredict(request)
         profile, note = self.profile_for(request)
-        return self.findings(await afn([request.text], profile), profile, note)
+        return self.findings(_worst(await afn(turn_texts(request), profile)), profile, note)
+
+
+#: Most user messages of one turn scored (the newest): a turn is one or a few messages; this bounds the cost.
+MAX_TURN_MESSAGES = 16
+
+
+def turn_texts(request: CheckRequest) -> list[str]:
+    """The texts one check scores: at the input stage, every user message sent since the model last spoke (a
+    client may send "<something toxic>", "thanks!" together, and the model reads both), newest last; otherwise,
+    or without the conversation, the checked text alone."""
+    msgs = request.messages
+    if request.stage is not Stage.INPUT or len(msgs) < 2 or msgs[-1].role != "user":
+        return [request.text]
+    turns = [msgs[i].content for i in unanswered_user_turns([m.role for m in msgs])][-MAX_TURN_MESSAGES:]
+    earlier = [t for t in turns[:-1] if t.strip()]
+    return [*earlier, request.text]
+
+
+def _worst(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per category, the highest score over the turn's messages (as one row)."""
+    return {name: np.asarray([float(np.max(v))]) for name, v in scores.items()}
 
 
 def build_backend(config: dict[str, Any] | None = None) -> Any:

@@ -185,6 +185,32 @@ def test_threshold_override(backend):
     assert f["spam"].threshold == 1.0 and f["spam"].action is Action.ALLOW
 
 
+@pytest.mark.parametrize("use_async", [False, True])
+def test_every_user_message_of_the_turn_is_scored(backend, use_async):
+    """Review, session 31: a client that sends "<toxic>", "thanks!" as one turn had only "thanks!" scored (the
+    Guard checks the last message; the earlier one got the text-level screen, which has no harm detector), while
+    the model reads both. The detector now scores each user message since the model last spoke and keeps the
+    worst; an answered message is not re-scored, and other stages score the checked text alone."""
+    import asyncio
+
+    from guardrails import Guard
+
+    guard = Guard([HarmDetector(backend)])
+
+    def check(messages, stage="input"):
+        run = guard.acheck(messages, user_id="u", stage=stage) if use_async else None
+        return asyncio.run(run) if use_async else guard.check(messages, user_id="u", stage=stage)
+
+    assert check([("user", TOXIC), ("user", "thanks!")]).action is Action.BLOCK
+    assert check([("user", BENIGN), ("user", "thanks!")]).action is Action.ALLOW
+    assert check([("user", TOXIC), ("assistant", "Let's keep it civil."), ("user", "thanks!")]
+                 ).action is Action.ALLOW  # answered already: judged on its own turn
+    toxic_score = {f.category: f.score for f in check(TOXIC).findings}["toxic"]
+    both = {f.category: f.score for f in check([("user", TOXIC), ("user", "thanks!")]).findings}["toxic"]
+    assert both == pytest.approx(toxic_score, abs=1e-4)
+    assert check([("user", TOXIC), ("assistant", "thanks!")], stage="output").action is Action.ALLOW
+
+
 def test_build_from_context_and_async(backend):
     det = build_harm_detector(PluginContext(config={"harm": {"stages": ["input"]}}))
     assert isinstance(det, detector.Detector) and det.stages == frozenset({Stage.INPUT})
