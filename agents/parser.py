@@ -83,6 +83,14 @@ def _few_threads(n_texts: int) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+#: Words that ask for a reset of the policy; the intent head's "reset" stands only with one of them.
+_RESET_SAID = re.compile(r"\b(?:reset|clear|wipe|erase|start (?:over|fresh|again|from scratch)|from scratch"
+                         r"|forget (?:everything|it all|all (?:of )?(?:that|this|my)\b)|(?:delete|remove|undo|drop) "
+                         r"(?:all|everything)|back to (?:the )?(?:defaults?|normal))\b")
+#: ... and not negated ("don't reset anything", "never clear my preferences", "no need to start over").
+_RESET_DENIED = re.compile(r"\b(?:don'?t|do not|doesn'?t|never|not|no need|without|stop|no)\b")
+
+
 class Featurizer:
     """Hashed word 1-2 grams (stateless) optionally concatenated with a sentence embedding."""
 
@@ -222,7 +230,10 @@ class StudentParser(BaseEstimator):
         if intent == "none":
             return
         if intent == "reset":
-            cmd.reset = True
+            # A reset wipes the whole policy: only when the clause asks for one in so many words, not negated. The
+            # intent head read "show my settings", "don't reset anything" and "copy my settings to dave" as resets
+            # (review, session 31); such a clause changes nothing.
+            cmd.reset = cmd.reset or (bool(_RESET_SAID.search(clause)) and not _RESET_DENIED.search(clause))
             return
         for sp in spans:
             if sp.attr == "year" and not MIN_YEAR <= int(sp.value) <= MAX_YEAR:

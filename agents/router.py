@@ -71,6 +71,13 @@ _CROSS_USER = re.compile(
     r"|\bignore (?:the|all|your|any|previous|prior) (?:schema|instructions?|rules?|polic\w+)\b"
     r"|\bdelete (?:all|every|everyone)\b|\b(?:admin|root|sudo|system prompt)\b"
     r"|\b(?:for|to|of) @[a-z0-9_]|\bu_?id\s*[#:=]?\s*\d+\b"  # "for @bob", "for uid 5"
+    # "reset everyone", "clear everybody's filters", "copy my settings to dave", "no horror on bobs feed"
+    r"|\b(?:reset|clear|wipe|erase|unblock|block|change|update|copy|apply)\s+(?:[a-z']+\s+){0,2}?(?:everyone|everybody)\b"
+    r"|\b(?:copy|send|share|email|e-mail|forward|give|transfer|sync)\s+(?:my|our|these|this|the|all)\s+(?:[a-z]+\s+)?"
+    r"(?:settings|preferences|filters?|polic\w+|profiles?|feeds?|blocks?)\s+(?:to|with)\b"
+    r"|\b(?:on|to|in|into|for)\s+(?!(?:my|our|the|this|these|its|his|hers|ours|yours|kids|friends|guests|movies|films"
+    r"|shows|series|weekends|holidays|news|posts|comments|ads)\b)[a-z]{2,}s\s+(?:feed|account|profile|settings"
+    r"|recommendations)\b"
 )
 class RouteResult(BaseModel):
     """What the router understood and did for one message (no user text in `explanation` beyond targets)."""
@@ -244,11 +251,13 @@ _AUDIENCE_WORDS = frozenset(
     "dad mom mum mother father parents grandma grandpa granny wife husband partner girlfriend boyfriend "
     "brother sister son daughter baby babies toddler toddlers friends guests".split())
 _TRAILING_FOR = 2  # index in _ADDRESSED of the end-of-clause "for X" pattern
-_ADDRESSED = (re.compile(r"^\W*for ([a-z][\w-]*)\s*[,:]"),  # "for bob, unblock spam"
+_ADDRESSED = (re.compile(r"^\W*for (?:my |our )?([a-z][\w-]*)\s*[,:]"),  # "for bob, unblock spam", "for my husband:"
               re.compile(r"^\W*as (@?[a-z][\w.@-]*)\s*[,:]"),  # "as bob, reset my preferences"
               # a person at the end of a clause: "no horror for bob", "... for @bob", "... for bob@example.com"
-              re.compile(r"\bfor (@?[a-z][\w.@-]*?)(?:\s+(?:please|thanks|too|again|then|as well|from now on"
-                         r"|anymore|any more))*\s*(?:$|[,;.!?)])"),
+              # ... or several: "no horror for bob and carol", "for mom, dad and bob" (each name is judged)
+              re.compile(r"\bfor (@?[a-z][\w.@-]*?(?:(?:\s*,\s*|\s+(?:and|&)\s+)@?[a-z][\w.@-]*?)*)"
+                         r"(?:\s+(?:please|thanks|too|again|then|as well|from now on|anymore|any more))*"
+                         r"\s*(?:$|[,;.!?)])"),
               re.compile(r"\b(?:(?:apply|copy) (?:this|that|it|these|the same)(?: settings?)? (?:to|for|on)"
                          r"|do the same for) ([a-z][\w-]*)"))  # "apply this to bob" (not "change it to ...")
 
@@ -262,8 +271,9 @@ def check_identity_safe(text: str, lexicon: Any = None) -> None:
     folded = fold(text)
     allowed = _FOR_SCOPES | {"mine", "all"}
 
-    def addressed(i: int, w: str) -> bool:
-        return w not in allowed and not (i == _TRAILING_FOR and w in _AUDIENCE_WORDS)
+    def addressed(i: int, words: str) -> bool:
+        return any(w not in allowed and not (i == _TRAILING_FOR and w in _AUDIENCE_WORDS)
+                   for w in re.split(r"\s*,\s*|\s+(?:and|&)\s+", words))
 
     if _CROSS_USER.search(folded) or any(addressed(i, m.group(1)) for i, rx in enumerate(_ADDRESSED)
                                          if i != _TRAILING_FOR for m in rx.finditer(folded)):

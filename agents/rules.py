@@ -71,6 +71,11 @@ _LIFT = re.compile(rf"^(?:\W*(?:please|and|also|just|ok|okay|actually|hey|hmm|so
 _YEAR_LIFT = re.compile(r"^(?:\W*(?:please|and|also|just|ok|okay|actually|hey|hmm|so|but)\s+)*(?:YEAR ?)+"
                         r"(?: movies| films| stuff)? (?:is|are) (?:ok|okay|fine|allowed|alright|acceptable)"
                         r"(?: too| as well| also)\W*$")
+#: "forget the 90s", "drop 1990", "scrap the year filter": the year bounds go. The heads read "forget YEAR" as a
+#: wish, and stored "only the 90s" in place of the user's "nothing before 2000" (review, session 31).
+_YEAR_FORGET = re.compile(r"^(?:\W*(?:please|and|also|just|ok|okay|actually|hey|hmm|so|but)\s+)*(?:forget|drop|scrap"
+                          r"|cancel|undo|ditch|lose|remove|delete|clear)(?: about)?(?: the| my| that| this)?"
+                          r" (?:YEAR ?)+(?:movies |films |stuff )?(?:rule|filter|limit|bound|cutoff|thing)?s?\W*$")
 #: "show me X again", "X again please", "bring back X", "put X back", "X is back": re-enable X (when not negated).
 _REENABLE = re.compile(rf"{_V}.*\bagain\b|\bagain\b.*{_V}|\bbring (?:back )?(?:the |some )?{_V}(?: back)?\b"
                        rf"|\bput (?:the |some )?{_V} back\b|{_V} (?:is|are) back\b")
@@ -123,7 +128,7 @@ def framing_rules(masked: str, heads: dict[str, str]) -> dict[str, str]:
     if _ASK_GONE.search(m):
         out.update({"intent": "add", "polarity": "-", "kind": "hard"})
         return out
-    year_lift = bool(_YEAR_LIFT.search(m))
+    year_lift = bool(_YEAR_LIFT.search(m) or _YEAR_FORGET.search(m))
     if (year_lift or _LIFT.search(m)) and not _NEG.search(m.replace("X", " ").replace("YEAR", " ")):
         out["intent"] = "retract"
         if year_lift:

@@ -8,7 +8,7 @@ import pytest
 
 from agents.llm_parser import LLMParser, ParserOutputError
 from agents.policy import RecPolicy, apply_command, load_policy, merge
-from agents.router import CommandRouter, RouteKind, check_identity_safe, moderation_action
+from agents.router import CommandRouter, CrossUserCommandError, RouteKind, check_identity_safe, moderation_action
 from agents.schema import (
     CommandError,
     ContradictoryCommandError,
@@ -371,3 +371,54 @@ def test_rec_eval_refuses_a_file_with_no_scripts(tmp_path):
 ])
 def test_an_audience_with_a_possessive_is_not_the_children_genre(parser, text, expected):
     assert parser.parse(text).slots() == expected
+
+
+# --------------------------------------------------------------------------- review, session 31
+
+@pytest.mark.parametrize("remark", ["show my settings", "don't reset anything", "never reset my preferences",
+                                    "save my settings", "keep my settings", "list my filters", "print my preferences",
+                                    "don't change my settings", "unblock everything"])
+def test_remarks_about_settings_do_not_wipe_the_policy(router, store, remark):
+    """The intent head read remarks about settings as a reset and the whole feed policy went."""
+    router.route("no horror, and nothing before 1990", user_id="u", tenant_id="t", session_id="s")
+    before = load_policy(store, "t", "u", session_id="s").preferences
+    assert len(before) == 2
+    router.route(remark, user_id="u", tenant_id="t", session_id="s")
+    assert load_policy(store, "t", "u", session_id="s").preferences == before, remark
+
+
+@pytest.mark.parametrize("ask", ["reset my preferences", "start over", "clear all my filters", "reset everything"])
+def test_a_reset_said_in_so_many_words_still_resets(router, store, ask):
+    router.route("no horror", user_id="u", tenant_id="t", session_id="s")
+    res = router.route(ask, user_id="u", tenant_id="t", session_id="s")
+    assert res.rec is not None and res.rec.reset, ask
+    assert load_policy(store, "t", "u", session_id="s").preferences == []
+
+
+@pytest.mark.parametrize("forget", ["forget the 90s", "forget 1990", "drop the 90s filter", "forget about the 80s"])
+def test_forgetting_a_year_lifts_the_year_bound_instead_of_adding_one(router, store, forget):
+    """"forget the 90s" after "nothing before 2000" had stored "only the 90s"."""
+    router.route("nothing before 2000", user_id="u", tenant_id="t", session_id="s")
+    router.route(forget, user_id="u", tenant_id="t", session_id="s")
+    prefs = load_policy(store, "t", "u", session_id="s").preferences
+    assert not [p for p in prefs if p.attribute == "year"], (forget, prefs)
+
+
+@pytest.mark.parametrize("text", ["reset everyone", "clear everybody's filters", "copy my settings to dave",
+                                  "send my preferences to bob", "unblock spam for alice and bob",
+                                  "no horror for bob and carol", "for my husband: unblock spam",
+                                  "no horror on bobs feed"])
+def test_more_ways_of_addressing_other_users_are_refused(router, store, text):
+    router.route("no horror", user_id="u", tenant_id="t", session_id="s")
+    before = load_policy(store, "t", "u", session_id="s").preferences
+    with pytest.raises(CrossUserCommandError):
+        check_identity_safe(text)
+    res = router.route(text, user_id="u", tenant_id="t", session_id="s")
+    assert res.kind is RouteKind.REJECTED and not router.moderation.calls
+    assert load_policy(store, "t", "u", session_id="s").preferences == before
+
+
+@pytest.mark.parametrize("text", ["something light for mom and dad", "no horror for kids and family",
+                                  "no horror on my feed", "for me: no horror", "more comedies for the weekend"])
+def test_audiences_and_own_feeds_are_still_commands(text):
+    check_identity_safe(text)
