@@ -121,8 +121,10 @@ class Catalog:
             tv = fold(str(v))
             return np.fromiter((tv in t for t in self.tags), bool, n)
         if pref.attribute == "title":
-            tv = fold(str(v))
-            return np.fromiter((tv in t for t in self.folded_titles), bool, n)
+            # a title named as a whole word or words (plural allowed): "no more Her" had hidden Father of the Bride
+            # and The Brothers McMullen, "no Saw" The Texas Chainsaw Massacre (review, session 31)
+            rx = title_pattern(str(v))
+            return np.fromiter((rx.search(t) is not None for t in self.folded_titles), bool, n)
         return np.zeros(n, bool)  # free text: no rule
 
     def check(self, i: int, attr: str, op: str, value: Any) -> bool:
@@ -145,6 +147,11 @@ class Catalog:
         if op == "excludes":
             return not has
         raise UnknownAttributeError(f"operator {op!r} not valid for {attr!r}")
+
+
+def title_pattern(value: str) -> re.Pattern[str]:
+    """The folded titles a title preference names: ``value`` as whole words, a plural ending allowed."""
+    return re.compile(rf"(?<![a-z0-9]){re.escape(fold(value))}(?:e?s)?(?![a-z0-9])")
 
 
 def parse_year(title: str) -> int:

@@ -83,6 +83,8 @@ def _few_threads(n_texts: int) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+#: A minus sign on a number that follows no digit or letter ("before -1990", "after −5"; not "1990-2000").
+_SIGNED_NUMBER = re.compile(r"(?<![\w.])[-\u2212\u2013]\d")
 #: Words that ask for a reset of the policy; the intent head's "reset" stands only with one of them.
 _RESET_SAID = re.compile(r"\b(?:reset|clear|wipe|erase|start (?:over|fresh|again|from scratch)|from scratch"
                          r"|forget (?:everything|it all|all (?:of )?(?:that|this|my)\b)|(?:delete|remove|undo|drop) "
@@ -203,6 +205,9 @@ class StudentParser(BaseEstimator):
         if len(text) > MAX_COMMAND_CHARS:
             raise CommandError(f"command longer than {MAX_COMMAND_CHARS} characters")
         require_valid_text(text)  # a lone surrogate would crash the encoder's tokenizer
+        if any(not re.search(r"\d\s*$", text[:m.start()]) for m in _SIGNED_NUMBER.finditer(text)):
+            # "nothing before -1990" was read as "only 1990" (a range "1990 -2000" is no sign)
+            raise CommandError("a year or number cannot be negative; nothing was changed")
         now = now or now_utc()
         clauses = self.analyse(text)
         if not clauses:

@@ -150,16 +150,18 @@ def merge(
     # dropped by any write from another session)
     others = [p for p in unexpired if not _alive(p, now, session_id)]
     prefs = [p for p in unexpired if _alive(p, now, session_id)]
-    if command.reset:
-        report.reset = True
-        report.retracted.extend(p.describe() for p in prefs)
-        prefs = []
-    for r in command.retractions:
+    if command.reset:  # everything the user said, in any session (a reset that left another device's wishes
+        report.reset = True  # in place had reported "reset all preferences")
+        report.retracted.extend(p.describe() for p in others + prefs)
+        prefs, others = [], []
+    for r in command.retractions:  # an explicit retraction reaches another session's wishes too
         hit = _whole_sets([p for p in prefs if r.matches(p)], prefs)
-        if not hit:
+        hit_elsewhere = _whole_sets([p for p in others if r.matches(p)], others)
+        if not hit and not hit_elsewhere:
             report.unmatched_retractions.append(f"{r.attribute or '*'}={r.value if r.value is not None else '*'}")
-        report.retracted.extend(p.describe() for p in hit)
+        report.retracted.extend(p.describe() for p in hit + hit_elsewhere)
         prefs = [p for p in prefs if p not in hit]
+        others = [p for p in others if p not in hit_elsewhere]
     earlier = list(prefs)  # what stood before this command; only these can be superseded by it
     kept: list[Preference] = []  # ...and not those this command states again ("only horror dramas" after "only
     # horror comedies" keeps Horror: Drama used to supersede it, leaving only dramas)

@@ -422,3 +422,51 @@ def test_more_ways_of_addressing_other_users_are_refused(router, store, text):
                                   "no horror on my feed", "for me: no horror", "more comedies for the weekend"])
 def test_audiences_and_own_feeds_are_still_commands(text):
     check_identity_safe(text)
+
+
+def test_a_title_exclusion_names_whole_words(catalog):
+    """"no more Her" hid 300 films (Father of the Bride, The Brothers McMullen, Higher Learning), "no Saw" The Texas
+    Chainsaw Massacre and Akira Kurosawa's Dreams: the title matched inside other words."""
+    def hidden(value):
+        mask = catalog.mask(Preference(attribute="title", operator="contains", value=value, polarity="-",
+                                       kind="hard"))
+        return {catalog.titles[i] for i in mask.nonzero()[0]}
+
+    her, saw, alien = hidden("Her"), hidden("Saw"), hidden("Alien")
+    assert "Death Becomes Her (1992)" in her and len(her) < 40
+    assert not any(t.startswith(("Father of the Bride", "Brothers McMullen", "Higher Learning")) for t in her)
+    assert "Saw II (2005)" in saw and not any("Chainsaw" in t or "Kurosawa" in t for t in saw)
+    assert {"Alien (1979)", "Aliens (1986)"} <= alien  # a plural still counts
+
+
+@pytest.mark.parametrize("text", ["nothing before -1990", "only after −2000", "only movies after -5"])
+def test_a_negative_year_is_refused(parser, text):
+    """"nothing before -1990" was stored as "only films from 1990"."""
+    with pytest.raises(CommandError):
+        parser.parse(text)
+
+
+def test_a_range_is_not_a_negative_year(parser):
+    cmd = parser.parse("movies from 1990 -2000")
+    assert {(p.operator, p.value) for p in cmd.preferences if p.attribute == "year"} == {("ge", 1990), ("le", 2000)}
+
+
+def test_reset_and_retraction_reach_every_session():
+    """A reset from the laptop said "reset all preferences" and left the phone's "less horror for now" in place; a
+    retraction from the laptop reported it unmatched."""
+    from datetime import timedelta
+
+    from agents.policy import now_utc
+
+    now = now_utc()
+    phone = Preference(attribute="genre", operator="eq", value="Horror", polarity="-", kind="soft", scope="session",
+                       session_id="phone", expires_at=now + timedelta(hours=2))
+    policy = RecPolicy(preferences=[phone])
+    reset, report = merge(policy, ParsedCommand(text="reset", reset=True), now=now, session_id="laptop")
+    assert reset.preferences == [] and report.reset and report.retracted
+    lifted, report = merge(policy, ParsedCommand(text="horror is fine again", retractions=[
+        Retraction(attribute="genre", value="Horror")]), now=now, session_id="laptop")
+    assert lifted.preferences == [] and not report.unmatched_retractions
+    unrelated, _ = merge(policy, ParsedCommand(text="more comedy", preferences=[Preference(
+        attribute="genre", operator="eq", value="Comedy", polarity="+", kind="soft")]), now=now, session_id="laptop")
+    assert phone in unrelated.preferences  # another session's wish stays through an unrelated write
