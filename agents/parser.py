@@ -32,7 +32,7 @@ from .catalog import Catalog
 from .clauses import FILLER, SCOPE_WORDS, mask, split_clauses, without_audience
 from .embeddings import TextEncoder
 from .lexicon import TIME_PHRASE, UNKNOWN_ATTR, Lexicon, Span, expiry_for, flip_year, tokenize
-from .rules import framing_rules
+from .rules import EXCEPTION, contrast, framing_rules
 from .schema import (
     MAX_PREFS,
     MAX_YEAR,
@@ -218,8 +218,16 @@ class StudentParser(BaseEstimator):
         preds = self.predict_heads(masked)
         cmd = ParsedCommand(text=text)
         for (clause, orig, spans), m, hp in zip(clauses, masked, preds, strict=True):
-            hp = framing_rules(m, hp) if spans else hp
+            if spans and EXCEPTION.search(m):
+                raise CommandError("exceptions ('except', 'unless', 'other than') are not supported; nothing was "
+                                   "changed: say what to leave out and what to keep as two commands")
+            sides = contrast(m) if len(spans) == 2 else None
             try:
+                if sides is not None:  # "not horror but comedy": each value its own reading
+                    for sp, side in zip(sorted(spans, key=lambda s: s.start), sides, strict=True):
+                        self._apply_clause(cmd, clause, orig, [sp], {**hp, "scope": "default", **side}, now)
+                    continue
+                hp = framing_rules(m, hp) if spans else hp
                 # the heads read the audience masked like any value (as trained); only its value is dropped
                 self._apply_clause(cmd, clause, orig, without_audience(clause, spans, hp["polarity"]), hp, now)
             except ValidationError as exc:

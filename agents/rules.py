@@ -145,3 +145,30 @@ def framing_rules(masked: str, heads: dict[str, str]) -> dict[str, str]:
                                                                                    .replace("YEAR", " ")):
         out["polarity"] = "+"
     return out
+
+
+_LEAD = r"^(?:\W*(?:please|and|just|ok|okay|so|hmm|actually)\s+)*"
+_KIND = r"(?: movies| films| ones| stuff)?"
+#: "not horror but comedy", "no horror, just comedy": the first value avoided, the bare one after "but" wanted (one
+#: clause, as the bare value joins it; the heads applied one polarity to both and kept only horror-comedies).
+_NOT_X_BUT_Y = re.compile(_LEAD + r"(?:(?:i want|show me|give me|i'd like)\s+)?(no|not)\s+X" + _KIND
+                          + r"\s*,?\s*(?:but|just|only)\s+(?:some |more |lots of )?X" + _KIND + r"(?: please)?\W*$")
+#: "comedies not horror", "comedy rather than horror", "comedy instead of horror", "comedy over horror".
+_X_NOT_Y = re.compile(_LEAD + r"(?:(?:i want|show me|give me|i'd like|i'd rather have|i prefer)\s+)?"
+                      r"(?:some |more )?X" + _KIND + r"\s*,?\s*(?:not|rather than|instead of|over|but not)\s+"
+                      r"(?:the |any )?X" + _KIND + r"(?: please)?\W*$")
+#: An exception to a rule on a value ("no horror except comedies", "unless it's a comedy"): not representable, so
+#: refused (both values were excluded). "everything except X" names no rule before it: that is an exclusion of X.
+EXCEPTION = re.compile(r"\bX\b.*\b(?:except|unless|apart from|other than)\b.*\bX\b")
+
+
+def contrast(masked: str) -> list[dict[str, str]] | None:
+    """For a clause of two values said in contrast, each value's own reading, in order (soft: a preference said
+    against another); None for any other clause."""
+    m = _NOT_X_BUT_Y.search(masked)
+    if m:
+        return [{"intent": "add", "polarity": "-", "kind": "hard" if m.group(1) == "no" else "soft"},
+                {"intent": "add", "polarity": "+", "kind": "soft"}]
+    if _X_NOT_Y.search(masked):
+        return [{"intent": "add", "polarity": "+", "kind": "soft"}, {"intent": "add", "polarity": "-", "kind": "soft"}]
+    return None

@@ -663,10 +663,11 @@ def test_a_year_written_short_after_a_bound_word(parser, text, bound):
     ("I want comedy and horror off", {("Comedy", "+"), ("Horror", "-")}),
     # "only for today" is left to the heads, which read "only" as a wish: the exclusion stays one
     ("no horror, only for today", {("Horror", "-")}),
-    # a wish keeps the children's films it is for; "except for" is no audience
+    # a wish keeps the children's films it is for
     ("only comedies for kids", {("Comedy", "+"), ("Children", "+")}),
     ("more movies like Frozen for the kids", {("Frozen (2013)", "+"), ("Children", "+")}),
-    ("block horror except for the Scream movies", {("Horror", "-"), ("Scream", "-")}),
+    # ("block horror except for the Scream movies" excluded the Scream films as well: refused since session 31,
+    # see test_audit_fixes.test_an_exception_to_a_rule_is_refused)
 ])
 def test_what_the_joins_and_the_audience_rule_leave_alone(parser, text, want):
     prefs = parser.parse(text, now=NOW).preferences

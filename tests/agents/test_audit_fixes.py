@@ -470,3 +470,25 @@ def test_reset_and_retraction_reach_every_session():
     unrelated, _ = merge(policy, ParsedCommand(text="more comedy", preferences=[Preference(
         attribute="genre", operator="eq", value="Comedy", polarity="+", kind="soft")]), now=now, session_id="laptop")
     assert phone in unrelated.preferences  # another session's wish stays through an unrelated write
+
+
+@pytest.mark.parametrize("text,want", [
+    ("not horror but comedy", {("Horror", "-", "soft"), ("Comedy", "+", "soft")}),
+    ("comedies not horror", {("Comedy", "+", "soft"), ("Horror", "-", "soft")}),
+    ("comedy rather than horror", {("Comedy", "+", "soft"), ("Horror", "-", "soft")}),
+    ("comedy instead of horror", {("Comedy", "+", "soft"), ("Horror", "-", "soft")}),
+    ("no horror or thrillers", {("Horror", "-", "hard"), ("Thriller", "-", "hard")}),  # not a contrast
+])
+def test_two_values_said_in_contrast_get_opposite_readings(parser, text, want):
+    """Review, session 31: one polarity went to every value of the clause: "not horror but comedy" kept only
+    horror-comedies, "comedies not horror" and "comedy rather than horror" excluded comedy."""
+    got = {(p.value, p.polarity, p.kind) for p in parser.parse(text).preferences}
+    assert got == want
+
+
+@pytest.mark.parametrize("text", ["no horror except for comedies", "no horror unless it's a comedy",
+                                  "block horror except for the Scream movies"])
+def test_an_exception_to_a_rule_is_refused(parser, text):
+    """Both the rule's value and its exception were excluded (the user asked to keep the exception)."""
+    with pytest.raises(CommandError):
+        parser.parse(text)
