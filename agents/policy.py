@@ -169,7 +169,10 @@ def merge(
         if new.scope == "session":  # bound to the session it was said in, for SESSION_TTL unless it says how long
             new = new.model_copy(update={"session_id": new.session_id or session_id,
                                          "expires_at": new.expires_at or now + SESSION_TTL})
-        same = [p for p in prefs if p.key == new.key]
+        # only what stood before this command is superseded: two parts of one command stand together ("only
+        # movies from 1995, nothing after 2000" had kept only the second; "only horror, and lots more horror" only
+        # the wish); a command that contradicts itself is refused by check_consistent
+        same = [p for p in prefs if p.key == new.key and p in earlier]
         said_again = [p for p in same if _same_content(p, new)]
         # said again: kept as it is, with any other-kind rule on the same value ("only horror or comedy", "less
         # horror", then the set again keeps the wish)
@@ -185,7 +188,7 @@ def merge(
         elif new.polarity == "+":  # a new keep-only filter on one alternative replaces its whole set
             same = [p for p in _whole_sets(same, prefs) if p not in kept]
         if new.attribute == "year":
-            same = [p for p in prefs if _year_conflicts(new, p)]
+            same = [p for p in prefs if _year_conflicts(new, p) and p in earlier]
         superseded = [p for p in earlier
                       if p in prefs and p not in same and p not in kept and _hard_filter_conflicts(new, p)]
         same += [p for p in _whole_sets(superseded, prefs) if p not in same and p not in kept]

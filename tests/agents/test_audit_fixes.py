@@ -492,3 +492,20 @@ def test_an_exception_to_a_rule_is_refused(parser, text):
     """Both the rule's value and its exception were excluded (the user asked to keep the exception)."""
     with pytest.raises(CommandError):
         parser.parse(text)
+
+
+@pytest.mark.parametrize("text,want", [
+    ("only movies from 1995, nothing after 2000", {("year", "eq", 1995, "hard"), ("year", "le", 2000, "hard")}),
+    ("only horror, and lots more horror", {("genre", "eq", "Horror", "hard"), ("genre", "eq", "Horror", "soft")}),
+])
+def test_parts_of_one_command_stand_together(parser, text, want):
+    """Review, session 31: a later part of a command superseded an earlier part of the same command (only the
+    second of "only movies from 1995, nothing after 2000" was stored)."""
+    cmd = parser.parse(text)
+    assert {(p.attribute, p.operator, p.value, p.kind) for p in cmd.preferences} == want
+    policy, _ = merge(RecPolicy(), cmd)
+    assert {(p.attribute, p.operator, p.value, p.kind) for p in policy.preferences} == want
+    # ...while a later command still supersedes an earlier one
+    again, _ = merge(policy, parser.parse("only 2001"))
+    assert [(p.operator, p.value) for p in again.preferences if p.attribute == "year" and p.kind == "hard"] == [
+        ("eq", 2001)]
