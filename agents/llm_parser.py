@@ -38,12 +38,28 @@ def canonical_genres(cmd: ParsedCommand) -> ParsedCommand:
             else r for r in cmd.retractions]
     return cmd.model_copy(update={"preferences": prefs, "retractions": rets})
 
+#: Fields the store keeps for itself: a model's output may not set them (two preferences given one `id` were both
+#: removed by a later retraction of one; a `session_id` or `created_at` would bind or age a rule; `source` is not
+#: kept at all).
+_BOOKKEEPING = ("id", "created_at", "session_id", "expires_at", "source")
+
+
+def _strip_bookkeeping(data: dict[str, Any]) -> None:
+    for key in ("preferences", "retractions"):
+        items = data.get(key)
+        if isinstance(items, list):
+            for item in items:
+                if isinstance(item, dict):
+                    for field in _BOOKKEEPING:
+                        item.pop(field, None)
+
+
 SYSTEM = """You turn a user's command about their movie recommendation feed into JSON. Output ONLY one JSON
 object, no prose, matching this schema:
 {"preferences": [{"polarity": "+"|"-", "kind": "hard"|"soft", "attribute": "genre"|"year"|"tag"|"title"|"text",
   "operator": "eq"|"ge"|"le"|"contains"|"like", "value": string or integer year, "weight": 0..2,
   "scope": "next_feed"|"session"|"persistent", "any_of": null or a digit shared by hard "+" filters that are
-  alternatives ("only horror or comedy": both get "any_of": "1"), "source": the user's words}],
+  alternatives ("only horror or comedy": both get "any_of": "1")}],
  "retractions": [{"attribute": one of the attributes or null, "value": string or null}],
  "reset": true|false}
 Rules: hard = must hold ("only", "no", "never"); soft = preference ("more", "less"). genre values are exactly
@@ -97,6 +113,7 @@ class LLMParser:
                 data = extract_json(raw)
                 if isinstance(data, dict):
                     data.pop("text", None)
+                    _strip_bookkeeping(data)
                 cmd = canonical_alternatives(canonical_genres(ParsedCommand.model_validate(data)))
                 cmd.text = text
                 cmd.check_consistent()

@@ -83,6 +83,18 @@ def _few_threads(n_texts: int) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+def without_personal_data(value: str) -> str:
+    """A free-text wish as stored: an e-mail address, phone, card or IBAN in it is its kind ("about cancer
+    survivors like jane@x.org" -> "... like email"); it only matches films by meaning, which none of them has."""
+    from guardrails.detectors.pii import scan
+
+    out, last = [], 0
+    for m in scan(value):
+        out += [value[last:m.start], m.entity]
+        last = m.end
+    return "".join([*out, value[last:]]) if out else value
+
+
 #: A minus sign on a number that follows no digit or letter ("before -1990", "after −5"; not "1990-2000").
 _SIGNED_NUMBER = re.compile(r"(?<![\w.])[-\u2212\u2013]\d")
 #: Words that ask for a reset of the policy; the intent head's "reset" stands only with one of them.
@@ -260,11 +272,11 @@ class StudentParser(BaseEstimator):
                     if key not in seen:
                         seen.add(key)
                         cmd.retractions.append(Retraction(attribute=key[0], value=key[1],  # type: ignore[arg-type]
-                                                          kind=hp.get("retract_kind"), source=orig))  # type: ignore[arg-type]
+                                                          kind=hp.get("retract_kind")))  # type: ignore[arg-type]
                 return
             for attr, rx in _RETRACT_ATTR:
                 if re.search(rx, clause):
-                    cmd.retractions.append(Retraction(attribute=attr, source=orig))  # type: ignore[arg-type]
+                    cmd.retractions.append(Retraction(attribute=attr))  # type: ignore[arg-type]
                     return
             return  # "forget that": nothing identifiable -> defined no-op
         polarity, kind = hp["polarity"], hp["kind"]
@@ -273,7 +285,9 @@ class StudentParser(BaseEstimator):
         if expires is not None:  # a stated period outlasts one feed; one of a day or more holds across sessions
             scope = "persistent" if expires - now >= timedelta(days=1) else "session"
         weight = 0.5 if _MILD.search(clause) else 1.5 if _STRONG.search(clause) else 1.0
-        common = dict(scope=scope, expires_at=expires, source=orig[:500], weight=weight)
+        # no `source`: the policy keeps what a command means, not the user's words (raw text, control characters
+        # and personal data included, had been stored with every preference; nothing read it)
+        common = dict(scope=scope, expires_at=expires, weight=weight)
         if not spans:
             if UNKNOWN_ATTR.search(clause):
                 raise UnknownAttributeError(
@@ -284,7 +298,8 @@ class StudentParser(BaseEstimator):
             useful = [t[2] for t in tokenize(value) if t[2] not in FILLER and t[2] not in ("only", "just")]
             if len(value) >= 3 and useful and intent == "add":
                 cmd.preferences.append(Preference(polarity=polarity, kind="soft", attribute="text",  # type: ignore[arg-type]
-                                                  operator="like", value=value, **common))  # type: ignore[arg-type]
+                                                  operator="like", value=without_personal_data(value),
+                                                  **common))  # type: ignore[arg-type]
             return
         ranges = {(sp.start, sp.end) for sp in spans if sp.attr == "year" and sp.op == "ge"} & {
             (sp.start, sp.end) for sp in spans if sp.attr == "year" and sp.op == "le"}

@@ -129,21 +129,31 @@ def category_name(target: str) -> str:
     """'crypto spam' -> 'crypto-spam' (the personalization package's name rule: [a-z][a-z0-9_-]{0,47}).
 
     Category names are shown in decision logs and the audit trail, so personal data in the target ("block
-    messages from bob@example.com", a phone or card number) never becomes part of one: each such span is replaced
-    by its entity kind, and a short hash of the whole target keeps two senders two categories. A target longer than
-    a name can be is cut, with the same hash, so two long topics that share their first words stay two."""
+    messages from bob@example.com", a phone or card number, any word with a digit) never becomes part of one: each
+    such span is replaced by its kind ("email", "number"), and a short hash of the whole target keeps two senders
+    two categories. A target longer than a name can be is cut, with the same hash, so two long topics that share
+    their first words stay two. A person's name is not recognised: it stays in the name (README)."""
     suffix = ""
     found = pii_scan(target)
+    scrubbed = target
     if found:
         pieces, last = [], 0
         for m in found:
             pieces += [target[last:m.start], f" {m.entity} "]
             last = m.end
+        scrubbed = "".join([*pieces, target[last:]])
+    # any other word with a digit may be an identifier the scan does not know (an SSN, a passport, a house or
+    # account number, a date of birth): it becomes "number" (review, session 31: "my SSN is 123-45-6789" was kept)
+    scrubbed = _WITH_DIGITS.sub(" number ", scrubbed)
+    if scrubbed != target:
         suffix = "-" + text_hash(fold(target))[:8]
-        target = "".join([*pieces, target[last:]])
+        target = scrubbed
     elif len(_plain_slug(target, 10_000)) > 48:  # cut short: the hash keeps "... in chicago" and "... in boston" apart
         suffix = "-" + text_hash(fold(target))[:8]
     return _plain_slug(target, 48 - len(suffix)) + suffix
+
+
+_WITH_DIGITS = re.compile(r"[^\s,;:!?]*\d[^\s,;:!?]*")
 
 
 def _plain_slug(target: str, width: int = 48) -> str:

@@ -509,3 +509,29 @@ def test_parts_of_one_command_stand_together(parser, text, want):
     again, _ = merge(policy, parser.parse("only 2001"))
     assert [(p.operator, p.value) for p in again.preferences if p.attribute == "year" and p.kind == "hard"] == [
         ("eq", 2001)]
+
+
+def test_the_policy_keeps_what_a_command_means_not_the_users_words(parser):
+    """Review, session 31: each preference stored the clause verbatim in `source` (control characters and personal
+    data included; nothing read it), and a free-text wish its e-mail address."""
+    cmd = parser.parse("no horror\u202e, and more movies about cancer survivors like jane@x.org")
+    assert all(p.source == "" for p in cmd.preferences) and all(r.source == "" for r in cmd.retractions)
+    text = [p.value for p in cmd.preferences if p.attribute == "text"]
+    assert text and all("jane@x.org" not in v and "email" in v for v in text)
+    assert "\u202e" not in json.dumps(RecPolicy(preferences=cmd.preferences).model_dump(mode="json"))
+
+
+def test_an_llm_parser_cannot_set_the_stores_bookkeeping():
+    """A model's JSON set `id`, `session_id` or `created_at`: two preferences given one id were both removed by
+    a retraction of one."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    reply = json.dumps({"preferences": [
+        {"polarity": "-", "kind": "hard", "attribute": "genre", "operator": "eq", "value": "Horror", "id": "same",
+         "session_id": "someone-else", "source": "raw words", "created_at": "1999-01-01T00:00:00Z"},
+        {"polarity": "-", "kind": "hard", "attribute": "genre", "operator": "eq", "value": "Comedy", "id": "same"}],
+        "retractions": [], "reset": False})
+    cmd = LLMParser(FakeListChatModel(responses=[reply])).parse("no horror, no comedy")
+    a, b = cmd.preferences
+    assert a.id != b.id and "same" not in (a.id, b.id)
+    assert a.session_id is None and a.source == "" and a.created_at.year > 2000

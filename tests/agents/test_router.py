@@ -186,12 +186,14 @@ def test_personal_data_in_a_moderation_target_never_names_the_category(tmp_path)
     try:
         mod = PersonalizationModeration(s)
         for target in ("messages from john.smith@gmail.com", "messages from 212-555-0187",
-                       "posts by 4111 1111 1111 1111"):
+                       "posts by 4111 1111 1111 1111", "posts about my SSN 123-45-6789",
+                       "my passport X1234567", "letters to 12 Baker Street"):
             mod.block("default", "bob", target, actor="router")
             mod.unblock("default", "bob", target, actor="router")
         trail = json.dumps([a.model_dump(mode="json") for a in s.history("default", "bob")])
         # whole numbers only: a bare "4111" occurs by chance in the trail's hex digests (a flaky CI failure)
-        for secret in ("john", "gmail", "555-0187", "212-555", "4111 1111", "4111-1111", "4111111111111111"):
+        for secret in ("john", "gmail", "555-0187", "212-555", "4111 1111", "4111-1111", "4111111111111111",
+                       "123-45-6789", "x1234567", "12-baker"):  # session 31: words with digits (SSN, passport)
             assert secret not in trail, secret
         from personalization.service import ProfileService
 
