@@ -8,13 +8,13 @@ all users' policies") is refused as a whole and changes nothing, for anyone.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from enum import StrEnum
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from guardrails.decision import text_hash
 from guardrails.detectors.pii import scan as pii_scan
 from guardrails.errors import InvalidInputError, RailguardError
 
@@ -146,11 +146,17 @@ def category_name(target: str) -> str:
     # account number, a date of birth): it becomes "number" (review, session 31: "my SSN is 123-45-6789" was kept)
     scrubbed = _WITH_DIGITS.sub(" number ", scrubbed)
     if scrubbed != target:
-        suffix = "-" + text_hash(fold(target))[:8]
+        suffix = "-" + _name_hash(target)
         target = scrubbed
     elif len(_plain_slug(target, 10_000)) > 48:  # cut short: the hash keeps "... in chicago" and "... in boston" apart
-        suffix = "-" + text_hash(fold(target))[:8]
+        suffix = "-" + _name_hash(target)
     return _plain_slug(target, 48 - len(suffix)) + suffix
+
+
+def _name_hash(target: str) -> str:
+    """8 hex of the plain SHA-256 of the folded target: a name must not change with the deployment's hash key (its
+    unblock command finds it by it)."""
+    return hashlib.sha256(fold(target).encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
 _WITH_DIGITS = re.compile(r"[^\s,;:!?]*\d[^\s,;:!?]*")

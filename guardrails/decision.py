@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
+import os
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -113,10 +116,31 @@ def most_severe(findings: tuple[Finding, ...] | list[Finding]) -> Action:
     return max((f.action for f in findings), key=lambda a: a.severity, default=Action.ALLOW)
 
 
+#: A deployment secret: when set, text hashes are HMAC-SHA256 under it. A plain SHA-256 of a short or templated
+#: text ("my SSN is 123-45-6789") is recovered by trying candidates; a keyed one is not, without the key. Keep it
+#: stable (session drift state matches resent conversations by these digests) and out of the logs.
+HASH_KEY_ENV = "RAILGUARD_HASH_KEY"
+
+
+@functools.cache
+def _hash_key() -> bytes | None:
+    key = os.environ.get(HASH_KEY_ENV, "")
+    return key.encode("utf-8") if key else None
+
+
+def keyed_sha256() -> Any:
+    """A hash object (``update`` / ``hexdigest``) for digests of user text: HMAC-SHA256 under $RAILGUARD_HASH_KEY
+    when it is set, else SHA-256."""
+    key = _hash_key()
+    return hmac.new(key, digestmod="sha256") if key is not None else hashlib.sha256()
+
+
 def text_hash(text: str) -> str:
-    """The SHA-256 hex digest of `text` (UTF-8, lone surrogates via surrogatepass): `Decision.text_sha256`, which logs
-    and the audit trail carry instead of the text so records can be correlated without holding it."""
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    """The hex digest of `text` (UTF-8, lone surrogates via surrogatepass; `keyed_sha256`): `Decision.text_sha256`,
+    which logs and the audit trail carry instead of the text so records can be correlated without holding it."""
+    h = keyed_sha256()
+    h.update(text.encode("utf-8", "surrogatepass"))
+    return str(h.hexdigest())
 
 
 #: The assistant message that replaces a blocked turn unless the integration is given another.

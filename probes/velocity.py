@@ -11,7 +11,6 @@ store's ``get_state/put_state`` so a session survives a process restart. State i
 from __future__ import annotations
 
 import base64
-import hashlib
 import math
 import threading
 import time
@@ -23,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from guardrails.decision import keyed_sha256
 from guardrails.errors import InvalidInputError, StoreError
 
 from .probe import ProbeArtifact
@@ -146,8 +146,9 @@ class VelocityState:
 
 
 def conversation_digest(messages: Sequence[Mapping[str, str]]) -> str:
-    """SHA-256 over roles and contents (length-prefixed): identifies a conversation without keeping its text."""
-    h = hashlib.sha256()
+    """SHA-256 (keyed under $RAILGUARD_HASH_KEY when set: `guardrails.decision.keyed_sha256`) over roles and
+    contents (length-prefixed): identifies a conversation without keeping its text."""
+    h = keyed_sha256()
     for m in messages:
         h.update(f"{m['role']}\x00{len(m['content'])}\x00{m['content']}\x00".encode())
     return h.hexdigest()
