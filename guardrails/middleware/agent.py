@@ -30,6 +30,7 @@ from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse, hook_config
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.runnables.config import ensure_config, var_child_runnable_config
 from langgraph.constants import TAG_NOSTREAM
 
 from ..decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, Stage
@@ -356,6 +357,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> Any:
         who = from_runtime(request.runtime, self.default_user_id)
         token = current_identity.set(for_serving(self.guard, who))
+        quiet = _nostream_runs()
         try:
             response = handler(self._nostream(request))
         except PrefillBlocked as blocked:
@@ -364,6 +366,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return self._blocked_in_model(invalid_decision(who, Stage.INPUT, exc), request)
         finally:
             current_identity.reset(token)
+            var_child_runnable_config.reset(quiet)
         structured = self._structured_text(response)
         result = list(response.result)
         if Stage.OUTPUT in self.stages and structured is not None:
@@ -391,6 +394,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
                                handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> Any:
         who = from_runtime(request.runtime, self.default_user_id)
         token = current_identity.set(for_serving(self.guard, who))
+        quiet = _nostream_runs()
         try:
             response = await handler(self._nostream(request))
         except PrefillBlocked as blocked:
@@ -399,6 +403,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
             return self._blocked_in_model(invalid_decision(who, Stage.INPUT, exc), request)
         finally:
             current_identity.reset(token)
+            var_child_runnable_config.reset(quiet)
         structured = self._structured_text(response)
         result = list(response.result)
         if Stage.OUTPUT in self.stages and structured is not None:
@@ -465,3 +470,14 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         checked = [(m, await self._acheck(_text(m), who, Stage.TOOL_RESULT, unread=unread_parts(m.content)))
                    for m in added if _text(m).strip()]
         return self._tool_result(checked, out, call_id)
+
+
+def _nostream_runs() -> Any:
+    """Tag every run started inside the model call `nostream` (a context token to reset): a middleware listed after
+    the guard may swap the model the guard tagged (ModelFallbackMiddleware, a router), and the swapped-in model's raw
+    tokens then reached `stream_mode="messages"` consumers before the output check (review, session 31). Runs inherit
+    tags from the config in this context variable."""
+    config = ensure_config()
+    tags = list(config.get("tags") or [])
+    return var_child_runnable_config.set({**config, "tags": [*tags, TAG_NOSTREAM] if TAG_NOSTREAM not in tags
+                                          else tags})

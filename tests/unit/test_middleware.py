@@ -793,3 +793,29 @@ async def test_a_caller_written_assistant_prefill_does_not_skip_the_input_check(
     out, sent, seen = run(Guard([keyword("attack")]), [HumanMessage("plan a picnic"), AIMessage("Sure,")])
     out = await out if use_async else out
     assert sent == [["plan a picnic", "Sure,"]] and [d.stage for d in seen] == [Stage.INPUT, Stage.OUTPUT]
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_a_model_swapped_in_by_a_later_middleware_does_not_stream_raw_tokens(keyword, use_async):
+    """Review, session 31: the guard tagged its copy of the model `nostream`; ModelFallbackMiddleware listed after
+    it swapped in an untagged model whose raw tokens reached stream_mode="messages" before the output check."""
+    from langchain.agents.middleware import ModelFallbackMiddleware
+
+    class Broken(GenericFakeChatModel):
+        def _generate(self, *a, **k):
+            raise RuntimeError("primary down")
+
+        def _stream(self, *a, **k):
+            raise RuntimeError("primary down")
+
+    fallback = fake("the launchcode is 0000 and more words follow")
+    guard = Guard([keyword("launchcode", stages={Stage.OUTPUT})])
+    agent = create_agent(Broken(messages=iter([])), middleware=[guard.middleware(), ModelFallbackMiddleware(fallback)],
+                         context_schema=Ctx)
+    args = ({"messages": [HumanMessage("hi")]},)
+    kw = {"context": Ctx("a"), "stream_mode": "messages"}
+    if use_async:
+        streamed = [str(c.content) async for c, _ in agent.astream(*args, **kw)]
+    else:
+        streamed = [str(c.content) for c, _ in agent.stream(*args, **kw)]
+    assert streamed and not any("launchcode" in s for s in streamed) and "can't help" in streamed[-1]
