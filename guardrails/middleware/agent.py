@@ -30,7 +30,7 @@ from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse, hook_config
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.runnables.config import ensure_config, var_child_runnable_config
+from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.constants import TAG_NOSTREAM
 
 from ..decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, Stage
@@ -38,24 +38,21 @@ from ..errors import InvalidInputError
 from ..guard_types import SupportsCheck
 from ..models.chat import PrefillBlocked, to_chat_dicts
 from ..text import call_text, message_role, unanswered_user_turns, unread_metadata, unread_parts
+from .agent_reply import ReplyChecks, nostream_runs
 from .identity import Identity, current_identity, for_serving, from_runtime
-from .runnable import annotated, invalid_decision, without_token_streaming
+from .runnable import invalid_decision, without_token_streaming
 from .structured import message_text as _text
-from .structured import rebuild_redacted, replies_with_text, side_texts, structured_json, with_redacted
 from .tool_calls import (
     CheckedCalls,
     PendingCall,
-    calls_to_check,
     is_withheld,
-    reasoning_parts,
     result_messages,
-    settle_reasoning,
     settle_results,
     withhold,
 )
 
 
-class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
+class GuardMiddleware(ReplyChecks, AgentMiddleware[AgentState[Any], Any, Any]):
     """Run a Guard at every stage of a langchain v1 agent.
 
     Args:
@@ -167,71 +164,6 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         last = next((m for m in reversed(request.messages) if message_role(m) == "user"), None)
         withheld = [HumanMessage(content=WITHHELD_MESSAGE, id=last.id)] if last is not None and last.id else []
         return ModelResponse(result=[*withheld, self._refusal(self._emit(d))])
-
-    def _output_result(self, d: Decision | None, msg: AIMessage) -> AIMessage:
-        if d is None:
-            return msg
-        if d.enforced_action is Action.BLOCK:
-            return self._refusal(d)
-        if d.enforced_action is Action.REDACT and d.redacted_text is not None:
-            return annotated(msg, d, content=d.redacted_text)
-        return annotated(msg, d) if d.enforced_action is Action.WARN else msg
-
-    def _with_outputs(self, checked: list[tuple[int, Decision]], result: list[Any]) -> list[Any]:
-        """`result` with each checked reply's decision applied (refused, redacted or kept)."""
-        out = list(result)
-        for i, d in checked:
-            out[i] = self._output_result(d, out[i])
-        return out
-
-    def _structured_text(self, response: ModelResponse) -> str | None:
-        """The text the output check reads when the model answered with a structured response, else None."""
-        if response.structured_response is None:
-            return None
-        return structured_json(response.structured_response)
-
-    def _with_side_text(self, checked: list[tuple[int, Decision]], response: ModelResponse) -> ModelResponse:
-        """`response` with its side texts' decisions applied: a block refuses the whole turn (structured
-        response dropped), a redaction rewrites that reply's content."""
-        result = list(response.result)
-        for i, d in checked:
-            if d.enforced_action is Action.BLOCK:
-                return ModelResponse(result=[self._refusal(d)], structured_response=None)
-            result[i] = self._output_result(d, result[i])  # type: ignore[arg-type]  # AIMessages (side_texts)
-        return ModelResponse(result=result, structured_response=response.structured_response)
-
-    def _structured_result(self, d: Decision, response: ModelResponse) -> ModelResponse:
-        """Apply one output decision on a structured response to the object and to every message carrying it: the
-        model's reply (ProviderStrategy: JSON content; ToolStrategy: the schema tool call's arguments) and the
-        tool message langchain adds. Structured-output tool calls never reach `wrap_tool_call`, so this is their
-        only check. Block drops the object; a redaction that cannot be mapped back onto the schema blocks too.
-        `d` is not emitted yet: exactly one decision is reported, the one enforced."""
-        obj = response.structured_response
-        if d.enforced_action is Action.BLOCK:
-            return ModelResponse(result=[self._refusal(self._emit(d))], structured_response=None)
-        if d.enforced_action is not Action.REDACT or d.redacted_text is None:
-            self._emit(d)
-            return response
-        try:
-            data, new_obj = rebuild_redacted(obj, d.redacted_text)
-        except (ValueError, TypeError):
-            blocked = d.model_copy(update={"action": Action.BLOCK, "error": "structured response could not be "
-                                                                            "redacted in place; blocked"})
-            return ModelResponse(result=[self._refusal(self._emit(blocked))], structured_response=None)
-        result = with_redacted(list(response.result), data, new_obj)
-        self._emit(d)
-        return ModelResponse(result=result, structured_response=new_obj)
-
-    def _settled(self, thoughts: list[tuple[int, Decision]], response: ModelResponse
-                 ) -> tuple[ModelResponse, list[Any]]:
-        """A structured reply with its reasoning's verdicts applied: dropped when flagged; a block refuses the turn
-        and drops the structured response with it."""
-        blocked = next((d for _, d in thoughts if d.blocked), None)
-        if blocked is not None:  # as a blocked structured response: the whole step is the refusal
-            refused: list[Any] = [self._refusal(blocked)]
-            return ModelResponse(result=refused, structured_response=None), refused
-        result = settle_reasoning(thoughts, list(response.result), self._refusal)
-        return ModelResponse(result=result, structured_response=response.structured_response), result
 
     def _tool_call_text(self, request: Any) -> str:
         call = request.tool_call
@@ -357,7 +289,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     def wrap_model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], ModelResponse]) -> Any:
         who = from_runtime(request.runtime, self.default_user_id)
         token = current_identity.set(for_serving(self.guard, who))
-        quiet = _nostream_runs()
+        quiet = nostream_runs()
         try:
             response = handler(self._nostream(request))
         except PrefillBlocked as blocked:
@@ -367,34 +299,13 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         finally:
             current_identity.reset(token)
             var_child_runnable_config.reset(quiet)
-        structured = self._structured_text(response)
-        result = list(response.result)
-        if Stage.OUTPUT in self.stages and structured is not None:
-            side = [(i, self._check(_text(result[i]), who, Stage.OUTPUT)) for i in side_texts(response.result)]
-            response = self._with_side_text(side, response)
-            if response.structured_response is None:  # the side text blocked the turn
-                return response
-            response = self._structured_result(self._check(structured, who, Stage.OUTPUT, emit=False), response)
-            result = list(response.result)
-            if response.structured_response is not None:  # its reasoning gets a check of its own too
-                thoughts = [(i, self._check(t, who, Stage.OUTPUT)) for i, t in reasoning_parts(result)]
-                response, result = self._settled(thoughts, response)
-        elif Stage.OUTPUT in self.stages:
-            replies = [(i, self._check(_text(result[i]), who, Stage.OUTPUT)) for i in replies_with_text(result)]
-            result = self._with_outputs(replies, result)
-            thoughts = [(i, self._check(t, who, Stage.OUTPUT)) for i, t in reasoning_parts(result)]
-            result = settle_reasoning(thoughts, result, self._refusal)
-        if Stage.TOOL_CALL in self.stages:
-            calls = calls_to_check(result, structured=response.structured_response is not None)
-            checked = [(c, self._check(c.text, who, Stage.TOOL_CALL)) for c in calls]
-            result = self._withhold_calls(checked, result)
-        return ModelResponse(result=result, structured_response=response.structured_response)
+        return self._settle_reply(response, who)
 
     async def awrap_model_call(self, request: ModelRequest,
                                handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> Any:
         who = from_runtime(request.runtime, self.default_user_id)
         token = current_identity.set(for_serving(self.guard, who))
-        quiet = _nostream_runs()
+        quiet = nostream_runs()
         try:
             response = await handler(self._nostream(request))
         except PrefillBlocked as blocked:
@@ -404,29 +315,7 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         finally:
             current_identity.reset(token)
             var_child_runnable_config.reset(quiet)
-        structured = self._structured_text(response)
-        result = list(response.result)
-        if Stage.OUTPUT in self.stages and structured is not None:
-            side = [(i, await self._acheck(_text(result[i]), who, Stage.OUTPUT)) for i in side_texts(response.result)]
-            response = self._with_side_text(side, response)
-            if response.structured_response is None:
-                return response
-            response = self._structured_result(await self._acheck(structured, who, Stage.OUTPUT, emit=False),
-                                               response)
-            result = list(response.result)
-            if response.structured_response is not None:
-                thoughts = [(i, await self._acheck(t, who, Stage.OUTPUT)) for i, t in reasoning_parts(result)]
-                response, result = self._settled(thoughts, response)
-        elif Stage.OUTPUT in self.stages:
-            replies = [(i, await self._acheck(_text(result[i]), who, Stage.OUTPUT)) for i in replies_with_text(result)]
-            result = self._with_outputs(replies, result)
-            thoughts = [(i, await self._acheck(t, who, Stage.OUTPUT)) for i, t in reasoning_parts(result)]
-            result = settle_reasoning(thoughts, result, self._refusal)
-        if Stage.TOOL_CALL in self.stages:
-            checked = [(c, await self._acheck(c.text, who, Stage.TOOL_CALL))
-                       for c in calls_to_check(result, structured=response.structured_response is not None)]
-            result = self._withhold_calls(checked, result)
-        return ModelResponse(result=result, structured_response=response.structured_response)
+        return await self._asettle_reply(response, who)
 
     def _tool_result(self, checked: list[tuple[BaseMessage, Decision]], out: Any, call_id: str) -> Any:
         return settle_results(checked, out, lambda d, cid: self._blocked_tool(d, cid or call_id))
@@ -470,14 +359,3 @@ class GuardMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
         checked = [(m, await self._acheck(_text(m), who, Stage.TOOL_RESULT, unread=unread_parts(m.content)))
                    for m in added if _text(m).strip()]
         return self._tool_result(checked, out, call_id)
-
-
-def _nostream_runs() -> Any:
-    """Tag every run started inside the model call `nostream` (a context token to reset): a middleware listed after
-    the guard may swap the model the guard tagged (ModelFallbackMiddleware, a router), and the swapped-in model's raw
-    tokens then reached `stream_mode="messages"` consumers before the output check (review, session 31). Runs inherit
-    tags from the config in this context variable."""
-    config = ensure_config()
-    tags = list(config.get("tags") or [])
-    return var_child_runnable_config.set({**config, "tags": [*tags, TAG_NOSTREAM] if TAG_NOSTREAM not in tags
-                                          else tags})
