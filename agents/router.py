@@ -75,10 +75,16 @@ _CROSS_USER = re.compile(
     r"|\b(?:reset|clear|wipe|erase|unblock|block|change|update|copy|apply)\s+(?:[a-z']+\s+){0,2}?(?:everyone|everybody)\b"
     r"|\b(?:copy|send|share|email|e-mail|forward|give|transfer|sync)\s+(?:my|our|these|this|the|all)\s+(?:[a-z]+\s+)?"
     r"(?:settings|preferences|filters?|polic\w+|profiles?|feeds?|blocks?)\s+(?:to|with)\b"
-    r"|\b(?:on|to|in|into|for)\s+(?!(?:my|our|the|this|these|its|his|hers|ours|yours|kids|friends|guests|movies|films"
-    r"|shows|series|weekends|holidays|news|posts|comments|ads)\b)[a-z]{2,}s\s+(?:feed|account|profile|settings"
-    r"|recommendations)\b"
 )
+#: "no horror on bobs feed": a possessive without its apostrophe, judged in `check_identity_safe` (a time, an
+#: audience or a content word is no owner: "on sundays feed", "in christmas feed", "for adults feed").
+_OWNED_FEED = re.compile(r"\b(?:on|to|in|into|for)\s+([a-z]{2,})s\s+(?:feed|account|profile|settings"
+                         r"|recommendations)\b")
+_NOT_OWNERS = frozenset("my our the this these its his hers ours yours kids friends guests movies films shows series "
+                        "weekends weekdays weeknights nights evenings mornings afternoons holidays christmas "
+                        "valentines adults news posts comments ads days years decades".split())
+
+
 class RouteResult(BaseModel):
     """What the router understood and did for one message (no user text in `explanation` beyond targets)."""
 
@@ -133,6 +139,11 @@ def category_name(target: str) -> str:
     such span is replaced by its kind ("email", "number"), and a short hash of the whole target keeps two senders
     two categories. A target longer than a name can be is cut, with the same hash, so two long topics that share
     their first words stay two. A person's name is not recognised: it stays in the name (README)."""
+    return _category_name(target)
+
+
+def _category_name(target: str, *, digits: bool = True) -> str:
+    """`category_name`; ``digits=False`` names as session 30 did (words with digits kept), an older name."""
     suffix = ""
     found = pii_scan(target)
     scrubbed = target
@@ -144,13 +155,19 @@ def category_name(target: str) -> str:
         scrubbed = "".join([*pieces, target[last:]])
     # any other word with a digit may be an identifier the scan does not know (an SSN, a passport, a house or
     # account number, a date of birth): it becomes "number" (review, session 31: "my SSN is 123-45-6789" was kept)
-    scrubbed = _WITH_DIGITS.sub(" number ", scrubbed)
+    scrubbed = _WITH_DIGITS.sub(" number ", scrubbed) if digits else scrubbed
     if scrubbed != target:
         suffix = "-" + _name_hash(target)
         target = scrubbed
     elif len(_plain_slug(target, 10_000)) > 48:  # cut short: the hash keeps "... in chicago" and "... in boston" apart
         suffix = "-" + _name_hash(target)
     return _plain_slug(target, 48 - len(suffix)) + suffix
+
+
+def names_for(target: str) -> list[str]:
+    """The names a chat command's category may have: today's first, then older ones (before words with digits were
+    replaced, before personal data was kept out of names), so block and unblock find a category made earlier."""
+    return list(dict.fromkeys([_category_name(target), _category_name(target, digits=False), _plain_slug(target)]))
 
 
 def _name_hash(target: str) -> str:
@@ -190,7 +207,7 @@ class PersonalizationModeration:
         from personalization import profile as P
 
         svc = self._svc(tenant_id, actor)
-        name = category_name(target)
+        names = names_for(target)
         outcome: list[str] = []
 
         # The new-vs-existing decision is taken on the profile read inside the store's write transaction (and
@@ -198,6 +215,7 @@ class PersonalizationModeration:
         # at once (a double submit) get "blocked new" and "re-blocked", not "category already exists".
         def op(p: Any) -> Any:
             outcome.clear()
+            name = next((n for n in names if n in p.categories), names[0])  # one made earlier, under an older name
             if name in p.categories:
                 outcome.append(f"re-blocked category {name}")
                 return P.reblock(p, name)
@@ -217,15 +235,15 @@ class PersonalizationModeration:
         from personalization import profile as P
 
         svc = self._svc(tenant_id, actor)
-        requested = category_name(target)
-        legacy = _plain_slug(target)  # how categories were named before personal data was kept out of names
+        names = names_for(target)  # today's name, then older ones (a category made before a naming change)
+        requested = names[0]
         outcome: list[str] = []
 
         def op(p: Any) -> Any:  # decided inside the write transaction, like `block`
             outcome.clear()
             cats = p.categories
-            name = legacy if requested not in cats and legacy in cats else requested
-            if name not in cats:
+            name = next((n for n in names if n in cats), requested)
+            if name not in cats:  # no category by any of its names: a base category the target names
                 base = _base_categories(target)
                 if len(base) != 1:
                     raise _NothingToUnblock  # aborts the transaction: nothing is written
@@ -291,6 +309,10 @@ def check_identity_safe(text: str, lexicon: Any = None) -> None:
         return any(w not in allowed and not (i == _TRAILING_FOR and w in _AUDIENCE_WORDS)
                    for w in re.split(r"\s*,\s*|\s+(?:and|&)\s+", words))
 
+    owners = [m.group(1) for m in _OWNED_FEED.finditer(folded)]
+    if any(w + "s" not in _NOT_OWNERS | allowed | _AUDIENCE_WORDS and w not in allowed | _AUDIENCE_WORDS
+           for w in owners):
+        raise CrossUserCommandError(_ADDRESSES_OTHERS)
     if _CROSS_USER.search(folded) or any(addressed(i, m.group(1)) for i, rx in enumerate(_ADDRESSED)
                                          if i != _TRAILING_FOR for m in rx.finditer(folded)):
         raise CrossUserCommandError(_ADDRESSES_OTHERS)

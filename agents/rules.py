@@ -75,7 +75,8 @@ _YEAR_LIFT = re.compile(r"^(?:\W*(?:please|and|also|just|ok|okay|actually|hey|hm
 #: wish, and stored "only the 90s" in place of the user's "nothing before 2000" (review, session 31).
 _YEAR_FORGET = re.compile(r"^(?:\W*(?:please|and|also|just|ok|okay|actually|hey|hmm|so|but)\s+)*(?:forget|drop|scrap"
                           r"|cancel|undo|ditch|lose|remove|delete|clear)(?: about)?(?: the| my| that| this)?"
-                          r" (?:YEAR ?)+(?:movies |films |stuff )?(?:rule|filter|limit|bound|cutoff|thing)?s?\W*$")
+                          r" (?:YEAR ?)+(?: ?(?:movies|films|stuff))?(?: ?(?:rule|filter|limit|bound|cutoff|thing)s?)?"
+                          r"\W*$")
 #: "show me X again", "X again please", "bring back X", "put X back", "X is back": re-enable X (when not negated).
 _REENABLE = re.compile(rf"{_V}.*\bagain\b|\bagain\b.*{_V}|\bbring (?:back )?(?:the |some )?{_V}(?: back)?\b"
                        rf"|\bput (?:the |some )?{_V} back\b|{_V} (?:is|are) back\b")
@@ -158,8 +159,10 @@ _X_NOT_Y = re.compile(_LEAD + r"(?:(?:i want|show me|give me|i'd like|i'd rather
                       r"(?:some |more )?X" + _KIND + r"\s*,?\s*(?:not|rather than|instead of|over|but not)\s+"
                       r"(?:the |any )?X" + _KIND + r"(?: please)?\W*$")
 #: An exception to a rule on a value ("no horror except comedies", "unless it's a comedy"): not representable, so
-#: refused (both values were excluded). "everything except X" names no rule before it: that is an exclusion of X.
-EXCEPTION = re.compile(r"\bX\b.*\b(?:except|unless|apart from|other than)\b.*\bX\b")
+#: refused (both values were excluded), as is one to a negation ("no movies unless they're comedies" excluded
+#: comedies). "everything except X" names no rule before it: that is an exclusion of X.
+EXCEPTION = re.compile(r"(?:\bX\b|\b(?:no|nothing|never|not|don't|dont|none)\b).*\b(?:except|unless|apart from"
+                       r"|other than)\b.*\bX\b")
 
 
 def contrast(masked: str) -> list[dict[str, str]] | None:

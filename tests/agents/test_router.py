@@ -241,3 +241,30 @@ def test_a_moderation_verb_on_an_everyday_object_changes_nothing(router, store, 
     res = router.route(text, user_id="bob", tenant_id="t")
     assert res.kind is RouteKind.NEITHER and not res.applied
     assert router.moderation.calls == [] and store.audit == []
+
+
+def test_categories_named_before_digits_were_replaced_are_still_found(tmp_path):
+    """Review, session 31: after words with digits became "number", unblocking a category made earlier under its
+    old name fell through to the base category ("spam from ... lotto 649" unblocked base spam) and a second block
+    made a duplicate that a later unblock freed while the old one stayed blocked."""
+    from agents.router import _category_name
+    from guardrails.store import SettingsStore
+    from personalization import profile as P
+    from personalization.service import ProfileService
+
+    s = SettingsStore(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        mod = PersonalizationModeration(s)
+        for target in ("spam from bob@example.com about lotto 649", "lotto 649",
+                       "posts about the 2024 election and all the candidates and their campaign ads"):
+            old = _category_name(target, digits=False)
+            assert old != category_name(target)
+            ProfileService(s).apply("bob", lambda p, t=target, n=old: P.block_new(
+                p, n, examples=[t], definition=f"content about {t}", generalize="examples"))
+            assert mod.block("default", "bob", target, actor="r") == f"re-blocked category {old}"
+            assert mod.unblock("default", "bob", target, actor="r") == f"unblocked category {old}"
+            cats = ProfileService(s).get("bob").categories
+            assert cats[old].action == "allow" and category_name(target) not in cats
+            assert cats["spam"].action != "allow"  # the base category is untouched
+    finally:
+        s.close()
