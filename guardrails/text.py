@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -111,7 +110,8 @@ def _part_texts(part: Mapping[str, Any], i: int, depth: int) -> list[str]:
 
 
 #: Part types that carry media a model may read but no text the Guard does (OpenAI, Anthropic, LangChain blocks).
-_MEDIA_WORDS = frozenset({"image", "audio", "video", "file"})  # as a word of the type: image_url, input_audio
+_MEDIA_TYPES = frozenset({"image", "image_url", "input_image", "audio", "input_audio", "video", "video_url",
+                          "input_video", "file", "input_file"})  # not "file_search_call" and the like
 #: Metadata key under which a caller that turns messages into text first (the agent middleware) passes how many
 #: of the checked turn's parts it could not read; the Guard keeps the larger of it and its own count.
 UNREAD_PARTS_KEY = "unread_parts"
@@ -129,7 +129,7 @@ def unread_parts(content: object, _depth: int = 0) -> int:
             continue
         kind = part.get("type")
         text_of_its_own = any(isinstance(part.get(k), str) and part.get(k) for k in ("text", "refusal"))
-        media = isinstance(kind, str) and bool(_MEDIA_WORDS & set(re.split(r"[_\-.]", kind.lower())))
+        media = isinstance(kind, str) and kind.lower() in _MEDIA_TYPES
         document = kind == "document" and (_binary_source(part) or not any(_part_texts(part, 0, _depth)))
         if (media or document) and not text_of_its_own:
             count += 1
@@ -151,20 +151,34 @@ def unread_metadata(unread: int) -> dict[str, int] | None:
 
 
 def last_unread_parts(content: object) -> int:
-    """`unread_parts` of the turn a check judges: a message list's last message (dicts, LangChain messages,
-    ``(role, content)`` pairs), or one message. 0 for a str and for an iterator (read once, by the check)."""
+    """`unread_parts` of the turn a check judges: a message list's last message and the user messages sent with it
+    since the model last spoke (dicts, LangChain messages, ``(role, content)`` pairs), or one message. 0 for a str
+    and for an iterator (read once, by the check)."""
     if _is_chat_message(content) or isinstance(content, Mapping):
         content = [content]
     if not isinstance(content, list | tuple) or not content:
         return 0
-    last = content[-1]
-    if isinstance(last, Mapping):
-        return unread_parts(last.get("content"))
-    if _is_chat_message(last):
-        return unread_parts(getattr(last, "content", None))
-    if isinstance(last, tuple | list) and len(last) == 2:
-        return unread_parts(last[1])
-    return 0
+    pairs = [_loose_role_content(m) for m in content]
+    turn = set(unanswered_user_turns([r for r, _ in pairs])) | {len(pairs) - 1}
+    return sum(unread_parts(pairs[i][1]) for i in sorted(turn))
+
+
+def unread_in_turns(messages: Sequence[object]) -> int:
+    """`unread_parts` summed over messages (LangChain messages or dicts): a turn's user messages."""
+    return sum(unread_parts(_loose_role_content(m)[1]) for m in messages)
+
+
+def _loose_role_content(item: object) -> tuple[object, object]:
+    """(role, content) of a message in any accepted form; (None, None) for anything else (counted as nothing)."""
+    if _is_chat_message(item):
+        return message_role(item), getattr(item, "content", None)
+    if isinstance(item, Mapping):
+        role, content = item.get("role"), item.get("content")
+    elif isinstance(item, tuple | list) and len(item) == 2:
+        role, content = item
+    else:
+        return None, None
+    return (_ROLE_ALIASES.get(role, role) if isinstance(role, str) else role), content
 
 
 def _as_role_content(item: object, i: int) -> tuple[object, object]:

@@ -37,8 +37,8 @@ from ..decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, Stag
 from ..errors import InvalidInputError
 from ..guard_types import SupportsCheck
 from ..models.chat import PrefillBlocked, to_chat_dicts
-from ..text import call_text, message_role, unanswered_user_turns, unread_metadata, unread_parts
-from .agent_reply import ReplyChecks, nostream_runs
+from ..text import call_text, message_role, unanswered_user_turns, unread_in_turns, unread_metadata, unread_parts
+from .agent_reply import ReleasedReplies, ReplyChecks, nostream_runs
 from .identity import Identity, current_identity, for_serving, from_runtime
 from .runnable import invalid_decision, without_token_streaming
 from .structured import message_text as _text
@@ -78,6 +78,7 @@ class GuardMiddleware(ReplyChecks, AgentMiddleware[AgentState[Any], Any, Any]):
         self.on_decision = on_decision
         self.stages = frozenset(Stage(s) for s in stages)
         self._calls = CheckedCalls()
+        self._released = ReleasedReplies()
 
     @property
     def name(self) -> str:
@@ -98,15 +99,17 @@ class GuardMiddleware(ReplyChecks, AgentMiddleware[AgentState[Any], Any, Any]):
     def _refusal(self, d: Decision) -> AIMessage:
         return AIMessage(content=self.refusal, response_metadata={"railguard": d.log_record()})
 
-    @staticmethod
-    def _unanswered_user_turns(messages: list[BaseMessage]) -> list[int]:
+    def _unanswered_user_turns(self, messages: list[BaseMessage]) -> list[int]:
         """The user messages (by role, as the Guard reads it) since the model last spoke, never checked; none: an
         agent step, whose tool results the tool stage checks. A trailing assistant message without tool calls is
         not the model having spoken but a prefill the caller wrote ("Sure, here is"): the model is to continue it,
         so the user turns before it are the ones to check (guard.wrap's and the chat proxy's rule; counting the
-        prefill as an answer skipped the input check)."""
+        prefill as an answer skipped the input check). A reply this middleware released (`ReleasedReplies`: a
+        middleware that jumps back to the model after it) is the model's answer: its user turn is not checked
+        again."""
         roles = [message_role(m) for m in messages]
-        if roles and roles[-1] == "assistant" and not getattr(messages[-1], "tool_calls", None):
+        if roles and roles[-1] == "assistant" and not getattr(messages[-1], "tool_calls", None) \
+                and not self._released.holds(messages[-1]):
             return unanswered_user_turns(roles[:-1])
         return unanswered_user_turns(roles)
 
@@ -245,7 +248,7 @@ class GuardMiddleware(ReplyChecks, AgentMiddleware[AgentState[Any], Any, Any]):
         except InvalidInputError as exc:  # an unreadable message: refused, as the check itself would
             return self._input_update(self._emit(invalid_decision(who, Stage.INPUT, exc)), turns)
         update = self._input_update(self._check(conversation, who, Stage.INPUT,
-                                                unread=unread_parts(turns[-1].content)), turns, rewritten)
+                                                unread=unread_in_turns(turns)), turns, rewritten)
         tail = messages[users[-1] + 1:]
         if not tail or not hasattr(self.guard, "screen_history") or (update or {}).get("jump_to") == "end":
             return update
@@ -275,7 +278,7 @@ class GuardMiddleware(ReplyChecks, AgentMiddleware[AgentState[Any], Any, Any]):
         except InvalidInputError as exc:
             return self._input_update(self._emit(invalid_decision(who, Stage.INPUT, exc)), turns)
         update = self._input_update(await self._acheck(conversation, who, Stage.INPUT,
-                                                       unread=unread_parts(turns[-1].content)), turns, rewritten)
+                                                       unread=unread_in_turns(turns)), turns, rewritten)
         tail = messages[users[-1] + 1:]
         if not tail or not hasattr(self.guard, "ascreen_history") or (update or {}).get("jump_to") == "end":
             return update

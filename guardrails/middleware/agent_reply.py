@@ -3,6 +3,9 @@ response and the text beside it, and its tool calls; a mixin of `GuardMiddleware
 
 from __future__ import annotations
 
+import threading
+import uuid
+from collections import OrderedDict
 from typing import Any
 
 from langchain.agents.middleware import ModelResponse
@@ -10,7 +13,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables.config import ensure_config, var_child_runnable_config
 from langgraph.constants import TAG_NOSTREAM
 
-from ..decision import Action, Decision, Stage
+from ..decision import Action, Decision, Stage, text_hash
 from ..errors import InvalidInputError
 from .identity import Identity
 from .runnable import annotated, invalid_decision
@@ -19,10 +22,47 @@ from .structured import rebuild_redacted, replies_with_text, side_texts, structu
 from .tool_calls import PendingCall, calls_to_check, reasoning_parts, settle_reasoning
 
 
+class ReleasedReplies:
+    """The model replies this middleware released (message id -> digest of its text), most recent
+    `MAX_RELEASED`: a trailing assistant message found here is the model's answer, any other a caller's prefill.
+    A caller who reuses an id with other text is not matched (the digest differs)."""
+
+    MAX_RELEASED = 50_000
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, result: list[Any]) -> list[Any]:
+        """``result`` with an id on each reply (one is given where the model set none), each remembered."""
+        out = [m.model_copy(update={"id": f"lc_run-{uuid.uuid4().hex}"}) if isinstance(m, AIMessage) and not m.id
+               else m for m in result]
+        with self._lock:
+            for m in out:
+                if isinstance(m, AIMessage) and m.id:
+                    self._seen[m.id] = text_hash(_text(m))
+                    self._seen.move_to_end(m.id)
+            while len(self._seen) > self.MAX_RELEASED:
+                self._seen.popitem(last=False)
+        return out
+
+    def holds(self, message: Any) -> bool:
+        mid = getattr(message, "id", None)
+        if not mid:
+            return False
+        try:
+            digest = text_hash(_text(message))
+        except InvalidInputError:
+            return False
+        with self._lock:
+            return self._seen.get(mid) == digest
+
+
 class ReplyChecks:
     """How a model reply is checked and settled; `GuardMiddleware` provides the members declared here."""
 
     stages: frozenset[Stage]
+    _released: ReleasedReplies
 
     def _emit(self, d: Decision) -> Decision:
         raise NotImplementedError
@@ -48,15 +88,19 @@ class ReplyChecks:
 
     def _settle_reply(self, response: ModelResponse, who: Identity) -> ModelResponse:
         try:
-            return self._settle_reply_checked(response, who)
+            return self._released_as(self._settle_reply_checked(response, who))
         except InvalidInputError as exc:
-            return self._unreadable_reply(who, exc)
+            return self._released_as(self._unreadable_reply(who, exc))
 
     async def _asettle_reply(self, response: ModelResponse, who: Identity) -> ModelResponse:
         try:
-            return await self._asettle_reply_checked(response, who)
+            return self._released_as(await self._asettle_reply_checked(response, who))
         except InvalidInputError as exc:
-            return self._unreadable_reply(who, exc)
+            return self._released_as(self._unreadable_reply(who, exc))
+
+    def _released_as(self, response: ModelResponse) -> ModelResponse:
+        return ModelResponse(result=self._released.remember(list(response.result)),
+                             structured_response=response.structured_response)
 
     def _settle_reply_checked(self, response: ModelResponse, who: Identity) -> ModelResponse:
         structured = self._structured_text(response)

@@ -33,9 +33,11 @@ def test_counts_media_parts_and_nothing_else():
     assert unread_parts([{"type": "document", "source": {"type": "text", "data": "terms"}}]) == 0
     # nested in a tool result; a type that merely contains a media word inside another word is not media
     assert unread_parts([{"type": "tool_result", "content": [{"type": "image", "source": {}}]}]) == 1
-    assert unread_parts([{"type": "profile"}, {"type": "filename_hint"}]) == 0
+    assert unread_parts([{"type": "profile"}, {"type": "filename_hint"}, {"type": "file_search_call"}]) == 0
     assert last_unread_parts([("user", "hi"), ("assistant", "yes"), ("user", TURN)]) == 1
     assert last_unread_parts([("user", TURN), ("assistant", "yes"), ("user", "hi")]) == 0  # only the judged turn
+    # ...which is every user message sent since the model last spoke (the model reads them all)
+    assert last_unread_parts([("user", TURN), ("human", TURN), ("user", "what do these say?")]) == 2
     assert last_unread_parts(HumanMessage(content=TURN)) == 1
 
 
@@ -88,6 +90,13 @@ def test_agent_middleware_reports_the_image_of_the_user_turn():
                          middleware=[strict.middleware(on_decision=seen.append)], context_schema=Ctx)
     out = agent.invoke({"messages": [HumanMessage(content=TURN)]}, context=Ctx("alice"))
     assert out["messages"][-1].content.startswith("I'm sorry") and seen[0].blocked
+
+    seen.clear()  # the image in an earlier message of the same turn counts too
+    agent = create_agent(_Fake(messages=iter([AIMessage("never")])), tools=[],
+                         middleware=[strict.middleware(on_decision=seen.append)], context_schema=Ctx)
+    agent.invoke({"messages": [HumanMessage(content=[IMAGE]), HumanMessage("what does it say?")]},
+                 context=Ctx("alice"))
+    assert seen[0].blocked and "unread_content" in [f.category for f in seen[0].findings]
 
 
 @pytest.mark.parametrize("call", ["invoke", "ainvoke"])
