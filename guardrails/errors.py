@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
+
+from .decision import text_hash
 
 
 class RailguardError(Exception):
@@ -79,7 +80,7 @@ def safe_segment(key: object) -> str:
     text = str(key)
     if _SAFE_SEGMENT.fullmatch(text):
         return text
-    return "#" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    return "#" + text_hash(text)[:12]  # keyed under $RAILGUARD_HASH_KEY when set
 
 
 def describe_validation(exc: object, root: str = "value") -> str:

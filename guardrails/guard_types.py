@@ -5,12 +5,11 @@ blocking, and whether a message is let through to the detectors with side effect
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from .decision import Action, Decision, FailMode, Finding, Stage, most_severe
+from .decision import Action, Decision, FailMode, Finding, Stage, most_severe, text_hash
 from .detector import CheckRequest, Detector
 from .errors import RailguardError
 
@@ -122,7 +121,7 @@ def _safe_message(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, _MESSAGE_SAFE) or not text:
         return text
-    return f"message withheld, sha256 {hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:12]}"
+    return f"message withheld, sha256 {text_hash(text)[:12]}"  # keyed under $RAILGUARD_HASH_KEY when set
 
 
 def apply_redactors(text: str, redactors: Sequence[DetectorSlot], counted: list[Finding], findings: list[Finding],
