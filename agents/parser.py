@@ -96,7 +96,7 @@ def without_personal_data(value: str) -> str:
 
 
 #: A minus sign on a number that follows no digit or letter ("before -1990", "after −5"; not "1990-2000").
-_SIGNED_NUMBER = re.compile(r"(?<![\w.])[-\u2212\u2013](?:1[89]\d\d|20\d\d|\d0s)\b")  # a year or a decade
+_SIGNED_NUMBER = re.compile(r"(?<![\w.])[-\u2212\u2013](?:(?:1[89]|20)\d\ds?|\d0s)\b")  # a year or a decade
 #: Words that ask for a reset of the policy; the intent head's "reset" stands only with one of them.
 _RESET_SAID = re.compile(r"\b(?:reset|clear|wipe|erase|start (?:over|fresh|again|from scratch)|from scratch"
                          r"|forget (?:everything|it all|all (?:of )?(?:that|this|my)\b)|(?:delete|remove|undo|drop) "

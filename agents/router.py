@@ -82,7 +82,8 @@ _OWNED_FEED = re.compile(r"\b(?:on|to|in|into|for)\s+([a-z]{2,})s\s+(?:feed|acco
                          r"|recommendations)\b")
 _NOT_OWNERS = frozenset("my our the this these its his hers ours yours kids friends guests movies films shows series "
                         "weekends weekdays weeknights nights evenings mornings afternoons holidays christmas "
-                        "valentines adults news posts comments ads days years decades".split())
+                        "valentines adults news posts comments ads days years decades mondays tuesdays wednesdays "
+                        "thursdays fridays saturdays sundays todays tonights".split())
 
 
 class RouteResult(BaseModel):
@@ -215,10 +216,13 @@ class PersonalizationModeration:
         # at once (a double submit) get "blocked new" and "re-blocked", not "category already exists".
         def op(p: Any) -> Any:
             outcome.clear()
-            name = next((n for n in names if n in p.categories), names[0])  # one made earlier, under an older name
-            if name in p.categories:
-                outcome.append(f"re-blocked category {name}")
-                return P.reblock(p, name)
+            present = [n for n in names if n in p.categories]  # made earlier, perhaps under older names too
+            if present:
+                outcome.append("re-blocked category " + ", ".join(present))
+                for n in present:
+                    p = P.reblock(p, n)
+                return p
+            name = names[0]
             if name in _BASE:
                 outcome.append(f"blocked base category {name}")
                 return P.reblock(p, name)
@@ -241,15 +245,16 @@ class PersonalizationModeration:
 
         def op(p: Any) -> Any:  # decided inside the write transaction, like `block`
             outcome.clear()
-            cats = p.categories
-            name = next((n for n in names if n in cats), requested)
-            if name not in cats:  # no category by any of its names: a base category the target names
+            present = [n for n in names if n in p.categories]  # every copy: one left blocked would still block
+            if not present:  # no category by any of its names: a base category the target names
                 base = _base_categories(target)
                 if len(base) != 1:
                     raise _NothingToUnblock  # aborts the transaction: nothing is written
-                name = base[0]
-            outcome.append(f"unblocked category {name}")
-            return P.unblock(p, name)
+                present = base
+            outcome.append("unblocked category " + ", ".join(present))
+            for n in present:
+                p = P.unblock(p, n)
+            return p
 
         try:
             svc.apply(user_id, op)
@@ -310,8 +315,7 @@ def check_identity_safe(text: str, lexicon: Any = None) -> None:
                    for w in re.split(r"\s*,\s*|\s+(?:and|&)\s+", words))
 
     owners = [m.group(1) for m in _OWNED_FEED.finditer(folded)]
-    if any(w + "s" not in _NOT_OWNERS | allowed | _AUDIENCE_WORDS and w not in allowed | _AUDIENCE_WORDS
-           for w in owners):
+    if any(w + "s" not in _NOT_OWNERS | allowed and w not in allowed for w in owners):  # "moms feed" is mom's
         raise CrossUserCommandError(_ADDRESSES_OTHERS)
     if _CROSS_USER.search(folded) or any(addressed(i, m.group(1)) for i, rx in enumerate(_ADDRESSED)
                                          if i != _TRAILING_FOR for m in rx.finditer(folded)):

@@ -99,7 +99,7 @@ class GuardMiddleware(ReplyChecks, AgentMiddleware[AgentState[Any], Any, Any]):
     def _refusal(self, d: Decision) -> AIMessage:
         return AIMessage(content=self.refusal, response_metadata={"railguard": d.log_record()})
 
-    def _unanswered_user_turns(self, messages: list[BaseMessage]) -> list[int]:
+    def _unanswered_user_turns(self, messages: list[BaseMessage], who: Identity) -> list[int]:
         """The user messages (by role, as the Guard reads it) since the model last spoke, never checked; none: an
         agent step, whose tool results the tool stage checks. A trailing assistant message without tool calls is
         not the model having spoken but a prefill the caller wrote ("Sure, here is"): the model is to continue it,
@@ -109,7 +109,7 @@ class GuardMiddleware(ReplyChecks, AgentMiddleware[AgentState[Any], Any, Any]):
         again."""
         roles = [message_role(m) for m in messages]
         if roles and roles[-1] == "assistant" and not getattr(messages[-1], "tool_calls", None) \
-                and not self._released.holds(messages[-1]):
+                and not self._released.holds(who, messages):
             return unanswered_user_turns(roles[:-1])
         return unanswered_user_turns(roles)
 
@@ -231,10 +231,10 @@ class GuardMiddleware(ReplyChecks, AgentMiddleware[AgentState[Any], Any, Any]):
     @hook_config(can_jump_to=["end"])
     def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         messages = state["messages"]
-        users = self._unanswered_user_turns(messages) if Stage.INPUT in self.stages else []
+        who = from_runtime(runtime, self.default_user_id)
+        users = self._unanswered_user_turns(messages, who) if Stage.INPUT in self.stages else []
         if not users:
             return None
-        who = from_runtime(runtime, self.default_user_id)
         turns = [messages[i] for i in users]
         rewritten: list[BaseMessage] = []
         try:
@@ -262,10 +262,10 @@ class GuardMiddleware(ReplyChecks, AgentMiddleware[AgentState[Any], Any, Any]):
     @hook_config(can_jump_to=["end"])
     async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
         messages = state["messages"]
-        users = self._unanswered_user_turns(messages) if Stage.INPUT in self.stages else []
+        who = from_runtime(runtime, self.default_user_id)
+        users = self._unanswered_user_turns(messages, who) if Stage.INPUT in self.stages else []
         if not users:
             return None
-        who = from_runtime(runtime, self.default_user_id)
         turns = [messages[i] for i in users]
         rewritten: list[BaseMessage] = []
         try:
@@ -302,7 +302,7 @@ class GuardMiddleware(ReplyChecks, AgentMiddleware[AgentState[Any], Any, Any]):
         finally:
             current_identity.reset(token)
             var_child_runnable_config.reset(quiet)
-        return self._settle_reply(response, who)
+        return self._settle_reply(response, who, request.messages)
 
     async def awrap_model_call(self, request: ModelRequest,
                                handler: Callable[[ModelRequest], Awaitable[ModelResponse]]) -> Any:
@@ -318,7 +318,7 @@ class GuardMiddleware(ReplyChecks, AgentMiddleware[AgentState[Any], Any, Any]):
         finally:
             current_identity.reset(token)
             var_child_runnable_config.reset(quiet)
-        return await self._asettle_reply(response, who)
+        return await self._asettle_reply(response, who, request.messages)
 
     def _tool_result(self, checked: list[tuple[BaseMessage, Decision]], out: Any, call_id: str) -> Any:
         return settle_results(checked, out, lambda d, cid: self._blocked_tool(d, cid or call_id))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from langchain.agents.middleware import ModelResponse
@@ -13,8 +14,9 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables.config import ensure_config, var_child_runnable_config
 from langgraph.constants import TAG_NOSTREAM
 
-from ..decision import Action, Decision, Stage, text_hash
+from ..decision import Action, Decision, Stage, keyed_sha256
 from ..errors import InvalidInputError
+from ..text import message_role
 from .identity import Identity
 from .runnable import annotated, invalid_decision
 from .structured import message_text as _text
@@ -23,39 +25,55 @@ from .tool_calls import PendingCall, calls_to_check, reasoning_parts, settle_rea
 
 
 class ReleasedReplies:
-    """The model replies this middleware released (message id -> digest of its text), most recent
-    `MAX_RELEASED`: a trailing assistant message found here is the model's answer, any other a caller's prefill.
-    A caller who reuses an id with other text is not matched (the digest differs)."""
+    """The model replies this middleware released, each as a digest of the conversation it ends (the messages the
+    model answered, then the reply) under (user, session, reply id), most recent `MAX_RELEASED`. A trailing
+    assistant message found here is the model's answer (a middleware jumped back to the model after it); any other
+    is a caller's prefill. A released reply replayed after another user turn, or by another user, is not matched:
+    the conversation before it differs, or the key does."""
 
     MAX_RELEASED = 50_000
 
     def __init__(self) -> None:
-        self._seen: OrderedDict[str, str] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str | None, str], str] = OrderedDict()
         self._lock = threading.Lock()
 
-    def remember(self, result: list[Any]) -> list[Any]:
-        """``result`` with an id on each reply (one is given where the model set none), each remembered."""
+    def remember(self, who: Identity, asked: Sequence[Any], result: list[Any]) -> list[Any]:
+        """``result`` with an id on each reply (one is given where the model set none), each remembered with the
+        conversation it ends (``asked``, the model's request messages, then ``result`` up to it)."""
         out = [m.model_copy(update={"id": f"lc_run-{uuid.uuid4().hex}"}) if isinstance(m, AIMessage) and not m.id
                else m for m in result]
+        found = []
+        for i, m in enumerate(out):
+            if isinstance(m, AIMessage) and m.id and (digest := _conversation_digest([*asked, *out[: i + 1]])):
+                found.append(((who.user_id, who.session_id, m.id), digest))
         with self._lock:
-            for m in out:
-                if isinstance(m, AIMessage) and m.id:
-                    self._seen[m.id] = text_hash(_text(m))
-                    self._seen.move_to_end(m.id)
+            for key, digest in found:
+                self._seen[key] = digest
+                self._seen.move_to_end(key)
             while len(self._seen) > self.MAX_RELEASED:
                 self._seen.popitem(last=False)
         return out
 
-    def holds(self, message: Any) -> bool:
-        mid = getattr(message, "id", None)
-        if not mid:
-            return False
-        try:
-            digest = text_hash(_text(message))
-        except InvalidInputError:
+    def holds(self, who: Identity, messages: Sequence[Any]) -> bool:
+        """Whether ``messages`` end with a reply released to this user and session after exactly these messages."""
+        mid = getattr(messages[-1], "id", None) if messages else None
+        digest = _conversation_digest(messages) if mid else None
+        if digest is None:
             return False
         with self._lock:
-            return self._seen.get(mid) == digest
+            return self._seen.get((who.user_id, who.session_id, str(mid))) == digest
+
+
+def _conversation_digest(messages: Sequence[Any]) -> str | None:
+    """A keyed digest of roles and texts (length-prefixed); None when a message's text cannot be read."""
+    h = keyed_sha256()
+    try:
+        for m in messages:
+            text = _text(m)
+            h.update(f"{message_role(m)}\x00{len(text)}\x00{text}\x00".encode("utf-8", "surrogatepass"))
+    except InvalidInputError:
+        return None
+    return str(h.hexdigest())
 
 
 class ReplyChecks:
@@ -86,20 +104,22 @@ class ReplyChecks:
         return ModelResponse(result=[self._refusal(self._emit(invalid_decision(who, Stage.OUTPUT, exc)))],
                              structured_response=None)
 
-    def _settle_reply(self, response: ModelResponse, who: Identity) -> ModelResponse:
+    def _settle_reply(self, response: ModelResponse, who: Identity, asked: Sequence[Any]) -> ModelResponse:
         try:
-            return self._released_as(self._settle_reply_checked(response, who))
+            settled = self._settle_reply_checked(response, who)
         except InvalidInputError as exc:
-            return self._released_as(self._unreadable_reply(who, exc))
+            settled = self._unreadable_reply(who, exc)
+        return self._released_as(settled, who, asked)
 
-    async def _asettle_reply(self, response: ModelResponse, who: Identity) -> ModelResponse:
+    async def _asettle_reply(self, response: ModelResponse, who: Identity, asked: Sequence[Any]) -> ModelResponse:
         try:
-            return self._released_as(await self._asettle_reply_checked(response, who))
+            settled = await self._asettle_reply_checked(response, who)
         except InvalidInputError as exc:
-            return self._released_as(self._unreadable_reply(who, exc))
+            settled = self._unreadable_reply(who, exc)
+        return self._released_as(settled, who, asked)
 
-    def _released_as(self, response: ModelResponse) -> ModelResponse:
-        return ModelResponse(result=self._released.remember(list(response.result)),
+    def _released_as(self, response: ModelResponse, who: Identity, asked: Sequence[Any]) -> ModelResponse:
+        return ModelResponse(result=self._released.remember(who, asked, list(response.result)),
                              structured_response=response.structured_response)
 
     def _settle_reply_checked(self, response: ModelResponse, who: Identity) -> ModelResponse:

@@ -408,7 +408,7 @@ def test_forgetting_a_year_lifts_the_year_bound_instead_of_adding_one(router, st
 @pytest.mark.parametrize("text", ["reset everyone", "clear everybody's filters", "copy my settings to dave",
                                   "send my preferences to bob", "unblock spam for alice and bob",
                                   "no horror for bob and carol", "for my husband: unblock spam",
-                                  "no horror on bobs feed"])
+                                  "no horror on bobs feed", "no horror on moms feed", "block spam on wifes account"])
 def test_more_ways_of_addressing_other_users_are_refused(router, store, text):
     router.route("no horror", user_id="u", tenant_id="t", session_id="s")
     before = load_policy(store, "t", "u", session_id="s").preferences
@@ -443,7 +443,8 @@ def test_a_title_exclusion_names_whole_words(catalog):
     assert {"Alien (1979)", "Aliens (1986)"} <= alien  # a plural still counts
 
 
-@pytest.mark.parametrize("text", ["nothing before -1990", "only after −2000", "nothing after -90s"])
+@pytest.mark.parametrize("text", ["nothing before -1990", "only after −2000", "nothing after -90s",
+                                  "nothing before -1990s"])
 def test_a_negative_year_is_refused(parser, text):
     """"nothing before -1990" was stored as "only films from 1990"."""
     with pytest.raises(CommandError):

@@ -268,3 +268,28 @@ def test_categories_named_before_digits_were_replaced_are_still_found(tmp_path):
             assert cats["spam"].action != "allow"  # the base category is untouched
     finally:
         s.close()
+
+
+def test_unblock_frees_every_copy_of_a_category(tmp_path):
+    """Third review, session 31: with a category under both its old and its new name (a block sent between the
+    naming change and the fix), unblock freed the first and left the other blocking."""
+    from agents.router import _category_name
+    from guardrails.store import SettingsStore
+    from personalization import profile as P
+    from personalization.service import ProfileService
+
+    target = "letters to 12 Baker Street"
+    s = SettingsStore(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        for name in (_category_name(target, digits=False), category_name(target)):
+            ProfileService(s).apply("bob", lambda p, n=name: P.block_new(
+                p, n, examples=[target], definition=f"content about {target}", generalize="examples"))
+        mod = PersonalizationModeration(s)
+        mod.unblock("default", "bob", target, actor="r")
+        cats = ProfileService(s).get("bob").categories
+        assert {cats[n].action for n in (_category_name(target, digits=False), category_name(target))} == {"allow"}
+        mod.block("default", "bob", target, actor="r")
+        cats = ProfileService(s).get("bob").categories
+        assert {cats[n].action for n in (_category_name(target, digits=False), category_name(target))} == {"block"}
+    finally:
+        s.close()
