@@ -208,7 +208,8 @@ def settle_results(checked: Sequence[tuple[BaseMessage, Decision]], out: Any,
 _REASONING = ("reasoning", "thinking")  # part types whose text sits under the key of the same name
 #: additional_kwargs keys holding reasoning: OpenAI-compatible reasoning models' text ("reasoning_content") and older
 #: Responses output / some routers ("reasoning": a str, or a reasoning item with a "summary")
-_REASONING_KWARGS = ("reasoning_content", "reasoning")
+#: ... and OpenAI's ``refusal`` text, model output beside the content that nothing else reads (session 31 review).
+_REASONING_KWARGS = ("reasoning_content", "reasoning", "refusal")
 
 
 def _texts_of(item: Any) -> list[str]:
@@ -225,7 +226,7 @@ def _texts_of(item: Any) -> list[str]:
 def reasoning_text(message: Any, sep: str = "\n") -> str:
     """The reasoning a reply carries: its ``reasoning`` / ``thinking`` parts (LangChain standard, Anthropic), an
     OpenAI Responses reasoning part's ``summary`` texts, and ``additional_kwargs`` "reasoning_content" / "reasoning"
-    (a str or a reasoning item)."""
+    (a str or a reasoning item) and an OpenAI "refusal" str: text the thread keeps beside the answer."""
     if not isinstance(message, AIMessage):
         return ""
     texts = []

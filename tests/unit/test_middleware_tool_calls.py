@@ -372,3 +372,24 @@ def test_a_redacted_reply_keeps_no_provider_copy_of_the_original():
                        ).invoke({"messages": [HumanMessage("note?")]}, context=Ctx("u1"))
     assert out["structured_response"].note == "card [REDACTED]"
     assert not any(PAYLOAD in str(m.additional_kwargs) or PAYLOAD in str(m.content) for m in out["messages"])
+
+
+def test_an_openai_refusal_beside_the_content_gets_an_output_check():
+    """Review, session 31: OpenAI's ``additional_kwargs["refusal"]`` text reached the thread with no output check."""
+    from tests.conftest import KeywordDetector
+
+    for action, refused in ((Action.BLOCK, True), (Action.REDACT, False)):
+        reply = AIMessage(content="", additional_kwargs={"refusal": f"I won't share {SECRET} {PAYLOAD}"})
+        seen: list[Decision] = []
+        guard = Guard([KeywordDetector(SECRET, action, stages={Stage.OUTPUT})])
+        agent = create_agent(RecordingFake(messages=iter([reply]), sent=[]), context_schema=Ctx,
+                             middleware=[guard.middleware(on_decision=seen.append)])
+        out = agent.invoke({"messages": [HumanMessage("hi")]}, context=Ctx("u1"))
+        assert not any(PAYLOAD in str(m.additional_kwargs) for m in out["messages"]), action
+        assert action in [d.action for d in seen]
+        assert out["messages"][-1].content.startswith("I'm sorry") is refused
+    clean = AIMessage(content="", additional_kwargs={"refusal": None})  # the usual None: nothing to check
+    out = create_agent(RecordingFake(messages=iter([clean]), sent=[]), context_schema=Ctx,
+                       middleware=[Guard([_keyword_detector()]).middleware()]).invoke(
+        {"messages": [HumanMessage("hi")]}, context=Ctx("u1"))
+    assert out["messages"][-1].additional_kwargs == {"refusal": None}
