@@ -45,6 +45,7 @@ from .schema import (
     alternatives_id,
     now_utc,
     require_valid_text,
+    with_entity_kinds,
 )
 
 DATA_DIR = Path(__file__).with_name("data")
@@ -81,18 +82,6 @@ def _few_threads(n_texts: int) -> Iterator[None]:
             yield
         finally:
             torch.set_num_threads(before)
-
-
-def without_personal_data(value: str) -> str:
-    """A free-text wish as stored: an e-mail address, phone, card or IBAN in it is its kind ("about cancer
-    survivors like jane@x.org" -> "... like email"); it only matches films by meaning, which none of them has."""
-    from guardrails.detectors.pii import scan
-
-    out, last = [], 0
-    for m in scan(value):
-        out += [value[last:m.start], m.entity]
-        last = m.end
-    return "".join([*out, value[last:]]) if out else value
 
 
 #: A minus sign on a number that follows no digit or letter ("before -1990", "after −5"; not "1990-2000").
@@ -298,7 +287,7 @@ class StudentParser(BaseEstimator):
             useful = [t[2] for t in tokenize(value) if t[2] not in FILLER and t[2] not in ("only", "just")]
             if len(value) >= 3 and useful and intent == "add":
                 cmd.preferences.append(Preference(polarity=polarity, kind="soft", attribute="text",  # type: ignore[arg-type]
-                                                  operator="like", value=without_personal_data(value),
+                                                  operator="like", value=with_entity_kinds(value),
                                                   **common))  # type: ignore[arg-type]
             return
         ranges = {(sp.start, sp.end) for sp in spans if sp.attr == "year" and sp.op == "ge"} & {

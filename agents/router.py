@@ -15,7 +15,6 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
-from guardrails.detectors.pii import scan as pii_scan
 from guardrails.errors import InvalidInputError, RailguardError
 
 from .catalog import fold
@@ -31,7 +30,7 @@ from .moderation_clauses import (
 )
 from .policy import MergeReport, SettingsStoreLike, apply_command
 from .questions import is_question, without_questions
-from .schema import CommandError, ParsedCommand, require_valid_text
+from .schema import CommandError, ParsedCommand, require_valid_text, with_entity_kinds
 
 MAX_COMMAND_CHARS = 2000
 
@@ -146,14 +145,7 @@ def category_name(target: str) -> str:
 def _category_name(target: str, *, digits: bool = True) -> str:
     """`category_name`; ``digits=False`` names as session 30 did (words with digits kept), an older name."""
     suffix = ""
-    found = pii_scan(target)
-    scrubbed = target
-    if found:
-        pieces, last = [], 0
-        for m in found:
-            pieces += [target[last:m.start], f" {m.entity} "]
-            last = m.end
-        scrubbed = "".join([*pieces, target[last:]])
+    scrubbed = with_entity_kinds(target, pad=" ")
     # any other word with a digit may be an identifier the scan does not know (an SSN, a passport, a house or
     # account number, a date of birth): it becomes "number" (review, session 31: "my SSN is 123-45-6789" was kept)
     scrubbed = _WITH_DIGITS.sub(" number ", scrubbed) if digits else scrubbed
