@@ -163,20 +163,11 @@ def last_unread_parts(content: object) -> int:
     return sum(unread_parts(pairs[i][1]) for i in sorted(turn))
 
 
-def unread_in_turns(messages: Sequence[object]) -> int:
-    """`unread_parts` summed over messages (LangChain messages or dicts): a turn's user messages."""
-    return sum(unread_parts(_loose_role_content(m)[1]) for m in messages)
-
-
 def _loose_role_content(item: object) -> tuple[object, object]:
-    """(role, content) of a message in any accepted form; (None, None) for anything else (counted as nothing)."""
-    if _is_chat_message(item):
-        return message_role(item), getattr(item, "content", None)
-    if isinstance(item, Mapping):
-        role, content = item.get("role"), item.get("content")
-    elif isinstance(item, tuple | list) and len(item) == 2:
-        role, content = item
-    else:
+    """`_as_role_content` with the role aliases applied; (None, None) for anything else (counted as nothing)."""
+    try:
+        role, content = _as_role_content(item, 0)
+    except InvalidInputError:
         return None, None
     return (_ROLE_ALIASES.get(role, role) if isinstance(role, str) else role), content
 

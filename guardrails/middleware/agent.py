@@ -37,7 +37,7 @@ from ..decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, Stag
 from ..errors import InvalidInputError
 from ..guard_types import SupportsCheck
 from ..models.chat import PrefillBlocked, to_chat_dicts
-from ..text import call_text, message_role, unanswered_user_turns, unread_in_turns, unread_metadata, unread_parts
+from ..text import call_text, last_unread_parts, message_role, unanswered_user_turns, unread_metadata, unread_parts
 from .agent_reply import ReleasedReplies, ReplyChecks, nostream_runs
 from .identity import Identity, current_identity, for_serving, from_runtime
 from .runnable import invalid_decision, without_token_streaming
@@ -247,8 +247,8 @@ class GuardMiddleware(ReplyChecks, AgentMiddleware[AgentState[Any], Any, Any]):
                     return self._input_update(blocked, turns)
         except InvalidInputError as exc:  # an unreadable message: refused, as the check itself would
             return self._input_update(self._emit(invalid_decision(who, Stage.INPUT, exc)), turns)
-        update = self._input_update(self._check(conversation, who, Stage.INPUT,
-                                                unread=unread_in_turns(turns)), turns, rewritten)
+        unread = last_unread_parts(messages[: users[-1] + 1])
+        update = self._input_update(self._check(conversation, who, Stage.INPUT, unread=unread), turns, rewritten)
         tail = messages[users[-1] + 1:]
         if not tail or not hasattr(self.guard, "screen_history") or (update or {}).get("jump_to") == "end":
             return update
@@ -277,8 +277,9 @@ class GuardMiddleware(ReplyChecks, AgentMiddleware[AgentState[Any], Any, Any]):
                     return self._input_update(blocked, turns)
         except InvalidInputError as exc:
             return self._input_update(self._emit(invalid_decision(who, Stage.INPUT, exc)), turns)
-        update = self._input_update(await self._acheck(conversation, who, Stage.INPUT,
-                                                       unread=unread_in_turns(turns)), turns, rewritten)
+        unread = last_unread_parts(messages[: users[-1] + 1])
+        update = self._input_update(await self._acheck(conversation, who, Stage.INPUT, unread=unread), turns,
+                                    rewritten)
         tail = messages[users[-1] + 1:]
         if not tail or not hasattr(self.guard, "ascreen_history") or (update or {}).get("jump_to") == "end":
             return update

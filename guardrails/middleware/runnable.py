@@ -30,7 +30,7 @@ from ..decision import DEFAULT_REFUSAL, Action, Decision, Finding, Stage
 from ..errors import InvalidInputError
 from ..guard_types import SupportsCheck
 from ..models.chat import PrefillBlocked, to_chat_dicts
-from ..text import message_role, unanswered_user_turns, unread_in_turns, unread_metadata
+from ..text import last_unread_parts, unanswered_user_turns, unread_metadata
 from .identity import Identity, current_identity, for_serving, from_sources
 from .tool_calls import pending_calls, reasoning_text, without_reasoning
 
@@ -149,10 +149,7 @@ def without_token_streaming(model: Any) -> Any:
 def _unread_of(messages: list[BaseMessage], at: int) -> dict[str, int] | None:
     """The check metadata saying how many media parts the judged turn has (the check reads its text only): the
     judged message and the user messages sent with it."""
-    if not 0 <= at < len(messages):
-        return None
-    turn = set(unanswered_user_turns([message_role(m) for m in messages[: at + 1]])) | {at}
-    return unread_metadata(unread_in_turns([messages[i] for i in sorted(turn)]))
+    return unread_metadata(last_unread_parts(messages[: at + 1])) if 0 <= at < len(messages) else None
 
 
 class GuardedRunnable(RunnableSerializable[Any, Any]):
