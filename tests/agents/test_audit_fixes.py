@@ -445,10 +445,15 @@ def test_a_title_exclusion_names_whole_words(catalog):
 
 @pytest.mark.parametrize("text", ["nothing before -1990", "only after −2000", "nothing after -90s",
                                   "nothing before -1990s"])
-def test_a_negative_year_is_refused(parser, text):
+def test_a_negative_year_is_refused(parser, router, store, text):
     """"nothing before -1990" was stored as "only films from 1990"."""
     with pytest.raises(CommandError):
         parser.parse(text)
+    router.route("no horror", user_id="u", tenant_id="t", session_id="s")
+    before = load_policy(store, "t", "u", session_id="s").preferences
+    res = router.route(text, user_id="u", tenant_id="t", session_id="s")
+    assert res.error == "CommandError" and not res.applied
+    assert load_policy(store, "t", "u", session_id="s").preferences == before  # nothing written
 
 
 def test_a_range_is_not_a_negative_year(parser):
@@ -495,10 +500,15 @@ def test_two_values_said_in_contrast_get_opposite_readings(parser, text, want):
 @pytest.mark.parametrize("text", ["no horror except for comedies", "no horror unless it's a comedy",
                                   "block horror except for the Scream movies", "no movies unless they're comedies",
                                   "nothing except comedies"])
-def test_an_exception_to_a_rule_is_refused(parser, text):
+def test_an_exception_to_a_rule_is_refused(parser, router, store, text):
     """Both the rule's value and its exception were excluded (the user asked to keep the exception)."""
     with pytest.raises(CommandError):
         parser.parse(text)
+    router.route("nothing before 1990", user_id="u", tenant_id="t", session_id="s")
+    before = load_policy(store, "t", "u", session_id="s").preferences
+    res = router.route(text, user_id="u", tenant_id="t", session_id="s")
+    assert res.error and not res.applied and not router.moderation.calls
+    assert load_policy(store, "t", "u", session_id="s").preferences == before  # nothing written
 
 
 @pytest.mark.parametrize("text,want", [
