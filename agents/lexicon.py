@@ -59,6 +59,16 @@ UNKNOWN_ATTR = re.compile(
     r"\b(actor|actress|starring|director|directed by|runtime|minutes long|hours? long|under \d+ (?:minutes|hours)"
     r"|language|subtitles?|dubbed|budget|price|cost|box office|rated r|pg-13|age rating|imdb rating|country)\b"
 )
+#: A rating threshold ("4+ stars", "8/10", "a rating above 4"): the catalog has no rating attribute. Without it
+#: such a clause became a free-text wish ("4+ star movies") that matched words, not ratings.
+RATING_ASKED = re.compile(
+    r"\b\d+(?:\.\d+)?\s*\+?\s*-?\s*stars?\b|\b\d+(?:\.\d+)?\s*(?:/|out of)\s*(?:5|10|100)\b"
+    r"|\b(?:ratings?|rated|scores?|scored)\s+(?:of\s+)?(?:above|below|over|under|at least|at most|higher than"
+    r"|lower than|more than|less than|greater than|\d)|\bstar ratings?\b"
+)
+#: A number that names no year the catalog can hold ("from 12345", "from 0") where a year would stand.
+BAD_YEAR = re.compile(r"\b(?:from|after|before|since|in|year|until|till|than)\s+(\d{5,}|\d{1,3})\b"
+                      r"(?!\s*(?:stars?|/|min|minutes?|hours?|hrs?|days?|weeks?|months?|years?|[ap]\.?m\b|o'clock))")
 _YEAR_TOKEN = re.compile(r"\b(\d{4})s?\b")
 _DECADE = re.compile(r"\b(?:the\s+)?(?:(19|20)?(\d)0)'?s\b")
 _WORD_DECADES = {"twenties": 1920, "thirties": 1930, "forties": 1940, "fifties": 1950, "sixties": 1960,

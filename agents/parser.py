@@ -31,7 +31,7 @@ from guardrails.errors import ConfigError
 from .catalog import Catalog
 from .clauses import FILLER, SCOPE_WORDS, mask, split_clauses, without_audience
 from .embeddings import TextEncoder
-from .lexicon import TIME_PHRASE, UNKNOWN_ATTR, Lexicon, Span, expiry_for, flip_year, tokenize
+from .lexicon import BAD_YEAR, RATING_ASKED, TIME_PHRASE, UNKNOWN_ATTR, Lexicon, Span, expiry_for, flip_year, tokenize
 from .rules import EXCEPTION, contrast, framing_rules
 from .schema import (
     MAX_PREFS,
@@ -278,9 +278,11 @@ class StudentParser(BaseEstimator):
         # and personal data included, had been stored with every preference; nothing read it)
         common = dict(scope=scope, expires_at=expires, weight=weight)
         if not spans:
-            if UNKNOWN_ATTR.search(clause):
+            if UNKNOWN_ATTR.search(clause) or RATING_ASKED.search(clause):
                 raise UnknownAttributeError(
                     f"{orig!r} refers to an attribute this catalog does not have (known: genre, year, tag, title)")
+            if (bad := BAD_YEAR.search(TIME_PHRASE.sub(" ", clause))) is not None:
+                raise CommandError(f"{bad.group(1)} is not a year in the catalog's range {MIN_YEAR}-{MAX_YEAR}")
             value = SCOPE_WORDS.sub(" ", TIME_PHRASE.sub(" ", clause))
             value = _FRAMING.sub("", re.sub(r"\s+", " ", value).strip()).strip(" .,!")
             # "only" / "just" left of "only for today" is no wish of its own (it was stored as a free-text wish "only")

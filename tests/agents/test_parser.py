@@ -81,6 +81,29 @@ def test_unknown_attribute_rejected(parser):
         parser.parse("only movies under 90 minutes long")
 
 
+@pytest.mark.parametrize("text", ["only 5 star movies", "only 4+ star movies", "only movies rated 8/10 or higher",
+                                  "only films with at least 4 stars", "only movies with a rating above 4"])
+def test_rating_thresholds_are_refused_not_stored_as_text_wishes(parser, text):
+    # The catalog has no rating attribute; these became free-text wishes ("5 star movies") matching words.
+    with pytest.raises(UnknownAttributeError):
+        parser.parse(text)
+
+
+@pytest.mark.parametrize("text", ["only movies from 19999", "no movies from year 20000", "only movies since 0"])
+def test_numbers_that_are_no_catalog_year_are_refused(parser, text):
+    with pytest.raises(CommandError, match="not a year"):
+        parser.parse(text)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("more movies about stars", "stars"), ("only light stuff in 2 weeks", "light"),
+    ("only highly rated movies", "rated")])
+def test_rating_and_year_refusals_leave_other_wishes_alone(parser, text, expected):
+    got = parser.parse(text)
+    texts = [p.value for p in got.preferences if p.attribute == "text"]
+    assert any(expected in str(t) for t in texts), got
+
+
 def test_chit_chat_is_noop(parser):
     assert parser.parse("thanks").is_empty
 
