@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import threading
 import time
@@ -79,6 +80,9 @@ class KeyRing:
 
     def __init__(self, engine: sa.Engine, *, cache_ttl_s: float = 5.0) -> None:
         self.engine = engine
+        if isinstance(cache_ttl_s, bool) or not isinstance(cache_ttl_s, (int, float)) \
+                or not 0 <= cache_ttl_s < math.inf:  # NaN or inf: a revoked key would be accepted forever
+            raise ConfigError(f"key_cache_ttl_s must be a finite number of seconds >= 0, got {cache_ttl_s!r}")
         self.cache_ttl_s = cache_ttl_s
         self._cache: dict[str, tuple[float, str, str, str]] = {}  # key_id -> (expires, tenant, salt, digest)
         self._lock = threading.Lock()

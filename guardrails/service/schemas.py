@@ -3,6 +3,7 @@ Python callers, logs and HTTP clients all see one shape (CONTRACT.md: "the same 
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..decision import Decision
 from ..detector import Role
 from ..errors import safe_segment
-from ..text import content_text
+from ..text import MAX_MESSAGES, content_text
 
 #: What the chat proxy passes between the client and the upstream as an identifier (tool names and call ids; a
 #: model name may also hold "/"): free text there would go unscreened (OpenAI names match ^[a-zA-Z0-9_-]{1,64}$).
@@ -112,7 +113,8 @@ class ScreenBody(BaseModel):
 
     user_id: str = Field(min_length=1, max_length=256)
     session_id: str | None = Field(default=None, min_length=1, max_length=256)
-    messages: list[ChatMessageIn] = Field(min_length=1)
+    # bounded before any detector runs: 25,000 short messages had taken 39 s of screening
+    messages: list[ChatMessageIn] = Field(min_length=1, max_length=MAX_MESSAGES)
     # Always true: states the meaning (every message sent is screened), so a service from before this field
     # existed, which skipped the last message sent, refuses such a body (422) instead of leaving one unscreened.
     include_last: Literal[True] = True
@@ -210,7 +212,9 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str | None = Field(default=None, pattern=rf"^{MODEL_NAME.pattern}$")  # forwarded, and echoed back
-    messages: list[ChatTurnIn] = Field(min_length=1)
+    # One less than the guard's limit: the output check judges the conversation plus the answer, so a request at
+    # the limit was answered upstream (paid) and then refused as a 502. Bounded before any screening, too.
+    messages: list[ChatTurnIn] = Field(min_length=1, max_length=MAX_MESSAGES - 1)
     stream: bool = Field(default=False, strict=True)
     user: str | None = Field(default=None, min_length=1, max_length=256)
     max_tokens: int | None = Field(default=None, ge=1, le=4096, strict=True)
@@ -226,4 +230,11 @@ class ChatCompletionRequest(BaseModel):
             if unknown:
                 raise ValueError(f"unsupported field(s) {[safe_segment(k) for k in unknown[:5]]}: the proxy "
                                  f"forwards {sorted(PASS_THROUGH)} besides its own")
+            try:  # a lone surrogate in a pass-through value (`stop`, a tool's description) cannot be sent as JSON:
+                # refused here, it had failed in the upstream call and been reported as the upstream's fault (502)
+                json.dumps({k: v for k, v in data.items() if k in PASS_THROUGH}, ensure_ascii=False).encode()
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"a generation parameter contains an unpaired surrogate ({exc.reason})") from None
+            except (TypeError, ValueError, RecursionError):
+                pass  # not JSON at all: the field's own validation (or the upstream body) reports it
         return data

@@ -46,7 +46,7 @@ def _expected(if_match: str | None, body_version: int | None) -> int | str | Non
         raw = if_match.strip().removeprefix("W/").strip('"')
         if raw == "*":
             header = "*"
-        elif raw.isdigit():
+        elif re.fullmatch(r"[0-9]{1,18}", raw):  # str.isdigit() also takes '²' and 5,000-digit numbers (a 500)
             header = int(raw)
         else:
             raise ApiError(400, "invalid_if_match", "If-Match must be a version number, e.g. \"3\", or *")

@@ -180,7 +180,11 @@ class Core:
 
 
 def _seg(value: str) -> str:
-    """Path segments are percent-encoded: a user id may contain '/', '?', '#' or spaces."""
+    """Path segments are percent-encoded: a user id may contain '/', '?', '#' or spaces. The ids '.' and '..'
+    are encoded too: left as they are, the HTTP client resolves them as path steps (``erase_user("..")`` posted to
+    ``/v1/erase``)."""
+    if value in (".", ".."):
+        return "%2E" * len(value)
     return quote(value, safe="")
 
 

@@ -195,11 +195,16 @@ class SettingsStore(SessionStateMixin):
             res = conn.execute(sa.delete(user_settings).where(*pk, user_settings.c.version == old.version))
             version = old.version
         elif old.version == 0:
-            version, text = 1, self._json(new)
+            # A user deleted and written again continues from the last version the audit trail holds: restarting at
+            # 1 let a client holding the deleted row's version 1 overwrite the new row (a lost update, a reused
+            # ETag). Erasure removes the audit too, so an erased user starts again at 1.
+            last = conn.execute(sa.select(sa.func.max(settings_audit.c.version)).where(
+                settings_audit.c.tenant_id == t, settings_audit.c.user_id == u)).scalar()
+            version, text = int(last or 0) + 1, self._json(new)
             try:  # the savepoint keeps the txn usable if a concurrent insert won (only possible off SQLite)
                 with conn.begin_nested():
                     conn.execute(sa.insert(user_settings).values(
-                        tenant_id=t, user_id=u, version=1, settings=text, updated_at=now))
+                        tenant_id=t, user_id=u, version=version, settings=text, updated_at=now))
                 # An INSERT that did not raise wrote exactly one row; psycopg reports rowcount -1 for it.
                 res = _ONE_ROW
             except IntegrityError:  # lost an insert race (the row exists now), or a real constraint error

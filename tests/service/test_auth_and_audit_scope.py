@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import sqlalchemy as sa
 
+from guardrails.errors import ConfigError
 from guardrails.service.auth import KeyRing
 from guardrails.store import SettingsStore
 
@@ -33,3 +35,10 @@ def test_history_is_per_user(tmp_path):
         s.put("default", "bob", {"guard": {"shadow": True}}, expected_version=0, actor="t")
         s.put("default", "bob", {"guard": {"shadow": False}}, expected_version=1, actor="t")
         assert [e.user_id for e in s.history("default", "alice")] == ["alice"]
+
+
+@pytest.mark.parametrize("ttl", [float("nan"), float("inf"), -1.0, True, "5"])
+def test_a_key_cache_ttl_that_never_expires_is_refused(tmp_path, ttl):
+    # NaN or inf kept a revoked key valid forever in every other worker's cache.
+    with pytest.raises(ConfigError, match="key_cache_ttl_s"):
+        KeyRing(sa.create_engine(f"sqlite:///{tmp_path / 'k.db'}"), cache_ttl_s=ttl)

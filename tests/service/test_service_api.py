@@ -272,3 +272,50 @@ def test_session_state_idle_past_the_ttl_is_pruned_by_the_service(tmp_path):
         assert store.get_state("default", "bob", "s", "velocity") == {"turns": 1}
     finally:
         store.close()
+
+
+def test_screen_history_refuses_more_messages_than_the_guard_takes(service):
+    with service.client() as c:
+        headers = c._core.headers(c._core.get("/"))
+    body = {"user_id": "u-many", "messages": [{"role": "user", "content": "hi"}] * 1001}
+    r = httpx.post(f"{service.url}/v1/screen/history", json=body, headers=headers, timeout=60)
+    assert r.status_code == 422, r.text
+    body["messages"] = body["messages"][:1000]
+    assert httpx.post(f"{service.url}/v1/screen/history", json=body, headers=headers, timeout=60).status_code == 200
+
+
+@pytest.mark.parametrize("if_match", ['"' + "1" * 5000 + '"', '"\u00b2"', '"1e3"', '"-1"', '" 1"'])
+def test_if_match_values_that_are_no_version_are_a_400(service, if_match):
+    # '²' and a 5,000-digit number passed str.isdigit() and then failed int() (a 500 with a traceback).
+    with service.client() as c:
+        headers = c._core.headers(c._core.get("/"))
+    url = f"{service.url}/v1/users/ifm/settings"
+    r = httpx.put(url, json={"settings": {"guard": {}}},
+                  headers={**headers, "If-Match": if_match.encode("latin-1")})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_if_match", r.text
+    with service.client() as c, pytest.raises(ServiceUnknownUserError):
+        c.get_settings("ifm")
+
+
+def test_a_deleted_user_written_again_never_reuses_a_version(service):
+    # A client holding version 1 of a deleted user's settings overwrote the recreated row (also version 1): a
+    # lost update behind a reused ETag.
+    with service.client() as c:
+        first = c.put_settings("reborn", {"guard": {"shadow": True}}, expected_version=0)
+        c.delete_settings("reborn")
+        again = c.put_settings("reborn", {"guard": {"disabled_detectors": ["pii"]}}, expected_version=0)
+        assert again.version == first.version + 1
+        with pytest.raises(ServiceVersionConflictError):
+            c.put_settings("reborn", {"guard": {}}, expected_version=first.version)
+        assert c.get_settings("reborn").settings["guard"]["disabled_detectors"] == ["pii"]
+
+
+@pytest.mark.parametrize("user", [".", ".."])
+def test_the_sdk_addresses_dot_user_ids(service, user):
+    # httpx resolved '..' as a path step: erase_user("..") posted to /v1/erase (404) and the data stayed.
+    with service.client() as c:
+        c.put_settings(user, {"guard": {"shadow": True}}, expected_version=0)
+        assert c.get_settings(user).settings["guard"]["shadow"] is True
+        c.erase_user(user)
+        with pytest.raises(ServiceUnknownUserError):
+            c.get_settings(user)

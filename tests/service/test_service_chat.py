@@ -335,3 +335,30 @@ def test_malformed_resent_tool_calls_are_a_422_and_nothing_goes_upstream(service
     with service.client() as c, pytest.raises(ServiceInvalidInputError) as e:
         c.chat(msgs, user_id="u-bad-calls")
     assert e.value.status_code == 422 and len(service.upstream.bodies) == calls
+
+
+def _raw_chat(service, key_headers: dict, body: bytes) -> httpx.Response:
+    return httpx.post(f"{service.url}/v1/chat/completions", content=body,
+                      headers={**key_headers, "Content-Type": "application/json"}, timeout=60)
+
+
+def test_chat_requests_the_proxy_cannot_serve_are_422_before_any_screening_or_upstream_call(service):
+    # Review findings (session 32): 1,000 messages were answered upstream (paid) and then refused as a 502 by the
+    # output check (conversation + answer = 1,001); 25,000 messages were screened for 36 s before the 422; a lone
+    # surrogate in `stop` failed inside the upstream call and was reported as the upstream's fault (502).
+    calls = len(service.upstream.bodies)
+    with service.client() as c:
+        headers = c._core.headers(c._core.get("/"))
+    many = [{"role": "user", "content": "hi"}] * 1000
+    r = _raw_chat(service, headers, json.dumps({"messages": many, "user": "u-lim"}).encode())
+    assert r.status_code == 422 and r.json()["error"]["code"], r.text
+    t0 = time.monotonic()
+    r = _raw_chat(service, headers, json.dumps({"messages": many * 25, "user": "u-lim"}).encode())
+    assert r.status_code == 422
+    surrogate = b'{"messages": [{"role": "user", "content": "hi"}], "user": "u-lim", "stop": ["\\ud800"]}'
+    r = _raw_chat(service, headers, surrogate)
+    assert r.status_code == 422 and "surrogate" in r.text, r.text
+    assert len(service.upstream.bodies) == calls
+    assert time.monotonic() - t0 < 30  # generous: the point is that no message was screened one by one
+    ok = _raw_chat(service, headers, json.dumps({"messages": many[:999], "user": "u-lim"}).encode())
+    assert ok.status_code == 200 and len(service.upstream.bodies) == calls + 1

@@ -157,7 +157,7 @@ def test_delete_is_audited_and_user_can_be_recreated(store: SettingsStore) -> No
     assert hist[0].actor == "gdpr-bot" and hist[0].digest is None
     assert "guard.shadow" in hist[0].changed
     again = store.put("default", "alice", {}, expected_version=0, actor="admin")
-    assert again.version == 1
+    assert again.version == 2  # continues after the deleted row's version 1 (never reused)
 
 
 # -- audit trail ----------------------------------------------------------------------------------------------
@@ -606,3 +606,16 @@ def test_an_old_database_opens_unversioned_when_the_role_may_not_create_tables(
         pass
     with sqlite3.connect(path) as c:
         assert c.execute("SELECT version FROM railguard_schema").fetchall() == [(schema.SCHEMA_VERSION,)]
+
+
+def test_a_deleted_user_written_again_continues_its_versions(store: SettingsStore) -> None:
+    # Versions restarting at 1 let a writer holding the deleted row's version overwrite the new row.
+    store.put("default", "bo", {"guard": {"shadow": True}}, expected_version=0, actor="a")
+    store.delete("default", "bo", actor="a")
+    again = store.put("default", "bo", {"guard": {}}, expected_version=0, actor="b")
+    assert again.version == 2
+    with pytest.raises(VersionConflictError):
+        store.put("default", "bo", {"guard": {"shadow": True}}, expected_version=1, actor="a")
+    assert [h.version for h in store.history("default", "bo")] == [2, 1, 1]
+    store.erase_user("default", "bo")  # erasure keeps nothing, not even the count: it starts again at 1
+    assert store.put("default", "bo", {}, expected_version=0, actor="c").version == 1
