@@ -14,9 +14,11 @@ from guardrails.decision import Action, Finding, Stage
 from guardrails.detector import BaseDetector, CheckRequest, PluginContext
 from guardrails.errors import RailguardError
 
-from .router import CommandRouter, ModerationNotAvailableError, PersonalizationModeration, RouteKind
+from .router import _BASE, CommandRouter, ModerationNotAvailableError, PersonalizationModeration, RouteKind, names_for
 
 log = logging.getLogger("railguard.agents")
+#: The detector that enforces the `moderation` section this plugin's moderation commands write.
+_HARM = "harm"
 
 
 def _moderation_backend(store: Any) -> Any:
@@ -48,6 +50,26 @@ class CommandDetector(BaseDetector):
         if res.kind is RouteKind.REJECTED:
             return self._findings(res.kind, "refused: " + res.explanation)  # the refusal quotes nothing
         return self._findings(res.kind, _summary(res), res.explanation)
+
+    def lifts(self, request: CheckRequest, blocking: list[Finding]) -> bool:
+        """Whether this blocked message is the user's own command to unblock exactly the categories that block it:
+        "unblock crypto spam" is about crypto spam, so the category made from "stop showing me crypto spam" blocked
+        every message that could unblock it. Only the user's own words, only a message that does nothing but
+        unblock, only categories of the user's own moderation profile that the harm detector enforces, and never a
+        base category (toxic, spam, negative: "stop blocking insults, you idiot" stays blocked and changes
+        nothing). The Guard then applies the command and judges the message again under the settings it left."""
+        if request.stage is not Stage.INPUT or not request.messages or request.messages[-1].role != "user":
+            return False
+        try:
+            kind, _cmd, mods = self.router.classify(request.text)
+        except (RailguardError, ValueError):
+            return False
+        if kind is not RouteKind.MODERATION or not mods or any(m.op != "unblock" for m in mods):
+            return False
+        named = {n for m in mods for n in names_for(m.target)}
+        own = (request.settings.get("moderation") or {}).get("categories") or {}
+        return all(f.detector == _HARM and f.category in named and f.category in own and f.category not in _BASE
+                   for f in blocking)
 
     def _findings(self, kind: RouteKind, expl: str, detail: str = "") -> list[Finding]:
         rec = kind in (RouteKind.REC, RouteKind.BOTH, RouteKind.REJECTED)

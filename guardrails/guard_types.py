@@ -151,6 +151,43 @@ def gate_blocked(results: list[tuple[DetectorSlot, list[Finding], str | None]], 
                for slot, fs, _ in results)
 
 
+def blocking_findings(results: list[tuple[DetectorSlot, list[Finding], str | None]],
+                      request: CheckRequest) -> list[Finding]:
+    """The findings of enforcing (non-shadow) detectors that block, under the user's thresholds."""
+    return [f for slot, fs, _ in results if not slot.shadow
+            for f in apply_user_thresholds(fs, request) if f.action is Action.BLOCK]
+
+
+def lifting(acting: Sequence[DetectorSlot], results: list[tuple[DetectorSlot, list[Finding], str | None]],
+            request: CheckRequest) -> list[DetectorSlot]:
+    """The side-effect detectors that claim a blocked message as the user's own command lifting exactly what blocks
+    it (optional ``lifts(request, blocking) -> bool``): "unblock crypto spam" is about crypto spam, so a category
+    made from that topic blocked every command that named it, and the user could never unblock it by chat. A claim
+    that raises, or says anything but True, lifts nothing."""
+    blocking = blocking_findings(results, request)
+    claimed = []
+    for slot in acting:
+        claim = getattr(slot.detector, "lifts", None)
+        try:
+            if blocking and callable(claim) and claim(request, blocking) is True:
+                claimed.append(slot)
+        except Exception:  # noqa: BLE001 - a broken claim is no claim: the message stays blocked
+            continue
+    return claimed
+
+
+def after_command(store: Any, tenant_id: str, request: CheckRequest,
+                  results: list[tuple[DetectorSlot, list[Finding], str | None]]
+                  ) -> tuple[CheckRequest, set[DetectorSlot]]:
+    """A blocked message ran as the user's own command (`lifting`): the request with the settings the command left,
+    and the detectors that blocked it, to be judged again under them. A command that was refused changed nothing,
+    so they block again; one that applied lifted exactly what it named."""
+    settings = store.get(tenant_id, request.user_id).settings
+    blockers = {slot for slot, fs, _ in results if not slot.shadow and not slot.side_effects
+                and most_severe(apply_user_thresholds(fs, request)) is Action.BLOCK}
+    return request.model_copy(update={"settings": settings}), blockers
+
+
 def lets_through(results: list[tuple[DetectorSlot, list[Finding], str | None]], request: CheckRequest,
                  shadow: bool) -> bool:
     """Whether the message goes on to the agent given ``results`` so far: no enforcing detector blocks it under the

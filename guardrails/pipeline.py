@@ -4,6 +4,8 @@ One core, two shells (the httpx pattern): `_prepare` validates input and loads t
 `_finish` aggregates; `check` runs detectors in order, `acheck` runs independent detectors concurrently.
 Gates (cheap validators, `gate = True`) run first; when a gate blocks, the expensive detectors are skipped.
 Detectors with `side_effects = True` (they apply the user's command) run last, only if the message is not blocked.
+One that claims a blocked message as the user's own command lifting exactly what blocks it (`lifts`) runs, and the
+detectors that blocked are run again under the settings it left.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ from .guard_types import (
     DetectorSlot,
     HistoryScreen,
     SupportsCheck,
+    after_command,
     apply_redactors,
     apply_user_thresholds,
     failure_findings,
     gate_blocked,
     history_checks,
     lets_through,
+    lifting,
 )
 from .store.settings import check_key, named_detectors, safe_segment
 from .text import UNREAD_PARTS_KEY, check_id, coerce_messages, coerce_text, last_unread_parts
@@ -257,7 +261,12 @@ class Guard:
                 results += [self._run_sync(s, request) for s in rest]
                 if acting and lets_through(results, request, self._shadow(request)):
                     results += [self._run_sync(s, request) for s in acting]
+                elif acting and self.store is not None and (lifters := lifting(acting, results, request)):
+                    results += [self._run_sync(s, request) for s in lifters]
+                    request, rerun = after_command(self.store, self.tenant_id, request, results)
+                    results = [self._run_sync(r[0], request) if r[0] in rerun else r for r in results]
             return self._finish(request, results, started)
+
 
     # ---- async shell -------------------------------------------------------------------------
     async def _run_async(self, slot: DetectorSlot, request: CheckRequest
@@ -308,6 +317,10 @@ class Guard:
             results += await asyncio.gather(*(self._run_async(s, request) for s in rest))
             if acting and lets_through(results, request, self._shadow(request)):
                 results += [await self._run_async(s, request) for s in acting]
+            elif acting and self.store is not None and (lifters := lifting(acting, results, request)):
+                results += [await self._run_async(s, request) for s in lifters]
+                request, rerun = await asyncio.to_thread(after_command, self.store, self.tenant_id, request, results)
+                results = [await self._run_async(r[0], request) if r[0] in rerun else r for r in results]
         return self._finish(request, results, started)
 
     # ---- earlier messages of a resent conversation ------------------------------------------------

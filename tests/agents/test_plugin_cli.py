@@ -223,3 +223,41 @@ def test_a_blocked_message_applies_no_command(parser, store, keyword):
     d = asyncio.run(shadow.acheck(text, user_id="bob", session_id="s1"))
     assert d.action is Action.BLOCK and d.enforced_action is Action.ALLOW and mod.calls == ["insults", "insults"]
     assert load_policy(store, "t", "bob", session_id="s1").preferences  # the message went through: it applied
+
+
+@pytest.mark.model
+def test_a_category_blocked_in_chat_can_be_unblocked_in_chat(tmp_path):
+    """Review finding (session 32): "stop showing me crypto spam" makes a category from the topic, which then
+    blocked every message naming it, "unblock crypto spam" included, so only the API could undo it. The commands
+    detector now claims such a message (`lifts`): it applies the unblock and the harm detector judges the message
+    again under the settings it left. Anything more than the user's own unblock of exactly the blocking chat
+    categories stays blocked and changes nothing."""
+    import asyncio
+
+    from guardrails.pipeline import Guard
+    from guardrails.store import SettingsStore
+
+    s = SettingsStore(f"sqlite:///{tmp_path / 'lift.db'}")
+    try:
+        guard = Guard.from_registry(["harm", "commands"], store=s)
+
+        def action(user, name="crypto-spam"):
+            return s.get("default", user).settings["moderation"]["categories"][name]["action"]
+
+        for user in ("carol", "dave"):
+            guard.check("stop showing me crypto spam", user_id=user)
+            assert action(user) == "block"
+        for text in ("unblock crypto spam for bob", "unblock crypto spam and no horror movies",
+                     "show me crypto spam"):
+            before = s.get("default", "carol").version
+            d = guard.check(text, user_id="carol")
+            assert d.action is Action.BLOCK and s.get("default", "carol").version == before, text
+        d = guard.check("unblock crypto spam", user_id="carol")
+        assert d.action is not Action.BLOCK and action("carol") == "allow"
+        assert not [f for f in d.findings if f.detector == "harm" and f.action is Action.BLOCK]
+        assert action("dave") == "block"  # another user's category is untouched
+        d = asyncio.run(guard.acheck("unblock crypto spam", user_id="dave"))
+        assert d.action is not Action.BLOCK and action("dave") == "allow"
+        assert guard.check("show me crypto spam", user_id="carol").action is not Action.BLOCK
+    finally:
+        s.close()

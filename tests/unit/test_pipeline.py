@@ -332,3 +332,88 @@ def test_detector_failure_messages_that_may_quote_input_are_withheld():
     assert "078-05" not in d.error and "078-05" not in json.dumps(d.log_record())
     assert "validating: ValidationError: message withheld, sha256 " in d.error
     assert "typed: DetectorError: backend returned 503" in d.error
+
+
+class _SettingsKeyword(BaseDetector):
+    """Blocks a text naming a word the user's own settings block (like a chat-made moderation category)."""
+
+    name = "topic"
+
+    def predict(self, request):
+        blocked = request.settings.get("kw", {}).get("blocked", [])
+        return [Finding(detector=self.name, category=w, score=1.0, threshold=0.5, action=Action.BLOCK)
+                for w in blocked if w in request.text]
+
+
+class _Unblocker(BaseDetector):
+    """A side-effect detector: 'unblock <word>' removes the word from the user's settings, unless `refuse`."""
+
+    name = "cmd"
+    side_effects = True
+
+    def __init__(self, store, claim):
+        self.store, self.claim, self.refuse, self.ran = store, claim, False, 0
+
+    def lifts(self, request, blocking):
+        return self.claim(request, blocking)
+
+    def predict(self, request):
+        self.ran += 1
+        if request.text.startswith("unblock ") and not self.refuse:
+            word = request.text.split()[1]
+            self.store.update_section(request.tenant_id, request.user_id, "kw",
+                                      lambda s: {"blocked": [w for w in s.get("blocked", []) if w != word]},
+                                      actor="cmd")
+        return []
+
+
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_a_side_effect_detector_may_lift_the_block_its_own_command_undoes(tmp_path, twin, monkeypatch, keyword):
+    import asyncio
+
+    from pydantic import BaseModel
+
+    import guardrails.store.sql as store_sql
+    from guardrails.store import SettingsStore
+
+    class Kw(BaseModel):
+        blocked: list[str] = []
+
+    registered = store_sql.section_models
+    monkeypatch.setattr(store_sql, "section_models", lambda: {**registered(), "kw": Kw})
+
+    store = SettingsStore(f"sqlite:///{tmp_path / 'l.db'}")
+    try:
+        def run(guard, text, user):
+            if twin == "sync":
+                return guard.check(text, user_id=user)
+            return asyncio.run(guard.acheck(text, user_id=user))
+
+        for user in ("a", "b", "c", "d"):
+            store.put("default", user, {"kw": {"blocked": ["crypto"]}}, expected_version=0, actor="t")
+        claims = {"yes": lambda req, blocking: all(f.category == "crypto" for f in blocking),
+                  "raises": lambda req, blocking: 1 / 0, "truthy": lambda req, blocking: "yes"}
+        # a claim that raises or says anything but True lifts nothing: blocked, the command not run
+        for user, claim in (("a", "raises"), ("b", "truthy")):
+            cmd = _Unblocker(store, claims[claim])
+            d = run(Guard([_SettingsKeyword(), cmd], store=store), "unblock crypto", user)
+            assert d.action is Action.BLOCK and cmd.ran == 0 and store.get("default", user).version == 1
+        # a claimed command that applies nothing (refused): judged again under unchanged settings, still blocked
+        cmd = _Unblocker(store, claims["yes"])
+        cmd.refuse = True
+        d = run(Guard([_SettingsKeyword(), cmd], store=store), "unblock crypto", "c")
+        assert d.action is Action.BLOCK and cmd.ran == 1 and store.get("default", "c").version == 1
+        # the claimed command applies: the message is judged again under the new settings and passes
+        cmd = _Unblocker(store, claims["yes"])
+        d = run(Guard([_SettingsKeyword(), cmd], store=store), "unblock crypto", "d")
+        assert d.action is Action.ALLOW and cmd.ran == 1
+        assert store.get("default", "d").settings["kw"] == {"blocked": []}
+        assert store.get("default", "a").settings["kw"] == {"blocked": ["crypto"]}  # another user: untouched
+        # a block the claim does not cover (another detector's) lifts nothing
+        cmd = _Unblocker(store, claims["yes"])
+        guard = Guard([_SettingsKeyword(), keyword("unblock", name="other"), cmd], store=store)
+        store.update_section("default", "d", "kw", lambda s: {"blocked": ["crypto"]}, actor="t")
+        d = run(guard, "unblock crypto", "d")
+        assert d.action is Action.BLOCK and cmd.ran == 0
+    finally:
+        store.close()
