@@ -128,7 +128,6 @@ class PrivacyDetector(BaseDetector):
         self.sentences = sentences
         self._lm = lm
         self._encoder: SentinelEncoder | None = None
-        self._hooks = 0  # FusedProbeHooks handed out (fused mode relies on them for every verdict)
         self._hook_refs: weakref.WeakSet[FusedProbeHook] = weakref.WeakSet()
         self._lock = threading.Lock()
         if lm is not None:
@@ -172,7 +171,9 @@ class PrivacyDetector(BaseDetector):
 
     def predict(self, request: CheckRequest) -> list[Finding]:
         if self.mode == "fused":
-            if not self._hooks:  # nothing would ever score: fail closed rather than allow every turn silently
+            # nothing would ever score: fail closed rather than allow every turn silently. Live hooks, not hooks
+            # ever made: one made and dropped (never put in a model's observers) had left every check allowed
+            if not self._hook_refs:
                 raise ConfigError("privacy mode 'fused' but no FusedProbeHook exists: add detector.fused_hook() "
                                   "to the serving model's prefill_observers, or use mode 'sentinel'")
             return []  # the verdict comes from FusedProbeHook during the serving model's prefill
@@ -199,7 +200,6 @@ class PrivacyDetector(BaseDetector):
             raise ConfigError(f"fused_hook() needs a detector built with mode='fused' (this one is {self.mode!r}): "
                               "a sentinel-mode detector runs its own forward pass on every check anyway; use "
                               "PrivacyDetector(..., mode='fused') or config {'privacy': {'mode': 'fused'}}")
-        self._hooks += 1
         hook = FusedProbeHook(self.scorer, tenant_id=tenant_id, identity=identity, name=self.name)
         self._hook_refs.add(hook)  # weakly: `forget_user` reaches the hooks still in use
         return hook
@@ -325,6 +325,9 @@ class FusedProbeHook:
         def make(li: int) -> Callable[..., None]:
             def hook(_m: Any, _i: Any, out: Any) -> None:
                 h = out[0] if isinstance(out, tuple | list) else out
+                if h.shape[0] != 1:  # one conversation per prefill: row 0 alone was read, the others went unscored
+                    raise InvalidInputError(f"fused privacy probe reads one conversation per prefill, got a batch "
+                                            f"of {h.shape[0]}")
                 if h.shape[1] <= offsets[li][-1]:
                     raise InvalidInputError("prompt shorter than the probe's token offset")
                 for k in offsets[li]:  # fp32 upcast before the dot product

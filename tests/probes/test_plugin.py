@@ -151,7 +151,7 @@ def test_fused_hook_refuses_a_sentinel_mode_detector(tiny):
     assert det.mode == "sentinel"
     with pytest.raises(ConfigError, match="mode='fused'"):
         det.fused_hook(identity=lambda: None)
-    assert det._hooks == 0
+    assert not det._hook_refs
     assert [f.category for f in det.predict(_req([{"role": "user", "content": "x"}], session=None))] == [
         "privacy_request"]  # the sentinel path is untouched
 
@@ -659,3 +659,31 @@ def test_a_probe_whose_layers_or_width_the_model_lacks_is_refused_at_constructio
     PrivacyDetector(good, lm=tiny)  # the deepest hidden state is a layer it has
     with pytest.raises(ProbeMismatchError, match="hidden states"):
         PrivacyDetector(synthetic_bundle(tiny, n + 1), lm=tiny, mode="fused")
+
+
+def test_fused_mode_fails_closed_once_its_hooks_are_gone_and_refuses_a_batched_prefill(tiny):
+    """Review findings (session 32): a hook made and dropped (never put in a model's observers) left every check of
+    a fused-mode guard allowed, since the guard counted hooks ever made; and a batch of two prefills scored row 0
+    only, so `[benign, attack]` generated."""
+    import gc
+
+    from guardrails.pipeline import Guard
+
+    det = PrivacyDetector(synthetic_bundle(tiny, 2, threshold=-1e9), lm=tiny, mode="fused")
+    guard = Guard([det])
+    msgs = [{"role": "user", "content": "x"}]
+    det.fused_hook(identity=lambda: None)  # dropped at once
+    gc.collect()
+    d = guard.check(msgs, user_id="u", session_id="s")
+    assert d.action is Action.BLOCK and "no FusedProbeHook" in (d.error or "")
+    hook = det.fused_hook(identity=lambda: None)
+    assert guard.check(msgs, user_id="u", session_id="s").action is Action.ALLOW  # the hook gives the verdict
+    one = tiny.tokenizer("user: hi\nassistant:")["input_ids"]
+    ids = torch.tensor([one, one])
+    detach = hook.attach(tiny, ids, None)
+    try:
+        with pytest.raises(InvalidInputError, match="batch of 2"), torch.no_grad():
+            tiny.model(input_ids=ids)
+    finally:
+        detach()
+    assert hook.calls == 0
