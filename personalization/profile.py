@@ -147,6 +147,16 @@ class ModerationProfile(BaseModel):
         # but never grow it past today's limits; a read accepts what earlier releases could store.
         ctx = info.context if isinstance(info.context, dict) else {}
         held = _size(ctx["previous"]) if "previous" in ctx else None
+        if "previous" in ctx and not ctx.get("import"):  # a store write (an import checks on its own, with a typed
+            # InvalidInputError): a case or Unicode-form contradiction entering now is refused, as block_new and
+            # the imports do (the HTTP section PUT had let "Scam coin" and its counter-example "scam coin" in, which
+            # silently disabled the example); what was stored stays
+            before = ctx["previous"].get("categories", {}) if isinstance(ctx["previous"], Mapping) else {}
+            for name, cat in self.categories.items():
+                old = before.get(name) if isinstance(before, Mapping) else None
+                if not isinstance(old, Mapping) or (old.get("examples"), old.get("counter_examples")) != (
+                        cat.examples, cat.counter_examples):
+                    check_contradictions(name, cat)
         cats_limit = LEGACY_MAX_CATEGORIES if held is None else max(MAX_CATEGORIES, held[0])
         if len(self.categories) > cats_limit:
             raise InvalidInputError(f"{len(self.categories)} categories with the base ones; the limit is "
@@ -225,7 +235,8 @@ def parse_profile(data: Any, *, new: bool = False, previous: Any = None) -> Mode
     if not isinstance(data, Mapping):
         raise ConfigError(f"moderation profile must be an object, got {type(data).__name__}")
     try:
-        return ModerationProfile.model_validate(dict(data), context={"previous": previous} if new else None)
+        context = {"previous": previous, "import": True} if new else None
+        return ModerationProfile.model_validate(dict(data), context=context)
     except ValidationError as exc:
         raise ConfigError(f"invalid moderation profile: {_describe(exc)}") from None
 
@@ -339,6 +350,9 @@ def extend(
     other = "examples" if counter else "counter_examples"
     data = cat.model_dump()
     new = clean_list(items, what=field)
+    if not new:  # "   " or "" cleaned to nothing: an extend that adds nothing is an error, as block_new's
+        raise InvalidInputError(f"extend {name!r}: no text to add (empty after removing whitespace and control "
+                                "characters)")
     # The newest call wins a contradiction: moving a text between lists is how a user corrects themselves.
     moved = {_same_text(t) for t in new}
     data[other] = [t for t in data[other] if _same_text(t) not in moved]

@@ -104,4 +104,10 @@ class ProfileService:
         data = load_profile_json(text)  # parse outside the transaction: bad JSON never opens a write
         # validated against the profile it replaces: an export of a profile an earlier release stored larger than
         # today's limits imports back into its own user (as any write may keep what it held), not into another
-        return self._replace(user_id, lambda section: P.parse_profile(data, new=True, previous=section), actor)
+        def imported(section: dict[str, Any]) -> ModerationProfile:
+            profile = P.parse_profile(data, new=True, previous=section)
+            for name, cat in profile.categories.items():  # as profile_io.import_json: "Scam" vs "scam" is refused
+                P.check_contradictions(name, cat)
+            return profile
+
+        return self._replace(user_id, imported, actor)

@@ -29,6 +29,8 @@ def clean_text(value: Any, *, what: str) -> str:
         raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
     if len(value) > MAX_TEXT_CHARS:
         raise InvalidInputError(f"{what} is {len(value)} characters; the limit is {MAX_TEXT_CHARS}")
+    if any("\ud800" <= c <= "\udfff" for c in value):  # no character: dropping it stored words the user never wrote
+        raise InvalidInputError(f"{what} contains an unpaired surrogate (not valid Unicode text)")
     text = "".join(c for c in value if c in "\n\t" or unicodedata.category(c)[0] != "C")
     return text.strip()
 
@@ -74,4 +76,6 @@ def with_variations(texts: list[str], n_variations: object, *, seed: int = 0) ->
         return texts
     from .variations import variations
 
-    return texts + [v for t in texts for v in variations(t, n_variations, seed=seed)]
+    # a variation may come out longer than its text (a 1,995-character text was refused for a 2,028-character
+    # variation the user never wrote): those are left out, never cut
+    return texts + [v for t in texts for v in variations(t, n_variations, seed=seed) if len(v) <= MAX_TEXT_CHARS]

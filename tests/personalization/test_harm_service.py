@@ -239,3 +239,42 @@ def test_hostile_definition_through_the_guard_leaves_another_user_alone(tmp_path
         trap = [f for _, fs in alice for f in fs if f.category == "trap"]
         assert len(trap) == 2 and all(f.action is Action.ALLOW for f in trap)  # scored, and flags neither text
         assert decisions("bob") == bob
+
+
+def test_writes_that_skipped_the_case_contradiction_check_refuse_it(store):
+    """Review finding (session 32): ProfileService.import_json (and the HTTP section PUT, through the same store
+    validation) let the example "Scam coin" in with the counter-example "scam coin", which silently disabled the
+    example and made the export impossible to import anywhere else."""
+    import json
+
+    svc = ProfileService(store, "t")
+    svc.block_new("a", "crypto", examples=["Scam coin"], definition="crypto shilling")
+    doc = json.loads(svc.export_json("a"))
+    doc["categories"]["crypto"]["counter_examples"] = ["scam coin"]
+    before = store.get("t", "a").version
+    with pytest.raises(InvalidInputError, match="contradiction"):
+        svc.import_json("a", json.dumps(doc))
+    section = store.get("t", "a").settings["moderation"]
+    section["categories"]["crypto"]["counter_examples"] = ["SCAM COIN"]
+    with pytest.raises(ConfigError, match="contradiction"):  # the store's validation of a section (HTTP PUT)
+        store.update_section("t", "a", "moderation", lambda _s: section, actor="x")
+    assert store.get("t", "a").version == before
+
+
+def test_extend_with_nothing_left_after_cleaning_and_unpaired_surrogates_are_refused(store):
+    svc = ProfileService(store, "t")
+    svc.block_new("b", "solo", examples=["only one"])
+    before = store.get("t", "b").version
+    for texts in (["   "], [""], "  ", ["\x00\x01"]):
+        with pytest.raises(InvalidInputError, match="no text to add"):
+            svc.extend("b", "solo", texts)
+    with pytest.raises(InvalidInputError, match="surrogate"):
+        svc.extend("b", "solo", ["bad \ud800 text"])
+    with pytest.raises(InvalidInputError, match="surrogate"):
+        svc.block_new("b", "sur", definition="bad \ud800 text")
+    assert store.get("t", "b").version == before
+    # a variation longer than the text limit is left out, not a reason to refuse the user's own text
+    long_text = " ".join(["word"] * 399)
+    p = svc.extend("b", "solo", [long_text], n_variations=3)
+    assert long_text in p.categories["solo"].examples
+    assert all(len(t) <= 2000 for t in p.categories["solo"].examples)
