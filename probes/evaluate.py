@@ -26,6 +26,7 @@ from .probe import ProbeBundle
 from .segments import sentence_prefixes
 from .sentinel import SentinelEncoder
 from .train import default_layers, drift_scores
+from .velocity import alone_of, user_message_count
 
 Record = dict[str, Any]
 
@@ -105,7 +106,8 @@ def single_margins(bundle: ProbeBundle, scores: np.ndarray) -> np.ndarray:
 
 def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, progress: bool = True,
                    margins_out: list[float] | None = None,
-                   sentences: bool = True, alone: bool = False) -> tuple[dict[str, Any], np.ndarray, list[np.ndarray]]:
+                   sentences: bool = True, alone: bool = False,
+                   isolated: bool = True) -> tuple[dict[str, Any], np.ndarray, list[np.ndarray]]:
     """Conversation-level metrics + mean_detection_turn (1-based user turn of the first flag, positives), and
     with per-turn labels how that turn compares with the first inappropriate one (:func:`_timing`).
     ``margins_out`` receives each conversation's score (max margin over its turns; > 0 flags). ``sentences``: each
@@ -114,7 +116,8 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, p
     system prompt, no earlier messages), as served: the per-turn probes take the later-turn τ from the session's
     turn count (which a message repeating the previous one does not advance: a retry; without a drift probe there
     is no session and every check is turn 1), and the drift is computed but never enforced
-    (``probes.scoring.PrivacyScorer``)."""
+    (``probes.scoring.PrivacyScorer``). ``isolated``: a user turn after earlier ones is also read behind the system
+    prompt alone, at the first turn's τ, as the detector serves (``PrivacyDetector(alone=True)``)."""
     layers = bundle.layers
     enc = SentinelEncoder(lm.model, lm.tokenizer, layers, max_sessions=2, offsets=bundle.offsets)
     single, multi = bundle.single, bundle.multiturn
@@ -131,11 +134,16 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, p
                 turn += 1
             last = mm["content"]
             t0 = time.perf_counter()
-            acts, cut_acts = enc.activations([mm] if alone else msgs[: j + 1], session=None if alone else ci,
+            upto = msgs[: j + 1]
+            iso = [alone_of(upto)] if isolated and not alone and user_message_count(upto) > 1 else []
+            acts, cut_acts = enc.activations([mm] if alone else upto, session=None if alone else ci,
                                              cuts=sentence_prefixes(mm["content"], markers=enc.markers)
-                                             if sentences else ())
+                                             if sentences else (), renderings=iso)
             lat.append((time.perf_counter() - t0) * 1000)
-            served.append(max(float(v) for a in (acts, *cut_acts) for v in bundle.request_margins(a, turn).values()))
+            iso_acts = cut_acts.pop() if iso else None
+            served.append(max([float(v) for a in (acts, *cut_acts) for v in bundle.request_margins(a, turn).values()]
+                              + ([float(v) for v in bundle.request_margins(iso_acts, 1).values()]
+                                 if iso_acts is not None else [])))
             if multi is not None:
                 a_multi.append(multi.features(acts))
         enc.forget(ci)

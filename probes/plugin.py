@@ -39,7 +39,14 @@ from .probe import ProbeBundle, load_probe, model_config, model_fingerprints
 from .scoring import PrivacyScorer
 from .segments import sentence_prefixes
 from .sentinel import SentinelEncoder
-from .velocity import InMemoryStateStore, StateStore, conversation_digest, user_message_count
+from .velocity import (
+    InMemoryStateStore,
+    StateStore,
+    alone_of,
+    conversation_digest,
+    opening_of,
+    user_message_count,
+)
 
 log = logging.getLogger("railguard.probes")
 Mode = Literal["sentinel", "fused"]
@@ -102,6 +109,9 @@ class PrivacyDetector(BaseDetector):
             (:mod:`probes.segments`; default True), so a harmless sentence after a flagged request ("Thanks!")
             does not hide it. Each cut costs one short forward over the KV cache. Fused mode reads the serving
             model's prefill only, so it scores the whole message.
+        alone: sentinel mode: a user message after earlier turns is also read behind the system prompt alone, as a
+            first turn at the first turn's τ (default True; a few tokens in the same forward), so benign turns
+            before a request cannot dilute it below τ. Fused mode reads the serving model's prefill only.
     """
 
     name = "privacy"
@@ -111,7 +121,7 @@ class PrivacyDetector(BaseDetector):
     def __init__(self, probe: str | ProbeBundle = "default", *, model: str | None = None, lm: Any = None,
                  mode: Mode = "sentinel", store: StateStore | None = None, device: str | None = None,
                  action: Action = Action.BLOCK, max_sessions: int = 32, max_cached_tokens: int = 32_768,
-                 sentences: bool = True) -> None:
+                 sentences: bool = True, alone: bool = True) -> None:
         if mode not in ("sentinel", "fused"):
             raise InvalidInputError(f"unknown privacy mode {mode!r}; expected sentinel or fused")
         self.bundle = probe if isinstance(probe, ProbeBundle) else load_probe(probe)
@@ -123,9 +133,9 @@ class PrivacyDetector(BaseDetector):
                 isinstance(max_cached_tokens, bool) or not isinstance(max_cached_tokens, int) or max_cached_tokens < 0:
             raise ConfigError("max_sessions and max_cached_tokens must be integers >= 0")
         self.max_sessions, self.max_cached_tokens = max_sessions, max_cached_tokens
-        if not isinstance(sentences, bool):
-            raise ConfigError("sentences must be true or false")
-        self.sentences = sentences
+        if not isinstance(sentences, bool) or not isinstance(alone, bool):
+            raise ConfigError("sentences and alone must be true or false")
+        self.sentences, self.alone = sentences, alone
         self._lm = lm
         self._encoder: SentinelEncoder | None = None
         self._hook_refs: weakref.WeakSet[FusedProbeHook] = weakref.WeakSet()
@@ -182,10 +192,21 @@ class PrivacyDetector(BaseDetector):
         key = (request.tenant_id, request.user_id, request.session_id) if request.session_id else None
         enc = self.encoder
         cuts = sentence_prefixes(msgs[-1]["content"], markers=enc.markers) if self.sentences else []
-        acts, cut_acts = enc.activations(msgs, session=key, cuts=cuts)
+        tracker = self.scorer.tracker
+        # a conversation sent with its history that the session's drift has no trajectory for: its baseline is
+        # read from the conversation's own opening (a few tokens in the same forward), not this turn
+        opening = [] if tracker is None or request.session_id is None or not tracker.needs_opening(
+            request.tenant_id, request.user_id, request.session_id, msgs) else [opening_of(msgs)]
+        # with earlier turns, the request is also read behind the system prompt alone (benign turns before it had
+        # diluted it below τ): like a cut, a few tokens in the same forward
+        alone = [alone_of(msgs)] if self.alone and user_message_count(msgs) > 1 else []
+        acts, cut_acts = enc.activations(msgs, session=key, cuts=cuts, renderings=[*opening, *alone])
+        alone_acts = cut_acts.pop() if alone else None
+        opening_acts = cut_acts.pop() if opening else None
         return self.scorer.findings(acts, tenant_id=request.tenant_id, user_id=request.user_id,
                                     session_id=request.session_id, threshold=_threshold(request.settings),
-                                    user_turn=_user_turns(msgs), conversation=msgs, cut_acts=cut_acts)
+                                    user_turn=_user_turns(msgs), conversation=msgs, cut_acts=cut_acts,
+                                    opening_acts=opening_acts, alone_acts=alone_acts)
 
     def fused_hook(self, *, tenant_id: str = "default",
                    identity: Callable[[], Any] | None = None) -> FusedProbeHook:
@@ -395,11 +416,11 @@ def _config(ctx: PluginContext) -> Mapping[str, Any]:
 def build_privacy_detector(ctx: PluginContext) -> PrivacyDetector:
     """Entry point ``railguard.detectors: privacy``. Config (``ctx.config['privacy']``): probe (dir or
     ``default``), mode (sentinel|fused), model (defaults to the probe's model), max_sessions,
-    max_cached_tokens (the sentinel's KV-cache bounds), sentences (score sentence prefixes too). The model loads
-    lazily."""
+    max_cached_tokens (the sentinel's KV-cache bounds), sentences (score sentence prefixes too), alone (also read a
+    later user message behind the system prompt alone). The model loads lazily."""
     cfg = _config(ctx)
     return PrivacyDetector(probe=str(cfg.get("probe", "default")), model=cfg.get("model"),
                            mode=cfg.get("mode", "sentinel"), store=ctx.store, device=ctx.device,
                            max_sessions=cfg.get("max_sessions", 32),
                            max_cached_tokens=cfg.get("max_cached_tokens", 32_768),
-                           sentences=cfg.get("sentences", True))
+                           sentences=cfg.get("sentences", True), alone=cfg.get("alone", True))

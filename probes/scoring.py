@@ -42,7 +42,9 @@ class PrivacyScorer:
     def findings(self, acts: Mapping[ActKey, np.ndarray], *, tenant_id: str, user_id: str, session_id: str | None,
                  threshold: float = 0.5, user_turn: int | None = None,
                  conversation: list[dict[str, str]] | None = None,
-                 cut_acts: Sequence[Mapping[ActKey, np.ndarray]] = ()) -> list[Finding]:
+                 cut_acts: Sequence[Mapping[ActKey, np.ndarray]] = (),
+                 opening_acts: Mapping[ActKey, np.ndarray] | None = None,
+                 alone_acts: Mapping[ActKey, np.ndarray] | None = None) -> list[Finding]:
         """``cut_acts``: activations of the last user message cut at its earlier sentence ends
         (:mod:`probes.segments`); the request probes take the largest margin over them and the whole message
         (the drift, the whole message only).
@@ -51,12 +53,19 @@ class PrivacyScorer:
         a session, its drift turn count also counts (a client may send only the newest message): the larger
         of the two wins; with neither, turn 1. ``conversation`` (the validated messages scored) lets the
         session's drift tell a retry of the scored turn and a rewritten history from a new turn
-        (``VelocityTracker.update``)."""
+        (``VelocityTracker.update``). ``opening_acts``: activations of the conversation's opening (its first user
+        turn), where the session's drift has no trajectory yet for a conversation sent with its history
+        (``VelocityTracker.needs_opening``): its baseline. ``alone_acts``: the last user message read behind the
+        system prompt only, as a first turn; the request probes also score it, at the first turn's τ (earlier
+        benign turns had diluted a request the same probes block on its own: 0.705 alone, 0.472 after two)."""
         if not 0.0 <= threshold <= 1.0:
             raise InvalidInputError("privacy threshold must lie in [0, 1]")
         if user_turn is not None and user_turn < 1:
             raise InvalidInputError("user_turn counts from 1")
         every = [acts, *cut_acts]
+        extra = [a for a in (opening_acts, alone_acts) if a is not None]
+        if not all(np.isfinite(a).all() for one in extra for a in one.values()):
+            raise InvalidInputError("non-finite activation: refusing to score")
         if not all(np.isfinite(a).all() for one in every for a in one.values()):
             raise InvalidInputError("non-finite activation: refusing to score")
         t = user_turn or 1
@@ -68,7 +77,8 @@ class PrivacyScorer:
             m = self.bundle.multiturn
             assert m is not None
             score, turn = self.tracker.update(tenant_id, user_id, session_id, m.features(acts),
-                                              conversation=conversation)
+                                              conversation=conversation,
+                                              opening=None if opening_acts is None else m.features(opening_acts))
             unit_d = m.unit_score(score)
             # A later turn checked as the newest message alone was read without its conversation, unlike every
             # turn the drift probe was calibrated on: reported, never enforced (see the class docstring).
@@ -84,17 +94,20 @@ class PrivacyScorer:
                                              + note,
                                  action=self.action if fire else Action.ALLOW))
             t = max(t, turn)
-        scored = [{name: float(m) for name, m in self.bundle.request_margins(one, t).items()} for one in every]
-        at = max(range(len(every)), key=lambda i: max(scored[i].values()))  # ties: the whole message
-        margins = scored[at]
+        reads = [(one, t) for one in every] + ([(alone_acts, 1)] if alone_acts is not None else [])
+        scored = [{name: float(m) for name, m in self.bundle.request_margins(one, turn_of).items()}
+                  for one, turn_of in reads]
+        at = max(range(len(reads)), key=lambda i: max(scored[i].values()))  # ties: the whole message
+        margins, t_read = scored[at], reads[at][1]
         unit = margin_to_unit(max(margins.values()))
         parts = []
         for name, p in self.bundle.request_probes.items():
-            tau = p.threshold_for(t)
+            tau = p.threshold_for(t_read)
             off = f", {p.meta.token_offset} tokens before the last" if p.meta.token_offset else ""
             parts.append(f"{'single-turn' if name == 'single' else 'context-free'} probe ({_where(p.layers)}{off}): "
                          f"raw {margins[name] * p.meta.score_scale + tau:.3f} vs tau {tau:.3f}")
-        where = f", the message up to its sentence {at} of {len(every)}" if at else ""
+        where = ", the message read without the earlier turns" if at == len(every) else \
+            f", the message up to its sentence {at} of {len(every)}" if at else ""
         return [Finding(detector="privacy", category="privacy_request", score=unit, threshold=threshold,
                         explanation="; ".join(parts) + f" (user turn {t}{where})",
                         action=self.action if unit > threshold else Action.ALLOW), *drift]

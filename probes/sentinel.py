@@ -105,12 +105,15 @@ class SentinelEncoder:
         return self.activations(messages, session)[0]
 
     def activations(self, messages: Sequence[Any], session: Hashable | None = None,
-                    cuts: Sequence[str] = ()) -> tuple[Acts, list[Acts]]:
+                    cuts: Sequence[str] = (), renderings: Sequence[Sequence[Any]] = ()) -> tuple[Acts, list[Acts]]:
         """The conversation's activations, and those of the same conversation with its last user message replaced
-        by each of ``cuts`` (earlier prefixes of it, :func:`probes.segments.sentence_prefixes`), in order."""
+        by each of ``cuts`` (earlier prefixes of it, :func:`probes.segments.sentence_prefixes`), in order, then
+        those of each of ``renderings`` (other conversations that share its opening tokens, such as its own
+        opening: read like the cuts, a few tokens in the same forward)."""
         msgs = validate_messages(messages)
         ids = self._ids(msgs)
         cut_ids = [self._ids([*msgs[:-1], {"role": "user", "content": c}]) for c in cuts]
+        cut_ids += [self._ids(validate_messages(r)) for r in renderings]
         from transformers import DynamicCache
 
         with self._lock:

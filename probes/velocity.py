@@ -166,10 +166,16 @@ def has_history(messages: Sequence[Mapping[str, str]]) -> bool:
     return user_message_count(messages) > 1
 
 
-def _opening(messages: Sequence[Mapping[str, str]]) -> Sequence[Mapping[str, str]]:
+def opening_of(messages: Sequence[Mapping[str, str]]) -> Sequence[Mapping[str, str]]:
     """The conversation up to and including its first user turn (system prompt included)."""
     first = next((i for i, m in enumerate(messages) if m["role"] == "user"), len(messages) - 1)
     return messages[: first + 1]
+
+
+def alone_of(messages: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
+    """The conversation's last user message behind its leading system message(s) only, without the turns between."""
+    lead = [m for m in messages[: next((i for i, m in enumerate(messages) if m["role"] != "system"), 0)]]
+    return [*lead, messages[-1]]
 
 
 class VelocityTracker:
@@ -222,6 +228,23 @@ class VelocityTracker:
         return VelocityState(turn=state.turn + 1, a1=state.a1, prev=a, score=state.score + delta,
                              probe_id=self.probe_id)
 
+    def start(self, a_1: np.ndarray, a_t: np.ndarray, turn: int) -> VelocityState:
+        """A trajectory first seen at user turn ``turn`` of a conversation sent whole: its baseline ``a_1`` read from
+        the conversation's own opening, so S_t = w·(a_t - a_1) is what the turn-by-turn sum would have reached."""
+        first = self.step(None, a_1)
+        now = self.step(first, a_t)
+        return VelocityState(turn=max(2, int(turn)), a1=first.a1, prev=now.prev, score=now.score,
+                             probe_id=self.probe_id)
+
+    def needs_opening(self, tenant_id: str, user_id: str, session_id: str,
+                      conversation: Sequence[Mapping[str, str]]) -> bool:
+        """Whether ``update`` would start a trajectory for this conversation sent with its history (no state for the
+        session, or state from another opening): the caller then reads the opening's activation for ``update``."""
+        if not has_history(conversation):
+            return False
+        state = self.load(tenant_id, user_id, session_id)
+        return state is None or (state.head is not None and state.head != conversation_digest(opening_of(conversation)))
+
     def _parse(self, raw: dict[str, Any] | None) -> VelocityState | None:
         if not raw:
             return None
@@ -235,13 +258,20 @@ class VelocityTracker:
         return st if same else None
 
     def update(self, tenant_id: str, user_id: str, session_id: str, a_t: np.ndarray, *,
-               conversation: Sequence[Mapping[str, str]] | None = None) -> tuple[float, int]:
+               conversation: Sequence[Mapping[str, str]] | None = None,
+               opening: np.ndarray | None = None) -> tuple[float, int]:
         """Advance the session by this turn and return (S_t, t). Read, step and write are one atomic update
         (the store's `update_state`, else a per-session lock in this process): two turns of one session checked
-        at once (a double submit, two tabs) are counted as two turns, never both as the same one."""
+        at once (a double submit, two tabs) are counted as two turns, never both as the same one.
+
+        ``opening``: the activation of the conversation's opening (its first user turn, as it was read at turn 1).
+        A trajectory that starts here for a conversation sent with its history (a new session id, a restart
+        without state, an edited opening) starts from it, at the conversation's user turn count: without it the
+        baseline was this turn, so S_t was 0 and a client could turn the drift off by sending each turn under a
+        new session id."""
         digest = head = None
         if conversation is not None:
-            digest, head = conversation_digest(conversation), conversation_digest(_opening(conversation))
+            digest, head = conversation_digest(conversation), conversation_digest(opening_of(conversation))
         out: list[tuple[float, int]] = []
 
         def advance(raw: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -253,7 +283,10 @@ class VelocityTracker:
                 assert conversation is not None
                 if has_history(conversation) and head != state.head:
                     state = None  # another opening: the old baseline a_1 belongs to another conversation
-            st = self.step(state, a_t)
+            if state is None and opening is not None and conversation is not None and has_history(conversation):
+                st = self.start(opening, a_t, user_message_count(conversation))
+            else:
+                st = self.step(state, a_t)
             st.digest = digest
             st.head = head if state is None or state.head is None else state.head
             out.append((st.score, st.turn))

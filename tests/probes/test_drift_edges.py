@@ -191,3 +191,46 @@ def test_eval_alone_counts_turns_as_served_a_repeated_message_is_a_retry(tiny, w
     margins: list[float] = []
     eval_multiturn(bundle(), tiny, recs, progress=False, alone=True, margins_out=margins)
     assert [m > 0 for m in margins] == served
+
+
+def _drift_scores(det, conv, session, user="u"):
+    f = {x.category: x for x in det.predict(_req(conv, user=user, session=session))}["privacy_drift"]
+    return f
+
+
+def test_a_conversation_sent_whole_to_a_new_session_gets_its_drift_from_its_own_opening(tiny):
+    """Review finding (session 32): the first check of a session set the baseline a_1 to *that* turn, so the same
+    conversation sent under a new session id had S = 0 and the drift never fired (a client rotating session ids
+    turned it off; an edited opening did the same). The baseline is now read from the conversation's opening (a
+    few tokens in the same forward) and the turn is its user message count: S_t equals the turn-by-turn value."""
+    det = PrivacyDetector(_drift_bundle(tiny), lm=tiny)
+    three = [*TWO, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "third thing"}]
+    for conv in (ONE, TWO):
+        det.predict(_req(conv, session="step"))
+    stepped = _drift_scores(det, three, "step")
+    fresh = _drift_scores(det, three, "new-id")
+    assert "S_3" in fresh.explanation and fresh.action is Action.BLOCK
+    s_step = float(stepped.explanation.split("= ")[1].split()[0])
+    s_fresh = float(fresh.explanation.split("= ")[1].split()[0])
+    assert s_fresh == pytest.approx(s_step, abs=2e-3) and abs(s_fresh) > 1e-3
+    # an edited opening starts its own trajectory from the edited opening, at the conversation's turn count
+    edited = [{"role": "user", "content": "first, edited"}, *three[1:]]
+    again = _drift_scores(det, edited, "step")
+    assert "S_3" in again.explanation and again.action is Action.BLOCK
+    assert float(again.explanation.split("= ")[1].split()[0]) == pytest.approx(
+        float(_drift_scores(det, edited, "other-id").explanation.split("= ")[1].split()[0]), abs=2e-3)
+    # a session's first check of a lone message is still the baseline (turn 1, never fires)
+    lone = _drift_scores(det, ONE, "lone")
+    assert "S_1" in lone.explanation and lone.action is Action.ALLOW
+
+
+def test_the_tracker_starts_a_whole_conversation_from_its_opening():
+    tr = VelocityTracker(_mt())
+    a = np.random.default_rng(9).normal(size=(2, 16)).astype(np.float32)
+    conv = _conv("q1", "r1", "q2", "r2", "q3")
+    s, t = tr.update("t", "u", "s", a[1], conversation=conv, opening=a[0])
+    assert t == 3 and s == pytest.approx(float(tr.probe.coef @ (a[1] - a[0])), abs=1e-4)
+    assert tr.needs_opening("t", "u", "new", conv) and not tr.needs_opening("t", "u", "s", conv)
+    assert not tr.needs_opening("t", "u", "new", _conv("q1"))  # no history: the turn is its own baseline
+    # without an opening (a caller that cannot read it) the old rule stands: this turn is the baseline
+    assert tr.update("t", "u", "s2", a[1], conversation=conv) == (0.0, 1)

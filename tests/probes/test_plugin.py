@@ -79,7 +79,10 @@ def test_a_retried_turn_is_scored_as_the_same_turn(tiny):
     assert [(f.score, f.explanation) for f in again] == [(f.score, f.explanation) for f in first]
     assert "S_2" in again[1].explanation and "(user turn 2)" in again[0].explanation
     edited = [{"role": "user", "content": "first, edited"}, *two[1:]]
-    assert "S_1" in det.predict(_req(edited))[1].explanation  # a rewritten history is its own trajectory
+    # a rewritten history is its own trajectory: from its own opening, at its own turn count (session 32: it was
+    # restarted at S_1 = 0, so editing the first message switched the drift off), as a new session would score it
+    rewritten = det.predict(_req(edited))[1].explanation
+    assert "S_2" in rewritten and rewritten == det.predict(_req(edited, session="other"))[1].explanation
 
 
 def test_per_user_threshold_override(tiny):
