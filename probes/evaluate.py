@@ -107,7 +107,7 @@ def single_margins(bundle: ProbeBundle, scores: np.ndarray) -> np.ndarray:
 def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, progress: bool = True,
                    margins_out: list[float] | None = None,
                    sentences: bool = True, alone: bool = False,
-                   isolated: bool = True) -> tuple[dict[str, Any], np.ndarray, list[np.ndarray]]:
+                   isolated: bool = False) -> tuple[dict[str, Any], np.ndarray, list[np.ndarray]]:
     """Conversation-level metrics + mean_detection_turn (1-based user turn of the first flag, positives), and
     with per-turn labels how that turn compares with the first inappropriate one (:func:`_timing`).
     ``margins_out`` receives each conversation's score (max margin over its turns; > 0 flags). ``sentences``: each
@@ -117,7 +117,7 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, p
     turn count (which a message repeating the previous one does not advance: a retry; without a drift probe there
     is no session and every check is turn 1), and the drift is computed but never enforced
     (``probes.scoring.PrivacyScorer``). ``isolated``: a user turn after earlier ones is also read behind the system
-    prompt alone, at the first turn's τ, as the detector serves (``PrivacyDetector(alone=True)``)."""
+    prompt alone, at the first turn's τ, as the detector serves it when asked (``PrivacyDetector(alone=True)``)."""
     layers = bundle.layers
     enc = SentinelEncoder(lm.model, lm.tokenizer, layers, max_sessions=2, offsets=bundle.offsets)
     single, multi = bundle.single, bundle.multiturn

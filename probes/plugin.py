@@ -109,9 +109,12 @@ class PrivacyDetector(BaseDetector):
             (:mod:`probes.segments`; default True), so a harmless sentence after a flagged request ("Thanks!")
             does not hide it. Each cut costs one short forward over the KV cache. Fused mode reads the serving
             model's prefill only, so it scores the whole message.
-        alone: sentinel mode: a user message after earlier turns is also read behind the system prompt alone, as a
-            first turn at the first turn's τ (default True; a few tokens in the same forward), so benign turns
-            before a request cannot dilute it below τ. Fused mode reads the serving model's prefill only.
+        alone: sentinel mode, opt-in (default False): a user message after earlier turns is also read behind the
+            system prompt alone, as a first turn at the first turn's τ (a few tokens in the same forward), so benign
+            turns before a request cannot dilute it below τ. Measured: dev multi-turn TPR 0.947 -> 0.957 at the
+            same FPR 0.0175, but on the hand-written record-holder conversations 7 of 10 benign ones flagged
+            instead of 1 (a mention of a listed person, read alone, crosses τ). Fused mode reads the serving
+            model's prefill only.
     """
 
     name = "privacy"
@@ -121,7 +124,7 @@ class PrivacyDetector(BaseDetector):
     def __init__(self, probe: str | ProbeBundle = "default", *, model: str | None = None, lm: Any = None,
                  mode: Mode = "sentinel", store: StateStore | None = None, device: str | None = None,
                  action: Action = Action.BLOCK, max_sessions: int = 32, max_cached_tokens: int = 32_768,
-                 sentences: bool = True, alone: bool = True) -> None:
+                 sentences: bool = True, alone: bool = False) -> None:
         if mode not in ("sentinel", "fused"):
             raise InvalidInputError(f"unknown privacy mode {mode!r}; expected sentinel or fused")
         self.bundle = probe if isinstance(probe, ProbeBundle) else load_probe(probe)
@@ -417,10 +420,10 @@ def build_privacy_detector(ctx: PluginContext) -> PrivacyDetector:
     """Entry point ``railguard.detectors: privacy``. Config (``ctx.config['privacy']``): probe (dir or
     ``default``), mode (sentinel|fused), model (defaults to the probe's model), max_sessions,
     max_cached_tokens (the sentinel's KV-cache bounds), sentences (score sentence prefixes too), alone (also read a
-    later user message behind the system prompt alone). The model loads lazily."""
+    later user message behind the system prompt alone; default false). The model loads lazily."""
     cfg = _config(ctx)
     return PrivacyDetector(probe=str(cfg.get("probe", "default")), model=cfg.get("model"),
                            mode=cfg.get("mode", "sentinel"), store=ctx.store, device=ctx.device,
                            max_sessions=cfg.get("max_sessions", 32),
                            max_cached_tokens=cfg.get("max_cached_tokens", 32_768),
-                           sentences=cfg.get("sentences", True), alone=cfg.get("alone", True))
+                           sentences=cfg.get("sentences", True), alone=cfg.get("alone", False))

@@ -37,9 +37,11 @@ def test_later_user_turns_use_the_history_threshold(tiny):
     from the session's drift turns when a client sends only the newest message (the larger wins)."""
     bundle = synthetic_bundle(tiny, 2)
     bundle.single.meta.threshold, bundle.single.meta.history_threshold = 0.25, 7.5
-    det = PrivacyDetector(bundle, lm=tiny)
+    det = PrivacyDetector(bundle, lm=tiny)  # alone=False (the default): the in-context read alone
     one = [{"role": "system", "content": "norms"}, {"role": "user", "content": "first"}]
     two = [*one, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "second"}]
+    alone = PrivacyDetector(bundle, lm=tiny, alone=True).predict(_req(two, session=None))[0]
+    assert "vs tau 0.250 (user turn 2, the message read without the earlier turns)" in alone.explanation
     for msgs, session, turn, tau in [(one, None, 1, 0.25), (two, None, 2, 7.5)]:
         f = det.predict(_req(msgs, session=session))[0]
         raw = float(bundle.single.raw(bundle.single.features(det.encoder.activation(msgs))))
