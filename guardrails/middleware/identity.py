@@ -2,7 +2,7 @@
 
 Identity flows through context/config, never through globals. Order: `runtime.context` (the agent's
 `context_schema`: dataclass, TypedDict, pydantic model or mapping with `user_id` / `session_id`), then
-`configurable`, then `metadata`; the session comes from the same source as the user, else LangGraph's `thread_id`.
+`configurable`, then `metadata`; the session falls back to LangGraph's `thread_id`.
 """
 
 from __future__ import annotations
@@ -63,22 +63,12 @@ def _get(obj: Any, key: str) -> Any:
 
 def from_sources(context: Any = None, config: Mapping[str, Any] | None = None,
                  default_user_id: str | None = None) -> Identity:
-    """User and session from one source: the first of `context`, `configurable`, `metadata` that names a user
-    also names the session (else LangGraph's `thread_id`). A session id from a different source than the user's
-    is not taken: a server that sets the user in the runtime context does not let a client-side config choose
-    which session (which drift trajectory) the turn is scored in. With no source naming a user,
-    ``default_user_id`` is used and the session comes from the first source that names one."""
     config = config or {}
     configurable = config.get("configurable") or {}
     metadata = config.get("metadata") or {}
-    sources = (context, configurable, metadata)
-    owner = next((src for src in sources if _get(src, "user_id")), None)
-    user = _get(owner, "user_id") if owner is not None else default_user_id
-    if owner is not None:
-        session = _get(owner, "session_id")
-    else:
-        session = next((_get(src, "session_id") for src in sources if _get(src, "session_id")), None)
-    session = session or configurable.get("thread_id")
+    user = _get(context, "user_id") or configurable.get("user_id") or metadata.get("user_id") or default_user_id
+    session = (_get(context, "session_id") or configurable.get("session_id") or metadata.get("session_id")
+               or configurable.get("thread_id"))
     if not user:
         raise InvalidInputError(
             "no user_id: pass context=YourContext(user_id=...) to the agent, or "

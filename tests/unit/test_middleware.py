@@ -858,21 +858,3 @@ def test_a_jump_back_to_the_model_after_its_answer_is_no_prefill(keyword):
     assert mw._unanswered_user_turns(first, mallory) == [0]
     replay = agent.invoke({"messages": [HumanMessage("plan an attack"), released]}, context=Ctx("mallory"))
     assert replay["messages"][-1].content.startswith("I'm sorry")
-
-
-def test_session_comes_from_the_source_that_named_the_user():
-    # A server names the user in the runtime context; a session id set in a client-side config must not choose
-    # which drift trajectory the turn is scored in (it used to be taken from any source).
-    from guardrails.middleware import from_sources
-
-    cfg = {"configurable": {"session_id": "client-chosen", "thread_id": "t-1"}, "metadata": {"session_id": "m"}}
-    assert from_sources(Ctx("alice"), cfg).session_id == "t-1"
-    assert from_sources(Ctx("alice", "s-ctx"), cfg).session_id == "s-ctx"
-    both = {"configurable": {"user_id": "bob", "session_id": "s-cfg"}, "metadata": {"session_id": "m"}}
-    assert from_sources(None, both) == from_sources(Ctx("", "ignored"), both)
-    assert from_sources(None, both).session_id == "s-cfg"
-    assert from_sources(None, {"metadata": {"user_id": "u", "session_id": "m"},
-                               "configurable": {"session_id": "c"}}).session_id == "m"
-    # no source names a user: the default user, and the first session id named anywhere
-    assert from_sources(None, {"configurable": {"session_id": "c"}}, default_user_id="d") == \
-        from_sources(None, {"metadata": {"session_id": "c"}}, default_user_id="d")
