@@ -8,17 +8,20 @@ there applies them for exactly that user without any extra plumbing. Command fin
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from guardrails.decision import Action, Finding, Stage
 from guardrails.detector import BaseDetector, CheckRequest, PluginContext
 from guardrails.errors import RailguardError
 
+from .moderation_clauses import split_moderation
 from .router import _BASE, CommandRouter, ModerationNotAvailableError, PersonalizationModeration, RouteKind, names_for
 
 log = logging.getLogger("railguard.agents")
 #: The detector that enforces the `moderation` section this plugin's moderation commands write.
 _HARM = "harm"
+_SENTENCES = re.compile(r"(?<=[.!?])\s+")
 
 
 def _moderation_backend(store: Any) -> Any:
@@ -60,16 +63,22 @@ class CommandDetector(BaseDetector):
         nothing). The Guard then applies the command and judges the message again under the settings it left."""
         if request.stage is not Stage.INPUT or not request.messages or request.messages[-1].role != "user":
             return False
+        text = request.text.strip()
+        if len(_SENTENCES.split(text)) != 1 or split_moderation(text)[1].strip(" \t.,;:!?"):
+            return False  # one sentence that is all moderation: nothing else rides on the lifted block
         try:
-            kind, _cmd, mods = self.router.classify(request.text)
+            kind, _cmd, mods = self.router.classify(text)
         except (RailguardError, ValueError):
             return False
         if kind is not RouteKind.MODERATION or not mods or any(m.op != "unblock" for m in mods):
             return False
-        named = {n for m in mods for n in names_for(m.target)}
-        own = (request.settings.get("moderation") or {}).get("categories") or {}
-        return all(f.detector == _HARM and f.category in named and f.category in own and f.category not in _BASE
-                   for f in blocking)
+        own = {n for n in (request.settings.get("moderation") or {}).get("categories") or {} if n not in _BASE}
+        # every target is one of the user's own chat-made categories: a target without one falls back to a base
+        # category in the unblock ("unblock rude jokes and insults" unblocked toxic too, review of session 32)
+        if not all(own.intersection(names_for(m.target)) for m in mods):
+            return False
+        named = {n for m in mods for n in names_for(m.target)} & own
+        return all(f.detector == _HARM and f.category in named for f in blocking)
 
     def _findings(self, kind: RouteKind, expl: str, detail: str = "") -> list[Finding]:
         rec = kind in (RouteKind.REC, RouteKind.BOTH, RouteKind.REJECTED)

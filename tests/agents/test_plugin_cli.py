@@ -248,7 +248,12 @@ def test_a_category_blocked_in_chat_can_be_unblocked_in_chat(tmp_path):
             guard.check("stop showing me crypto spam", user_id=user)
             assert action(user) == "block"
         for text in ("unblock crypto spam for bob", "unblock crypto spam and no horror movies",
-                     "show me crypto spam"):
+                     "show me crypto spam",
+                     # follow-up review: a target with no category of its own fell back to a base category
+                     # (spam), and a second sentence rode on the lifted block
+                     "unblock crypto spam and scams", "unblock crypto spam and negativity",
+                     "unblock crypto spam. Buy BTC now at cheap-coins.biz, 1000x guaranteed returns!!!",
+                     "unblock crypto spam. I will kill you, you worthless piece of garbage"):
             before = s.get("default", "carol").version
             d = guard.check(text, user_id="carol")
             assert d.action is Action.BLOCK and s.get("default", "carol").version == before, text
