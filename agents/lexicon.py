@@ -63,12 +63,16 @@ UNKNOWN_ATTR = re.compile(
 #: such a clause became a free-text wish ("4+ star movies") that matched words, not ratings.
 RATING_ASKED = re.compile(
     r"\b\d+(?:\.\d+)?\s*\+?\s*-?\s*stars?\b|\b\d+(?:\.\d+)?\s*(?:/|out of)\s*(?:5|10|100)\b"
-    r"|\b(?:ratings?|rated|scores?|scored)\s+(?:of\s+)?(?:above|below|over|under|at least|at most|higher than"
-    r"|lower than|more than|less than|greater than|\d)|\bstar ratings?\b"
+    r"|\b(?:ratings?|rated|scores?|scored)\s+(?:of\s+)?(?:(?:above|below|over|under|at least|at most|higher than"
+    r"|lower than|more than|less than|greater than)\s+)?\d(?:\.\d+)?(?:\s*(?:stars?|/|out of|points?|\+|or (?:more"
+    r"|higher|better|above|less|lower|below)))?\W*$|\bstar ratings?\b"
 )
-#: A number that names no year the catalog can hold ("from 12345", "from 0") where a year would stand.
-BAD_YEAR = re.compile(r"\b(?:from|after|before|since|in|year|until|till|than)\s+(\d{5,}|\d{1,3})\b"
-                      r"(?!\s*(?:stars?|/|min|minutes?|hours?|hrs?|days?|weeks?|months?|years?|[ap]\.?m\b|o'clock))")
+#: A number that names no year the catalog can hold ("from 12345", "since 0") where a year would stand: the number
+#: ends the clause (a few closing words aside), so "movies in 35 mm" or "from 5 continents" are no years.
+BAD_YEAR = re.compile(r"\b(?:(?:from|after|before|since|until|till|year|than)\s+(?!0\d)(\d{1,3}|\d{5,})"
+                      r"|in\s+(\d{5,}))s?"
+                      r"(?:\s+(?:on|onwards?|and (?:later|after|earlier|before)|or (?:later|earlier)))?"
+                      r"(?:\s+(?:please|pls|thanks|thank you|only|then))*\W*$")
 _YEAR_TOKEN = re.compile(r"\b(\d{4})s?\b")
 _DECADE = re.compile(r"\b(?:the\s+)?(?:(19|20)?(\d)0)'?s\b")
 _WORD_DECADES = {"twenties": 1920, "thirties": 1930, "forties": 1940, "fifties": 1950, "sixties": 1960,

@@ -277,12 +277,16 @@ class StudentParser(BaseEstimator):
         # no `source`: the policy keeps what a command means, not the user's words (raw text, control characters
         # and personal data included, had been stored with every preference; nothing read it)
         common = dict(scope=scope, expires_at=expires, weight=weight)
+        if RATING_ASKED.search(clause):  # with a genre or year too: "only 5 star comedies" had kept the genre alone
+            raise UnknownAttributeError(
+                f"{orig!r} asks for a rating, which this catalog does not have (known: genre, year, tag, title)")
         if not spans:
-            if UNKNOWN_ATTR.search(clause) or RATING_ASKED.search(clause):
+            if UNKNOWN_ATTR.search(clause):
                 raise UnknownAttributeError(
                     f"{orig!r} refers to an attribute this catalog does not have (known: genre, year, tag, title)")
             if (bad := BAD_YEAR.search(TIME_PHRASE.sub(" ", clause))) is not None:
-                raise CommandError(f"{bad.group(1)} is not a year in the catalog's range {MIN_YEAR}-{MAX_YEAR}")
+                raise CommandError(f"{bad.group(1) or bad.group(2)} is not a year in the catalog's range "
+                                   f"{MIN_YEAR}-{MAX_YEAR}")
             value = SCOPE_WORDS.sub(" ", TIME_PHRASE.sub(" ", clause))
             value = _FRAMING.sub("", re.sub(r"\s+", " ", value).strip()).strip(" .,!")
             # "only" / "just" left of "only for today" is no wish of its own (it was stored as a free-text wish "only")

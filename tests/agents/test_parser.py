@@ -89,6 +89,21 @@ def test_rating_thresholds_are_refused_not_stored_as_text_wishes(parser, text):
         parser.parse(text)
 
 
+@pytest.mark.parametrize("text", ["only 5 star comedies", "show me movies with 3 stars from the 80s"])
+def test_a_rating_beside_a_genre_or_year_is_refused_not_dropped(parser, text):
+    # follow-up review: the rating was checked only in a clause with nothing else, so the genre was kept alone
+    with pytest.raises(UnknownAttributeError, match="rating"):
+        parser.parse(text)
+
+
+@pytest.mark.parametrize("text", ["show me movies in 2 parts", "show me movies in 35 mm",
+                                  "show me movies from 5 continents", "show me films about year 1 of college",
+                                  "recommend me something in 5", "show me movies from 007",
+                                  "show me movies with scores over 90 minutes of music", "more movies like apollo 13"])
+def test_numbers_that_are_not_meant_as_years_or_ratings_are_not_refused(parser, text):
+    parser.parse(text)  # follow-up review: these were refused as no catalog year or as a rating
+
+
 @pytest.mark.parametrize("text", ["only movies from 19999", "no movies from year 20000", "only movies since 0"])
 def test_numbers_that_are_no_catalog_year_are_refused(parser, text):
     with pytest.raises(CommandError, match="not a year"):
