@@ -201,10 +201,14 @@ class PrivacyDetector(BaseDetector):
         opening = [] if tracker is None or request.session_id is None or not tracker.needs_opening(
             request.tenant_id, request.user_id, request.session_id, msgs) else [opening_of(msgs)]
         # with earlier turns, the request is also read behind the system prompt alone (benign turns before it had
-        # diluted it below τ): like a cut, a few tokens in the same forward
-        alone = [alone_of(msgs)] if self.alone and user_message_count(msgs) > 1 else []
+        # diluted it below τ): like a cut, a few tokens in the same forward; with its own sentence cuts, or one
+        # harmless sentence after the request hid it again (follow-up review)
+        alone: list[list[Any]] = []
+        if self.alone and user_message_count(msgs) > 1:
+            lone = alone_of(msgs)
+            alone = [lone, *([*lone[:-1], {"role": "user", "content": c}] for c in cuts)]
         acts, cut_acts = enc.activations(msgs, session=key, cuts=cuts, renderings=[*opening, *alone])
-        alone_acts = cut_acts.pop() if alone else None
+        alone_acts = [cut_acts.pop() for _ in alone][::-1]
         opening_acts = cut_acts.pop() if opening else None
         return self.scorer.findings(acts, tenant_id=request.tenant_id, user_id=request.user_id,
                                     session_id=request.session_id, threshold=_threshold(request.settings),

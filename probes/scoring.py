@@ -44,7 +44,7 @@ class PrivacyScorer:
                  conversation: list[dict[str, str]] | None = None,
                  cut_acts: Sequence[Mapping[ActKey, np.ndarray]] = (),
                  opening_acts: Mapping[ActKey, np.ndarray] | None = None,
-                 alone_acts: Mapping[ActKey, np.ndarray] | None = None) -> list[Finding]:
+                 alone_acts: Sequence[Mapping[ActKey, np.ndarray]] = ()) -> list[Finding]:
         """``cut_acts``: activations of the last user message cut at its earlier sentence ends
         (:mod:`probes.segments`); the request probes take the largest margin over them and the whole message
         (the drift, the whole message only).
@@ -56,14 +56,15 @@ class PrivacyScorer:
         (``VelocityTracker.update``). ``opening_acts``: activations of the conversation's opening (its first user
         turn), where the session's drift has no trajectory yet for a conversation sent with its history
         (``VelocityTracker.needs_opening``): its baseline. ``alone_acts``: the last user message read behind the
-        system prompt only, as a first turn; the request probes also score it, at the first turn's τ (earlier
-        benign turns had diluted a request the same probes block on its own: 0.705 alone, 0.472 after two)."""
+        system prompt only, as a first turn, then its sentence cuts read the same way; the request probes also
+        score them, at the first turn's τ (earlier benign turns had diluted a request the same probes block on its
+        own: 0.705 alone, 0.472 after two)."""
         if not 0.0 <= threshold <= 1.0:
             raise InvalidInputError("privacy threshold must lie in [0, 1]")
         if user_turn is not None and user_turn < 1:
             raise InvalidInputError("user_turn counts from 1")
         every = [acts, *cut_acts]
-        extra = [a for a in (opening_acts, alone_acts) if a is not None]
+        extra = [*([] if opening_acts is None else [opening_acts]), *alone_acts]
         if not all(np.isfinite(a).all() for one in extra for a in one.values()):
             raise InvalidInputError("non-finite activation: refusing to score")
         if not all(np.isfinite(a).all() for one in every for a in one.values()):
@@ -94,7 +95,7 @@ class PrivacyScorer:
                                              + note,
                                  action=self.action if fire else Action.ALLOW))
             t = max(t, turn)
-        reads = [(one, t) for one in every] + ([(alone_acts, 1)] if alone_acts is not None else [])
+        reads = [(one, t) for one in every] + [(one, 1) for one in alone_acts]
         scored = [{name: float(m) for name, m in self.bundle.request_margins(one, turn_of).items()}
                   for one, turn_of in reads]
         at = max(range(len(reads)), key=lambda i: max(scored[i].values()))  # ties: the whole message
@@ -106,7 +107,7 @@ class PrivacyScorer:
             off = f", {p.meta.token_offset} tokens before the last" if p.meta.token_offset else ""
             parts.append(f"{'single-turn' if name == 'single' else 'context-free'} probe ({_where(p.layers)}{off}): "
                          f"raw {margins[name] * p.meta.score_scale + tau:.3f} vs tau {tau:.3f}")
-        where = ", the message read without the earlier turns" if at == len(every) else \
+        where = ", the message read without the earlier turns" if at >= len(every) else \
             f", the message up to its sentence {at} of {len(every)}" if at else ""
         return [Finding(detector="privacy", category="privacy_request", score=unit, threshold=threshold,
                         explanation="; ".join(parts) + f" (user turn {t}{where})",

@@ -172,7 +172,7 @@ def opening_of(messages: Sequence[Mapping[str, str]]) -> Sequence[Mapping[str, s
     return messages[: first + 1]
 
 
-def alone_of(messages: Sequence[Mapping[str, str]]) -> list[Mapping[str, str]]:
+def alone_of(messages: Sequence[Mapping[str, str]]) -> list[Any]:
     """The conversation's last user message behind its leading system message(s) only, without the turns between."""
     lead = [m for m in messages[: next((i for i, m in enumerate(messages) if m["role"] != "system"), 0)]]
     return [*lead, messages[-1]]
