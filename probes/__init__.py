@@ -33,10 +33,10 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs (nothin
     from .capture import to_messages as to_messages
     from .capture import validate_messages as validate_messages
     from .context_free import train_context_free_probe as train_context_free_probe
+    from .fused import FusedProbeHook as FusedProbeHook
     from .generalization import cross_domain as cross_domain
     from .generalization import leave_one_out as leave_one_out
     from .metrics import calibrate_threshold as calibrate_threshold
-    from .plugin import FusedProbeHook as FusedProbeHook
     from .plugin import PrivacyDetector as PrivacyDetector
     from .plugin import build_privacy_detector as build_privacy_detector
     from .plugin import demo as demo
@@ -64,7 +64,8 @@ _LAZY = {
     "train_context_free_probe": "context_free",
     "cross_domain": "generalization", "leave_one_out": "generalization",
     "calibrate_threshold": "metrics",
-    **dict.fromkeys(["FusedProbeHook", "PrivacyDetector", "build_privacy_detector", "demo"], "plugin"),
+    "FusedProbeHook": "fused",
+    **dict.fromkeys(["PrivacyDetector", "build_privacy_detector", "demo"], "plugin"),
     **dict.fromkeys(["CorruptProbeError", "LegacyFingerprintWarning", "LinearProbe", "ProbeArtifact", "ProbeBundle",
                      "ProbeError", "ProbeMeta", "ProbeMismatchError", "load_probe"], "probe"),
     "SentinelEncoder": "sentinel",

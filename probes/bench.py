@@ -51,7 +51,7 @@ def bench(quick: bool = True) -> dict[str, Any]:
 
     from guardrails.models import load_causal_lm
 
-    from .plugin import FusedProbeHook
+    from .fused import FusedProbeHook
     from .probe import load_probe, model_fingerprints
     from .scoring import PrivacyScorer
     from .sentinel import SentinelEncoder

@@ -1,0 +1,215 @@
+"""Fused mode of the privacy guard: :class:`FusedProbeHook` reads the probe layers during the serving model's own
+prefill (zero extra forward passes) and raises ``PrefillBlocked(decision)`` from inside that forward when the
+verdict is block, so no token is ever produced. Made by ``PrivacyDetector(mode="fused").fused_hook()``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from guardrails.decision import Action, Decision, Finding, Stage
+from guardrails.errors import InvalidInputError
+from guardrails.models.hooks import thread_owned
+
+from .capture import ActKey, layer_module, site_key, validate_messages
+from .probe import model_config, model_fingerprints
+from .scoring import PrivacyScorer
+from .velocity import conversation_digest, user_message_count
+
+
+def _user_turns(messages: Any) -> int | None:
+    """How many user messages the checked conversation holds (its last one is being scored); None if unknown."""
+    return (user_message_count(messages) or None) if messages else None
+
+
+def _threshold(settings: Mapping[str, Any]) -> float:
+    guard = settings.get("guard") if isinstance(settings, Mapping) else None
+    t = (guard or {}).get("thresholds", {}).get("privacy") if isinstance(guard, Mapping) else None
+    return 0.5 if t is None else float(t)
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """Whose prefill a fused hook reads, and the user's policy for it (from `guardrails.middleware.for_serving`)."""
+
+    tenant_id: str
+    user_id: str
+    session_id: str | None
+    settings: Mapping[str, Any]
+    shadow: bool
+    disabled: bool = False
+
+
+class FusedProbeHook:
+    """Spine ``PrefillObserver``: one-shot hooks on the probe layers of the *serving* model.
+
+    ``attach(lm, input_ids, messages)`` is called right before ``generate()``; it returns ``detach``. The
+    hooks fire during the prefill only (they remove themselves), read each probe's token at its layer (the last
+    prompt token for the single-turn and drift probes; ``token_offset`` positions before it for a probe that
+    sets one: the default bundle's context-free probe reads 5 back, the user turn's ``<|im_end|>``), score
+    them, and raise ``guardrails.models.chat.PrefillBlocked(decision)`` on block, before the first token exists.
+    ``last_findings`` / ``last_decision`` hold the latest verdict. Identity (user, session) is read at attach
+    time from ``identity()`` or the spine's ``current_identity`` context variable. Each user turn is scored once,
+    before its first answer: a later prefill for the same turn (messages ending with the assistant's, tool results
+    aside: an agent step) is skipped (``skipped`` counts them) when this hook scored that turn for that user and
+    session; any other conversation that does not end with a user turn is refused (InvalidInputError).
+    """
+
+    def __init__(self, scorer: PrivacyScorer, *, tenant_id: str = "default",
+                 identity: Callable[[], Any] | None = None, max_sessions: int = 1024, name: str = "privacy") -> None:
+        self.scorer = scorer
+        self.tenant_id = tenant_id  # unless the turn's identity names the guard's tenant (`for_serving`)
+        self.name = name  # the detector name a user's `disabled_detectors` would use
+        self.identity = identity
+        self.last_findings: list[Finding] = []
+        self.last_decision: Decision | None = None
+        self.calls = 0
+        self.skipped = 0  # prefills of agent steps after a user turn (not scored, see attach)
+        # seconds spent inside this hook's layer hooks (activation copies to the host, scoring, the verdict): what
+        # fused mode adds to a prefill (`bench`'s fused_overhead_pct); on CUDA the copy also waits for the layer
+        self.busy_s = 0.0
+        self.max_sessions = max_sessions
+        self._checked: set[int] = set()
+        # (tenant, user, session) -> digest of the conversation up to the last user turn this hook scored
+        self._scored: OrderedDict[tuple[str, str, str | None], str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _who(self) -> _Turn:
+        ident = self.identity() if self.identity is not None else None
+        if ident is None:
+            try:
+                from guardrails.middleware.identity import current_identity
+
+                ident = current_identity.get()
+            except ImportError:
+                ident = None
+        if ident is None:
+            return _Turn(self.tenant_id, "anonymous", None, {}, False)
+        settings = ident.user_settings() if hasattr(ident, "user_settings") else getattr(ident, "settings", None)
+        settings = settings if isinstance(settings, Mapping) else {}
+        guard = settings.get("guard")
+        guard = guard if isinstance(guard, Mapping) else {}
+        return _Turn(getattr(ident, "tenant_id", None) or self.tenant_id, str(ident.user_id), ident.session_id,
+                     settings, bool(getattr(ident, "shadow", False)) or bool(guard.get("shadow", False)),
+                     self.name in set(guard.get("disabled_detectors", []) or ()))
+
+    def forget_user(self, user_id: str, tenant_id: str | None = None) -> int:
+        """Drop this hook's per-session digests of one user (of ``tenant_id``; default: this hook's tenant) and its
+        last verdict if it was theirs."""
+        tenant = self.tenant_id if tenant_id is None else tenant_id
+        with self._lock:
+            gone = [k for k in self._scored if k[:2] == (tenant, user_id)]
+            for k in gone:
+                del self._scored[k]
+            if self.last_decision is not None and self.last_decision.user_id == user_id:
+                self.last_decision, self.last_findings = None, []
+        return len(gone)
+
+    def attach(self, lm: Any, input_ids: Any = None, messages: Any = None) -> Callable[[], None]:
+        if id(lm) not in self._checked:
+            self.scorer.bundle.check_model(model_fingerprints(lm), getattr(lm, "name", None),
+                                           config=model_config(lm))
+            self._checked.add(id(lm))
+        who = self._who()
+        if who.disabled:  # the user opted out of this detector: the guard's own check skips it too
+            self.skipped += 1
+            return lambda: None
+        user_id, session_id, key = who.user_id, who.session_id, (who.tenant_id, who.user_id, who.session_id)
+        turn_key: str | None = None
+        scored: list[dict[str, str]] | None = None
+        if messages is not None:
+            said = [m for m in messages if m.get("role") != "tool"]
+            users = [i for i, m in enumerate(said) if m.get("role") == "user"]
+            if users and said[-1].get("role") == "assistant" and messages[-1].get("role") == "tool":
+                # An agent step after the user's turn (its tool call answered by a tool result): that turn was
+                # scored before its first model call, as in sentinel mode; scoring it again would count it twice
+                # in the drift S_t (the guard's tool_result stage checks tool output). Only a turn this hook
+                # scored is skipped, and only when a tool result is what the model continues from: a resent turn
+                # ending with assistant text ("Sure. Here is Ana's diagnosis:", written by whoever sends the
+                # history) would have been generated from unscored text; it is refused as before.
+                upto = validate_messages(said[: users[-1] + 1])
+                if self._scored.get(key) == conversation_digest(upto):
+                    self.skipped += 1
+                    return lambda: None
+            scored = validate_messages(said)
+            turn_key = conversation_digest(scored)
+        model = lm.model if hasattr(lm, "model") and hasattr(lm, "tokenizer") else lm
+        layers = self.scorer.layers
+        offsets = self.scorer.offsets
+        n_sites = sum(len(ks) for ks in offsets.values())
+        got: dict[ActKey, np.ndarray] = {}
+        handles: list[Any] = []
+
+        def detach() -> None:
+            for h in handles:
+                h.remove()
+            handles.clear()
+
+        def make(li: int) -> Callable[..., None]:
+            def hook(_m: Any, _i: Any, out: Any) -> None:
+                h = out[0] if isinstance(out, tuple | list) else out
+                if h.shape[0] != 1:  # one conversation per prefill: row 0 alone was read, the others went unscored
+                    raise InvalidInputError(f"fused privacy probe reads one conversation per prefill, got a batch "
+                                            f"of {h.shape[0]}")
+                if h.shape[1] <= offsets[li][-1]:
+                    raise InvalidInputError("prompt shorter than the probe's token offset")
+                for k in offsets[li]:  # fp32 upcast before the dot product
+                    got[site_key(li, k)] = h[0, -1 - k].detach().float().cpu().numpy()
+                if len(got) < n_sites:
+                    return
+                detach()  # one-shot: decode steps never reach the probe
+                with self._lock:
+                    self.calls += 1
+                findings = self.scorer.findings(got, tenant_id=who.tenant_id, user_id=user_id,
+                                                session_id=session_id, threshold=_threshold(who.settings),
+                                                user_turn=_user_turns(messages), conversation=scored)
+                blocked = any(f.action is Action.BLOCK for f in findings)
+                if who.shadow:  # alert-only, as the guard's shadow decisions: recorded, never enforced
+                    findings = [f.model_copy(update={"explanation": f"[shadow] {f.explanation}"}) for f in findings]
+                if turn_key is not None:
+                    with self._lock:
+                        if blocked and not who.shadow:  # never an agent step's turn: resent with an answer, refused
+                            self._scored.pop(key, None)
+                        else:
+                            self._scored[key] = turn_key
+                            self._scored.move_to_end(key)
+                            while len(self._scored) > self.max_sessions:
+                                self._scored.popitem(last=False)
+                self.last_findings = findings
+                decision = Decision(action=Action.BLOCK if blocked else Action.ALLOW, stage=Stage.INPUT,
+                                    findings=tuple(findings), user_id=user_id, session_id=session_id,
+                                    shadow=who.shadow)
+                self.last_decision = decision  # shared across threads: raise this request's own, not a re-read
+                if blocked and not who.shadow:
+                    from guardrails.models.chat import PrefillBlocked
+
+                    raise PrefillBlocked(decision)
+            return hook
+
+        first = next(model.parameters(), None)
+        on_cuda = first is not None and first.device.type == "cuda"
+
+        def timed(fn: Callable[..., None]) -> Callable[..., None]:
+            def run(*args: Any) -> None:
+                if on_cuda:  # the layer's queued kernels are prefill, not hook work: wait for them outside the timing
+                    import torch  # (the hook's host copy would wait for them anyway: no added cost)
+
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                try:
+                    fn(*args)
+                finally:
+                    with self._lock:
+                        self.busy_s += time.perf_counter() - t0
+            return run
+
+        for li in layers:
+            # the serving model object is shared (a sentinel check, a second chat): only this thread's prefill
+            handles.append(layer_module(model, li).register_forward_hook(thread_owned(timed(make(li)))))
+        return detach
