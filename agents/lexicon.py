@@ -62,10 +62,10 @@ UNKNOWN_ATTR = re.compile(
 #: A rating threshold ("4+ stars", "8/10", "a rating above 4"): the catalog has no rating attribute. Without it
 #: such a clause became a free-text wish ("4+ star movies") that matched words, not ratings.
 RATING_ASKED = re.compile(
-    r"\b\d+(?:\.\d+)?\s*\+?\s*-?\s*stars?\b|\b\d+(?:\.\d+)?\s*(?:/|out of)\s*(?:5|10|100)\b"
+    r"\b\d+(?:\.\d+)?\s*\+?\s*-?\s*stars?\b(?!\s+(?:wars|trek)\b)|\b\d+(?:\.\d+)?\s*(?:/|out of)\s*(?:5|10|100)\b"
     r"|\b(?:ratings?|rated|scores?|scored)\s+(?:of\s+)?(?:(?:above|below|over|under|at least|at most|higher than"
     r"|lower than|more than|less than|greater than)\s+)?\d(?:\.\d+)?(?:\s*(?:stars?|/|out of|points?|\+|or (?:more"
-    r"|higher|better|above|less|lower|below)))?\W*$|\bstar ratings?\b"
+    r"|higher|better|above|less|lower|below)))?(?=\W*$|\s+(?:from|in|and|or|but|only|please)\b)|\bstar ratings?\b"
 )
 #: A number that names no year the catalog can hold ("from 12345", "since 0") where a year would stand: the number
 #: ends the clause (a few closing words aside), so "movies in 35 mm" or "from 5 continents" are no years.

@@ -233,6 +233,11 @@ class StudentParser(BaseEstimator):
                 self._apply_clause(cmd, clause, orig, without_audience(clause, spans, hp["polarity"]), hp, now)
             except ValidationError as exc:
                 raise CommandError(f"cannot use {orig!r}: {exc.errors()[0]['msg']}") from None
+        if (cmd.preferences or cmd.retractions) and any(RATING_ASKED.search(c) for c, _, _ in clauses):
+            # a rating in a clause of its own next to one that applies ("rated 9 or more from the 90s" split in two):
+            # the years alone had been kept
+            raise UnknownAttributeError("the command asks for a rating, which this catalog does not have (known: "
+                                        "genre, year, tag, title)")
         if len(cmd.preferences) > MAX_PREFS or len(cmd.retractions) > MAX_PREFS:  # appended past the model's bound
             raise CommandError(f"a command may state at most {MAX_PREFS} preferences; split it up")
         cmd.check_consistent()

@@ -22,6 +22,7 @@ log = logging.getLogger("railguard.agents")
 #: The detector that enforces the `moderation` section this plugin's moderation commands write.
 _HARM = "harm"
 _SENTENCES = re.compile(r"(?<=[.!?])\s+")
+_CLOSING = re.compile(r"\b(?:thanks|thank you|thx|ty|please|pls|plz)\b", re.I)
 
 
 def _moderation_backend(store: Any) -> Any:
@@ -64,7 +65,7 @@ class CommandDetector(BaseDetector):
         if request.stage is not Stage.INPUT or not request.messages or request.messages[-1].role != "user":
             return False
         text = request.text.strip()
-        if len(_SENTENCES.split(text)) != 1 or split_moderation(text)[1].strip(" \t.,;:!?"):
+        if len(_SENTENCES.split(text)) != 1 or _CLOSING.sub("", split_moderation(text)[1]).strip(" \t.,;:!?"):
             return False  # one sentence that is all moderation: nothing else rides on the lifted block
         try:
             kind, _cmd, mods = self.router.classify(text)
@@ -75,9 +76,11 @@ class CommandDetector(BaseDetector):
         own = {n for n in (request.settings.get("moderation") or {}).get("categories") or {} if n not in _BASE}
         # every target is one of the user's own chat-made categories: a target without one falls back to a base
         # category in the unblock ("unblock rude jokes and insults" unblocked toxic too, review of session 32)
-        if not all(own.intersection(names_for(m.target)) for m in mods):
+        # ... by today's name of the whole target: an older name is cut to 48 characters without a hash, so any
+        # target starting with a long category's words matched it ("unblock <category> buy bitcoin now ...")
+        if not all(names_for(m.target)[0] in own for m in mods):
             return False
-        named = {n for m in mods for n in names_for(m.target)} & own
+        named = {names_for(m.target)[0] for m in mods}
         return all(f.detector == _HARM and f.category in named for f in blocking)
 
     def _findings(self, kind: RouteKind, expl: str, detail: str = "") -> list[Finding]:

@@ -261,7 +261,12 @@ def test_a_category_blocked_in_chat_can_be_unblocked_in_chat(tmp_path):
         assert d.action is not Action.BLOCK and action("carol") == "allow"
         assert not [f for f in d.findings if f.detector == "harm" and f.action is Action.BLOCK]
         assert action("dave") == "block"  # another user's category is untouched
-        d = asyncio.run(guard.acheck("unblock crypto spam", user_id="dave"))
+        long = "crypto spam from telegram groups or discord bots"  # a 48-character name, cut without a hash
+        guard.check(f"stop showing me {long}", user_id="erin")
+        ad = f"unblock {long} buy bitcoin now at coinx io get 100x returns guaranteed send 1 btc to wallet 1abc"
+        assert guard.check(ad, user_id="erin").action is Action.BLOCK  # second review: it had been lifted
+        assert action("erin", long.replace(" ", "-")) == "block"
+        d = asyncio.run(guard.acheck("unblock crypto spam, thanks", user_id="dave"))
         assert d.action is not Action.BLOCK and action("dave") == "allow"
         assert guard.check("show me crypto spam", user_id="carol").action is not Action.BLOCK
     finally:
