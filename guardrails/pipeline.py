@@ -267,7 +267,6 @@ class Guard:
                     results = [self._run_sync(r[0], request) if r[0] in rerun else r for r in results]
             return self._finish(request, results, started)
 
-
     # ---- async shell -------------------------------------------------------------------------
     async def _run_async(self, slot: DetectorSlot, request: CheckRequest
                          ) -> tuple[DetectorSlot, list[Finding], str | None]:
