@@ -16,7 +16,14 @@ from guardrails.detector import BaseDetector, CheckRequest, PluginContext
 from guardrails.errors import RailguardError
 
 from .moderation_clauses import split_moderation
-from .router import _BASE, CommandRouter, ModerationNotAvailableError, PersonalizationModeration, RouteKind, names_for
+from .router import (
+    _BASE,
+    CommandRouter,
+    ModerationNotAvailableError,
+    PersonalizationModeration,
+    RouteKind,
+    category_name,
+)
 
 log = logging.getLogger("railguard.agents")
 #: The detector that enforces the `moderation` section this plugin's moderation commands write.
@@ -76,11 +83,11 @@ class CommandDetector(BaseDetector):
         own = {n for n in (request.settings.get("moderation") or {}).get("categories") or {} if n not in _BASE}
         # every target is one of the user's own chat-made categories: a target without one falls back to a base
         # category in the unblock ("unblock rude jokes and insults" unblocked toxic too, review of session 32)
-        # ... by today's name of the whole target: an older name is cut to 48 characters without a hash, so any
-        # target starting with a long category's words matched it ("unblock <category> buy bitcoin now ...")
-        if not all(names_for(m.target)[0] in own for m in mods):
+        # ... by today's name of the whole target (`category_name`): an older name is cut to 48 characters without
+        # a hash, so any target starting with a long category's words matched it ("unblock <category> buy ...")
+        named = {category_name(m.target) for m in mods}
+        if not named <= own:
             return False
-        named = {names_for(m.target)[0] for m in mods}
         return all(f.detector == _HARM and f.category in named for f in blocking)
 
     def _findings(self, kind: RouteKind, expl: str, detail: str = "") -> list[Finding]:

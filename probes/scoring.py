@@ -64,10 +64,8 @@ class PrivacyScorer:
         if user_turn is not None and user_turn < 1:
             raise InvalidInputError("user_turn counts from 1")
         every = [acts, *cut_acts]
-        extra = [*([] if opening_acts is None else [opening_acts]), *alone_acts]
-        if not all(np.isfinite(a).all() for one in extra for a in one.values()):
-            raise InvalidInputError("non-finite activation: refusing to score")
-        if not all(np.isfinite(a).all() for one in every for a in one.values()):
+        read = [*every, *alone_acts, *([] if opening_acts is None else [opening_acts])]
+        if not all(np.isfinite(a).all() for one in read for a in one.values()):
             raise InvalidInputError("non-finite activation: refusing to score")
         t = user_turn or 1
         if not all(np.isfinite(list(self.bundle.request_margins(one, t).values())).all() for one in every):

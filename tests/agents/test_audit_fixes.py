@@ -447,13 +447,27 @@ def test_a_title_exclusion_names_whole_words(catalog):
                                   "nothing before -1990s"])
 def test_a_negative_year_is_refused(parser, router, store, text):
     """"nothing before -1990" was stored as "only films from 1990"."""
+    res = _refused_and_nothing_written(parser, router, store, text, after="no horror")
+    assert res.error == "CommandError"
+
+
+def _refused_and_nothing_written(parser, router, store, text, *, after):
+    """``text`` is refused by the parser, and routed (after the command ``after``) it applies and writes nothing."""
     with pytest.raises(CommandError):
         parser.parse(text)
-    router.route("no horror", user_id="u", tenant_id="t", session_id="s")
+    router.route(after, user_id="u", tenant_id="t", session_id="s")
     before = load_policy(store, "t", "u", session_id="s").preferences
     res = router.route(text, user_id="u", tenant_id="t", session_id="s")
-    assert res.error == "CommandError" and not res.applied
+    assert res.error and not res.applied and not router.moderation.calls
     assert load_policy(store, "t", "u", session_id="s").preferences == before  # nothing written
+    return res
+
+
+@pytest.mark.parametrize("text", ["only 5 star movies", "only 5 star comedies", "only movies from 19999",
+                                  "show me movies rated 9 or more from the 90s"])
+def test_a_rating_or_a_number_that_is_no_year_is_refused_and_writes_nothing(parser, router, store, text):
+    """Session 32: these had become free-text wishes, or kept only the genre or years."""
+    _refused_and_nothing_written(parser, router, store, text, after="no horror")
 
 
 def test_a_range_is_not_a_negative_year(parser):
@@ -502,13 +516,7 @@ def test_two_values_said_in_contrast_get_opposite_readings(parser, text, want):
                                   "nothing except comedies"])
 def test_an_exception_to_a_rule_is_refused(parser, router, store, text):
     """Both the rule's value and its exception were excluded (the user asked to keep the exception)."""
-    with pytest.raises(CommandError):
-        parser.parse(text)
-    router.route("nothing before 1990", user_id="u", tenant_id="t", session_id="s")
-    before = load_policy(store, "t", "u", session_id="s").preferences
-    res = router.route(text, user_id="u", tenant_id="t", session_id="s")
-    assert res.error and not res.applied and not router.moderation.calls
-    assert load_policy(store, "t", "u", session_id="s").preferences == before  # nothing written
+    _refused_and_nothing_written(parser, router, store, text, after="nothing before 1990")
 
 
 @pytest.mark.parametrize("text,want", [
