@@ -159,12 +159,24 @@ def parse_year(title: str) -> int:
     return int(m.group(1)) if m else -1
 
 
+_MALFORMED = (KeyError, ValueError, TypeError, AttributeError, IndexError, csv.Error, UnicodeDecodeError)
+
+
 @lru_cache(maxsize=4)
 def load_catalog(data_dir: str | None = None) -> Catalog:
-    """Load movies.csv + tags.csv (cached per process; ~0.2 s)."""
+    """Load movies.csv + tags.csv (cached per process; ~0.2 s). Missing or malformed files are a
+    DataNotAvailableError (a cut or damaged movies.csv was an AttributeError traceback)."""
     d = Path(data_dir) if data_dir else default_data_dir()
     if not (d / "movies.csv").exists():
         raise DataNotAvailableError(f"MovieLens movies.csv not found under {d} (set RAILGUARD_MOVIELENS)")
+    try:
+        return _read_catalog(d)
+    except _MALFORMED as exc:
+        raise DataNotAvailableError(f"MovieLens data under {d} is malformed ({type(exc).__name__}); "
+                                    "re-download ml-latest-small") from None
+
+
+def _read_catalog(d: Path) -> Catalog:
     ids, titles, years, genres = [], [], [], []
     with open(d / "movies.csv", encoding="utf-8", newline="") as f:
         for row in csv.DictReader(f):
@@ -199,7 +211,13 @@ def load_ratings(data_dir: str | None = None) -> np.ndarray:
     d = Path(data_dir) if data_dir else default_data_dir()
     if not (d / "ratings.csv").exists():
         raise DataNotAvailableError(f"MovieLens ratings.csv not found under {d} (set RAILGUARD_MOVIELENS)")
-    raw = np.loadtxt(d / "ratings.csv", delimiter=",", skiprows=1, dtype=np.float64)
+    try:
+        raw = np.loadtxt(d / "ratings.csv", delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
+        if raw.shape[1] != 4:
+            raise ValueError("expected 4 columns")
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise DataNotAvailableError(f"MovieLens ratings.csv under {d} is malformed ({type(exc).__name__}); "
+                                    "re-download ml-latest-small") from None
     out = np.zeros(len(raw), dtype=[("user", "i8"), ("item", "i8"), ("rating", "f4"), ("ts", "i8")])
     out["user"], out["item"], out["rating"], out["ts"] = raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3]
     return out

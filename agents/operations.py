@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from guardrails.decision import text_hash
-from guardrails.errors import DataNotAvailableError, InvalidInputError, RailguardError
+from guardrails.errors import DataNotAvailableError, InvalidInputError, RailguardError, UnknownNameError
 from guardrails.store.operations import SectionOperation
 from guardrails.text import check_id
 
@@ -120,7 +120,8 @@ def _remove(section: dict[str, Any], body: RemoveInput) -> RecPolicy:
     policy = _policy(section)
     hit = next((p for p in policy.preferences if p.id == body.id), None)
     if hit is None:
-        raise InvalidInputError("no preference with this id in the user's policy; nothing was changed")
+        raise UnknownNameError("no preference with this id in the user's policy; nothing was changed",
+                               kind="preference")
     keep = [p for p in policy.preferences
             if p.id != hit.id and not (hit.any_of is not None and p.any_of == hit.any_of)]
     return policy.model_copy(update={"preferences": keep})
@@ -133,5 +134,6 @@ OPERATIONS: dict[str, SectionOperation] = {
                               summary="delete one stored preference by its id (a member of a set: the whole set)"),
     "feed_served": SectionOperation(NoInput, lambda s, b: consume_next_feed(_policy(s)),
                                     summary="a feed was served: 'just this time' preferences end"),
-    "reset": SectionOperation(NoInput, lambda s, b: RecPolicy(), summary="the empty policy"),
+    "reset": SectionOperation(NoInput, lambda s, b: RecPolicy(), create=False,
+                              summary="the empty policy (a user with nothing stored is left so)"),
 }

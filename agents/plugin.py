@@ -14,6 +14,7 @@ from typing import Any
 from guardrails.decision import Action, Finding, Stage
 from guardrails.detector import BaseDetector, CheckRequest, PluginContext
 from guardrails.errors import RailguardError
+from guardrails.text import unanswered_user_turns
 
 from .moderation_clauses import split_moderation
 from .router import (
@@ -22,6 +23,7 @@ from .router import (
     ModerationNotAvailableError,
     PersonalizationModeration,
     RouteKind,
+    base_category_named,
     category_name,
 )
 
@@ -62,7 +64,7 @@ class CommandDetector(BaseDetector):
             return self._findings(res.kind, "refused: " + res.explanation)  # the refusal quotes nothing
         return self._findings(res.kind, _summary(res), res.explanation)
 
-    def lifts(self, request: CheckRequest, blocking: list[Finding]) -> bool:
+    def lifts(self, request: CheckRequest, blocking: list[Finding]) -> bool | frozenset[tuple[str, str]]:
         """Whether this blocked message is the user's own command to unblock exactly the categories that block it:
         "unblock crypto spam" is about crypto spam, so the category made from "stop showing me crypto spam" blocked
         every message that could unblock it. Only the user's own words, only a message that does nothing but
@@ -86,9 +88,21 @@ class CommandDetector(BaseDetector):
         # ... by today's name of the whole target (`category_name`): an older name is cut to 48 characters without
         # a hash, so any target starting with a long category's words matched it ("unblock <category> buy ...")
         named = {category_name(m.target) for m in mods}
-        if not named <= own:
-            return False
-        return all(f.detector == _HARM and f.category in named for f in blocking)
+        if not all(f.detector == _HARM and f.category in own for f in blocking):
+            return False  # a base category (toxic ...) or another detector blocks: never lifted
+        if named <= own and all(f.category in named for f in blocking):
+            return True  # the unblock lifts exactly what blocks it: judged again under the settings it leaves
+        # Blocked by one of the user's own categories while unblocking base ones only: "unblock spam" by a category
+        # made from "posts about crypto coins" (review of session 33), so the user could not unblock spam by chat.
+        # The message is nothing but base categories' words (each target one word of one): those findings are waived
+        # on it, and stay on every other message. A message that also unblocks an own category is the case above
+        # or stays blocked ("unblock crypto spam and scams", review of session 32).
+        # ... only when it is the turn's one user message: the harm detector scores every unanswered one, so a
+        # blocked text sent along with "unblock spam" would have been waived with it (review of session 33)
+        alone = len(unanswered_user_turns([m.role for m in request.messages])) == 1
+        if alone and all(category_name(m.target) not in own and base_category_named(m.target) for m in mods):
+            return frozenset((f.detector, f.category) for f in blocking)
+        return False
 
     def _findings(self, kind: RouteKind, expl: str, detail: str = "") -> list[Finding]:
         rec = kind in (RouteKind.REC, RouteKind.BOTH, RouteKind.REJECTED)

@@ -131,6 +131,14 @@ def _base_categories(target: str) -> list[str]:
     return [base for base, words in _BASE_WORDS.items() if words.search(folded)]
 
 
+def base_category_named(target: str) -> str | None:
+    """The base category ``target`` is nothing but a word of ("spam", "scams", "insults", "the negativity"), else
+    None: "crypto spam from telegram groups ..." names spam's word but is no base category's name."""
+    folded = re.sub(r"^(?:the|all|any)\s+", "", fold(target).strip(" .,;:!?'\""))
+    hits = [base for base, words in _BASE_WORDS.items() if words.fullmatch(folded)]
+    return hits[0] if len(hits) == 1 else None
+
+
 def category_name(target: str) -> str:
     """'crypto spam' -> 'crypto-spam' (the personalization package's name rule: [a-z][a-z0-9_-]{0,47}).
 

@@ -38,7 +38,9 @@ from .client_transport import (
     ServiceError,
     ServiceInvalidInputError,
     ServiceInvalidSettingsError,
+    ServiceNameTakenError,
     ServiceUnavailableError,
+    ServiceUnknownNameError,
     ServiceUnknownUserError,
     ServiceVersionConflictError,
     asend,
@@ -56,7 +58,8 @@ from .store.settings import AuditEntry, StoredSettings
 __all__ = ["ENV_KEY", "ENV_URL", "AsyncRailguardClient", "AuthenticationError", "NotFoundError", "RailguardClient",
            "RemoteGuard",
            "ServiceErasureBusyError", "ServiceError", "ServiceInvalidInputError", "ServiceInvalidSettingsError",
-           "ServiceUnavailableError", "ServiceUnknownUserError", "ServiceVersionConflictError"]
+           "ServiceNameTakenError", "ServiceUnavailableError", "ServiceUnknownNameError", "ServiceUnknownUserError",
+           "ServiceVersionConflictError"]
 
 
 class _Limits:

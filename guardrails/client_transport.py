@@ -44,7 +44,9 @@ from .errors import (
     ConfigError,
     ErasureBusyError,
     InvalidInputError,
+    NameTakenError,
     RailguardError,
+    UnknownNameError,
     UnknownUserError,
     VersionConflictError,
 )
@@ -83,6 +85,16 @@ class ServiceUnknownUserError(ServiceError, UnknownUserError):
     """404 for a user with no stored settings (in the caller's tenant)."""
 
 
+class ServiceUnknownNameError(ServiceError, UnknownNameError):
+    """404 ``unknown_<kind>``: the operation names a category, preference ... the user's settings do not hold (a
+    local store raises UnknownNameError)."""
+
+
+class ServiceNameTakenError(ServiceError, NameTakenError):
+    """409 ``<kind>_exists``: the operation would create an item under a name already taken (a local store raises
+    NameTakenError)."""
+
+
 class ServiceVersionConflictError(ServiceError, VersionConflictError):
     """409 on a versioned write: re-read and retry (see `update_section`)."""
 
@@ -113,6 +125,10 @@ def stream_chunk(line: str) -> dict[str, Any] | None | bool:
     return chunk
 
 
+#: 404 codes that name a route, a section or a key, not an item inside a user's settings
+_NOT_NAMES = frozenset({"unknown_user", "unknown_section", "unknown_operation", "unknown_tenant", "unknown_key"})
+
+
 def _error(status: int, err: Any, reason: str) -> ServiceError:
     if not isinstance(err, dict):  # a proxy's {"error": "boom"}: not ours, described by its status only
         err = {}
@@ -128,6 +144,10 @@ def _error(status: int, err: Any, reason: str) -> ServiceError:
         exc = ServiceErasureBusyError(message)
     elif status == 422 and code == "invalid_settings":
         exc = ServiceInvalidSettingsError(message)
+    elif status == 404 and isinstance(code, str) and code.startswith("unknown_") and code not in _NOT_NAMES:
+        exc = ServiceUnknownNameError(message, kind=code.removeprefix("unknown_"))
+    elif status == 409 and isinstance(code, str) and code.endswith("_exists") and code != "tenant_exists":
+        exc = ServiceNameTakenError(message, kind=code.removesuffix("_exists"))
     else:
         kind = {401: AuthenticationError, 403: AuthenticationError, 404: NotFoundError}.get(status) or (
             ServiceInvalidInputError if status in (400, 413, 415, 422, 428)
@@ -140,7 +160,8 @@ def _error(status: int, err: Any, reason: str) -> ServiceError:
 def describe(exc: BaseException) -> str:
     """A transport failure as one line, the same from both twins (httpx's sync timeouts say "timed out", its async
     ones nothing): a timeout is named by its type only."""
-    text = "" if isinstance(exc, httpx.TimeoutException) else str(exc)
+    # a LocalProtocolError quotes the header value it refused: the Authorization header is the API key
+    text = "" if isinstance(exc, httpx.TimeoutException | httpx.LocalProtocolError) else str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -19,6 +19,24 @@ class ConfigError(RailguardError, ValueError):
     """A configuration value is out of range or inconsistent (threshold outside [0, 1], unknown detector)."""
 
 
+class UnknownNameError(ConfigError, LookupError):
+    """A settings operation names an item the user's settings do not hold (``kind``: what it is, e.g. a
+    "category"). The service answers 404 ``unknown_<kind>``."""
+
+    def __init__(self, message: str, *, kind: str = "item") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class NameTakenError(ConfigError):
+    """A settings operation would create an item under a name the user's settings already hold. The service
+    answers 409 ``<kind>_exists``."""
+
+    def __init__(self, message: str, *, kind: str = "item") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 class DataNotAvailableError(ConfigError, FileNotFoundError):
     """Data a plugin reads from disk is missing (e.g. MovieLens, which is not redistributed); says where it looks.
 

@@ -158,22 +158,48 @@ def blocking_findings(results: list[tuple[DetectorSlot, list[Finding], str | Non
             for f in apply_user_thresholds(fs, request) if f.action is Action.BLOCK]
 
 
+class Lifted(list[DetectorSlot]):
+    """`lifting`'s claimants, and the (detector, category) findings they vouch for on this one message (`waived`)."""
+
+    waived: frozenset[tuple[str, str]] = frozenset()
+
+
 def lifting(acting: Sequence[DetectorSlot], results: list[tuple[DetectorSlot, list[Finding], str | None]],
-            request: CheckRequest) -> list[DetectorSlot]:
-    """The side-effect detectors that claim a blocked message as the user's own command lifting exactly what blocks
-    it (optional ``lifts(request, blocking) -> bool``): "unblock crypto spam" is about crypto spam, so a category
-    made from that topic blocked every command that named it, and the user could never unblock it by chat. A claim
-    that raises, or says anything but True, lifts nothing."""
+            request: CheckRequest) -> Lifted:
+    """The side-effect detectors that claim a blocked message as the user's own command (optional
+    ``lifts(request, blocking)``). True: it lifts exactly what blocks it ("unblock crypto spam" is about crypto spam,
+    so a category made from that topic blocked every command that named it, and the user could never unblock it by
+    chat), the detectors that blocked are judged again under the settings it leaves. A set of (detector, category)
+    pairs: those blocking findings stay on this message after the command ran, and are waived for it ("unblock
+    spam", nothing but the names of the user's categories, blocked by a category the user made about crypto posts).
+    A claim that raises, or answers anything else, lifts nothing."""
     blocking = blocking_findings(results, request)
-    claimed = []
+    claimed = Lifted()
     for slot in acting:
         claim = getattr(slot.detector, "lifts", None)
         try:
-            if blocking and callable(claim) and claim(request, blocking) is True:
-                claimed.append(slot)
+            said = claim(request, blocking) if blocking and callable(claim) else None
         except Exception:  # noqa: BLE001 - a broken claim is no claim: the message stays blocked
             continue
+        if said is True:
+            claimed.append(slot)
+        elif isinstance(said, frozenset) and said and all(
+                isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in said):
+            claimed.append(slot)
+            claimed.waived |= said
     return claimed
+
+
+def waive(results: list[tuple[DetectorSlot, list[Finding], str | None]], waived: frozenset[tuple[str, str]]
+          ) -> list[tuple[DetectorSlot, list[Finding], str | None]]:
+    """``results`` with the blocking findings a lifting command vouched for (`Lifted.waived`) let through: scored
+    and shown, not enforced, on this message only."""
+    if not waived:
+        return results
+    note = "; lifted: this message is the user's own command naming their categories"
+    return [(slot, [f.model_copy(update={"action": Action.ALLOW, "explanation": f.explanation + note})
+                    if f.action is Action.BLOCK and (f.detector, f.category) in waived else f for f in fs], err)
+            for slot, fs, err in results]
 
 
 def after_command(store: Any, tenant_id: str, request: CheckRequest,

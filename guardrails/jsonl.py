@@ -8,6 +8,19 @@ from typing import Any
 
 from .errors import InvalidInputError
 
+#: the largest JSONL file an eval reads (the dev splits are a few MB): past it, a typed error, not all the memory
+MAX_JSONL_BYTES = 1 << 29
+
+
+def read_bounded(path: str | Path, limit: int) -> bytes:
+    """A file's bytes (a pipe's too: ``--file /dev/stdin``), at most ``limit`` of them: a bigger file, or an endless
+    one (/dev/zero), is an InvalidInputError before it fills memory (OSError as the callers' own errors)."""
+    with open(path, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidInputError(f"{path} is larger than {limit} bytes")
+    return data
+
 
 def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     """The objects of a JSONL file with their 1-based line numbers (blank lines skipped).
@@ -17,7 +30,7 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     """
     try:
         # "\n" only: str.splitlines() also splits at U+2028, U+0085 ..., which JSON strings may hold raw
-        lines = Path(path).read_text(encoding="utf-8-sig").split("\n")  # a BOM (Windows tools) is not data
+        lines = read_bounded(path, MAX_JSONL_BYTES).decode("utf-8-sig").split("\n")  # a BOM is not data
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"cannot read {path}: {exc}") from None
     out: list[tuple[int, dict[str, Any]]] = []

@@ -43,6 +43,7 @@ from .guard_types import (
     history_checks,
     lets_through,
     lifting,
+    waive,
 )
 from .store.settings import check_key, named_detectors, safe_segment
 from .text import UNREAD_PARTS_KEY, check_id, coerce_messages, coerce_text, last_unread_parts
@@ -264,7 +265,8 @@ class Guard:
                 elif acting and self.store is not None and (lifters := lifting(acting, results, request)):
                     results += [self._run_sync(s, request) for s in lifters]
                     request, rerun = after_command(self.store, self.tenant_id, request, results)
-                    results = [self._run_sync(r[0], request) if r[0] in rerun else r for r in results]
+                    results = waive([self._run_sync(r[0], request) if r[0] in rerun else r for r in results],
+                                    lifters.waived)
             return self._finish(request, results, started)
 
     # ---- async shell -------------------------------------------------------------------------
@@ -319,7 +321,8 @@ class Guard:
             elif acting and self.store is not None and (lifters := lifting(acting, results, request)):
                 results += [await self._run_async(s, request) for s in lifters]
                 request, rerun = await asyncio.to_thread(after_command, self.store, self.tenant_id, request, results)
-                results = [await self._run_async(r[0], request) if r[0] in rerun else r for r in results]
+                results = waive([await self._run_async(r[0], request) if r[0] in rerun else r for r in results],
+                                lifters.waived)
         return self._finish(request, results, started)
 
     # ---- earlier messages of a resent conversation ------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -230,12 +231,24 @@ def call_text(name: str | None, args: Any) -> str:
     return f"{name or ''}({body})"
 
 
+#: bidirectional controls: an id holding U+202E reads reversed in every log line that shows it
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def id_chars_ok(value: str) -> bool:
+    """The one character rule for ids and store keys (user, session, tenant, actor): no control character (C0, C1),
+    no lone surrogate, no line or paragraph separator, no bidirectional control. Emoji sequences (ZWJ), joiners
+    (ZWNJ), no-break spaces, tags and letters of any script are fine."""
+    return not any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or c in _BIDI_CONTROLS for c in value)
+
+
 def check_id(value: object, what: str = "user_id", *, optional: bool = False) -> str | None:
-    """Ids (user, session, tenant) are 1-256 printable characters; anything else is a typed error."""
+    """Ids (user, session, tenant) are 1-256 printable characters (`id_chars_ok`, the store's keys' rule too: a
+    session id the Guard took and the store refused failed every check of that session closed); anything else is a
+    typed error."""
     if value is None and optional:
         return None
-    if not isinstance(value, str) or not value or len(value) > 256 or any(ord(c) < 32 or ord(c) == 127
-                                                                         for c in value):
+    if not isinstance(value, str) or not value or len(value) > 256 or not id_chars_ok(value):
         raise InvalidInputError(f"{what} must be a string of 1-256 printable characters")
     return value
 

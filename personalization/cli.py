@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from guardrails.cli.output import PLOT_SUFFIXES, emit_json, fail, output_path_problem
-from guardrails.errors import RailguardError
+from guardrails.errors import ConfigError, RailguardError
 
 app = typer.Typer(help="Personalized harm detection: evaluate backends and personalization protocols.",
                   no_args_is_help=True)
@@ -56,7 +56,9 @@ def _quiet() -> None:
 def _backend(kind: str, model: str | None, base_url: str | None, k: int, retrieval: str) -> Any:
     from .plugin import build_backend
 
-    cfg: dict[str, Any] = {"backend": kind, "k": k, "retrieval": retrieval}
+    if kind != "icl" and (model or base_url):
+        raise ConfigError("--model and --base-url apply to the icl backend (add --backend icl)")
+    cfg: dict[str, Any] = {"backend": kind, **({"k": k, "retrieval": retrieval} if kind == "icl" else {})}
     if model:
         cfg["model"] = model
     if base_url:
@@ -147,6 +149,8 @@ def personalize_eval_cmd(
         _fail(f"unknown backend {backend!r}; use embedding or icl", as_json)
     try:
         rows = load_jsonl(data) if data else None
+        if rows is not None and all(str(r.get("label")) == "benign" for r in rows):
+            _fail(f"{data}: no harmful label (spam, toxic, negative) in the data; nothing to personalize", as_json)
         out = personalize_eval(_backend(backend, None, None, 8, "random"), rows, max_per_label=max_per_label,
                                shots=tuple(shots), variation=not no_variation)
     except (RailguardError, OSError) as exc:

@@ -174,6 +174,11 @@ class PrototypeCategory:
         return self.predict_proba(E) >= 0.5
 
 
+def text_key(text: str) -> str:
+    """A user text's key in the embedding caches: its sha256, so the caches hold no user text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 class CompiledCategory(NamedTuple):
     """A user category ready to score: its prototype model and the base concept it inherits (or None)."""
 
@@ -208,7 +213,9 @@ class EmbeddingBackend:
         self._compiled: OrderedDict[str, CompiledCategory] = OrderedDict()
         self._anchor_split: tuple[np.ndarray, np.ndarray] | None = None
         # per-text embeddings of users' examples, counter-examples and definitions, per space: a profile's categories
-        # are compiled from one batched encode per space instead of a few small ones per category
+        # are compiled from one batched encode per space instead of a few small ones per category. Keyed by the
+        # text's sha256 (`text_key`), never the text: a category removed before its user's erasure left its
+        # examples in memory until evicted (review of session 33); now only their hashes and embeddings stay.
         self._texts: dict[str, OrderedDict[str, np.ndarray]] = {"topic": OrderedDict(), "head": OrderedDict()}
         self.text_cache_size = 8192
         self.counter_sim = 0.9  # cosine above which a text counts as a near-duplicate of a counter-example
@@ -233,7 +240,7 @@ class EmbeddingBackend:
                     n += self._compiled.pop(self._category_key(form), None) is not None
                 for text in (*cat.examples, *cat.counter_examples, *([cat.definition] if cat.definition else [])):
                     for cache in self._texts.values():
-                        n += cache.pop(text, None) is not None
+                        n += cache.pop(text_key(text), None) is not None
         return n
 
     @property
@@ -263,17 +270,18 @@ class EmbeddingBackend:
     def _embed_texts(self, texts: list[str], space: Literal["topic", "head"]) -> np.ndarray:
         """Embeddings of user-written texts, encoding only the ones not cached, in one batched call."""
         cache, enc = self._texts[space], (self.topic_encoder if space == "topic" else self.encoder)
+        keys = {t: text_key(t) for t in texts}
         with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in cache))
+            missing = list(dict.fromkeys(t for t in texts if keys[t] not in cache))
         if missing:
             E = enc.encode(missing)
             with self._lock:
                 for t, e in zip(missing, E, strict=True):
-                    cache[t] = e
+                    cache[keys[t]] = e
                 while len(cache) > self.text_cache_size:
                     cache.popitem(last=False)
         with self._lock:
-            got = {t: cache[t] for t in texts if t in cache}
+            got = {t: cache[keys[t]] for t in texts if keys[t] in cache}
         rest = [t for t in texts if t not in got]  # evicted meanwhile by another thread: encode directly
         if rest:
             got.update(zip(rest, enc.encode(rest), strict=True))

@@ -17,6 +17,7 @@ worst change this user's own labels, never the label set, another user's profile
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from collections.abc import Sequence
@@ -25,20 +26,36 @@ from typing import Any, Protocol
 import numpy as np
 
 from guardrails.detector import aclose_resources, close_resources, offload, release_offload
-from guardrails.errors import ConfigError
+from guardrails.errors import ConfigError, InvalidInputError
 
 from .adapters import Messages
 from .bank import RETRIEVAL_METHODS, ExampleBank
 from .profile import BASE_CATEGORIES, ModerationProfile
 
+log = logging.getLogger("railguard.harm")
 BENIGN_DEF = "Ordinary messages: informative, casual, positive or neutral, including polite disagreement."
 MAX_DEMO_CHARS = 400
-_SPECIAL = re.compile(r"<\|[^>]{0,40}\|>|<\|")
+_SPECIAL = re.compile(r"<\|[^>]{0,40}\|>|<\||<\uff5c")  # also DeepSeek's full-width bar: "<｜User｜>"
+#: other families' turn and control markers that a remote server's chat template (read by a tokenizer that turns
+#: them into control tokens, as vLLM's does) could take for its own: Llama 2 / Mistral, Gemma, BOS / EOS forms,
+#: StarCoder-style file markers (SmolLM2 has them too), reasoning and tool tags
+_MARKERS = re.compile(r"\[/?(?:INST|SYSTEM_PROMPT|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS)\]|<<?/?SYS>>?"
+                      r"|</?(?:s|bos|eos|unk|pad|start_of_turn|end_of_turn|think|tool_call|tool_response|filename"
+                      r"|file_sep|reponame|gh_stars|empty_output|end_of_utterance|issue_\w{1,20}|jupyter_\w{1,20}|commit_\w{1,20}"
+                      r"|fim_\w{1,20})>", re.IGNORECASE)
 
 
 def neutralise(text: str, limit: int = MAX_DEMO_CHARS) -> str:
-    """Break chat-template control sequences (`<|im_start|>` ...) so quoted data cannot forge a turn."""
-    return _SPECIAL.sub(lambda m: m.group(0).replace("<|", "<\u2009|"), text)[:limit]
+    """Break chat-template control sequences (`<|im_start|>`, `[INST]`, `<end_of_turn>`, `</s>` ...) so quoted data
+    cannot forge a turn, whichever model reads it: a thin space after the opening bracket."""
+    text = _SPECIAL.sub(lambda m: m.group(0).replace("<|", "<\u2009|").replace("<\uff5c", "<\u2009\uff5c"), text)
+    return _MARKERS.sub(lambda m: m.group(0)[0] + "\u2009" + m.group(0)[1:], text)[:limit]
+
+
+def _check_texts(texts: Any) -> None:
+    """A list of strings, as the embedding backend takes: a bare string was scored one character at a time."""
+    if not isinstance(texts, list | tuple) or not all(isinstance(t, str) for t in texts):
+        raise InvalidInputError("texts must be a list of strings")
 
 
 class LabelScorer(Protocol):
@@ -161,6 +178,10 @@ class ICLBackend:
         """
         from .embedding import calibrate as _cal
 
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 10_000:
+            raise ConfigError(f"calibrate takes a number of benign texts from 1 to 10000, got {n!r}")
+        if isinstance(target_fpr, bool) or not isinstance(target_fpr, int | float) or not 0 < target_fpr < 0.5:
+            raise ConfigError(f"target_fpr must be a number in (0, 0.5), got {target_fpr!r}")
         profile = profile or ModerationProfile()
         demo = set(self.bank.select("", sorted({"benign", *BASE_CATEGORIES}), self.k, method="random",
                                     seed=self.seed)) if self.retrieval == "random" else set()
@@ -169,13 +190,32 @@ class ICLBackend:
         labels = self.labels(profile)
         probs = [self.adapter.label_probs(self.messages(self.bank.texts[int(i)], profile), labels) for i in idx]
         raw = self._to_scores(probs, profile, raw=True)
-        self.calibration_ = {c: _cal(raw[c], target_fpr) for c in BASE_CATEGORIES if c in raw}
+        # A category whose benign scores do not spread (an adapter that answers one label, HTTP or LangChain:
+        # probabilities 0 or 1) has no operating point: it sat on the common score and every text scored 0.5,
+        # flagged (review of session 33). Such a category keeps the argmax point; none spreading is an error.
+        spread = [c for c in BASE_CATEGORIES
+                  if c in raw and float(np.quantile(raw[c], 1.0 - target_fpr)) > float(np.median(raw[c]))]
+        if not spread:
+            raise ConfigError("cannot calibrate: scores on benign texts do not spread (an adapter that answers one "
+                              "label, such as an HTTP or LangChain model, gives no likelihoods to calibrate; keep "
+                              "its argmax, or use the local model, or more texts)")
+        kept = sorted(set(BASE_CATEGORIES) & set(raw) - set(spread))
+        if kept:
+            log.warning("ICL calibration: %s keep the argmax point (their benign scores do not spread)", kept)
+        self.calibration_ = {c: _cal(raw[c], target_fpr) for c in spread}
         return self
 
     def score(self, texts: list[str], profile: ModerationProfile) -> dict[str, np.ndarray]:
+        _check_texts(texts)
         labels = self.labels(profile)
         return self._to_scores([self.adapter.label_probs(self.messages(t, profile), labels) for t in texts],
                                profile)
+
+    def forget_profile(self, profile: ModerationProfile) -> int:
+        """An erasure (`HarmDetector.forget_user`): the local adapter's cached prompt prefix (its KV and token ids)
+        holds the last profile's examples, whoever it was: dropped, rebuilt on the next call. Returns 1 if it was."""
+        forget = getattr(self.adapter, "forget_prefix", None)
+        return int(forget()) if callable(forget) else 0
 
     def close(self) -> None:
         """Release the adapter's pooled connections (if it has any) and this backend's worker threads."""
@@ -189,6 +229,7 @@ class ICLBackend:
     async def ascore(self, texts: list[str], profile: ModerationProfile) -> dict[str, np.ndarray]:
         import asyncio
 
+        _check_texts(texts)
         labels = self.labels(profile)
         afn = getattr(self.adapter, "alabel_probs", None)
         if afn is None:

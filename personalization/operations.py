@@ -83,6 +83,7 @@ OPERATIONS: dict[str, SectionOperation] = {
                                       summary="score at or above which the category acts (0.5 = calibrated)"),
     "remove": SectionOperation(Named, lambda s, b: P.remove(_profile(s), b.name),
                                summary="delete a user category; a base category goes back to its default"),
-    "reset": SectionOperation(NoInput, lambda s, b: P.reset(),
-                              summary="the default profile: every user category dropped"),
+    "reset": SectionOperation(NoInput, lambda s, b: P.reset(), create=False,
+                              summary="the default profile: every user category dropped (a user with nothing "
+                                      "stored is left so)"),
 }

@@ -74,7 +74,7 @@ class HarmDetector(BaseDetector):
         for name, cat in profile.categories.items():
             score = float(scores[name][i])
             threshold = 0.5 if cat.threshold is None else float(cat.threshold)
-            hit = score >= threshold
+            hit = score >= threshold and score > 0.0  # 0: a counter-example's near-duplicate, even at threshold 0
             action = _ACTIONS[cat.action] if hit else Action.ALLOW
             if cat.action == "allow":
                 why = "unblocked by the user's profile (policy mask: scored, never enforced)"
@@ -119,10 +119,20 @@ def _worst(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: np.asarray([float(np.max(v))]) for name, v in scores.items()}
 
 
+#: the settings each backend reads from the `harm` section (besides `backend` and `stages`)
+_KEYS = {"embedding": {"encoder", "target_fpr", "adapter"},
+         "icl": {"base_url", "model", "api_key", "timeout", "max_retries", "backoff", "deadline", "structured", "k",
+                 "retrieval", "user_demos_per_category", "calibrate", "target_fpr"}}
+
+
 def build_backend(config: dict[str, Any] | None = None) -> Any:
     """Backend from config: {"backend": "embedding"} (default) or {"backend": "icl", "adapter": ...}."""
     cfg = dict(config or {})
     kind = cfg.get("backend", "embedding")
+    known = _KEYS.get(kind) if isinstance(kind, str) else None
+    unknown = sorted(str(k) for k in set(cfg) - {"backend", "stages"} - (known or set()))
+    if known is not None and unknown:  # a typo ("base-url") fell back to the local model without a word
+        raise ConfigError(f"harm ({kind} backend): unknown setting(s) {unknown}; known: {sorted(known)}")
     if kind == "embedding":
         from .embedding import EmbeddingBackend
 
@@ -133,20 +143,30 @@ def build_backend(config: dict[str, Any] | None = None) -> Any:
         from .adapters import LocalLMAdapter, OpenAICompatAdapter
         from .icl import ICLBackend
 
-        if cfg.get("base_url"):
-            adapter: Any = OpenAICompatAdapter(cfg["base_url"], cfg.get("model", "default"),
-                                               api_key=cfg.get("api_key"), timeout=cfg.get("timeout", 30.0))
+        if "base_url" in cfg:
+            http = {k: cfg[k] for k in ("api_key", "timeout", "max_retries", "backoff", "deadline", "structured")
+                    if k in cfg}
+            adapter: Any = OpenAICompatAdapter(cfg["base_url"], cfg.get("model", "default"), **http)
         else:
+            remote = sorted(set(cfg) & {"api_key", "timeout", "max_retries", "backoff", "deadline", "structured"})
+            if remote:
+                raise ConfigError(f"harm (icl backend): {remote} apply to an HTTP endpoint; set base_url too")
             adapter = LocalLMAdapter(cfg.get("model", "smollm2-135m-instruct"))
-        be = ICLBackend(adapter, k=cfg.get("k", 8), retrieval=cfg.get("retrieval", "random"))
-        return be.calibrate(int(cfg["calibrate"])) if cfg.get("calibrate") else be
+        be = ICLBackend(adapter, k=cfg.get("k", 8), retrieval=cfg.get("retrieval", "random"),
+                        user_demos_per_category=cfg.get("user_demos_per_category", 2))
+        if cfg.get("calibrate") is None or cfg.get("calibrate") is False:
+            return be
+        return be.calibrate(cfg["calibrate"], target_fpr=cfg.get("target_fpr", 0.05))
     raise ConfigError(f"unknown harm backend {kind!r}; use 'embedding' or 'icl'")
 
 
 def build_harm_detector(ctx: PluginContext) -> HarmDetector:
     """Entry point `railguard.detectors: harm`. Config section `harm` (optional): `backend` (embedding | icl),
     `stages`; embedding: `encoder`, `target_fpr`, `adapter` (LoRA delta file for the heads' encoder, null = plain
-    encoder, which needs heads rebuilt for it); icl: `base_url`, `model`, `api_key`, `k`, `retrieval`, `calibrate`."""
+    encoder, which needs heads rebuilt for it); icl: `model`, `k`, `retrieval`, `user_demos_per_category`,
+    `calibrate` (a number of benign texts; the local model only) with `target_fpr`, and for an HTTP endpoint
+    `base_url`, `api_key`, `timeout`, `max_retries`, `backoff`, `deadline`, `structured`. Unknown keys are a
+    ConfigError."""
     cfg = dict((ctx.config or {}).get("harm", {})) if ctx is not None else {}
     try:
         stages = frozenset(Stage(s) for s in cfg["stages"]) if "stages" in cfg else None

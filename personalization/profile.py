@@ -23,7 +23,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from guardrails.errors import ConfigError, InvalidInputError, describe_validation, safe_segment
+from guardrails.errors import (
+    ConfigError,
+    InvalidInputError,
+    NameTakenError,
+    UnknownNameError,
+    describe_validation,
+    safe_segment,
+)
 
 from .user_texts import MAX_EXAMPLES, as_texts, clean_list, clean_text, with_variations
 from .user_texts import MAX_RAW_ITEMS as MAX_RAW_ITEMS  # re-exported: callers read the limits here
@@ -253,7 +260,7 @@ def _with(profile: ModerationProfile, name: str, cat: Category | None) -> Modera
 def _category(profile: ModerationProfile, name: str) -> Category:
     check_name(name)
     if name not in profile.categories:
-        raise ConfigError(f"unknown category {name!r}; known: {sorted(profile.categories)}")
+        raise UnknownNameError(f"unknown category {name!r}; known: {sorted(profile.categories)}", kind="category")
     return profile.categories[name]
 
 
@@ -273,7 +280,8 @@ def block_new(
     ``generalize="examples"`` keeps the category narrow (see `Category.generalize`)."""
     check_name(name)
     if name in profile.categories:
-        raise ConfigError(f"category {name!r} already exists; use extend/unblock/reblock instead")
+        raise NameTakenError(f"category {name!r} already exists; use extend/unblock/reblock instead",
+                             kind="category")
     ex = as_texts(examples, "examples")
     cx = as_texts(counter_examples, "counter_examples")
     try:

@@ -35,13 +35,14 @@ class ProfileService:
         return self._replace(user_id, lambda section: op(P.parse_profile(section)), actor)
 
     def _replace(self, user_id: str, op: Callable[[dict[str, Any]], ModerationProfile],
-                 actor: str | None) -> ModerationProfile:
+                 actor: str | None, *, create: bool = True) -> ModerationProfile:
         """`op` of the stored section as it is, unparsed: what replaces a profile whole (reset, import) must work
         even where the stored one no longer reads."""
         def fn(section: dict[str, Any]) -> dict[str, Any]:
             return op(section).model_dump(mode="json")
 
-        stored = self.store.update_section(self.tenant_id, user_id, SECTION, fn, actor=actor or self.actor)
+        stored = self.store.update_section(self.tenant_id, user_id, SECTION, fn, actor=actor or self.actor,
+                                           create=create)
         return P.parse_profile(stored.settings.get(SECTION))
 
     def apply(self, user_id: str, op: Callable[[ModerationProfile], ModerationProfile], *,
@@ -90,8 +91,9 @@ class ProfileService:
         return self._apply(user_id, lambda p: P.remove(p, name), actor)
 
     def reset(self, user_id: str, *, actor: str | None = None) -> ModerationProfile:
-        """Store the default profile for the user (every user category dropped); versioned and audited."""
-        return self._replace(user_id, lambda _section: P.reset(), actor)
+        """Store the default profile for the user (every user category dropped); versioned and audited. A user with
+        no stored settings already reads the default: nothing is written for them."""
+        return self._replace(user_id, lambda _section: P.reset(), actor, create=False)
 
     def list(self, user_id: str) -> list[dict[str, Any]]:
         return P.list_categories(self.get(user_id))

@@ -18,6 +18,8 @@ from rich.table import Table
 from ..decision import FailMode
 from ..detector import discover
 from ..errors import ConfigError, RailguardError
+from ..jsonl import read_bounded
+from ..text import MAX_TEXT_CHARS
 from .output import JsonOpt, emit_json, err_console, fail, setup_logging
 from .settings import settings_app
 
@@ -108,7 +110,8 @@ def check(
     if (text is None) == (file is None):
         fail("give exactly one of --text or --file", as_json=as_json)
     try:
-        content: str | bytes = text if text is not None else Path(file).read_bytes()  # type: ignore[arg-type]
+        # bounded: /dev/zero or a multi-GB file was read whole (MemoryError) before the text size check
+        content: str | bytes = text if text is not None else read_bounded(file, 4 * MAX_TEXT_CHARS)  # type: ignore
         store = _store(db)
         names = [n.strip() for n in detectors.split(",") if n.strip()] if detectors else None  # "": every one
         if names == []:  # "--detectors ,," would check with none at all and allow everything
@@ -163,8 +166,8 @@ def _console() -> Console:
 @app.command()
 def demo(
     db: Annotated[str | None, typer.Option("--db", help="Settings store URL (default: a temporary SQLite)")] = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Reply length cap for the local model.")]
-    = 40,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, max=4096,
+                                                help="Reply length cap for the local model.")] = 40,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when a turn's action differs from the script.")]
     = False,
     as_json: JsonOpt = False,

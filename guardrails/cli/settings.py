@@ -64,8 +64,9 @@ def _payload(text: str | None, file: Path | None) -> Any:
     if text is not None and file is not None:
         raise RailguardError("give at most one of --input or --input-file")
     try:
-        raw = (text if text is not None else sys.stdin.buffer.read().decode("utf-8") if str(file) == "-"
-               else file.read_text(encoding="utf-8") if file is not None else "{}")
+        # utf-8-sig: a BOM (Windows tools) is not data, as the JSONL readers take it
+        raw = (text if text is not None else sys.stdin.buffer.read().decode("utf-8-sig") if str(file) == "-"
+               else file.read_text(encoding="utf-8-sig") if file is not None else "{}")
         value = loads_unique(raw)
     except UnicodeDecodeError:
         raise RailguardError("the operation's input is not valid UTF-8") from None
@@ -127,6 +128,7 @@ def apply(section: Annotated[str, typer.Argument(help="Settings section, e.g. mo
         if operation not in known[section]:
             fail(f"section {section!r} has no operation {operation!r}; known: {sorted(known[section])}",
                  as_json=as_json)
+        known[section][operation].parse(payload)  # refused before the store opens: a bad input creates no file
         with _open(db, user, create=True) as store:
             saved = run_operation(store, tenant, user, section, known[section][operation], payload,
                                   actor=f"{ACTOR}:{section}.{operation}")

@@ -63,8 +63,8 @@ class LocalChatModel(BaseChatModel):
 
     model_name: str = DEFAULT_CHAT_MODEL
     device: str | None = None
-    max_new_tokens: int = 96
-    temperature: float = 0.0
+    max_new_tokens: int = Field(default=96, ge=1, le=32_768)  # 0 failed inside generate, after the guard's writes
+    temperature: float = Field(default=0.0, ge=0.0)
     # > 1 discourages repeating tokens (HF `repetition_penalty`); small greedy models otherwise loop on a phrase
     repetition_penalty: float = Field(default=1.0, gt=0)
     prefill_observers: list[Any] = Field(default_factory=list)
@@ -93,6 +93,11 @@ class LocalChatModel(BaseChatModel):
         clone._lm = self._lm
         clone._tools = list(tools)
         return clone
+
+    def with_structured_output(self, schema: Any, **kwargs: Any) -> Any:
+        """Not supported: it would ride on tool calls, which this model never emits (so every structured call came
+        back empty and a caller's fallback generated a second time). Callers fall back to plain text."""
+        raise NotImplementedError("LocalChatModel emits no tool calls, so it has no structured output")
 
     # ---- generation core ----------------------------------------------------------------------
     def _inputs(self, messages: Sequence[BaseMessage]) -> tuple[dict[str, Any], list[dict[str, str]]]:

@@ -43,9 +43,11 @@ def encode_chat(tokenizer: Any, messages: Sequence[Mapping[str, Any]], render: R
     contents = [m.get("content") for m in msgs]
     if not any(isinstance(c, str) and any(s in c for s in specials) for c in contents):
         return _text_ids(tokenizer, render(msgs))
-    marks = [f"\ue000{i}\ue001" for i in range(len(msgs))]  # private-use characters: in no template or content
-    if any(isinstance(c, str) and ("\ue000" in c or "\ue001" in c) for c in contents):
-        raise InvalidInputError("message content holds the model's control tokens and private-use markers")
+    # two private-use characters that no content holds (nor, being private, any template): a user who types the
+    # first ones (U+E000, U+E001) beside a control token's string must not make the tokenization fail, which
+    # turned a fail-open detector's check into an allow (review of session 33)
+    open_mark, close_mark = _free_marks(contents)
+    marks = [f"{open_mark}{i}{close_mark}" for i in range(len(msgs))]
     placed = render([{**m, "content": mk} if isinstance(m.get("content"), str) else m
                      for m, mk in zip(msgs, marks, strict=True)])
     ids: list[int] = []
@@ -60,6 +62,19 @@ def encode_chat(tokenizer: Any, messages: Sequence[Mapping[str, Any]], render: R
         ids += _text_ids(tokenizer, placed[pos:at]) + _text_ids(tokenizer, content, split_special=True)
         pos = at + len(mark)
     return ids + _text_ids(tokenizer, placed[pos:])
+
+
+_PRIVATE_USE = (range(0xE000, 0xF900), range(0xF0000, 0xFFFFE), range(0x100000, 0x10FFFE))
+
+
+def _free_marks(contents: Sequence[Any]) -> tuple[str, str]:
+    """The first two private-use characters that none of ``contents`` holds (there are 137,000 of them)."""
+    used = set().union(*(set(c) for c in contents if isinstance(c, str)))
+    free = (chr(cp) for block in _PRIVATE_USE for cp in block if chr(cp) not in used)
+    first, second = next(free, None), next(free, None)
+    if first is None or second is None:  # would need every private-use character typed in the conversation
+        raise InvalidInputError("message content holds the model's control tokens and every private-use character")
+    return first, second
 
 
 def template_render(tokenizer: Any, *, add_generation_prompt: bool = True) -> Render:

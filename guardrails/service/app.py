@@ -28,8 +28,10 @@ from ..errors import (
     ConfigError,
     ErasureBusyError,
     InvalidInputError,
+    NameTakenError,
     RailguardError,
     StoreError,
+    UnknownNameError,
     UnknownUserError,
     VersionConflictError,
 )
@@ -188,6 +190,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnknownUserError)
     async def _unknown(_: Request, exc: UnknownUserError) -> JSONResponse:
         return error_response(404, "unknown_user", str(exc))
+
+    @app.exception_handler(UnknownNameError)
+    async def _unknown_name(_: Request, exc: UnknownNameError) -> JSONResponse:
+        return error_response(404, f"unknown_{exc.kind}", str(exc)[:2000])
+
+    @app.exception_handler(NameTakenError)
+    async def _name_taken(_: Request, exc: NameTakenError) -> JSONResponse:
+        return error_response(409, f"{exc.kind}_exists", str(exc)[:2000])
 
     @app.exception_handler(InvalidInputError)
     async def _invalid(_: Request, exc: InvalidInputError) -> JSONResponse:

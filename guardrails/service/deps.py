@@ -91,8 +91,17 @@ def state(request: Request) -> ServiceState:
     return request.app.state.rg
 
 
-def user_id_param(user_id: str) -> str:
-    """Path user ids follow the same rule as everywhere else (1-256 printable characters)."""
+def user_id_param(user_id: str, request: Request) -> str:
+    """Path user ids follow the same rule as everywhere else (1-256 printable characters), and are UTF-8: the path
+    decoder turns bytes that are not into U+FFFD, so "%FF" and "%FE" were one user (a write as one was read, and
+    erased, as the other). A U+FFFD sent as UTF-8 ("%EF%BF%BD") is a character like any other."""
+    from urllib.parse import unquote_to_bytes
+
+    try:
+        unquote_to_bytes(bytes(request.scope.get("raw_path") or b"").decode("latin-1")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(422, "invalid_user_id", "user_id must be UTF-8 text (the path holds bytes that are not)"
+                       ) from None
     try:
         check_id(user_id, "user_id")
     except InvalidInputError as exc:

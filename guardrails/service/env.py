@@ -35,7 +35,7 @@ FAIL_MODES = FAIL_MODES_ENV  # per-detector fail mode, e.g. "harm=closed,command
 
 WARMUP_MODES = ("before_serving", "background")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-_SECRET = {DB, UPSTREAM_KEY}
+_SECRET = {DB, UPSTREAM_KEY, UPSTREAM}  # never quoted in errors (a URL may hold a password)
 
 
 @dataclass(frozen=True)
@@ -140,11 +140,24 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _http_url(raw: str) -> str:
+    """An http(s) URL with a host: "notaurl" started the service and failed every proxied chat with a 502."""
+    import httpx
+
+    try:
+        ok = raw.startswith(("http://", "https://")) and bool(httpx.URL(raw).host)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        ok = False
+    if not ok:
+        raise ValueError("not an http(s) URL")
+    return raw
+
+
 # field -> (variable, parser, what a valid value is)
 _FIELDS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "db_url": (DB, _text, "a database URL"),
     "detectors": (DETECTORS, _names, "comma-separated detector names"),
-    "upstream_url": (UPSTREAM, _text, "a URL"),
+    "upstream_url": (UPSTREAM, _http_url, "an http(s) URL with a host"),
     "upstream_api_key": (UPSTREAM_KEY, _text, "an API key"),
     "max_body_bytes": (MAX_BODY, _positive_int(1 << 30), "a number of bytes from 1 to 1073741824"),
     "warm_chat_model": (WARM_CHAT, _flag, "1/0 (or true/false, yes/no, on/off)"),

@@ -38,12 +38,15 @@ class SectionOperation:
     because a write that meets a concurrent writer runs it again; an exception it raises aborts the write.
     `prepare(body)`: optional, runs once before the write transaction for anything slow or random (generating
     variations), so it neither holds the store's write lock nor differs between retries.
+    `create`: False for an operation that means nothing to a user with no stored settings (a reset to the defaults
+    such a user reads anyway): there it writes nothing (no version, no audit row) and returns the version-0 read.
     """
 
     body: type[BaseModel]
     apply: Callable[[dict[str, Any], Any], Mapping[str, Any] | BaseModel]
     prepare: Callable[[Any], Any] | None = None
     summary: str = ""
+    create: bool = True
 
     def parse(self, payload: Any) -> BaseModel:
         """The validated input (`InvalidInputError` naming the fields, never their values)."""
@@ -86,4 +89,5 @@ def run_operation(store: Any, tenant_id: str, user_id: str, section: str, operat
     body = operation.parse(payload)
     if operation.prepare is not None:
         body = operation.prepare(body)
-    return store.update_section(tenant_id, user_id, section, operation.section_fn(body), actor=actor)
+    return store.update_section(tenant_id, user_id, section, operation.section_fn(body), actor=actor,
+                                create=operation.create)

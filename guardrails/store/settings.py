@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..detector import discover
 from ..errors import ConfigError, InvalidInputError, describe_validation, safe_segment
+from ..text import id_chars_ok
 
 SETTINGS_GROUP = "railguard.settings"
 DEFAULT_TENANT = "default"
@@ -117,8 +118,9 @@ class AuditEntry(BaseModel):
 
 
 def check_key(name: str, value: object) -> str:
-    """Validate an identifier (tenant, user, session, state key, actor): 1-256 printable characters."""
-    if not isinstance(value, str) or not value or len(value) > MAX_KEY_LEN or not value.isprintable():
+    """Validate an identifier (tenant, user, session, state key, actor): 1-256 printable characters, by the rule ids
+    follow everywhere (`guardrails.text.id_chars_ok`)."""
+    if not isinstance(value, str) or not value or len(value) > MAX_KEY_LEN or not id_chars_ok(value):
         raise InvalidInputError(f"{name} must be a non-empty string of at most {MAX_KEY_LEN} printable characters")
     return value
 
@@ -126,9 +128,15 @@ def check_key(name: str, value: object) -> str:
 def canonical_json(data: Any) -> str:
     """Deterministic JSON (sorted keys, no spaces) so equal settings always give the same digest."""
     try:
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")  # an unpaired surrogate ("\udcff", valid in JSON) cannot be stored: a 500 before
+    except RecursionError:
+        raise InvalidInputError("value is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise InvalidInputError("value holds an unpaired surrogate (not UTF-8 text)") from None
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"value is not JSON-serialisable: {exc}") from exc
+    return text
 
 
 def digest(data: Any) -> str:

@@ -78,6 +78,15 @@ def _twin(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
     return run
 
 
+
+def _private_file(path: Path) -> None:
+    """The database's folder (created 0700) and file (created empty, 0600) before SQLite opens it: it holds users'
+    example texts and preferences, and SQLite gives its -wal and -shm files the database file's mode. Existing
+    folders and files keep their modes (the operator's choice)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
 class _Written:
     rowcount = 1
 
@@ -108,7 +117,7 @@ class SettingsStore(SessionStateMixin):
         )
         try:
             if sqlite and not memory and not db.startswith("file:"):
-                Path(db).parent.mkdir(parents=True, exist_ok=True)
+                _private_file(Path(db))
             # hide_parameters: bound values (settings may hold user-written text) never reach logs or errors
             self.engine = sa.create_engine(self.url, echo=echo, hide_parameters=True, **kwargs)
             if sqlite:
@@ -130,8 +139,9 @@ class SettingsStore(SessionStateMixin):
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # pysqlite must not emit its own (deferred) BEGIN
             cur = dbapi_conn.cursor()  # busy_timeout first: switching to WAL may itself wait for a lock
+            # secure_delete: deleted rows (an erased user's texts) are overwritten in the file, not left in free pages
             for pragma in (f"busy_timeout={int(busy_timeout_ms)}", "journal_mode=WAL", "synchronous=NORMAL",
-                           "foreign_keys=ON"):
+                           "foreign_keys=ON", "secure_delete=ON"):
                 cur.execute(f"PRAGMA {pragma}")
             cur.close()
 
@@ -227,10 +237,14 @@ class SettingsStore(SessionStateMixin):
 
     def _write(self, tenant_id: str, user_id: str, op: str, actor: str,
                compute: Callable[[StoredSettings], dict[str, Any] | None], *,
-               expected_version: int | None, max_retries: int = 0) -> StoredSettings:
-        """Read (under the write lock), compute, compare-and-set; retry conflicts when no version was pinned."""
+               expected_version: int | None, max_retries: int = 0, create: bool = True) -> StoredSettings:
+        """Read (under the write lock), compute, compare-and-set; retry conflicts when no version was pinned.
+        ``create=False``: a user with nothing stored is left so (no row, no audit; the version-0 read returned)."""
         t, u = self._keys(tenant_id, user_id)
         check_key("actor", actor)
+        if expected_version is not None and (isinstance(expected_version, bool) or not isinstance(expected_version, int)
+                                             or expected_version < 0):
+            raise InvalidInputError("expected_version must be an integer >= 0 (0: the user must not exist yet)")
         for attempt in range(max(0, max_retries) + 1):
             try:
                 with self._tx(write=True) as conn:
@@ -239,6 +253,8 @@ class SettingsStore(SessionStateMixin):
                         raise VersionConflictError(f"{t}/{u}", expected_version, old.version)
                     if op == "delete" and old.version == 0:
                         raise UnknownUserError(f"no settings stored for user {u!r} in tenant {t!r}")
+                    if not create and old.version == 0:
+                        return old
                     new = compute(old)
                     if new is not None and old.version > 0 and new == old.settings:
                         return old  # a no-op write (unblocking what is already unblocked): no version, no audit row
@@ -282,9 +298,11 @@ class SettingsStore(SessionStateMixin):
                            lambda old: self._validate(settings, old.settings), expected_version=expected_version)
 
     def update(self, tenant_id: str, user_id: str, fn: DictFn, *, actor: str,
-               max_retries: int = 50) -> StoredSettings:
+               max_retries: int = 50, create: bool = True) -> StoredSettings:
         """Read-modify-write: ``fn`` gets a copy of the settings and returns the new dict. It runs inside the
-        write transaction and may run again after a conflict: keep it fast and free of side effects."""
+        write transaction and may run again after a conflict: keep it fast and free of side effects.
+        ``create=False``: a user with no stored settings is not created (nothing written, version 0 returned),
+        for changes that mean nothing there, such as a reset to the defaults an unknown user reads anyway."""
 
         def compute(old: StoredSettings) -> dict[str, Any]:
             new = fn(copy.deepcopy(old.settings))
@@ -293,17 +311,18 @@ class SettingsStore(SessionStateMixin):
             return self._validate(new, old.settings)
 
         return self._write(tenant_id, user_id, "update", actor, compute, expected_version=None,
-                           max_retries=max_retries)
+                           max_retries=max_retries, create=create)
 
     def update_section(self, tenant_id: str, user_id: str, section: str, fn: DictFn, *, actor: str,
-                       max_retries: int = 50) -> StoredSettings:
-        """Read-modify-write of one section; ``fn`` gets that section's data (or {}) and returns the new data."""
+                       max_retries: int = 50, create: bool = True) -> StoredSettings:
+        """Read-modify-write of one section; ``fn`` gets that section's data (or {}) and returns the new data
+        (``create`` as in `update`)."""
 
         def apply(settings: dict[str, Any]) -> dict[str, Any]:
             settings[section] = fn(settings.get(section, {}))
             return settings
 
-        return self.update(tenant_id, user_id, apply, actor=actor, max_retries=max_retries)
+        return self.update(tenant_id, user_id, apply, actor=actor, max_retries=max_retries, create=create)
 
     def delete(self, tenant_id: str, user_id: str, *, actor: str) -> None:
         """Remove a user's settings (audited). Session state is separate: see ``delete_session``."""
@@ -316,16 +335,22 @@ class SettingsStore(SessionStateMixin):
         user id hashed). Returns the number of rows removed per table; erasing an unknown user removes nothing."""
         t, u = self._keys(tenant_id, user_id)
         with self._tx(write=True) as conn:
-            return {name: int(conn.execute(sa.delete(table).where(table.c.tenant_id == t,
-                                                                  table.c.user_id == u)).rowcount)
-                    for name, table in (("settings", user_settings), ("session_state", session_state),
-                                        ("audit", settings_audit))}
+            removed = {name: int(conn.execute(sa.delete(table).where(table.c.tenant_id == t,
+                                                                     table.c.user_id == u)).rowcount)
+                       for name, table in (("settings", user_settings), ("session_state", session_state),
+                                           ("audit", settings_audit))}
+        if self.engine.dialect.name == "sqlite" and any(removed.values()):
+            # SQLite's write-ahead log still holds the erased rows' pages until a checkpoint overwrites them: move
+            # them into the (secure_delete) database file and empty the log, best effort (a reader may hold it)
+            with contextlib.suppress(SQLAlchemyError), self._lock, self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return removed
 
     def history(self, tenant_id: str, user_id: str, limit: int = 100) -> list[AuditEntry]:
         """Audit entries for one user, newest first. Survives ``delete``."""
         t, u = self._keys(tenant_id, user_id)
-        if not isinstance(limit, int) or limit < 1:
-            raise InvalidInputError("limit must be a positive integer")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1_000_000:
+            raise InvalidInputError("limit must be an integer from 1 to 1000000")
         a = settings_audit.c
         q = sa.select(settings_audit).where(a.tenant_id == t, a.user_id == u).order_by(a.id.desc()).limit(limit)
         with self._tx(write=False) as conn:

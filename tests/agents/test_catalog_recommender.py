@@ -79,3 +79,24 @@ def test_missing_movielens_is_a_typed_error_and_skips_the_rec_demo(tmp_path, mon
     finally:
         monkeypatch.delenv("RAILGUARD_MOVIELENS")
         load_catalog.cache_clear()
+
+
+@pytest.mark.parametrize("damage", ["cut", "ratings"])
+def test_a_damaged_movielens_copy_is_a_typed_error(tmp_path, damage):
+    """A movies.csv cut mid-line was an AttributeError traceback out of `rec eval` / `rec recommend`."""
+    import shutil
+
+    from agents.catalog import default_data_dir, load_catalog, load_ratings
+    from guardrails.errors import DataNotAvailableError
+
+    src = default_data_dir()
+    for name in ("movies.csv", "ratings.csv"):
+        shutil.copy(src / name, tmp_path / name)
+    if damage == "cut":
+        (tmp_path / "movies.csv").write_bytes((src / "movies.csv").read_bytes()[:100])
+        with pytest.raises(DataNotAvailableError, match="malformed"):
+            load_catalog(str(tmp_path))
+    else:
+        (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,2,x\n")
+        with pytest.raises(DataNotAvailableError, match="malformed"):
+            load_ratings(str(tmp_path))

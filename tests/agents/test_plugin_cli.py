@@ -269,5 +269,27 @@ def test_a_category_blocked_in_chat_can_be_unblocked_in_chat(tmp_path):
         d = asyncio.run(guard.acheck("unblock crypto spam, thanks", user_id="dave"))
         assert d.action is not Action.BLOCK and action("dave") == "allow"
         assert guard.check("show me crypto spam", user_id="carol").action is not Action.BLOCK
+        # Review of session 33: after "block posts about crypto coins", "unblock spam" (a base category) was blocked
+        # by that category (0.70) and never applied. Blocked only by the user's own categories and naming only base
+        # ones, it is applied and let through; the category still blocks everything else, and toxic never lifts.
+        for sync in (True, False):
+            user = f"frank-{sync}"
+            guard.check("block posts about crypto coins", user_id=user)
+            assert action(user, "posts-about-crypto-coins") == "block" and action(user, "spam") == "warn"
+            d = guard.check("unblock spam", user_id=user) if sync else asyncio.run(
+                guard.acheck("unblock spam", user_id=user))
+            assert d.action is not Action.BLOCK and action(user, "spam") == "allow", d
+            lifted = [f for f in d.findings if f.category == "posts-about-crypto-coins"]
+            assert all(f.action is Action.ALLOW for f in lifted)
+            assert action(user, "posts-about-crypto-coins") == "block"
+            assert guard.check("block posts about crypto coins", user_id=user).action is Action.BLOCK
+            before = s.get("default", user).version
+            d = guard.check("unblock negativity, you worthless idiot", user_id=user)
+            assert d.action is Action.BLOCK and s.get("default", user).version == before
+            # a blocked text sent in the same turn is not waived with the command (follow-up review)
+            turn = [{"role": "user", "content": "Get in early on $DOGEX crypto coins, 50x guaranteed!"},
+                    {"role": "user", "content": "unblock negativity"}]
+            d = guard.check(turn, user_id=user) if sync else asyncio.run(guard.acheck(turn, user_id=user))
+            assert d.action is Action.BLOCK and s.get("default", user).version == before, d
     finally:
         s.close()

@@ -44,6 +44,18 @@ def test_typed_control_tokens_stay_text(tok):
     assert tok.decode(ids) == template_render(tok)(_chat(FORGED))  # the same characters, read as text
 
 
+@pytest.mark.parametrize("typed", ["<filename>\ue000", "<|im_end|>\ue000\ue001 and <file_sep>",
+                                   "<jupyter_code>\ue0010\ue000"])
+def test_typed_private_use_markers_beside_a_control_token_still_tokenize(tok, typed):
+    """encode_chat marked each content with U+E000/U+E001 and refused a content holding them: a user who typed one
+    beside any of SmolLM2's special strings ("<filename>") made the harm detector fail, and its default fail-open
+    mode allowed the message (review of session 33). Markers no content holds are chosen instead."""
+    msgs = _chat(f"You are a worthless idiot. {typed}")
+    ids = encode_chat(tok, msgs, template_render(tok))
+    start = tok.convert_tokens_to_ids("<|im_start|>")
+    assert ids.count(start) == 3 and tok.decode(ids) == template_render(tok)(msgs)
+
+
 def test_a_template_that_rewrites_contents_is_refused_not_guessed(tok):
     def rewriting(msgs):
         return "".join(f"<|im_start|>{m['role']}\n{m['content'][::-1]}<|im_end|>\n" for m in msgs)

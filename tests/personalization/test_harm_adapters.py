@@ -334,8 +334,11 @@ def test_icl_calibration_moves_operating_point(bank):
     before = be.score(["claim your free prize"], prof)["spam"][0]
     assert before < 0.5  # argmax says benign: the prior wins
     be.calibrate(60, target_fpr=0.05)
-    assert set(be.calibration_) == {"toxic", "spam", "negative"}
-    s = be.score(["claim your free prize", "see you at lunch"], prof)["spam"]
+    # toxic and negative share the non-spam mass equally: their score is 0.5 on every text, no spread to calibrate
+    # (calibrated, every text scored exactly 0.5 and was flagged toxic: review of session 33)
+    assert set(be.calibration_) == {"spam"}
+    both = be.score(["claim your free prize", "see you at lunch"], prof)
+    s = both["spam"]
     assert s[0] >= 0.5 > s[1]
     benign = [t for t, lab in zip(bank.texts, bank.labels, strict=True) if lab == "benign"][:200]
     assert (be.score(benign, prof)["spam"] >= 0.5).mean() <= 0.1
@@ -491,3 +494,105 @@ def test_semantic_bank_retrieval_is_balanced_and_related(bank):
     demo_labels = [m["content"] for m in msgs[2:-1:2]]
     assert sorted(demo_labels) == ["benign"] * 2 + ["negative"] * 2 + ["spam"] * 2 + ["toxic"] * 2
     assert demo_labels[-1] == "spam"
+
+
+# ---- review of session 33 ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("status,retried", [(302, False), (501, False), (505, False), (408, True), (429, True),
+                                            (503, True)])
+def test_http_adapter_accepts_only_2xx_and_retries_only_what_may_pass(stub, status, retried):
+    """A 302's body was parsed as the answer; 501 was retried three times and 408 not at all."""
+    url, state = stub
+    state.fail_first, state.status = 1, status
+    ad = OpenAICompatAdapter(url, "m", max_retries=2, backoff=0.01)
+    msgs = [{"role": "user", "content": "see you at lunch"}]
+    if retried:
+        assert ad.label_probs(msgs, ["benign", "spam"]) == {"benign": 1.0, "spam": 0.0} and len(state.calls) == 2
+    else:
+        with pytest.raises(DetectorError, match=f"HTTP {status}"):
+            ad.label_probs(msgs, ["benign", "spam"])
+        assert len(state.calls) == 1
+
+
+def test_http_adapter_never_shows_its_credentials(stub):
+    """A key read from a file with its newline failed at the first call in an error that quoted it whole (and was
+    retried as a network fault); a password in the URL was in every error, so in Decision.error and its log."""
+    with pytest.raises(ConfigError) as err:
+        OpenAICompatAdapter("http://127.0.0.1:9/v1", "m", api_key="sk-LIVE-abcdef123456\n")
+    assert "sk-LIVE" not in str(err.value)
+    port = _free_port()
+    ad = OpenAICompatAdapter(f"http://svc:hunter2PW@127.0.0.1:{port}/v1", "m", max_retries=0)
+    with pytest.raises(DetectorError) as err:
+        ad.label_probs([{"role": "user", "content": "x"}], ["benign"])
+    assert "hunter2PW" not in str(err.value) and f"http://127.0.0.1:{port}/v1" in str(err.value)
+    for bad in ({"deadline": True}, {"backoff": True}, {"backoff": float("nan")}, {"structured": "no"},
+                {"model": None}, {"max_retries": 10**6}):
+        with pytest.raises(ConfigError):
+            OpenAICompatAdapter("http://127.0.0.1:9/v1", **{"model": "m", **bad})
+    for url in ("http://", None, 5):
+        with pytest.raises(ConfigError):
+            OpenAICompatAdapter(url, "m")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("reply", ['{"verdict": "spam"}', '{"label": {"x": "spam"}}', '{"label": 3}'])
+def test_a_json_reply_without_a_string_label_is_not_searched_for_label_words(reply):
+    with pytest.raises(DetectorError, match="without a string"):
+        parse_label(reply, ["benign", "spam"])
+
+
+def test_the_plugin_passes_every_http_setting_and_refuses_unknown_ones(stub):
+    from personalization.plugin import build_backend
+
+    url, state = stub
+    be = build_backend({"backend": "icl", "base_url": url, "max_retries": 0, "deadline": 2, "backoff": 0.01,
+                        "structured": False, "timeout": 1})
+    assert (be.adapter.max_retries, be.adapter.deadline, be.adapter.structured) == (0, 2, False)
+    for cfg in ({"backend": "icl", "base-url": url}, {"backend": "embedding", "k": 3},
+                {"backend": "icl", "max_retries": 1}):  # an HTTP setting without an endpoint
+        with pytest.raises(ConfigError):
+            build_backend(cfg)
+
+
+def test_calibrating_an_adapter_that_answers_one_label_is_refused(stub, bank):
+    """Every benign score was the same clipped value, the operating point sat on it, and every text scored 0.5:
+    the Guard blocked "see you at lunch"."""
+    url, _ = stub
+    be = ICLBackend(OpenAICompatAdapter(url, "m", backoff=0.01), bank=bank, k=2)
+    with pytest.raises(ConfigError, match="do not spread"):
+        be.calibrate(5)
+    assert not getattr(be, "calibration_", {})
+    with pytest.raises(ConfigError):
+        be.calibrate(5, target_fpr=3)
+    from guardrails.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError):
+        be.score("hello", P.ModerationProfile())  # type: ignore[arg-type]  # was scored one character at a time
+
+
+def test_the_langchain_adapter_reads_text_parts_and_falls_back_on_a_refused_schema(bank):
+    class Refusing(StructuredChat):
+        def with_structured_output(self, schema, **kw):
+            raise ValueError("schema unsupported by this provider")
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+            self.generated += 1
+            parts = [{"type": "reasoning", "reasoning": "spam? no."}, {"type": "text", "text": "benign"}]
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(content=parts))])
+
+    model = Refusing()
+    ad = LangChainAdapter(model)
+    assert ad.label_probs([{"role": "user", "content": "hi"}], ["benign", "spam"]) == {"benign": 1.0, "spam": 0.0}
+    assert model.generated == 1
+
+
+def test_an_erasure_drops_the_local_adapters_cached_prompt(bank):
+    """The local adapter's cached prefix is the last prompt's token ids and KV: the last profile's examples."""
+    from personalization.adapters import LocalLMAdapter
+    from personalization.plugin import HarmDetector
+
+    adapter = LocalLMAdapter("not-loaded")
+    adapter._prefix = ((1, 2, 3), object())
+    det = HarmDetector(ICLBackend(adapter, bank=bank, k=0))
+    prof = P.block_new(P.ModerationProfile(), "mine", examples=["my example"])
+    assert det.forget_user("default", "carol", {"moderation": prof.model_dump(mode="json")}) == 1
+    assert adapter._prefix is None
+    assert det.forget_user("default", "carol", {"moderation": prof.model_dump(mode="json")}) == 0

@@ -175,3 +175,11 @@ def test_eval_profile_that_is_not_utf8_is_a_typed_error(tmp_path):
     prof.write_bytes(b'{"categories": {"c": {"examples": ["caf\xe9"]}}}')
     r = runner.invoke(app, ["eval", "--data", str(ok), "--json", "--profile", str(prof)])
     assert r.exit_code == 2 and "not valid UTF-8" in _json(r)["error"]
+
+
+def test_personalize_eval_on_benign_text_only_is_an_error_not_null_metrics(tmp_path):
+    benign = tmp_path / "benign.jsonl"
+    benign.write_text("".join(json.dumps({"text": t, "label": "benign", "task": "spam"}) + "\n"
+                              for t in ("see you at lunch", "ok thanks", "call me later")))
+    r = runner.invoke(app, ["personalize-eval", "--data", str(benign), "--json"])
+    assert r.exit_code == 2 and "no harmful label" in _json(r)["error"]

@@ -13,7 +13,7 @@ from guardrails.decision import Action, Stage
 from guardrails.detector import CheckRequest, PluginContext
 from guardrails.store import SettingsStore
 from personalization import profile as P
-from personalization.embedding import EmbeddingBackend
+from personalization.embedding import EmbeddingBackend, text_key
 from personalization.evaluate import DEV_EVAL_PATH, load_jsonl
 from personalization.plugin import DEMO_MESSAGE, HarmDetector, build_harm_detector, demo
 from personalization.profile import ModerationProfile as RealProfile
@@ -156,6 +156,19 @@ def test_counter_example_suppresses_base_category(backend):
     for strict in (0.25, 0.1):  # a user who makes the category stricter keeps their counter-example
         tight = P.set_threshold(prof, "spam", strict)
         assert backend.score([SPAM], tight)["spam"][0] < strict
+
+
+def test_a_counter_example_is_not_flagged_even_at_threshold_zero(backend):
+    """Threshold 0 acts on every text of the category, except the user's own counter-examples: their cap (threshold
+    / 2) is 0 there, and 0 >= 0 used to block the very text the user said is not this category."""
+    det = HarmDetector(backend)
+    prof = P.set_threshold(P.reblock(P.extend(P.ModerationProfile(), "spam", SPAM, counter=True), "spam"), "spam",
+                           0.0)
+    f = {x.category: x for x in det.predict(req(SPAM, {"moderation": prof.model_dump()}, "zoe"))}["spam"]
+    assert f.score == 0.0 and f.threshold == 0.0 and f.action is Action.ALLOW
+    other = {x.category: x for x in det.predict(req("What time is the meeting?",
+                                                    {"moderation": prof.model_dump()}, "zoe"))}["spam"]
+    assert other.score > 0.0 and other.action is Action.BLOCK  # threshold 0 still acts on everything else
 
 
 def test_detector_unblock_mask_and_user_isolation(backend):
@@ -305,6 +318,17 @@ def test_through_the_guard_with_stored_profiles(tmp_path, backend, monkeypatch):
         assert guard.check(SPAM, user_id="erin").action is Action.WARN  # others' changes touched only them
 
 
+def test_the_embedding_caches_hold_no_user_text(backend):
+    """A category removed before its user's erasure left its examples in the text cache until evicted (review of
+    session 33): the cache keys are hashes now, so no raw example stays in memory once the profile is gone."""
+    secret = "MYSECRET I was diagnosed with HIV last week"
+    prof = P.block_new(P.ModerationProfile(), "health_talk", examples=[secret], counter_examples=["gym session"])
+    backend.score(["how was your day?"], prof)
+    keys = [k for cache in backend._texts.values() for k in cache]
+    assert text_key(secret) in keys and all("MYSECRET" not in k for k in keys)
+    assert secret not in repr(backend._compiled)
+
+
 def test_erasing_a_user_drops_the_cached_embeddings_of_users_examples(tmp_path):
     """`Guard.erase_user`: the profile goes with the store's rows; the backend's caches of example texts (keyed by
     text, not user) are dropped and rebuilt on next use, with the same scores."""
@@ -326,10 +350,11 @@ def test_erasing_a_user_drops_the_cached_embeddings_of_users_examples(tmp_path):
         compiled = len(det.backend._compiled)
         erased = guard.erase_user("carol")
         assert erased["settings"] == 1 and erased["audit"] == 2 and erased["detectors"]["harm"] >= 3
-        assert "Get in early on $DOGEX, 50x guaranteed, pump starts at 9pm!" not in det.backend._texts["topic"]
-        assert "Call Jane on 0612345678 for a free cruise" not in det.backend._texts["topic"]
+        topic = det.backend._texts["topic"]
+        assert text_key("Get in early on $DOGEX, 50x guaranteed, pump starts at 9pm!") not in topic
+        assert text_key("Call Jane on 0612345678 for a free cruise") not in topic
         assert len(det.backend._compiled) == compiled - 2  # carol's category and her spam extension, not dave's
-        assert "Huge sale on garden gnomes this weekend only, 50% off!" in det.backend._texts["topic"]
+        assert text_key("Huge sale on garden gnomes this weekend only, 50% off!") in topic
         assert guard.erase_user("nobody")["detectors"] == {"harm": 0}  # an unknown user drops nothing
         after_default = guard.check("Buy $MOONCOIN now, 100x soon", user_id="carol")
         assert "crypto_shill" not in {f.category for f in after_default.findings}  # the profile is gone

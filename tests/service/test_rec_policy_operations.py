@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from agents.policy import RecPolicy
-from guardrails.client import ServiceInvalidInputError, ServiceUnknownUserError
+from guardrails.client import ServiceInvalidInputError, ServiceUnknownNameError, ServiceUnknownUserError
 
 
 def _policy(client, user: str) -> RecPolicy:
@@ -80,8 +80,9 @@ def test_removing_an_unknown_preference_writes_nothing(service):
     with service.client() as rg:
         rg.apply_operation("alice", "rec_policy", "command", text="no horror")
         before = rg.get_settings("alice")
-        with pytest.raises(ServiceInvalidInputError, match="no preference with this id"):
+        with pytest.raises(ServiceUnknownNameError, match="no preference with this id") as err:
             rg.apply_operation("alice", "rec_policy", "remove", id="0123456789")
+        assert (err.value.status_code, err.value.code) == (404, "unknown_preference")
         assert rg.get_settings("alice") == before
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import httpx
 import pytest
 
@@ -186,6 +188,32 @@ def test_user_ids_with_reserved_characters(service):
         c.delete_settings("org/alice")
         with pytest.raises(ServiceUnknownUserError):
             c.get_settings("org/alice")
+
+
+def test_path_user_ids_that_are_not_utf8_are_refused_not_merged(service):
+    """The path decoder turns bytes that are not UTF-8 into U+FFFD, so "%FF" and "%FE" were one user: a write as one
+    was read, and erased, as the other. Now a 422 and nothing written; ids of characters the store would refuse
+    (a line separator, a bidirectional override) are refused at the edge too, body or path."""
+    tenant, key = service.new_tenant()
+    auth = {"Authorization": f"Bearer {key}"}
+    for raw in ("%FF", "%ED%A0%80", "a%E2%80%A8b"):
+        r = httpx.put(f"{service.url}/v1/users/{raw}/settings", headers=auth,
+                      json={"settings": {"guard": {"shadow": True}}, "expected_version": 0})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_user_id", (raw, r.text)
+    for sid in ("\u2028", "\u202eevil", "a\x85b"):
+        r = httpx.post(f"{service.url}/v1/check/input", headers=auth,
+                       json={"user_id": "alice", "session_id": sid, "text": "hello"})
+        assert r.status_code == 422, (sid, r.text)
+    assert service.store.list_users(tenant) == []
+    # ids the store took before stay usable, and characters of any script, joiners and emoji sequences are fine
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # with a zero-width non-joiner
+    for uid in ("\ufffd", "tab\u00adbed", "\U0001f469\u200d\U0001f4bb", persian, "no\u00a0break"):
+        s = httpx.put(f"{service.url}/v1/users/{quote(uid, safe='')}/settings", headers=auth,
+                      json={"settings": {"guard": {"shadow": True}}, "expected_version": 0})
+        assert s.status_code == 200 and s.json()["user_id"] == uid, (uid, s.text)
+        r = httpx.post(f"{service.url}/v1/check/input", headers=auth,
+                       json={"user_id": uid, "session_id": uid, "text": "hello"})
+        assert r.status_code == 200 and r.json()["action"] == "allow", (uid, r.text)
 
 
 def test_remote_guard_screens_resent_history_like_a_local_guard(service):

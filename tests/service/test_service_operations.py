@@ -467,3 +467,12 @@ def test_a_failing_redactor_keeps_its_other_findings_and_shadow_failures_are_cou
     assert d.action is Action.WARN and [f.category for f in d.findings] == ["threat", "error"]
     shadow = Guard([DetectorSlot(Flaky("flaky", "raise"), shadow=True)]).check("x", user_id="u")
     assert shadow.error and failed_detectors(shadow) == ["flaky"]
+
+
+@pytest.mark.parametrize("url", ["notaurl", "http://", "ftp://models.internal/v1", "http://user:s3cretpw@"])
+def test_an_upstream_url_that_is_not_http_is_refused_at_start_and_not_quoted(url):
+    """`serve --upstream-url notaurl` started and answered every proxied chat with a 502."""
+    with pytest.raises(ConfigError, match="RAILGUARD_UPSTREAM_URL must be an http") as err:
+        ServiceEnv.from_environ({"RAILGUARD_UPSTREAM_URL": url})
+    assert "s3cretpw" not in str(err.value)
+    assert ServiceEnv.from_environ({"RAILGUARD_UPSTREAM_URL": "http://127.0.0.1:8000/v1"}).upstream_url

@@ -11,8 +11,14 @@ import pytest
 from pydantic import BaseModel
 
 import guardrails.detector as detector
-from guardrails.client import AsyncRailguardClient, ServiceInvalidInputError, ServiceUnknownUserError
-from guardrails.errors import ConfigError, InvalidInputError
+from guardrails.client import (
+    AsyncRailguardClient,
+    ServiceInvalidInputError,
+    ServiceNameTakenError,
+    ServiceUnknownNameError,
+    ServiceUnknownUserError,
+)
+from guardrails.errors import ConfigError, InvalidInputError, NameTakenError, UnknownNameError
 from guardrails.store import SectionOperation, SettingsStore, run_operation, section_operations
 from personalization import ProfileService
 from personalization.profile import ModerationProfile
@@ -79,9 +85,7 @@ def test_http_and_profile_service_give_the_same_profile(service):
     ("block", {"name": "crypto", "examples": [PITCH], "threshold": 2}),
     ("block", {"name": "crypto", "examples": [PITCH], "threshold": True}),
     ("block", {"name": "crypto", "examples": ["x" * 5000]}),  # longer than a stored example may be
-    ("block", {"name": "spam", "examples": [PITCH]}),  # exists: extend it instead
     ("block", {"name": "crypto", "examples": [PITCH], "counter_examples": [PITCH]}),  # contradiction
-    ("unblock", {"name": "no_such_category"}),
     ("extend", {"name": "spam", "texts": []}),
     ("extend", {"name": "spam", "texts": ["free cruise"], "n_variations": 1000}),
     ("set_threshold", {"name": "spam", "threshold": -0.1}),
@@ -96,6 +100,48 @@ def test_bad_input_is_refused_and_writes_nothing(service, operation, body):
             rg.apply_operation("alice", "moderation", operation, **body)
         assert err.value.status_code == 422 and "xxxxx" not in str(err.value) and PITCH not in str(err.value)
         assert rg.get_settings("alice") == before and len(rg.audit("alice")) == 1
+
+
+@pytest.mark.parametrize("operation,body,status,code,error", [
+    ("unblock", {"name": "no_such_category"}, 404, "unknown_category", ServiceUnknownNameError),
+    ("set_threshold", {"name": "no_such_category", "threshold": 0.3}, 404, "unknown_category",
+     ServiceUnknownNameError),
+    ("extend", {"name": "no_such_category", "texts": ["x"]}, 404, "unknown_category", ServiceUnknownNameError),
+    ("block", {"name": "spam", "examples": [PITCH]}, 409, "category_exists", ServiceNameTakenError),  # extend it
+    ("block", {"name": "garden", "examples": [PITCH]}, 409, "category_exists", ServiceNameTakenError),
+])
+def test_an_unknown_or_taken_category_is_404_or_409_and_writes_nothing(service, operation, body, status, code,
+                                                                       error):
+    """Not a 422: the request is well formed, it names a category the profile lacks (404) or already holds (409);
+    the SDK raises what a local ProfileService raises (UnknownNameError / NameTakenError, both ConfigErrors)."""
+    with service.client() as rg:
+        rg.apply_operation("alice", "moderation", "block", name="garden", examples=["Huge sale on garden gnomes!"])
+        before = rg.get_settings("alice")
+        with pytest.raises(error) as err:
+            rg.apply_operation("alice", "moderation", operation, **body)
+        assert (err.value.status_code, err.value.code, err.value.kind) == (status, code, "category")
+        local = UnknownNameError if status == 404 else NameTakenError
+        assert isinstance(err.value, local) and isinstance(err.value, ConfigError)
+        assert PITCH not in str(err.value)
+        assert rg.get_settings("alice") == before and len(rg.audit("alice")) == 1
+
+
+def test_a_reset_of_a_user_with_nothing_stored_writes_nothing(service):
+    """A reset to the defaults an unknown user reads anyway creates no user, no version and no audit row, over HTTP
+    and through ProfileService; a stored user's reset is still a versioned write."""
+    tenant, key = service.new_tenant()
+    with service.client(key) as rg:
+        s = rg.apply_operation("nobody", "moderation", "reset")
+        assert s.version == 0 and s.settings == {}
+        assert rg.apply_operation("nobody2", "rec_policy", "reset").version == 0
+        with pytest.raises(ServiceUnknownUserError):
+            rg.get_settings("nobody")
+        assert service.store.history(tenant, "nobody") == [] and service.store.history(tenant, "nobody2") == []
+        svc = ProfileService(service.store, tenant)
+        assert svc.reset("carol") == ModerationProfile() and not service.store.exists(tenant, "carol")
+        svc.unblock("carol", "spam")
+        assert svc.reset("carol") == ModerationProfile() and service.store.get(tenant, "carol").version == 2
+        assert rg.apply_operation("carol", "moderation", "reset").version == 2  # already the default: no write
 
 
 def test_a_body_with_a_duplicate_key_is_refused_and_writes_nothing(service):
@@ -194,8 +240,10 @@ def test_async_twin(service):
     async def go():
         async with AsyncRailguardClient(service.url, api_key=key, max_retries=0) as rg:
             s = await rg.apply_operation("alice", "moderation", "block", name="crypto", examples=[PITCH])
-            with pytest.raises(ServiceInvalidInputError):
+            with pytest.raises(ServiceNameTakenError):
                 await rg.apply_operation("alice", "moderation", "block", name="crypto", examples=[PITCH])
+            with pytest.raises(ServiceUnknownNameError):
+                await rg.apply_operation("alice", "moderation", "unblock", name="cryptoo")
             return s
 
     assert asyncio.run(go()).settings["moderation"]["categories"]["crypto"]["examples"] == [PITCH]

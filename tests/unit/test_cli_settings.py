@@ -75,8 +75,9 @@ def test_bad_input_writes_nothing(db, args, match):
 
 
 def test_erase_asks_for_confirmation_then_forgets(db):
-    _run("settings", "apply", "moderation", "reset", "--user", "alice", "--db", db)
-    _run("settings", "apply", "moderation", "reset", "--user", "bob", "--db", db)
+    # (a reset no longer creates a user: it has nothing stored to reset)
+    for user in ("alice", "bob"):
+        _run("settings", "apply", "moderation", "unblock", "--user", user, "--db", db, "--input", '{"name": "spam"}')
     code, out = _run("settings", "erase", "--user", "alice", "--db", db)
     assert code == 2 and "--yes" in out["error"] and _stored(db, "alice") is not None
     code, out = _run("settings", "erase", "--user", "alice", "--db", db, "--yes")
@@ -133,6 +134,39 @@ def test_an_in_memory_database_is_refused(url):
 
 
 def test_showing_an_unknown_section_is_an_error(db):
-    _run("settings", "apply", "moderation", "reset", "--user", "alice", "--db", db)
+    _run("settings", "apply", "moderation", "unblock", "--user", "alice", "--db", db, "--input", '{"name": "spam"}')
     code, out = _run("settings", "show", "--user", "alice", "--db", db, "--section", "nosuch")
     assert code == 2 and "unknown section" in out["error"] and "moderation" in out["error"]
+
+
+# ---- review of session 33 ----------------------------------------------------------------------------------
+def test_an_input_the_operation_refuses_creates_no_database(tmp_path):
+    new = tmp_path / "new" / "settings.db"
+    code, out = _run("settings", "apply", "moderation", "set_threshold", "--user", "alice", "--db",
+                     f"sqlite:///{new}", "--input", '{"name": "spam", "threshold": 1.5}')
+    assert code == 2 and "threshold" in out["error"] and not new.exists()
+
+
+def test_an_input_file_may_start_with_a_bom(db, tmp_path):
+    f = tmp_path / "bom.json"
+    f.write_bytes(b'\xef\xbb\xbf{"name": "spam"}')
+    code, out = _run("settings", "apply", "moderation", "unblock", "--user", "alice", "--db", db,
+                     "--input-file", str(f))
+    assert code == 0 and out["settings"]["categories"]["spam"]["action"] == "allow"
+
+
+def test_check_refuses_an_endless_or_oversized_file_before_reading_it_all(tmp_path):
+    """`--file /dev/zero` was read whole: all the memory, then a MemoryError traceback."""
+    code, out = _run("check", "--user", "a", "--file", "/dev/zero", "--detectors", "pii")
+    assert code == 2 and "larger than" in out["error"]
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as fh:
+        fh.truncate(16_000_001)  # sparse: more bytes than 4,000,000 characters can take in UTF-8
+    code, out = _run("check", "--user", "a", "--file", str(big), "--detectors", "pii")
+    assert code == 2 and "larger than" in out["error"]
+
+
+def test_demo_refuses_a_reply_cap_below_one_before_writing_anything(tmp_path):
+    db = tmp_path / "demo.db"
+    res = CliRunner().invoke(app, ["demo", "--max-new-tokens", "0", "--json", "--db", f"sqlite:///{db}"])
+    assert res.exit_code == 2 and "Traceback" not in res.output and not db.exists()

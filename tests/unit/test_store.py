@@ -619,3 +619,58 @@ def test_a_deleted_user_written_again_continues_its_versions(store: SettingsStor
     assert [h.version for h in store.history("default", "bo")] == [2, 1, 1]
     store.erase_user("default", "bo")  # erasure keeps nothing, not even the count: it starts again at 1
     assert store.put("default", "bo", {}, expected_version=0, actor="c").version == 1
+
+
+# ---- review of session 33: what an erasure leaves on disk, file modes, typed errors --------------------------
+def test_an_erased_users_text_is_gone_from_the_database_file_and_its_write_ahead_log(store: SettingsStore,
+                                                                                      db: Path) -> None:
+    """With the store still open: the WAL held 5 copies of the erased example until later writes overwrote it."""
+    store.put("default", "u", {"moderation": {"examples": [SECRET]}}, expected_version=0, actor="t")
+    store.put_state("default", "u", "s1", "k", {"x": SECRET})
+    store.put("default", "other", {"moderation": {"examples": ["kept"]}}, expected_version=0, actor="t")
+    assert store.erase_user("default", "u") == {"settings": 1, "session_state": 1, "audit": 1}
+    files = [p for p in db.parent.iterdir() if p.name.startswith(db.name)]
+    assert {p.name for p in files} >= {db.name, f"{db.name}-wal"}
+    assert all(SECRET.encode() not in p.read_bytes() for p in files)
+    assert store.get("default", "other").settings["moderation"]["examples"] == ["kept"]
+
+
+def test_a_new_database_and_its_folder_are_private(tmp_path: Path) -> None:
+    db = tmp_path / "new" / "settings.db"
+    with SettingsStore(db) as s:
+        s.put("default", "u", {"moderation": {"examples": [SECRET]}}, expected_version=0, actor="t")
+        modes = {p.name: p.stat().st_mode & 0o777 for p in db.parent.iterdir()}
+    assert db.parent.stat().st_mode & 0o777 == 0o700
+    assert modes[db.name] == 0o600 and modes.get(f"{db.name}-wal", 0o600) == 0o600
+    mine = tmp_path / "mine.db"  # an existing file keeps the operator's mode
+    mine.touch(mode=0o640)
+    os.chmod(mine, 0o640)
+    SettingsStore(mine).close()
+    assert mine.stat().st_mode & 0o777 == 0o640
+
+
+def _deep(n: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    cur = out
+    for _ in range(n):
+        cur["a"] = {}
+        cur = cur["a"]
+    return out
+
+
+@pytest.mark.parametrize("write", [
+    lambda s: s.put("default", "v", {"guard": {"disabled_detectors": ["\udcff"]}}, expected_version=0, actor="t"),
+    lambda s: s.put_state("default", "v", "s", "k", {"x": "\udcff"}),
+    lambda s: s.put_state("default", "v", "s", "k", _deep(5000)),
+    lambda s: s.put("default", "v", {}, expected_version=True, actor="t"),
+    lambda s: s.put("default", "v", {}, expected_version=-1, actor="t"),
+    lambda s: s.history("default", "v", limit=10**30),
+    lambda s: s.put("default", "v\u202eevil", {}, expected_version=0, actor="t"),  # reads reversed in logs
+    lambda s: s.put("default", "v\u2028w", {}, expected_version=0, actor="t"),
+])
+def test_values_the_store_cannot_hold_are_typed_errors_that_write_nothing(store: SettingsStore, write) -> None:
+    """A lone surrogate was a UnicodeEncodeError (a 500 over HTTP), deep nesting a RecursionError, a huge history
+    limit an OverflowError, `True` version 1."""
+    with pytest.raises(InvalidInputError):
+        write(store)
+    assert store.list_users("default") == [] and store.get_state("default", "v", "s", "k") is None
