@@ -174,6 +174,12 @@ def lifting(acting: Sequence[DetectorSlot], results: list[tuple[DetectorSlot, li
     spam", nothing but the names of the user's categories, blocked by a category the user made about crypto posts).
     A claim that raises, or answers anything else, lifts nothing."""
     blocking = blocking_findings(results, request)
+    # a detector that failed closed blocks with a finding of category "error": no command lifts that (a user's own
+    # category named "error" made it look like theirs, review of session 33)
+    if any(err is not None and not slot.shadow and any(f.action is Action.BLOCK for f in fs)
+           for slot, fs, err in results):
+        return Lifted()
+    blocked = {(f.detector, f.category) for f in blocking}
     claimed = Lifted()
     for slot in acting:
         claim = getattr(slot.detector, "lifts", None)
@@ -183,10 +189,12 @@ def lifting(acting: Sequence[DetectorSlot], results: list[tuple[DetectorSlot, li
             continue
         if said is True:
             claimed.append(slot)
-        elif isinstance(said, frozenset) and said and all(
+        elif isinstance(said, frozenset) and blocked <= said and all(
                 isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in said):
+            # it vouches for every block on this message (else its command would run on a message that stays
+            # blocked); only those are waived, not other pairs it named
             claimed.append(slot)
-            claimed.waived |= said
+            claimed.waived |= blocked
     return claimed
 
 
@@ -199,7 +207,7 @@ def waive(results: list[tuple[DetectorSlot, list[Finding], str | None]], waived:
     note = "; lifted: this message is the user's own command naming their categories"
     return [(slot, [f.model_copy(update={"action": Action.ALLOW, "explanation": f.explanation + note})
                     if f.action is Action.BLOCK and (f.detector, f.category) in waived else f for f in fs], err)
-            for slot, fs, err in results]
+            if err is None else (slot, fs, err) for slot, fs, err in results]  # a failure is never waived
 
 
 def after_command(store: Any, tenant_id: str, request: CheckRequest,

@@ -231,15 +231,18 @@ def call_text(name: str | None, args: Any) -> str:
     return f"{name or ''}({body})"
 
 
-#: bidirectional controls: an id holding U+202E reads reversed in every log line that shows it
-_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_JOINERS = frozenset("\u200c\u200d")  # zero-width non-joiner (Persian, Indic scripts) and joiner (emoji sequences)
 
 
 def id_chars_ok(value: str) -> bool:
     """The one character rule for ids and store keys (user, session, tenant, actor): no control character (C0, C1),
-    no lone surrogate, no line or paragraph separator, no bidirectional control. Emoji sequences (ZWJ), joiners
-    (ZWNJ), no-break spaces, tags and letters of any script are fine."""
-    return not any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") or c in _BIDI_CONTROLS for c in value)
+    no lone surrogate, no line or paragraph separator, and no invisible format character ("alice" and
+    "alice\u200b" would be two users that look alike; bidirectional controls reverse the text around them), except
+    the joiners emoji sequences and some scripts need (ZWJ, ZWNJ) and the tags of subdivision flags. Letters of any
+    script, no-break spaces and emoji are fine."""
+    return not any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp")
+                   or (unicodedata.category(c) == "Cf" and c not in _JOINERS and not "\U000e0020" <= c <= "\U000e007f")
+                   for c in value)
 
 
 def check_id(value: object, what: str = "user_id", *, optional: bool = False) -> str | None:

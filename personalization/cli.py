@@ -15,6 +15,7 @@ import typer
 
 from guardrails.cli.output import PLOT_SUFFIXES, emit_json, fail, output_path_problem
 from guardrails.errors import ConfigError, RailguardError
+from guardrails.jsonl import read_bounded
 
 app = typer.Typer(help="Personalized harm detection: evaluate backends and personalization protocols.",
                   no_args_is_help=True)
@@ -101,7 +102,8 @@ def eval_cmd(
         _fail(f"--plot: {problem}", as_json)
     try:
         rows = load_jsonl(data)[:limit] if limit else load_jsonl(data)
-        prof = import_json(profile.read_bytes()) if profile else ModerationProfile()  # bytes: strict UTF-8
+        # bytes: strict UTF-8; bounded (a profile is far smaller than 64 MB): /dev/zero filled the memory
+        prof = import_json(read_bounded(profile, 1 << 26)) if profile else ModerationProfile()
         used = "profile"
         if only:
             from .profile import set_action

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from ..errors import RailguardError
 from ..jsonio import loads_unique
+from ..jsonl import read_bounded
 from .output import JsonOpt, emit_json, err_console, fail
 
 settings_app = typer.Typer(help="Read and change one user's stored settings (moderation, feed policy, guard).",
@@ -57,16 +58,27 @@ def _open(db: str | None, user: str, *, create: bool) -> Any:
     return SettingsStore(url.render_as_string(hide_password=False))
 
 
-def _payload(text: str | None, file: Path | None) -> Any:
-    """The operation's input: a JSON object from --input, --input-file (- for stdin), or {} when neither."""
+_MAX_INPUT = 1 << 24  # an operation's input (a profile's texts are limited far below this)
+
+
+def _stdin() -> bytes:
     import sys
 
+    data = sys.stdin.buffer.read(_MAX_INPUT + 1)
+    if len(data) > _MAX_INPUT:
+        raise RailguardError(f"the operation's input is larger than {_MAX_INPUT} bytes")
+    return data
+
+
+def _payload(text: str | None, file: Path | None) -> Any:
+    """The operation's input: a JSON object from --input, --input-file (- for stdin), or {} when neither."""
     if text is not None and file is not None:
         raise RailguardError("give at most one of --input or --input-file")
     try:
         # utf-8-sig: a BOM (Windows tools) is not data, as the JSONL readers take it
-        raw = (text if text is not None else sys.stdin.buffer.read().decode("utf-8-sig") if str(file) == "-"
-               else file.read_text(encoding="utf-8-sig") if file is not None else "{}")
+        # bounded: `--input-file /dev/zero` filled the memory (review of session 33)
+        raw = (text if text is not None else _stdin().decode("utf-8-sig") if str(file) == "-"
+               else read_bounded(file, _MAX_INPUT).decode("utf-8-sig") if file is not None else "{}")
         value = loads_unique(raw)
     except UnicodeDecodeError:
         raise RailguardError("the operation's input is not valid UTF-8") from None

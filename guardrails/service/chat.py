@@ -191,6 +191,18 @@ def _with_keepalive(work: asyncio.Task[_Answer], every_s: float) -> StreamingRes
     return _sse(events())
 
 
+def _header_text(value: str | None, what: str) -> str | None:
+    """A header's value as the UTF-8 text its bytes are (the server hands them over read as latin-1, so the header
+    "é" was the user "Ã©", another user than the body's "é"); bytes that are not UTF-8 are a 422."""
+    if value is None:
+        return None
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        raise ApiError(422, f"invalid_{what}", f"the X-Railguard-{what.title().replace('_', '-')} header must be "
+                       "UTF-8 text") from None
+
+
 @router.post("/v1/chat/completions", responses={s: {"model": ErrorOut} for s in (401, 413, 415, 422, 502, 504)})
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            p: Principal = Depends(require_tenant),
@@ -200,6 +212,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
     `X-Railguard-User-Id` header (both set and different: 422 `user_mismatch`); decisions are returned under the
     extra `railguard` key."""
     st = state(request)
+    x_railguard_user_id = _header_text(x_railguard_user_id, "user_id")
+    x_railguard_session_id = _header_text(x_railguard_session_id, "session_id")
     if body.user and x_railguard_user_id and body.user != x_railguard_user_id:
         # A gateway that sets the header vouches for the user; a client-written body `user` must not override
         # it and borrow another user's settings (and drift state). Neither one silently wins.

@@ -97,11 +97,14 @@ def user_id_param(user_id: str, request: Request) -> str:
     erased, as the other). A U+FFFD sent as UTF-8 ("%EF%BF%BD") is a character like any other."""
     from urllib.parse import unquote_to_bytes
 
-    try:
-        unquote_to_bytes(bytes(request.scope.get("raw_path") or b"").decode("latin-1")).decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiError(422, "invalid_user_id", "user_id must be UTF-8 text (the path holds bytes that are not)"
-                       ) from None
+    if "\ufffd" in user_id:  # a replacement character: sent as such, or put there by the decoder?
+        raw = bytes(request.scope.get("raw_path") or b"")
+        segment = raw.split(b"/v1/users/", 1)[-1].split(b"/", 1)[0]  # the user id's own (percent-encoded) segment
+        try:
+            unquote_to_bytes(segment).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(422, "invalid_user_id", "user_id must be UTF-8 text (the path holds bytes that are not)"
+                           ) from None
     try:
         check_id(user_id, "user_id")
     except InvalidInputError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +20,10 @@ import httpx
 from pydantic import TypeAdapter
 
 from ..decision import Decision, Stage
-from ..errors import InvalidInputError, UnknownUserError, VersionConflictError
+from ..errors import ConfigError, InvalidInputError, UnknownUserError, VersionConflictError
 from ..guard_types import HistoryScreen
 from ..store.settings import AuditEntry, StoredSettings
-from ..text import as_dicts, coerce_messages, coerce_text
+from ..text import as_dicts, check_id, coerce_messages, coerce_text
 
 ENV_URL, ENV_KEY = "RAILGUARD_URL", "RAILGUARD_API_KEY"
 _AUDIT = TypeAdapter(list[AuditEntry])
@@ -48,7 +49,7 @@ class Op:
     admin: bool = False
     retry_status: bool = True  # False where a repeat is expensive (chat generation)
     timeout: float | None = None
-    headers: Mapping[str, str] | None = None
+    headers: Mapping[str, str | bytes] | None = None
 
 
 class Core:
@@ -57,13 +58,20 @@ class Core:
     def __init__(self, base_url: str | None, api_key: str | None, admin_key: str | None, max_retries: int,
                  backoff_s: float, backoff_max_s: float) -> None:
         self.base_url = (base_url or os.environ.get(ENV_URL) or "http://127.0.0.1:8080").rstrip("/")
-        self.api_key = api_key if api_key is not None else os.environ.get(ENV_KEY)
-        self.admin_key = admin_key
+        self.api_key = (api_key if api_key is not None else os.environ.get(ENV_KEY)) or None  # empty: no key
+        self.admin_key = admin_key or None
+        for what, key in (("api_key", self.api_key), ("admin_key", admin_key)):
+            # never quoted: a key read from a file with its newline failed at the first request, in an error
+            # quoting the header (the key) and read as "service unreachable"
+            if key is not None and (not isinstance(key, str) or not _TOKEN.fullmatch(key)):
+                raise ConfigError(f"{what} must be printable ASCII, without line breaks or surrounding spaces")
         self.max_retries, self.backoff_s, self.backoff_max_s = max_retries, backoff_s, backoff_max_s
 
-    def headers(self, op: Op) -> dict[str, str]:
+    def headers(self, op: Op) -> httpx.Headers:
         key = self.admin_key if op.admin else self.api_key
-        return {**({"Authorization": f"Bearer {key}"} if key else {}), **(op.headers or {})}
+        merged = {**({"Authorization": f"Bearer {key}"} if key else {}), **(op.headers or {})}
+        return httpx.Headers([(k.encode("ascii"), v if isinstance(v, bytes) else v.encode("ascii"))
+                              for k, v in merged.items()])
 
     def delay(self, attempt: int) -> float:
         return min(self.backoff_max_s, self.backoff_s * 2**attempt) * (0.5 + random.random() / 2)
@@ -176,16 +184,34 @@ class Core:
              params: Mapping[str, Any], timeout: float | None) -> Op:
         body = {**params, "messages": [dict(m) for m in messages], "user": user_id, "stream": False}
         return Op("POST", "/v1/chat/completions", lambda r: r.json(), json=body, retry_status=False,
-                   timeout=timeout, headers={"X-Railguard-Session-Id": session_id} if session_id else None)
+                   timeout=timeout, headers={"X-Railguard-Session-Id": _header_id(session_id)} if session_id else None)
+
+
+_TOKEN = re.compile(r"[!-~](?:[ -~]{0,4094}[!-~])?")  # what an HTTP header carries: inner spaces are fine
+
+
+def _header_id(session_id: str) -> bytes:
+    """A session id as the chat proxy's header carries it: UTF-8 bytes (the service reads them so). An id HTTP
+    cannot carry in a header (surrounding spaces) or no id at all is an InvalidInputError here, not a transport
+    error that read as "service unreachable" and was retried."""
+    check_id(session_id, "session_id")
+    if session_id != session_id.strip(" \t"):
+        raise InvalidInputError("a session id sent to the chat proxy cannot start or end with a space or tab")
+    return session_id.encode("utf-8")
 
 
 def _seg(value: str) -> str:
     """Path segments are percent-encoded: a user id may contain '/', '?', '#' or spaces. The ids '.' and '..'
     are encoded too: left as they are, the HTTP client resolves them as path steps (``erase_user("..")`` posted to
     ``/v1/erase``)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInputError(f"an id in the URL must be a non-empty string, got {type(value).__name__}")
     if value in (".", ".."):
         return "%2E" * len(value)
-    return quote(value, safe="")
+    try:
+        return quote(value, safe="")
+    except UnicodeEncodeError:  # a lone surrogate: no URL can carry it
+        raise InvalidInputError("an id in the URL must be UTF-8 text (it holds an unpaired surrogate)") from None
 
 
 def sse_line(line: str) -> dict[str, Any] | None | bool:

@@ -43,6 +43,7 @@ from .settings import (
     section_models,
     validate_sections,
 )
+from .sqlite_files import checkpoint, private_file
 from .state import SessionStateMixin, state_ttl_from_env
 
 ENV_URL = "RAILGUARD_DB_URL"
@@ -79,14 +80,6 @@ def _twin(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
 
 
 
-def _private_file(path: Path) -> None:
-    """The database's folder (created 0700) and file (created empty, 0600) before SQLite opens it: it holds users'
-    example texts and preferences, and SQLite gives its -wal and -shm files the database file's mode. Existing
-    folders and files keep their modes (the operator's choice)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-
 class _Written:
     rowcount = 1
 
@@ -106,6 +99,7 @@ class SettingsStore(SessionStateMixin):
         self._init_state(state_ttl_from_env() if state_ttl == "env" else state_ttl)
         self.url, self.max_value_bytes, self._closed = resolve_url(url), max_value_bytes, False
         self._models: dict[str, type[BaseModel]] | None = None
+        self._checkpoint_due = False  # an erasure's log checkpoint is still to be made (see `_checkpoint`)
         sqlite, db = self.url.get_backend_name() == "sqlite", self.url.database or ""
         memory = sqlite and (db in ("", ":memory:") or self.url.query.get("mode") == "memory")
         self.location = db if sqlite and not memory else self.url.render_as_string(hide_password=True)
@@ -117,7 +111,7 @@ class SettingsStore(SessionStateMixin):
         )
         try:
             if sqlite and not memory and not db.startswith("file:"):
-                _private_file(Path(db))
+                private_file(Path(db))
             # hide_parameters: bound values (settings may hold user-written text) never reach logs or errors
             self.engine = sa.create_engine(self.url, echo=echo, hide_parameters=True, **kwargs)
             if sqlite:
@@ -258,7 +252,10 @@ class SettingsStore(SessionStateMixin):
                     new = compute(old)
                     if new is not None and old.version > 0 and new == old.settings:
                         return old  # a no-op write (unblocking what is already unblocked): no version, no audit row
-                    return self._cas(conn, old, new, op, actor)
+                    written = self._cas(conn, old, new, op, actor)
+                if self._checkpoint_due:  # an erasure's checkpoint met a reader: try again after this write
+                    self._checkpoint()
+                return written
             except VersionConflictError:
                 if expected_version is not None or attempt >= max_retries:
                     raise
@@ -340,11 +337,13 @@ class SettingsStore(SessionStateMixin):
                        for name, table in (("settings", user_settings), ("session_state", session_state),
                                            ("audit", settings_audit))}
         if self.engine.dialect.name == "sqlite" and any(removed.values()):
-            # SQLite's write-ahead log still holds the erased rows' pages until a checkpoint overwrites them: move
-            # them into the (secure_delete) database file and empty the log, best effort (a reader may hold it)
-            with contextlib.suppress(SQLAlchemyError), self._lock, self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._checkpoint()
         return removed
+
+    def _checkpoint(self) -> None:
+        """An erasure's write-ahead log checkpoint (`sqlite_files.checkpoint`); tried again after the next write
+        and at `close` while a reader keeps it from completing."""
+        self._checkpoint_due = not checkpoint(self.engine, self._lock)
 
     def history(self, tenant_id: str, user_id: str, limit: int = 100) -> list[AuditEntry]:
         """Audit entries for one user, newest first. Survives ``delete``."""
@@ -379,6 +378,8 @@ class SettingsStore(SessionStateMixin):
     def close(self) -> None:
         """Release pooled connections (and file handles); further calls raise StoreError. A background prune
         still running is waited for (up to 10 s), so no connection is opened after this returns."""
+        if self._checkpoint_due and not self._closed:
+            self._checkpoint()  # an erasure's log pages a reader kept from the last checkpoint
         self._closed = True
         waited = self._prune_lock.acquire(timeout=10)
         try:

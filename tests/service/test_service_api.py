@@ -200,14 +200,17 @@ def test_path_user_ids_that_are_not_utf8_are_refused_not_merged(service):
         r = httpx.put(f"{service.url}/v1/users/{raw}/settings", headers=auth,
                       json={"settings": {"guard": {"shadow": True}}, "expected_version": 0})
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_user_id", (raw, r.text)
-    for sid in ("\u2028", "\u202eevil", "a\x85b"):
+    r = httpx.get(f"{service.url}/v1/users/alice/settings/%FF", headers=auth)  # the bad bytes name no user
+    assert r.status_code == 404, r.text
+    for sid in ("\u2028", "\u202eevil", "a\x85b", "alice\u200b", "tab\u00adbed", "\ufeffbom"):
         r = httpx.post(f"{service.url}/v1/check/input", headers=auth,
                        json={"user_id": "alice", "session_id": sid, "text": "hello"})
         assert r.status_code == 422, (sid, r.text)
     assert service.store.list_users(tenant) == []
-    # ids the store took before stay usable, and characters of any script, joiners and emoji sequences are fine
+    # letters of any script, joiners, emoji sequences and flags are fine (and U+FFFD sent as UTF-8)
     persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # with a zero-width non-joiner
-    for uid in ("\ufffd", "tab\u00adbed", "\U0001f469\u200d\U0001f4bb", persian, "no\u00a0break"):
+    flag = "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"  # Scotland: tag characters
+    for uid in ("\ufffd", "\U0001f469\u200d\U0001f4bb", persian, "no\u00a0break", flag):
         s = httpx.put(f"{service.url}/v1/users/{quote(uid, safe='')}/settings", headers=auth,
                       json={"settings": {"guard": {"shadow": True}}, "expected_version": 0})
         assert s.status_code == 200 and s.json()["user_id"] == uid, (uid, s.text)

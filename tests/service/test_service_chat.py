@@ -362,3 +362,25 @@ def test_chat_requests_the_proxy_cannot_serve_are_422_before_any_screening_or_up
     assert time.monotonic() - t0 < 30  # generous: the point is that no message was screened one by one
     ok = _raw_chat(service, headers, json.dumps({"messages": many[:999], "user": "u-lim"}).encode())
     assert ok.status_code == 200 and len(service.upstream.bodies) == calls + 1
+
+
+def test_chat_ids_in_headers_are_utf8_and_the_sdk_sends_them_so(service):
+    """The server read header bytes as latin-1, so the header "é" was the user "Ã©" (another user than the body's
+    "é"); the SDK raised a raw UnicodeEncodeError for the session "é", and for " s1 " a transport error that read as
+    "service unreachable" (review of session 33)."""
+    from guardrails.errors import InvalidInputError
+
+    with service.client() as c:
+        headers = c._core.headers(c._core.get("/"))
+        out = c.chat([{"role": "user", "content": "Hello"}], user_id="é", session_id="sé-1")
+        assert out["railguard"]["input"]["user_id"] == "é" and out["railguard"]["input"]["session_id"] == "sé-1"
+        for bad in (" s1 ", "\ud800"):
+            with pytest.raises(InvalidInputError):
+                c.chat([{"role": "user", "content": "Hello"}], user_id="é", session_id=bad)
+    body = json.dumps({"messages": [{"role": "user", "content": "Hello"}], "user": "é"}).encode()
+    r = httpx.post(f"{service.url}/v1/chat/completions", content=body, timeout=60,
+                   headers={**headers, "Content-Type": "application/json", "X-Railguard-User-Id": "é".encode()})
+    assert r.status_code == 200, r.text  # header and body name the same user
+    r = httpx.post(f"{service.url}/v1/chat/completions", content=body, timeout=60,
+                   headers={**headers, "Content-Type": "application/json", "X-Railguard-Session-Id": b"\xff"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_session_id", r.text

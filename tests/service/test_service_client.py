@@ -234,3 +234,16 @@ async def test_chat_stream_unreachable_is_a_service_unavailable_error():
     async with AsyncRailguardClient(url, api_key="k") as ac:
         with pytest.raises(ServiceUnavailableError):
             [chunk async for chunk in ac.chat_stream(messages, user_id="u")]
+
+
+@pytest.mark.parametrize("key", ["rgk_abc\n", " rgk_abc", "rgk_é", "rgk\tabc"])
+def test_a_malformed_api_key_is_refused_when_the_client_is_built_and_never_quoted(key):
+    """A key read from a file with its newline failed at the first request with an error that quoted the header,
+    and was read as "service unreachable" (review of session 33)."""
+    from guardrails.client import RailguardClient
+    from guardrails.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        RailguardClient("http://127.0.0.1:9", api_key=key)
+    assert "rgk" not in str(err.value)
+    RailguardClient("http://127.0.0.1:9", api_key="", admin_key="my admin key").close()  # empty: no key

@@ -170,3 +170,9 @@ def test_demo_refuses_a_reply_cap_below_one_before_writing_anything(tmp_path):
     db = tmp_path / "demo.db"
     res = CliRunner().invoke(app, ["demo", "--max-new-tokens", "0", "--json", "--db", f"sqlite:///{db}"])
     assert res.exit_code == 2 and "Traceback" not in res.output and not db.exists()
+
+
+def test_an_endless_input_file_is_a_typed_error(db):
+    code, out = _run("settings", "apply", "moderation", "unblock", "--user", "alice", "--db", db,
+                     "--input-file", "/dev/zero")
+    assert code == 2 and "larger than" in out["error"] and _stored(db, "alice") is None

@@ -417,3 +417,56 @@ def test_a_side_effect_detector_may_lift_the_block_its_own_command_undoes(tmp_pa
         assert d.action is Action.BLOCK and cmd.ran == 0
     finally:
         store.close()
+
+
+class _Broken(BaseDetector):
+    name = "topic"  # the same name as the user's own category detector: its failure finding is ("topic", "error")
+
+    def predict(self, request):
+        from guardrails import DetectorError
+
+        raise DetectorError("backend down")
+
+
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_a_lifting_command_may_waive_what_blocks_it_on_that_message_only(tmp_path, twin, monkeypatch, keyword):
+    """`lifts` answering (detector, category) pairs: those blocking findings are let through on this message after
+    the command ran (they stay in force for every other message); pairs that do not block are ignored, and a
+    detector that failed closed is never waived, even when the user owns a category called "error"."""
+    import asyncio
+
+    from pydantic import BaseModel
+
+    import guardrails.store.sql as store_sql
+    from guardrails.store import SettingsStore
+
+    class Kw(BaseModel):
+        blocked: list[str] = []
+
+    registered = store_sql.section_models
+    monkeypatch.setattr(store_sql, "section_models", lambda: {**registered(), "kw": Kw})
+    store = SettingsStore(f"sqlite:///{tmp_path / 'w.db'}")
+
+    def run(guard, text, user):
+        return guard.check(text, user_id=user) if twin == "sync" else asyncio.run(guard.acheck(text, user_id=user))
+
+    try:
+        store.put("default", "u", {"kw": {"blocked": ["crypto", "error"]}}, expected_version=0, actor="t")
+        waive_all = _Unblocker(store, lambda req, blocking: frozenset({("topic", "crypto"), ("other", "x")}))
+        d = run(Guard([_SettingsKeyword(), waive_all], store=store), "unblock spam crypto", "u")
+        assert d.action is Action.ALLOW and waive_all.ran == 1
+        (f,) = [f for f in d.findings if f.category == "crypto"]
+        assert f.action is Action.ALLOW and "lifted" in f.explanation and f.score == 1.0
+        assert run(Guard([_SettingsKeyword()], store=store), "buy crypto", "u").action is Action.BLOCK
+        # a pair that is not what blocks (another detector's block) is not waived: still blocked, nothing run
+        other = _Unblocker(store, lambda req, blocking: frozenset({("topic", "crypto")}))
+        guard = Guard([_SettingsKeyword(), keyword("spam", name="other"), other], store=store)
+        d = run(guard, "unblock spam crypto", "u")
+        assert d.action is Action.BLOCK and other.ran == 0
+        # fail-closed failure: never lifted, whatever the claim says
+        failing = _Unblocker(store, lambda req, blocking: frozenset({("topic", "error")}))
+        guard = Guard([_Broken(), failing], store=store, fail_modes={"topic": "closed"})
+        d = run(guard, "unblock spam", "u")
+        assert d.action is Action.BLOCK and failing.ran == 0 and "backend down" in (d.error or "")
+    finally:
+        store.close()

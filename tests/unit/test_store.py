@@ -674,3 +674,27 @@ def test_values_the_store_cannot_hold_are_typed_errors_that_write_nothing(store:
     with pytest.raises(InvalidInputError):
         write(store)
     assert store.list_users("default") == [] and store.get_state("default", "v", "s", "k") is None
+
+
+def test_the_checkpoint_after_an_erasure_never_waits_for_a_reader(tmp_path: Path) -> None:
+    """TRUNCATE waits for readers under busy_timeout: with another connection reading (a backup, another process),
+    the erasure and every write behind it waited the whole timeout (30 s by default). Here the timeout is 10 minutes:
+    a waiting checkpoint would hold the test that long; it waits 1 s at most, and is made after a later write."""
+    db = tmp_path / "s.db"
+    with SettingsStore(db, busy_timeout_ms=600_000) as store:
+        store.put("default", "u", {"moderation": {"examples": [SECRET]}}, expected_version=0, actor="t")
+        reader = sqlite3.connect(db)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM user_settings").fetchone()  # holds a read snapshot
+            t0 = time.monotonic()
+            assert store.erase_user("default", "u")["settings"] == 1
+            assert time.monotonic() - t0 < 300  # far below the 600 s a waiting checkpoint would take
+            store.put("default", "v", {"moderation": {"examples": ["x"]}}, expected_version=0, actor="t")
+        finally:
+            reader.close()
+        assert store.get("default", "v").version == 1
+        # the checkpoint the reader kept from completing is made after the next write: the log is empty again
+        store.put("default", "w", {"moderation": {"examples": ["y"]}}, expected_version=0, actor="t")
+        files = [p for p in db.parent.iterdir() if p.name.startswith(db.name)]
+        assert all(SECRET.encode() not in p.read_bytes() for p in files)
