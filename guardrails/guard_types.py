@@ -170,9 +170,9 @@ def lifting(acting: Sequence[DetectorSlot], results: list[tuple[DetectorSlot, li
     ``lifts(request, blocking)``). True: it lifts exactly what blocks it ("unblock crypto spam" is about crypto spam,
     so a category made from that topic blocked every command that named it, and the user could never unblock it by
     chat), the detectors that blocked are judged again under the settings it leaves. A set of (detector, category)
-    pairs: those blocking findings stay on this message after the command ran, and are waived for it ("unblock
-    spam", nothing but the names of the user's categories, blocked by a category the user made about crypto posts).
-    A claim that raises, or answers anything else, lifts nothing."""
+    pairs naming every blocking finding: the same, and those findings are then waived on this message ("unblock
+    spam", nothing but base categories' words, blocked by a category the user made about crypto posts). A claim
+    that raises, answers anything else, or meets a detector that failed closed lifts nothing."""
     blocking = blocking_findings(results, request)
     # a detector that failed closed blocks with a finding of category "error": no command lifts that (a user's own
     # category named "error" made it look like theirs, review of session 33)
