@@ -60,7 +60,7 @@ class Core:
         self.base_url = (base_url or os.environ.get(ENV_URL) or "http://127.0.0.1:8080").rstrip("/")
         self.api_key = (api_key if api_key is not None else os.environ.get(ENV_KEY)) or None  # empty: no key
         self.admin_key = admin_key or None
-        for what, key in (("api_key", self.api_key), ("admin_key", admin_key)):
+        for what, key in (("api_key", self.api_key), ("admin_key", self.admin_key)):
             # never quoted: a key read from a file with its newline failed at the first request, in an error
             # quoting the header (the key) and read as "service unreachable"
             if key is not None and (not isinstance(key, str) or not _TOKEN.fullmatch(key)):

@@ -247,3 +247,4 @@ def test_a_malformed_api_key_is_refused_when_the_client_is_built_and_never_quote
         RailguardClient("http://127.0.0.1:9", api_key=key)
     assert "rgk" not in str(err.value)
     RailguardClient("http://127.0.0.1:9", api_key="", admin_key="my admin key").close()  # empty: no key
+    RailguardClient("http://127.0.0.1:9", api_key="rgk_a.b", admin_key="").close()
