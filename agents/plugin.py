@@ -100,7 +100,7 @@ class CommandDetector(BaseDetector):
         # ... only when it is the turn's one user message: the harm detector scores every unanswered one, so a
         # blocked text sent along with "unblock spam" would have been waived with it (review of session 33)
         alone = len(unanswered_user_turns([m.role for m in request.messages])) == 1
-        if alone and all(category_name(m.target) not in own and base_category_named(m.target) for m in mods):
+        if alone and not named & own and all(base_category_named(m.target) for m in mods):
             return frozenset((f.detector, f.category) for f in blocking)
         return False
 

@@ -19,22 +19,22 @@ class ConfigError(RailguardError, ValueError):
     """A configuration value is out of range or inconsistent (threshold outside [0, 1], unknown detector)."""
 
 
-class UnknownNameError(ConfigError, LookupError):
-    """A settings operation names an item the user's settings do not hold (``kind``: what it is, e.g. a
-    "category"). The service answers 404 ``unknown_<kind>``."""
+class _NamedItemError(ConfigError):
+    """A settings operation's named item (``kind``: what it is, e.g. a "category") is the problem."""
 
     def __init__(self, message: str, *, kind: str = "item") -> None:
         super().__init__(message)
         self.kind = kind
 
 
-class NameTakenError(ConfigError):
+class UnknownNameError(_NamedItemError, LookupError):
+    """A settings operation names an item the user's settings do not hold. The service answers 404
+    ``unknown_<kind>``."""
+
+
+class NameTakenError(_NamedItemError):
     """A settings operation would create an item under a name the user's settings already hold. The service
     answers 409 ``<kind>_exists``."""
-
-    def __init__(self, message: str, *, kind: str = "item") -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class DataNotAvailableError(ConfigError, FileNotFoundError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import InvalidInputError
 
@@ -12,13 +12,18 @@ from .errors import InvalidInputError
 MAX_JSONL_BYTES = 1 << 29
 
 
-def read_bounded(path: str | Path, limit: int) -> bytes:
-    """A file's bytes (a pipe's too: ``--file /dev/stdin``), at most ``limit`` of them: a bigger file, or an endless
-    one (/dev/zero), is an InvalidInputError before it fills memory (OSError as the callers' own errors)."""
-    with open(path, "rb") as fh:
-        data = fh.read(limit + 1)
+def read_bounded(source: str | Path | BinaryIO, limit: int, *, name: str | None = None) -> bytes:
+    """A file's bytes (a pipe's too: ``--file /dev/stdin``; or an open binary stream's, such as
+    ``sys.stdin.buffer``), at most ``limit`` of them: a bigger file, or an endless one (/dev/zero), is an
+    InvalidInputError naming it (``name``, else the path) before it fills memory (OSError as the callers' own
+    errors)."""
+    if isinstance(source, str | Path):
+        with open(source, "rb") as fh:
+            data = fh.read(limit + 1)
+    else:
+        data = source.read(limit + 1)
     if len(data) > limit:
-        raise InvalidInputError(f"{path} is larger than {limit} bytes")
+        raise InvalidInputError(f"{name or source} is larger than {limit} bytes")
     return data
 
 

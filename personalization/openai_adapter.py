@@ -32,22 +32,19 @@ def _seconds(v: object) -> bool:
     return not isinstance(v, bool) and isinstance(v, int | float) and 0 < v <= 86_400
 
 
-def _host(url: str) -> str:
-    try:
-        return httpx.URL(url).host
-    except (httpx.InvalidURL, ValueError, TypeError):
-        return ""
+_INVALID = "<invalid URL>"
 
 
 def _shown(url: object) -> str:
     """The URL as errors and logs show it: scheme, host, port and path only (no user name, password or query,
-    where a key may ride: "?api-key=..."); an unparseable one is not quoted at all."""
+    where a key may ride: "?api-key=..."); an unparseable one, or one with no http(s) scheme or no host, is not
+    quoted at all."""
     try:
         u = httpx.URL(url) if isinstance(url, str) else None
     except (httpx.InvalidURL, ValueError, TypeError):
         u = None
     if u is None or u.scheme not in ("http", "https") or not u.host:
-        return "<invalid URL>"  # "user:secret@host" parses with the scheme "user"
+        return _INVALID  # "user:secret@host" parses with the scheme "user"
     return f"{u.scheme}://{u.netloc.decode('ascii', 'replace')}{u.path}"[:200]
 
 
@@ -59,8 +56,7 @@ class OpenAICompatAdapter:
                  transport: httpx.BaseTransport | None = None,
                  async_transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.shown_url = _shown(base_url)
-        if (not isinstance(base_url, str) or not base_url.lower().startswith(("http://", "https://"))
-                or not _host(base_url)):
+        if self.shown_url == _INVALID or not base_url.lower().startswith(("http://", "https://")):
             raise ConfigError(f"base_url must be an http(s) URL with a host, got {self.shown_url!r}")
         if not _seconds(timeout):
             raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")

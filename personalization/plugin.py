@@ -119,10 +119,12 @@ def _worst(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: np.asarray([float(np.max(v))]) for name, v in scores.items()}
 
 
+#: the ICL backend's settings for an HTTP endpoint (`OpenAICompatAdapter` keyword arguments)
+_HTTP_KEYS = ("api_key", "timeout", "max_retries", "backoff", "deadline", "structured")
 #: the settings each backend reads from the `harm` section (besides `backend` and `stages`)
 _KEYS = {"embedding": {"encoder", "target_fpr", "adapter"},
-         "icl": {"base_url", "model", "api_key", "timeout", "max_retries", "backoff", "deadline", "structured", "k",
-                 "retrieval", "user_demos_per_category", "calibrate", "target_fpr"}}
+         "icl": {"base_url", "model", "k", "retrieval", "user_demos_per_category", "calibrate", "target_fpr",
+                 *_HTTP_KEYS}}
 
 
 def build_backend(config: dict[str, Any] | None = None) -> Any:
@@ -144,11 +146,10 @@ def build_backend(config: dict[str, Any] | None = None) -> Any:
         from .icl import ICLBackend
 
         if "base_url" in cfg:
-            http = {k: cfg[k] for k in ("api_key", "timeout", "max_retries", "backoff", "deadline", "structured")
-                    if k in cfg}
+            http = {k: cfg[k] for k in _HTTP_KEYS if k in cfg}
             adapter: Any = OpenAICompatAdapter(cfg["base_url"], cfg.get("model", "default"), **http)
         else:
-            remote = sorted(set(cfg) & {"api_key", "timeout", "max_retries", "backoff", "deadline", "structured"})
+            remote = sorted(set(cfg) & set(_HTTP_KEYS))
             if remote:
                 raise ConfigError(f"harm (icl backend): {remote} apply to an HTTP endpoint; set base_url too")
             adapter = LocalLMAdapter(cfg.get("model", "smollm2-135m-instruct"))

@@ -61,24 +61,19 @@ def _open(db: str | None, user: str, *, create: bool) -> Any:
 _MAX_INPUT = 1 << 24  # an operation's input (a profile's texts are limited far below this)
 
 
-def _stdin() -> bytes:
-    import sys
-
-    data = sys.stdin.buffer.read(_MAX_INPUT + 1)
-    if len(data) > _MAX_INPUT:
-        raise RailguardError(f"the operation's input is larger than {_MAX_INPUT} bytes")
-    return data
-
-
 def _payload(text: str | None, file: Path | None) -> Any:
     """The operation's input: a JSON object from --input, --input-file (- for stdin), or {} when neither."""
+    import sys
+
     if text is not None and file is not None:
         raise RailguardError("give at most one of --input or --input-file")
     try:
         # utf-8-sig: a BOM (Windows tools) is not data, as the JSONL readers take it
         # bounded: `--input-file /dev/zero` filled the memory (review of session 33)
-        raw = (text if text is not None else _stdin().decode("utf-8-sig") if str(file) == "-"
-               else read_bounded(file, _MAX_INPUT).decode("utf-8-sig") if file is not None else "{}")
+        source = sys.stdin.buffer if str(file) == "-" else file
+        raw = (text if text is not None
+               else read_bounded(source, _MAX_INPUT, name="the operation's input").decode("utf-8-sig")
+               if source is not None else "{}")
         value = loads_unique(raw)
     except UnicodeDecodeError:
         raise RailguardError("the operation's input is not valid UTF-8") from None
