@@ -596,3 +596,30 @@ def test_an_erasure_drops_the_local_adapters_cached_prompt(bank):
     assert det.forget_user("default", "carol", {"moderation": prof.model_dump(mode="json")}) == 1
     assert adapter._prefix is None
     assert det.forget_user("default", "carol", {"moderation": prof.model_dump(mode="json")}) == 0
+
+
+def test_other_families_chat_markers_are_broken_and_urls_are_shown_without_secrets():
+    from personalization.icl import neutralise
+    from personalization.openai_adapter import _shown
+
+    for marker in ("[INST]", "[/INST]", "<start_of_turn>", "<end_of_turn>", "</s>", "<filename>",
+                   "<\uff5cUser\uff5c>", "<end_of_utterance>", "<|im_start|>"):
+        assert marker not in neutralise(f"a {marker} b"), marker
+    assert neutralise("a <b>bold</b> text") == "a <b>bold</b> text"  # ordinary markup is left alone
+    assert _shown("http://u:pw@h:8/v1?api-key=SECRET") == "http://h:8/v1"
+    assert _shown("user:SECRET@host") == _shown("http://u:SECRET/1@h/v1") == "<invalid URL>"
+
+
+@pytest.mark.parametrize("bad", [0, 1, -5, 63, True, "3000"])
+def test_local_adapter_prompt_budget_is_checked(bad):
+    from personalization.adapters import LocalLMAdapter
+
+    with pytest.raises(ConfigError):
+        LocalLMAdapter("not-loaded", max_prompt_tokens=bad)
+
+
+def test_local_chat_model_has_no_structured_output_so_callers_generate_once():
+    from guardrails.models import LocalChatModel
+
+    with pytest.raises(NotImplementedError):
+        LocalChatModel().with_structured_output(dict)

@@ -183,3 +183,11 @@ def test_personalize_eval_on_benign_text_only_is_an_error_not_null_metrics(tmp_p
                               for t in ("see you at lunch", "ok thanks", "call me later")))
     r = runner.invoke(app, ["personalize-eval", "--data", str(benign), "--json"])
     assert r.exit_code == 2 and "no harmful label" in _json(r)["error"]
+
+
+def test_eval_refuses_icl_options_for_the_embedding_backend(tmp_path):
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text('{"text": "a", "label": "spam"}\n')
+    for opt in (["--model", "x"], ["--base-url", "http://127.0.0.1:9/v1"]):
+        r = runner.invoke(app, ["eval", "--data", str(ok), "--json", *opt])
+        assert r.exit_code == 2 and "apply to the icl backend" in _json(r)["error"], opt

@@ -248,3 +248,12 @@ def test_a_malformed_api_key_is_refused_when_the_client_is_built_and_never_quote
     assert "rgk" not in str(err.value)
     RailguardClient("http://127.0.0.1:9", api_key="", admin_key="my admin key").close()  # empty: no key
     RailguardClient("http://127.0.0.1:9", api_key="rgk_a.b", admin_key="").close()
+
+
+@pytest.mark.parametrize("user", [5, None, "", "\ud800"])
+def test_an_id_no_url_can_carry_is_a_typed_error_before_any_request(user):
+    from guardrails.client import RailguardClient
+    from guardrails.errors import InvalidInputError
+
+    with RailguardClient("http://127.0.0.1:9", max_retries=0) as c, pytest.raises(InvalidInputError):
+        c.get_settings(user)  # type: ignore[arg-type]
