@@ -96,7 +96,8 @@ def run_eval(path: str | Path, *, backend: str = "minilm", semantic: bool = True
     Returns the CONTRACT keys (``n``, ``hard_satisfaction``, ``soft_satisfaction``, ``recall_at_10``,
     ``base_recall_at_10``, ``parser_ms_p50``; None where nothing was measured) plus counts and timing. Malformed
     scripts, or ones naming a user or genre MovieLens lacks, raise ``CommandError`` before any scoring; a command
-    the parser or policy refuses is counted in ``command_errors``.
+    the parser or policy refuses is counted in ``command_errors`` and named in ``command_error_details`` (the first
+    20: script and command index, and the error).
     """
     from .parser import default_parser
 
@@ -115,7 +116,15 @@ def run_eval(path: str | Path, *, backend: str = "minilm", semantic: bool = True
     base_recall: list[float] = []
     parse_ms: list[float] = []
     errors = short = 0
-    for case in cases:
+    details: list[dict[str, Any]] = []
+
+    def refused(case_i: int, command_i: int, exc: CommandError) -> None:
+        nonlocal errors
+        errors += 1
+        if len(details) < 20:
+            details.append({"case": case_i, "command": command_i, "error": str(exc)})
+
+    for case_i, case in enumerate(cases):
         uid = int(case["user_id"])
         store = InMemoryStore()
         user = str(uid)
@@ -125,15 +134,15 @@ def run_eval(path: str | Path, *, backend: str = "minilm", semantic: bool = True
             t0 = time.perf_counter()
             try:
                 cmd = parser.parse(text)
-            except CommandError:
-                errors += 1
+            except CommandError as exc:
+                refused(case_i, j, exc)
                 continue
             finally:
                 parse_ms.append((time.perf_counter() - t0) * 1000)
             try:
                 apply_command(store, "eval", user, cmd, actor="eval", session_id="eval")
-            except CommandError:
-                errors += 1
+            except CommandError as exc:
+                refused(case_i, j, exc)
         policy = load_policy(store, "eval", user, session_id="eval")
         feed = planner.recommend(policy, uid, k=10)
         rows = [catalog.index[m] for m in feed.items]
@@ -162,6 +171,7 @@ def run_eval(path: str | Path, *, backend: str = "minilm", semantic: bool = True
         "base_recall_at_10": mean(base_recall),
         "parser_ms_p50": round(statistics.median(parse_ms), 2) if parse_ms else None,
         "n_hard_checks": len(hard_ok), "n_soft_checks": len(soft_share), "n_recall_cases": len(recall),
-        "short_feeds": short, "command_errors": errors, "parser_backend": backend, "semantic": semantic,
+        "short_feeds": short, "command_errors": errors,
+        "command_error_details": details, "parser_backend": backend, "semantic": semantic,
         "seconds": round(time.time() - t_start, 1),
     }

@@ -43,8 +43,11 @@ from guardrails.errors import ConfigError, InvalidInputError
 from guardrails.text import coerce_text
 
 from .bank import ExampleBank
-from .heads import BaseHeads, calibrate, sigmoid
+from .heads import BaseHeads
+from .heads import calibrate as calibrate  # re-exported: callers fit their own operating points
 from .profile import BASE_CATEGORIES, Category, ModerationProfile
+from .prototype import PrototypeCategory
+from .windows import DEFAULT_MAX_WINDOWS, text_windows
 
 HEAD_PATH = Path(__file__).parent / "data" / "embedding_head.safetensors"
 ADAPTER_PATH = Path(__file__).parent / "data" / "encoder_lora.safetensors"
@@ -131,49 +134,6 @@ def int8_calibration_texts() -> list[str]:
     return [bank.texts[i] for i in order[:INT8_CALIBRATION_SIZE]]
 
 
-class PrototypeCategory:
-    """A user category scored by a nearest-prototype margin against benign anchors (works from 1 example)."""
-
-    def __init__(self, target_fpr: float = 0.01, definition_weight: float = 0.9, k_neg: int = 3) -> None:
-        self.target_fpr, self.definition_weight, self.k_neg = target_fpr, definition_weight, k_neg
-
-    def fit(self, P: np.ndarray, N: np.ndarray, E_cal: np.ndarray, definition: np.ndarray | None = None,
-            counter: np.ndarray | None = None) -> PrototypeCategory:
-        """P: example embeddings, N: benign anchors, E_cal: held-out benign for calibration, counter: the user's
-        counter-examples (more negatives). N is kept by reference, not copied: every category of a backend shares
-        one anchor array, so a cache of many compiled categories holds the anchors once."""
-        if P.shape[0] == 0 and definition is None:
-            raise InvalidInputError("a category needs at least one example or a definition")
-        self.pos_ = P
-        self.def_ = definition
-        self.anchors_ = N
-        self.counter_ = counter if counter is not None and counter.shape[0] else None
-        self.threshold_, self.scale_ = calibrate(self._raw(E_cal), self.target_fpr)
-        return self
-
-    def _raw(self, E: np.ndarray) -> np.ndarray:
-        pos = np.full(E.shape[0], -1.0, dtype=np.float32)
-        if self.pos_.shape[0]:
-            pos = (E @ self.pos_.T).max(1)
-        if self.def_ is not None:  # definitions are short and abstract: they count a little less than examples
-            pos = np.maximum(pos, self.definition_weight * (E @ self.def_))
-        sims = E @ self.anchors_.T
-        if self.counter_ is not None:
-            sims = np.concatenate([sims, E @ self.counter_.T], axis=1)
-        k = min(self.k_neg, sims.shape[1])
-        neg = np.sort(sims, axis=1)[:, -k:].mean(1) if k else np.zeros(E.shape[0])
-        return pos - neg
-
-    def decision_function(self, E: np.ndarray) -> np.ndarray:
-        return (self._raw(E) - self.threshold_) / self.scale_
-
-    def predict_proba(self, E: np.ndarray) -> np.ndarray:
-        return sigmoid(self.decision_function(E))
-
-    def predict(self, E: np.ndarray) -> np.ndarray:
-        return self.predict_proba(E) >= 0.5
-
-
 def text_key(text: str) -> str:
     """A user text's key in the embedding caches: its sha256, so the caches hold no user text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -201,7 +161,11 @@ class EmbeddingBackend:
 
     def __init__(self, encoder: str = DEFAULT_ENCODER, *, head_path: Path | str = HEAD_PATH,
                  bank: ExampleBank | None = None, target_fpr: float = 0.01, cache_size: int = 256,
-                 adapter: Path | str | None | Literal["default"] = "default", int8: bool | None = None) -> None:
+                 adapter: Path | str | None | Literal["default"] = "default", int8: bool | None = None,
+                 max_windows: int = DEFAULT_MAX_WINDOWS) -> None:
+        if isinstance(max_windows, bool) or not isinstance(max_windows, int) or not 1 <= max_windows <= 10_000:
+            raise ConfigError(f"max_windows must be an integer in [1, 10000], got {max_windows!r}")
+        self.max_windows = max_windows  # windows read per text (`personalization.windows`)
         self.encoder = Encoder(encoder, adapter=adapter, int8=int8)  # base heads and concept detection
         # User categories live in the plain encoder's space: the harm deltas pull texts together by sentiment and
         # style, which is what the heads need but blurs topics ("crypto spam" matched "only horror movies").
@@ -392,6 +356,13 @@ class EmbeddingBackend:
         return out
 
     def score(self, texts: list[str], profile: ModerationProfile) -> dict[str, np.ndarray]:
+        """Calibrated probability per category and text; a text longer than the encoder's window is read as
+        half-overlapping windows and scores its worst one (`personalization.windows`)."""
+        return self.score_read(texts, profile)[0]
+
+    def score_read(self, texts: list[str], profile: ModerationProfile) -> tuple[dict[str, np.ndarray], list[int]]:
+        """(`score`, per text the characters no window read: 0 unless the text is longer than `max_windows`
+        windows, about 16,000 characters by default)."""
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise InvalidInputError("texts must be a list of strings")
         for i, t in enumerate(texts):  # an unpaired surrogate ("\ud800", valid in JSON) broke the tokenizer
@@ -400,7 +371,18 @@ class EmbeddingBackend:
             except InvalidInputError as exc:
                 raise InvalidInputError(f"texts[{i}]: {exc}") from None
         if not texts:
-            return {name: np.zeros(0, np.float32) for name in profile.categories}
+            return {name: np.zeros(0, np.float32) for name in profile.categories}, []
+        tok = self.encoder._load().tokenizer
+        width = self.encoder.max_length - tok.num_special_tokens_to_add(pair=False)
+        cut = [text_windows(tok, t, width, self.max_windows) for t in texts]
+        pieces = [w for c in cut for w in c.texts]
+        scores = self._score_pieces(pieces, profile)
+        if len(pieces) > len(texts):  # each text's worst window (its windows are contiguous, itself first)
+            first = np.cumsum([0] + [len(c.texts) for c in cut[:-1]])
+            scores = {name: np.maximum.reduceat(v, first) for name, v in scores.items()}
+        return scores, [c.unread_chars for c in cut]
+
+    def _score_pieces(self, texts: list[str], profile: ModerationProfile) -> dict[str, np.ndarray]:
         if self.topic_encoder is not self.encoder and self.needs_topic_space(profile):
             E, E_topic = self.encode_both(texts)
             return self.score_embeddings(E, texts, profile, E_topic=E_topic)

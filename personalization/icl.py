@@ -35,6 +35,8 @@ from .profile import BASE_CATEGORIES, ModerationProfile
 log = logging.getLogger("railguard.harm")
 BENIGN_DEF = "Ordinary messages: informative, casual, positive or neutral, including polite disagreement."
 MAX_DEMO_CHARS = 400
+#: characters of a checked text the prompt quotes (the model never reads the rest; the finding says so)
+READ_CHARS = 2000
 _SPECIAL = re.compile(r"<\|[^>]{0,40}\|>|<\||<\uff5c")  # also DeepSeek's full-width bar: "<｜User｜>"
 #: other families' turn and control markers that a remote server's chat template (read by a tokenizer that turns
 #: them into control tokens, as vLLM's does) could take for its own: Llama 2 / Mistral, Gemma, BOS / EOS forms,
@@ -147,7 +149,7 @@ class ICLBackend:
                 msgs += [{"role": "user", "content": neutralise(ex)}, {"role": "assistant", "content": name}]
             for ex in cat.counter_examples[-n:] if n else ():
                 msgs += [{"role": "user", "content": neutralise(ex)}, {"role": "assistant", "content": "benign"}]
-        msgs.append({"role": "user", "content": neutralise(text, 2000)})
+        msgs.append({"role": "user", "content": neutralise(text, READ_CHARS)})
         return msgs
 
     def _to_scores(self, probs: list[dict[str, float]], profile: ModerationProfile, *, raw: bool = False
@@ -210,6 +212,10 @@ class ICLBackend:
         labels = self.labels(profile)
         return self._to_scores([self.adapter.label_probs(self.messages(t, profile), labels) for t in texts],
                                profile)
+
+    def unread_chars(self, texts: list[str]) -> list[int]:
+        """Per text, about how many characters at its end the prompt leaves out (`READ_CHARS` are quoted)."""
+        return [max(0, len(t) - READ_CHARS) for t in texts]
 
     def forget_profile(self, profile: ModerationProfile) -> int:
         """An erasure (`HarmDetector.forget_user`): the local adapter's cached prompt prefix (its KV and token ids)

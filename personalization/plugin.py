@@ -20,6 +20,7 @@ from guardrails.text import unanswered_user_turns
 
 from .profile import BASE_CATEGORIES, ModerationProfile, parse_profile
 from .service import SECTION, ProfileService
+from .windows import DEFAULT_MAX_WINDOWS
 
 _ACTIONS = {"block": Action.BLOCK, "warn": Action.WARN, "allow": Action.ALLOW}
 
@@ -88,14 +89,26 @@ class HarmDetector(BaseDetector):
     def predict(self, request: CheckRequest) -> list[Finding]:
         profile, note = self.profile_for(request)
         texts = turn_texts(request)
-        return self.findings(_worst(self.backend.score(texts, profile)), profile, note)
+        read = getattr(self.backend, "score_read", None)
+        if read is None:
+            scores, unread = self.backend.score(texts, profile), self._unread(texts)
+        else:
+            scores, unread = read(texts, profile)
+        return self.findings(_worst(scores), profile, _join(note, _unread_note(unread, self.backend.name)))
 
     async def apredict(self, request: CheckRequest) -> list[Finding]:
         afn = getattr(self.backend, "ascore", None)
         if afn is None:
             return await super().apredict(request)
         profile, note = self.profile_for(request)
-        return self.findings(_worst(await afn(turn_texts(request), profile)), profile, note)
+        texts = turn_texts(request)
+        scores = await afn(texts, profile)
+        return self.findings(_worst(scores), profile, _join(note, _unread_note(self._unread(texts), self.backend.name)))
+
+    def _unread(self, texts: list[str]) -> list[int]:
+        """Characters a backend without `score_read` says it leaves unread (`unread_chars`; none if it has none)."""
+        fn = getattr(self.backend, "unread_chars", None)
+        return list(fn(texts)) if callable(fn) else []
 
 
 #: Most user messages of one turn scored (the newest): a turn is one or a few messages; this bounds the cost.
@@ -114,6 +127,16 @@ def turn_texts(request: CheckRequest) -> list[str]:
     return [*earlier, request.text]
 
 
+def _unread_note(unread: list[int], backend: str) -> str:
+    """What the explanation says of characters the backend did not read (the end of a very long message)."""
+    total = sum(unread)
+    return f"{total} characters at the end of a long message not read by the {backend} backend" if total else ""
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
 def _worst(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per category, the highest score over the turn's messages (as one row)."""
     return {name: np.asarray([float(np.max(v))]) for name, v in scores.items()}
@@ -122,7 +145,7 @@ def _worst(scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 #: the ICL backend's settings for an HTTP endpoint (`OpenAICompatAdapter` keyword arguments)
 _HTTP_KEYS = ("api_key", "timeout", "max_retries", "backoff", "deadline", "structured")
 #: the settings each backend reads from the `harm` section (besides `backend` and `stages`)
-_KEYS = {"embedding": {"encoder", "target_fpr", "adapter"},
+_KEYS = {"embedding": {"encoder", "target_fpr", "adapter", "max_windows"},
          "icl": {"base_url", "model", "k", "retrieval", "user_demos_per_category", "calibrate", "target_fpr",
                  *_HTTP_KEYS}}
 
@@ -140,7 +163,8 @@ def build_backend(config: dict[str, Any] | None = None) -> Any:
 
         # "adapter": a LoRA delta file, or null for the plain encoder (default: the shipped harm deltas)
         return EmbeddingBackend(cfg.get("encoder", "all-minilm-l6-v2"), target_fpr=cfg.get("target_fpr", 0.01),
-                                adapter=cfg.get("adapter", "default"))
+                                adapter=cfg.get("adapter", "default"),
+                                max_windows=cfg.get("max_windows", DEFAULT_MAX_WINDOWS))
     if kind == "icl":
         from .adapters import LocalLMAdapter, OpenAICompatAdapter
         from .icl import ICLBackend
@@ -164,10 +188,10 @@ def build_backend(config: dict[str, Any] | None = None) -> Any:
 def build_harm_detector(ctx: PluginContext) -> HarmDetector:
     """Entry point `railguard.detectors: harm`. Config section `harm` (optional): `backend` (embedding | icl),
     `stages`; embedding: `encoder`, `target_fpr`, `adapter` (LoRA delta file for the heads' encoder, null = plain
-    encoder, which needs heads rebuilt for it); icl: `model`, `k`, `retrieval`, `user_demos_per_category`,
-    `calibrate` (a number of benign texts; the local model only) with `target_fpr`, and for an HTTP endpoint
-    `base_url`, `api_key`, `timeout`, `max_retries`, `backoff`, `deadline`, `structured`. Unknown keys are a
-    ConfigError."""
+    encoder, which needs heads rebuilt for it), `max_windows` (128-token windows read per message, default 64);
+    icl: `model`, `k`, `retrieval`, `user_demos_per_category`, `calibrate` (a number of benign texts; the local
+    model only) with `target_fpr`, and for an HTTP endpoint `base_url`, `api_key`, `timeout`, `max_retries`,
+    `backoff`, `deadline`, `structured`. Unknown keys are a ConfigError."""
     cfg = dict((ctx.config or {}).get("harm", {})) if ctx is not None else {}
     try:
         stages = frozenset(Stage(s) for s in cfg["stages"]) if "stages" in cfg else None

@@ -16,10 +16,13 @@ CHECKPOINT_WAIT_MS = 1000
 def private_file(path: Path) -> None:
     """The database's folder (created 0700) and file (created empty, 0600) before SQLite opens it: it holds users'
     example texts and preferences, and SQLite gives its -wal and -shm files the database file's mode. Existing
-    folders and files keep their modes (the operator's choice)."""
+    folders and files keep their modes (the operator's choice). A symbolic link to a file not yet there creates
+    its target so (O_EXCL refuses the link itself, and SQLite then created the target world-readable)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = Path(os.path.realpath(path))
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def checkpoint(engine: Any, lock: Any) -> bool:

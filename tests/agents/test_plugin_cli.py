@@ -138,6 +138,21 @@ def test_rec_eval_refuses_scripts_that_would_pass_trivially(tmp_path, edit, matc
     assert res.exit_code == 2 and match in json.loads(res.stdout)["error"]
 
 
+def test_rec_eval_names_the_commands_it_counted_as_refused(tmp_path):
+    """A refused command was only counted: nothing said which script or command to fix."""
+    first, second = (json.loads(x) for x in (FIX / "rec_scripts.jsonl").read_text().splitlines()[:2])
+    second["commands"] = [*second["commands"], "no horror except comedies"]
+    data = tmp_path / "s.jsonl"
+    data.write_text(json.dumps(first) + "\n" + json.dumps(second) + "\n")
+    res = _run_cli(["eval", "--data", str(data), "--json", "--parser", "bow", "--no-semantic"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["command_errors"] == 1
+    [detail] = out["command_error_details"]
+    assert detail["case"] == 1 and detail["command"] == len(second["commands"]) - 1
+    assert "exceptions" in detail["error"]
+
+
 def test_rec_eval_missing_file_json_error(tmp_path):
     res = _run_cli(["eval", "--data", str(tmp_path / "nope.jsonl"), "--json"])
     assert res.exit_code == 2 and "error" in json.loads(res.stdout)

@@ -623,3 +623,24 @@ def test_local_chat_model_has_no_structured_output_so_callers_generate_once():
 
     with pytest.raises(NotImplementedError):
         LocalChatModel().with_structured_output(dict)
+
+
+def test_icl_findings_say_what_the_prompt_left_unread(bank):
+    """The ICL prompt quotes a checked text's first READ_CHARS characters; a longer message's findings say how much
+    of its end the model never read, on the sync and the async path (it was dropped silently)."""
+    from guardrails.decision import Stage
+    from guardrails.detector import CheckRequest
+    from personalization.icl import READ_CHARS
+    from personalization.plugin import HarmDetector
+
+    det = HarmDetector(ICLBackend(BiasedAdapter(), bank=bank, k=2))  # type: ignore[arg-type]
+    long = "see you at lunch. " * 200
+
+    def request(text: str) -> CheckRequest:
+        return CheckRequest(stage=Stage.INPUT, user_id="u", text=text, settings={})
+
+    for findings in (det.predict(request(long)), asyncio.run(det.apredict(request(long)))):
+        assert findings and all(f"{len(long) - READ_CHARS} characters at the end of a long message not read by "
+                                "the icl backend" in f.explanation for f in findings)
+    for findings in (det.predict(request("see you at lunch")), asyncio.run(det.apredict(request("see you")))):
+        assert all("not read" not in f.explanation for f in findings)

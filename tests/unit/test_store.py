@@ -649,6 +649,19 @@ def test_a_new_database_and_its_folder_are_private(tmp_path: Path) -> None:
     assert mine.stat().st_mode & 0o777 == 0o640
 
 
+def test_a_link_to_a_database_not_yet_there_creates_a_private_target(tmp_path: Path) -> None:
+    """A dangling symbolic link at the database path: its target was created by SQLite, world-readable."""
+    target = tmp_path / "real" / "settings.db"
+    link = tmp_path / "settings.db"
+    link.symlink_to(target)
+    with SettingsStore(link) as s:
+        s.put("default", "u", {"moderation": {"examples": [SECRET]}}, expected_version=0, actor="t")
+    assert link.is_symlink() and target.is_file()
+    assert target.stat().st_mode & 0o777 == 0o600 and target.parent.stat().st_mode & 0o777 == 0o700
+    with SettingsStore(link) as s:
+        assert s.get("default", "u").settings["moderation"]["examples"] == [SECRET]
+
+
 def _deep(n: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     cur = out

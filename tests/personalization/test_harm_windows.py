@@ -1,0 +1,130 @@
+"""Long messages are read whole by the embedding backend: half-overlapping windows of the encoder's 128 tokens,
+each category keeping its worst window (`personalization.windows`); what a window cap leaves unread is reported.
+Real shipped encoder and tokenizer (marked `model`)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from guardrails.decision import Action, Stage
+from guardrails.detector import CheckRequest, PluginContext
+from guardrails.errors import ConfigError
+from personalization import profile as P
+from personalization.embedding import EmbeddingBackend
+from personalization.plugin import build_harm_detector
+from personalization.windows import text_windows
+
+pytestmark = pytest.mark.model
+
+BENIGN = ("I went to the market this morning and bought some apples, pears and a loaf of bread for the week. "
+          "The weather was lovely so we walked along the river afterwards and watched the boats go by. ")
+AD = "Buy $MOONCOIN now before it 100x, join our Telegram for the next pump signal"
+TAIL = "Also: buy $MOONCOIN today before it goes 100x, our Telegram has the next pump signal."
+
+
+@pytest.fixture(scope="module")
+def backend() -> EmbeddingBackend:
+    return EmbeddingBackend()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(backend: EmbeddingBackend):
+    return backend.encoder._load().tokenizer
+
+
+@pytest.fixture(scope="module")
+def crypto() -> P.ModerationProfile:
+    return P.block_new(P.ModerationProfile(), "crypto", examples=[AD], generalize="examples")
+
+
+def n_tokens(tokenizer, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+
+def test_a_text_that_fits_is_its_own_only_window(tokenizer) -> None:
+    for text in ["", "hi", BENIGN, BENIGN * 2]:
+        assert n_tokens(tokenizer, text) <= 126
+        assert text_windows(tokenizer, text, 126) == ([text], 0)
+
+
+def first_window_end(tokenizer, text: str) -> int:
+    """Where the encoder's own read of `text` (its first 126 tokens) ends, in characters."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    return enc["offset_mapping"][125][1]
+
+
+def test_every_passage_of_half_a_window_lies_whole_inside_one_window(tokenizer) -> None:
+    rng = random.Random(3)
+    words = (BENIGN * 3).split()
+    for trial in range(20):
+        filler = [rng.choice(words) for _ in range(rng.randint(150, 900))]
+        at = rng.randint(0, len(filler))
+        marker = (f"zebra{trial} quokka{trial} " * 6).strip()  # ~ 40 tokens, under the 63-token stride
+        text = " ".join(filler[:at]) + " " + marker + " " + " ".join(filler[at:])
+        win = text_windows(tokenizer, text, 126)
+        assert win.unread_chars == 0 and win.texts[0] == text
+        inside_first = text.index(marker) + len(marker) <= first_window_end(tokenizer, text)
+        assert inside_first or any(marker in w for w in win.texts[1:])
+        assert text.endswith(win.texts[-1])  # the last window ends at the end of the text
+        for w in win.texts[1:]:
+            assert w in text and n_tokens(tokenizer, w) <= 126  # a piece of the text, one window long
+
+
+def test_windows_start_at_a_word_not_inside_one(tokenizer) -> None:
+    text = " ".join(["unbelievably"] * 300)  # 5 tokens per word: most strides land inside a word
+    for w in text_windows(tokenizer, text, 126).texts[1:]:
+        assert w.startswith("unbelievably")
+
+
+def test_a_window_cap_reports_what_it_left_unread(tokenizer) -> None:
+    text = " ".join(f"word{i}" for i in range(1000))  # no repeats: each window occurs once in the text
+    full = text_windows(tokenizer, text, 126)
+    capped = text_windows(tokenizer, text, 126, max_windows=4)
+    assert full.unread_chars == 0 and len(full.texts) > 4
+    assert capped.texts == full.texts[:4]
+    last = capped.texts[-1]
+    assert capped.unread_chars == len(text) - (text.index(last) + len(last)) > 0
+    one = text_windows(tokenizer, text, 126, max_windows=1)
+    assert one.texts == [text] and one.unread_chars == len(text) - first_window_end(tokenizer, text)
+    with pytest.raises(ValueError):
+        text_windows(tokenizer, text, 126, max_windows=0)
+
+
+def test_the_end_of_a_long_message_is_read(backend: EmbeddingBackend, crypto: P.ModerationProfile) -> None:
+    text = BENIGN * 8 + TAIL  # the ad starts after ~330 tokens: the encoder's first 128 never reach it
+    assert n_tokens(backend.encoder._load().tokenizer, BENIGN * 8) > 300
+    first_only = backend._score_pieces([text], crypto)["crypto"][0]
+    scores, unread = backend.score_read([text], crypto)
+    assert first_only < 0.5 <= scores["crypto"][0] and unread == [0]
+    assert backend.score([text], crypto)["crypto"][0] == scores["crypto"][0]
+
+
+def test_scores_only_go_up_and_short_texts_score_as_before(backend: EmbeddingBackend,
+                                                           crypto: P.ModerationProfile) -> None:
+    texts = [AD, "see you at lunch", BENIGN * 5 + TAIL, BENIGN * 3, TAIL + " " + BENIGN * 6]
+    new = backend.score(texts, crypto)
+    old = backend._score_pieces(texts, crypto)
+    for name in crypto.categories:
+        assert np.all(new[name] >= old[name] - 1e-6)
+        assert np.allclose(new[name][[0, 1]], old[name][[0, 1]], atol=1e-6)
+    assert new["crypto"][4] >= 0.5  # an ad at the start is still caught
+
+
+def test_the_detector_says_what_a_window_cap_left_unread() -> None:
+    ctx = PluginContext(store=None, config={"harm": {"max_windows": 1}})
+    det = build_harm_detector(ctx)
+    text = BENIGN * 8 + TAIL
+    findings = det.predict(CheckRequest(stage=Stage.INPUT, user_id="u1", text=text, settings={}))
+    assert findings and all("not read by the embedding backend" in f.explanation for f in findings)
+    short = det.predict(CheckRequest(stage=Stage.INPUT, user_id="u1", text="see you at lunch", settings={}))
+    assert all("not read" not in f.explanation for f in short)
+    assert all(f.action is Action.ALLOW for f in short)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 10_001, 2.5, True, "64", None])
+def test_max_windows_must_be_a_sane_integer(bad: object) -> None:
+    with pytest.raises(ConfigError, match="max_windows"):
+        build_harm_detector(PluginContext(store=None, config={"harm": {"max_windows": bad}}))
