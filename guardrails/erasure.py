@@ -8,27 +8,34 @@ holds new ones until it is done; checks for the same user still run together, an
 
 One gate serves every Guard over the same store object (the service's per-tenant views share one), so it
 covers one process. Several processes over one database (Postgres) do not see each other's checks: stop the
-user's traffic before erasing there.
+user's traffic before erasing there. They do learn of each other's erasures: the store logs each one (naming
+nobody, `guardrails.store.erasures`), and a gate asks at most every `POLL_S` seconds, before a check (and the
+service on a timer), whether another process erased someone; then every Guard over its store drops every user's
+in-memory data (`forget_all_users`), since it cannot tell whose.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from .errors import DetectorError, ErasureBusyError, StoreError
 from .guard_types import DetectorSlot
+from .text import check_id
 
-__all__ = ["UserGate", "erase_user_data", "gate_for"]
+__all__ = ["POLL_S", "DetectorForgetter", "ErasureMethods", "UserGate", "erase_user_data", "gate_for"]
 
 warn_log = logging.getLogger("railguard.guard")
 
 Key = tuple[str, str]  # (tenant_id, user_id)
+#: at most this often a gate asks its store whether another process erased a user
+POLL_S = 5.0
 
 
 class UserGate:
@@ -38,6 +45,52 @@ class UserGate:
         self._cond = threading.Condition()
         self._active: dict[Key, int] = {}
         self._erasing: set[Key] = set()
+        self._listeners: list[weakref.ref[Any]] = []
+        self._mark: int | None = None  # the newest erasure in the store's log this gate has accounted for
+        self._next_poll = 0.0
+        self._poll_lock = threading.Lock()
+
+    def add_listener(self, forget: Callable[[str | None, str | None], object]) -> None:
+        """Call ``forget(tenant_id, user_id)`` on every erasure through this gate, before the store's rows go:
+        what wraps a Guard and keeps per-user memory of its own (the agent middleware's memos) forgets the user
+        too. Held weakly (a bound method by a WeakMethod): registering keeps nothing alive."""
+        ref: weakref.ref[Any] = weakref.WeakMethod(forget) if hasattr(forget, "__self__") else weakref.ref(forget)
+        with self._cond:
+            self._listeners = [r for r in self._listeners if r() is not None] + [ref]
+
+    def listeners(self) -> list[Callable[[str | None, str | None], object]]:
+        with self._cond:
+            return [fn for r in self._listeners if (fn := r()) is not None]
+
+    def poll_due(self) -> bool:
+        return time.monotonic() >= self._next_poll
+
+    def poll(self, store: Any) -> bool:
+        """At most every `POLL_S` s: if another process (another store object) erased a user since the last
+        poll, call every listener with ``(None, None)``: forget every user. Returns whether it did. A store
+        without an erasure log, or one unreachable now, is asked again later."""
+        since = getattr(store, "erasures_since", None)
+        if not callable(since) or not self._poll_lock.acquire(blocking=False):
+            return False  # another thread is polling now
+        try:
+            if time.monotonic() < self._next_poll:
+                return False
+            self._next_poll = time.monotonic() + POLL_S
+            got = since(self._mark)
+            if got is None:
+                return False
+            self._mark, foreign = got
+        finally:
+            self._poll_lock.release()
+        if not foreign:
+            return False
+        for fn in self.listeners():
+            try:
+                fn(None, None)
+            except Exception as exc:  # the rest still forget; the next foreign erasure tries again
+                warn_log.warning("erasure elsewhere: listener %r failed to forget: %s",
+                                 getattr(fn, "__qualname__", type(fn).__name__), type(exc).__name__)
+        return True
 
     def in_flight(self, key: Key) -> int:
         """How many checks of this user are running now."""
@@ -121,15 +174,46 @@ def gate_for(store: Any) -> UserGate:
             return UserGate()
 
 
-def erase_user_data(slots: Sequence[DetectorSlot], store: Any, tenant_id: str, user_id: str) -> dict[str, Any]:
-    """Each detector's ``forget_user(tenant_id, user_id, settings)``, then ``store.erase_user`` (see
-    ``Guard.erase_user``, which calls this inside the gate). A detector that fails stops it before the store."""
+class DetectorForgetter:
+    """A Guard's erasure listener (`UserGate.add_listener`) over its detectors: ``forget_user`` of one user erased
+    by another Guard over the same store object (detectors it does not share with that Guard), or, with
+    ``user_id`` None (an erasure in another process: whose is unknown), ``forget_all_users`` where a detector has
+    it. Callable as a listener; returns the entries dropped."""
+
+    def __init__(self, slots: Sequence[DetectorSlot]) -> None:
+        self.slots = tuple(slots)
+
+    def __call__(self, tenant_id: str | None, user_id: str | None) -> int:
+        return self.forget(tenant_id, user_id, set())
+
+    def forget(self, tenant_id: str | None, user_id: str | None, done: set[int]) -> int:
+        """As a call, skipping detectors whose ids are in ``done`` (already told: another view shares them), and
+        adding the ones it tells."""
+        n = 0
+        for slot in self.slots:
+            if id(slot.detector) in done:
+                continue
+            done.add(id(slot.detector))
+            if user_id is None:
+                forget_all = getattr(slot.detector, "forget_all_users", None)
+                n += int(forget_all() or 0) if callable(forget_all) else 0
+            elif tenant_id is not None and callable(forget := getattr(slot.detector, "forget_user", None)):
+                n += int(forget(tenant_id, user_id, None) or 0)
+        return n
+
+
+def erase_user_data(slots: Sequence[DetectorSlot], store: Any, tenant_id: str, user_id: str,
+                    listeners: Sequence[Callable[[str | None, str | None], object]] = ()) -> dict[str, Any]:
+    """Each detector's ``forget_user(tenant_id, user_id, settings)`` and each listener's ``(tenant_id, user_id)``
+    (`UserGate.add_listener`), then ``store.erase_user`` (see ``Guard.erase_user``, which calls this inside the
+    gate). A detector or listener that fails stops it before the store."""
     try:  # the detectors forget with the settings they may have cached from; an unreadable row must not stop erasure
         settings = store.get(tenant_id, user_id).settings if store is not None else {}
     except StoreError:
         settings = {}
     dropped: dict[str, int] = {}
     failed: list[str] = []
+    done = {id(slot.detector) for slot in slots}  # other Guards' listeners skip the detectors told here
     for slot in slots:
         forget = getattr(slot.detector, "forget_user", None)
         if not callable(forget):
@@ -139,9 +223,65 @@ def erase_user_data(slots: Sequence[DetectorSlot], store: Any, tenant_id: str, u
         except Exception as exc:
             warn_log.warning("erasure: detector %r failed to forget a user: %s", slot.name, type(exc).__name__)
             failed.append(slot.name)
+    for fn in listeners if not failed else ():
+        name = getattr(fn, "__qualname__", type(fn).__name__)
+        try:
+            if isinstance(fn, DetectorForgetter):
+                fn.forget(tenant_id, user_id, done)
+            else:
+                fn(tenant_id, user_id)
+        except Exception as exc:
+            warn_log.warning("erasure: listener %r failed to forget a user: %s", name, type(exc).__name__)
+            failed.append(name)
     if failed:
         raise DetectorError(f"erasure stopped before the store: detector(s) {failed} failed to forget the user "
                             "(retry; nothing was erased from the store)")
     erased: dict[str, Any] = dict(store.erase_user(tenant_id, user_id)) if store is not None else {}
     erased["detectors"] = dropped
     return erased
+
+
+class ErasureMethods:
+    """`Guard`'s erasure methods (the Guard provides the attributes below)."""
+
+    slots: tuple[DetectorSlot, ...]
+    store: Any
+    tenant_id: str
+    erase_wait_s: float
+    _gate: UserGate
+
+    def erase_user(self, user_id: str) -> dict[str, Any]:
+        """Forget one user of this Guard's tenant (a data-subject erasure request). First each detector's
+        `forget_user(tenant_id, user_id, settings)` drops what it caches about them (the privacy sentinel's KV
+        caches, the harm backend's embeddings of their examples; `settings` is what the store held for them),
+        then the store erases their settings, every session's state and their audit trail in one transaction
+        (`SettingsStore.erase_user`). A detector that fails stops it before the store is touched, with a
+        DetectorError naming it: nothing is half-erased and a retry is safe (every step is idempotent).
+        Returns {"settings", "session_state", "audit": rows removed, "detectors": {name: entries dropped}}.
+        It first waits up to `erase_wait_s` for the user's checks in flight in this process (any Guard over the same
+        store), holding their new checks until it is done (`guardrails.erasure`); ErasureBusyError if they do
+        not finish, with nothing erased. Other processes over the same database are not seen: stop the user's
+        traffic there first (their caches of the user are dropped within `POLL_S`: `poll_erasures`). Listeners
+        (`on_erase`) forget the user too. A detector call that `acheck` timed out (`timeout_s`) may still be
+        running in a worker thread. Called on an event loop's thread, it blocks that loop while it waits: use
+        `aerase_user` there."""
+        check_id(user_id, "user_id")
+        with self._gate.erasing((self.tenant_id, user_id), self.erase_wait_s):
+            return erase_user_data(self.slots, self.store, self.tenant_id, user_id, self._gate.listeners())
+
+    def poll_erasures(self) -> bool:
+        """If another process erased a user over this Guard's store since the last look (at most every
+        `guardrails.erasure.POLL_S` s; checks call it, `railguard serve` also on a timer), every Guard and listener
+        over the store forgets every user's in-memory data. Returns whether they did."""
+        return self._gate.poll(self.store)
+
+    def on_erase(self, forget: Callable[[str | None, str | None], object]) -> None:
+        """Have ``forget(tenant_id, user_id)`` called on every erasure by this Guard, or any Guard over the same
+        store in this process, before the store's rows go, and ``forget(None, None)`` (everyone) when another
+        process erased a user (``GuardMiddleware`` registers its memos' `forget_user`). Held weakly; an exception
+        from it stops a local erasure before the store, like a detector's."""
+        self._gate.add_listener(forget)
+
+    async def aerase_user(self, user_id: str) -> dict[str, Any]:
+        """Async twin of `erase_user` (the database work in a worker thread)."""
+        return await asyncio.to_thread(self.erase_user, user_id)

@@ -29,7 +29,7 @@ from .detector import (
     build_registered_detectors,
     close_detectors,
 )
-from .erasure import erase_user_data, gate_for
+from .erasure import DetectorForgetter, ErasureMethods, gate_for
 from .errors import ConfigError, InvalidInputError
 from .guard_types import (
     DetectorSlot,
@@ -66,7 +66,7 @@ def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-class Guard:
+class Guard(ErasureMethods):
     """Run detectors on one message and return a Decision.
 
     Args:
@@ -127,6 +127,8 @@ class Guard:
         self.unavailable: dict[str, str] = {}  # registered detectors left out by from_registry: {name: why}
         self.erase_wait_s = float(erase_wait_s)
         self._gate = gate_for(store)  # erasure vs checks of the same user, shared by Guards over this store
+        self._forget = DetectorForgetter(self.slots)  # erasures by other Guards and processes
+        self._gate.add_listener(self._forget)
         self._admitted: set[asyncio.Future[Decision]] = set()  # acheck bodies, held until they end (see acheck)
         self._warned: set[str] = set()  # unknown detector names in user settings, already logged
         self._runs_elsewhere: set[str] = set()  # detectors of the Guard this one is a view of (see `view`)
@@ -254,6 +256,8 @@ class Guard:
         """Check one text (str/UTF-8 bytes) or a message list whose last message is the turn under check."""
         started = time.perf_counter()
         check_id(user_id, "user_id")
+        if self._gate.poll_due():  # another process erased a user: forget every user's cached data first
+            self.poll_erasures()
         with self._gate.checking((self.tenant_id, user_id)):
             request = self._prepare(content, user_id, session_id, stage, metadata)
             gates, rest, acting = self._active(request)
@@ -284,6 +288,8 @@ class Guard:
         """Async twin of `check`: independent detectors run concurrently."""
         started = time.perf_counter()
         check_id(user_id, "user_id")
+        if self._gate.poll_due():
+            await asyncio.to_thread(self.poll_erasures)
         key = (self.tenant_id, user_id)
         while not self._gate.try_enter(key):  # the user is being erased (rare): wait without blocking the loop
             await asyncio.sleep(0.01)
@@ -382,27 +388,6 @@ class Guard:
     async def aclose(self) -> None:
         """Async twin of `close`: a detector's `aclose()` (its clients of this event loop) if it has one."""
         await aclose_detectors(((slot.name, slot.detector) for slot in self.slots), warn_log)
-
-    def erase_user(self, user_id: str) -> dict[str, Any]:
-        """Forget one user of this Guard's tenant (a data-subject erasure request). First each detector's
-        `forget_user(tenant_id, user_id, settings)` drops what it caches about them (the privacy sentinel's KV
-        caches, the harm backend's embeddings of their examples; `settings` is what the store held for them),
-        then the store erases their settings, every session's state and their audit trail in one transaction
-        (`SettingsStore.erase_user`). A detector that fails stops it before the store is touched, with a
-        DetectorError naming it: nothing is half-erased and a retry is safe (every step is idempotent).
-        Returns {"settings", "session_state", "audit": rows removed, "detectors": {name: entries dropped}}.
-        It first waits up to `erase_wait_s` for the user's checks in flight in this process (any Guard over the same
-        store), holding their new checks until it is done (`guardrails.erasure`); ErasureBusyError if they do
-        not finish, with nothing erased. Other processes over the same database are not seen: stop the user's
-        traffic there first. A detector call that `acheck` timed out (`timeout_s`) may still be running in a worker
-        thread. Called on an event loop's thread, it blocks that loop while it waits: use `aerase_user` there."""
-        check_id(user_id, "user_id")
-        with self._gate.erasing((self.tenant_id, user_id), self.erase_wait_s):
-            return erase_user_data(self.slots, self.store, self.tenant_id, user_id)
-
-    async def aerase_user(self, user_id: str) -> dict[str, Any]:
-        """Async twin of `erase_user` (the database work in a worker thread)."""
-        return await asyncio.to_thread(self.erase_user, user_id)
 
     def __enter__(self) -> Guard:
         return self

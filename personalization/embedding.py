@@ -31,7 +31,6 @@ Why this design:
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from guardrails.decision import text_hash
 from guardrails.errors import ConfigError, InvalidInputError
 from guardrails.text import coerce_text
 
@@ -135,8 +135,9 @@ def int8_calibration_texts() -> list[str]:
 
 
 def text_key(text: str) -> str:
-    """A user text's key in the embedding caches: its sha256, so the caches hold no user text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """A user text's key in the embedding caches: its digest (`guardrails.decision.text_hash`: keyed under
+    RAILGUARD_HASH_KEY when set), so the caches hold no user text and a guessed text cannot be confirmed by them."""
+    return text_hash(text)
 
 
 class CompiledCategory(NamedTuple):
@@ -192,19 +193,18 @@ class EmbeddingBackend:
             self._bank = ExampleBank.load()
         return self._bank
 
-    def forget_profile(self, profile: ModerationProfile) -> int:
-        """Drop what the caches hold of one profile's categories: their compiled form and the embeddings of their
-        examples, counter-examples and definitions (an erasure; a text another profile shares is simply
-        re-encoded when next used). Returns how many entries went."""
-        n = 0
+    def forget_users(self) -> int:
+        """An erasure (`HarmDetector.forget_user`): drop everything these caches derived from users' texts, every
+        compiled category and every cached embedding of an example, counter-example or definition, whoever wrote
+        it. Not just the erased user's current profile: the caches are keyed by content, so a category the user
+        edited or removed before the erasure (or settings deleted first) left its older forms behind (review of
+        session 34). Other users' categories are compiled again on their next check (one batched encode, the same
+        scores); the base heads, bank and anchors hold no user text and stay. Returns how many entries went."""
         with self._lock:
-            for name, cat in profile.categories.items():
-                form = compiled_form(name, cat)
-                if form is not None:
-                    n += self._compiled.pop(self._category_key(form), None) is not None
-                for text in (*cat.examples, *cat.counter_examples, *([cat.definition] if cat.definition else [])):
-                    for cache in self._texts.values():
-                        n += cache.pop(text_key(text), None) is not None
+            n = len(self._compiled) + sum(len(cache) for cache in self._texts.values())
+            self._compiled.clear()
+            for cache in self._texts.values():
+                cache.clear()
         return n
 
     @property
@@ -252,7 +252,7 @@ class EmbeddingBackend:
         return np.stack([got[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
 
     def _category_key(self, cat: Category) -> str:
-        return hashlib.sha256(cat.model_dump_json().encode()).hexdigest()
+        return text_hash(cat.model_dump_json())  # keyed like `text_key`: the JSON holds the examples
 
     def prepare(self, profile: ModerationProfile) -> None:
         """Encode every not-yet-compiled category's texts of `profile` in one batch per space (a profile's first

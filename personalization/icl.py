@@ -217,7 +217,7 @@ class ICLBackend:
         """Per text, about how many characters at its end the prompt leaves out (`READ_CHARS` are quoted)."""
         return [max(0, len(t) - READ_CHARS) for t in texts]
 
-    def forget_profile(self, profile: ModerationProfile) -> int:
+    def forget_users(self) -> int:
         """An erasure (`HarmDetector.forget_user`): the local adapter's cached prompt prefix (its KV and token ids)
         holds the last profile's examples, whoever it was: dropped, rebuilt on the next call. Returns 1 if it was."""
         forget = getattr(self.adapter, "forget_prefix", None)

@@ -50,8 +50,14 @@ class HarmDetector(BaseDetector):
         await aclose_resources(self.backend)
 
     def forget_user(self, tenant_id: str, user_id: str, settings: Mapping[str, Any] | None = None) -> int:
-        """`Guard.erase_user`: drop the backend's cached embeddings of this user's categories (their profile, in
-        `settings`, read before the store erases it; the profile itself is the store's to erase)."""
+        """`Guard.erase_user`: drop what the backend derived from users' texts (`forget_users`: every cached
+        embedding and compiled category, the ICL prompt prefix), whatever the user's profile is now: the caches
+        are keyed by content, not user, so an edited or deleted profile left its older forms behind (review of
+        session 34). A backend with only `forget_profile(profile)` drops what the stored profile (`settings`)
+        names. The profile itself is the store's to erase."""
+        forget_all = getattr(self.backend, "forget_users", None)
+        if callable(forget_all):
+            return int(forget_all())
         forget = getattr(self.backend, "forget_profile", None)
         data = (settings or {}).get(SECTION)
         if not callable(forget) or not data:
@@ -61,6 +67,12 @@ class HarmDetector(BaseDetector):
         except ConfigError:
             return 0  # unreadable: it was never compiled either
         return int(forget(profile))
+
+    def forget_all_users(self) -> int:
+        """An erasure in another process (`guardrails.erasure`): whose is unknown, so everything the backend derived
+        from users' texts goes (the same as `forget_user` for a backend with `forget_users`)."""
+        forget_all = getattr(self.backend, "forget_users", None)
+        return int(forget_all()) if callable(forget_all) else 0
 
     def profile_for(self, request: CheckRequest) -> tuple[ModerationProfile, str]:
         data = request.settings.get(SECTION) if request.settings else None

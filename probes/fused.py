@@ -111,6 +111,14 @@ class FusedProbeHook:
                 self.last_decision, self.last_findings = None, []
         return len(gone)
 
+    def forget_all(self) -> int:
+        """Drop every session's digest and the last verdict (an erasure elsewhere, whose is unknown)."""
+        with self._lock:
+            n = len(self._scored)
+            self._scored.clear()
+            self.last_decision, self.last_findings = None, []
+        return n
+
     def attach(self, lm: Any, input_ids: Any = None, messages: Any = None) -> Callable[[], None]:
         if id(lm) not in self._checked:
             self.scorer.bundle.check_model(model_fingerprints(lm), getattr(lm, "name", None),

@@ -168,6 +168,15 @@ class PrivacyDetector(BaseDetector):
             n += store.erase_user(tenant_id, user_id)["session_state"]
         return n
 
+    def forget_all_users(self) -> int:
+        """An erasure in another process over the same store (`guardrails.erasure`): whose is unknown, so every
+        session's sentinel KV cache and the fused hooks' digests go (each session re-reads its conversation once;
+        drift state lives in the store and stays). Returns the entries dropped."""
+        n = self._encoder.forget_where(lambda _key: True) if self._encoder is not None else 0
+        for hook in list(self._hook_refs):
+            n += hook.forget_all()
+        return n
+
     def predict(self, request: CheckRequest) -> list[Finding]:
         if self.mode == "fused":
             # nothing would ever score: fail closed rather than allow every turn silently. Live hooks, not hooks

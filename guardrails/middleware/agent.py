@@ -79,6 +79,18 @@ class GuardMiddleware(ReplyChecks, AgentMiddleware[AgentState[Any], Any, Any]):
         self.stages = frozenset(Stage(s) for s in stages)
         self._calls = CheckedCalls()
         self._released = ReleasedReplies()
+        on_erase = getattr(guard, "on_erase", None)
+        if callable(on_erase):  # a Guard's erasure of a user reaches these memos too (a RemoteGuard's cannot)
+            on_erase(self.forget_user)
+
+    def forget_user(self, tenant_id: str | None, user_id: str | None) -> int:
+        """Drop this middleware's memory of one user (tool calls checked at model time, with the decisions that
+        withheld some: their redacted arguments; the replies it released): called by the Guard's `erase_user`
+        (`Guard.on_erase`). An erasure in another tenant leaves it; ``user_id`` None (an erasure in another process,
+        whose is unknown) drops every user's. Returns how many entries went."""
+        if user_id is not None and getattr(self.guard, "tenant_id", tenant_id) != tenant_id:
+            return 0
+        return self._calls.forget_user(user_id) + self._released.forget_user(user_id)
 
     @property
     def name(self) -> str:

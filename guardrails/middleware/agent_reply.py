@@ -54,6 +54,14 @@ class ReleasedReplies:
                 self._seen.popitem(last=False)
         return out
 
+    def forget_user(self, user_id: str | None) -> int:
+        """Drop every reply remembered for one user (None: for everyone; an erasure). Returns how many went."""
+        with self._lock:
+            keys = [k for k in self._seen if user_id is None or k[0] == user_id]
+            for k in keys:
+                del self._seen[k]
+        return len(keys)
+
     def holds(self, who: Identity, messages: Sequence[Any]) -> bool:
         """Whether ``messages`` end with a reply released to this user and session after exactly these messages."""
         mid = getattr(messages[-1], "id", None) if messages else None

@@ -164,6 +164,17 @@ class CheckedCalls:
         return Decision(action=Action.BLOCK, stage=Stage.TOOL_CALL, user_id=user_id, session_id=session_id,
                         error="tool call withheld by railguard when the model produced it")
 
+    def forget_user(self, user_id: str | None) -> int:
+        """Drop every entry of one user (None: of everyone; an erasure). Returns how many went."""
+        with self._lock:
+            passed = [k for k in self._passed if user_id is None or k[0] == user_id]
+            blocked = [k for k, d in self._blocked.items() if user_id is None or d.user_id == user_id]
+            for k in passed:
+                del self._passed[k]
+            for c in blocked:
+                del self._blocked[c]
+        return len(passed) + len(blocked)
+
     def _trim(self, memo: OrderedDict[Any, Any]) -> None:
         while len(memo) > self._size:
             memo.popitem(last=False)

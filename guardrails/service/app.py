@@ -40,7 +40,7 @@ from ..pipeline import Guard
 from .auth import KeyRing, Principal
 from .deps import ChatConfig, ServiceState, log, require_tenant, state
 from .env import ServiceEnv
-from .lifecycle import _build_guard, _ping, _prune_state, _retry_warm_up, _warm_up
+from .lifecycle import _build_guard, _ping, _prune_state, _retry_warm_up, _warm_up, _watch_erasures
 from .observability import Metrics, failed_detectors
 from .schemas import CheckBody, ErrorOut, Health, ScreenBody, ScreenedDecision, ScreenOut
 
@@ -261,6 +261,7 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         st.chat_lock = asyncio.Lock()
         pruner = asyncio.create_task(_prune_state(store, ttl)) if ttl > timedelta(0) else None
+        watcher = asyncio.create_task(_watch_erasures(st.guard))  # other workers' erasures reach this one's caches
         warming: asyncio.Task[None] | None = None
         try:
             if env.warmup == "background":  # serve /healthz at once; /readyz says when warm
@@ -274,7 +275,7 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
                     warming = asyncio.create_task(_retry_warm_up(st))
             yield
         finally:
-            for task in (pruner, warming):
+            for task in (pruner, warming, watcher):
                 if task is not None:
                     task.cancel()
             # uvicorn cancels requests still running after its graceful-shutdown timeout and then runs this at

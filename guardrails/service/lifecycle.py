@@ -12,6 +12,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 
 from ..decision import FailMode, Stage
+from ..erasure import POLL_S
 from ..errors import StoreError
 from ..pipeline import Guard
 from .deps import ServiceState, log
@@ -118,4 +119,16 @@ async def _prune_state(store: Any, ttl: timedelta, every_s: float = PRUNE_EVERY_
                 log.info("pruned %d session state row(s) idle for more than %s", n, ttl)
         except Exception as exc:  # noqa: BLE001 - e.g. the database briefly unavailable
             log.warning("session state pruning failed (%s); retrying in %.0f s", type(exc).__name__, every_s)
+        await asyncio.sleep(every_s)
+
+
+async def _watch_erasures(guard: Guard, every_s: float | None = None) -> None:
+    """Every `every_s` (default `POLL_S`), whether another worker erased a user (`Guard.poll_erasures`): an idle
+    worker's caches would otherwise hold the user's data until its next check. A failure is logged and retried."""
+    every_s = POLL_S if every_s is None else every_s
+    while True:
+        try:
+            await asyncio.to_thread(guard.poll_erasures)
+        except Exception as exc:  # noqa: BLE001 - e.g. the database briefly unavailable
+            log.warning("looking for other workers' erasures failed (%s)", type(exc).__name__)
         await asyncio.sleep(every_s)

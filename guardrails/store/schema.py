@@ -57,6 +57,13 @@ session_state = sa.Table(
     sa.Index("ix_session_state_updated_at", "updated_at"),
 )
 
+erasure_log = sa.Table(  # one row per erasure, naming nobody: other processes see that one happened (erasures.py)
+    "railguard_erasures", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sqlite_autoincrement=True,
+)
+
 
 schema_info = sa.Table(
     "railguard_schema", metadata,
@@ -92,9 +99,11 @@ def ensure_schema(conn: sa.Connection, location: str) -> int:
     unversioned, with a warning: refusing it would break an upgrade that needs no new table."""
     serialize_ddl(conn)
     existing = set(sa.inspect(conn).get_table_names())
-    data_tables = [t for t in metadata.sorted_tables if t is not schema_info]
+    data_tables = [t for t in metadata.sorted_tables if t not in (schema_info, erasure_log)]
     if not {t.name for t in data_tables} <= existing:
         metadata.create_all(conn)  # a new database (or one missing tables): whoever opens it must be able to create
+    elif erasure_log.name not in existing:
+        _create_optional(conn, location, erasure_log, "other processes will not learn of erasures")
     elif schema_info.name not in existing:
         try:
             with conn.begin_nested():
@@ -121,6 +130,19 @@ def ensure_schema(conn: sa.Connection, location: str) -> int:
         conn.execute(schema_info.update().where(schema_info.c.component == _COMPONENT)
                      .values(version=SCHEMA_VERSION))
     return found
+
+
+def _create_optional(conn: sa.Connection, location: str, table: sa.Table, without: str) -> None:
+    """Add a table an older release did not have and no row's meaning depends on (no schema version); a role that
+    may not create it is warned about and the store works without it."""
+    try:
+        with conn.begin_nested():
+            table.create(conn, checkfirst=True)
+    except DBAPIError as exc:
+        if not _permission_denied(exc):
+            raise
+        log.warning("settings database at %r: cannot create the %s table (%s); %s", location, table.name,
+                    type(getattr(exc, "orig", exc)).__name__, without)
 
 
 def _ensure_indexes(conn: sa.Connection, location: str) -> None:

@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from ..errors import ConfigError, InvalidInputError, StoreError, UnknownUserError, VersionConflictError
+from .erasures import ErasureLogMixin
 from .schema import ensure_schema, session_state, settings_audit, user_settings
 from .settings import (
     DEFAULT_TENANT,
@@ -87,7 +88,7 @@ class _Written:
 _ONE_ROW = _Written()
 
 
-class SettingsStore(SessionStateMixin):
+class SettingsStore(SessionStateMixin, ErasureLogMixin):
     """Versioned per-user settings + audit trail + per-session detector state, on any SQLAlchemy URL."""
 
     def __init__(self, url: str | Path | None = None, *, busy_timeout_ms: int = 30_000,
@@ -97,6 +98,7 @@ class SettingsStore(SessionStateMixin):
         session state idle for longer is deleted by the store (default $RAILGUARD_STATE_TTL_DAYS, 30 days;
         None or 0 keeps it forever; see `guardrails.store.state`)."""
         self._init_state(state_ttl_from_env() if state_ttl == "env" else state_ttl)
+        self._init_erasure_log()
         self.url, self.max_value_bytes, self._closed = resolve_url(url), max_value_bytes, False
         self._models: dict[str, type[BaseModel]] | None = None
         self._checkpoint_due = False  # an erasure's log checkpoint is still to be made (see `_checkpoint`)
@@ -336,6 +338,7 @@ class SettingsStore(SessionStateMixin):
                                                                      table.c.user_id == u)).rowcount)
                        for name, table in (("settings", user_settings), ("session_state", session_state),
                                            ("audit", settings_audit))}
+            self._log_erasure(conn)  # other processes drop their caches too (`guardrails.store.erasures`)
         if self.engine.dialect.name == "sqlite" and any(removed.values()):
             self._checkpoint()
         return removed

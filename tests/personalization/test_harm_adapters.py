@@ -596,6 +596,9 @@ def test_an_erasure_drops_the_local_adapters_cached_prompt(bank):
     assert det.forget_user("default", "carol", {"moderation": prof.model_dump(mode="json")}) == 1
     assert adapter._prefix is None
     assert det.forget_user("default", "carol", {"moderation": prof.model_dump(mode="json")}) == 0
+    # whatever the user's stored profile now: settings deleted before the erasure left the prefix (session 34)
+    adapter._prefix = ((1, 2, 3), object())
+    assert det.forget_user("default", "carol", None) == 1 and adapter._prefix is None
 
 
 def test_other_families_chat_markers_are_broken_and_urls_are_shown_without_secrets():

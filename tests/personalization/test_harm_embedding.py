@@ -347,18 +347,53 @@ def test_erasing_a_user_drops_the_cached_embeddings_of_users_examples(tmp_path):
         ProfileService(store, "default", actor="t").block_new(
             "dave", "garden_ads", examples=["Huge sale on garden gnomes this weekend only, 50% off!"])
         guard.check("Buy $MOONCOIN now, 100x soon", user_id="dave")  # dave's category is cached too
-        compiled = len(det.backend._compiled)
+        dave_before = guard.check("Huge garden gnome sale, half price!", user_id="dave")
         erased = guard.erase_user("carol")
         assert erased["settings"] == 1 and erased["audit"] == 2 and erased["detectors"]["harm"] >= 3
         topic = det.backend._texts["topic"]
         assert text_key("Get in early on $DOGEX, 50x guaranteed, pump starts at 9pm!") not in topic
         assert text_key("Call Jane on 0612345678 for a free cruise") not in topic
-        assert len(det.backend._compiled) == compiled - 2  # carol's category and her spam extension, not dave's
-        assert text_key("Huge sale on garden gnomes this weekend only, 50% off!") in topic
-        assert guard.erase_user("nobody")["detectors"] == {"harm": 0}  # an unknown user drops nothing
+        # the caches are keyed by content, not user: an erasure drops every user's entries (session 34), and
+        # dave's category is compiled again on his next check, with the same scores
+        assert not det.backend._compiled and not any(det.backend._texts.values())
+        dave_after = guard.check("Huge garden gnome sale, half price!", user_id="dave")
+        assert [(f.category, f.score) for f in dave_after.findings] == [(f.category, f.score)
+                                                                         for f in dave_before.findings]
+        assert "garden_ads" in {f.category for f in dave_after.findings if f.action is not Action.ALLOW}
+        assert guard.erase_user("nobody")["detectors"]["harm"] >= 1  # dave's entries again: any erasure drops all
+        assert guard.erase_user("nobody")["detectors"] == {"harm": 0}  # nothing cached: nothing to drop
         after_default = guard.check("Buy $MOONCOIN now, 100x soon", user_id="carol")
         assert "crypto_shill" not in {f.category for f in after_default.findings}  # the profile is gone
         assert "crypto_shill" in {f.category for f in before.findings}
+
+
+@pytest.mark.parametrize("before_erasure", ["edit", "delete"])
+def test_an_erasure_drops_what_an_edited_or_deleted_profile_left_cached(tmp_path, before_erasure):
+    """The caches are keyed by content: a category the user removed (or edited, or whose settings were deleted)
+    before the erasure left its compiled form and its examples' embeddings behind, since only the profile stored
+    at erasure time was forgotten (review of session 34)."""
+    from guardrails import Guard
+    from guardrails.store import SettingsStore
+    from personalization.service import ProfileService
+
+    secret = "ZEBRA-SECRET-42 get my herbal pills cheap at zebra dot shop"
+    det = HarmDetector(EmbeddingBackend())
+    with SettingsStore(tmp_path / "erase.db") as store:
+        svc = ProfileService(store, "default", actor="t")
+        svc.block_new("carol", "zebra", examples=[secret])
+        guard = Guard([det], store=store)
+        guard.check("cheap herbal pills at zebra dot shop", user_id="carol")
+        assert text_key(secret) in det.backend._texts["topic"]
+        if before_erasure == "edit":
+            svc.unblock("carol", "zebra")
+            svc.set_threshold("carol", "zebra", 0.3)
+            guard.check("hello there", user_id="carol")  # the edited category compiled too
+            svc.remove("carol", "zebra")
+        else:
+            store.delete("default", "carol", actor="t")
+        assert det.backend._compiled and text_key(secret) in det.backend._texts["topic"]
+        assert guard.erase_user("carol")["detectors"]["harm"] >= 2
+        assert not det.backend._compiled and not any(det.backend._texts.values())
 
 
 def test_operations_registered_for_the_service_drive_the_detector(tmp_path, backend, monkeypatch):
@@ -442,3 +477,25 @@ def test_contradictory_categories_at_the_decision(tmp_path, backend, monkeypatch
         action, f = check("ben", ad)
         assert action is Action.BLOCK and f["campaign_ads"].action is Action.BLOCK
         assert f["politics"].action is Action.ALLOW and f["politics"].score <= 0.25
+
+
+def test_an_erasure_in_another_worker_drops_this_ones_cached_embeddings(tmp_path):
+    """Two workers over one database (two store objects): the one that did not run the erasure kept the user's
+    example embeddings until evicted (review of session 34); its next check now drops them (`forget_all_users`)."""
+    from guardrails import Guard
+    from guardrails.store import SettingsStore
+    from personalization.service import ProfileService
+
+    secret = "ZEBRA-SECRET-42 get my herbal pills cheap at zebra dot shop"
+    db = tmp_path / "shared.db"
+    with SettingsStore(db) as store_a, SettingsStore(db) as store_b:
+        ProfileService(store_a, "default", actor="t").block_new("carol", "zebra", examples=[secret])
+        det_b = HarmDetector(EmbeddingBackend())
+        guard_b = Guard([det_b], store=store_b)
+        assert "zebra" in {f.category for f in guard_b.check("zebra dot shop pills", user_id="carol").findings}
+        assert text_key(secret) in det_b.backend._texts["topic"]
+        Guard([HarmDetector(EmbeddingBackend())], store=store_a).erase_user("carol")
+        guard_b._gate._next_poll = 0.0  # looks at once (every POLL_S s otherwise)
+        after = guard_b.check("hello", user_id="dave")
+        assert not det_b.backend._compiled and not any(det_b.backend._texts.values())
+        assert after.action is Action.ALLOW

@@ -692,3 +692,26 @@ def test_fused_mode_fails_closed_once_its_hooks_are_gone_and_refuses_a_batched_p
     finally:
         detach()
     assert hook.calls == 0
+
+
+def test_an_erasure_in_another_process_drops_every_sessions_sentinel_cache_but_not_drift_state(tiny):
+    """`forget_all_users` (an erasure elsewhere, whose is unknown): every session's KV cache and the fused hooks'
+    digests go; drift state in the store is not a cache and stays."""
+    det = PrivacyDetector(synthetic_bundle(tiny, 2, multi_layer=2, threshold=1e9), lm=tiny)
+    from guardrails import Guard
+
+    guard = Guard([det])
+    for user in ("erin", "bob"):
+        guard.check([{"role": "user", "content": "hello there"}], user_id=user, session_id="a")
+    assert len(det.encoder._lru) == 2
+    assert det.forget_all_users() == 2 and not det.encoder._lru
+    assert det.scorer.tracker.store.get_state("default", "bob", "a", "privacy_velocity") is not None
+    fused = PrivacyDetector(synthetic_bundle(tiny, 2, multi_layer=2, threshold=1e9), lm=tiny, mode="fused")
+    hook = fused.fused_hook(identity=lambda: Identity("erin", "s1"))
+    ids = torch.tensor([tiny.tokenizer("user: hi\nassistant:")["input_ids"]])
+    detach = hook.attach(tiny, ids, [{"role": "user", "content": "hi"}])
+    with torch.no_grad():
+        tiny.model.generate(input_ids=ids, max_new_tokens=1, do_sample=False)
+    detach()
+    assert hook._scored and hook.last_decision is not None
+    assert fused.forget_all_users() >= 1 and not hook._scored and hook.last_decision is None

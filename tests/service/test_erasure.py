@@ -128,3 +128,134 @@ def test_detectors_forget_through_the_tenant_view_and_a_failure_erases_nothing(t
             Guard([det], store=store).erase_user("bob")
     finally:
         store.close()
+
+
+def test_erasure_listeners_run_before_the_store_and_a_failing_one_stops_it(tmp_path):
+    """`Guard.on_erase`: what wraps a Guard forgets the user before the store's rows go; if it fails, nothing is
+    erased (a retry is safe), as with a detector's `forget_user`."""
+    from guardrails.errors import DetectorError
+
+    calls: list[tuple[str, str]] = []
+
+    def remember(tenant_id: str, user_id: str) -> None:
+        calls.append((tenant_id, user_id))
+
+    def broken(tenant_id: str, user_id: str) -> None:
+        raise RuntimeError("boom")
+
+    with SettingsStore(tmp_path / "l.db") as store:
+        _fill(store, "default", "u")
+        guard = Guard([], store=store)
+        other_view = Guard([], store=store, tenant_id="acme")  # same store: one gate, one set of listeners
+        guard.on_erase(remember)
+        other_view.erase_user("v")
+        assert calls == [("acme", "v")]
+        guard.on_erase(broken)
+        with pytest.raises(DetectorError, match="failed to forget"):
+            guard.erase_user("u")
+        assert store.get("default", "u").settings  # nothing erased
+        del broken
+        assert guard.erase_user("u")["settings"] == 1  # the failing listener is gone (held weakly)
+        assert calls[-1] == ("default", "u")
+
+
+class _Caching:
+    """A detector that caches per user what it saw, like the harm backend's and the sentinel's caches."""
+
+    name = "caching"
+
+    def __init__(self) -> None:
+        from guardrails import Stage
+
+        self.stages = frozenset({Stage.INPUT})
+        self.cache: dict[tuple[str, str], str] = {}
+
+    def predict(self, request):
+        self.cache[(request.tenant_id, request.user_id)] = request.text
+        return []
+
+    async def apredict(self, request):
+        return self.predict(request)
+
+    def forget_user(self, tenant_id, user_id, settings=None):
+        return int(self.cache.pop((tenant_id, user_id), None) is not None)
+
+    def forget_all_users(self):
+        n = len(self.cache)
+        self.cache.clear()
+        return n
+
+
+def _poll_now(guard: Guard) -> None:
+    guard._gate._next_poll = 0.0  # the next check looks at once (POLL_S apart otherwise)
+
+
+def test_an_erasure_in_another_process_reaches_this_ones_caches(tmp_path):
+    """Two workers over one database (two store objects: two processes' worth of gates and caches). An erasure
+    in A dropped only A's in-memory data; B kept the user's until evicted (review of session 34). Now the store
+    logs each erasure (naming nobody) and B's next check, or its service timer, drops every user's cached data."""
+    db = tmp_path / "shared.db"
+    with SettingsStore(db) as store_a, SettingsStore(db) as store_b:
+        a, b = _Caching(), _Caching()
+        guard_a, guard_b = Guard([a], store=store_a), Guard([b], store=store_b)
+        for g in (guard_a, guard_b):
+            g.check("carol's secret ZEBRA-42", user_id="carol")
+            g.check("dave's text", user_id="dave")
+        assert ("default", "carol") in b.cache
+        guard_a.erase_user("carol")
+        assert ("default", "carol") not in a.cache and ("default", "dave") in a.cache  # its own: precise
+        assert ("default", "carol") in b.cache  # not yet: B has not looked
+        _poll_now(guard_b)
+        guard_b.check("hello", user_id="erin")
+        assert set(b.cache) == {("default", "erin")}  # whose was erased is unknown to B: everyone's went
+        _poll_now(guard_a)
+        assert guard_a.poll_erasures() is False  # A's own erasure is not news to A
+        assert ("default", "dave") in a.cache
+        _poll_now(guard_b)
+        assert guard_b.poll_erasures() is False  # nothing new since B's last look
+        guard_b.erase_user("erin")
+        _poll_now(guard_a)
+        assert asyncio.run(guard_a.acheck("x", user_id="frank")).action.value == "allow"
+        assert set(a.cache) == {("default", "frank")}  # B's erasure reached A, on the async path too
+
+
+def test_erasures_elsewhere_reach_the_service_of_an_idle_worker(tmp_path, monkeypatch):
+    """`railguard serve` also looks on a timer: a worker with no traffic dropped nothing until its next check."""
+    import time
+
+    from guardrails.service import lifecycle
+
+    monkeypatch.setattr(lifecycle, "POLL_S", 0.05)
+    db = tmp_path / "svc.db"
+    with SettingsStore(db) as store_a, SettingsStore(db) as store_b:
+        b = _Caching()
+        guard_b = Guard([b], store=store_b)
+        app = create_app(guard_b, store_b)
+        with TestClient(app):
+            guard_b.check("carol's text", user_id="carol")
+            Guard([_Caching()], store=store_a).erase_user("someone")
+            _poll_now(guard_b)
+            deadline = time.monotonic() + 5
+            while b.cache and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not b.cache
+
+
+def test_a_store_that_cannot_log_erasures_still_erases(tmp_path, caplog):
+    """A database whose role could not create the erasure log (an older release's tables): erasure works, the
+    log's absence is warned about once, and polls find nothing."""
+    import sqlalchemy as sa
+
+    db = tmp_path / "old.db"
+    with SettingsStore(db) as store:
+        _fill(store, "default", "u")
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE railguard_erasures"))
+        guard = Guard([_Caching()], store=store)
+        with caplog.at_level(logging.WARNING, logger="railguard.store"):
+            assert guard.erase_user("u")["settings"] == 1
+            _poll_now(guard)
+            assert guard.poll_erasures() is False
+        assert sum("erasure log not usable" in r.getMessage() for r in caplog.records) == 1
+    with SettingsStore(db) as store:  # reopened by a role that may create tables: the log is back
+        assert store.erasures_since(None) == (0, False)

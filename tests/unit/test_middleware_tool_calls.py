@@ -393,3 +393,55 @@ def test_an_openai_refusal_beside_the_content_gets_an_output_check():
                        middleware=[Guard([_keyword_detector()]).middleware()]).invoke(
         {"messages": [HumanMessage("hi")]}, context=Ctx("u1"))
     assert out["messages"][-1].additional_kwargs == {"refusal": None}
+
+
+class ToolFake(GenericFakeChatModel):
+    def bind_tools(self, tools, **kwargs):
+        return self
+
+
+def test_an_erasure_reaches_the_middlewares_memos(tmp_path):
+    """The middleware remembers tool calls checked at model time (a withheld call's decision holds its redacted
+    arguments) and the replies it released, per user: `Guard.erase_user` left them all in memory until used or
+    pushed out (review of session 34; an agent paused before its tools never uses them). It now reaches them
+    (`Guard.on_erase`), for that user only, and a middleware dropped from use is not kept alive by it."""
+    import gc
+    import weakref
+
+    from guardrails.store import SettingsStore
+    from tests.conftest import KeywordDetector
+
+    with SettingsStore(tmp_path / "m.db") as store:
+        guard = Guard([KeywordDetector(SECRET, action=Action.REDACT, stages={Stage.TOOL_CALL})], store=store)
+        mw = guard.middleware()
+
+        def run(user: str, payload: str) -> None:
+            reply = AIMessage(content="", tool_calls=[
+                {"name": "lookup", "args": {"query": f"{SECRET} {payload}"}, "id": f"{user}-red"},
+                {"name": "lookup", "args": {"query": f"plain {payload}"}, "id": f"{user}-ok"}])
+            agent = create_agent(ToolFake(messages=iter([reply, AIMessage(content="done")])), tools=[lookup],
+                                 middleware=[mw], context_schema=Ctx, checkpointer=InMemorySaver(),
+                                 interrupt_before=["tools"])  # paused before the tools run: memos unused
+            agent.invoke({"messages": [HumanMessage(f"hi {payload}")]}, {"configurable": {"thread_id": user}},
+                         context=Ctx(user, f"{user}-s1"))
+
+        run("carol", PAYLOAD)
+        run("dave", "dave_rows_99")
+
+        def held(user: str) -> int:
+            return (sum(k[0] == user for k in mw._calls._passed) + sum(k[0] == user for k in mw._released._seen)
+                    + sum(d.user_id == user for d in mw._calls._blocked.values()))
+
+        assert held("carol") >= 3 and held("dave") >= 3
+        assert any(PAYLOAD in (d.redacted_text or "") for d in mw._calls._blocked.values())
+        guard.erase_user("carol")
+        assert held("carol") == 0 and held("dave") >= 3
+        assert all(PAYLOAD not in repr(d) for d in mw._calls._blocked.values())
+        other_tenant = Guard([KeywordDetector(SECRET)], store=store, tenant_id="acme")
+        other_tenant.erase_user("dave")  # the same store's gate, another tenant: not this middleware's dave
+        assert held("dave") >= 3
+        ref = weakref.ref(guard.middleware())
+        gc.collect()
+        assert ref() is None  # registering with the Guard keeps nothing alive
+        assert guard.erase_user("dave")["settings"] == 0  # and a dead listener is skipped
+        assert held("dave") == 0
