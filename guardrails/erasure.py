@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 import weakref
@@ -38,6 +39,16 @@ Key = tuple[str, str]  # (tenant_id, user_id)
 POLL_S = 5.0
 
 
+class _Strong:
+    """A listener held as it is (a function, a lambda, a partial: nothing else holds those)."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self) -> Callable[..., Any]:
+        return self.fn
+
+
 class UserGate:
     """Checks of one user run together; an erasure of that user runs alone (a per-key readers/writer lock)."""
 
@@ -45,18 +56,33 @@ class UserGate:
         self._cond = threading.Condition()
         self._active: dict[Key, int] = {}
         self._erasing: set[Key] = set()
-        self._listeners: list[weakref.ref[Any]] = []
+        self._listeners: list[Callable[[], Any]] = []
         self._mark: int | None = None  # the newest erasure in the store's log this gate has accounted for
         self._next_poll = 0.0
         self._poll_lock = threading.Lock()
 
-    def add_listener(self, forget: Callable[[str | None, str | None], object]) -> None:
+    def add_listener(self, forget: Callable[[str | None, str | None], object]) -> Callable[[], None]:
         """Call ``forget(tenant_id, user_id)`` on every erasure through this gate, before the store's rows go:
         what wraps a Guard and keeps per-user memory of its own (the agent middleware's memos) forgets the user
-        too. Held weakly (a bound method by a WeakMethod): registering keeps nothing alive."""
-        ref: weakref.ref[Any] = weakref.WeakMethod(forget) if hasattr(forget, "__self__") else weakref.ref(forget)
+        too. A bound method (and a Guard's own `DetectorForgetter`) is held weakly: registering keeps its object
+        alive no longer. Any other callable (a function, a lambda, a partial) is held for the gate's lifetime: a
+        weakly held lambda was collected at once and never called. Returns a function that removes it."""
+        ref: Callable[[], Any]
+        if isinstance(forget, DetectorForgetter):
+            ref = weakref.ref(forget)
+        else:
+            try:
+                ref = weakref.WeakMethod(forget) if hasattr(forget, "__self__") else _Strong(forget)  # type: ignore[arg-type]
+            except TypeError:  # a builtin's bound method (print, dict.get) cannot be weakly referenced
+                ref = _Strong(forget)
         with self._cond:
             self._listeners = [r for r in self._listeners if r() is not None] + [ref]
+
+        def remove() -> None:
+            with self._cond:
+                self._listeners = [r for r in self._listeners if r is not ref]
+
+        return remove
 
     def listeners(self) -> list[Callable[[str | None, str | None], object]]:
         with self._cond:
@@ -70,7 +96,10 @@ class UserGate:
         poll, call every listener with ``(None, None)``: forget every user. Returns whether it did. A store
         without an erasure log, or one unreachable now, is asked again later."""
         since = getattr(store, "erasures_since", None)
-        if not callable(since) or not self._poll_lock.acquire(blocking=False):
+        if not callable(since):
+            self._next_poll = math.inf  # no erasure log to ask (no store, or another kind): never due
+            return False
+        if not self._poll_lock.acquire(blocking=False):
             return False  # another thread is polling now
         try:
             if time.monotonic() < self._next_poll:
@@ -275,12 +304,13 @@ class ErasureMethods:
         over the store forgets every user's in-memory data. Returns whether they did."""
         return self._gate.poll(self.store)
 
-    def on_erase(self, forget: Callable[[str | None, str | None], object]) -> None:
+    def on_erase(self, forget: Callable[[str | None, str | None], object]) -> Callable[[], None]:
         """Have ``forget(tenant_id, user_id)`` called on every erasure by this Guard, or any Guard over the same
         store in this process, before the store's rows go, and ``forget(None, None)`` (everyone) when another
-        process erased a user (``GuardMiddleware`` registers its memos' `forget_user`). Held weakly; an exception
-        from it stops a local erasure before the store, like a detector's."""
-        self._gate.add_listener(forget)
+        process erased a user (``GuardMiddleware`` registers its memos' `forget_user`). A bound method is held
+        weakly, any other callable for as long as the store; an exception from it stops a local erasure before the
+        store, like a detector's. Returns a function that removes it."""
+        return self._gate.add_listener(forget)
 
     async def aerase_user(self, user_id: str) -> dict[str, Any]:
         """Async twin of `erase_user` (the database work in a worker thread)."""

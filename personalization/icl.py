@@ -54,6 +54,21 @@ def neutralise(text: str, limit: int = MAX_DEMO_CHARS) -> str:
     return _MARKERS.sub(lambda m: m.group(0)[0] + "\u2009" + m.group(0)[1:], text)[:limit]
 
 
+def quoted_chars(text: str) -> int:
+    """How many of `text`'s characters the prompt quotes: the longest prefix whose neutralised form fits in
+    `READ_CHARS` (binary search over prefixes of at most `READ_CHARS` characters, so a huge text costs little)."""
+    if len(text) <= READ_CHARS and len(neutralise(text, 2 * len(text) + 1)) <= READ_CHARS:
+        return len(text)
+    lo, hi = 0, min(len(text), READ_CHARS)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(neutralise(text[:mid], 2 * mid + 1)) <= READ_CHARS:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def _check_texts(texts: Any) -> None:
     """A list of strings, as the embedding backend takes: a bare string was scored one character at a time."""
     if not isinstance(texts, list | tuple) or not all(isinstance(t, str) for t in texts):
@@ -214,8 +229,9 @@ class ICLBackend:
                                profile)
 
     def unread_chars(self, texts: list[str]) -> list[int]:
-        """Per text, about how many characters at its end the prompt leaves out (`READ_CHARS` are quoted)."""
-        return [max(0, len(t) - READ_CHARS) for t in texts]
+        """Per text, how many characters at its end the prompt leaves out (`READ_CHARS` characters are quoted,
+        after `neutralise` breaks chat markers with a thin space each, so fewer of a marker-laden text's own)."""
+        return [len(t) - quoted_chars(t) for t in texts]
 
     def forget_users(self) -> int:
         """An erasure (`HarmDetector.forget_user`): the local adapter's cached prompt prefix (its KV and token ids)

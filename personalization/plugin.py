@@ -105,7 +105,7 @@ class HarmDetector(BaseDetector):
         if read is None:
             scores, unread = self.backend.score(texts, profile), self._unread(texts)
         else:
-            scores, unread = read(texts, profile)
+            scores, unread = read(texts, profile, total_windows=getattr(self.backend, "max_windows", None))
         return self.findings(_worst(scores), profile, _join(note, _unread_note(unread, self.backend.name)))
 
     async def apredict(self, request: CheckRequest) -> list[Finding]:
@@ -140,9 +140,10 @@ def turn_texts(request: CheckRequest) -> list[str]:
 
 
 def _unread_note(unread: list[int], backend: str) -> str:
-    """What the explanation says of characters the backend did not read (the end of a very long message)."""
+    """What the explanation says of characters the backend did not read (the ends of very long messages)."""
     total = sum(unread)
-    return f"{total} characters at the end of a long message not read by the {backend} backend" if total else ""
+    return f"{total} characters at the end of this turn's long message(s) not read by the {backend} backend" \
+        if total else ""
 
 
 def _join(*notes: str) -> str:
@@ -200,10 +201,10 @@ def build_backend(config: dict[str, Any] | None = None) -> Any:
 def build_harm_detector(ctx: PluginContext) -> HarmDetector:
     """Entry point `railguard.detectors: harm`. Config section `harm` (optional): `backend` (embedding | icl),
     `stages`; embedding: `encoder`, `target_fpr`, `adapter` (LoRA delta file for the heads' encoder, null = plain
-    encoder, which needs heads rebuilt for it), `max_windows` (128-token windows read per message, default 64);
-    icl: `model`, `k`, `retrieval`, `user_demos_per_category`, `calibrate` (a number of benign texts; the local
-    model only) with `target_fpr`, and for an HTTP endpoint `base_url`, `api_key`, `timeout`, `max_retries`,
-    `backoff`, `deadline`, `structured`. Unknown keys are a ConfigError."""
+    encoder, which needs heads rebuilt for it), `max_windows` (128-token windows read per message and per turn,
+    default 32); icl: `model`, `k`, `retrieval`, `user_demos_per_category`, `calibrate` (a number of benign
+    texts; the local model only) with `target_fpr`, and for an HTTP endpoint `base_url`, `api_key`, `timeout`,
+    `max_retries`, `backoff`, `deadline`, `structured`. Unknown keys are a ConfigError."""
     cfg = dict((ctx.config or {}).get("harm", {})) if ctx is not None else {}
     try:
         stages = frozenset(Stage(s) for s in cfg["stages"]) if "stages" in cfg else None

@@ -2,25 +2,35 @@
 overlapping windows of that size and each category keeps its worst window.
 
 Why: the embedding backend used to score only the first 128 tokens of a message (about 500 characters), so a
-harmful sentence after a benign paragraph was never read at all (review of session 34: "...benign text..." then
-"You are a worthless idiot" scored toxic 0.02, allowed). Windows half-overlap, so any passage of up to half a
-window (~60 tokens, a long sentence) lies whole inside one of them. The first window is the message itself
-(read as before: its first 128 tokens plus the character n-grams of the whole text), so a message's score can
-only go up, and messages that fit one window (nearly all chat messages, every text of the dev splits but a few)
-cost and score exactly as before. A window is still a mean of up to 128 tokens: a short harmful sentence among
-benign ones is diluted inside its window (README, Limits); windows only make sure it is read.
+harmful sentence after a benign paragraph was never read at all (review of session 34: an insult after eight
+benign sentences scored toxic 0.08, allowed). Windows half-overlap, so a passage of up to about half a window
+(~60 tokens, a long sentence) lies whole inside one of them. The first window is the message itself (read as
+before: its first 128 tokens plus the character n-grams of the whole text), so messages that fit one window
+(nearly all chat messages, all but 7 of the 7,832 dev texts) cost and score exactly as before. A window is still
+a mean of up to 128 tokens: a short harmful sentence among benign ones is diluted inside its window (README,
+Limits); windows make sure it is read. The backend discounts the extra windows' scores for how many there are
+(`EmbeddingBackend.score_read`): a plain max over 14 windows flagged a quarter of long benign messages.
 
-Cost grows with length, so a message is read up to `max_windows` windows (default 64: about 4,000 tokens or
-16,000 characters, about one second on 2 CPU cores); the characters after that are reported as unread in the
-finding's explanation, never dropped silently.
+Cost grows with length, so a message is read up to `max_windows` windows (default 32: about 2,000 tokens or
+8,000 characters); the characters after that are reported as unread in the finding's explanation, never dropped
+silently. Only a prefix of a longer text is tokenized (a 4 MB text was tokenized whole, twice).
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import numpy as np
+
 #: windows read per message by default (the first is the message itself)
-DEFAULT_MAX_WINDOWS = 64
+DEFAULT_MAX_WINDOWS = 32
+#: a text longer than this is not handed to the encoder whole as its first window, only its first window's span
+WHOLE_FIRST_CHARS = 100_000
+#: tokens a window start moves back to reach its word's first token (more: it starts inside the word; a 99-token
+#: Hangul word pulled a start back 95 tokens, and the window ended 95 tokens short of the next one's start)
+_MOST_BACK = 8
+#: tokens a character can become at most (Hangul syllables: 3 jamo after NFD; some Indic vowel signs: 2)
+_TOKENS_PER_CHAR = 4
 
 
 class Windows(NamedTuple):
@@ -30,33 +40,82 @@ class Windows(NamedTuple):
     unread_chars: int
 
 
+def _tokenize(tokenizer: Any, text: str, need: int) -> tuple[list[tuple[int, int]], list[int | None], bool]:
+    """(offsets, word ids, whole text?) of enough of `text` to place `need` tokens: a prefix, grown until it has
+    them or is the whole text."""
+    size = min(len(text), max(need * 8, 1024))
+    while True:
+        enc = tokenizer(text[:size], add_special_tokens=False, return_offsets_mapping=True, truncation=False,
+                        verbose=False)
+        offsets = enc["offset_mapping"]
+        if size >= len(text) or len(offsets) > need:
+            return offsets, enc.word_ids(), size >= len(text)
+        size = min(len(text), size * 4)
+
+
 def text_windows(tokenizer: Any, text: str, width: int, max_windows: int = DEFAULT_MAX_WINDOWS) -> Windows:
     """`text` cut into windows of `width` tokens (without special tokens) at a stride of half a window.
 
-    A window starts at a word's first token (a start inside a word moves to the next word), and the last one ends
-    at the text's last token. A text of at most `width` tokens is one window: itself.
+    A window starts at its word's first token when that is at most `_MOST_BACK` tokens back (else where the
+    stride puts it, inside the word: no token is skipped), and the last one ends at the text's last token. A
+    text of at most `width` tokens is one window: itself. At most `max_windows`; then `unread_chars` counts what
+    follows the last one.
     """
     if width < 2:
         raise ValueError("window width must be at least 2 tokens")
     if max_windows < 1:
         raise ValueError("max_windows must be at least 1")
-    if len(text) <= width:  # a WordPiece token covers at least one character: it fits without tokenizing
-        return Windows([text], 0)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
-    offsets, words = enc["offset_mapping"], enc.word_ids()
-    n = len(offsets)
-    if n <= width:
+    if len(text) * _TOKENS_PER_CHAR <= width:  # fits without tokenizing
         return Windows([text], 0)
     stride = width // 2
+    need = width + (max_windows - 1) * stride + 1  # one more: tells whether the cap leaves something unread
+    offsets, words, whole = _tokenize(tokenizer, text, need)
+    n = len(offsets)
+    if whole and n <= width:
+        return Windows([text], 0)
     starts: list[int] = []
-    for s in [*range(stride, n - width, stride), n - width]:
-        while 0 < s < n - 1 and words[s] is not None and words[s] == words[s - 1]:
-            s += 1  # not inside a word: "##ing" alone reads as another word
+    ends = [*range(stride, n - width, stride)] + ([n - width] if whole else [])
+    for i, nominal in enumerate(ends):
+        s, last = nominal, whole and i == len(ends) - 1
+        while not last and s - 1 > (starts[-1] if starts else 0) and nominal - s < _MOST_BACK \
+                and words[s] is not None and words[s] == words[s - 1]:
+            s -= 1  # back to the word's first token: "##ing" alone reads as another word
+        if words[s] is not None and words[s] == words[s - 1]:
+            s = nominal  # its word starts too far back: start inside it, where the stride put it
         if not starts or s > starts[-1]:
             starts.append(s)
-    unread = 0
-    if len(starts) > max_windows - 1:
+    read_to = len(text)
+    if len(starts) > max_windows - 1 or not whole:
         starts = starts[: max_windows - 1]
-        read_to = offsets[min(starts[-1] + width, n) - 1][1] if starts else offsets[width - 1][1]
-        unread = len(text) - read_to
-    return Windows([text] + [text[offsets[s][0] : offsets[min(s + width, n) - 1][1]] for s in starts], unread)
+        read_to = offsets[min((starts[-1] if starts else 0) + width, n) - 1][1]
+    first = text if len(text) <= WHOLE_FIRST_CHARS else text[: offsets[min(width, n) - 1][1]]
+    pieces = [text[offsets[s][0] : offsets[min(s + width, n) - 1][1]] for s in starts]
+    return Windows([first, *pieces], max(0, len(text.rstrip()) - read_to))
+
+
+def worst_windows(scores: dict[str, np.ndarray], counts: list[int]) -> dict[str, np.ndarray]:
+    """Per text (its `counts[i]` windows contiguous in `scores`, itself first): the first window's score, or the
+    best of its k extra windows after a discount of log(k) on the logit (its odds divided by k) if that is
+    higher.
+
+    Why the discount: each window is scored at the category's calibrated operating point, so a plain max over k
+    windows of benign text flags about k times as often. On long messages joined from calibration-split benign
+    texts (never dev), 300 per length: with about 3 windows a plain max flagged 6.7 % against 1.3 % for the first
+    window alone and 2.0 % discounted; with about 9 windows 15 % against 2.0 % and 2.7 %. What it buys, with a
+    calibration-split harmful text planted among 12 benign ones (150 each; first window alone -> discounted):
+    spam caught 0.37 -> 0.80, toxic 0.29 -> 0.41; among 30: spam 0.19 -> 0.68, toxic 0.10 -> 0.10 (diluted in its
+    window, then discounted), negative sentiment 0 either way (benign flag rate 1.7 % -> 2.3 %). A plain max caught
+    toxic 0.77 among 30, at the 15 %.
+    """
+    if all(k == 1 for k in counts):
+        return scores
+    first = np.cumsum([0, *counts[:-1]])
+    extra_k = np.repeat(np.asarray(counts) - 1, counts)  # per piece: its text's number of extra windows
+    is_first = np.zeros(len(extra_k), dtype=bool)
+    is_first[first] = True
+    out = {}
+    for name, v in scores.items():
+        p = np.clip(np.asarray(v, dtype=np.float64), 1e-12, 1 - 1e-12)
+        odds = p / (1 - p) / np.where(is_first, 1, np.maximum(extra_k, 1))
+        out[name] = np.maximum.reduceat(np.where(is_first, v, odds / (1 + odds)), first).astype(np.float32)
+    return out

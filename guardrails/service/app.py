@@ -261,7 +261,7 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         st.chat_lock = asyncio.Lock()
         pruner = asyncio.create_task(_prune_state(store, ttl)) if ttl > timedelta(0) else None
-        watcher = asyncio.create_task(_watch_erasures(st.guard))  # other workers' erasures reach this one's caches
+        watcher = asyncio.create_task(_watch_erasures(store))  # other workers' erasures reach this one's caches
         warming: asyncio.Task[None] | None = None
         try:
             if env.warmup == "background":  # serve /healthz at once; /readyz says when warm

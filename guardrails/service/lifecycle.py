@@ -12,7 +12,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 
 from ..decision import FailMode, Stage
-from ..erasure import POLL_S
+from ..erasure import POLL_S, gate_for
 from ..errors import StoreError
 from ..pipeline import Guard
 from .deps import ServiceState, log
@@ -122,13 +122,15 @@ async def _prune_state(store: Any, ttl: timedelta, every_s: float = PRUNE_EVERY_
         await asyncio.sleep(every_s)
 
 
-async def _watch_erasures(guard: Guard, every_s: float | None = None) -> None:
-    """Every `every_s` (default `POLL_S`), whether another worker erased a user (`Guard.poll_erasures`): an idle
+async def _watch_erasures(store: Any, every_s: float | None = None) -> None:
+    """Every `every_s` (default `POLL_S`), whether another worker erased a user (`UserGate.poll` of the store's
+    gate, where every tenant view's detectors listen: the base Guard may have no store of its own): an idle
     worker's caches would otherwise hold the user's data until its next check. A failure is logged and retried."""
     every_s = POLL_S if every_s is None else every_s
+    gate = gate_for(store)
     while True:
         try:
-            await asyncio.to_thread(guard.poll_erasures)
+            await asyncio.to_thread(gate.poll, store)
         except Exception as exc:  # noqa: BLE001 - e.g. the database briefly unavailable
             log.warning("looking for other workers' erasures failed (%s)", type(exc).__name__)
         await asyncio.sleep(every_s)

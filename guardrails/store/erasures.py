@@ -42,23 +42,28 @@ class ErasureLogMixin:
     def _init_erasure_log(self) -> None:
         self._own_erasures: set[int] = set()
         self._own_lock = threading.Lock()
-        self._log_warned = False
+        self._log_warned: set[str] = set()
 
-    def _log_erasure(self, conn: sa.Connection) -> None:
-        """Inside `erase_user`'s transaction: one row for this erasure, remembered as this store's own."""
+    def _log_erasure(self, conn: sa.Connection) -> int | None:
+        """Inside `erase_user`'s transaction: one row for this erasure; its id, to be remembered as this store's
+        own (`_own_erasure`) once the transaction has committed (a rolled-back id may be another's next)."""
         now = datetime.now(UTC)
         try:
             with conn.begin_nested():
                 mark = conn.execute(erasure_log.insert().values(at=now)).inserted_primary_key
                 conn.execute(sa.delete(erasure_log).where(erasure_log.c.at < now - KEEP))
         except SQLAlchemyError as exc:  # no such table (a role that could not create it): the erasure goes on
-            self._warn_once(exc)
+            self._warn_once("write", exc)
+            return None
+        return int(mark[0]) if mark else None
+
+    def _own_erasure(self, mark: int | None) -> None:
+        if mark is None:
             return
-        if mark:
-            with self._own_lock:
-                if len(self._own_erasures) >= _OWN_MAX:
-                    self._own_erasures.clear()  # forgetting our own marks only makes us drop caches once more
-                self._own_erasures.add(int(mark[0]))
+        with self._own_lock:
+            if len(self._own_erasures) >= _OWN_MAX:
+                self._own_erasures.clear()  # forgetting our own marks only makes us drop caches once more
+            self._own_erasures.add(mark)
 
     def erasures_since(self, last: int | None) -> tuple[int, bool] | None:
         """(the newest erasure's id, whether an erasure this store object did not make happened after `last`).
@@ -73,14 +78,16 @@ class ErasureLogMixin:
                     return newest, last is not None and newest < last
                 ids = [int(i) for i in conn.execute(sa.select(c.id).where(c.id > last).order_by(c.id)).scalars()]
         except (SQLAlchemyError, StoreError) as exc:
-            self._warn_once(exc)
+            self._warn_once("read", exc)
             return None
         with self._own_lock:
             foreign = any(i not in self._own_erasures for i in ids)
-        return newest, foreign or not ids or ids[0] != last + 1
+        # every id from last + 1 to newest, each our own: anything missing may be another's not yet committed
+        # (PostgreSQL hands out ids at insert time) or pruned, so counts as another's
+        return newest, foreign or ids != list(range(last + 1, newest + 1))
 
-    def _warn_once(self, exc: Exception) -> None:
-        if not self._log_warned:
-            self._log_warned = True
-            log.warning("settings database at %r: erasure log not usable (%s); erasures may not reach other "
-                        "processes' caches", self.location, type(getattr(exc, "__cause__", None) or exc).__name__)
+    def _warn_once(self, what: str, exc: Exception) -> None:
+        if what not in self._log_warned:
+            self._log_warned.add(what)
+            log.warning("settings database at %r: cannot %s the erasure log (%s); erasures may not reach other "
+                        "processes' caches", self.location, what, type(getattr(exc, "__cause__", None) or exc).__name__)

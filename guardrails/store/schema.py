@@ -100,10 +100,11 @@ def ensure_schema(conn: sa.Connection, location: str) -> int:
     serialize_ddl(conn)
     existing = set(sa.inspect(conn).get_table_names())
     data_tables = [t for t in metadata.sorted_tables if t not in (schema_info, erasure_log)]
+    if erasure_log.name not in existing and {t.name for t in data_tables} <= existing:
+        _create_optional(conn, location, erasure_log, f"the {erasure_log.name} table",
+                         "other processes will not learn of erasures")
     if not {t.name for t in data_tables} <= existing:
         metadata.create_all(conn)  # a new database (or one missing tables): whoever opens it must be able to create
-    elif erasure_log.name not in existing:
-        _create_optional(conn, location, erasure_log, "other processes will not learn of erasures")
     elif schema_info.name not in existing:
         try:
             with conn.begin_nested():
@@ -132,30 +133,23 @@ def ensure_schema(conn: sa.Connection, location: str) -> int:
     return found
 
 
-def _create_optional(conn: sa.Connection, location: str, table: sa.Table, without: str) -> None:
-    """Add a table an older release did not have and no row's meaning depends on (no schema version); a role that
-    may not create it is warned about and the store works without it."""
+def _create_optional(conn: sa.Connection, location: str, item: sa.Table | sa.Index, what: str,
+                     without: str) -> None:
+    """Add a table or index an older release did not have and no row's meaning depends on (no schema version: an
+    older railguard reads the database as before); a role that may not create it is warned about, and the store
+    works `without` it."""
     try:
         with conn.begin_nested():
-            table.create(conn, checkfirst=True)
+            item.create(conn, checkfirst=True)
     except DBAPIError as exc:
         if not _permission_denied(exc):
             raise
-        log.warning("settings database at %r: cannot create the %s table (%s); %s", location, table.name,
+        log.warning("settings database at %r: cannot create %s (%s); %s", location, what,
                     type(getattr(exc, "orig", exc)).__name__, without)
 
 
 def _ensure_indexes(conn: sa.Connection, location: str) -> None:
-    """Indexes added after a table was first created (an index changes no row's meaning, so it needs no schema
-    version: an older railguard reads the database as before). A role that may not create them is warned about;
-    the store still works, only slower."""
+    """Indexes added after a table was first created; without them the store still works, only slower."""
     for table in (session_state,):
         for index in table.indexes:
-            try:
-                with conn.begin_nested():
-                    index.create(conn, checkfirst=True)
-            except DBAPIError as exc:
-                if not _permission_denied(exc):
-                    raise
-                log.warning("settings database at %r: cannot create index %s (%s); pruning will scan the table",
-                            location, index.name, type(getattr(exc, "orig", exc)).__name__)
+            _create_optional(conn, location, index, f"index {index.name}", "pruning will scan the table")

@@ -338,7 +338,8 @@ class SettingsStore(SessionStateMixin, ErasureLogMixin):
                                                                      table.c.user_id == u)).rowcount)
                        for name, table in (("settings", user_settings), ("session_state", session_state),
                                            ("audit", settings_audit))}
-            self._log_erasure(conn)  # other processes drop their caches too (`guardrails.store.erasures`)
+            mark = self._log_erasure(conn)  # other processes drop their caches too (`guardrails.store.erasures`)
+        self._own_erasure(mark)
         if self.engine.dialect.name == "sqlite" and any(removed.values()):
             self._checkpoint()
         return removed

@@ -643,7 +643,13 @@ def test_icl_findings_say_what_the_prompt_left_unread(bank):
         return CheckRequest(stage=Stage.INPUT, user_id="u", text=text, settings={})
 
     for findings in (det.predict(request(long)), asyncio.run(det.apredict(request(long)))):
-        assert findings and all(f"{len(long) - READ_CHARS} characters at the end of a long message not read by "
-                                "the icl backend" in f.explanation for f in findings)
+        assert findings and all(f"{len(long) - READ_CHARS} characters at the end of this turn's long message(s) "
+                                "not read by the icl backend" in f.explanation for f in findings)
     for findings in (det.predict(request("see you at lunch")), asyncio.run(det.apredict(request("see you")))):
         assert all("not read" not in f.explanation for f in findings)
+    # chat markers are broken with a thin space each before the cut: fewer of such a text's own characters fit
+    marked = "<|" * 980 + " you are a worthless idiot"
+    assert len(marked) < READ_CHARS
+    [n] = det.backend.unread_chars([marked])
+    assert 0 < n == len(marked) - 1333
+    assert f"{n} characters" in det.predict(request(marked))[0].explanation

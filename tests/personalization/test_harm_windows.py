@@ -75,13 +75,54 @@ def test_every_passage_of_half_a_window_lies_whole_inside_one_window(tokenizer) 
 
 def test_windows_start_at_a_word_not_inside_one(tokenizer) -> None:
     text = " ".join(["unbelievably"] * 300)  # 5 tokens per word: most strides land inside a word
-    for w in text_windows(tokenizer, text, 126).texts[1:]:
+    win = text_windows(tokenizer, text, 126)
+    for w in win.texts[1:-1]:  # the last one ends at the text's end, wherever it starts
         assert w.startswith("unbelievably")
+
+
+def test_a_word_longer_than_the_stride_leaves_no_token_unread(tokenizer) -> None:
+    """A start inside a word moved to the next word: a word of 64+ tokens (a 33-syllable Hangul word: 99 tokens)
+    lost tokens to every window, unreported (review of session 34); moving back to the word's start instead
+    pulled the window's end short of the next one's start."""
+    for shift in (15, 30, 55):  # where the long word falls against the stride
+        text = " ".join([f"hi{i}" for i in range(shift)] + ["각" * 33] + [f"hi{i}" for i in range(shift, shift + 300)])
+        win = text_windows(tokenizer, text, 126, max_windows=64)
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                            verbose=False)["offset_mapping"]
+        covered = {i for i, (_a, b) in enumerate(offsets) if b <= offsets[125][1]}  # the first window
+        for w in win.texts[1:]:
+            assert text.count(w) == 1
+            at = text.index(w)
+            covered |= {i for i, (a, b) in enumerate(offsets) if a >= at and b <= at + len(w)}
+        assert covered == set(range(len(offsets))) and win.unread_chars == 0, shift
+
+
+def test_a_short_text_of_many_tokens_is_windowed(tokenizer) -> None:
+    """Hangul syllables are 2-3 tokens each: 105 characters were taken for one window by a character-count
+    shortcut, and the end of such a message was never read (review of session 34)."""
+    text = "각각각각각 " * 10 + " you are a worthless idiot and I hope you die"
+    assert len(text) <= 126 < n_tokens(tokenizer, text)
+    win = text_windows(tokenizer, text, 126)
+    assert len(win.texts) == 2 and win.texts[-1].endswith("you die") and win.unread_chars == 0
+
+
+def test_a_huge_text_is_tokenized_only_as_far_as_its_windows_reach(tokenizer) -> None:
+    text = "".join(f"line{i} " + "word " * 50 + "\n" for i in range(20_000))  # ~5 MB, each window unique
+    calls: list[int] = []
+
+    def counting(t, **kw):
+        calls.append(len(t))
+        return tokenizer(t, **kw)
+
+    win = text_windows(counting, text, 126, max_windows=8)
+    assert max(calls) < 20_000 and len(win.texts) == 8
+    assert len(win.texts[0]) < 1_000  # the first window is the span it reads, not 5 MB for the encoder to cut
+    assert win.unread_chars == len(text.rstrip()) - (text.index(win.texts[-1]) + len(win.texts[-1]))
 
 
 def test_a_window_cap_reports_what_it_left_unread(tokenizer) -> None:
     text = " ".join(f"word{i}" for i in range(1000))  # no repeats: each window occurs once in the text
-    full = text_windows(tokenizer, text, 126)
+    full = text_windows(tokenizer, text, 126, max_windows=64)
     capped = text_windows(tokenizer, text, 126, max_windows=4)
     assert full.unread_chars == 0 and len(full.texts) > 4
     assert capped.texts == full.texts[:4]
@@ -111,6 +152,29 @@ def test_scores_only_go_up_and_short_texts_score_as_before(backend: EmbeddingBac
         assert np.all(new[name] >= old[name] - 1e-6)
         assert np.allclose(new[name][[0, 1]], old[name][[0, 1]], atol=1e-6)
     assert new["crypto"][4] >= 0.5  # an ad at the start is still caught
+
+
+def test_extra_windows_are_discounted_for_how_many_there_are() -> None:
+    """A plain max over k windows flags benign long messages about k times as often; the extra windows' odds
+    are divided by their number, while the first window (the message read as before) counts as it is."""
+    from personalization.windows import worst_windows
+
+    scores = {"toxic": np.array([0.2, 0.8, 0.3, 0.1, 0.6, 0.9, 0.55], np.float32)}
+    out = worst_windows(scores, [1, 3, 3])
+    odds = lambda p: p / (1 - p)  # noqa: E731
+    assert out["toxic"][0] == pytest.approx(0.2)  # one window: as it was
+    assert out["toxic"][1] == pytest.approx(0.8)  # its first window's score, above its extra windows' (0.3, 0.1)
+    assert out["toxic"][2] == pytest.approx(max(0.6, odds(0.9) / 2 / (1 + odds(0.9) / 2)))
+
+
+def test_a_turns_windows_are_shared_out_among_its_messages(backend: EmbeddingBackend,
+                                                         crypto: P.ModerationProfile) -> None:
+    """Each of a turn's (up to 16) messages read up to max_windows windows: 16 long ones cost ~50 s on 2 cores.
+    A turn now reads at most max_windows extra windows in all, shared out evenly."""
+    texts = [BENIGN * 40] * 4
+    _, alone = backend.score_read(texts[:1], crypto, total_windows=8)
+    _, shared = backend.score_read(texts, crypto, total_windows=8)
+    assert 0 < alone[0] < shared[0] == shared[3]  # 2 windows each instead of 8
 
 
 def test_the_detector_says_what_a_window_cap_left_unread() -> None:

@@ -555,8 +555,10 @@ def test_schema_version_is_recorded_and_a_newer_database_is_refused(tmp_path: Pa
     with sqlite3.connect(path) as c:
         assert c.execute("SELECT version FROM user_settings WHERE user_id = 'alice'").fetchone() == (1,)
         c.execute("DROP TABLE railguard_schema")  # a database written before the table existed
+        c.execute("DROP TABLE railguard_erasures")  # ... and before the erasure log (this failed to open: review)
     with SettingsStore(path) as s:
         assert s.get("default", "alice").settings["guard"]["shadow"] is True
+        assert s.erasures_since(None) == (0, False)
     assert version() == [("settings_store", SCHEMA_VERSION)]
 
 
@@ -586,6 +588,7 @@ def test_an_old_database_opens_unversioned_when_the_role_may_not_create_tables(
         s.put("t", "alice", {"guard": {"shadow": True}}, expected_version=0, actor="test")
     with sqlite3.connect(path) as c:
         c.execute("DROP TABLE railguard_schema")
+        c.execute("DROP TABLE railguard_erasures")  # an older release's database has neither
 
     def refuse(self: Any, bind: Any, **kw: Any) -> None:
         raise sa.exc.ProgrammingError("CREATE TABLE railguard_schema", {}, PermissionError("permission denied"))
@@ -594,7 +597,9 @@ def test_an_old_database_opens_unversioned_when_the_role_may_not_create_tables(
     with caplog.at_level("WARNING", logger="railguard.store"), SettingsStore(path) as s:
         assert s.get("t", "alice").version == 1
         s.put("t", "alice", {"guard": {"shadow": False}}, expected_version=1, actor="test")
+        assert s.erase_user("t", "alice")["settings"] == 1  # erasure works without its log
     assert "using it unversioned" in caplog.text and "PermissionError" in caplog.text
+    assert "railguard_erasures table" in caplog.text
     def broken(self: Any, bind: Any, **kw: Any) -> None:
         raise sa.exc.OperationalError("CREATE TABLE railguard_schema", {}, OSError("disk I/O error"))
 
