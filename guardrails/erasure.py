@@ -59,6 +59,7 @@ class UserGate:
         self._listeners: list[Callable[[], Any]] = []
         self._mark: int | None = None  # the newest erasure in the store's log this gate has accounted for
         self._next_poll = 0.0
+        self._unsure = False  # a first look failed while checks went on: the first answer counts as news
         self._poll_lock = threading.Lock()
 
     def add_listener(self, forget: Callable[[str | None, str | None], object]) -> Callable[[], None]:
@@ -86,6 +87,7 @@ class UserGate:
 
     def listeners(self) -> list[Callable[[str | None, str | None], object]]:
         with self._cond:
+            self._listeners = [r for r in self._listeners if r() is not None]  # dead weak ones go here too
             return [fn for r in self._listeners if (fn := r()) is not None]
 
     def poll_due(self) -> bool:
@@ -107,15 +109,22 @@ class UserGate:
             self._next_poll = time.monotonic() + POLL_S
             got = since(self._mark)
             if got is None:
+                # checks go on meanwhile: once it answers, what they cached may be an erased user's
+                self._unsure = self._unsure or self._mark is None
                 return False
             self._mark, foreign = got
+            foreign, self._unsure = foreign or self._unsure, False
         finally:
             self._poll_lock.release()
         if not foreign:
             return False
+        done: set[int] = set()  # tenant views share detectors: each told once
         for fn in self.listeners():
             try:
-                fn(None, None)
+                if isinstance(fn, DetectorForgetter):
+                    fn.forget(None, None, done)
+                else:
+                    fn(None, None)
             except Exception as exc:  # the rest still forget; the next foreign erasure tries again
                 warn_log.warning("erasure elsewhere: listener %r failed to forget: %s",
                                  getattr(fn, "__qualname__", type(fn).__name__), type(exc).__name__)

@@ -6,12 +6,17 @@ sentinel's KV caches of their sessions until they were evicted (review of sessio
 appends a row to ``railguard_erasures`` (an id and a time, naming nobody: the erased user leaves no trace), and
 each process asks now and then (`erasures_since`) whether a row it did not write appeared; if one did, it drops
 every user's in-memory data (`UserGate.poll`), since it cannot tell whose. Rows older than `KEEP` are pruned.
+
+Not covered: `SettingsStore.erase_user` called directly is this store object's own erasure, so Guards over the
+same store object in this process are not told (erase through `Guard.erase_user`, which tells them); a log
+emptied by hand with its id sequence reset may hide erasures until its ids pass the old ones.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -29,6 +34,8 @@ log = logging.getLogger("railguard.store")
 #: how long an erasure's row stays (a process that asks less often than this drops everything to be safe)
 KEEP = timedelta(days=7)
 _OWN_MAX = 10_000
+#: how long an id missing from the log is watched for (an erasure whose transaction had not committed yet)
+PENDING_S = 600.0
 
 
 class ErasureLogMixin:
@@ -41,6 +48,7 @@ class ErasureLogMixin:
 
     def _init_erasure_log(self) -> None:
         self._own_erasures: set[int] = set()
+        self._pending: dict[int, float] = {}  # ids missing at a look (an erasure not yet committed?): when seen
         self._own_lock = threading.Lock()
         self._log_warned: set[str] = set()
 
@@ -69,22 +77,38 @@ class ErasureLogMixin:
         """(the newest erasure's id, whether an erasure this store object did not make happened after `last`).
         `last` None: just the newest id. None when it cannot be read now (no erasure log in this database, or the
         database is unreachable: ask again later). An id lower than `last` (the log was reset) or rows missing
-        after it (pruned, or ids skipped) count as another's erasure: when unsure, the caller drops its caches."""
+        after it (pruned, or ids skipped) count as another's erasure: when unsure, the caller drops its caches.
+        A missing id is also remembered for `PENDING_S`: PostgreSQL hands out ids at insert time, so an erasure
+        still in its transaction leaves a gap that fills once it commits, and then it counts again (the caller
+        may have cached the user anew in between)."""
         c = erasure_log.c
+        now = time.monotonic()
         try:
             with self._tx(write=False) as conn:
                 newest = int(conn.execute(sa.select(sa.func.max(c.id))).scalar() or 0)
-                if last is None or newest <= last:
-                    return newest, last is not None and newest < last
-                ids = [int(i) for i in conn.execute(sa.select(c.id).where(c.id > last).order_by(c.id)).scalars()]
+                ids = [] if last is None or newest <= last else \
+                    [int(i) for i in conn.execute(sa.select(c.id).where(c.id > last).order_by(c.id)).scalars()]
+                with self._own_lock:
+                    self._pending = {i: t for i, t in self._pending.items() if now - t < PENDING_S}
+                    waiting = sorted(self._pending)
+                filled = [int(i) for i in conn.execute(sa.select(c.id).where(c.id.in_(waiting))).scalars()] \
+                    if waiting else []
         except (SQLAlchemyError, StoreError) as exc:
             self._warn_once("read", exc)
             return None
         with self._own_lock:
+            for i in filled:
+                self._pending.pop(i, None)
+            filled = [i for i in filled if i not in self._own_erasures]  # our own, committed meanwhile: no news
+            if last is None:
+                return newest, False
+            if newest <= last:
+                return newest, newest < last or bool(filled)
+            missing = set(range(last + 1, newest + 1)) - set(ids)
+            if len(missing) <= _OWN_MAX:  # a pruned stretch is not waited for
+                self._pending.update(dict.fromkeys(missing, now))
             foreign = any(i not in self._own_erasures for i in ids)
-        # every id from last + 1 to newest, each our own: anything missing may be another's not yet committed
-        # (PostgreSQL hands out ids at insert time) or pruned, so counts as another's
-        return newest, foreign or ids != list(range(last + 1, newest + 1))
+        return newest, foreign or bool(missing) or bool(filled)
 
     def _warn_once(self, what: str, exc: Exception) -> None:
         if what not in self._log_warned:

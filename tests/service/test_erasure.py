@@ -358,3 +358,57 @@ def test_the_service_timer_watches_the_stores_gate_when_the_guard_has_no_store(t
             while b.cache and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert not b.cache
+
+
+def test_an_id_missing_at_one_look_counts_again_when_it_appears(tmp_path):
+    """PostgreSQL hands out ids at insert time: an erasure still in its transaction leaves a gap, counted as news
+    at once (the cache dropped) but, once it committed, never again, though the user could have been cached anew in
+    between (review of session 34). The missing id is watched for and counts again when it appears."""
+    import sqlalchemy as sa
+
+    from guardrails.store.schema import erasure_log
+
+    with SettingsStore(tmp_path / "pending.db") as store:
+        base, _ = store.erasures_since(None)
+        with store.engine.begin() as conn:  # id base + 2 committed, base + 1 "still in its transaction"
+            conn.execute(sa.insert(erasure_log).values(id=base + 2, at=sa.func.now()))
+        assert store.erasures_since(base) == (base + 2, True)
+        assert store.erasures_since(base + 2) == (base + 2, False)
+        with store.engine.begin() as conn:  # ... now it committed
+            conn.execute(sa.insert(erasure_log).values(id=base + 1, at=sa.func.now()))
+        assert store.erasures_since(base + 2) == (base + 2, True)
+        assert store.erasures_since(base + 2) == (base + 2, False)  # counted once
+
+
+def test_a_first_look_that_failed_makes_the_first_answer_count(tmp_path):
+    """The database did not answer the gate's first look, checks cached users meanwhile, then another process
+    erased one: the first successful look only set a baseline, so the erasure was never seen (review)."""
+    db = tmp_path / "first.db"
+    with SettingsStore(db) as store_a, SettingsStore(db) as store_b:
+        b = _Caching()
+        guard_b = Guard([b], store=store_b)
+        real = store_b.erasures_since
+        store_b.erasures_since = lambda last: None  # type: ignore[method-assign]
+        guard_b.check("carol's text", user_id="carol")
+        Guard([_Caching()], store=store_a).erase_user("carol")
+        store_b.erasures_since = real  # type: ignore[method-assign]
+        _poll_now(guard_b)
+        assert guard_b.poll_erasures() is True and not b.cache
+
+
+def test_a_foreign_erasure_tells_detectors_shared_by_tenant_views_once(tmp_path):
+    db = tmp_path / "views.db"
+    with SettingsStore(db) as store_a, SettingsStore(db) as store_b:
+        calls = []
+
+        class Counting(_Caching):
+            def forget_all_users(self):
+                calls.append(1)
+                return super().forget_all_users()
+
+        base = Guard([Counting()], store=store_b)
+        views = [base.view(tenant_id=f"t{i}", store=store_b) for i in range(20)]
+        base.check("hi", user_id="u")  # the first look: a baseline
+        Guard([_Caching()], store=store_a).erase_user("x")
+        _poll_now(base)
+        assert base.poll_erasures() is True and len(calls) == 1 and len(views) == 20
