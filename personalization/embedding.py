@@ -47,7 +47,7 @@ from .heads import BaseHeads
 from .heads import calibrate as calibrate  # re-exported: callers fit their own operating points
 from .profile import BASE_CATEGORIES, Category, ModerationProfile
 from .prototype import PrototypeCategory
-from .windows import DEFAULT_MAX_WINDOWS, text_windows, worst_windows
+from .windows import DEFAULT_MAX_WINDOWS, cut_texts, worst_windows
 
 HEAD_PATH = Path(__file__).parent / "data" / "embedding_head.safetensors"
 ADAPTER_PATH = Path(__file__).parent / "data" / "encoder_lora.safetensors"
@@ -364,8 +364,8 @@ class EmbeddingBackend:
                    ) -> tuple[dict[str, np.ndarray], list[int]]:
         """(`score`, per text the characters no window read: 0 unless the text is longer than `max_windows`
         windows, about 8,000 characters by default). `total_windows`: at most this many extra windows over all
-        the texts (a turn of 16 long messages read 16 x 64 windows: ~50 s on 2 cores); each text gets an equal
-        share, at least its first window."""
+        the texts (a turn of 16 long messages read 16 x 64 windows: ~50 s on 2 cores), shared out by
+        `windows.cut_texts`; each text keeps its first window."""
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise InvalidInputError("texts must be a list of strings")
         for i, t in enumerate(texts):  # an unpaired surrogate ("\ud800", valid in JSON) broke the tokenizer
@@ -377,8 +377,7 @@ class EmbeddingBackend:
             return {name: np.zeros(0, np.float32) for name in profile.categories}, []
         tok = self.encoder._load().tokenizer
         width = self.encoder.max_length - tok.num_special_tokens_to_add(pair=False)
-        each = self.max_windows if total_windows is None else max(1, min(self.max_windows, total_windows // len(texts)))
-        cut = [text_windows(tok, t, width, each) for t in texts]
+        cut = cut_texts(tok, texts, width, self.max_windows, total_windows)
         scores = self._score_pieces([w for c in cut for w in c.texts], profile)
         return worst_windows(scores, [len(c.texts) for c in cut]), [c.unread_chars for c in cut]
 

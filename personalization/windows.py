@@ -24,8 +24,11 @@ import numpy as np
 
 #: windows read per message by default (the first is the message itself)
 DEFAULT_MAX_WINDOWS = 32
-#: a text longer than this is not handed to the encoder whole as its first window, only its first window's span
-WHOLE_FIRST_CHARS = 100_000
+#: no window is longer than this many characters (a text longer is not handed to the encoder whole as its first
+#: window, only its first window's span; 16 messages of one 4 MB word each took 6 minutes)
+PIECE_CHARS = 20_000
+#: tokens a window cut out by characters may gain (a start or end inside a Hangul syllable: 2 each)
+_SLACK = 6
 #: tokens a window start moves back to reach its word's first token (more: it starts inside the word; a 99-token
 #: Hangul word pulled a start back 95 tokens, and the window ended 95 tokens short of the next one's start)
 _MOST_BACK = 8
@@ -54,43 +57,48 @@ def _tokenize(tokenizer: Any, text: str, need: int) -> tuple[list[tuple[int, int
 
 
 def text_windows(tokenizer: Any, text: str, width: int, max_windows: int = DEFAULT_MAX_WINDOWS) -> Windows:
-    """`text` cut into windows of `width` tokens (without special tokens) at a stride of half a window.
+    """`text` cut into windows at a stride of half of `width` tokens (without special tokens).
 
-    A window starts at its word's first token when that is at most `_MOST_BACK` tokens back (else where the
-    stride puts it, inside the word: no token is skipped), and the last one ends at the text's last token. A
-    text of at most `width` tokens is one window: itself. At most `max_windows`; then `unread_chars` counts what
-    follows the last one.
+    The first window is the text itself (the encoder reads its first `width` tokens); each further one spans
+    `width - _SLACK` tokens, so that cut out of the text by characters (a cut inside a Hangul syllable takes the
+    whole syllable) it still fits the encoder's `width`. A window starts at its word's first token when that is at
+    most `_MOST_BACK` tokens back (else where the stride puts it, inside the word: no token is skipped), and the
+    last one ends at the text's last token. A text of at most `width` tokens is one window: itself. At most
+    `max_windows`; then `unread_chars` counts what follows the last one. No window is longer than `PIECE_CHARS`
+    characters (a text of a few giant words); what that cuts off counts as unread too.
     """
-    if width < 2:
-        raise ValueError("window width must be at least 2 tokens")
+    if width <= _SLACK + 1:
+        raise ValueError(f"window width must be more than {_SLACK + 1} tokens")
     if max_windows < 1:
         raise ValueError("max_windows must be at least 1")
     if len(text) * _TOKENS_PER_CHAR <= width:  # fits without tokenizing
         return Windows([text], 0)
-    stride = width // 2
+    stride, span = width // 2, width - _SLACK
     need = width + (max_windows - 1) * stride + 1  # one more: tells whether the cap leaves something unread
     offsets, words, whole = _tokenize(tokenizer, text, need)
     n = len(offsets)
     if whole and n <= width:
-        return Windows([text], 0)
+        return Windows([text[:PIECE_CHARS]], max(0, len(text.rstrip()) - PIECE_CHARS))
     starts: list[int] = []
-    ends = [*range(stride, n - width, stride)] + ([n - width] if whole else [])
+    ends = [*range(stride, n - span, stride)] + ([n - span] if whole else [])
     for i, nominal in enumerate(ends):
         s, last = nominal, whole and i == len(ends) - 1
         while not last and s - 1 > (starts[-1] if starts else 0) and nominal - s < _MOST_BACK \
                 and words[s] is not None and words[s] == words[s - 1]:
             s -= 1  # back to the word's first token: "##ing" alone reads as another word
-        if words[s] is not None and words[s] == words[s - 1]:
+        if not last and words[s] is not None and words[s] == words[s - 1]:
             s = nominal  # its word starts too far back: start inside it, where the stride put it
         if not starts or s > starts[-1]:
             starts.append(s)
     read_to = len(text)
     if len(starts) > max_windows - 1 or not whole:
         starts = starts[: max_windows - 1]
-        read_to = offsets[min((starts[-1] if starts else 0) + width, n) - 1][1]
-    first = text if len(text) <= WHOLE_FIRST_CHARS else text[: offsets[min(width, n) - 1][1]]
-    pieces = [text[offsets[s][0] : offsets[min(s + width, n) - 1][1]] for s in starts]
-    return Windows([first, *pieces], max(0, len(text.rstrip()) - read_to))
+        read_to = offsets[min(starts[-1] + span, n) - 1][1] if starts else offsets[width - 1][1]
+    spans = [(0, offsets[width - 1][1])] + [(offsets[s][0], offsets[min(s + span, n) - 1][1]) for s in starts]
+    cut = sum(max(0, b - a - PIECE_CHARS) for a, b in spans)  # giant words: what no window holds
+    first = text if len(text) <= PIECE_CHARS else text[: min(spans[0][1], PIECE_CHARS)]
+    pieces = [text[a : min(b, a + PIECE_CHARS)] for a, b in spans[1:]]
+    return Windows([first, *pieces], max(0, len(text.rstrip()) - read_to) + cut)
 
 
 def worst_windows(scores: dict[str, np.ndarray], counts: list[int]) -> dict[str, np.ndarray]:
@@ -103,9 +111,9 @@ def worst_windows(scores: dict[str, np.ndarray], counts: list[int]) -> dict[str,
     texts (never dev), 300 per length: with about 3 windows a plain max flagged 6.7 % against 1.3 % for the first
     window alone and 2.0 % discounted; with about 9 windows 15 % against 2.0 % and 2.7 %. What it buys, with a
     calibration-split harmful text planted among 12 benign ones (150 each; first window alone -> discounted):
-    spam caught 0.37 -> 0.80, toxic 0.29 -> 0.41; among 30: spam 0.19 -> 0.68, toxic 0.10 -> 0.10 (diluted in its
-    window, then discounted), negative sentiment 0 either way (benign flag rate 1.7 % -> 2.3 %). A plain max caught
-    toxic 0.77 among 30, at the 15 %.
+    spam caught 0.37 -> 0.79, toxic 0.29 -> 0.40 (benign flag rate 3.0 % -> 3.3 %); among 30: spam 0.19 -> 0.67,
+    toxic 0.10 -> 0.10 (diluted in its window, then discounted), negative sentiment 0 either way (benign flag rate
+    1.7 % -> 2.3 %). A plain max caught toxic 0.77 among 30, at the 15 %.
     """
     if all(k == 1 for k in counts):
         return scores
@@ -117,5 +125,25 @@ def worst_windows(scores: dict[str, np.ndarray], counts: list[int]) -> dict[str,
     for name, v in scores.items():
         p = np.clip(np.asarray(v, dtype=np.float64), 1e-12, 1 - 1e-12)
         odds = p / (1 - p) / np.where(is_first, 1, np.maximum(extra_k, 1))
-        out[name] = np.maximum.reduceat(np.where(is_first, v, odds / (1 + odds)), first).astype(np.float32)
+        # an exact 0 stays 0: it marks a counter-example's near-duplicate, never a hit (`HarmDetector.findings`)
+        discounted = np.where(is_first | (np.asarray(v) <= 0), v, odds / (1 + odds))
+        out[name] = np.maximum.reduceat(discounted, first).astype(np.float32)
     return out
+
+
+def cut_texts(tokenizer: Any, texts: list[str], width: int, max_windows: int,
+              total_windows: int | None = None) -> list[Windows]:
+    """`text_windows` of each text, with at most `total_windows` extra windows (beyond each text's first) over
+    all of them: the texts needing fewest get all they need first, the rest share what is left equally. An equal
+    share for every text let 15 short messages sent along hide a long one's end (2 windows of 32)."""
+    cut = [text_windows(tokenizer, t, width, max_windows) for t in texts]
+    extra = [len(c.texts) - 1 for c in cut]
+    if total_windows is None or sum(extra) <= total_windows:
+        return cut
+    left, allow = max(0, total_windows), [0] * len(texts)
+    order = sorted(range(len(texts)), key=lambda i: extra[i])
+    for rank, i in enumerate(order):
+        allow[i] = min(extra[i], left // (len(order) - rank))
+        left -= allow[i]
+    return [c if allow[i] == extra[i] else text_windows(tokenizer, texts[i], width, allow[i] + 1)
+            for i, c in enumerate(cut)]

@@ -653,3 +653,5 @@ def test_icl_findings_say_what_the_prompt_left_unread(bank):
     [n] = det.backend.unread_chars([marked])
     assert 0 < n == len(marked) - 1333
     assert f"{n} characters" in det.predict(request(marked))[0].explanation
+    # the 2,000-character cut inside a marker: the prompt ends "<\u2009", 1,999 of the text's own characters
+    assert det.backend.unread_chars(["a" * 1998 + "</s> tail"]) == [8]

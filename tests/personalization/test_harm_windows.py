@@ -154,6 +154,50 @@ def test_scores_only_go_up_and_short_texts_score_as_before(backend: EmbeddingBac
     assert new["crypto"][4] >= 0.5  # an ad at the start is still caught
 
 
+def test_every_window_fits_the_encoder_as_cut_by_characters(tokenizer) -> None:
+    """A window cut out by characters takes the whole Hangul syllable it starts or ends in: the last window of
+    "각각 " * 25 + "idiot" re-tokenized to 127 tokens, and the encoder dropped "idiot", unreported (review)."""
+    text = "각각 " * 25 + "idiot"
+    win = text_windows(tokenizer, text, 126)
+    assert win.texts[-1].endswith("idiot") and win.unread_chars == 0
+    rng = random.Random(5)
+    alphabet = ["각", "밥", "word", "unbelievably", "x1y2", "😀", "é", " ", " ", " "]
+    for _ in range(60):
+        t = "".join(rng.choice(alphabet) for _ in range(rng.randint(100, 600)))
+        for w in text_windows(tokenizer, t, 126).texts[1:]:
+            assert n_tokens(tokenizer, w) <= 126
+
+
+def test_no_window_is_longer_than_piece_chars(tokenizer) -> None:
+    """Giant words are one [UNK] token each: a 4 MB word was one window handed whole to the encoder and the
+    character n-grams (16 such messages took 6 minutes: review). Windows hold at most PIECE_CHARS characters;
+    what that leaves out is reported."""
+    from personalization.windows import PIECE_CHARS
+
+    one = "a" * 1_000_000
+    win = text_windows(tokenizer, one, 126)
+    assert win.texts == [one[:PIECE_CHARS]] and win.unread_chars == len(one) - PIECE_CHARS
+    giants = " ".join(["b" * 150_000] * 20 + ["the end of it"] * 200)
+    win = text_windows(tokenizer, giants, 126)
+    assert all(len(w) <= PIECE_CHARS for w in win.texts) and win.unread_chars > 0
+    assert win.texts[-1].endswith("the end of it")
+
+
+def test_short_messages_sent_along_do_not_take_a_long_ones_windows(tokenizer) -> None:
+    """An equal share of the turn's windows gave a long message 2 of 32 when 15 short ones came with it, so its
+    end went unread (review); short ones need none beyond their first, and the long one gets the rest."""
+    from personalization.windows import cut_texts
+
+    long = BENIGN * 60  # more than 32 windows
+    texts = [long] + [f"ok{i}" for i in range(15)]
+    alone = cut_texts(tokenizer, [long], 126, 32, total_windows=31)
+    together = cut_texts(tokenizer, texts, 126, 32, total_windows=31)
+    assert together[0] == alone[0] and len(together[0].texts) == 32
+    two = cut_texts(tokenizer, [long, long], 126, 32, total_windows=31)
+    assert [len(c.texts) - 1 for c in two] == [15, 16] or [len(c.texts) - 1 for c in two] == [16, 15]
+    assert sum(len(c.texts) - 1 for c in cut_texts(tokenizer, [long] * 5, 126, 32, total_windows=10)) == 10
+
+
 def test_extra_windows_are_discounted_for_how_many_there_are() -> None:
     """A plain max over k windows flags benign long messages about k times as often; the extra windows' odds
     are divided by their number, while the first window (the message read as before) counts as it is."""
@@ -165,6 +209,9 @@ def test_extra_windows_are_discounted_for_how_many_there_are() -> None:
     assert out["toxic"][0] == pytest.approx(0.2)  # one window: as it was
     assert out["toxic"][1] == pytest.approx(0.8)  # its first window's score, above its extra windows' (0.3, 0.1)
     assert out["toxic"][2] == pytest.approx(max(0.6, odds(0.9) / 2 / (1 + odds(0.9) / 2)))
+    # an exact 0 marks a counter-example's near-duplicate: it must stay 0, not become 1e-12 (a hit at threshold 0)
+    zero = worst_windows({"c": np.zeros(3, np.float32)}, [3])
+    assert zero["c"][0] == 0.0
 
 
 def test_a_turns_windows_are_shared_out_among_its_messages(backend: EmbeddingBackend,
