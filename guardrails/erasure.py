@@ -299,7 +299,8 @@ class ErasureMethods:
         It first waits up to `erase_wait_s` for the user's checks in flight in this process (any Guard over the same
         store), holding their new checks until it is done (`guardrails.erasure`); ErasureBusyError if they do
         not finish, with nothing erased. Other processes over the same database are not seen: stop the user's
-        traffic there first (their caches of the user are dropped within `POLL_S`: `poll_erasures`). Listeners
+        traffic there first (they drop every user's cached data at their next look, within about twice `POLL_S`:
+        `poll_erasures`). Listeners
         (`on_erase`) forget the user too. A detector call that `acheck` timed out (`timeout_s`) may still be
         running in a worker thread. Called on an event loop's thread, it blocks that loop while it waits: use
         `aerase_user` there."""

@@ -36,6 +36,7 @@ KEEP = timedelta(days=7)
 _OWN_MAX = 10_000
 #: how long an id missing from the log is watched for (an erasure whose transaction had not committed yet)
 PENDING_S = 600.0
+_PENDING_MAX = 100
 
 
 class ErasureLogMixin:
@@ -105,7 +106,7 @@ class ErasureLogMixin:
             if newest <= last:
                 return newest, newest < last or bool(filled)
             missing = set(range(last + 1, newest + 1)) - set(ids)
-            if len(missing) <= _OWN_MAX:  # a pruned stretch is not waited for
+            if len(missing) <= _PENDING_MAX:  # a pruned stretch is not waited for (nor queried every poll)
                 self._pending.update(dict.fromkeys(missing, now))
             foreign = any(i not in self._own_erasures for i in ids)
         return newest, foreign or bool(missing) or bool(filled)
