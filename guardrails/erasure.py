@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import DetectorError, ErasureBusyError, StoreError
+from .errors import DetectorError, ErasureBusyError, InvalidInputError, StoreError
 from .guard_types import DetectorSlot
 from .text import check_id
 
@@ -68,6 +68,8 @@ class UserGate:
         too. A bound method (and a Guard's own `DetectorForgetter`) is held weakly: registering keeps its object
         alive no longer. Any other callable (a function, a lambda, a partial) is held for the gate's lifetime: a
         weakly held lambda was collected at once and never called. Returns a function that removes it."""
+        if not callable(forget):  # it would fail every erasure, long after the mistake
+            raise InvalidInputError(f"an erasure listener must be callable, got {type(forget).__name__}")
         ref: Callable[[], Any]
         if isinstance(forget, DetectorForgetter):
             ref = weakref.ref(forget)
@@ -118,16 +120,7 @@ class UserGate:
             self._poll_lock.release()
         if not foreign:
             return False
-        done: set[int] = set()  # tenant views share detectors: each told once
-        for fn in self.listeners():
-            try:
-                if isinstance(fn, DetectorForgetter):
-                    fn.forget(None, None, done)
-                else:
-                    fn(None, None)
-            except Exception as exc:  # the rest still forget; the next foreign erasure tries again
-                warn_log.warning("erasure elsewhere: listener %r failed to forget: %s",
-                                 getattr(fn, "__qualname__", type(fn).__name__), type(exc).__name__)
+        tell_listeners(self.listeners(), None, None, set())  # a failure is logged; the next erasure tries again
         return True
 
     def in_flight(self, key: Key) -> int:
@@ -240,6 +233,25 @@ class DetectorForgetter:
         return n
 
 
+def tell_listeners(listeners: Sequence[Callable[[str | None, str | None], object]], tenant_id: str | None,
+                   user_id: str | None, done: set[int]) -> list[str]:
+    """Call each listener with ``(tenant_id, user_id)`` (None, None: everyone), a Guard's `DetectorForgetter`
+    skipping the detectors in ``done`` (tenant views share them: each told once). Every listener is called; the
+    names of those that raised are returned (and logged)."""
+    failed = []
+    for fn in listeners:
+        name = getattr(fn, "__qualname__", type(fn).__name__)
+        try:
+            if isinstance(fn, DetectorForgetter):
+                fn.forget(tenant_id, user_id, done)
+            else:
+                fn(tenant_id, user_id)
+        except Exception as exc:
+            warn_log.warning("erasure: listener %r failed to forget: %s", name, type(exc).__name__)
+            failed.append(name)
+    return failed
+
+
 def erase_user_data(slots: Sequence[DetectorSlot], store: Any, tenant_id: str, user_id: str,
                     listeners: Sequence[Callable[[str | None, str | None], object]] = ()) -> dict[str, Any]:
     """Each detector's ``forget_user(tenant_id, user_id, settings)`` and each listener's ``(tenant_id, user_id)``
@@ -261,16 +273,8 @@ def erase_user_data(slots: Sequence[DetectorSlot], store: Any, tenant_id: str, u
         except Exception as exc:
             warn_log.warning("erasure: detector %r failed to forget a user: %s", slot.name, type(exc).__name__)
             failed.append(slot.name)
-    for fn in listeners if not failed else ():
-        name = getattr(fn, "__qualname__", type(fn).__name__)
-        try:
-            if isinstance(fn, DetectorForgetter):
-                fn.forget(tenant_id, user_id, done)
-            else:
-                fn(tenant_id, user_id)
-        except Exception as exc:
-            warn_log.warning("erasure: listener %r failed to forget a user: %s", name, type(exc).__name__)
-            failed.append(name)
+    if not failed:
+        failed = tell_listeners(listeners, tenant_id, user_id, done)
     if failed:
         raise DetectorError(f"erasure stopped before the store: detector(s) {failed} failed to forget the user "
                             "(retry; nothing was erased from the store)")

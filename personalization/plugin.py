@@ -55,9 +55,8 @@ class HarmDetector(BaseDetector):
         are keyed by content, not user, so an edited or deleted profile left its older forms behind (review of
         session 34). A backend with only `forget_profile(profile)` drops what the stored profile (`settings`)
         names. The profile itself is the store's to erase."""
-        forget_all = getattr(self.backend, "forget_users", None)
-        if callable(forget_all):
-            return int(forget_all())
+        if callable(getattr(self.backend, "forget_users", None)):
+            return self.forget_all_users()
         forget = getattr(self.backend, "forget_profile", None)
         data = (settings or {}).get(SECTION)
         if not callable(forget) or not data:

@@ -18,8 +18,7 @@ def private_file(path: Path) -> None:
     example texts and preferences, and SQLite gives its -wal and -shm files the database file's mode. Existing
     folders and files keep their modes (the operator's choice). A symbolic link to a file not yet there creates
     its target so (O_EXCL refuses the link itself, and SQLite then created the target world-readable)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    target = Path(os.path.realpath(path))
+    target = Path(os.path.realpath(path))  # the path itself, or where a link there points
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

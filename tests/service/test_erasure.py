@@ -412,3 +412,14 @@ def test_a_foreign_erasure_tells_detectors_shared_by_tenant_views_once(tmp_path)
         Guard([_Caching()], store=store_a).erase_user("x")
         _poll_now(base)
         assert base.poll_erasures() is True and len(calls) == 1 and len(views) == 20
+
+
+@pytest.mark.parametrize("bad", [None, "forget", 3])
+def test_an_erasure_listener_that_is_not_callable_is_refused_at_once(tmp_path, bad):
+    """It was accepted and then failed every erasure of every user ("failed to forget"), long after the mistake."""
+    with SettingsStore(tmp_path / "bad.db") as store:
+        _fill(store, "default", "u")
+        guard = Guard([], store=store)
+        with pytest.raises(InvalidInputError, match="must be callable"):
+            guard.on_erase(bad)
+        assert guard.erase_user("u")["settings"] == 1  # nothing was registered
