@@ -32,6 +32,10 @@ log = logging.getLogger("railguard.agents")
 _HARM = "harm"
 _SENTENCES = re.compile(r"(?<=[.!?])\s+")
 _CLOSING = re.compile(r"\b(?:thanks|thank you|thx|ty|please|pls|plz)\b", re.I)
+#: Sentences after a command that are only thanks, please or a smiley ("unblock crypto spam. Thanks!"): nothing rides.
+_CLOSING_SENTENCES = re.compile(
+    r"(?<=[.!?])(?:\s+(?:(?:thanks|thank you|thx|ty|please|pls|plz|cheers)(?:\s+(?:so much|very much|a lot))?"
+    r"|[:;]-?[()DPp]|<3)(?:[\s.!?,]*(?:[:;]-?[()DPp]|<3))*[.!?]*)+\s*$", re.I)
 
 
 def _moderation_backend(store: Any) -> Any:
@@ -73,7 +77,7 @@ class CommandDetector(BaseDetector):
         nothing). The Guard then applies the command and judges the message again under the settings it left."""
         if request.stage is not Stage.INPUT or not request.messages or request.messages[-1].role != "user":
             return False
-        text = request.text.strip()
+        text = _CLOSING_SENTENCES.sub("", request.text.strip())
         if len(_SENTENCES.split(text)) != 1 or _CLOSING.sub("", split_moderation(text)[1]).strip(" \t.,;:!?"):
             return False  # one sentence that is all moderation: nothing else rides on the lifted block
         try:

@@ -9,7 +9,17 @@ Three lines to guard a langchain v1 agent::
 
 from typing import TYPE_CHECKING, Any
 
-from .decision import DEFAULT_REFUSAL, WITHHELD_MESSAGE, Action, Decision, FailMode, Finding, Stage, text_hash
+from .decision import (
+    DEFAULT_REFUSAL,
+    WITHHELD_MESSAGE,
+    Action,
+    Decision,
+    FailMode,
+    Finding,
+    Stage,
+    name_hash,
+    text_hash,
+)
 from .detector import (
     BaseDetector,
     CheckRequest,
@@ -95,6 +105,7 @@ __all__ = [
     "discover",
     "offload",
     "register",
+    "name_hash",
     "release_offload",
     "text_hash",
 ]

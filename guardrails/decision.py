@@ -73,6 +73,14 @@ class Finding(BaseModel):
     # For the caller only: may quote the checked text (e.g. which words a command applied). Returned with the
     # Decision, never logged: `Decision.log_record` drops it. `explanation` must never quote the text.
     detail: str = ""
+    # The category is one the user named (a moderation category made from "block posts about my ex"): its name may
+    # carry their words, so `log_name` (logs, the audit trail, agent metadata) shows its keyed hash instead.
+    user_category: bool = False
+
+    @property
+    def log_name(self) -> str:
+        """The category as logs may show it: the name, or `name_hash` of a user-named one."""
+        return name_hash(self.category) if self.user_category else self.category
 
 
 class Decision(BaseModel):
@@ -108,8 +116,12 @@ class Decision(BaseModel):
         return self.enforced_action in (Action.BLOCK, Action.REDACT)
 
     def log_record(self) -> dict[str, object]:
-        """What goes to logs and the audit trail: decisions and hashes, never raw or redacted text."""
-        return self.model_dump(mode="json", exclude={"redacted_text": True, "findings": {"__all__": {"detail"}}})
+        """What goes to logs and the audit trail: decisions and hashes, never raw or redacted text, and a user-named
+        category only as its hash (`Finding.log_name`)."""
+        record = self.model_dump(mode="json", exclude={"redacted_text": True, "findings": {"__all__": {"detail"}}})
+        record["findings"] = [{**f, "category": fo.log_name} for f, fo in zip(record["findings"], self.findings,
+                                                                              strict=True)]
+        return record
 
 
 def most_severe(findings: tuple[Finding, ...] | list[Finding]) -> Action:
@@ -141,6 +153,12 @@ def text_hash(text: str) -> str:
     h = keyed_sha256()
     h.update(text.encode("utf-8", "surrogatepass"))
     return str(h.hexdigest())
+
+
+def name_hash(name: str) -> str:
+    """A name that may be user text, as logs and the audit trail show it: ``#`` and 12 hex digits of `text_hash`
+    (keyed under $RAILGUARD_HASH_KEY when set), stable across processes so records can be correlated."""
+    return "#" + text_hash(name)[:12]
 
 
 #: The assistant message that replaces a blocked turn unless the integration is given another.

@@ -60,7 +60,8 @@ class UserGate:
         self._mark: int | None = None  # the newest erasure in the store's log this gate has accounted for
         self._next_poll = 0.0
         self._unsure = False  # a first look failed while checks went on: the first answer counts as news
-        self._poll_lock = threading.Lock()
+        self._poll_lock = threading.RLock()  # re-entrant: a listener may run a check, which asks `poll_due`
+        self._polling = False  # a poll is looking now: checks wait for it (its listeners included)
 
     def add_listener(self, forget: Callable[[str | None, str | None], object]) -> Callable[[], None]:
         """Call ``forget(tenant_id, user_id)`` on every erasure through this gate, before the store's rows go:
@@ -93,7 +94,7 @@ class UserGate:
             return [fn for r in self._listeners if (fn := r()) is not None]
 
     def poll_due(self) -> bool:
-        return time.monotonic() >= self._next_poll
+        return self._polling or time.monotonic() >= self._next_poll
 
     def poll(self, store: Any) -> bool:
         """At most every `POLL_S` s: if another process (another store object) erased a user since the last
@@ -103,25 +104,25 @@ class UserGate:
         if not callable(since):
             self._next_poll = math.inf  # no erasure log to ask (no store, or another kind): never due
             return False
-        if not self._poll_lock.acquire(blocking=False):
-            return False  # another thread is polling now
-        try:
+        # A check that comes while another thread polls waits here until that poll and its listeners are done, so
+        # it never reads a cache an erasure it found is about to drop (the lock was once released first).
+        with self._poll_lock:
             if time.monotonic() < self._next_poll:
                 return False
-            self._next_poll = time.monotonic() + POLL_S
-            got = since(self._mark)
-            if got is None:
-                # checks go on meanwhile: once it answers, what they cached may be an erased user's
-                self._unsure = self._unsure or self._mark is None
-                return False
-            self._mark, foreign = got
-            foreign, self._unsure = foreign or self._unsure, False
-        finally:
-            self._poll_lock.release()
-        if not foreign:
-            return False
-        tell_listeners(self.listeners(), None, None, set())  # a failure is logged; the next erasure tries again
-        return True
+            self._next_poll, self._polling = time.monotonic() + POLL_S, True
+            try:
+                got = since(self._mark)
+                if got is None:
+                    # checks go on meanwhile: once it answers, what they cached may be an erased user's
+                    self._unsure = self._unsure or self._mark is None
+                    return False
+                self._mark, foreign = got
+                foreign, self._unsure = foreign or self._unsure, False
+                if foreign:  # a failure is logged; the next erasure tries again
+                    tell_listeners(self.listeners(), None, None, set())
+                return bool(foreign)
+            finally:
+                self._polling = False
 
     def in_flight(self, key: Key) -> int:
         """How many checks of this user are running now."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .decision import text_hash
+from .decision import name_hash
 
 
 class RailguardError(Exception):
@@ -98,7 +98,7 @@ def safe_segment(key: object) -> str:
     text = str(key)
     if _SAFE_SEGMENT.fullmatch(text):
         return text
-    return "#" + text_hash(text)[:12]  # keyed under $RAILGUARD_HASH_KEY when set
+    return name_hash(text)
 
 
 def describe_validation(exc: object, root: str = "value") -> str:

@@ -107,6 +107,11 @@ class Encoder:
     def dim(self) -> int:
         return int(self._load().model.config.hidden_size)
 
+    @property
+    def tokenizer(self) -> Any:
+        """The encoder's tokenizer (windows of long messages are cut in its tokens)."""
+        return self._load().tokenizer
+
     def encode(self, texts: list[str]) -> np.ndarray:
         """L2-normalized embeddings in input order (the shared encoder batches by length)."""
         return np.asarray(self._load().encode(list(texts), batch_size=self.batch_size, max_length=self.max_length),
@@ -375,7 +380,7 @@ class EmbeddingBackend:
                 raise InvalidInputError(f"texts[{i}]: {exc}") from None
         if not texts:
             return {name: np.zeros(0, np.float32) for name in profile.categories}, []
-        tok = self.encoder._load().tokenizer
+        tok = self.encoder.tokenizer
         width = self.encoder.max_length - tok.num_special_tokens_to_add(pair=False)
         cut = cut_texts(tok, texts, width, self.max_windows, total_windows)
         scores = self._score_pieces([w for c in cut for w in c.texts], profile)

@@ -94,7 +94,8 @@ class HarmDetector(BaseDetector):
                 kind = "base category" if name in BASE_CATEGORIES else "user category"
                 why = f"{kind}; {'above' if hit else 'below'} threshold ({self.backend.name} backend)"
             out.append(Finding(detector=self.name, category=name, score=round(score, 4), threshold=threshold,
-                               explanation=why + (f"; {note}" if note else ""), action=action))
+                               explanation=why + (f"; {note}" if note else ""), action=action,
+                               user_category=name not in BASE_CATEGORIES))
         return out
 
     def predict(self, request: CheckRequest) -> list[Finding]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -114,6 +114,8 @@ class ModerationProfile(BaseModel):
     """A user's moderation settings: the base taxonomy (toxic, spam, negative) plus user categories."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # the audit trail shows a user's own category name as its hash: it may carry their words (audit_paths)
+    audit_public_keys: ClassVar[Mapping[str, frozenset[str]]] = {"categories": frozenset(BASE_CATEGORIES)}
 
     schema_version: Literal[1] = 1
     categories: dict[str, Category] = Field(default_factory=default_categories)

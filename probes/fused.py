@@ -69,6 +69,7 @@ class FusedProbeHook:
         self.identity = identity
         self.last_findings: list[Finding] = []
         self.last_decision: Decision | None = None
+        self._last_tenant = tenant_id
         self.calls = 0
         self.skipped = 0  # prefills of agent steps after a user turn (not scored, see attach)
         # seconds spent inside this hook's layer hooks (activation copies to the host, scoring, the verdict): what
@@ -107,7 +108,7 @@ class FusedProbeHook:
             gone = [k for k in self._scored if k[:2] == (tenant, user_id)]
             for k in gone:
                 del self._scored[k]
-            if self.last_decision is not None and self.last_decision.user_id == user_id:
+            if self.last_decision is not None and (self._last_tenant, self.last_decision.user_id) == (tenant, user_id):
                 self.last_decision, self.last_findings = None, []
         return len(gone)
 
@@ -194,6 +195,7 @@ class FusedProbeHook:
                                     findings=tuple(findings), user_id=user_id, session_id=session_id,
                                     shadow=who.shadow)
                 self.last_decision = decision  # shared across threads: raise this request's own, not a re-read
+                self._last_tenant = who.tenant_id  # a Decision names no tenant: whose it is, for forget_user
                 if blocked and not who.shadow:
                     from guardrails.models.chat import PrefillBlocked
 

@@ -341,7 +341,7 @@ def create_app(guard: Guard | None = None, store: Any = None, *, admin_key: str 
         log.info("check", extra={"fields": {
             "event": "check", "tenant_id": principal.tenant_id, "key_id": principal.key_id, "stage": stage.value,
             "action": decision.action.value, "shadow": decision.shadow, "text_sha256": decision.text_sha256,
-            "latency_ms": decision.latency_ms, "findings": [f.detector + "/" + f.category for f in
+            "latency_ms": decision.latency_ms, "findings": [f.detector + "/" + f.log_name for f in
                                                             decision.findings if f.action.value != "allow"],
             "failed_detectors": failed_detectors(decision)}})
         return Response(decision.model_dump_json(), media_type="application/json")

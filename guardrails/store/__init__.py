@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError, UnknownUserError, VersionConflictError
+from .audit_paths import IDENTIFIER_KEYS, PUBLIC_KEYS_ATTR, changed_paths
 from .operations import OPERATIONS_GROUP, SectionOperation, run_operation, section_operations
 from .settings import (
     BUILTIN_SECTIONS,
@@ -19,7 +20,6 @@ from .settings import (
     AuditEntry,
     GuardSettings,
     StoredSettings,
-    changed_paths,
     digest,
     section_models,
     validate_sections,
@@ -39,7 +39,9 @@ __all__ = [
     "SETTINGS_GROUP",
     "AuditEntry",
     "GuardSettings",
+    "IDENTIFIER_KEYS",
     "OPERATIONS_GROUP",
+    "PUBLIC_KEYS_ATTR",
     "SectionOperation",
     "SettingsStore",
     "StoreError",

@@ -1,4 +1,4 @@
-"""Per-user settings models, section validation and the privacy-safe diff used by the audit trail.
+"""Per-user settings models and section validation (the audit trail's diff is `audit_paths`).
 
 Settings are stored as ``{section_name: section_data}``. The spine only knows the ``guard`` section; every
 other section (moderation profile, recommendation policy, ...) is owned by a plugin that registers its pydantic
@@ -13,13 +13,14 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..detector import discover
 from ..errors import ConfigError, InvalidInputError, describe_validation, safe_segment
 from ..text import id_chars_ok
+from .audit_paths import IDENTIFIER_KEYS
 
 SETTINGS_GROUP = "railguard.settings"
 DEFAULT_TENANT = "default"
@@ -32,6 +33,8 @@ class GuardSettings(BaseModel):
 
     # Forbid unknown fields: a misspelt switch ("shaddow") must fail loudly, not be silently ignored.
     model_config = ConfigDict(extra="forbid")
+    # threshold keys are "detector" or "detector.category" names an operator writes (audit_paths)
+    audit_public_keys: ClassVar[Mapping[str, frozenset[str] | str]] = {"thresholds": IDENTIFIER_KEYS}
 
     shadow: bool = False
     disabled_detectors: list[str] = Field(default_factory=list)
@@ -192,32 +195,3 @@ def validate_sections(
     return out
 
 
-# A dict key is written into an audit path verbatim only when it looks like an identifier. Anything else
-# (free text, long strings, keys that might be user-written examples) is replaced by a short hash, so the
-# audit trail can never leak content even through key names.
-def changed_paths(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Dotted paths whose value differs between two nested dicts (added, removed or modified), sorted.
-
-    Recurses into dicts (an added or removed dict is listed leaf by leaf); a changed list or scalar is reported
-    at its own path, never element-wise, so values never become part of a path.
-    """
-    paths: list[str] = []
-    for key in sorted(set(old) | set(new), key=str):
-        path = f"{prefix}{safe_segment(key)}"
-        a, b = old.get(key, _MISSING), new.get(key, _MISSING)
-        if isinstance(a, Mapping | _Missing) and isinstance(b, Mapping | _Missing):
-            sub = changed_paths(a if isinstance(a, Mapping) else {}, b if isinstance(b, Mapping) else {}, path + ".")
-            paths.extend(sub or ([path] if a != b else []))  # an added/removed empty dict is still a change
-        elif a != b or type(a) is not type(b):
-            paths.append(path)
-    return paths
-
-
-class _Missing:
-    """Marks a key absent on one side of a diff (distinct from a stored None)."""
-
-    def __bool__(self) -> bool:
-        return False
-
-
-_MISSING = _Missing()

@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from ..errors import ConfigError, InvalidInputError, StoreError, UnknownUserError, VersionConflictError
+from .audit_paths import changed_paths
 from .erasures import ErasureLogMixin
 from .schema import ensure_schema, session_state, settings_audit, user_settings
 from .settings import (
@@ -38,13 +39,12 @@ from .settings import (
     AuditEntry,
     StoredSettings,
     canonical_json,
-    changed_paths,
     check_key,
     digest,
     section_models,
     validate_sections,
 )
-from .sqlite_files import checkpoint, private_file
+from .sqlite_files import checkpoint, install_sqlite_hooks, private_file
 from .state import SessionStateMixin, state_ttl_from_env
 
 ENV_URL = "RAILGUARD_DB_URL"
@@ -117,7 +117,7 @@ class SettingsStore(SessionStateMixin, ErasureLogMixin):
             # hide_parameters: bound values (settings may hold user-written text) never reach logs or errors
             self.engine = sa.create_engine(self.url, echo=echo, hide_parameters=True, **kwargs)
             if sqlite:
-                self._install_sqlite_hooks(busy_timeout_ms)
+                install_sqlite_hooks(self.engine, busy_timeout_ms)
             with self._tx(write=True) as conn:  # eager: a bad path fails here, not on the first request
                 ensure_schema(conn, self.location)
         except Exception as exc:  # any failure to open becomes one clear error naming the location
@@ -129,22 +129,6 @@ class SettingsStore(SessionStateMixin, ErasureLogMixin):
                 "Expected a SQLite database file (or a new file) in a writable directory, or a reachable "
                 f"database URL (set {ENV_URL} or pass url=...)."
             ) from exc
-
-    def _install_sqlite_hooks(self, busy_timeout_ms: int) -> None:
-        @sa.event.listens_for(self.engine, "connect")
-        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # pysqlite must not emit its own (deferred) BEGIN
-            cur = dbapi_conn.cursor()  # busy_timeout first: switching to WAL may itself wait for a lock
-            # secure_delete: deleted rows (an erased user's texts) are overwritten in the file, not left in free pages
-            for pragma in (f"busy_timeout={int(busy_timeout_ms)}", "journal_mode=WAL", "synchronous=NORMAL",
-                           "foreign_keys=ON", "secure_delete=ON"):
-                cur.execute(f"PRAGMA {pragma}")
-            cur.close()
-
-        @sa.event.listens_for(self.engine, "begin")
-        def _on_begin(conn: sa.Connection) -> None:
-            write = conn.get_execution_options().get("railguard_write", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     @contextlib.contextmanager
     def _tx(self, *, write: bool) -> Iterator[sa.Connection]:
@@ -225,7 +209,7 @@ class SettingsStore(SessionStateMixin, ErasureLogMixin):
             raise VersionConflictError(f"{t}/{u}", old.version, self._read(conn, t, u).version)
         conn.execute(sa.insert(settings_audit).values(
             tenant_id=t, user_id=u, version=version, actor=actor, at=now, op=op,
-            changed=json.dumps(changed_paths(old.settings, new or {})),
+            changed=json.dumps(changed_paths(old.settings, new or {}, self._models)),
             digest=None if new is None else digest(new)))
         if new is None:
             return StoredSettings(tenant_id=t, user_id=u, version=0)
@@ -241,6 +225,8 @@ class SettingsStore(SessionStateMixin, ErasureLogMixin):
         if expected_version is not None and (isinstance(expected_version, bool) or not isinstance(expected_version, int)
                                              or expected_version < 0):
             raise InvalidInputError("expected_version must be an integer >= 0 (0: the user must not exist yet)")
+        if self._models is None:  # the audit paths are named by the section models: never scan under the lock
+            self._models = section_models()
         for attempt in range(max(0, max_retries) + 1):
             try:
                 with self._tx(write=True) as conn:

@@ -1,4 +1,5 @@
-"""SQLite file hygiene for the settings store: what an erasure or a new database leaves readable on disk."""
+"""SQLite specifics of the settings store: connection set-up, and what an erasure or a new database leaves
+readable on disk."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 #: how long an erasure's checkpoint waits for the log's readers
@@ -44,3 +46,22 @@ def checkpoint(engine: Any, lock: Any) -> bool:
                 conn.invalidate()  # never back to the pool without its busy_timeout
                 raise
     return done
+
+
+def install_sqlite_hooks(engine: Any, busy_timeout_ms: int) -> None:
+    """Every connection: the busy timeout, WAL, and BEGIN IMMEDIATE for a write transaction (SQLite would otherwise
+    take the write lock only at the first write, and a read-then-write transaction could then fail to upgrade)."""
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # pysqlite must not emit its own (deferred) BEGIN
+        cur = dbapi_conn.cursor()  # busy_timeout first: switching to WAL may itself wait for a lock
+        # secure_delete: deleted rows (an erased user's texts) are overwritten in the file, not left in free pages
+        for pragma in (f"busy_timeout={int(busy_timeout_ms)}", "journal_mode=WAL", "synchronous=NORMAL",
+                       "foreign_keys=ON", "secure_delete=ON"):
+            cur.execute(f"PRAGMA {pragma}")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        write = conn.get_execution_options().get("railguard_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

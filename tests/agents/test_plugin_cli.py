@@ -268,7 +268,8 @@ def test_a_category_blocked_in_chat_can_be_unblocked_in_chat(tmp_path):
                      # (spam), and a second sentence rode on the lifted block
                      "unblock crypto spam and scams", "unblock crypto spam and negativity",
                      "unblock crypto spam. Buy BTC now at cheap-coins.biz, 1000x guaranteed returns!!!",
-                     "unblock crypto spam. I will kill you, you worthless piece of garbage"):
+                     "unblock crypto spam. I will kill you, you worthless piece of garbage",
+                     "unblock crypto spam. Thanks! Buy BTC now at cheap-coins.biz"):
             before = s.get("default", "carol").version
             d = guard.check(text, user_id="carol")
             assert d.action is Action.BLOCK and s.get("default", "carol").version == before, text
@@ -284,6 +285,15 @@ def test_a_category_blocked_in_chat_can_be_unblocked_in_chat(tmp_path):
         d = asyncio.run(guard.acheck("unblock crypto spam, thanks", user_id="dave"))
         assert d.action is not Action.BLOCK and action("dave") == "allow"
         assert guard.check("show me crypto spam", user_id="carol").action is not Action.BLOCK
+        # session 35: a closing sentence of thanks or a smiley carries nothing ("unblock spam. Thanks!" stayed blocked)
+        for user, text in (("gina", "unblock crypto spam. Thanks!"),
+                           ("hank", "unblock crypto spam! Thank you so much :)")):
+            guard.check("stop showing me crypto spam", user_id=user)
+            d = guard.check(text, user_id=user)
+            assert d.action is not Action.BLOCK and action(user) == "allow", text
+        guard.check("block posts about crypto coins", user_id="ivy")
+        assert guard.check("unblock spam. Thanks!", user_id="ivy").action is not Action.BLOCK
+        assert action("ivy", "spam") == "allow" and action("ivy", "posts-about-crypto-coins") == "block"
         # Review of session 33: after "block posts about crypto coins", "unblock spam" (a base category) was blocked
         # by that category (0.70) and never applied. Blocked only by the user's own categories and naming only base
         # ones, it is applied and let through; the category still blocks everything else, and toxic never lifts.

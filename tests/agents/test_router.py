@@ -205,6 +205,10 @@ def test_personal_data_in_a_moderation_target_never_names_the_category(tmp_path)
         assert "messages-from-john-smith-gmail-com" in mod.unblock("default", "carol",
                                                                    "messages from john.smith@gmail.com", actor="r")
         assert svc.get("carol").categories["messages-from-john-smith-gmail-com"].action == "allow"
+        # a name with no personal-data pattern is still the user's words: the trail holds its hash only
+        mod.block("default", "dan", "posts about jane doe's divorce", actor="router")
+        trail = json.dumps([a.model_dump(mode="json") for a in s.history("default", "dan")])
+        assert "jane" not in trail and "divorce" not in trail and "moderation.categories.spam.action" in trail
     finally:
         s.close()
 

@@ -468,6 +468,7 @@ def test_contradictory_categories_at_the_decision(tmp_path, backend, monkeypatch
             action, f = check("ann", text)
             assert action is Action.BLOCK and f["mean"].action is Action.BLOCK, text
             assert f["toxic"].action is Action.ALLOW and f["toxic"].score >= 0.5  # still masked, not overridden
+            assert f["mean"].user_category and not f["toxic"].user_category  # logs show "mean" only as its hash
 
         svc.block_new("ben", "politics", examples=["The senate passed the new tax bill last night after a long debate"],
                       counter_examples=[ad])

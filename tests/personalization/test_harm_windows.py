@@ -32,7 +32,7 @@ def backend() -> EmbeddingBackend:
 
 @pytest.fixture(scope="module")
 def tokenizer(backend: EmbeddingBackend):
-    return backend.encoder._load().tokenizer
+    return backend.encoder.tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_a_window_cap_reports_what_it_left_unread(tokenizer) -> None:
 
 def test_the_end_of_a_long_message_is_read(backend: EmbeddingBackend, crypto: P.ModerationProfile) -> None:
     text = BENIGN * 8 + TAIL  # the ad starts after ~330 tokens: the encoder's first 128 never reach it
-    assert n_tokens(backend.encoder._load().tokenizer, BENIGN * 8) > 300
+    assert n_tokens(backend.encoder.tokenizer, BENIGN * 8) > 300
     first_only = backend._score_pieces([text], crypto)["crypto"][0]
     scores, unread = backend.score_read([text], crypto)
     assert first_only < 0.5 <= scores["crypto"][0] and unread == [0]

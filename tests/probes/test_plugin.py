@@ -586,8 +586,11 @@ def test_the_fused_hook_keeps_each_guards_tenant_apart(tiny):
     turns = {t: det.scorer.tracker.load(t, "bob", "s1").turn for t in ("acme", "globex")}
     assert turns == {"acme": 2, "globex": 1} and store.get_state("default", "bob", "s1", det.scorer.tracker.key) is None
     assert {k[0] for k in hook._scored} == {"acme", "globex"}
+    last = hook.last_decision  # the loop's last turn: acme's bob. Globex's bob is someone else (session 35)
+    assert last is not None and hook.forget_user("bob", tenant_id="globex") == 1 and hook.last_decision is last
+    assert {k[0] for k in hook._scored} == {"acme"}
     det.forget_user("acme", "bob")
-    assert {k[0] for k in hook._scored} == {"globex"}
+    assert not hook._scored and hook.last_decision is None
     assert store.get_state("acme", "bob", "s1", det.scorer.tracker.key) is None
     assert det.scorer.tracker.load("globex", "bob", "s1").turn == 1
 

@@ -423,3 +423,38 @@ def test_an_erasure_listener_that_is_not_callable_is_refused_at_once(tmp_path, b
         with pytest.raises(InvalidInputError, match="must be callable"):
             guard.on_erase(bad)
         assert guard.erase_user("u")["settings"] == 1  # nothing was registered
+
+
+def test_a_check_waits_for_a_poll_that_found_an_erasure_to_finish_forgetting(tmp_path):
+    """Review of session 34: the poll released its lock before its listeners ran, and checks in that moment went
+    on (the next poll was not yet due) and read caches about to be dropped. A check now waits for a poll in
+    progress, listeners included; a listener that itself checks does not deadlock."""
+    import threading
+
+    db = tmp_path / "shared.db"
+    with SettingsStore(db) as store_a, SettingsStore(db) as store_b:
+        b = _Caching()
+        guard_a, guard_b = Guard([_Caching()], store=store_a), Guard([b], store=store_b)
+        guard_b.check("hello", user_id="carol")
+        forgetting, release, done = threading.Event(), threading.Event(), threading.Event()
+
+        def slow_forget(tenant_id, user_id):
+            if tenant_id is None:  # everyone: an erasure found by the poll
+                forgetting.set()
+                assert release.wait(10)
+                guard_b.check("from a listener", user_id="listener")  # re-entrant: no deadlock
+
+        guard_b.on_erase(slow_forget)
+        guard_a.erase_user("carol")
+        _poll_now(guard_b)
+        poller = threading.Thread(target=guard_b.poll_erasures)
+        poller.start()
+        assert forgetting.wait(10)
+        checker = threading.Thread(target=lambda: (guard_b.check("x", user_id="dave"), done.set()))
+        checker.start()
+        assert not done.wait(0.5)  # held while the poll's listeners run
+        release.set()
+        poller.join(10)
+        checker.join(10)
+        assert done.is_set() and not poller.is_alive()
+        assert set(b.cache) >= {("default", "dave")} and ("default", "carol") not in b.cache

@@ -15,13 +15,14 @@ import sys
 import time
 from datetime import UTC, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import platformdirs
 import pytest
 from pydantic import BaseModel, Field
 
 import guardrails.detector as detector
+from guardrails.decision import name_hash
 from guardrails.errors import ConfigError, InvalidInputError, StoreError, UnknownUserError, VersionConflictError
 from guardrails.store import (
     AuditEntry,
@@ -36,10 +37,17 @@ from guardrails.store import (
 SECRET = "my-bank-pin-is-4242-xyzzy"
 
 
-class Moderation(BaseModel):
-    """Stand-in for the moderation plugin's section: free-text examples a user wrote themselves."""
+class Category(BaseModel):
+    block: bool = False
 
-    categories: dict[str, dict[str, object]] = Field(default_factory=dict)
+
+class Moderation(BaseModel):
+    """Stand-in for the moderation plugin's section: free-text examples a user wrote themselves, and categories
+    the user names, but for one the section declares its own (the audit trail shows the others hashed)."""
+
+    audit_public_keys: ClassVar[dict[str, frozenset[str]]] = {"categories": frozenset({"crypto"})}
+
+    categories: dict[str, Category] = Field(default_factory=dict)
     examples: list[str] = Field(default_factory=list)
 
 
@@ -176,7 +184,7 @@ def test_audit_rows_hold_paths_digest_actor_and_utc_time(store: SettingsStore) -
     assert [h.op for h in hist] == ["update", "update", "put"]
     assert [h.actor for h in hist] == ["ops", "user:alice", "user:alice"]
     assert hist[2].changed == ("moderation.categories.crypto.block", "moderation.examples")  # defaults too
-    assert hist[1].changed == ("moderation.categories.gambling.block",)
+    assert hist[1].changed == (f"moderation.categories.{name_hash('gambling')}.block",)  # a name the user chose
     assert hist[0].changed == ("guard.disabled_detectors", "guard.shadow", "guard.thresholds.pii")
     assert [h.digest for h in hist] == [_sha(c.settings), _sha(b.settings), _sha(a.settings)]
     assert all(h.at.tzinfo == UTC for h in hist)
@@ -233,11 +241,18 @@ def test_database_errors_never_echo_values(store: SettingsStore, db: Path) -> No
     assert not isinstance(err2.value, VersionConflictError) and SECRET not in str(err2.value.__cause__)
 
 
+class _Section(BaseModel):
+    b: list[int] = Field(default_factory=list)
+    x: int = 0
+    n: int | bool = 0
+
+
 def test_changed_paths_reports_containers_not_elements() -> None:
-    assert changed_paths({"a": {"b": [1, 2]}}, {"a": {"b": [1, 3]}}) == ["a.b"]
-    assert changed_paths({"a": {"x": 1}}, {"a": {"x": 1}}) == []
-    assert changed_paths({}, {"g": {}}) == ["g"]
-    assert changed_paths({"a": {"n": 1}}, {"a": {"n": True}}) == ["a.n"]
+    models = {"a": _Section, "g": _Section}
+    assert changed_paths({"a": {"b": [1, 2]}}, {"a": {"b": [1, 3]}}, models) == ["a.b"]
+    assert changed_paths({"a": {"x": 1}}, {"a": {"x": 1}}, models) == []
+    assert changed_paths({}, {"g": {}}, models) == ["g"]
+    assert changed_paths({"a": {"n": 1}}, {"a": {"n": True}}, models) == ["a.n"]
 
 
 # -- section validation ---------------------------------------------------------------------------------------
