@@ -32,10 +32,20 @@ log = logging.getLogger("railguard.agents")
 _HARM = "harm"
 _SENTENCES = re.compile(r"(?<=[.!?])\s+")
 _CLOSING = re.compile(r"\b(?:thanks|thank you|thx|ty|please|pls|plz)\b", re.I)
-#: Sentences after a command that are only thanks, please or a smiley ("unblock crypto spam. Thanks!"): nothing rides.
-_CLOSING_SENTENCES = re.compile(
-    r"(?<=[.!?])(?:\s+(?:(?:thanks|thank you|thx|ty|please|pls|plz|cheers)(?:\s+(?:so much|very much|a lot))?"
-    r"|[:;]-?[()DPp]|<3)(?:[\s.!?,]*(?:[:;]-?[()DPp]|<3))*[.!?]*)+\s*$", re.I)
+#: A sentence that is only thanks, please or a smiley ("Thanks!", "Thank you so much :)"): it carries nothing. No
+#: two parts can match the same characters (a smiley starts with ":", ";" or "<", never a separator), so a miss
+#: fails fast: an overlapping form backtracked exponentially over " :)" repeated (review of session 35).
+_CLOSING_ONLY = re.compile(
+    r"(?:(?:thanks|thank you|thx|ty|please|pls|plz|cheers)(?:\s+(?:so much|very much|a lot))?|[:;]-?[()DPp]|<3)"
+    r"(?:[\s.!?,]+(?:[:;]-?[()DPp]|<3))*[\s.!?,]*", re.I)
+
+
+def _without_closing(text: str) -> str:
+    """`text` less its trailing sentences that only thank or smile ("unblock crypto spam. Thanks!")."""
+    sentences = _SENTENCES.split(text)
+    while len(sentences) > 1 and _CLOSING_ONLY.fullmatch(sentences[-1]):
+        sentences.pop()
+    return " ".join(sentences)
 
 
 def _moderation_backend(store: Any) -> Any:
@@ -77,7 +87,7 @@ class CommandDetector(BaseDetector):
         nothing). The Guard then applies the command and judges the message again under the settings it left."""
         if request.stage is not Stage.INPUT or not request.messages or request.messages[-1].role != "user":
             return False
-        text = _CLOSING_SENTENCES.sub("", request.text.strip())
+        text = _without_closing(request.text.strip())
         if len(_SENTENCES.split(text)) != 1 or _CLOSING.sub("", split_moderation(text)[1]).strip(" \t.,;:!?"):
             return False  # one sentence that is all moderation: nothing else rides on the lifted block
         try:

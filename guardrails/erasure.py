@@ -30,13 +30,16 @@ from .errors import DetectorError, ErasureBusyError, InvalidInputError, StoreErr
 from .guard_types import DetectorSlot
 from .text import check_id
 
-__all__ = ["POLL_S", "DetectorForgetter", "ErasureMethods", "UserGate", "erase_user_data", "gate_for"]
+__all__ = ["FORGET_WAIT_S", "POLL_S", "DetectorForgetter", "ErasureMethods", "UserGate", "erase_user_data", "gate_for"]
 
 warn_log = logging.getLogger("railguard.guard")
 
 Key = tuple[str, str]  # (tenant_id, user_id)
 #: at most this often a gate asks its store whether another process erased a user
 POLL_S = 5.0
+#: How long a check waits for another thread's listeners to drop what an erasure elsewhere left cached (they clear
+#: caches: milliseconds). Bounded: a listener that itself waits for a check on another thread must not hang both.
+FORGET_WAIT_S = 2.0
 
 
 class _Strong:
@@ -60,8 +63,8 @@ class UserGate:
         self._mark: int | None = None  # the newest erasure in the store's log this gate has accounted for
         self._next_poll = 0.0
         self._unsure = False  # a first look failed while checks went on: the first answer counts as news
-        self._poll_lock = threading.RLock()  # re-entrant: a listener may run a check, which asks `poll_due`
-        self._polling = False  # a poll is looking now: checks wait for it (its listeners included)
+        self._poll_lock = threading.Lock()
+        self._forgetter: int | None = None  # the thread whose listeners drop an erasure elsewhere's caches now
 
     def add_listener(self, forget: Callable[[str | None, str | None], object]) -> Callable[[], None]:
         """Call ``forget(tenant_id, user_id)`` on every erasure through this gate, before the store's rows go:
@@ -94,7 +97,7 @@ class UserGate:
             return [fn for r in self._listeners if (fn := r()) is not None]
 
     def poll_due(self) -> bool:
-        return self._polling or time.monotonic() >= self._next_poll
+        return self._forgetter is not None or time.monotonic() >= self._next_poll
 
     def poll(self, store: Any) -> bool:
         """At most every `POLL_S` s: if another process (another store object) erased a user since the last
@@ -104,25 +107,40 @@ class UserGate:
         if not callable(since):
             self._next_poll = math.inf  # no erasure log to ask (no store, or another kind): never due
             return False
-        # A check that comes while another thread polls waits here until that poll and its listeners are done, so
-        # it never reads a cache an erasure it found is about to drop (the lock was once released first).
-        with self._poll_lock:
+        # A check that comes while another thread's listeners forget waits for them (bounded), so it never reads a
+        # cache they are about to drop (the poll once released its lock first and checks went on). The store is
+        # read with no check waiting: a slow or hung read must not stall every check of the process.
+        me = threading.get_ident()
+        if self._forgetter not in (None, me):
+            with self._cond:
+                self._cond.wait_for(lambda: self._forgetter is None, timeout=FORGET_WAIT_S)
+            return False
+        if not self._poll_lock.acquire(blocking=False):
+            return False  # another thread is reading the store now (or this one, from a listener)
+        try:
             if time.monotonic() < self._next_poll:
                 return False
-            self._next_poll, self._polling = time.monotonic() + POLL_S, True
-            try:
-                got = since(self._mark)
-                if got is None:
-                    # checks go on meanwhile: once it answers, what they cached may be an erased user's
-                    self._unsure = self._unsure or self._mark is None
-                    return False
-                self._mark, foreign = got
-                foreign, self._unsure = foreign or self._unsure, False
-                if foreign:  # a failure is logged; the next erasure tries again
-                    tell_listeners(self.listeners(), None, None, set())
-                return bool(foreign)
-            finally:
-                self._polling = False
+            self._next_poll = time.monotonic() + POLL_S
+            got = since(self._mark)
+            if got is None:
+                # checks go on meanwhile: once it answers, what they cached may be an erased user's
+                self._unsure = self._unsure or self._mark is None
+                return False
+            self._mark, foreign = got
+            foreign, self._unsure = foreign or self._unsure, False
+            if not foreign:
+                return False
+            with self._cond:
+                self._forgetter = me
+        finally:
+            self._poll_lock.release()
+        try:
+            tell_listeners(self.listeners(), None, None, set())  # a failure is logged; the next erasure tries again
+        finally:
+            with self._cond:
+                self._forgetter = None
+                self._cond.notify_all()
+        return True
 
     def in_flight(self, key: Key) -> int:
         """How many checks of this user are running now."""

@@ -190,12 +190,12 @@ class FusedProbeHook:
                             self._scored.move_to_end(key)
                             while len(self._scored) > self.max_sessions:
                                 self._scored.popitem(last=False)
-                self.last_findings = findings
                 decision = Decision(action=Action.BLOCK if blocked else Action.ALLOW, stage=Stage.INPUT,
                                     findings=tuple(findings), user_id=user_id, session_id=session_id,
                                     shadow=who.shadow)
-                self.last_decision = decision  # shared across threads: raise this request's own, not a re-read
-                self._last_tenant = who.tenant_id  # a Decision names no tenant: whose it is, for forget_user
+                with self._lock:  # together: a forget_user between them kept an erased user's verdict
+                    # (a Decision names no tenant: `_last_tenant` says whose it is, for forget_user)
+                    self.last_findings, self.last_decision, self._last_tenant = findings, decision, who.tenant_id
                 if blocked and not who.shadow:
                     from guardrails.models.chat import PrefillBlocked
 

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel
 
 from ..decision import name_hash
-from ..errors import safe_segment
+from ..errors import ConfigError, safe_segment
 
 #: The class attribute a section model declares its public mapping keys in.
 PUBLIC_KEYS_ATTR = "audit_public_keys"
@@ -54,6 +54,15 @@ def _shape(annotation: Any) -> Any:
     return None
 
 
+def _public(model: type[BaseModel], field: str) -> frozenset[str] | str:
+    """What `model` declares public among `field`'s keys: a set of names, or `IDENTIFIER_KEYS`. Anything else is a
+    plugin's mistake, refused (a string was read as a set of its substrings: "toxic-and-more" showed "and")."""
+    public = getattr(model, PUBLIC_KEYS_ATTR, {}).get(field, frozenset())
+    if public == IDENTIFIER_KEYS or (isinstance(public, frozenset | set) and all(isinstance(k, str) for k in public)):
+        return public if isinstance(public, str) else frozenset(public)
+    raise ConfigError(f"{model.__name__}.{PUBLIC_KEYS_ATTR}[{field!r}] must be a set of names or IDENTIFIER_KEYS")
+
+
 def _step(shape: Any, key: object) -> tuple[str, Any]:
     """The segment for `key` under `shape`, and the shape of its value."""
     text = str(key)
@@ -63,8 +72,7 @@ def _step(shape: Any, key: object) -> tuple[str, Any]:
             return name_hash(text), None
         below = _shape(field.annotation)
         if isinstance(below, _Map):
-            public = getattr(shape, PUBLIC_KEYS_ATTR, {}).get(text, frozenset())
-            below = replace(below, public=public)
+            below = replace(below, public=_public(shape, text))
         return text, below
     if isinstance(shape, _Map):
         if shape.public == IDENTIFIER_KEYS:

@@ -318,3 +318,25 @@ def test_a_category_blocked_in_chat_can_be_unblocked_in_chat(tmp_path):
             assert d.action is Action.BLOCK and s.get("default", user).version == before, d
     finally:
         s.close()
+
+
+def test_closing_sentences_are_dropped_in_linear_time():
+    """Review of session 35: the first form of the closing-sentence pattern backtracked exponentially over " :)"
+    repeated (22 smileys: 1.8 s, 30: minutes), and `lifts` runs it on every blocked message. A guard against a hang,
+    not a speed target: the old form would not finish 2**60 steps in this bound."""
+    import threading
+
+    from agents.plugin import _without_closing
+
+    assert _without_closing("unblock crypto spam. Thanks!") == "unblock crypto spam."
+    assert _without_closing("unblock crypto spam! Thank you so much :)") == "unblock crypto spam!"
+    assert _without_closing("unblock crypto spam. Thanks. Cheers! :P") == "unblock crypto spam."
+    for kept in ("unblock crypto spam. Thanks! Buy BTC now", "unblock crypto spam. Please buy BTC",
+                 "Thanks! unblock crypto spam", "unblock crypto spam :)"):
+        assert _without_closing(kept) == kept
+    out: list[str] = []
+    hostile = "unblock crypto spam." + " :)" * 60 + " x"
+    worker = threading.Thread(target=lambda: out.append(_without_closing(hostile)), daemon=True)
+    worker.start()
+    worker.join(30)
+    assert out == [hostile]

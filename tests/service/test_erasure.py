@@ -458,3 +458,46 @@ def test_a_check_waits_for_a_poll_that_found_an_erasure_to_finish_forgetting(tmp
         checker.join(10)
         assert done.is_set() and not poller.is_alive()
         assert set(b.cache) >= {("default", "dave")} and ("default", "carol") not in b.cache
+
+
+def test_a_listener_waiting_on_another_threads_check_and_a_slow_store_read_stall_nothing(tmp_path, monkeypatch):
+    """Follow-up review (session 35): waiting for the poll's lock deadlocked a listener that waits for a check on
+    another thread (the check waited for the listener), and made every check wait while one poll read the store.
+    Now checks wait only while listeners run, and at most `FORGET_WAIT_S`; the store is read with none waiting."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from guardrails import erasure
+
+    monkeypatch.setattr(erasure, "FORGET_WAIT_S", 0.3)
+    db = tmp_path / "shared.db"
+    with SettingsStore(db) as store_a, SettingsStore(db) as store_b, ThreadPoolExecutor(1) as pool:
+        guard_a, guard_b = Guard([_Caching()], store=store_a), Guard([_Caching()], store=store_b)
+        guard_b.on_erase(lambda t, u: pool.submit(guard_b.check, "from a worker", user_id="w").result(10)
+                         if t is None else None)
+        guard_a.erase_user("carol")
+        _poll_now(guard_b)
+        poller = threading.Thread(target=guard_b.poll_erasures)
+        poller.start()
+        poller.join(10)
+        assert not poller.is_alive()  # the worker's check waited its bound, then went on
+
+        reading, release, done = threading.Event(), threading.Event(), threading.Event()
+        real = store_b.erasures_since
+
+        def slow_since(mark):
+            reading.set()
+            assert release.wait(10)
+            return real(mark)
+
+        monkeypatch.setattr(store_b, "erasures_since", slow_since)
+        guard_a.erase_user("dave")
+        _poll_now(guard_b)
+        poller = threading.Thread(target=guard_b.poll_erasures)
+        poller.start()
+        assert reading.wait(10)
+        threading.Thread(target=lambda: (guard_b.check("x", user_id="erin"), done.set())).start()
+        assert done.wait(10)  # not held by the read in progress
+        release.set()
+        poller.join(10)
+        assert not poller.is_alive()

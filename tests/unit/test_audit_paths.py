@@ -111,3 +111,21 @@ def test_the_guards_and_the_services_log_lines_hold_the_hash(tmp_path, caplog) -
     assert decisions and decisions[0]["findings"][0]["category"] == name_hash("posts-about-jane-doe")
     assert checks and checks[0]["findings"] == ["harm/" + name_hash("posts-about-jane-doe")]
     assert "jane" not in caplog.text + json.dumps(checks)
+
+
+def test_a_public_keys_declaration_that_is_not_a_set_of_names_is_refused() -> None:
+    """Follow-up review: a string other than IDENTIFIER_KEYS was tested by substring, so keys inside it showed."""
+    import pytest
+
+    from guardrails.errors import ConfigError
+
+    class Typo(BaseModel):
+        audit_public_keys: ClassVar[dict[str, object]] = {"rules": "toxic-and-more"}
+        rules: dict[str, Rule] = Field(default_factory=dict)
+
+    for bad in ("toxic-and-more", "identifier", ["toxic"], frozenset({1})):
+        Typo.audit_public_keys = {"rules": bad}
+        with pytest.raises(ConfigError, match="must be a set of names"):
+            changed_paths({}, {"t": {"rules": {"and": {"on": True}}}}, {"t": Typo})
+    Typo.audit_public_keys = {"rules": {"and"}}  # a plain set is a set of names too
+    assert changed_paths({}, {"t": {"rules": {"and": {"on": True}}}}, {"t": Typo}) == ["t.rules.and.on"]
