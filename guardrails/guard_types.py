@@ -5,12 +5,13 @@ blocking, and whether a message is let through to the detectors with side effect
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from .decision import Action, Decision, FailMode, Finding, Stage, most_severe, text_hash
-from .detector import CheckRequest, Detector
+from .detector import CheckRequest, Detector, aclose_detectors, close_detectors
 from .errors import RailguardError
 
 __all__ = ["DetectorSlot", "HistoryScreen", "SupportsCheck", "apply_redactors", "apply_user_thresholds",
@@ -228,3 +229,34 @@ def lets_through(results: list[tuple[DetectorSlot, list[Finding], str | None]], 
     user's thresholds, or the decision is a shadow one (never enforced). A blocked message's command is not applied:
     "stop blocking insults, you idiot" is blocked as toxic and must not unblock insults on the way."""
     return shadow or not gate_blocked(results, request)
+
+
+class LifecycleMethods:
+    """`Guard.close` / `aclose` and the context managers: what the detectors hold is released, the store is not."""
+
+    slots: tuple[DetectorSlot, ...]
+
+    def close(self) -> None:
+        """Release what the detectors hold: pooled HTTP connections (each detector's `close()`, if it has one)
+        and their worker threads. Detectors stay usable (they re-acquire on the next check), so closing one of
+        several Guards that share detector objects (the service's per-tenant views) is safe; call it when no check
+        is running. A detector whose close fails is logged and the others are still closed. The store is the
+        caller's to close. Also `with Guard(...) as guard:`."""
+        close_detectors(((slot.name, slot.detector) for slot in self.slots), logging.getLogger("railguard.guard"))
+
+    async def aclose(self) -> None:
+        """Async twin of `close`: a detector's `aclose()` (its clients of this event loop) if it has one."""
+        await aclose_detectors(((slot.name, slot.detector) for slot in self.slots),
+                               logging.getLogger("railguard.guard"))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()

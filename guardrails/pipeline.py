@@ -24,16 +24,15 @@ from .detector import (
     Message,
     PluginContext,
     Redactor,
-    aclose_detectors,
     build_detectors,
     build_registered_detectors,
-    close_detectors,
 )
 from .erasure import DetectorForgetter, ErasureMethods, gate_for
 from .errors import ConfigError, InvalidInputError
 from .guard_types import (
     DetectorSlot,
     HistoryScreen,
+    LifecycleMethods,
     SupportsCheck,
     after_command,
     apply_redactors,
@@ -66,7 +65,7 @@ def _count(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-class Guard(ErasureMethods):
+class Guard(ErasureMethods, LifecycleMethods):
     """Run detectors on one message and return a Decision.
 
     Args:
@@ -375,31 +374,6 @@ class Guard(ErasureMethods):
             (i, await guard.acheck(text, user_id=user_id, session_id=session_id, stage=stage))
             for i, text, stage in history_checks(messages, include_last)]
         return HistoryScreen.of(messages, found)
-
-    # ---- lifecycle ---------------------------------------------------------------------------
-    def close(self) -> None:
-        """Release what the detectors hold: pooled HTTP connections (each detector's `close()`, if it has one)
-        and their worker threads. Detectors stay usable (they re-acquire on the next check), so closing one of
-        several Guards that share detector objects (the service's per-tenant views) is safe; call it when no check
-        is running. A detector whose close fails is logged and the others are still closed. The store is the
-        caller's to close. Also `with Guard(...) as guard:`."""
-        close_detectors(((slot.name, slot.detector) for slot in self.slots), warn_log)
-
-    async def aclose(self) -> None:
-        """Async twin of `close`: a detector's `aclose()` (its clients of this event loop) if it has one."""
-        await aclose_detectors(((slot.name, slot.detector) for slot in self.slots), warn_log)
-
-    def __enter__(self) -> Guard:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Guard:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
 
     # ---- integrations ------------------------------------------------------------------------
     def wrap(self, runnable: Any, **kwargs: Any) -> GuardedRunnable:

@@ -31,8 +31,14 @@ def parse_label(text: str, labels: Sequence[str]) -> str:
         if low == lab.lower():
             return lab
     # a label is named as a whole word: "spam" is not named inside "crypto-spam" (a user category's name)
-    said = {lab for lab in labels for m in re.finditer(rf"(?<![\w-]){re.escape(lab.lower())}(?![\w-])", low)
-            if not _NEGATED.search(low[: m.start()])}
+    said: set[str] = set()
+    for lab in labels:  # the negation right before a mention only; a label said once un-negated counts
+        for m in re.finditer(rf"(?<![\w-]){re.escape(lab.lower())}(?![\w-])", low):
+            if not _NEGATED.search(low, max(0, m.start() - _NEGATION_CHARS), m.start()):
+                said.add(lab)
+                break  # (a reply naming one label 100,000 times rescanned the reply before each: quadratic)
+        if len(said) > 1:
+            break
     if len(said) == 1:
         return said.pop()
     if said:  # "spam? No. benign": guessing would be a coin flip the fail mode should decide instead
@@ -41,6 +47,8 @@ def parse_label(text: str, labels: Sequence[str]) -> str:
 
 
 _NEGATED = re.compile(r"(?:\bnot|\bno|n't|\bnever)\s+(?:a\s+|an\s+|the\s+)?$")
+#: how far before a mention a negation is looked for ("not ", "isn't the " and the spaces between)
+_NEGATION_CHARS = 64
 
 
 def one_hot(label: str, labels: Sequence[str]) -> dict[str, float]:

@@ -125,7 +125,11 @@ async def erase_user(request: Request, user_id: str = Depends(user_id_param),
     # decoded path, where a literal and an encoded "/" cannot be told apart (refused rather than guessed)
     raw = request.scope.get("raw_path")
     path = re.sub(r"%2[Ff]", "\x00", bytes(raw).decode("latin-1")) if raw else request.scope.get("path", "")
-    if re.search(r"/v1/users/.+/settings/[^/]+/erase/?$", unquote(path)):
+    # "/v1/users/<one or more characters>/settings/<section>/erase": the tail by regex, the prefix by `in` (an
+    # unanchored "/v1/users/.+" backtracked from every "/v1/users/" of a long path: quadratic; review, session 35)
+    decoded = unquote(path)
+    tail = re.search(r"/settings/[^/]+/erase/?$", decoded)
+    if tail and "/v1/users/" in decoded[:max(0, tail.start() - 1)]:
         # `{user_id:path}`: ".../alice/settings/moderation/erase" is a section operation named "erase", not an
         # erasure of user "alice/settings/moderation" (whose id the client sends percent-encoded)
         raise ApiError(404, "unknown_operation", "this path names a section operation; to erase a user whose id "

@@ -248,6 +248,26 @@ def test_langchain_adapter_with_fake_chat_model(bank):
         be.score(["x"], P.ModerationProfile())
 
 
+def test_parse_label_costs_in_proportion_to_the_reply():
+    """Review of session 35: each mention of a label searched the whole reply before it for a negation, so a reply
+    repeating a label (an endpoint's reply may hold 1 MiB) cost quadratic time: 30,000 characters 5.7 s. A ratio
+    measured in one run (best of three): ten times the reply must not cost anywhere near a hundred times as much."""
+    labels = ["benign", "spam", "toxic"]
+
+    def best(n: int) -> float:
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            assert parse_label("not spam " * n + "benign", labels) == "benign"
+            with pytest.raises(DetectorError, match="several labels"):
+                parse_label("spam " * n + "toxic", labels)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    small, large = best(1_000), best(10_000)
+    assert large < 20 * small + 0.005, (small, large)
+
+
 def test_parse_label():
     labels = ["benign", "spam", "crypto_shill"]
     assert parse_label('{"label": "crypto_shill"}', labels) == "crypto_shill"

@@ -72,3 +72,22 @@ def test_cost_does_not_grow_with_the_sentences_before_the_tail():
 
     small, large = best("ab. " * 2_000), best("ab. " * 20_000)
     assert large < 20 * small + 0.002, (small, large)
+
+
+def test_cost_does_not_grow_with_a_run_of_newlines_before_the_tail():
+    """Review of session 35: every newline of a whitespace run was an end, and each scanned the run forwards and
+    back ("hi" + "\\n" * 10,000 + "b": 3.7 s; 100,000: 394 s, before the model ran). A ratio in one run, as above."""
+    import time
+
+    def best(text: str) -> float:
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            cuts = sentence_prefixes(text)
+            times.append(time.perf_counter() - t0)
+        assert cuts == ["hi"]
+        return min(times)
+
+    for unit in ("\n", "\n     ", " \n\t"):
+        small, large = best("hi" + unit * 2_000 + "b"), best("hi" + unit * 20_000 + "b")
+        assert large < 20 * small + 0.002, (unit, small, large)
