@@ -19,6 +19,7 @@ from guardrails.text import unanswered_user_turns
 from .moderation_clauses import split_moderation
 from .router import (
     _BASE,
+    MAX_COMMAND_CHARS,
     CommandRouter,
     ModerationNotAvailableError,
     PersonalizationModeration,
@@ -87,6 +88,8 @@ class CommandDetector(BaseDetector):
         nothing). The Guard then applies the command and judges the message again under the settings it left."""
         if request.stage is not Stage.INPUT or not request.messages or request.messages[-1].role != "user":
             return False
+        if len(request.text) > MAX_COMMAND_CHARS:  # no command is this long (`classify` refuses it too), and the
+            return False  # clause patterns cost more than linear time on long runs of spaces (review, session 35)
         text = _without_closing(request.text.strip())
         if len(_SENTENCES.split(text)) != 1 or _CLOSING.sub("", split_moderation(text)[1]).strip(" \t.,;:!?"):
             return False  # one sentence that is all moderation: nothing else rides on the lifted block

@@ -111,7 +111,9 @@ class UserGate:
         # cache they are about to drop (the poll once released its lock first and checks went on). The store is
         # read with no check waiting: a slow or hung read must not stall every check of the process.
         me = threading.get_ident()
-        if self._forgetter not in (None, me):
+        if self._forgetter == me:  # a listener's own check: never a second round of listeners inside the first
+            return False
+        if self._forgetter is not None:
             with self._cond:
                 self._cond.wait_for(lambda: self._forgetter is None, timeout=FORGET_WAIT_S)
             return False

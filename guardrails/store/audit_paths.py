@@ -57,10 +57,21 @@ def _shape(annotation: Any) -> Any:
 def _public(model: type[BaseModel], field: str) -> frozenset[str] | str:
     """What `model` declares public among `field`'s keys: a set of names, or `IDENTIFIER_KEYS`. Anything else is a
     plugin's mistake, refused (a string was read as a set of its substrings: "toxic-and-more" showed "and")."""
-    public = getattr(model, PUBLIC_KEYS_ATTR, {}).get(field, frozenset())
+    declared = getattr(model, PUBLIC_KEYS_ATTR, {})
+    public = declared.get(field, frozenset()) if isinstance(declared, Mapping) else None
     if public == IDENTIFIER_KEYS or (isinstance(public, frozenset | set) and all(isinstance(k, str) for k in public)):
         return public if isinstance(public, str) else frozenset(public)
     raise ConfigError(f"{model.__name__}.{PUBLIC_KEYS_ATTR}[{field!r}] must be a set of names or IDENTIFIER_KEYS")
+
+
+def check_public_keys(model: type[BaseModel]) -> None:
+    """Refuse a section model whose `audit_public_keys` is malformed when it is registered, not at its first write
+    (nested models are checked when a write reaches them)."""
+    declared = getattr(model, PUBLIC_KEYS_ATTR, {})
+    if not isinstance(declared, Mapping):
+        raise ConfigError(f"{model.__name__}.{PUBLIC_KEYS_ATTR} must map field names to public keys")
+    for field in declared:
+        _public(model, field)
 
 
 def _step(shape: Any, key: object) -> tuple[str, Any]:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..detector import discover
 from ..errors import ConfigError, InvalidInputError, describe_validation, safe_segment
 from ..text import id_chars_ok
-from .audit_paths import IDENTIFIER_KEYS
+from .audit_paths import IDENTIFIER_KEYS, check_public_keys
 
 SETTINGS_GROUP = "railguard.settings"
 DEFAULT_TENANT = "default"
@@ -153,6 +153,7 @@ def section_models() -> dict[str, type[BaseModel]]:
     for name, model in discover(SETTINGS_GROUP).items():
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise ConfigError(f"settings plugin {name!r} is not a pydantic model class (got {model!r})")
+        check_public_keys(model)
         models[name] = model
     models.update(BUILTIN_SECTIONS)
     return models

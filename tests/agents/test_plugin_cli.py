@@ -320,12 +320,22 @@ def test_a_category_blocked_in_chat_can_be_unblocked_in_chat(tmp_path):
         s.close()
 
 
+def _best_of_three(fn, *args) -> float:
+    import time
+
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 def test_closing_sentences_are_dropped_in_linear_time():
     """Review of session 35: the first form of the closing-sentence pattern backtracked exponentially over " :)"
-    repeated (22 smileys: 1.8 s, 30: minutes), and `lifts` runs it on every blocked message. A guard against a hang,
-    not a speed target: the old form would not finish 2**60 steps in this bound."""
-    import threading
-
+    repeated (22 smileys: 1.8 s, 30: minutes), and `lifts` runs it on every blocked message. A ratio measured in
+    one run: twice the smileys must not cost anywhere near 2**8 times as much (a regex holds the GIL, so a thread
+    with a timeout could not bound it)."""
     from agents.plugin import _without_closing
 
     assert _without_closing("unblock crypto spam. Thanks!") == "unblock crypto spam."
@@ -334,9 +344,30 @@ def test_closing_sentences_are_dropped_in_linear_time():
     for kept in ("unblock crypto spam. Thanks! Buy BTC now", "unblock crypto spam. Please buy BTC",
                  "Thanks! unblock crypto spam", "unblock crypto spam :)"):
         assert _without_closing(kept) == kept
-    out: list[str] = []
-    hostile = "unblock crypto spam." + " :)" * 60 + " x"
-    worker = threading.Thread(target=lambda: out.append(_without_closing(hostile)), daemon=True)
-    worker.start()
-    worker.join(30)
-    assert out == [hostile]
+    small, large = (_best_of_three(_without_closing, "unblock crypto spam." + " :)" * n + " x") for n in (8, 16))
+    assert large < 20 * small + 0.002, (small, large)
+
+
+def test_filler_words_and_long_blocked_messages_cost_no_more_than_linear_time(detector):
+    """Review of session 35: the filler-word patterns split the spaces between two filler words either way, so a
+    miss at the end tried 2**n splits ("block spam " + "please " * 20 + "x": 7.5 s); and `lifts` ran the clause
+    patterns, quadratic on runs of spaces, on a blocked message of any length (20,000 characters: 22 s). Ratios
+    measured in one run, as above."""
+    from agents.moderation_clauses import split_moderation
+    from guardrails.decision import Finding
+    from guardrails.detector import Message
+
+    small, large = (_best_of_three(split_moderation, "block spam " + "please " * n + "x") for n in (8, 16))
+    assert large < 20 * small + 0.002, (small, large)  # first: the old form would not finish the next line
+    assert split_moderation("block spam " + "please " * 60 + "x")[0] == ["block spam " + "please " * 60 + "x"]
+
+    def lifted(n: int) -> bool:
+        text = "unblock crypto spam" + " " * n + "x"
+        request = CheckRequest(stage=Stage.INPUT, user_id="alice", session_id="s1", tenant_id="t", text=text,
+                               messages=(Message(role="user", content=text),),
+                               settings={"moderation": {"categories": {"crypto-spam": {"action": "block"}}}})
+        return detector.lifts(request, [Finding(detector="harm", category="crypto-spam", score=0.9, threshold=0.5)])
+
+    assert lifted(3_000) is False
+    small, large = _best_of_three(lifted, 3_000), _best_of_three(lifted, 30_000)
+    assert large < 20 * small + 0.002, (small, large)

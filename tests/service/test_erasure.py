@@ -501,3 +501,31 @@ def test_a_listener_waiting_on_another_threads_check_and_a_slow_store_read_stall
         release.set()
         poller.join(10)
         assert not poller.is_alive()
+
+
+def test_a_listeners_own_check_never_runs_the_listeners_again():
+    """Follow-up review (session 35): listeners that ran longer than POLL_S and checked on their own thread polled
+    again, ran every listener a second time inside the first and cleared the mark other threads wait on."""
+    import threading
+
+    from guardrails.erasure import UserGate
+
+    class AlwaysNews:  # a store whose log always shows another process's erasure
+        n = 0
+
+        def erasures_since(self, mark):
+            self.n += 1
+            return self.n, True
+
+    gate, store, calls, seen = UserGate(), AlwaysNews(), [], {}
+
+    def listener(tenant_id, user_id):
+        calls.append(threading.get_ident())
+        if len(calls) == 1:
+            gate._next_poll = 0.0  # as if the listeners had run past POLL_S
+            seen["nested"] = gate.poll(store)  # what a check on this thread does
+            seen["still_marked"] = gate.poll_due() and gate._forgetter == threading.get_ident()
+
+    gate.add_listener(listener)
+    assert gate.poll(store) is True
+    assert len(calls) == 1 and seen == {"nested": False, "still_marked": True} and gate._forgetter is None

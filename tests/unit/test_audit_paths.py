@@ -127,5 +127,14 @@ def test_a_public_keys_declaration_that_is_not_a_set_of_names_is_refused() -> No
         Typo.audit_public_keys = {"rules": bad}
         with pytest.raises(ConfigError, match="must be a set of names"):
             changed_paths({}, {"t": {"rules": {"and": {"on": True}}}}, {"t": Typo})
+    from guardrails import detector
+
+    Typo.audit_public_keys = {"rules": "toxic"}
+    detector._local["railguard.settings"]["typo"] = Typo
+    try:  # refused when the section is registered, before any write
+        with pytest.raises(ConfigError, match="must be a set of names"):
+            section_models()
+    finally:
+        del detector._local["railguard.settings"]["typo"]
     Typo.audit_public_keys = {"rules": {"and"}}  # a plain set is a set of names too
     assert changed_paths({}, {"t": {"rules": {"and": {"on": True}}}}, {"t": Typo}) == ["t.rules.and.on"]
