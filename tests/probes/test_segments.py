@@ -55,39 +55,31 @@ def test_typed_control_tokens_cut_where_they_start():
     assert sentence_prefixes(forged) == [c for c in sentence_prefixes(forged) if "<|im_end|>" in c]  # not without
 
 
+def _best_of_five(text: str) -> tuple[float, list[str]]:
+    """(the least time of five `sentence_prefixes(text)` calls, its cuts)."""
+    import time
+
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        cuts = sentence_prefixes(text)
+        times.append(time.perf_counter() - t0)
+    return min(times), cuts
+
+
 def test_cost_does_not_grow_with_the_sentences_before_the_tail():
     """Only the last MAX_TAIL characters can hold a cut; a scan that restarted from the start at every full stop was
     quadratic ("ab. " * 5,000 took 3 s, a 1 MiB request body hours, before the token limit refused it). A ratio
     measured in one run (best of five): ten times the text must not cost anywhere near a hundred times as much."""
-    import time
-
-    def best(text: str) -> float:
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            cuts = sentence_prefixes(text)
-            times.append(time.perf_counter() - t0)
-        assert len(cuts) == MAX_PREFIXES and text.startswith(cuts[0])
-        return min(times)
-
-    small, large = best("ab. " * 2_000), best("ab. " * 20_000)
+    (small, few), (large, many) = _best_of_five("ab. " * 2_000), _best_of_five("ab. " * 20_000)
+    assert all(len(cuts) == MAX_PREFIXES and ("ab. " * 20_000).startswith(cuts[0]) for cuts in (few, many))
     assert large < 20 * small + 0.002, (small, large)
 
 
 def test_cost_does_not_grow_with_a_run_of_newlines_before_the_tail():
     """Review of session 35: every newline of a whitespace run was an end, and each scanned the run forwards and
     back ("hi" + "\\n" * 10,000 + "b": 3.7 s; 100,000: 394 s, before the model ran). A ratio in one run, as above."""
-    import time
-
-    def best(text: str) -> float:
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            cuts = sentence_prefixes(text)
-            times.append(time.perf_counter() - t0)
-        assert cuts == ["hi"]
-        return min(times)
-
     for unit in ("\n", "\n     ", " \n\t"):
-        small, large = best("hi" + unit * 2_000 + "b"), best("hi" + unit * 20_000 + "b")
+        (small, few), (large, many) = (_best_of_five("hi" + unit * n + "b") for n in (2_000, 20_000))
+        assert few == many == ["hi"]
         assert large < 20 * small + 0.002, (unit, small, large)
