@@ -32,12 +32,13 @@ log = logging.getLogger("railguard.agents")
 #: The detector that enforces the `moderation` section this plugin's moderation commands write.
 _HARM = "harm"
 _SENTENCES = re.compile(r"(?<=[.!?])\s+")
-_CLOSING = re.compile(r"\b(?:thanks|thank you|thx|ty|please|pls|plz)\b", re.I)
+_CLOSING_WORDS = r"thanks|thank you|thx|ty|please|pls|plz"
+_CLOSING = re.compile(rf"\b(?:{_CLOSING_WORDS})\b", re.I)
 #: A sentence that is only thanks, please or a smiley ("Thanks!", "Thank you so much :)"): it carries nothing. No
 #: two parts can match the same characters (a smiley starts with ":", ";" or "<", never a separator), so a miss
 #: fails fast: an overlapping form backtracked exponentially over " :)" repeated (review of session 35).
 _CLOSING_ONLY = re.compile(
-    r"(?:(?:thanks|thank you|thx|ty|please|pls|plz|cheers)(?:\s+(?:so much|very much|a lot))?|[:;]-?[()DPp]|<3)"
+    rf"(?:(?:{_CLOSING_WORDS}|cheers)(?:\s+(?:so much|very much|a lot))?|[:;]-?[()DPp]|<3)"
     r"(?:[\s.!?,]+(?:[:;]-?[()DPp]|<3))*[\s.!?,]*", re.I)
 
 

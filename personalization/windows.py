@@ -8,8 +8,8 @@ benign sentences scored toxic 0.08, allowed). Windows half-overlap, so a passage
 before: its first 128 tokens plus the character n-grams of the whole text), so messages that fit one window
 (nearly all chat messages, all but 7 of the 7,832 dev texts) cost and score exactly as before. A window is still
 a mean of up to 128 tokens: a short harmful sentence among benign ones is diluted inside its window (README,
-Limits); windows make sure it is read. The backend discounts the extra windows' scores for how many there are
-(`EmbeddingBackend.score_read`): a plain max over 14 windows flagged a quarter of long benign messages.
+Limits); windows make sure it is read. The extra windows' scores are discounted for how many there are
+(`worst_windows`): a plain max over 14 windows flagged a quarter of long benign messages.
 
 Cost grows with length, so a message is read up to `max_windows` windows (default 32: about 2,000 tokens or
 8,000 characters); the characters after that are reported as unread in the finding's explanation, never dropped

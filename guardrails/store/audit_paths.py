@@ -77,6 +77,8 @@ def check_public_keys(model: type[BaseModel]) -> None:
 def _step(shape: Any, key: object) -> tuple[str, Any]:
     """The segment for `key` under `shape`, and the shape of its value."""
     text = str(key)
+    if isinstance(shape, Mapping):  # the top level: section names, each described by its model
+        return safe_segment(text), shape.get(text)
     if isinstance(shape, type) and issubclass(shape, BaseModel):
         field = shape.model_fields.get(text)
         if field is None:  # not in the schema (data written before a field was dropped): maybe user text
@@ -104,22 +106,17 @@ def changed_paths(old: Mapping[str, Any], new: Mapping[str, Any],
         from .settings import section_models
 
         models = section_models()
-    return _diff(old, new, "", None, models)
+    return _diff(old, new, "", models)
 
 
-def _diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str, shape: Any,
-          models: Mapping[str, type[BaseModel]] | None) -> list[str]:
+def _diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str, shape: Any) -> list[str]:
     paths: list[str] = []
     for key in sorted(set(old) | set(new), key=str):
-        if models is not None:  # the top level: a section's shape is its model
-            segment, below = safe_segment(key), models.get(str(key))
-        else:
-            segment, below = _step(shape, key)
+        segment, below = _step(shape, key)
         path = prefix + segment
         a, b = old.get(key, _MISSING), new.get(key, _MISSING)
         if isinstance(a, Mapping | _Missing) and isinstance(b, Mapping | _Missing):
-            sub = _diff(a if isinstance(a, Mapping) else {}, b if isinstance(b, Mapping) else {}, path + ".",
-                        below, None)
+            sub = _diff(a if isinstance(a, Mapping) else {}, b if isinstance(b, Mapping) else {}, path + ".", below)
             paths.extend(sub or ([path] if a != b else []))  # an added/removed empty dict is still a change
         elif a != b or type(a) is not type(b):
             paths.append(path)

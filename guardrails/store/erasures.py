@@ -105,11 +105,12 @@ class ErasureLogMixin:
                 return newest, False
             if newest <= last:
                 return newest, newest < last or bool(filled)
-            missing = set(range(last + 1, newest + 1)) - set(ids)
-            if len(missing) <= _PENDING_MAX:  # a pruned stretch is not waited for (nor queried every poll)
-                self._pending.update(dict.fromkeys(missing, now))
+            n_missing = newest - last - len(ids)  # ids are distinct and in (last, newest]
+            if 0 < n_missing <= _PENDING_MAX:  # a pruned stretch is not waited for (nor queried every poll, nor
+                # built as a set of every id it lacks)
+                self._pending.update(dict.fromkeys(set(range(last + 1, newest + 1)) - set(ids), now))
             foreign = any(i not in self._own_erasures for i in ids)
-        return newest, foreign or bool(missing) or bool(filled)
+        return newest, foreign or n_missing > 0 or bool(filled)
 
     def _warn_once(self, what: str, exc: Exception) -> None:
         if what not in self._log_warned:
