@@ -197,7 +197,8 @@ def make_tools(router: CommandRouter, *, user_id: str, tenant_id: str = "default
                 try:  # only when there is one to end: serving a feed is not itself a settings change
                     if any(p.scope == "next_feed" for p in load_policy(router.store, tenant_id, user_id,
                                                                          session_id=session_id).preferences):
-                        mark_feed_served(router.store, tenant_id, user_id, actor=router.actor)
+                        mark_feed_served(router.store, tenant_id, user_id,
+                                         actor=router.actor_for("rec_policy.feed_served"))
                 except RailguardError as exc:  # the feed is served anyway; the preference ends with a later one
                     log.warning("could not end next-feed preferences (%s)", type(exc).__name__)
             note = f" ({feed.plan.explanation})" if feed.plan.relaxed or feed.plan.infeasible else ""

@@ -348,14 +348,20 @@ _FOR_EVERYONE = re.compile(
 
 
 class CommandRouter:
-    """Route + apply for exactly one (tenant, user). `store=None` -> classify and parse only (dry run)."""
+    """Route + apply for exactly one (tenant, user). `store=None` -> classify and parse only (dry run). ``actor``
+    names who the writes come from in the audit trail (`actor_for`)."""
 
     def __init__(self, parser: Any, store: SettingsStoreLike | None = None,
-                 moderation: ModerationBackend | None = None, *, actor: str = "rec-router") -> None:
+                 moderation: ModerationBackend | None = None, *, actor: str = "chat") -> None:
         self.parser = parser
         self.store = store
         self.moderation = moderation if moderation is not None else UnavailableModeration()
         self.actor = actor
+
+    def actor_for(self, operation: str) -> str:
+        """The audit trail's actor for one write: who asked (``chat``: the user's own message, by default) and what
+        it did, in the CLI's ``cli:<section>.<operation>`` shape, e.g. ``chat:moderation.block``."""
+        return f"{self.actor}:{operation}"
 
     def classify(self, text: str) -> tuple[RouteKind, ParsedCommand | None, list[ModerationAction]]:
         """Decide rec / moderation / both / neither without applying anything."""
@@ -398,8 +404,8 @@ class CommandRouter:
         notes = []
         if apply and self.store is not None and cmd is not None:
             try:
-                res.rec_report = apply_command(self.store, tenant_id, user_id, cmd, actor=self.actor,
-                                               session_id=session_id)
+                res.rec_report = apply_command(self.store, tenant_id, user_id, cmd, session_id=session_id,
+                                               actor=self.actor_for("rec_policy.command"))
                 res.applied = True
                 notes.append("recommendation policy: " + res.rec_report.summary())
             except CommandError as exc:
@@ -412,7 +418,7 @@ class CommandRouter:
                 continue
             try:
                 fn = self.moderation.block if m.op == "block" else self.moderation.unblock
-                m.result = fn(tenant_id, user_id, m.target, actor=self.actor)
+                m.result = fn(tenant_id, user_id, m.target, actor=self.actor_for(f"moderation.{m.op}"))
                 res.applied = True
             except RailguardError as exc:
                 res.error = res.error or type(exc).__name__

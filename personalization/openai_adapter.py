@@ -74,6 +74,16 @@ class OpenAICompatAdapter:
             # never quoted: a key read from a file with its newline failed at the first call, in an error that
             # named the whole key (and was retried as a network fault)
             raise ConfigError("api_key must be printable ASCII without spaces or line breaks")
+        url = httpx.URL(base_url)
+        if url.fragment:  # everything after '#' is never sent: the POST went to the URL before it
+            raise ConfigError(f"base_url must not have a #fragment, got {self.shown_url!r}")
+        if url.userinfo and api_key is not None:
+            raise ConfigError("give the credentials as api_key or in base_url (user:password@), not both")
+        # The path is joined inside the URL, so a query ("?api-version=...") stays a query: appended to the string,
+        # "/chat/completions" landed inside it. User and password travel as Basic auth, never in the URL itself
+        # (httpx logs each request's URL at INFO).
+        self._auth = httpx.BasicAuth(url.username, url.password) if url.userinfo else None
+        self.endpoint = url.copy_with(userinfo=b"", path=url.path.rstrip("/") + "/chat/completions")
         self.base_url, self.model = base_url.rstrip("/"), model
         self.timeout, self.max_retries, self.backoff, self.structured = timeout, max_retries, backoff, structured
         # httpx timeouts bound each read, not a reply trickled byte by byte: a wall-clock budget for the whole call
@@ -162,7 +172,7 @@ class OpenAICompatAdapter:
         return pause
 
     def _request(self, messages: Messages, labels: Sequence[str], deadline: Deadline) -> dict[str, Any]:
-        return {"method": "POST", "url": f"{self.base_url}/chat/completions", "json": self._body(messages, labels),
+        return {"method": "POST", "url": self.endpoint, "json": self._body(messages, labels), "auth": self._auth,
                 "timeout": deadline.clip(httpx.Timeout(self.timeout))}
 
     # -- sync / async shells -----------------------------------------------------------------------------

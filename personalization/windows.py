@@ -32,6 +32,8 @@ _SLACK = 6
 #: tokens a window start moves back to reach its word's first token (more: it starts inside the word; a 99-token
 #: Hangul word pulled a start back 95 tokens, and the window ended 95 tokens short of the next one's start)
 _MOST_BACK = 8
+#: characters a word piece spans at most (WordPiece reads words of up to 100 characters; longer ones are [UNK])
+_WORD_CHARS = 100
 #: tokens a character can become at most (Hangul syllables: 3 jamo after NFD; some Indic vowel signs: 2)
 _TOKENS_PER_CHAR = 4
 
@@ -43,8 +45,15 @@ class Windows(NamedTuple):
     unread_chars: int
 
 
-def _tokenize(tokenizer: Any, text: str, need: int) -> tuple[list[tuple[int, int]], list[int | None], bool]:
-    """(offsets, word ids, whole text?) of enough of `text` to place `need` tokens: a prefix, grown until it has
+class _Tokens(NamedTuple):
+    offsets: list[tuple[int, int]]
+    words: list[int | None]
+    ids: list[int]
+    whole: bool  # the whole text was tokenized (not a prefix)
+
+
+def _tokenize(tokenizer: Any, text: str, need: int) -> _Tokens:
+    """Offsets, word ids and token ids of enough of `text` to place `need` tokens: a prefix, grown until it has
     them or is the whole text."""
     size = min(len(text), max(need * 8, 1024))
     while True:
@@ -52,7 +61,7 @@ def _tokenize(tokenizer: Any, text: str, need: int) -> tuple[list[tuple[int, int
                         verbose=False)
         offsets = enc["offset_mapping"]
         if size >= len(text) or len(offsets) > need:
-            return offsets, enc.word_ids(), size >= len(text)
+            return _Tokens(offsets, enc.word_ids(), enc["input_ids"], size >= len(text))
         size = min(len(text), size * 4)
 
 
@@ -75,10 +84,14 @@ def text_windows(tokenizer: Any, text: str, width: int, max_windows: int = DEFAU
         return Windows([text], 0)
     stride, span = width // 2, width - _SLACK
     need = width + (max_windows - 1) * stride + 1  # one more: tells whether the cap leaves something unread
-    offsets, words, whole = _tokenize(tokenizer, text, need)
+    tokens = _tokenize(tokenizer, text, need)
+    offsets, words, whole = tokens.offsets, tokens.words, tokens.whole
     n = len(offsets)
     if whole and n <= width:
-        return Windows([text[:PIECE_CHARS]], max(0, len(text.rstrip()) - PIECE_CHARS))
+        if len(text) <= PIECE_CHARS:
+            return Windows([text], 0)
+        piece, unread = _span_text(tokenizer, text, tokens, 0, n)
+        return Windows([piece], unread)
     starts: list[int] = []
     ends = [*range(stride, n - span, stride)] + ([n - span] if whole else [])
     for i, nominal in enumerate(ends):
@@ -94,11 +107,46 @@ def text_windows(tokenizer: Any, text: str, width: int, max_windows: int = DEFAU
     if len(starts) > max_windows - 1 or not whole:
         starts = starts[: max_windows - 1]
         read_to = offsets[min(starts[-1] + span, n) - 1][1] if starts else offsets[width - 1][1]
-    spans = [(0, offsets[width - 1][1])] + [(offsets[s][0], offsets[min(s + span, n) - 1][1]) for s in starts]
-    cut = sum(max(0, b - a - PIECE_CHARS) for a, b in spans)  # giant words: what no window holds
-    first = text if len(text) <= PIECE_CHARS else text[: min(spans[0][1], PIECE_CHARS)]
-    pieces = [text[a : min(b, a + PIECE_CHARS)] for a, b in spans[1:]]
-    return Windows([first, *pieces], max(0, len(text.rstrip()) - read_to) + cut)
+    pieces, cut = [text], 0
+    if len(text) > PIECE_CHARS:
+        pieces[0], cut = _span_text(tokenizer, text, tokens, 0, width)
+    for s in starts:
+        a, b = offsets[s][0], offsets[min(s + span, n) - 1][1]
+        if b - a <= PIECE_CHARS:
+            pieces.append(text[a:b])
+        else:
+            piece, unread = _span_text(tokenizer, text, tokens, s, min(s + span, n))
+            pieces.append(piece)
+            cut += unread  # giant words: what no window holds
+    return Windows(pieces, max(0, len(text.rstrip()) - read_to) + cut)
+
+
+def _span_text(tokenizer: Any, text: str, tokens: _Tokens, i: int, j: int) -> tuple[str, int]:
+    """The text of tokens `i`..`j-1` when their span is longer than `PIECE_CHARS` characters, with what the
+    tokenizer drops left out: a gap between two tokens (whitespace, zero-width and other format characters)
+    becomes one space, and a token whose span such characters stretched past any word (`_WORD_CHARS`) is its own
+    token text. So no run of them can push the tokens out of the piece. The piece is then cut at `PIECE_CHARS`
+    (giant words, one [UNK] token each), and the characters of tokens that cut leaves out are returned as unread.
+
+    Why: a 12-token message behind 20,001 newlines or zero-width spaces was one window, cut at 20,000 characters
+    of the padding: its words were never read (review, session 36)."""
+    parts: list[str] = []
+    size, end, unread = 0, tokens.offsets[i][0], 0
+    unk = getattr(tokenizer, "unk_token_id", None)
+    for (a, b), token_id in zip(tokens.offsets[i:j], tokens.ids[i:j], strict=True):
+        if size and a > end and size < PIECE_CHARS:
+            parts.append(" ")
+            size += 1
+        a = max(a, end)  # tokens of one character (a Hangul syllable's jamo) share its span: read it once
+        if b - a > _WORD_CHARS and token_id != unk:  # a word piece whose span took in dropped characters
+            piece = str(tokenizer.convert_ids_to_tokens(token_id)).removeprefix("##")[: PIECE_CHARS - size]
+            parts.append(piece)
+            size, end = size + len(piece), b
+            continue
+        take = max(0, min(b - a, PIECE_CHARS - size))
+        parts.append(text[a : a + take])
+        size, unread, end = size + take, unread + max(0, b - a) - take, max(end, b)
+    return "".join(parts), unread
 
 
 def worst_windows(scores: dict[str, np.ndarray], counts: list[int]) -> dict[str, np.ndarray]:

@@ -36,13 +36,13 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs (nothin
     from .fused import FusedProbeHook as FusedProbeHook
     from .generalization import cross_domain as cross_domain
     from .generalization import leave_one_out as leave_one_out
+    from .linear import LinearProbe as LinearProbe
     from .metrics import calibrate_threshold as calibrate_threshold
     from .plugin import PrivacyDetector as PrivacyDetector
     from .plugin import build_privacy_detector as build_privacy_detector
     from .plugin import demo as demo
     from .probe import CorruptProbeError as CorruptProbeError
     from .probe import LegacyFingerprintWarning as LegacyFingerprintWarning
-    from .probe import LinearProbe as LinearProbe
     from .probe import ProbeArtifact as ProbeArtifact
     from .probe import ProbeBundle as ProbeBundle
     from .probe import ProbeError as ProbeError
@@ -63,11 +63,12 @@ _LAZY = {
                      "to_messages", "validate_messages"], "capture"),
     "train_context_free_probe": "context_free",
     "cross_domain": "generalization", "leave_one_out": "generalization",
+    "LinearProbe": "linear",
     "calibrate_threshold": "metrics",
     "FusedProbeHook": "fused",
     **dict.fromkeys(["PrivacyDetector", "build_privacy_detector", "demo"], "plugin"),
-    **dict.fromkeys(["CorruptProbeError", "LegacyFingerprintWarning", "LinearProbe", "ProbeArtifact", "ProbeBundle",
-                     "ProbeError", "ProbeMeta", "ProbeMismatchError", "load_probe"], "probe"),
+    **dict.fromkeys(["CorruptProbeError", "LegacyFingerprintWarning", "ProbeArtifact", "ProbeBundle", "ProbeError",
+                     "ProbeMeta", "ProbeMismatchError", "load_probe"], "probe"),
     "SentinelEncoder": "sentinel",
     **dict.fromkeys(["fit_multiturn", "fit_single"], "train"),
     **dict.fromkeys(["train_bundle", "train_drift_probe"], "train_runs"),

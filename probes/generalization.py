@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .linear import LinearProbe
 from .metrics import calibrate_threshold, rates
-from .probe import LinearProbe
 from .train import Method, _columns
 
 

@@ -1,8 +1,4 @@
-"""Linear probes on activations and their on-disk artifact.
-
-``LinearProbe`` follows the scikit-learn estimator protocol. Standardization is fitted but then *folded into*
-the weights (``coef_ = w / scale``, ``intercept_ = b - w·mean/scale``) so serving is one fp32 dot product on
-the raw activation, exactly what the fused hook can afford inside a forward pass.
+"""A linear probe's on-disk artifact (the estimator that fits it: ``probes.linear.LinearProbe``).
 
 An artifact is a directory: ``weights.safetensors`` (``coef`` [d·k], ``intercept`` [1]) + ``meta.json``
 (:class:`ProbeMeta`). A probe reads the last-token state of k ≥ 1 layers (``meta.layers``, ascending,
@@ -26,8 +22,6 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.linear_model import LogisticRegression
 
 from guardrails.errors import ConfigError
 
@@ -53,62 +47,6 @@ class ProbeMismatchError(ProbeError):
 
 class CorruptProbeError(ProbeError):
     """The artifact directory is missing files, unparsable, or internally inconsistent."""
-
-
-class LinearProbe(ClassifierMixin, BaseEstimator):
-    """Logistic-regression (or difference-of-means) direction on standardized features, folded back.
-
-    ``method="logreg"``: L2 logistic regression, ``C`` controls regularization; ``class_weight="balanced"``
-    because privacy sets are rarely balanced. ``method="diffmean"``: mean(pos) - mean(neg) in standardized
-    space; no optimizer, robust with few samples, usually a little weaker.
-    """
-
-    def __init__(self, method: Literal["logreg", "diffmean"] = "logreg", C: float = 0.3,
-                 max_iter: int = 2000, threshold: float = 0.0) -> None:
-        self.method = method
-        self.C = C
-        self.max_iter = max_iter
-        self.threshold = threshold
-
-    def fit(self, X: np.ndarray, y: np.ndarray) -> LinearProbe:
-        X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y).astype(int)
-        if X.ndim != 2 or len(X) != len(y):
-            raise ValueError("X must be [n, d] and match y")
-        if not np.isfinite(X).all():
-            raise ValueError("X contains non-finite values")
-        if set(np.unique(y)) != {0, 1}:
-            raise ValueError("LinearProbe needs both classes 0 and 1")
-        mean = X.mean(0)
-        scale = X.std(0)
-        scale[scale < 1e-8] = 1.0
-        Z = (X - mean) / scale
-        if self.method == "logreg":
-            clf = LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight="balanced")
-            clf.fit(Z, y)
-            w, b = clf.coef_[0], float(clf.intercept_[0])
-        elif self.method == "diffmean":
-            w = Z[y == 1].mean(0) - Z[y == 0].mean(0)
-            w = w / (np.linalg.norm(w) + 1e-12)
-            b = -float(w @ (Z[y == 1].mean(0) + Z[y == 0].mean(0))) / 2
-        else:
-            raise ValueError(f"unknown method {self.method!r}")
-        self.coef_ = (w / scale).astype(np.float32)
-        self.intercept_ = np.float32(b - float((w * mean / scale).sum()))
-        self.classes_ = np.array([0, 1])
-        self.n_features_in_ = X.shape[1]
-        return self
-
-    def decision_function(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32)
-        return (X @ self.coef_).astype(np.float64) + float(self.intercept_)
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        p = 1.0 / (1.0 + np.exp(-np.clip(self.decision_function(X), -50, 50)))
-        return np.stack([1 - p, p], axis=1)
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return (self.decision_function(X) > self.threshold).astype(int)
 
 
 class ProbeMeta(BaseModel):
@@ -140,6 +78,10 @@ class ProbeMeta(BaseModel):
     weights_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     metrics: dict[str, Any] = Field(default_factory=dict)
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    # sha256 of every other field (`content_sha256`), stamped at save: a threshold or layer edited by hand, or a
+    # damaged digit, is refused at load instead of silently moving the operating point. None in artifacts written
+    # before it existed (not checked). Per-user strictness belongs in the guard settings, not in the artifact.
+    meta_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @model_validator(mode="after")
     def _layers_consistent(self) -> ProbeMeta:
@@ -153,6 +95,12 @@ class ProbeMeta(BaseModel):
     @property
     def input_layers(self) -> list[int]:
         return list(self.layers) if self.layers is not None else [self.layer]
+
+    def content_sha256(self) -> str:
+        """sha256 of this metadata as canonical JSON (sorted keys, extra fields included), ``meta_sha256`` left
+        out: the same value for the same content however the file was indented or its floats spelled."""
+        body = self.model_dump(mode="json", exclude={"meta_sha256"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def margin_to_unit(z: float) -> float:
@@ -240,6 +188,7 @@ class ProbeArtifact:
                    "intercept": np.array([self.intercept], dtype=np.float32)}, str(p / "weights.safetensors"))
         digest = hashlib.sha256((p / "weights.safetensors").read_bytes()).hexdigest()
         meta = meta.model_copy(update={"weights_sha256": digest})
+        meta = meta.model_copy(update={"meta_sha256": meta.content_sha256()})
         (p / "meta.json").write_text(meta.model_dump_json(indent=2) + "\n")
         return p
 
@@ -264,6 +213,10 @@ class ProbeArtifact:
             if digest != meta.weights_sha256:
                 raise CorruptProbeError(f"{p}/weights.safetensors does not match meta.json (sha256 {digest[:12]}… "
                                         f"!= {meta.weights_sha256[:12]}…): the weights were replaced or damaged")
+        if meta.meta_sha256 is not None and meta.content_sha256() != meta.meta_sha256:
+            raise CorruptProbeError(f"{p}/meta.json was changed after it was written (its content no longer matches "
+                                    "its meta_sha256): a threshold, layer or other field edited by hand or damaged. "
+                                    "Retrain the probe, or set per-user strictness in the guard settings")
         try:
             t = load_file(str(p / "weights.safetensors"))
             coef, intercept = t["coef"].astype(np.float32), float(t["intercept"].reshape(-1)[0])

@@ -21,8 +21,9 @@ from numpy.typing import ArrayLike
 from sklearn.model_selection import GroupKFold
 from tqdm.auto import tqdm
 
+from .linear import LinearProbe
 from .metrics import auroc, calibrate_threshold, rates, tpr_at_fpr
-from .probe import LinearProbe, ProbeArtifact, ProbeMeta
+from .probe import ProbeArtifact, ProbeMeta
 
 log = logging.getLogger("railguard.probes")
 Method = Literal["logreg", "diffmean"]

@@ -297,3 +297,20 @@ def test_unblock_frees_every_copy_of_a_category(tmp_path):
         assert {cats[n].action for n in (_category_name(target, digits=False), category_name(target))} == {"block"}
     finally:
         s.close()
+
+
+def test_chat_command_writes_are_audited_as_the_users_own_operation(parser, tmp_path):
+    """Every write a chat command made was audited under the component's name, 'rec-router', so the trail could
+    not tell the user's own "block ..." from a feed bookkeeping write. Each write now names its origin and
+    operation, in the CLI's `cli:<section>.<operation>` shape."""
+    from guardrails.store import SettingsStore
+
+    with SettingsStore(f"sqlite:///{tmp_path / 'm.db'}") as s:
+        router = CommandRouter(parser, s, PersonalizationModeration(s))
+        router.route("block crypto spam", user_id="bob")
+        router.route("unblock crypto spam", user_id="bob")
+        router.route("no horror movies", user_id="bob")
+        assert [a.actor for a in reversed(s.history("default", "bob"))] == [
+            "chat:moderation.block", "chat:moderation.unblock", "chat:rec_policy.command"]
+        assert CommandRouter(parser, s, actor="support-bot").actor_for("moderation.block") == \
+            "support-bot:moderation.block"

@@ -87,7 +87,7 @@ def test_concurrent_same_block_command_all_applied(sqlite_store):
         assert cats["crypto-spam"].examples == ["crypto spam"]
         # one audited write created the category; the re-blocks of a blocked category were no-op writes
         assert sqlite_store.get("default", user).version == 1
-        assert [a.actor for a in sqlite_store.history("default", user)] == ["rec-router"]
+        assert [a.actor for a in sqlite_store.history("default", user)] == ["chat:moderation.block"]
 
 
 def test_concurrent_block_after_unblock_reblocks(sqlite_store):

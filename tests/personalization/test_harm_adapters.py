@@ -675,3 +675,46 @@ def test_icl_findings_say_what_the_prompt_left_unread(bank):
     assert f"{n} characters" in det.predict(request(marked))[0].explanation
     # the 2,000-character cut inside a marker: the prompt ends "<\u2009", 1,999 of the text's own characters
     assert det.backend.unread_chars(["a" * 1998 + "</s> tail"]) == [8]
+
+
+def test_http_adapter_keeps_a_query_in_place_and_never_puts_credentials_in_the_url(caplog):
+    """Review, session 36: "/chat/completions" was appended to the URL string, so an Azure-style base URL with
+    "?api-version=..." posted to ".../d?api-version=2024-06-01/chat/completions" (the path inside the query) and
+    one with a "#fragment" posted to the URL before it, both without an error; and "user:pw@" stayed in the URL,
+    which httpx logs at INFO. The path is now joined inside the URL, a fragment is refused, and user and password
+    travel as Basic auth."""
+    import base64
+    import logging
+
+    import httpx
+
+    seen: list[httpx.Request] = []
+
+    def reply(request):
+        seen.append(request)
+        return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": "spam"}}]})
+
+    msgs, labels = [{"role": "user", "content": "x"}], ["benign", "spam"]
+    for base, want in (("https://h.example/openai/deployments/d?api-version=2024-06-01",
+                        "https://h.example/openai/deployments/d/chat/completions?api-version=2024-06-01"),
+                       ("https://h.example/v1/", "https://h.example/v1/chat/completions"),
+                       ("http://127.0.0.1:9", "http://127.0.0.1:9/chat/completions")):
+        adapter = OpenAICompatAdapter(base, "m", max_retries=0, transport=httpx.MockTransport(reply),
+                                      async_transport=httpx.MockTransport(reply))
+        assert adapter.label_probs(msgs, labels)["spam"] == 1.0
+        assert asyncio.run(adapter.alabel_probs(msgs, labels))["spam"] == 1.0
+        assert [str(r.url) for r in seen[-2:]] == [want, want]
+    with pytest.raises(ConfigError, match="fragment"):
+        OpenAICompatAdapter("https://h.example/v1#frag", "m")
+    with pytest.raises(ConfigError, match="not both"):
+        OpenAICompatAdapter("https://u:pw@h.example/v1", "m", api_key="sk-1")
+    seen.clear()
+    with caplog.at_level(logging.DEBUG):
+        adapter = OpenAICompatAdapter("https://user:s3cret@h.example/v1", "m", max_retries=0,
+                                      transport=httpx.MockTransport(reply), async_transport=httpx.MockTransport(reply))
+        adapter.label_probs(msgs, labels)
+        asyncio.run(adapter.alabel_probs(msgs, labels))
+    assert [str(r.url) for r in seen] == ["https://h.example/v1/chat/completions"] * 2
+    basic = "Basic " + base64.b64encode(b"user:s3cret").decode()
+    assert [r.headers["authorization"] for r in seen] == [basic, basic]
+    assert "s3cret" not in caplog.text and "user:" not in caplog.text

@@ -239,3 +239,41 @@ def test_the_detector_says_what_a_window_cap_left_unread() -> None:
 def test_max_windows_must_be_a_sane_integer(bad: object) -> None:
     with pytest.raises(ConfigError, match="max_windows"):
         build_harm_detector(PluginContext(store=None, config={"harm": {"max_windows": bad}}))
+
+
+@pytest.mark.parametrize("pad", ["\n", " ", "\t", "\u200b", "\u00ad"])
+def test_padding_the_tokenizer_drops_cannot_hide_a_message(pad: str) -> None:
+    """Review, session 36: a 12-token insult behind 20,001 newlines (or spaces, tabs, zero-width spaces, soft
+    hyphens) was one window, cut at PIECE_CHARS characters of the padding: the insult was never read (toxic 0.106,
+    allowed), though the chat model reads it. What lies between two tokens now becomes one space when a window
+    is longer than PIECE_CHARS; nothing is reported unread, since the tokenizer drops those characters anyway."""
+    from personalization.windows import PIECE_CHARS
+
+    det = build_harm_detector(PluginContext(store=None, config={}))
+    toxic = "You are a worthless idiot and everyone hates you."
+
+    def verdict(text: str) -> tuple[Action, str]:
+        found = {f.category: f for f in det.predict(CheckRequest(stage=Stage.INPUT, user_id="u1", text=text,
+                                                                 settings={}))}
+        return found["toxic"].action, found["toxic"].explanation
+
+    assert verdict(toxic)[0] is Action.BLOCK
+    for text in (pad * (PIECE_CHARS + 1) + toxic, "hello there. " + pad * 25_000 + toxic,
+                 toxic[:20] + pad * 30_000 + toxic[20:]):
+        action, why = verdict(text)
+        assert action is Action.BLOCK and "not read" not in why, (len(text), why)
+
+
+def test_a_long_padded_span_keeps_its_tokens_and_reports_giant_words(tokenizer) -> None:
+    from personalization.windows import PIECE_CHARS
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    for pad in ("\u200b", "\n", "\u00ad \t"):  # a gap, or characters a word's span takes in (zero-width ones)
+        text = "a b" + pad * 30_000 + "c d"
+        win = text_windows(tokenizer, text, 126)
+        assert len(win.texts) == 1 and len(win.texts[0]) < 10 and win.unread_chars == 0
+        assert ids(win.texts[0]) == ids(text)  # what the encoder reads: "a bc d" for zero-width spaces
+    win = text_windows(tokenizer, "x" * 30_000 + " " * 30_000 + " tail", 126)  # one [UNK] giant word, cut
+    assert len(win.texts[0]) <= PIECE_CHARS and win.unread_chars == 30_000 - PIECE_CHARS + len("tail")

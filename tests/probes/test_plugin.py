@@ -492,11 +492,12 @@ def test_a_message_the_sentinel_cannot_cut_fails_closed_and_writes_no_session_st
 
 def _default_probe_for_another_model(tmp_path):
     """A copy of the shipped default bundle whose every part's meta.json names another model's fingerprint (the
-    shipped files are left alone; weights and their digest unchanged, so the copy loads)."""
+    shipped files are left alone; weights and their digest unchanged, and the content digest stamped again as
+    training for that model would have, so the copy loads)."""
     import json
     import shutil
 
-    from probes.probe import DEFAULT_DIR, load_probe
+    from probes.probe import DEFAULT_DIR, ProbeMeta, load_probe
 
     dst = shutil.copytree(DEFAULT_DIR, tmp_path / "other_model_probe")
     metas = sorted(dst.glob("*/meta.json"))
@@ -504,6 +505,7 @@ def _default_probe_for_another_model(tmp_path):
     for path in metas:
         meta = json.loads(path.read_text())
         meta["model_fingerprint"] = "0123456789abcdef"
+        meta["meta_sha256"] = ProbeMeta.model_validate({**meta, "meta_sha256": None}).content_sha256()
         path.write_text(json.dumps(meta, indent=2))
     assert load_probe(dst).single.meta.model_fingerprint == "0123456789abcdef"
     return dst

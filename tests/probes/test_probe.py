@@ -10,10 +10,10 @@ from sklearn.preprocessing import StandardScaler
 
 from guardrails.errors import ConfigError, RailguardError
 from probes.generalization import cross_domain
+from probes.linear import LinearProbe
 from probes.metrics import calibrate_threshold, rates
 from probes.probe import (
     CorruptProbeError,
-    LinearProbe,
     ProbeArtifact,
     ProbeMeta,
     ProbeMismatchError,
@@ -207,9 +207,11 @@ def test_artifact_round_trip(tmp_path):
     art.save(tmp_path / "p")
     back = ProbeArtifact.load(tmp_path / "p")
     assert np.array_equal(back.coef, art.coef) and back.intercept == 0.5
-    # identical metadata, plus the weights digest save() records (the in-memory artifact is not mutated)
-    assert back.meta == art.meta.model_copy(update={"weights_sha256": back.meta.weights_sha256})
+    # identical metadata, plus the two digests save() records (the in-memory artifact is not mutated)
+    assert back.meta == art.meta.model_copy(update={"weights_sha256": back.meta.weights_sha256,
+                                                    "meta_sha256": back.meta.meta_sha256})
     assert art.meta.weights_sha256 is None and back.meta.weights_sha256 is not None
+    assert art.meta.meta_sha256 is None and back.meta.meta_sha256 == back.meta.content_sha256()
     bundle = load_probe(tmp_path / "p")
     assert bundle.single.meta.layer == 3 and bundle.multiturn is None
     assert back.unit_score(0.25) == pytest.approx(0.5)
@@ -298,7 +300,7 @@ def test_weights_digest_catches_swapped_or_edited_weights(tmp_path):
     with pytest.raises(CorruptProbeError, match="does not match meta.json"):
         ProbeArtifact.load(pa)
     legacy = json.loads((pb / "meta.json").read_text())
-    del legacy["weights_sha256"]
+    del legacy["weights_sha256"], legacy["meta_sha256"]  # as written before either digest existed
     (pb / "meta.json").write_text(json.dumps(legacy))
     assert np.array_equal(ProbeArtifact.load(pb).coef, b.coef)
     for bad in ("abc", 5, "0" * 63 + "G"):
@@ -309,6 +311,28 @@ def test_weights_digest_catches_swapped_or_edited_weights(tmp_path):
     shipped = load_probe("default")  # the shipped bundle carries (and passes) its digests
     for art in (shipped.single, shipped.multiturn, shipped.context_free):
         assert art is not None and art.meta.weights_sha256 is not None
+
+
+def test_meta_digest_refuses_an_edited_threshold_or_layer(tmp_path):
+    """meta.json was covered by no digest: a threshold edited by hand (or a damaged digit) loaded silently and moved
+    the operating point, e.g. τ 0.25 -> 99 turns the guard off with no error. save() stamps meta_sha256 over every
+    other field; load() refuses a mismatch. Re-indenting or re-spelling the same values is not a change, and an
+    artifact from before the digest (no meta_sha256) still loads."""
+    p = _artifact().save(tmp_path / "p")
+    m = json.loads((p / "meta.json").read_text())
+    for edit in ({"threshold": 99.0}, {"threshold": 0.2500001}, {"layer": 2}, {"target_fpr": 0.02},
+                 {"model_id": "other"}, {"metrics": {"auroc": 0.99}}, {"note": "extra field"}):
+        (p / "meta.json").write_text(json.dumps({**m, **edit}))
+        with pytest.raises(CorruptProbeError, match="changed after it was written"):
+            ProbeArtifact.load(p)
+    (p / "meta.json").write_text(json.dumps(m, indent=7, sort_keys=True).replace("0.25", "2.5e-1"))
+    assert ProbeArtifact.load(p).meta.threshold == 0.25  # same content, other spelling
+    legacy = {k: v for k, v in m.items() if k != "meta_sha256"}
+    (p / "meta.json").write_text(json.dumps({**legacy, "threshold": 0.5}))
+    assert ProbeArtifact.load(p).meta.threshold == 0.5  # not checkable without the digest: loads as before
+    shipped = load_probe("default")  # the shipped bundle carries (and passes) its content digests
+    for art in (shipped.single, shipped.multiturn, shipped.context_free):
+        assert art is not None and art.meta.meta_sha256 == art.meta.content_sha256()
 
 
 def _split_signal(n=600, d=8, seed=4):
@@ -362,6 +386,7 @@ def test_multi_layer_artifact_round_trip_and_validation(tmp_path):
         q = art.save(tmp_path / f"bad{len(list(tmp_path.iterdir()))}")
         m = json.loads((q / "meta.json").read_text())
         m.update(bad)
+        del m["meta_sha256"]  # each field check on its own, not only the content digest
         (q / "meta.json").write_text(json.dumps(m))
         with pytest.raises(CorruptProbeError):
             ProbeArtifact.load(q)
