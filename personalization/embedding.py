@@ -172,6 +172,9 @@ class EmbeddingBackend:
         if isinstance(max_windows, bool) or not isinstance(max_windows, int) or not 1 <= max_windows <= 10_000:
             raise ConfigError(f"max_windows must be an integer in [1, 10000], got {max_windows!r}")
         self.max_windows = max_windows  # windows read per text (`personalization.windows`)
+        # texts one turn is scored as (`plugin.turn_texts`): the cost is the turn's tokens, however many texts they
+        # come in, and a toxic message among a few dozen others is read alone, not diluted in a joined text
+        self.max_turn_texts = 64
         self.encoder = Encoder(encoder, adapter=adapter, int8=int8)  # base heads and concept detection
         # User categories live in the plain encoder's space: the harm deltas pull texts together by sentiment and
         # style, which is what the heads need but blurs topics ("crypto spam" matched "only horror movies").

@@ -48,7 +48,7 @@ class ThresholdInput(Named):
 class ExtendInput(Named):
     texts: list[StrictStr] = Field(min_length=1, max_length=_MAX_ITEMS)
     counter: StrictBool = Field(default=False, description="add them as counter-examples (not this category)")
-    n_variations: StrictInt = Field(default=0, ge=0, le=P.MAX_EXAMPLES,
+    n_variations: StrictInt = Field(default=0, ge=0, le=P.MAX_EXAMPLES - 1,
                                     description="generated variations of each text, added too")
 
 

@@ -100,7 +100,7 @@ class HarmDetector(BaseDetector):
 
     def predict(self, request: CheckRequest) -> list[Finding]:
         profile, note = self.profile_for(request)
-        texts = turn_texts(request)
+        texts = turn_texts(request, getattr(self.backend, "max_turn_texts", MAX_TURN_MESSAGES))
         read = getattr(self.backend, "score_read", None)
         if read is None:
             scores, unread = self.backend.score(texts, profile), self._unread(texts)
@@ -113,7 +113,7 @@ class HarmDetector(BaseDetector):
         if afn is None:
             return await super().apredict(request)
         profile, note = self.profile_for(request)
-        texts = turn_texts(request)
+        texts = turn_texts(request, getattr(self.backend, "max_turn_texts", MAX_TURN_MESSAGES))
         scores = await afn(texts, profile)
         return self.findings(_worst(scores), profile, _join(note, _unread_note(self._unread(texts), self.backend.name)))
 
@@ -123,19 +123,28 @@ class HarmDetector(BaseDetector):
         return list(fn(texts)) if callable(fn) else []
 
 
-#: Most user messages of one turn scored (the newest): a turn is one or a few messages; this bounds the cost.
+#: Most texts one turn is scored as by a backend that does not say (`max_turn_texts`; the ICL backend's each cost
+#: a model call): a turn is one or a few messages; more are read joined (`turn_texts`).
 MAX_TURN_MESSAGES = 16
 
 
-def turn_texts(request: CheckRequest) -> list[str]:
+def turn_texts(request: CheckRequest, limit: int = MAX_TURN_MESSAGES) -> list[str]:
     """The texts one check scores: at the input stage, every user message sent since the model last spoke (a
     client may send "<something toxic>", "thanks!" together, and the model reads both), newest last; otherwise,
-    or without the conversation, the checked text alone."""
+    or without the conversation, the checked text alone. A message repeated within the turn is scored once, and a
+    turn of more than `limit` distinct messages is read as that many texts: its oldest messages joined
+    into the first, which is read in windows under the turn's window budget like any long message (so diluted
+    like one, README "Known limitations"). Only the newest 16 were read: a toxic message followed by 16 "ok"s was
+    allowed, and nothing said so (review, session 36)."""
     msgs = request.messages
     if request.stage is not Stage.INPUT or len(msgs) < 2 or msgs[-1].role != "user":
         return [request.text]
-    turns = [msgs[i].content for i in unanswered_user_turns([m.role for m in msgs])][-MAX_TURN_MESSAGES:]
-    earlier = [t for t in turns[:-1] if t.strip()]
+    turns = [msgs[i].content for i in unanswered_user_turns([m.role for m in msgs])]
+    earlier = [t for t in dict.fromkeys(turns[:-1]) if t.strip() and t != request.text]
+    limit = max(2, limit)
+    if len(earlier) > limit - 1:
+        cut = len(earlier) - (limit - 2)
+        earlier = ["\n".join(earlier[:cut]), *earlier[cut:]]
     return [*earlier, request.text]
 
 

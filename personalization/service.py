@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from guardrails.errors import ConfigError
+from guardrails.errors import ConfigError, InvalidInputError
 
 from . import profile as P
 from .profile import Action, ModerationProfile
@@ -39,7 +39,11 @@ class ProfileService:
         """`op` of the stored section as it is, unparsed: what replaces a profile whole (reset, import) must work
         even where the stored one no longer reads."""
         def fn(section: dict[str, Any]) -> dict[str, Any]:
-            return op(section).model_dump(mode="json")
+            new = op(section)
+            if not isinstance(new, ModerationProfile):  # an `apply` op returning a dict or None: nothing written
+                raise InvalidInputError(f"a profile operation must return a ModerationProfile, got "
+                                        f"{type(new).__name__}")
+            return new.model_dump(mode="json")
 
         stored = self.store.update_section(self.tenant_id, user_id, SECTION, fn, actor=actor or self.actor,
                                            create=create)

@@ -62,10 +62,13 @@ def as_texts(value: Any, what: str) -> list[Any]:
 
 def with_variations(texts: list[str], n_variations: object, *, seed: int = 0) -> list[str]:
     """``texts`` followed by ``n_variations`` generated variations of each. ``n_variations`` is an int in
-    [0, MAX_EXAMPLES]: more could never be stored (a list holds at most MAX_EXAMPLES texts), and generating 10^6
-    took 22 s before the limit refused them. ProfileService calls this before its write transaction."""
-    if isinstance(n_variations, bool) or not isinstance(n_variations, int) or not 0 <= n_variations <= MAX_EXAMPLES:
-        raise InvalidInputError(f"n_variations must be an integer from 0 to {MAX_EXAMPLES}, got {n_variations!r}")
+    [0, MAX_EXAMPLES - 1]: more could never be stored (a list holds at most MAX_EXAMPLES texts, the text itself
+    one of them; the documented 50 always failed), and generating 10^6 took 22 s before the limit refused them.
+    A category's own examples count too: past the list's limit the write is refused. ProfileService calls this
+    before its write transaction."""
+    most = MAX_EXAMPLES - 1
+    if isinstance(n_variations, bool) or not isinstance(n_variations, int) or not 0 <= n_variations <= most:
+        raise InvalidInputError(f"n_variations must be an integer from 0 to {most}, got {n_variations!r}")
     if len(texts) * (1 + n_variations) > MAX_RAW_ITEMS:  # refused before generating what could never be stored
         raise InvalidInputError(f"{len(texts)} text(s) with {n_variations} variation(s) each make "
                                 f"{len(texts) * (1 + n_variations)} items, more than the {MAX_RAW_ITEMS} one request "

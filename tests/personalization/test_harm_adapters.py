@@ -244,7 +244,7 @@ def test_langchain_adapter_with_fake_chat_model(bank):
     be = ICLBackend(LangChainAdapter(model), bank=bank, k=4)
     s = be.score(["win a prize", "hello"], P.ModerationProfile())
     assert s["spam"].tolist() == [1.0, 0.0]
-    with pytest.raises(DetectorError, match="not one of the labels"):
+    with pytest.raises(DetectorError, match="none of the [0-9]+ labels"):
         be.score(["x"], P.ModerationProfile())
 
 
@@ -447,13 +447,13 @@ def test_langchain_adapter_out_of_set_structured_label(bank):
     assert LangChainAdapter(loose).label_probs(msgs, ["benign", "spam"]) == {"benign": 0.0, "spam": 1.0}
     assert loose.generated == 1
     unparseable = StructuredChat(structured=lambda q: {"label": None}, reply="no idea")
-    with pytest.raises(DetectorError, match="not one of the labels"):
+    with pytest.raises(DetectorError, match="none of the [0-9]+ labels"):
         LangChainAdapter(unparseable).label_probs(msgs, ["benign", "spam"])
     strict = StructuredChat(structured=lambda q: "crypto", reply="spam")
     assert LangChainAdapter(strict).label_probs(msgs, ["benign", "spam"]) == {"benign": 0.0, "spam": 1.0}
     assert strict.generated == 1
     strict_silent = StructuredChat(structured=lambda q: "crypto", reply="no idea")
-    with pytest.raises(DetectorError, match="not one of the labels"):
+    with pytest.raises(DetectorError, match="none of the [0-9]+ labels"):
         LangChainAdapter(strict_silent).label_probs(msgs, ["benign", "spam"])
 
 
@@ -718,3 +718,11 @@ def test_http_adapter_keeps_a_query_in_place_and_never_puts_credentials_in_the_u
     basic = "Basic " + base64.b64encode(b"user:s3cret").decode()
     assert [r.headers["authorization"] for r in seen] == [basic, basic]
     assert "s3cret" not in caplog.text and "user:" not in caplog.text
+
+
+def test_a_reply_naming_no_label_does_not_quote_the_users_category_names():
+    """Review, session 36: the error listed every label, user categories included ("posts-about-jane-doe"), and
+    DetectorError text reaches Decision.error and the decision log, where category names are hashed."""
+    with pytest.raises(DetectorError) as info:
+        parse_label("nuke", ["benign", "spam", "posts-about-jane-doe"])
+    assert "jane" not in str(info.value) and "3 labels" in str(info.value)

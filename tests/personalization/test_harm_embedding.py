@@ -224,6 +224,29 @@ def test_every_user_message_of_the_turn_is_scored(backend, use_async):
     assert check([("user", TOXIC), ("assistant", "thanks!")], stage="output").action is Action.ALLOW
 
 
+def test_a_long_turn_cannot_push_a_message_out_of_reach(backend):
+    """Review, session 36: only a turn's newest 16 user messages were scored, so a toxic message followed by 16
+    "ok"s was allowed, and the explanation did not say so. Repeats are scored once; up to 64 distinct messages are
+    each scored alone (the cost is the turn's tokens either way); beyond that the oldest are read joined."""
+    from guardrails import Guard
+    from personalization.plugin import turn_texts
+
+    guard = Guard([HarmDetector(backend)])
+    fillers = [f"message number {i}, see you soon" for i in range(40)]
+    for after in (["ok"] * 16, ["ok"] * 300, fillers):
+        decision = guard.check([("user", TOXIC), *(("user", t) for t in after)], user_id="u")
+        assert decision.action is Action.BLOCK, len(after)
+
+    def turn(texts, limit):
+        msgs = tuple({"role": "user", "content": t} for t in texts)
+        return turn_texts(CheckRequest(stage=Stage.INPUT, user_id="u", text=texts[-1], messages=msgs), limit)
+
+    assert turn(["a", "b", "a", "b", "c"], 16) == ["a", "b", "c"]  # each distinct message once, the last one last
+    assert turn([str(i) for i in range(20)], 16) == ["0\n1\n2\n3\n4", *map(str, range(5, 20))]
+    assert len(turn([str(i) for i in range(100)], 64)) == 64
+    assert turn(["x", "y", "z"], 1) == ["x\ny", "z"]  # at least the joined rest and the checked message
+
+
 def test_build_from_context_and_async(backend):
     det = build_harm_detector(PluginContext(config={"harm": {"stages": ["input"]}}))
     assert isinstance(det, detector.Detector) and det.stages == frozenset({Stage.INPUT})

@@ -258,9 +258,14 @@ def test_variation_count_is_bounded_before_any_work_and_the_service_writes_nothi
     from personalization import ProfileService
 
     p = P.block_new(P.ModerationProfile(), "crypto", examples=["buy this coin now"])
-    for n in (10**6, -1, 2.5, True, P.MAX_EXAMPLES + 1):
+    for n in (10**6, -1, 2.5, True, P.MAX_EXAMPLES + 1, P.MAX_EXAMPLES):
         with pytest.raises(InvalidInputError, match="n_variations"):
             P.extend(p, "crypto", ["moon soon"], n_variations=n)  # type: ignore[arg-type]
+    # the most a definition-only category can take: the text and its variations fill the list (review, session
+    # 36: the documented maximum, 50, could never succeed, one text and 50 variations being 51 examples)
+    by_definition = P.block_new(P.ModerationProfile(), "coins", definition="crypto coin promotion")
+    full = P.extend(by_definition, "coins", ["moon soon, buy now"], n_variations=P.MAX_EXAMPLES - 1)
+    assert len(full.categories["coins"].examples) <= P.MAX_EXAMPLES
     assert len(P.extend(p, "crypto", ["moon soon, buy"], n_variations=3).categories["crypto"].examples) == 5
     with SettingsStore(tmp_path / "s.db") as store:
         svc = ProfileService(store)
@@ -389,3 +394,18 @@ def test_a_huge_example_list_is_refused_without_quadratic_work():
         P.Category(examples={"a": "b"})  # a mapping is not a list of texts (its keys used to be taken)
     with pytest.raises(InvalidInputError, match="seed"):
         P.extend(P.block_new(P.ModerationProfile(), "c", examples=["x"]), "c", "y", n_variations=2, seed="x")
+
+
+def test_an_apply_op_that_returns_no_profile_is_a_typed_error_and_writes_nothing(tmp_path):
+    """Review, session 36: `ProfileService.apply` with an op returning a dict or None raised a bare AttributeError
+    from inside the store's write."""
+    from guardrails.store import SettingsStore
+    from personalization import ProfileService
+
+    with SettingsStore(tmp_path / "s.db") as store:
+        svc = ProfileService(store)
+        svc.block_new("alice", "crypto", examples=["buy this coin now"])
+        for op in (lambda p: {"categories": 5}, lambda p: None, lambda p: p.model_dump()):
+            with pytest.raises(InvalidInputError, match="must return a ModerationProfile"):
+                svc.apply("alice", op)
+        assert store.get("default", "alice").version == 1
