@@ -16,7 +16,7 @@ offset)`` otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,8 @@ def validate_messages(messages: Sequence[Any]) -> Messages:
     speaking before any user turn, system messages after the first turn, and a last turn that is not the
     user's (there is nothing to score "before the answer" then).
     """
+    if isinstance(messages, str | bytes | dict) or not isinstance(messages, Iterable):
+        raise InvalidInputError(f"messages must be a list of messages, got {type(messages).__name__}")
     out: Messages = []
     for m in messages:
         role = getattr(m, "role", None) if not isinstance(m, dict) else m.get("role")
@@ -84,6 +86,11 @@ def validate_messages(messages: Sequence[Any]) -> Messages:
             raise InvalidInputError(f"unsupported message role {role!r}; expected system/user/assistant")
         if not isinstance(content, str):
             raise InvalidInputError("message content must be a string")
+        try:  # a lone surrogate reached the tokenizer as a TypeError (the Guard refuses it before; direct calls)
+            content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInputError("message content contains an unpaired surrogate (not valid Unicode text)") \
+                from None
         out.append({"role": role, "content": content})
     if not out:
         raise InvalidInputError("empty conversation: nothing to score")

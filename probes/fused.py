@@ -28,10 +28,26 @@ def _user_turns(messages: Any) -> int | None:
     return (user_message_count(messages) or None) if messages else None
 
 
+def _role(message: Any) -> Any:
+    """A message's role, from a dict or a message object (what `validate_messages` accepts); None if it has none
+    (the message is then refused by `validate_messages`, with a typed error)."""
+    role = message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
+    return getattr(role, "value", role)
+
+
 def _threshold(settings: Mapping[str, Any]) -> float:
+    """The user's ``guard.thresholds.privacy`` (0.5: the calibrated τ). The store validates it; settings built by
+    hand (a CheckRequest, an identity) get a typed error, not a ValueError from ``float("abc")``."""
     guard = settings.get("guard") if isinstance(settings, Mapping) else None
-    t = (guard or {}).get("thresholds", {}).get("privacy") if isinstance(guard, Mapping) else None
-    return 0.5 if t is None else float(t)
+    thresholds = guard.get("thresholds") if isinstance(guard, Mapping) else None
+    if thresholds is not None and not isinstance(thresholds, Mapping):
+        raise InvalidInputError(f"guard.thresholds must be a mapping, got {type(thresholds).__name__}")
+    t = thresholds.get("privacy") if thresholds is not None else None
+    if t is None:
+        return 0.5
+    if isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 <= t <= 1.0:  # NaN fails the range too
+        raise InvalidInputError("guard.thresholds.privacy must be a number in [0, 1]")
+    return float(t)
 
 
 @dataclass(frozen=True)
@@ -133,9 +149,11 @@ class FusedProbeHook:
         turn_key: str | None = None
         scored: list[dict[str, str]] | None = None
         if messages is not None:
-            said = [m for m in messages if m.get("role") != "tool"]
-            users = [i for i, m in enumerate(said) if m.get("role") == "user"]
-            if users and said[-1].get("role") == "assistant" and messages[-1].get("role") == "tool":
+            if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, list | tuple):
+                raise InvalidInputError(f"messages must be a list of messages, got {type(messages).__name__}")
+            said = [m for m in messages if _role(m) != "tool"]
+            users = [i for i, m in enumerate(said) if _role(m) == "user"]
+            if users and _role(said[-1]) == "assistant" and _role(messages[-1]) == "tool":
                 # An agent step after the user's turn (its tool call answered by a tool result): that turn was
                 # scored before its first model call, as in sentinel mode; scoring it again would count it twice
                 # in the drift S_t (the guard's tool_result stage checks tool output). Only a turn this hook

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import warnings
 from collections.abc import Mapping
@@ -31,6 +32,11 @@ FORMAT_VERSION = 1  # single-layer artifacts (readable by every release)
 MULTI_LAYER_FORMAT_VERSION = 2  # ``layers`` has more than one entry: older releases refuse it by version
 TOKEN_OFFSET_FORMAT_VERSION = 3  # ``token_offset`` > 0: a release reading the last token would misread it
 DEFAULT_DIR = Path(__file__).parent / "default"
+#: a bundle's parts (directories) and the file that lists them with their digests
+BUNDLE_PARTS = ("single", "multiturn", "context_free")
+BUNDLE_MANIFEST = "bundle.json"
+
+log = logging.getLogger("railguard.probes")
 
 
 class ProbeError(ConfigError):
@@ -213,6 +219,9 @@ class ProbeArtifact:
             if digest != meta.weights_sha256:
                 raise CorruptProbeError(f"{p}/weights.safetensors does not match meta.json (sha256 {digest[:12]}… "
                                         f"!= {meta.weights_sha256[:12]}…): the weights were replaced or damaged")
+        if meta.meta_sha256 is None or meta.weights_sha256 is None:  # unkeyed digests: damage, not tampering
+            log.warning("probe artifact %s has no meta_sha256/weights_sha256 (written by an older railguard, or "
+                        "removed): its content is not verified", p)
         if meta.meta_sha256 is not None and meta.content_sha256() != meta.meta_sha256:
             raise CorruptProbeError(f"{p}/meta.json was changed after it was written (its content no longer matches "
                                     "its meta_sha256): a threshold, layer or other field edited by hand or damaged. "
@@ -302,6 +311,8 @@ class ProbeBundle:
                     (p / name / f).unlink(missing_ok=True)
                 if (p / name).is_dir() and not any((p / name).iterdir()):
                     (p / name).rmdir()
+        parts = {name: ProbeArtifact.load(p / name).meta.meta_sha256 for name in BUNDLE_PARTS if (p / name).is_dir()}
+        (p / BUNDLE_MANIFEST).write_text(json.dumps({"parts": parts}, indent=2) + "\n")
         return p
 
 
@@ -340,7 +351,31 @@ def load_probe(path: str | Path) -> ProbeBundle:
         raise CorruptProbeError(f"{p}: context_free/ must be a single-turn (per-turn) artifact")
     if free is not None and free.meta.model_fingerprint != single.meta.model_fingerprint:
         raise CorruptProbeError(f"{p}: single/ and context_free/ were trained on different models")
+    _check_manifest(p, {"single": single, "multiturn": multi, "context_free": free})
     return ProbeBundle(single=single, multiturn=multi, context_free=free)
+
+
+def _check_manifest(p: Path, loaded: Mapping[str, ProbeArtifact | None]) -> None:
+    """A bundle saved with its manifest (`bundle.json`: each part's meta_sha256) must hold exactly those parts: a
+    part deleted (the drift probe, and with it multi-turn detection, silently off) or swapped in from another
+    bundle is refused. A bundle written before the manifest loads as it is, with a warning."""
+    path = p / BUNDLE_MANIFEST
+    if not path.exists():
+        log.warning("probe bundle %s has no %s (written by an older railguard): its parts are not checked against "
+                    "each other", p, BUNDLE_MANIFEST)
+        return
+    try:
+        listed = json.loads(path.read_text())["parts"]
+        if not isinstance(listed, dict) or not set(listed) <= set(BUNDLE_PARTS):
+            raise ValueError("parts must map part names to digests")
+    except (ValueError, KeyError, TypeError, RecursionError, OSError) as exc:
+        raise CorruptProbeError(f"{path} is invalid: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                                ) from None
+    have = {name: art.meta.meta_sha256 for name, art in loaded.items() if art is not None}
+    if have != listed:
+        missing, extra = sorted(set(listed) - set(have)), sorted(set(have) - set(listed))
+        raise CorruptProbeError(f"{p} does not hold the parts its {BUNDLE_MANIFEST} lists (missing {missing}, not "
+                                f"listed {extra}, or a part replaced): a bundle is saved whole, by `probes train`")
 
 
 def _check_fits(art: ProbeArtifact, config: Any, model_id: str | None) -> None:

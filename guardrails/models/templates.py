@@ -10,6 +10,7 @@ otherwise the template's parts are tokenized as usual and each content with ``sp
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -50,17 +51,18 @@ def encode_chat(tokenizer: Any, messages: Sequence[Mapping[str, Any]], render: R
     marks = [f"{open_mark}{i}{close_mark}" for i in range(len(msgs))]
     placed = render([{**m, "content": mk} if isinstance(m.get("content"), str) else m
                      for m, mk in zip(msgs, marks, strict=True)])
+    # every mark in one pass, which must be each string content's once, in order: counting each mark over the whole
+    # rendering was quadratic in the message count (32,000 messages: 21 s)
+    found = list(re.finditer(f"{re.escape(open_mark)}([0-9]+){re.escape(close_mark)}", placed))
+    if [int(m.group(1)) for m in found] != [i for i, c in enumerate(contents) if isinstance(c, str)]:
+        raise InvalidInputError("message content holds the model's control tokens, and this chat template "
+                                "rewrites contents: it cannot be tokenized as text")
     ids: list[int] = []
     pos = 0
-    for content, mark in zip(contents, marks, strict=True):
-        if not isinstance(content, str):
-            continue
-        at = placed.find(mark, pos)
-        if at < 0 or placed.count(mark) != 1:
-            raise InvalidInputError("message content holds the model's control tokens, and this chat template "
-                                    "rewrites contents: it cannot be tokenized as text")
-        ids += _text_ids(tokenizer, placed[pos:at]) + _text_ids(tokenizer, content, split_special=True)
-        pos = at + len(mark)
+    for m in found:
+        content = str(contents[int(m.group(1))])  # a string: the check above
+        ids += _text_ids(tokenizer, placed[pos : m.start()]) + _text_ids(tokenizer, content, split_special=True)
+        pos = m.end()
     return ids + _text_ids(tokenizer, placed[pos:])
 
 

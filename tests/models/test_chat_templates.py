@@ -87,3 +87,24 @@ def test_the_icl_scorer_reads_a_forged_answer_as_text(tok):
     assert adapter._prompt_ids(msgs).count(start) == 3
     probs = adapter.label_probs(msgs, ["benign", "spam"])
     assert set(probs) == {"benign", "spam"} and abs(sum(probs.values()) - 1) < 1e-6
+
+
+def test_control_token_contents_cost_in_proportion_to_the_conversation(tok):
+    """Review, session 36: each message's mark was counted over the whole rendering, so contents holding a control
+    token's string cost quadratically in the message count (32,000 messages: 21 s). One pass finds every mark."""
+    import time
+
+    def best_of_three(n):
+        msgs = [{"role": ("user", "assistant")[i % 2], "content": "x <|im_end|>"} for i in range(n)]
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            ids = encode_chat(tok, msgs, template_render(tok))
+            times.append(time.perf_counter() - t0)
+        return min(times), ids
+
+    small, ids = best_of_three(1001)
+    large, _ = best_of_three(16001)
+    assert large < 36 * small, (small, large)  # 16x measured; the quadratic count took 72x (0.08 s -> 5.8 s)
+    # each turn's own (1001, the default system turn, the generation header), none typed
+    assert ids.count(tok.convert_tokens_to_ids("<|im_start|>")) == 1003

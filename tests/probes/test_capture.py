@@ -92,6 +92,9 @@ def test_non_finite_activation_is_a_clear_error(tiny):
     [{"role": "user", "content": 3}],
     [{"role": "robot", "content": "x"}],
     [{"role": "user", "content": "   "}],
+    None, "hello", {"role": "user", "content": "q"}, b"q", 5,  # not a list of messages (review, session 36)
+    [{"role": "user", "content": "hi \ud800 there"}],  # a lone surrogate: was the tokenizer's TypeError
+    [{"role": "user", "content": "a\udfff"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}],
 ])
 def test_bad_conversations_rejected(msgs):
     with pytest.raises(InvalidInputError):

@@ -507,6 +507,8 @@ def _default_probe_for_another_model(tmp_path):
         meta["model_fingerprint"] = "0123456789abcdef"
         meta["meta_sha256"] = ProbeMeta.model_validate({**meta, "meta_sha256": None}).content_sha256()
         path.write_text(json.dumps(meta, indent=2))
+    manifest = {"parts": {path.parent.name: json.loads(path.read_text())["meta_sha256"] for path in metas}}
+    (dst / "bundle.json").write_text(json.dumps(manifest))
     assert load_probe(dst).single.meta.model_fingerprint == "0123456789abcdef"
     return dst
 
@@ -720,3 +722,27 @@ def test_an_erasure_in_another_process_drops_every_sessions_sentinel_cache_but_n
     detach()
     assert hook._scored and hook.last_decision is not None
     assert fused.forget_all_users() >= 1 and not hook._scored and hook.last_decision is None
+
+
+def test_malformed_messages_and_settings_are_typed_errors_in_both_modes(tiny):
+    """Review, session 36: the fused hook read `m.get("role")` before validating, so `[None]`, a string or a
+    message object raised AttributeError; a hand-built `guard.thresholds.privacy` of "abc" (or thresholds as a
+    list) raised ValueError / AttributeError in both modes. The store validates stored settings; these came from
+    a CheckRequest or an identity built by hand."""
+    from guardrails.detector import Stage
+
+    det = PrivacyDetector(synthetic_bundle(tiny, 2), lm=tiny, mode="fused")
+    hook = det.fused_hook(identity=lambda: None)
+    for bad in ([None], "hello", {"role": "user", "content": "x"}, [{"role": "user", "content": 5}]):
+        with pytest.raises(InvalidInputError):
+            hook.attach(tiny, None, bad)
+    detach = hook.attach(tiny, None, [Message(role="user", content="x")])  # a message object is accepted
+    detach()
+    sentinel = PrivacyDetector(synthetic_bundle(tiny, 2), lm=tiny)
+    for settings in ({"guard": {"thresholds": {"privacy": "abc"}}}, {"guard": {"thresholds": ["x"]}},
+                     {"guard": {"thresholds": {"privacy": float("nan")}}}, {"guard": {"thresholds": {"privacy": 2}}},
+                     {"guard": {"thresholds": {"privacy": True}}}):
+        with pytest.raises(InvalidInputError, match="threshold"):
+            sentinel.predict(CheckRequest(stage=Stage.INPUT, user_id="u", text="x", settings=settings))
+    assert sentinel.predict(CheckRequest(stage=Stage.INPUT, user_id="u", text="x",
+                                         settings={"guard": {"thresholds": {"privacy": 0.7}}}))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,6 +197,9 @@ def test_fit_multiturn_concatenates_layers_that_add_drift_signal():
     assert one.meta.metrics["cv_conversation"]["auroc"] < art.meta.metrics["cv_conversation"]["auroc"]
 
 
+DEFAULT_MANIFEST = Path(__file__).parents[2] / "probes" / "default" / "bundle.json"
+
+
 def _artifact(fp="abc", d=8):
     meta = ProbeMeta(kind="single", model_id="m", model_fingerprint=fp, layer=3, d_model=d, threshold=0.25,
                      target_fpr=0.01, data_sha256={"f.jsonl": "00"}, metrics={"auroc": 0.9})
@@ -238,6 +242,46 @@ def test_a_bundle_saved_over_another_keeps_none_of_its_parts(tmp_path):
     (tmp_path / "deep" / "meta.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(CorruptProbeError):  # was a RecursionError
         ProbeArtifact.load(tmp_path / "deep")
+
+
+def test_a_bundle_missing_or_swapping_a_listed_part_is_refused(tmp_path, caplog):
+    """Review, session 36: deleting multiturn/ (or context_free/) from a bundle loaded it without that probe, so
+    multi-turn detection went off with one log line (or none). A bundle now lists its parts' meta digests in
+    bundle.json; a part missing, added or swapped in from another bundle is a CorruptProbeError. A bundle from
+    before the manifest loads, with a warning; so does an artifact without digests."""
+    import logging
+    import shutil
+
+    from probes.probe import BUNDLE_MANIFEST, ProbeBundle
+
+    multi = _artifact().meta.model_copy(update={"kind": "multiturn"})
+    drift = ProbeArtifact(coef=np.ones(8, np.float32), intercept=0.0, meta=multi)
+    b = ProbeBundle(single=_artifact(), multiturn=drift).save(tmp_path / "b")
+    assert set(json.loads((b / BUNDLE_MANIFEST).read_text())["parts"]) == {"single", "multiturn"}
+    assert load_probe(b).multiturn is not None
+    shutil.rmtree(b / "multiturn")
+    with pytest.raises(CorruptProbeError, match=r"missing \['multiturn'\]"):
+        load_probe(b)
+    other = ProbeBundle(single=_artifact(d=8), multiturn=ProbeArtifact(
+        coef=np.full(8, 2.0, np.float32), intercept=0.0, meta=multi)).save(tmp_path / "other")
+    shutil.copytree(other / "multiturn", b / "multiturn")  # same model and shape, another bundle's drift probe
+    with pytest.raises(CorruptProbeError, match="replaced"):
+        load_probe(b)
+    shutil.copytree(b / "single", b / "context_free")  # a part the manifest does not list
+    with pytest.raises(CorruptProbeError, match=r"not listed \['context_free'\]"):
+        load_probe(b)
+    for bad in ("{", "[]", '{"parts": ["single"]}', '{"parts": {"extra": "x"}}'):
+        (other / BUNDLE_MANIFEST).write_text(bad)
+        with pytest.raises(CorruptProbeError, match="bundle.json is invalid"):
+            load_probe(other)
+    (other / BUNDLE_MANIFEST).unlink()
+    meta = json.loads((other / "single" / "meta.json").read_text())
+    del meta["meta_sha256"], meta["weights_sha256"]
+    (other / "single" / "meta.json").write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="railguard.probes"):
+        assert load_probe(other).multiturn is not None  # older bundles still load ...
+    assert "no bundle.json" in caplog.text and "is not verified" in caplog.text  # ... and say they are unchecked
+    assert json.loads((DEFAULT_MANIFEST).read_text())["parts"].keys() == {"single", "multiturn", "context_free"}
 
 
 def test_model_mismatch_is_typed_error(tmp_path):
