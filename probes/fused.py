@@ -8,12 +8,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from guardrails.decision import Action, Decision, Finding, Stage
+from guardrails.erasure import gate_for
 from guardrails.errors import InvalidInputError
 from guardrails.models.hooks import thread_owned
 
@@ -136,6 +138,40 @@ class FusedProbeHook:
             self.last_decision, self.last_findings = None, []
         return n
 
+    def _admitted(self, who: _Turn) -> Any:
+        """The erasure gate's check admission for this turn's user, when drift state is written to a store."""
+        tracker = self.scorer.tracker
+        if tracker is None or who.session_id is None:
+            return nullcontext()
+        return gate_for(tracker.store).checking((who.tenant_id, who.user_id))
+
+    def _verdict(self, got: dict[ActKey, np.ndarray], who: _Turn, messages: Any,
+                 scored: list[dict[str, str]] | None, key: tuple[str, str, str | None],
+                 turn_key: str | None) -> Decision:
+        """Score one prefill's activations, record the turn (scored digest, last verdict) and return the Decision."""
+        findings = self.scorer.findings(got, tenant_id=who.tenant_id, user_id=who.user_id,
+                                        session_id=who.session_id, threshold=_threshold(who.settings),
+                                        user_turn=_user_turns(messages), conversation=scored)
+        blocked = any(f.action is Action.BLOCK for f in findings)
+        if who.shadow:  # alert-only, as the guard's shadow decisions: recorded, never enforced
+            findings = [f.model_copy(update={"explanation": f"[shadow] {f.explanation}"}) for f in findings]
+        if turn_key is not None:
+            with self._lock:
+                if blocked and not who.shadow:  # never an agent step's turn: resent with an answer, refused
+                    self._scored.pop(key, None)
+                else:
+                    self._scored[key] = turn_key
+                    self._scored.move_to_end(key)
+                    while len(self._scored) > self.max_sessions:
+                        self._scored.popitem(last=False)
+        decision = Decision(action=Action.BLOCK if blocked else Action.ALLOW, stage=Stage.INPUT,
+                            findings=tuple(findings), user_id=who.user_id, session_id=who.session_id,
+                            shadow=who.shadow)
+        with self._lock:  # together: a forget_user between them kept an erased user's verdict
+            # (a Decision names no tenant: `_last_tenant` says whose it is, for forget_user)
+            self.last_findings, self.last_decision, self._last_tenant = findings, decision, who.tenant_id
+        return decision
+
     def attach(self, lm: Any, input_ids: Any = None, messages: Any = None) -> Callable[[], None]:
         if id(lm) not in self._checked:
             self.scorer.bundle.check_model(model_fingerprints(lm), getattr(lm, "name", None),
@@ -145,7 +181,7 @@ class FusedProbeHook:
         if who.disabled:  # the user opted out of this detector: the guard's own check skips it too
             self.skipped += 1
             return lambda: None
-        user_id, session_id, key = who.user_id, who.session_id, (who.tenant_id, who.user_id, who.session_id)
+        key = (who.tenant_id, who.user_id, who.session_id)
         turn_key: str | None = None
         scored: list[dict[str, str]] | None = None
         if messages is not None:
@@ -193,31 +229,14 @@ class FusedProbeHook:
                 detach()  # one-shot: decode steps never reach the probe
                 with self._lock:
                     self.calls += 1
-                findings = self.scorer.findings(got, tenant_id=who.tenant_id, user_id=user_id,
-                                                session_id=session_id, threshold=_threshold(who.settings),
-                                                user_turn=_user_turns(messages), conversation=scored)
-                blocked = any(f.action is Action.BLOCK for f in findings)
-                if who.shadow:  # alert-only, as the guard's shadow decisions: recorded, never enforced
-                    findings = [f.model_copy(update={"explanation": f"[shadow] {f.explanation}"}) for f in findings]
-                if turn_key is not None:
-                    with self._lock:
-                        if blocked and not who.shadow:  # never an agent step's turn: resent with an answer, refused
-                            self._scored.pop(key, None)
-                        else:
-                            self._scored[key] = turn_key
-                            self._scored.move_to_end(key)
-                            while len(self._scored) > self.max_sessions:
-                                self._scored.popitem(last=False)
-                decision = Decision(action=Action.BLOCK if blocked else Action.ALLOW, stage=Stage.INPUT,
-                                    findings=tuple(findings), user_id=user_id, session_id=session_id,
-                                    shadow=who.shadow)
-                with self._lock:  # together: a forget_user between them kept an erased user's verdict
-                    # (a Decision names no tenant: `_last_tenant` says whose it is, for forget_user)
-                    self.last_findings, self.last_decision, self._last_tenant = findings, decision, who.tenant_id
-                if blocked and not who.shadow:
+                # Admitted like a check of the user (`guardrails.erasure`): an erasure of this user waits for the
+                # drift state this prefill writes, and erases it, instead of being undone by it.
+                with self._admitted(who):
+                    verdict = self._verdict(got, who, messages, scored, key, turn_key)
+                if verdict.action is Action.BLOCK and not who.shadow:
                     from guardrails.models.chat import PrefillBlocked
 
-                    raise PrefillBlocked(decision)
+                    raise PrefillBlocked(verdict)
             return hook
 
         first = next(model.parameters(), None)

@@ -746,3 +746,49 @@ def test_malformed_messages_and_settings_are_typed_errors_in_both_modes(tiny):
             sentinel.predict(CheckRequest(stage=Stage.INPUT, user_id="u", text="x", settings=settings))
     assert sentinel.predict(CheckRequest(stage=Stage.INPUT, user_id="u", text="x",
                                          settings={"guard": {"thresholds": {"privacy": 0.7}}}))
+
+
+def test_an_erasure_waits_for_a_fused_prefill_and_erases_the_drift_state_it_wrote(tiny, tmp_path):
+    """Session 35 left it open (code reading), session 36 fixed it: a fused-mode prefill wrote the user's drift
+    state outside the erasure gate, so an erasure that ran while the prefill scored was undone by the prefill's
+    write: the erased user's session state was back in the store. The hook is now admitted like a check."""
+    import threading
+
+    from guardrails import Guard
+    from guardrails.store import SettingsStore
+
+    with SettingsStore(tmp_path / "s.db") as store:
+        det = PrivacyDetector(synthetic_bundle(tiny, 2, multi_layer=2, threshold=1e9), lm=tiny, mode="fused",
+                              store=store)
+        guard = Guard([det], store=store, erase_wait_s=10)
+        hook = det.fused_hook(identity=lambda: Identity("u", "s"))
+        real, inside, go = det.scorer.findings, threading.Event(), threading.Event()
+
+        def paused(*args, **kwargs):
+            inside.set()
+            assert go.wait(10)
+            return real(*args, **kwargs)
+
+        det.scorer.findings = paused
+        ids = torch.tensor([tiny.tokenizer("user: hi\nassistant:")["input_ids"]])
+
+        def prefill():
+            detach = hook.attach(tiny, ids, [{"role": "user", "content": "hi"}])
+            with torch.no_grad():
+                tiny.model.generate(input_ids=ids, max_new_tokens=1, do_sample=False)
+            detach()
+
+        worker = threading.Thread(target=prefill)
+        worker.start()
+        assert inside.wait(10)  # the prefill is scoring: its drift state is not written yet
+        erased: list[dict] = []
+        eraser = threading.Thread(target=lambda: erased.append(guard.erase_user("u")))
+        eraser.start()
+        eraser.join(0.5)
+        assert eraser.is_alive()  # the erasure waits for the prefill in flight ...
+        go.set()
+        worker.join(10)
+        eraser.join(10)
+        assert erased and not worker.is_alive()
+        assert store.erase_user("default", "u")["session_state"] == 0  # ... and erased what it wrote
+        assert hook.last_decision is None  # nor is the erased user's verdict kept
