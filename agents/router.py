@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, Field
 
 from guardrails.errors import InvalidInputError, RailguardError
+from guardrails.store.settings import check_key
 
 from .catalog import fold
 from .lexicon import GENRE_SYNONYMS
@@ -357,6 +358,9 @@ class CommandRouter:
         self.store = store
         self.moderation = moderation if moderation is not None else UnavailableModeration()
         self.actor = actor
+        # at construction, with the longest operation named: an actor too long for the audit trail failed each write
+        check_key("actor", actor)
+        check_key("actor", self.actor_for("rec_policy.feed_served"))
 
     def actor_for(self, operation: str) -> str:
         """The audit trail's actor for one write: who asked (``chat``: the user's own message, by default) and what

@@ -126,6 +126,10 @@ class Guard(ErasureMethods, LifecycleMethods):
         self.unavailable: dict[str, str] = {}  # registered detectors left out by from_registry: {name: why}
         self.erase_wait_s = float(erase_wait_s)
         self._gate = gate_for(store)  # erasure vs checks of the same user, shared by Guards over this store
+        for slot in self.slots:  # a detector writing user state outside `check` (a fused prefill) is admitted here too
+            bind = getattr(slot.detector, "bind_erasure_gate", None)
+            if callable(bind):
+                bind(self._gate)
         self._forget = DetectorForgetter(self.slots)  # erasures by other Guards and processes
         self._gate.add_listener(self._forget)
         self._admitted: set[asyncio.Future[Decision]] = set()  # acheck bodies, held until they end (see acheck)

@@ -83,7 +83,9 @@ class OpenAICompatAdapter:
         # "/chat/completions" landed inside it. User and password travel as Basic auth, never in the URL itself
         # (httpx logs each request's URL at INFO).
         self._auth = httpx.BasicAuth(url.username, url.password) if url.userinfo else None
-        self.endpoint = url.copy_with(userinfo=b"", path=url.path.rstrip("/") + "/chat/completions")
+        path, query = url.raw_path.partition(b"?")[::2]  # as written: "%25" and "%2F" stay encoded
+        raw_path = path.rstrip(b"/") + b"/chat/completions" + (b"?" + query if query else b"")
+        self.endpoint = url.copy_with(userinfo=b"", raw_path=raw_path)
         self.base_url, self.model = base_url.rstrip("/"), model
         self.timeout, self.max_retries, self.backoff, self.structured = timeout, max_retries, backoff, structured
         # httpx timeouts bound each read, not a reply trickled byte by byte: a wall-clock budget for the whole call

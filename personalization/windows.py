@@ -124,12 +124,14 @@ def text_windows(tokenizer: Any, text: str, width: int, max_windows: int = DEFAU
 def _span_text(tokenizer: Any, text: str, tokens: _Tokens, i: int, j: int) -> tuple[str, int]:
     """The text of tokens `i`..`j-1` when their span is longer than `PIECE_CHARS` characters, with what the
     tokenizer drops left out: a gap between two tokens (whitespace, zero-width and other format characters)
-    becomes one space, and a token whose span such characters stretched past any word (`_WORD_CHARS`) is its own
-    token text. So no run of them can push the tokens out of the piece. The piece is then cut at `PIECE_CHARS`
-    (giant words, one [UNK] token each), and the characters of tokens that cut leaves out are returned as unread.
+    becomes one space, and a token whose span is longer than any word piece's (`_WORD_CHARS`: such characters
+    stretched it, or it is a giant word, one [UNK]) is its token's own text. So no run of them can push the tokens
+    out of the piece. The piece is then cut at `PIECE_CHARS`, and the characters of tokens that cut leaves out
+    are returned as unread.
 
     Why: a 12-token message behind 20,001 newlines or zero-width spaces was one window, cut at 20,000 characters
-    of the padding: its words were never read (review, session 36)."""
+    of the padding: its words were never read; the same behind one 101-character word with 30,000 zero-width
+    spaces inside it (reviews, session 36)."""
     parts: list[str] = []
     size, end, unread = 0, tokens.offsets[i][0], 0
     unk = getattr(tokenizer, "unk_token_id", None)
@@ -138,8 +140,11 @@ def _span_text(tokenizer: Any, text: str, tokens: _Tokens, i: int, j: int) -> tu
             parts.append(" ")
             size += 1
         a = max(a, end)  # tokens of one character (a Hangul syllable's jamo) share its span: read it once
-        if b - a > _WORD_CHARS and token_id != unk:  # a word piece whose span took in dropped characters
-            piece = str(tokenizer.convert_ids_to_tokens(token_id)).removeprefix("##")[: PIECE_CHARS - size]
+        if b - a > _WORD_CHARS:  # a span no word piece has: it took in dropped characters, or is one giant word
+            # its token's own text: [UNK] for a giant word (what the encoder reads of it anyway; a raw cut filled
+            # the piece with the word, and any zero-width padding inside it, and pushed later tokens out)
+            piece = str(tokenizer.convert_ids_to_tokens(token_id) if token_id != unk else tokenizer.unk_token)
+            piece = piece.removeprefix("##")[: PIECE_CHARS - size]
             parts.append(piece)
             size, end = size + len(piece), b
             continue

@@ -80,10 +80,12 @@ class FusedProbeHook:
     """
 
     def __init__(self, scorer: PrivacyScorer, *, tenant_id: str = "default",
-                 identity: Callable[[], Any] | None = None, max_sessions: int = 1024, name: str = "privacy") -> None:
+                 identity: Callable[[], Any] | None = None, max_sessions: int = 1024, name: str = "privacy",
+                 erasure_gate: Callable[[], Any] | None = None) -> None:
         self.scorer = scorer
         self.tenant_id = tenant_id  # unless the turn's identity names the guard's tenant (`for_serving`)
         self.name = name  # the detector name a user's `disabled_detectors` would use
+        self.erasure_gate = erasure_gate  # the guarding Guard's erasure gate, when one is bound (see `_admitted`)
         self.identity = identity
         self.last_findings: list[Finding] = []
         self.last_decision: Decision | None = None
@@ -139,11 +141,14 @@ class FusedProbeHook:
         return n
 
     def _admitted(self, who: _Turn) -> Any:
-        """The erasure gate's check admission for this turn's user, when drift state is written to a store."""
+        """The erasure gate's admission of this turn's user (their drift state, the hook's digests and last verdict
+        are written under it): the Guard's gate when one is bound, else the gate of the drift state's store (the
+        one every Guard over that store shares)."""
+        gate = self.erasure_gate() if self.erasure_gate is not None else None
         tracker = self.scorer.tracker
-        if tracker is None or who.session_id is None:
-            return nullcontext()
-        return gate_for(tracker.store).checking((who.tenant_id, who.user_id))
+        if gate is None and tracker is not None:
+            gate = gate_for(tracker.store)
+        return gate.checking((who.tenant_id, who.user_id)) if gate is not None else nullcontext()
 
     def _verdict(self, got: dict[ActKey, np.ndarray], who: _Turn, messages: Any,
                  scored: list[dict[str, str]] | None, key: tuple[str, str, str | None],

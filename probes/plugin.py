@@ -115,6 +115,7 @@ class PrivacyDetector(BaseDetector):
         self.mode = mode
         self.device = device
         self.scorer = PrivacyScorer(self.bundle, store if store is not None else InMemoryStateStore(), action)
+        self._erasure_gate: Any = None  # the Guard's (`bind_erasure_gate`): fused prefills write drift state through it
         if self.bundle.multiturn is None:  # a bundle without multiturn/ loads: say that multi-turn drift is off
             log.warning("privacy probe bundle has no drift probe (multiturn/): multi-turn attacks are scored turn by "
                         "turn only")
@@ -210,6 +211,11 @@ class PrivacyDetector(BaseDetector):
                                     user_turn=_user_turns(msgs), conversation=msgs, cut_acts=cut_acts,
                                     opening_acts=opening_acts, alone_acts=alone_acts)
 
+    def bind_erasure_gate(self, gate: Any) -> None:
+        """The Guard's erasure gate (spine protocol): a fused prefill's scoring is admitted through it like a check,
+        so an erasure of the user waits for the drift state it writes, in the store or in this detector's memory."""
+        self._erasure_gate = gate
+
     def fused_hook(self, *, tenant_id: str = "default",
                    identity: Callable[[], Any] | None = None) -> FusedProbeHook:
         """A :class:`FusedProbeHook` for the serving model's ``prefill_observers`` (fused mode only).
@@ -223,7 +229,8 @@ class PrivacyDetector(BaseDetector):
             raise ConfigError(f"fused_hook() needs a detector built with mode='fused' (this one is {self.mode!r}): "
                               "a sentinel-mode detector runs its own forward pass on every check anyway; use "
                               "PrivacyDetector(..., mode='fused') or config {'privacy': {'mode': 'fused'}}")
-        hook = FusedProbeHook(self.scorer, tenant_id=tenant_id, identity=identity, name=self.name)
+        hook = FusedProbeHook(self.scorer, tenant_id=tenant_id, identity=identity, name=self.name,
+                              erasure_gate=lambda: self._erasure_gate)
         self._hook_refs.add(hook)  # weakly: `forget_user` reaches the hooks still in use
         return hook
 

@@ -103,10 +103,17 @@ class ProbeMeta(BaseModel):
         return list(self.layers) if self.layers is not None else [self.layer]
 
     def content_sha256(self) -> str:
-        """sha256 of this metadata as canonical JSON (sorted keys, extra fields included), ``meta_sha256`` left
-        out: the same value for the same content however the file was indented or its floats spelled."""
-        body = self.model_dump(mode="json", exclude={"meta_sha256"})
-        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        """`meta_digest` of this metadata as `save` writes it."""
+        return meta_digest(json.loads(self.model_dump_json()))
+
+
+def meta_digest(stored: Mapping[str, Any]) -> str:
+    """sha256 of a meta.json's parsed object as canonical JSON (sorted keys, extra fields included), its
+    ``meta_sha256`` left out: the same for the same content however the file was indented or its floats spelled.
+    Of the object as stored, not as a model reads it: a later release that adds a field with a default must not
+    change the digest of every artifact already written (review, session 36)."""
+    body = {k: v for k, v in stored.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def margin_to_unit(z: float) -> float:
@@ -206,7 +213,8 @@ class ProbeArtifact:
         if not (p / "meta.json").is_file() or not (p / "weights.safetensors").is_file():
             raise CorruptProbeError(f"{p} is not a probe artifact (needs meta.json and weights.safetensors)")
         try:
-            meta = ProbeMeta.model_validate(json.loads((p / "meta.json").read_text()))
+            stored = json.loads((p / "meta.json").read_text())
+            meta = ProbeMeta.model_validate(stored)
         except (ValueError, ValidationError, RecursionError, OSError) as exc:  # RecursionError: nested too deeply
             raise CorruptProbeError(f"{p}/meta.json is invalid: {str(exc).splitlines()[0]}") from None
         if meta.format_version not in (FORMAT_VERSION, MULTI_LAYER_FORMAT_VERSION, TOKEN_OFFSET_FORMAT_VERSION):
@@ -222,7 +230,7 @@ class ProbeArtifact:
         if meta.meta_sha256 is None or meta.weights_sha256 is None:  # unkeyed digests: damage, not tampering
             log.warning("probe artifact %s has no meta_sha256/weights_sha256 (written by an older railguard, or "
                         "removed): its content is not verified", p)
-        if meta.meta_sha256 is not None and meta.content_sha256() != meta.meta_sha256:
+        if meta.meta_sha256 is not None and meta_digest(stored) != meta.meta_sha256:
             raise CorruptProbeError(f"{p}/meta.json was changed after it was written (its content no longer matches "
                                     "its meta_sha256): a threshold, layer or other field edited by hand or damaged. "
                                     "Retrain the probe, or set per-user strictness in the guard settings")

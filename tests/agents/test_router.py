@@ -314,3 +314,8 @@ def test_chat_command_writes_are_audited_as_the_users_own_operation(parser, tmp_
             "chat:moderation.block", "chat:moderation.unblock", "chat:rec_policy.command"]
         assert CommandRouter(parser, s, actor="support-bot").actor_for("moderation.block") == \
             "support-bot:moderation.block"
+        from guardrails.errors import InvalidInputError
+
+        for bad in ("a" * 250, "", "bot\n"):  # refused when built, not at each write (review, session 36)
+            with pytest.raises(InvalidInputError, match="actor"):
+                CommandRouter(parser, s, actor=bad)

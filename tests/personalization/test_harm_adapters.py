@@ -698,7 +698,9 @@ def test_http_adapter_keeps_a_query_in_place_and_never_puts_credentials_in_the_u
     for base, want in (("https://h.example/openai/deployments/d?api-version=2024-06-01",
                         "https://h.example/openai/deployments/d/chat/completions?api-version=2024-06-01"),
                        ("https://h.example/v1/", "https://h.example/v1/chat/completions"),
-                       ("http://127.0.0.1:9", "http://127.0.0.1:9/chat/completions")):
+                       ("http://127.0.0.1:9", "http://127.0.0.1:9/chat/completions"),
+                       # percent-encoded path segments are sent as written (a decoded "%25" made the URL malformed)
+                       ("http://h.example/a%25b/x%2Fy/v1", "http://h.example/a%25b/x%2Fy/v1/chat/completions")):
         adapter = OpenAICompatAdapter(base, "m", max_retries=0, transport=httpx.MockTransport(reply),
                                       async_transport=httpx.MockTransport(reply))
         assert adapter.label_probs(msgs, labels)["spam"] == 1.0

@@ -171,15 +171,16 @@ def test_every_window_fits_the_encoder_as_cut_by_characters(tokenizer) -> None:
 def test_no_window_is_longer_than_piece_chars(tokenizer) -> None:
     """Giant words are one [UNK] token each: a 4 MB word was one window handed whole to the encoder and the
     character n-grams (16 such messages took 6 minutes: review). Windows hold at most PIECE_CHARS characters;
-    what that leaves out is reported."""
+    what that leaves out is reported. A window longer than that is built from its tokens (session 36), so a giant
+    word is read as what the encoder makes of it, [UNK]."""
     from personalization.windows import PIECE_CHARS
 
     one = "a" * 1_000_000
     win = text_windows(tokenizer, one, 126)
-    assert win.texts == [one[:PIECE_CHARS]] and win.unread_chars == len(one) - PIECE_CHARS
+    assert win.texts == ["[UNK]"] and win.unread_chars == 0
     giants = " ".join(["b" * 150_000] * 20 + ["the end of it"] * 200)
     win = text_windows(tokenizer, giants, 126)
-    assert all(len(w) <= PIECE_CHARS for w in win.texts) and win.unread_chars > 0
+    assert all(len(w) <= PIECE_CHARS for w in win.texts) and win.unread_chars == 0  # each giant word: [UNK]
     assert win.texts[-1].endswith("the end of it")
 
 
@@ -275,5 +276,11 @@ def test_a_long_padded_span_keeps_its_tokens_and_reports_giant_words(tokenizer) 
         win = text_windows(tokenizer, text, 126)
         assert len(win.texts) == 1 and len(win.texts[0]) < 10 and win.unread_chars == 0
         assert ids(win.texts[0]) == ids(text)  # what the encoder reads: "a bc d" for zero-width spaces
-    win = text_windows(tokenizer, "x" * 30_000 + " " * 30_000 + " tail", 126)  # one [UNK] giant word, cut
-    assert len(win.texts[0]) <= PIECE_CHARS and win.unread_chars == 30_000 - PIECE_CHARS + len("tail")
+    win = text_windows(tokenizer, "x" * 30_000 + " " * 30_000 + " tail", 126)  # one [UNK] giant word
+    assert win == (["[UNK] tail"], 0)
+    # review of the fix: zero-width padding inside a word of over 100 characters made it one [UNK] whose span
+    # filled the piece, and the insult after it went unread (allowed, toxic 0.17)
+    for pad in ("\u200b", "\u0301"):
+        text = "x" * 50 + pad * 30_000 + "x" * 51 + " You are a worthless idiot"
+        assert text_windows(tokenizer, text, 126) == (["[UNK] You are a worthless idiot"], 0)
+    assert len(text_windows(tokenizer, "b" * 5 * PIECE_CHARS + " end", 126).texts[0]) <= PIECE_CHARS

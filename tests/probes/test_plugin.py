@@ -497,7 +497,7 @@ def _default_probe_for_another_model(tmp_path):
     import json
     import shutil
 
-    from probes.probe import DEFAULT_DIR, ProbeMeta, load_probe
+    from probes.probe import DEFAULT_DIR, load_probe, meta_digest
 
     dst = shutil.copytree(DEFAULT_DIR, tmp_path / "other_model_probe")
     metas = sorted(dst.glob("*/meta.json"))
@@ -505,7 +505,7 @@ def _default_probe_for_another_model(tmp_path):
     for path in metas:
         meta = json.loads(path.read_text())
         meta["model_fingerprint"] = "0123456789abcdef"
-        meta["meta_sha256"] = ProbeMeta.model_validate({**meta, "meta_sha256": None}).content_sha256()
+        meta["meta_sha256"] = meta_digest(meta)
         path.write_text(json.dumps(meta, indent=2))
     manifest = {"parts": {path.parent.name: json.loads(path.read_text())["meta_sha256"] for path in metas}}
     (dst / "bundle.json").write_text(json.dumps(manifest))
@@ -748,16 +748,20 @@ def test_malformed_messages_and_settings_are_typed_errors_in_both_modes(tiny):
                                          settings={"guard": {"thresholds": {"privacy": 0.7}}}))
 
 
-def test_an_erasure_waits_for_a_fused_prefill_and_erases_the_drift_state_it_wrote(tiny, tmp_path):
+@pytest.mark.parametrize("with_store", [True, False])
+def test_an_erasure_waits_for_a_fused_prefill_and_erases_the_drift_state_it_wrote(tiny, tmp_path, with_store):
     """Session 35 left it open (code reading), session 36 fixed it: a fused-mode prefill wrote the user's drift
     state outside the erasure gate, so an erasure that ran while the prefill scored was undone by the prefill's
-    write: the erased user's session state was back in the store. The hook is now admitted like a check."""
+    write: the erased user's session state was back in the store. The hook is now admitted like a check, through
+    the gate of the Guard it serves (`bind_erasure_gate`): with no spine store too, where the drift state lives
+    in the detector's memory (the first fix used the drift store's gate, which a store-less Guard does not share)."""
+    import contextlib
     import threading
 
     from guardrails import Guard
     from guardrails.store import SettingsStore
 
-    with SettingsStore(tmp_path / "s.db") as store:
+    with SettingsStore(tmp_path / "s.db") if with_store else contextlib.nullcontext() as store:
         det = PrivacyDetector(synthetic_bundle(tiny, 2, multi_layer=2, threshold=1e9), lm=tiny, mode="fused",
                               store=store)
         guard = Guard([det], store=store, erase_wait_s=10)
@@ -790,5 +794,6 @@ def test_an_erasure_waits_for_a_fused_prefill_and_erases_the_drift_state_it_wrot
         worker.join(10)
         eraser.join(10)
         assert erased and not worker.is_alive()
-        assert store.erase_user("default", "u")["session_state"] == 0  # ... and erased what it wrote
+        drift_store = det.scorer.tracker.store  # the SettingsStore, or the detector's InMemoryStateStore
+        assert drift_store.erase_user("default", "u")["session_state"] == 0  # ... and erased what it wrote
         assert hook.last_decision is None  # nor is the erased user's verdict kept

@@ -19,6 +19,7 @@ from probes.probe import (
     ProbeMeta,
     ProbeMismatchError,
     load_probe,
+    meta_digest,
 )
 from probes.train import fit_multiturn, fit_single
 
@@ -374,6 +375,11 @@ def test_meta_digest_refuses_an_edited_threshold_or_layer(tmp_path):
     legacy = {k: v for k, v in m.items() if k != "meta_sha256"}
     (p / "meta.json").write_text(json.dumps({**legacy, "threshold": 0.5}))
     assert ProbeArtifact.load(p).meta.threshold == 0.5  # not checkable without the digest: loads as before
+    # Written by a release whose model lacked fields added since (they read as their defaults): the digest is of
+    # the object as stored, so a release adding a defaulted field does not refuse every artifact on disk.
+    older = {k: v for k, v in m.items() if k not in ("history_threshold", "token_offset", "layers")}
+    (p / "meta.json").write_text(json.dumps({**older, "meta_sha256": meta_digest(older)}))
+    assert ProbeArtifact.load(p).meta.token_offset == 0
     shipped = load_probe("default")  # the shipped bundle carries (and passes) its content digests
     for art in (shipped.single, shipped.multiturn, shipped.context_free):
         assert art is not None and art.meta.meta_sha256 == art.meta.content_sha256()
