@@ -7,8 +7,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,11 +81,11 @@ class FusedProbeHook:
 
     def __init__(self, scorer: PrivacyScorer, *, tenant_id: str = "default",
                  identity: Callable[[], Any] | None = None, max_sessions: int = 1024, name: str = "privacy",
-                 erasure_gate: Callable[[], Any] | None = None) -> None:
+                 erasure_gates: Callable[[], list[Any]] | None = None) -> None:
         self.scorer = scorer
         self.tenant_id = tenant_id  # unless the turn's identity names the guard's tenant (`for_serving`)
         self.name = name  # the detector name a user's `disabled_detectors` would use
-        self.erasure_gate = erasure_gate  # the guarding Guard's erasure gate, when one is bound (see `_admitted`)
+        self.erasure_gates = erasure_gates  # the erasure gates of the Guards it serves (see `_admitted`)
         self.identity = identity
         self.last_findings: list[Finding] = []
         self.last_decision: Decision | None = None
@@ -140,15 +140,19 @@ class FusedProbeHook:
             self.last_decision, self.last_findings = None, []
         return n
 
-    def _admitted(self, who: _Turn) -> Any:
-        """The erasure gate's admission of this turn's user (their drift state, the hook's digests and last verdict
-        are written under it): the Guard's gate when one is bound, else the gate of the drift state's store (the
-        one every Guard over that store shares)."""
-        gate = self.erasure_gate() if self.erasure_gate is not None else None
+    @contextmanager
+    def _admitted(self, who: _Turn) -> Iterator[None]:
+        """Admission of this turn's user by the erasure gates (their drift state, the hook's digests and last verdict
+        are written under it): every gate bound by a Guard over the detector, else the gate of the drift state's
+        store (the one every Guard over that store shares). Entered in one order (by id), as every hook does."""
+        gates = list(self.erasure_gates()) if self.erasure_gates is not None else []
         tracker = self.scorer.tracker
-        if gate is None and tracker is not None:
-            gate = gate_for(tracker.store)
-        return gate.checking((who.tenant_id, who.user_id)) if gate is not None else nullcontext()
+        if not gates and tracker is not None:
+            gates = [gate_for(tracker.store)]
+        with ExitStack() as stack:
+            for gate in sorted(gates, key=id):
+                stack.enter_context(gate.checking((who.tenant_id, who.user_id)))
+            yield
 
     def _verdict(self, got: dict[ActKey, np.ndarray], who: _Turn, messages: Any,
                  scored: list[dict[str, str]] | None, key: tuple[str, str, str | None],

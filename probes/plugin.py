@@ -115,7 +115,8 @@ class PrivacyDetector(BaseDetector):
         self.mode = mode
         self.device = device
         self.scorer = PrivacyScorer(self.bundle, store if store is not None else InMemoryStateStore(), action)
-        self._erasure_gate: Any = None  # the Guard's (`bind_erasure_gate`): fused prefills write drift state through it
+        # the gates of the Guards over this detector (`bind_erasure_gate`): a fused prefill is admitted through each
+        self._erasure_gates: weakref.WeakSet[Any] = weakref.WeakSet()
         if self.bundle.multiturn is None:  # a bundle without multiturn/ loads: say that multi-turn drift is off
             log.warning("privacy probe bundle has no drift probe (multiturn/): multi-turn attacks are scored turn by "
                         "turn only")
@@ -212,9 +213,11 @@ class PrivacyDetector(BaseDetector):
                                     opening_acts=opening_acts, alone_acts=alone_acts)
 
     def bind_erasure_gate(self, gate: Any) -> None:
-        """The Guard's erasure gate (spine protocol): a fused prefill's scoring is admitted through it like a check,
-        so an erasure of the user waits for the drift state it writes, in the store or in this detector's memory."""
-        self._erasure_gate = gate
+        """A Guard's erasure gate (spine protocol): a fused prefill's scoring is admitted through it like a check,
+        so an erasure of the user waits for the drift state it writes, in the store or in this detector's memory.
+        Every Guard's, not the last one's: a second Guard over the detector (another store, a store-less one, a
+        view) had replaced the first's gate, and the first's erasures stopped waiting (review, session 36)."""
+        self._erasure_gates.add(gate)
 
     def fused_hook(self, *, tenant_id: str = "default",
                    identity: Callable[[], Any] | None = None) -> FusedProbeHook:
@@ -230,7 +233,7 @@ class PrivacyDetector(BaseDetector):
                               "a sentinel-mode detector runs its own forward pass on every check anyway; use "
                               "PrivacyDetector(..., mode='fused') or config {'privacy': {'mode': 'fused'}}")
         hook = FusedProbeHook(self.scorer, tenant_id=tenant_id, identity=identity, name=self.name,
-                              erasure_gate=lambda: self._erasure_gate)
+                              erasure_gates=lambda: list(self._erasure_gates))
         self._hook_refs.add(hook)  # weakly: `forget_user` reaches the hooks still in use
         return hook
 

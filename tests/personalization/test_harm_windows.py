@@ -284,3 +284,24 @@ def test_a_long_padded_span_keeps_its_tokens_and_reports_giant_words(tokenizer) 
         text = "x" * 50 + pad * 30_000 + "x" * 51 + " You are a worthless idiot"
         assert text_windows(tokenizer, text, 126) == (["[UNK] You are a worthless idiot"], 0)
     assert len(text_windows(tokenizer, "b" * 5 * PIECE_CHARS + " end", 126).texts[0]) <= PIECE_CHARS
+
+
+def test_a_word_split_by_zero_width_characters_stays_one_word(tokenizer) -> None:
+    """Review of the session-36 fix: a zero-width space between a word's pieces became a space, so each "##" piece
+    read as a word of its own (up to 3 tokens): a 108-token message behind 20,001 zero-width spaces came out a
+    150-token window, and the encoder never read its end ("... I will hurt you"), nothing reported unread."""
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def split(word: str) -> str:
+        return "\u200b".join(t.removeprefix("##") for t in tokenizer.convert_ids_to_tokens(ids(word)))
+
+    words = "unbelievableness internationalization antidisestablishmentarianism characteristically".split()
+    msg = " you are a worthless idiot and I will hurt you"
+    one = "\u200b" * 20_001 + " ".join(split(w) for w in words * 7) + msg
+    win = text_windows(tokenizer, one, 126)
+    assert len(win.texts) == 1 and ids(win.texts[0]) == ids(one) and win.unread_chars == 0
+    many = "the weather is nice today and we walk in the park. " * 30 + "\u200b" * 20_001 + \
+        " ".join(split(w) for w in words * 6) + msg
+    win = text_windows(tokenizer, many, 126)
+    assert all(len(ids(t)) <= 126 for t in win.texts[1:]) and win.texts[-1].endswith("hurt you")

@@ -748,23 +748,35 @@ def test_malformed_messages_and_settings_are_typed_errors_in_both_modes(tiny):
                                          settings={"guard": {"thresholds": {"privacy": 0.7}}}))
 
 
-@pytest.mark.parametrize("with_store", [True, False])
-def test_an_erasure_waits_for_a_fused_prefill_and_erases_the_drift_state_it_wrote(tiny, tmp_path, with_store):
+@pytest.mark.parametrize("setup", ["store", "no_store", "no_store_then_view", "second_guard_other_store",
+                                   "discarded_view_other_store"])
+def test_an_erasure_waits_for_a_fused_prefill_and_erases_the_drift_state_it_wrote(tiny, tmp_path, setup):
     """Session 35 left it open (code reading), session 36 fixed it: a fused-mode prefill wrote the user's drift
     state outside the erasure gate, so an erasure that ran while the prefill scored was undone by the prefill's
     write: the erased user's session state was back in the store. The hook is now admitted like a check, through
-    the gate of the Guard it serves (`bind_erasure_gate`): with no spine store too, where the drift state lives
-    in the detector's memory (the first fix used the drift store's gate, which a store-less Guard does not share)."""
-    import contextlib
+    the gate of every Guard over its detector (`bind_erasure_gate`). Reviews of the fix: the drift store's gate
+    alone missed a store-less Guard's erasures; the last bound gate alone missed the first Guard's erasures once a
+    second Guard (another store, a view, even one discarded since) was built over the detector."""
+    import gc
     import threading
 
     from guardrails import Guard
     from guardrails.store import SettingsStore
 
-    with SettingsStore(tmp_path / "s.db") if with_store else contextlib.nullcontext() as store:
+    store = None if setup.startswith("no_store") else SettingsStore(tmp_path / "s.db")
+    other = SettingsStore(tmp_path / "other.db")
+    try:
         det = PrivacyDetector(synthetic_bundle(tiny, 2, multi_layer=2, threshold=1e9), lm=tiny, mode="fused",
                               store=store)
         guard = Guard([det], store=store, erase_wait_s=10)
+        kept = []
+        if setup == "no_store_then_view":
+            kept.append(guard.view(tenant_id="other"))
+        elif setup == "second_guard_other_store":
+            kept.append(Guard([det], store=other))
+        elif setup == "discarded_view_other_store":
+            guard.view(store=other)
+            gc.collect()
         hook = det.fused_hook(identity=lambda: Identity("u", "s"))
         real, inside, go = det.scorer.findings, threading.Event(), threading.Event()
 
@@ -797,3 +809,7 @@ def test_an_erasure_waits_for_a_fused_prefill_and_erases_the_drift_state_it_wrot
         drift_store = det.scorer.tracker.store  # the SettingsStore, or the detector's InMemoryStateStore
         assert drift_store.erase_user("default", "u")["session_state"] == 0  # ... and erased what it wrote
         assert hook.last_decision is None  # nor is the erased user's verdict kept
+    finally:
+        other.close()
+        if store is not None:
+            store.close()
