@@ -117,6 +117,7 @@ class PrivacyDetector(BaseDetector):
         self.scorer = PrivacyScorer(self.bundle, store if store is not None else InMemoryStateStore(), action)
         # the gates of the Guards over this detector (`bind_erasure_gate`): a fused prefill is admitted through each
         self._erasure_gates: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._gates_lock = threading.Lock()  # a Guard built while a prefill lists them: a WeakSet is not thread-safe
         if self.bundle.multiturn is None:  # a bundle without multiturn/ loads: say that multi-turn drift is off
             log.warning("privacy probe bundle has no drift probe (multiturn/): multi-turn attacks are scored turn by "
                         "turn only")
@@ -217,7 +218,12 @@ class PrivacyDetector(BaseDetector):
         so an erasure of the user waits for the drift state it writes, in the store or in this detector's memory.
         Every Guard's, not the last one's: a second Guard over the detector (another store, a store-less one, a
         view) had replaced the first's gate, and the first's erasures stopped waiting (review, session 36)."""
-        self._erasure_gates.add(gate)
+        with self._gates_lock:
+            self._erasure_gates.add(gate)
+
+    def _bound_gates(self) -> list[Any]:
+        with self._gates_lock:
+            return list(self._erasure_gates)
 
     def fused_hook(self, *, tenant_id: str = "default",
                    identity: Callable[[], Any] | None = None) -> FusedProbeHook:
@@ -233,7 +239,7 @@ class PrivacyDetector(BaseDetector):
                               "a sentinel-mode detector runs its own forward pass on every check anyway; use "
                               "PrivacyDetector(..., mode='fused') or config {'privacy': {'mode': 'fused'}}")
         hook = FusedProbeHook(self.scorer, tenant_id=tenant_id, identity=identity, name=self.name,
-                              erasure_gates=lambda: list(self._erasure_gates))
+                              erasure_gates=self._bound_gates)
         self._hook_refs.add(hook)  # weakly: `forget_user` reaches the hooks still in use
         return hook
 
