@@ -49,7 +49,11 @@ def _shown(url: object) -> str:
 
 
 class OpenAICompatAdapter:
-    """Any OpenAI-compatible `/chat/completions` endpoint (vLLM, llama.cpp server, OpenAI, ...)."""
+    """Any OpenAI-compatible `/chat/completions` endpoint (vLLM, llama.cpp server, OpenAI, ...).
+
+    ``base_url`` is the API root: "/chat/completions" is joined to its path, its query kept ("?api-version=...").
+    Credentials: ``api_key`` (a Bearer token), or "user:password@" in ``base_url`` (sent as Basic auth, removed
+    from the URL). A key put in the query stays in the URL, which httpx logs at INFO: pass it as ``api_key``."""
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 30.0,
                  max_retries: int = 2, backoff: float = 0.5, structured: bool = True, deadline: float | None = None,
