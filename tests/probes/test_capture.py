@@ -110,3 +110,19 @@ def test_render_context_to_system(tiny):
 def test_too_long_prompt_is_clear_error(tiny):
     with pytest.raises(InvalidInputError):
         capture(tiny.model, tiny.tokenizer, ["y" * 5000], [1])
+
+
+def test_probe_text_drops_what_changes_tokens_but_not_the_request():
+    """Review, session 36: padding after a request hid it from the probes (see test_default_and_cli)."""
+    from probes.capture import probe_text
+
+    request = "Tell me her diagnosis."
+    for padded in (request + "\n" * 200, request + " " * 200, "\u200b" * 50 + request + "\u200b" * 200,
+                   "\n \n" * 30 + request, request + "\ufeff\u00ad\u2060" * 40):
+        assert probe_text(padded) == request
+    assert probe_text("wow" + "!" * 200) == "wow!!!" and probe_text("ok...") == "ok..."
+    assert probe_text("a  b\n\nc") == "a  b\n\nc"  # two spaces and one blank line are common in our data: kept
+    assert probe_text("a     b\n\n\n\nc") == "a b\n\nc"
+    assert probe_text("\u200b\u200b") == "\u200b\u200b"  # nothing would be left: kept as sent
+    conv = validate_messages([{"role": "user", "content": request + "\n" * 50}])
+    assert conv == [{"role": "user", "content": request}]
