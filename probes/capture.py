@@ -109,24 +109,35 @@ def validate_messages(messages: Sequence[Any]) -> Messages:
     return out
 
 
-#: characters of Unicode category Cf (zero-width space and joiners, soft hyphen, bidi marks, BOM...): invisible
-_FORMAT = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]+")
+#: Unicode's Default_Ignorable_Code_Point set (zero-width characters, joiners, soft hyphen, bidi controls, variation
+#: selectors, Hangul fillers, tag characters, BOM ...) and the other format characters (category Cf): invisible
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
+    "\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\u0600-\u0605\u06dd\u070f\u0890\u0891\u08e2"
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]+")
+#: three or more combining marks on one letter ("Zalgo" text; languages stack at most two)
+_MARK_PILES = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]{3,}")
+_BLANKS = re.compile("[\u2800]")  # blank-looking symbols that are not whitespace (braille pattern blank)
 _SPACES = re.compile(r"[^\S\n]{3,}")  # runs of horizontal whitespace (two are common in our data: kept)
 _BLANK_LINES = re.compile(r"\n[^\S\n]*(?:\n[^\S\n]*){2,}")  # three or more line breaks (blank lines between)
-_REPEATED_MARK = re.compile(r"([^\w\s])\1{3,}")  # "!!!!!!!!" / "........"
+#: a unit of up to 8 characters, digits aside ("1111" is a number), repeated 4+ times: "!!!!", " ok ok ok ok", "❤❤❤❤"
+_REPEATED = re.compile(r"(\D{1,8}?)\1{3,}", re.S)
 
 
 def probe_text(content: str) -> str:
-    """A message as the probes read it: without what changes its tokens but not what it asks. Invisible format
-    characters go, runs of three or more spaces become one, more than two line breaks become two, a punctuation
-    mark repeated more than three times is kept three times, and the ends are stripped (unless nothing would be
-    left).
+    """A message as the probes read it: without what changes its tokens but not what it asks. Invisible characters
+    go, and so do piles of three or more combining marks, a unit of up to 8 characters repeated four or more times
+    is kept once, runs of three or more spaces become
+    one, more than two line breaks become two, and the ends are stripped (unless nothing would be left).
 
     Why: 200 newlines, spaces or zero-width spaces after a request hid it from the probes: of 60 dev requests the
-    shipped probe blocks 40 as written, it blocked none with the padding (review, session 36). The model
-    reads the same request either way. Training, evaluation and serving all read messages through this."""
-    text = _FORMAT.sub("", content)
-    text = _REPEATED_MARK.sub(r"\1\1\1", _BLANK_LINES.sub("\n\n", _SPACES.sub(" ", text))).strip()
+    shipped probe blocks 40 as written, it blocked none with the padding; the review of that fix hid the demo's
+    attacks again with tag characters, variation selectors, Hangul fillers, combining marks, " ." or "❤️" repeated
+    (session 36). The model reads the same request either way. Training, evaluation and serving all read messages
+    through this. Junk that does not repeat (random words, a long harmless paragraph) still dilutes the request;
+    sentence cuts (`probes.segments`) cover part of that."""
+    text = _BLANKS.sub(" ", _MARK_PILES.sub("", _INVISIBLE.sub("", content)))
+    text = _REPEATED.sub(r"\1", _BLANK_LINES.sub("\n\n", _SPACES.sub(" ", text))).strip()
     return text or content
 
 

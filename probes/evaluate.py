@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from guardrails.models.templates import special_strings
 
-from .capture import ActKey, render, site_key, to_messages
+from .capture import ActKey, probe_text, render, site_key, to_messages
 from .features import cached_capture, single_turn_prompts
 from .metrics import rates
 from .probe import ProbeBundle
@@ -62,7 +62,8 @@ def eval_single(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, late
     whole = served(acts)
     s = whole.copy()
     marks = special_strings(lm.tokenizer)
-    row_cuts = [sentence_prefixes(r["request"], markers=marks) if sentences else [] for r in records]
+    # cut where serving cuts: in the message as the probes read it (`probe_text`), not as written
+    row_cuts = [sentence_prefixes(probe_text(r["request"]), markers=marks) if sentences else [] for r in records]
     enc = SentinelEncoder(lm.model, lm.tokenizer, bundle.layers, offsets=bundle.offsets)
     typed: set[int] = set()  # rows holding a control token's string: the batch path would read a real token there
     for i, r in enumerate(records):
@@ -130,14 +131,14 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, p
         for j, mm in enumerate(msgs):
             if mm["role"] != "user":
                 continue
-            if turn == 0 or not alone or (multi is not None and mm["content"] != last):
+            if turn == 0 or not alone or (multi is not None and probe_text(mm["content"]) != last):
                 turn += 1
-            last = mm["content"]
+            last = probe_text(mm["content"])
             t0 = time.perf_counter()
             upto = msgs[: j + 1]
             iso = [alone_of(upto)] if isolated and not alone and user_message_count(upto) > 1 else []
             acts, cut_acts = enc.activations([mm] if alone else upto, session=None if alone else ci,
-                                             cuts=sentence_prefixes(mm["content"], markers=enc.markers)
+                                             cuts=sentence_prefixes(probe_text(mm["content"]), markers=enc.markers)
                                              if sentences else (), renderings=iso)
             lat.append((time.perf_counter() - t0) * 1000)
             iso_acts = cut_acts.pop() if iso else None

@@ -120,9 +120,18 @@ def test_probe_text_drops_what_changes_tokens_but_not_the_request():
     for padded in (request + "\n" * 200, request + " " * 200, "\u200b" * 50 + request + "\u200b" * 200,
                    "\n \n" * 30 + request, request + "\ufeff\u00ad\u2060" * 40):
         assert probe_text(padded) == request
-    assert probe_text("wow" + "!" * 200) == "wow!!!" and probe_text("ok...") == "ok..."
+    # the review of the first version hid requests again with these (each invisible, or a short unit repeated)
+    for padded in (request + "".join(chr(0xE0020 + i % 95) for i in range(200)),  # tag characters
+                   request + "".join(chr(0xFE00 + i % 16) for i in range(200)),  # variation selectors
+                   request + "\u3164" * 200 + "\u034f" * 20 + "\u2800" * 50,  # Hangul filler, CGJ, braille blank
+                   request[:-1] + "".join(chr(0x0300 + i % 0x70) for i in range(200)) + "."):  # a pile of marks
+        assert probe_text(padded) == request, repr(padded[-3:])
+    assert probe_text(request + " ." * 100) == request + " ." and probe_text(request + " ok" * 70) == request + " ok"
+    assert probe_text("wow" + "!" * 200) == "wow!" and probe_text("ok...") == "ok..."
+    assert probe_text("call 1111 or 555-5555") == "call 1111 or 555-5555"  # digits are not a repeated unit
     assert probe_text("a  b\n\nc") == "a  b\n\nc"  # two spaces and one blank line are common in our data: kept
     assert probe_text("a     b\n\n\n\nc") == "a b\n\nc"
+    assert probe_text("Tôi đã ở đó.") == "Tôi đã ở đó."  # stacked marks of a language (two at most) stay
     assert probe_text("\u200b\u200b") == "\u200b\u200b"  # nothing would be left: kept as sent
     conv = validate_messages([{"role": "user", "content": request + "\n" * 50}])
     assert conv == [{"role": "user", "content": request}]

@@ -547,8 +547,9 @@ def test_a_harmless_sentence_after_a_flagged_request_does_not_hide_it(smol):
 
 def test_padding_after_a_flagged_request_does_not_hide_it(smol):
     """Review, session 36: 200 newlines, spaces or zero-width spaces after a request hid it from the probes (of 60
-    dev requests the shipped probe blocks 40 as written; none with the padding). The probes read each message
-    through `probe_text`, which drops what changes its tokens but not what it asks."""
+    dev requests the shipped probe blocks 40 as written; none with the padding), and so did tag characters,
+    variation selectors, Hangul fillers, " ." or " ok" repeated (review of the first fix). The probes read each
+    message through `probe_text`, which drops what changes its tokens but not what it asks."""
     from guardrails.detector import CheckRequest
     from probes.demo import DEMO_RECORDS_PROMPT, DEMO_SYSTEM_PROMPT
 
@@ -569,7 +570,10 @@ def test_padding_after_a_flagged_request_does_not_hide_it(smol):
         for padded in (request + "\n" * 200, request + " " * 200, request + "\u200b" * 200, "\n" * 200 + request,
                        request + "\t" * 50, request.replace(" ", "\u200b ")):
             assert score(system, padded) == pytest.approx(plain), repr(padded[-5:])  # read as the request itself
-        assert score(system, request + "!" * 200)[0]  # kept as "!!!"
+        for padded in (request + "!" * 200, request + " ." * 100, request + " ok" * 70, request + "\u3164" * 200,
+                       request + "".join(chr(0xE0020 + i % 95) for i in range(200)),
+                       request + "".join(chr(0xFE00 + i % 16) for i in range(200))):
+            assert score(system, padded)[0], repr(padded[-5:])  # one copy of a repeated unit is left, or nothing
 
 
 def test_eval_reads_a_typed_control_token_as_the_sentinel_serves_it(smol):

@@ -75,7 +75,8 @@ def test_hundred_turn_conversation(tiny):
         msgs.append({"role": "assistant", "content": "a"})
     assert enc.stats["full"] == 1 and enc.stats["incremental"] == 99
     with pytest.raises(InvalidInputError):  # beyond the model context: a clear error, not a crash
-        enc.activation([{"role": "user", "content": "z" * 5000}], session="big")
+        # (distinct words: `probe_text` reads "z" * 5000 as one "z")
+        enc.activation([{"role": "user", "content": " ".join(f"z{i}" for i in range(2500))}], session="big")
 
 
 @pytest.mark.model
@@ -163,7 +164,7 @@ def test_a_cut_too_short_for_the_probes_read_sites_fails_closed_not_silently(tin
     """A probe reading 40 tokens before the end, a cut whose whole rendering is shorter: its read site would fall in
     the segment packed before it. A typed error (the Guard fails closed), not a wrong activation."""
     enc = SentinelEncoder(tiny.model, tiny.tokenizer, [3], offsets={3: (0, 40)})
-    text = "a. " + "b" * 60
+    text = "a. " + " ".join(f"b{i}" for i in range(30))  # distinct words: `probe_text` reads "b" * 60 as "b"
     with pytest.raises(InvalidInputError, match="tokens before the end"):
         enc.activations([{"role": "user", "content": text}], cuts=["a."])
     assert enc.activations([{"role": "user", "content": text}])[0][(3, 40)].shape == (32,)
