@@ -17,6 +17,7 @@ offset)`` otherwise.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -115,29 +116,48 @@ _INVISIBLE = re.compile(
     "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
     "\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\u0600-\u0605\u06dd\u070f\u0890\u0891\u08e2"
     "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]+")
-#: three or more combining marks on one letter ("Zalgo" text; languages stack at most two)
+#: three or more combining marks of the common blocks on one letter ("Zalgo" text; after NFC, languages written
+#: with these blocks stack at most two)
 _MARK_PILES = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]{3,}")
 _BLANKS = re.compile("[\u2800]")  # blank-looking symbols that are not whitespace (braille pattern blank)
-_SPACES = re.compile(r"[^\S\n]{3,}")  # runs of horizontal whitespace (two are common in our data: kept)
+#: runs of spaces (not tabs, carriage returns or line separators: columns and line ends keep their meaning); two
+#: are common in our data and kept
+_SPACES = re.compile("[ \u00a0\u2000-\u200a\u202f\u205f\u3000]{3,}")
 _BLANK_LINES = re.compile(r"\n[^\S\n]*(?:\n[^\S\n]*){2,}")  # three or more line breaks (blank lines between)
-#: a unit of up to 8 characters, digits aside ("1111" is a number), repeated 4+ times: "!!!!", " ok ok ok ok", "❤❤❤❤"
-_REPEATED = re.compile(r"(\D{1,8}?)\1{3,}", re.S)
+#: a unit of up to 8 characters repeated 8 or more times: padding (" ok" x 70, "!" x 200, " ." x 100). Fewer
+#: repeats are left: "hahahaha", "XXXX-XXXX", "|---|---|" and "****-****-1234" carry meaning.
+_REPEATED = re.compile(r"(.{1,8}?)\1{7,}", re.S)
+
+
+def _one_unit(m: re.Match[str]) -> str:
+    return m.group(0) if m.group(1).isdigit() else m.group(1)  # a run of digits is a number ("0000"), kept
+
+
+def _probe_pass(text: str) -> str:
+    text = unicodedata.normalize("NFC", _INVISIBLE.sub("", text))  # NFC: an NFD letter's accents are no pile
+    text = _BLANKS.sub(" ", _MARK_PILES.sub("", text))
+    return _REPEATED.sub(_one_unit, _BLANK_LINES.sub("\n\n", _SPACES.sub(" ", text))).strip()
 
 
 def probe_text(content: str) -> str:
     """A message as the probes read it: without what changes its tokens but not what it asks. Invisible characters
-    go, and so do piles of three or more combining marks, a unit of up to 8 characters repeated four or more times
-    is kept once, runs of three or more spaces become
-    one, more than two line breaks become two, and the ends are stripped (unless nothing would be left).
+    go, and so do piles of three or more combining marks (after NFC), a unit of up to 8 characters repeated eight
+    or more times is kept once (not a run of digits), runs of three or more spaces become one, more than two line
+    breaks become two, and the ends are stripped; repeated until nothing changes (a kept copy can join its
+    neighbours into a new run), and unless nothing would be left.
 
     Why: 200 newlines, spaces or zero-width spaces after a request hid it from the probes: of 60 dev requests the
-    shipped probe blocks 40 as written, it blocked none with the padding; the review of that fix hid the demo's
-    attacks again with tag characters, variation selectors, Hangul fillers, combining marks, " ." or "❤️" repeated
-    (session 36). The model reads the same request either way. Training, evaluation and serving all read messages
-    through this. Junk that does not repeat (random words, a long harmless paragraph) still dilutes the request;
-    sentence cuts (`probes.segments`) cover part of that."""
-    text = _BLANKS.sub(" ", _MARK_PILES.sub("", _INVISIBLE.sub("", content)))
-    text = _REPEATED.sub(r"\1", _BLANK_LINES.sub("\n\n", _SPACES.sub(" ", text))).strip()
+    shipped probe blocks 40 as written, it blocked none with the padding; the reviews of that fix hid the demo's
+    attacks again with tag characters, variation selectors, Hangul fillers, combining marks, " ." or "❤️" repeated,
+    and nested units ("aaaabbbb" x 50) (session 36). The model reads the same request either way. Training,
+    evaluation and serving all read messages through this. Junk that does not repeat (random words, a long harmless
+    paragraph) still dilutes the request; sentence cuts (`probes.segments`) cover part of that."""
+    text = content
+    for _ in range(8):
+        done = _probe_pass(text)
+        if done == text:
+            break
+        text = done
     return text or content
 
 

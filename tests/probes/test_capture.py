@@ -128,10 +128,55 @@ def test_probe_text_drops_what_changes_tokens_but_not_the_request():
         assert probe_text(padded) == request, repr(padded[-3:])
     assert probe_text(request + " ." * 100) == request + " ." and probe_text(request + " ok" * 70) == request + " ok"
     assert probe_text("wow" + "!" * 200) == "wow!" and probe_text("ok...") == "ok..."
-    assert probe_text("call 1111 or 555-5555") == "call 1111 or 555-5555"  # digits are not a repeated unit
+    assert probe_text("call 1111 or 555-5555, code " + "0" * 12) == "call 1111 or 555-5555, code " + "0" * 12
+    # fewer than eight repeats carry meaning and stay (review of the second version, session 36)
+    for kept in ("hahahaha no no no no", "plate XXXX-XXXX", "|---|---|---|", "****-****-****-1234", "name\t\t\tssn",
+                 "line1\r\r\rline2", "ᾆδῃ"):
+        assert probe_text(kept) == kept, kept
+    assert probe_text(request + "aaaabbbb" * 50) == request + "aaaabbbb"  # a nested unit: kept once
+    assert probe_text(request + " 0" * 100) == request + " 0"
+    import unicodedata
+
+    assert probe_text(unicodedata.normalize("NFD", "ᾆδῃ")) == "ᾆδῃ"  # an NFD letter's three accents are no pile
     assert probe_text("a  b\n\nc") == "a  b\n\nc"  # two spaces and one blank line are common in our data: kept
     assert probe_text("a     b\n\n\n\nc") == "a b\n\nc"
     assert probe_text("Tôi đã ở đó.") == "Tôi đã ở đó."  # stacked marks of a language (two at most) stay
     assert probe_text("\u200b\u200b") == "\u200b\u200b"  # nothing would be left: kept as sent
     conv = validate_messages([{"role": "user", "content": request + "\n" * 50}])
     assert conv == [{"role": "user", "content": request}]
+
+
+def test_probe_text_costs_in_proportion_to_the_text():
+    """`probe_text` runs on every message the privacy guard reads: its patterns (a lazily repeated unit with a
+    back-reference, blank-line runs) must stay linear on hostile text. Ten times the input may not cost near a
+    hundred times as much."""
+    import time
+
+    from probes.capture import probe_text
+
+    def best_of_three(text):
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            probe_text(text)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    for unit in ("ab", "abcdefgh", "abcdefghi", "\n \n x", " .", "\u0301" * 2 + "a", "a\u200b"):
+        small, large = best_of_three(unit * 10_000), best_of_three(unit * 100_000)
+        assert large < 40 * max(small, 1e-4), (repr(unit), small, large)
+
+
+def test_probe_text_reads_its_own_output_unchanged():
+    """Review, session 36: one pass left a kept copy that joined its neighbours into a new run (' . . . ....' ->
+    '....' -> '.'), so a text read differently depending on how often it had been normalized."""
+    import random
+
+    from probes.capture import probe_text
+
+    units = ["a", "b", "ab", " ", "  ", "\n", ".", "!", " .", "ok ", "\u200b", "\u0301", "1", "\t", "_", "aaaabbbb"]
+    rnd = random.Random(7)
+    for _ in range(20_000):
+        text = "".join(rnd.choice(units) * rnd.choice((1, 1, 2, 4, 8, 9)) for _ in range(rnd.randint(1, 12)))
+        once = probe_text(text)
+        assert probe_text(once) == once, (text, once)
