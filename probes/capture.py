@@ -70,6 +70,13 @@ def to_messages(context: str | None, request: str | None = None,
     return msgs
 
 
+def message_field(message: Any, name: str) -> Any:
+    """A field of a message given as a dict or as an object (a LangChain or spine message); an enum's value (a
+    role); None if it has none."""
+    value = message.get(name) if isinstance(message, dict) else getattr(message, name, None)
+    return getattr(value, "value", value)
+
+
 def validate_messages(messages: Sequence[Any]) -> Messages:
     """Normalize and check a conversation to be scored before the assistant answers its last user turn.
 
@@ -81,9 +88,8 @@ def validate_messages(messages: Sequence[Any]) -> Messages:
         raise InvalidInputError(f"messages must be a list of messages, got {type(messages).__name__}")
     out: Messages = []
     for m in messages:
-        role = getattr(m, "role", None) if not isinstance(m, dict) else m.get("role")
+        role = message_field(m, "role")
         content = getattr(m, "content", None) if not isinstance(m, dict) else m.get("content")
-        role = getattr(role, "value", role)
         if role not in _ROLES:
             raise InvalidInputError(f"unsupported message role {role!r}; expected system/user/assistant")
         if not isinstance(content, str):

@@ -19,7 +19,7 @@ from guardrails.erasure import gate_for
 from guardrails.errors import InvalidInputError
 from guardrails.models.hooks import thread_owned
 
-from .capture import ActKey, layer_module, site_key, validate_messages
+from .capture import ActKey, layer_module, message_field, site_key, validate_messages
 from .probe import model_config, model_fingerprints
 from .scoring import PrivacyScorer
 from .velocity import conversation_digest, user_message_count
@@ -28,13 +28,6 @@ from .velocity import conversation_digest, user_message_count
 def _user_turns(messages: Any) -> int | None:
     """How many user messages the checked conversation holds (its last one is being scored); None if unknown."""
     return (user_message_count(messages) or None) if messages else None
-
-
-def _role(message: Any) -> Any:
-    """A message's role, from a dict or a message object (what `validate_messages` accepts); None if it has none
-    (the message is then refused by `validate_messages`, with a typed error)."""
-    role = message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
-    return getattr(role, "value", role)
 
 
 def _threshold(settings: Mapping[str, Any]) -> float:
@@ -196,9 +189,10 @@ class FusedProbeHook:
         if messages is not None:
             if isinstance(messages, str | bytes | Mapping) or not isinstance(messages, list | tuple):
                 raise InvalidInputError(f"messages must be a list of messages, got {type(messages).__name__}")
-            said = [m for m in messages if _role(m) != "tool"]
-            users = [i for i, m in enumerate(said) if _role(m) == "user"]
-            if users and _role(said[-1]) == "assistant" and _role(messages[-1]) == "tool":
+            said = [m for m in messages if message_field(m, "role") != "tool"]
+            users = [i for i, m in enumerate(said) if message_field(m, "role") == "user"]
+            if users and message_field(said[-1], "role") == "assistant" and \
+                    message_field(messages[-1], "role") == "tool":
                 # An agent step after the user's turn (its tool call answered by a tool result): that turn was
                 # scored before its first model call, as in sentinel mode; scoring it again would count it twice
                 # in the drift S_t (the guard's tool_result stage checks tool output). Only a turn this hook

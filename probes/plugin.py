@@ -27,7 +27,7 @@ from guardrails.decision import Action, Finding, Stage
 from guardrails.detector import BaseDetector, CheckRequest, PluginContext
 from guardrails.errors import ConfigError, InvalidInputError
 
-from .capture import validate_messages
+from .capture import message_field, validate_messages
 from .demo import DEMO_RECORDS_PROMPT, DEMO_SYSTEM_PROMPT, demo, demo_script  # noqa: F401 - entry point
 from .fused import FusedProbeHook, _threshold, _user_turns
 from .probe import ProbeBundle, load_probe, model_config, model_fingerprints
@@ -52,10 +52,7 @@ def _spoken(messages: list[Any]) -> list[Any]:
     An agent's history holds tool traffic between turns; the sentinel scores the conversation as said (tool
     output is the guard's tool_result stage's job), as the fused hook does for the serving model's agent steps.
     """
-    def field(m: Any, name: str) -> Any:
-        v = m.get(name) if isinstance(m, dict) else getattr(m, name, None)
-        return getattr(v, "value", v)
-
+    field = message_field  # role, content: from a dict or a message object
     return [m for m in messages if field(m, "role") != "tool"
             and not (field(m, "role") == "assistant" and isinstance(field(m, "content"), str)
                      and not field(m, "content").strip())]
