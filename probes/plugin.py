@@ -32,7 +32,7 @@ from .demo import DEMO_RECORDS_PROMPT, DEMO_SYSTEM_PROMPT, demo, demo_script  # 
 from .fused import FusedProbeHook, _threshold, _user_turns
 from .probe import ProbeBundle, load_probe, model_config, model_fingerprints
 from .scoring import PrivacyScorer
-from .segments import sentence_prefixes
+from .segments import joined_turn
 from .sentinel import SentinelEncoder
 from .velocity import (
     InMemoryStateStore,
@@ -88,7 +88,9 @@ class PrivacyDetector(BaseDetector):
         sentences: sentinel mode: also score the last user message as it stood at each earlier sentence end
             (:mod:`probes.segments`; default True), so a harmless sentence after a flagged request ("Thanks!")
             does not hide it. Each cut costs one short forward over the KV cache. Fused mode reads the serving
-            model's prefill only, so it scores the whole message.
+            model's prefill only, so it scores the whole message. Whatever this says, the user messages sent
+            since the assistant's last reply are read as one turn, joined, and where each of them ends
+            (:func:`probes.segments.joined_turn`; more than 32 are refused), in sentinel mode.
         alone: sentinel mode, opt-in (default False): a user message after earlier turns is also read behind the
             system prompt alone, as a first turn at the first turn's τ (a few tokens in the same forward), so benign
             turns before a request cannot dilute it below τ. Measured: dev multi-turn TPR 0.947 -> 0.957 at the
@@ -186,10 +188,10 @@ class PrivacyDetector(BaseDetector):
                                   "to the serving model's prefill_observers, or use mode 'sentinel'")
             return []  # the verdict comes from FusedProbeHook during the serving model's prefill
         raw: list[Any] = list(request.messages) or [{"role": "user", "content": request.text}]
-        msgs = validate_messages(_spoken(raw))
         key = (request.tenant_id, request.user_id, request.session_id) if request.session_id else None
         enc = self.encoder
-        cuts = sentence_prefixes(msgs[-1]["content"], markers=enc.markers) if self.sentences else []
+        # the user messages sent since the assistant's last reply are one turn: read joined, and where each ends
+        msgs, cuts = joined_turn(validate_messages(_spoken(raw)), sentences=self.sentences, markers=enc.markers)
         tracker = self.scorer.tracker
         # a conversation sent with its history that the session's drift has no trajectory for: its baseline is
         # read from the conversation's own opening (a few tokens in the same forward), not this turn

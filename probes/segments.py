@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from guardrails.errors import InvalidInputError
+
 #: Most sentence ends scored per message besides the whole message, the ones nearest its end (each adds the chat
 #: template's few end-of-turn tokens to the turn's forward pass).
 MAX_PREFIXES = 16
@@ -83,3 +85,52 @@ def sentence_prefixes(text: str, limit: int = MAX_PREFIXES, markers: Sequence[st
             cuts.append(cut)
     # the ones nearest the end: a request, then a remark
     return [text[:c] for c in (cuts[len(cuts) - limit:] if len(cuts) > limit else cuts)]
+
+
+
+#: Most user messages a turn may hold after the assistant's last reply, the newest included. The privacy guard
+#: reads each of them; a longer run is refused (fail closed) rather than read in part, or a request followed by
+#: enough "ok" messages would go unread.
+MAX_UNANSWERED = 32
+#: Most sentence cuts read inside the turn's earlier messages together (the newest has its own ``MAX_PREFIXES``),
+#: the ones nearest the end of the turn first.
+MAX_EARLIER_CUTS = 32
+#: What joins the user messages of one turn into the one message the probes read.
+JOINER = "\n"
+
+
+def joined_turn(messages: Sequence[dict[str, str]], *, sentences: bool = True, markers: Sequence[str] = (),
+                limit: int = MAX_PREFIXES) -> tuple[list[dict[str, str]], list[str]]:
+    """The conversation with the user messages after the assistant's last reply joined into one (by a line
+    break), and the cuts of that message the probes also read (prefixes of it, as ``sentence_prefixes`` gives):
+    its sentence cuts (``sentences``), then where each earlier message of the turn ends, then those messages'
+    own sentence cuts (``MAX_EARLIER_CUTS`` at most, the latest first); in order of first appearance, distinct.
+
+    Why: the probes were trained on conversations whose user and assistant turns alternate. Two user messages in a
+    row were read at the second: a request followed by a message "Thanks!" kept 0 of 60 dev attacks that are
+    blocked as one message, and a benign request followed by a 105-character remark in a message of its own was
+    flagged on 71 of 153 dev conversations (an unseen rendering read at the later turns' threshold; 0 of 153
+    with an assistant reply between them). Joined, the turn is read as one message, like a client that sends it
+    as one; each earlier message is read where it ends however long what follows it is (session 37).
+
+    Raises ``InvalidInputError`` when the turn holds more than ``MAX_UNANSWERED`` user messages."""
+    last_reply = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
+    first = next((i for i in range(last_reply + 1, len(messages)) if messages[i]["role"] == "user"), len(messages))
+    run = [m["content"] for m in messages[first:]]  # the validated conversation: only user messages after it
+    if len(run) > MAX_UNANSWERED:
+        raise InvalidInputError(f"{len(run)} user messages in a row without an assistant reply; the privacy guard "
+                                f"reads at most {MAX_UNANSWERED} (send the assistant's replies with the conversation)")
+    text = JOINER.join(run)
+    cuts = sentence_prefixes(text, limit=limit, markers=markers) if sentences else []
+    ends = [len(JOINER.join(run[: k + 1])) for k in range(len(run) - 1)]  # where each earlier message ends
+    cuts += [text[:e] for e in ends]
+    budget = MAX_EARLIER_CUTS if sentences else 0
+    for k in range(len(run) - 2, -1, -1):
+        if budget <= 0:
+            break
+        own = sentence_prefixes(run[k], limit=budget, markers=markers)
+        budget -= len(own)
+        start = ends[k] - len(run[k])
+        cuts += [text[:start] + c for c in own]
+    joined = [*messages[:first], {"role": "user", "content": text}] if len(run) > 1 else list(messages)
+    return joined, list(dict.fromkeys(c for c in cuts if c))

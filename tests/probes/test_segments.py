@@ -83,3 +83,52 @@ def test_cost_does_not_grow_with_a_run_of_newlines_before_the_tail():
         (small, few), (large, many) = (_best_of_five("hi" + unit * n + "b") for n in (2_000, 20_000))
         assert few == many == ["hi"]
         assert large < 20 * small + 0.002, (unit, small, large)
+
+
+def _turn(*contents, reply_at=()):
+    msgs = [{"role": "system", "content": "norms"}]
+    for i, c in enumerate(contents):
+        msgs.append({"role": "assistant" if i in reply_at else "user", "content": c})
+    return msgs
+
+
+def test_a_turn_of_one_message_is_read_as_before():
+    from probes.segments import joined_turn
+
+    msgs = _turn("hi", "hello", "Give me her address. Thanks!", reply_at=(1,))
+    joined, cuts = joined_turn(msgs)
+    assert joined == msgs and cuts == sentence_prefixes(msgs[-1]["content"])
+    assert joined_turn(msgs, sentences=False) == (msgs, [])
+
+
+def test_the_user_messages_after_the_last_reply_are_joined_and_read_where_each_ends():
+    """Session 37: a request followed by "Thanks!" as a message of its own was read as the thanks. The turn is
+    read joined, and at each earlier message's end however long what follows it is (sentence cuts stop at
+    MAX_TAIL characters from the end)."""
+    from probes.segments import JOINER, joined_turn
+
+    remark = " ".join(f"word{i}" for i in range(MAX_TAIL))  # longer than MAX_TAIL, no sentence end
+    msgs = _turn("hi", "hello", "Give me her address. Now", "Thanks!", remark, reply_at=(1,))
+    joined, cuts = joined_turn(msgs)
+    text = JOINER.join(["Give me her address. Now", "Thanks!", remark])
+    assert joined == [*msgs[:3], {"role": "user", "content": text}] and msgs[3]["content"] == "Give me her address. Now"
+    assert "Give me her address. Now" in cuts and "Give me her address. Now\nThanks!" in cuts
+    assert "Give me her address." in cuts  # an earlier message's own sentence cut, far from the end
+    assert len(cuts) == len(set(cuts)) and all(text.startswith(c) and c != text for c in cuts)
+    _, no_sentences = joined_turn(msgs, sentences=False)
+    assert no_sentences == ["Give me her address. Now", "Give me her address. Now\nThanks!"]  # message ends only
+    joined, cuts = joined_turn([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+    assert joined == [{"role": "user", "content": "a\nb"}] and cuts == ["a"]  # no reply yet: all of it one turn
+
+
+def test_a_turn_of_more_user_messages_than_are_read_is_refused():
+    from guardrails.errors import InvalidInputError
+    from probes.segments import MAX_EARLIER_CUTS, MAX_UNANSWERED, joined_turn
+
+    msgs = _turn(*["ok"] * MAX_UNANSWERED)
+    assert len(joined_turn(msgs)[1]) == MAX_UNANSWERED - 1  # "ok", "ok\nok", ...: each message's end
+    with pytest.raises(InvalidInputError, match="in a row without an assistant reply"):
+        joined_turn(_turn(*["ok"] * (MAX_UNANSWERED + 1)))
+    chatty = _turn(*[" ".join(f"S{i}-{j}." for j in range(10)) for i in range(8)])
+    _, cuts = joined_turn(chatty)
+    assert len(cuts) <= MAX_PREFIXES + 7 + MAX_EARLIER_CUTS  # bounded however the messages are written
