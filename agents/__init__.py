@@ -26,8 +26,8 @@ _EXPORTS = {
     "LLMParser": "llm_parser", "ParserOutputError": "llm_parser",
     "CommandSimulator": "simulator",
     "CommandRouter": "router", "RouteKind": "router", "RouteResult": "router",
-    "CrossUserCommandError": "router", "ModerationNotAvailableError": "router",
-    "PersonalizationModeration": "router", "ModerationBackend": "router",
+    "CrossUserCommandError": "router", "ModerationNotAvailableError": "moderation_backend",
+    "PersonalizationModeration": "moderation_backend", "ModerationBackend": "moderation_backend",
     "CommandDetector": "plugin", "build_command_detector": "plugin", "make_tools": "plugin",
     "run_eval": "evaluate",
 }

@@ -16,17 +16,15 @@ from guardrails.detector import BaseDetector, CheckRequest, PluginContext
 from guardrails.errors import RailguardError
 from guardrails.text import unanswered_user_turns
 
-from .moderation_clauses import split_moderation
-from .router import (
+from .moderation_backend import (
     _BASE,
-    MAX_COMMAND_CHARS,
-    CommandRouter,
     ModerationNotAvailableError,
     PersonalizationModeration,
-    RouteKind,
     base_category_named,
     category_name,
 )
+from .moderation_clauses import split_moderation
+from .router import MAX_COMMAND_CHARS, CommandRouter, RouteKind
 
 log = logging.getLogger("railguard.agents")
 #: The detector that enforces the `moderation` section this plugin's moderation commands write.

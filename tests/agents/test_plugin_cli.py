@@ -321,14 +321,9 @@ def test_a_category_blocked_in_chat_can_be_unblocked_in_chat(tmp_path):
 
 
 def _best_of_three(fn, *args) -> float:
-    import time
+    from tests.timing import best_time
 
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return best_time(fn, *args)[0]
 
 
 def test_closing_sentences_are_dropped_in_linear_time():

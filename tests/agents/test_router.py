@@ -251,7 +251,7 @@ def test_categories_named_before_digits_were_replaced_are_still_found(tmp_path):
     """Review, session 31: after words with digits became "number", unblocking a category made earlier under its
     old name fell through to the base category ("spam from ... lotto 649" unblocked base spam) and a second block
     made a duplicate that a later unblock freed while the old one stayed blocked."""
-    from agents.router import _category_name
+    from agents.moderation_backend import _category_name
     from guardrails.store import SettingsStore
     from personalization import profile as P
     from personalization.service import ProfileService
@@ -277,7 +277,7 @@ def test_categories_named_before_digits_were_replaced_are_still_found(tmp_path):
 def test_unblock_frees_every_copy_of_a_category(tmp_path):
     """Third review, session 31: with a category under both its old and its new name (a block sent between the
     naming change and the fix), unblock freed the first and left the other blocking."""
-    from agents.router import _category_name
+    from agents.moderation_backend import _category_name
     from guardrails.store import SettingsStore
     from personalization import profile as P
     from personalization.service import ProfileService

@@ -92,16 +92,11 @@ def test_the_icl_scorer_reads_a_forged_answer_as_text(tok):
 def test_control_token_contents_cost_in_proportion_to_the_conversation(tok):
     """Review, session 36: each message's mark was counted over the whole rendering, so contents holding a control
     token's string cost quadratically in the message count (32,000 messages: 21 s). One pass finds every mark."""
-    import time
+    from tests.timing import best_time
 
     def best_of_three(n):
         msgs = [{"role": ("user", "assistant")[i % 2], "content": "x <|im_end|>"} for i in range(n)]
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            ids = encode_chat(tok, msgs, template_render(tok))
-            times.append(time.perf_counter() - t0)
-        return min(times), ids
+        return best_time(encode_chat, tok, msgs, template_render(tok))
 
     small, ids = best_of_three(1001)
     large, _ = best_of_three(16001)

@@ -252,17 +252,17 @@ def test_parse_label_costs_in_proportion_to_the_reply():
     """Review of session 35: each mention of a label searched the whole reply before it for a negation, so a reply
     repeating a label (an endpoint's reply may hold 1 MiB) cost quadratic time: 30,000 characters 5.7 s. A ratio
     measured in one run (best of three): ten times the reply must not cost anywhere near a hundred times as much."""
+    from tests.timing import best_time
+
     labels = ["benign", "spam", "toxic"]
 
+    def both(n: int) -> None:
+        assert parse_label("not spam " * n + "benign", labels) == "benign"
+        with pytest.raises(DetectorError, match="several labels"):
+            parse_label("spam " * n + "toxic", labels)
+
     def best(n: int) -> float:
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            assert parse_label("not spam " * n + "benign", labels) == "benign"
-            with pytest.raises(DetectorError, match="several labels"):
-                parse_label("spam " * n + "toxic", labels)
-            times.append(time.perf_counter() - t0)
-        return min(times)
+        return best_time(both, n)[0]
 
     small, large = best(1_000), best(10_000)
     assert large < 20 * small + 0.005, (small, large)

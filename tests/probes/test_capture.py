@@ -150,17 +150,11 @@ def test_probe_text_costs_in_proportion_to_the_text():
     """`probe_text` runs on every message the privacy guard reads: its patterns (a lazily repeated unit with a
     back-reference, blank-line runs) must stay linear on hostile text. Ten times the input may not cost near a
     hundred times as much."""
-    import time
-
     from probes.capture import probe_text
+    from tests.timing import best_time
 
     def best_of_three(text):
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            probe_text(text)
-            times.append(time.perf_counter() - t0)
-        return min(times)
+        return best_time(probe_text, text)[0]
 
     for unit in ("ab", "abcdefgh", "abcdefghi", "\n \n x", " .", "\u0301" * 2 + "a", "a\u200b"):
         small, large = best_of_three(unit * 10_000), best_of_three(unit * 100_000)
