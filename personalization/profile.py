@@ -259,7 +259,14 @@ def _with(profile: ModerationProfile, name: str, cat: Category | None) -> Modera
     return parse_profile({"schema_version": 1, "categories": {k: v.model_dump() for k, v in cats.items()}})
 
 
+def _profile(profile: Any) -> ModerationProfile:
+    if not isinstance(profile, ModerationProfile):  # None or a dict had raised AttributeError
+        raise InvalidInputError(f"expected a ModerationProfile, got {type(profile).__name__} (parse_profile reads one)")
+    return profile
+
+
 def _category(profile: ModerationProfile, name: str) -> Category:
+    _profile(profile)
     check_name(name)
     if name not in profile.categories:
         raise UnknownNameError(f"unknown category {name!r}; known: {sorted(profile.categories)}", kind="category")
@@ -280,6 +287,7 @@ def block_new(
     """Add a new category from ≥ 1 example and/or a definition. Existing names are refused (use extend).
 
     ``generalize="examples"`` keeps the category narrow (see `Category.generalize`)."""
+    _profile(profile)
     check_name(name)
     if name in profile.categories:
         raise NameTakenError(f"category {name!r} already exists; use extend/unblock/reblock instead",
@@ -386,6 +394,7 @@ def reset(profile: ModerationProfile | None = None) -> ModerationProfile:
 
 def list_categories(profile: ModerationProfile) -> list[dict[str, Any]]:
     """Summaries without the texts themselves (safe to print or log)."""
+    _profile(profile)
     return [
         {"name": n, "builtin": n in BASE_CATEGORIES, "action": c.action, "threshold": c.threshold,
          "n_examples": len(c.examples), "n_counter_examples": len(c.counter_examples),

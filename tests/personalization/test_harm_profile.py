@@ -409,3 +409,17 @@ def test_an_apply_op_that_returns_no_profile_is_a_typed_error_and_writes_nothing
             with pytest.raises(InvalidInputError, match="must return a ModerationProfile"):
                 svc.apply("alice", op)
         assert store.get("default", "alice").version == 1
+
+
+@pytest.mark.parametrize("given", [None, {}, {"categories": {}}, "profile"])
+def test_profile_operations_refuse_what_is_not_a_profile(given):
+    """Each pure operation given something other than a ModerationProfile raises InvalidInputError (it raised
+    AttributeError from inside, session 36's leftover)."""
+    ops = [lambda p: P.block_new(p, "cats", examples=["a cat"]), lambda p: P.unblock(p, "spam"),
+           lambda p: P.reblock(p, "spam"), lambda p: P.extend(p, "spam", ["win"]), lambda p: P.remove(p, "spam"),
+           lambda p: P.set_threshold(p, "spam", 0.5), lambda p: P.set_action(p, "spam", "warn"),
+           P.list_categories]
+    for op in ops:
+        with pytest.raises(InvalidInputError, match="expected a ModerationProfile"):
+            op(given)
+    assert P.reset(given) == P.ModerationProfile()  # ignores its argument, as documented

@@ -385,6 +385,19 @@ def test_meta_digest_refuses_an_edited_threshold_or_layer(tmp_path):
         assert art is not None and art.meta.meta_sha256 == art.meta.content_sha256()
 
 
+def test_a_malformed_meta_digest_is_a_corrupt_artifact(tmp_path):
+    """meta_sha256 must be 64 lower-case hex digits: anything else (upper case, short, a number, empty) is a typed
+    CorruptProbeError at load, never a digest that compares unequal by accident or a pydantic error."""
+    p = _artifact().save(tmp_path / "p")
+    m = json.loads((p / "meta.json").read_text())
+    for bad in (m["meta_sha256"].upper(), m["meta_sha256"][:63], "", 12, ["x"], "g" * 64):
+        (p / "meta.json").write_text(json.dumps({**m, "meta_sha256": bad}))
+        with pytest.raises(CorruptProbeError, match="meta.json is invalid"):
+            ProbeArtifact.load(p)
+    (p / "meta.json").write_text(json.dumps(m))
+    assert ProbeArtifact.load(p).meta.meta_sha256 == m["meta_sha256"]
+
+
 def _split_signal(n=600, d=8, seed=4):
     """Two layers that each carry part of the label: layer 7 strongly, layer 4 a separate, weaker part;
     layer 9 (deeper than the best single layer) also carries an independent part."""
