@@ -186,7 +186,8 @@ def _as_role_content(item: object, i: int) -> tuple[object, object]:
 
 def coerce_messages(value: object) -> tuple[Message, ...]:
     """Validate a conversation into Messages: OpenAI-style dicts ([{"role", "content"}, ...]), (role, content)
-    pairs, LangChain messages (or one of them), with str content or content parts (text parts are read)."""
+    pairs, LangChain messages (or one of them), with str content or content parts (text parts are read); a null
+    content (an assistant's tool-call turn) is empty, as the HTTP service reads it."""
     if _is_chat_message(value):
         value = [value]
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
@@ -203,6 +204,7 @@ def coerce_messages(value: object) -> tuple[Message, ...]:
             continue
         role, content = _as_role_content(item, i)
         role = _ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
+        content = "" if content is None else content  # an OpenAI tool-call turn's null, read as the service reads it
         try:
             msg = Message.model_validate({"role": role, "content": coerce_text(content_text(content),
                                                                                 allow_empty=True)})

@@ -470,3 +470,23 @@ def test_a_lifting_command_may_waive_what_blocks_it_on_that_message_only(tmp_pat
         assert d.action is Action.BLOCK and failing.ran == 0 and "backend down" in (d.error or "")
     finally:
         store.close()
+
+
+def test_an_openai_tool_call_turn_with_null_content_reads_as_the_service_reads_it():
+    """An OpenAI history holds assistant tool-call turns with `"content": null`: the HTTP service read them as "",
+    the Python Guard refused the whole conversation (InvalidInputError, session 37 review). Both read "" now; a null
+    user turn being checked is still an error (empty text)."""
+    from guardrails.service.schemas import ChatMessageIn
+    from guardrails.text import coerce_messages
+
+    call = {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+    history = [{"role": "user", "content": "What's the weather in Paris?"},
+               {"role": "assistant", "content": None, "tool_calls": [call]},
+               {"role": "tool", "content": "sunny", "tool_call_id": "c1"},
+               {"role": "assistant", "content": "It's sunny."},
+               {"role": "user", "content": "And tomorrow?"}]
+    msgs = coerce_messages(history)
+    assert [m.content for m in msgs] == [ChatMessageIn.model_validate(m).content for m in history]
+    assert msgs[1].content == "" and Guard(detectors=[]).check(history, user_id="u").action is Action.ALLOW
+    with pytest.raises(InvalidInputError):
+        Guard(detectors=[]).check([{"role": "user", "content": None}], user_id="u")
