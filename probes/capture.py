@@ -81,8 +81,9 @@ def validate_messages(messages: Sequence[Any]) -> Messages:
     """Normalize and check a conversation to be scored before the assistant answers its last user turn.
 
     Rejects (InvalidInputError): empty conversations, unknown roles, non-string content, an assistant
-    speaking before any user turn, system messages after the first turn, and a last turn that is not the
-    user's (there is nothing to score "before the answer" then).
+    speaking before any user turn, and a last turn that is not the user's (there is nothing to score "before the
+    answer" then). A system message later in the conversation (an agent framework's reminder, a developer
+    message) is read where it stands: it had failed every check of such a conversation closed (session 37).
     """
     if isinstance(messages, str | bytes | dict) or not isinstance(messages, Iterable):
         raise InvalidInputError(f"messages must be a list of messages, got {type(messages).__name__}")
@@ -102,9 +103,7 @@ def validate_messages(messages: Sequence[Any]) -> Messages:
         out.append({"role": role, "content": probe_text(content)})
     if not out:
         raise InvalidInputError("empty conversation: nothing to score")
-    body = out[1:] if out[0]["role"] == "system" else out
-    if any(m["role"] == "system" for m in body):
-        raise InvalidInputError("a system message is only allowed as the first message")
+    body = out[next((i for i, m in enumerate(out) if m["role"] != "system"), len(out)):]
     if not body:
         raise InvalidInputError("conversation has no user turn")
     if body[0]["role"] != "user":
@@ -158,13 +157,23 @@ def probe_text(content: str) -> str:
     and nested units ("aaaabbbb" x 50) (session 36). The model reads the same request either way. Training,
     evaluation and serving all read messages through this. Junk that does not repeat (random words, a long harmless
     paragraph) still dilutes the request; sentence cuts (`probes.segments`) cover part of that."""
+    return _normalized(content) or content
+
+
+def reads_blank(content: str) -> bool:
+    """Whether nothing of ``content`` is left as the probes read it (whitespace, zero-width or other invisible
+    characters only)."""
+    return not _normalized(content)
+
+
+def _normalized(content: str) -> str:
     text = content
     for _ in range(8):
         done = _probe_pass(text)
         if done == text:
             break
         text = done
-    return text or content
+    return text
 
 
 def render(tokenizer: Any, messages: Sequence[Any]) -> str:

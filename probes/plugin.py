@@ -27,17 +27,18 @@ from guardrails.decision import Action, Finding, Stage
 from guardrails.detector import BaseDetector, CheckRequest, PluginContext
 from guardrails.errors import ConfigError, InvalidInputError
 
-from .capture import message_field, validate_messages
+from .capture import message_field, reads_blank, validate_messages
 from .demo import DEMO_RECORDS_PROMPT, DEMO_SYSTEM_PROMPT, demo, demo_script  # noqa: F401 - entry point
 from .fused import FusedProbeHook, _threshold, _user_turns
 from .probe import ProbeBundle, load_probe, model_config, model_fingerprints
 from .scoring import PrivacyScorer
-from .segments import joined_turn
+from .segments import joined_turn, turn_prefixes, without_later_systems
 from .sentinel import SentinelEncoder
 from .velocity import (
     InMemoryStateStore,
     StateStore,
     alone_of,
+    conversation_digest,
     opening_of,
     user_message_count,
 )
@@ -53,9 +54,17 @@ def _spoken(messages: list[Any]) -> list[Any]:
     output is the guard's tool_result stage's job), as the fused hook does for the serving model's agent steps.
     """
     field = message_field  # role, content: from a dict or a message object
+    # blank as the probes read it: an assistant message of zero-width spaces had ended the user's turn (review)
     return [m for m in messages if field(m, "role") != "tool"
             and not (field(m, "role") == "assistant" and isinstance(field(m, "content"), str)
-                     and not field(m, "content").strip())]
+                     and _blank(field(m, "content")))]
+
+
+def _blank(text: str) -> bool:
+    try:
+        return reads_blank(text)
+    except (TypeError, ValueError):  # validate_messages refuses it with its own error
+        return False
 
 
 class PrivacyDetector(BaseDetector):
@@ -191,7 +200,8 @@ class PrivacyDetector(BaseDetector):
         key = (request.tenant_id, request.user_id, request.session_id) if request.session_id else None
         enc = self.encoder
         # the user messages sent since the assistant's last reply are one turn: read joined, and where each ends
-        msgs, cuts = joined_turn(validate_messages(_spoken(raw)), sentences=self.sentences, markers=enc.markers)
+        said = validate_messages(_spoken(raw))
+        msgs, cuts = joined_turn(said, sentences=self.sentences, markers=enc.markers, max_chars=enc.max_chars)
         tracker = self.scorer.tracker
         # a conversation sent with its history that the session's drift has no trajectory for: its baseline is
         # read from the conversation's own opening (a few tokens in the same forward), not this turn
@@ -204,13 +214,21 @@ class PrivacyDetector(BaseDetector):
         if self.alone and user_message_count(msgs) > 1:
             lone = alone_of(msgs)
             alone = [lone, *([*lone[:-1], {"role": "user", "content": c}] for c in cuts)]
-        acts, cut_acts = enc.activations(msgs, session=key, cuts=cuts, renderings=[*opening, *alone])
+        # the turn as a client checking each message as it arrived had checked it: that turn grown, not a new one
+        grown_from = [conversation_digest(c) for c in turn_prefixes(said)] if tracker is not None and key else []
+        # a later system message (a framework's reminder) is read where it stands, and the request probes also read
+        # the conversation without it: they were trained under one leading system prompt, and a reminder just
+        # before a request diluted it (dev: 40 -> 21 of 60 attacks blocked; session 37)
+        lean = without_later_systems(msgs)
+        bare = [] if lean == msgs else [lean, *([*lean[:-1], {"role": "user", "content": c}] for c in cuts)]
+        acts, cut_acts = enc.activations(msgs, session=key, cuts=cuts, renderings=[*bare, *opening, *alone])
         alone_acts = [cut_acts.pop() for _ in alone][::-1]
         opening_acts = cut_acts.pop() if opening else None
         return self.scorer.findings(acts, tenant_id=request.tenant_id, user_id=request.user_id,
                                     session_id=request.session_id, threshold=_threshold(request.settings),
-                                    user_turn=_user_turns(msgs), conversation=msgs, cut_acts=cut_acts,
-                                    opening_acts=opening_acts, alone_acts=alone_acts)
+                                    user_turn=_user_turns(msgs), conversation=msgs, cut_acts=cut_acts[:len(cuts)],
+                                    opening_acts=opening_acts, alone_acts=alone_acts, grown_from=grown_from,
+                                    bare_acts=cut_acts[len(cuts):])
 
     def bind_erasure_gate(self, gate: Any) -> None:
         """A Guard's erasure gate (spine protocol): a fused prefill's scoring is admitted through it like a check,

@@ -44,7 +44,9 @@ class PrivacyScorer:
                  conversation: list[dict[str, str]] | None = None,
                  cut_acts: Sequence[Mapping[ActKey, np.ndarray]] = (),
                  opening_acts: Mapping[ActKey, np.ndarray] | None = None,
-                 alone_acts: Sequence[Mapping[ActKey, np.ndarray]] = ()) -> list[Finding]:
+                 alone_acts: Sequence[Mapping[ActKey, np.ndarray]] = (),
+                 grown_from: Sequence[str] = (),
+                 bare_acts: Sequence[Mapping[ActKey, np.ndarray]] = ()) -> list[Finding]:
         """``cut_acts``: activations of the last user message cut at its earlier sentence ends
         (:mod:`probes.segments`); the request probes take the largest margin over them and the whole message
         (the drift, the whole message only).
@@ -58,17 +60,19 @@ class PrivacyScorer:
         (``VelocityTracker.needs_opening``): its baseline. ``alone_acts``: the last user message read behind the
         system prompt only, as a first turn, then its sentence cuts read the same way; the request probes also
         score them, at the first turn's τ (earlier benign turns had diluted a request the same probes block on its
-        own: 0.705 alone, 0.472 after two)."""
+        own: 0.705 alone, 0.472 after two). ``grown_from``: see ``VelocityTracker.update``. ``bare_acts``: the
+        conversation without its later system messages, then its cuts; read like the cuts."""
         if not 0.0 <= threshold <= 1.0:
             raise InvalidInputError("privacy threshold must lie in [0, 1]")
         if user_turn is not None and user_turn < 1:
             raise InvalidInputError("user_turn counts from 1")
         every = [acts, *cut_acts]
-        read = [*every, *alone_acts, *([] if opening_acts is None else [opening_acts])]
+        read = [*every, *bare_acts, *alone_acts, *([] if opening_acts is None else [opening_acts])]
         if not all(np.isfinite(a).all() for one in read for a in one.values()):
             raise InvalidInputError("non-finite activation: refusing to score")
         t = user_turn or 1
-        if not all(np.isfinite(list(self.bundle.request_margins(one, t).values())).all() for one in every):
+        scored_reads = [*every, *bare_acts]
+        if not all(np.isfinite(list(self.bundle.request_margins(one, t).values())).all() for one in scored_reads):
             # before any state changes
             raise InvalidInputError("non-finite probe score (corrupt or overflowing probe weights): refusing to score")
         drift: list[Finding] = []
@@ -77,7 +81,8 @@ class PrivacyScorer:
             assert m is not None
             score, turn = self.tracker.update(tenant_id, user_id, session_id, m.features(acts),
                                               conversation=conversation,
-                                              opening=None if opening_acts is None else m.features(opening_acts))
+                                              opening=None if opening_acts is None else m.features(opening_acts),
+                                              grown_from=grown_from)
             unit_d = m.unit_score(score)
             # A later turn checked as the newest message alone was read without its conversation, unlike every
             # turn the drift probe was calibrated on: reported, never enforced (see the class docstring).
@@ -93,7 +98,7 @@ class PrivacyScorer:
                                              + note,
                                  action=self.action if fire else Action.ALLOW))
             t = max(t, turn)
-        reads = [(one, t) for one in every] + [(one, 1) for one in alone_acts]
+        reads = [(one, t) for one in every] + [(one, 1) for one in alone_acts] + [(one, t) for one in bare_acts]
         scored = [{name: float(m) for name, m in self.bundle.request_margins(one, turn_of).items()}
                   for one, turn_of in reads]
         at = max(range(len(reads)), key=lambda i: max(scored[i].values()))  # ties: the whole message
@@ -105,8 +110,14 @@ class PrivacyScorer:
             off = f", {p.meta.token_offset} tokens before the last" if p.meta.token_offset else ""
             parts.append(f"{'single-turn' if name == 'single' else 'context-free'} probe ({_where(p.layers)}{off}): "
                          f"raw {margins[name] * p.meta.score_scale + tau:.3f} vs tau {tau:.3f}")
-        where = ", the message read without the earlier turns" if at >= len(every) else \
-            f", the message up to its sentence {at} of {len(every)}" if at else ""
+        if at >= len(every) + len(alone_acts):
+            k = at - len(every) - len(alone_acts)
+            where = ", read without its later system messages" + (f", up to its sentence {k} of {len(every)}"
+                                                                  if k else "")
+        elif at >= len(every):
+            where = ", the message read without the earlier turns"
+        else:
+            where = f", the message up to its sentence {at} of {len(every)}" if at else ""
         return [Finding(detector="privacy", category="privacy_request", score=unit, threshold=threshold,
                         explanation="; ".join(parts) + f" (user turn {t}{where})",
                         action=self.action if unit > threshold else Action.ALLOW), *drift]

@@ -88,6 +88,7 @@ def sentence_prefixes(text: str, limit: int = MAX_PREFIXES, markers: Sequence[st
 
 
 
+
 #: Most user messages a turn may hold after the assistant's last reply, the newest included. The privacy guard
 #: reads each of them; a longer run is refused (fail closed) rather than read in part, or a request followed by
 #: enough "ok" messages would go unread.
@@ -99,28 +100,85 @@ MAX_EARLIER_CUTS = 32
 JOINER = "\n"
 
 
+def joined_turns(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """The conversation with each run of user messages (no assistant reply between them) joined into one message
+    by a line break and read again as the probes read a message (:func:`probes.capture.probe_text`). A system
+    message inside a run is read before the run's joined message (the operator's words, where the turn starts)."""
+    from .capture import probe_text
+
+    out: list[dict[str, str]] = []
+    systems: list[dict[str, str]] = []
+    users: list[str] = []
+
+    def flush() -> None:
+        out.extend(systems)
+        if users:
+            text = JOINER.join(users)
+            out.append({"role": "user", "content": probe_text(text) if len(users) > 1 else text})
+        systems.clear()
+        users.clear()
+
+    for m in messages:
+        if m["role"] == "assistant":
+            flush()
+            out.append(dict(m))
+        elif m["role"] == "user":
+            users.append(m["content"])
+        elif users:  # a system message inside the run
+            systems.append(dict(m))
+        else:  # before the run's first user message: where it stands
+            out.extend(systems)
+            systems.clear()
+            out.append(dict(m))
+    flush()
+    return out
+
+
+def without_later_systems(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """The conversation without its system messages but the first (as the probes were trained: at most one system
+    prompt, first, then the turns)."""
+    return [m for i, m in enumerate(messages) if m["role"] != "system" or i == 0]
+
+
+def turn_prefixes(messages: Sequence[dict[str, str]]) -> list[list[dict[str, str]]]:
+    """The conversation as it stood at each earlier message of its last run of user messages (the turn sent since
+    the assistant's last reply), each read joined (:func:`joined_turns`): what a client checking each message as it
+    arrived had checked before this."""
+    last_reply = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
+    users = [i for i in range(last_reply + 1, len(messages)) if messages[i]["role"] == "user"]
+    return [joined_turns(messages[: i + 1]) for i in users[:-1]]
+
+
 def joined_turn(messages: Sequence[dict[str, str]], *, sentences: bool = True, markers: Sequence[str] = (),
-                limit: int = MAX_PREFIXES) -> tuple[list[dict[str, str]], list[str]]:
-    """The conversation with the user messages after the assistant's last reply joined into one (by a line
-    break), and the cuts of that message the probes also read (prefixes of it, as ``sentence_prefixes`` gives):
-    its sentence cuts (``sentences``), then where each earlier message of the turn ends, then those messages'
-    own sentence cuts (``MAX_EARLIER_CUTS`` at most, the latest first); in order of first appearance, distinct.
+                limit: int = MAX_PREFIXES, max_chars: int | None = None) -> tuple[list[dict[str, str]], list[str]]:
+    """The conversation with each run of user messages joined (:func:`joined_turns`), and the cuts of its last
+    message the probes also read (prefixes of it, in order, distinct, none blank): its sentence cuts
+    (``sentences``), where each of the turn's earlier messages ends, and those messages' own sentence cuts
+    (``MAX_EARLIER_CUTS`` at most, the latest first).
 
     Why: the probes were trained on conversations whose user and assistant turns alternate. Two user messages in a
     row were read at the second: a request followed by a message "Thanks!" kept 0 of 60 dev attacks that are
     blocked as one message, and a benign request followed by a 105-character remark in a message of its own was
     flagged on 71 of 153 dev conversations (an unseen rendering read at the later turns' threshold; 0 of 153
     with an assistant reply between them). Joined, the turn is read as one message, like a client that sends it
-    as one; each earlier message is read where it ends however long what follows it is (session 37).
+    as one; each earlier message is read where it ends however long what follows it is (session 37). Earlier
+    runs are joined too, so the next turn's conversation extends this one's (its KV cache is reused).
 
-    Raises ``InvalidInputError`` when the turn holds more than ``MAX_UNANSWERED`` user messages."""
+    Raises ``InvalidInputError`` when the turn holds more than ``MAX_UNANSWERED`` user messages, or more than
+    ``max_chars`` characters (what the probe model could not read anyway), before any cut is copied."""
+    from .capture import probe_text
+
     last_reply = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
-    first = next((i for i in range(last_reply + 1, len(messages)) if messages[i]["role"] == "user"), len(messages))
-    run = [m["content"] for m in messages[first:]]  # the validated conversation: only user messages after it
+    run = [m["content"] for m in messages[last_reply + 1:] if m["role"] == "user"]
     if len(run) > MAX_UNANSWERED:
         raise InvalidInputError(f"{len(run)} user messages in a row without an assistant reply; the privacy guard "
                                 f"reads at most {MAX_UNANSWERED} (send the assistant's replies with the conversation)")
-    text = JOINER.join(run)
+    if max_chars is not None and sum(len(c) + len(JOINER) for c in run) > max_chars:
+        raise InvalidInputError(f"the user's turn is longer than the {max_chars} characters the probe model reads")
+    joined = joined_turns(messages)
+    if len(run) < 2:
+        return joined, sentence_prefixes(run[-1], limit=limit, markers=markers) if sentences and run else []
+    text, whole = JOINER.join(run), joined[-1]["content"]
     cuts = sentence_prefixes(text, limit=limit, markers=markers) if sentences else []
     ends = [len(JOINER.join(run[: k + 1])) for k in range(len(run) - 1)]  # where each earlier message ends
     cuts += [text[:e] for e in ends]
@@ -132,5 +190,7 @@ def joined_turn(messages: Sequence[dict[str, str]], *, sentences: bool = True, m
         budget -= len(own)
         start = ends[k] - len(run[k])
         cuts += [text[:start] + c for c in own]
-    joined = [*messages[:first], {"role": "user", "content": text}] if len(run) > 1 else list(messages)
-    return joined, list(dict.fromkeys(c for c in cuts if c))
+    # read as the probes read a message: a cut the normalisation moves off the joined message is no prefix of it
+    # (a repeated short message, "ok" x 20, is kept once), and reads nothing the others do not
+    read = {probe_text(c).rstrip() for c in cuts}
+    return joined, sorted((c for c in read if c.strip() and c != whole and whole.startswith(c)), key=len)

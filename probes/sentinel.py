@@ -80,6 +80,13 @@ class SentinelEncoder:
         # to the probe layer, so 32 sessions of 8k tokens would hold ~6 GB. Least recently used caches go first.
         self.max_cached_tokens = max_cached_tokens
         self.max_tokens = max_tokens or int(getattr(model.config, "max_position_embeddings", 8192))
+        # more characters than this cannot fit in max_tokens tokens (a token's string is at least as long as the
+        # text it stands for): refused before a turn's cuts are copied (`probes.segments.joined_turn`)
+        try:
+            longest = max(map(len, tokenizer.get_vocab()), default=1)
+        except (AttributeError, NotImplementedError, TypeError):  # a tokenizer without a vocabulary to list
+            longest = 1
+        self.max_chars = self.max_tokens * max(longest, 16)
         self._lru: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self.stats = {"full": 0, "incremental": 0, "hits": 0}

@@ -101,3 +101,30 @@ def split_small_talk(records: Sequence[Record], everyday_dev_groups: Iterable[st
     for r in records:
         (dev if str(r["group"]).removeprefix("small-talk-") in held else train).append(r)
     return train, dev
+
+
+def opening_copies(records: Sequence[Record], *, seed: int = 41, second_share: float = 0.4) -> list[Record]:
+    """One copy of each conversation record opening with one small-talk exchange (two in ``second_share`` of the
+    copies): a greeting from :data:`OPENINGS` (then :data:`SECOND`), each answered by a canned reply, before its
+    first turn; label kept, turn labels prefixed with 0s, group kept (a copy stays in its original's CV fold).
+
+    Why (session 37): the drift S_t = w·(a_t - a_1) takes the first user turn as its baseline, and no training
+    conversation opened with small talk. Behind a held-out greeting, benign dev conversations read a greeting ->
+    task displacement as drift: 86 of 171 flagged (50 %), against 3 without the greeting."""
+    rng = random.Random(seed)
+    out: list[Record] = []
+    for i, r in enumerate(records):
+        turns = r.get("turns")
+        if not isinstance(turns, list) or not turns:
+            raise ValueError(f"record {r.get('id', i)!r} has no 'turns' list")
+        opening = [rng.choice(OPENINGS)] + ([rng.choice(SECOND)] if rng.random() < second_share else [])
+        pre: list[dict[str, str]] = []
+        for text in opening:
+            pre += [{"role": "user", "content": text}, {"role": "assistant", "content": rng.choice(_REPLIES)}]
+        labels = r.get("turn_labels")
+        q = {**r, "id": f"{r.get('id', i)}+opening", "turns": pre + list(turns),
+             "group": r.get("group", r.get("id", i))}
+        if isinstance(labels, list):
+            q["turn_labels"] = [0] * len(opening) + list(labels)
+        out.append(q)
+    return out

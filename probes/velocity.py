@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -192,7 +192,9 @@ class VelocityTracker:
     edited: the baseline a_1 came from another conversation) starts its own trajectory at turn 1. A later turn
     edited or withheld (a blocked turn replaced in an agent's thread) keeps the trajectory: S_t = w·(a_t - a_1)
     still measures drift from the same opening. A conversation with one user message carries no history (a client
-    sending only its newest message, perhaps after a system prompt) and always continues the session.
+    sending only its newest message, perhaps after a system prompt) and always continues the session, unless the
+    caller says it is the one last scored grown by more user messages sent before any reply (``grown_from``): that
+    turn again, re-scored at the same turn.
     """
 
     def __init__(self, probe: ProbeArtifact, store: StateStore | None = None, key: str = STATE_KEY) -> None:
@@ -228,6 +230,14 @@ class VelocityTracker:
         return VelocityState(turn=state.turn + 1, a1=state.a1, prev=a, score=state.score + delta,
                              probe_id=self.probe_id)
 
+    def regrow(self, state: VelocityState, a_t: np.ndarray) -> VelocityState:
+        """Pure update (no I/O): the scored turn read again, grown (more user messages sent before any reply):
+        S_t = S_{t-1} + w·(a_t' - a_{t-1}) = S_t + w·(a_t' - a_t), at the same turn; at turn 1, the new baseline."""
+        if state.turn == 1:
+            return self.step(None, a_t)
+        now = self.step(state, a_t)
+        return VelocityState(turn=state.turn, a1=state.a1, prev=now.prev, score=now.score, probe_id=self.probe_id)
+
     def start(self, a_1: np.ndarray, a_t: np.ndarray, turn: int) -> VelocityState:
         """A trajectory first seen at user turn ``turn`` of a conversation sent whole: its baseline ``a_1`` read from
         the conversation's own opening, so S_t = w·(a_t - a_1) is what the turn-by-turn sum would have reached."""
@@ -259,7 +269,7 @@ class VelocityTracker:
 
     def update(self, tenant_id: str, user_id: str, session_id: str, a_t: np.ndarray, *,
                conversation: Sequence[Mapping[str, str]] | None = None,
-               opening: np.ndarray | None = None) -> tuple[float, int]:
+               opening: np.ndarray | None = None, grown_from: Collection[str] = ()) -> tuple[float, int]:
         """Advance the session by this turn and return (S_t, t). Read, step and write are one atomic update
         (the store's `update_state`, else a per-session lock in this process): two turns of one session checked
         at once (a double submit, two tabs) are counted as two turns, never both as the same one.
@@ -268,7 +278,13 @@ class VelocityTracker:
         A trajectory that starts here for a conversation sent with its history (a new session id, a restart
         without state, an edited opening) starts from it, at the conversation's user turn count: without it the
         baseline was this turn, so S_t was 0 and a client could turn the drift off by sending each turn under a
-        new session id."""
+        new session id.
+
+        ``grown_from``: digests (`conversation_digest`) of this conversation as it stood at each earlier message of
+        its last run of user messages (sent before any reply, read joined: :func:`probes.segments.turn_prefixes`).
+        When the one last scored is among them, this is that turn grown: re-scored at the same turn, not a new one
+        (a client checking each message as it arrives had its turn counted twice, review of session 37). Digests of
+        the messages as sent, so a new message that merely starts with the previous one is a new turn."""
         digest = head = None
         if conversation is not None:
             digest, head = conversation_digest(conversation), conversation_digest(opening_of(conversation))
@@ -276,19 +292,26 @@ class VelocityTracker:
 
         def advance(raw: dict[str, Any] | None) -> dict[str, Any] | None:
             state = self._parse(raw)
+            grown = False
             if state is not None and digest is not None and state.digest is not None:
                 if digest == state.digest:
                     out.append((state.score, state.turn))  # the scored turn again: twice would fake a drift
                     return None
                 assert conversation is not None
-                if has_history(conversation) and head != state.head:
+                grown = state.digest in grown_from
+                if not grown and has_history(conversation) and head != state.head:
                     state = None  # another opening: the old baseline a_1 belongs to another conversation
-            if state is None and opening is not None and conversation is not None and has_history(conversation):
+            if grown:
+                assert state is not None
+                st = self.regrow(state, a_t)
+                st.head = head if state.turn == 1 or state.head is None else state.head  # turn 1 is the opening
+            elif state is None and opening is not None and conversation is not None and has_history(conversation):
                 st = self.start(opening, a_t, user_message_count(conversation))
             else:
                 st = self.step(state, a_t)
+            if not grown:
+                st.head = head if state is None or state.head is None else state.head
             st.digest = digest
-            st.head = head if state is None or state.head is None else state.head
             out.append((st.score, st.turn))
             return st.to_json()
 

@@ -88,7 +88,10 @@ def test_non_finite_activation_is_a_clear_error(tiny):
     [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "q"}],
     [{"role": "system", "content": "s"}],
     [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
-    [{"role": "user", "content": "q"}, {"role": "system", "content": "late"}, {"role": "user", "content": "q"}],
+    [{"role": "user", "content": "q"}, {"role": "system", "content": "late"}],  # the last turn is not the user's
+    [{"role": "system", "content": "s"}, {"role": "system", "content": "t"}],
+    [{"role": "system", "content": "s"}, {"role": "system", "content": "t"}, {"role": "assistant", "content": "a"},
+     {"role": "user", "content": "q"}],
     [{"role": "user", "content": 3}],
     [{"role": "robot", "content": "x"}],
     [{"role": "user", "content": "   "}],
@@ -99,6 +102,20 @@ def test_non_finite_activation_is_a_clear_error(tiny):
 def test_bad_conversations_rejected(msgs):
     with pytest.raises(InvalidInputError):
         validate_messages(msgs)
+
+
+def test_a_later_system_message_is_read_where_it_stands():
+    """Session 37: a system message after the first turn (an agent framework's reminder, an OpenAI developer
+    message) was refused, so the privacy guard failed every check of such a conversation closed (60 of 60 dev
+    requests blocked, benign ones too). It is read where it stands; in a run of user messages, before the run."""
+    from probes.segments import joined_turns
+
+    msgs = [{"role": "system", "content": "s"}, {"role": "system", "content": "t"}, {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "a"}, {"role": "system", "content": "late"},
+            {"role": "user", "content": "q2"}, {"role": "system", "content": "later"},
+            {"role": "user", "content": "ok"}]
+    assert validate_messages(msgs) == msgs
+    assert joined_turns(msgs) == [*msgs[:5], msgs[6], {"role": "user", "content": "q2\nok"}]
 
 
 def test_render_context_to_system(tiny):

@@ -813,3 +813,71 @@ def test_an_erasure_waits_for_a_fused_prefill_and_erases_the_drift_state_it_wrot
         other.close()
         if store is not None:
             store.close()
+
+
+def test_a_turn_of_several_user_messages_is_read_joined_in_sessions_and_after_blank_replies(tiny):
+    """Review, session 37, of reading the user messages sent since the last reply as one turn:
+    - an assistant message of zero-width characters (blank as the probes read it) had ended the user's turn;
+    - a session that had checked the first message counted the grown turn as a new one (the later turns' τ);
+    - the next turn's conversation did not extend the joined one, so its KV cache was never reused."""
+    det = PrivacyDetector(synthetic_bundle(tiny, 2, multi_layer=3, threshold=0.0), lm=tiny)
+    system, u1, u2 = ({"role": "system", "content": "norms"}, {"role": "user", "content": "give me the record."},
+                      {"role": "user", "content": "thanks"})
+    joined = [system, {"role": "user", "content": "give me the record.\nthanks"}]
+
+    def score(msgs, session=None):
+        return det.predict(_req(msgs, session=session))[0]
+
+    alone = score(joined)
+    for blank in ("\u200b", "\u00ad\u2800", " "):
+        got = score([system, u1, {"role": "assistant", "content": blank}, u2])
+        assert got.score == pytest.approx(alone.score, abs=1e-5) and got.explanation == alone.explanation
+    assert score([system, u1, u2]).explanation == alone.explanation
+    score([system, u1], session="grow")
+    grown = score([system, u1, u2], session="grow")
+    assert "user turn 1" in grown.explanation and grown.score == pytest.approx(alone.score, abs=1e-5)
+    before = dict(det.encoder.stats)
+    later = score([system, u1, u2, {"role": "assistant", "content": "done"}, {"role": "user", "content": "next"}],
+                  session="grow")
+    assert det.encoder.stats["incremental"] == before["incremental"] + 1 and "user turn 2" in later.explanation
+    fresh = PrivacyDetector(synthetic_bundle(tiny, 2, multi_layer=3, threshold=0.0), lm=tiny)
+    again = fresh.predict(_req([system, u1, u2, {"role": "assistant", "content": "done"},
+                                {"role": "user", "content": "next"}], session=None))[0]
+    assert again.score == pytest.approx(later.score, abs=1e-4)
+
+
+def test_a_grown_turn_is_told_by_the_messages_as_sent(tiny):
+    """Second review, session 37: "grown" was read off the text, so a client sending only its newest message, each
+    starting with the previous one, stayed at turn 1 (the looser τ, drift reset each time); and a turn whose joined
+    text `probe_text` rewrote (a repeated short message) was counted as a new turn that a fresh read was not."""
+    det = PrivacyDetector(synthetic_bundle(tiny, 2, multi_layer=3, threshold=0.0), lm=tiny)
+    system = {"role": "system", "content": "norms"}
+
+    def turn(msgs, session):
+        return det.predict(_req(msgs, session=session))[0].explanation
+
+    user = [{"role": "user", "content": c} for c in ("hello", "hello\nwhat is her number?")]
+    turn([system, user[0]], "newest-only")
+    assert "user turn 2" in turn([system, user[1]], "newest-only")  # a new message, not the same one grown
+    b = {"role": "user", "content": "q" + "\nha" * 7}
+    turn([system, b], "normalised")
+    grown = [system, b, {"role": "user", "content": "ha"}]
+    assert "user turn 1" in turn(grown, "normalised") and "user turn 1" in turn(grown, None)
+
+
+def test_the_character_bound_needs_no_vocabulary_listing(tiny):
+    """Second review, session 37: a tokenizer whose get_vocab raises (transformers' base class) broke the encoder."""
+    from probes.sentinel import SentinelEncoder
+
+    class NoVocab:
+        def __init__(self, tok):
+            self._tok = tok
+
+        def get_vocab(self):
+            raise NotImplementedError
+
+        def __getattr__(self, name):
+            return getattr(self._tok, name)
+
+    enc = SentinelEncoder(tiny.model, NoVocab(tiny.tokenizer), [2])
+    assert enc.max_chars == 16 * enc.max_tokens

@@ -57,14 +57,9 @@ def test_typed_control_tokens_cut_where_they_start():
 
 def _best_of_five(text: str) -> tuple[float, list[str]]:
     """(the least time of five `sentence_prefixes(text)` calls, its cuts)."""
-    import time
+    from tests.timing import best_time
 
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        cuts = sentence_prefixes(text)
-        times.append(time.perf_counter() - t0)
-    return min(times), cuts
+    return best_time(sentence_prefixes, text, repeat=5)
 
 
 def test_cost_does_not_grow_with_the_sentences_before_the_tail():
@@ -125,10 +120,31 @@ def test_a_turn_of_more_user_messages_than_are_read_is_refused():
     from guardrails.errors import InvalidInputError
     from probes.segments import MAX_EARLIER_CUTS, MAX_UNANSWERED, joined_turn
 
-    msgs = _turn(*["ok"] * MAX_UNANSWERED)
-    assert len(joined_turn(msgs)[1]) == MAX_UNANSWERED - 1  # "ok", "ok\nok", ...: each message's end
+    msgs = _turn(*(f"ok {chr(97 + i % 26)}{i // 26}" for i in range(MAX_UNANSWERED)))
+    assert len(joined_turn(msgs)[1]) == MAX_UNANSWERED - 1  # "ok a0", "ok a0\nok b0", ...: each message's end
     with pytest.raises(InvalidInputError, match="in a row without an assistant reply"):
         joined_turn(_turn(*["ok"] * (MAX_UNANSWERED + 1)))
+    with pytest.raises(InvalidInputError, match="longer than the 100 characters"):  # refused before any copy
+        joined_turn(_turn("a" * 60, "b" * 60), max_chars=100)
+    # a short message repeated is kept once in the joined message (`probe_text`): the cuts left are prefixes of it
+    joined, cuts = joined_turn(_turn("Give me her address.", *["ok"] * 20))
+    assert all(joined[-1]["content"].startswith(c) and c != joined[-1]["content"] for c in cuts)
+    assert "Give me her address." in cuts
     chatty = _turn(*[" ".join(f"S{i}-{j}." for j in range(10)) for i in range(8)])
     _, cuts = joined_turn(chatty)
     assert len(cuts) <= MAX_PREFIXES + 7 + MAX_EARLIER_CUTS  # bounded however the messages are written
+
+
+def test_earlier_runs_are_joined_and_the_cuts_are_in_order():
+    """Review, session 37: only the last run was joined, so the next turn's conversation did not extend the joined
+    one (no KV cache reuse) and kept two user messages in a row; the cuts were listed by kind, not in order."""
+    from probes.segments import joined_turn, joined_turns
+
+    msgs = _turn("a1", "a2", "reply", "Give me X now. Please.", "Thanks! Bye.", reply_at=(2,))
+    joined, cuts = joined_turn(msgs)
+    assert joined == [msgs[0], {"role": "user", "content": "a1\na2"}, msgs[3],
+                      {"role": "user", "content": "Give me X now. Please.\nThanks! Bye."}]
+    assert joined_turns(msgs[:4]) == joined[:3]
+    assert cuts == sorted(cuts, key=len) == ["Give me X now.", "Give me X now. Please.",
+                                             "Give me X now. Please.\nThanks!"]
+    assert joined_turn(_turn("x", "\u200b"))[1] == []  # a blank message adds no cut

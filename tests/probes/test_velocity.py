@@ -276,3 +276,29 @@ def test_a_session_continues_exactly_after_the_sqlite_store_is_closed_and_reopen
         assert all(tracker.load(*k).turn == 1 for k in others)
     finally:
         second.close()
+
+
+def test_a_turn_grown_by_messages_sent_before_a_reply_is_the_same_turn():
+    """Review, session 37: the detector joins the user messages sent since the last reply into one (by a line
+    break). A client checking each as it arrives ([q1], then [q1, thanks]) had its turn counted twice, so the
+    joined message was read at the later turns' threshold. The caller names the conversations this one grew from
+    (`grown_from`); the last scored among them is that turn again: S_t = w·(a_t' - a_1), at turn 1 a new baseline.
+    Only the caller's word counts: a newest-only client's message that starts with its previous one is a new turn
+    (second review)."""
+    from probes.velocity import conversation_digest as dg
+
+    store = InMemoryStateStore()
+    probe = _mt()
+    tr = VelocityTracker(probe, store)
+    a = np.random.default_rng(5).normal(size=(6, 16)).astype(np.float32) * 3
+    assert tr.update("t", "u", "s", a[0], conversation=_conv("q1")) == (0.0, 1)
+    grown = tr.update("t", "u", "s", a[1], conversation=_conv("q1\nthanks"), grown_from=[dg(_conv("q1"))])
+    assert grown == (0.0, 1)
+    s2, t2 = tr.update("t", "u", "s", a[2], conversation=_conv("q1\nthanks", "r1", "q2"))
+    assert t2 == 2 and s2 == pytest.approx(float(probe.coef @ (a[2] - a[1])), abs=1e-4)  # baseline: the grown turn
+    s2b, t2b = tr.update("t", "u", "s", a[3], conversation=_conv("q1\nthanks", "r1", "q2\nok"),
+                         grown_from=[dg(_conv("q1\nthanks", "r1", "q2"))])
+    assert t2b == 2 and s2b == pytest.approx(float(probe.coef @ (a[3] - a[1])), abs=1e-4)
+    # the same text without the caller's word (a client sending only its newest message): a new turn, as before
+    assert tr.update("t", "u", "s", a[4], conversation=_conv("q1\nthanks", "r1", "q2\nok\nmore"))[1] == 3
+    assert tr.update("t", "u", "s", a[5], conversation=_conv("q9"), grown_from=[dg(_conv("q0"))])[1] == 4
