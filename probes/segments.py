@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import accumulate
 
 from guardrails.errors import InvalidInputError
 
@@ -85,8 +86,6 @@ def sentence_prefixes(text: str, limit: int = MAX_PREFIXES, markers: Sequence[st
             cuts.append(cut)
     # the ones nearest the end: a request, then a remark
     return [text[:c] for c in (cuts[len(cuts) - limit:] if len(cuts) > limit else cuts)]
-
-
 
 
 #: Most user messages a turn may hold after the assistant's last reply, the newest included. The privacy guard
@@ -180,7 +179,8 @@ def joined_turn(messages: Sequence[dict[str, str]], *, sentences: bool = True, m
         return joined, sentence_prefixes(run[-1], limit=limit, markers=markers) if sentences and run else []
     text, whole = JOINER.join(run), joined[-1]["content"]
     cuts = sentence_prefixes(text, limit=limit, markers=markers) if sentences else []
-    ends = [len(JOINER.join(run[: k + 1])) for k in range(len(run) - 1)]  # where each earlier message ends
+    ends = list(accumulate(len(c) + len(JOINER) for c in run[:-1]))  # where each earlier message ends (+ JOINER)
+    ends = [e - len(JOINER) for e in ends]
     cuts += [text[:e] for e in ends]
     budget = MAX_EARLIER_CUTS if sentences else 0
     for k in range(len(run) - 2, -1, -1):

@@ -84,6 +84,8 @@ def main() -> int:
                     help="also train the context-free probe on probes.record_holders' conversations (not shipped)")
     ap.add_argument("--leakage", action="store_true",
                     help="also train the context-free probe on probes.leakage's extraction prompts (not shipped)")
+    ap.add_argument("--opening-copies", action="store_true",
+                    help="the drift probe also trains on a copy of each conversation opening with small talk")
     ap.add_argument("--small-talk", action="store_true",
                     help="also train the context-free probe on probes.small_talk's conversations (not shipped)")
     ap.add_argument("--context-free-only", action="store_true",
@@ -104,7 +106,7 @@ def main() -> int:
     from probes.probe import load_probe
     from probes.record_holders import record_holder_conversations, record_holder_records
     from probes.remarks import remark_copies
-    from probes.small_talk import small_talk_conversations, split_small_talk
+    from probes.small_talk import opening_copies, small_talk_conversations, split_small_talk
     from probes.train import default_layers
     from probes.train_runs import train_bundle, train_drift_probe
 
@@ -182,7 +184,8 @@ def main() -> int:
         # the conversations' activations as the full run captured them (cached), so only the copies run
         cand = default_layers(lm.num_layers)
         convs = conversation_capture(lm, conv_tr, cand)
-        bundle.multiturn = train_drift_probe(conv_tr + remark_copies(conv_tr), lm,
+        copies = remark_copies(conv_tr) + (opening_copies(conv_tr) if args.opening_copies else [])
+        bundle.multiturn = train_drift_probe(conv_tr + copies, lm,
                                              max_layer=bundle.single.meta.layer, layers=cand,
                                              target_fpr=args.target_fpr, data_sha256=shas, captured=(cand, convs))
     else:
@@ -193,7 +196,8 @@ def main() -> int:
         # The drift probe also learns from a copy of each conversation with a harmless remark on every user turn
         # (probes.remarks.remark_copies), so a remark repeated on each turn is not read as drift.
         bundle = train_bundle(s_tr + conv_tr, lm, target_fpr=args.target_fpr, multiturn=True,
-                              data_sha256=shas, drift_extra=remark_copies(conv_tr))
+                              data_sha256=shas, drift_extra=remark_copies(conv_tr)
+                              + (opening_copies(conv_tr) if args.opening_copies else []))
         bundle.context_free = train_context_free_probe(free_tr, lm, layer=bundle.single.meta.layer,
                                                        target_fpr=args.target_fpr, data_sha256=shas,
                                                        scenario_negatives=framed_benign, framed_records=direction_only,

@@ -68,3 +68,30 @@ def test_the_split_holds_out_the_templates_everyday_holds_out_and_no_template_is
     assert shared and shared <= held  # and a reused template evaluated here never trained everyday
     assert {k for k in dev_keys if k.startswith("own-account-")}  # own-account templates held out too
     assert {r["label"] for r in dev} == {0, 1}
+
+
+def test_opening_copies_prepend_small_talk_and_keep_labels_and_groups():
+    """`opening_copies` (session 37, for the drift probe: `train_default_probe.py --opening-copies`): each copy opens
+    with one or two small-talk exchanges, keeps its label and group, and its turn labels gain a 0 per new user turn;
+    the originals are untouched, and a record without turns is refused."""
+    import pytest
+
+    from probes.small_talk import opening_copies
+
+    records = [{"id": f"c{i}", "label": i % 2, "group": f"g{i // 2}", "context": "norms",
+                "turns": [{"role": "user", "content": f"ask {i}"}, {"role": "assistant", "content": "ok"},
+                          {"role": "user", "content": f"then {i}"}], "turn_labels": [0, i % 2]} for i in range(40)]
+    before = json.dumps(records)
+    copies = opening_copies(records)
+    assert json.dumps(records) == before and len(copies) == len(records)
+    seconds = 0
+    for r, q in zip(records, copies, strict=True):
+        added = len(q["turns"]) - len(r["turns"])
+        assert added in (2, 4) and q["turns"][added:] == r["turns"] and q["turns"][0]["content"] in OPENINGS
+        seconds += added == 4 and q["turns"][2]["content"] in SECOND
+        assert q["turn_labels"] == [0] * (added // 2) + r["turn_labels"]
+        assert (q["label"], q["group"], q["id"]) == (r["label"], r["group"], r["id"] + "+opening")
+        assert labelled_conversation_problem(q) is None
+    assert 0 < seconds < len(records)  # some copies open with two exchanges
+    with pytest.raises(ValueError, match="no 'turns'"):
+        opening_copies([{"id": "x", "request": "hi", "label": 0}])
