@@ -157,7 +157,7 @@ def joined_turn(messages: Sequence[dict[str, str]], *, sentences: bool = True, m
 
     Why: the probes were trained on conversations whose user and assistant turns alternate. Two user messages in a
     row were read at the second: a request followed by a message "Thanks!" kept 0 of 60 dev attacks that are
-    blocked as one message, and a benign request followed by a 105-character remark in a message of its own was
+    blocked as one message, and a benign request followed by a 107-character remark in a message of its own was
     flagged on 71 of 153 dev conversations (an unseen rendering read at the later turns' threshold; 0 of 153
     with an assistant reply between them). Joined, the turn is read as one message, like a client that sends it
     as one; each earlier message is read where it ends however long what follows it is (session 37). Earlier
