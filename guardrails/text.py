@@ -61,6 +61,12 @@ def _is_chat_message(value: object) -> bool:
         value, "content")
 
 
+def message_content(content: object) -> object:
+    """A message's content as every entry point reads it: `content_text`, and a null (an OpenAI assistant
+    tool-call turn's) as empty."""
+    return content_text("" if content is None else content)
+
+
 def content_text(content: object, _depth: int = 0) -> object:
     """Text of a message content, the one reading every entry point shares (Guard, middleware, wrapped
     runnables, the local chat model's prompt, the HTTP service): a str as is; a list of content parts (OpenAI,
@@ -204,9 +210,8 @@ def coerce_messages(value: object) -> tuple[Message, ...]:
             continue
         role, content = _as_role_content(item, i)
         role = _ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
-        content = "" if content is None else content  # an OpenAI tool-call turn's null, read as the service reads it
         try:
-            msg = Message.model_validate({"role": role, "content": coerce_text(content_text(content),
+            msg = Message.model_validate({"role": role, "content": coerce_text(message_content(content),
                                                                                 allow_empty=True)})
         except ValidationError as exc:
             raise InvalidInputError(f"messages[{i}]: {exc.errors()[0]['msg']}") from None

@@ -90,7 +90,7 @@ def validate_messages(messages: Sequence[Any]) -> Messages:
     out: Messages = []
     for m in messages:
         role = message_field(m, "role")
-        content = getattr(m, "content", None) if not isinstance(m, dict) else m.get("content")
+        content = message_field(m, "content")
         if role not in _ROLES:
             raise InvalidInputError(f"unsupported message role {role!r}; expected system/user/assistant")
         if not isinstance(content, str):

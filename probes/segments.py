@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from itertools import accumulate
 
 from guardrails.errors import InvalidInputError
+from guardrails.text import unanswered_user_turns
 
 #: Most sentence ends scored per message besides the whole message, the ones nearest its end (each adds the chat
 #: template's few end-of-turn tokens to the turn's forward pass).
@@ -143,8 +144,7 @@ def turn_prefixes(messages: Sequence[dict[str, str]]) -> list[list[dict[str, str
     """The conversation as it stood at each earlier message of its last run of user messages (the turn sent since
     the assistant's last reply), each read joined (:func:`joined_turns`): what a client checking each message as it
     arrived had checked before this."""
-    last_reply = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
-    users = [i for i in range(last_reply + 1, len(messages)) if messages[i]["role"] == "user"]
+    users = unanswered_user_turns([m["role"] for m in messages])
     return [joined_turns(messages[: i + 1]) for i in users[:-1]]
 
 
@@ -167,8 +167,7 @@ def joined_turn(messages: Sequence[dict[str, str]], *, sentences: bool = True, m
     ``max_chars`` characters (what the probe model could not read anyway), before any cut is copied."""
     from .capture import probe_text
 
-    last_reply = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
-    run = [m["content"] for m in messages[last_reply + 1:] if m["role"] == "user"]
+    run = [messages[i]["content"] for i in unanswered_user_turns([m["role"] for m in messages])]
     if len(run) > MAX_UNANSWERED:
         raise InvalidInputError(f"{len(run)} user messages in a row without an assistant reply; the privacy guard "
                                 f"reads at most {MAX_UNANSWERED} (send the assistant's replies with the conversation)")

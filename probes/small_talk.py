@@ -109,8 +109,8 @@ def opening_copies(records: Sequence[Record], *, seed: int = 41, second_share: f
     first turn; label kept, turn labels prefixed with 0s, group kept (a copy stays in its original's CV fold).
 
     Why (session 37): the drift S_t = w·(a_t - a_1) takes the first user turn as its baseline, and no training
-    conversation opened with small talk. Behind a held-out greeting, benign dev conversations read a greeting ->
-    task displacement as drift: 86 of 171 flagged (50 %), against 3 without the greeting."""
+    conversation opened with small talk. With one greeting exchange before each benign dev conversation, the drift
+    flagged 3 to 86 of 171 depending on the words ("Hello." / "Hello, how can I help?": 86), against 3 without."""
     rng = random.Random(seed)
     out: list[Record] = []
     for i, r in enumerate(records):

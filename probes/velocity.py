@@ -304,13 +304,12 @@ class VelocityTracker:
             if grown:
                 assert state is not None
                 st = self.regrow(state, a_t)
-                st.head = head if state.turn == 1 or state.head is None else state.head  # turn 1 is the opening
             elif state is None and opening is not None and conversation is not None and has_history(conversation):
                 st = self.start(opening, a_t, user_message_count(conversation))
             else:
                 st = self.step(state, a_t)
-            if not grown:
-                st.head = head if state is None or state.head is None else state.head
+            # the opening's digest is kept, unless turn 1 itself grew (the opening is then this conversation's)
+            st.head = head if state is None or state.head is None or (grown and state.turn == 1) else state.head
             st.digest = digest
             out.append((st.score, st.turn))
             return st.to_json()

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..decision import Decision
 from ..detector import Role
 from ..errors import safe_segment
-from ..text import MAX_MESSAGES, content_text
+from ..text import MAX_MESSAGES, message_content
 
 #: What the chat proxy passes between the client and the upstream as an identifier (tool names and call ids; a
 #: model name may also hold "/"): free text there would go unscreened (OpenAI names match ^[a-zA-Z0-9_-]{1,64}$).
@@ -60,9 +60,7 @@ class ChatMessageIn(BaseModel):
     def _text_parts(cls, v: Any) -> Any:
         """Content-part lists are checked (and forwarded) as `content_text` joins them: the same reading as the
         Python Guard; `null` (tool-call turns) as ""."""
-        if v is None:
-            return ""
-        return content_text(v)
+        return message_content(v)
 
 
 class ChatTurnIn(ChatMessageIn):
