@@ -881,3 +881,23 @@ def test_the_character_bound_needs_no_vocabulary_listing(tiny):
 
     enc = SentinelEncoder(tiny.model, NoVocab(tiny.tokenizer), [2])
     assert enc.max_chars == 16 * enc.max_tokens
+
+
+def test_a_turn_too_long_to_read_fails_closed_and_writes_no_session_state(tiny):
+    """More than MAX_UNANSWERED user messages in a row, or a turn longer than the probe model reads: a typed error
+    through the Guard (blocked), before any forward or drift update (session 37)."""
+    from guardrails.pipeline import Guard
+    from probes.segments import MAX_UNANSWERED
+
+    det = PrivacyDetector(synthetic_bundle(tiny, 2, multi_layer=3), lm=tiny)
+    guard = Guard(detectors=[det])
+    many = [{"role": "user", "content": f"ok {i}"} for i in range(MAX_UNANSWERED + 1)]
+    words = " ".join(f"w{i}" for i in range(det.encoder.max_chars // 4))  # nothing `probe_text` folds
+    assert len(words) > det.encoder.max_chars
+    huge = [{"role": "user", "content": "hello"}, {"role": "user", "content": words}]
+    for msgs, why in ((many, "in a row without an assistant reply"), (huge, "characters the probe model reads")):
+        before = dict(det.encoder.stats)
+        d = guard.check(msgs, user_id="u", session_id="s")
+        assert d.action is Action.BLOCK and why in d.error
+        assert det.scorer.tracker.load("default", "u", "s") is None and det.encoder.stats == before
+    assert guard.check(many[:MAX_UNANSWERED], user_id="u", session_id="s").error is None
