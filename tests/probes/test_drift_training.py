@@ -13,6 +13,7 @@ from guardrails.errors import InvalidInputError
 from probes.capture import capture
 from probes.datasets import DRIFT_PROFILES, drift_records, multiturn_records
 from probes.features import conversation_capture, multiturn_prompts
+from probes.sentinel import SentinelEncoder
 from probes.train_runs import train_drift_probe
 
 
@@ -74,6 +75,34 @@ def test_conversation_capture_equals_full_prefill_and_is_cached(tiny, tmp_path, 
     monkeypatch.setattr("probes.sentinel.SentinelEncoder.activation", no_model)
     again = conversation_capture(tiny, recs, [1, 3], cache_dir=tmp_path, progress=False)
     assert all(np.array_equal(a, b) for a, b in zip(convs, again, strict=True))
+
+
+def test_conversation_capture_stopped_part_way_resumes_from_its_shards(tiny, tmp_path, monkeypatch):
+    recs = _records(3)
+    real = SentinelEncoder.activation
+
+    def stop_at_third(self, messages, session=None):
+        if session == 2:
+            raise KeyboardInterrupt  # the run stopped while capturing the third conversation
+        return real(self, messages, session=session)
+
+    monkeypatch.setattr("probes.sentinel.SentinelEncoder.activation", stop_at_third)
+    with pytest.raises(KeyboardInterrupt):
+        conversation_capture(tiny, recs, [1, 3], cache_dir=tmp_path, progress=False, save_every=1)
+    assert len(list(tmp_path.glob("conv-act-*.npz"))) == 2  # one shard per finished conversation
+    counted: list[object] = []
+
+    def count(self, messages, session=None):
+        counted.append(session)
+        return real(self, messages, session=session)
+
+    monkeypatch.setattr("probes.sentinel.SentinelEncoder.activation", count)
+    resumed = conversation_capture(tiny, recs, [1, 3], cache_dir=tmp_path, progress=False, save_every=1)
+    assert set(counted) == {2}  # only the conversation that was not finished runs again
+    fresh = conversation_capture(tiny, recs, [1, 3], cache_dir=tmp_path / "fresh", progress=False)
+    assert all(np.array_equal(a, b) for a, b in zip(resumed, fresh, strict=True))
+    with pytest.raises(ValueError, match="save_every"):
+        conversation_capture(tiny, recs, [1, 3], cache_dir=tmp_path, progress=False, save_every=0)
 
 
 def test_conversation_capture_rejects_a_record_without_user_turn(tiny, tmp_path):
