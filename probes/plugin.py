@@ -103,9 +103,9 @@ class PrivacyDetector(BaseDetector):
         alone: sentinel mode, opt-in (default False): a user message after earlier turns is also read behind the
             system prompt alone, as a first turn at the first turn's τ (a few tokens in the same forward), so benign
             turns before a request cannot dilute it below τ. Measured: dev multi-turn TPR 0.947 -> 0.957 at the
-            same FPR 0.0175, but on the hand-written record-holder conversations 7 of 10 benign ones flagged
-            instead of 1 (a mention of a listed person, read alone, crosses τ). Fused mode reads the serving
-            model's prefill only.
+            same FPR (0.0351 with the drift probe of session 38, 0.0175 before), but on the hand-written
+            record-holder conversations 7 of 10 benign ones flagged instead of 1 (a mention of a listed person,
+            read alone, crosses τ). Fused mode reads the serving model's prefill only.
     """
 
     name = "privacy"

@@ -110,7 +110,13 @@ def opening_copies(records: Sequence[Record], *, seed: int = 41, second_share: f
 
     Why (session 37): the drift S_t = w·(a_t - a_1) takes the first user turn as its baseline, and no training
     conversation opened with small talk. With one greeting exchange before each benign dev conversation, the drift
-    flagged 3 to 86 of 171 depending on the words ("Hello." / "Hello, how can I help?": 86), against 3 without."""
+    flagged 3 to 86 of 171 depending on the words ("Hello." / "Hello, how can I help?": 86), against 3 without.
+
+    Shipped since session 38 (``scripts/train_default_probe.py``, on by default): the drift probe trains on its 795
+    conversations, a remark copy and an opening copy of each. Checked turn by turn through the Guard on the 265 dev
+    conversations (94 attacks, 171 benign), attacks blocked / benign flagged, before -> after: "Hello." / "Hello,
+    how can I help?" 86 benign -> 92 / 1; six short greetings held out of :data:`OPENINGS` and their replies out of
+    the canned ones 90 / 37 -> 91 / 0; three longer held-out ones 3 benign -> 92 / 5; no greeting 89 / 3 -> 89 / 6."""
     rng = random.Random(seed)
     out: list[Record] = []
     for i, r in enumerate(records):

@@ -84,8 +84,9 @@ def main() -> int:
                     help="also train the context-free probe on probes.record_holders' conversations (not shipped)")
     ap.add_argument("--leakage", action="store_true",
                     help="also train the context-free probe on probes.leakage's extraction prompts (not shipped)")
-    ap.add_argument("--opening-copies", action="store_true",
-                    help="the drift probe also trains on a copy of each conversation opening with small talk")
+    ap.add_argument("--opening-copies", action=argparse.BooleanOptionalAction, default=True,
+                    help="the drift probe also trains on a copy of each conversation opening with small talk "
+                         "(probes.small_talk.opening_copies; the shipped drift probe since session 38)")
     ap.add_argument("--small-talk", action="store_true",
                     help="also train the context-free probe on probes.small_talk's conversations (not shipped)")
     ap.add_argument("--context-free-only", action="store_true",
@@ -209,7 +210,8 @@ def main() -> int:
     if bundle.multiturn is not None:
         bundle.multiturn.meta.metrics.update({"dev": dev_multi, "dev_default_20": dev_multi_default,
                                               "n_train_conversations": len(conv_tr),
-                                              "n_remark_copies": len(conv_tr)})
+                                              "n_remark_copies": len(conv_tr),
+                                              "n_opening_copies": len(conv_tr) if args.opening_copies else 0})
     # Context-free requests: the held-out generated ones and three hand-written sets (tests/probes/
     # context_free_check*.jsonl, each written before any probe scored it, never trained on), with the served
     # decision (either per-turn probe).
