@@ -136,7 +136,8 @@ def conversation_capture(lm: Any, records: Sequence[Record], layers: Sequence[in
     turn (measured: ~0.5 s per 4-7-turn CMPL conversation up to layer 15 on 2 CPU cores). Cached like
     :func:`cached_capture`, keyed by each turn's rendered prompt, under a separate shard prefix (these rows come
     from the incremental path). A shard is written every ``save_every`` conversations, so a capture stopped
-    part-way (the default retrain's 2,385 conversations take most of an hour on 2 CPU cores) resumes where it was.
+    part-way (a drift retrain's 2,385 conversations with their copies: about 25 min on 2 CPU cores) resumes where
+    it was.
     """
     from tqdm.auto import tqdm
 
