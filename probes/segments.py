@@ -178,8 +178,8 @@ def joined_turn(messages: Sequence[dict[str, str]], *, sentences: bool = True, m
         return joined, sentence_prefixes(run[-1], limit=limit, markers=markers) if sentences and run else []
     text, whole = JOINER.join(run), joined[-1]["content"]
     cuts = sentence_prefixes(text, limit=limit, markers=markers) if sentences else []
-    ends = list(accumulate(len(c) + len(JOINER) for c in run[:-1]))  # where each earlier message ends (+ JOINER)
-    ends = [e - len(JOINER) for e in ends]
+    # where each earlier message ends: the running length of the messages and joiners before it, less its joiner
+    ends = [e - len(JOINER) for e in accumulate(len(c) + len(JOINER) for c in run[:-1])]
     cuts += [text[:e] for e in ends]
     budget = MAX_EARLIER_CUTS if sentences else 0
     for k in range(len(run) - 2, -1, -1):

@@ -171,6 +171,9 @@ def main() -> int:
     write_jsonl(l_dev, work / "dev_leakage.jsonl")
     write_jsonl(t_dev, work / "dev_small_talk.jsonl")
 
+    # The drift probe's extra conversations: a remark on every user turn (probes.remarks) and small talk before the
+    # first one (probes.small_talk.opening_copies), one copy of each training conversation each.
+    drift_copies = remark_copies(conv_tr) + (opening_copies(conv_tr) if args.opening_copies else [])
     t0 = time.perf_counter()
     if args.context_free_only:
         bundle = load_probe(args.out)
@@ -185,8 +188,7 @@ def main() -> int:
         # the conversations' activations as the full run captured them (cached), so only the copies run
         cand = default_layers(lm.num_layers)
         convs = conversation_capture(lm, conv_tr, cand)
-        copies = remark_copies(conv_tr) + (opening_copies(conv_tr) if args.opening_copies else [])
-        bundle.multiturn = train_drift_probe(conv_tr + copies, lm,
+        bundle.multiturn = train_drift_probe(conv_tr + drift_copies, lm,
                                              max_layer=bundle.single.meta.layer, layers=cand,
                                              target_fpr=args.target_fpr, data_sha256=shas, captured=(cand, convs))
     else:
@@ -197,8 +199,7 @@ def main() -> int:
         # The drift probe also learns from a copy of each conversation with a harmless remark on every user turn
         # (probes.remarks.remark_copies), so a remark repeated on each turn is not read as drift.
         bundle = train_bundle(s_tr + conv_tr, lm, target_fpr=args.target_fpr, multiturn=True,
-                              data_sha256=shas, drift_extra=remark_copies(conv_tr)
-                              + (opening_copies(conv_tr) if args.opening_copies else []))
+                              data_sha256=shas, drift_extra=drift_copies)
         bundle.context_free = train_context_free_probe(free_tr, lm, layer=bundle.single.meta.layer,
                                                        target_fpr=args.target_fpr, data_sha256=shas,
                                                        scenario_negatives=framed_benign, framed_records=direction_only,

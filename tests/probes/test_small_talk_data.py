@@ -71,7 +71,7 @@ def test_the_split_holds_out_the_templates_everyday_holds_out_and_no_template_is
 
 
 def test_opening_copies_prepend_small_talk_and_keep_labels_and_groups():
-    """`opening_copies` (session 37, for the drift probe: `train_default_probe.py --opening-copies`): each copy opens
+    """`opening_copies` (session 37, for the drift probe: `train_default_probe.py`, on by default): each copy opens
     with one or two small-talk exchanges, keeps its label and group, and its turn labels gain a 0 per new user turn;
     the originals are untouched, and a record without turns is refused."""
     import pytest
