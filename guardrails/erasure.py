@@ -17,6 +17,7 @@ in-memory data (`forget_all_users`), since it cannot tell whose.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import threading
@@ -95,6 +96,10 @@ class UserGate:
         with self._cond:
             self._listeners = [r for r in self._listeners if r() is not None]  # dead weak ones go here too
             return [fn for r in self._listeners if (fn := r()) is not None]
+
+    def poll_soon(self) -> None:
+        """Have the next check look at the store's erasure log (`SettingsStore.erase_user` called directly)."""
+        self._next_poll = 0.0
 
     def poll_due(self) -> bool:
         return self._forgetter is not None or time.monotonic() >= self._next_poll
@@ -219,6 +224,9 @@ def gate_for(store: Any) -> UserGate:
             gate = _by_store.get(store)
             if gate is None:
                 gate = _by_store[store] = UserGate()
+                hook = getattr(store, "on_direct_erasure", None)  # an erasure made on the store itself, not
+                if callable(hook):  # through a Guard: the gate looks at the next check
+                    hook(gate.poll_soon)
             return gate
         except TypeError:  # not weakly referenceable: this Guard's own gate
             warn_log.warning("store %s cannot be weakly referenced: erasures see only this Guard's checks",
@@ -299,7 +307,10 @@ def erase_user_data(slots: Sequence[DetectorSlot], store: Any, tenant_id: str, u
     if failed:
         raise DetectorError(f"erasure stopped before the store: detector(s) {failed} failed to forget the user "
                             "(retry; nothing was erased from the store)")
-    erased: dict[str, Any] = dict(store.erase_user(tenant_id, user_id)) if store is not None else {}
+    erased: dict[str, Any] = {}
+    if store is not None:  # told here already: the store's log row is its own, not news to this process
+        told = {"notified": True} if "notified" in inspect.signature(store.erase_user).parameters else {}
+        erased = dict(store.erase_user(tenant_id, user_id, **told))
     erased["detectors"] = dropped
     return erased
 

@@ -7,9 +7,11 @@ appends a row to ``railguard_erasures`` (an id and a time, naming nobody: the er
 each process asks now and then (`erasures_since`) whether a row it did not write appeared; if one did, it drops
 every user's in-memory data (`UserGate.poll`), since it cannot tell whose. Rows older than `KEEP` are pruned.
 
-Not covered: `SettingsStore.erase_user` called directly is this store object's own erasure, so Guards over the
-same store object in this process are not told (erase through `Guard.erase_user`, which tells them); a log
-emptied by hand with its id sequence reset may hide erasures until its ids pass the old ones.
+`SettingsStore.erase_user` called directly (not through `Guard.erase_user`, which tells this process's Guards
+itself and marks the row as the store's own) counts as another process's erasure for the Guards over the same store
+object, and their gates look at their next check instead of up to `POLL_S` later (`on_direct_erasure`): until
+session 39 such an erasure was never news to them. Not covered: a log emptied by hand with its id sequence reset may
+hide erasures until its ids pass the old ones.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -52,6 +55,23 @@ class ErasureLogMixin:
         self._pending: dict[int, float] = {}  # ids missing at a look (an erasure not yet committed?): when seen
         self._own_lock = threading.Lock()
         self._log_warned: set[str] = set()
+        self._direct_hooks: list[Callable[[], object]] = []
+
+    def on_direct_erasure(self, hook: Callable[[], object]) -> None:
+        """Call ``hook()`` after each erasure made directly on this store object (not through a Guard): a Guard
+        gate's "look at the erasure log at the next check" (`guardrails.erasure.gate_for`)."""
+        with self._own_lock:
+            self._direct_hooks.append(hook)
+
+    def _direct_erasure(self) -> None:
+        with self._own_lock:
+            hooks = list(self._direct_hooks)
+        for hook in hooks:
+            try:
+                hook()
+            except Exception as exc:  # a hook only speeds up a poll: the erasure itself stands
+                log.warning("settings database at %r: an erasure hook failed (%s)", self.location,
+                            type(exc).__name__)
 
     def _log_erasure(self, conn: sa.Connection) -> int | None:
         """Inside `erase_user`'s transaction: one row for this erasure; its id, to be remembered as this store's

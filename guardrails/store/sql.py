@@ -313,11 +313,16 @@ class SettingsStore(SessionStateMixin, ErasureLogMixin):
         """Remove a user's settings (audited). Session state is separate: see ``delete_session``."""
         self._write(tenant_id, user_id, "delete", actor, lambda _old: None, expected_version=None, max_retries=50)
 
-    def erase_user(self, tenant_id: str, user_id: str) -> dict[str, int]:
+    def erase_user(self, tenant_id: str, user_id: str, *, notified: bool = False) -> dict[str, int]:
         """Erase everything stored about one user (a data-subject erasure request): settings, every session's
         state and the audit trail, in one transaction. Unlike ``delete`` nothing is kept, not even an audit
         row naming the user: the caller records the erasure where its policy says (the service logs it with the
-        user id hashed). Returns the number of rows removed per table; erasing an unknown user removes nothing."""
+        user id hashed). Returns the number of rows removed per table; erasing an unknown user removes nothing.
+
+        Prefer `Guard.erase_user`: it waits for the user's checks in flight and has every detector over this store
+        forget that one user before the rows go (and passes ``notified=True``). Called directly, the erasure counts
+        as news to this process's Guards over this store, as one from another process does: each drops every
+        user's in-memory data at its next check (`guardrails.store.erasures`)."""
         t, u = self._keys(tenant_id, user_id)
         with self._tx(write=True) as conn:
             removed = {name: int(conn.execute(sa.delete(table).where(table.c.tenant_id == t,
@@ -325,7 +330,10 @@ class SettingsStore(SessionStateMixin, ErasureLogMixin):
                        for name, table in (("settings", user_settings), ("session_state", session_state),
                                            ("audit", settings_audit))}
             mark = self._log_erasure(conn)  # other processes drop their caches too (`guardrails.store.erasures`)
-        self._own_erasure(mark)
+        if notified:
+            self._own_erasure(mark)
+        else:
+            self._direct_erasure()
         if self.engine.dialect.name == "sqlite" and any(removed.values()):
             self._checkpoint()
         return removed

@@ -219,6 +219,30 @@ def test_an_erasure_in_another_process_reaches_this_ones_caches(tmp_path):
         assert set(a.cache) == {("default", "frank")}  # B's erasure reached A, on the async path too
 
 
+def test_an_erasure_made_on_the_store_directly_reaches_this_process_guards(tmp_path):
+    """`SettingsStore.erase_user` called directly (not through a Guard) used to count as the store's own erasure:
+    the Guards over that store object in this process never learned of it and kept the user's cached data. Now
+    the next check of any of them, with no POLL_S wait, has every Guard over the store drop every user's cached
+    data (one gate per store), as for another process's erasure; an erasure through a Guard stays precise."""
+    with SettingsStore(tmp_path / "direct.db") as store:
+        a, b = _Caching(), _Caching()
+        guard_a, guard_b = Guard([a], store=store), Guard([b], store=store, tenant_id="acme")
+        for g in (guard_a, guard_b):
+            g.check("carol's secret ZEBRA-42", user_id="carol")
+            g.check("dave's text", user_id="dave")
+        guard_a.erase_user("dave")  # through a Guard: precise, and not news afterwards
+        guard_a.check("x", user_id="carol")
+        assert set(a.cache) == {("default", "carol")} and len(b.cache) == 2
+        assert store.erase_user("default", "carol")["session_state"] == 0  # directly on the store
+        assert set(a.cache) == {("default", "carol")}  # nothing is told before the next check
+        guard_a.check("hello", user_id="erin")  # no _poll_now: the direct erasure made the look due
+        assert set(a.cache) == {("default", "erin")} and not b.cache
+        guard_b.check("hi", user_id="frank")
+        guard_a.check("again", user_id="gina")
+        assert set(a.cache) == {("default", "erin"), ("default", "gina")}  # news once, not at every check
+        assert set(b.cache) == {("acme", "frank")}
+
+
 def test_erasures_elsewhere_reach_the_service_of_an_idle_worker(tmp_path, monkeypatch):
     """`railguard serve` also looks on a timer: a worker with no traffic dropped nothing until its next check."""
     import time
@@ -276,12 +300,12 @@ def test_the_erasure_log_counts_any_id_it_cannot_account_for_as_anothers(tmp_pat
 
     with SettingsStore(tmp_path / "gap.db") as store:
         first, _ = store.erasures_since(None)
-        store.erase_user("default", "a")
+        store.erase_user("default", "a", notified=True)  # as Guard.erase_user makes it
         assert store.erasures_since(first) == (first + 1, False)  # its own, nothing else
         with store.engine.begin() as conn:  # an id skipped, as an uncommitted insert of another process leaves it
             conn.execute(sa.insert(erasure_log).values(id=first + 3, at=sa.func.now()))
         assert store.erasures_since(first + 1) == (first + 3, True)
-        store.erase_user("default", "b")  # first + 4, its own: still a gap at first + 2
+        store.erase_user("default", "b", notified=True)  # first + 4, its own: still a gap at first + 2
         assert store.erasures_since(first + 1)[1] is True
         newest, _ = store.erasures_since(None)
 
@@ -291,7 +315,7 @@ def test_the_erasure_log_counts_any_id_it_cannot_account_for_as_anothers(tmp_pat
         sa.event.listen(store.engine, "commit", fail_commit)
         try:
             with pytest.raises(Exception, match="disk I/O"):
-                store.erase_user("default", "c")
+                store.erase_user("default", "c", notified=True)
         finally:
             sa.event.remove(store.engine, "commit", fail_commit)
         assert newest + 1 not in store._own_erasures  # rolled back: that id may be another's next
