@@ -129,7 +129,7 @@ class PersonalizationModeration:
         return ProfileService(self.store, tenant_id, actor=actor)
 
     def block(self, tenant_id: str, user_id: str, target: str, *, actor: str) -> str:
-        from personalization import profile as P
+        import personalization as P
 
         svc = self._svc(tenant_id, actor)
         names = names_for(target)
@@ -160,7 +160,7 @@ class PersonalizationModeration:
         return outcome[-1]
 
     def unblock(self, tenant_id: str, user_id: str, target: str, *, actor: str) -> str:
-        from personalization import profile as P
+        import personalization as P
 
         svc = self._svc(tenant_id, actor)
         names = names_for(target)  # today's name, then older ones (a category made before a naming change)

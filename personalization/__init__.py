@@ -17,14 +17,12 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .profile import (
-    BASE_CATEGORIES,
-    Category,
-    ModerationProfile,
+from .profile import BASE_CATEGORIES, Category, ModerationProfile, parse_profile
+from .profile_io import export_json, import_json
+from .profile_ops import (
     block_new,
     extend,
     list_categories,
-    parse_profile,
     reblock,
     remove,
     reset,
@@ -32,7 +30,6 @@ from .profile import (
     set_threshold,
     unblock,
 )
-from .profile_io import export_json, import_json
 from .service import ProfileService
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs (nothing heavy is imported at run time)

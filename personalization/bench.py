@@ -17,7 +17,8 @@ def bench(quick: bool = False) -> dict[str, Any]:
     kernel, `embed_int8_over_fp32` is the opt-in int8 encoder's encoder-only speed-up over fp32, same texts."""
     from .embedding import EmbeddingBackend, Encoder
     from .evaluate import DEV_EVAL_PATH, load_jsonl
-    from .profile import ModerationProfile, block_new
+    from .profile import ModerationProfile
+    from .profile_ops import block_new
 
     texts = [r["text"] for r in load_jsonl(DEV_EVAL_PATH)]
     texts = texts[: 256 if quick else 1024]

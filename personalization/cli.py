@@ -106,7 +106,7 @@ def eval_cmd(
         prof = import_json(read_bounded(profile, 1 << 26)) if profile else ModerationProfile()
         used = "profile"
         if only:
-            from .profile import set_action
+            from .profile_ops import set_action
 
             unknown = sorted(set(only) - set(prof.categories))
             if unknown:

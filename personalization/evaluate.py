@@ -33,7 +33,7 @@ from guardrails.errors import InvalidInputError
 from guardrails.jsonl import read_jsonl
 from guardrails.text import coerce_text
 
-from . import profile as P
+from . import profile_ops as ops
 from .profile import BASE_CATEGORIES, NAME_RE, RESERVED_NAMES, ModerationProfile
 from .variations import variations
 
@@ -111,7 +111,7 @@ def scope_to_labels(profile: ModerationProfile, labels: set[str]) -> tuple[Moder
         return profile, "profile"
     for name, cat in profile.categories.items():
         if name not in named and cat.action != "allow":
-            profile = P.set_action(profile, name, "allow")
+            profile = ops.set_action(profile, name, "allow")
     return profile, "labels"
 
 
@@ -220,7 +220,7 @@ def personalize_eval(backend: Any, rows: list[dict[str, Any]] | None = None, *, 
     for c in cats:
         pc: dict[str, Any] = {}
         tgt = lab_arr == c
-        base = P.unblock(default, c)
+        base = ops.unblock(default, c)
         s_base = score(base)
         f_base = flagged(s_base, base)
         bank_c = [t for t, lab in zip(bank.texts, bank.labels, strict=True) if lab == c]
@@ -228,7 +228,7 @@ def personalize_eval(backend: Any, rows: list[dict[str, Any]] | None = None, *, 
             succ, add_fpr = [], []
             for seed in seeds:
                 ex = random.Random(seed).choice(bank_c)
-                prof = P.block_new(base, f"user_{c}", examples=[ex],
+                prof = ops.block_new(base, f"user_{c}", examples=[ex],
                                    definition=BASE_CATEGORIES[c] if use_def else "")
                 s = score(prof)
                 succ.append(float((s[f"user_{c}"][tgt] >= 0.5).mean()))
@@ -238,7 +238,7 @@ def personalize_eval(backend: Any, rows: list[dict[str, Any]] | None = None, *, 
             succ = []
             for seed in seeds:
                 exs = random.Random(seed).sample(bank_c, min(n, len(bank_c)))
-                s = score(P.block_new(base, f"user_{c}", examples=exs))
+                s = score(ops.block_new(base, f"user_{c}", examples=exs))
                 succ.append(float((s[f"user_{c}"][tgt] >= 0.5).mean()))
             pc[f"block_new_success_at_{n}"] = float(np.mean(succ))
         # unblock: mask, so the category never enforces; end-to-end allow rate and others' recall reported too
@@ -256,7 +256,7 @@ def personalize_eval(backend: Any, rows: list[dict[str, Any]] | None = None, *, 
         for pct in (0.1, 0.5):
             hits = []
             for i, seed_text in enumerate(seeds_txt):
-                prof = P.block_new(base, f"seen_{c}", examples=[seed_text])
+                prof = ops.block_new(base, f"seen_{c}", examples=[seed_text])
                 var = variations(seed_text, 8, pct, seed=1000 + i)
                 if not var:
                     continue

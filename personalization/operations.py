@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from guardrails.store.operations import SectionOperation
 
 from . import profile as P
+from . import profile_ops as ops
+from .user_texts import as_texts, with_variations
 
 _MAX_ITEMS = P.MAX_RAW_ITEMS
 
@@ -62,28 +64,28 @@ def _profile(section: dict[str, Any]) -> P.ModerationProfile:
 
 def _extend_prepared(body: ExtendInput) -> ExtendInput:
     """Variations are generated once, before the write (`SectionOperation.prepare`)."""
-    texts = P.with_variations(P.as_texts(list(body.texts), "texts"), body.n_variations)
+    texts = with_variations(as_texts(list(body.texts), "texts"), body.n_variations)
     return body.model_copy(update={"texts": texts, "n_variations": 0})
 
 
 OPERATIONS: dict[str, SectionOperation] = {
     "block": SectionOperation(
-        BlockInput, lambda s, b: P.block_new(_profile(s), b.name, examples=b.examples, definition=b.definition,
+        BlockInput, lambda s, b: ops.block_new(_profile(s), b.name, examples=b.examples, definition=b.definition,
                                              counter_examples=b.counter_examples, action=b.action,
                                              threshold=b.threshold, generalize=b.generalize),
         summary="block a new category from >= 1 example and/or a definition (an existing name is refused)"),
-    "unblock": SectionOperation(Named, lambda s, b: P.unblock(_profile(s), b.name),
+    "unblock": SectionOperation(Named, lambda s, b: ops.unblock(_profile(s), b.name),
                                 summary="policy mask: the category is still scored but never enforced"),
-    "reblock": SectionOperation(ReblockInput, lambda s, b: P.reblock(_profile(s), b.name, b.action),
+    "reblock": SectionOperation(ReblockInput, lambda s, b: ops.reblock(_profile(s), b.name, b.action),
                                 summary="undo unblock: the category acts again (block or warn)"),
-    "extend": SectionOperation(ExtendInput, lambda s, b: P.extend(_profile(s), b.name, b.texts, counter=b.counter),
+    "extend": SectionOperation(ExtendInput, lambda s, b: ops.extend(_profile(s), b.name, b.texts, counter=b.counter),
                                prepare=_extend_prepared,
                                summary="add texts (and variations of them) as examples, or as counter-examples"),
-    "set_threshold": SectionOperation(ThresholdInput, lambda s, b: P.set_threshold(_profile(s), b.name, b.threshold),
+    "set_threshold": SectionOperation(ThresholdInput, lambda s, b: ops.set_threshold(_profile(s), b.name, b.threshold),
                                       summary="score at or above which the category acts (0.5 = calibrated)"),
-    "remove": SectionOperation(Named, lambda s, b: P.remove(_profile(s), b.name),
+    "remove": SectionOperation(Named, lambda s, b: ops.remove(_profile(s), b.name),
                                summary="delete a user category; a base category goes back to its default"),
-    "reset": SectionOperation(NoInput, lambda s, b: P.reset(), create=False,
+    "reset": SectionOperation(NoInput, lambda s, b: ops.reset(), create=False,
                               summary="the default profile: every user category dropped (a user with nothing "
                                       "stored is left so)"),
 }

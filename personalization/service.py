@@ -1,6 +1,6 @@
 """ProfileService: the profile operations applied through the settings store (versioned, audited).
 
-Why a thin layer: every operation is a pure function of the stored section (see `profile.py`), so each one runs
+Why a thin layer: every operation is a pure function of the stored section (see `profile_ops.py`), so each one runs
 as `store.update_section(tenant, user, "moderation", fn, actor=...)` inside the store's write lock. Concurrent
 edits of one user's profile therefore never lose updates, and a write can only ever touch the (tenant, user)
 key it names: one user's profile is never read or written on behalf of another.
@@ -14,8 +14,10 @@ from typing import Any
 from guardrails.errors import ConfigError, InvalidInputError
 
 from . import profile as P
+from . import profile_ops as ops
 from .profile import Action, ModerationProfile
 from .profile_io import export_json, load_profile_json
+from .user_texts import as_texts, clean_list, with_variations
 
 SECTION = "moderation"
 
@@ -65,42 +67,42 @@ class ProfileService:
                   counter_examples: Iterable[str] = (), action: Action = "block",
                   threshold: float | None = None, generalize: P.Generalize = "auto",
                   actor: str | None = None) -> ModerationProfile:
-        ex, cx = P.as_texts(examples, "examples"), P.as_texts(counter_examples, "counter_examples")
+        ex, cx = as_texts(examples, "examples"), as_texts(counter_examples, "counter_examples")
         # Errors raised inside the op (typed: InvalidInputError / ConfigError) abort the transaction: no write.
-        return self._apply(user_id, lambda p: P.block_new(p, name, examples=ex, definition=definition,
+        return self._apply(user_id, lambda p: ops.block_new(p, name, examples=ex, definition=definition,
                                                           counter_examples=cx, action=action,
                                                           threshold=threshold, generalize=generalize), actor)
 
     def unblock(self, user_id: str, name: str, *, actor: str | None = None) -> ModerationProfile:
-        return self._apply(user_id, lambda p: P.unblock(p, name), actor)
+        return self._apply(user_id, lambda p: ops.unblock(p, name), actor)
 
     def reblock(self, user_id: str, name: str, action: Action = "block", *,
                 actor: str | None = None) -> ModerationProfile:
-        """`profile.reblock` on the stored profile: the unblocked category acts again (block, or warn)."""
-        return self._apply(user_id, lambda p: P.reblock(p, name, action), actor)
+        """`profile_ops.reblock` on the stored profile: the unblocked category acts again (block, or warn)."""
+        return self._apply(user_id, lambda p: ops.reblock(p, name, action), actor)
 
     def set_threshold(self, user_id: str, name: str, threshold: float, *,
                       actor: str | None = None) -> ModerationProfile:
-        return self._apply(user_id, lambda p: P.set_threshold(p, name, threshold), actor)
+        return self._apply(user_id, lambda p: ops.set_threshold(p, name, threshold), actor)
 
     def extend(self, user_id: str, name: str, texts: Iterable[str] | str, *, counter: bool = False,
                n_variations: int = 0, actor: str | None = None) -> ModerationProfile:
         # once, before the write transaction: a generator must not be consumed by a retried write, and generating
         # variations must not hold the store's write lock
-        items = P.with_variations(P.as_texts(texts, "texts"), n_variations)
-        P.clean_list(items, what="examples" if not counter else "counter_examples")  # too many: refused before it
-        return self._apply(user_id, lambda p: P.extend(p, name, items, counter=counter), actor)
+        items = with_variations(as_texts(texts, "texts"), n_variations)
+        clean_list(items, what="examples" if not counter else "counter_examples")  # too many: refused before it
+        return self._apply(user_id, lambda p: ops.extend(p, name, items, counter=counter), actor)
 
     def remove(self, user_id: str, name: str, *, actor: str | None = None) -> ModerationProfile:
-        return self._apply(user_id, lambda p: P.remove(p, name), actor)
+        return self._apply(user_id, lambda p: ops.remove(p, name), actor)
 
     def reset(self, user_id: str, *, actor: str | None = None) -> ModerationProfile:
         """Store the default profile for the user (every user category dropped); versioned and audited. A user with
         no stored settings already reads the default: nothing is written for them."""
-        return self._replace(user_id, lambda _section: P.reset(), actor, create=False)
+        return self._replace(user_id, lambda _section: ops.reset(), actor, create=False)
 
     def list(self, user_id: str) -> list[dict[str, Any]]:
-        return P.list_categories(self.get(user_id))
+        return ops.list_categories(self.get(user_id))
 
     def export_json(self, user_id: str) -> str:
         """The user's profile as `profile_io.export_json` text (user data: includes their example texts)."""

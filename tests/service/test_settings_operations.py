@@ -216,10 +216,11 @@ def test_a_refused_name_is_not_echoed(service, operation):
 def test_too_many_variations_are_refused_before_any_is_generated(monkeypatch):
     from personalization import profile as P
     from personalization import variations
+    from personalization.user_texts import with_variations
 
     monkeypatch.setattr(variations, "variations", lambda *a, **k: pytest.fail("generated before the bound"))
     with pytest.raises(InvalidInputError, match="more than the 1000 one request may carry"):
-        P.with_variations([f"text {i}" for i in range(1000)], P.MAX_EXAMPLES - 1)  # the most variations allowed
+        with_variations([f"text {i}" for i in range(1000)], P.MAX_EXAMPLES - 1)  # the most variations allowed
 
 
 def test_users_and_tenants_stay_apart(service):
