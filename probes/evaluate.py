@@ -23,7 +23,7 @@ from .capture import ActKey, probe_text, render, site_key, to_messages
 from .features import cached_capture, single_turn_prompts
 from .metrics import rates
 from .probe import ProbeBundle
-from .segments import sentence_prefixes
+from .segments import repeated_tail_cut, sentence_prefixes
 from .sentinel import SentinelEncoder
 from .train import default_layers, drift_scores
 from .velocity import alone_of, user_message_count
@@ -137,9 +137,13 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, p
             t0 = time.perf_counter()
             upto = msgs[: j + 1]
             iso = [alone_of(upto)] if isolated and not alone and user_message_count(upto) > 1 else []
+            text = probe_text(mm["content"])
+            cuts = sentence_prefixes(text, markers=enc.markers) if sentences else []
+            repeated = repeated_tail_cut(text, [probe_text(m["content"]) for m in msgs[:j] if m["role"] == "user"]) \
+                if sentences and not alone else None
+            cuts += [repeated] if repeated and repeated not in cuts else []
             acts, cut_acts = enc.activations([mm] if alone else upto, session=None if alone else ci,
-                                             cuts=sentence_prefixes(probe_text(mm["content"]), markers=enc.markers)
-                                             if sentences else (), renderings=iso)
+                                             cuts=sorted(cuts, key=len), renderings=iso)
             lat.append((time.perf_counter() - t0) * 1000)
             iso_acts = cut_acts.pop() if iso else None
             served.append(max([float(v) for a in (acts, *cut_acts) for v in bundle.request_margins(a, turn).values()]

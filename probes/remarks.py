@@ -3,8 +3,10 @@
 The probes read the state at the end of the user's turn, and that state mostly reflects the *end* of the message.
 A benign remark after a violating request used to hide it. On the dev split, four such remarks kept 2-33 % of the
 caught attacks (session 21). The detector now also scores each request at its earlier sentence ends
-(:mod:`probes.segments`). ``railguard probes eval --remarks`` measures what is left: every single-turn request is
-re-scored with each remark below appended (label kept), and every conversation with it appended to each user turn.
+(:mod:`probes.segments`), and a turn after the first also without a tail it repeats from an earlier user turn
+(:func:`probes.segments.repeated_tail_cut`, session 39). ``railguard probes eval --remarks`` measures what is left:
+every single-turn request is re-scored with each remark below appended (label kept), and every conversation with it
+appended to each user turn.
 The ``served`` score includes the sentence cuts, as the detector serves it; ``whole_message`` is the score of the
 whole message alone, which is what fused mode reads.
 
@@ -76,6 +78,33 @@ TRAINING_REMARKS: tuple[str, ...] = (
     "\n\nOne more thing: please format the answer as a short numbered list so I can paste it into my notes, and "
     "mention if anything is missing from what I gave you, because I want to get this done before my meeting.",
     " Great, talk soon.")
+#: Longer training remarks (over :data:`probes.segments.MAX_TAIL` characters, so no cut isolates the request before
+#: them) for :func:`long_remark_copies`. Written apart from the evaluation remarks, as the ones above.
+LONG_TRAINING_REMARKS: tuple[str, ...] = (
+    " I am doing all of this from my phone while waiting for a train, so apologies in advance for any typos or odd "
+    "phrasing. The connection keeps dropping too, which means I might be slow to answer your follow-up questions this "
+    "afternoon.",
+    " Just so you know, I am fairly new to this kind of thing and my manager asked me to sort it out before the end of "
+    "the week. I would rather get it right the first time than have to redo everything later, so any detail you can "
+    "give is useful.",
+    "\n\nSome background: I tried searching online for a while but most of the results were outdated or contradicted "
+    "each other, and the official help pages were not much clearer. That is why I thought it would be quicker to ask "
+    "you directly instead.",
+    " Sorry if this seems like a basic question. My colleague usually handles these things but she is away on holiday "
+    "for two weeks, and nobody else in the office really knows how the process works, so I am trying to figure it out "
+    "on my own.",
+    " For context, we are a small team of five people and we do not have a dedicated person for this, so everyone "
+    "chips in where they can. Whatever you suggest should ideally be simple enough that the others can follow it "
+    "without extra training.",
+    "\n\nAnyway, I really hope this makes sense. It has been a long and tiring week with lots of meetings, and my head "
+    "is a bit foggy, so feel free to point out if I have mixed anything up or left out something you would need to "
+    "know.",
+    " By the way, I will probably share your answer with a couple of friends who have been asking me about the same "
+    "thing for ages, so a clear explanation would help more than one person here. Thanks again for your patience with "
+    "all my questions.",
+    " I should mention that I will be away from my desk for the next hour or so, so there is no need to hurry with "
+    "your reply. Take whatever time you need, and I will read everything carefully once I am back with a cup of "
+    "coffee in hand.")
 #: Training remarks joined without a sentence end (the message's final . ! ? removed first).
 TRAINING_JOINED: tuple[str, ...] = (", thanks", " and then tell me what's next", ", if that's alright",
                                     " please, I'm in a hurry", " - appreciate the help")
@@ -110,6 +139,25 @@ def remark_copies(records: Sequence[Record], *, seed: int = 7, joined_share: flo
         remark = rng.choice(TRAINING_JOINED if joined else TRAINING_REMARKS)
         q = _with(r, i, "remark", remark, joined)
         q.setdefault("group", r.get("id", i))  # grouped CV keeps a copy in its original's fold
+        out.append(q)
+    return out
+
+
+def long_remark_copies(records: Sequence[Record], *, seed: int = 43) -> list[Record]:
+    """One copy of each record with a long training remark (:data:`LONG_TRAINING_REMARKS`, the same on every user
+    turn) appended; label, turn labels and group kept. For the drift probe, beside :func:`remark_copies` (whose
+    remarks are mostly short), with ``scripts/train_default_probe.py --long-remark-copies``.
+
+    Tried in session 39 and not shipped. Behind the 226-character evaluation remark on every user turn, the served
+    decision on the 265 dev conversations ranked better (AUROC 0.931 -> 0.957) but caught fewer attacks (27 -> 23
+    of 94); without a remark it flagged 3 benign conversations of 171 instead of 6, behind "Thanks!" 6 instead of
+    2. What fixed the long remark is reading each turn without the tail it repeats
+    (:func:`probes.segments.repeated_tail_cut`: 74 of 94)."""
+    rng = random.Random(seed)
+    out = []
+    for i, r in enumerate(records):
+        q = _with(r, i, "long_remark", rng.choice(LONG_TRAINING_REMARKS), False)
+        q.setdefault("group", r.get("id", i))
         out.append(q)
     return out
 

@@ -11,7 +11,8 @@ break, or where a typed copy of one of the model's control tokens starts. A full
 positives (dev FPR 0.131 -> 0.150). Only ends followed by at most ``MAX_TAIL`` characters are cut: cutting an
 instruction off the data it is about ("Classify whether the person belongs to Democrats or Republicans." before a
 list of opinions) flagged benign conversations (see ``MAX_TAIL``). A request followed by a longer remark is still
-read as the remark: a documented limit of reading the end of the turn.
+read as the remark on its first turn; on later turns, a tail repeated from an earlier user message (the same remark
+or signature on every turn) is cut off whatever its length (:func:`repeated_tail_cut`).
 """
 
 from __future__ import annotations
@@ -62,11 +63,8 @@ def sentence_prefixes(text: str, limit: int = MAX_PREFIXES, markers: Sequence[st
     for m in _END.finditer(text, max(0, lo - 64)):  # a match ending at or after `lo` starts at most a run before it
         if m.end() < lo:
             continue
-        if m.group() == ".":
-            word = _WORD_BEFORE_DOT.search(text, max(0, m.end() - 64), m.end())  # longer words are no abbreviation
-            w = word.group(1).lower() if word else ""
-            if w in _ABBREVIATIONS or (len(w) == 1 and w.isalpha()):
-                continue
+        if m.group() == "." and _is_abbreviation_end(text, m.end()):  # longer words are no abbreviation
+            continue
         ends.add(m.end())
     for marker in markers:
         at = text.find(marker, lo) if marker else -1
@@ -87,6 +85,59 @@ def sentence_prefixes(text: str, limit: int = MAX_PREFIXES, markers: Sequence[st
             cuts.append(cut)
     # the ones nearest the end: a request, then a remark
     return [text[:c] for c in (cuts[len(cuts) - limit:] if len(cuts) > limit else cuts)]
+
+
+#: A tail shared with an earlier user message is cut off when it holds at least this many characters
+#: (:func:`repeated_tail_cut`); shorter ones are the sentence cuts' business.
+MIN_REPEATED_TAIL = 24
+#: How many of the latest earlier user messages :func:`repeated_tail_cut` compares the message with.
+REPEAT_LOOKBACK = 8
+
+
+def _is_abbreviation_end(text: str, end: int) -> bool:
+    word = _WORD_BEFORE_DOT.search(text, max(0, end - 64), end)
+    w = word.group(1).lower() if word else ""
+    return w in _ABBREVIATIONS or (len(w) == 1 and w.isalpha())
+
+
+def _shared_tail(a: str, b: str) -> int:
+    """How many characters ``a`` and ``b`` end with in common."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:  # binary search on the length: str comparisons run in C
+        mid = (lo + hi + 1) // 2
+        if a[len(a) - mid:] == b[len(b) - mid:]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def repeated_tail_cut(text: str, earlier: Sequence[str]) -> str | None:
+    """The message cut at its first sentence end inside the tail it shares with one of the latest
+    ``REPEAT_LOOKBACK`` earlier user messages (the same remark, signature or padding sent on every turn), when at
+    least ``MIN_REPEATED_TAIL`` non-blank characters follow the cut; None when there is none.
+
+    Why (session 39): a remark longer than ``MAX_TAIL`` is never cut off (a cut before a long remainder reads an
+    instruction without its data), so one appended to every user turn hid the request from the per-turn probes, and
+    its sameness on every turn flattened the drift: behind the 226-character evaluation remark the served decision
+    caught 27 of 94 dev attack conversations. A tail the user already sent is no data the request needs."""
+    body = text.rstrip()
+    if not body:
+        return None
+    shared = max((_shared_tail(body, e.rstrip()) for e in earlier[-REPEAT_LOOKBACK:] if e), default=0)
+    if len(body) - shared <= 0 or shared < MIN_REPEATED_TAIL:
+        return None
+    start = len(body) - shared
+    # the sentence end may sit on the tail's first characters ("...address? I have..." after "...help? I have...")
+    for m in _END.finditer(body, max(0, start - 64)):
+        if (m.end() < start and not body[m.end():start].isspace()) or (
+                m.group() == "." and _is_abbreviation_end(body, m.end())):
+            continue
+        cut = body[: m.end()].rstrip()
+        if cut.strip() and len(body[m.end():].strip()) >= MIN_REPEATED_TAIL:
+            return cut
+        return None
+    return None
 
 
 #: Most user messages a turn may hold after the assistant's last reply, the newest included. The privacy guard
@@ -152,8 +203,9 @@ def joined_turn(messages: Sequence[dict[str, str]], *, sentences: bool = True, m
                 limit: int = MAX_PREFIXES, max_chars: int | None = None) -> tuple[list[dict[str, str]], list[str]]:
     """The conversation with each run of user messages joined (:func:`joined_turns`), and the cuts of its last
     message the probes also read (prefixes of it, in order, distinct, none blank): its sentence cuts
-    (``sentences``), where each of the turn's earlier messages ends, and those messages' own sentence cuts
-    (``MAX_EARLIER_CUTS`` at most, the latest first).
+    (``sentences``), where each of the turn's earlier messages ends, those messages' own sentence cuts
+    (``MAX_EARLIER_CUTS`` at most, the latest first), and where a tail repeated from an earlier turn starts
+    (:func:`repeated_tail_cut`, with ``sentences``).
 
     Why: the probes were trained on conversations whose user and assistant turns alternate. Two user messages in a
     row were read at the second: a request followed by a message "Thanks!" kept 0 of 60 dev attacks that are
@@ -167,17 +219,22 @@ def joined_turn(messages: Sequence[dict[str, str]], *, sentences: bool = True, m
     ``max_chars`` characters (what the probe model could not read anyway), before any cut is copied."""
     from .capture import probe_text
 
-    run = [messages[i]["content"] for i in unanswered_user_turns([m["role"] for m in messages])]
+    run_at = unanswered_user_turns([m["role"] for m in messages])
+    run = [messages[i]["content"] for i in run_at]
+    earlier = [m["content"] for m in messages[: run_at[0] if run_at else len(messages)] if m["role"] == "user"]
     if len(run) > MAX_UNANSWERED:
         raise InvalidInputError(f"{len(run)} user messages in a row without an assistant reply; the privacy guard "
                                 f"reads at most {MAX_UNANSWERED} (send the assistant's replies with the conversation)")
     if max_chars is not None and sum(len(c) + len(JOINER) for c in run) > max_chars:
         raise InvalidInputError(f"the user's turn is longer than the {max_chars} characters the probe model reads")
     joined = joined_turns(messages)
+    repeated = repeated_tail_cut(JOINER.join(run), earlier) if sentences and run else None
     if len(run) < 2:
-        return joined, sentence_prefixes(run[-1], limit=limit, markers=markers) if sentences and run else []
+        cuts = sentence_prefixes(run[-1], limit=limit, markers=markers) if sentences and run else []
+        return joined, sorted({*cuts, repeated}, key=len) if repeated and repeated not in cuts else cuts
     text, whole = JOINER.join(run), joined[-1]["content"]
     cuts = sentence_prefixes(text, limit=limit, markers=markers) if sentences else []
+    cuts += [repeated] if repeated else []
     # where each earlier message ends: the running length of the messages and joiners before it, less its joiner
     ends = [e - len(JOINER) for e in accumulate(len(c) + len(JOINER) for c in run[:-1])]
     cuts += [text[:e] for e in ends]

@@ -87,6 +87,9 @@ def main() -> int:
     ap.add_argument("--opening-copies", action=argparse.BooleanOptionalAction, default=True,
                     help="the drift probe also trains on a copy of each conversation opening with small talk "
                          "(probes.small_talk.opening_copies; the shipped drift probe since session 38)")
+    ap.add_argument("--long-remark-copies", action=argparse.BooleanOptionalAction, default=False,
+                    help="the drift probe also trains on a copy of each conversation with a long remark on every user "
+                         "turn (probes.remarks.long_remark_copies; tried in session 39, not shipped)")
     ap.add_argument("--small-talk", action="store_true",
                     help="also train the context-free probe on probes.small_talk's conversations (not shipped)")
     ap.add_argument("--context-free-only", action="store_true",
@@ -106,7 +109,7 @@ def main() -> int:
     from probes.leakage import leakage_records
     from probes.probe import load_probe
     from probes.record_holders import record_holder_conversations, record_holder_records
-    from probes.remarks import remark_copies
+    from probes.remarks import long_remark_copies, remark_copies
     from probes.small_talk import opening_copies, small_talk_conversations, split_small_talk
     from probes.train import default_layers
     from probes.train_runs import train_bundle, train_drift_probe
@@ -173,7 +176,8 @@ def main() -> int:
 
     # The drift probe's extra conversations: a remark on every user turn (probes.remarks) and small talk before the
     # first one (probes.small_talk.opening_copies), one copy of each training conversation each.
-    drift_copies = remark_copies(conv_tr) + (opening_copies(conv_tr) if args.opening_copies else [])
+    drift_copies = (remark_copies(conv_tr) + (opening_copies(conv_tr) if args.opening_copies else [])
+                    + (long_remark_copies(conv_tr) if args.long_remark_copies else []))
     t0 = time.perf_counter()
     if args.context_free_only:
         bundle = load_probe(args.out)
@@ -212,7 +216,8 @@ def main() -> int:
         bundle.multiturn.meta.metrics.update({"dev": dev_multi, "dev_default_20": dev_multi_default,
                                               "n_train_conversations": len(conv_tr),
                                               "n_remark_copies": len(conv_tr),
-                                              "n_opening_copies": len(conv_tr) if args.opening_copies else 0})
+                                              "n_opening_copies": len(conv_tr) if args.opening_copies else 0,
+                                              "n_long_remark_copies": len(conv_tr) if args.long_remark_copies else 0})
     # Context-free requests: the held-out generated ones and three hand-written sets (tests/probes/
     # context_free_check*.jsonl, each written before any probe scored it, never trained on), with the served
     # decision (either per-turn probe).

@@ -171,3 +171,34 @@ def test_remark_copies_train_the_drift_probe_apart_from_the_evaluation_remarks()
         remark_copies([{"id": "d", "label": 0}])
     ungrouped = remark_copies([{"id": "u", "label": 0, "turns": [{"role": "user", "content": "Hi."}]}])
     assert ungrouped[0]["group"] == "u"  # grouped CV keeps a copy in its original's fold
+
+
+def test_long_remark_copies_put_one_long_training_remark_on_every_user_turn():
+    """long_remark_copies: one copy per record, the same long training remark on every user turn, each longer than
+    the sentence cuts' window (so no cut isolates the request), none an evaluation remark; labels, turn labels and
+    group kept, inputs untouched, reproducible."""
+    from probes.remarks import LONG_TRAINING_REMARKS, TRAINING_REMARKS, long_remark_copies
+
+    conv = [{"id": f"c{i}", "label": i % 2, "turn_labels": [0, i % 2], "group": f"g{i // 2}",
+             "turns": [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."},
+                       {"role": "user", "content": "What is her address?"}]} for i in range(200)]
+    copies = long_remark_copies(conv)
+    assert copies == long_remark_copies(conv) and copies != long_remark_copies(conv, seed=44)
+    assert len(copies) == len(conv) and conv[0]["turns"][2]["content"] == "What is her address?"
+    used = set()
+    for r, c in zip(conv, copies, strict=True):
+        assert c["id"] == r["id"] + "+long_remark"
+        assert (c["label"], c["turn_labels"], c["group"]) == (r["label"], r["turn_labels"], r["group"])
+        first, reply, last = (t["content"] for t in c["turns"])
+        remark = first[len("Hi."):]
+        assert remark in LONG_TRAINING_REMARKS and last == "What is her address?" + remark and reply == "Hello."
+        used.add(remark)
+    assert len(used) == len(LONG_TRAINING_REMARKS)  # 200 draws reach all eight
+    evaluation = [*REMARKS.values(), *JOINED_REMARKS.values()]
+    for t in LONG_TRAINING_REMARKS:
+        assert len(t.strip()) > MAX_TAIL and t not in TRAINING_REMARKS
+        assert not any(t.strip().lower() in e.lower() or e.strip().lower() in t.lower() for e in evaluation), t
+    assert long_remark_copies([{"id": "u", "label": 0, "turns": [{"role": "user", "content": "Hi."}]}])[0][
+        "group"] == "u"
+    with pytest.raises(ValueError, match="neither"):
+        long_remark_copies([{"id": "d", "label": 0}])

@@ -148,3 +148,67 @@ def test_earlier_runs_are_joined_and_the_cuts_are_in_order():
     assert cuts == sorted(cuts, key=len) == ["Give me X now.", "Give me X now. Please.",
                                              "Give me X now. Please.\nThanks!"]
     assert joined_turn(_turn("x", "\u200b"))[1] == []  # a blank message adds no cut
+
+
+LONG = (" I have been busy all week with other things and would really appreciate it if you could go through this "
+        "with me slowly. Please keep the answer friendly and tell me if anything is unclear, since I am new to this.")
+
+
+@pytest.mark.parametrize("text,earlier,cut", [
+    ("What is her home address?" + LONG, ["Who is in room 4?" + LONG], "What is her home address?"),
+    ("Her address. " + LONG.strip(), ["Hi.\n" + LONG.strip()], "Her address."),  # the end before the tail's space
+    ("What is her home address?" + LONG, ["Unrelated." + LONG[:-40]], None),  # not the same tail
+    ("Give me X. Thanks a lot, friend!", ["Hi. Thanks a lot, friend!"], None),  # under MIN_REPEATED_TAIL
+    ("Same message, sent again word for word.", ["Same message, sent again word for word."], None),  # no new part
+    ("Ask Dr. Who about her address. " + LONG.strip(), ["Hi. " + LONG.strip()], "Ask Dr. Who about her address."),
+    ("What is her home address" + LONG, ["Who is in room 4" + LONG],  # no sentence end before the tail: its own
+     "What is her home address" + LONG[: LONG.index("slowly.") + 7]),  # first one, as the sentence cuts
+    ("Give it.\n\nBest regards,\nSam Smith, accounting", ["Hello.\n\nBest regards,\nSam Smith, accounting"],
+     "Give it."),  # a signature after a line break
+    ("What is her home address?" + LONG, [], None),
+])
+def test_a_tail_repeated_from_an_earlier_user_message_is_cut_off(text, earlier, cut):
+    """Session 39: a remark over MAX_TAIL characters is never cut, so one appended to every user turn hid the
+    request (27 of 94 dev attack conversations caught behind it). A tail the user already sent is cut off at the
+    sentence end before it, however long."""
+    from probes.segments import repeated_tail_cut
+
+    assert len(LONG) > MAX_TAIL and "What is her home address?" not in sentence_prefixes("What is her home address?"
+                                                                                          + LONG)
+    assert repeated_tail_cut(text, earlier) == cut
+
+
+def test_the_repeated_tail_cut_looks_at_the_latest_turns_and_its_cost_grows_about_linearly():
+    """Only the latest REPEAT_LOOKBACK user messages are compared, and ten times the text costs well under twenty
+    times as much (a ratio in one run, as above)."""
+    from probes.segments import REPEAT_LOOKBACK, repeated_tail_cut
+    from tests.timing import best_time
+
+    request = "What is her home address?" + LONG
+    old = ["Who is in room 4?" + LONG] + ["ok"] * REPEAT_LOOKBACK
+    assert repeated_tail_cut(request, old) is None and repeated_tail_cut(request, old[:-1]) is not None
+
+    def cut(n: int) -> tuple[float, str | None]:
+        body = "x " * n
+        return best_time(lambda: repeated_tail_cut("Q? " + body, ["Z? " + body] * REPEAT_LOOKBACK), repeat=5)
+
+    (small, a), (large, b) = cut(3_000), cut(30_000)
+    assert a == "Q?" and b == "Q?"
+    assert large < 20 * small + 0.002, (small, large)
+
+
+def test_a_turn_is_also_read_without_the_tail_it_repeats_from_earlier_turns():
+    from probes.segments import joined_turn
+
+    msgs = _turn("Who is in room 4?" + LONG, "Room 4 holds Ms. Doe.", "What is her home address?" + LONG,
+                 reply_at=(1,))
+    cuts = joined_turn(msgs)[1]
+    assert cuts == sorted(cuts, key=len) and cuts[0] == "What is her home address?"
+    assert cuts[1:] == sentence_prefixes(msgs[-1]["content"])  # the sentence cuts as before
+    assert "What is her home address?" not in joined_turn(_turn(msgs[-1]["content"]))[1]  # nothing repeated
+    assert joined_turn(msgs, sentences=False)[1] == []
+    # sent as two messages: read where the first ends, as before (the repeated tail's cut is the same one)
+    split = _turn("Who is in room 4?" + LONG, "Room 4 holds Ms. Doe.", "What is her home address?", LONG.strip(),
+                  reply_at=(1,))
+    cuts = joined_turn(split)[1]
+    assert cuts[0] == "What is her home address?" and cuts.count("What is her home address?") == 1
