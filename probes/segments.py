@@ -120,7 +120,8 @@ def repeated_tail_cut(text: str, earlier: Sequence[str]) -> str | None:
     Why (session 39): a remark longer than ``MAX_TAIL`` is never cut off (a cut before a long remainder reads an
     instruction without its data), so one appended to every user turn hid the request from the per-turn probes, and
     its sameness on every turn flattened the drift: behind the 226-character evaluation remark the served decision
-    caught 27 of 94 dev attack conversations. A tail the user already sent is no data the request needs."""
+    caught 27 of 94 dev attack conversations; with this cut, 74 (AUROC 0.931 -> 0.996), at 1 of 171 benign ones
+    flagged either way. A tail the user already sent is no data the request needs."""
     body = text.rstrip()
     if not body:
         return None
