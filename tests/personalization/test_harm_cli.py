@@ -125,14 +125,13 @@ def test_personalize_eval_json():
 def test_unblock_success_is_measured_on_the_detector_path(monkeypatch):
     """unblock_success reads the harm detector's findings: with the mask broken (unblock leaves the category
     enforcing) it drops below 1, so the 1.0 the CLI reports is a measurement, not a definition."""
-    from personalization import EmbeddingBackend
-    from personalization import profile as P
+    from personalization import EmbeddingBackend, profile_ops
     from personalization.evaluate import personalize_eval
 
     backend = EmbeddingBackend()
     ok = personalize_eval(backend, max_per_label=12, seeds=(0,), variation=False)
     assert ok["unblock_success"] == 1.0
-    monkeypatch.setattr(P, "unblock", lambda profile, name: profile)  # a broken unblock: the category still enforces
+    monkeypatch.setattr(profile_ops, "unblock", lambda profile, name: profile)  # broken: the category still enforces
     broken = personalize_eval(backend, max_per_label=12, seeds=(0,), variation=False)
     assert broken["unblock_success"] < 0.5, broken["per_category"]
     monkeypatch.undo()
