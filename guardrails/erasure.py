@@ -17,7 +17,6 @@ in-memory data (`forget_all_users`), since it cannot tell whose.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import math
 import threading
@@ -308,8 +307,8 @@ def erase_user_data(slots: Sequence[DetectorSlot], store: Any, tenant_id: str, u
         raise DetectorError(f"erasure stopped before the store: detector(s) {failed} failed to forget the user "
                             "(retry; nothing was erased from the store)")
     erased: dict[str, Any] = {}
-    if store is not None:  # told here already: the store's log row is its own, not news to this process
-        told = {"notified": True} if "notified" in inspect.signature(store.erase_user).parameters else {}
+    if store is not None:  # told here already: a store with direct-erasure hooks (`gate_for`) logs its own row
+        told = {"notified": True} if callable(getattr(store, "on_direct_erasure", None)) else {}
         erased = dict(store.erase_user(tenant_id, user_id, **told))
     erased["detectors"] = dropped
     return erased

@@ -229,7 +229,7 @@ def personalize_eval(backend: Any, rows: list[dict[str, Any]] | None = None, *, 
             for seed in seeds:
                 ex = random.Random(seed).choice(bank_c)
                 prof = ops.block_new(base, f"user_{c}", examples=[ex],
-                                   definition=BASE_CATEGORIES[c] if use_def else "")
+                                     definition=BASE_CATEGORIES[c] if use_def else "")
                 s = score(prof)
                 succ.append(float((s[f"user_{c}"][tgt] >= 0.5).mean()))
                 add_fpr.append(float(flagged(s, prof)[benign].mean() - f_base[benign].mean()))

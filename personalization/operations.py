@@ -71,8 +71,8 @@ def _extend_prepared(body: ExtendInput) -> ExtendInput:
 OPERATIONS: dict[str, SectionOperation] = {
     "block": SectionOperation(
         BlockInput, lambda s, b: ops.block_new(_profile(s), b.name, examples=b.examples, definition=b.definition,
-                                             counter_examples=b.counter_examples, action=b.action,
-                                             threshold=b.threshold, generalize=b.generalize),
+                                               counter_examples=b.counter_examples, action=b.action,
+                                               threshold=b.threshold, generalize=b.generalize),
         summary="block a new category from >= 1 example and/or a definition (an existing name is refused)"),
     "unblock": SectionOperation(Named, lambda s, b: ops.unblock(_profile(s), b.name),
                                 summary="policy mask: the category is still scored but never enforced"),

@@ -70,8 +70,8 @@ class ProfileService:
         ex, cx = as_texts(examples, "examples"), as_texts(counter_examples, "counter_examples")
         # Errors raised inside the op (typed: InvalidInputError / ConfigError) abort the transaction: no write.
         return self._apply(user_id, lambda p: ops.block_new(p, name, examples=ex, definition=definition,
-                                                          counter_examples=cx, action=action,
-                                                          threshold=threshold, generalize=generalize), actor)
+                                                            counter_examples=cx, action=action,
+                                                            threshold=threshold, generalize=generalize), actor)
 
     def unblock(self, user_id: str, name: str, *, actor: str | None = None) -> ModerationProfile:
         return self._apply(user_id, lambda p: ops.unblock(p, name), actor)

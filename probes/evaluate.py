@@ -128,6 +128,7 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, p
         served: list[float] = []  # per user turn, the larger per-turn-probe margin over the message and its cuts
         a_multi: list[np.ndarray] = []
         turn, last = 0, None  # the session's turn count as served (alone: a repeated message is a retry)
+        said: list[str] = []  # the earlier user messages, as the probes read them (repeated_tail_cut)
         for j, mm in enumerate(msgs):
             if mm["role"] != "user":
                 continue
@@ -139,8 +140,8 @@ def eval_multiturn(bundle: ProbeBundle, lm: Any, records: Sequence[Record], *, p
             iso = [alone_of(upto)] if isolated and not alone and user_message_count(upto) > 1 else []
             text = probe_text(mm["content"])
             cuts = sentence_prefixes(text, markers=enc.markers) if sentences else []
-            repeated = repeated_tail_cut(text, [probe_text(m["content"]) for m in msgs[:j] if m["role"] == "user"]) \
-                if sentences and not alone else None
+            repeated = repeated_tail_cut(text, said) if sentences and not alone else None
+            said.append(text)
             cuts += [repeated] if repeated and repeated not in cuts else []
             acts, cut_acts = enc.activations([mm] if alone else upto, session=None if alone else ci,
                                              cuts=sorted(cuts, key=len), renderings=iso)

@@ -232,7 +232,7 @@ def joined_turn(messages: Sequence[dict[str, str]], *, sentences: bool = True, m
     repeated = repeated_tail_cut(JOINER.join(run), earlier) if sentences and run else None
     if len(run) < 2:
         cuts = sentence_prefixes(run[-1], limit=limit, markers=markers) if sentences and run else []
-        return joined, sorted({*cuts, repeated}, key=len) if repeated and repeated not in cuts else cuts
+        return joined, sorted([*cuts, repeated], key=len) if repeated and repeated not in cuts else cuts
     text, whole = JOINER.join(run), joined[-1]["content"]
     cuts = sentence_prefixes(text, limit=limit, markers=markers) if sentences else []
     cuts += [repeated] if repeated else []
