@@ -5,8 +5,11 @@
   i.e. the LLM-judge alternative, on the same turns. ``judge_over_sentinel`` is their ratio.
 * ``turn20_over_turn2``: sentinel cost at user turn 20 over turn 2 (constant-cost claim).
 * ``fused_extra_forward_passes``: model forward calls during ``generate`` with the fused hook minus without.
+* ``fused_cut_extra_forward_calls`` / ``fused_cut_overhead_wall_pct``: the same for a turn with a sentence cut
+  (" Thanks!" after the request), whose head is prefilled with the cut's few tokens beside it
+  (``FusedProbeHook.attach_prefilled``): one forward call more, no prompt token processed twice.
 * ``fused_overhead_pct``: time spent inside the fused layer hooks (activation copies to the host included:
-  ``FusedProbeHook.busy_s``) as a share of the hooked ``generate`` (the work
+  ``FusedProbeHook.busy_s``) and in planning the turn's readings, as a share of the hooked ``generate`` (the work
   fused mode adds). ``fused_overhead_wall_pct`` is the raw A/B wall-clock difference (interleaved, medians),
   reported too but noise-dominated on a shared CPU.
 """
@@ -36,6 +39,15 @@ def _conversation(n: int) -> list[dict[str, str]]:
     return msgs[:-1]
 
 
+def _with_thanks(conv: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [*conv[:-1], {"role": "user", "content": conv[-1]["content"] + " Thanks!"}]
+
+
+def _wall_pct(run: dict[str, Any]) -> float:
+    """The raw A/B wall-clock difference, fused over plain (medians; noise-dominated on a shared CPU)."""
+    return float(100 * (np.median(run["fused"]) - np.median(run["plain"])) / np.median(run["plain"]))
+
+
 def _ms(t0: float) -> float:
     """Milliseconds since t0, after the GPU finished what was queued (CUDA kernels run asynchronously)."""
     import torch
@@ -51,7 +63,7 @@ def bench(quick: bool = True) -> dict[str, Any]:
 
     from guardrails.models import load_causal_lm
 
-    from .fused import FusedProbeHook
+    from .fused import FusedProbeHook, _cache_kw
     from .probe import load_probe, model_fingerprints
     from .scoring import PrivacyScorer
     from .sentinel import SentinelEncoder
@@ -96,40 +108,52 @@ def bench(quick: bool = True) -> dict[str, Any]:
     # --- fused: forward-pass count and overhead of the one-shot hook inside generate ---
     calls = {"n": 0}
     counter = lm.model.register_forward_pre_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
-    inputs = lm.tokenizer.apply_chat_template(_conversation(4), add_generation_prompt=True, return_tensors="pt",
-                                              return_dict=True).to(lm.device)
     gen = dict(max_new_tokens=16, min_new_tokens=16, do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
     hook = FusedProbeHook(scorer, identity=lambda: None)
-    plain, fused, fused_calls, plain_calls, shares = [], [], 0, 0, []
+    runs: dict[str, dict[str, Any]] = {}
     try:
-        for _ in range(reps + 1):
-            calls["n"] = 0
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                lm.model.generate(**inputs, **gen)
-            plain.append(_ms(t0))
-            plain_calls = calls["n"]
-            calls["n"], hook.busy_s = 0, 0.0
-            t0 = time.perf_counter()
-            detach = hook.attach(lm, inputs["input_ids"], None)
-            try:
+        # a turn read as served; then the same turn with " Thanks!" after the request, whose sentence cut is read
+        # in the head of the prefill (`FusedProbeHook.attach_prefilled`)
+        for name, conv in (("one", _conversation(4)), ("cut", _with_thanks(_conversation(4)))):
+            inputs = lm.tokenizer.apply_chat_template(conv, add_generation_prompt=True, return_tensors="pt",
+                                                      return_dict=True).to(lm.device)
+            run = runs[name] = {"plain": [], "fused": [], "shares": []}
+            for _ in range(reps + 1):
+                calls["n"] = 0
+                t0 = time.perf_counter()
                 with torch.inference_mode():
                     lm.model.generate(**inputs, **gen)
-            finally:
-                detach()
-            fused.append(_ms(t0))
-            fused_calls = calls["n"]
-            shares.append(100 * hook.busy_s * 1000 / fused[-1])
+                run["plain"].append(_ms(t0))
+                run["plain_calls"] = calls["n"]
+                calls["n"], hook.busy_s = 0, 0.0
+                t0 = time.perf_counter()
+                t_attach = time.perf_counter()
+                detach, cache = hook.attach_prefilled(lm, inputs["input_ids"], conv)  # plans the turn's readings
+                attach_ms = _ms(t_attach)
+                try:
+                    with torch.inference_mode():
+                        lm.model.generate(**inputs, **gen, **({} if cache is None else {_cache_kw(lm.model): cache}))
+                finally:
+                    detach()
+                run["fused"].append(_ms(t0))
+                run["fused_calls"], run["head"] = calls["n"], cache is not None
+                # hook work plus planning the turn's readings (for "cut", also the head's forward: prefill work)
+                run["shares"].append(100 * (hook.busy_s * 1000 + attach_ms) / run["fused"][-1])
     finally:
         counter.remove()
+    one, cut = runs["one"], runs["cut"]
     s_p50, j_p50 = float(np.median(sent)), float(np.median(judge_ms))
     return {
         "device": str(lm.device) + (f" ({torch.cuda.get_device_name()}, {lm.model.dtype})"
                                     if str(lm.device).startswith("cuda")
                                     else f" ({torch.get_num_threads()} threads, {lm.model.dtype})"),
-        "fused_extra_forward_passes": int(fused_calls - plain_calls),
-        "fused_overhead_pct": float(np.median(shares)),
-        "fused_overhead_wall_pct": float(100 * (np.median(fused) - np.median(plain)) / np.median(plain)),
+        "fused_extra_forward_passes": int(one["fused_calls"] - one["plain_calls"]),
+        "fused_overhead_pct": float(np.median(one["shares"])),
+        "fused_overhead_wall_pct": _wall_pct(one),
+        # a turn with a sentence cut: its head runs in a forward call of its own (no prompt token twice)
+        "fused_cut_head_prefilled": bool(cut["head"]),
+        "fused_cut_extra_forward_calls": int(cut["fused_calls"] - cut["plain_calls"]),
+        "fused_cut_overhead_wall_pct": _wall_pct(cut),
         "sentinel_ms_p50": s_p50,
         "judge_ms_p50": j_p50,
         "judge_over_sentinel": j_p50 / s_p50,

@@ -5,7 +5,8 @@
   the new tokens only.
 * **fused** (the agent *is* a local HF model): :class:`probes.fused.FusedProbeHook` implements the spine's
   ``PrefillObserver`` (``attach(lm, input_ids, messages) -> detach``). It reads the probe layer during the
-  serving model's own prefill (zero extra forward passes), and raises ``PrefillBlocked(decision)`` from
+  serving model's own prefill (zero extra forward passes; a turn with other readings, such as sentence cuts, has
+  them read in the head of that prefill: ``attach_prefilled``), and raises ``PrefillBlocked(decision)`` from
   inside that forward when the verdict is block, so no token is ever produced. In fused mode the detector's
   ``predict`` returns no findings: the verdict is issued by the hook.
 
@@ -27,44 +28,20 @@ from guardrails.decision import Action, Finding, Stage
 from guardrails.detector import BaseDetector, CheckRequest, PluginContext
 from guardrails.errors import ConfigError, InvalidInputError
 
-from .capture import message_field, reads_blank, validate_messages
+from .capture import validate_messages
 from .demo import DEMO_RECORDS_PROMPT, DEMO_SYSTEM_PROMPT, demo, demo_script  # noqa: F401 - entry point
-from .fused import FusedProbeHook, _threshold, _user_turns
+from .fused import FusedProbeHook, _threshold
 from .probe import ProbeBundle, load_probe, model_config, model_fingerprints
+from .readings import plan_turn, spoken
 from .scoring import PrivacyScorer
-from .segments import joined_turn, turn_prefixes, without_later_systems
 from .sentinel import SentinelEncoder
 from .velocity import (
     InMemoryStateStore,
     StateStore,
-    alone_of,
-    conversation_digest,
-    opening_of,
-    user_message_count,
 )
 
 log = logging.getLogger("railguard.probes")
 Mode = Literal["sentinel", "fused"]
-
-
-def _spoken(messages: list[Any]) -> list[Any]:
-    """What the user and the assistant said: tool results and the assistant's empty tool-call steps dropped.
-
-    An agent's history holds tool traffic between turns; the sentinel scores the conversation as said (tool
-    output is the guard's tool_result stage's job), as the fused hook does for the serving model's agent steps.
-    """
-    field = message_field  # role, content: from a dict or a message object
-    # blank as the probes read it: an assistant message of zero-width spaces had ended the user's turn (review)
-    return [m for m in messages if field(m, "role") != "tool"
-            and not (field(m, "role") == "assistant" and isinstance(field(m, "content"), str)
-                     and _blank(field(m, "content")))]
-
-
-def _blank(text: str) -> bool:
-    try:
-        return reads_blank(text)
-    except (TypeError, ValueError):  # validate_messages refuses it with its own error
-        return False
 
 
 class PrivacyDetector(BaseDetector):
@@ -94,18 +71,18 @@ class PrivacyDetector(BaseDetector):
             bounded by cached tokens). An evicted session is re-encoded in full: slower, same scores.
         max_cached_tokens: tokens of KV cache the sentinel keeps over all sessions. Each costs ~30-36 kB on
             SmolLM2 in fp32 (measured: the default 32,768 holds ~1.1 GB); lower it on a small machine.
-        sentences: sentinel mode: also score the last user message as it stood at each earlier sentence end
+        sentences: also score the last user message as it stood at each earlier sentence end
             (:mod:`probes.segments`; default True), so a harmless sentence after a flagged request ("Thanks!")
-            does not hide it. Each cut costs one short forward over the KV cache. Fused mode reads the serving
-            model's prefill only, so it scores the whole message. Whatever this says, the user messages sent
-            since the assistant's last reply are read as one turn, joined, and where each of them ends
-            (:func:`probes.segments.joined_turn`; more than 32 are refused), in sentinel mode.
+            does not hide it. Each cut costs a few tokens in the turn's forward over the KV cache; in fused mode, in
+            the head of the serving model's prefill (:meth:`FusedProbeHook.attach_prefilled`). Whatever this says,
+            the user messages sent since the assistant's last reply are read as one turn, joined, and where each of
+            them ends (:func:`probes.segments.joined_turn`; more than 32 are refused).
         alone: sentinel mode, opt-in (default False): a user message after earlier turns is also read behind the
             system prompt alone, as a first turn at the first turn's τ (a few tokens in the same forward), so benign
             turns before a request cannot dilute it below τ. Measured: dev multi-turn TPR 0.947 -> 0.957 at the
             same FPR (0.0351 with the drift probe of session 38, 0.0175 before), but on the hand-written
             record-holder conversations 7 of 10 benign ones flagged instead of 1 (a mention of a listed person,
-            read alone, crosses τ). Fused mode reads the serving model's prefill only.
+            read alone, crosses τ). Fused mode reads it in the head of the serving model's prefill.
     """
 
     name = "privacy"
@@ -199,36 +176,13 @@ class PrivacyDetector(BaseDetector):
         raw: list[Any] = list(request.messages) or [{"role": "user", "content": request.text}]
         key = (request.tenant_id, request.user_id, request.session_id) if request.session_id else None
         enc = self.encoder
-        # the user messages sent since the assistant's last reply are one turn: read joined, and where each ends
-        said = validate_messages(_spoken(raw))
-        msgs, cuts = joined_turn(said, sentences=self.sentences, markers=enc.markers, max_chars=enc.max_chars)
-        tracker = self.scorer.tracker
-        # a conversation sent with its history that the session's drift has no trajectory for: its baseline is
-        # read from the conversation's own opening (a few tokens in the same forward), not this turn
-        opening = [] if tracker is None or request.session_id is None or not tracker.needs_opening(
-            request.tenant_id, request.user_id, request.session_id, msgs) else [opening_of(msgs)]
-        # with earlier turns, the request is also read behind the system prompt alone (benign turns before it had
-        # diluted it below τ): like a cut, a few tokens in the same forward; with its own sentence cuts, or one
-        # harmless sentence after the request hid it again (follow-up review)
-        alone: list[list[Any]] = []
-        if self.alone and user_message_count(msgs) > 1:
-            lone = alone_of(msgs)
-            alone = [lone, *([*lone[:-1], {"role": "user", "content": c}] for c in cuts)]
-        # the turn as a client checking each message as it arrived had checked it: that turn grown, not a new one
-        grown_from = [conversation_digest(c) for c in turn_prefixes(said)] if tracker is not None and key else []
-        # a later system message (a framework's reminder) is read where it stands, and the request probes also read
-        # the conversation without it: they were trained under one leading system prompt, and a reminder just
-        # before a request diluted it (dev: 40 -> 21 of 60 attacks blocked; session 37)
-        lean = without_later_systems(msgs)
-        bare = [] if lean == msgs else [lean, *([*lean[:-1], {"role": "user", "content": c}] for c in cuts)]
-        acts, cut_acts = enc.activations(msgs, session=key, cuts=cuts, renderings=[*bare, *opening, *alone])
-        alone_acts = [cut_acts.pop() for _ in alone][::-1]
-        opening_acts = cut_acts.pop() if opening else None
-        return self.scorer.findings(acts, tenant_id=request.tenant_id, user_id=request.user_id,
-                                    session_id=request.session_id, threshold=_threshold(request.settings),
-                                    user_turn=_user_turns(msgs), conversation=msgs, cut_acts=cut_acts[:len(cuts)],
-                                    opening_acts=opening_acts, alone_acts=alone_acts, grown_from=grown_from,
-                                    bare_acts=cut_acts[len(cuts):])
+        said = validate_messages(spoken(raw))
+        turn = plan_turn(said, self.scorer, tenant_id=request.tenant_id, user_id=request.user_id,
+                         session_id=request.session_id, sentences=self.sentences, alone=self.alone,
+                         markers=enc.markers, max_chars=enc.max_chars)
+        acts, extra = enc.activations(turn.msgs, session=key, cuts=turn.cuts, renderings=turn.renderings)
+        return turn.findings(self.scorer, acts, extra, tenant_id=request.tenant_id, user_id=request.user_id,
+                             session_id=request.session_id, threshold=_threshold(request.settings))
 
     def bind_erasure_gate(self, gate: Any) -> None:
         """A Guard's erasure gate (spine protocol): a fused prefill's scoring is admitted through it like a check,
@@ -256,7 +210,7 @@ class PrivacyDetector(BaseDetector):
                               "a sentinel-mode detector runs its own forward pass on every check anyway; use "
                               "PrivacyDetector(..., mode='fused') or config {'privacy': {'mode': 'fused'}}")
         hook = FusedProbeHook(self.scorer, tenant_id=tenant_id, identity=identity, name=self.name,
-                              erasure_gates=self._bound_gates)
+                              erasure_gates=self._bound_gates, sentences=self.sentences, alone=self.alone)
         self._hook_refs.add(hook)  # weakly: `forget_user` reaches the hooks still in use
         return hook
 

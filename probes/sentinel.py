@@ -59,6 +59,69 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+def can_pack(model: Any, cache: Any) -> bool:
+    """Packing needs an attention that reads a boolean 4-D mask as given (sdpa; eager adds it, flash ignores it)
+    and a cache that can be cropped back (sliding-window layers cannot, once past their window)."""
+    impl = getattr(model.config, "_attn_implementation", None)
+    sliding = any("Sliding" in type(layer).__name__ for layer in getattr(cache, "layers", None) or ())
+    return impl in ("sdpa", ATTENTION_NAME) and not sliding
+
+
+def branch_points(ids: Sequence[int], renderings: Sequence[Sequence[int]], max_offset: int,
+                  limit: int | None = None) -> dict[tuple[int, ...], int]:
+    """``{rendering ids: branch}``: where each rendering leaves ``ids`` (their common prefix), at least
+    ``max_offset + 1`` tokens before its end (its read sites are its own tokens) and at most ``limit``."""
+    todo: dict[tuple[int, ...], int] = {}
+    for c in renderings:
+        b = max(0, min(_common_prefix(ids, c), len(c) - max_offset - 1))
+        todo.setdefault(tuple(c), b if limit is None else min(b, limit))
+    return todo
+
+
+def packed_forward(model: Any, layers: Sequence[int], offsets: Mapping[int, Sequence[int]], ids: list[int],
+                   start: int, cache: Any, todo: Mapping[tuple[int, ...], int], *, cache_kw: str = "past_key_values",
+                   early_exit: bool = True) -> list[Acts]:
+    """One forward over ``ids[start:]`` followed, in the same row, by each rendering's tokens past its branch point
+    (``{rendering ids: branch}``, every branch at most ``len(ids)``): the prompt's tokens attend causally as usual; a
+    rendering's tokens attend to the positions before its branch point and to their own earlier tokens (a 4-D
+    mask), at the positions they have in that rendering. ``cache`` holds ``ids[:start]`` and is cropped back to
+    ``ids`` after. On CPU a forward of a few dozen tokens costs little more than one of a dozen, so the renderings
+    cost little over the prompt's own prefill. ``early_exit=False`` runs every layer (a serving model's prefill,
+    whose cache generation continues from; only the last position's logits are computed).
+    Returns the prompt's activations (none when ``start == len(ids)``), then each rendering's, in ``todo`` order."""
+    max_offset = max(ks[-1] for ks in layer_offsets(sorted(layers), offsets).values())
+    past, main = start, len(ids) - start
+    if 0 < main <= max_offset:  # callers prefill at least max_offset + 1 new tokens (see activations)
+        raise InvalidInputError("too few new tokens to read the probe's sites")
+    toks, pos, ends = list(ids[start:]), list(range(start, len(ids))), [main - 1] if main else []
+    q = main + sum(len(c) - b for c, b in todo.items())
+    mask = torch.zeros((1, 1, q, past + q), dtype=torch.bool)
+    mask[0, 0, :main, : past + main] = torch.ones((main, past + main), dtype=torch.bool).tril(past)
+    for c, b in todo.items():
+        n, at = len(c) - b, len(toks)
+        if n <= max_offset:  # its read sites would fall in the segment before it
+            raise InvalidInputError(f"a cut's rendering is {len(c)} tokens; the probe reads {max_offset} "
+                                    "tokens before the end")
+        if b > len(ids):
+            raise ValueError(f"a branch point ({b}) past the prompt ({len(ids)} tokens)")
+        toks += c[b:]
+        pos += range(b, len(c))
+        mask[0, 0, at:at + n, :b] = True
+        mask[0, 0, at:at + n, past + at:past + at + n] = torch.ones((n, n), dtype=torch.bool).tril()
+        ends.append(at + n - 1)
+    dev = next(model.parameters()).device
+    extra = {} if early_exit else {"logits_to_keep": 1}
+    try:
+        with LayerTap(model, layers, early_exit=early_exit, offsets=offsets) as tap:
+            tap.index, tap.packed = torch.tensor(ends), True
+            vals = tap.run(input_ids=torch.tensor([toks], dtype=torch.long, device=dev),
+                           attention_mask=mask.to(dev), position_ids=torch.tensor([pos], device=dev),
+                           use_cache=True, **{cache_kw: cache}, **extra)
+    finally:
+        crop_cache(cache, len(ids))
+    return [{k: v[r].cpu().numpy().astype(np.float32) for k, v in vals.items()} for r in range(len(ends))]
+
+
 class SentinelEncoder:
     """Activations at the probe ``layers`` for conversations, reusing each session's KV prefix: at the last prompt
     token, or ``offsets[layer]`` positions before it (a probe with a ``token_offset``).
@@ -156,9 +219,7 @@ class SentinelEncoder:
         same forward for a turn's few new tokens, in a second short one after a long prefill (a 4-D mask over
         thousands of tokens is slower than the plain causal path), each with its own prefill where packing is not
         safe (:meth:`_can_pack`)."""
-        todo: dict[tuple[int, ...], int] = {}
-        for c in cut_ids:  # where each cut leaves the path, at least _max_offset + 1 tokens before its end
-            todo.setdefault(tuple(c), max(0, min(_common_prefix(ids, c), len(c) - self._max_offset - 1)))
+        todo = branch_points(ids, cut_ids, self._max_offset)  # where each cut leaves the path
         if not todo:
             return _Entry(ids, cache, self._forward(ids, cache, start))
         if not self._can_pack(cache):
@@ -176,46 +237,10 @@ class SentinelEncoder:
         return DynamicCache(config=self.model.config)
 
     def _can_pack(self, cache: Any) -> bool:
-        """Packing needs an attention that reads a boolean 4-D mask as given (sdpa; eager adds it, flash ignores it)
-        and a cache that can be cropped back (sliding-window layers cannot, once past their window)."""
-        impl = getattr(self.model.config, "_attn_implementation", None)
-        sliding = any("Sliding" in type(layer).__name__ for layer in getattr(cache, "layers", None) or ())
-        return impl in ("sdpa", ATTENTION_NAME) and not sliding
+        return can_pack(self.model, cache)
 
     def _packed(self, ids: list[int], start: int, cache: Any, todo: Mapping[tuple[int, ...], int]) -> list[Acts]:
-        """One forward over ``ids[start:]`` followed, in the same row, by each cut's tokens past its branch point
-        (``{cut ids: branch}``): the prompt's tokens attend causally as usual; a cut's tokens attend to the positions
-        before its branch point and to their own earlier tokens (a 4-D mask), at the positions they have in the
-        cut's rendering. The cache is cropped back to the prompt after. On CPU a forward is memory-bound (one of 12
-        tokens costs about what one of 60 does), so the cuts cost little over the prompt's own prefill.
-        Returns the prompt's activations (none when ``start == len(ids)``), then each cut's, in ``todo`` order."""
-        past, main = start, len(ids) - start
-        if 0 < main <= self._max_offset:  # callers prefill at least _max_offset + 1 new tokens (see activations)
-            raise InvalidInputError("too few new tokens to read the probe's sites")
-        toks, pos, ends = list(ids[start:]), list(range(start, len(ids))), [main - 1] if main else []
-        q = main + sum(len(c) - b for c, b in todo.items())
-        mask = torch.zeros((1, 1, q, past + q), dtype=torch.bool)
-        mask[0, 0, :main, : past + main] = torch.ones((main, past + main), dtype=torch.bool).tril(past)
-        for c, b in todo.items():
-            n, at = len(c) - b, len(toks)
-            if n <= self._max_offset:  # its read sites would fall in the segment before it
-                raise InvalidInputError(f"a cut's rendering is {len(c)} tokens; the probe reads {self._max_offset} "
-                                        "tokens before the end")
-            toks += c[b:]
-            pos += range(b, len(c))
-            mask[0, 0, at:at + n, :b] = True
-            mask[0, 0, at:at + n, past + at:past + at + n] = torch.ones((n, n), dtype=torch.bool).tril()
-            ends.append(at + n - 1)
-        dev = self.device
-        try:
-            with LayerTap(self.model, self.layers, early_exit=True, offsets=self.offsets) as tap:
-                tap.index, tap.packed = torch.tensor(ends), True
-                vals = tap.run(input_ids=torch.tensor([toks], dtype=torch.long, device=dev),
-                               attention_mask=mask.to(dev), position_ids=torch.tensor([pos], device=dev),
-                               use_cache=True, **{self._cache_kw: cache})
-        finally:
-            crop_cache(cache, len(ids))
-        return [{k: v[r].cpu().numpy().astype(np.float32) for k, v in vals.items()} for r in range(len(ends))]
+        return packed_forward(self.model, self.layers, self.offsets, ids, start, cache, todo, cache_kw=self._cache_kw)
 
     def forget(self, session: Hashable) -> None:
         with self._lock:

@@ -36,7 +36,12 @@ class PrefillBlocked(RailguardError):
 
 
 class PrefillObserver(Protocol):
-    """Attach hooks for the coming generate() call; return a function that detaches them."""
+    """Attach hooks for the coming generate() call; return a function that detaches them.
+
+    An observer may also offer ``attach_prefilled(lm, input_ids, messages) -> (detach, cache)``: it then runs the head
+    of the prompt's prefill itself (reading what it needs beside the prompt in that forward) and generation continues
+    from ``cache`` (None: it ran nothing, generate as usual). `LocalChatModel` asks the first observer that offers it,
+    before attaching the others, whose hooks then see generation's own forward: the prompt's last tokens only."""
 
     def attach(self, lm: LoadedCausalLM, input_ids: Any, messages: list[dict[str, str]]) -> Callable[[], None]: ...
 
@@ -122,18 +127,33 @@ class LocalChatModel(BaseChatModel):
             kw["tokenizer"] = self.lm.tokenizer
         return kw
 
-    def _attach(self, inputs: dict[str, Any], chat: list[dict[str, str]]) -> list[Callable[[], None]]:
-        return [obs.attach(self.lm, inputs["input_ids"], chat) for obs in self.prefill_observers]
+    def _attach(self, inputs: dict[str, Any], chat: list[dict[str, str]],
+                detach: list[Callable[[], None]]) -> dict[str, Any]:
+        """Attach the observers (their detach functions appended to ``detach`` as they attach, so a failing one
+        leaves none attached behind it); returns what generate() needs besides: the cache of a prefilled head."""
+        observers = list(self.prefill_observers)
+        first = next((o for o in observers if callable(getattr(o, "attach_prefilled", None))), None)
+        extra: dict[str, Any] = {}
+        if first is not None:
+            undo, cache = first.attach_prefilled(self.lm, inputs["input_ids"], chat)
+            detach.append(undo)
+            observers.remove(first)
+            if cache is not None:
+                extra[_cache_kw(self.lm.model)] = cache
+        for obs in observers:
+            detach.append(obs.attach(self.lm, inputs["input_ids"], chat))
+        return extra
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         import torch
 
         inputs, chat = self._inputs(messages)
-        detach = self._attach(inputs, chat)
+        detach: list[Callable[[], None]] = []
         try:
+            extra = self._attach(inputs, chat, detach)
             with torch.inference_mode():
-                out = self.lm.model.generate(**self._gen_kwargs(inputs, stop))
+                out = self.lm.model.generate(**self._gen_kwargs(inputs, stop), **extra)
         finally:
             for d in detach:
                 d()
@@ -158,9 +178,9 @@ class LocalChatModel(BaseChatModel):
             # forwards (the model object is shared), and the copied context carries the caller's identity.
             detach: list[Callable[[], None]] = []
             try:
-                detach = self._attach(inputs, chat)
+                extra = self._attach(inputs, chat, detach)
                 with torch.inference_mode():
-                    self.lm.model.generate(**self._gen_kwargs(inputs, stop), streamer=streamer,
+                    self.lm.model.generate(**self._gen_kwargs(inputs, stop), **extra, streamer=streamer,
                                            stopping_criteria=StoppingCriteriaList([_Halt(halt)]))
             except BaseException as exc:  # surfaced in the consumer thread below
                 failure.append(exc)
@@ -190,6 +210,13 @@ class LocalChatModel(BaseChatModel):
             worker.join()
         if failure:
             raise failure[0]
+
+
+def _cache_kw(model: Any) -> str:
+    """transformers 5.x renamed generate()'s ``past_key_values`` to ``cache``; accept both generations of the API."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class _Halt:

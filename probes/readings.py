@@ -1,0 +1,118 @@
+"""What the privacy probes read for one user turn, shared by the sentinel and the fused mode.
+
+A turn is read as the whole conversation (its last run of user messages joined, :func:`probes.segments.joined_turn`)
+and also as other renderings of it: the last message cut at earlier sentence ends and where a repeated tail starts,
+the conversation without its later system messages, its opening (the drift's baseline when a session has no
+trajectory for it), the message behind the system prompt alone (opt-in). :func:`plan_turn` lists them;
+:meth:`TurnReadings.findings` routes their activations to :meth:`probes.scoring.PrivacyScorer.findings`.
+The sentinel reads them all in one forward over its KV cache; fused mode reads them in the head of the serving
+model's own prefill (:func:`probes.sentinel.packed_forward`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from guardrails.decision import Finding
+
+from .capture import ActKey, message_field, reads_blank
+from .scoring import PrivacyScorer
+from .segments import joined_turn, turn_prefixes, without_later_systems
+from .velocity import alone_of, conversation_digest, opening_of, user_message_count
+
+Acts = Mapping[ActKey, np.ndarray]
+Messages = list[dict[str, str]]
+
+
+def spoken(messages: Sequence[Any]) -> list[Any]:
+    """What the user and the assistant said: tool results and the assistant's empty tool-call steps dropped.
+
+    An agent's history holds tool traffic between turns; the probes score the conversation as said (tool output is
+    the guard's tool_result stage's job), as the fused hook does for the serving model's agent steps.
+    """
+    field = message_field  # role, content: from a dict or a message object
+    # blank as the probes read it: an assistant message of zero-width spaces had ended the user's turn (review)
+    return [m for m in messages if field(m, "role") != "tool"
+            and not (field(m, "role") == "assistant" and isinstance(field(m, "content"), str)
+                     and _blank(field(m, "content")))]
+
+
+def _blank(text: str) -> bool:
+    try:
+        return reads_blank(text)
+    except (TypeError, ValueError):  # validate_messages refuses it with its own error
+        return False
+
+
+@dataclass(frozen=True)
+class TurnReadings:
+    """One user turn's readings: ``msgs`` (the conversation as the probes read it), ``cuts`` (prefixes of its last
+    user message), then the other renderings: ``bare`` (without later system messages, then its cuts), ``opening``
+    (at most one), ``alone`` (the message behind the system prompt, then its cuts); ``grown_from``: digests of the
+    turn as a client checking each message as it arrived had sent it."""
+
+    msgs: Messages
+    cuts: list[str]
+    bare: list[Messages]
+    opening: list[Messages]
+    alone: list[Messages]
+    grown_from: list[str]
+
+    @property
+    def renderings(self) -> list[Messages]:
+        """The conversations other than ``msgs`` and its cuts, in the order :meth:`findings` expects them."""
+        return [*self.bare, *self.opening, *self.alone]
+
+    def conversations(self) -> list[Messages]:
+        """Every reading but ``msgs`` as a whole conversation: the cuts', then :attr:`renderings`."""
+        head = self.msgs[:-1]
+        return [*([*head, {"role": "user", "content": c}] for c in self.cuts), *self.renderings]
+
+    @property
+    def extra(self) -> bool:
+        """Whether the turn has any reading beside ``msgs``."""
+        return bool(self.cuts or self.bare or self.opening or self.alone)
+
+    def findings(self, scorer: PrivacyScorer, acts: Acts, extra: Sequence[Acts], *, tenant_id: str, user_id: str,
+                 session_id: str | None, threshold: float) -> list[Finding]:
+        """Score ``acts`` (of ``msgs``) and ``extra`` (of :meth:`conversations`, in order)."""
+        if len(extra) != len(self.cuts) + len(self.renderings):
+            raise ValueError(f"{len(extra)} readings for {len(self.cuts) + len(self.renderings)} renderings")
+        rest = list(extra[len(self.cuts):])
+        alone_acts = rest[len(rest) - len(self.alone):] if self.alone else []
+        rest = rest[: len(rest) - len(self.alone)]
+        opening_acts = rest.pop() if self.opening else None
+        return scorer.findings(acts, tenant_id=tenant_id, user_id=user_id, session_id=session_id,
+                               threshold=threshold, user_turn=user_message_count(self.msgs) or None,
+                               conversation=self.msgs, cut_acts=list(extra[: len(self.cuts)]),
+                               opening_acts=opening_acts, alone_acts=alone_acts, grown_from=self.grown_from,
+                               bare_acts=rest)
+
+
+def plan_turn(said: Sequence[dict[str, str]], scorer: PrivacyScorer, *, tenant_id: str, user_id: str,
+              session_id: str | None, sentences: bool = True, alone: bool = False, markers: Sequence[str] = (),
+              max_chars: int | None = None) -> TurnReadings:
+    """The readings of the turn that ends ``said`` (validated messages, tool traffic dropped: :func:`spoken`).
+
+    The user messages sent since the assistant's last reply are one turn, read joined and where each ends; a
+    conversation sent with its history that the session's drift has no trajectory for also reads its own opening
+    (the drift's baseline); with earlier turns and ``alone``, the request behind the system prompt alone; a later
+    system message (a framework's reminder) is read where it stands, and the request probes also read the
+    conversation without it: they were trained under one leading system prompt, and a reminder just before a
+    request diluted it (dev: 40 -> 21 of 60 attacks blocked; session 37)."""
+    msgs, cuts = joined_turn(said, sentences=sentences, markers=markers, max_chars=max_chars)
+    tracker = scorer.tracker
+    opening = [] if tracker is None or session_id is None or not tracker.needs_opening(
+        tenant_id, user_id, session_id, msgs) else [[dict(m) for m in opening_of(msgs)]]
+    lone: list[Messages] = []
+    if alone and user_message_count(msgs) > 1:
+        solo = alone_of(msgs)
+        lone = [solo, *([*solo[:-1], {"role": "user", "content": c}] for c in cuts)]
+    grown_from = [conversation_digest(c) for c in turn_prefixes(said)] if tracker is not None and session_id else []
+    lean = without_later_systems(msgs)
+    bare = [] if lean == msgs else [lean, *([*lean[:-1], {"role": "user", "content": c}] for c in cuts)]
+    return TurnReadings(msgs, cuts, bare, opening, lone, grown_from)
