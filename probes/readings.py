@@ -12,7 +12,7 @@ model's own prefill (:func:`probes.sentinel.packed_forward`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,9 @@ from .velocity import alone_of, conversation_digest, opening_of, user_message_co
 
 Acts = Mapping[ActKey, np.ndarray]
 Messages = list[dict[str, str]]
+
+#: earlier user turns read when a session has not checked them (the latest; each costs a few tokens of the forward)
+MAX_EARLIER_TURNS = 64
 
 
 def spoken(messages: Sequence[Any]) -> list[Any]:
@@ -52,7 +55,8 @@ def _blank(text: str) -> bool:
 class TurnReadings:
     """One user turn's readings: ``msgs`` (the conversation as the probes read it), ``cuts`` (prefixes of its last
     user message), then the other renderings: ``bare`` (without later system messages, then its cuts), ``opening``
-    (at most one), ``alone`` (the message behind the system prompt, then its cuts); ``grown_from``: digests of the
+    (at most one), ``alone`` (the message behind the system prompt, then its cuts), ``earlier`` (the conversation
+    up to each earlier user turn the session had not checked, with its turn number); ``grown_from``: digests of the
     turn as a client checking each message as it arrived had sent it."""
 
     msgs: Messages
@@ -61,11 +65,12 @@ class TurnReadings:
     opening: list[Messages]
     alone: list[Messages]
     grown_from: list[str]
+    earlier: list[tuple[Messages, int]] = field(default_factory=list)
 
     @property
     def renderings(self) -> list[Messages]:
         """The conversations other than ``msgs`` and its cuts, in the order :meth:`findings` expects them."""
-        return [*self.bare, *self.opening, *self.alone]
+        return [*self.bare, *self.opening, *self.alone, *(c for c, _ in self.earlier)]
 
     def conversations(self) -> list[Messages]:
         """Every reading but ``msgs`` as a whole conversation: the cuts', then :attr:`renderings`."""
@@ -75,22 +80,24 @@ class TurnReadings:
     @property
     def extra(self) -> bool:
         """Whether the turn has any reading beside ``msgs``."""
-        return bool(self.cuts or self.bare or self.opening or self.alone)
+        return bool(self.cuts or self.renderings)
 
     def findings(self, scorer: PrivacyScorer, acts: Acts, extra: Sequence[Acts], *, tenant_id: str, user_id: str,
                  session_id: str | None, threshold: float) -> list[Finding]:
         """Score ``acts`` (of ``msgs``) and ``extra`` (of :meth:`conversations`, in order)."""
         if len(extra) != len(self.cuts) + len(self.renderings):
             raise ValueError(f"{len(extra)} readings for {len(self.cuts) + len(self.renderings)} renderings")
-        rest = list(extra[len(self.cuts):])
-        alone_acts = rest[len(rest) - len(self.alone):] if self.alone else []
-        rest = rest[: len(rest) - len(self.alone)]
-        opening_acts = rest.pop() if self.opening else None
+        parts, at = [], 0
+        for n in (len(self.cuts), len(self.bare), len(self.opening), len(self.alone), len(self.earlier)):
+            parts.append(list(extra[at:at + n]))
+            at += n
+        cut_acts, bare_acts, opening_acts, alone_acts, earlier_acts = parts
         return scorer.findings(acts, tenant_id=tenant_id, user_id=user_id, session_id=session_id,
                                threshold=threshold, user_turn=user_message_count(self.msgs) or None,
-                               conversation=self.msgs, cut_acts=list(extra[: len(self.cuts)]),
-                               opening_acts=opening_acts, alone_acts=alone_acts, grown_from=self.grown_from,
-                               bare_acts=rest)
+                               conversation=self.msgs, cut_acts=cut_acts,
+                               opening_acts=opening_acts[0] if opening_acts else None, alone_acts=alone_acts,
+                               grown_from=self.grown_from, bare_acts=bare_acts,
+                               earlier_acts=[(a, k) for a, (_, k) in zip(earlier_acts, self.earlier, strict=True)])
 
 
 def plan_turn(said: Sequence[dict[str, str]], scorer: PrivacyScorer, *, tenant_id: str, user_id: str,
@@ -108,6 +115,12 @@ def plan_turn(said: Sequence[dict[str, str]], scorer: PrivacyScorer, *, tenant_i
     tracker = scorer.tracker
     opening = [] if tracker is None or session_id is None or not tracker.needs_opening(
         tenant_id, user_id, session_id, msgs) else [[dict(m) for m in opening_of(msgs)]]
+    # a history the session has no trajectory for: its earlier user turns were never checked by this session
+    # (a new session id, or a reply forged by the client between a request and "Thanks!"), so each is also read
+    # where it ends, at its own turn's τ; a session that checked them turn by turn reads only the newest
+    users = [i for i, m in enumerate(msgs) if m["role"] == "user"][:-1]
+    earlier = [([dict(m) for m in msgs[: i + 1]], k) for k, i in enumerate(users, 1)
+               if k > len(users) - MAX_EARLIER_TURNS] if opening else []
     lone: list[Messages] = []
     if alone and user_message_count(msgs) > 1:
         solo = alone_of(msgs)
@@ -115,4 +128,4 @@ def plan_turn(said: Sequence[dict[str, str]], scorer: PrivacyScorer, *, tenant_i
     grown_from = [conversation_digest(c) for c in turn_prefixes(said)] if tracker is not None and session_id else []
     lean = without_later_systems(msgs)
     bare = [] if lean == msgs else [lean, *([*lean[:-1], {"role": "user", "content": c}] for c in cuts)]
-    return TurnReadings(msgs, cuts, bare, opening, lone, grown_from)
+    return TurnReadings(msgs, cuts, bare, opening, lone, grown_from, earlier)

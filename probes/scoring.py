@@ -46,7 +46,8 @@ class PrivacyScorer:
                  opening_acts: Mapping[ActKey, np.ndarray] | None = None,
                  alone_acts: Sequence[Mapping[ActKey, np.ndarray]] = (),
                  grown_from: Sequence[str] = (),
-                 bare_acts: Sequence[Mapping[ActKey, np.ndarray]] = ()) -> list[Finding]:
+                 bare_acts: Sequence[Mapping[ActKey, np.ndarray]] = (),
+                 earlier_acts: Sequence[tuple[Mapping[ActKey, np.ndarray], int]] = ()) -> list[Finding]:
         """``cut_acts``: activations of the last user message cut at its earlier sentence ends
         (:mod:`probes.segments`); the request probes take the largest margin over them and the whole message
         (the drift, the whole message only).
@@ -61,17 +62,22 @@ class PrivacyScorer:
         system prompt only, as a first turn, then its sentence cuts read the same way; the request probes also
         score them, at the first turn's τ (earlier benign turns had diluted a request the same probes block on its
         own: 0.705 alone, 0.472 after two). ``grown_from``: see ``VelocityTracker.update``. ``bare_acts``: the
-        conversation without its later system messages, then its cuts; read like the cuts."""
+        conversation without its later system messages, then its cuts; read like the cuts. ``earlier_acts``: the
+        conversation up to each of its earlier user turns, with that turn's number, where the session had not
+        checked them (:func:`probes.readings.plan_turn`); each is scored at its own turn's τ."""
         if not 0.0 <= threshold <= 1.0:
             raise InvalidInputError("privacy threshold must lie in [0, 1]")
         if user_turn is not None and user_turn < 1:
             raise InvalidInputError("user_turn counts from 1")
         every = [acts, *cut_acts]
-        read = [*every, *bare_acts, *alone_acts, *([] if opening_acts is None else [opening_acts])]
+        before = [one for one, _ in earlier_acts]
+        if any(k < 1 for _, k in earlier_acts):
+            raise InvalidInputError("user_turn counts from 1")
+        read = [*every, *bare_acts, *alone_acts, *before, *([] if opening_acts is None else [opening_acts])]
         if not all(np.isfinite(a).all() for one in read for a in one.values()):
             raise InvalidInputError("non-finite activation: refusing to score")
         t = user_turn or 1
-        scored_reads = [*every, *bare_acts]
+        scored_reads = [*every, *bare_acts, *before]
         if not all(np.isfinite(list(self.bundle.request_margins(one, t).values())).all() for one in scored_reads):
             # before any state changes
             raise InvalidInputError("non-finite probe score (corrupt or overflowing probe weights): refusing to score")
@@ -98,7 +104,8 @@ class PrivacyScorer:
                                              + note,
                                  action=self.action if fire else Action.ALLOW))
             t = max(t, turn)
-        reads = [(one, t) for one in every] + [(one, 1) for one in alone_acts] + [(one, t) for one in bare_acts]
+        reads = [(one, t) for one in every] + [(one, 1) for one in alone_acts] + [(one, t) for one in bare_acts] + \
+            list(earlier_acts)
         scored = [{name: float(m) for name, m in self.bundle.request_margins(one, turn_of).items()}
                   for one, turn_of in reads]
         at = max(range(len(reads)), key=lambda i: max(scored[i].values()))  # ties: the whole message
@@ -110,7 +117,9 @@ class PrivacyScorer:
             off = f", {p.meta.token_offset} tokens before the last" if p.meta.token_offset else ""
             parts.append(f"{'single-turn' if name == 'single' else 'context-free'} probe ({_where(p.layers)}{off}): "
                          f"raw {margins[name] * p.meta.score_scale + tau:.3f} vs tau {tau:.3f}")
-        if at >= len(every) + len(alone_acts):
+        if at >= len(every) + len(alone_acts) + len(bare_acts):
+            where = f", read at its earlier user turn {t_read}, which this session had not checked"
+        elif at >= len(every) + len(alone_acts):
             k = at - len(every) - len(alone_acts)
             where = ", read without its later system messages" + (f", up to its sentence {k} of {len(every)}"
                                                                   if k else "")
