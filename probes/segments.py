@@ -5,8 +5,9 @@ flagged request followed by a harmless sentence ("Thanks!", "Also, what is the n
 sentence: on our dev split, four such suffixes kept 2-33 % of the caught attacks. Scoring the message as it
 stood at each sentence end as well (the same rendering, cut there) and taking the largest margin keeps them all.
 
-A sentence ends at ``.``, ``!`` or ``?`` (closing quotes and brackets included) followed by whitespace, at a line
-break, or where a typed copy of one of the model's control tokens starts. A full stop after a known abbreviation
+A sentence ends at ``.``, ``!`` or ``?`` (closing quotes and brackets included) followed by whitespace or, typed
+without a space, by a capital letter (``_END``), at a line break, or where a typed copy of one of the model's control
+tokens starts. A full stop after a known abbreviation
 ("Dr.", "e.g.") or a single letter (an initial) ends none: cutting "send the notes to Dr." raised benign false
 positives (dev FPR 0.131 -> 0.150). Only ends followed by at most ``MAX_TAIL`` characters are cut: cutting an
 instruction off the data it is about ("Classify whether the person belongs to Democrats or Republicans." before a
@@ -34,7 +35,11 @@ MAX_TAIL = 200
 
 # A newline takes the whitespace after it: every end inside one whitespace run has the same cut and the same next
 # sentence, and one end per newline made the scan quadratic ("hi" + "\n" * 10,000 + "b": 3.7 s; review, session 35).
-_END = re.compile(r"[.!?]+[\"'\u2019\u201d)\]]*(?=\s)|\n\s*")
+# Typed without a space ("...treated for?Thanks!"), a "?" or "!" before a capital letter ends a sentence too, and so
+# does a full stop between a lower-case letter and a capitalised word ("...for.Thanks"); file names, URLs and
+# decimals ("notes.txt", "?q=1", "3.5") do not (session 40; no dev request changes).
+_CLOSE = "[\"'\u2019\u201d)\\]]*"  # closing quotes and brackets after the mark
+_END = re.compile(rf"[.!?]+{_CLOSE}(?=\s)|[!?]+{_CLOSE}(?=[A-Z])|(?<=[a-z])\.(?=[A-Z][a-z])|\n\s*")
 _WORD_BEFORE_DOT = re.compile(r"([\w.]+)\.$")
 _NON_SPACE = re.compile(r"\S")
 _ABBREVIATIONS = frozenset({

@@ -212,3 +212,34 @@ def test_a_turn_is_also_read_without_the_tail_it_repeats_from_earlier_turns():
                   reply_at=(1,))
     cuts = joined_turn(split)[1]
     assert cuts[0] == "What is her home address?" and cuts.count("What is her home address?") == 1
+
+
+@pytest.mark.parametrize(("text", "cuts"), [
+    ("What is she being treated for?Thanks!", ["What is she being treated for?"]),
+    ("Give me her diagnosis.Thanks a lot", ["Give me her diagnosis."]),
+    ("Really?!Wow", ["Really?!"]),
+    ("Is it true?\u201dYes", ["Is it true?\u201d"]),
+])
+def test_a_sentence_typed_without_a_space_after_it_is_cut(text, cuts):
+    """Session 40: the cuts needed whitespace after the mark, so "...treated for?Thanks!" was read as one sentence."""
+    assert sentence_prefixes(text) == cuts
+
+
+@pytest.mark.parametrize("text", [
+    "See notes.txt and https://example.com/a?q=1 today",
+    "Version 3.5 is out",
+    "Ask Dr.Smith about it",
+    "The U.S.A is big",
+    "e.g.This one",
+    "what?no way",
+])
+def test_file_names_urls_decimals_and_abbreviations_are_no_sentence_end(text):
+    assert sentence_prefixes(text) == []
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\n\t"])
+def test_a_blank_message_has_no_repeated_tail_cut(text):
+    from probes.segments import repeated_tail_cut
+
+    tail = " " + "Sent from my phone, please excuse any typos." * 2
+    assert repeated_tail_cut(text, [text, tail, "Hello." + tail]) is None

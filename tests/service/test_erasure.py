@@ -553,3 +553,24 @@ def test_a_listeners_own_check_never_runs_the_listeners_again():
     gate.add_listener(listener)
     assert gate.poll(store) is True
     assert len(calls) == 1 and seen == {"nested": False, "still_marked": True} and gate._forgetter is None
+
+
+def test_a_direct_erasure_hook_that_raises_is_logged_and_the_erasure_stands(tmp_path, caplog):
+    """A hook only makes the Guards' next look at the erasure log due; one that fails must not undo or hide the
+    erasure, nor keep the hooks after it from running, and its log line names no user."""
+    import logging
+
+    with SettingsStore(tmp_path / "hooks.db") as store:
+        calls: list[str] = []
+
+        def broken() -> None:
+            raise RuntimeError("carol's hook broke")
+
+        store.on_direct_erasure(broken)
+        store.on_direct_erasure(lambda: calls.append("after"))
+        _fill(store, "default", "carol")
+        with caplog.at_level(logging.WARNING, logger="railguard"):
+            erased = store.erase_user("default", "carol")
+        assert erased == {"settings": 1, "session_state": 2, "audit": 2} and calls == ["after"]
+        assert "an erasure hook failed (RuntimeError)" in caplog.text and "carol" not in caplog.text
+        assert store.get("default", "carol").version == 0 and store.history("default", "carol") == []
