@@ -61,9 +61,9 @@ def bench(quick: bool = True) -> dict[str, Any]:
     """Run the privacy benchmarks; returns the CONTRACT keys plus details."""
     import torch
 
-    from guardrails.models import load_causal_lm
+    from guardrails.models import cache_keyword, load_causal_lm
 
-    from .fused import FusedProbeHook, _cache_kw
+    from .fused import FusedProbeHook
     from .probe import load_probe, model_fingerprints
     from .scoring import PrivacyScorer
     from .sentinel import SentinelEncoder
@@ -132,7 +132,8 @@ def bench(quick: bool = True) -> dict[str, Any]:
                 attach_ms = _ms(t_attach)
                 try:
                     with torch.inference_mode():
-                        lm.model.generate(**inputs, **gen, **({} if cache is None else {_cache_kw(lm.model): cache}))
+                        resume = {} if cache is None else {cache_keyword(lm.model): cache}
+                        lm.model.generate(**inputs, **gen, **resume)
                 finally:
                     detach()
                 run["fused"].append(_ms(t0))

@@ -10,7 +10,6 @@ it: on 60 dev requests, 4 of 30 attacks blocked against the sentinel's 23; now t
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from collections import OrderedDict
@@ -24,6 +23,7 @@ import numpy as np
 from guardrails.decision import Action, Decision, Finding, Stage
 from guardrails.erasure import gate_for
 from guardrails.errors import InvalidInputError
+from guardrails.models import cache_keyword
 from guardrails.models.hooks import thread_owned
 from guardrails.models.templates import special_strings
 
@@ -68,11 +68,6 @@ class _Head:
     main: dict[ActKey, np.ndarray] | None
     extra: list[dict[ActKey, np.ndarray]]
     cache: Any
-
-
-def _cache_kw(model: Any) -> str:
-    """transformers 5.x renamed ``past_key_values`` to ``cache``; accept both generations of the API."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 @dataclass(frozen=True)
@@ -255,7 +250,7 @@ class FusedProbeHook:
             start = 0
         todo = branch_points(ids, [*each, *([] if rendered == ids else [rendered])], reach, limit=start)
         read = packed_forward(model, self.scorer.layers, offsets, ids[:start], 0, cache, todo,
-                              cache_kw=_cache_kw(model), early_exit=False)
+                              cache_kw=cache_keyword(model), early_exit=False)
         by_ids = dict(zip(todo, read[1:] if start else read, strict=True))
         return _Head(turn, None if rendered == ids else by_ids[tuple(rendered)], [by_ids[tuple(c)] for c in each],
                      cache)

@@ -18,7 +18,6 @@ remaining tokens (the template's end of turn) ride in the same forward as the ne
 
 from __future__ import annotations
 
-import inspect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 
 from guardrails.errors import InvalidInputError
-from guardrails.models import crop_cache
+from guardrails.models import cache_keyword, crop_cache
 from guardrails.models.attention import NAME as ATTENTION_NAME
 from guardrails.models.templates import special_strings
 
@@ -85,9 +84,9 @@ def packed_forward(model: Any, layers: Sequence[int], offsets: Mapping[int, Sequ
     (``{rendering ids: branch}``, every branch at most ``len(ids)``): the prompt's tokens attend causally as usual; a
     rendering's tokens attend to the positions before its branch point and to their own earlier tokens (a 4-D
     mask), at the positions they have in that rendering. ``cache`` holds ``ids[:start]`` and is cropped back to
-    ``ids`` after. On CPU a forward of a few dozen tokens costs little more than one of a dozen, so the renderings
-    cost little over the prompt's own prefill. ``early_exit=False`` runs every layer (a serving model's prefill,
-    whose cache generation continues from; only the last position's logits are computed).
+    ``ids`` after. Each rendering adds its own few tokens to the forward, not a prefill of its own.
+    ``early_exit=False`` runs every layer (a serving model's prefill, whose cache generation continues from; only the
+    last position's logits are computed).
     Returns the prompt's activations (none when ``start == len(ids)``), then each rendering's, in ``todo`` order."""
     max_offset = max(ks[-1] for ks in layer_offsets(sorted(layers), offsets).values())
     past, main = start, len(ids) - start
@@ -153,9 +152,7 @@ class SentinelEncoder:
         self._lru: OrderedDict[Hashable, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self.stats = {"full": 0, "incremental": 0, "hits": 0}
-        # transformers 5.x renamed `past_key_values` to `cache`; accept both generations of the API.
-        params = inspect.signature(model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._cache_kw = cache_keyword(model)
 
     @property
     def device(self) -> torch.device:

@@ -1,6 +1,6 @@
 """Model runtime: embedded defaults (offline), any HF id or local path, device auto, LangChain chat model."""
 
-from .kv import crop_cache
+from .kv import cache_keyword, crop_cache
 from .loader import (
     LoadedCausalLM,
     LoadedEncoder,
@@ -19,6 +19,7 @@ __all__ = [
     "LoadedCausalLM",
     "LoadedEncoder",
     "cache_dir",
+    "cache_keyword",
     "crop_cache",
     "load_causal_lm",
     "load_encoder",

@@ -20,6 +20,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from ..errors import InvalidInputError, RailguardError
 from ..text import content_text, message_role
+from .kv import cache_keyword
 from .loader import LoadedCausalLM, load_causal_lm
 from .registry import DEFAULT_CHAT_MODEL
 from .templates import encode_chat, template_render
@@ -139,7 +140,7 @@ class LocalChatModel(BaseChatModel):
             detach.append(undo)
             observers.remove(first)
             if cache is not None:
-                extra[_cache_kw(self.lm.model)] = cache
+                extra[cache_keyword(self.lm.model)] = cache
         for obs in observers:
             detach.append(obs.attach(self.lm, inputs["input_ids"], chat))
         return extra
@@ -210,13 +211,6 @@ class LocalChatModel(BaseChatModel):
             worker.join()
         if failure:
             raise failure[0]
-
-
-def _cache_kw(model: Any) -> str:
-    """transformers 5.x renamed generate()'s ``past_key_values`` to ``cache``; accept both generations of the API."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class _Halt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 
@@ -11,3 +12,9 @@ def crop_cache(cache: Any, length: int) -> None:
     extra = cache.get_seq_length() - length
     if extra > 0:
         cache.crop(-extra)
+
+
+def cache_keyword(model: Any) -> str:
+    """The keyword a model's ``forward`` and ``generate`` take a KV cache by: transformers 5.x renamed
+    ``past_key_values`` to ``cache``; both generations of the API are accepted."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

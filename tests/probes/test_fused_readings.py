@@ -232,6 +232,7 @@ def test_fused_readings_equal_the_sentinels_on_a_tiny_model(tiny, monkeypatch, t
     from probe_testkit import synthetic_bundle
 
     from guardrails.detector import CheckRequest, Message
+    from guardrails.models import cache_keyword
     from probes import PrivacyDetector
     from probes import fused as fused_module
     from probes.capture import encode_messages
@@ -250,7 +251,7 @@ def test_fused_readings_equal_the_sentinels_on_a_tiny_model(tiny, monkeypatch, t
         assert cache is not None and cache.get_seq_length() == (0 if tail else ids.shape[1] - fused_module._TAIL)
         with torch.inference_mode():
             out = tiny.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2,
-                                      do_sample=False, **{fused_module._cache_kw(tiny.model): cache})
+                                      do_sample=False, **{cache_keyword(tiny.model): cache})
     finally:
         detach()
     assert out.shape[1] == ids.shape[1] + 2 and hook.calls == 1
