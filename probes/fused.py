@@ -10,6 +10,7 @@ it: on 60 dev requests, 4 of 30 attacks blocked against the sentinel's 23; now t
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -52,6 +53,8 @@ def _threshold(settings: Mapping[str, Any]) -> float:
         raise InvalidInputError("guard.thresholds.privacy must be a number in [0, 1]")
     return float(t)
 
+
+log = logging.getLogger("railguard.probes")
 
 #: prompt tokens left to generation's own forward when a head is prefilled here: the probe's read sites (the last
 #: token, the context-free probe's ``<|im_end|>`` 5 before it) and the template's closing tokens
@@ -103,6 +106,7 @@ class FusedProbeHook:
                  alone: bool = False) -> None:
         self.scorer = scorer
         self.sentences, self.alone = sentences, alone  # what `attach_prefilled` reads besides the prompt
+        self._warned = False  # said once that this model cannot take the readings in its prefill
         self.tenant_id = tenant_id  # unless the turn's identity names the guard's tenant (`for_serving`)
         self.name = name  # the detector name a user's `disabled_detectors` would use
         self.erasure_gates = erasure_gates  # the erasure gates of the Guards it serves (see `_admitted`)
@@ -225,35 +229,57 @@ class FusedProbeHook:
 
     def _head(self, lm: Any, model: Any, input_ids: Any, messages: Any, who: _Turn) -> _Head | None:
         """Read the turn's other renderings in the head of the prefill (None: nothing to read beside the prompt,
-        or a model that cannot pack them: it is then read as served, like :meth:`attach`)."""
+        or a model whose cache cannot take them: it is then read as served, like :meth:`attach`)."""
+        import torch
         from transformers import DynamicCache
 
         from .readings import plan_turn, spoken
-        from .sentinel import branch_points, can_pack, packed_forward
+        from .sentinel import _PACK_MAX_NEW, branch_points, can_pack, packed_forward
 
         tok = getattr(lm, "tokenizer", None)
-        cache = DynamicCache(config=model.config)
-        if tok is None or input_ids is None or len(input_ids) != 1 or not can_pack(model, cache):
+        if tok is None or input_ids is None or len(input_ids) != 1:
             return None  # (a batch is refused by the prefill's hook)
+        cache = DynamicCache(config=model.config)
+        # generation continues from this cache: only plain layers (no sliding window, no linear attention) that an
+        # sdpa attention fills under a 4-D mask, and no cache implementation of generate's own, which refuses one
+        plain = all(type(layer).__name__ == "DynamicLayer" for layer in getattr(cache, "layers", None) or ())
+        if not (plain and can_pack(model, cache)) or getattr(model.generation_config, "cache_implementation", None):
+            if not self._warned:
+                self._warned = True
+                log.warning("fused privacy probe: this model's attention or cache cannot pack the turn's other "
+                            "readings (sentence cuts, joined messages) into its prefill; they are not read in fused "
+                            "mode (sentinel mode reads them)")
+            return None
         said = validate_messages(spoken(list(messages)))
         turn = plan_turn(said, self.scorer, tenant_id=who.tenant_id, user_id=who.user_id, session_id=who.session_id,
                          sentences=self.sentences, alone=self.alone, markers=special_strings(tok))
-        ids = [int(i) for i in input_ids[0].tolist()]
+        row = input_ids[0]
+        ids = [int(i) for i in (row.tolist() if hasattr(row, "tolist") else row)]
         rendered = encode_messages(tok, turn.msgs)
         if not turn.extra and rendered == ids:
             return None
         each = [encode_messages(tok, c) for c in turn.conversations()]
-        offsets = self.scorer.offsets
+        layers, offsets, kw = self.scorer.layers, self.scorer.offsets, cache_keyword(model)
         reach = max(ks[-1] for ks in offsets.values())  # tokens before the last that a probe reads
         start = max(0, len(ids) - max(_TAIL, reach + 1))  # generation's own forward reads the prompt's sites
         if start <= reach:  # a head too short to read where it ends: the readings alone, generation prefills all
             start = 0
         todo = branch_points(ids, [*each, *([] if rendered == ids else [rendered])], reach, limit=start)
-        read = packed_forward(model, self.scorer.layers, offsets, ids[:start], 0, cache, todo,
-                              cache_kw=cache_keyword(model), early_exit=False)
-        by_ids = dict(zip(todo, read[1:] if start else read, strict=True))
+        if start > _PACK_MAX_NEW:  # a 4-D mask over a long prompt is slower than the causal path: as the sentinel,
+            with torch.inference_mode():  # the head causally, then the readings in a short forward of their own
+                model(input_ids=torch.tensor([ids[:start]], device=next(model.parameters()).device), use_cache=True,
+                      logits_to_keep=1, **{kw: cache})
+            # every layer: the crop back to the head is uniform (with an early exit, layers past it would lose
+            # positions they never got)
+            read = packed_forward(model, layers, offsets, ids[:start], start, cache, todo, cache_kw=kw,
+                                  early_exit=False)
+        else:  # one forward: the head through every layer (its cache), the readings' tokens beside it
+            read = packed_forward(model, layers, offsets, ids[:start], 0, cache, todo, cache_kw=kw,
+                                  early_exit=not start)
+            read = read[1:] if start else read
+        by_ids = dict(zip(todo, read, strict=True))
         return _Head(turn, None if rendered == ids else by_ids[tuple(rendered)], [by_ids[tuple(c)] for c in each],
-                     cache)
+                     cache if start else None)
 
     def _begin(self, lm: Any, input_ids: Any, messages: Any, *, prefill: bool) -> tuple[Callable[[], None], Any]:
         if id(lm) not in self._checked:

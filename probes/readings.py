@@ -21,7 +21,7 @@ from guardrails.decision import Finding
 
 from .capture import ActKey, message_field, reads_blank
 from .scoring import PrivacyScorer
-from .segments import joined_turn, turn_prefixes, without_later_systems
+from .segments import joined_turn, sentence_prefixes, turn_prefixes, without_later_systems
 from .velocity import alone_of, conversation_digest, opening_of, user_message_count
 
 Acts = Mapping[ActKey, np.ndarray]
@@ -29,6 +29,8 @@ Messages = list[dict[str, str]]
 
 #: earlier user turns read when a session has not checked them (the latest; each costs a few tokens of the forward)
 MAX_EARLIER_TURNS = 64
+#: sentence cuts of those turns read too, in all (the latest turns' first)
+MAX_EARLIER_TURN_CUTS = 32
 
 
 def spoken(messages: Sequence[Any]) -> list[Any]:
@@ -121,6 +123,13 @@ def plan_turn(said: Sequence[dict[str, str]], scorer: PrivacyScorer, *, tenant_i
     users = [i for i, m in enumerate(msgs) if m["role"] == "user"][:-1]
     earlier = [([dict(m) for m in msgs[: i + 1]], k) for k, i in enumerate(users, 1)
                if k > len(users) - MAX_EARLIER_TURNS] if opening else []
+    if sentences:  # each read as it would have been checked: also at its sentence cuts ("request. Thanks!")
+        cut_reads: list[tuple[Messages, int]] = []
+        for conv, k in reversed(earlier):  # the latest first, MAX_EARLIER_TURN_CUTS in all
+            for c in reversed(sentence_prefixes(conv[-1]["content"], markers=markers)):
+                if len(cut_reads) < MAX_EARLIER_TURN_CUTS:
+                    cut_reads.append(([*conv[:-1], {"role": "user", "content": c}], k))
+        earlier += cut_reads[::-1]
     lone: list[Messages] = []
     if alone and user_message_count(msgs) > 1:
         solo = alone_of(msgs)

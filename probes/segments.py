@@ -35,11 +35,16 @@ MAX_TAIL = 200
 
 # A newline takes the whitespace after it: every end inside one whitespace run has the same cut and the same next
 # sentence, and one end per newline made the scan quadratic ("hi" + "\n" * 10,000 + "b": 3.7 s; review, session 35).
-# Typed without a space ("...treated for?Thanks!"), a "?" or "!" before a capital letter ends a sentence too, and so
-# does a full stop between a lower-case letter and a capitalised word ("...for.Thanks"); file names, URLs and
-# decimals ("notes.txt", "?q=1", "3.5") do not (session 40; no dev request changes).
-_CLOSE = "[\"'\u2019\u201d)\\]]*"  # closing quotes and brackets after the mark
-_END = re.compile(rf"[.!?]+{_CLOSE}(?=\s)|[!?]+{_CLOSE}(?=[A-Z])|(?<=[a-z])\.(?=[A-Z][a-z])|\n\s*")
+# Typed without a space ("...treated for?Thanks!"), a "?" or "!" before a capitalised word ends a sentence too, and so
+# does a full stop between a lower-case letter and a capitalised word ("...for.Thanks"), where the word ends at
+# whitespace, punctuation or the end; file names, URLs, e-mail addresses, identifiers and decimals ("notes.txt",
+# "?Id=5", "Anna.Schmidt@corp.de", "pd.DataFrame", "3.5") do not (session 40; no dev request changes). A run of marks
+# is matched from its first mark only, and possessively, so a long run that ends no sentence costs one pass, not one
+# per mark ("!" x 20,000 + "x": seconds before).
+_CLOSE = "[\"'\u2019\u201d)\\]]*+"  # closing quotes and brackets after the mark
+_WORD = r"[a-z]*(?=[\s,;:!?'\u2019]|\.(?:\s|$)|$)"  # the rest of a capitalised word after its capital
+_END = re.compile(rf"(?<![.!?])[.!?]++{_CLOSE}(?=\s)|(?<![.!?])[!?]++{_CLOSE}(?=[A-Z]{_WORD})"
+                  rf"|(?<=[a-z])\.(?=[A-Z][a-z]{_WORD})|\n\s*")
 _WORD_BEFORE_DOT = re.compile(r"([\w.]+)\.$")
 _NON_SPACE = re.compile(r"\S")
 _ABBREVIATIONS = frozenset({

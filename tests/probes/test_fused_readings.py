@@ -225,20 +225,23 @@ def test_fused_sessions_score_each_turn_and_the_drift_as_the_sentinel_does(smol)
                     assert g.action == w.action
 
 
-@pytest.mark.parametrize("tail", [None, 10_000])
-def test_fused_readings_equal_the_sentinels_on_a_tiny_model(tiny, monkeypatch, tail):
-    """Plumbing on the tiny model, with and without a head long enough to read where it ends (``tail`` 10,000: the
-    readings alone in the head, generation prefills the whole prompt from an empty cache)."""
+@pytest.mark.parametrize(("tail", "pack_max"), [(None, None), (10_000, None), (None, 4)])
+def test_fused_readings_equal_the_sentinels_on_a_tiny_model(tiny, monkeypatch, tail, pack_max):
+    """Plumbing on the tiny model: a head with the readings beside it; no head long enough to read where it ends
+    (``tail`` 10,000: the readings alone, generation prefills the whole prompt); a head longer than the sentinel's
+    ``_PACK_MAX_NEW`` (4 here: the head causally, then the readings in a short forward of their own)."""
     from probe_testkit import synthetic_bundle
 
     from guardrails.detector import CheckRequest, Message
     from guardrails.models import cache_keyword
-    from probes import PrivacyDetector
+    from probes import PrivacyDetector, sentinel
     from probes import fused as fused_module
     from probes.capture import encode_messages
 
     if tail is not None:
         monkeypatch.setattr(fused_module, "_TAIL", tail)
+    if pack_max is not None:
+        monkeypatch.setattr(sentinel, "_PACK_MAX_NEW", pack_max)
     bundle = synthetic_bundle(tiny, 2, threshold=1e3)
     msgs = [{"role": "system", "content": "norms"}, {"role": "user", "content": "first part. second part."},
             {"role": "user", "content": "third."}]
@@ -248,10 +251,14 @@ def test_fused_readings_equal_the_sentinels_on_a_tiny_model(tiny, monkeypatch, t
     ids = torch.tensor([encode_messages(tiny.tokenizer, msgs)])
     detach, cache = hook.attach_prefilled(tiny, ids, msgs)
     try:
-        assert cache is not None and cache.get_seq_length() == (0 if tail else ids.shape[1] - fused_module._TAIL)
+        if tail:
+            assert cache is None
+        else:
+            assert cache.get_seq_length() == ids.shape[1] - fused_module._TAIL
+        resume = {} if cache is None else {cache_keyword(tiny.model): cache}
         with torch.inference_mode():
             out = tiny.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2,
-                                      do_sample=False, **{cache_keyword(tiny.model): cache})
+                                      do_sample=False, **resume)
     finally:
         detach()
     assert out.shape[1] == ids.shape[1] + 2 and hook.calls == 1

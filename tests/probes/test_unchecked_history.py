@@ -42,6 +42,19 @@ def test_a_request_behind_a_forged_reply_is_read_where_it_ends(smol, monkeypatch
 
 
 @pytest.mark.model
+def test_an_unchecked_earlier_turn_is_also_read_at_its_sentence_cuts(smol, monkeypatch):
+    import probes.readings as readings
+    from probes import PrivacyDetector
+
+    det = PrivacyDetector("default", lm=smol)
+    msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": REQUEST + " Thanks!"},
+            {"role": "assistant", "content": "Sure, here it is."}, {"role": "user", "content": "Great."}]
+    assert _blocked(_check(det, msgs, "cut"))
+    monkeypatch.setattr(readings, "MAX_EARLIER_TURN_CUTS", 0)  # the earlier turn read whole only
+    assert not _blocked(_check(det, msgs, "whole-only"))
+
+
+@pytest.mark.model
 def test_a_session_that_checked_each_turn_reads_only_the_newest(smol):
     from probes import PrivacyDetector
 
