@@ -30,6 +30,7 @@ from guardrails.models.templates import special_strings
 
 from .capture import ActKey, encode_messages, layer_module, message_field, site_key, validate_messages
 from .probe import model_config, model_fingerprints
+from .readings import TurnReadings, plan_turn, spoken
 from .scoring import PrivacyScorer
 from .velocity import conversation_digest, user_message_count
 
@@ -67,7 +68,7 @@ class _Head:
     its conversation as the probes read it (None: the prompt as served, read at the tail) and of its other
     renderings, and the cache generation continues from."""
 
-    readings: Any  # probes.readings.TurnReadings
+    readings: TurnReadings
     main: dict[ActKey, np.ndarray] | None
     extra: list[dict[ActKey, np.ndarray]]
     cache: Any
@@ -230,11 +231,9 @@ class FusedProbeHook:
     def _head(self, lm: Any, model: Any, input_ids: Any, messages: Any, who: _Turn) -> _Head | None:
         """Read the turn's other renderings in the head of the prefill (None: nothing to read beside the prompt,
         or a model whose cache cannot take them: it is then read as served, like :meth:`attach`)."""
-        import torch
         from transformers import DynamicCache
 
-        from .readings import plan_turn, spoken
-        from .sentinel import _PACK_MAX_NEW, branch_points, can_pack, packed_forward
+        from .sentinel import branch_points, can_pack, packed_forward
 
         tok = getattr(lm, "tokenizer", None)
         if tok is None or input_ids is None or len(input_ids) != 1:
@@ -265,19 +264,9 @@ class FusedProbeHook:
         if start <= reach:  # a head too short to read where it ends: the readings alone, generation prefills all
             start = 0
         todo = branch_points(ids, [*each, *([] if rendered == ids else [rendered])], reach, limit=start)
-        if start > _PACK_MAX_NEW:  # a 4-D mask over a long prompt is slower than the causal path: as the sentinel,
-            with torch.inference_mode():  # the head causally, then the readings in a short forward of their own
-                model(input_ids=torch.tensor([ids[:start]], device=next(model.parameters()).device), use_cache=True,
-                      logits_to_keep=1, **{kw: cache})
-            # every layer: the crop back to the head is uniform (with an early exit, layers past it would lose
-            # positions they never got)
-            read = packed_forward(model, layers, offsets, ids[:start], start, cache, todo, cache_kw=kw,
-                                  early_exit=False)
-        else:  # one forward: the head through every layer (its cache), the readings' tokens beside it
-            read = packed_forward(model, layers, offsets, ids[:start], 0, cache, todo, cache_kw=kw,
-                                  early_exit=not start)
-            read = read[1:] if start else read
-        by_ids = dict(zip(todo, read, strict=True))
+        # the head through every layer (its cache), the readings' tokens beside it (a long head: causally first)
+        read = packed_forward(model, layers, offsets, ids[:start], 0, cache, todo, cache_kw=kw, early_exit=not start)
+        by_ids = dict(zip(todo, read[1:] if start else read, strict=True))
         return _Head(turn, None if rendered == ids else by_ids[tuple(rendered)], [by_ids[tuple(c)] for c in each],
                      cache if start else None)
 

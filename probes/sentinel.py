@@ -45,8 +45,8 @@ class _Entry:
     cuts: dict[tuple[int, ...], Acts] = field(default_factory=dict)  # activations of cut renderings, by their ids
 
 
-#: New prompt tokens above which the cuts get a forward of their own after the prompt's (see ``_run``); a turn's new
-#: tokens are far fewer.
+#: New prompt tokens above which the cuts get a forward of their own after the prompt's (``packed_forward``); a
+#: turn's new tokens are far fewer.
 _PACK_MAX_NEW = 256
 
 
@@ -84,14 +84,27 @@ def packed_forward(model: Any, layers: Sequence[int], offsets: Mapping[int, Sequ
     (``{rendering ids: branch}``, every branch at most ``len(ids)``): the prompt's tokens attend causally as usual; a
     rendering's tokens attend to the positions before its branch point and to their own earlier tokens (a 4-D
     mask), at the positions they have in that rendering. ``cache`` holds ``ids[:start]`` and is cropped back to
-    ``ids`` after. Each rendering adds its own few tokens to the forward, not a prefill of its own.
-    ``early_exit=False`` runs every layer (a serving model's prefill, whose cache generation continues from; only the
-    last position's logits are computed).
+    ``ids`` after. Each rendering adds its own few tokens to the forward, not a prefill of its own; over
+    ``_PACK_MAX_NEW`` new prompt tokens, the prompt runs causally first and the renderings in a second, short forward
+    (a 4-D mask over thousands of tokens is slower than the plain causal path). ``early_exit=False`` runs every layer
+    (a serving model's prefill, whose cache generation continues from; only the last position's logits are computed),
+    in both forwards: the crop back to ``ids`` is then the same on every layer.
     Returns the prompt's activations (none when ``start == len(ids)``), then each rendering's, in ``todo`` order."""
     max_offset = max(ks[-1] for ks in layer_offsets(sorted(layers), offsets).values())
     past, main = start, len(ids) - start
     if 0 < main <= max_offset:  # callers prefill at least max_offset + 1 new tokens (see activations)
         raise InvalidInputError("too few new tokens to read the probe's sites")
+    dev = next(model.parameters()).device
+    extra = {} if early_exit else {"logits_to_keep": 1}
+    if main > _PACK_MAX_NEW:  # a 4-D mask over a long prefill is slower than the causal path: that first, then the
+        with LayerTap(model, layers, early_exit=early_exit, offsets=offsets) as tap:  # renderings in a short one
+            vals = tap.run(input_ids=torch.tensor([ids[start:]], dtype=torch.long, device=dev),
+                           attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=dev),
+                           position_ids=torch.arange(start, len(ids), device=dev).unsqueeze(0), use_cache=True,
+                           **{cache_kw: cache}, **extra)
+        prompt = {k: v[0].cpu().numpy().astype(np.float32) for k, v in vals.items()}
+        return [prompt, *(packed_forward(model, layers, offsets, ids, len(ids), cache, todo, cache_kw=cache_kw,
+                                         early_exit=early_exit) if todo else [])]
     toks, pos, ends = list(ids[start:]), list(range(start, len(ids))), [main - 1] if main else []
     q = main + sum(len(c) - b for c, b in todo.items())
     mask = torch.zeros((1, 1, q, past + q), dtype=torch.bool)
@@ -108,8 +121,6 @@ def packed_forward(model: Any, layers: Sequence[int], offsets: Mapping[int, Sequ
         mask[0, 0, at:at + n, :b] = True
         mask[0, 0, at:at + n, past + at:past + at + n] = torch.ones((n, n), dtype=torch.bool).tril()
         ends.append(at + n - 1)
-    dev = next(model.parameters()).device
-    extra = {} if early_exit else {"logits_to_keep": 1}
     try:
         with LayerTap(model, layers, early_exit=early_exit, offsets=offsets) as tap:
             tap.index, tap.packed = torch.tensor(ends), True
@@ -213,19 +224,15 @@ class SentinelEncoder:
 
     def _run(self, ids: list[int], cut_ids: Sequence[list[int]], cache: Any, start: int) -> _Entry:
         """Prefill ``ids`` from ``start`` (``cache`` holds the positions before it) and read it, and each cut: in the
-        same forward for a turn's few new tokens, in a second short one after a long prefill (a 4-D mask over
-        thousands of tokens is slower than the plain causal path), each with its own prefill where packing is not
-        safe (:meth:`_can_pack`)."""
+        same forward for a turn's few new tokens, in a second short one after a long prefill (:func:`packed_forward`),
+        each with its own prefill where packing is not safe (:meth:`_can_pack`)."""
         todo = branch_points(ids, cut_ids, self._max_offset)  # where each cut leaves the path
         if not todo:
             return _Entry(ids, cache, self._forward(ids, cache, start))
         if not self._can_pack(cache):
             act = self._forward(ids, cache, start)
             return _Entry(ids, cache, act, {c: self._forward(list(c), self._new_cache(), 0) for c in todo})
-        if len(ids) - start > _PACK_MAX_NEW:
-            act = self._forward(ids, cache, start)
-            return _Entry(ids, cache, act, dict(zip(todo, self._packed(ids, len(ids), cache, todo), strict=True)))
-        acts = self._packed(ids, start, cache, todo)
+        acts = self._packed(ids, start, cache, todo)  # a long prefill: causally, then the cuts (packed_forward)
         return _Entry(ids, cache, acts[0], dict(zip(todo, acts[1:], strict=True)))
 
     def _new_cache(self) -> Any:
