@@ -264,3 +264,41 @@ def test_fused_readings_equal_the_sentinels_on_a_tiny_model(tiny, monkeypatch, t
     assert out.shape[1] == ids.shape[1] + 2 and hook.calls == 1
     assert hook.last_findings[0].score == pytest.approx(want[0].score, abs=1e-5)
     assert hook.last_findings[0].explanation == want[0].explanation
+
+
+def test_bad_input_to_attach_prefilled_is_refused_and_writes_nothing(tiny):
+    """A batch of two prefills (no head run; the hook refuses it in the prefill, as before), a turn of more user
+    messages in a row than are read (refused before any forward), token ids given as a plain list (accepted)."""
+    from probe_testkit import synthetic_bundle
+
+    from guardrails.errors import InvalidInputError
+    from probes import PrivacyDetector
+    from probes import fused as fused_module
+    from probes.capture import encode_messages
+    from probes.segments import MAX_UNANSWERED
+
+    det = PrivacyDetector(synthetic_bundle(tiny, 2, threshold=1e3), lm=tiny, mode="fused")
+    hook = det.fused_hook(identity=lambda: _who(session="s"))
+    msgs = [{"role": "user", "content": "first part. second part."}]
+    ids = torch.tensor([encode_messages(tiny.tokenizer, msgs)])
+    detach, cache = hook.attach_prefilled(tiny, ids.repeat(2, 1), msgs)
+    try:
+        assert cache is None
+        with pytest.raises(InvalidInputError, match="batch of 2"), torch.no_grad():
+            tiny.model(input_ids=ids.repeat(2, 1))
+    finally:
+        detach()
+    flood = [{"role": "user", "content": f"message {i}."} for i in range(MAX_UNANSWERED + 1)]
+    calls: list[int] = []
+    counter = tiny.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        with pytest.raises(InvalidInputError):
+            hook.attach_prefilled(tiny, torch.tensor([encode_messages(tiny.tokenizer, flood)]), flood)
+    finally:
+        counter.remove()
+    assert calls == [] and hook.calls == 0 and hook.last_decision is None
+    assert det.scorer.tracker.load("default", "u", "s") is None  # no drift state written for the refused turns
+    listed = [int(i) for i in ids[0]]
+    detach, cache = hook.attach_prefilled(tiny, [listed], msgs)
+    detach()
+    assert cache is not None and cache.get_seq_length() == len(listed) - fused_module._TAIL
