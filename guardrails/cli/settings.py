@@ -10,6 +10,7 @@ reads who changed it when, without a running service. Every change is one versio
     railguard settings show --user alice --section moderation --json
     railguard settings audit --user alice
     railguard settings erase --user alice --yes
+    railguard settings scrub-audit
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ DbOpt = Annotated[str | None, typer.Option(
 ACTOR = "cli"
 
 
-def _open(db: str | None, user: str, *, create: bool) -> Any:
+def _open(db: str | None, user: str | None, *, create: bool) -> Any:
     """The store, after the user id is checked. An in-memory database would forget the change as the command ends,
     so it is refused; a command that only reads (or erases) refuses a SQLite file that does not exist rather than
     creating an empty one at a mistyped path."""
@@ -47,7 +48,8 @@ def _open(db: str | None, user: str, *, create: bool) -> Any:
     from ..store.sql import resolve_url
     from ..text import check_id
 
-    check_id(user, "user_id")
+    if user is not None:
+        check_id(user, "user_id")
     url = resolve_url(db)
     if url.get_backend_name() == "sqlite":
         path = url.database or ""
@@ -186,6 +188,21 @@ def audit(user: UserOpt, tenant: TenantOpt = "default", db: DbOpt = None,
         shown = ", ".join(e.changed[:3]) + (f" (+{len(e.changed) - 3} more)" if len(e.changed) > 3 else "")
         table.add_row(str(e.version), f"{e.at:%Y-%m-%d %H:%M:%S}", escape(e.actor), escape(str(e.op)), escape(shown))
     Console().print(table)
+
+
+@settings_app.command("scrub-audit")
+def scrub_audit(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Rename old audit paths as writes name them now: a user-chosen key (a category made from a chat command) as
+    its hash. A store does it once when it first opens a database; run this after an older railguard wrote to it."""
+    try:
+        with _open(db, None, create=False) as store:
+            renamed = store.scrub_audit()
+    except (RailguardError, OSError) as exc:
+        fail(str(exc), as_json=as_json)
+    if as_json:
+        emit_json({"rows_renamed": renamed})
+        return
+    err_console.print(f"renamed the paths of {renamed} audit rows")
 
 
 @settings_app.command("erase")

@@ -1,0 +1,80 @@
+"""Audit rows written before session 35 named user-chosen keys verbatim (a category made from "block posts about
+Jane Doe's divorce"); a store renames them as writes name them now, once, when it first opens the database, and
+`railguard settings scrub-audit` does it again on demand."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from test_audit_paths import MODELS
+
+from guardrails import name_hash
+from guardrails.store import SettingsStore
+from guardrails.store.audit_scrub import MARKER, rename_path
+from guardrails.store.schema import schema_info, settings_audit
+
+OLD = ["moderation.categories.posts-about-jane-doe-s-divorce.action", "moderation.categories.spam.threshold",
+       "guard.thresholds.pii", "guard.shadow"]
+
+
+def _old_row(store: SettingsStore, paths: list[str] | str, user: str = "alice") -> None:
+    """An audit row as a release before session 35 wrote it (straight into the table)."""
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(settings_audit).values(
+            tenant_id="default", user_id=user, actor="cli", version=1, at=datetime.now(UTC), op="put",
+            changed=paths if isinstance(paths, str) else json.dumps(paths), digest=None))
+
+
+def _marker(store: SettingsStore) -> bool:
+    with store.engine.connect() as conn:
+        return conn.execute(sa.select(schema_info).where(schema_info.c.component == MARKER)).first() is not None
+
+
+def test_a_path_is_renamed_as_a_write_names_it_and_renaming_twice_changes_nothing() -> None:
+    h = name_hash
+    assert rename_path("s.rules.jane-doe-divorce.labels.her-ex", MODELS) == \
+        f"s.rules.{h('jane-doe-divorce')}.labels.{h('her-ex')}"
+    assert rename_path("s.rules.builtin.on", MODELS) == "s.rules.builtin.on"  # declared public
+    assert rename_path("s.limits.pii", MODELS) == "s.limits.pii"  # operator identifiers
+    once = rename_path("s.rules.jane.on", MODELS)
+    assert rename_path(once, MODELS) == once  # a hashed segment stays, and what is below it keeps its shape
+    assert rename_path("gone.alice-notes", MODELS) == f"gone.{h('alice-notes')}"
+
+
+def test_a_store_renames_old_audit_paths_once_when_it_first_opens_a_database(tmp_path) -> None:
+    url = str(tmp_path / "s.db")
+    with SettingsStore(url) as store:
+        assert _marker(store)  # a new database: nothing to rename, marked done
+        with store.engine.begin() as conn:  # a database from before the marker
+            conn.execute(sa.delete(schema_info).where(schema_info.c.component == MARKER))
+        _old_row(store, OLD)
+        _old_row(store, "not json", user="bob")
+    with SettingsStore(url) as store:
+        assert _marker(store)
+        got = store.history("default", "alice")[0].changed
+        assert got == (f"moderation.categories.{name_hash('posts-about-jane-doe-s-divorce')}.action",
+                       "moderation.categories.spam.threshold", "guard.thresholds.pii", "guard.shadow")
+        assert store.history("default", "bob")[0].changed == ()  # unreadable: nothing of it is kept
+        # an older worker writes another row after the marker: the command renames it, and only it
+        _old_row(store, OLD[:1], user="carol")
+        assert store.scrub_audit() == 1 and store.scrub_audit() == 0
+        assert "jane" not in json.dumps([e.changed for u in ("alice", "bob", "carol")
+                                         for e in store.history("default", u)])
+
+
+def test_the_cli_renames_old_rows_and_refuses_a_missing_database(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from guardrails.cli.app import app
+
+    url = str(tmp_path / "s.db")
+    with SettingsStore(url) as store:
+        _old_row(store, OLD)
+    out = CliRunner().invoke(app, ["settings", "scrub-audit", "--db", url, "--json"])
+    assert out.exit_code == 0 and json.loads(out.stdout) == {"rows_renamed": 1}
+    again = CliRunner().invoke(app, ["settings", "scrub-audit", "--db", url, "--json"])
+    assert json.loads(again.stdout) == {"rows_renamed": 0}
+    missing = CliRunner().invoke(app, ["settings", "scrub-audit", "--db", str(tmp_path / "nope.db")])
+    assert missing.exit_code != 0 and not (tmp_path / "nope.db").exists()
