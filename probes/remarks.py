@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -132,15 +132,11 @@ def remark_copies(records: Sequence[Record], *, seed: int = 7, joined_share: flo
     a lifesaver", 0.281 -> 0.222 behind a 226-character remark) and AUROC rose on nine, but attacks flagged fell on
     four (0.777 -> 0.702 behind "could you summarize what we have done so far?"); without a remark, attacks 0.936 ->
     0.947 and benign 0.012 -> 0.018."""
-    rng = random.Random(seed)
-    out = []
-    for i, r in enumerate(records):
+    def pick(rng: random.Random) -> tuple[str, bool]:
         joined = rng.random() < joined_share
-        remark = rng.choice(TRAINING_JOINED if joined else TRAINING_REMARKS)
-        q = _with(r, i, "remark", remark, joined)
-        q.setdefault("group", r.get("id", i))  # grouped CV keeps a copy in its original's fold
-        out.append(q)
-    return out
+        return rng.choice(TRAINING_JOINED if joined else TRAINING_REMARKS), joined
+
+    return _training_copies(records, "remark", seed, pick)
 
 
 def long_remark_copies(records: Sequence[Record], *, seed: int = 43) -> list[Record]:
@@ -153,11 +149,18 @@ def long_remark_copies(records: Sequence[Record], *, seed: int = 43) -> list[Rec
     of 94); without a remark it flagged 3 benign conversations of 171 instead of 6, behind "Thanks!" 6 instead of
     2. What fixed the long remark is reading each turn without the tail it repeats
     (:func:`probes.segments.repeated_tail_cut`: 74 of 94)."""
+    return _training_copies(records, "long_remark", seed, lambda rng: (rng.choice(LONG_TRAINING_REMARKS), False))
+
+
+def _training_copies(records: Sequence[Record], tag: str, seed: int,
+                     pick: Callable[[random.Random], tuple[str, bool]]) -> list[Record]:
+    """One copy of each record with the remark ``pick`` draws (and whether it is joined), in record order."""
     rng = random.Random(seed)
     out = []
     for i, r in enumerate(records):
-        q = _with(r, i, "long_remark", rng.choice(LONG_TRAINING_REMARKS), False)
-        q.setdefault("group", r.get("id", i))
+        remark, joined = pick(rng)
+        q = _with(r, i, tag, remark, joined)
+        q.setdefault("group", r.get("id", i))  # grouped CV keeps a copy in its original's fold
         out.append(q)
     return out
 
