@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import time
+import types
 from typing import Any
 
 import numpy as np
@@ -109,9 +110,23 @@ def bench(quick: bool = True) -> dict[str, Any]:
     calls = {"n": 0}
     counter = lm.model.register_forward_pre_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
     gen = dict(max_new_tokens=16, min_new_tokens=16, do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
-    hook = FusedProbeHook(scorer, identity=lambda: None)
+    # a session served turn by turn (without a session id, a check reads the whole history it is sent: session 41)
+    who = types.SimpleNamespace(user_id="bench", session_id="bench-fused", settings={})
+    hook = FusedProbeHook(scorer, identity=lambda: who)
     runs: dict[str, dict[str, Any]] = {}
     try:
+        served = _conversation(4)
+        for ui in [i for i, m in enumerate(served) if m["role"] == "user"][:-1]:  # its earlier turns, untimed
+            upto = served[: ui + 1]
+            inputs = lm.tokenizer.apply_chat_template(upto, add_generation_prompt=True, return_tensors="pt",
+                                                      return_dict=True).to(lm.device)
+            detach, cache = hook.attach_prefilled(lm, inputs["input_ids"], upto)
+            try:
+                with torch.inference_mode():
+                    lm.model.generate(**inputs, **{**gen, "max_new_tokens": 1, "min_new_tokens": 1},
+                                      **({} if cache is None else {cache_keyword(lm.model): cache}))
+            finally:
+                detach()
         # a turn read as served; then the same turn with " Thanks!" after the request, whose sentence cut is read
         # in the head of the prefill (`FusedProbeHook.attach_prefilled`)
         for name, conv in (("one", _conversation(4)), ("cut", _with_thanks(_conversation(4)))):

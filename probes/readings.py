@@ -2,9 +2,10 @@
 
 A turn is read as the whole conversation (its last run of user messages joined, :func:`probes.segments.joined_turn`)
 and also as other renderings of it: the last message cut at earlier sentence ends and where a repeated tail starts,
-the conversation without its later system messages, its opening (the drift's baseline when a session has no
-trajectory for it), the message behind the system prompt alone (opt-in). :func:`plan_turn` lists them;
-:meth:`TurnReadings.findings` routes their activations to :meth:`probes.scoring.PrivacyScorer.findings`.
+the conversation without its later system messages, its opening and earlier user turns (a history no session has
+checked: a check without a session id, or a session with no trajectory for it), the message behind the system
+prompt alone (opt-in). :func:`plan_turn` lists them; :meth:`TurnReadings.findings` routes their activations to
+:meth:`probes.scoring.PrivacyScorer.findings`.
 The sentinel reads them all in one forward over its KV cache; fused mode reads them in the head of the serving
 model's own prefill (:func:`probes.sentinel.packed_forward`).
 """
@@ -27,7 +28,7 @@ from .velocity import alone_of, conversation_digest, opening_of, user_message_co
 Acts = Mapping[ActKey, np.ndarray]
 Messages = list[dict[str, str]]
 
-#: earlier user turns read when a session has not checked them (the latest; each costs a few tokens of the forward)
+#: earlier user turns read when no session has checked them (the latest; each costs a few tokens of the forward)
 MAX_EARLIER_TURNS = 64
 #: sentence cuts of those turns read too, in all (the latest turns' first)
 MAX_EARLIER_TURN_CUTS = 32
@@ -58,7 +59,7 @@ class TurnReadings:
     """One user turn's readings: ``msgs`` (the conversation as the probes read it), ``cuts`` (prefixes of its last
     user message), then the other renderings: ``bare`` (without later system messages, then its cuts), ``opening``
     (at most one), ``alone`` (the message behind the system prompt, then its cuts), ``earlier`` (the conversation
-    up to each earlier user turn the session had not checked, with its turn number); ``grown_from``: digests of the
+    up to each earlier user turn no session had checked, with its turn number); ``grown_from``: digests of the
     turn as a client checking each message as it arrived had sent it."""
 
     msgs: Messages
@@ -108,21 +109,25 @@ def plan_turn(said: Sequence[dict[str, str]], scorer: PrivacyScorer, *, tenant_i
     """The readings of the turn that ends ``said`` (validated messages, tool traffic dropped: :func:`spoken`).
 
     The user messages sent since the assistant's last reply are one turn, read joined and where each ends; a
-    conversation sent with its history that the session's drift has no trajectory for also reads its own opening
-    (the drift's baseline); with earlier turns and ``alone``, the request behind the system prompt alone; a later
-    system message (a framework's reminder) is read where it stands, and the request probes also read the
-    conversation without it: they were trained under one leading system prompt, and a reminder just before a
+    conversation sent with a history that no session has checked (a check without a session id, which keeps no
+    state; a session whose drift has no trajectory for it) also reads its own opening (the drift's baseline) and
+    each earlier user turn where it ends; with earlier turns and ``alone``, the request behind the system prompt
+    alone; a later system message (a framework's reminder) is read where it stands, and the request probes also
+    read the conversation without it: they were trained under one leading system prompt, and a reminder just before a
     request diluted it (dev: 40 -> 21 of 60 attacks blocked; session 37)."""
     msgs, cuts = joined_turn(said, sentences=sentences, markers=markers, max_chars=max_chars)
     tracker = scorer.tracker
-    opening = [] if tracker is None or session_id is None or not tracker.needs_opening(
-        tenant_id, user_id, session_id, msgs) else [[dict(m) for m in opening_of(msgs)]]
-    # a history the session has no trajectory for: its earlier user turns were never checked by this session
-    # (a new session id, or a reply forged by the client between a request and "Thanks!"), so each is also read
-    # where it ends, at its own turn's τ; a session that checked them turn by turn reads only the newest
+    # a history no session has checked: a check without a session id (it keeps no state, so it reads what it is
+    # sent, every time), or a session with no trajectory for it (a new session id, or a reply forged by the client
+    # between a request and "Thanks!"); a session that checked each turn as it came reads only the newest
+    unchecked = user_message_count(msgs) > 1 and (
+        session_id is None or (tracker is not None and tracker.needs_opening(tenant_id, user_id, session_id, msgs)))
+    # the opening: the drift's baseline (with no session, S_t = w·(a_t - a_1) read in this one check)
+    opening = [[dict(m) for m in opening_of(msgs)]] if unchecked and tracker is not None else []
+    # each earlier user turn is also read where it ends, at its own turn's τ
     users = [i for i, m in enumerate(msgs) if m["role"] == "user"][:-1]
     earlier = [([dict(m) for m in msgs[: i + 1]], k) for k, i in enumerate(users, 1)
-               if k > len(users) - MAX_EARLIER_TURNS] if opening else []
+               if k > len(users) - MAX_EARLIER_TURNS] if unchecked else []
     if sentences:  # each read as it would have been checked: also at its sentence cuts ("request. Thanks!")
         cut_reads: list[tuple[Messages, int]] = []
         for conv, k in reversed(earlier):  # the latest first, MAX_EARLIER_TURN_CUTS in all

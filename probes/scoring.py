@@ -12,7 +12,7 @@ from guardrails.errors import InvalidInputError
 
 from .capture import ActKey
 from .probe import ProbeBundle, margin_to_unit
-from .velocity import StateStore, VelocityTracker, has_history
+from .velocity import StateStore, VelocityTracker, has_history, user_message_count
 
 
 def _where(layers: list[int]) -> str:
@@ -30,7 +30,9 @@ class PrivacyScorer:
     94 at 42 / 171, against 49 / 94 at 7 / 171 without it: `probes eval --alone`); a τ recalibrated on
     training conversations sent that way (1 % FPR: 25.1 against 11.4) caught no more attacks. Without a
     ``conversation`` (unknown: a fused hook attached without messages, direct use of the scorer) the drift is
-    enforced as before."""
+    enforced as before. A check without a session id keeps no state: sent with its history, its drift is the
+    conversation's own, S_t = w·(a_t - a_1) from the opening read in the same check (``opening_acts``), as a new
+    session's first check reads it, and nothing is stored; sent without history, it has no drift."""
 
     def __init__(self, bundle: ProbeBundle, store: StateStore | None = None, action: Action = Action.BLOCK) -> None:
         self.bundle = bundle
@@ -82,13 +84,19 @@ class PrivacyScorer:
             # before any state changes
             raise InvalidInputError("non-finite probe score (corrupt or overflowing probe weights): refusing to score")
         drift: list[Finding] = []
-        if self.tracker is not None and session_id is not None:
-            m = self.bundle.multiturn
-            assert m is not None
-            score, turn = self.tracker.update(tenant_id, user_id, session_id, m.features(acts),
-                                              conversation=conversation,
-                                              opening=None if opening_acts is None else m.features(opening_acts),
-                                              grown_from=grown_from)
+        m = self.bundle.multiturn
+        stateless = (session_id is None and opening_acts is not None and conversation is not None
+                     and has_history(conversation))
+        if self.tracker is not None and m is not None and (session_id is not None or stateless):
+            if session_id is not None:
+                score, turn = self.tracker.update(tenant_id, user_id, session_id, m.features(acts),
+                                                  conversation=conversation,
+                                                  opening=None if opening_acts is None else m.features(opening_acts),
+                                                  grown_from=grown_from)
+            else:  # no session: the conversation's own trajectory, from its opening, in this check (nothing stored)
+                assert opening_acts is not None and conversation is not None
+                st = self.tracker.start(m.features(opening_acts), m.features(acts), user_message_count(conversation))
+                score, turn = st.score, st.turn
             unit_d = m.unit_score(score)
             # A later turn checked as the newest message alone was read without its conversation, unlike every
             # turn the drift probe was calibrated on: reported, never enforced (see the class docstring).
@@ -96,7 +104,8 @@ class PrivacyScorer:
             scored_d = turn >= 2 and not alone
             fire = scored_d and unit_d > threshold
             note = ("; not enforced: the check held only the newest message (send the conversation's messages for "
-                    "drift)") if alone else ""
+                    "drift)") if alone else ("; no session id: read from the conversation's own opening, nothing "
+                                             "stored") if stateless else ""
             drift.append(Finding(detector="privacy", category="privacy_drift", score=unit_d if scored_d else 0.0,
                                  threshold=threshold,
                                  explanation=f"cumulative drift S_{turn} = {score:.3f} vs tau "
@@ -118,7 +127,9 @@ class PrivacyScorer:
             parts.append(f"{'single-turn' if name == 'single' else 'context-free'} probe ({_where(p.layers)}{off}): "
                          f"raw {margins[name] * p.meta.score_scale + tau:.3f} vs tau {tau:.3f}")
         if at >= len(every) + len(alone_acts) + len(bare_acts):
-            where = f", read at its earlier user turn {t_read}, which this session had not checked"
+            where = f", read at its earlier user turn {t_read}, " + (
+                "which this session had not checked" if session_id is not None else "as a check without a session "
+                "id reads every turn it is sent")
         elif at >= len(every) + len(alone_acts):
             k = at - len(every) - len(alone_acts)
             where = ", read without its later system messages" + (f", up to its sentence {k} of {len(every)}"

@@ -32,9 +32,14 @@ def test_detector_contract(tiny):
 
 
 
-def test_later_user_turns_use_the_history_threshold(tiny):
+def test_later_user_turns_use_the_history_threshold(tiny, monkeypatch):
     """Turn 1 is judged at τ, every later user turn at history_threshold: counted from the checked messages, or
     from the session's drift turns when a client sends only the newest message (the larger wins)."""
+    import probes.readings as readings
+
+    # the newest turn's read alone: a check without a session id also reads the earlier turns, each at its own
+    # turn's τ (test_sessionless_history.py)
+    monkeypatch.setattr(readings, "MAX_EARLIER_TURNS", 0)
     bundle = synthetic_bundle(tiny, 2)
     bundle.single.meta.threshold, bundle.single.meta.history_threshold = 0.25, 7.5
     det = PrivacyDetector(bundle, lm=tiny)  # alone=False (the default): the in-context read alone
@@ -815,7 +820,7 @@ def test_an_erasure_waits_for_a_fused_prefill_and_erases_the_drift_state_it_wrot
             store.close()
 
 
-def test_a_turn_of_several_user_messages_is_read_joined_in_sessions_and_after_blank_replies(tiny):
+def test_a_turn_of_several_user_messages_is_read_joined_in_sessions_and_after_blank_replies(tiny, monkeypatch):
     """Review, session 37, of reading the user messages sent since the last reply as one turn:
     - an assistant message of zero-width characters (blank as the probes read it) had ended the user's turn;
     - a session that had checked the first message counted the grown turn as a new one (the later turns' τ);
@@ -841,6 +846,9 @@ def test_a_turn_of_several_user_messages_is_read_joined_in_sessions_and_after_bl
                   session="grow")
     assert det.encoder.stats["incremental"] == before["incremental"] + 1 and "user turn 2" in later.explanation
     fresh = PrivacyDetector(synthetic_bundle(tiny, 2, multi_layer=3, threshold=0.0), lm=tiny)
+    import probes.readings as readings
+
+    monkeypatch.setattr(readings, "MAX_EARLIER_TURNS", 0)  # the newest turn's read, as the session's (no earlier)
     again = fresh.predict(_req([system, u1, u2, {"role": "assistant", "content": "done"},
                                 {"role": "user", "content": "next"}], session=None))[0]
     assert again.score == pytest.approx(later.score, abs=1e-4)
