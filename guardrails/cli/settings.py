@@ -196,7 +196,7 @@ def scrub_audit(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     its hash. A store does it once when it first opens a database; run this after an older railguard wrote to it."""
     try:
         with _open(db, None, create=False) as store:
-            renamed = store.scrub_audit()
+            renamed = store.audit_rows_renamed + store.scrub_audit()  # (a first open renames them itself)
     except (RailguardError, OSError) as exc:
         fail(str(exc), as_json=as_json)
     if as_json:

@@ -3,13 +3,17 @@
 Until session 35 an audit row showed every mapping key an identifier could be read as, user-chosen ones too: a
 category made from "block posts about Jane Doe's divorce" left ``moderation.categories.posts-about-jane-doe-s-divorce
 .action`` in the trail. Writes since then name such keys by their keyed hash (`name_hash`); rows written before kept
-their names until the user was erased. A store now renames them once, when it first opens a database (a marker row
-in ``railguard_schema`` says it is done), and `scrub_audit` (``railguard settings scrub-audit``) does it again on
-demand, for rows an older worker wrote after that.
+their names until the user was erased. A store now renames them when it first opens a database (a marker row in
+``railguard_schema`` says it is done), and `SettingsStore.scrub_audit` (``railguard settings scrub-audit``) does it
+again on demand, for rows an older worker wrote after that.
 
 A path is renamed segment by segment, walking the registered section models as a new write would: schema field
 names and the keys a model declares public stay, any other key becomes its hash, a segment already hashed stays.
-Old names held no dot (``safe_segment`` hashed any key with one), so splitting at dots recovers the segments.
+Old names held no dot (``safe_segment`` hashed any key with one), so splitting at dots recovers the segments. A path
+under a section no registered model describes (a plugin not installed in this process, or one that failed to load)
+is left as it is, and the marker is not set while one remains: renaming it without its model would hash its schema
+names too, for good. Rows are renamed in batches, each its own transaction (renaming twice changes nothing), so
+other workers are not locked out of the database for the whole table.
 """
 
 from __future__ import annotations
@@ -18,14 +22,18 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 
+from ..errors import ConfigError, StoreError
 from .audit_paths import _Map, _step
 from .schema import schema_info, settings_audit
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
 
 log = logging.getLogger("railguard.store")
 
@@ -35,8 +43,10 @@ _HASHED = re.compile(r"#[0-9a-f]{12}")
 _BATCH = 500
 
 
-def rename_path(path: str, models: Mapping[str, type[BaseModel]]) -> str:
-    """``path`` as a write today would name it (idempotent: a renamed path is returned unchanged)."""
+def rename_path(path: str, models: Mapping[str, type[BaseModel]]) -> str | None:
+    """``path`` as a write today would name it (idempotent); None when its section has no model here."""
+    if path.partition(".")[0] not in models:
+        return None
     shape: Any = models
     out = []
     for segment in path.split("."):
@@ -49,54 +59,71 @@ def rename_path(path: str, models: Mapping[str, type[BaseModel]]) -> str:
     return ".".join(out)
 
 
-def _rename_rows(conn: sa.Connection, models: Mapping[str, type[BaseModel]]) -> int:
-    """Rewrite every audit row whose paths a write today would name otherwise; returns how many were rewritten."""
-    a, done, after = settings_audit.c, 0, -1
-    while True:
-        rows = conn.execute(sa.select(a.id, a.changed).where(a.id > after).order_by(a.id).limit(_BATCH)).all()
-        if not rows:
-            return done
-        for row_id, changed in rows:
-            try:
-                paths = json.loads(changed)
-            except ValueError:
-                paths = None
-            if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-                new = "[]"  # unreadable: nothing in it may be shown (it could hold anything)
-            else:
-                new = json.dumps([rename_path(p, models) for p in paths])
-            if new != changed:
-                conn.execute(sa.update(settings_audit).where(a.id == row_id).values(changed=new))
-                done += 1
-        after = rows[-1][0]
-
-
-def scrub_audit(conn: sa.Connection, models: Mapping[str, type[BaseModel]]) -> int:
-    """Inside a write transaction: rename every audit row's paths and set the marker. Returns the rows rewritten."""
-    done = _rename_rows(conn, models)
-    if sa.inspect(conn).has_table(schema_info.name) and conn.execute(
-            sa.select(schema_info.c.version).where(schema_info.c.component == MARKER)).first() is None:
-        conn.execute(schema_info.insert().values(component=MARKER, version=1))
-    return done
-
-
-def scrub_once(conn: sa.Connection, models: Mapping[str, type[BaseModel]], location: str) -> int:
-    """At a store's opening: `scrub_audit` unless the marker says it was done. A role that may not update the
-    audit table is warned about and the store opens as before; a database used unversioned (no ``railguard_schema``
-    table: a role that may not create it) has nowhere to keep the marker and is left to the command."""
-    if not sa.inspect(conn).has_table(schema_info.name):
-        return 0
+def _renamed(changed: str, models: Mapping[str, type[BaseModel]]) -> tuple[str, bool]:
+    """(a row's ``changed`` JSON renamed, whether a path of it was left for a model this process lacks)."""
     try:
-        with conn.begin_nested():
-            if conn.execute(sa.select(schema_info.c.version).where(schema_info.c.component == MARKER)).first():
-                return 0
-            done = scrub_audit(conn, models)
-    except DBAPIError as exc:
-        log.warning("settings database at %r: could not rename old audit paths (%s); run `railguard settings "
-                    "scrub-audit` with a role that may update the audit table", location,
-                    type(getattr(exc, "orig", exc)).__name__)
-        return 0
-    if done:
-        log.info("settings database at %r: renamed the paths of %d audit rows written before they were hashed",
-                 location, done)
-    return done
+        paths = json.loads(changed)
+    except (ValueError, RecursionError):
+        paths = None
+    if not isinstance(paths, list):
+        return "[]", False  # unreadable: nothing in it may be shown (it could hold anything)
+    out, unknown = [], False
+    for p in paths:
+        if isinstance(p, str):  # anything else is no path: dropped
+            new = rename_path(p, models)
+            unknown |= new is None
+            out.append(p if new is None else new)
+    return json.dumps(out), unknown
+
+
+class AuditScrubMixin:
+    """The audit-renaming half of `SettingsStore` (which provides `_tx`, `_models` and `location`)."""
+
+    location: str
+    _models: dict[str, type[BaseModel]] | None
+
+    if TYPE_CHECKING:
+        def _tx(self, *, write: bool) -> AbstractContextManager[sa.Connection]: ...
+
+    def scrub_audit(self) -> int:
+        """Rename every audit row's paths as a write names them now; returns the rows rewritten. Sets the marker
+        unless a row names a section no registered model describes (left as it is)."""
+        from .settings import section_models
+
+        models = self._models = section_models()
+        a, done, after, unknown = settings_audit.c, 0, -1, False
+        while True:
+            with self._tx(write=True) as conn:
+                rows = conn.execute(sa.select(a.id, a.changed).where(a.id > after).order_by(a.id).limit(_BATCH)).all()
+                for row_id, changed in rows:
+                    new, left = _renamed(changed, models)
+                    unknown |= left
+                    if new != changed:
+                        conn.execute(sa.update(settings_audit).where(a.id == row_id).values(changed=new))
+                        done += 1
+                if not rows:
+                    if not unknown and sa.inspect(conn).has_table(schema_info.name) and conn.execute(
+                            sa.select(schema_info.c.version).where(schema_info.c.component == MARKER)).first() is None:
+                        conn.execute(schema_info.insert().values(component=MARKER, version=1))
+                    return done
+                after = rows[-1][0]
+
+    def _scrub_at_open(self) -> int:
+        """`scrub_audit` unless the marker says it was done (or the database has no ``railguard_schema`` table: a
+        role that may not create it keeps no marker, and is left to the command). A failure is warned about and
+        the store opens as before."""
+        try:
+            with self._tx(write=False) as conn:
+                if not sa.inspect(conn).has_table(schema_info.name) or conn.execute(
+                        sa.select(schema_info.c.version).where(schema_info.c.component == MARKER)).first():
+                    return 0
+            done = self.scrub_audit()
+        except (StoreError, SQLAlchemyError, ConfigError, RecursionError) as exc:
+            log.warning("settings database at %r: could not rename old audit paths (%s); run `railguard settings "
+                        "scrub-audit` with a role that may update the audit table", self.location,
+                        type(getattr(exc, "orig", exc)).__name__)
+            return 0
+        if done:
+            log.info("settings database at %r: renamed the paths of %d audit rows written before they were hashed",
+                     self.location, done)
+        return done

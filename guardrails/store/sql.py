@@ -32,7 +32,7 @@ from sqlalchemy.pool import StaticPool
 
 from ..errors import ConfigError, InvalidInputError, StoreError, UnknownUserError, VersionConflictError
 from .audit_paths import changed_paths
-from .audit_scrub import scrub_audit, scrub_once
+from .audit_scrub import AuditScrubMixin
 from .erasures import ErasureLogMixin
 from .schema import ensure_schema, session_state, settings_audit, user_settings
 from .settings import (
@@ -89,7 +89,7 @@ class _Written:
 _ONE_ROW = _Written()
 
 
-class SettingsStore(SessionStateMixin, ErasureLogMixin):
+class SettingsStore(SessionStateMixin, ErasureLogMixin, AuditScrubMixin):
     """Versioned per-user settings + audit trail + per-session detector state, on any SQLAlchemy URL."""
 
     def __init__(self, url: str | Path | None = None, *, busy_timeout_ms: int = 30_000,
@@ -119,12 +119,8 @@ class SettingsStore(SessionStateMixin, ErasureLogMixin):
             self.engine = sa.create_engine(self.url, echo=echo, hide_parameters=True, **kwargs)
             if sqlite:
                 install_sqlite_hooks(self.engine, busy_timeout_ms)
-            with contextlib.suppress(ConfigError):  # (a broken plugin: writes refuse it, the store opens)
-                self._models = section_models()  # resolved before the write lock is taken
             with self._tx(write=True) as conn:  # eager: a bad path fails here, not on the first request
                 ensure_schema(conn, self.location)
-                if self._models is not None:  # old audit paths renamed as writes name them now
-                    scrub_once(conn, self._models, self.location)
         except Exception as exc:  # any failure to open becomes one clear error naming the location
             with contextlib.suppress(Exception):
                 self.engine.dispose()
@@ -134,6 +130,7 @@ class SettingsStore(SessionStateMixin, ErasureLogMixin):
                 "Expected a SQLite database file (or a new file) in a writable directory, or a reachable "
                 f"database URL (set {ENV_URL} or pass url=...)."
             ) from exc
+        self.audit_rows_renamed = self._scrub_at_open()  # old audit paths named as writes name them now
 
     @contextlib.contextmanager
     def _tx(self, *, write: bool) -> Iterator[sa.Connection]:
@@ -317,12 +314,6 @@ class SettingsStore(SessionStateMixin, ErasureLogMixin):
     def delete(self, tenant_id: str, user_id: str, *, actor: str) -> None:
         """Remove a user's settings (audited). Session state is separate: see ``delete_session``."""
         self._write(tenant_id, user_id, "delete", actor, lambda _old: None, expected_version=None, max_retries=50)
-
-    def scrub_audit(self) -> int:
-        """Rename every audit row's paths as a write names them now (`audit_scrub`); returns the rows rewritten."""
-        models = self._models = section_models()
-        with self._tx(write=True) as conn:
-            return scrub_audit(conn, models)
 
     def erase_user(self, tenant_id: str, user_id: str, *, notified: bool = False) -> dict[str, int]:
         """Erase everything stored about one user (a data-subject erasure request): settings, every session's

@@ -40,7 +40,8 @@ def test_a_path_is_renamed_as_a_write_names_it_and_renaming_twice_changes_nothin
     assert rename_path("s.limits.pii", MODELS) == "s.limits.pii"  # operator identifiers
     once = rename_path("s.rules.jane.on", MODELS)
     assert rename_path(once, MODELS) == once  # a hashed segment stays, and what is below it keeps its shape
-    assert rename_path("gone.alice-notes", MODELS) == f"gone.{h('alice-notes')}"
+    # a section no model here describes (a plugin not installed in this process): left for a process that has it
+    assert rename_path("gone.alice-notes", MODELS) is None
 
 
 def test_a_store_renames_old_audit_paths_once_when_it_first_opens_a_database(tmp_path) -> None:
@@ -51,12 +52,15 @@ def test_a_store_renames_old_audit_paths_once_when_it_first_opens_a_database(tmp
             conn.execute(sa.delete(schema_info).where(schema_info.c.component == MARKER))
         _old_row(store, OLD)
         _old_row(store, "not json", user="bob")
+        _old_row(store, "[" * 100_000 + "]" * 100_000, user="bob")  # nested past the JSON parser's recursion
+        _old_row(store, ["guard.shadow", 7, None], user="dan")  # a value that is no path: dropped, the rest kept
     with SettingsStore(url) as store:
-        assert _marker(store)
+        assert _marker(store) and store.audit_rows_renamed == 4
         got = store.history("default", "alice")[0].changed
         assert got == (f"moderation.categories.{name_hash('posts-about-jane-doe-s-divorce')}.action",
                        "moderation.categories.spam.threshold", "guard.thresholds.pii", "guard.shadow")
-        assert store.history("default", "bob")[0].changed == ()  # unreadable: nothing of it is kept
+        assert [e.changed for e in store.history("default", "bob")] == [(), ()]  # unreadable: nothing is kept
+        assert store.history("default", "dan")[0].changed == ("guard.shadow",)
         # an older worker writes another row after the marker: the command renames it, and only it
         _old_row(store, OLD[:1], user="carol")
         assert store.scrub_audit() == 1 and store.scrub_audit() == 0
@@ -71,10 +75,47 @@ def test_the_cli_renames_old_rows_and_refuses_a_missing_database(tmp_path) -> No
 
     url = str(tmp_path / "s.db")
     with SettingsStore(url) as store:
-        _old_row(store, OLD)
+        _old_row(store, OLD)  # written after the marker (an older worker)
     out = CliRunner().invoke(app, ["settings", "scrub-audit", "--db", url, "--json"])
     assert out.exit_code == 0 and json.loads(out.stdout) == {"rows_renamed": 1}
+    with SettingsStore(url) as store:  # a database never renamed: the command's own open does it, and counts it
+        with store.engine.begin() as conn:
+            conn.execute(sa.delete(schema_info).where(schema_info.c.component == MARKER))
+        _old_row(store, OLD, user="bob")
+    first = CliRunner().invoke(app, ["settings", "scrub-audit", "--db", url, "--json"])
+    assert json.loads(first.stdout) == {"rows_renamed": 1}
     again = CliRunner().invoke(app, ["settings", "scrub-audit", "--db", url, "--json"])
     assert json.loads(again.stdout) == {"rows_renamed": 0}
     missing = CliRunner().invoke(app, ["settings", "scrub-audit", "--db", str(tmp_path / "nope.db")])
     assert missing.exit_code != 0 and not (tmp_path / "nope.db").exists()
+
+
+def test_a_section_without_a_model_here_is_left_and_the_marker_waits_for_it(tmp_path) -> None:
+    url = str(tmp_path / "s.db")
+    with SettingsStore(url) as store:
+        with store.engine.begin() as conn:
+            conn.execute(sa.delete(schema_info).where(schema_info.c.component == MARKER))
+        _old_row(store, ["gone-plugin.rules.builtin.on", *OLD[:1]])
+    with SettingsStore(url) as store:
+        assert not _marker(store)  # a later process with the plugin renames the rest
+        jane = name_hash("posts-about-jane-doe-s-divorce")
+        assert store.history("default", "alice")[0].changed == (
+            "gone-plugin.rules.builtin.on", f"moderation.categories.{jane}.action")
+        with store.engine.begin() as conn:
+            conn.execute(sa.delete(settings_audit))
+        assert store.scrub_audit() == 0 and _marker(store)
+
+
+def test_a_failed_rename_leaves_the_rows_and_the_store_opens(tmp_path, caplog) -> None:
+    url = str(tmp_path / "s.db")
+    with SettingsStore(url) as store:
+        with store.engine.begin() as conn:
+            conn.execute(sa.delete(schema_info).where(schema_info.c.component == MARKER))
+            conn.execute(sa.text("CREATE TRIGGER no_update BEFORE UPDATE ON settings_audit "
+                                 "BEGIN SELECT RAISE(ABORT, 'read-only audit'); END"))
+        _old_row(store, OLD)
+    with SettingsStore(url) as store:
+        assert store.audit_rows_renamed == 0 and not _marker(store)
+        assert store.history("default", "alice")[0].changed == tuple(OLD)  # unchanged, not half-renamed
+        store.put("default", "erin", {"guard": {"shadow": True}}, expected_version=0, actor="test")  # usable
+    assert "could not rename old audit paths" in caplog.text
