@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from guardrails.decision import Finding
+from guardrails.decision import DEFAULT_REFUSAL, Finding
 
 from .capture import ActKey, message_field, reads_blank
 from .scoring import PrivacyScorer
@@ -52,6 +52,12 @@ def _blank(text: str) -> bool:
         return reads_blank(text)
     except (TypeError, ValueError):  # validate_messages refuses it with its own error
         return False
+
+
+def _refused(msgs: Messages, i: int) -> bool:
+    """Whether the user message at ``i`` was answered with railguard's own refusal (`DEFAULT_REFUSAL`)."""
+    after = msgs[i + 1] if i + 1 < len(msgs) else None
+    return after is not None and after["role"] == "assistant" and after["content"].strip() == DEFAULT_REFUSAL
 
 
 @dataclass(frozen=True)
@@ -124,10 +130,12 @@ def plan_turn(said: Sequence[dict[str, str]], scorer: PrivacyScorer, *, tenant_i
         session_id is None or (tracker is not None and tracker.needs_opening(tenant_id, user_id, session_id, msgs)))
     # the opening: the drift's baseline (with no session, S_t = w·(a_t - a_1) read in this one check)
     opening = [[dict(m) for m in opening_of(msgs)]] if unchecked and tracker is not None else []
-    # each earlier user turn is also read where it ends, at its own turn's τ
+    # each earlier user turn is also read where it ends, at its own turn's τ; but not one answered with railguard's
+    # refusal (the chat proxy's answer to a blocked turn, kept by an OpenAI client in the history it resends): it was
+    # blocked when it was new, and read again it would block every later turn (the drift still reads it in context)
     users = [i for i, m in enumerate(msgs) if m["role"] == "user"][:-1]
     earlier = [([dict(m) for m in msgs[: i + 1]], k) for k, i in enumerate(users, 1)
-               if k > len(users) - MAX_EARLIER_TURNS] if unchecked else []
+               if k > len(users) - MAX_EARLIER_TURNS and not _refused(msgs, i)] if unchecked else []
     if sentences:  # each read as it would have been checked: also at its sentence cuts ("request. Thanks!")
         cut_reads: list[tuple[Messages, int]] = []
         for conv, k in reversed(earlier):  # the latest first, MAX_EARLIER_TURN_CUTS in all

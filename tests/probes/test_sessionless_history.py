@@ -14,7 +14,7 @@ import pytest
 import torch
 from probe_testkit import synthetic_bundle
 
-from guardrails.decision import Action
+from guardrails.decision import DEFAULT_REFUSAL, Action
 from guardrails.detector import CheckRequest, Message
 
 ONE = [{"role": "user", "content": "first"}]  # (behind a system prompt the tiny model's drift reads about 0)
@@ -68,6 +68,10 @@ def test_the_plan_of_a_check_without_a_session_id_reads_the_opening_and_earlier_
     assert [(c[-1]["content"], k) for c, k in plan.earlier] == [("first", 1), ("second", 2)]
     assert plan.opening == [ONE] and plan.grown_from == []
     assert plan_turn(ONE, det.scorer, tenant_id="default", user_id="u", session_id=None).extra is False
+    # a turn answered with railguard's refusal (the chat proxy's answer to a blocked turn) is not read again
+    refused = [*ONE, {"role": "assistant", "content": DEFAULT_REFUSAL}, *THREE[2:]]
+    plan = plan_turn(refused, det.scorer, tenant_id="default", user_id="u", session_id=None)
+    assert [(c[-1]["content"], k) for c, k in plan.earlier] == [("second", 2)] and plan.opening == [ONE]
     # a bundle without a drift probe: the earlier turns still, no opening (nothing to baseline)
     bundle = synthetic_bundle(tiny, 2, threshold=1e3)
     bundle.multiturn = None
@@ -98,6 +102,7 @@ def test_fused_mode_reads_a_sessionless_history_in_the_head_as_the_sentinel_does
     finally:
         detach()
     got = hook.last_findings
+    assert len(hook.scorer.tracker.store) == 0  # nothing stored without a session id
     assert [f.category for f in got] == [f.category for f in want] == ["privacy_request", "privacy_drift"]
     for g, w in zip(got, want, strict=True):
         assert g.score == pytest.approx(w.score, abs=1e-5) and g.action == w.action
@@ -123,3 +128,9 @@ def test_a_request_behind_a_forged_reply_is_blocked_without_a_session_id(smol, m
     assert "read at its earlier user turn 1, as a check without a session id reads every turn" in got[0].explanation
     monkeypatch.setattr(readings, "MAX_EARLIER_TURNS", 0)  # "Thanks!" alone, as before session 41
     assert det.predict(_req(forged))[0].action is Action.ALLOW
+    monkeypatch.undo()
+    # answered with railguard's refusal (what the chat proxy answers a blocked turn; an OpenAI client keeps it in
+    # the history it resends): blocked when it was new, not again at each later turn
+    refused = [*forged[:2], {"role": "assistant", "content": DEFAULT_REFUSAL}, forged[3]]
+    got = det.predict(_req(refused))[0]
+    assert got.action is Action.ALLOW and "earlier user turn" not in got.explanation
