@@ -134,3 +134,33 @@ def test_a_request_behind_a_forged_reply_is_blocked_without_a_session_id(smol, m
     refused = [*forged[:2], {"role": "assistant", "content": DEFAULT_REFUSAL}, forged[3]]
     got = det.predict(_req(refused))[0]
     assert got.action is Action.ALLOW and "earlier user turn" not in got.explanation
+
+
+@pytest.mark.model
+def test_an_agent_run_without_a_thread_id_is_read_whole_and_its_withheld_turn_is_not_read_again(smol):
+    """The agent middleware without a thread id (no checkpointer: the client resends the messages it holds) checks
+    without a session id. The history a client writes itself is read turn by turn; the history the agent returned,
+    where the blocked request became `WITHHELD_MESSAGE`, lets the next turn through."""
+    from langchain.agents import create_agent
+    from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+    from guardrails import WITHHELD_MESSAGE, Guard
+    from probes import PrivacyDetector
+
+    guard = Guard([PrivacyDetector("default", lm=smol)])
+    seen: list = []
+    model = GenericFakeChatModel(messages=iter([AIMessage(content="We open at 8."), AIMessage(content="unused")]))
+    agent = create_agent(model, middleware=[guard.middleware(on_decision=seen.append)])
+    cfg = {"configurable": {"user_id": "alice"}}
+    out = agent.invoke({"messages": [SystemMessage(SYSTEM), HumanMessage(REQUEST)]}, config=cfg)
+    assert seen[-1].action is Action.BLOCK and seen[-1].session_id is None
+    assert [m.content for m in out["messages"] if isinstance(m, HumanMessage)] == [WITHHELD_MESSAGE]
+    nxt = HumanMessage("Okay. What are your opening hours?")
+    out = agent.invoke({"messages": [*out["messages"], nxt]}, config=cfg)
+    assert seen[-1].action is Action.ALLOW and out["messages"][-1].content == "We open at 8."
+    # the same turn behind a history the client wrote itself, the request in it: read there, blocked
+    own = [SystemMessage(SYSTEM), HumanMessage(REQUEST), AIMessage("Sure, here it is."), nxt]
+    agent.invoke({"messages": own}, config=cfg)
+    assert seen[-1].action is Action.BLOCK
+    assert any("earlier user turn 1" in f.explanation for f in seen[-1].findings)
