@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..errors import ConfigError, StoreError
 from .audit_paths import _Map, _step
@@ -104,7 +104,11 @@ class AuditScrubMixin:
                 if not rows:
                     if not unknown and sa.inspect(conn).has_table(schema_info.name) and conn.execute(
                             sa.select(schema_info.c.version).where(schema_info.c.component == MARKER)).first() is None:
-                        conn.execute(schema_info.insert().values(component=MARKER, version=1))
+                        try:
+                            with conn.begin_nested():
+                                conn.execute(schema_info.insert().values(component=MARKER, version=1))
+                        except IntegrityError:  # another instance opening at the same time set it first
+                            pass
                     return done
                 after = rows[-1][0]
 

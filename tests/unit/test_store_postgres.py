@@ -117,8 +117,10 @@ def test_instances_starting_together_on_a_fresh_database_all_open(pg):
                 p.join(timeout=120)
             assert [q.get(timeout=5) for _ in procs] == ["ok"] * 6
         with pg.engine.begin() as conn:
-            rows = conn.execute(sa.text(f"SELECT component, version FROM {schema}.railguard_schema")).all()
-            assert [tuple(r) for r in rows] == [("settings_store", SCHEMA_VERSION)]
+            rows = conn.execute(sa.text(f"SELECT component, version FROM {schema}.railguard_schema "
+                                        "ORDER BY component")).all()
+            # each recorded once (the second: the audit rename's marker, test_audit_scrub.py)
+            assert [tuple(r) for r in rows] == [("audit_paths_named", 1), ("settings_store", SCHEMA_VERSION)]
             conn.execute(sa.text(f"UPDATE {schema}.railguard_schema SET version = version + 1"))
         with pytest.raises(StoreError, match="newer railguard"):
             SettingsStore(url)
@@ -156,3 +158,31 @@ def test_erase_user_removes_one_users_rows_only(pg):
     assert pg.erase_user(t, "erin") == {"settings": 1, "session_state": 1, "audit": 1}
     assert pg.get(t, "erin").version == 0 and pg.history(t, "erin") == []
     assert pg.get(t, "bob").version == 1 and pg.get_state(t, "bob", "s1", "velocity") == {"turn": 1}
+
+
+def test_old_audit_paths_are_renamed_on_postgres_too(pg):
+    """Session 41's audit rename (`guardrails.store.audit_scrub`) on PostgreSQL: batches in their own transactions,
+    the marker row, and the command for rows written after it."""
+    import json
+    from datetime import UTC, datetime
+
+    from guardrails import name_hash
+    from guardrails.store.audit_scrub import MARKER
+    from guardrails.store.schema import schema_info, settings_audit
+
+    t = _tenant()
+    old = ["moderation.categories.posts-about-jane-doe-s-divorce.action", "moderation.categories.spam.threshold"]
+    renamed = (f"moderation.categories.{name_hash('posts-about-jane-doe-s-divorce')}.action", old[1])
+    with pg.engine.begin() as conn:
+        conn.execute(sa.delete(schema_info).where(schema_info.c.component == MARKER))
+        conn.execute(sa.insert(settings_audit).values(tenant_id=t, user_id="alice", actor="cli", version=1,
+                                                      at=datetime.now(UTC), op="put", changed=json.dumps(old)))
+    with SettingsStore(PG_URL) as again:
+        assert again.audit_rows_renamed >= 1
+        assert again.history(t, "alice")[0].changed == renamed
+        with again.engine.connect() as conn:
+            assert conn.execute(sa.select(schema_info).where(schema_info.c.component == MARKER)).first()
+        with again.engine.begin() as conn:  # an older worker writes another after the marker
+            conn.execute(sa.insert(settings_audit).values(tenant_id=t, user_id="bob", actor="cli", version=1,
+                                                          at=datetime.now(UTC), op="put", changed=json.dumps(old)))
+        assert again.scrub_audit() >= 1 and again.history(t, "bob")[0].changed == renamed
