@@ -130,7 +130,7 @@ class SettingsStore(SessionStateMixin, ErasureLogMixin, AuditScrubMixin):
                 "Expected a SQLite database file (or a new file) in a writable directory, or a reachable "
                 f"database URL (set {ENV_URL} or pass url=...)."
             ) from exc
-        self.audit_rows_renamed = self._scrub_at_open()  # old audit paths named as writes name them now
+        self._scrub_at_open()  # old audit paths named as writes name them now (`audit_rows_renamed`)
 
     @contextlib.contextmanager
     def _tx(self, *, write: bool) -> Iterator[sa.Connection]:

@@ -151,11 +151,13 @@ def test_an_agent_run_without_a_thread_id_is_read_whole_and_its_withheld_turn_is
     guard = Guard([PrivacyDetector("default", lm=smol)])
     seen: list = []
     model = GenericFakeChatModel(messages=iter([AIMessage(content="We open at 8."), AIMessage(content="unused")]))
-    agent = create_agent(model, middleware=[guard.middleware(on_decision=seen.append)])
+    # another refusal than DEFAULT_REFUSAL: the withheld message alone is what keeps the next turn from re-reading it
+    agent = create_agent(model, middleware=[guard.middleware(on_decision=seen.append, refusal="Blocked.")])
     cfg = {"configurable": {"user_id": "alice"}}
     out = agent.invoke({"messages": [SystemMessage(SYSTEM), HumanMessage(REQUEST)]}, config=cfg)
     assert seen[-1].action is Action.BLOCK and seen[-1].session_id is None
     assert [m.content for m in out["messages"] if isinstance(m, HumanMessage)] == [WITHHELD_MESSAGE]
+    assert out["messages"][-1].content == "Blocked."
     nxt = HumanMessage("Okay. What are your opening hours?")
     out = agent.invoke({"messages": [*out["messages"], nxt]}, config=cfg)
     assert seen[-1].action is Action.ALLOW and out["messages"][-1].content == "We open at 8."

@@ -119,3 +119,45 @@ def test_a_failed_rename_leaves_the_rows_and_the_store_opens(tmp_path, caplog) -
         assert store.history("default", "alice")[0].changed == tuple(OLD)  # unchanged, not half-renamed
         store.put("default", "erin", {"guard": {"shadow": True}}, expected_version=0, actor="test")  # usable
     assert "could not rename old audit paths" in caplog.text
+
+
+def test_batches_commit_one_by_one_and_a_failure_keeps_what_committed(tmp_path, monkeypatch, caplog) -> None:
+    from guardrails.store import audit_scrub
+
+    monkeypatch.setattr(audit_scrub, "_BATCH", 2)
+    url = str(tmp_path / "s.db")
+    with SettingsStore(url) as store:
+        with store.engine.begin() as conn:
+            conn.execute(sa.delete(schema_info).where(schema_info.c.component == MARKER))
+            conn.execute(sa.text("CREATE TRIGGER no_x BEFORE UPDATE ON settings_audit WHEN old.user_id = 'x' "
+                                 "BEGIN SELECT RAISE(ABORT, 'not x'); END"))
+        for user in ("a", "b", "c", "x", "e"):  # batches (a, b), (c, x), (e)
+            _old_row(store, OLD[:1], user=user)
+    with SettingsStore(url) as store:
+        assert store.audit_rows_renamed == 2 and not _marker(store)  # the first batch committed, then it stopped
+        assert [store.history("default", u)[0].changed == tuple(OLD[:1]) for u in "abcxe"] == [
+            False, False, True, True, True]
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("DROP TRIGGER no_x"))
+        assert store.scrub_audit() == 3 and _marker(store)
+    assert "could not rename old audit paths (IntegrityError: the database refused it)" in caplog.text
+
+
+def test_a_section_model_that_cannot_be_read_does_not_stop_the_store_opening(tmp_path, monkeypatch, caplog) -> None:
+    from guardrails.errors import ConfigError
+    from guardrails.store import settings
+
+    url = str(tmp_path / "s.db")
+    with SettingsStore(url) as store:
+        with store.engine.begin() as conn:
+            conn.execute(sa.delete(schema_info).where(schema_info.c.component == MARKER))
+        _old_row(store, OLD)
+
+    def broken() -> None:
+        raise ConfigError("settings plugin 'x' is not a pydantic model class")
+
+    monkeypatch.setattr(settings, "section_models", broken)
+    with SettingsStore(url) as store:
+        assert store.audit_rows_renamed == 0 and not _marker(store)
+        assert store.history("default", "alice")[0].changed == tuple(OLD)
+    assert "a section model or a row could not be read" in caplog.text
