@@ -27,6 +27,12 @@ def _old_row(store: SettingsStore, paths: list[str] | str, user: str = "alice") 
             changed=paths if isinstance(paths, str) else json.dumps(paths), digest=None))
 
 
+def _unmark(store: SettingsStore) -> None:
+    """The database as a release before the rename left it: no marker."""
+    with store.engine.begin() as conn:
+        conn.execute(sa.delete(schema_info).where(schema_info.c.component == MARKER))
+
+
 def _marker(store: SettingsStore) -> bool:
     with store.engine.connect() as conn:
         return conn.execute(sa.select(schema_info).where(schema_info.c.component == MARKER)).first() is not None
@@ -48,8 +54,7 @@ def test_a_store_renames_old_audit_paths_once_when_it_first_opens_a_database(tmp
     url = str(tmp_path / "s.db")
     with SettingsStore(url) as store:
         assert _marker(store)  # a new database: nothing to rename, marked done
-        with store.engine.begin() as conn:  # a database from before the marker
-            conn.execute(sa.delete(schema_info).where(schema_info.c.component == MARKER))
+        _unmark(store)  # a database from before the marker
         _old_row(store, OLD)
         _old_row(store, "not json", user="bob")
         _old_row(store, "[" * 100_000 + "]" * 100_000, user="bob")  # nested past the JSON parser's recursion
@@ -79,8 +84,7 @@ def test_the_cli_renames_old_rows_and_refuses_a_missing_database(tmp_path) -> No
     out = CliRunner().invoke(app, ["settings", "scrub-audit", "--db", url, "--json"])
     assert out.exit_code == 0 and json.loads(out.stdout) == {"rows_renamed": 1}
     with SettingsStore(url) as store:  # a database never renamed: the command's own open does it, and counts it
-        with store.engine.begin() as conn:
-            conn.execute(sa.delete(schema_info).where(schema_info.c.component == MARKER))
+        _unmark(store)
         _old_row(store, OLD, user="bob")
     first = CliRunner().invoke(app, ["settings", "scrub-audit", "--db", url, "--json"])
     assert json.loads(first.stdout) == {"rows_renamed": 1}
@@ -93,8 +97,7 @@ def test_the_cli_renames_old_rows_and_refuses_a_missing_database(tmp_path) -> No
 def test_a_section_without_a_model_here_is_left_and_the_marker_waits_for_it(tmp_path) -> None:
     url = str(tmp_path / "s.db")
     with SettingsStore(url) as store:
-        with store.engine.begin() as conn:
-            conn.execute(sa.delete(schema_info).where(schema_info.c.component == MARKER))
+        _unmark(store)
         _old_row(store, ["gone-plugin.rules.builtin.on", *OLD[:1]])
     with SettingsStore(url) as store:
         assert not _marker(store)  # a later process with the plugin renames the rest
@@ -149,8 +152,7 @@ def test_a_section_model_that_cannot_be_read_does_not_stop_the_store_opening(tmp
 
     url = str(tmp_path / "s.db")
     with SettingsStore(url) as store:
-        with store.engine.begin() as conn:
-            conn.execute(sa.delete(schema_info).where(schema_info.c.component == MARKER))
+        _unmark(store)
         _old_row(store, OLD)
 
     def broken() -> None:
